@@ -1,0 +1,23 @@
+"""Write stamps that order runs by when they were last written.
+
+``list_runs`` promises most-recently-written first, in sub-second order. Wall-clock nanoseconds
+give that across processes on one machine; within a process two writes in the same clock tick
+would tie, so stamps are forced to increase.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+_lock = threading.Lock()
+_last = 0
+
+
+def stamp_ns() -> int:
+    """Return wall-clock nanoseconds, strictly greater than any stamp this process returned."""
+    global _last  # noqa: PLW0603 - one clock per process is the point
+    now = time.time_ns()
+    with _lock:
+        _last = max(now, _last + 1)
+        return _last

@@ -1,0 +1,106 @@
+"""Strict JSON in and out: what "exact round trip" means lives here.
+
+The stores keep payloads as JSON text produced by :func:`encode` and read them with
+:func:`decode`. The standard library's encoder already keeps key order, ``-0.0`` and integers
+of any size exact, and escapes NUL and lone surrogates, so the text is plain ASCII that every
+database accepts in a text column. What it does not do is refuse values that would come back
+different (tuples become lists, integer keys become strings, ``NaN`` is not JSON at all), so
+:func:`check_json` walks the value first and refuses them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from purpose_agent.errors import InvalidInput
+
+_SCALARS = (str, int, float, bool, type(None))
+_encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def check_json(value: Any, what: str = "data") -> None:
+    """Refuse anything that would not come back from the store exactly as it went in.
+
+    The walk is iterative so that deep nesting fails with a clear error rather than a
+    ``RecursionError`` from deep inside the encoder.
+
+    Args:
+        value: The value to check.
+        what: How the value is named in the error message.
+
+    Raises:
+        InvalidInput: If the value or anything inside it is not a JSON value.
+    """
+    stack: list[tuple[Any, str]] = [(value, what)]
+    while stack:
+        item, path = stack.pop()
+        kind = type(item)
+        if kind is dict or isinstance(item, dict):
+            for key, child in item.items():
+                if type(key) is not str:
+                    raise InvalidInput(
+                        f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys must be str"
+                    )
+                if type(child) in _SCALARS and type(child) is not float:
+                    continue
+                stack.append((child, f"{path}[{key!r}]"))
+        elif kind is list or isinstance(item, list):
+            for index, child in enumerate(item):
+                if type(child) in _SCALARS and type(child) is not float:
+                    continue
+                stack.append((child, f"{path}[{index}]"))
+        elif kind is float or isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise InvalidInput(f"{path} is {item!r}; only finite floats are JSON values")
+        elif isinstance(item, _SCALARS):
+            continue
+        else:
+            raise InvalidInput(
+                f"{path} is a {type(item).__name__}; only None, bool, int, float, str, list and "
+                "dict (with str keys) can be stored"
+            )
+
+
+def encode(value: Any, what: str = "data") -> str:
+    """Encode a JSON value as compact ASCII JSON text, refusing anything that is not JSON.
+
+    Args:
+        value: The value to encode.
+        what: How the value is named in an error message.
+
+    Returns:
+        The JSON text.
+
+    Raises:
+        InvalidInput: If the value is not a JSON value or cannot be encoded exactly (an integer
+            longer than Python's 4,300-digit conversion limit, nesting deeper than the
+            encoder's recursion limit).
+    """
+    check_json(value, what)
+    try:
+        return _encoder.encode(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def decode(text: str | bytes) -> Any:
+    """Decode JSON text written by :func:`encode`.
+
+    Raises:
+        ValueError: If the text is not JSON (``NaN`` and ``Infinity`` included). Callers turn
+            this into :class:`~purpose_agent.errors.CorruptRecord` with the run and seq.
+    """
+    if isinstance(text, bytes | bytearray | memoryview):
+        text = bytes(text).decode("utf-8")
+    try:
+        return _decoder.decode(text)
+    except RecursionError as exc:
+        raise ValueError(f"nesting too deep to decode: {exc}") from exc

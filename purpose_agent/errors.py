@@ -1,0 +1,89 @@
+"""The errors a checkpointer raises.
+
+Every failure a caller can act on is one of these, whatever the backend: driver exceptions
+(sqlite3, psycopg, PyMySQL, OS errors) are translated at the store boundary and kept as
+``__cause__`` so that nothing is lost for debugging.
+"""
+
+from __future__ import annotations
+
+
+class CheckpointError(Exception):
+    """Base class of every error raised by ``purpose_agent`` stores."""
+
+
+class InvalidInput(CheckpointError, ValueError):
+    """A value that cannot be stored as given; nothing was written."""
+
+
+class InvalidRunId(InvalidInput):
+    """A run id that is empty, too long, or could address something other than one run."""
+
+
+class SequenceConflict(CheckpointError):
+    """``(run_id, seq)`` is already stored with different content; nothing was written.
+
+    Attributes:
+        run_id: The run whose log already holds the position.
+        seq: The position that is taken.
+    """
+
+    def __init__(self, run_id: str, seq: int) -> None:
+        super().__init__(
+            f"run {run_id!r} already has a different event at seq {seq}; "
+            "another writer owns this run, or the caller reused a sequence number"
+        )
+        self.run_id = run_id
+        self.seq = seq
+
+    def __reduce__(self) -> tuple[type[SequenceConflict], tuple[str, int]]:
+        return (type(self), (self.run_id, self.seq))
+
+
+class CorruptRecord(CheckpointError):
+    """A stored row or line cannot be decoded.
+
+    Attributes:
+        run_id: The run the record belongs to.
+        seq: The record's sequence number, or ``None`` when it cannot be read.
+    """
+
+    def __init__(self, run_id: str, seq: int | None, detail: str) -> None:
+        where = f"seq {seq}" if seq is not None else "an unreadable seq"
+        super().__init__(f"corrupt record for run {run_id!r} at {where}: {detail}")
+        self.run_id = run_id
+        self.seq = seq
+        self.detail = detail
+
+    def __reduce__(self) -> tuple[type[CorruptRecord], tuple[str, int | None, str]]:
+        return (type(self), (self.run_id, self.seq, self.detail))
+
+
+class SchemaNotCurrent(CheckpointError):
+    """The database schema is not at the revision this version of the package needs.
+
+    Attributes:
+        found: The revision the database is at (``None`` for an empty database).
+        needed: The revision this version needs.
+    """
+
+    def __init__(self, found: str | None, needed: str, command: str = "purpose-agent db upgrade") -> None:
+        shown = found if found is not None else "none (empty database)"
+        super().__init__(
+            f"database schema is at revision {shown}, this version needs {needed}; "
+            f"run `{command}` (or `alembic upgrade head`) to upgrade it"
+        )
+        self.found = found
+        self.needed = needed
+
+    def __reduce__(self) -> tuple[type[SchemaNotCurrent], tuple[str | None, str]]:
+        return (type(self), (self.found, self.needed))
+
+
+class StoreUnavailable(CheckpointError):
+    """The store could not be reached or refused the operation for a reason outside the data.
+
+    Raised for a database that is down, a connection that was lost, a full disk or a permission
+    error. The call may or may not have taken effect when the connection dropped during a
+    commit; retrying a save is safe because an identical event is a no-op.
+    """

@@ -1,0 +1,1 @@
+"""The seed's module paths: ``events``, ``state`` and ``checkpoint``."""

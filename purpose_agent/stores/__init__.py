@@ -1,0 +1,1 @@
+"""One module per backend. No backend imports another."""

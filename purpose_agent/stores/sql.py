@@ -1,0 +1,5 @@
+class SQLCheckpointer:  # pragma: no cover
+    pass
+
+class SQLiteCheckpointer:  # pragma: no cover
+    pass
