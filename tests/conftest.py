@@ -1,28 +1,89 @@
-"""Backends for the shared behaviour suite, and the servers they need."""
+"""Backends for the shared behaviour suite, and the servers they need.
+
+Every backend runs the same suite (``tests/test_behaviour.py``); a backend that needs a server
+carries that server's marker, so ``pytest -m postgres`` runs the suite on Postgres alone.
+"""
 
 from __future__ import annotations
 
 import functools
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
-from purpose_agent import InMemoryCheckpointer
+from purpose_agent import InMemoryCheckpointer, JSONLCheckpointer, SQLCheckpointer
+from purpose_agent.db.models import Base
 from purpose_agent.testing import Backend
+from tests.servers import server_url, throwaway_database
 
 
-@functools.cache
-def _memory_singleton(key: str) -> InMemoryCheckpointer:
-    return InMemoryCheckpointer()
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[URL]:
+    """A throwaway Postgres database for this test run, dropped at the end."""
+    with server_url("postgres") as admin, throwaway_database(admin) as url:
+        yield url
 
 
-BACKENDS = ["memory"]
+@pytest.fixture(scope="session")
+def mariadb_url() -> Iterator[URL]:
+    """A throwaway MariaDB database for this test run, dropped at the end."""
+    with server_url("mariadb") as admin, throwaway_database(admin) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once; each test copies it instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    SQLCheckpointer(f"sqlite:///{path}").close()
+    return path
+
+
+def _empty_tables(url: URL) -> None:
+    """Remove every row the previous test left, keeping the migrated schema."""
+    SQLCheckpointer(url).close()  # migrates the database on first use
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+    engine.dispose()
+
+
+def _server_backend(request: pytest.FixtureRequest, fixture: str, name: str) -> Backend:
+    url = request.getfixturevalue(fixture)
+    _empty_tables(url)
+    return Backend(name, functools.partial(SQLCheckpointer, url.render_as_string(False)))
+
+
+BACKENDS = [
+    pytest.param("memory"),
+    pytest.param("jsonl"),
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each backend in turn, on fresh, empty storage."""
     name = request.param
     if name == "memory":
         store = InMemoryCheckpointer()
         return Backend("memory", lambda: store, durable=False, processes=False)
+    if name == "jsonl":
+        return Backend("jsonl", functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl")))
+    if name == "sqlite":
+        path = tmp_path / "store.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return Backend("sqlite", functools.partial(SQLCheckpointer, f"sqlite:///{path}"))
+    if name == "postgres":
+        return _server_backend(request, "postgres_url", "postgres")
+    if name == "mariadb":
+        return _server_backend(request, "mariadb_url", "mariadb")
     raise AssertionError(name)
+
