@@ -1,5 +1,453 @@
-class SQLCheckpointer:  # pragma: no cover
-    pass
+"""The SQL store: SQLite, Postgres and MariaDB through SQLAlchemy.
 
-class SQLiteCheckpointer:  # pragma: no cover
-    pass
+The ORM models define the schema; the hot paths run Core statements on the mapped tables,
+built once per store, because per-object ``Session.add`` costs half the throughput on Postgres
+and most of it on SQLite. One engine per store; each call takes a connection for one unit of
+work. No lock is held around queries: the database's own keys and transactions arbitrate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    Select,
+    String,
+    bindparam,
+    cast,
+    delete,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from purpose_agent.clock import stamp_ns
+from purpose_agent.db.dialects import dialect_for
+from purpose_agent.db.engine import Durability, default_url, make_engine
+from purpose_agent.db.migrate import ensure_schema
+from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.errors import CheckpointError, SequenceConflict, StoreUnavailable
+from purpose_agent.protocol import Recovery
+from purpose_agent.records import (
+    EventRow,
+    StateRow,
+    check_limit,
+    check_run_id,
+    check_since,
+    decode_event,
+    decode_state,
+    event_row,
+    event_rows,
+    state_row,
+)
+from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.state import RunState
+
+T = TypeVar("T")
+
+_EVENT_COLUMNS = (
+    EventRecord.seq,
+    EventRecord.kind,
+    EventRecord.ts,
+    EventRecord.lane_id,
+    EventRecord.data,
+)
+# Keys looked up per statement when checking a batch that hit a taken key.
+_LOOKUP_CHUNK = 500
+_ATTEMPTS = 3
+
+
+def _events_after(with_limit: bool) -> Select[Any]:
+    stmt = (
+        select(*_EVENT_COLUMNS)
+        .where(EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since"))
+        .order_by(EventRecord.seq)
+    )
+    return stmt.limit(bindparam("limit")) if with_limit else stmt
+
+
+def _recovery_statement() -> Select[Any]:
+    # Snapshot and tail in ONE statement: a single statement reads one consistent view on
+    # every backend, without a multi-statement transaction (and its round trips).
+    run_id = bindparam("run_id")
+    snapshot_seq = (
+        select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
+    )
+    snapshot = select(
+        literal(0).label("part"),
+        SnapshotRecord.seq.label("seq"),
+        cast(null(), String).label("kind"),
+        cast(null(), Float).label("ts"),
+        cast(null(), String).label("lane_id"),
+        SnapshotRecord.state.label("data"),
+    ).where(SnapshotRecord.run_id == run_id)
+    tail = select(literal(1), *_EVENT_COLUMNS).where(
+        EventRecord.run_id == run_id, EventRecord.seq > func.coalesce(snapshot_seq, 0)
+    )
+    both = union_all(snapshot, tail).subquery()
+    return select(*both.c).order_by(both.c.part, both.c.seq)
+
+
+class SQLCheckpointer:
+    """A checkpointer on a SQL database: SQLite (the embedded default), Postgres or MariaDB.
+
+    Args:
+        url_or_engine: A SQLAlchemy URL (``sqlite:///runs.db``,
+            ``postgresql+psycopg://user@host/db``, ``mariadb+pymysql://...``) or an existing
+            ``Engine``, which is used as is and not disposed by :meth:`close`. Defaults to
+            ``PURPOSE_AGENT_DB_URL``, else ``sqlite:///purpose_agent.db``.
+        migrate: Upgrade the schema to the revision this version needs (safe when several
+            processes start at once). When false, only check, raising ``SchemaNotCurrent``.
+        durability: ``"full"`` (default): a returned save survives a power cut. ``"normal"``:
+            it survives a process crash; a power cut may lose the last commits (SQLite
+            ``synchronous=NORMAL``, Postgres ``synchronous_commit=off``). Ignored for an
+            ``Engine`` passed in.
+        busy_timeout: Seconds a SQLite writer waits for another before failing.
+        page_size: Events fetched per query by :meth:`iter_events`.
+
+    Raises:
+        InvalidInput: A malformed URL or a driver that is not installed.
+        SchemaNotCurrent: The schema is behind and ``migrate`` is false, or it is newer than
+            this version of the package.
+        StoreUnavailable: The database cannot be reached.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | Engine | None = None,
+        *,
+        migrate: bool = True,
+        durability: Durability = "full",
+        busy_timeout: float = 60.0,
+        page_size: int = 1000,
+    ) -> None:
+        check_limit(page_size, "page_size")
+        self._page_size = max(page_size, 1)
+        if isinstance(url_or_engine, Engine):
+            self._engine = url_or_engine
+            self._owns_engine = False
+        else:
+            url = url_or_engine if url_or_engine is not None else default_url()
+            self._engine = make_engine(url, durability=durability, busy_timeout=busy_timeout)
+            self._owns_engine = True
+        self.url = self._engine.url.render_as_string(hide_password=True)
+        self._dialect = dialect_for(self._engine)
+        self._reader = self._engine.execution_options(**self._dialect.read_options)
+        self._writer = self._engine.execution_options(**self._dialect.write_options)
+        self._snapshot_reader = self._engine.execution_options(
+            **self._dialect.snapshot_read_options
+        )
+        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._q_events = _events_after(with_limit=False)
+        self._q_events_limited = _events_after(with_limit=True)
+        self._q_recover = _recovery_statement()
+        self._q_snapshot = select(SnapshotRecord.seq, SnapshotRecord.state).where(
+            SnapshotRecord.run_id == bindparam("run_id")
+        )
+        try:
+            self._call("opening the store", lambda: ensure_schema(self._engine, migrate=migrate))
+        except BaseException:
+            self.close()
+            raise
+
+    # -- error handling -------------------------------------------------------------------
+
+    def _call(self, action: str, operation: Callable[[], T]) -> T:
+        """Run one unit of work, translating driver errors and retrying what is safe to retry.
+
+        A lost connection (server restarted, connection killed) invalidates the pool, so one
+        more try runs on a fresh connection: the caller sees an error only if the database is
+        still away. Retrying a write is safe: an identical event is a no-op, and a snapshot
+        upsert is idempotent. Deadlocks and serialization failures are retried too.
+        """
+        for attempt in range(_ATTEMPTS):
+            try:
+                return operation()
+            except CheckpointError:
+                raise
+            except DBAPIError as exc:
+                retry = exc.connection_invalidated or self._dialect.is_transient(exc)
+                if retry and attempt + 1 < _ATTEMPTS:
+                    continue
+                raise self._unavailable(action, exc) from exc
+            except (PoolTimeout, SQLAlchemyError) as exc:
+                raise self._unavailable(action, exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _unavailable(self, action: str, exc: Exception) -> StoreUnavailable:
+        cause = getattr(exc, "orig", None) or exc
+        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+        return StoreUnavailable(f"{action} failed on {self.url}: {detail}")
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def save_event(self, event: PAEvent) -> None:
+        """Append one event; committed when this returns.
+
+        Raises:
+            InvalidInput: The event cannot be stored exactly; nothing was written.
+            SequenceConflict: ``(run_id, seq)`` holds a different event.
+            StoreUnavailable: The database cannot be reached.
+        """
+        rows = [event_row(event)]
+        self._call("saving an event", lambda: self._write(rows, None))
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        """Append a batch, and optionally the snapshot after it, in one transaction.
+
+        Raises:
+            InvalidInput: An event or the snapshot cannot be stored; nothing was written.
+            SequenceConflict: A position holds a different event; nothing was written.
+            StoreUnavailable: The database cannot be reached.
+        """
+        rows = event_rows(events)
+        snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        if rows or snap is not None:
+            self._call("saving events", lambda: self._write(rows, snap))
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        """Save a snapshot; one with a lower ``seq`` than the stored one is ignored.
+
+        Raises:
+            InvalidInput: ``state.run_id`` differs from ``run_id`` or a value cannot be stored.
+            StoreUnavailable: The database cannot be reached.
+        """
+        snap = state_row(run_id, state)
+        self._call("saving a snapshot", lambda: self._write([], snap))
+
+    def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
+        now = stamp_ns()
+        try:
+            if snap is None and self._dialect.one_statement_events:
+                with self._autocommit.connect() as conn:
+                    self._dialect.write_events(conn, rows, now)
+                return
+            with self._writer.begin() as conn:
+                self._write_in(conn, rows, snap, now)
+        except IntegrityError as exc:
+            if not self._dialect.is_unique_violation(exc):
+                raise
+        else:
+            return
+        # A position was taken: find out whether by the same event (a retry) or another.
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._writer.begin() as conn:
+                    self._write_in(conn, self._new_rows(conn, rows), snap, now)
+                return
+            except IntegrityError as exc:
+                # Another writer took a position between the check and the insert.
+                if not self._dialect.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
+                    raise
+
+    def _write_in(
+        self, conn: Connection, rows: list[EventRow], snap: StateRow | None, now: int
+    ) -> None:
+        if rows:
+            self._dialect.write_events(conn, rows, now)
+        if snap is not None:
+            self._dialect.write_snapshot(conn, snap, now)
+            self._dialect.touch_runs(conn, {snap.run_id: 0}, now)
+
+    def _new_rows(self, conn: Connection, rows: list[EventRow]) -> list[EventRow]:
+        """The rows not stored yet; raises SequenceConflict if one is stored differently."""
+        by_run: dict[str, list[EventRow]] = {}
+        for row in rows:
+            by_run.setdefault(row.run_id, []).append(row)
+        stored: dict[tuple[str, int], EventRow] = {}
+        for run_id, run_rows in by_run.items():
+            for start in range(0, len(run_rows), _LOOKUP_CHUNK):
+                seqs = [row.seq for row in run_rows[start : start + _LOOKUP_CHUNK]]
+                found = conn.execute(
+                    select(*_EVENT_COLUMNS).where(
+                        EventRecord.run_id == run_id, EventRecord.seq.in_(seqs)
+                    )
+                )
+                for seq, kind, ts, lane_id, data in found:
+                    stored[(run_id, seq)] = EventRow(run_id, seq, kind, ts, lane_id, data)
+        new = []
+        for row in rows:
+            old = stored.get((row.run_id, row.seq))
+            if old is None:
+                new.append(row)
+            elif old != row:
+                raise SequenceConflict(row.run_id, row.seq)
+        return new
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def load_latest(self, run_id: str) -> RunState | None:
+        """Return the snapshot with the highest ``seq``, or ``None``.
+
+        Raises:
+            CorruptRecord: The stored snapshot cannot be decoded.
+            StoreUnavailable: The database cannot be reached.
+        """
+        check_run_id(run_id)
+
+        def load() -> tuple[Any, ...] | None:
+            with self._reader.connect() as conn:
+                row = conn.execute(self._q_snapshot, {"run_id": run_id}).first()
+                return tuple(row) if row is not None else None
+
+        found = self._call("loading a snapshot", load)
+        return decode_state(run_id, found[1], found[0]) if found is not None else None
+
+    def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
+        def fetch() -> list[Any]:
+            with self._reader.connect() as conn:
+                if limit is None:
+                    result = conn.execute(self._q_events, {"run_id": run_id, "since": since_seq})
+                else:
+                    result = conn.execute(
+                        self._q_events_limited,
+                        {"run_id": run_id, "since": since_seq, "limit": limit},
+                    )
+                return list(result)
+
+        rows = self._call("reading events", fetch)
+        return [decode_event(run_id, *row) for row in rows]
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``.
+
+        Raises:
+            CorruptRecord: A stored event cannot be decoded.
+            StoreUnavailable: The database cannot be reached.
+        """
+        check_run_id(run_id)
+        check_since(since_seq, limit)
+        if limit == 0:
+            return []
+        return self._fetch_events(run_id, since_seq, limit)
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        """Stream events with ``seq > since_seq``, one page per query (keyset paging).
+
+        No transaction or cursor stays open between pages, so a long replay holds no locks
+        and memory stays flat whatever the length of the run.
+        """
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iterate(run_id, since_seq)
+
+    def _iterate(self, run_id: str, since_seq: int) -> Iterator[PAEvent]:
+        while True:
+            page = self._fetch_events(run_id, since_seq, self._page_size)
+            yield from page
+            if len(page) < self._page_size:
+                return
+            since_seq = page[-1].seq
+
+    def recover(self, run_id: str) -> Recovery | None:
+        """Return the latest snapshot and exactly the events after it, read in one statement.
+
+        Raises:
+            CorruptRecord: A stored record cannot be decoded.
+            StoreUnavailable: The database cannot be reached.
+        """
+        check_run_id(run_id)
+
+        def fetch() -> list[Any]:
+            with self._reader.connect() as conn:
+                return list(conn.execute(self._q_recover, {"run_id": run_id}))
+
+        rows = self._call("recovering a run", fetch)
+        if not rows:
+            return None
+        state = None
+        if rows[0][0] == 0:
+            state = decode_state(run_id, rows[0][5], rows[0][1])
+            rows = rows[1:]
+        return Recovery(state, [decode_event(run_id, *row[1:]) for row in rows])
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Return run ids, most recently written first.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+        """
+        check_limit(limit)
+        check_limit(offset, "offset")
+        if limit == 0:
+            return []
+        stmt = select(RunRecord.run_id).order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+
+        def fetch() -> list[str]:
+            with self._reader.connect() as conn:
+                return list(conn.execute(stmt).scalars())
+
+        return self._call("listing runs", fetch)
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run's events, snapshot and run row in one transaction.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+        """
+        check_run_id(run_id)
+
+        def remove() -> None:
+            with self._writer.begin() as conn:
+                for model in (EventRecord, SnapshotRecord, RunRecord):
+                    conn.execute(delete(model).where(model.run_id == run_id))
+
+        self._call("deleting a run", remove)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine this store uses."""
+        return self._engine
+
+    def close(self) -> None:
+        """Release the store's connections (the engine is kept if it was passed in)."""
+        if self._owns_engine:
+            self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+
+class SQLiteCheckpointer(SQLCheckpointer):
+    """The seed's name and constructor: :class:`SQLCheckpointer` on a SQLite file.
+
+    Args:
+        db_path: Path of the database file, created if missing.
+        **options: As for :class:`SQLCheckpointer`.
+    """
+
+    def __init__(
+        self, db_path: str | os.PathLike[str] = "purpose_agent_checkpoints.db", **options: Any
+    ) -> None:
+        self.db_path = os.fspath(db_path)
+        super().__init__(URL.create("sqlite", database=self.db_path), **options)

@@ -1,0 +1,80 @@
+"""Alembic environment for purpose_agent.
+
+The connection comes from the caller when the package migrates from code (``config.attributes
+["connection"]``, already holding the migration lock); otherwise from ``-x url=...``, then
+``PURPOSE_AGENT_DB_URL``, then the embedded default, and the lock is taken here.
+"""
+
+from __future__ import annotations
+
+import logging.config
+import os
+
+from alembic import context
+from sqlalchemy import Connection, pool
+
+from purpose_agent.db.dialects import dialect_for
+from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
+from purpose_agent.db.migrate import VERSION_TABLE
+from purpose_agent.db.models import Base
+
+config = context.config
+if config.config_file_name is not None and config.attributes.get("connection") is None:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def _url() -> str:
+    return (
+        context.get_x_argument(as_dictionary=True).get("url")
+        or os.environ.get(URL_ENV)
+        or config.get_main_option("sqlalchemy.url")
+        or DEFAULT_URL
+    )
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=True,
+        compare_type=True,
+        compare_server_default=True,
+    )
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        version_table=VERSION_TABLE,
+        render_as_batch=True,
+        literal_binds=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _configure(connection)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(_url(), poolclass=pool.NullPool)
+    try:
+        with dialect_for(engine).migration_lock(engine) as conn:
+            _configure(conn)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,1 @@
+"""The SQL side: ORM models, engine setup, dialect glue and migrations."""

@@ -1,0 +1,327 @@
+"""Every difference between the SQL backends, in one place.
+
+The store asks its :class:`SqlDialect` for the statements that differ (upserts, the batched
+insert, the migration lock) and for what a driver error means (a taken key, a lost
+connection, a deadlock worth retrying), decided by SQLSTATE or error code, never by message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Double,
+    Engine,
+    Insert,
+    Text,
+    bindparam,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+)
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+
+from purpose_agent.db.engine import SQLITE_BEGIN
+from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.records import EventRow, StateRow
+
+MIGRATION_LOCK_NAME = "purpose_agent.migrate"
+MIGRATION_LOCK_KEY = zlib.crc32(MIGRATION_LOCK_NAME.encode())
+
+
+class SqlDialect:
+    """The generic behaviour; each backend overrides what it does differently."""
+
+    name: ClassVar[str] = "generic"
+    # Whether write_events is one statement, so that it can run in autocommit with no
+    # BEGIN/COMMIT round trips and still be atomic.
+    one_statement_events: ClassVar[bool] = False
+    read_options: ClassVar[dict[str, Any]] = {}
+    write_options: ClassVar[dict[str, Any]] = {}
+    snapshot_read_options: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self) -> None:
+        self._events_insert = insert(EventRecord)
+        self._runs_upsert = self.build_runs_upsert()
+        self._snapshot_upsert = self.build_snapshot_upsert()
+
+    # -- statements ---------------------------------------------------------------------
+
+    def build_runs_upsert(self) -> Insert:
+        """``INSERT`` a run row, or move its ``updated_ns`` and ``last_seq`` forward."""
+        raise NotImplementedError
+
+    def build_snapshot_upsert(self) -> Insert:
+        """``INSERT`` a snapshot, or replace the stored one unless it has a higher ``seq``."""
+        raise NotImplementedError
+
+    def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:
+        """Insert the events and touch their runs; raises ``IntegrityError`` on a taken key."""
+        conn.execute(self._events_insert, [row.as_params() for row in rows])
+        self.touch_runs(conn, _last_seqs(rows), now)
+
+    def touch_runs(self, conn: Connection, last_seqs: dict[str, int], now: int) -> None:
+        """Record that runs were written at ``now`` (creating their rows if needed)."""
+        if last_seqs:
+            conn.execute(
+                self._runs_upsert,
+                [
+                    {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
+                    for run_id, seq in sorted(last_seqs.items())
+                ],
+            )
+
+    def write_snapshot(self, conn: Connection, snap: StateRow, now: int) -> None:
+        """Upsert the snapshot, keeping the one with the highest ``seq``."""
+        conn.execute(
+            self._snapshot_upsert,
+            {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now},
+        )
+
+    # -- errors -------------------------------------------------------------------------
+
+    def is_unique_violation(self, exc: DBAPIError) -> bool:
+        """Whether the error is a primary-key or unique violation."""
+        raise NotImplementedError
+
+    def is_transient(self, exc: DBAPIError) -> bool:
+        """Whether the error is a deadlock or serialization failure worth one more try."""
+        return False
+
+    # -- migrations ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine) -> Iterator[Connection]:
+        """A connection holding the lock that lets one process at a time migrate."""
+        with engine.connect() as conn:
+            yield conn
+            conn.commit()
+
+
+def _last_seqs(rows: Sequence[EventRow]) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for row in rows:
+        if row.seq > last.get(row.run_id, 0):
+            last[row.run_id] = row.seq
+    return last
+
+
+class SQLiteDialect(SqlDialect):
+    """SQLite: writers take the lock with BEGIN IMMEDIATE; everything runs in-process."""
+
+    name = "sqlite"
+    write_options: ClassVar[dict[str, Any]] = {SQLITE_BEGIN: "IMMEDIATE"}
+    snapshot_read_options: ClassVar[dict[str, Any]] = {SQLITE_BEGIN: "DEFERRED"}
+
+    def build_runs_upsert(self) -> Insert:  # noqa: D102
+        stmt = sqlite.insert(RunRecord)
+        return stmt.on_conflict_do_update(
+            index_elements=[RunRecord.run_id],
+            set_={
+                "updated_ns": stmt.excluded.updated_ns,
+                "last_seq": func.max(RunRecord.last_seq, stmt.excluded.last_seq),
+            },
+        )
+
+    def build_snapshot_upsert(self) -> Insert:  # noqa: D102
+        stmt = sqlite.insert(SnapshotRecord)
+        return stmt.on_conflict_do_update(
+            index_elements=[SnapshotRecord.run_id],
+            set_={
+                "seq": stmt.excluded.seq,
+                "state": stmt.excluded.state,
+                "written_ns": stmt.excluded.written_ns,
+            },
+            where=SnapshotRecord.seq <= stmt.excluded.seq,
+        )
+
+    def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
+        # SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE
+        return getattr(exc.orig, "sqlite_errorcode", None) in (1555, 2067)
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine) -> Iterator[Connection]:
+        """BEGIN IMMEDIATE: a second process waits until the first one has migrated."""
+        with engine.connect() as conn:
+            conn = conn.execution_options(**self.write_options)
+            conn.exec_driver_sql("SELECT 1")  # begins the transaction and takes the lock
+            yield conn
+            conn.commit()
+
+
+class PostgresDialect(SqlDialect):
+    """Postgres: a batch and its run rows go in one statement, so one round trip per save."""
+
+    name = "postgresql"
+    one_statement_events = True
+    read_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._events_cte = self._build_events_statement()
+
+    def _build_events_statement(self) -> Insert:
+        # unnest() over one array per column: the statement text is the same for 1 or 10,000
+        # events, so it is compiled once and cached, and the whole batch is one round trip.
+        columns = (
+            ("run_id", Text),
+            ("seq", BigInteger),
+            ("kind", Text),
+            ("ts", Double),
+            ("lane_id", Text),
+            ("data", Text),
+        )
+        source = func.unnest(
+            *(cast(bindparam(f"p_{name}"), ARRAY(kind)) for name, kind in columns)
+        ).table_valued(*(name for name, _ in columns)).render_derived(name="batch")
+        inserted = (
+            insert(EventRecord)
+            .from_select([name for name, _ in columns], select(*source.c))
+            .returning(EventRecord.run_id, EventRecord.seq)
+            .cte("inserted")
+        )
+        now = bindparam("now", type_=BigInteger)
+        touched = (
+            select(inserted.c.run_id, now, now, func.max(inserted.c.seq))
+            .group_by(inserted.c.run_id)
+            .order_by(inserted.c.run_id)
+        )
+        stmt = postgresql.insert(RunRecord).from_select(
+            ["run_id", "created_ns", "updated_ns", "last_seq"], touched
+        )
+        return stmt.on_conflict_do_update(
+            index_elements=[RunRecord.run_id],
+            set_={
+                "updated_ns": stmt.excluded.updated_ns,
+                "last_seq": func.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
+            },
+        )
+
+    def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:  # noqa: D102
+        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order: no deadlock
+        conn.execute(
+            self._events_cte,
+            {
+                "p_run_id": [row.run_id for row in ordered],
+                "p_seq": [row.seq for row in ordered],
+                "p_kind": [row.kind for row in ordered],
+                "p_ts": [row.ts for row in ordered],
+                "p_lane_id": [row.lane_id for row in ordered],
+                "p_data": [row.data for row in ordered],
+                "now": now,
+            },
+        )
+
+    def build_runs_upsert(self) -> Insert:  # noqa: D102
+        stmt = postgresql.insert(RunRecord)
+        return stmt.on_conflict_do_update(
+            index_elements=[RunRecord.run_id],
+            set_={
+                "updated_ns": stmt.excluded.updated_ns,
+                "last_seq": func.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
+            },
+        )
+
+    def build_snapshot_upsert(self) -> Insert:  # noqa: D102
+        stmt = postgresql.insert(SnapshotRecord)
+        return stmt.on_conflict_do_update(
+            index_elements=[SnapshotRecord.run_id],
+            set_={
+                "seq": stmt.excluded.seq,
+                "state": stmt.excluded.state,
+                "written_ns": stmt.excluded.written_ns,
+            },
+            where=SnapshotRecord.seq <= stmt.excluded.seq,
+        )
+
+    def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) == "23505"
+
+    def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine) -> Iterator[Connection]:
+        """A transaction-level advisory lock: released by the commit that ends the upgrade."""
+        with engine.connect() as conn:
+            conn.execute(select(func.pg_advisory_xact_lock(literal(MIGRATION_LOCK_KEY))))
+            yield conn
+            conn.commit()
+
+
+class MariaDBDialect(SqlDialect):
+    """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
+
+    name = "mariadb"
+    read_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+
+    def build_runs_upsert(self) -> Insert:  # noqa: D102
+        stmt = mysql.insert(RunRecord)
+        return stmt.on_duplicate_key_update(
+            updated_ns=stmt.inserted.updated_ns,
+            last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),
+        )
+
+    def build_snapshot_upsert(self) -> Insert:  # noqa: D102
+        stmt = mysql.insert(SnapshotRecord)
+        newer = stmt.inserted.seq >= SnapshotRecord.seq
+        # MariaDB applies the assignments left to right, each seeing the ones before it, so
+        # seq, which the others compare against, is assigned last.
+        return stmt.on_duplicate_key_update(
+            [
+                ("state", case((newer, stmt.inserted.state), else_=SnapshotRecord.state)),
+                ("written_ns", case((newer, stmt.inserted.written_ns), else_=SnapshotRecord.written_ns)),
+                ("seq", case((newer, stmt.inserted.seq), else_=SnapshotRecord.seq)),
+            ]
+        )
+
+    def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
+        args = getattr(exc.orig, "args", ())
+        return bool(args) and args[0] == 1062
+
+    def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
+        args = getattr(exc.orig, "args", ())
+        return bool(args) and args[0] in (1205, 1213)
+
+    @contextlib.contextmanager
+    def migration_lock(self, engine: Engine) -> Iterator[Connection]:
+        """A named server lock; DDL commits implicitly on MariaDB, so a transaction would not do."""
+        with engine.connect() as conn:
+            got = conn.execute(
+                text("SELECT GET_LOCK(:name, 600)"), {"name": MIGRATION_LOCK_NAME}
+            ).scalar()
+            if got != 1:
+                raise TimeoutError("another process held the migration lock for 10 minutes")
+            try:
+                yield conn
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": MIGRATION_LOCK_NAME})
+                conn.commit()
+
+
+def dialect_for(engine: Engine) -> SqlDialect:
+    """The glue for an engine's backend.
+
+    Raises:
+        ValueError: For a backend the test matrix does not cover.
+    """
+    name = engine.dialect.name
+    if name == "sqlite":
+        return SQLiteDialect()
+    if name == "postgresql":
+        return PostgresDialect()
+    if name in ("mysql", "mariadb"):
+        return MariaDBDialect()
+    raise ValueError(f"unsupported database {name!r}: use SQLite, PostgreSQL or MariaDB")

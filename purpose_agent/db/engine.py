@@ -1,0 +1,133 @@
+"""Building the one engine a store uses, with each backend set up for concurrent, durable use."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from sqlalchemy import Engine, create_engine, event, pool
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from purpose_agent.errors import InvalidInput
+
+Durability = Literal["full", "normal"]
+
+DEFAULT_URL = "sqlite:///purpose_agent.db"
+URL_ENV = "PURPOSE_AGENT_DB_URL"
+
+# Execution option read by the SQLite "begin" hook below: which BEGIN a connection issues.
+SQLITE_BEGIN = "purpose_agent_sqlite_begin"
+
+
+def default_url() -> str:
+    """The URL used wherever one is optional: ``PURPOSE_AGENT_DB_URL``, else a local SQLite file."""
+    return os.environ.get(URL_ENV) or DEFAULT_URL
+
+
+def parse_url(url: str | URL) -> URL:
+    """Parse a database URL, naming the problem instead of failing deep inside SQLAlchemy.
+
+    Bare ``postgresql://`` and ``mysql://``/``mariadb://`` URLs get the drivers this package
+    is tested with (psycopg 3 and PyMySQL).
+
+    Raises:
+        InvalidInput: If the text is not a database URL.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidInput(f"not a database URL: {url!r} ({exc})") from exc
+    drivers = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
+               "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+    if parsed.drivername in drivers:
+        parsed = parsed.set(drivername=drivers[parsed.drivername])
+    return parsed
+
+
+def make_engine(
+    url: str | URL, *, durability: Durability = "full", busy_timeout: float = 60.0, **kwargs: Any
+) -> Engine:
+    """Create the engine for one store.
+
+    Args:
+        url: A SQLAlchemy database URL.
+        durability: ``"full"``: a save that returned survives a power cut (SQLite
+            ``synchronous=FULL``; Postgres ``synchronous_commit`` as the server sets it).
+            ``"normal"``: it survives a crash of the process but a power cut may lose the last
+            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``).
+        busy_timeout: Seconds a SQLite writer waits for another writer before failing.
+        **kwargs: Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns:
+        The engine.
+
+    Raises:
+        InvalidInput: If the URL is malformed or names a driver that is not installed.
+    """
+    if durability not in ("full", "normal"):
+        raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    options: dict[str, Any] = {}
+    if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            # One shared connection, or every connection would see its own empty database.
+            options["poolclass"] = pool.StaticPool
+            options["connect_args"] = {"check_same_thread": False}
+        else:
+            options["pool_size"] = 8
+            options["max_overflow"] = 32
+    elif backend == "postgresql":
+        options["pool_size"] = 8
+        options["max_overflow"] = 16
+        if durability == "normal":
+            options["connect_args"] = {"options": "-c synchronous_commit=off"}
+    elif backend in ("mysql", "mariadb"):
+        options["pool_size"] = 8
+        options["max_overflow"] = 16
+        options["pool_recycle"] = 3600
+        options["connect_args"] = {"charset": "utf8mb4"}
+    options.update(kwargs)
+    try:
+        engine = create_engine(parsed, **options)
+    except (NoSuchModuleError, ModuleNotFoundError, ArgumentError) as exc:
+        raise InvalidInput(
+            f"cannot open {parsed.render_as_string(hide_password=True)}: {exc}; "
+            "install the driver (pip install 'purpose-agent[postgres]' or '[mariadb]')"
+        ) from exc
+    if backend == "sqlite":
+        configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
+    return engine
+
+
+def configure_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float) -> None:
+    """Set up SQLite for several writers: WAL, a busy timeout, and BEGIN IMMEDIATE for writes.
+
+    pysqlite's own transaction handling issues a deferred ``BEGIN`` only before DML, so a
+    transaction that reads and then writes can fail at once with "database is locked" when
+    another writer got in between. Here the driver is put in autocommit mode and the store
+    says which ``BEGIN`` it wants: writers take the write lock up front (and wait for it up to
+    ``busy_timeout``), readers that need one consistent view take a deferred transaction.
+    """
+    synchronous = "FULL" if durability == "full" else "NORMAL"
+    timeout_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            if engine.url.database not in (None, "", ":memory:"):
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(SQLITE_BEGIN)
+        if mode is not None:
+            conn.exec_driver_sql(f"BEGIN {mode}")

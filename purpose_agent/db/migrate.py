@@ -1,0 +1,105 @@
+"""Alembic driven from code: the schema a store needs, checked or upgraded when it opens.
+
+The revisions live in ``alembic/`` at the repository root and ship in the wheel as
+``purpose_agent/migrations``, so an installed package migrates without the repository.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine
+
+from purpose_agent.db.dialects import dialect_for
+from purpose_agent.errors import CheckpointError, SchemaNotCurrent
+
+VERSION_TABLE = "pa_alembic_version"
+UPGRADE_COMMAND = "purpose-agent db upgrade"
+
+
+def script_location() -> Path:
+    """Where the revisions are: inside the installed package, else the repository checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "migrations", here.parent / "alembic"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise CheckpointError(f"the Alembic revisions are missing (looked in {here / 'migrations'})")
+
+
+def alembic_config(connection: Connection | None = None, url: str | None = None) -> Config:
+    """An Alembic config pointing at the shipped revisions, with a connection or URL to use."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def head_revision() -> str:
+    """The revision this version of the package needs."""
+    head = _scripts().get_current_head()
+    if head is None:  # pragma: no cover - the package always ships a revision
+        raise CheckpointError("no Alembic revisions found")
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    """The revision the database is at; ``None`` for a database never migrated."""
+    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+def _known(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+        return False
+
+
+def ensure_schema(engine: Engine, *, migrate: bool) -> None:
+    """Make sure the database is at the head revision, upgrading it if allowed.
+
+    Several processes may open a store on the same empty database at once: each checks,
+    and those that need to upgrade take the backend's migration lock and check again, so one
+    of them migrates and the others find the work done.
+
+    Raises:
+        SchemaNotCurrent: If the schema is behind and ``migrate`` is false, or the database
+            was migrated by a newer version of the package.
+    """
+    head = head_revision()
+    with engine.connect() as conn:
+        found = current_revision(conn)
+    if found == head:
+        return
+    if found is not None and not _known(found):
+        raise SchemaNotCurrent(found, head, "pip install --upgrade purpose-agent")
+    if not migrate:
+        raise SchemaNotCurrent(found, head, UPGRADE_COMMAND)
+    with dialect_for(engine).migration_lock(engine) as conn:
+        if current_revision(conn) != head:
+            command.upgrade(alembic_config(connection=conn), "head")
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Upgrade to ``revision`` under the migration lock."""
+    with dialect_for(engine).migration_lock(engine) as conn:
+        command.upgrade(alembic_config(connection=conn), revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Downgrade to ``revision`` (``base`` removes the schema) under the migration lock."""
+    with dialect_for(engine).migration_lock(engine) as conn:
+        command.downgrade(alembic_config(connection=conn), revision)

@@ -1,0 +1,86 @@
+"""The ORM models: the schema of the SQL stores, which the Alembic revisions create.
+
+Column types are chosen here, once, for an exact round trip on every backend:
+
+* Payloads (event data, snapshot state) are JSON *text*, not JSON/JSONB. Postgres JSONB
+  reorders keys, drops the sign of ``-0.0``, normalises numbers and rejects ``\\u0000``; a text
+  column keeps the bytes :mod:`purpose_agent.codec` wrote, which are plain ASCII. MariaDB's
+  ``TEXT`` stops at 64 KiB, so it gets ``LONGTEXT``.
+* ``ts`` is a double everywhere (``Float`` would be single precision on MariaDB).
+* On MariaDB, run ids use a binary, no-pad collation: the default collation is
+  case-insensitive and ignores trailing spaces, which would make ``"A"`` and ``"a "`` one run.
+* Times the store writes itself are integer nanoseconds: they order runs across processes
+  without depending on each backend's timestamp precision.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, Double, Index, MetaData, String, Text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RunId = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+)
+Payload = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+Label = String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+)
+_MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+
+
+class Base(DeclarativeBase):
+    """The one declarative base: every table and constraint gets a predictable name."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {int: BigInteger(), float: Double(), str: String(255)}  # noqa: RUF012
+
+
+class EventRecord(Base):
+    """One event of a run's log.
+
+    The primary key ``(run_id, seq)`` is the concurrency guard (a second writer of the same
+    position fails on it) and lets the table be hash-partitioned or distributed by ``run_id``.
+    """
+
+    __tablename__ = "pa_events"
+    __table_args__ = (_MYSQL_TABLE,)
+
+    run_id: Mapped[str] = mapped_column(RunId, primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(64))
+    ts: Mapped[float]
+    lane_id: Mapped[str] = mapped_column(Label)
+    data: Mapped[str] = mapped_column(Payload)
+
+
+class SnapshotRecord(Base):
+    """The latest snapshot of a run: the one with the highest ``seq``."""
+
+    __tablename__ = "pa_snapshots"
+    __table_args__ = (_MYSQL_TABLE,)
+
+    run_id: Mapped[str] = mapped_column(RunId, primary_key=True)
+    seq: Mapped[int]
+    state: Mapped[str] = mapped_column(Payload)
+    written_ns: Mapped[int]
+
+
+class RunRecord(Base):
+    """One row per run with events or a snapshot: what ``list_runs`` reads and orders."""
+
+    __tablename__ = "pa_runs"
+    __table_args__ = (Index(None, "updated_ns"), _MYSQL_TABLE)
+
+    run_id: Mapped[str] = mapped_column(RunId, primary_key=True)
+    created_ns: Mapped[int]
+    updated_ns: Mapped[int]
+    last_seq: Mapped[int]
