@@ -1,8 +1,9 @@
 """Alembic environment for purpose_agent.
 
 The connection comes from the caller when the package migrates from code (``config.attributes
-["connection"]``, already holding the migration lock); otherwise from ``-x url=...``, then
-``PURPOSE_AGENT_DB_URL``, then the embedded default, and the lock is taken here.
+["connection"]``, already holding the migration lock); an Engine there, or else a URL from
+``-x url=...``, then ``PURPOSE_AGENT_DB_URL``, then the embedded default, is connected here
+under the migration lock.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging.config
 import os
 
 from alembic import context
-from sqlalchemy import Connection, pool
+from sqlalchemy import Connection, Engine, pool
 
 from purpose_agent.db.dialects import dialect_for
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
@@ -58,20 +59,22 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _configure(connection)
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        _configure(given)
         with context.begin_transaction():
             context.run_migrations()
         return
-    engine = make_engine(_url(), poolclass=pool.NullPool)
+    # An Engine handed in (pytest-alembic does this) is used as is; otherwise one is built.
+    engine = given if isinstance(given, Engine) else make_engine(_url(), poolclass=pool.NullPool)
     try:
         with dialect_for(engine).migration_lock(engine) as conn:
             _configure(conn)
             with context.begin_transaction():
                 context.run_migrations()
     finally:
-        engine.dispose()
+        if engine is not given:
+            engine.dispose()
 
 
 if context.is_offline_mode():

@@ -15,9 +15,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from purpose_agent import InMemoryCheckpointer, JSONLCheckpointer, SQLCheckpointer
+from purpose_agent import (
+    AsyncSQLCheckpointer,
+    InMemoryCheckpointer,
+    JSONLCheckpointer,
+    SQLCheckpointer,
+)
 from purpose_agent.db.models import Base
-from purpose_agent.testing import Backend
+from purpose_agent.testing import Backend, BlockingAdapter
 from tests.servers import server_url, throwaway_database
 
 
@@ -65,7 +70,13 @@ BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
+    pytest.param("async-sqlite", marks=pytest.mark.sqlite),
+    pytest.param("async-postgres", marks=pytest.mark.postgres),
 ]
+
+
+def _open_async(url: str) -> BlockingAdapter:
+    return BlockingAdapter(lambda: AsyncSQLCheckpointer.open(url))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -85,5 +96,30 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return _server_backend(request, "postgres_url", "postgres")
     if name == "mariadb":
         return _server_backend(request, "mariadb_url", "mariadb")
+    if name == "async-sqlite":
+        path = tmp_path / "store.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return Backend(name, functools.partial(_open_async, f"sqlite:///{path}"))
+    if name == "async-postgres":
+        url = request.getfixturevalue("postgres_url")
+        _empty_tables(url)
+        return Backend(name, functools.partial(_open_async, url.render_as_string(False)))
     raise AssertionError(name)
 
+
+
+EMPTY_DATABASES = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.fixture(params=EMPTY_DATABASES)
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of a database with nothing in it, on each SQL backend in turn."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    with server_url(request.param) as admin, throwaway_database(admin, "pa_empty") as url:
+        yield url.render_as_string(hide_password=False)

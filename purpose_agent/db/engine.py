@@ -88,6 +88,9 @@ def make_engine(
         options["max_overflow"] = 16
         options["pool_recycle"] = 3600
         options["connect_args"] = {"charset": "utf8mb4"}
+    if "poolclass" in kwargs:
+        for sizing in ("pool_size", "max_overflow", "pool_recycle"):
+            options.pop(sizing, None)
     options.update(kwargs)
     try:
         engine = create_engine(parsed, **options)

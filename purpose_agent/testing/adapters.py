@@ -1,0 +1,122 @@
+"""Running an asyncio store through the synchronous behaviour suite."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+from purpose_agent.protocol import Recovery
+from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.state import RunState
+
+T = TypeVar("T")
+
+
+class AsyncCheckpointer(Protocol):
+    """The asyncio form of the checkpointer protocol."""
+
+    async def save_event(self, event: PAEvent) -> None: ...  # noqa: D102
+    async def save_events(  # noqa: D102
+        self, events: Iterable[PAEvent], snapshot: RunState | None = None
+    ) -> None: ...
+    async def save_snapshot(self, run_id: str, state: RunState) -> None: ...  # noqa: D102
+    async def load_latest(self, run_id: str) -> RunState | None: ...  # noqa: D102
+    async def list_events(  # noqa: D102
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]: ...
+    def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]: ...  # noqa: D102
+    async def recover(self, run_id: str) -> Recovery | None: ...  # noqa: D102
+    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]: ...  # noqa: D102
+    async def delete_run(self, run_id: str) -> None: ...  # noqa: D102
+    async def close(self) -> None: ...  # noqa: D102
+
+
+class BlockingAdapter:
+    """Presents an async store as a synchronous one, running it on a private event loop.
+
+    The loop lives in its own thread, so the adapter works from any thread, as the suite's
+    concurrency tests need.
+    """
+
+    def __init__(self, factory: Callable[[], Coroutine[Any, Any, AsyncCheckpointer]]) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        try:
+            self._store = self._run(factory())
+        except BaseException:
+            self._stop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def save_event(self, event: PAEvent) -> None:  # noqa: D102
+        self._run(self._store.save_event(event))
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:  # noqa: D102
+        self._run(self._store.save_events(events, snapshot))
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:  # noqa: D102
+        self._run(self._store.save_snapshot(run_id, state))
+
+    def load_latest(self, run_id: str) -> RunState | None:  # noqa: D102
+        return self._run(self._store.load_latest(run_id))
+
+    def list_events(  # noqa: D102
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        return self._run(self._store.list_events(run_id, since_seq, limit))
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:  # noqa: D102
+        stream = self._store.iter_events(run_id, since_seq)
+        return self._drain(stream)
+
+    def _drain(self, stream: AsyncIterator[PAEvent]) -> Iterator[PAEvent]:
+        async def step() -> tuple[bool, PAEvent | None]:
+            try:
+                return True, await anext(stream)
+            except StopAsyncIteration:
+                return False, None
+
+        while True:
+            more, event = self._run(step())
+            if not more or event is None:
+                return
+            yield event
+
+    def recover(self, run_id: str) -> Recovery | None:  # noqa: D102
+        return self._run(self._store.recover(run_id))
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:  # noqa: D102
+        return self._run(self._store.list_runs(limit, offset=offset))
+
+    def delete_run(self, run_id: str) -> None:  # noqa: D102
+        self._run(self._store.delete_run(run_id))
+
+    def close(self) -> None:  # noqa: D102
+        if self._loop.is_closed():
+            return
+        try:
+            self._run(self._store.close())
+        finally:
+            self._stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,153 @@
+"""The schema's lifecycle: Alembic revisions, checks on open, and concurrent upgrades."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from pytest_alembic import MigrationContext as AlembicRunner
+from pytest_alembic.tests import (
+    test_model_definitions_match_ddl,
+    test_single_head_revision,
+    test_up_down_consistency,
+    test_upgrade,
+)
+
+from purpose_agent import SchemaNotCurrent, SQLCheckpointer
+from purpose_agent.db import migrate
+from purpose_agent.db.engine import make_engine
+from purpose_agent.testing.suite import ev
+
+__all__ = [
+    "test_model_definitions_match_ddl",
+    "test_single_head_revision",
+    "test_up_down_consistency",
+    "test_upgrade",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def alembic_config() -> object:
+    return migrate.alembic_config()
+
+
+@pytest.fixture
+def alembic_engine(empty_database: str) -> object:
+    engine = make_engine(empty_database, poolclass=sa.pool.NullPool)
+    yield engine
+    engine.dispose()
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_opening_migrates_an_empty_database_to_head(empty_database: str) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        with store.engine.connect() as conn:
+            assert migrate.current_revision(conn) == migrate.head_revision()
+    assert {"pa_events", "pa_snapshots", "pa_runs", "pa_alembic_version"} <= _tables(empty_database)
+
+
+def test_migrate_false_refuses_an_empty_database_and_names_the_fix(empty_database: str) -> None:
+    with pytest.raises(SchemaNotCurrent) as info:
+        SQLCheckpointer(empty_database, migrate=False)
+    assert info.value.found is None
+    assert info.value.needed == migrate.head_revision()
+    assert "purpose-agent db upgrade" in str(info.value)
+    assert "pa_events" not in _tables(empty_database)
+
+
+def test_migrate_false_refuses_a_downgraded_database(empty_database: str) -> None:
+    SQLCheckpointer(empty_database).close()
+    engine = make_engine(empty_database, poolclass=sa.pool.NullPool)
+    migrate.downgrade(engine, "base")
+    engine.dispose()
+    with pytest.raises(SchemaNotCurrent):
+        SQLCheckpointer(empty_database, migrate=False)
+    with SQLCheckpointer(empty_database) as store:  # and migrate=True brings it back
+        store.save_event(ev("r", 1))
+        assert store.list_events("r") == [ev("r", 1)]
+
+
+def test_migrate_false_accepts_a_current_database(empty_database: str) -> None:
+    SQLCheckpointer(empty_database).close()
+    with SQLCheckpointer(empty_database, migrate=False) as store:
+        store.save_event(ev("r", 1))
+        assert store.list_runs() == ["r"]
+
+
+def test_database_from_a_newer_version_is_refused(empty_database: str) -> None:
+    SQLCheckpointer(empty_database).close()
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = 'from_the_future'"))
+    engine.dispose()
+    for allowed in (True, False):
+        with pytest.raises(SchemaNotCurrent) as info:
+            SQLCheckpointer(empty_database, migrate=allowed)
+        assert info.value.found == "from_the_future"
+
+
+def _open_and_write(url: str, worker: int) -> str:
+    with SQLCheckpointer(url) as store:
+        store.save_event(ev(f"run-{worker}", 1))
+        with store.engine.connect() as conn:
+            return str(migrate.current_revision(conn))
+
+
+def test_processes_opening_an_empty_database_at_once_migrate_it_once(empty_database: str) -> None:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(4) as pool:
+        revisions = pool.starmap(_open_and_write, [(empty_database, w) for w in range(4)])
+    assert revisions == [migrate.head_revision()] * 4
+    with SQLCheckpointer(empty_database, migrate=False) as store:
+        assert sorted(store.list_runs()) == [f"run-{w}" for w in range(4)]
+
+
+def _alembic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PURPOSE_AGENT_DB_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+
+
+def test_alembic_command_line_upgrades_and_downgrades_from_the_repository(
+    empty_database: str,
+) -> None:
+    up = _alembic("upgrade", "head", url=empty_database)
+    assert up.returncode == 0, up.stderr
+    assert "pa_events" in _tables(empty_database)
+    current = _alembic("current", url=empty_database)
+    assert migrate.head_revision() in current.stdout
+    with SQLCheckpointer(empty_database, migrate=False) as store:
+        store.save_event(ev("r", 1))
+    down = _alembic("downgrade", "base", url=empty_database)
+    assert down.returncode == 0, down.stderr
+    assert not {"pa_events", "pa_snapshots", "pa_runs"} & _tables(empty_database)
+
+
+def test_alembic_x_url_wins_over_the_environment(empty_database: str, tmp_path: Path) -> None:
+    decoy = f"sqlite:///{tmp_path / 'decoy.db'}"
+    result = _alembic("-x", f"url={empty_database}", "upgrade", "head", url=decoy)
+    assert result.returncode == 0, result.stderr
+    assert "pa_events" in _tables(empty_database)
+    assert not (tmp_path / "decoy.db").exists() or "pa_events" not in _tables(decoy)
+
+
+def test_runner_sees_one_linear_history(alembic_runner: AlembicRunner) -> None:
+    history = alembic_runner.history.revisions
+    assert history[0] == "base"
+    assert history[-1] == "heads" or history[-1] == migrate.head_revision()
