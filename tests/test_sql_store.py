@@ -1,0 +1,189 @@
+"""What only the SQL store does: engine setup, driver errors, lost connections, corrupt rows."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from purpose_agent import (
+    CorruptRecord,
+    InvalidInput,
+    SQLCheckpointer,
+    SQLiteCheckpointer,
+    StoreUnavailable,
+)
+from purpose_agent.db.models import EventRecord, SnapshotRecord
+from purpose_agent.testing.suite import ev, st
+
+
+def _pragma(store: SQLCheckpointer, name: str) -> object:
+    with store.engine.connect() as conn:
+        return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+
+@pytest.mark.sqlite
+def test_sqlite_defaults_to_wal_full_sync_and_a_busy_timeout(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        assert _pragma(store, "journal_mode") == "wal"
+        assert _pragma(store, "synchronous") == 2  # FULL: a returned save survives power loss
+        assert _pragma(store, "busy_timeout") == 60_000
+        assert _pragma(store, "foreign_keys") == 1
+
+
+@pytest.mark.sqlite
+def test_sqlite_normal_durability_is_an_explicit_choice(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    with SQLCheckpointer(url, durability="normal", busy_timeout=2.5) as store:
+        assert _pragma(store, "synchronous") == 1  # NORMAL
+        assert _pragma(store, "busy_timeout") == 2500
+    with pytest.raises(InvalidInput):
+        SQLCheckpointer(url, durability="sometimes")  # type: ignore[arg-type]
+
+
+@pytest.mark.sqlite
+def test_seed_constructor_takes_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "seed.db"
+    with SQLiteCheckpointer(path) as store:
+        assert store.db_path == str(path)
+        store.save_event(ev("r", 1))
+    with SQLiteCheckpointer(str(path)) as again:
+        assert again.list_events("r") == [ev("r", 1)]
+
+
+@pytest.mark.sqlite
+def test_default_url_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PURPOSE_AGENT_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    with SQLCheckpointer() as store:
+        store.save_event(ev("r", 1))
+    assert (tmp_path / "env.db").exists()
+    monkeypatch.delenv("PURPOSE_AGENT_DB_URL")
+    monkeypatch.chdir(tmp_path)
+    with SQLCheckpointer() as store:
+        assert store.list_runs() == []
+    assert (tmp_path / "purpose_agent.db").exists()
+
+
+@pytest.mark.sqlite
+def test_engine_passed_in_is_used_and_not_disposed(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'e.db'}")
+    with SQLCheckpointer(engine) as store:
+        store.save_event(ev("r", 1))
+    with engine.connect() as conn:  # still usable after the store closed
+        assert conn.execute(sa.select(sa.func.count()).select_from(EventRecord)).scalar() == 1
+    engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_in_memory_sqlite_url_works_across_threads() -> None:
+    with SQLCheckpointer("sqlite://") as store:
+        store.save_events([ev("r", 1), ev("r", 2)])
+        assert [e.seq for e in store.list_events("r")] == [1, 2]
+
+
+def test_malformed_url_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="not a database URL"):
+        SQLCheckpointer("definitely not a url")
+    with pytest.raises(InvalidInput, match="cannot open"):
+        SQLCheckpointer("nosuchdb+nodriver://x/y")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.postgres
+def test_unreachable_server_is_store_unavailable_not_a_driver_error() -> None:
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{_closed_port()}/test?connect_timeout=2"
+    with pytest.raises(StoreUnavailable) as info:
+        SQLCheckpointer(url)
+    assert "opening the store failed" in str(info.value)
+    assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+
+
+def _corrupt(url: URL | str, table: type[EventRecord] | type[SnapshotRecord], **values: object) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.run_id == "r").values(**values))
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("values", "detail"),
+    [({"data": "{not json"}, "not JSON"), ({"data": "[1]"}, "not an object"),
+     ({"data": "{\"x\": NaN}"}, "not JSON"), ({"kind": "no_such_kind"}, "unknown event kind")],
+)
+def test_corrupt_event_row_raises_corrupt_record(
+    empty_database: str, values: dict[str, object], detail: str
+) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        store.save_events([ev("r", 1), ev("r", 2)])
+        _corrupt(empty_database, EventRecord, **values)
+        for read in (lambda: store.list_events("r"), lambda: list(store.iter_events("r")),
+                     lambda: store.recover("r")):
+            with pytest.raises(CorruptRecord) as info:
+                read()
+            assert info.value.run_id == "r"
+            assert info.value.seq == 1
+            assert detail in str(info.value)
+            assert "'r'" in str(info.value)
+
+
+def test_corrupt_snapshot_raises_corrupt_record(empty_database: str) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        store.save_snapshot("r", st("r", 4))
+        _corrupt(empty_database, SnapshotRecord, state="{\"run_id\": \"r\"")
+        with pytest.raises(CorruptRecord) as info:
+            store.load_latest("r")
+        assert info.value.seq == 4
+        with pytest.raises(CorruptRecord):
+            store.recover("r")
+
+
+def _kill_connections(url: str) -> int:
+    target = sa.make_url(url)
+    admin = sa.create_engine(target.set(database="postgres"), poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        killed = conn.execute(
+            sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :db AND pid <> pg_backend_pid()"
+            ),
+            {"db": target.database},
+        ).scalar()
+    admin.dispose()
+    return int(killed or 0)
+
+
+@pytest.mark.postgres
+def test_killed_connections_cost_no_call_and_lose_nothing(postgres_url: URL) -> None:
+    url = postgres_url.render_as_string(hide_password=False)
+    with SQLCheckpointer(url) as store:
+        store.delete_run("lost")
+        store.save_events([ev("lost", 1), ev("lost", 2)])
+        assert store.list_events("lost")  # a pooled connection is now idle
+        assert _kill_connections(url) >= 1
+        store.save_event(ev("lost", 3))  # its connection was dead: retried on a fresh one
+        assert _kill_connections(url) >= 1
+        assert [e.seq for e in store.list_events("lost")] == [1, 2, 3]
+        assert _kill_connections(url) >= 1
+        store.save_events([ev("lost", 4)], snapshot=st("lost", 4))
+        assert store.recover("lost") is not None
+        assert store.load_latest("lost") == st("lost", 4)
+
+
+@pytest.mark.mariadb
+def test_mariadb_keeps_case_and_trailing_spaces_of_run_ids_apart(mariadb_url: URL) -> None:
+    with SQLCheckpointer(mariadb_url) as store:
+        for run_id in ("Case", "case", "case "):
+            store.delete_run(run_id)
+            store.save_event(ev(run_id, 1, id=run_id))
+        for run_id in ("Case", "case", "case "):
+            assert store.list_events(run_id) == [ev(run_id, 1, id=run_id)]
