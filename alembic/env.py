@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging.config
 import os
 
-from alembic import context
 from sqlalchemy import Connection, Engine, pool
 
+from alembic import context
 from purpose_agent.db.dialects import dialect_for
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
 from purpose_agent.db.migrate import VERSION_TABLE

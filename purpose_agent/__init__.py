@@ -7,8 +7,8 @@ Everything a user needs is importable from here::
 
 from purpose_agent.runtime.checkpoint import (
     AsyncSQLCheckpointer,
-    CheckpointError,
     Checkpointer,
+    CheckpointError,
     CorruptRecord,
     InMemoryCheckpointer,
     InvalidInput,

@@ -11,11 +11,14 @@ different (tuples become lists, integer keys become strings, ``NaN`` is not JSON
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from purpose_agent.errors import InvalidInput
 
 _SCALARS = (str, int, float, bool, type(None))
+# Values that need no further look: everything scalar but floats, which may be NaN or infinite.
+_PLAIN = frozenset({str, int, bool, type(None)})
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
@@ -26,11 +29,20 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def _where(what: str, trail: tuple[Any, ...] | None) -> str:
+    keys: list[Any] = []
+    while trail is not None:
+        trail, key = trail
+        keys.append(key)
+    return what + "".join(f"[{key!r}]" for key in reversed(keys))
+
+
 def check_json(value: Any, what: str = "data") -> None:
     """Refuse anything that would not come back from the store exactly as it went in.
 
     The walk is iterative so that deep nesting fails with a clear error rather than a
-    ``RecursionError`` from deep inside the encoder.
+    ``RecursionError`` from deep inside the encoder; the path to a bad value is only spelled
+    out when there is one, since this runs on every save.
 
     Args:
         value: The value to check.
@@ -38,34 +50,33 @@ def check_json(value: Any, what: str = "data") -> None:
 
     Raises:
         InvalidInput: If the value or anything inside it is not a JSON value.
+
     """
-    stack: list[tuple[Any, str]] = [(value, what)]
+    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(value, None)]
     while stack:
-        item, path = stack.pop()
-        kind = type(item)
-        if kind is dict or isinstance(item, dict):
+        item, trail = stack.pop()
+        if isinstance(item, dict):
             for key, child in item.items():
                 if type(key) is not str:
                     raise InvalidInput(
-                        f"{path} has a key {key!r} of type {type(key).__name__}; JSON keys must be str"
+                        f"{_where(what, trail)} has a key {key!r} of type "
+                        f"{type(key).__name__}; JSON keys must be str"
                     )
-                if type(child) in _SCALARS and type(child) is not float:
-                    continue
-                stack.append((child, f"{path}[{key!r}]"))
-        elif kind is list or isinstance(item, list):
+                if type(child) not in _PLAIN:
+                    stack.append((child, (trail, key)))
+        elif isinstance(item, list):
             for index, child in enumerate(item):
-                if type(child) in _SCALARS and type(child) is not float:
-                    continue
-                stack.append((child, f"{path}[{index}]"))
-        elif kind is float or isinstance(item, float):
-            if item != item or item in (float("inf"), float("-inf")):
-                raise InvalidInput(f"{path} is {item!r}; only finite floats are JSON values")
-        elif isinstance(item, _SCALARS):
-            continue
-        else:
+                if type(child) not in _PLAIN:
+                    stack.append((child, (trail, index)))
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidInput(
+                    f"{_where(what, trail)} is {item!r}; only finite floats are JSON values"
+                )
+        elif not isinstance(item, _SCALARS):
             raise InvalidInput(
-                f"{path} is a {type(item).__name__}; only None, bool, int, float, str, list and "
-                "dict (with str keys) can be stored"
+                f"{_where(what, trail)} is a {type(item).__name__}; only None, bool, int, float, "
+                "str, list and dict (with str keys) can be stored"
             )
 
 
@@ -83,6 +94,7 @@ def encode(value: Any, what: str = "data") -> str:
         InvalidInput: If the value is not a JSON value or cannot be encoded exactly (an integer
             longer than Python's 4,300-digit conversion limit, nesting deeper than the
             encoder's recursion limit).
+
     """
     check_json(value, what)
     try:
@@ -97,6 +109,7 @@ def decode(text: str | bytes) -> Any:
     Raises:
         ValueError: If the text is not JSON (``NaN`` and ``Infinity`` included). Callers turn
             this into :class:`~purpose_agent.errors.CorruptRecord` with the run and seq.
+
     """
     if isinstance(text, bytes | bytearray | memoryview):
         text = bytes(text).decode("utf-8")

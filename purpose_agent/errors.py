@@ -26,6 +26,7 @@ class SequenceConflict(CheckpointError):
     Attributes:
         run_id: The run whose log already holds the position.
         seq: The position that is taken.
+
     """
 
     def __init__(self, run_id: str, seq: int) -> None:
@@ -46,6 +47,7 @@ class CorruptRecord(CheckpointError):
     Attributes:
         run_id: The run the record belongs to.
         seq: The record's sequence number, or ``None`` when it cannot be read.
+
     """
 
     def __init__(self, run_id: str, seq: int | None, detail: str) -> None:
@@ -65,9 +67,12 @@ class SchemaNotCurrent(CheckpointError):
     Attributes:
         found: The revision the database is at (``None`` for an empty database).
         needed: The revision this version needs.
+
     """
 
-    def __init__(self, found: str | None, needed: str, command: str = "purpose-agent db upgrade") -> None:
+    def __init__(
+        self, found: str | None, needed: str, command: str = "purpose-agent db upgrade"
+    ) -> None:
         shown = found if found is not None else "none (empty database)"
         super().__init__(
             f"database schema is at revision {shown}, this version needs {needed}; "

@@ -17,6 +17,7 @@ class Recovery(NamedTuple):
         state: The latest snapshot, or ``None`` if the run has events but no snapshot.
         events: The events with ``seq`` above ``state.seq`` (all events without a snapshot),
             in ascending ``seq``.
+
     """
 
     state: RunState | None
@@ -45,6 +46,7 @@ class Checkpointer(Protocol):
             InvalidInput: The event cannot be stored exactly (nothing is written).
             SequenceConflict: ``(run_id, seq)`` holds a different event. An equal event is a
                 no-op, so a retry after an ambiguous failure is safe.
+
         """
         ...
 

@@ -32,6 +32,7 @@ def check_run_id(run_id: object) -> str:
 
     Raises:
         InvalidRunId: If the run id is not acceptable on every backend.
+
     """
     if type(run_id) is not str:
         raise InvalidRunId(f"run id must be a str, not {type(run_id).__name__}")
@@ -53,6 +54,17 @@ def check_run_id(run_id: object) -> str:
             if category == "Cs":
                 raise InvalidRunId(f"run id {run_id!r} contains a lone surrogate")
     return run_id
+
+
+def _utf8(text: str) -> bool:
+    # A lone surrogate cannot be sent to a database as text; JSON payloads escape it instead.
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_int(value: object, what: str, minimum: int) -> int:
@@ -79,6 +91,7 @@ def check_since(since_seq: object, limit: object = None) -> None:
 
     Raises:
         InvalidInput: If ``since_seq`` is not an int or ``limit`` is negative.
+
     """
     if type(since_seq) is not int:
         raise InvalidInput(f"since_seq must be an int, not {type(since_seq).__name__}")
@@ -91,6 +104,7 @@ def check_limit(limit: object, what: str = "limit") -> None:
 
     Raises:
         InvalidInput: If it is not ``None`` or an int >= 0.
+
     """
     if limit is not None:
         _check_int(limit, what, 0)
@@ -129,6 +143,7 @@ def event_row(event: object) -> EventRow:
     Raises:
         InvalidInput: If the value is not a ``PAEvent`` or any field cannot be stored exactly.
         InvalidRunId: If the run id is not acceptable.
+
     """
     if not isinstance(event, PAEvent):
         raise InvalidInput(f"expected a PAEvent, got {type(event).__name__}")
@@ -140,8 +155,8 @@ def event_row(event: object) -> EventRow:
     lane_id = event.lane_id
     if type(lane_id) is not str:
         raise InvalidInput(f"lane_id must be a str, not {type(lane_id).__name__}")
-    if "\x00" in lane_id or len(lane_id) > MAX_RUN_ID_LENGTH:
-        raise InvalidInput("lane_id must be at most 255 characters without NUL")
+    if "\x00" in lane_id or len(lane_id) > MAX_RUN_ID_LENGTH or not _utf8(lane_id):
+        raise InvalidInput("lane_id must be at most 255 characters of UTF-8 text without NUL")
     ts = _check_float(event.ts, "event ts")
     if not isinstance(event.data, dict):
         raise InvalidInput(f"event data must be a dict, not {type(event.data).__name__}")
@@ -155,6 +170,7 @@ def event_rows(events: Iterable[PAEvent]) -> list[EventRow]:
     Raises:
         InvalidInput: As :func:`event_row`, or if the batch is not an iterable of events.
         SequenceConflict: If the batch holds two different events at one position.
+
     """
     if isinstance(events, PAEvent | str | bytes | dict):
         raise InvalidInput("save_events takes an iterable of PAEvent, not a single value")
@@ -179,6 +195,7 @@ def state_row(run_id: object, state: object) -> StateRow:
         InvalidInput: If ``state`` is not a ``RunState``, its ``run_id`` differs from
             ``run_id``, or a field cannot be stored exactly.
         InvalidRunId: If the run id is not acceptable.
+
     """
     run_id = check_run_id(run_id)
     if not isinstance(state, RunState):
@@ -209,6 +226,7 @@ def decode_event(
 
     Raises:
         CorruptRecord: If the payload is not a JSON object or the kind is unknown.
+
     """
     try:
         payload = decode(data)
@@ -229,6 +247,7 @@ def decode_event_dict(run_id: str, record: Any, seq_hint: int | None = None) -> 
 
     Raises:
         CorruptRecord: If the mapping is not a valid event of ``run_id``.
+
     """
     seq = record.get("seq") if isinstance(record, dict) else None
     seq = seq if type(seq) is int else seq_hint
@@ -246,14 +265,18 @@ def decode_state(run_id: str, text: str | bytes | Any, seq: int | None = None) -
 
     Raises:
         CorruptRecord: If the text is not a valid state of ``run_id``.
+
     """
     try:
         record = decode(text) if isinstance(text, str | bytes) else text
-        status = _STATUSES.get(record.get("status")) if type(record) is dict else None
-        if status is None:
-            raise ValueError(f"not a state object: {str(record)[:80]!r}")
-        state = RunState.model_validate({**record, "status": status})
     except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(run_id, seq, f"snapshot is not JSON: {exc}") from exc
+    status = _STATUSES.get(str(record.get("status"))) if type(record) is dict else None
+    if status is None:
+        raise CorruptRecord(run_id, seq, f"snapshot is not a state object: {str(record)[:80]!r}")
+    try:
+        state = RunState.model_validate({**record, "status": status})
+    except ValueError as exc:
         raise CorruptRecord(run_id, seq, f"snapshot is not a valid state: {exc}") from exc
     if state.run_id != run_id:
         raise CorruptRecord(run_id, state.seq, f"snapshot belongs to run {state.run_id!r}")

@@ -23,7 +23,22 @@ from purpose_agent import (
 )
 from purpose_agent.db.models import Base
 from purpose_agent.testing import Backend, BlockingAdapter
-from tests.servers import server_url, throwaway_database
+from tests.servers import required, server_url, throwaway_database
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A skipped test of a backend this run requires is a failure, never a quiet skip."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    if report.skipped and not hasattr(report, "wasxfail"):
+        names = {mark.name for mark in item.iter_markers()} & required()
+        if names:
+            report.outcome = "failed"
+            report.longrepr = (
+                f"skipped, but PURPOSE_AGENT_TEST_REQUIRE requires {sorted(names)}: "
+                f"{report.longrepr}"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -105,7 +120,6 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         _empty_tables(url)
         return Backend(name, functools.partial(_open_async, url.render_as_string(False)))
     raise AssertionError(name)
-
 
 
 EMPTY_DATABASES = [

@@ -30,7 +30,7 @@ def _docker_answers() -> bool:
 
         client = docker.from_env(timeout=3)
         client.ping()
-    except Exception:  # noqa: BLE001 - any failure means "no Docker here"
+    except Exception:
         return False
     return True
 
@@ -54,9 +54,7 @@ def server_url(name: str) -> Iterator[URL]:
         with MySqlContainer("mariadb:11", username="root", password="test") as container:
             yield make_url(container.get_connection_url()).set(drivername="mysql+pymysql")
         return
-    reason = (
-        f"no {name} server: set PURPOSE_AGENT_TEST_{name.upper()}_URL or make Docker available"
-    )
+    reason = f"no {name} server: set PURPOSE_AGENT_TEST_{name.upper()}_URL or make Docker available"
     if name in required():
         pytest.fail(f"{reason} (PURPOSE_AGENT_TEST_REQUIRE names {name})", pytrace=False)
     pytest.skip(reason)

@@ -54,9 +54,8 @@ def _tables(url: str) -> set[str]:
 
 
 def test_opening_migrates_an_empty_database_to_head(empty_database: str) -> None:
-    with SQLCheckpointer(empty_database) as store:
-        with store.engine.connect() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision()
+    with SQLCheckpointer(empty_database) as store, store.engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.head_revision()
     assert {"pa_events", "pa_snapshots", "pa_runs", "pa_alembic_version"} <= _tables(empty_database)
 
 
@@ -120,7 +119,12 @@ def _alembic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PURPOSE_AGENT_DB_URL": url}
     return subprocess.run(
         [sys.executable, "-m", "alembic", *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
 
 

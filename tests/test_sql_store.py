@@ -108,7 +108,9 @@ def test_unreachable_server_is_store_unavailable_not_a_driver_error() -> None:
     assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
 
 
-def _corrupt(url: URL | str, table: type[EventRecord] | type[SnapshotRecord], **values: object) -> None:
+def _corrupt(
+    url: URL | str, table: type[EventRecord] | type[SnapshotRecord], **values: object
+) -> None:
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(sa.update(table).where(table.run_id == "r").values(**values))
@@ -117,8 +119,12 @@ def _corrupt(url: URL | str, table: type[EventRecord] | type[SnapshotRecord], **
 
 @pytest.mark.parametrize(
     ("values", "detail"),
-    [({"data": "{not json"}, "not JSON"), ({"data": "[1]"}, "not an object"),
-     ({"data": "{\"x\": NaN}"}, "not JSON"), ({"kind": "no_such_kind"}, "unknown event kind")],
+    [
+        ({"data": "{not json"}, "not JSON"),
+        ({"data": "[1]"}, "not an object"),
+        ({"data": '{"x": NaN}'}, "not JSON"),
+        ({"kind": "no_such_kind"}, "unknown event kind"),
+    ],
 )
 def test_corrupt_event_row_raises_corrupt_record(
     empty_database: str, values: dict[str, object], detail: str
@@ -126,8 +132,11 @@ def test_corrupt_event_row_raises_corrupt_record(
     with SQLCheckpointer(empty_database) as store:
         store.save_events([ev("r", 1), ev("r", 2)])
         _corrupt(empty_database, EventRecord, **values)
-        for read in (lambda: store.list_events("r"), lambda: list(store.iter_events("r")),
-                     lambda: store.recover("r")):
+        for read in (
+            lambda: store.list_events("r"),
+            lambda: list(store.iter_events("r")),
+            lambda: store.recover("r"),
+        ):
             with pytest.raises(CorruptRecord) as info:
                 read()
             assert info.value.run_id == "r"
@@ -139,7 +148,7 @@ def test_corrupt_event_row_raises_corrupt_record(
 def test_corrupt_snapshot_raises_corrupt_record(empty_database: str) -> None:
     with SQLCheckpointer(empty_database) as store:
         store.save_snapshot("r", st("r", 4))
-        _corrupt(empty_database, SnapshotRecord, state="{\"run_id\": \"r\"")
+        _corrupt(empty_database, SnapshotRecord, state='{"run_id": "r"')
         with pytest.raises(CorruptRecord) as info:
             store.load_latest("r")
         assert info.value.seq == 4

@@ -153,8 +153,8 @@ class SQLiteDialect(SqlDialect):
     @contextlib.contextmanager
     def migration_lock(self, engine: Engine) -> Iterator[Connection]:
         """BEGIN IMMEDIATE: a second process waits until the first one has migrated."""
-        with engine.connect() as conn:
-            conn = conn.execution_options(**self.write_options)
+        with engine.connect() as plain:
+            conn = plain.execution_options(**self.write_options)
             conn.exec_driver_sql("SELECT 1")  # begins the transaction and takes the lock
             yield conn
             conn.commit()
@@ -182,9 +182,11 @@ class PostgresDialect(SqlDialect):
             ("lane_id", Text),
             ("data", Text),
         )
-        source = func.unnest(
-            *(cast(bindparam(f"p_{name}"), ARRAY(kind)) for name, kind in columns)
-        ).table_valued(*(name for name, _ in columns)).render_derived(name="batch")
+        source = (
+            func.unnest(*(cast(bindparam(f"p_{name}"), ARRAY(kind)) for name, kind in columns))
+            .table_valued(*(name for name, _ in columns))
+            .render_derived(name="batch")
+        )
         inserted = (
             insert(EventRecord)
             .from_select([name for name, _ in columns], select(*source.c))
@@ -281,18 +283,19 @@ class MariaDBDialect(SqlDialect):
         return stmt.on_duplicate_key_update(
             [
                 ("state", case((newer, stmt.inserted.state), else_=SnapshotRecord.state)),
-                ("written_ns", case((newer, stmt.inserted.written_ns), else_=SnapshotRecord.written_ns)),
+                (
+                    "written_ns",
+                    case((newer, stmt.inserted.written_ns), else_=SnapshotRecord.written_ns),
+                ),
                 ("seq", case((newer, stmt.inserted.seq), else_=SnapshotRecord.seq)),
             ]
         )
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
-        args = getattr(exc.orig, "args", ())
-        return bool(args) and args[0] == 1062
+        return _mysql_errno(exc) == 1062
 
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
-        args = getattr(exc.orig, "args", ())
-        return bool(args) and args[0] in (1205, 1213)
+        return _mysql_errno(exc) in (1205, 1213)  # lock wait timeout, deadlock
 
     @contextlib.contextmanager
     def migration_lock(self, engine: Engine) -> Iterator[Connection]:
@@ -311,11 +314,17 @@ class MariaDBDialect(SqlDialect):
                 conn.commit()
 
 
+def _mysql_errno(exc: DBAPIError) -> int | None:
+    args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def dialect_for(engine: Engine) -> SqlDialect:
     """The glue for an engine's backend.
 
     Raises:
         ValueError: For a backend the test matrix does not cover.
+
     """
     name = engine.dialect.name
     if name == "sqlite":

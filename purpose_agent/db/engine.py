@@ -33,13 +33,18 @@ def parse_url(url: str | URL) -> URL:
 
     Raises:
         InvalidInput: If the text is not a database URL.
+
     """
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise InvalidInput(f"not a database URL: {url!r} ({exc})") from exc
-    drivers = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg",
-               "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+    drivers = {
+        "postgresql": "postgresql+psycopg",
+        "postgres": "postgresql+psycopg",
+        "mysql": "mysql+pymysql",
+        "mariadb": "mariadb+pymysql",
+    }
     if parsed.drivername in drivers:
         parsed = parsed.set(drivername=drivers[parsed.drivername])
     return parsed
@@ -64,6 +69,7 @@ def make_engine(
 
     Raises:
         InvalidInput: If the URL is malformed or names a driver that is not installed.
+
     """
     if durability not in ("full", "normal"):
         raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")

@@ -9,12 +9,12 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine
 
+from alembic import command
 from purpose_agent.db.dialects import dialect_for
 from purpose_agent.errors import CheckpointError, SchemaNotCurrent
 
@@ -78,6 +78,7 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> None:
     Raises:
         SchemaNotCurrent: If the schema is behind and ``migrate`` is false, or the database
             was migrated by a newer version of the package.
+
     """
     head = head_revision()
     with engine.connect() as conn:

@@ -1,4 +1,4 @@
-"""The ORM models: the schema of the SQL stores, which the Alembic revisions create.
+r"""The ORM models: the schema of the SQL stores, which the Alembic revisions create.
 
 Column types are chosen here, once, for an exact round trip on every backend:
 

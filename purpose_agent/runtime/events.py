@@ -32,7 +32,8 @@ def _plain_dict(value: Any) -> Any:
     # Only the container type is checked when a value is built: whether the contents are JSON is
     # decided when the event is saved, where it raises InvalidInput before anything is written.
     if not isinstance(value, dict):
-        raise ValueError(f"data must be a dict, not {type(value).__name__}")
+        # pydantic turns a ValueError, not a TypeError, into its ValidationError
+        raise ValueError(f"data must be a dict, not {type(value).__name__}")  # noqa: TRY004
     return value
 
 
@@ -51,6 +52,7 @@ class PAEvent(BaseModel):
         ts: Unix seconds when it happened; defaults to now.
         lane_id: The lane of a run with parallel branches.
         data: The event's payload, JSON values only.
+
     """
 
     model_config = ConfigDict(extra="forbid")

@@ -32,6 +32,7 @@ class RunState(BaseModel):
         status: Where the run stands.
         created_at: Unix seconds when the run started.
         updated_at: Unix seconds of the last change.
+
     """
 
     model_config = ConfigDict(extra="forbid")

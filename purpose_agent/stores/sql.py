@@ -68,7 +68,7 @@ _LOOKUP_CHUNK = 500
 _ATTEMPTS = 3
 
 
-def _events_after(with_limit: bool) -> Select[Any]:
+def _events_after(with_limit: bool) -> Select[int, str, float, str, str]:
     stmt = (
         select(*_EVENT_COLUMNS)
         .where(EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since"))
@@ -80,7 +80,7 @@ def _events_after(with_limit: bool) -> Select[Any]:
 def _recovery_statement() -> Select[Any]:
     # Snapshot and tail in ONE statement: a single statement reads one consistent view on
     # every backend, without a multi-statement transaction (and its round trips).
-    run_id = bindparam("run_id")
+    run_id = bindparam("run_id", type_=String)
     snapshot_seq = (
         select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
     )
@@ -121,6 +121,7 @@ class SQLCheckpointer:
         SchemaNotCurrent: The schema is behind and ``migrate`` is false, or it is newer than
             this version of the package.
         StoreUnavailable: The database cannot be reached.
+
     """
 
     def __init__(
@@ -199,6 +200,7 @@ class SQLCheckpointer:
             InvalidInput: The event cannot be stored exactly; nothing was written.
             SequenceConflict: ``(run_id, seq)`` holds a different event.
             StoreUnavailable: The database cannot be reached.
+
         """
         rows = [event_row(event)]
         self._call("saving an event", lambda: self._write(rows, None))
@@ -210,6 +212,7 @@ class SQLCheckpointer:
             InvalidInput: An event or the snapshot cannot be stored; nothing was written.
             SequenceConflict: A position holds a different event; nothing was written.
             StoreUnavailable: The database cannot be reached.
+
         """
         rows = event_rows(events)
         snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
@@ -222,6 +225,7 @@ class SQLCheckpointer:
         Raises:
             InvalidInput: ``state.run_id`` differs from ``run_id`` or a value cannot be stored.
             StoreUnavailable: The database cannot be reached.
+
         """
         snap = state_row(run_id, state)
         self._call("saving a snapshot", lambda: self._write([], snap))
@@ -245,11 +249,12 @@ class SQLCheckpointer:
             try:
                 with self._writer.begin() as conn:
                     self._write_in(conn, self._new_rows(conn, rows), snap, now)
-                return
             except IntegrityError as exc:
                 # Another writer took a position between the check and the insert.
                 if not self._dialect.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
                     raise
+            else:
+                return
 
     def _write_in(
         self, conn: Connection, rows: list[EventRow], snap: StateRow | None, now: int
@@ -293,6 +298,7 @@ class SQLCheckpointer:
         Raises:
             CorruptRecord: The stored snapshot cannot be decoded.
             StoreUnavailable: The database cannot be reached.
+
         """
         check_run_id(run_id)
 
@@ -327,6 +333,7 @@ class SQLCheckpointer:
         Raises:
             CorruptRecord: A stored event cannot be decoded.
             StoreUnavailable: The database cannot be reached.
+
         """
         check_run_id(run_id)
         check_since(since_seq, limit)
@@ -358,6 +365,7 @@ class SQLCheckpointer:
         Raises:
             CorruptRecord: A stored record cannot be decoded.
             StoreUnavailable: The database cannot be reached.
+
         """
         check_run_id(run_id)
 
@@ -379,6 +387,7 @@ class SQLCheckpointer:
 
         Raises:
             StoreUnavailable: The database cannot be reached.
+
         """
         check_limit(limit)
         check_limit(offset, "offset")
@@ -401,6 +410,7 @@ class SQLCheckpointer:
 
         Raises:
             StoreUnavailable: The database cannot be reached.
+
         """
         check_run_id(run_id)
 
@@ -444,6 +454,7 @@ class SQLiteCheckpointer(SQLCheckpointer):
     Args:
         db_path: Path of the database file, created if missing.
         **options: As for :class:`SQLCheckpointer`.
+
     """
 
     def __init__(

@@ -80,7 +80,7 @@ class AsyncSQLCheckpointer:
         return self._iterate(run_id, since_seq)
 
     async def _iterate(self, run_id: str, since_seq: int) -> AsyncIterator[PAEvent]:
-        page_size = self._store._page_size  # noqa: SLF001 - the twin shares its store's paging
+        page_size = self._store._page_size
         while True:
             page = await asyncio.to_thread(self._store.list_events, run_id, since_seq, page_size)
             for event in page:

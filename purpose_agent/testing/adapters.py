@@ -18,20 +18,20 @@ T = TypeVar("T")
 class AsyncCheckpointer(Protocol):
     """The asyncio form of the checkpointer protocol."""
 
-    async def save_event(self, event: PAEvent) -> None: ...  # noqa: D102
-    async def save_events(  # noqa: D102
+    async def save_event(self, event: PAEvent) -> None: ...
+    async def save_events(
         self, events: Iterable[PAEvent], snapshot: RunState | None = None
     ) -> None: ...
-    async def save_snapshot(self, run_id: str, state: RunState) -> None: ...  # noqa: D102
-    async def load_latest(self, run_id: str) -> RunState | None: ...  # noqa: D102
-    async def list_events(  # noqa: D102
+    async def save_snapshot(self, run_id: str, state: RunState) -> None: ...
+    async def load_latest(self, run_id: str) -> RunState | None: ...
+    async def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
     ) -> list[PAEvent]: ...
-    def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]: ...  # noqa: D102
-    async def recover(self, run_id: str) -> Recovery | None: ...  # noqa: D102
-    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]: ...  # noqa: D102
-    async def delete_run(self, run_id: str) -> None: ...  # noqa: D102
-    async def close(self) -> None: ...  # noqa: D102
+    def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]: ...
+    async def recover(self, run_id: str) -> Recovery | None: ...
+    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]: ...
+    async def delete_run(self, run_id: str) -> None: ...
+    async def close(self) -> None: ...
 
 
 class BlockingAdapter:
@@ -59,24 +59,24 @@ class BlockingAdapter:
         self._thread.join()
         self._loop.close()
 
-    def save_event(self, event: PAEvent) -> None:  # noqa: D102
+    def save_event(self, event: PAEvent) -> None:
         self._run(self._store.save_event(event))
 
-    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:  # noqa: D102
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
         self._run(self._store.save_events(events, snapshot))
 
-    def save_snapshot(self, run_id: str, state: RunState) -> None:  # noqa: D102
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
         self._run(self._store.save_snapshot(run_id, state))
 
-    def load_latest(self, run_id: str) -> RunState | None:  # noqa: D102
+    def load_latest(self, run_id: str) -> RunState | None:
         return self._run(self._store.load_latest(run_id))
 
-    def list_events(  # noqa: D102
+    def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
     ) -> list[PAEvent]:
         return self._run(self._store.list_events(run_id, since_seq, limit))
 
-    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:  # noqa: D102
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         stream = self._store.iter_events(run_id, since_seq)
         return self._drain(stream)
 
@@ -93,16 +93,16 @@ class BlockingAdapter:
                 return
             yield event
 
-    def recover(self, run_id: str) -> Recovery | None:  # noqa: D102
+    def recover(self, run_id: str) -> Recovery | None:
         return self._run(self._store.recover(run_id))
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:  # noqa: D102
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         return self._run(self._store.list_runs(limit, offset=offset))
 
-    def delete_run(self, run_id: str) -> None:  # noqa: D102
+    def delete_run(self, run_id: str) -> None:
         self._run(self._store.delete_run(run_id))
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         if self._loop.is_closed():
             return
         try:

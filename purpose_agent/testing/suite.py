@@ -27,6 +27,7 @@ class Backend:
         open: Returns a new handle on the same storage on every call.
         durable: Whether a second handle sees what the first one saved (false for memory).
         processes: Whether handles opened in other processes share the storage.
+
     """
 
     name: str
@@ -59,7 +60,7 @@ EXACT_VALUES: dict[str, Any] = {
     "unicode": "héllo ✓ 🙂 \u200d \ufeff \U0010ffff",
     "lone_surrogate": "\ud800x\udfff",
     "controls": "".join(chr(c) for c in range(32)) + "\x7f",
-    "escapes": "\"\\/\b\f\n\r\t",
+    "escapes": '"\\/\b\f\n\r\t',
     "bools_none": [True, False, None, [], {}],
     "empty": "",
 }
@@ -94,6 +95,12 @@ BAD_RUN_IDS: dict[str, Any] = {
     "c1_control": "a\x85b",
     "not_a_str": 123,
 }
+
+
+def _raw_event(**fields: Any) -> PAEvent:
+    """An event built without validation, as a caller bypassing pydantic could."""
+    base = {"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main"}
+    return PAEvent.model_construct(**{**base, "data": {}, **fields})
 
 
 def _nested(depth: int) -> Any:
@@ -146,7 +153,9 @@ class CheckpointerSuite:
 
     # -- save_event and exact round trips ---------------------------------------------------
 
-    def test_saved_event_is_visible_to_a_new_handle(self, backend: Backend, cp: Checkpointer) -> None:
+    def test_saved_event_is_visible_to_a_new_handle(
+        self, backend: Backend, cp: Checkpointer
+    ) -> None:
         event = PAEvent(run_id="r1", seq=1, kind=EventKind.RUN_STARTED)
         cp.save_event(event)
         other = self.reopen(backend, cp)
@@ -158,7 +167,11 @@ class CheckpointerSuite:
 
     def test_event_comes_back_equal_with_ts_and_lane(self, cp: Checkpointer) -> None:
         event = PAEvent(
-            run_id="r", seq=3, kind=EventKind.TOOL_CALL, ts=1234.000001, lane_id="lane-2",
+            run_id="r",
+            seq=3,
+            kind=EventKind.TOOL_CALL,
+            ts=1234.000001,
+            lane_id="lane-2",
             data={"tool": "search", "args": {"q": "x"}},
         )
         cp.save_event(event)
@@ -215,15 +228,18 @@ class CheckpointerSuite:
 
     def test_non_finite_or_bad_fields_are_refused(self, cp: Checkpointer) -> None:
         bad_events = [
-            PAEvent.model_construct(run_id="r", seq=0, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=-5, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=float("nan"), lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=float("inf"), lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=1, kind="custom", ts=1.0, lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=1.5, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=2**63, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}),
-            PAEvent.model_construct(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data=[1]),
-            PAEvent.model_construct(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, lane_id=None, data={}),
+            _raw_event(seq=0),
+            _raw_event(seq=-5),
+            _raw_event(ts=float("nan")),
+            _raw_event(ts=float("inf")),
+            _raw_event(kind="custom"),
+            _raw_event(seq=1.5),
+            _raw_event(seq=True),
+            _raw_event(seq=2**63),
+            _raw_event(data=[1]),
+            _raw_event(lane_id=None),
+            _raw_event(lane_id="a\x00b"),
+            _raw_event(lane_id="\ud800"),
         ]
         for bad in bad_events:
             with pytest.raises(InvalidInput):
@@ -349,8 +365,10 @@ class CheckpointerSuite:
     def test_batch_with_a_conflict_writes_nothing(self, cp: Checkpointer) -> None:
         cp.save_event(ev("r", 2, v="stored"))
         with pytest.raises(SequenceConflict):
-            cp.save_events([ev("r", 1), ev("other", 1), ev("r", 2, v="different"), ev("r", 3)],
-                           snapshot=st("r", 3))
+            cp.save_events(
+                [ev("r", 1), ev("other", 1), ev("r", 2, v="different"), ev("r", 3)],
+                snapshot=st("r", 3),
+            )
         assert cp.list_events("r") == [ev("r", 2, v="stored")]
         assert cp.list_events("other") == []
         assert cp.load_latest("r") is None
@@ -410,8 +428,14 @@ class CheckpointerSuite:
         assert cp.load_latest("r") == st("r", 9, v=9)
 
     def test_snapshot_keeps_status_and_timestamps(self, cp: Checkpointer) -> None:
-        state = RunState(run_id="r", seq=4, data={"k": "v"}, status=RunStatus.FAILED,
-                         created_at=12.25, updated_at=99.125)
+        state = RunState(
+            run_id="r",
+            seq=4,
+            data={"k": "v"},
+            status=RunStatus.FAILED,
+            created_at=12.25,
+            updated_at=99.125,
+        )
         cp.save_snapshot("r", state)
         back = cp.load_latest("r")
         assert back == state
@@ -537,6 +561,7 @@ class CheckpointerSuite:
     def test_threads_appending_to_one_run_lose_nothing(self, backend: Backend) -> None:
         stores = [backend.open() for _ in range(2)] if backend.durable else [backend.open()] * 2
         try:
+
             def write(worker: int) -> None:
                 store = stores[worker % len(stores)]
                 for seq in range(worker * 50 + 1, worker * 50 + 51):
@@ -581,12 +606,16 @@ class CheckpointerSuite:
             pass  # create or migrate the storage once before the writers start
         with context.Pool(3) as pool:
             jobs = [
-                pool.apply_async(_write_in_process, (backend.open, "r", list(range(w, 91, 3)), str(w)))
+                pool.apply_async(
+                    _write_in_process, (backend.open, "r", list(range(w, 91, 3)), str(w))
+                )
                 for w in (1, 2, 3)
             ]
             results = [job.get(timeout=120) for job in jobs]
             races = [
-                pool.apply_async(_write_in_process, (backend.open, "race", list(range(1, 31)), str(w)))
+                pool.apply_async(
+                    _write_in_process, (backend.open, "race", list(range(1, 31)), str(w))
+                )
                 for w in (1, 2, 3)
             ]
             race_results = [job.get(timeout=120) for job in races]
