@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
 from purpose_agent.errors import InvalidInput
@@ -27,6 +28,10 @@ def _reject_constant(name: str) -> Any:
 
 
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
+# The C scanner behind json.loads, for callers that decode many values in a loop; it returns
+# (value, end) and raises StopIteration when there is no value at the index.
+scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
+_scan = scan_once
 
 
 def _where(what: str, trail: tuple[Any, ...] | None) -> str:
@@ -106,13 +111,25 @@ def encode(value: Any, what: str = "data") -> str:
 def decode(text: str | bytes) -> Any:
     """Decode JSON text written by :func:`encode`.
 
+    The scanner is called directly: the text has no surrounding whitespace to skip, and this
+    runs once per event read.
+
     Raises:
-        ValueError: If the text is not JSON (``NaN`` and ``Infinity`` included). Callers turn
-            this into :class:`~purpose_agent.errors.CorruptRecord` with the run and seq.
+        ValueError: If the text is not one JSON value (``NaN`` and ``Infinity`` included).
+            Callers turn this into :class:`~purpose_agent.errors.CorruptRecord` with the run
+            and seq.
 
     """
-    if isinstance(text, bytes | bytearray | memoryview):
+    if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        end = -1  # not a value at the very start: let the full decoder explain or skip spaces
+    except RecursionError as exc:
+        raise ValueError(f"nesting too deep to decode: {exc}") from exc
+    if end == len(text):
+        return value
     try:
         return _decoder.decode(text)
     except RecursionError as exc:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import math
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from purpose_agent.codec import decode, encode
+from purpose_agent.codec import scan_once as _scan
 from purpose_agent.errors import CorruptRecord, InvalidInput, InvalidRunId, SequenceConflict
 from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState, RunStatus
@@ -215,14 +216,52 @@ def state_row(run_id: object, state: object) -> StateRow:
     return StateRow(run_id, seq, text)
 
 
+_new_object = object.__new__
+_set_slot = object.__setattr__
+_EVENT_FIELDS = frozenset(PAEvent.model_fields)
+
+
+def _assemble_event(
+    run_id: str, seq: int, kind: EventKind, ts: float, lane_id: str, data: dict[str, Any]
+) -> PAEvent:
+    # What PAEvent.model_construct does, without its per-call field bookkeeping, which costs
+    # more than decoding the row: reading events back is the hot path of recovery.
+    event = _new_object(PAEvent)
+    _set_slot(
+        event,
+        "__dict__",
+        {"run_id": run_id, "seq": seq, "kind": kind, "ts": ts, "lane_id": lane_id, "data": data},
+    )
+    _set_slot(event, "__pydantic_fields_set__", set(_EVENT_FIELDS))
+    _set_slot(event, "__pydantic_extra__", None)
+    _set_slot(event, "__pydantic_private__", None)
+    return event
+
+
+def _assemble_checked(
+    run_id: str, seq: int, kind: EventKind, ts: float, lane_id: str, data: dict[str, Any]
+) -> PAEvent:
+    return PAEvent.model_construct(
+        run_id=run_id, seq=seq, kind=kind, ts=ts, lane_id=lane_id, data=data
+    )
+
+
+# Should a pydantic release change how models store their fields, fall back to the public
+# constructor rather than build events that are subtly different.
+_SAMPLE = ("r", 1, EventKind.CUSTOM, 1.5, "main", {"k": [1]})
+if _assemble_event(*_SAMPLE) != _assemble_checked(*_SAMPLE) or repr(
+    _assemble_event(*_SAMPLE)
+) != repr(_assemble_checked(*_SAMPLE)):  # pragma: no cover
+    _assemble_event = _assemble_checked
+
+
 def decode_event(
     run_id: str, seq: int, kind: str, ts: float, lane_id: str, data: str | bytes
 ) -> PAEvent:
     """Rebuild an event from its stored columns.
 
     The columns were checked when they were written; here the payload is decoded and the kind
-    looked up, and the event is assembled without a second full validation pass (reading is
-    the hot path of recovery).
+    looked up, and the event is assembled without a second full validation pass.
 
     Raises:
         CorruptRecord: If the payload is not a JSON object or the kind is unknown.
@@ -237,9 +276,55 @@ def decode_event(
     event_kind = _KINDS.get(kind)
     if event_kind is None:
         raise CorruptRecord(run_id, seq, f"unknown event kind {kind!r}")
-    return PAEvent.model_construct(
-        run_id=run_id, seq=seq, kind=event_kind, ts=float(ts), lane_id=lane_id, data=payload
-    )
+    return _assemble_event(run_id, seq, event_kind, float(ts), lane_id, payload)
+
+
+def decode_events(run_id: str, rows: Iterable[Sequence[Any]]) -> list[PAEvent]:
+    """Rebuild many events from ``(seq, kind, ts, lane_id, data)`` rows.
+
+    The same as :func:`decode_event` per row, with the common case inlined: this loop is
+    what ``list_events``, ``iter_events`` and ``recover`` spend their time in. A row the fast
+    path cannot take goes through :func:`decode_event`, which raises the precise
+    ``CorruptRecord``.
+
+    Raises:
+        CorruptRecord: If a row cannot be decoded.
+
+    """
+    if _assemble_event is _assemble_checked:  # pragma: no cover - see _SAMPLE above
+        return [decode_event(run_id, *row) for row in rows]
+    scan, kinds, new, set_slot, fields = _scan, _KINDS, _new_object, _set_slot, _EVENT_FIELDS
+    events: list[PAEvent] = []
+    append = events.append
+    for row in rows:
+        seq, kind, ts, lane_id, data = row
+        try:
+            payload, end = scan(data, 0)
+            event_kind = kinds[kind]
+        except (StopIteration, KeyError, ValueError, TypeError, RecursionError):
+            append(decode_event(run_id, *row))
+            continue
+        if end != len(data) or type(payload) is not dict:
+            append(decode_event(run_id, *row))
+            continue
+        event = new(PAEvent)
+        set_slot(
+            event,
+            "__dict__",
+            {
+                "run_id": run_id,
+                "seq": seq,
+                "kind": event_kind,
+                "ts": float(ts),
+                "lane_id": lane_id,
+                "data": payload,
+            },
+        )
+        set_slot(event, "__pydantic_fields_set__", set(fields))
+        set_slot(event, "__pydantic_extra__", None)
+        set_slot(event, "__pydantic_private__", None)
+        append(event)
+    return events
 
 
 def decode_event_dict(run_id: str, record: Any, seq_hint: int | None = None) -> PAEvent:

@@ -30,8 +30,10 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
+from purpose_agent.db.compiled import Compiled
 from purpose_agent.db.engine import SQLITE_BEGIN
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.records import EventRow, StateRow
@@ -51,10 +53,14 @@ class SqlDialect:
     write_options: ClassVar[dict[str, Any]] = {}
     snapshot_read_options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self) -> None:
-        self._events_insert = insert(EventRecord)
-        self._runs_upsert = self.build_runs_upsert()
-        self._snapshot_upsert = self.build_snapshot_upsert()
+    def __init__(self, dialect: Dialect) -> None:
+        self.sa_dialect = dialect
+        self._events_insert = Compiled(
+            insert(EventRecord).values({name: bindparam(name) for name in EventRow._fields}),
+            dialect,
+        )
+        self._runs_upsert = Compiled(self.build_runs_upsert(), dialect)
+        self._snapshot_upsert = Compiled(self.build_snapshot_upsert(), dialect)
 
     # -- statements ---------------------------------------------------------------------
 
@@ -68,25 +74,24 @@ class SqlDialect:
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:
         """Insert the events and touch their runs; raises ``IntegrityError`` on a taken key."""
-        conn.execute(self._events_insert, [row.as_params() for row in rows])
+        self._events_insert.executemany(conn, [row.as_params() for row in rows])
         self.touch_runs(conn, _last_seqs(rows), now)
 
     def touch_runs(self, conn: Connection, last_seqs: dict[str, int], now: int) -> None:
         """Record that runs were written at ``now`` (creating their rows if needed)."""
-        if last_seqs:
-            conn.execute(
-                self._runs_upsert,
-                [
-                    {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
-                    for run_id, seq in sorted(last_seqs.items())
-                ],
-            )
+        touched = [
+            {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
+            for run_id, seq in sorted(last_seqs.items())
+        ]
+        if len(touched) == 1:
+            self._runs_upsert.execute(conn, touched[0])
+        elif touched:
+            self._runs_upsert.executemany(conn, touched)
 
     def write_snapshot(self, conn: Connection, snap: StateRow, now: int) -> None:
         """Upsert the snapshot, keeping the one with the highest ``seq``."""
-        conn.execute(
-            self._snapshot_upsert,
-            {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now},
+        self._snapshot_upsert.execute(
+            conn, {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
         )
 
     # -- errors -------------------------------------------------------------------------
@@ -167,13 +172,21 @@ class PostgresDialect(SqlDialect):
     one_statement_events = True
     read_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._events_cte = self._build_events_statement()
+    def __init__(self, dialect: Dialect) -> None:
+        super().__init__(dialect)
+        self._one_event = Compiled(self._events_and_runs(self._one_event_insert()), dialect)
+        self._many_events = Compiled(self._events_and_runs(self._many_events_insert()), dialect)
 
-    def _build_events_statement(self) -> Insert:
-        # unnest() over one array per column: the statement text is the same for 1 or 10,000
-        # events, so it is compiled once and cached, and the whole batch is one round trip.
+    @staticmethod
+    def _one_event_insert() -> Insert:
+        # Plain scalar parameters: for one event, adapting six one-element arrays would cost
+        # the client more than the whole statement costs the server.
+        return insert(EventRecord).values({name: bindparam(name) for name in EventRow._fields})
+
+    @staticmethod
+    def _many_events_insert() -> Insert:
+        # unnest() over one array per column: the statement text is the same for 2 or 10,000
+        # events, so it is compiled once, and the whole batch is one round trip.
         columns = (
             ("run_id", Text),
             ("seq", BigInteger),
@@ -183,16 +196,15 @@ class PostgresDialect(SqlDialect):
             ("data", Text),
         )
         source = (
-            func.unnest(*(cast(bindparam(f"p_{name}"), ARRAY(kind)) for name, kind in columns))
+            func.unnest(*(cast(bindparam(name), ARRAY(kind)) for name, kind in columns))
             .table_valued(*(name for name, _ in columns))
             .render_derived(name="batch")
         )
-        inserted = (
-            insert(EventRecord)
-            .from_select([name for name, _ in columns], select(*source.c))
-            .returning(EventRecord.run_id, EventRecord.seq)
-            .cte("inserted")
-        )
+        return insert(EventRecord).from_select([name for name, _ in columns], select(*source.c))
+
+    def _events_and_runs(self, events: Insert) -> Insert:
+        """One statement: insert the events, then upsert their runs from what was inserted."""
+        inserted = events.returning(EventRecord.run_id, EventRecord.seq).cte("inserted")
         now = bindparam("now", type_=BigInteger)
         touched = (
             select(inserted.c.run_id, now, now, func.max(inserted.c.seq))
@@ -211,16 +223,19 @@ class PostgresDialect(SqlDialect):
         )
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:  # noqa: D102
-        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order: no deadlock
-        conn.execute(
-            self._events_cte,
+        if len(rows) == 1:
+            self._one_event.execute(conn, {**rows[0].as_params(), "now": now})
+            return
+        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
+        self._many_events.execute(
+            conn,
             {
-                "p_run_id": [row.run_id for row in ordered],
-                "p_seq": [row.seq for row in ordered],
-                "p_kind": [row.kind for row in ordered],
-                "p_ts": [row.ts for row in ordered],
-                "p_lane_id": [row.lane_id for row in ordered],
-                "p_data": [row.data for row in ordered],
+                "run_id": [row.run_id for row in ordered],
+                "seq": [row.seq for row in ordered],
+                "kind": [row.kind for row in ordered],
+                "ts": [row.ts for row in ordered],
+                "lane_id": [row.lane_id for row in ordered],
+                "data": [row.data for row in ordered],
                 "now": now,
             },
         )
@@ -328,9 +343,9 @@ def dialect_for(engine: Engine) -> SqlDialect:
     """
     name = engine.dialect.name
     if name == "sqlite":
-        return SQLiteDialect()
+        return SQLiteDialect(engine.dialect)
     if name == "postgresql":
-        return PostgresDialect()
+        return PostgresDialect(engine.dialect)
     if name in ("mysql", "mariadb"):
-        return MariaDBDialect()
+        return MariaDBDialect(engine.dialect)
     raise ValueError(f"unsupported database {name!r}: use SQLite, PostgreSQL or MariaDB")

@@ -15,17 +15,17 @@ from typing import Any, Self, TypeVar
 
 from sqlalchemy import (
     Connection,
+    Double,
     Engine,
-    Float,
     Select,
     String,
     bindparam,
-    cast,
     delete,
     func,
     literal,
     null,
     select,
+    type_coerce,
     union_all,
 )
 from sqlalchemy.engine import URL
@@ -33,6 +33,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from purpose_agent.clock import stamp_ns
+from purpose_agent.db.compiled import Compiled
 from purpose_agent.db.dialects import dialect_for
 from purpose_agent.db.engine import Durability, default_url, make_engine
 from purpose_agent.db.migrate import ensure_schema
@@ -45,7 +46,7 @@ from purpose_agent.records import (
     check_limit,
     check_run_id,
     check_since,
-    decode_event,
+    decode_events,
     decode_state,
     event_row,
     event_rows,
@@ -87,9 +88,9 @@ def _recovery_statement() -> Select[Any]:
     snapshot = select(
         literal(0).label("part"),
         SnapshotRecord.seq.label("seq"),
-        cast(null(), String).label("kind"),
-        cast(null(), Float).label("ts"),
-        cast(null(), String).label("lane_id"),
+        type_coerce(null(), String).label("kind"),
+        type_coerce(null(), Double).label("ts"),
+        type_coerce(null(), String).label("lane_id"),
         SnapshotRecord.state.label("data"),
     ).where(SnapshotRecord.run_id == run_id)
     tail = select(literal(1), *_EVENT_COLUMNS).where(
@@ -150,11 +151,15 @@ class SQLCheckpointer:
             **self._dialect.snapshot_read_options
         )
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-        self._q_events = _events_after(with_limit=False)
-        self._q_events_limited = _events_after(with_limit=True)
-        self._q_recover = _recovery_statement()
-        self._q_snapshot = select(SnapshotRecord.seq, SnapshotRecord.state).where(
-            SnapshotRecord.run_id == bindparam("run_id")
+        sa_dialect = self._engine.dialect
+        self._q_events = Compiled(_events_after(with_limit=False), sa_dialect)
+        self._q_events_limited = Compiled(_events_after(with_limit=True), sa_dialect)
+        self._q_recover = Compiled(_recovery_statement(), sa_dialect)
+        self._q_snapshot = Compiled(
+            select(SnapshotRecord.seq, SnapshotRecord.state).where(
+                SnapshotRecord.run_id == bindparam("run_id")
+            ),
+            sa_dialect,
         )
         try:
             self._call("opening the store", lambda: ensure_schema(self._engine, migrate=migrate))
@@ -304,7 +309,7 @@ class SQLCheckpointer:
 
         def load() -> tuple[Any, ...] | None:
             with self._reader.connect() as conn:
-                row = conn.execute(self._q_snapshot, {"run_id": run_id}).first()
+                row = self._q_snapshot.execute(conn, {"run_id": run_id}).first()
                 return tuple(row) if row is not None else None
 
         found = self._call("loading a snapshot", load)
@@ -314,16 +319,15 @@ class SQLCheckpointer:
         def fetch() -> list[Any]:
             with self._reader.connect() as conn:
                 if limit is None:
-                    result = conn.execute(self._q_events, {"run_id": run_id, "since": since_seq})
+                    result = self._q_events.execute(conn, {"run_id": run_id, "since": since_seq})
                 else:
-                    result = conn.execute(
-                        self._q_events_limited,
-                        {"run_id": run_id, "since": since_seq, "limit": limit},
+                    result = self._q_events_limited.execute(
+                        conn, {"run_id": run_id, "since": since_seq, "limit": limit}
                     )
-                return list(result)
+                return list(result.fetchall())
 
         rows = self._call("reading events", fetch)
-        return [decode_event(run_id, *row) for row in rows]
+        return decode_events(run_id, rows)
 
     def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
@@ -371,7 +375,7 @@ class SQLCheckpointer:
 
         def fetch() -> list[Any]:
             with self._reader.connect() as conn:
-                return list(conn.execute(self._q_recover, {"run_id": run_id}))
+                return list(self._q_recover.execute(conn, {"run_id": run_id}).fetchall())
 
         rows = self._call("recovering a run", fetch)
         if not rows:
@@ -380,7 +384,7 @@ class SQLCheckpointer:
         if rows[0][0] == 0:
             state = decode_state(run_id, rows[0][5], rows[0][1])
             rows = rows[1:]
-        return Recovery(state, [decode_event(run_id, *row[1:]) for row in rows])
+        return Recovery(state, decode_events(run_id, [row[1:] for row in rows]))
 
     def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         """Return run ids, most recently written first.
