@@ -1,0 +1,131 @@
+"""The benchmark script runs end to end at tiny sizes, so that it cannot rot.
+
+Timings are never asserted: only that every case ran and produced every figure, positive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+EXPECTED_CASES = {
+    "append_single",
+    "append_batch_100",
+    "append_batch_1000",
+    "snapshot_1KB",
+    "snapshot_100KB",
+    "snapshot_1MB",
+    "bulk_load_1000",
+    "recover",
+    "list_events_200",
+    "list_events_page",
+    "iter_events_2000",
+    "concurrent_threads_1",
+    "concurrent_threads_2",
+    "concurrent_processes_2",
+}
+
+
+# Figures that may rightly be zero or negative: memory growth between two passes.
+MAY_BE_ZERO = {"rss_growth_mb"}
+
+
+def _positive_numbers(value: object, where: str) -> None:
+    """Every number in a case's sides and params is finite and above zero."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int | float):
+        assert math.isfinite(value), where
+        if where.rsplit(".", 1)[-1] not in MAY_BE_ZERO:
+            assert value > 0, where
+        return
+    if isinstance(value, dict):
+        for key, child in value.items():
+            _positive_numbers(child, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            _positive_numbers(child, f"{where}[{index}]")
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--profile",
+            "smoke",
+            "--backends",
+            "sqlite",
+            "--plain",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "append_single" in done.stdout  # the table was printed
+    return json.loads(out.read_text())
+
+
+def test_smoke_run_reports_every_case_with_positive_rates(smoke_report: dict) -> None:
+    cases = {case["case"]: case for case in smoke_report["backends"]["sqlite"]["cases"]}
+    assert set(cases) == EXPECTED_CASES
+    for name, case in cases.items():
+        assert case["error"] is None, f"{name}: {case['error']}"
+        assert "store" in case["sides"], name
+        assert "raw" in case["sides"], name
+        for label, side in case["sides"].items():
+            assert side["rate"] > 0, f"{name}/{label}"
+            assert side["units"] > 0, f"{name}/{label}"
+            assert side["seconds"] > 0, f"{name}/{label}"
+        assert case["ratios"]["raw"] > 0, name
+        _positive_numbers(case["sides"], f"{name}.sides")
+        _positive_numbers(case["params"], f"{name}.params")
+        _positive_numbers(case["ratios"], f"{name}.ratios")
+
+
+def test_smoke_run_measures_the_seed_and_peak_memory(smoke_report: dict) -> None:
+    cases = {case["case"]: case for case in smoke_report["backends"]["sqlite"]["cases"]}
+    seed_path = smoke_report["backends"]["sqlite"]["seed"]
+    if "skipped" in seed_path:
+        pytest.skip(seed_path["skipped"])
+    for name in ("append_single", "snapshot_1KB", "recover", "list_events_200"):
+        assert cases[name]["ratios"]["seed"] > 0, name
+    for label in ("store", "raw"):
+        side = cases["iter_events_2000"]["sides"][label]
+        assert side["rss_peak_mb_small"] > 0
+        assert side["rss_peak_mb_big"] > 0
+        assert "rss_growth_mb" in side
+    for name in ("snapshot_1KB", "snapshot_1MB"):
+        for side in cases[name]["sides"].values():
+            assert side["save_ops_per_s"] > 0
+            assert side["load_ops_per_s"] > 0
+
+
+def test_smoke_run_records_the_machine_and_judges_every_target(smoke_report: dict) -> None:
+    machine = smoke_report["machine"]
+    assert machine["cores"] > 0
+    assert machine["cpu_model"]
+    assert machine["python"]
+    assert machine["sqlite_version"]
+    settings = smoke_report["backends"]["sqlite"]
+    assert settings["raw_settings"]["journal_mode"] == settings["store_settings"]["journal_mode"]
+    assert settings["raw_settings"]["synchronous"] == settings["store_settings"]["synchronous"]
+    targets = smoke_report["targets"]
+    assert targets
+    assert all(t["met"] in (True, False) for t in targets)
+    assert all(t["value"] is not None and t["value"] > 0 for t in targets if t["op"] == ">=")
