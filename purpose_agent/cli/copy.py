@@ -1,0 +1,143 @@
+"""``purpose-agent copy``: every run from one store into another, with a progress bar.
+
+The work is :func:`purpose_agent.ops.copy.copy_runs`; this module shows progress on standard
+error (when it is a terminal and ``--quiet`` is not given), prints the report, and exits
+non-zero when a run could not be copied or its counts did not match.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from purpose_agent.cli.options import json_option
+from purpose_agent.cli.output import CommandFailed, console, emit_json, err_console
+from purpose_agent.cli.stores import open_target
+from purpose_agent.errors import InvalidInput
+from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyProgress, CopyReport, copy_runs
+from purpose_agent.ops.targets import describe, parse_target
+
+INTERRUPTED_EXIT = 130
+
+
+@contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[CopyProgress], None] | None]:
+    if not show:
+        yield None
+        return
+    columns = (
+        TextColumn("[bold]copying[/bold] {task.fields[run]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[events]} events"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err_console(), transient=True) as bar:
+        task = bar.add_task("runs", total=None, run="", events=0)
+
+        def update(step: CopyProgress) -> None:
+            bar.update(
+                task,
+                total=step.runs_total,
+                completed=step.runs_done,
+                run=step.run_id,
+                events=f"{step.events_done:,}",
+            )
+
+        yield update
+
+
+def _report_json(report: CopyReport, source: str, dest: str) -> dict[str, object]:
+    return {
+        "source": source,
+        "dest": dest,
+        "ok": report.ok,
+        "runs_total": report.runs_total,
+        "runs_copied": report.runs_copied,
+        "events": report.events,
+        "snapshots": report.snapshots,
+        "problems": [{"run_id": p.run_id, "message": p.message} for p in report.problems],
+        "notes": report.notes,
+    }
+
+
+def _print_report(report: CopyReport, source: str, dest: str) -> None:
+    out = console()
+    table = Table(title=f"Copied {source} -> {dest}", title_justify="left", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("count", justify="right")
+    table.add_row("runs copied", f"{report.runs_copied:,} of {report.runs_total:,}")
+    table.add_row("events copied", f"{report.events:,}")
+    table.add_row("snapshots written", f"{report.snapshots:,}")
+    out.print(table)
+    if report.notes:
+        out.print("Not carried over exactly (seed-era data):")
+        for note, count in sorted(report.notes.items()):
+            out.print(f"  {count:>8,} x {note}", markup=False)
+    for problem in report.problems:
+        out.print(f"  FAILED {problem.run_id!r}: {problem.message}", markup=False)
+    if report.ok:
+        out.print("Verified: every run's event count and snapshot match the source.")
+
+
+@click.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    help="Events per transaction on the destination.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) -> None:
+    """Copy every run (events and snapshots) from SOURCE into DEST.
+
+    SOURCE and DEST are database URLs, jsonl:PATH (a JSONL folder, the seed's included) or, as
+    a source, seed-sqlite:PATH (a SQLite file the seed wrote; also detected from
+    sqlite:///PATH). The copy streams, and can be interrupted and run again: what was copied is
+    recognised, nothing is duplicated. Counts are verified at the end; the exit status is 1
+    if any run failed or does not match.
+    """
+    source_target, dest_target = parse_target(source), parse_target(dest)
+    if str(source_target) == str(dest_target):
+        raise InvalidInput(f"source and destination are the same store: {source_target}")
+    show_bar = not quiet and not as_json and sys.stderr.isatty()
+    with (
+        open_target(source_target, given=source, create=False) as reader,
+        open_target(dest_target, given=dest, create=True) as writer,
+        _progress_bar(show_bar) as progress,
+    ):
+        source_name, dest_name = describe(reader), describe(writer)
+        try:
+            report = copy_runs(reader, writer, progress, batch_size=batch_size)
+        except KeyboardInterrupt:
+            click.echo(
+                "interrupted: run the same command again to finish; "
+                "what was copied is recognised, nothing is duplicated",
+                err=True,
+            )
+            sys.exit(INTERRUPTED_EXIT)
+    if as_json:
+        emit_json(_report_json(report, source_name, dest_name))
+    else:
+        _print_report(report, source_name, dest_name)
+    if not report.ok:
+        raise CommandFailed(
+            f"{len(report.problems)} of {report.runs_total} runs were not copied completely"
+        )

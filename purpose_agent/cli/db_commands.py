@@ -1,0 +1,101 @@
+"""``purpose-agent db``: the schema of a SQL store, migrated with the revisions in the package.
+
+An installed wheel carries its Alembic revisions, so a deployment migrates with this command
+and no repository checkout. ``db check`` is for scripts and health checks: it exits 1 when the
+schema is not the one this version needs, naming the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import click
+
+from purpose_agent.cli.options import json_option, resolve_url, url_flag, url_option
+from purpose_agent.cli.output import console, emit_json
+from purpose_agent.db.migrate import UPGRADE_COMMAND
+from purpose_agent.errors import SchemaNotCurrent
+from purpose_agent.ops.schema import (
+    NEWER_COMMAND,
+    SchemaStatus,
+    downgrade_schema,
+    schema_status,
+    upgrade_schema,
+)
+
+
+def _revision(status: SchemaStatus) -> str:
+    if not status.exists:
+        return "none (no database file)"
+    if status.current is None:
+        return "none (never migrated)"
+    return status.current + (" (head)" if status.at_head else "")
+
+
+def _seed_hint(status: SchemaStatus) -> str | None:
+    if status.seed_source is None:
+        return None
+    return (
+        "It also holds the seed's `events` and `snapshots` tables; move their runs into the "
+        f"current schema with `purpose-agent copy {status.seed_source} {status.url}`."
+    )
+
+
+@click.group()
+def db() -> None:
+    """Create, upgrade and inspect the schema of a SQL store."""
+
+
+@db.command()
+@click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
+@url_option
+def upgrade(revision: str, url: str | None) -> None:
+    """Upgrade the schema (creating the tables, and a SQLite file, if needed)."""
+    before, after = upgrade_schema(resolve_url(url), revision)
+    out = console()
+    if before.current == after.current:
+        out.print(f"{after.url}: already at revision {_revision(after)}")
+    else:
+        out.print(f"{after.url}: upgraded from {_revision(before)} to {_revision(after)}")
+
+
+@db.command()
+@click.argument("revision")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@url_option
+def downgrade(revision: str, yes: bool, url: str | None) -> None:
+    """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
+    target = resolve_url(url)
+    if not yes:
+        click.confirm(
+            f"Downgrade {schema_status(target).url} to {revision}? Data in dropped tables is lost.",
+            abort=True,
+        )
+    before, after = downgrade_schema(target, revision)
+    console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
+
+
+@db.command()
+@json_option
+@url_option
+def current(as_json: bool, url: str | None) -> None:
+    """Show the revision the database is at and the one this version needs."""
+    status = schema_status(resolve_url(url))
+    if as_json:
+        emit_json(status.to_dict())
+        return
+    out = console()
+    out.print(f"{status.url}: at revision {_revision(status)}; this version needs {status.head}")
+    hint = _seed_hint(status)
+    if hint is not None:
+        out.print(hint, markup=False)
+
+
+@db.command()
+@url_option
+def check(url: str | None) -> None:
+    """Exit 0 if the schema is the one this version needs, else 1 with the fix."""
+    status = schema_status(resolve_url(url))
+    if not status.at_head:
+        # A revision this version does not know was written by a newer version of the package.
+        command = UPGRADE_COMMAND + url_flag(url, status.url) if status.known else NEWER_COMMAND
+        raise SchemaNotCurrent(status.current, status.head, command)
+    console().print(f"{status.url}: schema is at revision {status.head} (head)")

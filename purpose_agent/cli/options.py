@@ -1,0 +1,81 @@
+"""Options and argument types shared by several commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import click
+
+from purpose_agent.db.engine import URL_ENV, default_url
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+URL_HELP = (
+    f"The store: a database URL, jsonl:PATH or seed-sqlite:PATH. Default: ${URL_ENV}, "
+    "else sqlite:///purpose_agent.db."
+)
+
+
+def url_option(function: F) -> F:
+    """Add ``--url`` to a command (``None`` when absent; see :func:`resolve_url`)."""
+    return click.option("--url", "url", default=None, metavar="URL", help=URL_HELP)(function)
+
+
+def json_option(function: F) -> F:
+    """Add ``--json``: one JSON document on standard output instead of tables."""
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts instead of a table."
+    )(function)
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL a command uses: ``--url``, else ``PURPOSE_AGENT_DB_URL``, else the default."""
+    return url if url is not None else default_url()
+
+
+def url_flag(given: str | None, shown: str) -> str:
+    """The ``--url`` part of a command to suggest.
+
+    Empty when no ``--url`` was given (the same environment finds the same store); otherwise
+    the store as shown to people, with any password hidden.
+    """
+    return f" --url '{shown}'" if given is not None else ""
+
+
+if TYPE_CHECKING:
+    _AgeType = click.ParamType[timedelta]
+else:  # click before 8.2 has no type parameters on ParamType
+    _AgeType = click.ParamType
+
+
+class Duration(_AgeType):
+    """An age such as ``30d``, ``12h``, ``90m``, ``45s`` or ``2w`` (units may be combined)."""
+
+    name = "age"
+    _UNITS: ClassVar[dict[str, str]] = {
+        "w": "weeks",
+        "d": "days",
+        "h": "hours",
+        "m": "minutes",
+        "s": "seconds",
+    }
+    _PART = re.compile(r"(\d+)([wdhms])")
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> timedelta:
+        """Parse the age, or fail with a usage error that shows the accepted forms."""
+        if isinstance(value, timedelta):
+            return value
+        text = str(value).strip().lower()
+        parts = self._PART.findall(text)
+        if not parts or "".join(number + unit for number, unit in parts) != text:
+            self.fail(f"{value!r} is not an age like 30d, 12h, 90m, 45s or 2w1d", param, ctx)
+        amounts: dict[str, float] = {}
+        for number, unit in parts:
+            name = self._UNITS[unit]
+            amounts[name] = amounts.get(name, 0) + int(number)
+        return timedelta(**amounts)

@@ -1,0 +1,82 @@
+"""How the command prints: rich text for people, JSON for scripts, errors as one line.
+
+Consoles are made per command, not at import, so that they write to whatever ``sys.stdout``
+is at the time (click's test runner swaps it) and decide colour and width from it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+import click
+from rich.console import Console
+
+
+class CommandFailed(click.ClickException):
+    """A failure reported as one ``error:`` line on standard error, exit status 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        """Print the message on one line."""
+        click.echo(f"error: {one_line(self.format_message())}", file=file, err=file is None)
+
+
+def console() -> Console:
+    """A console on standard output, without syntax highlighting of numbers and paths.
+
+    Lines are not wrapped at the console width (tables still fit it): output piped to a file or
+    a test keeps one record per line.
+    """
+    return Console(highlight=False, soft_wrap=True)
+
+
+def err_console() -> Console:
+    """A console on standard error, for progress bars and warnings."""
+    return Console(stderr=True, highlight=False)
+
+
+def emit_json(document: Any) -> None:
+    """Print one JSON document (for ``--json``): what scripts parse."""
+    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def emit_json_line(document: Any) -> None:
+    """Print one JSON value on one line (JSON Lines, for streams of events)."""
+    click.echo(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+
+
+def when(seconds: float | None) -> str:
+    """A unix time as people read it, in UTC (``-`` when unknown)."""
+    if seconds is None:
+        return "-"
+    stamp = datetime.fromtimestamp(seconds, UTC)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S") + f".{stamp.microsecond // 1000:03d}Z"
+
+
+def age(delta: timedelta) -> str:
+    """An age the way ``--older-than`` takes it: ``30d``, ``1d12h``, ``90s``."""
+    seconds = int(delta.total_seconds())
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts) or "0s"
+
+
+def count(number: int, noun: str) -> str:
+    """``1 run``, ``2 runs``, ``1,000 events``."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
+def money(cents: int) -> str:
+    """Cents as dollars, for the demo's prices."""
+    return f"${cents // 100}.{cents % 100:02d}"
+
+
+def one_line(text: str) -> str:
+    """Collapse a message to one line: errors and table cells must not break the layout."""
+    return " ".join(text.split())

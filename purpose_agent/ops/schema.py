@@ -1,0 +1,173 @@
+"""The schema of a SQL store, inspected and migrated with the revisions shipped in the package.
+
+These are the operations behind ``purpose-agent db``. They open their own short-lived engine
+rather than a store, because a store refuses to open on a schema it cannot use, and these are
+exactly the cases where the schema must be looked at or changed.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import Engine, inspect, pool
+
+from purpose_agent.db import migrate
+from purpose_agent.db.engine import make_engine, parse_url
+from purpose_agent.errors import InvalidInput
+from purpose_agent.ops.seed_sqlite import SEED_TABLES
+from purpose_agent.ops.sql_errors import sql_errors
+from purpose_agent.ops.targets import SEED_SQLITE_PREFIX, Target, TargetKind
+
+# What to run when the database was migrated by a newer version of the package.
+NEWER_COMMAND = "pip install --upgrade purpose-agent"
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database's schema stands.
+
+    Attributes:
+        url: The database, password hidden.
+        current: The revision it is at; ``None`` when it was never migrated.
+        head: The revision this version of the package needs.
+        exists: ``False`` for a SQLite file that does not exist (nothing was created).
+        seed_tables: Whether the seed's ``events`` and ``snapshots`` tables are there too.
+        seed_source: The target that reads those tables (``seed-sqlite:PATH``), when they are
+            in a SQLite file.
+
+    """
+
+    url: str
+    current: str | None
+    head: str
+    exists: bool = True
+    seed_tables: bool = False
+    seed_source: str | None = None
+
+    @property
+    def known(self) -> bool:
+        """Whether this version knows the current revision (``False``: a newer version wrote it)."""
+        return self.current is None or is_known_revision(self.current)
+
+    @property
+    def at_head(self) -> bool:
+        """Whether the store can be used by this version as it is."""
+        return self.current == self.head
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the status as JSON values."""
+        return {
+            "url": self.url,
+            "current": self.current,
+            "head": self.head,
+            "at_head": self.at_head,
+            "exists": self.exists,
+            "seed_tables": self.seed_tables,
+            "seed_source": self.seed_source,
+            "known": self.known,
+        }
+
+
+@functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(migrate.alembic_config())
+
+
+def is_known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of the revisions shipped with this version."""
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _sql_target(url: str) -> Target:
+    if "://" not in url:
+        raise InvalidInput(f"{url!r} is not a database URL (db commands work on SQL stores)")
+    return Target(TargetKind.SQL, url=parse_url(url))
+
+
+def _engine(target: Target) -> Engine:
+    assert target.url is not None  # a SQL target always has one
+    # NullPool: these commands connect once or twice, and must not leave connections behind.
+    return make_engine(target.url, poolclass=pool.NullPool)
+
+
+def _status(engine: Engine, target: Target) -> SchemaStatus:
+    with engine.connect() as conn:
+        current = migrate.current_revision(conn)
+        tables = set(inspect(conn).get_table_names())
+    seed = tables >= SEED_TABLES
+    file = target.sqlite_file
+    source = f"{SEED_SQLITE_PREFIX}{file}" if seed and file is not None else None
+    return SchemaStatus(str(target), current, migrate.head_revision(), True, seed, source)
+
+
+def schema_status(url: str) -> SchemaStatus:
+    """Report the revision a database is at, without changing anything.
+
+    Raises:
+        InvalidInput: A malformed URL.
+        StoreUnavailable: The database cannot be reached.
+
+    """
+    target = _sql_target(url)
+    file = target.sqlite_file
+    if file is not None and not file.is_file():
+        return SchemaStatus(str(target), None, migrate.head_revision(), exists=False)
+    engine = _engine(target)
+    try:
+        with sql_errors("reading the schema revision", str(target)):
+            return _status(engine, target)
+    finally:
+        engine.dispose()
+
+
+def upgrade_schema(url: str, revision: str = "head") -> tuple[SchemaStatus, SchemaStatus]:
+    """Upgrade a database (creating a SQLite file if needed) under the migration lock.
+
+    Returns:
+        The status before and after.
+
+    Raises:
+        InvalidInput: A malformed URL or an unknown revision.
+        StoreUnavailable: The database cannot be reached.
+
+    """
+    return _migrate(url, revision, migrate.upgrade, "upgrading the schema")
+
+
+def downgrade_schema(url: str, revision: str) -> tuple[SchemaStatus, SchemaStatus]:
+    """Downgrade a database to ``revision`` (``base`` removes the package's tables and data).
+
+    Returns:
+        The status before and after.
+
+    Raises:
+        InvalidInput: A malformed URL or an unknown revision.
+        StoreUnavailable: The database cannot be reached.
+
+    """
+    return _migrate(url, revision, migrate.downgrade, "downgrading the schema")
+
+
+def _migrate(
+    url: str, revision: str, step: Callable[[Engine, str], None], action: str
+) -> tuple[SchemaStatus, SchemaStatus]:
+    target = _sql_target(url)
+    engine = _engine(target)
+    try:
+        with sql_errors(action, str(target)):
+            before = _status(engine, target)
+            try:
+                step(engine, revision)
+            except CommandError as exc:
+                raise InvalidInput(f"cannot move to revision {revision!r}: {exc}") from exc
+            return before, _status(engine, target)
+    finally:
+        engine.dispose()

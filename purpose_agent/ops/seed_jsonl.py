@@ -1,0 +1,126 @@
+"""A JSONL folder that also reads the snapshots the seed wrote there.
+
+:class:`~purpose_agent.stores.jsonl.JSONLCheckpointer` reads the seed's layout (one event per
+line, a bare state in ``snapshot.json``) as it is, but decodes a state strictly: a seed
+snapshot with fields this package does not know, or without a ``status``, is a
+``CorruptRecord`` there. For reading old folders (``purpose-agent copy jsonl:./checkpoints
+...``) this wrapper falls back to :func:`~purpose_agent.ops.seed.map_seed_state` for such a
+snapshot, and counts what it mapped in :attr:`notes`. Everything else is the JSONL store's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from purpose_agent.codec import decode
+from purpose_agent.errors import CorruptRecord
+from purpose_agent.ops.seed import MappingNotes, map_seed_state
+from purpose_agent.protocol import Recovery
+from purpose_agent.records import check_run_id
+from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.state import RunState
+from purpose_agent.stores.jsonl import JSONLCheckpointer
+
+SEED_SNAPSHOT_FILE = "snapshot.json"
+
+
+class SeedTolerantJSONL:
+    """A :class:`JSONLCheckpointer` whose reads accept the seed's snapshots.
+
+    Args:
+        base_dir: The folder of runs.
+
+    """
+
+    def __init__(self, base_dir: str | Path) -> None:
+        self.base_dir = Path(base_dir)
+        self.store = JSONLCheckpointer(self.base_dir)
+        self.notes = MappingNotes()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.base_dir)!r})"
+
+    def _seed_snapshot(self, run_id: str) -> RunState | None:
+        # The seed joined the run id into the path as it was; that is where its file is.
+        path = self.base_dir / run_id / SEED_SNAPSHOT_FILE
+        try:
+            record = decode(path.read_bytes())
+        except (OSError, ValueError, UnicodeDecodeError):
+            return None
+        if not isinstance(record, dict) or ("state" in record and "run_id" not in record):
+            return None  # not the seed's bare state: the store's own error stands
+        return map_seed_state(run_id, record, self.notes)
+
+    # -- reads that tolerate seed snapshots -----------------------------------------------
+
+    def load_latest(self, run_id: str) -> RunState | None:
+        """Return the latest snapshot, mapping a seed snapshot the store cannot decode."""
+        check_run_id(run_id)
+        try:
+            return self.store.load_latest(run_id)
+        except CorruptRecord:
+            state = self._seed_snapshot(run_id)
+            if state is None:
+                raise
+            return state
+
+    def recover(self, run_id: str) -> Recovery | None:
+        """Return the latest snapshot and the events after it, as :meth:`load_latest` maps it."""
+        check_run_id(run_id)
+        try:
+            return self.store.recover(run_id)
+        except CorruptRecord:
+            state = self._seed_snapshot(run_id)
+            if state is None:
+                raise
+            return Recovery(state, self.store.list_events(run_id, state.seq))
+
+    # -- everything else is the JSONL store's ---------------------------------------------
+
+    def save_event(self, event: PAEvent) -> None:
+        """Append one event (see :class:`JSONLCheckpointer`)."""
+        self.store.save_event(event)
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        """Append a batch and optionally its snapshot (see :class:`JSONLCheckpointer`)."""
+        self.store.save_events(events, snapshot)
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        """Save a snapshot (see :class:`JSONLCheckpointer`)."""
+        self.store.save_snapshot(run_id, state)
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        """Return events after ``since_seq`` (see :class:`JSONLCheckpointer`)."""
+        return self.store.list_events(run_id, since_seq, limit)
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        """Stream events after ``since_seq`` (see :class:`JSONLCheckpointer`)."""
+        return self.store.iter_events(run_id, since_seq)
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Return run ids, most recently written first (see :class:`JSONLCheckpointer`)."""
+        return self.store.list_runs(limit, offset=offset)
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run (see :class:`JSONLCheckpointer`)."""
+        self.store.delete_run(run_id)
+
+    def close(self) -> None:
+        """Release the store's handles."""
+        self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

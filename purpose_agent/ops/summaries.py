@@ -1,0 +1,229 @@
+"""What `purpose-agent runs` shows about runs: one line each, or one run in detail.
+
+On a SQL store the answers come from indexed queries on the runs table and the primary key,
+so listing a page of runs or counting a run's events never loads the events themselves. On
+other stores they come from the protocol: the snapshot, then the events streamed after it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.errors import CorruptRecord
+from purpose_agent.ops.sql_errors import sql_errors
+from purpose_agent.protocol import Checkpointer
+from purpose_agent.records import check_run_id, decode_state
+from purpose_agent.runtime.state import RunState
+from purpose_agent.stores.sql import SQLCheckpointer
+
+UNREADABLE = "unreadable"
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run, as a listing shows it.
+
+    Attributes:
+        run_id: The run.
+        status: The status in its snapshot; ``None`` without a snapshot, ``"unreadable"`` for a
+            snapshot that cannot be decoded.
+        last_seq: The highest seq written (events or snapshot).
+        snapshot_seq: The seq the snapshot covers, ``None`` without one.
+        updated_at: Unix seconds of the last write on a SQL store; elsewhere the time of the
+            last event or of the snapshot.
+
+    """
+
+    run_id: str
+    status: str | None
+    last_seq: int
+    snapshot_seq: int | None
+    updated_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as JSON values."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "last_seq": self.last_seq,
+            "snapshot_seq": self.snapshot_seq,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """One run in detail.
+
+    Attributes:
+        summary: The run's line in a listing.
+        event_count: How many events are stored (fewer than ``last_seq`` after a prune).
+        first_seq: The lowest stored event seq, ``None`` without events.
+        kinds: How many stored events there are of each kind.
+        state: The latest snapshot, ``None`` without one.
+
+    """
+
+    summary: RunSummary
+    event_count: int
+    first_seq: int | None
+    kinds: dict[str, int] = field(default_factory=dict)
+    state: RunState | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the detail as JSON values (the snapshot as ``RunState.to_dict()``)."""
+        return {
+            **self.summary.to_dict(),
+            "events": {
+                "count": self.event_count,
+                "first_seq": self.first_seq,
+                "kinds": self.kinds,
+            },
+            "snapshot": self.state.to_dict() if self.state is not None else None,
+        }
+
+
+def _status(run_id: str, state_text: str | None, seq: int | None) -> str | None:
+    if state_text is None:
+        return None
+    try:
+        return decode_state(run_id, state_text, seq).status.value
+    except CorruptRecord:
+        return UNREADABLE
+
+
+def run_summaries(store: Checkpointer, limit: int | None, offset: int = 0) -> list[RunSummary]:
+    """Summarise a page of runs, most recently written first.
+
+    Raises:
+        InvalidInput: A negative ``limit`` or ``offset``.
+        StoreUnavailable: The store cannot be read.
+
+    """
+    if isinstance(store, SQLCheckpointer):
+        return _sql_summaries(store, limit, offset)
+    return [_summary(store, run_id) for run_id in store.list_runs(limit, offset=offset)]
+
+
+def _sql_summaries(store: SQLCheckpointer, limit: int | None, offset: int) -> list[RunSummary]:
+    stmt = (
+        select(
+            RunRecord.run_id,
+            RunRecord.last_seq,
+            RunRecord.updated_ns,
+            SnapshotRecord.seq,
+            SnapshotRecord.state,
+        )
+        .outerjoin(SnapshotRecord, SnapshotRecord.run_id == RunRecord.run_id)
+        .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+        .offset(offset)
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    with sql_errors("listing runs", store.url), store.engine.connect() as conn:
+        rows = list(conn.execute(stmt))
+    return [
+        RunSummary(
+            run_id=run_id,
+            status=_status(run_id, state, snap_seq),
+            last_seq=max(last_seq, snap_seq or 0),
+            snapshot_seq=snap_seq,
+            updated_at=updated_ns / _NS,
+        )
+        for run_id, last_seq, updated_ns, snap_seq, state in rows
+    ]
+
+
+def _summary(store: Checkpointer, run_id: str) -> RunSummary:
+    status: str | None
+    try:
+        state = store.load_latest(run_id)
+    except CorruptRecord:
+        state, status = None, UNREADABLE
+    else:
+        status = state.status.value if state is not None else None
+    snapshot_seq = state.seq if state is not None else None
+    last_seq = snapshot_seq or 0
+    updated_at = state.updated_at if state is not None else None
+    for event in store.iter_events(run_id, last_seq):
+        last_seq, updated_at = event.seq, event.ts
+    return RunSummary(run_id, status, last_seq, snapshot_seq, updated_at)
+
+
+def run_detail(store: Checkpointer, run_id: str) -> RunDetail | None:
+    """Describe one run, or return ``None`` if the store does not know it.
+
+    Raises:
+        InvalidRunId: A run id no store accepts.
+        CorruptRecord: The snapshot cannot be decoded.
+        StoreUnavailable: The store cannot be read.
+
+    """
+    check_run_id(run_id)
+    if isinstance(store, SQLCheckpointer):
+        return _sql_detail(store, run_id)
+    state = store.load_latest(run_id)
+    kinds: Counter[str] = Counter()
+    first_seq: int | None = None
+    last_seq = state.seq if state is not None else 0
+    updated_at = state.updated_at if state is not None else None
+    for event in store.iter_events(run_id):
+        kinds[event.kind.value] += 1
+        first_seq = event.seq if first_seq is None else first_seq
+        last_seq, updated_at = max(last_seq, event.seq), event.ts
+    if state is None and first_seq is None:
+        return None
+    summary = RunSummary(
+        run_id,
+        state.status.value if state is not None else None,
+        last_seq,
+        state.seq if state is not None else None,
+        updated_at,
+    )
+    return RunDetail(summary, kinds.total(), first_seq, dict(sorted(kinds.items())), state)
+
+
+def _sql_detail(store: SQLCheckpointer, run_id: str) -> RunDetail | None:
+    run_stmt = select(RunRecord.last_seq, RunRecord.updated_ns).where(RunRecord.run_id == run_id)
+    kinds_stmt = (
+        select(EventRecord.kind, func.count(), func.min(EventRecord.seq))
+        .where(EventRecord.run_id == run_id)
+        .group_by(EventRecord.kind)
+        .order_by(EventRecord.kind)
+    )
+    with sql_errors("describing a run", store.url), store.engine.connect() as conn:
+        run = conn.execute(run_stmt).first()
+        kind_rows = list(conn.execute(kinds_stmt)) if run is not None else []
+    if run is None:
+        return None
+    state = store.load_latest(run_id)
+    kinds = {kind: int(count) for kind, count, _ in kind_rows}
+    firsts = [int(first) for _, _, first in kind_rows]
+    summary = RunSummary(
+        run_id,
+        state.status.value if state is not None else None,
+        max(run.last_seq, state.seq if state is not None else 0),
+        state.seq if state is not None else None,
+        run.updated_ns / _NS,
+    )
+    return RunDetail(summary, sum(kinds.values()), min(firsts, default=None), kinds, state)
+
+
+def count_events(store: Checkpointer, run_id: str) -> int:
+    """Count a run's stored events: one indexed query on SQL, a streamed pass elsewhere.
+
+    Raises:
+        StoreUnavailable: The store cannot be read.
+
+    """
+    if isinstance(store, SQLCheckpointer):
+        stmt = select(func.count()).select_from(EventRecord).where(EventRecord.run_id == run_id)
+        with sql_errors("counting events", store.url), store.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+    return sum(1 for _ in store.iter_events(run_id))

@@ -1,0 +1,161 @@
+"""Naming a store with one string, and opening it.
+
+Every command takes its store as one string, so that moving data between backends reads the
+same whatever they are::
+
+    memory:                          a store in this process (for tests and trials)
+    jsonl:./checkpoints              a JSONL folder (the seed's layout reads as it is)
+    seed-sqlite:./old.db             a SQLite file the seed wrote, read-only
+    sqlite:///runs.db                a SQL store; a seed-era file is detected and read-only
+    postgresql+psycopg://u@h/db      a SQL store (any URL SQLAlchemy and the package support)
+    ./checkpoints  or  ./old.db      an existing folder or file, recognised by what it is
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from purpose_agent.db.engine import parse_url
+from purpose_agent.errors import InvalidInput
+from purpose_agent.ops.seed_jsonl import SeedTolerantJSONL
+from purpose_agent.ops.seed_sqlite import SeedSQLiteSource, is_seed_sqlite
+from purpose_agent.protocol import Checkpointer
+from purpose_agent.stores.memory import InMemoryCheckpointer
+from purpose_agent.stores.sql import SQLCheckpointer
+
+MEMORY_PREFIX = "memory:"
+JSONL_PREFIX = "jsonl:"
+SEED_SQLITE_PREFIX = "seed-sqlite:"
+
+
+class TargetKind(StrEnum):
+    """Which backend a target string names."""
+
+    MEMORY = "memory"
+    JSONL = "jsonl"
+    SEED_SQLITE = "seed-sqlite"
+    SQL = "sql"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed target: the backend and where its data lives.
+
+    Attributes:
+        kind: The backend.
+        path: The folder or file, for JSONL and seed SQLite targets.
+        url: The database URL, for SQL targets.
+
+    """
+
+    kind: TargetKind
+    path: Path | None = None
+    url: URL | None = None
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file of a SQLite URL (``None`` for in-memory SQLite and other kinds)."""
+        if self.url is None or self.url.get_backend_name() != "sqlite":
+            return None
+        database = self.url.database
+        if database in (None, "", ":memory:") or database.startswith("file:"):
+            return None
+        return Path(database)
+
+    def __str__(self) -> str:
+        if self.kind is TargetKind.MEMORY:
+            return MEMORY_PREFIX
+        if self.kind is TargetKind.SQL and self.url is not None:
+            return self.url.render_as_string(hide_password=True)
+        return f"{self.kind.value}:{self.path}"
+
+
+def parse_target(text: str) -> Target:
+    """Parse a target string (see the module docstring for the forms).
+
+    Raises:
+        InvalidInput: If the string names no store, or a bare path that does not exist.
+
+    """
+    if text in ("memory", MEMORY_PREFIX):
+        return Target(TargetKind.MEMORY)
+    prefixes = ((JSONL_PREFIX, TargetKind.JSONL), (SEED_SQLITE_PREFIX, TargetKind.SEED_SQLITE))
+    for prefix, kind in prefixes:
+        if text.startswith(prefix):
+            rest = text[len(prefix) :]
+            if not rest:
+                raise InvalidInput(f"{text!r} names no path: write {prefix}PATH")
+            return Target(kind, path=Path(rest))
+    if "://" in text:
+        return Target(TargetKind.SQL, url=parse_url(text))
+    path = Path(text)
+    if path.is_dir():
+        return Target(TargetKind.JSONL, path=path)
+    if path.is_file():
+        return Target(TargetKind.SQL, url=URL.create("sqlite", database=str(path)))
+    raise InvalidInput(
+        f"{text!r} is neither a database URL nor an existing folder or file; write "
+        f"{JSONL_PREFIX}PATH for a new JSONL folder or sqlite:///PATH for a new SQLite file"
+    )
+
+
+def open_store(target: str | Target, *, create: bool = True) -> Checkpointer:
+    """Open the store a target names.
+
+    Args:
+        target: A target string or a parsed :class:`Target`.
+        create: Whether the store may be created or its schema upgraded. Commands that only
+            read or delete pass ``False``: a missing file or folder is then an error, and a SQL
+            schema that is behind raises ``SchemaNotCurrent`` with the command to fix it,
+            instead of being changed by a command that was not asked to.
+
+    Returns:
+        The store. A seed-era SQLite file opened with ``create=False`` is a read-only
+        :class:`~purpose_agent.ops.seed_sqlite.SeedSQLiteSource`; with ``create=True`` the
+        current schema is added beside the seed's tables, which stay untouched.
+
+    Raises:
+        InvalidInput: A malformed target, or a missing file or folder with ``create=False``.
+        SchemaNotCurrent: The SQL schema is not at head and ``create`` is false.
+        StoreUnavailable: The database cannot be reached.
+
+    """
+    parsed = parse_target(target) if isinstance(target, str) else target
+    if parsed.kind is TargetKind.MEMORY:
+        return InMemoryCheckpointer()
+    if parsed.kind is TargetKind.JSONL:
+        assert parsed.path is not None  # set by parse_target for this kind
+        if not create and not parsed.path.is_dir():
+            raise InvalidInput(f"no JSONL folder at {parsed.path}")
+        return SeedTolerantJSONL(parsed.path)
+    if parsed.kind is TargetKind.SEED_SQLITE:
+        assert parsed.path is not None  # set by parse_target for this kind
+        return SeedSQLiteSource(parsed.path)
+    assert parsed.url is not None  # set by parse_target for this kind
+    file = parsed.sqlite_file
+    if file is not None:
+        if not create and not file.is_file():
+            raise InvalidInput(
+                f"no database at {file}; `purpose-agent db upgrade --url {parsed}` creates an "
+                "empty one, `purpose-agent demo` one with a run in it"
+            )
+        if not create and file.is_file() and is_seed_sqlite(file):
+            return SeedSQLiteSource(file)
+    return SQLCheckpointer(parsed.url, migrate=create)
+
+
+def describe(store: Checkpointer) -> str:
+    """Name a store for people: its URL, folder or file."""
+    if isinstance(store, SQLCheckpointer):
+        return store.url
+    if isinstance(store, SeedTolerantJSONL):
+        return f"{JSONL_PREFIX}{store.base_dir}"
+    if isinstance(store, SeedSQLiteSource):
+        return f"{SEED_SQLITE_PREFIX}{store.path}"
+    if isinstance(store, InMemoryCheckpointer):
+        return MEMORY_PREFIX
+    return repr(store)

@@ -1,0 +1,241 @@
+"""`purpose-agent copy`: every run between any two stores, resumable and verified."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent.ops.copy import CopyProgress, copy_runs
+from purpose_agent.ops.targets import open_store
+from tests.test_cli_support import STORES, invoke, make_store_url
+
+# The seed's SQLite schema, as its SQLiteCheckpointer created it.
+SEED_DDL = (
+    """CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+        ts REAL NOT NULL, kind TEXT NOT NULL, lane_id TEXT DEFAULT 'main', data TEXT NOT NULL,
+        created_at REAL DEFAULT (strftime('%s','now')))""",
+    """CREATE TABLE snapshots (
+        run_id TEXT PRIMARY KEY, state TEXT NOT NULL,
+        updated_at REAL DEFAULT (strftime('%s','now')))""",
+    "CREATE INDEX idx_events_run ON events(run_id, seq)",
+)
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return make_store_url(request, tmp_path, request.param)
+
+
+def _event(run_id: str, seq: int, **data: object) -> PAEvent:
+    return PAEvent(run_id=run_id, seq=seq, kind=EventKind.TOOL_RESULT, ts=1000.0 + seq, data=data)
+
+
+def _fill(url: str, runs: int = 3, events: int = 120) -> None:
+    with open_store(url) as store:
+        for r in range(runs):
+            run_id = f"run-{r}"
+            store.save_events(
+                [_event(run_id, seq, n=seq, big=2**70) for seq in range(1, events + 1)]
+            )
+            store.save_snapshot(run_id, RunState(run_id=run_id, seq=events // 2, data={"r": r}))
+
+
+def _contents(url: str) -> dict[str, tuple[object, list[PAEvent]]]:
+    with open_store(url, create=False) as store:
+        return {
+            run_id: (store.load_latest(run_id), list(store.iter_events(run_id)))
+            for run_id in store.list_runs()
+        }
+
+
+def _write_seed_sqlite(path: Path, rows: list[tuple[str, int, str, dict]], snapshots: dict) -> None:
+    conn = sqlite3.connect(path)
+    for statement in SEED_DDL:
+        conn.execute(statement)
+    for run_id, seq, kind, data in rows:
+        event = {
+            "run_id": run_id,
+            "seq": seq,
+            "kind": kind,
+            "ts": 5.0 + seq,
+            "lane_id": "main",
+            "data": data,
+        }
+        conn.execute(
+            "INSERT INTO events (run_id, seq, ts, kind, lane_id, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (run_id, seq, 5.0 + seq, kind, "main", json.dumps(event)),
+        )
+    for run_id, state in snapshots.items():
+        conn.execute(
+            "INSERT INTO snapshots (run_id, state) VALUES (?, ?)", (run_id, json.dumps(state))
+        )
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.sqlite
+@pytest.mark.postgres
+def test_copy_moves_every_run_between_sqlite_and_postgres(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    sqlite_url = make_store_url(request, tmp_path, "sqlite")
+    postgres_url = make_store_url(request, tmp_path, "postgres")
+    _fill(sqlite_url)
+    there = invoke("copy", sqlite_url, postgres_url, "--batch-size", "50")
+    assert there.exit_code == 0, there.output
+    assert "3 of 3" in there.stdout
+    assert "360" in there.stdout
+    assert "Verified: every run's event count and snapshot match the source." in there.stdout
+    assert _contents(postgres_url) == _contents(sqlite_url)
+
+    back = tmp_path / "back.db"
+    result = invoke("copy", postgres_url, f"sqlite:///{back}", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True
+    assert (report["runs_copied"], report["events"], report["snapshots"]) == (3, 360, 3)
+    assert _contents(f"sqlite:///{back}") == _contents(sqlite_url)
+    # The destination lists runs in the source's order (most recently written first).
+    with open_store(f"sqlite:///{back}", create=False) as copied:
+        assert copied.list_runs() == ["run-2", "run-1", "run-0"]
+
+
+def test_copy_interrupted_and_run_again_duplicates_nothing(store_url: str, tmp_path: Path) -> None:
+    source = f"jsonl:{tmp_path / 'source'}"
+    _fill(source, runs=2, events=300)
+    calls = 0
+
+    def interrupt(_: CopyProgress) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+
+    with open_store(source, create=False) as reader, open_store(store_url) as writer:
+        with pytest.raises(KeyboardInterrupt):
+            copy_runs(reader, writer, interrupt, batch_size=100)
+        # Two batches of the first run were committed, its snapshot not yet.
+        assert len(writer.list_events("run-0")) == 200
+        assert writer.load_latest("run-0") is None
+
+    again = invoke("copy", source, store_url, "--batch-size", "100")
+    assert again.exit_code == 0, again.output
+    assert _contents(store_url) == _contents(source)
+    with open_store(store_url, create=False) as writer:
+        assert [e.seq for e in writer.iter_events("run-0")] == list(range(1, 301))
+
+
+def test_copy_streams_in_batches(tmp_path: Path) -> None:
+    seen: list[CopyProgress] = []
+    with open_store("memory:") as source, open_store(f"jsonl:{tmp_path / 'dest'}") as dest:
+        source.save_events([_event("long", seq) for seq in range(1, 1001)])
+        report = copy_runs(source, dest, seen.append, batch_size=100)
+    assert report.ok
+    # One progress report per batch of 100 written, and one at the end of the run.
+    assert [p.events_done for p in seen] == [*range(100, 1001, 100), 1000]
+
+
+@pytest.mark.sqlite
+def test_copy_reads_a_seed_era_jsonl_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    for run_id in ("alpha", "beta"):
+        (folder / run_id).mkdir(parents=True)
+        with open(folder / run_id / "events.jsonl", "w") as log:
+            for seq in range(1, 11):
+                log.write(json.dumps(_event(run_id, seq, n=seq).to_dict()) + "\n")
+    # A seed-era snapshot: no seq, a status of its own, a field RunState does not have.
+    (folder / "alpha" / "snapshot.json").write_text(
+        json.dumps(
+            {"run_id": "alpha", "status": "completed", "messages": ["hi"], "data": {"k": 1}},
+            indent=2,
+        )
+    )
+    dest = f"sqlite:///{tmp_path / 'new.db'}"
+    result = invoke("copy", f"jsonl:{folder}", dest)
+    assert result.exit_code == 0, result.output
+    assert "2 of 2" in result.stdout
+    assert "snapshot without a valid seq: taken as 0" in result.stdout
+    assert "snapshot fields messages kept under data['_seed']" in result.stdout
+    with open_store(dest, create=False) as store:
+        state = store.load_latest("alpha")
+        assert state is not None
+        assert (state.seq, state.status.value) == (0, "finished")
+        assert state.data == {"k": 1, "_seed": {"messages": ["hi"]}}
+        assert store.list_events("beta") == [_event("beta", seq, n=seq) for seq in range(1, 11)]
+
+
+@pytest.mark.sqlite
+def test_copy_reads_a_seed_era_sqlite_file_into_any_store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    seed = tmp_path / "seed.db"
+    rows = [("one", seq, "tool_call", {"i": seq}) for seq in range(1, 6)]
+    rows.append(("one", 3, "tool_call", {"i": 3}))  # the seed had no unique key: a retry
+    rows += [("two", 1, "planning", {"p": 1})]  # a kind this package does not know
+    _write_seed_sqlite(
+        seed, rows, {"one": {"run_id": "one", "seq": 4, "status": "running", "data": {"x": 1}}}
+    )
+
+    listed = invoke("runs", "list", "--json", "--url", f"sqlite:///{seed}")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["store"] == f"seed-sqlite:{seed}"
+
+    dest = f"sqlite:///{tmp_path / 'new.db'}"
+    result = invoke("copy", f"sqlite:///{seed}", dest)
+    assert result.exit_code == 0, result.output
+    assert "event kind 'planning' unknown: stored as 'custom'" in result.stdout
+    with open_store(dest, create=False) as store:
+        assert [e.seq for e in store.list_events("one")] == [1, 2, 3, 4, 5]
+        assert store.load_latest("one") == RunState(
+            run_id="one", seq=4, status="running", data={"x": 1}, created_at=0.0, updated_at=0.0
+        )
+        (planning,) = store.list_events("two")
+        assert (planning.kind, planning.data) == (
+            EventKind.CUSTOM,
+            {"p": 1, "seed_kind": "planning"},
+        )
+    # The seed file is untouched: still a seed file, read-only.
+    assert sqlite3.connect(seed).execute("SELECT count(*) FROM events").fetchone() == (7,)
+    refused = invoke("runs", "delete", "one", "--yes", "--url", f"seed-sqlite:{seed}")
+    assert refused.exit_code == 1
+    assert "read-only" in refused.stderr
+
+
+@pytest.mark.sqlite
+def test_copy_reports_runs_it_cannot_copy_and_exits_non_zero(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.db"
+    rows = [
+        ("fine", 1, "tool_call", {}),
+        ("clash", 1, "tool_call", {"v": 1}),
+        ("clash", 1, "tool_call", {"v": 2}),
+    ]
+    _write_seed_sqlite(seed, rows, {})
+    dest = f"sqlite:///{tmp_path / 'new.db'}"
+    result = invoke("copy", f"seed-sqlite:{seed}", dest, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["runs_copied"] == 1
+    assert [p["run_id"] for p in report["problems"]] == ["clash"]
+    assert "already has a different event at seq 1" in report["problems"][0]["message"]
+    assert result.stderr.strip() == "error: 1 of 2 runs were not copied completely"
+
+
+def test_copy_verifies_counts_and_fails_on_a_mismatch(store_url: str, tmp_path: Path) -> None:
+    source = f"jsonl:{tmp_path / 'source'}"
+    _fill(source, runs=1, events=10)
+    with open_store(store_url) as dest:
+        dest.save_event(_event("run-0", 11, n=11))  # the destination already holds more
+    result = invoke("copy", source, store_url)
+    assert result.exit_code == 1
+    assert "the source has 10 events, the destination 11 after the copy" in result.stdout
+
+
+def test_copy_refuses_to_copy_a_store_onto_itself(store_url: str) -> None:
+    result = invoke("copy", store_url, store_url)
+    assert result.exit_code == 1
+    assert "source and destination are the same store" in result.stderr

@@ -1,0 +1,114 @@
+"""`purpose-agent db`: the shipped migrations, driven from the command line."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from purpose_agent.db.migrate import head_revision
+from purpose_agent.ops.schema import upgrade_schema
+from tests.test_cli_support import invoke, run_module
+
+HEAD = head_revision()
+
+
+@pytest.fixture
+def postgres_store(postgres_url) -> Iterator[str]:
+    """The session's Postgres database, left migrated for the tests after this one."""
+    url = postgres_url.render_as_string(hide_password=False)
+    yield url
+    upgrade_schema(url)
+
+
+@pytest.mark.sqlite
+def test_db_check_fails_on_a_missing_database_and_names_the_fix(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    current = invoke("db", "current", "--url", url)
+    assert current.exit_code == 0
+    assert "at revision none (no database file)" in current.stdout
+    check = invoke("db", "check", "--url", url)
+    assert check.exit_code == 1
+    assert check.stderr.splitlines() == [
+        f"error: database schema is at revision none (empty database), this version needs "
+        f"{HEAD}; run `purpose-agent db upgrade --url '{url}'` (or `alembic upgrade head`) to "
+        "upgrade it"
+    ]
+    assert not (tmp_path / "new.db").exists()  # looking changed nothing
+
+
+@pytest.mark.sqlite
+def test_db_upgrade_then_check_then_downgrade(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    upgraded = run_module("db", "upgrade", "--url", url, cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"upgraded from none (never migrated) to {HEAD} (head)" in upgraded.stdout
+    assert "already at revision" in invoke("db", "upgrade", "--url", url).stdout
+    check = invoke("db", "check", "--url", url)
+    assert check.exit_code == 0
+    assert f"schema is at revision {HEAD} (head)" in check.stdout
+    status = json.loads(invoke("db", "current", "--json", "--url", url).stdout)
+    assert (status["current"], status["head"], status["at_head"]) == (HEAD, HEAD, True)
+
+    declined = invoke("db", "downgrade", "base", "--url", url, input="n\n")
+    assert declined.exit_code == 1
+    assert invoke("db", "check", "--url", url).exit_code == 0
+    downgraded = invoke("db", "downgrade", "base", "--yes", "--url", url)
+    assert downgraded.exit_code == 0, downgraded.output
+    assert f"downgraded from {HEAD} (head) to none (never migrated)" in downgraded.stdout
+    assert invoke("db", "check", "--url", url).exit_code == 1
+    tables = {
+        row[0]
+        for row in sqlite3.connect(tmp_path / "new.db").execute("SELECT name FROM sqlite_master")
+    }
+    assert not {"pa_events", "pa_snapshots", "pa_runs"} & tables
+
+
+@pytest.mark.postgres
+def test_db_commands_migrate_postgres(postgres_store: str, tmp_path: Path) -> None:
+    assert invoke("db", "downgrade", "base", "--yes", "--url", postgres_store).exit_code == 0
+    check = invoke("db", "check", "--url", postgres_store)
+    assert check.exit_code == 1
+    assert "run `purpose-agent db upgrade --url" in check.stderr
+    refused = invoke("runs", "list", "--url", postgres_store)
+    assert refused.exit_code == 1
+    assert "run `purpose-agent db upgrade --url" in refused.stderr
+    upgraded = run_module("db", "upgrade", "--url", postgres_store, cwd=tmp_path)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert f"to {HEAD} (head)" in upgraded.stdout
+    assert invoke("db", "check", "--url", postgres_store).exit_code == 0
+    assert invoke("runs", "list", "--url", postgres_store).exit_code == 0
+
+
+@pytest.mark.sqlite
+def test_db_downgrade_to_an_unknown_revision_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    invoke("db", "upgrade", "--url", url)
+    result = invoke("db", "downgrade", "nope", "--yes", "--url", url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: cannot move to revision 'nope'")
+    assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.sqlite
+def test_db_current_points_at_seed_tables(tmp_path: Path) -> None:
+    path = tmp_path / "seed.db"
+    conn = sqlite3.connect(path)
+    conn.execute(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY, run_id TEXT, seq INTEGER, data TEXT)"
+    )
+    conn.execute("CREATE TABLE snapshots (run_id TEXT PRIMARY KEY, state TEXT)")
+    conn.close()
+    result = invoke("db", "current", "--url", f"sqlite:///{path}")
+    assert result.exit_code == 0
+    assert "at revision none (never migrated)" in result.stdout
+    assert f"purpose-agent copy seed-sqlite:{path} sqlite:///{path}" in result.stdout
+
+
+def test_db_commands_need_a_database_url(tmp_path: Path) -> None:
+    result = invoke("db", "current", "--url", f"jsonl:{tmp_path}")
+    assert result.exit_code == 1
+    assert "is not a database URL" in result.stderr

@@ -1,0 +1,187 @@
+"""`purpose-agent demo`: a run killed with SIGKILL resumes and ends like an uninterrupted one."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from purpose_agent import RunStatus
+from purpose_agent.ops.demo import DemoRun, step_events
+from purpose_agent.ops.targets import open_store
+from tests.test_cli_support import STORES, invoke, make_store_url, run_module
+
+KILLED = -signal.SIGKILL
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return make_store_url(request, tmp_path, request.param)
+
+
+def _final(url: str, run_id: str):
+    with open_store(url, create=False) as store:
+        state = store.load_latest(run_id)
+        events = [(e.seq, e.kind, e.ts, e.lane_id, e.data) for e in store.iter_events(run_id)]
+    assert state is not None
+    return state, events
+
+
+def _assert_same_run(url: str, resumed: str, straight: str) -> None:
+    """Same state (data, seq, status, times) and the same log, whatever the run id."""
+    state, events = _final(url, resumed)
+    expected_state, expected_events = _final(url, straight)
+    assert state.status is RunStatus.FINISHED
+    assert state.data == expected_state.data
+    assert (state.seq, state.created_at, state.updated_at) == (
+        expected_state.seq,
+        expected_state.created_at,
+        expected_state.updated_at,
+    )
+    assert events == expected_events
+    assert len(events) == 37
+
+
+def test_demo_killed_after_a_step_resumes_to_the_uninterrupted_state(
+    store_url: str, tmp_path: Path
+) -> None:
+    crashed = run_module(
+        "demo", "--run-id", "crashed", "--crash-after", "2", "--url", store_url, cwd=tmp_path
+    )
+    assert crashed.returncode == KILLED, crashed.stderr
+    assert "step 2" in crashed.stdout
+    assert "step 3" not in crashed.stdout
+    with open_store(store_url, create=False) as store:
+        recovery = store.recover("crashed")
+    assert recovery is not None
+    assert recovery.state is not None
+    assert recovery.state.seq == 15
+    assert recovery.events == []
+
+    resumed = run_module("demo", "--run-id", "crashed", "--url", store_url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    out = resumed.stdout
+    assert "resuming from the snapshot at seq 15 and 0 events after it" in out
+    assert "step 1   skipped" in out
+    assert "step 2   skipped" in out
+    for step in (3, 4, 5):
+        assert f"step {step}   run" in out
+    assert "finished at seq 37" in out
+
+    straight = invoke("demo", "--run-id", "straight", "--url", store_url)
+    assert straight.exit_code == 0, straight.output
+    _assert_same_run(store_url, "crashed", "straight")
+
+
+def test_demo_killed_inside_a_commit_loses_the_whole_step_and_runs_it_again(
+    store_url: str, tmp_path: Path
+) -> None:
+    crashed = run_module(
+        "demo", "--run-id", "torn", "--crash-during", "3", "--url", store_url, cwd=tmp_path
+    )
+    assert crashed.returncode == KILLED, crashed.stderr
+    assert "step 3's events are sent" in crashed.stdout
+    with open_store(store_url, create=False) as store:
+        stored = store.list_events("torn")
+        snapshot = store.load_latest("torn")
+    # Step 3's seven events were inserted but never committed: none of them is there.
+    assert [event.seq for event in stored] == list(range(1, 16))
+    assert snapshot is not None
+    assert snapshot.seq == 15
+
+    resumed = run_module("demo", "--run-id", "torn", "--url", store_url, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "step 2   skipped" in resumed.stdout
+    assert "step 3   run" in resumed.stdout
+    invoke("demo", "--run-id", "straight", "--url", store_url)
+    _assert_same_run(store_url, "torn", "straight")
+
+
+@pytest.mark.sqlite
+def test_demo_replays_the_steps_committed_after_the_last_snapshot(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    crashed = run_module(
+        "demo",
+        "--run-id",
+        "sparse",
+        "--snapshot-every",
+        "2",
+        "--crash-after",
+        "3",
+        "--url",
+        url,
+        cwd=tmp_path,
+    )
+    assert crashed.returncode == KILLED
+    resumed = invoke("demo", "--run-id", "sparse", "--url", url)
+    assert resumed.exit_code == 0, resumed.output
+    out = resumed.stdout
+    assert "resuming from the snapshot at seq 15 and 7 events after it" in out
+    assert "step 2   skipped" in out
+    assert "step 3   replayed" in out
+    assert "step 4   run" in out
+    invoke("demo", "--run-id", "straight", "--url", url)
+    _assert_same_run(url, "sparse", "straight")
+
+
+@pytest.mark.sqlite
+def test_demo_runs_again_a_step_whose_events_were_partly_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    with open_store(url) as store:
+        run = DemoRun(store, "partial")
+        run.run_step(1)
+        # Another writer stored the first three events of step 2 without its snapshot.
+        store.save_events(step_events(run.state, 2)[:3])
+    resumed = invoke("demo", "--run-id", "partial", "--url", url)
+    assert resumed.exit_code == 0, resumed.output
+    assert "3 events of an unfinished step" in resumed.stdout
+    assert "step 2   run" in resumed.stdout
+    invoke("demo", "--run-id", "straight", "--url", url)
+    _assert_same_run(url, "partial", "straight")
+
+
+@pytest.mark.sqlite
+def test_demo_of_a_finished_run_writes_nothing(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert invoke("demo", "--url", url).exit_code == 0
+    again = invoke("demo", "--url", url)
+    assert again.exit_code == 0
+    assert "had already finished; nothing to do" in again.stdout
+    assert "step 5   skipped" in again.stdout
+    with open_store(url, create=False) as store:
+        assert len(store.list_events("demo")) == 37
+
+
+@pytest.mark.sqlite
+def test_demo_uses_the_embedded_default_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PURPOSE_AGENT_DB_URL", raising=False)
+    result = invoke("demo", "--steps", "2")
+    assert result.exit_code == 0, result.output
+    assert "on sqlite:///purpose_agent.db" in result.stdout
+    assert (tmp_path / "purpose_agent.db").is_file()
+
+    other = tmp_path / "from_env.db"
+    result = invoke("demo", "--steps", "2", env={"PURPOSE_AGENT_DB_URL": f"sqlite:///{other}"})
+    assert result.exit_code == 0, result.output
+    assert other.is_file()
+
+
+@pytest.mark.sqlite
+def test_demo_refuses_to_resume_with_another_number_of_steps(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    assert invoke("demo", "--steps", "5", "--url", url).exit_code == 0
+    result = invoke("demo", "--steps", "3", "--url", url)
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: run 'demo' was started with 5 steps, not 3; leave out --steps to resume it"
+    )
+
+
+def test_demo_crash_inside_a_commit_needs_a_sql_store(tmp_path: Path) -> None:
+    result = invoke("demo", "--crash-during", "1", "--url", f"jsonl:{tmp_path / 'runs'}")
+    assert result.exit_code == 1
+    assert "--crash-during needs a SQL store" in result.stderr

@@ -1,0 +1,61 @@
+"""Failures are one line on stderr with a non-zero exit, and a traceback only with --debug."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from purpose_agent import InvalidRunId
+from tests.test_cli_support import invoke, run_module
+
+DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"
+
+
+def test_a_database_that_is_down_is_one_line_through_the_real_entry_point(tmp_path: Path) -> None:
+    result = run_module("runs", "list", "--url", DOWN, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "error: opening the store failed on postgresql+psycopg://postgres@127.0.0.1:1/test:"
+    )
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("nosuchdb://x", "error: cannot open nosuchdb://x"),
+        ("sqlite:////nonexistent/dir/x.db", "error: no database at /nonexistent/dir/x.db"),
+        ("neither-url-nor-path", "error: 'neither-url-nor-path' is neither a database URL"),
+        ("jsonl:", "error: 'jsonl:' names no path"),
+    ],
+)
+def test_a_bad_url_is_one_line(url: str, message: str) -> None:
+    result = invoke("runs", "list", "--url", url)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(message)
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    invoke("db", "upgrade", "--url", url)
+    result = invoke("runs", "show", "a/b", "--url", url)
+    assert result.exit_code == 1
+    assert result.stderr == "error: run id 'a/b' contains '/'\n"
+    debug = invoke("--debug", "runs", "show", "a/b", "--url", url)
+    assert debug.exit_code == 1
+    assert isinstance(debug.exception, InvalidRunId)
+    traced = run_module("--debug", "runs", "show", "a/b", "--url", url, cwd=tmp_path)
+    assert "Traceback (most recent call last)" in traced.stderr
+    assert traced.returncode == 1
+
+
+def test_version_and_help_name_the_command() -> None:
+    assert invoke("--version").stdout == "purpose-agent, version 0.1.0\n"
+    help_text = invoke("--help").stdout
+    for command in ("demo", "runs", "copy", "prune", "db"):
+        assert f"  {command} " in help_text
