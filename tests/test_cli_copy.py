@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,27 @@ def test_copy_streams_in_batches(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
+def test_copy_memory_stays_flat_whatever_the_length_of_a_run(tmp_path: Path) -> None:
+    payload = "x" * 200
+    with open_store(f"sqlite:///{tmp_path / 'source.db'}") as source:
+        for start in range(1, 20_001, 5_000):
+            source.save_events(
+                [_event("long", seq, payload=payload) for seq in range(start, start + 5_000)]
+            )
+        with open_store(f"sqlite:///{tmp_path / 'dest.db'}") as dest:
+            tracemalloc.start()
+            try:
+                report = copy_runs(source, dest, batch_size=500)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+    assert report.ok
+    assert report.events == 20_000
+    # The run's events take about 40 MB as objects; the copy holds one batch of 500 at a time.
+    assert peak < 12_000_000
+
+
+@pytest.mark.sqlite
 def test_copy_reads_a_seed_era_jsonl_folder(tmp_path: Path) -> None:
     folder = tmp_path / "checkpoints"
     for run_id in ("alpha", "beta"):
@@ -167,6 +189,33 @@ def test_copy_reads_a_seed_era_jsonl_folder(tmp_path: Path) -> None:
         assert (state.seq, state.status.value) == (0, "finished")
         assert state.data == {"k": 1, "_seed": {"messages": ["hi"]}}
         assert store.list_events("beta") == [_event("beta", seq, n=seq) for seq in range(1, 11)]
+
+
+def test_copy_reports_seed_folders_the_jsonl_store_does_not_read(tmp_path: Path) -> None:
+    folder = tmp_path / "checkpoints"
+    for run_id in ("plain", "Run.A"):
+        (folder / run_id).mkdir(parents=True)
+        (folder / run_id / "events.jsonl").write_text(
+            json.dumps(_event(run_id, 1).to_dict()) + "\n"
+        )
+        (folder / run_id / "snapshot.json").write_text(
+            json.dumps({"run_id": run_id, "status": "done"})
+        )
+    dest = f"jsonl:{tmp_path / 'dest'}"
+    result = invoke("copy", f"jsonl:{folder}", dest)
+    assert result.exit_code == 1
+    assert "1 of 2" in result.stdout
+    expected = "FAILED 'Run.A': folder 'Run.A' is not read by the JSONL store; rename the folder"
+    assert f"{expected} to '%52un%2E%41' to copy it" in result.stdout
+
+    (folder / "Run.A").rename(folder / "%52un%2E%41")
+    again = invoke("copy", f"jsonl:{folder}", dest)
+    assert again.exit_code == 0, again.output
+    with open_store(dest, create=False) as store:
+        assert sorted(store.list_runs()) == ["Run.A", "plain"]
+        state = store.load_latest("Run.A")
+        assert state is not None
+        assert state.status.value == "finished"
 
 
 @pytest.mark.sqlite

@@ -181,6 +181,15 @@ def test_demo_refuses_to_resume_with_another_number_of_steps(tmp_path: Path) -> 
     )
 
 
+@pytest.mark.sqlite
+def test_demo_refuses_a_crash_point_past_the_last_step(tmp_path: Path) -> None:
+    result = invoke(
+        "demo", "--steps", "2", "--crash-after", "3", "--url", f"sqlite:///{tmp_path / 'd.db'}"
+    )
+    assert result.exit_code == 1
+    assert result.stderr == "error: --crash-after 3: run 'demo' has only 2 steps\n"
+
+
 def test_demo_crash_inside_a_commit_needs_a_sql_store(tmp_path: Path) -> None:
     result = invoke("demo", "--crash-during", "1", "--url", f"jsonl:{tmp_path / 'runs'}")
     assert result.exit_code == 1

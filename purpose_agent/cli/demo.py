@@ -118,6 +118,9 @@ def demo(
         if crash_during is not None and not isinstance(store, SQLCheckpointer):
             raise InvalidInput("--crash-during needs a SQL store (it kills inside a commit)")
         run = DemoRun(store, run_id, steps=steps, snapshot_every=snapshot_every)
+        for flag, step in (("--crash-after", crash_after), ("--crash-during", crash_during)):
+            if step is not None and step > run.steps:
+                raise InvalidInput(f"{flag} {step}: run {run_id!r} has only {run.steps} steps")
         where = describe(store)
         if not run.resumed:
             out.print(f"Run {run_id!r} on {where}: new, {run.steps} steps")

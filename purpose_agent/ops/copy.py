@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict
-from purpose_agent.ops.seed import MappingNotes
+from purpose_agent.ops.seed_jsonl import SeedTolerantJSONL
+from purpose_agent.ops.seed_sqlite import SeedSQLiteSource
 from purpose_agent.ops.summaries import count_events
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.runtime.events import PAEvent
@@ -87,8 +88,9 @@ class CopyReport:
 
 
 def _notes_of(store: Checkpointer) -> dict[str, int]:
-    notes = getattr(store, "notes", None)
-    return notes.counts() if isinstance(notes, MappingNotes) else {}
+    if isinstance(store, SeedTolerantJSONL | SeedSQLiteSource):
+        return store.notes.counts()
+    return {}
 
 
 def copy_runs(
@@ -119,8 +121,11 @@ def copy_runs(
     if type(batch_size) is not int or batch_size < 1:
         raise InvalidInput(f"batch size must be an int >= 1, got {batch_size!r}")
     run_ids = list(reversed(source.list_runs()))
-    report = CopyReport(runs_total=len(run_ids))
-    done = 0
+    # Runs the source holds but cannot list would otherwise be skipped without a word.
+    unread = source.unread_runs() if isinstance(source, SeedTolerantJSONL) else []
+    report = CopyReport(runs_total=len(run_ids) + len(unread))
+    report.problems.extend(RunProblem(name, message) for name, message in unread)
+    done = len(unread)
 
     def tell(run_id: str) -> None:
         if progress is not None:

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from purpose_agent.codec import decode
-from purpose_agent.errors import CorruptRecord
+from purpose_agent.errors import CorruptRecord, InvalidRunId, StoreUnavailable
 from purpose_agent.ops.seed import MappingNotes, map_seed_state
 from purpose_agent.protocol import Recovery
 from purpose_agent.records import check_run_id
@@ -25,6 +25,7 @@ from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.jsonl import JSONLCheckpointer
 
 SEED_SNAPSHOT_FILE = "snapshot.json"
+SEED_FILES = ("events.jsonl", SEED_SNAPSHOT_FILE)
 
 
 class SeedTolerantJSONL:
@@ -44,8 +45,7 @@ class SeedTolerantJSONL:
         return f"{type(self).__name__}({str(self.base_dir)!r})"
 
     def _seed_snapshot(self, run_id: str) -> RunState | None:
-        # The seed joined the run id into the path as it was; that is where its file is.
-        path = self.base_dir / run_id / SEED_SNAPSHOT_FILE
+        path = self.store.run_path(run_id) / SEED_SNAPSHOT_FILE
         try:
             record = decode(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError):
@@ -53,6 +53,39 @@ class SeedTolerantJSONL:
         if not isinstance(record, dict) or ("state" in record and "run_id" not in record):
             return None  # not the seed's bare state: the store's own error stands
         return map_seed_state(run_id, record, self.notes)
+
+    def unread_runs(self) -> list[tuple[str, str]]:
+        """Find run folders the JSONL store does not read, and say how to make it read them.
+
+        The seed named a run's folder after the run id as it was; the store escapes upper-case
+        letters, dots and other characters, so a seed folder such as ``Run.1`` is not a run to
+        it. Rather than let a copy skip such runs silently, they are listed here.
+
+        Returns:
+            ``(folder name, what to do)`` for each folder with a seed log or snapshot that
+            :meth:`list_runs` does not return.
+
+        Raises:
+            StoreUnavailable: The folder cannot be listed.
+        """
+        read = {self.store.run_path(run_id).name for run_id in self.store.list_runs()}
+        unread: list[tuple[str, str]] = []
+        try:
+            entries = sorted(self.base_dir.iterdir())
+        except OSError as exc:
+            raise StoreUnavailable(f"listing {self.base_dir} failed: {exc}") from exc
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or name in read or not entry.is_dir():
+                continue
+            if not any((entry / file).is_file() for file in SEED_FILES):
+                continue
+            try:
+                hint = f"rename the folder to {self.store.run_path(name).name!r} to copy it"
+            except InvalidRunId:
+                hint = "its name is not a valid run id"
+            unread.append((name, f"folder {name!r} is not read by the JSONL store; {hint}"))
+        return unread
 
     # -- reads that tolerate seed snapshots -----------------------------------------------
 
