@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from purpose_agent import InvalidRunId
+from purpose_agent import EventKind, InvalidRunId, PAEvent
+from purpose_agent.ops.targets import open_store
 from tests.test_cli_support import invoke, run_module
 
 DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -59,3 +62,40 @@ def test_version_and_help_name_the_command() -> None:
     help_text = invoke("--help").stdout
     for command in ("demo", "runs", "copy", "prune", "db"):
         assert f"  {command} " in help_text
+
+
+@pytest.mark.sqlite
+def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        store.save_events(
+            [
+                PAEvent(run_id="long", seq=i, kind=EventKind.CUSTOM, data={"i": i})
+                for i in range(1, 5001)
+            ]
+        )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "purpose_agent",
+            "runs",
+            "events",
+            "long",
+            "--all",
+            "--json",
+            "--url",
+            url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    first = process.stdout.readline()
+    process.stdout.close()  # like `| head -1`: far more output is still to come
+    stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 1
+    assert '"seq":1,' in first
+    assert stderr == ""

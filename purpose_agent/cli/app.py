@@ -31,7 +31,8 @@ class App(click.Group):
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            # Click reports these itself; a closed pipe (`... | head`) ends output quietly.
             raise
         except CheckpointError as exc:
             if ctx.params.get("debug"):

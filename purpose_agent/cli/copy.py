@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -53,7 +54,7 @@ def _progress_bar(show: bool) -> Iterator[Callable[[CopyProgress], None] | None]
                 task,
                 total=step.runs_total,
                 completed=step.runs_done,
-                run=step.run_id,
+                run=escape(step.run_id),
                 events=f"{step.events_done:,}",
             )
 
@@ -86,9 +87,9 @@ def _print_report(report: CopyReport, source: str, dest: str) -> None:
     if report.notes:
         out.print("Not carried over exactly (seed-era data):")
         for note, count in sorted(report.notes.items()):
-            out.print(f"  {count:>8,} x {note}", markup=False)
+            out.print(f"  {count:>8,} x {note}")
     for problem in report.problems:
-        out.print(f"  FAILED {problem.run_id!r}: {problem.message}", markup=False)
+        out.print(f"  FAILED {problem.run_id!r}: {problem.message}")
     if report.ok:
         out.print("Verified: every run's event count and snapshot match the source.")
 

@@ -86,7 +86,7 @@ def current(as_json: bool, url: str | None) -> None:
     out.print(f"{status.url}: at revision {_revision(status)}; this version needs {status.head}")
     hint = _seed_hint(status)
     if hint is not None:
-        out.print(hint, markup=False)
+        out.print(hint)
 
 
 @db.command()

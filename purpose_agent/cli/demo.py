@@ -12,6 +12,7 @@ and, on request, kills its own process with a real ``SIGKILL`` (no exception han
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 from typing import Any
@@ -21,7 +22,7 @@ from rich.console import Console
 from sqlalchemy import Engine, event
 
 from purpose_agent.cli.options import url_flag, url_option
-from purpose_agent.cli.output import console, money
+from purpose_agent.cli.output import console, count, money
 from purpose_agent.cli.stores import open_url
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.demo import DEFAULT_STEPS, DemoRun, StepRecord
@@ -123,7 +124,7 @@ def demo(
                 raise InvalidInput(f"{flag} {step}: run {run_id!r} has only {run.steps} steps")
         where = describe(store)
         if not run.resumed:
-            out.print(f"Run {run_id!r} on {where}: new, {run.steps} steps")
+            out.print(f"Run {run_id!r} on {where}: new, {count(run.steps, 'step')}")
         else:
             tail = run.state.seq - (run.snapshot_seq or 0)
             origin = (
@@ -132,7 +133,8 @@ def demo(
                 else "no snapshot"
             )
             out.print(
-                f"Run {run_id!r} on {where}: resuming from {origin} and {tail} events after it"
+                f"Run {run_id!r} on {where}: resuming from {origin} and "
+                f"{count(tail, 'event')} after it"
             )
         for record in run.history:
             out.print(_line(record))
@@ -154,7 +156,8 @@ def demo(
         final = run.finish()
         data = final.data
         out.print(
-            f"Run {run_id!r} finished at seq {final.seq}: {len(data['cart'])} items, "
+            f"Run {run_id!r} finished at seq {final.seq}: {count(len(data['cart']), 'item')}, "
             f"total {money(int(data['total_cents']))}, state digest {data['digest']}"
         )
-        out.print(f"Inspect it with: purpose-agent runs show {run_id}{url_flag(url, where)}")
+        show = f"purpose-agent runs show {shlex.quote(run_id)}{url_flag(url, where)}"
+        out.print(f"Inspect it with: {show}")

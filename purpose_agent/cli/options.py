@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -42,7 +43,7 @@ def url_flag(given: str | None, shown: str) -> str:
     Empty when no ``--url`` was given (the same environment finds the same store); otherwise
     the store as shown to people, with any password hidden.
     """
-    return f" --url '{shown}'" if given is not None else ""
+    return f" --url {shlex.quote(shown)}" if given is not None else ""
 
 
 if TYPE_CHECKING:

@@ -28,9 +28,10 @@ def console() -> Console:
     """A console on standard output, without syntax highlighting of numbers and paths.
 
     Lines are not wrapped at the console width (tables still fit it): output piped to a file or
-    a test keeps one record per line.
+    a test keeps one record per line. Markup is off: run ids and data are printed as they are,
+    whatever brackets they hold.
     """
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def err_console() -> Console:

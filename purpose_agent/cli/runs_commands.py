@@ -110,7 +110,7 @@ def show_run(run_id: str, as_json: bool, url: str | None) -> None:
     out.print(table)
     if detail.state is not None:
         out.print("State data:")
-        out.print(json.dumps(detail.state.data, indent=2, ensure_ascii=False), markup=False)
+        out.print(json.dumps(detail.state.data, indent=2, ensure_ascii=False))
 
 
 @runs.command("events")
