@@ -288,3 +288,25 @@ def test_copy_refuses_to_copy_a_store_onto_itself(store_url: str) -> None:
     result = invoke("copy", store_url, store_url)
     assert result.exit_code == 1
     assert "source and destination are the same store" in result.stderr
+
+
+def test_copy_recognises_one_folder_under_two_spellings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    result = invoke("copy", "jsonl:./runs", f"jsonl:{tmp_path / 'runs'}")
+    assert result.exit_code == 1
+    assert "source and destination are the same store" in result.stderr
+
+
+@pytest.mark.sqlite
+def test_copy_upgrades_a_seed_sqlite_file_in_place(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.db"
+    _write_seed_sqlite(seed, [("one", seq, "tool_call", {"i": seq}) for seq in (1, 2)], {})
+    result = invoke("copy", f"seed-sqlite:{seed}", f"sqlite:///{seed}")
+    assert result.exit_code == 0, result.output
+    with open_store(f"sqlite:///{seed}", create=False) as store:
+        assert [e.data for e in store.list_events("one")] == [{"i": 1}, {"i": 2}]
+    tables = {row[0] for row in sqlite3.connect(seed).execute("SELECT name FROM sqlite_master")}
+    assert {"events", "snapshots", "pa_events", "pa_snapshots", "pa_runs"} <= tables

@@ -116,7 +116,7 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
     if any run failed or does not match.
     """
     source_target, dest_target = parse_target(source), parse_target(dest)
-    if str(source_target) == str(dest_target):
+    if source_target.same_store(dest_target):
         raise InvalidInput(f"source and destination are the same store: {source_target}")
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with (

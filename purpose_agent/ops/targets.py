@@ -66,6 +66,21 @@ class Target:
             return None
         return Path(database)
 
+    def same_store(self, other: Target) -> bool:
+        """Whether two targets name the same store (paths compared once resolved).
+
+        A seed-era SQLite file read as ``seed-sqlite:PATH`` and written as ``sqlite:///PATH``
+        are different stores in one file (the seed's tables and the current ones), which is
+        how a seed file is upgraded in place.
+        """
+        if self.kind is not other.kind:
+            return False
+        mine = self.path or self.sqlite_file
+        theirs = other.path or other.sqlite_file
+        if mine is not None and theirs is not None:
+            return mine.resolve() == theirs.resolve()
+        return self.kind is not TargetKind.MEMORY and str(self) == str(other)
+
     def __str__(self) -> str:
         if self.kind is TargetKind.MEMORY:
             return MEMORY_PREFIX
