@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from purpose_agent import RunStatus
+from purpose_agent import EventKind, PAEvent, RunStatus
 from purpose_agent.ops.demo import DemoRun, step_events
 from purpose_agent.ops.targets import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url, run_module
@@ -188,6 +188,21 @@ def test_demo_refuses_a_crash_point_past_the_last_step(tmp_path: Path) -> None:
     )
     assert result.exit_code == 1
     assert result.stderr == "error: --crash-after 3: run 'demo' has only 2 steps\n"
+
+
+@pytest.mark.sqlite
+def test_demo_refuses_to_resume_a_run_it_did_not_write(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    with open_store(url) as store:
+        store.save_events(
+            [
+                PAEvent(run_id="other", seq=1, kind=EventKind.RUN_STARTED, data={"x": 1}),
+                PAEvent(run_id="other", seq=2, kind=EventKind.STEP_FINISHED, data={}),
+            ]
+        )
+    result = invoke("demo", "--run-id", "other", "--url", url)
+    assert result.exit_code == 1
+    assert result.stderr == "error: run 'other' was not written by the demo\n"
 
 
 def test_demo_crash_inside_a_commit_needs_a_sql_store(tmp_path: Path) -> None:

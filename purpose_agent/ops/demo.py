@@ -242,7 +242,11 @@ class DemoRun:
         self.resumed = recovery is not None
         state = initial_state(run_id)
         if recovery is not None:
-            state = self._restore(recovery.state, recovery.events)
+            try:
+                state = self._restore(recovery.state, recovery.events)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                # Another program's run: its events do not have the demo's shape.
+                raise InvalidInput(f"run {run_id!r} was not written by the demo") from exc
         if "steps_planned" not in state.data:
             if state.seq > 0:
                 raise InvalidInput(f"run {run_id!r} was not written by the demo")
@@ -258,8 +262,7 @@ class DemoRun:
 
     def _restore(self, snapshot: RunState | None, tail: list[PAEvent]) -> RunState:
         state = snapshot if snapshot is not None else initial_state(self.run_id)
-        for record in self._cart_records(state, "skipped"):
-            self.history.append(record)
+        self.history.extend(self._cart_records(state, "skipped"))
         unit: list[PAEvent] = []
         for event in tail:
             unit.append(event)
