@@ -100,10 +100,17 @@ def make_engine(
     options.update(kwargs)
     try:
         engine = create_engine(parsed, **options)
-    except (NoSuchModuleError, ModuleNotFoundError, ArgumentError) as exc:
+    except NoSuchModuleError as exc:
         raise InvalidInput(
-            f"cannot open {parsed.render_as_string(hide_password=True)}: {exc}; "
-            "install the driver (pip install 'purpose-agent[postgres]' or '[mariadb]')"
+            f"cannot open {parsed.render_as_string(hide_password=True)}: unknown database or "
+            f"driver {parsed.drivername!r}; use sqlite:///PATH, postgresql+psycopg://... or "
+            "mariadb+pymysql://..."
+        ) from exc
+    except (ModuleNotFoundError, ArgumentError) as exc:
+        extra = {"postgresql": "postgres", "mysql": "mariadb", "mariadb": "mariadb"}.get(backend)
+        hint = f"; install it with pip install 'purpose-agent[{extra}]'" if extra else ""
+        raise InvalidInput(
+            f"cannot open {parsed.render_as_string(hide_password=True)}: {exc}{hint}"
         ) from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
