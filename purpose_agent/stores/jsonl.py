@@ -5,6 +5,8 @@ Layout::
     base_dir/
         .locks/<run dir>.lock   one lock file per run, outside the run's directory, so that
                                 deleting a run never deletes a lock somebody holds
+        .journal/<stamp>-<id>.entry
+                                a batch that spans several runs, until every run has it
         <run dir>/
             events.jsonl        the run's log, one line per write
             snapshot.json       the latest snapshot saved on its own
@@ -28,6 +30,17 @@ a snapshot in the log that ends after ``N`` was written later. Readers take the 
 (highest ``seq``, the later write on a tie), so a crash between the log line and the file loses
 nothing. Files written by the seed (one event per line, a bare state in ``snapshot.json``) read
 as they are.
+
+A batch that writes to several runs is first written whole to a journal entry: a header line
+``{"runs": [...]}``, then each run's line in the header's order (the run that gets the snapshot
+carries it in the ``{"events": ..., "snapshot": ...}`` form). The entry is written to
+``.journal/<run dir>.tmp``, fsynced and renamed to its ``.entry`` name: the rename is the
+batch's commit. Then each run gets its line and the entry is removed. Every operation on a run
+first completes the entries that name it (under all their runs' locks, lines whose events are
+already there being no-ops), so a crash between two runs' lines is rolled forward before
+anybody can see one run with the batch and another without. A ``.tmp`` file is a journal entry
+that was never committed: it is ignored, and removed by the next writer that holds the lock of
+the run it is named after (its writer held that lock until the rename).
 """
 
 from __future__ import annotations
@@ -82,6 +95,8 @@ EVENTS_FILE = "events.jsonl"
 SNAPSHOT_FILE = "snapshot.json"
 RUN_ID_FILE = "run_id"
 _LOCKS_DIR = ".locks"
+_JOURNAL_DIR = ".journal"
+_ENTRY_SUFFIX = ".entry"
 _TEMP_SUFFIX = ".tmp"
 _SNAPSHOT_TEMP = SNAPSHOT_FILE + _TEMP_SUFFIX
 
@@ -181,6 +196,7 @@ class _Run:
 
     def __init__(self, name: str, lock_path: Path) -> None:
         self.name = name
+        self.names = frozenset([name])
         self.mutex = threading.Lock()
         self.file_lock = FileLock(str(lock_path), poll_interval=_POLL_SECONDS)
         self.index = _Index()
@@ -209,6 +225,13 @@ class _Plan:
     exists: bool
 
 
+class _Entry(NamedTuple):
+    """A committed journal entry: a batch that spans several runs, not yet known to be done."""
+
+    path: Path
+    run_ids: tuple[str, ...]
+
+
 class _Appended(NamedTuple):
     plan: _Plan
     path: Path
@@ -216,6 +239,16 @@ class _Appended(NamedTuple):
     line: bytes
     identity: tuple[int, int]
     snap_seq: int | None
+
+
+def _test_hook(point: str, run_id: str | None = None) -> None:
+    """Do nothing: a test hook, called at each step of a batch that spans several runs.
+
+    ``point`` is ``"journal-temp"`` (the entry is written but not yet renamed into place),
+    ``"journal"`` (the entry is committed, no run has its line yet) or ``"appended"`` (``run_id``
+    has its line). Crash tests replace this module attribute in a child process to stop or kill
+    it at one of these steps. It is not part of the package's API.
+    """
 
 
 @contextlib.contextmanager
@@ -299,6 +332,18 @@ def _line_bytes(rows: list[EventRow], snapshot: StateRow | None) -> bytes:
     return f"{text}\n".encode()
 
 
+def _header_runs(header: bytes) -> tuple[str, ...]:
+    """Decode a journal entry's first line: the distinct runs its batch writes to."""
+    record = decode(header)
+    run_ids = record.get("runs") if isinstance(record, dict) else None
+    if not isinstance(run_ids, list) or len(run_ids) < 2:
+        raise ValueError("the header names no list of runs")
+    checked = tuple(check_run_id(run_id) for run_id in run_ids)
+    if len(set(checked)) != len(checked):
+        raise ValueError("the header names a run twice")
+    return checked
+
+
 def _pread_exact(run_id: str, fd: int, offset: int, size: int) -> bytes:
     parts: list[bytes] = []
     while size > 0:
@@ -353,14 +398,20 @@ def _written_ns(run_dir: Path) -> int | None:
     return max(stamps) if stamps else None
 
 
-def _undo_append(plan: _Plan, path: Path, start: int) -> None:
-    """Cut a line of a failed write back off, so that no part of the write stays behind."""
-    # Best effort: the error that stopped the write is the one the caller needs to see.
-    with contextlib.suppress(OSError):
+def _undo_append(plan: _Plan, path: Path, start: int) -> bool:
+    """Cut a line of a failed write back off, so that no part of the write stays behind.
+
+    Returns whether that worked. It is best effort: the error that stopped the write is the one
+    the caller needs to see.
+    """
+    try:
         if plan.exists:
             os.truncate(path, start)
         else:
             os.unlink(path)
+    except OSError:
+        return False
+    return True
 
 
 class _LineReader:
@@ -408,10 +459,11 @@ class JSONLCheckpointer:
     read and extends it by reading only what was appended since, so appends and reads do not
     re-read a whole log.
 
-    A batch that spans several runs is written run by run while all their locks are held; it
-    is refused as a whole for a conflict or bad input, and rolled back if the disk fails, but a
-    crash of the process in the middle can leave the part of some runs written (each run's part
-    is still all or nothing).
+    A batch that spans several runs is checked under all their locks and refused as a whole for
+    a conflict or bad input. It is then committed to a journal entry before any run gets its
+    line, and every operation on a run completes the entries that name it first, so a crash of
+    the writer in the middle is rolled forward: readers see the whole batch or none of it. A
+    batch that writes to one run only needs no journal (its line is atomic on its own).
 
     Args:
         base_dir: The directory that holds the runs; created if missing.
@@ -424,10 +476,13 @@ class JSONLCheckpointer:
     def __init__(self, base_dir: str | os.PathLike[str]) -> None:
         self.base_dir = Path(base_dir)
         self._locks_dir = self.base_dir / _LOCKS_DIR
+        self._journal_dir = self.base_dir / _JOURNAL_DIR
+        self._journal_str = str(self._journal_dir)
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
         with _os_errors(f"creating {self.base_dir}"):
             self._locks_dir.mkdir(parents=True, exist_ok=True)
+            self._journal_dir.mkdir(exist_ok=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.base_dir)!r})"
@@ -468,7 +523,9 @@ class JSONLCheckpointer:
         """Append a batch, and optionally the state after it, all or nothing.
 
         Each run's events go into one line, with the snapshot inside that line when it belongs
-        to the run, so that a crash keeps or loses the step and its state together.
+        to the run, so that a crash keeps or loses the step and its state together. A batch
+        that writes to several runs is committed to the journal before any run gets its line,
+        so a crash in between is completed by the next operation on any of those runs.
 
         Args:
             events: The events; they may belong to several runs.
@@ -513,16 +570,31 @@ class JSONLCheckpointer:
         # Every writer takes the locks of a batch in the same order, so batches cannot deadlock.
         ordered = sorted(by_run, key=_dir_name)
         action = "writing to " + ", ".join(map(repr, ordered))
-        with _os_errors(action), contextlib.ExitStack() as held:
-            runs = {run_id: self._run(run_id) for run_id in ordered}
-            for run_id in ordered:
-                held.enter_context(self._exclusive(runs[run_id]))
+        runs = {run_id: self._run(run_id) for run_id in ordered}
+        with _os_errors(action), self._settled(ordered, [runs[run_id] for run_id in ordered]):
             plans = [
                 self._plan(run_id, runs[run_id], by_run[run_id],
                            snap if snap is not None and snap.run_id == run_id else None)
                 for run_id in ordered
             ]
+            if len(plans) == 1:
+                self._commit(plans)
+            else:
+                self._commit_across_runs(plans)
+
+    def _commit_across_runs(self, plans: list[_Plan]) -> None:
+        """Commit a batch that may write to several runs: through the journal if it does."""
+        parts = [plan for plan in plans if plan.rows or plan.snapshot is not None]
+        writes = sum(
+            1 for plan in parts if plan.rows or (plan.snapshot is not None and plan.snapshot_wins)
+        )
+        if writes < 2:
+            # One run's line (or one snapshot file) is atomic on its own.
             self._commit(plans)
+            return
+        entry = self._write_entry(parts)
+        self._commit(plans, entry)
+        self._drop_entry(entry)
 
     def _plan(
         self, run_id: str, run: _Run, rows: list[EventRow], snap: StateRow | None
@@ -553,11 +625,13 @@ class JSONLCheckpointer:
             wins = snap.seq >= best
         return _Plan(run_id, run, new, snap, wins, size, fd is not None)
 
-    def _commit(self, plans: list[_Plan]) -> None:
+    def _commit(self, plans: list[_Plan], entry: Path | None = None) -> None:
         """Append each run's line, then rename the new snapshot file into place.
 
         Until the rename, a failure cuts the appended lines back off, so a failed batch leaves
-        no part of itself behind; the rename itself is atomic.
+        no part of itself behind; the rename itself is atomic. ``entry`` is the journal entry
+        of the batch when this is its first attempt: it is removed too when everything was cut
+        back off, and kept (to be rolled forward) when something could not be.
         """
         appended: list[_Appended] = []
         snapshot_plan = next((plan for plan in plans if plan.snapshot is not None), None)
@@ -566,16 +640,20 @@ class JSONLCheckpointer:
             for plan in plans:
                 if plan.rows:
                     appended.append(self._append(plan))
+                    if entry is not None:
+                        _test_hook("appended", plan.run_id)
             if snapshot_plan is not None and snapshot_plan.snapshot_wins:
                 temp, target = self._prepare_snapshot(snapshot_plan, appended)
                 os.replace(temp, target)
         except BaseException:
-            for done in appended:
-                _undo_append(done.plan, done.path, done.start)
+            undone = [_undo_append(done.plan, done.path, done.start) for done in appended]
             if snapshot_plan is not None and snapshot_plan.snapshot_wins:
                 # The rename is the try block's last step, so it has not happened.
                 with contextlib.suppress(OSError):
                     (self.base_dir / snapshot_plan.run.name / _SNAPSHOT_TEMP).unlink()
+            if entry is not None and all(undone):
+                with contextlib.suppress(OSError):
+                    self._drop_entry(entry)
             raise
         for done in appended:
             self._note_appended(done)
@@ -690,6 +768,7 @@ class JSONLCheckpointer:
         check_run_id(run_id)
         run = self._run(run_id)
         with _os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
             # The file first, then the log: a batch writes the log first, so whatever this
             # misses in the file it finds in the log.
             stored = self._read_snapshot_file(run_id, run)
@@ -723,8 +802,10 @@ class JSONLCheckpointer:
         check_run_id(run_id)
         check_since(since_seq, limit)
         run = self._run(run_id)
-        with _os_errors(f"reading run {run_id!r}"), run.mutex:
-            return self._events_after(run_id, run, since_seq, limit, _LineReader())
+        with _os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            with run.mutex:
+                return self._events_after(run_id, run, since_seq, limit, _LineReader())
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         """Stream events with ``seq > since_seq`` in ascending ``seq``, a page at a time.
@@ -751,8 +832,10 @@ class JSONLCheckpointer:
         run = self._run(run_id)
         reader = _LineReader()
         while True:
-            with _os_errors(f"reading run {run_id!r}"), run.mutex:
-                page = self._events_after(run_id, run, since_seq, _PAGE, reader)
+            with _os_errors(f"reading run {run_id!r}"):
+                self._settle(run.names, run_id)
+                with run.mutex:
+                    page = self._events_after(run_id, run, since_seq, _PAGE, reader)
             yield from page
             if len(page) < _PAGE:
                 return
@@ -776,7 +859,7 @@ class JSONLCheckpointer:
         """
         check_run_id(run_id)
         run = self._run(run_id)
-        with _os_errors(f"recovering run {run_id!r}"), self._exclusive(run):
+        with _os_errors(f"recovering run {run_id!r}"), self._settled([run_id], [run]):
             stored = self._read_snapshot_file(run_id, run)
             fd = self._open_log(run)
             try:
@@ -955,6 +1038,7 @@ class JSONLCheckpointer:
         check_limit(limit)
         check_limit(offset, "offset")
         with _os_errors(f"listing runs in {self.base_dir}"):
+            self._settle(None, str(self._journal_dir))
             found: list[tuple[int, str]] = []
             with os.scandir(self.base_dir) as entries:
                 for entry in entries:
@@ -995,18 +1079,22 @@ class JSONLCheckpointer:
 
         The directory is first renamed to a hidden name, so that other readers see the whole
         run or none of it, then removed. Its lock file stays, because another process may be
-        waiting on it.
+        waiting on it. A batch left in the journal by a crashed writer that names the run is
+        completed first, so the other runs it names keep their part.
 
         Args:
             run_id: The run.
 
         Raises:
+            CorruptRecord: A journal entry that may name the run cannot be completed.
             StoreUnavailable: The files could not be removed.
 
         """
         check_run_id(run_id)
         run = self._run(run_id)
-        with _os_errors(f"deleting run {run_id!r}"), self._exclusive(run):
+        # A batch that names this run is completed first (all its runs get their part), so
+        # deleting a run never leaves another run with half a batch.
+        with _os_errors(f"deleting run {run_id!r}"), self._settled([run_id], [run]):
             doomed = self.base_dir / f".deleted-{uuid.uuid4().hex}"
             run.index = _Index()
             try:
@@ -1040,6 +1128,189 @@ class JSONLCheckpointer:
                 yield
             finally:
                 run.file_lock.release()
+
+    @contextlib.contextmanager
+    def _settled(self, run_ids: list[str], runs: list[_Run]) -> Iterator[None]:
+        """Hold the runs' locks, in the order given, with no journal entry pending for them.
+
+        While the locks are held, an entry that names one of the runs cannot belong to a writer
+        at work (it would hold that lock until it removed the entry): its writer died. It is
+        completed with the locks let go, since completing takes the locks of all its runs in
+        their own order, and then the locks are taken again.
+        """
+        names = frozenset(run.name for run in runs)
+        while True:
+            with contextlib.ExitStack() as held:
+                for run in runs:
+                    held.enter_context(self._exclusive(run))
+                pending = self._pending(names, run_ids[0], holding=True)
+                if not pending:
+                    yield
+                    return
+            for entry in pending:
+                self._complete(entry)
+
+    # -- the journal ----------------------------------------------------------------------
+
+    def _settle(self, names: frozenset[str] | None, subject: str) -> None:
+        """Complete the journal entries that name any of these runs (every entry for ``None``).
+
+        The caller holds no lock. An entry whose writer is still at work is waited for: its
+        writer holds the locks that completing it takes, and removes it before letting go.
+        """
+        try:
+            if not os.listdir(self._journal_str):
+                return  # the hot path: nothing pending anywhere
+        except FileNotFoundError:
+            return
+        for entry in self._pending(names, subject):
+            self._complete(entry)
+
+    def _pending(
+        self, names: frozenset[str] | None, subject: str, *, holding: bool = False
+    ) -> list[_Entry]:
+        """Return the committed entries that name any of these runs, oldest first.
+
+        This is the check every operation makes: one directory listing, empty but for a batch
+        in flight or a crashed writer's. With ``holding`` (the caller holds the runs' locks),
+        uncommitted entries named after these runs are removed: their writers are gone.
+        """
+        try:
+            listing = os.listdir(self._journal_str)
+        except FileNotFoundError:
+            return []
+        if not listing:
+            return []
+        found: list[_Entry] = []
+        for file_name in sorted(listing):
+            path = self._journal_dir / file_name
+            if file_name.endswith(_ENTRY_SUFFIX):
+                run_ids = self._entry_runs(path, subject)
+                if run_ids is not None and (
+                    names is None or not names.isdisjoint(map(_dir_name, run_ids))
+                ):
+                    found.append(_Entry(path, run_ids))
+            elif (
+                holding
+                and names is not None
+                and file_name.endswith(_TEMP_SUFFIX)
+                and file_name[: -len(_TEMP_SUFFIX)] in names
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        return found
+
+    @staticmethod
+    def _entry_runs(path: Path, subject: str) -> tuple[str, ...] | None:
+        """Read the runs an entry names from its first line; ``None`` if it is gone."""
+        try:
+            with path.open("rb") as file:
+                header = file.readline()
+        except FileNotFoundError:
+            return None  # completed since the listing
+        try:
+            return _header_runs(header)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # Committed entries are fsynced before they are renamed into place, so only damage
+            # from outside gets here; which runs the batch was for cannot be known.
+            raise CorruptRecord(
+                subject, None, f"journal entry {path} has no readable header ({exc}); it may "
+                "hold a batch for this run: restore it from a backup or remove it"
+            ) from exc
+
+    def _write_entry(self, plans: list[_Plan]) -> Path:
+        """Commit a batch to the journal: written, fsynced, then renamed into place."""
+        header = encode({"runs": [plan.run_id for plan in plans]}, "journal header")
+        data = b"".join(
+            [f"{header}\n".encode()] + [_line_bytes(plan.rows, plan.snapshot) for plan in plans]
+        )
+        # Named after a run whose lock this writer holds until the rename, so that whoever
+        # holds that lock next knows a leftover is a dead writer's.
+        temp = self._journal_dir / (plans[0].run.name + _TEMP_SUFFIX)
+        entry = self._journal_dir / f"{stamp_ns():020d}-{uuid.uuid4().hex}{_ENTRY_SUFFIX}"
+        try:
+            try:
+                _write_temp(temp, data, None)
+            except FileNotFoundError:
+                self._journal_dir.mkdir(parents=True, exist_ok=True)
+                _write_temp(temp, data, None)
+            _test_hook("journal-temp")
+            os.replace(temp, entry)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        try:
+            _fsync_dir(self._journal_dir)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                entry.unlink()
+            raise
+        _test_hook("journal")
+        return entry
+
+    def _drop_entry(self, entry: Path) -> None:
+        """Remove a done entry, durably: come back after a power cut, it would be done again."""
+        entry.unlink()
+        _fsync_dir(self._journal_dir)
+
+    def _complete(self, entry: _Entry) -> None:
+        """Roll an entry forward: give each of its runs what it does not have yet, then drop it.
+
+        Its lines are planned like a new write, so events a run already holds are skipped and
+        completing an entry twice, or after its writer finished, does nothing more.
+        """
+        ordered = sorted(entry.run_ids, key=_dir_name)
+        runs = {run_id: self._run(run_id) for run_id in ordered}
+        with _os_errors(f"completing journal entry {entry.path}"), contextlib.ExitStack() as held:
+            for run_id in ordered:
+                held.enter_context(self._exclusive(runs[run_id]))
+            try:
+                data = entry.path.read_bytes()
+            except FileNotFoundError:
+                return  # its writer finished it, or another handle completed it
+            parts = self._entry_parts(entry, data)
+            plans: list[_Plan] = []
+            for run_id in ordered:
+                rows, snap = parts[run_id]
+                try:
+                    plans.append(self._plan(run_id, runs[run_id], rows, snap))
+                except SequenceConflict as exc:
+                    # Only a writer that ignores the journal can have taken the position.
+                    raise CorruptRecord(
+                        run_id, exc.seq, f"journal entry {entry.path} holds another event at "
+                        "this seq than the log; remove the entry or the line by hand"
+                    ) from exc
+            self._commit(plans)
+            self._drop_entry(entry.path)
+
+    @staticmethod
+    def _entry_parts(
+        entry: _Entry, data: bytes
+    ) -> dict[str, tuple[list[EventRow], StateRow | None]]:
+        """Decode each run's part of a committed entry."""
+        lines = data.split(b"\n")
+        if lines[-1] or len(lines) != len(entry.run_ids) + 2:
+            raise CorruptRecord(
+                entry.run_ids[0], None, f"journal entry {entry.path} does not hold one line for "
+                "each of its runs; restore it from a backup or remove it"
+            )
+        parts: dict[str, tuple[list[EventRow], StateRow | None]] = {}
+        for run_id, line in zip(entry.run_ids, lines[1:-1], strict=True):
+            try:
+                parsed = _parse_line(run_id, line, 0)
+                rows = [_stored_row(run_id, record, record["seq"]) for record in parsed.records]
+                snap = None
+                if parsed.snapshot is not None:
+                    state = decode_state(run_id, parsed.snapshot, parsed.snapshot["seq"])
+                    snap = state_row(run_id, state)
+            except (CorruptRecord, InvalidInput) as exc:
+                seq = exc.seq if isinstance(exc, CorruptRecord) else None
+                raise CorruptRecord(
+                    run_id, seq, f"journal entry {entry.path} cannot be decoded: {exc}"
+                ) from exc
+            parts[run_id] = (rows, snap)
+        return parts
 
     # -- lifecycle ------------------------------------------------------------------------
 
