@@ -53,6 +53,7 @@ class Measurement:
             "rate_min": spread[0],
             "rate_max": spread[1],
             "rounds": len(self.rates),
+            "round_rates": list(self.rates),
             "units": self.units,
             "seconds": self.seconds,
             **self.extra,

@@ -5,9 +5,14 @@ throwaway database for a few seconds, then prints the call tree and a flat table
 per ``file:function`` with its share of the total, the view that points at a hot path.
 Needs ``pip install pyinstrument``.
 
-Example::
+pyinstrument hooks every Python call, which inflates Python-heavy code against time spent in
+the driver. For unbiased shares, sample from outside with py-spy (``pip install py-spy``) and
+summarise its collapsed stacks; only samples inside the measured loop are counted::
 
     python -m benchmarks.profile append_single --backend postgres --seconds 5
+    py-spy record --idle -r 2000 -f raw -o /tmp/stacks.txt -- \
+        python -m benchmarks.profile append_single --profiler none --seconds 10
+    python -m benchmarks.profile --summarize /tmp/stacks.txt
 """
 
 from __future__ import annotations
@@ -86,14 +91,66 @@ def _prepare(case: str, store: Any, raw: Any, events: int) -> dict[str, Any]:
     return {"run_id": run_id, "events": events}
 
 
+def _profiled_loop(op: Callable[[], Any], seconds: float) -> int:
+    # Named so that py-spy samples of the measured loop can be told from the setup's.
+    ops = 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        op()
+        ops += 1
+    return ops
+
+
+def summarize_collapsed(path: str, top: int) -> None:
+    """Print own-time shares from py-spy's collapsed stacks, for samples in the measured loop."""
+    own: dict[str, int] = {}
+    areas: dict[str, int] = {}
+    total = 0
+    with open(path) as handle:
+        for line in handle:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            frames = stack.split(";")
+            marks = [i for i, f in enumerate(frames) if f.startswith("_profiled_loop ")]
+            if not marks:
+                continue
+            frames = frames[marks[0] + 1 :]
+            if not frames:
+                continue
+            samples = int(count)
+            total += samples
+            leaf = frames[-1]
+            function, _, where = leaf.partition(" (")
+            file_name = where.rsplit(":", 1)[0]
+            for marker in ("site-packages/", "lib/python3", "/work/main/"):
+                if marker in file_name:
+                    file_name = file_name.split(marker, 1)[1]
+            key = f"{file_name}:{function}"
+            own[key] = own.get(key, 0) + samples
+            area = _area(key)
+            areas[area] = areas.get(area, 0) + samples
+    if not total:
+        print("no samples inside the measured loop")
+        return
+    print(f"{total} samples in the measured loop\n\n{'own %':>6}  file:function (leaf frame)")
+    for key, samples in sorted(own.items(), key=lambda item: item[1], reverse=True)[:top]:
+        print(f"{100 * samples / total:6.1f}  {key}")
+    print(f"\n{'own %':>6}  by area")
+    for area, samples in sorted(areas.items(), key=lambda item: item[1], reverse=True):
+        print(f"{100 * samples / total:6.1f}  {area}")
+
+
 def own_time_table(session: Any, top: int) -> list[tuple[float, float, str]]:
     """Own (self) time per ``file:function``, largest first, with its share of the total."""
     totals: dict[str, float] = {}
 
     def walk(frame: Any) -> None:
-        if frame.file_path_short or frame.function:
-            key = f"{frame.file_path_short}:{frame.function}"
-            totals[key] = totals.get(key, 0.0) + frame.total_self_time
+        # Synthetic "[self]" frames hold their parent's own time, which total_self_time
+        # already counts; C functions show as <built-in> with their own name.
+        if frame.is_synthetic:
+            return
+        where = frame.file_path_short or "<built-in>"
+        key = f"{where}:{frame.class_name + '.' if frame.class_name else ''}{frame.function}"
+        totals[key] = totals.get(key, 0.0) + frame.total_self_time
         for child in frame.children:
             walk(child)
 
@@ -102,6 +159,48 @@ def own_time_table(session: Any, top: int) -> list[tuple[float, float, str]]:
     whole = root.time or 1.0
     ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
     return [(seconds, 100 * seconds / whole, key) for key, seconds in ranked]
+
+
+# Python frames whose own time is really a driver call into the database (the C call below
+# them is not a Python frame, so py-spy charges its time to the caller).
+DRIVER_CALLS = (
+    ":DefaultDialect.do_commit",
+    ":DefaultDialect.do_execute",
+    ":DefaultDialect.do_executemany",
+    ":DefaultDialect.do_rollback",
+    ":PGDialect_psycopg.do_commit",
+    "raw.py:",
+    "psycopg/cursor.py:",
+    "psycopg/connection.py:",
+    "psycopg/generators.py:",
+    "psycopg/waiting.py:",
+)
+AREAS = (
+    (DRIVER_CALLS, "driver and database (execute, commit, fetch: waiting on the DB)"),
+    (("<built-in>",), "C calls (driver and database, json C code)"),
+    (("purpose_agent/",), "purpose_agent (validation, encoding, decoding, store logic)"),
+    (("sqlalchemy/",), "sqlalchemy (engine, pool, events, results)"),
+    (("pydantic",), "pydantic"),
+    (("json/",), "json (stdlib)"),
+    (("psycopg/",), "psycopg (Python part)"),
+    (("benchmarks/",), "benchmark loop (building the input events)"),
+)
+
+
+def _area(key: str) -> str:
+    return next((name for markers, name in AREAS if any(m in key for m in markers)), "other Python")
+
+
+def by_area(table: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """Own time summed by library, from the full own-time table."""
+    sums: dict[str, list[float]] = {}
+    for seconds, share, key in table:
+        area = _area(key)
+        entry = sums.setdefault(area, [0.0, 0.0])
+        entry[0] += seconds
+        entry[1] += share
+    ranked = sorted(sums.items(), key=lambda item: item[1][0], reverse=True)
+    return [(seconds, share, area) for area, (seconds, share) in ranked]
 
 
 @contextlib.contextmanager
@@ -127,7 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.profile", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("case", choices=CASES)
+    parser.add_argument("case", choices=CASES, nargs="?")
+    parser.add_argument(
+        "--profiler",
+        choices=("pyinstrument", "none"),
+        default="pyinstrument",
+        help="none: just run the loop (to sample it with py-spy)",
+    )
+    parser.add_argument("--summarize", default=None, help="py-spy collapsed stacks to summarise")
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--side", choices=("store", "raw"), default="store")
     parser.add_argument("--seconds", type=float, default=5.0)
@@ -141,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sqlite-dir", default=None)
     parser.add_argument("--store", default=DEFAULT_STORE)
     args = parser.parse_args(argv)
+    if args.summarize:
+        summarize_collapsed(args.summarize, args.top)
+        return 0
+    if args.case is None:
+        parser.error("a case is required unless --summarize is given")
     args.postgres_url = _postgres_admin_url(args.postgres_url)
     try:
         from pyinstrument import Profiler
@@ -153,13 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         op = _operation(args.case, side, prepared)
         for _ in range(20):  # warm up: pools, prepared statements, caches
             op()
+        if args.profiler == "none":
+            ops = _profiled_loop(op, args.seconds)
+            print(f"{args.side} {args.case} on {args.backend}: {ops / args.seconds:,.1f} ops/s")
+            return 0
         profiler = Profiler(interval=args.interval)
-        ops = 0
         profiler.start()
-        end = time.perf_counter() + args.seconds
-        while time.perf_counter() < end:
-            op()
-            ops += 1
+        ops = _profiled_loop(op, args.seconds)
         session = profiler.stop()
         print(profiler.output_text(unicode=True, color=False, show_all=False))
         print(
@@ -169,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'own s':>8} {'own %':>6}  file:function")
         for seconds, share, key in own_time_table(session, args.top):
             print(f"{seconds:8.3f} {share:6.1f}  {key}")
+        print(f"\n{'own s':>8} {'own %':>6}  by area")
+        for seconds, share, area in by_area(own_time_table(session, 10_000)):
+            print(f"{seconds:8.3f} {share:6.1f}  {area}")
         if args.html:
             with open(args.html, "w") as handle:
                 handle.write(profiler.output_html())

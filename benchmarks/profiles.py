@@ -55,8 +55,8 @@ class Profile:
 
 FULL = Profile(
     name="full",
-    rounds=3,
-    budget=1.5,
+    rounds=5,
+    budget=1.0,
     batch_sizes=(100, 1000),
     snapshot_sizes=(1 * KB, 100 * KB, 1 * MB),
     big_run=1_000_000,
