@@ -51,6 +51,18 @@ def _kill_inside_next_commit(engine: Engine, out: Console, step: int) -> None:
             "before they are committed",
         )
 
+    if engine.dialect.name == "sqlite":
+        # The SQLite store commits with a COMMIT statement on the driver's cursor, which no
+        # SQLAlchemy event sees; the driver's trace callback does, just before it runs.
+        def trace(statement: str) -> None:
+            if statement.lstrip().upper().startswith("COMMIT"):
+                on_commit(None)
+
+        def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+            dbapi_connection.set_trace_callback(trace)
+
+        event.listen(engine.pool, "checkout", on_checkout)
+        return
     # Engine events reach the store's connections, including those of its derived engines.
     event.listen(engine, "commit", on_commit)
 

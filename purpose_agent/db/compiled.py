@@ -1,20 +1,50 @@
-"""Statements compiled once per store and executed as driver SQL.
+"""Statements compiled once per store and run on the driver's own cursor.
 
-SQLAlchemy caches compiled statements, but it still walks a statement to build its cache key
-on every execution; for the store's hot statements (a CTE with an upsert, a union for
-recovery) that walk costs more than the database round trip it precedes. The statements are
-still built with Core on the mapped tables; only the compiling is done once, here.
+SQLAlchemy caches compiled statements, but every execution still builds the statement's cache
+key, creates an execution context and a result object, and dispatches events; for the store's
+hot statements that costs more than SQLite takes to run them, and a large share of a Postgres
+round trip. The statements are still built with Core on the mapped tables and run on a
+pooled SQLAlchemy connection; only the compiling is done once, and the execution goes straight
+to the DBAPI cursor. Driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, as
+SQLAlchemy itself would raise them, and a lost connection is invalidated so that the pool
+replaces it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Connection, CursorResult
+from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
+
+T = TypeVar("T")
+
+
+def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
+    """Run ``call(cursor)`` on the connection's DBAPI cursor, translating driver errors."""
+    proxied = conn.connection
+    cursor = proxied.cursor()
+    try:
+        return call(cursor)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            None,
+            exc,
+            conn.dialect.loaded_dbapi.Error,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    finally:
+        if not conn.invalidated:
+            cursor.close()
 
 
 class Compiled:
@@ -23,7 +53,6 @@ class Compiled:
     Args:
         statement: The Core statement.
         dialect: The engine's dialect (which decides the driver's parameter style).
-
     """
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
@@ -42,10 +71,27 @@ class Compiled:
             return merged
         return tuple(merged[name] for name in self._positions)
 
-    def execute(self, conn: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
-        """Run the statement on ``conn`` with ``values`` for its named parameters."""
-        return conn.exec_driver_sql(self.sql, self.params(values))
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Run the statement with ``values``; returns the driver's row count."""
+        params = self.params(values)
 
-    def executemany(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        def call(cursor: Any) -> int:
+            cursor.execute(self.sql, params)
+            return int(cursor.rowcount)
+
+        return run_on_cursor(conn, self.sql, call)
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run the statement once per parameter set, through the driver's executemany."""
-        conn.exec_driver_sql(self.sql, [self.params(row) for row in rows])
+        params = [self.params(row) for row in rows]
+        run_on_cursor(conn, self.sql, lambda cursor: cursor.executemany(self.sql, params))
+
+    def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
+        """Run a query with ``values`` and return every row as the driver's tuples."""
+        params = self.params(values)
+
+        def call(cursor: Any) -> list[Any]:
+            cursor.execute(self.sql, params)
+            return list(cursor.fetchall())
+
+        return run_on_cursor(conn, self.sql, call)

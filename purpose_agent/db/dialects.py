@@ -33,8 +33,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 
-from purpose_agent.db.compiled import Compiled
-from purpose_agent.db.engine import SQLITE_BEGIN
+from purpose_agent.db.compiled import Compiled, run_on_cursor
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.records import EventRow, StateRow
 
@@ -49,9 +48,9 @@ class SqlDialect:
     # Whether write_events is one statement, so that it can run in autocommit with no
     # BEGIN/COMMIT round trips and still be atomic.
     one_statement_events: ClassVar[bool] = False
+    # Execution options for single-statement reads (autocommit where the driver would
+    # otherwise wrap each SELECT in BEGIN ... ROLLBACK round trips).
     read_options: ClassVar[dict[str, Any]] = {}
-    write_options: ClassVar[dict[str, Any]] = {}
-    snapshot_read_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, dialect: Dialect) -> None:
         self.sa_dialect = dialect
@@ -74,7 +73,10 @@ class SqlDialect:
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:
         """Insert the events and touch their runs; raises ``IntegrityError`` on a taken key."""
-        self._events_insert.executemany(conn, [row.as_params() for row in rows])
+        if len(rows) == 1:
+            self._events_insert.run(conn, rows[0].as_params())
+        else:
+            self._events_insert.run_many(conn, [row.as_params() for row in rows])
         self.touch_runs(conn, _last_seqs(rows), now)
 
     def touch_runs(self, conn: Connection, last_seqs: dict[str, int], now: int) -> None:
@@ -84,15 +86,21 @@ class SqlDialect:
             for run_id, seq in sorted(last_seqs.items())
         ]
         if len(touched) == 1:
-            self._runs_upsert.execute(conn, touched[0])
+            self._runs_upsert.run(conn, touched[0])
         elif touched:
-            self._runs_upsert.executemany(conn, touched)
+            self._runs_upsert.run_many(conn, touched)
 
     def write_snapshot(self, conn: Connection, snap: StateRow, now: int) -> None:
         """Upsert the snapshot, keeping the one with the highest ``seq``."""
-        self._snapshot_upsert.execute(
+        self._snapshot_upsert.run(
             conn, {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
         )
+
+    @contextlib.contextmanager
+    def write_transaction(self, engine: Engine) -> Iterator[Connection]:
+        """A connection in a write transaction, committed when the block ends without error."""
+        with engine.begin() as conn:
+            yield conn
 
     # -- errors -------------------------------------------------------------------------
 
@@ -126,8 +134,6 @@ class SQLiteDialect(SqlDialect):
     """SQLite: writers take the lock with BEGIN IMMEDIATE; everything runs in-process."""
 
     name = "sqlite"
-    write_options: ClassVar[dict[str, Any]] = {SQLITE_BEGIN: "IMMEDIATE"}
-    snapshot_read_options: ClassVar[dict[str, Any]] = {SQLITE_BEGIN: "DEFERRED"}
 
     def build_runs_upsert(self) -> Insert:  # noqa: D102
         stmt = sqlite.insert(RunRecord)
@@ -156,13 +162,34 @@ class SQLiteDialect(SqlDialect):
         return getattr(exc.orig, "sqlite_errorcode", None) in (1555, 2067)
 
     @contextlib.contextmanager
+    def write_transaction(self, engine: Engine) -> Iterator[Connection]:
+        """``BEGIN IMMEDIATE``: take the write lock before the first statement.
+
+        pysqlite's own transactions begin deferred, so a transaction that reads and then
+        writes can fail at once with "database is locked" when another writer got in
+        between; an immediate transaction waits for the lock (up to the busy timeout)
+        instead. The statements are issued explicitly, with the driver in autocommit mode
+        (see ``configure_sqlite``), rather than through a "begin" event hook, which would put
+        SQLAlchemy's event dispatch on every statement the store runs.
+        """
+        with engine.connect() as conn:
+            run_on_cursor(conn, "BEGIN IMMEDIATE", lambda cursor: cursor.execute("BEGIN IMMEDIATE"))
+            try:
+                yield conn
+            except BaseException:
+                driver: Any = conn.connection.driver_connection
+                if getattr(driver, "in_transaction", False):
+                    driver.rollback()
+                raise
+            # Alembic, running on this connection, may already have committed through the driver.
+            if getattr(conn.connection.driver_connection, "in_transaction", True):
+                run_on_cursor(conn, "COMMIT", lambda cursor: cursor.execute("COMMIT"))
+
+    @contextlib.contextmanager
     def migration_lock(self, engine: Engine) -> Iterator[Connection]:
-        """BEGIN IMMEDIATE: a second process waits until the first one has migrated."""
-        with engine.connect() as plain:
-            conn = plain.execution_options(**self.write_options)
-            conn.exec_driver_sql("SELECT 1")  # begins the transaction and takes the lock
+        """An immediate transaction: a second process waits until the first one has migrated."""
+        with self.write_transaction(engine) as conn:
             yield conn
-            conn.commit()
 
 
 class PostgresDialect(SqlDialect):
@@ -224,10 +251,10 @@ class PostgresDialect(SqlDialect):
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:  # noqa: D102
         if len(rows) == 1:
-            self._one_event.execute(conn, {**rows[0].as_params(), "now": now})
+            self._one_event.run(conn, {**rows[0].as_params(), "now": now})
             return
         ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
-        self._many_events.execute(
+        self._many_events.run(
             conn,
             {
                 "run_id": [row.run_id for row in ordered],

@@ -16,9 +16,6 @@ Durability = Literal["full", "normal"]
 DEFAULT_URL = "sqlite:///purpose_agent.db"
 URL_ENV = "PURPOSE_AGENT_DB_URL"
 
-# Execution option read by the SQLite "begin" hook below: which BEGIN a connection issues.
-SQLITE_BEGIN = "purpose_agent_sqlite_begin"
-
 
 def default_url() -> str:
     """The URL used wherever one is optional: ``PURPOSE_AGENT_DB_URL``, else a local SQLite file."""
@@ -118,13 +115,11 @@ def make_engine(
 
 
 def configure_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float) -> None:
-    """Set up SQLite for several writers: WAL, a busy timeout, and BEGIN IMMEDIATE for writes.
+    """Set up SQLite for several writers: WAL, a busy timeout, and transactions the store opens.
 
-    pysqlite's own transaction handling issues a deferred ``BEGIN`` only before DML, so a
-    transaction that reads and then writes can fail at once with "database is locked" when
-    another writer got in between. Here the driver is put in autocommit mode and the store
-    says which ``BEGIN`` it wants: writers take the write lock up front (and wait for it up to
-    ``busy_timeout``), readers that need one consistent view take a deferred transaction.
+    The driver is put in autocommit mode, so that pysqlite never opens a deferred transaction
+    on its own; the store's writers issue ``BEGIN IMMEDIATE`` themselves (see
+    ``SQLiteDialect.write_transaction``) and wait for the write lock up to ``busy_timeout``.
     """
     synchronous = "FULL" if durability == "full" else "NORMAL"
     timeout_ms = int(busy_timeout * 1000)
@@ -141,9 +136,3 @@ def configure_sqlite(engine: Engine, *, durability: Durability, busy_timeout: fl
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        mode = conn.get_execution_options().get(SQLITE_BEGIN)
-        if mode is not None:
-            conn.exec_driver_sql(f"BEGIN {mode}")

@@ -16,6 +16,7 @@ pruned position is stored again instead of being recognised as a retry.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -97,7 +98,7 @@ def prune(
         now = time.time_ns() if now_ns is None else now_ns
         cutoff = now - int(older_than.total_seconds() * 1_000_000_000)
     engine = store.engine
-    writer = engine.execution_options(**dialect_for(engine).write_options)
+    writer = _Writer(engine)
     old_runs = old_events = covered_runs = covered_events = 0
     with sql_errors("pruning", store.url):
         if cutoff is not None:
@@ -109,6 +110,17 @@ def prune(
             if not dry_run:
                 covered_runs, covered_events = _delete_covered(engine, writer)
     return PruneResult(covered_events, covered_runs, old_runs, old_events, dry_run)
+
+
+class _Writer:
+    """Write transactions the way the store opens them (BEGIN IMMEDIATE on SQLite)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._dialect = dialect_for(engine)
+
+    def begin(self) -> AbstractContextManager[Connection]:
+        return self._dialect.write_transaction(self._engine)
 
 
 def _count_old(engine: Engine, cutoff: int) -> tuple[int, int]:
@@ -123,7 +135,7 @@ def _count_old(engine: Engine, cutoff: int) -> tuple[int, int]:
         return int(conn.execute(runs).scalar_one()), int(conn.execute(events).scalar_one())
 
 
-def _delete_old(engine: Engine, writer: Engine, cutoff: int) -> tuple[int, int]:
+def _delete_old(engine: Engine, writer: _Writer, cutoff: int) -> tuple[int, int]:
     runs = events = 0
     after = ""
     while True:
@@ -178,7 +190,7 @@ def _count_covered(engine: Engine, cutoff: int | None) -> tuple[int, int]:
     return int(runs), int(events)
 
 
-def _delete_covered(engine: Engine, writer: Engine) -> tuple[int, int]:
+def _delete_covered(engine: Engine, writer: _Writer) -> tuple[int, int]:
     runs = events = 0
     after = ""
     while True:
@@ -201,7 +213,7 @@ def _delete_covered(engine: Engine, writer: Engine) -> tuple[int, int]:
         after = page[-1][0]
 
 
-def _delete_run_range(writer: Engine, run_id: str, upto: int) -> int:
+def _delete_run_range(writer: _Writer, run_id: str, upto: int) -> int:
     deleted = 0
     low = -1
     while low < upto:

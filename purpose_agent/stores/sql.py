@@ -146,10 +146,6 @@ class SQLCheckpointer:
         self.url = self._engine.url.render_as_string(hide_password=True)
         self._dialect = dialect_for(self._engine)
         self._reader = self._engine.execution_options(**self._dialect.read_options)
-        self._writer = self._engine.execution_options(**self._dialect.write_options)
-        self._snapshot_reader = self._engine.execution_options(
-            **self._dialect.snapshot_read_options
-        )
         self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         sa_dialect = self._engine.dialect
         self._q_events = Compiled(_events_after(with_limit=False), sa_dialect)
@@ -242,7 +238,7 @@ class SQLCheckpointer:
                 with self._autocommit.connect() as conn:
                     self._dialect.write_events(conn, rows, now)
                 return
-            with self._writer.begin() as conn:
+            with self._dialect.write_transaction(self._engine) as conn:
                 self._write_in(conn, rows, snap, now)
         except IntegrityError as exc:
             if not self._dialect.is_unique_violation(exc):
@@ -252,7 +248,7 @@ class SQLCheckpointer:
         # A position was taken: find out whether by the same event (a retry) or another.
         for attempt in range(_ATTEMPTS):
             try:
-                with self._writer.begin() as conn:
+                with self._dialect.write_transaction(self._engine) as conn:
                     self._write_in(conn, self._new_rows(conn, rows), snap, now)
             except IntegrityError as exc:
                 # Another writer took a position between the check and the insert.
@@ -309,8 +305,8 @@ class SQLCheckpointer:
 
         def load() -> tuple[Any, ...] | None:
             with self._reader.connect() as conn:
-                row = self._q_snapshot.execute(conn, {"run_id": run_id}).first()
-                return tuple(row) if row is not None else None
+                rows = self._q_snapshot.fetch(conn, {"run_id": run_id})
+                return tuple(rows[0]) if rows else None
 
         found = self._call("loading a snapshot", load)
         return decode_state(run_id, found[1], found[0]) if found is not None else None
@@ -319,12 +315,10 @@ class SQLCheckpointer:
         def fetch() -> list[Any]:
             with self._reader.connect() as conn:
                 if limit is None:
-                    result = self._q_events.execute(conn, {"run_id": run_id, "since": since_seq})
-                else:
-                    result = self._q_events_limited.execute(
-                        conn, {"run_id": run_id, "since": since_seq, "limit": limit}
-                    )
-                return list(result.fetchall())
+                    return self._q_events.fetch(conn, {"run_id": run_id, "since": since_seq})
+                return self._q_events_limited.fetch(
+                    conn, {"run_id": run_id, "since": since_seq, "limit": limit}
+                )
 
         rows = self._call("reading events", fetch)
         return decode_events(run_id, rows)
@@ -375,7 +369,7 @@ class SQLCheckpointer:
 
         def fetch() -> list[Any]:
             with self._reader.connect() as conn:
-                return list(self._q_recover.execute(conn, {"run_id": run_id}).fetchall())
+                return self._q_recover.fetch(conn, {"run_id": run_id})
 
         rows = self._call("recovering a run", fetch)
         if not rows:
@@ -419,7 +413,7 @@ class SQLCheckpointer:
         check_run_id(run_id)
 
         def remove() -> None:
-            with self._writer.begin() as conn:
+            with self._dialect.write_transaction(self._engine) as conn:
                 for model in (EventRecord, SnapshotRecord, RunRecord):
                     conn.execute(delete(model).where(model.run_id == run_id))
 
