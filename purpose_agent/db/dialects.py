@@ -48,9 +48,11 @@ class SqlDialect:
     # Whether write_events is one statement, so that it can run in autocommit with no
     # BEGIN/COMMIT round trips and still be atomic.
     one_statement_events: ClassVar[bool] = False
-    # Execution options for single-statement reads (autocommit where the driver would
-    # otherwise wrap each SELECT in BEGIN ... ROLLBACK round trips).
-    read_options: ClassVar[dict[str, Any]] = {}
+    # Single statements (reads, and writes that are one statement) run in autocommit: a
+    # driver in transaction mode would wrap each in BEGIN ... COMMIT round trips. Write
+    # transactions switch a connection to this isolation level for their duration.
+    autocommit: ClassVar[bool] = False
+    transaction_isolation: ClassVar[str | None] = None
 
     def __init__(self, dialect: Dialect) -> None:
         self.sa_dialect = dialect
@@ -99,8 +101,14 @@ class SqlDialect:
     @contextlib.contextmanager
     def write_transaction(self, engine: Engine) -> Iterator[Connection]:
         """A connection in a write transaction, committed when the block ends without error."""
-        with engine.begin() as conn:
+        with self.transactional(engine).begin() as conn:
             yield conn
+
+    def transactional(self, engine: Engine) -> Engine:
+        """The engine's connections in transaction mode (they are in autocommit otherwise)."""
+        if self.transaction_isolation is None:
+            return engine
+        return engine.execution_options(isolation_level=self.transaction_isolation)
 
     # -- errors -------------------------------------------------------------------------
 
@@ -197,7 +205,8 @@ class PostgresDialect(SqlDialect):
 
     name = "postgresql"
     one_statement_events = True
-    read_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+    autocommit = True
+    transaction_isolation = "READ COMMITTED"
 
     def __init__(self, dialect: Dialect) -> None:
         super().__init__(dialect)
@@ -298,7 +307,7 @@ class PostgresDialect(SqlDialect):
     @contextlib.contextmanager
     def migration_lock(self, engine: Engine) -> Iterator[Connection]:
         """A transaction-level advisory lock: released by the commit that ends the upgrade."""
-        with engine.connect() as conn:
+        with self.transactional(engine).connect() as conn:
             conn.execute(select(func.pg_advisory_xact_lock(literal(MIGRATION_LOCK_KEY))))
             yield conn
             conn.commit()
@@ -308,7 +317,10 @@ class MariaDBDialect(SqlDialect):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
 
     name = "mariadb"
-    read_options: ClassVar[dict[str, Any]] = {"isolation_level": "AUTOCOMMIT"}
+    autocommit = True
+    # Fewer gap locks than the server's REPEATABLE READ default, so fewer deadlocks between
+    # writers of different runs; every write transaction here is a plain insert or upsert.
+    transaction_isolation = "READ COMMITTED"
 
     def build_runs_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(RunRecord)
@@ -342,7 +354,7 @@ class MariaDBDialect(SqlDialect):
     @contextlib.contextmanager
     def migration_lock(self, engine: Engine) -> Iterator[Connection]:
         """A named server lock; DDL commits implicitly on MariaDB, so a transaction would not do."""
-        with engine.connect() as conn:
+        with self.transactional(engine).connect() as conn:
             got = conn.execute(
                 text("SELECT GET_LOCK(:name, 600)"), {"name": MIGRATION_LOCK_NAME}
             ).scalar()

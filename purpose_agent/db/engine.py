@@ -84,12 +84,14 @@ def make_engine(
     elif backend == "postgresql":
         options["pool_size"] = 8
         options["max_overflow"] = 16
+        options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
         if durability == "normal":
             options["connect_args"] = {"options": "-c synchronous_commit=off"}
     elif backend in ("mysql", "mariadb"):
         options["pool_size"] = 8
         options["max_overflow"] = 16
         options["pool_recycle"] = 3600
+        options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
         options["connect_args"] = {"charset": "utf8mb4"}
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):

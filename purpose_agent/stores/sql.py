@@ -145,8 +145,11 @@ class SQLCheckpointer:
             self._owns_engine = True
         self.url = self._engine.url.render_as_string(hide_password=True)
         self._dialect = dialect_for(self._engine)
-        self._reader = self._engine.execution_options(**self._dialect.read_options)
-        self._autocommit = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        # Connections for single statements: in autocommit. Engines this store builds are in
+        # autocommit already (make_engine); one passed in is switched per connection.
+        self._single = self._engine
+        if self._dialect.autocommit and not self._owns_engine:
+            self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
         sa_dialect = self._engine.dialect
         self._q_events = Compiled(_events_after(with_limit=False), sa_dialect)
         self._q_events_limited = Compiled(_events_after(with_limit=True), sa_dialect)
@@ -235,7 +238,7 @@ class SQLCheckpointer:
         now = stamp_ns()
         try:
             if snap is None and self._dialect.one_statement_events:
-                with self._autocommit.connect() as conn:
+                with self._single.connect() as conn:
                     self._dialect.write_events(conn, rows, now)
                 return
             with self._dialect.write_transaction(self._engine) as conn:
@@ -304,7 +307,7 @@ class SQLCheckpointer:
         check_run_id(run_id)
 
         def load() -> tuple[Any, ...] | None:
-            with self._reader.connect() as conn:
+            with self._single.connect() as conn:
                 rows = self._q_snapshot.fetch(conn, {"run_id": run_id})
                 return tuple(rows[0]) if rows else None
 
@@ -313,7 +316,7 @@ class SQLCheckpointer:
 
     def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
         def fetch() -> list[Any]:
-            with self._reader.connect() as conn:
+            with self._single.connect() as conn:
                 if limit is None:
                     return self._q_events.fetch(conn, {"run_id": run_id, "since": since_seq})
                 return self._q_events_limited.fetch(
@@ -368,7 +371,7 @@ class SQLCheckpointer:
         check_run_id(run_id)
 
         def fetch() -> list[Any]:
-            with self._reader.connect() as conn:
+            with self._single.connect() as conn:
                 return self._q_recover.fetch(conn, {"run_id": run_id})
 
         rows = self._call("recovering a run", fetch)
@@ -398,7 +401,7 @@ class SQLCheckpointer:
             stmt = stmt.offset(offset)
 
         def fetch() -> list[str]:
-            with self._reader.connect() as conn:
+            with self._single.connect() as conn:
                 return list(conn.execute(stmt).scalars())
 
         return self._call("listing runs", fetch)
