@@ -85,6 +85,8 @@ def make_engine(
         options["pool_size"] = 8
         options["max_overflow"] = 16
         options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
+        # Nothing to roll back on an autocommit connection; transactions end in their block.
+        options["pool_reset_on_return"] = None
         if durability == "normal":
             options["connect_args"] = {"options": "-c synchronous_commit=off"}
     elif backend in ("mysql", "mariadb"):
@@ -92,6 +94,8 @@ def make_engine(
         options["max_overflow"] = 16
         options["pool_recycle"] = 3600
         options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
+        # Nothing to roll back on an autocommit connection; transactions end in their block.
+        options["pool_reset_on_return"] = None
         options["connect_args"] = {"charset": "utf8mb4"}
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):
