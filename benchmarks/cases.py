@@ -319,8 +319,8 @@ def recover(ctx: Context) -> Case:
             "database_events": p.big_run + p.medium_run + p.recover_prefix + p.recover_tail,
         },
         goals=[Goal("recover() >= 0.8x raw indexed query + json.loads", "ratio:raw", 0.8)],
-        note="raw = snapshot select + tail select in one read transaction + json.loads; "
-        "seed = load_latest + list_events(since_seq)",
+        note="raw = one UNION ALL statement (snapshot row, then the tail after its seq) + "
+        "json.loads; seed = load_latest + list_events(since_seq)",
     )
     sides: dict[str, RoundFn] = {}
     if ctx.store is not None:

@@ -23,6 +23,17 @@ EVENT_COLUMNS = "run_id, seq, kind, ts, lane_id, data"
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 _loads = json.loads
 
+# Recovery in ONE statement (snapshot row first, then the tail after its seq): one statement
+# reads one consistent view on both databases, with no transaction round trips around it.
+RECOVER = (
+    "SELECT 0 AS part, seq, NULL AS kind, NULL AS ts, NULL AS lane_id, state AS data "
+    "FROM raw_snapshots WHERE run_id = {p} "
+    "UNION ALL "
+    "SELECT 1, seq, kind, ts, lane_id, data FROM raw_events WHERE run_id = {p} AND seq > "
+    "COALESCE((SELECT seq FROM raw_snapshots WHERE run_id = {p}), 0) "
+    "ORDER BY part, seq"
+)
+
 Row = tuple[str, int, str, float, str, str]
 Loaded = tuple[int, str, float, str, Any]
 
@@ -32,10 +43,19 @@ def row_of(event: PAEvent) -> Row:
     return (event.run_id, event.seq, event.kind.value, event.ts, event.lane_id, _dumps(event.data))
 
 
+def _recovered(rows: list[Any]) -> tuple[Any, list[Loaded]]:
+    state = None
+    if rows and rows[0][0] == 0:
+        state = _loads(rows[0][5])
+        rows = rows[1:]
+    return state, [(r[1], r[2], r[3], r[4], _loads(r[5])) for r in rows]
+
+
 class RawSQLite:
     """``sqlite3`` on one connection, at the journal mode and synchronous level given."""
 
     name = "sqlite3"
+    _recover_sql = RECOVER.format(p="?")
     batch_paths: Sequence[str] = ("executemany",)
 
     def __init__(self, path: str, journal_mode: str = "wal", synchronous: str | int = "FULL"):
@@ -142,23 +162,9 @@ class RawSQLite:
             yield (r[0], r[1], r[2], r[3], _loads(r[4]))
 
     def recover(self, run_id: str) -> tuple[Any, list[Loaded]]:
-        """The snapshot and the events after it, in one read transaction."""
-        execute = self.conn.execute
-        execute("BEGIN")
-        try:
-            row = execute(
-                "SELECT seq, state FROM raw_snapshots WHERE run_id = ?", (run_id,)
-            ).fetchone()
-            since = 0 if row is None else row[0]
-            rows = execute(
-                "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-                "WHERE run_id = ? AND seq > ? ORDER BY seq",
-                (run_id, since),
-            ).fetchall()
-        finally:
-            execute("COMMIT")
-        state = None if row is None else _loads(row[1])
-        return state, [(r[0], r[1], r[2], r[3], _loads(r[4])) for r in rows]
+        """The snapshot and the events after it, in one statement."""
+        rows = self.conn.execute(self._recover_sql, (run_id, run_id, run_id)).fetchall()
+        return _recovered(rows)
 
     def close(self) -> None:
         """Close the connection."""
@@ -169,6 +175,7 @@ class RawPostgres:
     """psycopg 3 on one autocommit connection (writes open a transaction only for batches)."""
 
     name = "psycopg"
+    _recover_sql = RECOVER.format(p="%s")
     batch_paths: Sequence[str] = ("copy", "executemany")
 
     def __init__(self, conninfo: str):
@@ -266,23 +273,9 @@ class RawPostgres:
                 yield (r[0], r[1], r[2], r[3], _loads(r[4]))
 
     def recover(self, run_id: str) -> tuple[Any, list[Loaded]]:
-        """The snapshot and the events after it, in one repeatable-read transaction."""
-        execute = self.conn.execute
-        execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
-        try:
-            row = execute(
-                "SELECT seq, state FROM raw_snapshots WHERE run_id = %s", (run_id,)
-            ).fetchone()
-            since = 0 if row is None else row[0]
-            rows = execute(
-                "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-                "WHERE run_id = %s AND seq > %s ORDER BY seq",
-                (run_id, since),
-            ).fetchall()
-        finally:
-            execute("COMMIT")
-        state = None if row is None else _loads(row[1])
-        return state, [(r[0], r[1], r[2], r[3], _loads(r[4])) for r in rows]
+        """The snapshot and the events after it, in one statement."""
+        rows = self.conn.execute(self._recover_sql, (run_id, run_id, run_id)).fetchall()
+        return _recovered(rows)
 
     def close(self) -> None:
         """Close the connection."""
