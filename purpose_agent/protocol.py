@@ -31,6 +31,24 @@ class Recovery(NamedTuple):
         return self.state.seq if self.state is not None else 0
 
 
+class ClosingContext:
+    """Makes a store a context manager that closes it on exit (every store has ``close()``)."""
+
+    def close(self) -> None:
+        """Release what the store holds; subclasses override it."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @runtime_checkable
 class Checkpointer(Protocol):
     """Durable persistence for agent runs: an append-only event log plus state snapshots.

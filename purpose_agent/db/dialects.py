@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -65,13 +65,38 @@ class SqlDialect:
 
     # -- statements ---------------------------------------------------------------------
 
+    # ``INSERT ... ON CONFLICT`` (SQLite and Postgres spell it alike); MariaDB overrides the
+    # builders with ``ON DUPLICATE KEY UPDATE``.
+    upsert_insert: Callable[[Any], Any] = staticmethod(postgresql.insert)
+    greatest: Callable[..., Any] = staticmethod(func.greatest)
+
     def build_runs_upsert(self) -> Insert:
         """``INSERT`` a run row, or move its ``updated_ns`` and ``last_seq`` forward."""
-        raise NotImplementedError
+        return self._runs_on_conflict(self.upsert_insert(RunRecord))
+
+    def _runs_on_conflict(self, stmt: Any) -> Insert:
+        result: Insert = stmt.on_conflict_do_update(
+            index_elements=[RunRecord.run_id],
+            set_={
+                "updated_ns": stmt.excluded.updated_ns,
+                "last_seq": self.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
+            },
+        )
+        return result
 
     def build_snapshot_upsert(self) -> Insert:
         """``INSERT`` a snapshot, or replace the stored one unless it has a higher ``seq``."""
-        raise NotImplementedError
+        stmt: Any = self.upsert_insert(SnapshotRecord)
+        result: Insert = stmt.on_conflict_do_update(
+            index_elements=[SnapshotRecord.run_id],
+            set_={
+                "seq": stmt.excluded.seq,
+                "state": stmt.excluded.state,
+                "written_ns": stmt.excluded.written_ns,
+            },
+            where=SnapshotRecord.seq <= stmt.excluded.seq,
+        )
+        return result
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:
         """Insert the events and touch their runs; raises ``IntegrityError`` on a taken key."""
@@ -143,27 +168,8 @@ class SQLiteDialect(SqlDialect):
 
     name = "sqlite"
 
-    def build_runs_upsert(self) -> Insert:  # noqa: D102
-        stmt = sqlite.insert(RunRecord)
-        return stmt.on_conflict_do_update(
-            index_elements=[RunRecord.run_id],
-            set_={
-                "updated_ns": stmt.excluded.updated_ns,
-                "last_seq": func.max(RunRecord.last_seq, stmt.excluded.last_seq),
-            },
-        )
-
-    def build_snapshot_upsert(self) -> Insert:  # noqa: D102
-        stmt = sqlite.insert(SnapshotRecord)
-        return stmt.on_conflict_do_update(
-            index_elements=[SnapshotRecord.run_id],
-            set_={
-                "seq": stmt.excluded.seq,
-                "state": stmt.excluded.state,
-                "written_ns": stmt.excluded.written_ns,
-            },
-            where=SnapshotRecord.seq <= stmt.excluded.seq,
-        )
+    upsert_insert = staticmethod(sqlite.insert)
+    greatest = staticmethod(func.max)  # SQLite's two-argument max() is GREATEST
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE
@@ -204,6 +210,7 @@ class PostgresDialect(SqlDialect):
     """Postgres: a batch and its run rows go in one statement, so one round trip per save."""
 
     name = "postgresql"
+    upsert_insert = staticmethod(postgresql.insert)
     one_statement_events = True
     autocommit = True
     transaction_isolation = "READ COMMITTED"
@@ -247,15 +254,10 @@ class PostgresDialect(SqlDialect):
             .group_by(inserted.c.run_id)
             .order_by(inserted.c.run_id)
         )
-        stmt = postgresql.insert(RunRecord).from_select(
-            ["run_id", "created_ns", "updated_ns", "last_seq"], touched
-        )
-        return stmt.on_conflict_do_update(
-            index_elements=[RunRecord.run_id],
-            set_={
-                "updated_ns": stmt.excluded.updated_ns,
-                "last_seq": func.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
-            },
+        return self._runs_on_conflict(
+            postgresql.insert(RunRecord).from_select(
+                ["run_id", "created_ns", "updated_ns", "last_seq"], touched
+            )
         )
 
     def write_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:  # noqa: D102
@@ -274,28 +276,6 @@ class PostgresDialect(SqlDialect):
                 "data": [row.data for row in ordered],
                 "now": now,
             },
-        )
-
-    def build_runs_upsert(self) -> Insert:  # noqa: D102
-        stmt = postgresql.insert(RunRecord)
-        return stmt.on_conflict_do_update(
-            index_elements=[RunRecord.run_id],
-            set_={
-                "updated_ns": stmt.excluded.updated_ns,
-                "last_seq": func.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
-            },
-        )
-
-    def build_snapshot_upsert(self) -> Insert:  # noqa: D102
-        stmt = postgresql.insert(SnapshotRecord)
-        return stmt.on_conflict_do_update(
-            index_elements=[SnapshotRecord.run_id],
-            set_={
-                "seq": stmt.excluded.seq,
-                "state": stmt.excluded.state,
-                "written_ns": stmt.excluded.written_ns,
-            },
-            where=SnapshotRecord.seq <= stmt.excluded.seq,
         )
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from purpose_agent.codec import decode
 from purpose_agent.errors import CorruptRecord, InvalidRunId, StoreUnavailable
 from purpose_agent.ops.seed import MappingNotes, map_seed_state
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import check_run_id
 from purpose_agent.runtime.events import PAEvent
 from purpose_agent.runtime.state import RunState
@@ -28,7 +26,7 @@ SEED_SNAPSHOT_FILE = "snapshot.json"
 SEED_FILES = ("events.jsonl", SEED_SNAPSHOT_FILE)
 
 
-class SeedTolerantJSONL:
+class SeedTolerantJSONL(ClosingContext):
     """A :class:`JSONLCheckpointer` whose reads accept the seed's snapshots.
 
     Args:
@@ -146,14 +144,3 @@ class SeedTolerantJSONL:
     def close(self) -> None:
         """Release the store's handles."""
         self.store.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -13,8 +13,7 @@ import itertools
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NoReturn, Self, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -39,7 +38,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from purpose_agent.codec import decode
 from purpose_agent.errors import CorruptRecord, InvalidInput, StoreUnavailable
 from purpose_agent.ops.seed import MappingNotes, map_seed_event, map_seed_state
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import PAEvent
 from purpose_agent.runtime.state import RunState
@@ -99,7 +98,7 @@ def is_seed_sqlite(path: Path) -> bool:
     return tables >= SEED_TABLES and OUR_VERSION_TABLE not in tables
 
 
-class SeedSQLiteSource:
+class SeedSQLiteSource(ClosingContext):
     """The runs of a seed-era SQLite file, read through the checkpointer protocol.
 
     Events are read page by page (keyset on ``seq`` and the row id, so the seed's duplicate
@@ -274,14 +273,3 @@ class SeedSQLiteSource:
     def close(self) -> None:
         """Release the read-only engine."""
         self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -61,8 +61,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple
 
 from filelock import FileLock
 
@@ -75,7 +74,7 @@ from purpose_agent.errors import (
     SequenceConflict,
     StoreUnavailable,
 )
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -449,7 +448,7 @@ class _LineReader:
         return decode_event_dict(run_id, self.record(run_id, fd, index, seq, offset), seq)
 
 
-class JSONLCheckpointer:
+class JSONLCheckpointer(ClosingContext):
     """Keeps each run in its own directory of plain files: an append-only log and a snapshot.
 
     Nothing but a file system is needed, the files can be read, copied and backed up with
@@ -573,8 +572,12 @@ class JSONLCheckpointer:
         runs = {run_id: self._run(run_id) for run_id in ordered}
         with _os_errors(action), self._settled(ordered, [runs[run_id] for run_id in ordered]):
             plans = [
-                self._plan(run_id, runs[run_id], by_run[run_id],
-                           snap if snap is not None and snap.run_id == run_id else None)
+                self._plan(
+                    run_id,
+                    runs[run_id],
+                    by_run[run_id],
+                    snap if snap is not None and snap.run_id == run_id else None,
+                )
                 for run_id in ordered
             ]
             if len(plans) == 1:
@@ -596,9 +599,7 @@ class JSONLCheckpointer:
         self._commit(plans, entry)
         self._drop_entry(entry)
 
-    def _plan(
-        self, run_id: str, run: _Run, rows: list[EventRow], snap: StateRow | None
-    ) -> _Plan:
+    def _plan(self, run_id: str, run: _Run, rows: list[EventRow], snap: StateRow | None) -> _Plan:
         """Check one run's part of a write against what is stored; nothing is written here."""
         fd = self._open_log(run)
         try:
@@ -907,16 +908,21 @@ class JSONLCheckpointer:
         self, run_id: str, run: _Run, fd: int | None, stored: _StoredSnapshot | None
     ) -> RunState | None:
         index = run.index
-        embedded_wins = fd is not None and index.snap_seq >= 0 and (
-            stored is None
-            or index.snap_seq > stored.state.seq
-            or (index.snap_seq == stored.state.seq and index.snap_end > stored.log_end)
+        embedded_wins = (
+            fd is not None
+            and index.snap_seq >= 0
+            and (
+                stored is None
+                or index.snap_seq > stored.state.seq
+                or (index.snap_seq == stored.state.seq and index.snap_end > stored.log_end)
+            )
         )
         if not embedded_wins:
             return stored.state if stored is not None else None
         assert fd is not None
         line = _parse_line(
-            run_id, _pread_exact(run_id, fd, index.snap_offset, index.snap_end - index.snap_offset),
+            run_id,
+            _pread_exact(run_id, fd, index.snap_offset, index.snap_end - index.snap_offset),
             index.snap_offset,
         )
         return decode_state(run_id, line.snapshot, index.snap_seq)
@@ -1214,8 +1220,10 @@ class JSONLCheckpointer:
             # Committed entries are fsynced before they are renamed into place, so only damage
             # from outside gets here; which runs the batch was for cannot be known.
             raise CorruptRecord(
-                subject, None, f"journal entry {path} has no readable header ({exc}); it may "
-                "hold a batch for this run: restore it from a backup or remove it"
+                subject,
+                None,
+                f"journal entry {path} has no readable header ({exc}); it may "
+                "hold a batch for this run: restore it from a backup or remove it",
             ) from exc
 
     def _write_entry(self, plans: list[_Plan]) -> Path:
@@ -1278,8 +1286,10 @@ class JSONLCheckpointer:
                 except SequenceConflict as exc:
                     # Only a writer that ignores the journal can have taken the position.
                     raise CorruptRecord(
-                        run_id, exc.seq, f"journal entry {entry.path} holds another event at "
-                        "this seq than the log; remove the entry or the line by hand"
+                        run_id,
+                        exc.seq,
+                        f"journal entry {entry.path} holds another event at "
+                        "this seq than the log; remove the entry or the line by hand",
                     ) from exc
             self._commit(plans)
             self._drop_entry(entry.path)
@@ -1292,8 +1302,10 @@ class JSONLCheckpointer:
         lines = data.split(b"\n")
         if lines[-1] or len(lines) != len(entry.run_ids) + 2:
             raise CorruptRecord(
-                entry.run_ids[0], None, f"journal entry {entry.path} does not hold one line for "
-                "each of its runs; restore it from a backup or remove it"
+                entry.run_ids[0],
+                None,
+                f"journal entry {entry.path} does not hold one line for "
+                "each of its runs; restore it from a backup or remove it",
             )
         parts: dict[str, tuple[list[EventRow], StateRow | None]] = {}
         for run_id, line in zip(entry.run_ids, lines[1:-1], strict=True):
@@ -1321,14 +1333,3 @@ class JSONLCheckpointer:
         """
         with self._lock:
             self._runs.clear()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

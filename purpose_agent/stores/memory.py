@@ -6,12 +6,10 @@ import bisect
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Self
 
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import SequenceConflict
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -38,7 +36,7 @@ class _Run:
     written_ns: int = 0
 
 
-class InMemoryCheckpointer:
+class InMemoryCheckpointer(ClosingContext):
     """Keeps runs in process memory; not durable across restarts.
 
     Values are stored in their encoded form, exactly as the durable stores keep them, so a
@@ -178,14 +176,3 @@ class InMemoryCheckpointer:
 
     def close(self) -> None:
         """Nothing to release; kept for the protocol."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Connection,
@@ -39,7 +38,7 @@ from purpose_agent.db.engine import Durability, default_url, make_engine
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.errors import CheckpointError, SequenceConflict, StoreUnavailable
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -100,7 +99,7 @@ def _recovery_statement() -> Select[Any]:
     return select(*both.c).order_by(both.c.part, both.c.seq)
 
 
-class SQLCheckpointer:
+class SQLCheckpointer(ClosingContext):
     """A checkpointer on a SQL database: SQLite (the embedded default), Postgres or MariaDB.
 
     Args:
@@ -433,17 +432,6 @@ class SQLCheckpointer:
         """Release the store's connections (the engine is kept if it was passed in)."""
         if self._owns_engine:
             self._engine.dispose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

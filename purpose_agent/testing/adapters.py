@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.runtime.events import PAEvent
 from purpose_agent.runtime.state import RunState
 
@@ -34,7 +33,7 @@ class AsyncCheckpointer(Protocol):
     async def close(self) -> None: ...
 
 
-class BlockingAdapter:
+class BlockingAdapter(ClosingContext):
     """Presents an async store as a synchronous one, running it on a private event loop.
 
     The loop lives in its own thread, so the adapter works from any thread, as the suite's
@@ -109,14 +108,3 @@ class BlockingAdapter:
             self._run(self._store.close())
         finally:
             self._stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
