@@ -218,7 +218,9 @@ class PostgresDialect(SqlDialect):
     def __init__(self, dialect: Dialect) -> None:
         super().__init__(dialect)
         self._one_event = Compiled(self._events_and_runs(self._one_event_insert()), dialect)
-        self._many_events = Compiled(self._events_and_runs(self._many_events_insert()), dialect)
+        self._many_events = Compiled(
+            self._events_and_runs(self._many_events_insert()), dialect, binary=EventRow._fields
+        )
 
     @staticmethod
     def _one_event_insert() -> Insert:
