@@ -21,6 +21,16 @@ _SCALARS = (str, int, float, bool, type(None))
 # Values that need no further look: everything scalar but floats, which may be NaN or infinite.
 _PLAIN = frozenset({str, int, bool, type(None)})
 _encoder = json.JSONEncoder(ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+# JSONEncoder.encode builds its C encoder anew on every call; building it once saves that on
+# every save. No circular-reference markers: check_json has already bounded the nesting.
+_c_encoder: Callable[[Any, int], Any] | None = (
+    json.encoder.c_make_encoder(  # type: ignore[attr-defined]
+        None, None, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if json.encoder.c_make_encoder is not None  # type: ignore[attr-defined]
+    else None
+)
+MAX_DEPTH = 900  # below the C encoder's and decoder's recursion limits
 
 
 def _reject_constant(name: str) -> Any:
@@ -39,15 +49,23 @@ def _where(what: str, trail: tuple[Any, ...] | None) -> str:
     while trail is not None:
         trail, key = trail
         keys.append(key)
-    return what + "".join(f"[{key!r}]" for key in reversed(keys))
+    keys.reverse()
+    if len(keys) > 12:  # a path 900 levels deep says nothing more than its two ends
+        return (
+            what
+            + "".join(f"[{key!r}]" for key in keys[:6])
+            + "[...]"
+            + "".join(f"[{key!r}]" for key in keys[-3:])
+        )
+    return what + "".join(f"[{key!r}]" for key in keys)
 
 
 def check_json(value: Any, what: str = "data") -> None:
     """Refuse anything that would not come back from the store exactly as it went in.
 
-    The walk is iterative so that deep nesting fails with a clear error rather than a
-    ``RecursionError`` from deep inside the encoder; the path to a bad value is only spelled
-    out when there is one, since this runs on every save.
+    The walk is iterative and bounded in depth, so that deep nesting (or a value that
+    contains itself) fails with a clear error rather than a ``RecursionError``; the path to a
+    bad value is only spelled out when there is one, since this runs on every save.
 
     Args:
         value: The value to check.
@@ -55,11 +73,15 @@ def check_json(value: Any, what: str = "data") -> None:
 
     Raises:
         InvalidInput: If the value or anything inside it is not a JSON value.
-
     """
-    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(value, None)]
+    stack: list[tuple[Any, tuple[Any, ...] | None, int]] = [(value, None, 0)]
     while stack:
-        item, trail = stack.pop()
+        item, trail, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidInput(
+                f"{_where(what, trail)} is nested more than {MAX_DEPTH} levels deep "
+                "(or contains itself)"
+            )
         if isinstance(item, dict):
             for key, child in item.items():
                 if type(key) is not str:
@@ -68,11 +90,11 @@ def check_json(value: Any, what: str = "data") -> None:
                         f"{type(key).__name__}; JSON keys must be str"
                     )
                 if type(child) not in _PLAIN:
-                    stack.append((child, (trail, key)))
+                    stack.append((child, (trail, key), depth + 1))
         elif isinstance(item, list):
             for index, child in enumerate(item):
                 if type(child) not in _PLAIN:
-                    stack.append((child, (trail, index)))
+                    stack.append((child, (trail, index), depth + 1))
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidInput(
@@ -103,6 +125,8 @@ def encode(value: Any, what: str = "data") -> str:
     """
     check_json(value, what)
     try:
+        if _c_encoder is not None and type(value) is dict:
+            return "".join(_c_encoder(value, 0))
         return _encoder.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc

@@ -57,6 +57,18 @@ def check_run_id(run_id: object) -> str:
     return run_id
 
 
+# Run ids already checked: a run writes many events, and checking the id each time costs as
+# much as encoding a small payload. Only valid str ids enter; the set is bounded.
+_checked_run_ids: set[str] = set()
+_CHECKED_LIMIT = 65_536
+
+
+def _remember_run_id(run_id: str) -> None:
+    if len(_checked_run_ids) >= _CHECKED_LIMIT:
+        _checked_run_ids.clear()
+    _checked_run_ids.add(run_id)
+
+
 def _utf8(text: str) -> bool:
     # A lone surrogate cannot be sent to a database as text; JSON payloads escape it instead.
     if text.isascii():
@@ -148,8 +160,12 @@ def event_row(event: object) -> EventRow:
     """
     if not isinstance(event, PAEvent):
         raise InvalidInput(f"expected a PAEvent, got {type(event).__name__}")
-    run_id = check_run_id(event.run_id)
-    seq = _check_int(event.seq, "event seq", 1)
+    run_id = event.run_id
+    if type(run_id) is not str or run_id not in _checked_run_ids:
+        _remember_run_id(check_run_id(run_id))
+    seq = event.seq
+    if type(seq) is not int or not 1 <= seq < 2**63:
+        _check_int(seq, "event seq", 1)
     kind = event.kind
     if not isinstance(kind, EventKind):
         raise InvalidInput(f"event kind must be an EventKind, not {kind!r}")
@@ -158,10 +174,16 @@ def event_row(event: object) -> EventRow:
         raise InvalidInput(f"lane_id must be a str, not {type(lane_id).__name__}")
     if "\x00" in lane_id or len(lane_id) > MAX_RUN_ID_LENGTH or not _utf8(lane_id):
         raise InvalidInput("lane_id must be at most 255 characters of UTF-8 text without NUL")
-    ts = _check_float(event.ts, "event ts")
+    ts = event.ts
+    if type(ts) is not float or not math.isfinite(ts):
+        ts = _check_float(ts, "event ts")
     if not isinstance(event.data, dict):
         raise InvalidInput(f"event data must be a dict, not {type(event.data).__name__}")
-    data = encode(event.data, f"event data (run {run_id!r}, seq {seq})")
+    try:
+        data = encode(event.data)
+    except InvalidInput as exc:
+        # The message names the run and seq only when there is an error to report.
+        raise InvalidInput(f"run {run_id!r}, seq {seq}: {exc}") from exc.__cause__
     return EventRow(run_id, seq, kind.value, ts, lane_id, data)
 
 

@@ -65,6 +65,16 @@ EXACT_VALUES: dict[str, Any] = {
     "empty": "",
 }
 
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for i in range(depth):
+        value = {"d": value} if i % 2 else [value]
+    return value
+
+
+_contains_itself: dict[str, Any] = {}
+_contains_itself["self"] = _contains_itself
+
 NOT_JSON: dict[str, Any] = {
     "object": object(),
     "set": {1, 2},
@@ -78,6 +88,8 @@ NOT_JSON: dict[str, Any] = {
     "nested_bad": {"a": [{"b": [1, {2, 3}]}]},
     "too_many_digits": 10**4300,
     "exception": ValueError("x"),
+    "contains_itself": _contains_itself,
+    "too_deep": _nested(2000),
 }
 
 BAD_RUN_IDS: dict[str, Any] = {
@@ -101,13 +113,6 @@ def _raw_event(**fields: Any) -> PAEvent:
     """An event built without validation, as a caller bypassing pydantic could."""
     base = {"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main"}
     return PAEvent.model_construct(**{**base, "data": {}, **fields})
-
-
-def _nested(depth: int) -> Any:
-    value: Any = "leaf"
-    for i in range(depth):
-        value = {"d": value} if i % 2 else [value]
-    return value
 
 
 def _write_in_process(
