@@ -196,3 +196,21 @@ def test_mariadb_keeps_case_and_trailing_spaces_of_run_ids_apart(mariadb_url: UR
             store.save_event(ev(run_id, 1, id=run_id))
         for run_id in ("Case", "case", "case "):
             assert store.list_events(run_id) == [ev(run_id, 1, id=run_id)]
+
+
+@pytest.mark.sqlite
+def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'gc.db'}") as store:
+        store.save_events([ev("r", seq) for seq in range(1, 50)], snapshot=st("r", 10))
+        assert gc.isenabled()
+        assert len(store.list_events("r")) == 49
+        assert store.recover("r") is not None
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            assert len(list(store.iter_events("r"))) == 49
+            assert not gc.isenabled()  # a caller's choice is kept
+        finally:
+            gc.enable()

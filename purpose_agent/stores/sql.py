@@ -49,6 +49,7 @@ from purpose_agent.records import (
     decode_state,
     event_row,
     event_rows,
+    gc_paused,
     state_row,
 )
 from purpose_agent.runtime.events import PAEvent
@@ -322,8 +323,9 @@ class SQLCheckpointer(ClosingContext):
                     conn, {"run_id": run_id, "since": since_seq, "limit": limit}
                 )
 
-        rows = self._call("reading events", fetch)
-        return decode_events(run_id, rows)
+        with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
+            rows = self._call("reading events", fetch)
+            return decode_events(run_id, rows)
 
     def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
@@ -373,7 +375,8 @@ class SQLCheckpointer(ClosingContext):
             with self._single.connect() as conn:
                 return self._q_recover.fetch(conn, {"run_id": run_id})
 
-        rows = self._call("recovering a run", fetch)
+        with gc_paused():
+            rows = self._call("recovering a run", fetch)
         if not rows:
             return None
         state = None
