@@ -117,6 +117,10 @@ class SqlDialect:
         elif touched:
             self._runs_upsert.run_many(conn, touched)
 
+    def write_snapshot_and_run(self, conn: Connection, snap: StateRow, now: int) -> None:
+        """Save a snapshot and touch its run in one statement (dialects that can)."""
+        raise NotImplementedError
+
     def write_snapshot(self, conn: Connection, snap: StateRow, now: int) -> None:
         """Upsert the snapshot, keeping the one with the highest ``seq``."""
         self._snapshot_upsert.run(
@@ -220,6 +224,30 @@ class PostgresDialect(SqlDialect):
         self._one_event = Compiled(self._events_and_runs(self._one_event_insert()), dialect)
         self._many_events = Compiled(
             self._events_and_runs(self._many_events_insert()), dialect, binary=EventRow._fields
+        )
+        self._snapshot_and_run = Compiled(self._snapshot_and_run_statement(), dialect)
+
+    def _snapshot_and_run_statement(self) -> Insert:
+        """One statement: upsert the snapshot and touch its run (both CTE parts always run)."""
+        snapshot = self.build_snapshot_upsert().cte("snapshot")
+        now = bindparam("now", type_=BigInteger)
+        touch = postgresql.insert(RunRecord).values(
+            run_id=bindparam("snapshot_run_id"), created_ns=now, updated_ns=now, last_seq=0
+        )
+        return self._runs_on_conflict(touch).add_cte(snapshot)
+
+    def write_snapshot_and_run(self, conn: Connection, snap: StateRow, now: int) -> None:
+        """Save a snapshot alone in one autocommit statement (see write_snapshot)."""
+        self._snapshot_and_run.run(
+            conn,
+            {
+                "run_id": snap.run_id,
+                "seq": snap.seq,
+                "state": snap.state,
+                "written_ns": now,
+                "snapshot_run_id": snap.run_id,
+                "now": now,
+            },
         )
 
     @staticmethod

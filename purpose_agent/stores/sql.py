@@ -237,9 +237,12 @@ class SQLCheckpointer(ClosingContext):
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
         now = stamp_ns()
         try:
-            if snap is None and self._dialect.one_statement_events:
+            if self._dialect.one_statement_events and (snap is None or not rows):
                 with self._single.connect() as conn:
-                    self._dialect.write_events(conn, rows, now)
+                    if snap is None:
+                        self._dialect.write_events(conn, rows, now)
+                    else:
+                        self._dialect.write_snapshot_and_run(conn, snap, now)
                 return
             with self._dialect.write_transaction(self._engine) as conn:
                 self._write_in(conn, rows, snap, now)
