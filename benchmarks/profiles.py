@@ -30,6 +30,7 @@ class Profile:
         process_levels: Writer-process counts for the concurrency cases.
         concurrency_seconds: Wall seconds per concurrency measurement.
         concurrency_rounds: Rounds per side per concurrency level.
+        iter_rounds: Passes per side over the large run in the ``iter_events`` case.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Profile:
     process_levels: tuple[int, ...]
     concurrency_seconds: float
     concurrency_rounds: int
+    iter_rounds: int = 1
 
     def with_big_run(self, events: int | None) -> Profile:
         """The same profile with another size for the large run."""
@@ -69,6 +71,7 @@ FULL = Profile(
     process_levels=(1, 2, 4, 8),
     concurrency_seconds=2.0,
     concurrency_rounds=2,
+    iter_rounds=3,
 )
 
 QUICK = Profile(
