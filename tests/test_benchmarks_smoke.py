@@ -127,5 +127,8 @@ def test_smoke_run_records_the_machine_and_judges_every_target(smoke_report: dic
     assert settings["raw_settings"]["synchronous"] == settings["store_settings"]["synchronous"]
     targets = smoke_report["targets"]
     assert targets
+    if "skipped" in settings["seed"]:
+        # Without the seed module beside the checkout, its comparisons have nothing to judge.
+        targets = [t for t in targets if not t["metric"].endswith(":seed")]
     assert all(t["met"] in (True, False) for t in targets)
     assert all(t["value"] is not None and t["value"] > 0 for t in targets if t["op"] == ">=")
