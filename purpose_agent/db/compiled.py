@@ -94,6 +94,18 @@ class Compiled:
         params = [self.params(row) for row in rows]
         run_on_cursor(conn, self.sql, lambda cursor: cursor.executemany(self.sql, params))
 
+    def run_tuples(self, conn: Connection, fields: Sequence[str], rows: Sequence[Any]) -> None:
+        """Run the statement once per row of ``fields`` values, through executemany.
+
+        Where the driver takes positional parameters in exactly this order (SQLite), the rows
+        go to the driver as they are, without a dict per row.
+        """
+        if self._positions is not None and list(self._positions) == list(fields):
+            params: Any = rows
+        else:
+            params = [self.params(dict(zip(fields, row, strict=True))) for row in rows]
+        run_on_cursor(conn, self.sql, lambda cursor: cursor.executemany(self.sql, params))
+
     def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
         """Run a query with ``values`` and return every row as the driver's tuples."""
         params = self.params(values)

@@ -103,7 +103,7 @@ class SqlDialect:
         if len(rows) == 1:
             self._events_insert.run(conn, rows[0].as_params())
         else:
-            self._events_insert.run_many(conn, [row.as_params() for row in rows])
+            self._events_insert.run_tuples(conn, EventRow._fields, rows)
         self.touch_runs(conn, _last_seqs(rows), now)
 
     def touch_runs(self, conn: Connection, last_seqs: dict[str, int], now: int) -> None:
