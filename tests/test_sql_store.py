@@ -214,3 +214,20 @@ def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
             assert not gc.isenabled()  # a caller's choice is kept
         finally:
             gc.enable()
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_use_generic_plans_and_the_durability_setting(
+    postgres_url: URL,
+) -> None:
+    def setting(store: SQLCheckpointer, name: str) -> object:
+        with store.engine.connect() as conn:
+            return conn.exec_driver_sql(f"SHOW {name}").scalar()
+
+    url = postgres_url.render_as_string(hide_password=False)
+    with SQLCheckpointer(url) as store:
+        assert setting(store, "plan_cache_mode") == "force_generic_plan"
+        assert setting(store, "synchronous_commit") == "on"
+    with SQLCheckpointer(url, durability="normal") as store:
+        assert setting(store, "plan_cache_mode") == "force_generic_plan"
+        assert setting(store, "synchronous_commit") == "off"

@@ -87,8 +87,14 @@ def make_engine(
         options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
+        # The store's statements are key lookups and key-range scans whatever the parameters.
+        # A custom plan built from stale statistics (right after a bulk load) can turn the
+        # iter_events page query into a bitmap scan and a sort of the rest of the run, per
+        # page; the generic plan is the primary-key range scan.
+        server = ["-c plan_cache_mode=force_generic_plan"]
         if durability == "normal":
-            options["connect_args"] = {"options": "-c synchronous_commit=off"}
+            server.append("-c synchronous_commit=off")
+        options["connect_args"] = {"options": " ".join(server)}
     elif backend in ("mysql", "mariadb"):
         options["pool_size"] = 8
         options["max_overflow"] = 16
