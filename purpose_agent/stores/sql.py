@@ -67,6 +67,7 @@ _EVENT_COLUMNS = (
 # Keys looked up per statement when checking a batch that hit a taken key.
 _LOOKUP_CHUNK = 500
 _ATTEMPTS = 3
+_DECODE_CHUNK = 50
 
 
 def _events_after(with_limit: bool) -> Select[int, str, float, str, str]:
@@ -317,7 +318,7 @@ class SQLCheckpointer(ClosingContext):
         found = self._call("loading a snapshot", load)
         return decode_state(run_id, found[1], found[0]) if found is not None else None
 
-    def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
+    def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
         def fetch() -> list[Any]:
             with self._single.connect() as conn:
                 if limit is None:
@@ -327,8 +328,10 @@ class SQLCheckpointer(ClosingContext):
                 )
 
         with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
-            rows = self._call("reading events", fetch)
-            return decode_events(run_id, rows)
+            return self._call("reading events", fetch)
+
+    def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
+        return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
 
     def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
@@ -358,11 +361,14 @@ class SQLCheckpointer(ClosingContext):
 
     def _iterate(self, run_id: str, since_seq: int) -> Iterator[PAEvent]:
         while True:
-            page = self._fetch_events(run_id, since_seq, self._page_size)
-            yield from page
-            if len(page) < self._page_size:
+            rows = self._fetch_rows(run_id, since_seq, self._page_size)
+            # A page is decoded a few dozen rows at a time, as the caller reads: the events
+            # the caller has finished with are freed before the rest are built.
+            for start in range(0, len(rows), _DECODE_CHUNK):
+                yield from decode_events(run_id, rows[start : start + _DECODE_CHUNK])
+            if len(rows) < self._page_size:
                 return
-            since_seq = page[-1].seq
+            since_seq = rows[-1][0]
 
     def recover(self, run_id: str) -> Recovery | None:
         """Return the latest snapshot and exactly the events after it, read in one statement.
