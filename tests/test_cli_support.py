@@ -57,11 +57,12 @@ def invoke(*args: str, input: str | None = None, env: dict[str, str] | None = No
     return CliRunner().invoke(cli, list(args), input=input, env=env, catch_exceptions=True)
 
 
-def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m purpose_agent`` in a real subprocess, the way a user does."""
-    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+def run_python_module(
+    module: str, *args: str, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m MODULE ARGS`` in a real subprocess and capture its output."""
     return subprocess.run(
-        [sys.executable, "-m", "purpose_agent", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -69,6 +70,12 @@ def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+
+
+def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m purpose_agent`` in a real subprocess, the way a user does."""
+    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+    return run_python_module("purpose_agent", *args, cwd=cwd, env=env)
 
 
 def json_lines(text: str) -> list[Any]:

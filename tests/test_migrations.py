@@ -5,7 +5,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from purpose_agent import SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine
 from purpose_agent.testing.suite import ev
+from tests.test_cli_support import run_python_module
 
 __all__ = [
     "test_model_definitions_match_ddl",
@@ -117,15 +117,7 @@ def test_processes_opening_an_empty_database_at_once_migrate_it_once(empty_datab
 
 def _alembic(*args: str, url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PURPOSE_AGENT_DB_URL": url}
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_python_module("alembic", *args, cwd=REPO, env=env)
 
 
 def test_alembic_command_line_upgrades_and_downgrades_from_the_repository(
