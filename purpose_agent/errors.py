@@ -7,6 +7,9 @@ Every failure a caller can act on is one of these, whatever the backend: driver 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class CheckpointError(Exception):
     """Base class of every error raised by ``purpose_agent`` stores."""
@@ -92,3 +95,45 @@ class StoreUnavailable(CheckpointError):
     error. The call may or may not have taken effect when the connection dropped during a
     commit; retrying a save is safe because an identical event is a no-op.
     """
+
+
+def unavailable(action: str, where: str, exc: BaseException) -> StoreUnavailable:
+    """The one wording of a failure outside the data: what was done, where, and the cause.
+
+    Args:
+        action: What was being done ("saving events").
+        where: The store: a URL with the password hidden, or a folder.
+        exc: The driver's or the OS's exception (SQLAlchemy's wrapper is unwrapped).
+
+    Returns:
+        The error to raise, with ``exc`` to be chained as its cause by the caller.
+
+    """
+    cause = getattr(exc, "orig", None) or exc
+    detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    return StoreUnavailable(f"{action} failed on {where}: {detail}")
+
+
+@contextlib.contextmanager
+def translated(action: str, where: str, *kinds: type[BaseException]) -> Iterator[None]:
+    """Turn the given driver or OS errors raised inside the block into ``StoreUnavailable``.
+
+    Every backend translates through this one block, so a caller sees the same wording and the
+    same chaining whatever the store. Our own errors pass through untouched.
+
+    Args:
+        action: What was being done, for the message.
+        where: The store, for the message.
+        *kinds: The exception classes that mean "the store could not do it" for this backend
+            (``OSError`` for files, ``SQLAlchemyError`` for databases).
+
+    Raises:
+        StoreUnavailable: For an error of one of ``kinds`` inside the block.
+
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except kinds as exc:
+        raise unavailable(action, where, exc) from exc
