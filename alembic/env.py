@@ -14,13 +14,19 @@ import os
 from sqlalchemy import Connection, Engine, pool
 
 from alembic import context
-from purpose_agent.db.dialects import dialect_for
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
 from purpose_agent.db.migrate import VERSION_TABLE
 from purpose_agent.db.models import Base
+from purpose_agent.db.transactions import migration_lock
 
 config = context.config
-if config.config_file_name is not None and config.attributes.get("connection") is None:
+# An ini may hold only ``script_location`` (a deploy pointing plain ``alembic`` at the installed
+# package); logging is configured only when the file has a logging section.
+if (
+    config.config_file_name is not None
+    and config.attributes.get("connection") is None
+    and config.file_config.has_section("formatters")
+):
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
@@ -68,7 +74,7 @@ def run_migrations_online() -> None:
     # An Engine handed in (pytest-alembic does this) is used as is; otherwise one is built.
     engine = given if isinstance(given, Engine) else make_engine(_url(), poolclass=pool.NullPool)
     try:
-        with dialect_for(engine).migration_lock(engine) as conn:
+        with migration_lock(engine) as conn:
             _configure(conn)
             with context.begin_transaction():
                 context.run_migrations()

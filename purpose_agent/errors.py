@@ -70,6 +70,7 @@ class SchemaNotCurrent(CheckpointError):
     Attributes:
         found: The revision the database is at (``None`` for an empty database).
         needed: The revision this version needs.
+        command: What to run to fix it, as it works in this install.
 
     """
 
@@ -79,13 +80,14 @@ class SchemaNotCurrent(CheckpointError):
         shown = found if found is not None else "none (empty database)"
         super().__init__(
             f"database schema is at revision {shown}, this version needs {needed}; "
-            f"run `{command}` (or `alembic upgrade head`) to upgrade it"
+            f"run `{command}`"
         )
         self.found = found
         self.needed = needed
+        self.command = command
 
-    def __reduce__(self) -> tuple[type[SchemaNotCurrent], tuple[str | None, str]]:
-        return (type(self), (self.found, self.needed))
+    def __reduce__(self) -> tuple[type[SchemaNotCurrent], tuple[str | None, str, str]]:
+        return (type(self), (self.found, self.needed, self.command))
 
 
 class StoreUnavailable(CheckpointError):

@@ -35,8 +35,7 @@ def test_db_check_fails_on_a_missing_database_and_names_the_fix(tmp_path: Path) 
     assert check.exit_code == 1
     assert check.stderr.splitlines() == [
         f"error: database schema is at revision none (empty database), this version needs "
-        f"{HEAD}; run `purpose-agent db upgrade --url {shlex.quote(url)}` "
-        "(or `alembic upgrade head`) to upgrade it"
+        f"{HEAD}; run `purpose-agent db upgrade --url {shlex.quote(url)}`"
     ]
     assert not (tmp_path / "new.db").exists()  # looking changed nothing
 

@@ -11,10 +11,9 @@ import click
 
 from purpose_agent.cli.options import json_option, resolve_url, url_flag, url_option
 from purpose_agent.cli.output import console, emit_json
-from purpose_agent.db.migrate import UPGRADE_COMMAND
+from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
 from purpose_agent.errors import SchemaNotCurrent
 from purpose_agent.ops.schema import (
-    NEWER_COMMAND,
     SchemaStatus,
     downgrade_schema,
     schema_status,

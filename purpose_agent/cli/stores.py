@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from purpose_agent.cli.options import resolve_url, url_flag
-from purpose_agent.db.migrate import UPGRADE_COMMAND
+from purpose_agent.db.migrate import UPGRADE_COMMAND, not_current
 from purpose_agent.errors import SchemaNotCurrent
-from purpose_agent.ops.schema import NEWER_COMMAND, is_known_revision
 from purpose_agent.ops.targets import Target, open_store, parse_target
 from purpose_agent.protocol import Checkpointer
 
@@ -29,7 +28,4 @@ def open_target(target: Target, *, given: str | None, create: bool) -> Checkpoin
     try:
         return open_store(target, create=create)
     except SchemaNotCurrent as exc:
-        if exc.found is not None and not is_known_revision(exc.found):
-            raise SchemaNotCurrent(exc.found, exc.needed, NEWER_COMMAND) from exc
-        command = UPGRADE_COMMAND + url_flag(given, str(target))
-        raise SchemaNotCurrent(exc.found, exc.needed, command) from exc
+        raise not_current(exc.found, UPGRADE_COMMAND + url_flag(given, str(target))) from exc

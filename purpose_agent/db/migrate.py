@@ -1,7 +1,8 @@
-"""Alembic driven from code: the schema a store needs, checked or upgraded when it opens.
+"""Schema versions, in one place: the revision found, the one needed, the command to move.
 
-The revisions live in ``alembic/`` at the repository root and ship in the wheel as
-``purpose_agent/migrations``, so an installed package migrates without the repository.
+Alembic is driven from code. The revisions live in ``alembic/`` at the repository root and ship
+in the wheel as ``purpose_agent/migrations``, so an installed package migrates without the
+repository; every hint names ``purpose-agent db upgrade``, which works in both.
 """
 
 from __future__ import annotations
@@ -12,14 +13,17 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine
 
 from alembic import command
-from purpose_agent.db.dialects import dialect_for
+from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import CheckpointError, SchemaNotCurrent
 
 VERSION_TABLE = "pa_alembic_version"
 UPGRADE_COMMAND = "purpose-agent db upgrade"
+# What to run when the database was migrated by a newer version of the package.
+NEWER_COMMAND = "pip install --upgrade purpose-agent"
 
 
 def script_location() -> Path:
@@ -61,11 +65,30 @@ def current_revision(conn: Connection) -> str | None:
     return context.get_current_revision()
 
 
-def _known(revision: str) -> bool:
+def is_known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of the revisions shipped with this version."""
     try:
         return _scripts().get_revision(revision) is not None
-    except Exception:  # noqa: BLE001 - alembic raises several kinds for an unknown id
+    except CommandError:
         return False
+
+
+def not_current(found: str | None, upgrade_command: str = UPGRADE_COMMAND) -> SchemaNotCurrent:
+    """The error for a database at ``found``, naming the command that fixes it.
+
+    Args:
+        found: The revision the database is at (``None``: never migrated).
+        upgrade_command: The upgrade command as the caller should type it (a CLI adds its
+            ``--url``).
+
+    Returns:
+        ``SchemaNotCurrent`` naming ``pip install --upgrade purpose-agent`` when a newer
+        version migrated the database, else the upgrade command.
+
+    """
+    if found is not None and not is_known_revision(found):
+        return SchemaNotCurrent(found, head_revision(), NEWER_COMMAND)
+    return SchemaNotCurrent(found, head_revision(), upgrade_command)
 
 
 def ensure_schema(engine: Engine, *, migrate: bool) -> None:
@@ -85,22 +108,20 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> None:
         found = current_revision(conn)
     if found == head:
         return
-    if found is not None and not _known(found):
-        raise SchemaNotCurrent(found, head, "pip install --upgrade purpose-agent")
-    if not migrate:
-        raise SchemaNotCurrent(found, head, UPGRADE_COMMAND)
-    with dialect_for(engine).migration_lock(engine) as conn:
+    if not migrate or (found is not None and not is_known_revision(found)):
+        raise not_current(found)
+    with migration_lock(engine) as conn:
         if current_revision(conn) != head:
             command.upgrade(alembic_config(connection=conn), "head")
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade to ``revision`` under the migration lock."""
-    with dialect_for(engine).migration_lock(engine) as conn:
+    with migration_lock(engine) as conn:
         command.upgrade(alembic_config(connection=conn), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Downgrade to ``revision`` (``base`` removes the schema) under the migration lock."""
-    with dialect_for(engine).migration_lock(engine) as conn:
+    with migration_lock(engine) as conn:
         command.downgrade(alembic_config(connection=conn), revision)

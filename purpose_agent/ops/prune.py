@@ -16,17 +16,11 @@ pruned position is stored again instead of being recognised as a retry.
 from __future__ import annotations
 
 import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, select
-
-from purpose_agent.db.dialects import dialect_for
-from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.sql_errors import sql_errors
 from purpose_agent.stores.sql import SQLCheckpointer
 
 _PAGE = 500
@@ -97,114 +91,46 @@ def prune(
     if older_than is not None:
         now = time.time_ns() if now_ns is None else now_ns
         cutoff = now - int(older_than.total_seconds() * 1_000_000_000)
-    engine = store.engine
-    writer = _Writer(engine)
     old_runs = old_events = covered_runs = covered_events = 0
-    with sql_errors("pruning", store.url):
-        if cutoff is not None:
-            old_runs, old_events = _count_old(engine, cutoff)
-            if not dry_run:
-                old_runs, old_events = _delete_old(engine, writer, cutoff)
-        if covered:
-            covered_runs, covered_events = _count_covered(engine, cutoff)
-            if not dry_run:
-                covered_runs, covered_events = _delete_covered(engine, writer)
+    if cutoff is not None:
+        with store.reading("counting old runs") as conn:
+            old_runs, old_events = store.queries.count_old(conn, cutoff)
+        if not dry_run:
+            old_runs, old_events = _delete_old(store, cutoff)
+    if covered:
+        with store.reading("counting covered events") as conn:
+            covered_runs, covered_events = store.queries.count_covered(conn, cutoff)
+        if not dry_run:
+            covered_runs, covered_events = _delete_covered(store)
     return PruneResult(covered_events, covered_runs, old_runs, old_events, dry_run)
 
 
-class _Writer:
-    """Write transactions the way the store opens them (BEGIN IMMEDIATE on SQLite)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._dialect = dialect_for(engine)
-
-    def begin(self) -> AbstractContextManager[Connection]:
-        return self._dialect.write_transaction(self._engine)
-
-
-def _count_old(engine: Engine, cutoff: int) -> tuple[int, int]:
-    runs = select(func.count()).select_from(RunRecord).where(RunRecord.updated_ns < cutoff)
-    events = (
-        select(func.count())
-        .select_from(EventRecord)
-        .join(RunRecord, RunRecord.run_id == EventRecord.run_id)
-        .where(RunRecord.updated_ns < cutoff)
-    )
-    with engine.connect() as conn:
-        return int(conn.execute(runs).scalar_one()), int(conn.execute(events).scalar_one())
-
-
-def _delete_old(engine: Engine, writer: _Writer, cutoff: int) -> tuple[int, int]:
+def _delete_old(store: SQLCheckpointer, cutoff: int) -> tuple[int, int]:
     runs = events = 0
     after = ""
     while True:
-        page_stmt = (
-            select(RunRecord.run_id)
-            .where(RunRecord.updated_ns < cutoff, RunRecord.run_id > after)
-            .order_by(RunRecord.run_id)
-            .limit(_PAGE)
-        )
-        with engine.connect() as conn:
-            page = list(conn.execute(page_stmt).scalars())
+        with store.reading("listing old runs") as conn:
+            page = store.queries.old_runs_page(conn, cutoff, after, _PAGE)
         for run_id in page:
-            with writer.begin() as conn:
-                gone = conn.execute(
-                    delete(RunRecord).where(
-                        RunRecord.run_id == run_id, RunRecord.updated_ns < cutoff
-                    )
-                )
-                if gone.rowcount != 1:
-                    continue  # written since the page was read: no longer old
-                events += _rowcount(conn, delete(EventRecord).where(EventRecord.run_id == run_id))
-                conn.execute(delete(SnapshotRecord).where(SnapshotRecord.run_id == run_id))
+            with store.writing("pruning an old run") as conn:
+                deleted = store.queries.delete_old_run(conn, run_id, cutoff)
+            if deleted is not None:
                 runs += 1
+                events += deleted
         if len(page) < _PAGE:
             return runs, events
         after = page[-1]
 
 
-def _rowcount(conn: Connection, stmt: Any) -> int:
-    return int(conn.execute(stmt).rowcount)
-
-
-def _covered_join(cutoff: int | None) -> Any:
-    stmt = (
-        select(EventRecord.run_id)
-        .join(SnapshotRecord, SnapshotRecord.run_id == EventRecord.run_id)
-        .where(EventRecord.seq <= SnapshotRecord.seq)
-    )
-    if cutoff is not None:
-        # On a dry run the old runs are still there; they would be gone before this step.
-        stmt = stmt.join(RunRecord, RunRecord.run_id == EventRecord.run_id).where(
-            RunRecord.updated_ns >= cutoff
-        )
-    return stmt.subquery()
-
-
-def _count_covered(engine: Engine, cutoff: int | None) -> tuple[int, int]:
-    covered = _covered_join(cutoff)
-    stmt = select(func.count(func.distinct(covered.c.run_id)), func.count())
-    with engine.connect() as conn:
-        runs, events = conn.execute(stmt).one()
-    return int(runs), int(events)
-
-
-def _delete_covered(engine: Engine, writer: _Writer) -> tuple[int, int]:
+def _delete_covered(store: SQLCheckpointer) -> tuple[int, int]:
     runs = events = 0
     after = ""
     while True:
-        page_stmt = (
-            select(SnapshotRecord.run_id, SnapshotRecord.seq)
-            .where(SnapshotRecord.run_id > after)
-            .order_by(SnapshotRecord.run_id)
-            .limit(_PAGE)
-        )
-        with engine.connect() as conn:
-            page = list(conn.execute(page_stmt))
+        with store.reading("listing snapshots") as conn:
+            page = store.queries.snapshots_page(conn, after, _PAGE)
         for run_id, snap_seq in page:
             # Snapshots only move forward, so what this seq covers stays covered.
-            deleted = _delete_run_range(writer, run_id, snap_seq)
+            deleted = _delete_run_range(store, run_id, snap_seq)
             if deleted:
                 runs += 1
                 events += deleted
@@ -213,32 +139,14 @@ def _delete_covered(engine: Engine, writer: _Writer) -> tuple[int, int]:
         after = page[-1][0]
 
 
-def _delete_run_range(writer: _Writer, run_id: str, upto: int) -> int:
+def _delete_run_range(store: SQLCheckpointer, run_id: str, upto: int) -> int:
     deleted = 0
     low = -1
     while low < upto:
-        # The seq _RANGE positions on bounds this transaction; seqs may be sparse, so the
-        # bound is looked up rather than computed.
-        bound_stmt = (
-            select(EventRecord.seq)
-            .where(EventRecord.run_id == run_id, EventRecord.seq > low, EventRecord.seq <= upto)
-            .order_by(EventRecord.seq)
-            .offset(_RANGE - 1)
-            .limit(1)
-        )
-        with writer.begin() as conn:
-            bound = conn.execute(bound_stmt).scalar()
-            high = upto if bound is None else int(bound)
-            deleted += _rowcount(
-                conn,
-                delete(EventRecord).where(
-                    and_(
-                        EventRecord.run_id == run_id,
-                        EventRecord.seq > low,
-                        EventRecord.seq <= high,
-                    )
-                ),
-            )
+        with store.writing("pruning covered events") as conn:
+            bound = store.queries.range_bound(conn, run_id, low, upto, _RANGE)
+            high = upto if bound is None else bound
+            deleted += store.queries.delete_range(conn, run_id, low, high)
         low = high
     return deleted
 

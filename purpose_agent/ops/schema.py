@@ -7,24 +7,19 @@ exactly the cases where the schema must be looked at or changed.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, inspect, pool
+from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine, parse_url
-from purpose_agent.errors import InvalidInput
+from purpose_agent.errors import InvalidInput, translated
 from purpose_agent.ops.seed_sqlite import SEED_TABLES
-from purpose_agent.ops.sql_errors import sql_errors
 from purpose_agent.ops.targets import SEED_SQLITE_PREFIX, Target, TargetKind
-
-# What to run when the database was migrated by a newer version of the package.
-NEWER_COMMAND = "pip install --upgrade purpose-agent"
 
 
 @dataclass(frozen=True)
@@ -52,7 +47,7 @@ class SchemaStatus:
     @property
     def known(self) -> bool:
         """Whether this version knows the current revision (``False``: a newer version wrote it)."""
-        return self.current is None or is_known_revision(self.current)
+        return self.current is None or migrate.is_known_revision(self.current)
 
     @property
     def at_head(self) -> bool:
@@ -71,19 +66,6 @@ class SchemaStatus:
             "seed_source": self.seed_source,
             "known": self.known,
         }
-
-
-@functools.cache
-def _scripts() -> ScriptDirectory:
-    return ScriptDirectory.from_config(migrate.alembic_config())
-
-
-def is_known_revision(revision: str) -> bool:
-    """Whether ``revision`` is one of the revisions shipped with this version."""
-    try:
-        return _scripts().get_revision(revision) is not None
-    except CommandError:
-        return False
 
 
 def _sql_target(url: str) -> Target:
@@ -122,7 +104,7 @@ def schema_status(url: str) -> SchemaStatus:
         return SchemaStatus(str(target), None, migrate.head_revision(), exists=False)
     engine = _engine(target)
     try:
-        with sql_errors("reading the schema revision", str(target)):
+        with translated("reading the schema revision", str(target), SQLAlchemyError):
             return _status(engine, target)
     finally:
         engine.dispose()
@@ -162,7 +144,7 @@ def _migrate(
     target = _sql_target(url)
     engine = _engine(target)
     try:
-        with sql_errors(action, str(target)):
+        with translated(action, str(target), SQLAlchemyError):
             before = _status(engine, target)
             try:
                 step(engine, revision)

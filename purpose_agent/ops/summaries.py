@@ -11,11 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
-
-from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.errors import CorruptRecord
-from purpose_agent.ops.sql_errors import sql_errors
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.records import check_run_id, decode_state
 from purpose_agent.runtime.state import RunState
@@ -112,31 +108,17 @@ def run_summaries(store: Checkpointer, limit: int | None, offset: int = 0) -> li
 
 
 def _sql_summaries(store: SQLCheckpointer, limit: int | None, offset: int) -> list[RunSummary]:
-    stmt = (
-        select(
-            RunRecord.run_id,
-            RunRecord.last_seq,
-            RunRecord.updated_ns,
-            SnapshotRecord.seq,
-            SnapshotRecord.state,
-        )
-        .outerjoin(SnapshotRecord, SnapshotRecord.run_id == RunRecord.run_id)
-        .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
-        .offset(offset)
-    )
-    if limit is not None:
-        stmt = stmt.limit(limit)
-    with sql_errors("listing runs", store.url), store.engine.connect() as conn:
-        rows = list(conn.execute(stmt))
+    with store.reading("listing runs") as conn:
+        lines = store.queries.run_lines(conn, limit, offset)
     return [
         RunSummary(
-            run_id=run_id,
-            status=_status(run_id, state, snap_seq),
-            last_seq=max(last_seq, snap_seq or 0),
-            snapshot_seq=snap_seq,
-            updated_at=updated_ns / _NS,
+            run_id=line.run_id,
+            status=_status(line.run_id, line.state, line.snapshot_seq),
+            last_seq=max(line.last_seq, line.snapshot_seq or 0),
+            snapshot_seq=line.snapshot_seq,
+            updated_at=line.updated_ns / _NS,
         )
-        for run_id, last_seq, updated_ns, snap_seq, state in rows
+        for line in lines
     ]
 
 
@@ -190,29 +172,23 @@ def run_detail(store: Checkpointer, run_id: str) -> RunDetail | None:
 
 
 def _sql_detail(store: SQLCheckpointer, run_id: str) -> RunDetail | None:
-    run_stmt = select(RunRecord.last_seq, RunRecord.updated_ns).where(RunRecord.run_id == run_id)
-    kinds_stmt = (
-        select(EventRecord.kind, func.count(), func.min(EventRecord.seq))
-        .where(EventRecord.run_id == run_id)
-        .group_by(EventRecord.kind)
-        .order_by(EventRecord.kind)
-    )
-    with sql_errors("describing a run", store.url), store.engine.connect() as conn:
-        run = conn.execute(run_stmt).first()
-        kind_rows = list(conn.execute(kinds_stmt)) if run is not None else []
+    with store.reading("describing a run") as conn:
+        run = store.queries.run_row(conn, run_id)
+        kind_rows = store.queries.kind_counts(conn, run_id) if run is not None else []
     if run is None:
         return None
+    last_seq, updated_ns = run
     state = store.load_latest(run_id)
-    kinds = {kind: int(count) for kind, count, _ in kind_rows}
-    firsts = [int(first) for _, _, first in kind_rows]
+    kinds = {row.kind: row.events for row in kind_rows}
     summary = RunSummary(
         run_id,
         state.status.value if state is not None else None,
-        max(run.last_seq, state.seq if state is not None else 0),
+        max(last_seq, state.seq if state is not None else 0),
         state.seq if state is not None else None,
-        run.updated_ns / _NS,
+        updated_ns / _NS,
     )
-    return RunDetail(summary, sum(kinds.values()), min(firsts, default=None), kinds, state)
+    first_seq = min((row.first_seq for row in kind_rows), default=None)
+    return RunDetail(summary, sum(kinds.values()), first_seq, kinds, state)
 
 
 def count_events(store: Checkpointer, run_id: str) -> int:
@@ -223,7 +199,6 @@ def count_events(store: Checkpointer, run_id: str) -> int:
 
     """
     if isinstance(store, SQLCheckpointer):
-        stmt = select(func.count()).select_from(EventRecord).where(EventRecord.run_id == run_id)
-        with sql_errors("counting events", store.url), store.engine.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        with store.reading("counting events") as conn:
+            return store.queries.count_events(conn, run_id)
     return sum(1 for _ in store.iter_events(run_id))

@@ -8,36 +8,22 @@ work. No lock is held around queries: the database's own keys and transactions a
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import (
-    Connection,
-    Double,
-    Engine,
-    Select,
-    String,
-    bindparam,
-    delete,
-    func,
-    literal,
-    null,
-    select,
-    type_coerce,
-    union_all,
-)
+from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from purpose_agent.clock import stamp_ns
-from purpose_agent.db.compiled import Compiled
-from purpose_agent.db.dialects import dialect_for
+from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import Durability, default_url, make_engine
 from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
-from purpose_agent.errors import CheckpointError, SequenceConflict, StoreUnavailable
+from purpose_agent.db.queries import LOOKUP_CHUNK, Queries
+from purpose_agent.db.transactions import Transactions
+from purpose_agent.errors import CheckpointError, SequenceConflict, translated, unavailable
 from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import (
     EventRow,
@@ -57,48 +43,8 @@ from purpose_agent.runtime.state import RunState
 
 T = TypeVar("T")
 
-_EVENT_COLUMNS = (
-    EventRecord.seq,
-    EventRecord.kind,
-    EventRecord.ts,
-    EventRecord.lane_id,
-    EventRecord.data,
-)
-# Keys looked up per statement when checking a batch that hit a taken key.
-_LOOKUP_CHUNK = 500
 _ATTEMPTS = 3
 _DECODE_CHUNK = 50
-
-
-def _events_after(with_limit: bool) -> Select[int, str, float, str, str]:
-    stmt = (
-        select(*_EVENT_COLUMNS)
-        .where(EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since"))
-        .order_by(EventRecord.seq)
-    )
-    return stmt.limit(bindparam("limit")) if with_limit else stmt
-
-
-def _recovery_statement() -> Select[Any]:
-    # Snapshot and tail in ONE statement: a single statement reads one consistent view on
-    # every backend, without a multi-statement transaction (and its round trips).
-    run_id = bindparam("run_id", type_=String)
-    snapshot_seq = (
-        select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
-    )
-    snapshot = select(
-        literal(0).label("part"),
-        SnapshotRecord.seq.label("seq"),
-        type_coerce(null(), String).label("kind"),
-        type_coerce(null(), Double).label("ts"),
-        type_coerce(null(), String).label("lane_id"),
-        SnapshotRecord.state.label("data"),
-    ).where(SnapshotRecord.run_id == run_id)
-    tail = select(literal(1), *_EVENT_COLUMNS).where(
-        EventRecord.run_id == run_id, EventRecord.seq > func.coalesce(snapshot_seq, 0)
-    )
-    both = union_all(snapshot, tail).subquery()
-    return select(*both.c).order_by(both.c.part, both.c.seq)
 
 
 class SQLCheckpointer(ClosingContext):
@@ -145,22 +91,10 @@ class SQLCheckpointer(ClosingContext):
             self._engine = make_engine(url, durability=durability, busy_timeout=busy_timeout)
             self._owns_engine = True
         self.url = self._engine.url.render_as_string(hide_password=True)
-        self._dialect = dialect_for(self._engine)
-        # Connections for single statements: in autocommit. Engines this store builds are in
-        # autocommit already (make_engine); one passed in is switched per connection.
-        self._single = self._engine
-        if self._dialect.autocommit and not self._owns_engine:
-            self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-        sa_dialect = self._engine.dialect
-        self._q_events = Compiled(_events_after(with_limit=False), sa_dialect)
-        self._q_events_limited = Compiled(_events_after(with_limit=True), sa_dialect)
-        self._q_recover = Compiled(_recovery_statement(), sa_dialect)
-        self._q_snapshot = Compiled(
-            select(SnapshotRecord.seq, SnapshotRecord.state).where(
-                SnapshotRecord.run_id == bindparam("run_id")
-            ),
-            sa_dialect,
-        )
+        flavor = flavor_for(self._engine)
+        self._flavor = flavor
+        self._queries = Queries(self._engine, flavor)
+        self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
         try:
             self._call("opening the store", lambda: ensure_schema(self._engine, migrate=migrate))
         except BaseException:
@@ -183,18 +117,42 @@ class SQLCheckpointer(ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
-                retry = exc.connection_invalidated or self._dialect.is_transient(exc)
+                retry = exc.connection_invalidated or self._flavor.is_transient(exc)
                 if retry and attempt + 1 < _ATTEMPTS:
                     continue
-                raise self._unavailable(action, exc) from exc
-            except (PoolTimeout, SQLAlchemyError) as exc:
-                raise self._unavailable(action, exc) from exc
+                raise unavailable(action, self.url, exc) from exc
+            except SQLAlchemyError as exc:
+                raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _unavailable(self, action: str, exc: Exception) -> StoreUnavailable:
-        cause = getattr(exc, "orig", None) or exc
-        detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        return StoreUnavailable(f"{action} failed on {self.url}: {detail}")
+    def reading(self, action: str) -> contextlib.AbstractContextManager[Connection]:
+        """A connection for maintenance reads, with driver errors translated.
+
+        Args:
+            action: What is being done, for an error's message ("listing runs").
+
+        Returns:
+            A context manager giving an autocommit connection.
+
+        """
+        return _translated(self._units.single(), action, self.url)
+
+    def writing(self, action: str) -> contextlib.AbstractContextManager[Connection]:
+        """A write transaction for maintenance, opened the way the store opens its own.
+
+        Args:
+            action: What is being done, for an error's message ("pruning").
+
+        Returns:
+            A context manager giving a connection in a transaction that commits on success.
+
+        """
+        return _translated(self._units.write(), action, self.url)
+
+    @property
+    def queries(self) -> Queries:
+        """The statements of this store, for maintenance that runs them in its own units."""
+        return self._queries
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -237,29 +195,31 @@ class SQLCheckpointer(ClosingContext):
 
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
         now = stamp_ns()
+        queries = self._queries
         try:
-            if self._dialect.one_statement_events and (snap is None or not rows):
-                with self._single.connect() as conn:
-                    if snap is None:
-                        self._dialect.write_events(conn, rows, now)
-                    else:
-                        self._dialect.write_snapshot_and_run(conn, snap, now)
+            if not rows and snap is not None and queries.one_statement_snapshot:
+                with self._units.single() as conn:
+                    queries.save_snapshot_alone(conn, snap, now)
                 return
-            with self._dialect.write_transaction(self._engine) as conn:
+            if snap is None and self._flavor.one_statement_events:
+                with self._units.single() as conn:
+                    queries.insert_events(conn, rows, now)
+                return
+            with self._units.write() as conn:
                 self._write_in(conn, rows, snap, now)
         except IntegrityError as exc:
-            if not self._dialect.is_unique_violation(exc):
+            if not self._flavor.is_unique_violation(exc):
                 raise
         else:
             return
         # A position was taken: find out whether by the same event (a retry) or another.
         for attempt in range(_ATTEMPTS):
             try:
-                with self._dialect.write_transaction(self._engine) as conn:
+                with self._units.write() as conn:
                     self._write_in(conn, self._new_rows(conn, rows), snap, now)
             except IntegrityError as exc:
                 # Another writer took a position between the check and the insert.
-                if not self._dialect.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
+                if not self._flavor.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
                     raise
             else:
                 return
@@ -268,10 +228,10 @@ class SQLCheckpointer(ClosingContext):
         self, conn: Connection, rows: list[EventRow], snap: StateRow | None, now: int
     ) -> None:
         if rows:
-            self._dialect.write_events(conn, rows, now)
+            self._queries.insert_events(conn, rows, now)
         if snap is not None:
-            self._dialect.write_snapshot(conn, snap, now)
-            self._dialect.touch_runs(conn, {snap.run_id: 0}, now)
+            self._queries.upsert_snapshot(conn, snap, now)
+            self._queries.touch_runs(conn, {snap.run_id: 0}, now)
 
     def _new_rows(self, conn: Connection, rows: list[EventRow]) -> list[EventRow]:
         """The rows not stored yet; raises SequenceConflict if one is stored differently."""
@@ -280,15 +240,10 @@ class SQLCheckpointer(ClosingContext):
             by_run.setdefault(row.run_id, []).append(row)
         stored: dict[tuple[str, int], EventRow] = {}
         for run_id, run_rows in by_run.items():
-            for start in range(0, len(run_rows), _LOOKUP_CHUNK):
-                seqs = [row.seq for row in run_rows[start : start + _LOOKUP_CHUNK]]
-                found = conn.execute(
-                    select(*_EVENT_COLUMNS).where(
-                        EventRecord.run_id == run_id, EventRecord.seq.in_(seqs)
-                    )
-                )
-                for seq, kind, ts, lane_id, data in found:
-                    stored[(run_id, seq)] = EventRow(run_id, seq, kind, ts, lane_id, data)
+            for start in range(0, len(run_rows), LOOKUP_CHUNK):
+                seqs = [row.seq for row in run_rows[start : start + LOOKUP_CHUNK]]
+                for found in self._queries.stored_events(conn, run_id, seqs):
+                    stored[(run_id, found.seq)] = found
         new = []
         for row in rows:
             old = stored.get((row.run_id, row.seq))
@@ -310,22 +265,17 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def load() -> tuple[Any, ...] | None:
-            with self._single.connect() as conn:
-                rows = self._q_snapshot.fetch(conn, {"run_id": run_id})
-                return tuple(rows[0]) if rows else None
+        def load() -> tuple[int, str] | None:
+            with self._units.single() as conn:
+                return self._queries.snapshot(conn, run_id)
 
         found = self._call("loading a snapshot", load)
         return decode_state(run_id, found[1], found[0]) if found is not None else None
 
     def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
         def fetch() -> list[Any]:
-            with self._single.connect() as conn:
-                if limit is None:
-                    return self._q_events.fetch(conn, {"run_id": run_id, "since": since_seq})
-                return self._q_events_limited.fetch(
-                    conn, {"run_id": run_id, "since": since_seq, "limit": limit}
-                )
+            with self._units.single() as conn:
+                return self._queries.events_after(conn, run_id, since_seq, limit)
 
         with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
             return self._call("reading events", fetch)
@@ -381,8 +331,8 @@ class SQLCheckpointer(ClosingContext):
         check_run_id(run_id)
 
         def fetch() -> list[Any]:
-            with self._single.connect() as conn:
-                return self._q_recover.fetch(conn, {"run_id": run_id})
+            with self._units.single() as conn:
+                return self._queries.recovery_rows(conn, run_id)
 
         with gc_paused():
             rows = self._call("recovering a run", fetch)
@@ -405,15 +355,9 @@ class SQLCheckpointer(ClosingContext):
         check_limit(offset, "offset")
         if limit == 0:
             return []
-        stmt = select(RunRecord.run_id).order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        if offset:
-            stmt = stmt.offset(offset)
-
         def fetch() -> list[str]:
-            with self._single.connect() as conn:
-                return list(conn.execute(stmt).scalars())
+            with self._units.single() as conn:
+                return self._queries.run_ids(conn, limit, offset)
 
         return self._call("listing runs", fetch)
 
@@ -427,9 +371,8 @@ class SQLCheckpointer(ClosingContext):
         check_run_id(run_id)
 
         def remove() -> None:
-            with self._dialect.write_transaction(self._engine) as conn:
-                for model in (EventRecord, SnapshotRecord, RunRecord):
-                    conn.execute(delete(model).where(model.run_id == run_id))
+            with self._units.write() as conn:
+                self._queries.delete_run(conn, run_id)
 
         self._call("deleting a run", remove)
 
@@ -463,3 +406,11 @@ class SQLiteCheckpointer(SQLCheckpointer):
     ) -> None:
         self.db_path = os.fspath(db_path)
         super().__init__(URL.create("sqlite", database=self.db_path), **options)
+
+
+@contextlib.contextmanager
+def _translated(
+    opening: contextlib.AbstractContextManager[Connection], action: str, where: str
+) -> Iterator[Connection]:
+    with translated(action, where, SQLAlchemyError), opening as conn:
+        yield conn

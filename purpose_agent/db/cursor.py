@@ -1,13 +1,17 @@
-"""Statements compiled once per store and run on the driver's own cursor.
+"""The fast path: statements compiled once per store and run on the driver's own cursor.
 
 SQLAlchemy caches compiled statements, but every execution still builds the statement's cache
 key, creates an execution context and a result object, and dispatches events; for the store's
 hot statements that costs more than SQLite takes to run them, and a large share of a Postgres
-round trip. The statements are still built with Core on the mapped tables and run on a
-pooled SQLAlchemy connection; only the compiling is done once, and the execution goes straight
-to the DBAPI cursor. Driver errors are raised as SQLAlchemy's ``DBAPIError`` subclasses, as
-SQLAlchemy itself would raise them, and a lost connection is invalidated so that the pool
-replaces it.
+round trip. This path is taken only while nothing listens to the engine (no ``echo``, no
+cursor-execute listeners such as OpenTelemetry's instrumentation): see
+:func:`purpose_agent.db.queries.observed`. Otherwise every statement goes through
+``Connection.execute`` and is seen like any other.
+
+The statements are still built with Core on the mapped tables and run on a pooled SQLAlchemy
+connection; only the compiling is done once. Driver errors are raised as SQLAlchemy's
+``DBAPIError`` subclasses, as SQLAlchemy itself would raise them, and a lost connection is
+invalidated so that the pool replaces it.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
             cursor.close()
 
 
-class Compiled:
+class CursorStatement:
     """A statement compiled for one dialect, with its fixed parameters filled in.
 
     Args:

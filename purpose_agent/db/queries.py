@@ -1,0 +1,449 @@
+"""Every statement the SQL store and its maintenance run, in one place.
+
+The store, the run summaries, pruning and copying all read and write through :class:`Queries`;
+nothing else in the package writes SQL. Statements are Core statements on the mapped tables,
+built once per store from the backend's :class:`~purpose_agent.db.dialects.Flavor`, and run on
+a connection the caller opened for its unit of work (see :mod:`purpose_agent.db.transactions`).
+
+Every statement is visible to SQLAlchemy: while the engine echoes, logs at INFO, or has
+execute listeners (OpenTelemetry's instrumentation is one), statements go through
+``Connection.execute``. Only while nothing listens do the hot statements take the cursor fast
+path of :mod:`purpose_agent.db.cursor`, which skips the per-execution work nobody would see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import (
+    Connection,
+    Double,
+    Engine,
+    Executable,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
+
+from purpose_agent.db.cursor import CursorStatement, run_on_cursor
+from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
+from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.records import EventRow, StateRow
+
+_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+# Keys looked up per statement when checking a batch that hit a taken key.
+LOOKUP_CHUNK = 500
+
+EVENT_COLUMNS = (
+    EventRecord.seq,
+    EventRecord.kind,
+    EventRecord.ts,
+    EventRecord.lane_id,
+    EventRecord.data,
+)
+
+
+def observed(engine: Engine) -> bool:
+    """Whether anything watches the engine's statements (echo, INFO logging, listeners).
+
+    Checked per call: it costs a few attribute reads, and an instrumentation attached after the
+    store was built is honoured at once.
+    """
+    if engine.echo or _ENGINE_LOG.isEnabledFor(logging.INFO):
+        return True
+    dispatch = engine.dispatch
+    return bool(
+        dispatch.before_cursor_execute
+        or dispatch.after_cursor_execute
+        or dispatch.before_execute
+        or dispatch.after_execute
+    )
+
+
+class Statement:
+    """One Core statement with its precompiled twin for the fast path."""
+
+    def __init__(self, engine: Engine, statement: Executable, binary: Sequence[str] = ()) -> None:
+        self.statement = statement
+        self._engine = engine
+        self._cursor = CursorStatement(statement, engine.dialect, binary)  # type: ignore[arg-type]
+
+    def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Run with one parameter set; returns the row count."""
+        if observed(self._engine):
+            return int(conn.execute(self.statement, dict(values)).rowcount)
+        return self._cursor.run(conn, values)
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Run once per parameter set (the driver's executemany)."""
+        if observed(self._engine):
+            conn.execute(self.statement, [dict(row) for row in rows])
+        else:
+            self._cursor.run_many(conn, rows)
+
+    def run_tuples(self, conn: Connection, fields: Sequence[str], rows: Sequence[Any]) -> None:
+        """Run once per row of ``fields`` values, without a dict per row on the fast path."""
+        if observed(self._engine):
+            conn.execute(self.statement, [dict(zip(fields, row, strict=True)) for row in rows])
+        else:
+            self._cursor.run_tuples(conn, fields, rows)
+
+    def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
+        """Run a query and return every row as a tuple."""
+        if observed(self._engine):
+            return [tuple(row) for row in conn.execute(self.statement, dict(values))]
+        return self._cursor.fetch(conn, values)
+
+
+def run_sql(conn: Connection, sql: str) -> None:
+    """Run a bare statement (``BEGIN IMMEDIATE``, ``COMMIT``), visibly when anything listens."""
+    if observed(conn.engine):
+        conn.exec_driver_sql(sql)
+    else:
+        run_on_cursor(conn, sql, lambda cursor: cursor.execute(sql))
+
+
+class RunLine(NamedTuple):
+    """A run as a listing shows it: its row joined with its snapshot."""
+
+    run_id: str
+    last_seq: int
+    updated_ns: int
+    snapshot_seq: int | None
+    state: str | None
+
+
+class KindCount(NamedTuple):
+    """How many events of one kind a run holds, and the lowest seq among them."""
+
+    kind: str
+    events: int
+    first_seq: int
+
+
+def _events_after(*, limited: bool) -> Select[int, str, float, str, str]:
+    stmt = (
+        select(*EVENT_COLUMNS)
+        .where(EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since"))
+        .order_by(EventRecord.seq)
+    )
+    return stmt.limit(bindparam("limit")) if limited else stmt
+
+
+def _recovery() -> Select[Any]:
+    # Snapshot and tail in ONE statement: a single statement reads one consistent view on
+    # every backend, without a multi-statement transaction (and its round trips).
+    run_id = bindparam("run_id", type_=String)
+    snapshot_seq = (
+        select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
+    )
+    snapshot = select(
+        literal(0).label("part"),
+        SnapshotRecord.seq.label("seq"),
+        type_coerce(null(), String).label("kind"),
+        type_coerce(null(), Double).label("ts"),
+        type_coerce(null(), String).label("lane_id"),
+        SnapshotRecord.state.label("data"),
+    ).where(SnapshotRecord.run_id == run_id)
+    tail = select(literal(1), *EVENT_COLUMNS).where(
+        EventRecord.run_id == run_id, EventRecord.seq > func.coalesce(snapshot_seq, 0)
+    )
+    both = union_all(snapshot, tail).subquery()
+    return select(*both.c).order_by(both.c.part, both.c.seq)
+
+
+def _last_seqs(rows: Iterable[EventRow]) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for row in rows:
+        if row.seq > last.get(row.run_id, 0):
+            last[row.run_id] = row.seq
+    return last
+
+
+class Queries:
+    """The statements of one store, built for its engine's backend.
+
+    Args:
+        engine: The store's engine (its dialect decides how statements compile).
+        flavor: The backend's statement builders.
+
+    """
+
+    def __init__(self, engine: Engine, flavor: Flavor) -> None:
+        self.flavor = flavor
+
+        def build(statement: Executable, binary: Sequence[str] = ()) -> Statement:
+            return Statement(engine, statement, binary)
+
+        self._insert_events = build(flavor.events_insert())
+        self._touch_runs = build(flavor.runs_upsert())
+        self._upsert_snapshot = build(flavor.snapshot_upsert())
+        one, many = flavor.events_and_runs(many=False), flavor.events_and_runs(many=True)
+        self._one_event_and_run = build(one) if one is not None else None
+        # psycopg's text format quotes every array element with a regular expression, which
+        # costs several times what the server takes to insert the batch: send them binary.
+        self._events_and_runs = build(many, EVENT_FIELDS) if many is not None else None
+        snapshot_and_run = flavor.snapshot_and_run()
+        self._snapshot_and_run = (
+            build(snapshot_and_run) if snapshot_and_run is not None else None
+        )
+        self._events = build(_events_after(limited=False))
+        self._events_limited = build(_events_after(limited=True))
+        self._recovery = build(_recovery())
+        self._snapshot = build(
+            select(SnapshotRecord.seq, SnapshotRecord.state).where(
+                SnapshotRecord.run_id == bindparam("run_id")
+            )
+        )
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def insert_events(self, conn: Connection, rows: Sequence[EventRow], now: int) -> None:
+        """Insert events and touch their runs; raises ``IntegrityError`` on a taken key.
+
+        Where the backend has it, events and runs are one statement, so that a lone save can
+        run in autocommit and still be atomic.
+        """
+        if self._events_and_runs is not None and self._one_event_and_run is not None:
+            if len(rows) == 1:
+                self._one_event_and_run.run(conn, {**rows[0]._asdict(), "now": now})
+                return
+            ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
+            columns: dict[str, Any] = {
+                name: [row[index] for row in ordered] for index, name in enumerate(EVENT_FIELDS)
+            }
+            self._events_and_runs.run(conn, {**columns, "now": now})
+            return
+        if len(rows) == 1:
+            self._insert_events.run(conn, rows[0]._asdict())
+        else:
+            self._insert_events.run_tuples(conn, EVENT_FIELDS, rows)
+        self.touch_runs(conn, _last_seqs(rows), now)
+
+    def touch_runs(self, conn: Connection, last_seqs: Mapping[str, int], now: int) -> None:
+        """Record that runs were written at ``now`` (creating their rows if needed).
+
+        Rows are touched in run id order, so two transactions lock them in the same order.
+        """
+        touched = [
+            {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
+            for run_id, seq in sorted(last_seqs.items())
+        ]
+        if len(touched) == 1:
+            self._touch_runs.run(conn, touched[0])
+        elif touched:
+            self._touch_runs.run_many(conn, touched)
+
+    def upsert_snapshot(self, conn: Connection, snap: StateRow, now: int) -> None:
+        """Save a snapshot unless the stored one has a higher ``seq``."""
+        self._upsert_snapshot.run(
+            conn, {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
+        )
+
+    @property
+    def one_statement_snapshot(self) -> bool:
+        """Whether a snapshot and its run row can be saved in one autocommit statement."""
+        return self._snapshot_and_run is not None
+
+    def save_snapshot_alone(self, conn: Connection, snap: StateRow, now: int) -> None:
+        """Save a snapshot and touch its run; one statement where the backend allows it."""
+        if self._snapshot_and_run is None:
+            self.upsert_snapshot(conn, snap, now)
+            self.touch_runs(conn, {snap.run_id: 0}, now)
+            return
+        self._snapshot_and_run.run(
+            conn,
+            {
+                "run_id": snap.run_id,
+                "seq": snap.seq,
+                "state": snap.state,
+                "written_ns": now,
+                "snapshot_run_id": snap.run_id,
+                "now": now,
+            },
+        )
+
+    def delete_run(self, conn: Connection, run_id: str) -> None:
+        """Remove a run's events, snapshot and row."""
+        for model in (EventRecord, SnapshotRecord, RunRecord):
+            conn.execute(delete(model).where(model.run_id == run_id))
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def stored_events(self, conn: Connection, run_id: str, seqs: Sequence[int]) -> list[EventRow]:
+        """The stored rows of a run at the given positions."""
+        found = conn.execute(
+            select(*EVENT_COLUMNS).where(EventRecord.run_id == run_id, EventRecord.seq.in_(seqs))
+        )
+        return [EventRow(run_id, *row) for row in found]
+
+    def events_after(
+        self, conn: Connection, run_id: str, since: int, limit: int | None
+    ) -> list[Any]:
+        """Rows ``(seq, kind, ts, lane_id, data)`` after ``since``, ascending."""
+        if limit is None:
+            return self._events.fetch(conn, {"run_id": run_id, "since": since})
+        return self._events_limited.fetch(conn, {"run_id": run_id, "since": since, "limit": limit})
+
+    def recovery_rows(self, conn: Connection, run_id: str) -> list[Any]:
+        """Rows ``(part, seq, kind, ts, lane_id, data)``: the snapshot (part 0), then its tail."""
+        return self._recovery.fetch(conn, {"run_id": run_id})
+
+    def snapshot(self, conn: Connection, run_id: str) -> tuple[int, str] | None:
+        """The stored snapshot's ``(seq, state)``, or ``None``."""
+        rows = self._snapshot.fetch(conn, {"run_id": run_id})
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    def run_ids(self, conn: Connection, limit: int | None, offset: int) -> list[str]:
+        """Run ids, most recently written first."""
+        stmt = select(RunRecord.run_id).order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        return list(conn.execute(stmt).scalars())
+
+    # -- summaries ------------------------------------------------------------------------
+
+    def run_lines(self, conn: Connection, limit: int | None, offset: int) -> list[RunLine]:
+        """A page of runs with their snapshots, most recently written first."""
+        stmt = (
+            select(
+                RunRecord.run_id,
+                RunRecord.last_seq,
+                RunRecord.updated_ns,
+                SnapshotRecord.seq,
+                SnapshotRecord.state,
+            )
+            .outerjoin(SnapshotRecord, SnapshotRecord.run_id == RunRecord.run_id)
+            .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+            .offset(offset)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        return [RunLine(*row) for row in conn.execute(stmt)]
+
+    def run_row(self, conn: Connection, run_id: str) -> tuple[int, int] | None:
+        """A run's ``(last_seq, updated_ns)``, or ``None`` for an unknown run."""
+        row = conn.execute(
+            select(RunRecord.last_seq, RunRecord.updated_ns).where(RunRecord.run_id == run_id)
+        ).first()
+        return (int(row[0]), int(row[1])) if row is not None else None
+
+    def kind_counts(self, conn: Connection, run_id: str) -> list[KindCount]:
+        """How many stored events a run has of each kind."""
+        stmt = (
+            select(EventRecord.kind, func.count(), func.min(EventRecord.seq))
+            .where(EventRecord.run_id == run_id)
+            .group_by(EventRecord.kind)
+            .order_by(EventRecord.kind)
+        )
+        rows = conn.execute(stmt)
+        return [KindCount(kind, int(count), int(first)) for kind, count, first in rows]
+
+    def count_events(self, conn: Connection, run_id: str) -> int:
+        """How many events a run has stored."""
+        stmt = select(func.count()).select_from(EventRecord).where(EventRecord.run_id == run_id)
+        return int(conn.execute(stmt).scalar_one())
+
+    # -- retention ------------------------------------------------------------------------
+
+    def count_old(self, conn: Connection, cutoff: int) -> tuple[int, int]:
+        """Runs last written before ``cutoff`` and their events."""
+        runs = select(func.count()).select_from(RunRecord).where(RunRecord.updated_ns < cutoff)
+        events = (
+            select(func.count())
+            .select_from(EventRecord)
+            .join(RunRecord, RunRecord.run_id == EventRecord.run_id)
+            .where(RunRecord.updated_ns < cutoff)
+        )
+        return int(conn.execute(runs).scalar_one()), int(conn.execute(events).scalar_one())
+
+    def old_runs_page(self, conn: Connection, cutoff: int, after: str, size: int) -> list[str]:
+        """Up to ``size`` run ids after ``after`` (in id order) last written before ``cutoff``."""
+        stmt = (
+            select(RunRecord.run_id)
+            .where(RunRecord.updated_ns < cutoff, RunRecord.run_id > after)
+            .order_by(RunRecord.run_id)
+            .limit(size)
+        )
+        return list(conn.execute(stmt).scalars())
+
+    def delete_old_run(self, conn: Connection, run_id: str, cutoff: int) -> int | None:
+        """Delete a run if it is still older than ``cutoff``; its event count, else ``None``."""
+        gone = conn.execute(
+            delete(RunRecord).where(RunRecord.run_id == run_id, RunRecord.updated_ns < cutoff)
+        )
+        if gone.rowcount != 1:
+            return None  # written since it was listed: no longer old
+        events = conn.execute(delete(EventRecord).where(EventRecord.run_id == run_id)).rowcount
+        conn.execute(delete(SnapshotRecord).where(SnapshotRecord.run_id == run_id))
+        return int(events)
+
+    def count_covered(self, conn: Connection, cutoff: int | None) -> tuple[int, int]:
+        """Runs with events their snapshot covers, and those events.
+
+        With ``cutoff``, runs last written before it are left out (a dry run counts them as
+        old runs, which would be gone before this step).
+        """
+        stmt = (
+            select(EventRecord.run_id)
+            .join(SnapshotRecord, SnapshotRecord.run_id == EventRecord.run_id)
+            .where(EventRecord.seq <= SnapshotRecord.seq)
+        )
+        if cutoff is not None:
+            stmt = stmt.join(RunRecord, RunRecord.run_id == EventRecord.run_id).where(
+                RunRecord.updated_ns >= cutoff
+            )
+        covered = stmt.subquery()
+        runs, events = conn.execute(
+            select(func.count(func.distinct(covered.c.run_id)), func.count())
+        ).one()
+        return int(runs), int(events)
+
+    def snapshots_page(
+        self, conn: Connection, after: str, size: int
+    ) -> list[tuple[str, int]]:
+        """Up to ``size`` ``(run_id, snapshot seq)`` after ``after``, in id order."""
+        stmt = (
+            select(SnapshotRecord.run_id, SnapshotRecord.seq)
+            .where(SnapshotRecord.run_id > after)
+            .order_by(SnapshotRecord.run_id)
+            .limit(size)
+        )
+        return [(run_id, int(seq)) for run_id, seq in conn.execute(stmt)]
+
+    def range_bound(
+        self, conn: Connection, run_id: str, low: int, upto: int, span: int
+    ) -> int | None:
+        """The seq ``span`` stored positions above ``low`` (at most ``upto``), if there is one.
+
+        Seqs may be sparse, so the bound of a range of ``span`` events is looked up rather
+        than computed.
+        """
+        stmt = (
+            select(EventRecord.seq)
+            .where(EventRecord.run_id == run_id, EventRecord.seq > low, EventRecord.seq <= upto)
+            .order_by(EventRecord.seq)
+            .offset(span - 1)
+            .limit(1)
+        )
+        bound = conn.execute(stmt).scalar()
+        return None if bound is None else int(bound)
+
+    def delete_range(self, conn: Connection, run_id: str, low: int, high: int) -> int:
+        """Delete a run's events with ``low < seq <= high``; how many were deleted."""
+        stmt = delete(EventRecord).where(
+            and_(EventRecord.run_id == run_id, EventRecord.seq > low, EventRecord.seq <= high)
+        )
+        return int(conn.execute(stmt).rowcount)

@@ -1,0 +1,119 @@
+"""Every statement the SQL store runs is visible to SQLAlchemy's events, logging and tracing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import event
+
+from purpose_agent import EventKind, PAEvent, RunState, SQLCheckpointer
+
+# What one step (three events and the state after them) costs, statement by statement.
+STEP_STATEMENTS = {
+    "sqlite": [
+        "BEGIN IMMEDIATE",
+        "INSERT INTO pa_events",
+        "INSERT INTO pa_runs",
+        "INSERT INTO pa_snapshots",
+        "INSERT INTO pa_runs",
+        "COMMIT",
+    ],
+    # Events and their run rows are one statement (a WITH); psycopg sends BEGIN itself.
+    "postgresql": ["WITH inserted", "INSERT INTO pa_snapshots", "INSERT INTO pa_runs"],
+    "mariadb": [
+        "INSERT INTO pa_events",
+        "INSERT INTO pa_runs",
+        "INSERT INTO pa_snapshots",
+        "INSERT INTO pa_runs",
+    ],
+}
+
+
+def _step(run_id: str) -> tuple[list[PAEvent], RunState]:
+    events = [
+        PAEvent(run_id=run_id, seq=seq, kind=EventKind.TOOL_CALL, ts=1.0, data={"n": seq})
+        for seq in (1, 2, 3)
+    ]
+    return events, RunState(run_id=run_id, seq=3, data={"n": 3})
+
+
+def _shape(statement: str) -> str:
+    words = statement.split()
+    if words[:2] == ["INSERT", "INTO"]:
+        return " ".join(words[:3])
+    if words[0] == "WITH":
+        return " ".join(words[:2])
+    return " ".join(words[:2]) if words[0] == "BEGIN" else words[0]
+
+
+def _backend(store: SQLCheckpointer) -> str:
+    name = store.engine.dialect.name
+    return "mariadb" if name == "mysql" else name
+
+
+def test_a_listener_sees_each_statement_of_a_step(empty_database: str) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        seen: list[str] = []
+
+        def record(*args: Any) -> None:
+            seen.append(_shape(args[2]))
+
+        event.listen(store.engine, "before_cursor_execute", record)
+        events, state = _step("listened")
+        store.save_events(events, snapshot=state)
+        event.remove(store.engine, "before_cursor_execute", record)
+        assert seen == STEP_STATEMENTS[_backend(store)]
+        # With the listener gone the same step still lands (on the fast path) and is read back.
+        events, state = _step("unlistened")
+        store.save_events(events, snapshot=state)
+        recovery = store.recover("unlistened")
+        assert recovery is not None
+        assert recovery.state == state
+        assert seen == STEP_STATEMENTS[_backend(store)]
+
+
+def test_engine_logging_shows_the_stores_statements(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        caplog.set_level(logging.INFO, logger="sqlalchemy.engine.Engine")
+        store.save_event(PAEvent(run_id="logged", seq=1, kind=EventKind.CUSTOM, ts=1.0))
+        assert store.list_events("logged")[0].seq == 1
+    logged = [record.getMessage() for record in caplog.records]
+    assert any("pa_events" in line and "INSERT" in line for line in logged), logged
+    assert any("pa_events" in line and line.startswith("SELECT") for line in logged), logged
+
+
+def test_opentelemetry_records_a_span_per_statement(empty_database: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with SQLCheckpointer(empty_database) as store:
+        instrumentor = SQLAlchemyInstrumentor()
+        # The instrumentation declares SQLAlchemy < 2.1; its event hooks work on 2.1 unchanged.
+        instrumentor.instrument(engine=store.engine, tracer_provider=provider, skip_dep_check=True)
+        try:
+            events, state = _step("traced")
+            store.save_events(events, snapshot=state)
+            assert store.recover("traced") is not None
+        finally:
+            instrumentor.uninstrument()
+    statements = [
+        str(span.attributes.get("db.statement", "")) for span in exporter.get_finished_spans()
+    ]
+    writes = [
+        _shape(text) for text in statements if "pa_" in text and not text.startswith("SELECT")
+    ]
+    expected = [
+        shape
+        for shape in STEP_STATEMENTS[_backend(store)]
+        if shape not in ("BEGIN IMMEDIATE", "COMMIT")
+    ]
+    assert writes == expected, statements
+    assert any(text.startswith("SELECT") and "pa_snapshots" in text for text in statements)
