@@ -51,19 +51,14 @@ def _kill_inside_next_commit(engine: Engine, out: Console, step: int) -> None:
             "before they are committed",
         )
 
-    if engine.dialect.name == "sqlite":
-        # The SQLite store commits with a COMMIT statement on the driver's cursor, which no
-        # SQLAlchemy event sees; the driver's trace callback does, just before it runs.
-        def trace(statement: str) -> None:
-            if statement.lstrip().upper().startswith("COMMIT"):
-                on_commit(None)
+    def before_statement(*args: Any) -> None:
+        # SQLite's store ends its write transaction with a COMMIT statement, which SQLAlchemy
+        # sees like any other statement; the kill lands just before the server runs it.
+        if str(args[2]).lstrip().upper().startswith("COMMIT"):
+            on_commit(None)
 
-        def on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
-            dbapi_connection.set_trace_callback(trace)
-
-        event.listen(engine.pool, "checkout", on_checkout)
-        return
     # Engine events reach the store's connections, including those of its derived engines.
+    event.listen(engine, "before_cursor_execute", before_statement)
     event.listen(engine, "commit", on_commit)
 
 
