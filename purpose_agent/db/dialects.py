@@ -42,7 +42,6 @@ EVENT_FIELDS = ("run_id", "seq", "kind", "ts", "lane_id", "data")
 class Flavor:
     """The generic behaviour; each backend overrides what it spells differently."""
 
-    name: ClassVar[str] = "generic"
     # Whether a batch of events and their run rows is one statement, so that it can run in
     # autocommit with no BEGIN/COMMIT round trips and still be atomic.
     one_statement_events: ClassVar[bool] = False
@@ -123,7 +122,6 @@ class Flavor:
 class SQLiteFlavor(Flavor):
     """SQLite: writers take the lock with ``BEGIN IMMEDIATE``; everything runs in-process."""
 
-    name = "sqlite"
     # pysqlite's own transactions begin deferred, so a transaction that reads and then writes
     # can fail at once with "database is locked" when another writer got in between; an
     # immediate transaction waits for the lock (up to the busy timeout) instead.
@@ -139,7 +137,6 @@ class SQLiteFlavor(Flavor):
 class PostgresFlavor(Flavor):
     """Postgres: a batch and its run rows go in one statement, so one round trip per save."""
 
-    name = "postgresql"
     upsert_insert = staticmethod(postgresql.insert)
     one_statement_events = True
     autocommit = True
@@ -207,7 +204,6 @@ class PostgresFlavor(Flavor):
 class MariaDBFlavor(Flavor):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
 
-    name = "mariadb"
     autocommit = True
     # Fewer gap locks than the server's REPEATABLE READ default, so fewer deadlocks between
     # writers of different runs; every write transaction here is a plain insert or upsert.
