@@ -20,17 +20,25 @@ STEP_STATEMENTS = {
         "BEGIN IMMEDIATE",
         "INSERT INTO pa_events",
         "INSERT INTO pa_runs",
-        "INSERT INTO pa_snapshots",
         "INSERT INTO pa_runs",
+        "INSERT INTO pa_snapshots",
         "COMMIT",
     ],
-    # Events and their run rows are one statement (a WITH); psycopg sends BEGIN itself.
-    "postgresql": ["WITH inserted", "INSERT INTO pa_snapshots", "INSERT INTO pa_runs"],
-    "mariadb": [
-        "INSERT INTO pa_events",
+    # Events and their run rows are one statement (a WITH).
+    "postgresql": [
+        "BEGIN",
+        "WITH inserted",
         "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
+        "COMMIT",
+    ],
+    "mariadb": [
+        "BEGIN",
+        "INSERT INTO pa_events",
         "INSERT INTO pa_runs",
+        "INSERT INTO pa_runs",
+        "INSERT INTO pa_snapshots",
+        "COMMIT",
     ],
 }
 
@@ -49,7 +57,7 @@ def _shape(statement: str) -> str:
         return " ".join(words[:3])
     if words[0] == "WITH":
         return " ".join(words[:2])
-    return " ".join(words[:2]) if words[0] == "BEGIN" else words[0]
+    return " ".join(words[:2]) if statement.startswith("BEGIN ") else words[0]
 
 
 def _backend(store: SQLCheckpointer) -> str:
@@ -113,7 +121,7 @@ def test_opentelemetry_records_a_span_per_statement(empty_database: str) -> None
     expected = [
         shape
         for shape in STEP_STATEMENTS[_backend(store)]
-        if shape not in ("BEGIN IMMEDIATE", "COMMIT")
+        if shape not in ("BEGIN", "BEGIN IMMEDIATE", "COMMIT")
     ]
     assert writes == expected, statements
     assert any(text.startswith("SELECT") and "pa_snapshots" in text for text in statements)

@@ -11,7 +11,9 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import (
     CorruptRecord,
+    EventKind,
     InvalidInput,
+    PAEvent,
     SQLCheckpointer,
     SQLiteCheckpointer,
     StoreUnavailable,
@@ -217,17 +219,26 @@ def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
 
 
 @pytest.mark.postgres
-def test_postgres_sessions_use_generic_plans_and_the_durability_setting(
+def test_postgres_sessions_prepare_nothing_and_keep_the_durability_setting(
     postgres_url: URL,
 ) -> None:
+    # Nothing that a pooler in transaction mode would break: no server-side prepared
+    # statements (they live on one server connection), no startup options.
     def setting(store: SQLCheckpointer, name: str) -> object:
         with store.engine.connect() as conn:
             return conn.exec_driver_sql(f"SHOW {name}").scalar()
 
+    def prepared(store: SQLCheckpointer) -> int:
+        with store.engine.connect() as conn:
+            return int(conn.exec_driver_sql("SELECT count(*) FROM pg_prepared_statements").scalar())
+
     url = postgres_url.render_as_string(hide_password=False)
     with SQLCheckpointer(url) as store:
-        assert setting(store, "plan_cache_mode") == "force_generic_plan"
         assert setting(store, "synchronous_commit") == "on"
+        for seq in range(1, 21):  # psycopg would prepare after 5 executions by default
+            store.save_event(PAEvent(run_id="prep", seq=seq, kind=EventKind.CUSTOM))
+            assert store.list_events("prep", since_seq=seq - 1)[0].seq == seq
+        assert prepared(store) == 0
+        store.delete_run("prep")
     with SQLCheckpointer(url, durability="normal") as store:
-        assert setting(store, "plan_cache_mode") == "force_generic_plan"
         assert setting(store, "synchronous_commit") == "off"

@@ -37,6 +37,10 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
         if lost:
+            # As SQLAlchemy does for its own statements: a lost connection means the server
+            # went away, so every pooled connection older than now is replaced on checkout,
+            # not only this one (after a restart all of them are dead).
+            conn.engine.pool._invalidate(proxied, exc, _checkin=False)
             conn.invalidate(exc)
         raise DBAPIError.instance(
             sql,

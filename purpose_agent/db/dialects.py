@@ -45,13 +45,12 @@ class Flavor:
     # Whether a batch of events and their run rows is one statement, so that it can run in
     # autocommit with no BEGIN/COMMIT round trips and still be atomic.
     one_statement_events: ClassVar[bool] = False
-    # Single statements (reads, and writes that are one statement) run in autocommit: a
-    # driver in transaction mode would wrap each in BEGIN ... COMMIT round trips. Write
-    # transactions switch a connection to this isolation level for their duration.
-    autocommit: ClassVar[bool] = False
-    transaction_isolation: ClassVar[str | None] = None
-    # The statement that opens a write transaction, where the driver's own BEGIN is wrong.
-    begin_sql: ClassVar[str | None] = None
+    # Connections run in autocommit: a driver in transaction mode would wrap each single
+    # statement (reads, one-statement saves) in BEGIN ... COMMIT round trips. A write
+    # transaction is opened with this statement and ended with COMMIT or ROLLBACK, on the same
+    # kind of connection: nothing is switched per transaction, so a connection the server
+    # dropped fails on a statement SQLAlchemy sees, never in a setting change.
+    begin_sql: ClassVar[str] = "BEGIN"
 
     # ``INSERT ... ON CONFLICT`` (SQLite and Postgres spell it alike); MariaDB overrides the
     # builders with ``ON DUPLICATE KEY UPDATE``.
@@ -110,9 +109,26 @@ class Flavor:
 
     # -- errors -------------------------------------------------------------------------
 
+    def in_transaction(self, driver_connection: Any) -> bool:
+        """Whether the driver's connection is inside a transaction (so COMMIT has work)."""
+        raise NotImplementedError
+
     def is_unique_violation(self, exc: DBAPIError) -> bool:
         """Whether the error is a primary-key or unique violation."""
         raise NotImplementedError
+
+    def payload_limit_query(self) -> Executable | None:
+        """A query for the largest statement the server accepts, where that is below a payload's.
+
+        SQLite and Postgres take a text value up to about 1 GB, which the store does not
+        check; MariaDB refuses a statement over its ``max_allowed_packet`` (16 MiB by
+        default) and drops the connection.
+        """
+        return None
+
+    def is_too_large(self, exc: DBAPIError) -> bool:
+        """Whether the server refused a statement for its size (retrying cannot help)."""
+        return False
 
     def is_transient(self, exc: DBAPIError) -> bool:
         """Whether the error is a deadlock or serialization failure worth one more try."""
@@ -122,12 +138,15 @@ class Flavor:
 class SQLiteFlavor(Flavor):
     """SQLite: writers take the lock with ``BEGIN IMMEDIATE``; everything runs in-process."""
 
-    # pysqlite's own transactions begin deferred, so a transaction that reads and then writes
-    # can fail at once with "database is locked" when another writer got in between; an
-    # immediate transaction waits for the lock (up to the busy timeout) instead.
+    # A deferred transaction that reads and then writes can fail at once with "database is
+    # locked" when another writer got in between; an immediate transaction waits for the lock
+    # (up to the busy timeout) instead.
     begin_sql = "BEGIN IMMEDIATE"
     upsert_insert = staticmethod(sqlite.insert)
     greatest = staticmethod(func.max)  # SQLite's two-argument max() is GREATEST
+
+    def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
+        return bool(driver_connection.in_transaction)
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE
@@ -139,8 +158,9 @@ class PostgresFlavor(Flavor):
 
     upsert_insert = staticmethod(postgresql.insert)
     one_statement_events = True
-    autocommit = True
-    transaction_isolation = "READ COMMITTED"
+
+    def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
+        return int(driver_connection.info.transaction_status) != 0  # IDLE
 
     def snapshot_and_run(self) -> Insert:
         """Upsert the snapshot and touch its run; both parts of the ``WITH`` always run."""
@@ -204,10 +224,8 @@ class PostgresFlavor(Flavor):
 class MariaDBFlavor(Flavor):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
 
-    autocommit = True
-    # Fewer gap locks than the server's REPEATABLE READ default, so fewer deadlocks between
-    # writers of different runs; every write transaction here is a plain insert or upsert.
-    transaction_isolation = "READ COMMITTED"
+    def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
+        return bool(driver_connection.server_status & 1)  # SERVER_STATUS_IN_TRANS
 
     def runs_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(RunRecord)
@@ -242,6 +260,12 @@ class MariaDBFlavor(Flavor):
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) == 1062
+
+    def payload_limit_query(self) -> Executable:  # noqa: D102
+        return text("SELECT @@max_allowed_packet")
+
+    def is_too_large(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return _mysql_errno(exc) in (1153, 1301)  # packet too large, result too large
 
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1205, 1213)  # lock wait timeout, deadlock

@@ -13,7 +13,8 @@ from purpose_agent.errors import InvalidInput
 
 Durability = Literal["full", "normal"]
 
-DEFAULT_URL = "sqlite:///purpose_agent.db"
+DEFAULT_SQLITE_FILE = "purpose_agent.db"
+DEFAULT_URL = f"sqlite:///{DEFAULT_SQLITE_FILE}"
 URL_ENV = "PURPOSE_AGENT_DB_URL"
 
 
@@ -57,7 +58,9 @@ def make_engine(
         durability: ``"full"``: a save that returned survives a power cut (SQLite
             ``synchronous=FULL``; Postgres ``synchronous_commit`` as the server sets it).
             ``"normal"``: it survives a crash of the process but a power cut may lose the last
-            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``).
+            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``, set
+            on each new connection; behind a pooler in transaction mode set it on the role
+            instead, ``ALTER ROLE ... SET synchronous_commit = off``).
         busy_timeout: Seconds a SQLite writer waits for another writer before failing.
         **kwargs: Passed to :func:`sqlalchemy.create_engine`.
 
@@ -84,25 +87,27 @@ def make_engine(
     elif backend == "postgresql":
         options["pool_size"] = 8
         options["max_overflow"] = 16
-        options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
+        options["isolation_level"] = "AUTOCOMMIT"  # see Flavor.begin_sql
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
-        # The store's statements are key lookups and key-range scans whatever the parameters.
-        # A custom plan built from stale statistics (right after a bulk load) can turn the
-        # iter_events page query into a bitmap scan and a sort of the rest of the run, per
-        # page; the generic plan is the primary-key range scan.
-        server = ["-c plan_cache_mode=force_generic_plan"]
-        if durability == "normal":
-            server.append("-c synchronous_commit=off")
-        options["connect_args"] = {"options": " ".join(server)}
+        # No server-side prepared statements and no startup options: both break a pooler in
+        # transaction mode (PgBouncer refuses the "options" startup parameter, and a prepared
+        # statement lives on one server connection while the next transaction may get
+        # another). Every statement is then planned with its own parameters.
+        options["connect_args"] = {"prepare_threshold": None}
     elif backend in ("mysql", "mariadb"):
         options["pool_size"] = 8
         options["max_overflow"] = 16
         options["pool_recycle"] = 3600
-        options["isolation_level"] = "AUTOCOMMIT"  # see SqlDialect.autocommit
+        options["isolation_level"] = "AUTOCOMMIT"  # see Flavor.begin_sql
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
-        options["connect_args"] = {"charset": "utf8mb4"}
+        options["connect_args"] = {
+            "charset": "utf8mb4",
+            # Fewer gap locks than the server's REPEATABLE READ default, so fewer deadlocks
+            # between writers of different runs; every write here is an insert or upsert.
+            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        }
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):
             options.pop(sizing, None)
@@ -123,22 +128,38 @@ def make_engine(
         ) from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
+    elif backend == "postgresql" and durability == "normal":
+        _set_on_connect(engine, "SET synchronous_commit = off")
     return engine
 
 
-def configure_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float) -> None:
+def _set_on_connect(engine: Engine, statement: str) -> None:
+    """Run a session setting on every new connection (not as a startup option: see above)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(statement)
+
+
+def configure_sqlite(
+    engine: Engine, *, durability: Durability, busy_timeout: float, owned: bool = True
+) -> None:
     """Set up SQLite for several writers: WAL, a busy timeout, and transactions the store opens.
 
-    The driver is put in autocommit mode, so that pysqlite never opens a deferred transaction
-    on its own; the store's writers issue ``BEGIN IMMEDIATE`` themselves (see
-    ``SQLiteDialect.write_transaction``) and wait for the write lock up to ``busy_timeout``.
+    The driver of an engine the store built is put in autocommit mode, so that pysqlite never
+    opens a deferred transaction on its own; the store's writers issue ``BEGIN IMMEDIATE``
+    themselves (see ``Flavor.begin_sql``) and wait for the write lock up to ``busy_timeout``.
+    An engine passed in keeps its driver settings (the store switches its own connections to
+    autocommit per checkout) but gets the same pragmas, on connections it opens from now on.
     """
     synchronous = "FULL" if durability == "full" else "NORMAL"
     timeout_ms = int(busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
+        if owned:
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
@@ -148,3 +169,18 @@ def configure_sqlite(engine: Engine, *, durability: Durability, busy_timeout: fl
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
+
+
+def adopt_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float) -> None:
+    """Give a SQLite engine built elsewhere the store's settings (WAL, busy timeout, sync).
+
+    Connections the engine already pooled are closed so that every connection the store
+    gets has the settings; an in-memory database keeps its one connection (closing it would
+    lose the data, and WAL does not apply to it).
+    """
+    if durability not in ("full", "normal"):
+        raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")
+    configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout, owned=False)
+    if engine.url.database in (None, "", ":memory:"):
+        return
+    engine.dispose()

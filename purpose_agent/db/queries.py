@@ -42,7 +42,7 @@ from purpose_agent.records import EventRow, StateRow
 
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 # Keys looked up per statement when checking a batch that hit a taken key.
-LOOKUP_CHUNK = 500
+LOOKUP_CHUNK = 5000
 
 EVENT_COLUMNS = (
     EventRecord.seq,
@@ -281,11 +281,21 @@ class Queries:
     # -- reads ----------------------------------------------------------------------------
 
     def stored_events(self, conn: Connection, run_id: str, seqs: Sequence[int]) -> list[EventRow]:
-        """The stored rows of a run at the given positions."""
-        found = conn.execute(
-            select(*EVENT_COLUMNS).where(EventRecord.run_id == run_id, EventRecord.seq.in_(seqs))
+        """The stored rows of a run at the given positions (ascending ``seqs``).
+
+        Positions that are mostly contiguous (a step, a re-sent batch) are read as one key
+        range, which costs what reading them costs; an ``IN`` list of thousands of parameters
+        costs the client more than the server, per statement.
+        """
+        low, high = seqs[0], seqs[-1]
+        where = (
+            EventRecord.seq.between(low, high)
+            if high - low < 2 * len(seqs)
+            else EventRecord.seq.in_(seqs)
         )
-        return [EventRow(run_id, *row) for row in found]
+        found = conn.execute(select(*EVENT_COLUMNS).where(EventRecord.run_id == run_id, where))
+        wanted = set(seqs)
+        return [EventRow(run_id, *row) for row in found if row[0] in wanted]
 
     def events_after(
         self, conn: Connection, run_id: str, since: int, limit: int | None

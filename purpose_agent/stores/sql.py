@@ -19,11 +19,23 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from purpose_agent.clock import stamp_ns
 from purpose_agent.db.dialects import flavor_for
-from purpose_agent.db.engine import Durability, default_url, make_engine
+from purpose_agent.db.engine import (
+    DEFAULT_SQLITE_FILE,
+    Durability,
+    adopt_sqlite,
+    default_url,
+    make_engine,
+)
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, Queries
 from purpose_agent.db.transactions import Transactions
-from purpose_agent.errors import CheckpointError, SequenceConflict, translated, unavailable
+from purpose_agent.errors import (
+    CheckpointError,
+    InvalidInput,
+    SequenceConflict,
+    translated,
+    unavailable,
+)
 from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.records import (
     EventRow,
@@ -86,6 +98,10 @@ class SQLCheckpointer(ClosingContext):
         if isinstance(url_or_engine, Engine):
             self._engine = url_or_engine
             self._owns_engine = False
+            if url_or_engine.dialect.name == "sqlite":
+                # Without WAL and a busy timeout, a second writer fails at once with
+                # "database is locked": the store's settings apply to an engine passed in too.
+                adopt_sqlite(url_or_engine, durability=durability, busy_timeout=busy_timeout)
         else:
             url = url_or_engine if url_or_engine is not None else default_url()
             self._engine = make_engine(url, durability=durability, busy_timeout=busy_timeout)
@@ -95,8 +111,10 @@ class SQLCheckpointer(ClosingContext):
         self._flavor = flavor
         self._queries = Queries(self._engine, flavor)
         self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
+        self._payload_limit: int | None = None
         try:
             self._call("opening the store", lambda: ensure_schema(self._engine, migrate=migrate))
+            self._payload_limit = self._call("opening the store", self._read_payload_limit)
         except BaseException:
             self.close()
             raise
@@ -117,13 +135,55 @@ class SQLCheckpointer(ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
+                if self._flavor.is_too_large(exc):
+                    raise InvalidInput(
+                        f"{action} failed on {self.url}: the server refused a statement over its "
+                        f"size limit (max_allowed_packet of {self._payload_limit} bytes)"
+                    ) from exc
                 retry = exc.connection_invalidated or self._flavor.is_transient(exc)
                 if retry and attempt + 1 < _ATTEMPTS:
                     continue
                 raise unavailable(action, self.url, exc) from exc
             except SQLAlchemyError as exc:
                 raise unavailable(action, self.url, exc) from exc
+            except self._engine.dialect.loaded_dbapi.Error as exc:
+                # Raised by the driver outside a statement (a connection being set up or
+                # reset): the connection may be broken, so the pool is refreshed and the
+                # work tried again, as for a lost connection.
+                if attempt + 1 < _ATTEMPTS:
+                    self._engine.pool.dispose()
+                    continue
+                raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_payload_limit(self) -> int | None:
+        query = self._flavor.payload_limit_query()
+        if query is None:
+            return None
+        with self._units.single() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def _check_sizes(self, rows: list[EventRow], snap: StateRow | None) -> None:
+        """Refuse a payload the server would refuse, before sending it (and dropping a link)."""
+        limit = self._payload_limit
+        if limit is None:
+            return
+        # Payloads are ASCII JSON, so characters are bytes; the rest of a row and the
+        # statement around it take well under 4 KiB.
+        room = limit - 4096
+        for row in rows:
+            if len(row.data) > room:
+                raise InvalidInput(
+                    _too_large(
+                        f"run {row.run_id!r}, seq {row.seq}: event data", len(row.data), limit
+                    )
+                )
+        if snap is not None and len(snap.state) > room:
+            raise InvalidInput(
+                _too_large(
+                    f"run {snap.run_id!r}: the snapshot at seq {snap.seq}", len(snap.state), limit
+                )
+            )
 
     def reading(self, action: str) -> contextlib.AbstractContextManager[Connection]:
         """A connection for maintenance reads, with driver errors translated.
@@ -166,6 +226,7 @@ class SQLCheckpointer(ClosingContext):
 
         """
         rows = [event_row(event)]
+        self._check_sizes(rows, None)
         self._call("saving an event", lambda: self._write(rows, None))
 
     def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
@@ -179,6 +240,7 @@ class SQLCheckpointer(ClosingContext):
         """
         rows = event_rows(events)
         snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        self._check_sizes(rows, snap)
         if rows or snap is not None:
             self._call("saving events", lambda: self._write(rows, snap))
 
@@ -191,6 +253,7 @@ class SQLCheckpointer(ClosingContext):
 
         """
         snap = state_row(run_id, state)
+        self._check_sizes([], snap)
         self._call("saving a snapshot", lambda: self._write([], snap))
 
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
@@ -227,11 +290,14 @@ class SQLCheckpointer(ClosingContext):
     def _write_in(
         self, conn: Connection, rows: list[EventRow], snap: StateRow | None, now: int
     ) -> None:
+        # Every write transaction locks a run's row before its snapshot row. A step and an
+        # identical retry of an earlier step (whose events are all stored, so it writes only
+        # the snapshot) would otherwise take the two locks in opposite orders and deadlock.
         if rows:
             self._queries.insert_events(conn, rows, now)
         if snap is not None:
-            self._queries.upsert_snapshot(conn, snap, now)
             self._queries.touch_runs(conn, {snap.run_id: 0}, now)
+            self._queries.upsert_snapshot(conn, snap, now)
 
     def _new_rows(self, conn: Connection, rows: list[EventRow]) -> list[EventRow]:
         """The rows not stored yet; raises SequenceConflict if one is stored differently."""
@@ -240,8 +306,9 @@ class SQLCheckpointer(ClosingContext):
             by_run.setdefault(row.run_id, []).append(row)
         stored: dict[tuple[str, int], EventRow] = {}
         for run_id, run_rows in by_run.items():
-            for start in range(0, len(run_rows), LOOKUP_CHUNK):
-                seqs = [row.seq for row in run_rows[start : start + LOOKUP_CHUNK]]
+            run_seqs = sorted(row.seq for row in run_rows)
+            for start in range(0, len(run_seqs), LOOKUP_CHUNK):
+                seqs = run_seqs[start : start + LOOKUP_CHUNK]
                 for found in self._queries.stored_events(conn, run_id, seqs):
                     stored[(run_id, found.seq)] = found
         new = []
@@ -355,6 +422,7 @@ class SQLCheckpointer(ClosingContext):
         check_limit(offset, "offset")
         if limit == 0:
             return []
+
         def fetch() -> list[str]:
             with self._units.single() as conn:
                 return self._queries.run_ids(conn, limit, offset)
@@ -402,7 +470,7 @@ class SQLiteCheckpointer(SQLCheckpointer):
     """
 
     def __init__(
-        self, db_path: str | os.PathLike[str] = "purpose_agent_checkpoints.db", **options: Any
+        self, db_path: str | os.PathLike[str] = DEFAULT_SQLITE_FILE, **options: Any
     ) -> None:
         self.db_path = os.fspath(db_path)
         super().__init__(URL.create("sqlite", database=self.db_path), **options)
@@ -414,3 +482,11 @@ def _translated(
 ) -> Iterator[Connection]:
     with translated(action, where, SQLAlchemyError), opening as conn:
         yield conn
+
+
+def _too_large(what: str, size: int, limit: int) -> str:
+    return (
+        f"{what} is {size:,} bytes of JSON; this MariaDB server accepts statements up to its "
+        f"max_allowed_packet of {limit:,} bytes; raise it (SET GLOBAL max_allowed_packet = ..., "
+        "up to 1 GB) or store less in one value"
+    )
