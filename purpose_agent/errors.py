@@ -90,6 +90,21 @@ class SchemaNotCurrent(CheckpointError):
         return (type(self), (self.found, self.needed, self.command))
 
 
+class SeedFormatDatabase(SchemaNotCurrent):
+    """A SQLite file that holds runs in the seed's format, which the SQL store does not read.
+
+    The store refuses to open it rather than add its own empty tables beside the seed's and
+    list no runs; ``command`` imports the runs in place.
+    """
+
+    def __init__(self, found: str | None, needed: str, command: str) -> None:
+        super().__init__(found, needed, command)
+        self.args = (
+            "this SQLite file holds runs in the seed's format (tables events and snapshots), "
+            f"which the store does not read; import them with `{command}`",
+        )
+
+
 class StoreUnavailable(CheckpointError):
     """The store could not be reached or refused the operation for a reason outside the data.
 

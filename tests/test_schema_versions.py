@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import pytest
 import purpose_agent
 from purpose_agent import SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
+from purpose_agent.errors import SeedFormatDatabase
+from tests.test_cli_copy import _write_seed_sqlite
 from tests.test_cli_support import run_python_module
 
 
@@ -62,3 +65,26 @@ def test_plain_alembic_with_only_a_script_location_upgrades_a_database(tmp_path:
     current = run_python_module("alembic", "-c", str(ini), "current", cwd=tmp_path, env=env)
     assert migrate.head_revision() in current.stdout
     SQLCheckpointer(url, migrate=False).close()  # at head: opens without migrating
+
+
+@pytest.mark.sqlite
+def test_a_seed_era_sqlite_file_is_refused_with_the_import_that_keeps_its_runs(
+    tmp_path: Path,
+) -> None:
+    seed = tmp_path / "seed.db"
+    _write_seed_sqlite(seed, [("one", seq, "tool_call", {"i": seq}) for seq in (1, 2)], {})
+    with pytest.raises(SeedFormatDatabase) as caught:
+        SQLCheckpointer(f"sqlite:///{seed}")
+    assert isinstance(caught.value, SchemaNotCurrent)
+    assert caught.value.command == f"purpose-agent copy seed-sqlite:{seed} sqlite:///{seed}"
+    assert caught.value.command in str(caught.value)
+    tables = {row[0] for row in sqlite3.connect(seed).execute("SELECT name FROM sqlite_master")}
+    assert not {name for name in tables if name.startswith("pa_")}  # refused before adding any
+    # The command it names imports the runs in place, and the file then opens as usual.
+    done = run_python_module(
+        "purpose_agent", *caught.value.command.split()[1:], cwd=tmp_path, env=dict(os.environ)
+    )
+    assert done.returncode == 0, done.stderr
+    with SQLCheckpointer(f"sqlite:///{seed}") as store:
+        assert store.list_runs() == ["one"]
+        assert [event.data for event in store.list_events("one")] == [{"i": 1}, {"i": 2}]

@@ -14,13 +14,15 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, inspect, select, table
 
 from alembic import command
 from purpose_agent.db.transactions import migration_lock
-from purpose_agent.errors import CheckpointError, SchemaNotCurrent
+from purpose_agent.errors import CheckpointError, SchemaNotCurrent, SeedFormatDatabase
 
 VERSION_TABLE = "pa_alembic_version"
+# The tables the seed's SQLiteCheckpointer created.
+SEED_TABLES = frozenset(("events", "snapshots"))
 UPGRADE_COMMAND = "purpose-agent db upgrade"
 # What to run when the database was migrated by a newer version of the package.
 NEWER_COMMAND = "pip install --upgrade purpose-agent"
@@ -91,7 +93,7 @@ def not_current(found: str | None, upgrade_command: str = UPGRADE_COMMAND) -> Sc
     return SchemaNotCurrent(found, head_revision(), upgrade_command)
 
 
-def ensure_schema(engine: Engine, *, migrate: bool) -> None:
+def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = False) -> None:
     """Make sure the database is at the head revision, upgrading it if allowed.
 
     Several processes may open a store on the same empty database at once: each checks,
@@ -101,11 +103,15 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> None:
     Raises:
         SchemaNotCurrent: If the schema is behind and ``migrate`` is false, or the database
             was migrated by a newer version of the package.
+        SeedFormatDatabase: If a SQLite file holds seed-era runs and none of the store's own
+            (unless ``allow_seed_tables``: the import that moves them in place opens it so).
 
     """
     head = head_revision()
     with engine.connect() as conn:
         found = current_revision(conn)
+        if engine.dialect.name == "sqlite" and not allow_seed_tables:
+            _refuse_seed_runs(conn, found, head)
     if found == head:
         return
     if not migrate or (found is not None and not is_known_revision(found)):
@@ -113,6 +119,30 @@ def ensure_schema(engine: Engine, *, migrate: bool) -> None:
     with migration_lock(engine) as conn:
         if current_revision(conn) != head:
             command.upgrade(alembic_config(connection=conn), "head")
+
+
+def _refuse_seed_runs(conn: Connection, found: str | None, head: str) -> None:
+    """Refuse a seed-era SQLite file whose runs this store would not show.
+
+    Opening it would add the store's empty tables beside the seed's, and every run in it
+    would silently disappear from ``list_runs``. Once the runs are imported (or if the
+    store's own tables already hold data), the file opens as usual.
+    """
+    tables = set(inspect(conn).get_table_names())
+    if not tables >= SEED_TABLES:
+        return
+    for name in ("pa_events", "pa_snapshots"):
+        if name in tables and conn.execute(select(func.count()).select_from(table(name))).scalar():
+            return
+    seeded = sum(
+        int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
+        for name in SEED_TABLES
+    )
+    if not seeded:
+        return
+    path = conn.engine.url.database or ""
+    command = f"purpose-agent copy seed-sqlite:{path} sqlite:///{path}"
+    raise SeedFormatDatabase(found, head, command)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:

@@ -160,7 +160,8 @@ def open_store(target: str | Target, *, create: bool = True) -> Checkpointer:
             )
         if not create and file.is_file() and is_seed_sqlite(file):
             return SeedSQLiteSource(file)
-    return SQLCheckpointer(parsed.url, migrate=create)
+    # A destination may be the seed file itself, its runs imported in place.
+    return SQLCheckpointer(parsed.url, migrate=create, allow_seed_tables=create)
 
 
 def describe(store: Checkpointer) -> str:

@@ -75,11 +75,15 @@ class SQLCheckpointer(ClosingContext):
             ``Engine`` passed in.
         busy_timeout: Seconds a SQLite writer waits for another before failing.
         page_size: Events fetched per query by :meth:`iter_events`.
+        allow_seed_tables: Open a SQLite file that holds runs in the seed's format beside
+            the store's own tables. Without it such a file is refused with the command that
+            imports its runs (``SeedFormatDatabase``), so that they are never hidden.
 
     Raises:
         InvalidInput: A malformed URL or a driver that is not installed.
         SchemaNotCurrent: The schema is behind and ``migrate`` is false, or it is newer than
-            this version of the package.
+            this version of the package; ``SeedFormatDatabase`` (a subclass) for a SQLite
+            file with seed-era runs.
         StoreUnavailable: The database cannot be reached.
 
     """
@@ -92,6 +96,7 @@ class SQLCheckpointer(ClosingContext):
         durability: Durability = "full",
         busy_timeout: float = 60.0,
         page_size: int = 1000,
+        allow_seed_tables: bool = False,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
@@ -113,7 +118,12 @@ class SQLCheckpointer(ClosingContext):
         self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
         self._payload_limit: int | None = None
         try:
-            self._call("opening the store", lambda: ensure_schema(self._engine, migrate=migrate))
+            self._call(
+                "opening the store",
+                lambda: ensure_schema(
+                    self._engine, migrate=migrate, allow_seed_tables=allow_seed_tables
+                ),
+            )
             self._payload_limit = self._call("opening the store", self._read_payload_limit)
         except BaseException:
             self.close()
