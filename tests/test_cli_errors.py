@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import EventKind, InvalidRunId, PAEvent
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import invoke, run_module
 
 DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"

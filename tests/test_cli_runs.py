@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import EventKind, PAEvent, RunState
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, json_lines, make_store_url
 
 

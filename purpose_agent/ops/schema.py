@@ -19,9 +19,9 @@ from sqlalchemy import Engine, inspect, pool
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine, parse_url
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.seed_sqlite import SEED_TABLES
+from purpose_agent.legacy.sqlite import SEED_TABLES
 from purpose_agent.ops.sql_errors import sql_errors
-from purpose_agent.ops.targets import SEED_SQLITE_PREFIX, Target, TargetKind
+from purpose_agent.stores.open import SEED_SQLITE_PREFIX, Target, TargetKind
 
 # What to run when the database was migrated by a newer version of the package.
 NEWER_COMMAND = "pip install --upgrade purpose-agent"
