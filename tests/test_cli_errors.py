@@ -31,7 +31,11 @@ def test_a_database_that_is_down_is_one_line_through_the_real_entry_point(tmp_pa
     ("url", "message"),
     [
         ("nosuchdb://x", "error: cannot open nosuchdb://x"),
-        ("sqlite:////nonexistent/dir/x.db", "error: no database at /nonexistent/dir/x.db"),
+        (
+            "sqlite:////nonexistent/dir/x.db",
+            "error: cannot open the SQLite database /nonexistent/dir/x.db: its directory "
+            "/nonexistent/dir does not exist",
+        ),
         ("neither-url-nor-path", "error: 'neither-url-nor-path' is neither a database URL"),
         ("jsonl:", "error: 'jsonl:' names no path"),
     ],
@@ -41,6 +45,20 @@ def test_a_bad_url_is_one_line(url: str, message: str) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith(message)
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["demo", "--url", "{url}"], ["runs", "list", "--url", "{url}"], ["copy", "memory:", "{url}"]],
+)
+def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "missing" / "runs.db"
+    result = invoke(*(arg.format(url=f"sqlite:///{path}") for arg in command))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot open the SQLite database {path}: its directory {path.parent} does not "
+        "exist; create it, or correct the URL\n"
+    )
 
 
 def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> None:

@@ -34,8 +34,20 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Runs per page, most recently written first.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Runs to skip: where the previous page said more start (next_offset in --json).",
+)
 @json_option
 @url_option
 def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:

@@ -119,6 +119,24 @@ def parse_target(text: str) -> Target:
     )
 
 
+def require_sqlite_directory(target: Target) -> None:
+    """Refuse a SQLite file whose directory does not exist, naming both.
+
+    SQLite itself says only ``unable to open database file``, which does not tell a user that
+    the path is the problem, nor which part of it.
+
+    Raises:
+        InvalidInput: The target is a SQLite file in a directory that does not exist.
+
+    """
+    file = target.sqlite_file
+    if file is not None and not file.parent.is_dir():
+        raise InvalidInput(
+            f"cannot open the SQLite database {file}: its directory {file.parent} does not "
+            "exist; create it, or correct the URL"
+        )
+
+
 def open_store(
     target: str | Target, *, create: bool = True, read_only: bool = False
 ) -> Checkpointer:
@@ -141,7 +159,8 @@ def open_store(
         current schema is added beside the seed's tables, which stay untouched.
 
     Raises:
-        InvalidInput: A malformed target, or a missing file or folder with ``create=False``.
+        InvalidInput: A malformed target, a missing file or folder with ``create=False``, or
+            a SQLite file in a directory that does not exist.
         SchemaNotCurrent: The SQL schema is not at head and ``create`` is false.
         StoreUnavailable: The database cannot be reached.
 
@@ -162,6 +181,7 @@ def open_store(
     assert parsed.url is not None  # set by parse_target for this kind
     file = parsed.sqlite_file
     if file is not None:
+        require_sqlite_directory(parsed)
         if not create and not file.is_file():
             raise InvalidInput(
                 f"no database at {file}; `purpose-agent db upgrade --url {parsed}` creates an "
