@@ -82,6 +82,22 @@ def test_version_and_help_name_the_command() -> None:
         assert f"  {command} " in help_text
 
 
+def _stop_reading(*args: str, after_lines: int) -> tuple[list[str], int, str]:
+    """Run the command into a pipe, read some lines, close the pipe like `head`, and wait."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "purpose_agent", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    lines = [process.stdout.readline() for _ in range(after_lines)]
+    process.stdout.close()
+    stderr = process.stderr.read()
+    return lines, process.wait(timeout=60), stderr
+
+
 @pytest.mark.sqlite
 def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -92,28 +108,22 @@ def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Path) -> No
                 for i in range(1, 5001)
             ]
         )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "purpose_agent",
-            "runs",
-            "events",
-            "long",
-            "--all",
-            "--json",
-            "--url",
-            url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # Far more output is still to come when the pipe closes: a write inside the command fails.
+    lines, status, stderr = _stop_reading(
+        "runs", "events", "long", "--all", "--json", "--url", url, after_lines=1
     )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    first = process.stdout.readline()
-    process.stdout.close()  # like `| head -1`: far more output is still to come
-    stderr = process.stderr.read()
-    assert process.wait(timeout=60) == 1
-    assert '"seq":1,' in first
-    assert stderr == ""
+    assert '"seq":1,' in lines[0]
+    assert (status, stderr) == (0, "")
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("args", [("--version",), ("runs", "list", "--url", "{url}")])
+def test_a_reader_gone_before_the_last_flush_ends_quietly(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        store.save_event(PAEvent(run_id="short", seq=1, kind=EventKind.CUSTOM))
+    # Nothing is read: the output (less than a buffer) meets a closed pipe when it is flushed.
+    _, status, stderr = _stop_reading(*(arg.format(url=url) for arg in args), after_lines=0)
+    assert (status, stderr) == (0, "")

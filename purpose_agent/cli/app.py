@@ -4,10 +4,17 @@ Every failure a user can act on is printed as one line on standard error, prefix
 ``error:``, with exit status 1: the package's own errors already say what to do (the upgrade
 command for a schema that is behind, the URL of a database that is down). A traceback is shown
 only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs.
+
+A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a failure: the
+command ends quietly with status 0, whether the pipe closes while it prints or when Python
+flushes standard output on the way out.
 """
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 from typing import Any
 
 import click
@@ -24,16 +31,51 @@ from purpose_agent.errors import CheckpointError
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
 
 
+def _silence_stdout() -> None:
+    """Point standard output at the null device once its reader has gone.
+
+    Python's documentation advises it: whatever is still buffered is flushed again at
+    interpreter exit, and a second ``BrokenPipeError`` there would print "Exception ignored"
+    and end with status 120.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return  # not a real file (a test runner's buffer): nothing is flushed to a pipe later
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
+
+
 class App(click.Group):
     """The root group: turns exceptions from any command into :class:`CommandFailed`."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the options; ``--version`` or ``--help`` into a closed pipe ends quietly."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
-            # Click reports these itself; a closed pipe (`... | head`) ends output quietly.
-            raise
+        except BrokenPipeError:
+            # The reader has all it wanted (`... | head`); click alone would exit 1.
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
         except CheckpointError as exc:
             if ctx.params.get("debug"):
                 raise
@@ -71,5 +113,18 @@ cli.add_command(db)
 
 
 def main() -> None:
-    """Entry point of the ``purpose-agent`` console script and ``python -m purpose_agent``."""
-    cli(prog_name="purpose-agent")
+    """Entry point of the ``purpose-agent`` console script and ``python -m purpose_agent``.
+
+    Standard output is flushed here rather than at interpreter exit, so that a reader that
+    closed the pipe before the last buffer was written still gets status 0 and no message.
+    """
+    status: str | int | None = 0
+    try:
+        cli.main(prog_name="purpose-agent")
+    except SystemExit as exc:  # click always ends this way in standalone mode
+        status = exc.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.exit(status)

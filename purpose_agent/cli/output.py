@@ -7,6 +7,8 @@ imported only then, so that ``--version`` and ``--help`` do not pay for it.
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
 import sys
 from datetime import UTC, datetime, timedelta
@@ -40,17 +42,32 @@ def console() -> Console:
     as wide as the widest line: a script reading the output gets one record per line. Markup
     is off: run ids and data are printed as they are, whatever brackets they hold.
     """
-    from rich.console import Console  # noqa: PLC0415 - only commands that print load rich
-
     width = None if _is_terminal(sys.stdout) else UNWRAPPED_WIDTH
-    return Console(highlight=False, soft_wrap=True, markup=False, width=width)
+    return _console_class()(highlight=False, soft_wrap=True, markup=False, width=width)
 
 
 def err_console() -> Console:
     """A console on standard error, for progress bars and warnings."""
-    from rich.console import Console  # noqa: PLC0415 - only commands that print load rich
+    return _console_class()(stderr=True, highlight=False)
 
-    return Console(stderr=True, highlight=False)
+
+@functools.cache
+def _console_class() -> type[Console]:
+    # Built on first use: only commands that print load rich, never --version or --help.
+    from rich.console import Console  # noqa: PLC0415
+
+    class PipeConsole(Console):
+        """A console that lets a closed pipe reach the entry point, which ends with status 0.
+
+        rich's own reaction is ``SystemExit(1)``: `purpose-agent runs list | head -1` would
+        fail although the reader got what it asked for.
+        """
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+    return PipeConsole
 
 
 def _is_terminal(stream: IO[str]) -> bool:
