@@ -12,23 +12,59 @@ flushes standard output on the way out.
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import click
 
 from purpose_agent import __version__
-from purpose_agent.cli.copy import copy
-from purpose_agent.cli.db_commands import db
-from purpose_agent.cli.demo import demo
 from purpose_agent.cli.output import CommandFailed
-from purpose_agent.cli.prune import prune
-from purpose_agent.cli.runs_commands import runs
 from purpose_agent.errors import CheckpointError
 
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
+
+
+class LazyCommand(NamedTuple):
+    """A command whose module is imported only when it is run or asked for its own help.
+
+    Attributes:
+        target: ``module:attribute`` of the click command.
+        summary: The first line of its docstring, for the root's ``--help`` (a test keeps
+            the two equal).
+
+    """
+
+    target: str
+    summary: str
+
+
+# The commands import SQLAlchemy, pydantic and rich; `purpose-agent --version` and `--help`
+# must not wait for them.
+COMMANDS = {
+    "copy": LazyCommand(
+        "purpose_agent.cli.copy:copy",
+        "Copy every run (events and snapshots) from SOURCE into DEST.",
+    ),
+    "db": LazyCommand(
+        "purpose_agent.cli.db_commands:db",
+        "Create, upgrade and inspect the schema of a SQL store.",
+    ),
+    "demo": LazyCommand(
+        "purpose_agent.cli.demo:demo",
+        "Run a small deterministic agent that checkpoints every step; run it again to resume.",
+    ),
+    "prune": LazyCommand(
+        "purpose_agent.cli.prune:prune",
+        "Remove history a SQL store no longer needs.",
+    ),
+    "runs": LazyCommand(
+        "purpose_agent.cli.runs_commands:runs",
+        "List, inspect, page through and delete runs.",
+    ),
+}
 
 
 def _silence_stdout() -> None:
@@ -50,7 +86,36 @@ def _silence_stdout() -> None:
 
 
 class App(click.Group):
-    """The root group: turns exceptions from any command into :class:`CommandFailed`."""
+    """The root group: loads commands on demand, and turns their exceptions into one line.
+
+    Every failure becomes a :class:`CommandFailed`; a closed output pipe ends the command
+    quietly with status 0.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Name every command, loaded or not, in alphabetical order."""
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return a command, importing its module the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name].target.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their summaries, as click does, without importing them."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            # An unloaded command is listed through a stand-in with its summary as help, so
+            # that click shortens it exactly as it would the real one.
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name].summary)
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def make_context(
         self,
@@ -103,13 +168,6 @@ def cli(debug: bool) -> None:
     seed-sqlite:PATH); without it, $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db in
     the current directory.
     """
-
-
-cli.add_command(demo)
-cli.add_command(runs)
-cli.add_command(copy)
-cli.add_command(prune)
-cli.add_command(db)
 
 
 def main() -> None:
