@@ -165,8 +165,8 @@ def cli(debug: bool) -> None:
     """Durable agent runs: run the demo, inspect runs, copy and prune stores, migrate schemas.
 
     Every command that needs a store takes --url (a database URL, jsonl:PATH or
-    seed-sqlite:PATH); without it, $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db in
-    the current directory.
+    seed-sqlite:PATH; the db commands take database URLs only); without it,
+    $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db in the current directory.
     """
 
 
