@@ -23,6 +23,14 @@ class InvalidRunId(InvalidInput):
     """A run id that is empty, too long, or could address something other than one run."""
 
 
+class StoreReadOnly(InvalidInput):
+    """A write was sent to a store that only reads; nothing was written.
+
+    An :class:`InvalidInput` because the request, not the store, is at fault: the same call on
+    a current store would succeed.
+    """
+
+
 class SequenceConflict(CheckpointError):
     """``(run_id, seq)`` is already stored with different content; nothing was written.
 

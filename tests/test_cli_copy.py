@@ -11,7 +11,7 @@ import pytest
 
 from purpose_agent import EventKind, PAEvent, RunState
 from purpose_agent.ops.copy import CopyProgress, copy_runs
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
 
 # The seed's SQLite schema, as its SQLiteCheckpointer created it.

@@ -112,3 +112,46 @@ def test_db_commands_need_a_database_url(tmp_path: Path) -> None:
     result = invoke("db", "current", "--url", f"jsonl:{tmp_path}")
     assert result.exit_code == 1
     assert "is not a database URL" in result.stderr
+
+
+@pytest.mark.sqlite
+def test_db_upgrade_and_downgrade_take_the_revision_the_same_way(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    upgraded = invoke("db", "upgrade", HEAD, "--url", url)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"to {HEAD} (head)" in upgraded.stdout
+    downgraded = invoke("db", "downgrade", "base", "--yes", "--url", url)
+    assert downgraded.exit_code == 0, downgraded.output
+    assert "to none (never migrated)" in downgraded.stdout
+    # The older spelling still works, for both.
+    assert invoke("db", "upgrade", "--revision", "head", "--url", url).exit_code == 0
+    old_down = invoke("db", "downgrade", "--revision", "base", "--yes", "--url", url)
+    assert old_down.exit_code == 0, old_down.output
+    assert "to none (never migrated)" in old_down.stdout
+
+    both = invoke("db", "upgrade", "head", "--revision", "base", "--url", url)
+    assert both.exit_code == 2
+    assert "two revisions given: 'head' and --revision 'base'" in both.stderr
+    neither = invoke("db", "downgrade", "--yes", "--url", url)
+    assert neither.exit_code == 2
+    assert "say which revision" in neither.stderr
+
+
+@pytest.mark.parametrize("command", ["upgrade", "downgrade", "current", "check"])
+def test_db_url_help_offers_only_database_urls(command: str) -> None:
+    help_text = " ".join(invoke("db", command, "--help").stdout.split())
+    assert "--url URL The database: a SQLAlchemy URL such as sqlite:///PATH" in help_text
+    assert "jsonl:" not in help_text
+    assert "seed-sqlite:" not in help_text
+
+
+@pytest.mark.sqlite
+def test_db_upgrade_names_a_missing_sqlite_directory(tmp_path: Path) -> None:
+    path = tmp_path / "no" / "such" / "x.db"
+    result = invoke("db", "upgrade", "--url", f"sqlite:///{path}")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot open the SQLite database {path}: its directory {path.parent} does not "
+        "exist; create it, or correct the URL\n"
+    )
+    assert not (tmp_path / "no").exists()

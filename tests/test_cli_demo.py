@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import EventKind, PAEvent, RunStatus
-from purpose_agent.ops.demo import DemoRun, step_events
-from purpose_agent.ops.targets import open_store
+from purpose_agent.cli.demo_agent import DemoRun, step_events
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url, run_module
 
 KILLED = -signal.SIGKILL

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import EventKind, InvalidRunId, PAEvent
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import invoke, run_module
 
 DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -31,7 +31,11 @@ def test_a_database_that_is_down_is_one_line_through_the_real_entry_point(tmp_pa
     ("url", "message"),
     [
         ("nosuchdb://x", "error: cannot open nosuchdb://x"),
-        ("sqlite:////nonexistent/dir/x.db", "error: no database at /nonexistent/dir/x.db"),
+        (
+            "sqlite:////nonexistent/dir/x.db",
+            "error: cannot open the SQLite database /nonexistent/dir/x.db: its directory "
+            "/nonexistent/dir does not exist",
+        ),
         ("neither-url-nor-path", "error: 'neither-url-nor-path' is neither a database URL"),
         ("jsonl:", "error: 'jsonl:' names no path"),
     ],
@@ -41,6 +45,20 @@ def test_a_bad_url_is_one_line(url: str, message: str) -> None:
     assert result.exit_code == 1
     assert result.stderr.startswith(message)
     assert len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["demo", "--url", "{url}"], ["runs", "list", "--url", "{url}"], ["copy", "memory:", "{url}"]],
+)
+def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path, command: list[str]) -> None:
+    path = tmp_path / "missing" / "runs.db"
+    result = invoke(*(arg.format(url=f"sqlite:///{path}") for arg in command))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot open the SQLite database {path}: its directory {path.parent} does not "
+        "exist; create it, or correct the URL\n"
+    )
 
 
 def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> None:
@@ -64,6 +82,22 @@ def test_version_and_help_name_the_command() -> None:
         assert f"  {command} " in help_text
 
 
+def _stop_reading(*args: str, after_lines: int) -> tuple[list[str], int, str]:
+    """Run the command into a pipe, read some lines, close the pipe like `head`, and wait."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "purpose_agent", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    lines = [process.stdout.readline() for _ in range(after_lines)]
+    process.stdout.close()
+    stderr = process.stderr.read()
+    return lines, process.wait(timeout=60), stderr
+
+
 @pytest.mark.sqlite
 def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -74,28 +108,22 @@ def test_a_reader_that_stops_early_ends_the_stream_quietly(tmp_path: Path) -> No
                 for i in range(1, 5001)
             ]
         )
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "purpose_agent",
-            "runs",
-            "events",
-            "long",
-            "--all",
-            "--json",
-            "--url",
-            url,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    # Far more output is still to come when the pipe closes: a write inside the command fails.
+    lines, status, stderr = _stop_reading(
+        "runs", "events", "long", "--all", "--json", "--url", url, after_lines=1
     )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    first = process.stdout.readline()
-    process.stdout.close()  # like `| head -1`: far more output is still to come
-    stderr = process.stderr.read()
-    assert process.wait(timeout=60) == 1
-    assert '"seq":1,' in first
-    assert stderr == ""
+    assert '"seq":1,' in lines[0]
+    assert (status, stderr) == (0, "")
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("args", [("--version",), ("runs", "list", "--url", "{url}")])
+def test_a_reader_gone_before_the_last_flush_ends_quietly(
+    tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with open_store(url) as store:
+        store.save_event(PAEvent(run_id="short", seq=1, kind=EventKind.CUSTOM))
+    # Nothing is read: the output (less than a buffer) meets a closed pipe when it is flushed.
+    _, status, stderr = _stop_reading(*(arg.format(url=url) for arg in args), after_lines=0)
+    assert (status, stderr) == (0, "")

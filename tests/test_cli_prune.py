@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from purpose_agent import EventKind, PAEvent, RunState
 from purpose_agent.db.models import RunRecord
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import EventKind, PAEvent, RunState
-from purpose_agent.ops.targets import open_store
+from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, json_lines, make_store_url
 
 
@@ -140,3 +140,21 @@ def test_runs_read_a_jsonl_folder(tmp_path: Path) -> None:
     assert [run["run_id"] for run in listed["runs"]] == ["c", "b", "a"]
     detail = json.loads(invoke("runs", "show", "c", "--json", "--url", target).stdout)
     assert detail["events"]["count"] == 250
+
+
+@pytest.mark.sqlite
+def test_runs_list_piped_keeps_a_long_run_id_on_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    long_id = "agent-" + "x" * 180 + "-end"
+    with open_store(url) as store:
+        store.save_event(PAEvent(run_id=long_id, seq=1, kind=EventKind.CUSTOM))
+    result = invoke("runs", "list", "--url", url)  # click's runner is not a terminal
+    assert result.exit_code == 0, result.output
+    (row,) = [line for line in result.stdout.splitlines() if long_id in line]
+    assert row.split("│")[1].strip() == long_id
+
+
+def test_runs_list_help_explains_paging() -> None:
+    help_text = " ".join(invoke("runs", "list", "--help").stdout.split())
+    assert "--limit INTEGER RANGE Runs per page, most recently written first." in help_text
+    assert "--offset INTEGER RANGE Runs to skip: where the previous page said more" in help_text

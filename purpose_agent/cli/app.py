@@ -4,36 +4,143 @@ Every failure a user can act on is printed as one line on standard error, prefix
 ``error:``, with exit status 1: the package's own errors already say what to do (the upgrade
 command for a schema that is behind, the URL of a database that is down). A traceback is shown
 only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs.
+
+A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a failure: the
+command ends quietly with status 0, whether the pipe closes while it prints or when Python
+flushes standard output on the way out.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+import io
+import os
+import sys
+from typing import Any, NamedTuple
 
 import click
 
 from purpose_agent import __version__
-from purpose_agent.cli.copy import copy
-from purpose_agent.cli.db_commands import db
-from purpose_agent.cli.demo import demo
 from purpose_agent.cli.output import CommandFailed
-from purpose_agent.cli.prune import prune
-from purpose_agent.cli.runs_commands import runs
 from purpose_agent.errors import CheckpointError
 
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
 
 
+class LazyCommand(NamedTuple):
+    """A command whose module is imported only when it is run or asked for its own help.
+
+    Attributes:
+        target: ``module:attribute`` of the click command.
+        summary: The first line of its docstring, for the root's ``--help`` (a test keeps
+            the two equal).
+
+    """
+
+    target: str
+    summary: str
+
+
+# The commands import SQLAlchemy, pydantic and rich; `purpose-agent --version` and `--help`
+# must not wait for them.
+COMMANDS = {
+    "copy": LazyCommand(
+        "purpose_agent.cli.copy:copy",
+        "Copy every run (events and snapshots) from SOURCE into DEST.",
+    ),
+    "db": LazyCommand(
+        "purpose_agent.cli.db_commands:db",
+        "Create, upgrade and inspect the schema of a SQL store.",
+    ),
+    "demo": LazyCommand(
+        "purpose_agent.cli.demo:demo",
+        "Run a small deterministic agent that checkpoints every step; run it again to resume.",
+    ),
+    "prune": LazyCommand(
+        "purpose_agent.cli.prune:prune",
+        "Remove history a SQL store no longer needs.",
+    ),
+    "runs": LazyCommand(
+        "purpose_agent.cli.runs_commands:runs",
+        "List, inspect, page through and delete runs.",
+    ),
+}
+
+
+def _silence_stdout() -> None:
+    """Point standard output at the null device once its reader has gone.
+
+    Python's documentation advises it: whatever is still buffered is flushed again at
+    interpreter exit, and a second ``BrokenPipeError`` there would print "Exception ignored"
+    and end with status 120.
+    """
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        return  # not a real file (a test runner's buffer): nothing is flushed to a pipe later
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
+
+
 class App(click.Group):
-    """The root group: turns exceptions from any command into :class:`CommandFailed`."""
+    """The root group: loads commands on demand, and turns their exceptions into one line.
+
+    Every failure becomes a :class:`CommandFailed`; a closed output pipe ends the command
+    quietly with status 0.
+    """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Name every command, loaded or not, in alphabetical order."""
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """Return a command, importing its module the first time it is asked for."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, _, attribute = COMMANDS[cmd_name].target.partition(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """List the commands with their summaries, as click does, without importing them."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            # An unloaded command is listed through a stand-in with its summary as help, so
+            # that click shortens it exactly as it would the real one.
+            command = self.commands.get(name) or click.Command(name, help=COMMANDS[name].summary)
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        """Parse the options; ``--version`` or ``--help`` into a closed pipe ends quietly."""
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except BrokenPipeError:
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
-            # Click reports these itself; a closed pipe (`... | head`) ends output quietly.
-            raise
+        except BrokenPipeError:
+            # The reader has all it wanted (`... | head`); click alone would exit 1.
+            _silence_stdout()
+            raise click.exceptions.Exit(0) from None
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click reports these itself
         except CheckpointError as exc:
             if ctx.params.get("debug"):
                 raise
@@ -58,18 +165,24 @@ def cli(debug: bool) -> None:
     """Durable agent runs: run the demo, inspect runs, copy and prune stores, migrate schemas.
 
     Every command that needs a store takes --url (a database URL, jsonl:PATH or
-    seed-sqlite:PATH); without it, $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db in
-    the current directory.
+    seed-sqlite:PATH; the db commands take database URLs only); without it,
+    $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db in the current directory.
     """
 
 
-cli.add_command(demo)
-cli.add_command(runs)
-cli.add_command(copy)
-cli.add_command(prune)
-cli.add_command(db)
-
-
 def main() -> None:
-    """Entry point of the ``purpose-agent`` console script and ``python -m purpose_agent``."""
-    cli(prog_name="purpose-agent")
+    """Entry point of the ``purpose-agent`` console script and ``python -m purpose_agent``.
+
+    Standard output is flushed here rather than at interpreter exit, so that a reader that
+    closed the pipe before the last buffer was written still gets status 0 and no message.
+    """
+    status: str | int | None = 0
+    try:
+        cli.main(prog_name="purpose-agent")
+    except SystemExit as exc:  # click always ends this way in standalone mode
+        status = exc.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+    sys.exit(status)

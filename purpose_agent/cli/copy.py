@@ -28,7 +28,7 @@ from purpose_agent.cli.output import CommandFailed, console, emit_json, err_cons
 from purpose_agent.cli.stores import open_target
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyProgress, CopyReport, copy_runs
-from purpose_agent.ops.targets import describe, parse_target
+from purpose_agent.stores.open import describe, parse_target
 
 INTERRUPTED_EXIT = 130
 
@@ -120,7 +120,7 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
         raise InvalidInput(f"source and destination are the same store: {source_target}")
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with (
-        open_target(source_target, given=source, create=False) as reader,
+        open_target(source_target, given=source, create=False, read_only=True) as reader,
         open_target(dest_target, given=dest, create=True) as writer,
         _progress_bar(show_bar) as progress,
     ):

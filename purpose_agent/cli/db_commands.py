@@ -9,7 +9,14 @@ from __future__ import annotations
 
 import click
 
-from purpose_agent.cli.options import json_option, resolve_url, url_flag, url_option
+from purpose_agent.cli.options import (
+    chosen_revision,
+    json_option,
+    resolve_url,
+    revision_argument,
+    sql_url_option,
+    url_flag,
+)
 from purpose_agent.cli.output import console, emit_json
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
 from purpose_agent.errors import SchemaNotCurrent
@@ -19,6 +26,20 @@ from purpose_agent.ops.schema import (
     schema_status,
     upgrade_schema,
 )
+from purpose_agent.stores.open import parse_target, require_sqlite_directory
+
+
+def sql_url(url: str | None) -> str:
+    """The database a migrating command works on, refused early if it cannot be created.
+
+    Raises:
+        InvalidInput: A SQLite file whose directory does not exist.
+
+    """
+    resolved = resolve_url(url)
+    if "://" in resolved:  # anything else is refused by the schema operations, with the reason
+        require_sqlite_directory(parse_target(resolved))
+    return resolved
 
 
 def _revision(status: SchemaStatus) -> str:
@@ -44,11 +65,15 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--revision", default="head", show_default=True, help="Upgrade to this revision.")
-@url_option
-def upgrade(revision: str, url: str | None) -> None:
-    """Upgrade the schema (creating the tables, and a SQLite file, if needed)."""
-    before, after = upgrade_schema(resolve_url(url), revision)
+@revision_argument
+@sql_url_option
+def upgrade(revision: str | None, revision_option: str | None, url: str | None) -> None:
+    """Upgrade the schema to REVISION, by default head (creating tables and file if needed).
+
+    A SQLite file is created when it does not exist; its directory must.
+    """
+    chosen = chosen_revision(revision, revision_option, "head")
+    before, after = upgrade_schema(sql_url(url), chosen)
     out = console()
     if before.current == after.current:
         out.print(f"{after.url}: already at revision {_revision(after)}")
@@ -57,24 +82,27 @@ def upgrade(revision: str, url: str | None) -> None:
 
 
 @db.command()
-@click.argument("revision")
+@revision_argument
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-@url_option
-def downgrade(revision: str, yes: bool, url: str | None) -> None:
+@sql_url_option
+def downgrade(
+    revision: str | None, revision_option: str | None, yes: bool, url: str | None
+) -> None:
     """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
-    target = resolve_url(url)
+    chosen = chosen_revision(revision, revision_option, None)
+    target = sql_url(url)
     if not yes:
         click.confirm(
-            f"Downgrade {schema_status(target).url} to {revision}? Data in dropped tables is lost.",
+            f"Downgrade {schema_status(target).url} to {chosen}? Data in dropped tables is lost.",
             abort=True,
         )
-    before, after = downgrade_schema(target, revision)
+    before, after = downgrade_schema(target, chosen)
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
 
 
 @db.command()
 @json_option
-@url_option
+@sql_url_option
 def current(as_json: bool, url: str | None) -> None:
     """Show the revision the database is at and the one this version needs."""
     status = schema_status(resolve_url(url))
@@ -89,7 +117,7 @@ def current(as_json: bool, url: str | None) -> None:
 
 
 @db.command()
-@url_option
+@sql_url_option
 def check(url: str | None) -> None:
     """Exit 0 if the schema is the one this version needs, else 1 with the fix."""
     status = schema_status(resolve_url(url))

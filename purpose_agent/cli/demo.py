@@ -1,6 +1,6 @@
 """``purpose-agent demo``: a run you can kill and resume.
 
-The run itself is :class:`purpose_agent.ops.demo.DemoRun`; this module prints what happens
+The run itself is :class:`purpose_agent.cli.demo_agent.DemoRun`; this module prints what happens
 and, on request, kills its own process with a real ``SIGKILL`` (no exception handler, no
 ``finally``, no flush of anything but what was committed):
 
@@ -21,12 +21,12 @@ import click
 from rich.console import Console
 from sqlalchemy import Engine, event
 
+from purpose_agent.cli.demo_agent import DEFAULT_STEPS, DemoRun, StepRecord
 from purpose_agent.cli.options import url_flag, url_option
 from purpose_agent.cli.output import console, count, money
 from purpose_agent.cli.stores import open_url
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.demo import DEFAULT_STEPS, DemoRun, StepRecord
-from purpose_agent.ops.targets import describe
+from purpose_agent.stores.open import describe
 from purpose_agent.stores.sql import SQLCheckpointer
 
 DEFAULT_RUN_ID = "demo"

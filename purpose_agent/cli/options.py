@@ -14,15 +14,52 @@ from purpose_agent.db.engine import URL_ENV, default_url
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-URL_HELP = (
-    f"The store: a database URL, jsonl:PATH or seed-sqlite:PATH. Default: ${URL_ENV}, "
-    "else sqlite:///purpose_agent.db."
+_DEFAULT_HELP = f"Default: ${URL_ENV}, else sqlite:///purpose_agent.db."
+URL_HELP = f"The store: a database URL, jsonl:PATH or seed-sqlite:PATH. {_DEFAULT_HELP}"
+SQL_URL_HELP = (
+    "The database: a SQLAlchemy URL such as sqlite:///PATH, "
+    f"postgresql+psycopg://USER@HOST/DB or mariadb+pymysql://USER@HOST/DB. {_DEFAULT_HELP}"
 )
 
 
 def url_option(function: F) -> F:
     """Add ``--url`` to a command (``None`` when absent; see :func:`resolve_url`)."""
     return click.option("--url", "url", default=None, metavar="URL", help=URL_HELP)(function)
+
+
+def sql_url_option(function: F) -> F:
+    """Add ``--url`` to a command that works on SQL databases only (the ``db`` commands)."""
+    return click.option("--url", "url", default=None, metavar="URL", help=SQL_URL_HELP)(function)
+
+
+def revision_argument(function: F) -> F:
+    """Add the target revision: ``REVISION``, or the older spelling ``--revision REV`` (hidden).
+
+    ``db upgrade`` and ``db downgrade`` both take it as an argument, like ``alembic upgrade
+    head``; ``--revision`` keeps scripts written for the first ``db upgrade`` working. The
+    command passes both values to :func:`chosen_revision`.
+    """
+    with_option = click.option(
+        "--revision", "revision_option", default=None, metavar="REV", hidden=True
+    )(function)
+    return click.argument("revision", required=False)(with_option)
+
+
+def chosen_revision(argument: str | None, option: str | None, default: str | None) -> str:
+    """The revision a ``db`` command was given, whichever way it was spelled.
+
+    Raises:
+        click.UsageError: Two different revisions, or none where there is no default.
+
+    """
+    if argument is not None and option is not None and argument != option:
+        raise click.UsageError(f"two revisions given: {argument!r} and --revision {option!r}")
+    revision = argument if argument is not None else option
+    if revision is not None:
+        return revision
+    if default is None:
+        raise click.UsageError("say which revision: REVISION ('base' removes every table)")
+    return default
 
 
 def json_option(function: F) -> F:

@@ -1,17 +1,27 @@
 """How the command prints: rich text for people, JSON for scripts, errors as one line.
 
 Consoles are made per command, not at import, so that they write to whatever ``sys.stdout``
-is at the time (click's test runner swaps it) and decide colour and width from it.
+is at the time (click's test runner swaps it) and decide colour and width from it. rich is
+imported only then, so that ``--version`` and ``--help`` do not pay for it.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import json
+import sys
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+# The width of output that is not a terminal: wide enough that no table folds a cell (a run id
+# is at most 255 characters), so a file or a pipe gets one record per line.
+UNWRAPPED_WIDTH = 100_000
 
 
 class CommandFailed(click.ClickException):
@@ -27,16 +37,44 @@ class CommandFailed(click.ClickException):
 def console() -> Console:
     """A console on standard output, without syntax highlighting of numbers and paths.
 
-    Lines are not wrapped at the console width (tables still fit it): output piped to a file or
-    a test keeps one record per line. Markup is off: run ids and data are printed as they are,
-    whatever brackets they hold.
+    Lines are not wrapped at the console width. On a terminal, tables still fit its width;
+    anywhere else (a file, a pipe, a test) nothing is folded either, because the console is
+    as wide as the widest line: a script reading the output gets one record per line. Markup
+    is off: run ids and data are printed as they are, whatever brackets they hold.
     """
-    return Console(highlight=False, soft_wrap=True, markup=False)
+    width = None if _is_terminal(sys.stdout) else UNWRAPPED_WIDTH
+    return _console_class()(highlight=False, soft_wrap=True, markup=False, width=width)
 
 
 def err_console() -> Console:
     """A console on standard error, for progress bars and warnings."""
-    return Console(stderr=True, highlight=False)
+    return _console_class()(stderr=True, highlight=False)
+
+
+@functools.cache
+def _console_class() -> type[Console]:
+    # Built on first use: only commands that print load rich, never --version or --help.
+    from rich.console import Console  # noqa: PLC0415
+
+    class PipeConsole(Console):
+        """A console that lets a closed pipe reach the entry point, which ends with status 0.
+
+        rich's own reaction is ``SystemExit(1)``: `purpose-agent runs list | head -1` would
+        fail although the reader got what it asked for.
+        """
+
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+    return PipeConsole
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream is not a terminal
+        return False
 
 
 def emit_json(document: Any) -> None:

@@ -11,7 +11,7 @@ from purpose_agent.cli.output import age, console, count, emit_json
 from purpose_agent.cli.stores import open_url
 from purpose_agent.ops.prune import prune as prune_store
 from purpose_agent.ops.prune import require_sql
-from purpose_agent.ops.targets import describe
+from purpose_agent.stores.open import describe
 
 
 @click.command()

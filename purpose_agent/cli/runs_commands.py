@@ -19,7 +19,7 @@ from purpose_agent.cli.output import console, emit_json, emit_json_line, one_lin
 from purpose_agent.cli.stores import open_url
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.summaries import run_detail, run_summaries
-from purpose_agent.ops.targets import describe
+from purpose_agent.stores.open import describe
 
 _DATA_WIDTH = 60
 
@@ -34,13 +34,25 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True)
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="Runs per page, most recently written first.",
+)
+@click.option(
+    "--offset",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Runs to skip: where the previous page said more start (next_offset in --json).",
+)
 @json_option
 @url_option
 def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
     """List runs, most recently written first."""
-    with open_url(url, create=False) as store:
+    with open_url(url, create=False, read_only=True) as store:
         summaries = run_summaries(store, limit, offset)
         where = describe(store)
     more = len(summaries) == limit and limit > 0
@@ -84,7 +96,7 @@ def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
 @url_option
 def show_run(run_id: str, as_json: bool, url: str | None) -> None:
     """Show one run: its status, its events by kind, and its latest state."""
-    with open_url(url, create=False) as store:
+    with open_url(url, create=False, read_only=True) as store:
         detail = run_detail(store, run_id)
         where = describe(store)
     if detail is None:
@@ -136,7 +148,7 @@ def list_events(
     run_id: str, since: int, limit: int, every: bool, as_json: bool, url: str | None
 ) -> None:
     """Print a run's events in seq order, a page at a time (--json: JSON Lines)."""
-    with open_url(url, create=False) as store:
+    with open_url(url, create=False, read_only=True) as store:
         where = describe(store)
         if every:
             events = store.iter_events(run_id, since)

@@ -1,8 +1,9 @@
-"""Operations on stores that are not tied to the command line.
+"""Maintenance of stores, not tied to the command line: copy, summaries, prune, schema.
 
 The ``purpose-agent`` command is a thin layer over these; scripts can call them directly::
 
-    from purpose_agent.ops import copy_runs, open_store
+    from purpose_agent.ops import copy_runs
+    from purpose_agent.stores.open import open_store
 
     with open_store("jsonl:./checkpoints", create=False) as source:
         with open_store("postgresql+psycopg://app@db/agents") as dest:
@@ -18,9 +19,6 @@ from purpose_agent.ops.schema import (
     schema_status,
     upgrade_schema,
 )
-from purpose_agent.ops.seed import MappingNotes
-from purpose_agent.ops.seed_jsonl import SeedTolerantJSONL
-from purpose_agent.ops.seed_sqlite import SeedSQLiteSource
 from purpose_agent.ops.summaries import (
     RunDetail,
     RunSummary,
@@ -28,27 +26,18 @@ from purpose_agent.ops.summaries import (
     run_detail,
     run_summaries,
 )
-from purpose_agent.ops.targets import Target, TargetKind, describe, open_store, parse_target
 
 __all__ = [
     "CopyProgress",
     "CopyReport",
-    "MappingNotes",
     "PruneResult",
     "RunDetail",
     "RunProblem",
     "RunSummary",
     "SchemaStatus",
-    "SeedSQLiteSource",
-    "SeedTolerantJSONL",
-    "Target",
-    "TargetKind",
     "copy_runs",
     "count_events",
-    "describe",
     "downgrade_schema",
-    "open_store",
-    "parse_target",
     "prune",
     "run_detail",
     "run_summaries",

@@ -17,8 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict
-from purpose_agent.ops.seed_jsonl import SeedTolerantJSONL
-from purpose_agent.ops.seed_sqlite import SeedSQLiteSource
+from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.ops.summaries import count_events
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.runtime.events import PAEvent
@@ -87,12 +86,6 @@ class CopyReport:
         return not self.problems and self.runs_copied == self.runs_total
 
 
-def _notes_of(store: Checkpointer) -> dict[str, int]:
-    if isinstance(store, SeedTolerantJSONL | SeedSQLiteSource):
-        return store.notes.counts()
-    return {}
-
-
 def copy_runs(
     source: Checkpointer,
     dest: Checkpointer,
@@ -122,7 +115,7 @@ def copy_runs(
         raise InvalidInput(f"batch size must be an int >= 1, got {batch_size!r}")
     run_ids = list(reversed(source.list_runs()))
     # Runs the source holds but cannot list would otherwise be skipped without a word.
-    unread = source.unread_runs() if isinstance(source, SeedTolerantJSONL) else []
+    unread = source.unread_runs() if isinstance(source, LegacyReader) else []
     report = CopyReport(runs_total=len(run_ids) + len(unread))
     report.problems.extend(RunProblem(name, message) for name, message in unread)
     done = len(unread)
@@ -142,7 +135,8 @@ def copy_runs(
             report.problems.append(RunProblem(run_id, problem))
         done += 1
         tell(run_id)
-    report.notes = _notes_of(source)
+    if isinstance(source, LegacyReader):
+        report.notes = source.notes.counts()
     return report
 
 

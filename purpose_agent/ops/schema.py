@@ -18,8 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine, parse_url
 from purpose_agent.errors import InvalidInput, translated
-from purpose_agent.ops.seed_sqlite import SEED_TABLES
-from purpose_agent.ops.targets import SEED_SQLITE_PREFIX, Target, TargetKind
+from purpose_agent.stores.open import SEED_SQLITE_PREFIX, Target, TargetKind
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ def _status(engine: Engine, target: Target) -> SchemaStatus:
     with engine.connect() as conn:
         current = migrate.current_revision(conn)
         tables = set(inspect(conn).get_table_names())
-    seed = tables >= SEED_TABLES
+    seed = tables >= migrate.SEED_TABLES
     file = target.sqlite_file
     source = f"{SEED_SQLITE_PREFIX}{file}" if seed and file is not None else None
     return SchemaStatus(str(target), current, migrate.head_revision(), True, seed, source)

@@ -17,13 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from purpose_agent.errors import CorruptRecord
+from purpose_agent.records import _KINDS, _STATUSES
 from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState, RunStatus
 
 _EVENT_FIELDS = frozenset(("run_id", "seq", "kind", "ts", "lane_id", "data"))
 _STATE_FIELDS = frozenset(("run_id", "seq", "status", "created_at", "updated_at", "data"))
-_KINDS = {kind.value: kind for kind in EventKind}
-_STATUSES = {status.value: status for status in RunStatus}
 # Words other status enums use for the same three states.
 _STATUS_SYNONYMS = {
     "completed": RunStatus.FINISHED,

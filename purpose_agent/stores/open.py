@@ -1,7 +1,7 @@
-"""Naming a store with one string, and opening it.
+"""Naming a store with one string, and opening it: the one factory over every backend.
 
-Every command takes its store as one string, so that moving data between backends reads the
-same whatever they are::
+The command line and :func:`~purpose_agent.ops.copy.copy_runs` take a store as one string, so
+that moving data between backends reads the same whatever they are::
 
     memory:                          a store in this process (for tests and trials)
     jsonl:./checkpoints              a JSONL folder (the seed's layout reads as it is)
@@ -21,9 +21,10 @@ from sqlalchemy.engine import URL
 
 from purpose_agent.db.engine import parse_url
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.seed_jsonl import SeedTolerantJSONL
-from purpose_agent.ops.seed_sqlite import SeedSQLiteSource, is_seed_sqlite
+from purpose_agent.legacy.jsonl import SeedJSONLReader
+from purpose_agent.legacy.sqlite import SeedSQLiteReader, is_seed_sqlite
 from purpose_agent.protocol import Checkpointer
+from purpose_agent.stores.jsonl import JSONLCheckpointer
 from purpose_agent.stores.memory import InMemoryCheckpointer
 from purpose_agent.stores.sql import SQLCheckpointer
 
@@ -118,7 +119,27 @@ def parse_target(text: str) -> Target:
     )
 
 
-def open_store(target: str | Target, *, create: bool = True) -> Checkpointer:
+def require_sqlite_directory(target: Target) -> None:
+    """Refuse a SQLite file whose directory does not exist, naming both.
+
+    SQLite itself says only ``unable to open database file``, which does not tell a user that
+    the path is the problem, nor which part of it.
+
+    Raises:
+        InvalidInput: The target is a SQLite file in a directory that does not exist.
+
+    """
+    file = target.sqlite_file
+    if file is not None and not file.parent.is_dir():
+        raise InvalidInput(
+            f"cannot open the SQLite database {file}: its directory {file.parent} does not "
+            "exist; create it, or correct the URL"
+        )
+
+
+def open_store(
+    target: str | Target, *, create: bool = True, read_only: bool = False
+) -> Checkpointer:
     """Open the store a target names.
 
     Args:
@@ -127,14 +148,19 @@ def open_store(target: str | Target, *, create: bool = True) -> Checkpointer:
             read or delete pass ``False``: a missing file or folder is then an error, and a SQL
             schema that is behind raises ``SchemaNotCurrent`` with the command to fix it,
             instead of being changed by a command that was not asked to.
+        read_only: Whether the caller only reads. A JSONL folder is then opened through
+            :class:`~purpose_agent.legacy.jsonl.SeedJSONLReader`, which also maps the seed's
+            snapshots and refuses writes; otherwise it is the
+            :class:`~purpose_agent.stores.jsonl.JSONLCheckpointer` itself.
 
     Returns:
         The store. A seed-era SQLite file opened with ``create=False`` is a read-only
-        :class:`~purpose_agent.ops.seed_sqlite.SeedSQLiteSource`; with ``create=True`` the
+        :class:`~purpose_agent.legacy.sqlite.SeedSQLiteReader`; with ``create=True`` the
         current schema is added beside the seed's tables, which stay untouched.
 
     Raises:
-        InvalidInput: A malformed target, or a missing file or folder with ``create=False``.
+        InvalidInput: A malformed target, a missing file or folder with ``create=False``, or
+            a SQLite file in a directory that does not exist.
         SchemaNotCurrent: The SQL schema is not at head and ``create`` is false.
         StoreUnavailable: The database cannot be reached.
 
@@ -146,20 +172,23 @@ def open_store(target: str | Target, *, create: bool = True) -> Checkpointer:
         assert parsed.path is not None  # set by parse_target for this kind
         if not create and not parsed.path.is_dir():
             raise InvalidInput(f"no JSONL folder at {parsed.path}")
-        return SeedTolerantJSONL(parsed.path)
+        if read_only:
+            return SeedJSONLReader(parsed.path)
+        return JSONLCheckpointer(parsed.path)
     if parsed.kind is TargetKind.SEED_SQLITE:
         assert parsed.path is not None  # set by parse_target for this kind
-        return SeedSQLiteSource(parsed.path)
+        return SeedSQLiteReader(parsed.path)
     assert parsed.url is not None  # set by parse_target for this kind
     file = parsed.sqlite_file
     if file is not None:
+        require_sqlite_directory(parsed)
         if not create and not file.is_file():
             raise InvalidInput(
                 f"no database at {file}; `purpose-agent db upgrade --url {parsed}` creates an "
                 "empty one, `purpose-agent demo` one with a run in it"
             )
         if not create and file.is_file() and is_seed_sqlite(file):
-            return SeedSQLiteSource(file)
+            return SeedSQLiteReader(file)
     # A destination may be the seed file itself, its runs imported in place.
     return SQLCheckpointer(parsed.url, migrate=create, allow_seed_tables=create)
 
@@ -168,9 +197,9 @@ def describe(store: Checkpointer) -> str:
     """Name a store for people: its URL, folder or file."""
     if isinstance(store, SQLCheckpointer):
         return store.url
-    if isinstance(store, SeedTolerantJSONL):
+    if isinstance(store, JSONLCheckpointer | SeedJSONLReader):
         return f"{JSONL_PREFIX}{store.base_dir}"
-    if isinstance(store, SeedSQLiteSource):
+    if isinstance(store, SeedSQLiteReader):
         return f"{SEED_SQLITE_PREFIX}{store.path}"
     if isinstance(store, InMemoryCheckpointer):
         return MEMORY_PREFIX

@@ -1,22 +1,25 @@
-"""A JSONL folder that also reads the snapshots the seed wrote there.
+"""A read-only view of a JSONL folder that also reads the snapshots the seed wrote there.
 
 :class:`~purpose_agent.stores.jsonl.JSONLCheckpointer` reads the seed's layout (one event per
 line, a bare state in ``snapshot.json``) as it is, but decodes a state strictly: a seed
 snapshot with fields this package does not know, or without a ``status``, is a
 ``CorruptRecord`` there. For reading old folders (``purpose-agent copy jsonl:./checkpoints
-...``) this wrapper falls back to :func:`~purpose_agent.ops.seed.map_seed_state` for such a
-snapshot, and counts what it mapped in :attr:`notes`. Everything else is the JSONL store's.
+...``, ``purpose-agent runs``) this reader falls back to
+:func:`~purpose_agent.legacy.mapping.map_seed_state` for such a snapshot, and counts what it
+mapped in :attr:`notes`. Every other read is the JSONL store's; writes go to the JSONL store
+itself, never through this view.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from purpose_agent.codec import decode
 from purpose_agent.errors import CorruptRecord, InvalidRunId, StoreUnavailable
-from purpose_agent.ops.seed import MappingNotes, map_seed_state
-from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.legacy.mapping import map_seed_state
+from purpose_agent.legacy.read_only import LegacyReader
+from purpose_agent.protocol import Recovery
 from purpose_agent.records import check_run_id
 from purpose_agent.runtime.events import PAEvent
 from purpose_agent.runtime.state import RunState
@@ -26,8 +29,8 @@ SEED_SNAPSHOT_FILE = "snapshot.json"
 SEED_FILES = ("events.jsonl", SEED_SNAPSHOT_FILE)
 
 
-class SeedTolerantJSONL(ClosingContext):
-    """A :class:`JSONLCheckpointer` whose reads accept the seed's snapshots.
+class SeedJSONLReader(LegacyReader):
+    """The reads of a :class:`JSONLCheckpointer`, accepting the seed's snapshots.
 
     Args:
         base_dir: The folder of runs.
@@ -35,9 +38,9 @@ class SeedTolerantJSONL(ClosingContext):
     """
 
     def __init__(self, base_dir: str | Path) -> None:
+        super().__init__()
         self.base_dir = Path(base_dir)
         self.store = JSONLCheckpointer(self.base_dir)
-        self.notes = MappingNotes()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.base_dir)!r})"
@@ -109,19 +112,7 @@ class SeedTolerantJSONL(ClosingContext):
                 raise
             return Recovery(state, self.store.list_events(run_id, state.seq))
 
-    # -- everything else is the JSONL store's ---------------------------------------------
-
-    def save_event(self, event: PAEvent) -> None:
-        """Append one event (see :class:`JSONLCheckpointer`)."""
-        self.store.save_event(event)
-
-    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
-        """Append a batch and optionally its snapshot (see :class:`JSONLCheckpointer`)."""
-        self.store.save_events(events, snapshot)
-
-    def save_snapshot(self, run_id: str, state: RunState) -> None:
-        """Save a snapshot (see :class:`JSONLCheckpointer`)."""
-        self.store.save_snapshot(run_id, state)
+    # -- the other reads are the JSONL store's -------------------------------------------
 
     def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
@@ -137,9 +128,12 @@ class SeedTolerantJSONL(ClosingContext):
         """Return run ids, most recently written first (see :class:`JSONLCheckpointer`)."""
         return self.store.list_runs(limit, offset=offset)
 
-    def delete_run(self, run_id: str) -> None:
-        """Remove a run (see :class:`JSONLCheckpointer`)."""
-        self.store.delete_run(run_id)
+    def write_refusal(self) -> str:
+        """Point at the store that writes this folder."""
+        return (
+            f"jsonl:{self.base_dir} was opened read-only, to read seed-era data; write to it "
+            f"through JSONLCheckpointer({str(self.base_dir)!r})"
+        )
 
     def close(self) -> None:
         """Release the store's handles."""

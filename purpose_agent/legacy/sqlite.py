@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -36,17 +36,17 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.codec import decode
-from purpose_agent.errors import CorruptRecord, InvalidInput, StoreUnavailable
-from purpose_agent.ops.seed import MappingNotes, map_seed_event, map_seed_state
-from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.db.migrate import SEED_TABLES, VERSION_TABLE
+from purpose_agent.errors import CorruptRecord, InvalidInput, translated
+from purpose_agent.legacy.mapping import map_seed_event, map_seed_state
+from purpose_agent.legacy.read_only import LegacyReader
+from purpose_agent.protocol import Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import PAEvent
 from purpose_agent.runtime.state import RunState
 
 T = TypeVar("T")
 
-SEED_TABLES = frozenset(("events", "snapshots"))
-OUR_VERSION_TABLE = "pa_alembic_version"
 
 _events = table(
     "events",
@@ -95,15 +95,15 @@ def sqlite_tables(path: Path) -> set[str]:
 def is_seed_sqlite(path: Path) -> bool:
     """Whether a SQLite file holds the seed's tables and was never migrated by this package."""
     tables = sqlite_tables(path)
-    return tables >= SEED_TABLES and OUR_VERSION_TABLE not in tables
+    return tables >= SEED_TABLES and VERSION_TABLE not in tables
 
 
-class SeedSQLiteSource(ClosingContext):
+class SeedSQLiteReader(LegacyReader):
     """The runs of a seed-era SQLite file, read through the checkpointer protocol.
 
     Events are read page by page (keyset on ``seq`` and the row id, so the seed's duplicate
     rows come out too and the destination decides whether they are retries or conflicts);
-    snapshots are mapped with :func:`~purpose_agent.ops.seed.map_seed_state`, which counts in
+    snapshots are mapped with :func:`~purpose_agent.legacy.mapping.map_seed_state`, which counts in
     :attr:`notes` whatever it could not carry over exactly.
 
     Args:
@@ -124,19 +124,15 @@ class SeedSQLiteSource(ClosingContext):
                 f"{self.path} has no seed-era table {', '.join(sorted(missing))}; "
                 "is it a current store (use sqlite:///PATH)?"
             )
-        self.notes = MappingNotes()
+        super().__init__()
         self._engine = _read_only_engine(self.path)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
     def _query(self, action: str, operation: Callable[[], T]) -> T:
-        try:
+        with translated(action, f"seed file {self.path}", SQLAlchemyError):
             return operation()
-        except SQLAlchemyError as exc:
-            raise StoreUnavailable(
-                f"{action} failed on seed file {self.path}: {getattr(exc, 'orig', None) or exc}"
-            ) from exc
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -244,29 +240,14 @@ class SeedSQLiteSource(ClosingContext):
 
         return self._query("listing runs", fetch)
 
-    # -- writes are refused ---------------------------------------------------------------
+    # -- writes are refused by LegacyReader ----------------------------------------------
 
-    def _read_only(self) -> NoReturn:
-        raise InvalidInput(
+    def write_refusal(self) -> str:
+        """Point at the command that moves the runs into a store that takes writes."""
+        return (
             f"{self.path} is a seed-era SQLite file and is read-only here; move its runs into "
             f"a current store with `purpose-agent copy seed-sqlite:{self.path} DEST`"
         )
-
-    def save_event(self, event: PAEvent) -> None:
-        """Refused: the seed's format is read-only here."""
-        self._read_only()
-
-    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
-        """Refused: the seed's format is read-only here."""
-        self._read_only()
-
-    def save_snapshot(self, run_id: str, state: RunState) -> None:
-        """Refused: the seed's format is read-only here."""
-        self._read_only()
-
-    def delete_run(self, run_id: str) -> None:
-        """Refused: the seed's format is read-only here."""
-        self._read_only()
 
     # -- lifecycle ------------------------------------------------------------------------
 
