@@ -242,3 +242,54 @@ def test_postgres_sessions_prepare_nothing_and_keep_the_durability_setting(
         store.delete_run("prep")
     with SQLCheckpointer(url, durability="normal") as store:
         assert setting(store, "synchronous_commit") == "off"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("postgresql+asyncpg://u@localhost/db", "asyncpg is an asyncio driver"),
+        ("postgresql+pg8000://u@localhost/db", "pip install pg8000"),
+    ],
+)
+def test_a_driver_the_package_does_not_install_is_named_with_its_own_fix(
+    url: str, says: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        SQLCheckpointer(url)
+    assert says in str(caught.value)
+    assert "purpose-agent[postgres]" not in str(caught.value)
+
+
+@pytest.mark.sqlite
+def test_a_sqlite_file_in_a_missing_directory_names_the_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such"
+    with pytest.raises(InvalidInput) as caught:
+        SQLCheckpointer(f"sqlite:///{missing / 'runs.db'}")
+    assert f"its directory {missing} does not exist" in str(caught.value)
+    assert not missing.exists()
+
+
+@pytest.mark.sqlite
+def test_a_closed_store_says_so_instead_of_losing_its_tables() -> None:
+    store = SQLCheckpointer("sqlite://")
+    store.save_event(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM))
+    store.close()
+    for call in (store.list_runs, lambda: store.list_events("r")):
+        with pytest.raises(StoreUnavailable, match="the store is closed"):
+            call()
+
+
+@pytest.mark.sqlite
+def test_an_engine_passed_in_gets_wal_and_the_busy_timeout(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'given.db'}")
+    with engine.connect() as conn:  # a connection pooled before the store sees the engine
+        conn.exec_driver_sql("SELECT 1")
+    with SQLCheckpointer(engine, busy_timeout=7) as store:
+        store.save_event(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM))
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 7000
+    # The engine stays the caller's: still open, and its own transactions still work.
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM pa_events").scalar() == 1
+    engine.dispose()

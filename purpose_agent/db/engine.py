@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Engine, create_engine, event, pool
@@ -48,35 +49,48 @@ def parse_url(url: str | URL) -> URL:
     return parsed
 
 
-def make_engine(
-    url: str | URL, *, durability: Durability = "full", busy_timeout: float = 60.0, **kwargs: Any
-) -> Engine:
-    """Create the engine for one store.
+def require_directory(file: Path) -> None:
+    """Refuse a SQLite file whose directory does not exist, naming both.
 
-    Args:
-        url: A SQLAlchemy database URL.
-        durability: ``"full"``: a save that returned survives a power cut (SQLite
-            ``synchronous=FULL``; Postgres ``synchronous_commit`` as the server sets it).
-            ``"normal"``: it survives a crash of the process but a power cut may lose the last
-            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``, set
-            on each new connection; behind a pooler in transaction mode set it on the role
-            instead, ``ALTER ROLE ... SET synchronous_commit = off``).
-        busy_timeout: Seconds a SQLite writer waits for another writer before failing.
-        **kwargs: Passed to :func:`sqlalchemy.create_engine`.
-
-    Returns:
-        The engine.
+    SQLite itself says only ``unable to open database file``, which does not tell a user that
+    the path is the problem, nor which part of it.
 
     Raises:
-        InvalidInput: If the URL is malformed or names a driver that is not installed.
+        InvalidInput: The directory does not exist.
 
     """
-    if durability not in ("full", "normal"):
-        raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")
-    parsed = parse_url(url)
+    if not file.parent.is_dir():
+        raise InvalidInput(
+            f"cannot open the SQLite database {file}: its directory {file.parent} does not "
+            "exist; create it, or correct the URL"
+        )
+
+
+# The drivers each extra installs, and the extra's name.
+_EXTRAS = {"psycopg": "postgres", "pymysql": "mariadb"}
+_ASYNC_DRIVERS = frozenset(("asyncpg", "aiosqlite", "asyncmy", "aiomysql"))
+
+
+def _install_hint(parsed: URL) -> str:
+    extra = _EXTRAS.get(parsed.get_driver_name())
+    if extra is not None:
+        return f"; install it with pip install 'purpose-agent[{extra}]'"
+    return f"; install the driver with pip install {parsed.get_driver_name()}"
+
+
+def _backend_options(parsed: URL) -> dict[str, Any]:
+    """The engine options that make each backend fit for concurrent, durable use."""
     backend = parsed.get_backend_name()
+    if parsed.get_driver_name() in _ASYNC_DRIVERS:
+        raise InvalidInput(
+            f"cannot open {parsed.render_as_string(hide_password=True)}: "
+            f"{parsed.get_driver_name()} is an asyncio driver; use postgresql+psycopg://..., "
+            "sqlite:///... or mariadb+pymysql://..., which AsyncSQLCheckpointer takes too"
+        )
     options: dict[str, Any] = {}
     if backend == "sqlite":
+        if parsed.database not in (None, "", ":memory:") and not parsed.query.get("uri"):
+            require_directory(Path(parsed.database))
         if parsed.database in (None, "", ":memory:"):
             # One shared connection, or every connection would see its own empty database.
             options["poolclass"] = pool.StaticPool
@@ -108,6 +122,37 @@ def make_engine(
             # between writers of different runs; every write here is an insert or upsert.
             "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
         }
+    return options
+
+
+def make_engine(
+    url: str | URL, *, durability: Durability = "full", busy_timeout: float = 60.0, **kwargs: Any
+) -> Engine:
+    """Create the engine for one store.
+
+    Args:
+        url: A SQLAlchemy database URL.
+        durability: ``"full"``: a save that returned survives a power cut (SQLite
+            ``synchronous=FULL``; Postgres ``synchronous_commit`` as the server sets it).
+            ``"normal"``: it survives a crash of the process but a power cut may lose the last
+            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``, set
+            on each new connection; behind a pooler in transaction mode set it on the role
+            instead, ``ALTER ROLE ... SET synchronous_commit = off``).
+        busy_timeout: Seconds a SQLite writer waits for another writer before failing.
+        **kwargs: Passed to :func:`sqlalchemy.create_engine`.
+
+    Returns:
+        The engine.
+
+    Raises:
+        InvalidInput: If the URL is malformed or names a driver that is not installed.
+
+    """
+    if durability not in ("full", "normal"):
+        raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")
+    parsed = parse_url(url)
+    backend = parsed.get_backend_name()
+    options = _backend_options(parsed)
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):
             options.pop(sizing, None)
@@ -121,11 +166,8 @@ def make_engine(
             "mariadb+pymysql://..."
         ) from exc
     except (ModuleNotFoundError, ArgumentError) as exc:
-        extra = {"postgresql": "postgres", "mysql": "mariadb", "mariadb": "mariadb"}.get(backend)
-        hint = f"; install it with pip install 'purpose-agent[{extra}]'" if extra else ""
-        raise InvalidInput(
-            f"cannot open {parsed.render_as_string(hide_password=True)}: {exc}{hint}"
-        ) from exc
+        shown = parsed.render_as_string(hide_password=True)
+        raise InvalidInput(f"cannot open {shown}: {exc}{_install_hint(parsed)}") from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
     elif backend == "postgresql" and durability == "normal":

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from purpose_agent.db.engine import parse_url
+from purpose_agent.db.engine import parse_url, require_directory
 from purpose_agent.errors import InvalidInput
 from purpose_agent.legacy.jsonl import SeedJSONLReader
 from purpose_agent.legacy.sqlite import SeedSQLiteReader, is_seed_sqlite
@@ -130,11 +130,8 @@ def require_sqlite_directory(target: Target) -> None:
 
     """
     file = target.sqlite_file
-    if file is not None and not file.parent.is_dir():
-        raise InvalidInput(
-            f"cannot open the SQLite database {file}: its directory {file.parent} does not "
-            "exist; create it, or correct the URL"
-        )
+    if file is not None:
+        require_directory(file)
 
 
 def open_store(

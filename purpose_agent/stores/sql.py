@@ -33,6 +33,7 @@ from purpose_agent.errors import (
     CheckpointError,
     InvalidInput,
     SequenceConflict,
+    StoreUnavailable,
     translated,
     unavailable,
 )
@@ -117,6 +118,7 @@ class SQLCheckpointer(ClosingContext):
         self._queries = Queries(self._engine, flavor)
         self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
         self._payload_limit: int | None = None
+        self._closed = False
         try:
             self._call(
                 "opening the store",
@@ -139,6 +141,9 @@ class SQLCheckpointer(ClosingContext):
         still away. Retrying a write is safe: an identical event is a no-op, and a snapshot
         upsert is idempotent. Deadlocks and serialization failures are retried too.
         """
+        if self._closed:
+            # An in-memory database would otherwise come back empty ("no such table").
+            raise StoreUnavailable(f"{action} failed on {self.url}: the store is closed")
         for attempt in range(_ATTEMPTS):
             try:
                 return operation()
@@ -463,6 +468,7 @@ class SQLCheckpointer(ClosingContext):
 
     def close(self) -> None:
         """Release the store's connections (the engine is kept if it was passed in)."""
+        self._closed = True
         if self._owns_engine:
             self._engine.dispose()
 
