@@ -34,7 +34,12 @@ class Rows:
 
 
 def _defining_class(cls: type, name: str) -> type[Rows]:
+    """The class that wrote the row: the first in the MRO that defines it and a capability.
+
+    A backend author's subclass that overrides a row (to mark it, say) declares no
+    capability of its own, so the row keeps the capability of the class it came from.
+    """
     for klass in cls.__mro__:
-        if name in vars(klass) and issubclass(klass, Rows):
+        if name in vars(klass) and "capability" in vars(klass) and issubclass(klass, Rows):
             return klass
     return Rows
