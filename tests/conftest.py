@@ -22,7 +22,7 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.db.models import Base
-from purpose_agent.testing import Backend, BlockingAdapter
+from purpose_agent.testing import Backend, BlockingAdapter, Capability
 from tests.servers import required, server_url, throwaway_database
 
 
@@ -96,11 +96,12 @@ def _open_async(url: str) -> BlockingAdapter:
 
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Each backend in turn, on fresh, empty storage."""
+    """Each backend in turn, on fresh, empty storage, declaring every capability it has."""
     name = request.param
     if name == "memory":
         store = InMemoryCheckpointer()
-        return Backend("memory", lambda: store, durable=False, processes=False)
+        # Every handle is the same object, and nothing outlives it or leaves the process.
+        return Backend("memory", lambda: store, {Capability.THREADS, Capability.STREAMING})
     if name == "jsonl":
         return Backend("jsonl", functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl")))
     if name == "sqlite":

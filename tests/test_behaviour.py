@@ -1,7 +1,228 @@
-"""The shared behaviour suite, run against every backend the ``backend`` fixture yields."""
+"""The shared behaviour suite on every backend, and proof that the suite itself can fail.
 
-from purpose_agent.testing import CheckpointerSuite
+``TestBehaviour`` runs every row on every backend the ``backend`` fixture yields. The tests
+after it feed the suite's newer rows stores that break the promise each row is about, so a
+row that could never fail would show up here.
+"""
+
+from __future__ import annotations
+
+import functools
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from purpose_agent import InMemoryCheckpointer, PAEvent, Recovery, RunState, SQLCheckpointer
+from purpose_agent.testing import (
+    ALL_CAPABILITIES,
+    Backend,
+    Capability,
+    CheckpointerSuite,
+    ProcessesSuite,
+    StreamingSuite,
+    ThreadsSuite,
+)
+from purpose_agent.testing.samples import ev
+from purpose_agent.testing.steps import TornRead, step, steps_in_log, steps_in_recovery
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class TestBehaviour(CheckpointerSuite):
     """Every contract row on every backend."""
+
+
+# -- declaring capabilities -------------------------------------------------------------------
+
+
+def test_backend_declaring_nothing_is_held_to_every_capability() -> None:
+    backend = Backend("plain", InMemoryCheckpointer)
+    assert backend.capabilities == ALL_CAPABILITIES
+    assert all(backend.has(capability) for capability in Capability)
+
+
+def test_backend_declaring_some_capabilities_has_those_and_base() -> None:
+    backend = Backend("some", InMemoryCheckpointer, [Capability.THREADS])
+    assert backend.capabilities == {Capability.BASE, Capability.THREADS}
+    assert not backend.has(Capability.DURABLE)
+
+
+GATED_SUITE = """
+import pytest
+from purpose_agent import InMemoryCheckpointer
+from purpose_agent.testing import Backend, CheckpointerSuite
+
+class TestBare(CheckpointerSuite):
+    @pytest.fixture
+    def backend(self):
+        store = InMemoryCheckpointer()
+        return Backend("bare", lambda: store, capabilities=())
+
+    def test_saved_event_is_visible_to_a_new_handle(self, backend):
+        super().test_saved_event_is_visible_to_a_new_handle(backend)  # overridden, still DURABLE
+"""
+
+
+def test_rows_of_undeclared_capabilities_are_skipped_naming_the_capability(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "test_bare.py").write_text(GATED_SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    rows = "unknown_run_reads_as_empty or visible_to_a_new_handle or racing_for_one_seq"
+    command = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [*command, "-c", str(tmp_path / "pytest.ini"), "-k", rows, "test_bare.py"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed, 2 skipped" in result.stdout
+    assert "bare does not declare Capability.DURABLE" in result.stdout
+    assert "bare does not declare Capability.THREADS" in result.stdout
+
+
+# -- importing without pytest ----------------------------------------------------------------
+
+WITHOUT_PYTEST = """
+import sys
+sys.modules["pytest"] = None
+from purpose_agent import InMemoryCheckpointer
+import purpose_agent.testing as testing
+from purpose_agent.testing import Backend, BlockingAdapter, Capability
+store = InMemoryCheckpointer()
+print(sorted(c.value for c in Backend("m", lambda: store, {Capability.THREADS}).capabilities))
+print(BlockingAdapter.__name__, any(name.startswith("_pytest") for name in sys.modules))
+try:
+    testing.CheckpointerSuite
+except ImportError as exc:
+    print("ImportError:", exc)
+"""
+
+
+def test_package_imports_without_pytest_and_names_the_extra_the_rows_need() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYTEST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    capabilities, adapter, suite = result.stdout.splitlines()
+    assert capabilities == "['base', 'threads']"
+    assert adapter == "BlockingAdapter False"
+    assert suite.startswith("ImportError:")
+    assert "install purpose-agent[test]" in suite
+
+
+# -- what counts as a torn read --------------------------------------------------------------
+
+
+def _steps(first: int, last: int, run_id: str = "r") -> list[PAEvent]:
+    return [event for number in range(first, last + 1) for event in step(run_id, number)[0]]
+
+
+def _state(number: int) -> RunState:
+    state = step("r", number)[1]
+    assert state is not None
+    return state
+
+
+WHOLE: dict[str, tuple[Recovery | None, int]] = {
+    "unknown_run": (None, 0),
+    "first_step_no_snapshot_yet": (Recovery(None, _steps(1, 1)), 1),
+    "snapshot_alone": (Recovery(_state(2), []), 2),
+    "snapshot_and_the_step_after": (Recovery(_state(4), _steps(5, 5)), 5),
+}
+
+TORN: dict[str, Recovery] = {
+    "gap": Recovery(None, [e for e in _steps(1, 1) if e.seq != 2]),
+    "half_a_step": Recovery(None, _steps(1, 1)[:2]),
+    "half_a_step_after_the_snapshot": Recovery(_state(2), _steps(3, 3)[:1]),
+    "snapshot_missing_though_committed_with_step_2": Recovery(None, _steps(1, 2)),
+    "stale_snapshot": Recovery(_state(2), _steps(3, 5)),
+    "tail_overlapping_the_snapshot": Recovery(_state(2), _steps(2, 3)),
+    "snapshot_no_step_wrote": Recovery(RunState(run_id="r", seq=3), []),
+    "event_of_another_run": Recovery(None, _steps(1, 1, run_id="other")),
+    "event_with_other_data": Recovery(None, [*_steps(1, 1)[:2], ev("r", 3, step=9)]),
+}
+
+
+@pytest.mark.parametrize("name", list(WHOLE))
+def test_whole_recoveries_count_their_steps(name: str) -> None:
+    recovery, steps = WHOLE[name]
+    assert steps_in_recovery("r", recovery) == steps
+
+
+@pytest.mark.parametrize("name", list(TORN))
+def test_torn_recoveries_are_recognised(name: str) -> None:
+    with pytest.raises(TornRead):
+        steps_in_recovery("r", TORN[name])
+
+
+def test_log_read_from_a_step_boundary_counts_the_earlier_steps() -> None:
+    assert steps_in_log("r", iter(_steps(3, 4)), since_seq=6) == 4
+    with pytest.raises(TornRead):
+        steps_in_log("r", iter(_steps(3, 4)), since_seq=3)
+
+
+# -- the new rows fail on stores that break their promise --------------------------------------
+
+
+class _WholeRunInMemory(InMemoryCheckpointer):
+    """Streams by reading the whole run first, as a store without paging would."""
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        return iter(self.list_events(run_id, since_seq))
+
+
+class _StepsInPieces(InMemoryCheckpointer):
+    """Commits a batch one event at a time and its snapshot last, as without transactions."""
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        for event in events:
+            super().save_events([event])
+            time.sleep(0.002)
+        if snapshot is not None:
+            super().save_snapshot(snapshot.run_id, snapshot)
+
+
+class _RecoverInTwoReads(SQLCheckpointer):
+    """Recovers with two separate reads, so a step committed between them tears the result."""
+
+    def recover(self, run_id: str) -> Recovery | None:
+        state = self.load_latest(run_id)
+        time.sleep(0.02)
+        events = self.list_events(run_id, state.seq if state is not None else 0)
+        if state is None and not events:
+            return None
+        return Recovery(state, events)
+
+
+def test_flat_memory_row_fails_for_a_store_that_reads_the_whole_run() -> None:
+    with _WholeRunInMemory() as cp, pytest.raises(AssertionError, match="peaked"):
+        StreamingSuite().test_iter_events_memory_stays_flat_as_the_run_grows(cp)
+
+
+def test_readers_row_fails_for_a_store_that_commits_a_step_in_pieces() -> None:
+    store = _StepsInPieces()
+    backend = Backend("pieces", lambda: store, {Capability.THREADS})
+    with pytest.raises(TornRead):
+        ThreadsSuite().test_readers_alongside_writers_never_see_a_gap_or_half_a_step(backend)
+
+
+@pytest.mark.sqlite
+def test_recover_row_fails_for_a_store_that_recovers_in_two_reads(tmp_path: Path) -> None:
+    opener: Any = functools.partial(_RecoverInTwoReads, f"sqlite:///{tmp_path / 'torn.db'}")
+    backend = Backend("two-reads", opener)
+    with pytest.raises(TornRead):
+        ProcessesSuite().test_recover_is_consistent_while_another_process_writes_steps(backend)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util import CommandError
 from pytest_alembic import MigrationContext as AlembicRunner
 from pytest_alembic.tests import (
     test_model_definitions_match_ddl,
@@ -143,7 +146,54 @@ def test_alembic_x_url_wins_over_the_environment(empty_database: str, tmp_path: 
     assert not (tmp_path / "decoy.db").exists() or "pa_events" not in _tables(decoy)
 
 
+def _linear_history(script: ScriptDirectory) -> list[str]:
+    """The revisions from base to head, failing unless they form one unbroken line."""
+    try:
+        heads, bases = script.get_heads(), script.get_bases()
+    except (KeyError, CommandError, RevisionError) as exc:
+        raise AssertionError(f"a revision's parent is missing: {exc!r}") from exc
+    assert len(heads) == 1, f"the history forks into heads {sorted(heads)}"
+    assert len(bases) == 1, f"the history starts from bases {sorted(bases)}"
+    line: list[str] = []
+    current: str | None = heads[0]
+    while current is not None:
+        revision = script.get_revision(current)
+        assert revision is not None
+        down = revision.down_revision
+        assert down is None or isinstance(down, str), f"{current} merges branches {down}"
+        line.append(current)
+        current = down
+    line.reverse()
+    off_the_line = {revision.revision for revision in script.walk_revisions()} - set(line)
+    assert not off_the_line, f"revisions off the line from base to head: {off_the_line}"
+    files = list(Path(script.versions).glob("*.py"))
+    assert len(files) == len(line), f"{len(files)} revision files, {len(line)} on the line"
+    return line
+
+
 def test_runner_sees_one_linear_history(alembic_runner: AlembicRunner) -> None:
-    history = alembic_runner.history.revisions
-    assert history[0] == "base"
-    assert history[-1] == "heads" or history[-1] == migrate.head_revision()
+    line = _linear_history(ScriptDirectory.from_config(migrate.alembic_config()))
+    assert line[-1] == migrate.head_revision()
+    assert alembic_runner.history.revisions == ["base", *line, "heads"]
+
+
+BROKEN_HISTORIES = {
+    "two_heads": [("0001", None), ("0002", "0001"), ("0002b", "0001")],
+    "merged_fork": [("0001", None), ("0002", "0001"), ("0002b", "0001"), ("0003", "0002 0002b")],
+    "second_base": [("0001", None), ("0002", "0001"), ("0001b", None), ("0002b", "0001b")],
+    "missing_parent": [("0001", None), ("0003", "0002")],
+}
+
+
+@pytest.mark.filterwarnings("ignore:Revision .* is not present:UserWarning")
+@pytest.mark.parametrize("name", list(BROKEN_HISTORIES))
+def test_linear_history_check_fails_on_a_fork_or_a_gap(tmp_path: Path, name: str) -> None:
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    for revision, down in BROKEN_HISTORIES[name]:
+        parents = tuple(down.split()) if down and " " in down else down
+        (versions / f"{revision}_step.py").write_text(
+            f"revision = {revision!r}\ndown_revision = {parents!r}\n"
+        )
+    with pytest.raises(AssertionError):
+        _linear_history(ScriptDirectory(str(tmp_path)))

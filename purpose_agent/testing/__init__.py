@@ -1,22 +1,91 @@
-"""The behaviour suite every checkpointer passes, shipped so that other backends can run it.
+"""The behaviour suite every checkpointer passes, grouped by capability, for any backend.
 
-Use it from a pytest module by subclassing :class:`CheckpointerSuite` and providing a
-``backend`` fixture that returns a :class:`Backend`::
+A store declares what it promises as :class:`Capability` values on a :class:`Backend`; the
+suite runs the rows of every declared capability and skips the others, naming what is
+missing. In a pytest module, subclass :class:`CheckpointerSuite` (the entry point) and
+provide a ``backend`` fixture::
 
+    import functools
     import pytest
-    from purpose_agent.testing import Backend, CheckpointerSuite
+    from purpose_agent.testing import Backend, Capability, CheckpointerSuite
+    from my_package import MyStore
 
     class TestMyStore(CheckpointerSuite):
         @pytest.fixture
         def backend(self, tmp_path):
-            return Backend("mine", functools.partial(MyStore, tmp_path / "db"))
+            opener = functools.partial(MyStore, tmp_path / "db")
+            return Backend("mine", opener, {Capability.DURABLE, Capability.THREADS})
 
-An asyncio store runs through the same suite wrapped in :class:`BlockingAdapter`.
-``Backend.open`` must return a new handle on the same storage each time it is called; for
-the process tests it must also be picklable (a ``functools.partial`` of the class is).
+A backend that lists no capabilities is held to all of them. ``Backend.open`` must return a
+new handle on the same storage on each call, and for ``Capability.PROCESSES`` it must be
+picklable (a ``functools.partial`` of the store's class is). An asyncio store runs through
+the same rows wrapped in :class:`BlockingAdapter`. One capability's rows alone are a class of
+their own too (``BaseSuite``, ``DurableSuite``, ``ThreadsSuite``, ``ProcessesSuite``,
+``StreamingSuite``), the one ``SUITES`` maps the capability to.
+
+The rows need pytest (``pip install purpose-agent[test]``); everything else here imports
+without it, and the rows are only imported when one of their names is first used.
 """
 
-from purpose_agent.testing.adapters import AsyncCheckpointer, BlockingAdapter
-from purpose_agent.testing.suite import Backend, CheckpointerSuite
+from __future__ import annotations
 
-__all__ = ["AsyncCheckpointer", "Backend", "BlockingAdapter", "CheckpointerSuite"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from purpose_agent.testing.adapters import AsyncCheckpointer, BlockingAdapter
+from purpose_agent.testing.capabilities import ALL_CAPABILITIES, Backend, Capability
+
+if TYPE_CHECKING:
+    from purpose_agent.testing.suite import (
+        SUITES,
+        BaseSuite,
+        CheckpointerSuite,
+        DurableSuite,
+        ProcessesSuite,
+        StreamingSuite,
+        ThreadsSuite,
+    )
+
+_ROW_MODULES = ("harness", "base", "durable", "threads", "processes", "streaming", "suite")
+_NEEDS_PYTEST = frozenset(
+    {
+        "SUITES",
+        "BaseSuite",
+        "CheckpointerSuite",
+        "DurableSuite",
+        "ProcessesSuite",
+        "StreamingSuite",
+        "ThreadsSuite",
+    }
+)
+
+try:
+    import pytest
+except ImportError:
+    pass
+else:
+    # Failures inside the rows then show the compared values, as in a project's own tests.
+    pytest.register_assert_rewrite(*(f"{__name__}.{module}" for module in _ROW_MODULES))
+
+
+def __getattr__(name: str) -> Any:
+    """Import the rows when one of their names is first used, so that pytest stays optional."""
+    if name in _NEEDS_PYTEST:
+        return getattr(importlib.import_module(f"{__name__}.suite"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ALL_CAPABILITIES",
+    "SUITES",
+    "AsyncCheckpointer",
+    "Backend",
+    "BaseSuite",
+    "BlockingAdapter",
+    "Capability",
+    "CheckpointerSuite",
+    "DurableSuite",
+    "ProcessesSuite",
+    "StreamingSuite",
+    "ThreadsSuite",
+]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
-from purpose_agent.protocol import ClosingContext, Recovery
-from purpose_agent.runtime.events import PAEvent
-from purpose_agent.runtime.state import RunState
+from purpose_agent import PAEvent, Recovery, RunState
 
 T = TypeVar("T")
+
+_CHUNK = 64
 
 
 class AsyncCheckpointer(Protocol):
@@ -33,7 +34,7 @@ class AsyncCheckpointer(Protocol):
     async def close(self) -> None: ...
 
 
-class BlockingAdapter(ClosingContext):
+class BlockingAdapter:
     """Presents an async store as a synchronous one, running it on a private event loop.
 
     The loop lives in its own thread, so the adapter works from any thread, as the suite's
@@ -80,17 +81,22 @@ class BlockingAdapter(ClosingContext):
         return self._drain(stream)
 
     def _drain(self, stream: AsyncIterator[PAEvent]) -> Iterator[PAEvent]:
-        async def step() -> tuple[bool, PAEvent | None]:
+        # One trip to the loop thread per chunk, not per event: the trip costs more than
+        # decoding an event, and a chunk is far smaller than the store's own pages.
+        async def chunk() -> list[PAEvent]:
+            events: list[PAEvent] = []
             try:
-                return True, await anext(stream)
+                while len(events) < _CHUNK:
+                    events.append(await anext(stream))
             except StopAsyncIteration:
-                return False, None
+                pass
+            return events
 
         while True:
-            more, event = self._run(step())
-            if not more or event is None:
+            events = self._run(chunk())
+            yield from events
+            if len(events) < _CHUNK:
                 return
-            yield event
 
     def recover(self, run_id: str) -> Recovery | None:
         return self._run(self._store.recover(run_id))
@@ -100,6 +106,17 @@ class BlockingAdapter(ClosingContext):
 
     def delete_run(self, run_id: str) -> None:
         self._run(self._store.delete_run(run_id))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     def close(self) -> None:
         if self._loop.is_closed():

@@ -1,0 +1,430 @@
+"""Capability.BASE: the protocol on one handle, the rows every store passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from purpose_agent import (
+    Checkpointer,
+    EventKind,
+    InvalidInput,
+    InvalidRunId,
+    PAEvent,
+    Recovery,
+    RunState,
+    RunStatus,
+    SequenceConflict,
+)
+from purpose_agent.testing.capabilities import Capability
+from purpose_agent.testing.harness import Rows
+from purpose_agent.testing.needs_pytest import pytest
+from purpose_agent.testing.samples import (
+    BAD_RUN_IDS,
+    EXACT_VALUES,
+    NOT_JSON,
+    ev,
+    nested,
+    raw_event,
+    st,
+)
+
+
+class BaseSuite(Rows):
+    """Every row of the protocol that one handle, in one thread, can check."""
+
+    capability: ClassVar[Capability] = Capability.BASE
+
+    # -- the protocol ---------------------------------------------------------------------
+
+    def test_store_implements_the_protocol(self, cp: Checkpointer) -> None:
+        assert isinstance(cp, Checkpointer)
+
+    def test_unknown_run_reads_as_empty(self, cp: Checkpointer) -> None:
+        assert cp.load_latest("nobody") is None
+        assert cp.list_events("nobody") == []
+        assert list(cp.iter_events("nobody")) == []
+        assert cp.recover("nobody") is None
+        assert cp.list_runs() == []
+
+    # -- save_event and exact round trips ---------------------------------------------------
+
+    def test_event_comes_back_equal_with_ts_and_lane(self, cp: Checkpointer) -> None:
+        event = PAEvent(
+            run_id="r",
+            seq=3,
+            kind=EventKind.TOOL_CALL,
+            ts=1234.000001,
+            lane_id="lane-2",
+            data={"tool": "search", "args": {"q": "x"}},
+        )
+        cp.save_event(event)
+        [back] = cp.list_events("r")
+        assert back == event
+        assert back.kind is EventKind.TOOL_CALL
+        assert repr(back.ts) == repr(event.ts)
+        assert back.lane_id == "lane-2"
+
+    @pytest.mark.parametrize("name", list(EXACT_VALUES))
+    def test_json_values_round_trip_exactly(self, cp: Checkpointer, name: str) -> None:
+        value = EXACT_VALUES[name]
+        payload = {"v": value, "after": 1}
+        cp.save_event(ev("r", 1, **payload))
+        cp.save_snapshot("r", st("r", 1, **payload))
+        [event] = cp.list_events("r")
+        state = cp.load_latest("r")
+        assert state is not None
+        for got in (event.data, state.data):
+            assert got == payload
+            assert repr(got) == repr(payload)
+            assert list(got) == ["v", "after"]
+
+    def test_deep_nesting_round_trips(self, cp: Checkpointer) -> None:
+        value = nested(200)
+        cp.save_event(ev("r", 1, deep=value))
+        assert cp.list_events("r")[0].data == {"deep": value}
+
+    def test_saved_value_is_a_copy(self, cp: Checkpointer) -> None:
+        event = ev("r", 1, items=[1, 2])
+        cp.save_event(event)
+        event.data["items"].append(3)
+        assert cp.list_events("r")[0].data == {"items": [1, 2]}
+
+    # -- bad input: refused, and nothing written ---------------------------------------------
+
+    @pytest.mark.parametrize("name", list(NOT_JSON))
+    def test_non_json_event_data_is_refused_and_nothing_written(
+        self, cp: Checkpointer, name: str
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            cp.save_event(ev("r", 1, bad=NOT_JSON[name]))
+        assert cp.list_events("r") == []
+        assert cp.list_runs() == []
+
+    @pytest.mark.parametrize("name", list(NOT_JSON))
+    def test_non_json_state_data_is_refused_and_nothing_written(
+        self, cp: Checkpointer, name: str
+    ) -> None:
+        with pytest.raises(InvalidInput):
+            cp.save_snapshot("r", st("r", 1, bad=NOT_JSON[name]))
+        assert cp.load_latest("r") is None
+        assert cp.list_runs() == []
+
+    def test_non_finite_or_bad_fields_are_refused(self, cp: Checkpointer) -> None:
+        bad_events = [
+            raw_event(seq=0),
+            raw_event(seq=-5),
+            raw_event(ts=float("nan")),
+            raw_event(ts=float("inf")),
+            raw_event(kind="custom"),
+            raw_event(seq=1.5),
+            raw_event(seq=True),
+            raw_event(seq=2**63),
+            raw_event(data=[1]),
+            raw_event(lane_id=None),
+            raw_event(lane_id="a\x00b"),
+            raw_event(lane_id="\ud800"),
+        ]
+        for bad in bad_events:
+            with pytest.raises(InvalidInput):
+                cp.save_event(bad)
+            with pytest.raises(InvalidInput):
+                cp.save_events([ev("r", 7), bad])
+        with pytest.raises(InvalidInput):
+            cp.save_event("not an event")  # type: ignore[arg-type]
+        assert cp.list_events("r") == []
+        assert cp.list_runs() == []
+
+    def test_seq_below_one_is_refused(self, cp: Checkpointer) -> None:
+        for seq in (0, -1):
+            with pytest.raises(InvalidInput):
+                cp.save_event(PAEvent(run_id="r", seq=seq, kind=EventKind.CUSTOM))
+        with pytest.raises(InvalidInput):
+            cp.save_snapshot("r", RunState(run_id="r", seq=-1))
+        assert cp.list_events("r") == []
+        assert cp.load_latest("r") is None
+
+    def test_state_run_id_must_match(self, cp: Checkpointer) -> None:
+        with pytest.raises(InvalidInput):
+            cp.save_snapshot("a", st("b", 1))
+        with pytest.raises(InvalidInput):
+            cp.save_snapshot("a", "not a state")  # type: ignore[arg-type]
+        assert cp.load_latest("a") is None
+        assert cp.load_latest("b") is None
+        assert cp.list_runs() == []
+
+    @pytest.mark.parametrize("name", list(BAD_RUN_IDS))
+    def test_bad_run_id_is_refused_by_every_method(self, cp: Checkpointer, name: str) -> None:
+        run_id = BAD_RUN_IDS[name]
+        event = PAEvent.model_construct(
+            run_id=run_id, seq=1, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}
+        )
+        state = RunState.model_construct(
+            run_id=run_id, seq=1, data={}, status=RunStatus.RUNNING, created_at=1.0, updated_at=1.0
+        )
+        calls: list[Callable[[], object]] = [
+            lambda: cp.save_event(event),
+            lambda: cp.save_events([ev("ok", 1), event]),
+            lambda: cp.save_events([ev("ok", 1)], snapshot=state),
+            lambda: cp.save_snapshot(run_id, state),
+            lambda: cp.load_latest(run_id),
+            lambda: cp.list_events(run_id),
+            lambda: list(cp.iter_events(run_id)),
+            lambda: cp.recover(run_id),
+            lambda: cp.delete_run(run_id),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidRunId):
+                call()
+        assert cp.list_runs() == []
+
+    def test_run_ids_at_the_limits_are_accepted(self, cp: Checkpointer) -> None:
+        ids = ["r" * 255, "...", "a.b", "ünïcödé-🙂", "with space", "UPPER", "upper", "%2F"]
+        for run_id in ids:
+            cp.save_event(ev(run_id, 1, id=run_id))
+            cp.save_snapshot(run_id, st(run_id, 1))
+        for run_id in ids:
+            assert cp.list_events(run_id) == [ev(run_id, 1, id=run_id)]
+            assert cp.load_latest(run_id) == st(run_id, 1)
+        assert sorted(cp.list_runs()) == sorted(ids)
+
+    def test_paging_arguments_are_checked(self, cp: Checkpointer) -> None:
+        with pytest.raises(InvalidInput):
+            cp.list_events("r", limit=-1)
+        with pytest.raises(InvalidInput):
+            cp.list_events("r", since_seq="1")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            cp.list_runs(limit=-1)
+
+    # -- conflicts and idempotent retries ----------------------------------------------------
+
+    def test_conflicting_event_raises_and_keeps_the_first(self, cp: Checkpointer) -> None:
+        first = ev("r", 1, v="first")
+        cp.save_event(first)
+        with pytest.raises(SequenceConflict) as info:
+            cp.save_event(ev("r", 1, v="second"))
+        assert info.value.run_id == "r"
+        assert info.value.seq == 1
+        assert cp.list_events("r") == [first]
+
+    def test_identical_retry_is_a_no_op(self, cp: Checkpointer) -> None:
+        event = ev("r", 1, v="same")
+        cp.save_event(event)
+        cp.save_event(event)
+        cp.save_event(PAEvent.from_dict(event.to_dict()))
+        cp.save_events([event, ev("r", 2)])
+        cp.save_events([event, ev("r", 2)])
+        assert cp.list_events("r") == [event, ev("r", 2)]
+
+    def test_events_differing_only_in_ts_or_lane_conflict(self, cp: Checkpointer) -> None:
+        event = ev("r", 1)
+        cp.save_event(event)
+        with pytest.raises(SequenceConflict):
+            cp.save_event(event.model_copy(update={"ts": event.ts + 1}))
+        with pytest.raises(SequenceConflict):
+            cp.save_event(event.model_copy(update={"lane_id": "other"}))
+        with pytest.raises(SequenceConflict):
+            cp.save_event(event.model_copy(update={"kind": EventKind.CUSTOM}))
+        assert cp.list_events("r") == [event]
+
+    def test_same_seq_in_other_runs_is_no_conflict(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("a", 1))
+        cp.save_event(ev("b", 1))
+        assert cp.list_events("a") == [ev("a", 1)]
+        assert cp.list_events("b") == [ev("b", 1)]
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def test_batch_spans_runs_and_lands_whole(self, cp: Checkpointer) -> None:
+        batch = [ev("a", 1), ev("b", 1), ev("a", 2), ev("b", 2, x=[1])]
+        cp.save_events(batch)
+        assert cp.list_events("a") == [ev("a", 1), ev("a", 2)]
+        assert cp.list_events("b") == [ev("b", 1), ev("b", 2, x=[1])]
+
+    def test_batch_accepts_any_iterable(self, cp: Checkpointer) -> None:
+        cp.save_events(ev("r", seq) for seq in range(1, 4))
+        cp.save_events(())
+        assert [e.seq for e in cp.list_events("r")] == [1, 2, 3]
+
+    def test_batch_with_a_conflict_writes_nothing(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("r", 2, v="stored"))
+        with pytest.raises(SequenceConflict):
+            cp.save_events(
+                [ev("r", 1), ev("other", 1), ev("r", 2, v="different"), ev("r", 3)],
+                snapshot=st("r", 3),
+            )
+        assert cp.list_events("r") == [ev("r", 2, v="stored")]
+        assert cp.list_events("other") == []
+        assert cp.load_latest("r") is None
+        assert cp.list_runs() == ["r"]
+
+    def test_batch_with_two_different_events_at_one_seq_writes_nothing(
+        self, cp: Checkpointer
+    ) -> None:
+        with pytest.raises(SequenceConflict):
+            cp.save_events([ev("r", 1, v=1), ev("r", 1, v=2)])
+        assert cp.list_events("r") == []
+
+    def test_batch_with_invalid_event_writes_nothing(self, cp: Checkpointer) -> None:
+        with pytest.raises(InvalidInput):
+            cp.save_events([ev("r", 1), ev("r", 2, bad=float("nan"))], snapshot=st("r", 2))
+        assert cp.list_events("r") == []
+        assert cp.load_latest("r") is None
+
+    def test_batch_with_invalid_snapshot_writes_nothing(self, cp: Checkpointer) -> None:
+        with pytest.raises(InvalidInput):
+            cp.save_events([ev("r", 1)], snapshot=st("r", 1, bad={1, 2}))
+        assert cp.list_events("r") == []
+        assert cp.list_runs() == []
+
+    def test_batch_with_snapshot_lands_together(self, cp: Checkpointer) -> None:
+        cp.save_events([ev("r", 1), ev("r", 2)], snapshot=st("r", 2, step=2))
+        cp.save_events([ev("r", 3)])
+        assert cp.load_latest("r") == st("r", 2, step=2)
+        assert cp.recover("r") == Recovery(st("r", 2, step=2), [ev("r", 3)])
+
+    def test_snapshot_alone_through_save_events(self, cp: Checkpointer) -> None:
+        cp.save_events([], snapshot=st("r", 0))
+        assert cp.load_latest("r") == st("r", 0)
+        assert cp.list_runs() == ["r"]
+
+    def test_large_batch(self, cp: Checkpointer) -> None:
+        batch = [ev("r", seq, text="x" * 50) for seq in range(1, 5001)]
+        cp.save_events(batch)
+        assert cp.list_events("r") == batch
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def test_latest_snapshot_is_the_highest_seq(self, cp: Checkpointer) -> None:
+        cp.save_snapshot("r", st("r", 5, v=5))
+        cp.save_snapshot("r", st("r", 3, v=3))
+        assert cp.load_latest("r") == st("r", 5, v=5)
+        cp.save_snapshot("r", st("r", 5, v="again"))
+        assert cp.load_latest("r") == st("r", 5, v="again")
+        cp.save_snapshot("r", st("r", 9, v=9))
+        assert cp.load_latest("r") == st("r", 9, v=9)
+        cp.save_events([ev("r", 1)], snapshot=st("r", 1))
+        assert cp.load_latest("r") == st("r", 9, v=9)
+
+    def test_snapshot_keeps_status_and_timestamps(self, cp: Checkpointer) -> None:
+        state = RunState(
+            run_id="r",
+            seq=4,
+            data={"k": "v"},
+            status=RunStatus.FAILED,
+            created_at=12.25,
+            updated_at=99.125,
+        )
+        cp.save_snapshot("r", state)
+        back = cp.load_latest("r")
+        assert back == state
+        assert back is not None and back.status is RunStatus.FAILED
+
+    def test_snapshots_of_runs_are_separate(self, cp: Checkpointer) -> None:
+        cp.save_snapshot("a", st("a", 1))
+        cp.save_snapshot("b", st("b", 7))
+        assert cp.load_latest("a") == st("a", 1)
+        assert cp.load_latest("b") == st("b", 7)
+
+    # -- reading the log ---------------------------------------------------------------------
+
+    def test_list_events_since_and_limit(self, cp: Checkpointer) -> None:
+        events = [ev("r", seq) for seq in range(1, 11)]
+        cp.save_events(events)
+        assert cp.list_events("r") == events
+        assert cp.list_events("r", since_seq=0) == events
+        assert cp.list_events("r", since_seq=-3) == events
+        assert cp.list_events("r", since_seq=4) == events[4:]
+        assert cp.list_events("r", since_seq=10) == []
+        assert cp.list_events("r", since_seq=99) == []
+        assert cp.list_events("r", limit=3) == events[:3]
+        assert cp.list_events("r", since_seq=8, limit=5) == events[8:]
+        assert cp.list_events("r", limit=0) == []
+
+    def test_events_come_back_in_seq_order_whatever_the_write_order(self, cp: Checkpointer) -> None:
+        for seq in (5, 1, 9, 3, 7, 2):
+            cp.save_event(ev("r", seq))
+        cp.save_events([ev("r", 8), ev("r", 4), ev("r", 6)])
+        assert [e.seq for e in cp.list_events("r")] == list(range(1, 10))
+        assert [e.seq for e in cp.list_events("r", since_seq=4, limit=3)] == [5, 6, 7]
+        assert [e.seq for e in cp.iter_events("r", since_seq=6)] == [7, 8, 9]
+
+    def test_gaps_in_seq_are_kept(self, cp: Checkpointer) -> None:
+        cp.save_events([ev("r", 1), ev("r", 10), ev("r", 100)])
+        assert [e.seq for e in cp.list_events("r", since_seq=5)] == [10, 100]
+
+    def test_iter_events_streams_everything_in_order(self, cp: Checkpointer) -> None:
+        events = [ev("r", seq, i=seq) for seq in range(1, 2601)]
+        cp.save_events(events)
+        iterator = cp.iter_events("r")
+        assert next(iterator) == events[0]
+        assert list(iterator) == events[1:]
+        assert list(cp.iter_events("r", since_seq=2500)) == events[2500:]
+
+    def test_iter_events_checks_run_id_before_iterating(self, cp: Checkpointer) -> None:
+        with pytest.raises(InvalidRunId):
+            cp.iter_events("../x")
+
+    # -- recovery ----------------------------------------------------------------------------
+
+    def test_recover_returns_snapshot_and_exactly_the_tail(self, cp: Checkpointer) -> None:
+        cp.save_events([ev("r", seq) for seq in range(1, 6)], snapshot=st("r", 3))
+        cp.save_events([ev("r", 6)])
+        recovery = cp.recover("r")
+        assert recovery == Recovery(st("r", 3), [ev("r", 4), ev("r", 5), ev("r", 6)])
+        assert recovery is not None and recovery.seq == 6
+        state, events = recovery
+        assert state == st("r", 3)
+        assert [e.seq for e in events] == [4, 5, 6]
+
+    def test_recover_without_snapshot_returns_every_event(self, cp: Checkpointer) -> None:
+        cp.save_events([ev("r", 1), ev("r", 2)])
+        assert cp.recover("r") == Recovery(None, [ev("r", 1), ev("r", 2)])
+
+    def test_recover_with_snapshot_past_the_log(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("r", 1))
+        cp.save_snapshot("r", st("r", 4))
+        assert cp.recover("r") == Recovery(st("r", 4), [])
+
+    def test_recover_snapshot_only_run(self, cp: Checkpointer) -> None:
+        cp.save_snapshot("r", st("r", 0))
+        assert cp.recover("r") == Recovery(st("r", 0), [])
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def test_list_runs_has_runs_with_events_or_snapshots(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("events-only", 1))
+        cp.save_snapshot("snapshot-only", st("snapshot-only", 0))
+        assert sorted(cp.list_runs()) == ["events-only", "snapshot-only"]
+
+    def test_list_runs_most_recently_written_first(self, cp: Checkpointer) -> None:
+        for run_id in ("a", "b", "c"):
+            cp.save_event(ev(run_id, 1))
+        assert cp.list_runs() == ["c", "b", "a"]
+        cp.save_event(ev("a", 2))
+        assert cp.list_runs() == ["a", "c", "b"]
+        cp.save_snapshot("b", st("b", 1))
+        assert cp.list_runs() == ["b", "a", "c"]
+        cp.save_events([ev("c", 2)], snapshot=st("c", 2))
+        assert cp.list_runs() == ["c", "b", "a"]
+        assert cp.list_runs(limit=2) == ["c", "b"]
+        assert cp.list_runs(limit=0) == []
+        assert cp.list_runs(offset=1) == ["b", "a"]
+        assert cp.list_runs(limit=1, offset=1) == ["b"]
+
+    def test_delete_run_removes_only_that_run(self, cp: Checkpointer) -> None:
+        cp.save_events([ev("gone", 1), ev("gone", 2), ev("kept", 1)], snapshot=st("gone", 2))
+        cp.save_snapshot("kept", st("kept", 1))
+        cp.delete_run("gone")
+        cp.delete_run("never-existed")
+        assert cp.list_events("gone") == []
+        assert cp.load_latest("gone") is None
+        assert cp.recover("gone") is None
+        assert cp.list_runs() == ["kept"]
+        assert cp.list_events("kept") == [ev("kept", 1)]
+
+    def test_deleted_run_can_be_written_again(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("r", 1, v="old"))
+        cp.delete_run("r")
+        cp.save_event(ev("r", 1, v="new"))
+        assert cp.list_events("r") == [ev("r", 1, v="new")]

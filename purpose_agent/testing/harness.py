@@ -1,0 +1,45 @@
+"""What every capability's rows share: the handle they test and the capability gate."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar
+
+from purpose_agent import Checkpointer
+from purpose_agent.testing.capabilities import Backend, Capability
+from purpose_agent.testing.needs_pytest import pytest
+
+
+class Rows:
+    """The rows of one capability; a subclass names it in ``capability``.
+
+    A test class that combines several of them (as ``CheckpointerSuite`` does) still runs each
+    row only on backends that declare the capability of the class that defines the row, and
+    skips it, saying which capability is missing, elsewhere.
+    """
+
+    capability: ClassVar[Capability] = Capability.BASE
+
+    @pytest.fixture(autouse=True)
+    def _capability_gate(self, request: pytest.FixtureRequest, backend: Backend) -> None:
+        needed = _defining_class(type(self), request.function.__name__).capability
+        if not backend.has(needed):
+            pytest.skip(f"{backend.name} does not declare Capability.{needed.name}")
+
+    @pytest.fixture
+    def cp(self, backend: Backend) -> Iterator[Checkpointer]:
+        """A fresh handle on the backend's storage, closed after the test."""
+        with backend.open() as store:
+            yield store
+
+
+def _defining_class(cls: type, name: str) -> type[Rows]:
+    """The class that wrote the row: the first in the MRO that defines it and a capability.
+
+    A backend author's subclass that overrides a row (to mark it, say) declares no
+    capability of its own, so the row keeps the capability of the class it came from.
+    """
+    for klass in cls.__mro__:
+        if name in vars(klass) and "capability" in vars(klass) and issubclass(klass, Rows):
+            return klass
+    return Rows

@@ -1,0 +1,142 @@
+"""Capability.PROCESSES: handles in several processes share one storage."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.context import ForkServerContext, SpawnContext
+from multiprocessing.queues import Queue
+from multiprocessing.sharedctypes import Synchronized
+from typing import ClassVar
+
+from purpose_agent import Checkpointer, SequenceConflict
+from purpose_agent.testing.capabilities import Backend, Capability
+from purpose_agent.testing.harness import Rows
+from purpose_agent.testing.samples import ev
+from purpose_agent.testing.steps import TornRead, steps_in_recovery, write_step
+
+# The writer process may run this many steps ahead of the reader's passes, so the reader is
+# sure to recover while the run is still growing, however fast the store writes.
+STEPS_PER_READ = 4
+STEPS_WRITTEN = 40
+WAIT_SECONDS = 120.0
+
+
+def _context() -> ForkServerContext | SpawnContext:
+    """A start method that gives each child a fresh interpreter, as separate programs have."""
+    if sys.platform == "linux":
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+def _write_in_process(
+    opener: Callable[[], Checkpointer], run_id: str, seqs: list[int], tag: str
+) -> list[str]:
+    """Child-process body for the append rows: returns what happened per seq."""
+    outcome = []
+    with opener() as cp:
+        for seq in seqs:
+            try:
+                cp.save_event(ev(run_id, seq, writer=tag))
+                outcome.append("saved")
+            except SequenceConflict:
+                outcome.append("conflict")
+    return outcome
+
+
+def _wait_for_reader(reader_passes: Synchronized[int], needed: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while reader_passes.value < needed:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the reader made no pass in {WAIT_SECONDS}s")
+        time.sleep(0.001)
+
+
+def _write_steps_paced(
+    opener: Callable[[], Checkpointer],
+    run_id: str,
+    reader_passes: Synchronized[int],
+    failures: Queue[str],
+) -> None:
+    """Child-process body: commit steps, never more than a few ahead of the reader."""
+    try:
+        with opener() as store:
+            for number in range(1, STEPS_WRITTEN + 1):
+                _wait_for_reader(reader_passes, (number - 1) // STEPS_PER_READ)
+                write_step(store, run_id, number)
+    except BaseException:
+        failures.put(traceback.format_exc())
+        raise
+
+
+class ProcessesSuite(Rows):
+    """Rows where child processes write while this process reads or writes too."""
+
+    capability: ClassVar[Capability] = Capability.PROCESSES
+
+    def test_processes_appending_to_one_run_lose_and_duplicate_nothing(
+        self, backend: Backend
+    ) -> None:
+        with backend.open():
+            pass  # create or migrate the storage once before the writers start
+        with _context().Pool(3) as pool:
+            jobs = [
+                pool.apply_async(
+                    _write_in_process, (backend.open, "r", list(range(w, 91, 3)), str(w))
+                )
+                for w in (1, 2, 3)
+            ]
+            results = [job.get(timeout=WAIT_SECONDS) for job in jobs]
+            races = [
+                pool.apply_async(
+                    _write_in_process, (backend.open, "race", list(range(1, 31)), str(w))
+                )
+                for w in (1, 2, 3)
+            ]
+            race_results = [job.get(timeout=WAIT_SECONDS) for job in races]
+        assert all(result == ["saved"] * 30 for result in results)
+        with backend.open() as cp:
+            assert [e.seq for e in cp.list_events("r")] == list(range(1, 91))
+            stored = cp.list_events("race")
+            assert [e.seq for e in stored] == list(range(1, 31))
+        for seq_index in range(30):
+            assert sorted(r[seq_index] for r in race_results) == ["conflict", "conflict", "saved"]
+
+    def test_recover_is_consistent_while_another_process_writes_steps(
+        self, backend: Backend
+    ) -> None:
+        context = _context()
+        passes: Synchronized[int] = context.Value("i", 0)
+        failures: Queue[str] = context.Queue()
+        seen = [0]
+        with backend.open() as cp:  # also creates or migrates the storage before the writer
+            writer = context.Process(
+                target=_write_steps_paced, args=(backend.open, "r", passes, failures)
+            )
+            writer.start()
+            try:
+                deadline = time.monotonic() + WAIT_SECONDS
+                while time.monotonic() < deadline:
+                    last_pass = not writer.is_alive()
+                    steps = steps_in_recovery("r", cp.recover("r"))
+                    if steps < seen[-1]:
+                        raise TornRead(f"recovered {steps} steps after {seen[-1]}")
+                    seen.append(steps)
+                    with passes.get_lock():
+                        passes.value += 1
+                    if last_pass:
+                        break
+            finally:
+                passes.value = STEPS_WRITTEN  # a failed reader must not leave the writer waiting
+                writer.join(WAIT_SECONDS)
+                if writer.is_alive():
+                    writer.terminate()
+                    writer.join()
+        assert writer.exitcode == 0, failures.get(timeout=5) if writer.exitcode else "still running"
+        assert seen[-1] == STEPS_WRITTEN
+        # The reader's first pass ends before the writer may pass step STEPS_PER_READ, so the
+        # recoveries overlapped the writes rather than all coming after them.
+        assert min(seen[1:]) <= STEPS_PER_READ

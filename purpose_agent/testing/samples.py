@@ -1,0 +1,129 @@
+"""The events, states and values the suite's rows are built from.
+
+They need nothing but the package, so tests outside the suite reuse them too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from purpose_agent import EventKind, PAEvent, RunState
+
+
+def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data: Any) -> PAEvent:
+    """Build an event with a fixed timestamp so that equal calls build equal events.
+
+    Args:
+        run_id: The run.
+        seq: Its position in the run.
+        kind: The event kind.
+        **data: The event's data.
+
+    Returns:
+        The event, its ``ts`` derived from ``seq``.
+
+    """
+    return PAEvent(run_id=run_id, seq=seq, kind=kind, ts=1_700_000_000.0 + seq, data=data)
+
+
+def st(run_id: str, seq: int, **data: Any) -> RunState:
+    """Build a state with fixed timestamps so that equal calls build equal states.
+
+    Args:
+        run_id: The run.
+        seq: The last event seq the state includes.
+        **data: The state's data.
+
+    Returns:
+        The state.
+
+    """
+    return RunState(run_id=run_id, seq=seq, data=data, created_at=1.5, updated_at=2.5 + seq)
+
+
+def raw_event(**fields: Any) -> PAEvent:
+    """An event built without validation, as a caller bypassing pydantic could.
+
+    Args:
+        **fields: Fields that replace the defaults of a valid event.
+
+    Returns:
+        The unvalidated event.
+
+    """
+    base = {"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main"}
+    return PAEvent.model_construct(**{**base, "data": {}, **fields})
+
+
+def nested(depth: int) -> Any:
+    """A value nested ``depth`` levels deep, alternating lists and dicts.
+
+    Args:
+        depth: How many containers wrap the leaf.
+
+    Returns:
+        The nested value.
+
+    """
+    value: Any = "leaf"
+    for i in range(depth):
+        value = {"d": value} if i % 2 else [value]
+    return value
+
+
+# Values that must come back bit for bit; rows check them with repr() as well as ==, because
+# -0.0 == 0.0 and 1 == 1.0 would hide a lossy round trip.
+EXACT_VALUES: dict[str, Any] = {
+    "key_order": {"z": 1, "a": 2, "m": {"y": None, "b": [3, 2, 1]}},
+    "negative_zero": -0.0,
+    "floats": [0.1, 1e-310, 5e-324, 1.7976931348623157e308, -2.5, 1e16, 123456789.123456789],
+    "float_vs_int": [1.0, 1, 0, 0.0, -1.0],
+    "big_ints": [2**63, -(2**63) - 1, 2**64 + 1, 10**100, -(10**300)],
+    "longest_int": int("9" * 4300),
+    "nul": "a\x00b",
+    "nul_key": {"k\x00": "\x00"},
+    "unicode": "héllo ✓ 🙂 \u200d \ufeff \U0010ffff",
+    "lone_surrogate": "\ud800x\udfff",
+    "controls": "".join(chr(c) for c in range(32)) + "\x7f",
+    "escapes": '"\\/\b\f\n\r\t',
+    "bools_none": [True, False, None, [], {}],
+    "empty": "",
+}
+
+_contains_itself: dict[str, Any] = {}
+_contains_itself["self"] = _contains_itself
+
+# Values that are not JSON; every store refuses them before writing anything.
+NOT_JSON: dict[str, Any] = {
+    "object": object(),
+    "set": {1, 2},
+    "tuple": (1, 2),
+    "bytes": b"abc",
+    "nan": float("nan"),
+    "inf": float("inf"),
+    "minus_inf": float("-inf"),
+    "int_key": {1: "a"},
+    "none_key": {None: "a"},
+    "nested_bad": {"a": [{"b": [1, {2, 3}]}]},
+    "too_many_digits": 10**4300,
+    "exception": ValueError("x"),
+    "contains_itself": _contains_itself,
+    "too_deep": nested(2000),
+}
+
+# Run ids every method refuses with InvalidRunId, reads included.
+BAD_RUN_IDS: dict[str, Any] = {
+    "empty": "",
+    "too_long": "r" * 256,
+    "slash": "a/b",
+    "backslash": "a\\b",
+    "dot": ".",
+    "dotdot": "..",
+    "parent_escape": "../../etc",
+    "nul": "a\x00b",
+    "newline": "a\nb",
+    "tab": "a\tb",
+    "del": "a\x7fb",
+    "c1_control": "a\x85b",
+    "not_a_str": 123,
+}
