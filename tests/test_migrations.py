@@ -23,7 +23,7 @@ from pytest_alembic.tests import (
 from purpose_agent import SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine
-from purpose_agent.testing.suite import ev
+from purpose_agent.testing.samples import ev
 from tests.test_cli_support import run_python_module
 
 __all__ = [

@@ -19,7 +19,7 @@ from purpose_agent import (
     StoreUnavailable,
 )
 from purpose_agent.db.models import EventRecord, SnapshotRecord
-from purpose_agent.testing.suite import ev, st
+from purpose_agent.testing.samples import ev, st
 
 
 def _pragma(store: SQLCheckpointer, name: str) -> object:
