@@ -293,3 +293,34 @@ def test_an_engine_passed_in_gets_wal_and_the_busy_timeout(tmp_path: Path) -> No
     with engine.begin() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM pa_events").scalar() == 1
     engine.dispose()
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("column", ["data", "kind", "lane_id", "state"])
+def test_bytes_that_are_not_utf8_in_a_sqlite_text_column_are_a_corrupt_record(
+    tmp_path: Path, column: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'damaged.db'}"
+    with SQLCheckpointer(url) as store:
+        # The snapshot covers seq 1, so recover() reads the damaged event at seq 2 too.
+        store.save_events([ev("hurt", 1), ev("hurt", 2)], snapshot=st("hurt", 1))
+        store.save_events([ev("whole", 1)], snapshot=st("whole", 1))
+        table, seq = ("pa_snapshots", 1) if column == "state" else ("pa_events", 2)
+        where = "run_id = 'hurt'" + ("" if column == "state" else " AND seq = 2")
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE {table} SET {column} = CAST(X'7bff' AS TEXT) WHERE {where}"
+            )
+        reads = [lambda: store.recover("hurt")]
+        if column == "state":
+            reads.append(lambda: store.load_latest("hurt"))
+        else:
+            reads += [lambda: store.list_events("hurt"), lambda: list(store.iter_events("hurt"))]
+        for read in reads:
+            with pytest.raises(CorruptRecord) as caught:
+                read()
+            assert (caught.value.run_id, caught.value.seq) == ("hurt", seq)
+            assert "not UTF-8" in str(caught.value)
+        recovery = store.recover("whole")  # another run stays readable
+        assert recovery is not None
+        assert recovery.state == st("whole", 1)

@@ -130,6 +130,10 @@ class Flavor:
         """Whether the server refused a statement for its size (retrying cannot help)."""
         return False
 
+    def is_undecodable(self, exc: DBAPIError) -> bool:
+        """Whether the driver could not decode a stored text value (damage, not an outage)."""
+        return False
+
     def is_transient(self, exc: DBAPIError) -> bool:
         """Whether the error is a deadlock or serialization failure worth one more try."""
         return False
@@ -147,6 +151,14 @@ class SQLiteFlavor(Flavor):
 
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return bool(driver_connection.in_transaction)
+
+    def is_undecodable(self, exc: DBAPIError) -> bool:  # noqa: D102
+        # SQLite stores whatever bytes it is given in a TEXT column; the driver's UTF-8
+        # decoding then fails in Python, the one OperationalError without a SQLite error code.
+        return (
+            type(exc.orig).__name__ == "OperationalError"
+            and getattr(exc.orig, "sqlite_errorcode", None) is None
+        )
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE

@@ -22,10 +22,12 @@ from sqlalchemy import (
     Double,
     Engine,
     Executable,
+    LargeBinary,
     Select,
     String,
     and_,
     bindparam,
+    cast,
     delete,
     func,
     literal,
@@ -162,6 +164,14 @@ def _recovery() -> Select[Any]:
     return select(*both.c).order_by(both.c.part, both.c.seq)
 
 
+def _utf8(value: bytes | None) -> bool:
+    try:
+        (value or b"").decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _last_seqs(rows: Iterable[EventRow]) -> dict[str, int]:
     last: dict[str, int] = {}
     for row in rows:
@@ -194,9 +204,7 @@ class Queries:
         # costs several times what the server takes to insert the batch: send them binary.
         self._events_and_runs = build(many, EVENT_FIELDS) if many is not None else None
         snapshot_and_run = flavor.snapshot_and_run()
-        self._snapshot_and_run = (
-            build(snapshot_and_run) if snapshot_and_run is not None else None
-        )
+        self._snapshot_and_run = build(snapshot_and_run) if snapshot_and_run is not None else None
         self._events = build(_events_after(limited=False))
         self._events_limited = build(_events_after(limited=True))
         self._recovery = build(_recovery())
@@ -314,6 +322,28 @@ class Queries:
         rows = self._snapshot.fetch(conn, {"run_id": run_id})
         return (rows[0][0], rows[0][1]) if rows else None
 
+    def undecodable(self, conn: Connection, run_id: str) -> tuple[int | None, str]:
+        """The first record of a run with a text column that is not UTF-8, and that column.
+
+        Reads the run's text columns as bytes, so it works where reading them as text fails;
+        it runs only after such a failure.
+        """
+        columns = ("kind", "lane_id", "data")
+        events = select(
+            EventRecord.seq, *(cast(getattr(EventRecord, name), LargeBinary) for name in columns)
+        )
+        for seq, *values in conn.execute(
+            events.where(EventRecord.run_id == run_id).order_by(EventRecord.seq)
+        ):
+            for name, value in zip(columns, values, strict=True):
+                if not _utf8(value):
+                    return int(seq), name
+        snapshot = select(SnapshotRecord.seq, cast(SnapshotRecord.state, LargeBinary))
+        for seq, value in conn.execute(snapshot.where(SnapshotRecord.run_id == run_id)):
+            if not _utf8(value):
+                return int(seq), "state of the snapshot"
+        return None, "unknown"
+
     def run_ids(self, conn: Connection, limit: int | None, offset: int) -> list[str]:
         """Run ids, most recently written first."""
         stmt = select(RunRecord.run_id).order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
@@ -421,9 +451,7 @@ class Queries:
         ).one()
         return int(runs), int(events)
 
-    def snapshots_page(
-        self, conn: Connection, after: str, size: int
-    ) -> list[tuple[str, int]]:
+    def snapshots_page(self, conn: Connection, after: str, size: int) -> list[tuple[str, int]]:
         """Up to ``size`` ``(run_id, snapshot seq)`` after ``after``, in id order."""
         stmt = (
             select(SnapshotRecord.run_id, SnapshotRecord.seq)

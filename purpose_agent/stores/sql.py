@@ -31,6 +31,7 @@ from purpose_agent.db.queries import LOOKUP_CHUNK, Queries
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
     CheckpointError,
+    CorruptRecord,
     InvalidInput,
     SequenceConflict,
     StoreUnavailable,
@@ -133,7 +134,7 @@ class SQLCheckpointer(ClosingContext):
 
     # -- error handling -------------------------------------------------------------------
 
-    def _call(self, action: str, operation: Callable[[], T]) -> T:
+    def _call(self, action: str, operation: Callable[[], T], run_id: str | None = None) -> T:
         """Run one unit of work, translating driver errors and retrying what is safe to retry.
 
         A lost connection (server restarted, connection killed) invalidates the pool, so one
@@ -150,6 +151,8 @@ class SQLCheckpointer(ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
+                if run_id is not None and self._flavor.is_undecodable(exc):
+                    raise self._undecodable(run_id) from exc
                 if self._flavor.is_too_large(exc):
                     raise InvalidInput(
                         f"{action} failed on {self.url}: the server refused a statement over its "
@@ -170,6 +173,12 @@ class SQLCheckpointer(ClosingContext):
                     continue
                 raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _undecodable(self, run_id: str) -> CorruptRecord:
+        """Name the record of a run whose text the driver could not decode (not UTF-8)."""
+        with self._units.single() as conn:
+            seq, column = self._queries.undecodable(conn, run_id)
+        return CorruptRecord(run_id, seq, f"column {column} holds bytes that are not UTF-8 text")
 
     def _read_payload_limit(self) -> int | None:
         query = self._flavor.payload_limit_query()
@@ -351,7 +360,7 @@ class SQLCheckpointer(ClosingContext):
             with self._units.single() as conn:
                 return self._queries.snapshot(conn, run_id)
 
-        found = self._call("loading a snapshot", load)
+        found = self._call("loading a snapshot", load, run_id)
         return decode_state(run_id, found[1], found[0]) if found is not None else None
 
     def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
@@ -360,7 +369,7 @@ class SQLCheckpointer(ClosingContext):
                 return self._queries.events_after(conn, run_id, since_seq, limit)
 
         with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
-            return self._call("reading events", fetch)
+            return self._call("reading events", fetch, run_id)
 
     def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
         return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
@@ -417,7 +426,7 @@ class SQLCheckpointer(ClosingContext):
                 return self._queries.recovery_rows(conn, run_id)
 
         with gc_paused():
-            rows = self._call("recovering a run", fetch)
+            rows = self._call("recovering a run", fetch, run_id)
         if not rows:
             return None
         state = None
