@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import shutil
 import socket
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -324,3 +329,55 @@ def test_bytes_that_are_not_utf8_in_a_sqlite_text_column_are_a_corrupt_record(
         recovery = store.recover("whole")  # another run stays readable
         assert recovery is not None
         assert recovery.state == st("whole", 1)
+
+
+def _as_reader_without_write_access(probe: Callable[[], object]) -> object:
+    """Run ``probe`` where the file permissions bind: in a child as ``nobody`` under root."""
+    if os.geteuid() != 0:
+        return probe()
+    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, run the probe, report, exit without cleanup
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            writer.send(("ok", probe()))
+        except BaseException as exc:
+            writer.send(("error", f"{type(exc).__name__}: {exc}"))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    status, value = reader.recv()
+    assert status == "ok", value
+    return value
+
+
+@pytest.mark.sqlite
+def test_a_read_only_sqlite_database_reads_and_refuses_writes_saying_why() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="pa-read-only-"))
+    try:
+        path = folder / "archive.db"
+        with SQLCheckpointer(f"sqlite:///{path}") as store:
+            store.save_events([ev("kept", 1), ev("kept", 2)], snapshot=st("kept", 2))
+        path.chmod(0o444)
+        folder.chmod(0o555)
+
+        def probe() -> object:
+            with SQLCheckpointer(f"sqlite:///{path}", migrate=False) as store:
+                recovery = store.recover("kept")
+                read = (store.list_runs(), [e.seq for e in store.list_events("kept")])
+                try:
+                    store.save_event(ev("kept", 3))
+                except StoreUnavailable as exc:
+                    refused = str(exc)
+                else:
+                    refused = "the write went through"
+                return read, recovery is not None and recovery.state == st("kept", 2), refused
+
+        read, recovered, refused = _as_reader_without_write_access(probe)  # type: ignore[misc]
+        assert read == (["kept"], [1, 2])
+        assert recovered
+        assert "read-only for this process" in refused
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)

@@ -134,6 +134,10 @@ class Flavor:
         """Whether the driver could not decode a stored text value (damage, not an outage)."""
         return False
 
+    def is_read_only(self, exc: DBAPIError) -> bool:
+        """Whether the database refused a write because this process may only read it."""
+        return False
+
     def is_transient(self, exc: DBAPIError) -> bool:
         """Whether the error is a deadlock or serialization failure worth one more try."""
         return False
@@ -151,6 +155,10 @@ class SQLiteFlavor(Flavor):
 
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return bool(driver_connection.in_transaction)
+
+    def is_read_only(self, exc: DBAPIError) -> bool:  # noqa: D102
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF == 8  # SQLITE_READONLY and its kinds
 
     def is_undecodable(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLite stores whatever bytes it is given in a TEXT column; the driver's UTF-8

@@ -71,6 +71,27 @@ _EXTRAS = {"psycopg": "postgres", "pymysql": "mariadb"}
 _ASYNC_DRIVERS = frozenset(("asyncpg", "aiosqlite", "asyncmy", "aiomysql"))
 
 
+def read_only_url(parsed: URL) -> URL | None:
+    """The URL that opens an existing SQLite file this process may not write, for reading.
+
+    SQLite opens a read-only file read-write anyway and fails on the first pragma that writes
+    ("attempt to write a readonly database"), and a WAL database in a folder it cannot write
+    cannot even be read unless it is opened as immutable: an archived database must still be
+    readable. Writes then fail with a message that says why.
+
+    Returns:
+        ``None`` when the file is missing or writable.
+
+    """
+    path = Path(parsed.database or "")
+    if not path.is_file() or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+        return None
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
+        query["immutable"] = "1"
+    return parsed.set(database=f"file:{path.resolve()}", query=query)
+
+
 def _install_hint(parsed: URL) -> str:
     extra = _EXTRAS.get(parsed.get_driver_name())
     if extra is not None:
@@ -91,6 +112,9 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
     if backend == "sqlite":
         if parsed.database not in (None, "", ":memory:") and not parsed.query.get("uri"):
             require_directory(Path(parsed.database))
+            read_only = read_only_url(parsed)
+            if read_only is not None:
+                options["url"] = read_only
         if parsed.database in (None, "", ":memory:"):
             # One shared connection, or every connection would see its own empty database.
             options["poolclass"] = pool.StaticPool
@@ -153,6 +177,7 @@ def make_engine(
     parsed = parse_url(url)
     backend = parsed.get_backend_name()
     options = _backend_options(parsed)
+    parsed = options.pop("url", parsed)
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):
             options.pop(sizing, None)
@@ -205,7 +230,7 @@ def configure_sqlite(
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-            if engine.url.database not in (None, "", ":memory:"):
+            if engine.url.database not in (None, "", ":memory:") and not _read_only(engine):
                 cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
@@ -226,3 +251,7 @@ def adopt_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float)
     if engine.url.database in (None, "", ":memory:"):
         return
     engine.dispose()
+
+
+def _read_only(engine: Engine) -> bool:
+    return engine.url.query.get("mode") == "ro"

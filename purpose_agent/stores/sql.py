@@ -153,6 +153,12 @@ class SQLCheckpointer(ClosingContext):
             except DBAPIError as exc:
                 if run_id is not None and self._flavor.is_undecodable(exc):
                     raise self._undecodable(run_id) from exc
+                if self._flavor.is_read_only(exc):
+                    raise StoreUnavailable(
+                        f"{action} failed on {self.url}: the database is read-only for this "
+                        "process (the file or its folder is not writable); it can be read, "
+                        "not written"
+                    ) from exc
                 if self._flavor.is_too_large(exc):
                     raise InvalidInput(
                         f"{action} failed on {self.url}: the server refused a statement over its "
