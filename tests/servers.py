@@ -393,7 +393,9 @@ class LocalPostgres(LocalServer):
     def start(self) -> None:
         options = (
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
-            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB"
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB "
+            # A deadlock costs its victim deadlock_timeout (1 s by default) before it is found.
+            "-c deadlock_timeout=100ms"
         )
         timeout = str(int(START_TIMEOUT))
         log = self.root / "postgres.log"
@@ -458,9 +460,10 @@ class LocalMariaDB(LocalServer):
 
     @classmethod
     def installed(cls) -> bool:
-        return _binary("mariadbd") is not None and (
-            _binary("mariadb-install-db") or _binary("mysql_install_db")
-        ) is not None
+        return (
+            _binary("mariadbd") is not None
+            and (_binary("mariadb-install-db") or _binary("mysql_install_db")) is not None
+        )
 
     @property
     def url(self) -> URL:
