@@ -20,6 +20,7 @@ run instead of skipping its tests, see ``tests/conftest.py``):
 
 ``PURPOSE_AGENT_TEST_SKIP=mariadb`` (comma-separated) opts out of a backend: its tests skip
 without looking for a server, and the run may end green without it. It wins over REQUIRE.
+``pgbouncer`` is accepted too, for the reliability tests that need PgBouncer.
 
 The reliability suite (``tests/reliability``) uses :class:`LocalPostgres`, :class:`LocalMariaDB`
 and :class:`LocalPgBouncer` directly, because it stops, restarts and kills its servers: those
