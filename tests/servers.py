@@ -1,29 +1,88 @@
 """Finding database servers for the tests, and giving each run its own throwaway database.
 
-A server comes from ``PURPOSE_AGENT_TEST_<NAME>_URL`` first; without it, from a testcontainers
-container where Docker answers; otherwise its tests skip with the reason, unless
-``PURPOSE_AGENT_TEST_REQUIRE`` names it (as CI does), in which case they fail.
+Where a server comes from (the first that applies):
+
+1. ``PURPOSE_AGENT_TEST_<NAME>_URL``: the admin URL of a server someone else runs (CI does).
+2. A testcontainers container, where Docker answers.
+3. A private server started from the binaries installed on this machine, in a temporary
+   directory, on a free loopback port, for this test session only, and stopped when the
+   session ends: PostgreSQL from the directory ``pg_config --bindir`` names, MariaDB from
+   ``mariadbd`` and ``mariadb-install-db``. As root, PostgreSQL runs as the ``postgres`` user
+   (it refuses to run as root).
+
+Which backends a run requires (a required backend whose server cannot be reached fails the
+run instead of skipping its tests, see ``tests/conftest.py``):
+
+- ``PURPOSE_AGENT_TEST_REQUIRE=postgres,mariadb`` names them exactly (an empty value: none).
+- Unset, with ``CI`` set: every backend.
+- Unset otherwise: every backend this machine can serve, i.e. its URL is set, Docker answers,
+  or its server binaries are installed.
+
+``PURPOSE_AGENT_TEST_SKIP=mariadb`` (comma-separated) opts out of a backend: its tests skip
+without looking for a server, and the run may end green without it. It wins over REQUIRE.
+``pgbouncer`` is accepted too, for the reliability tests that need PgBouncer.
+
+The reliability suite (``tests/reliability``) uses :class:`LocalPostgres`, :class:`LocalMariaDB`
+and :class:`LocalPgBouncer` directly, because it stops, restarts and kills its servers: those
+must never be the shared ones that a URL names.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import ClassVar, Self
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
 SERVERS = ("postgres", "mariadb")
+START_TIMEOUT = 60.0
 
 
-def required() -> set[str]:
-    raw = os.environ.get("PURPOSE_AGENT_TEST_REQUIRE", "")
+def _names(raw: str) -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
+def skipped() -> set[str]:
+    """The backends ``PURPOSE_AGENT_TEST_SKIP`` opts out of."""
+    return _names(os.environ.get("PURPOSE_AGENT_TEST_SKIP", ""))
+
+
+def required() -> set[str]:
+    """The backends whose tests must run: a skip of one of them is a failure."""
+    raw = os.environ.get("PURPOSE_AGENT_TEST_REQUIRE")
+    if raw is not None:
+        names = _names(raw)
+    elif os.environ.get("CI"):
+        names = set(SERVERS)
+    else:
+        names = {name for name in SERVERS if _servable(name)}
+    return names - skipped()
+
+
+def _servable(name: str) -> bool:
+    if os.environ.get(f"PURPOSE_AGENT_TEST_{name.upper()}_URL"):
+        return True
+    return LOCAL[name].installed() or _docker_answers()
+
+
+@functools.cache
 def _docker_answers() -> bool:
     try:
         import docker  # type: ignore[import-untyped]
@@ -38,6 +97,8 @@ def _docker_answers() -> bool:
 @contextlib.contextmanager
 def server_url(name: str) -> Iterator[URL]:
     """Yield an admin URL for the named server, or skip (fail when required)."""
+    if name in skipped():
+        pytest.skip(f"PURPOSE_AGENT_TEST_SKIP names {name}")
     env = os.environ.get(f"PURPOSE_AGENT_TEST_{name.upper()}_URL")
     if env:
         yield make_url(env)
@@ -54,10 +115,36 @@ def server_url(name: str) -> Iterator[URL]:
         with MySqlContainer("mariadb:11", username="root", password="test") as container:
             yield make_url(container.get_connection_url()).set(drivername="mysql+pymysql")
         return
-    reason = f"no {name} server: set PURPOSE_AGENT_TEST_{name.upper()}_URL or make Docker available"
+    if LOCAL[name].installed():
+        yield session_server(name).url
+        return
+    reason = (
+        f"no {name} server: set PURPOSE_AGENT_TEST_{name.upper()}_URL, make Docker available, "
+        f"or install the {name} server binaries (or PURPOSE_AGENT_TEST_SKIP={name})"
+    )
     if name in required():
-        pytest.fail(f"{reason} (PURPOSE_AGENT_TEST_REQUIRE names {name})", pytrace=False)
+        pytest.fail(f"{reason} (required: {sorted(required())})", pytrace=False)
     pytest.skip(reason)
+
+
+_SESSION: dict[str, LocalServer] = {}
+
+
+def session_server(name: str) -> LocalServer:
+    """The private server of this test session, started on first use, stopped at exit."""
+    server = _SESSION.get(name)
+    if server is None:
+        server = LOCAL[name]()
+        try:
+            server.start()
+        except BaseException:
+            server.close()
+            raise
+        _SESSION[name] = server
+        owner = os.getpid()
+        # A forked child must not stop the parent's servers when it exits.
+        atexit.register(lambda: server.close() if os.getpid() == owner else None)
+    return server
 
 
 @contextlib.contextmanager
@@ -75,3 +162,476 @@ def throwaway_database(admin: URL, prefix: str = "pa_test") -> Iterator[URL]:
             force = " WITH (FORCE)" if engine.dialect.name == "postgresql" else ""
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {quoted}{force}")
         engine.dispose()
+
+
+# -- private servers ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _listening(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+# Runs beside the test process and cleans up after it however it ends (SIGKILL included): it
+# reads its stdin, a pipe only the test process holds, until EOF, then kills whatever server
+# pid is still recorded and removes the directory.
+_WATCHDOG = """
+import os, pathlib, shutil, signal, sys
+sys.stdin.read()
+for pidfile in sys.argv[2:]:
+    try:
+        os.kill(int(pathlib.Path(pidfile).read_text().split()[0]), signal.SIGKILL)
+    except (OSError, ValueError, IndexError):
+        pass
+shutil.rmtree(sys.argv[1], ignore_errors=True)
+"""
+
+
+class LocalServer:
+    """A throwaway server of our own, in a temporary directory, on a free loopback port.
+
+    Tests may stop, restart and kill it; :meth:`close` stops it and removes its files.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix=f"pa-{self.name}-"))
+        self.port = free_port()
+        self._watchdog: subprocess.Popen[bytes] | None = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, str(self.root), *map(str, self.pidfiles())],
+            stdin=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether this machine has the binaries to run the server."""
+        raise NotImplementedError
+
+    @property
+    def url(self) -> URL:
+        """An admin URL (superuser, no password) over TCP."""
+        raise NotImplementedError
+
+    def pidfiles(self) -> list[Path]:
+        """Where the running processes' pids are recorded (for the watchdog)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Shut the server down cleanly (clients are disconnected)."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data."""
+        self.stop()
+        self.start()
+
+    def pid(self) -> int | None:
+        """The main server process, or ``None`` when it is not running."""
+        try:
+            return int(self.pidfiles()[0].read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; :meth:`start` recovers it."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait_gone(pid)
+
+    def running(self) -> bool:
+        """Whether the server process is alive."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The end of the server's log, for failure messages."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Stop the server if it runs and remove its directory."""
+        try:
+            if self.running():
+                self.stop()
+        finally:
+            if self._watchdog is not None:
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.close()
+                self._watchdog.wait(30)
+                self._watchdog = None
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _failed(self, what: str) -> RuntimeError:
+        return RuntimeError(f"{what} ({self.root}):\n{self.log_tail()}")
+
+
+def _wait_gone(pid: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child
+        time.sleep(0.02)
+
+
+def _unprivileged() -> pwd.struct_passwd | None:
+    """The account to run servers as that refuse to run as root; ``None`` when not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        return pwd.getpwnam("nobody")
+
+
+@functools.cache
+def _pg_bindir() -> Path | None:
+    pg_config = shutil.which("pg_config")
+    if pg_config is None:
+        return None
+    found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+    bindir = Path(found.stdout.strip())
+    return bindir if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file() else None
+
+
+class LocalPostgres(LocalServer):
+    """PostgreSQL from ``pg_config --bindir``: ``initdb -A trust -U postgres``, ``pg_ctl``.
+
+    ``fsync`` is off: these tests crash processes, never the machine, and the page cache
+    survives a process crash, so what a commit wrote is still there after a SIGKILL.
+    """
+
+    name = "postgres"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = self.root / "data"
+        self._user = _unprivileged()
+        if self._user is not None:
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
+        self._run(
+            "initdb", "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D", self.data
+        )
+
+    @classmethod
+    def installed(cls) -> bool:
+        return _pg_bindir() is not None
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql+psycopg", "postgres", None, "127.0.0.1", self.port, "postgres"
+        )
+
+    def pidfiles(self) -> list[Path]:
+        return [self.root / "data" / "postmaster.pid"]
+
+    def _run(self, tool: str, *args: str | Path) -> None:
+        bindir = _pg_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL binaries not found (pg_config --bindir)")
+        # Output to a file, not a pipe: the server pg_ctl starts inherits it, and a pipe would
+        # stay open for as long as the server runs.
+        output = self.root / f"{tool}.out"
+        with output.open("w+b") as sink:
+            done = subprocess.run(
+                [bindir / tool, *map(str, args)],
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                check=False,
+                user=self._user.pw_uid if self._user else None,
+                group=self._user.pw_gid if self._user else None,
+                cwd=self.root,
+                start_new_session=True,  # Ctrl-C in the terminal must not stop the server
+            )
+            sink.seek(0)
+            text = sink.read().decode(errors="replace")
+        if done.returncode != 0:
+            raise self._failed(f"{tool} failed: {text}")
+
+    def start(self) -> None:
+        options = (
+            f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+            "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB "
+            # A deadlock costs its victim deadlock_timeout (1 s by default) before it is found.
+            "-c deadlock_timeout=100ms"
+        )
+        timeout = str(int(START_TIMEOUT))
+        log = self.root / "postgres.log"
+        self._run("pg_ctl", "start", "-w", "-t", timeout, "-D", self.data, "-l", log, "-o", options)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Shut down; ``fast`` disconnects clients, ``immediate`` skips the checkpoint."""
+        self._run("pg_ctl", "stop", "-w", "-m", mode, "-D", self.data)
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every client connection is terminated."""
+        log = self.root / "postgres.log"
+        self._run("pg_ctl", "restart", "-w", "-m", "fast", "-D", self.data, "-l", log)
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(
+                (self.root / "postgres.log").read_text(errors="replace").splitlines()[-lines:]
+            )
+        return ""
+
+
+def _binary(name: str) -> str | None:
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
+
+
+class LocalMariaDB(LocalServer):
+    """MariaDB from ``mariadbd``, its data made by ``mariadb-install-db``.
+
+    ``innodb_flush_log_at_trx_commit=2`` writes the log at each commit and flushes it once a
+    second: a commit survives a crash of the server process, not of the machine, which is
+    all these tests do.
+    """
+
+    name = "mariadb"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.data = self.root / "data"
+        self.socket = self.root / "mariadb.sock"
+        self._process: subprocess.Popen[bytes] | None = None
+        install = _binary("mariadb-install-db") or _binary("mysql_install_db")
+        if install is None:
+            raise RuntimeError("mariadb-install-db not found")
+        done = subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                "--auth-root-authentication-method=normal",
+                "--user=root" if os.geteuid() == 0 else f"--user={pwd.getpwuid(os.geteuid())[0]}",
+                "--skip-test-db",
+                "--skip-name-resolve",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=self.root,
+        )
+        if done.returncode != 0:
+            raise self._failed(f"mariadb-install-db failed: {done.stdout}{done.stderr}")
+
+    @classmethod
+    def installed(cls) -> bool:
+        return (
+            _binary("mariadbd") is not None
+            and (_binary("mariadb-install-db") or _binary("mysql_install_db")) is not None
+        )
+
+    @property
+    def url(self) -> URL:
+        return URL.create("mariadb+pymysql", "root", None, "127.0.0.1", self.port, "mysql")
+
+    def pidfiles(self) -> list[Path]:
+        return [self.root / "mariadb.pid"]
+
+    def start(self) -> None:
+        server = _binary("mariadbd")
+        assert server is not None
+        self._process = subprocess.Popen(
+            [
+                server,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                f"--socket={self.socket}",
+                f"--port={self.port}",
+                "--bind-address=127.0.0.1",
+                "--skip-name-resolve",
+                f"--pid-file={self.pidfiles()[0]}",
+                f"--log-error={self.root / 'mariadb.log'}",
+                "--innodb-buffer-pool-size=64M",
+                "--innodb-flush-log-at-trx-commit=2",
+                "--max-connections=200",
+                *(["--user=root"] if os.geteuid() == 0 else []),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise self._failed(f"mariadbd exited with {self._process.returncode}")
+            if self.pid() is not None and _listening(self.port) and self._answers():
+                return
+            time.sleep(0.1)
+        raise self._failed("mariadbd did not come up")
+
+    def _answers(self) -> bool:
+        import pymysql
+
+        try:
+            pymysql.connect(
+                host="127.0.0.1", port=self.port, user="root", connect_timeout=2
+            ).close()
+        except pymysql.MySQLError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            _wait_gone(pid, START_TIMEOUT)
+        self._reap()
+
+    def kill(self) -> None:
+        super().kill()
+        self._reap()
+
+    def _reap(self) -> None:
+        if self._process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._process.wait(START_TIMEOUT)
+            self._process = None
+        # A killed server leaves its pid file behind; the next start writes a new one.
+        self.pidfiles()[0].unlink(missing_ok=True)
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(
+                (self.root / "mariadb.log").read_text(errors="replace").splitlines()[-lines:]
+            )
+        return ""
+
+
+LOCAL: dict[str, type[LocalServer]] = {"postgres": LocalPostgres, "mariadb": LocalMariaDB}
+
+
+class LocalPgBouncer(LocalServer):
+    """Debian's ``pgbouncer`` in front of a :class:`LocalPostgres`, in transaction pooling mode.
+
+    Its configuration is PgBouncer's defaults apart from the pool mode, the addresses and
+    trust authentication: what a user of a hosted PgBouncer gets, so that the store is tested
+    against the proxy as people deploy it, not one configured to suit the store.
+    """
+
+    name = "pgbouncer"
+
+    def __init__(self, backend: LocalPostgres, pool_mode: str = "transaction") -> None:
+        super().__init__()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._user = _unprivileged()  # pgbouncer refuses to run as root
+        (self.root / "users.txt").write_text('"postgres" ""\n')
+        (self.root / "pgbouncer.ini").write_text(
+            "[databases]\n"
+            f"* = host=127.0.0.1 port={backend.port}\n"
+            "[pgbouncer]\n"
+            "listen_addr = 127.0.0.1\n"
+            f"listen_port = {self.port}\n"
+            "unix_socket_dir =\n"
+            "auth_type = trust\n"
+            f"auth_file = {self.root / 'users.txt'}\n"
+            f"pool_mode = {pool_mode}\n"
+            "max_client_conn = 500\n"
+            "default_pool_size = 20\n"
+            f"logfile = {self.root / 'pgbouncer.log'}\n"
+            f"pidfile = {self.pidfiles()[0]}\n"
+        )
+        if self._user is not None:
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    @classmethod
+    def installed(cls) -> bool:
+        return _binary("pgbouncer") is not None
+
+    @property
+    def url(self) -> URL:
+        return URL.create(
+            "postgresql+psycopg", "postgres", None, "127.0.0.1", self.port, "postgres"
+        )
+
+    def pidfiles(self) -> list[Path]:
+        return [self.root / "pgbouncer.pid"]
+
+    def start(self) -> None:
+        binary = _binary("pgbouncer")
+        if binary is None:
+            raise RuntimeError("pgbouncer not found: apt-get install -y pgbouncer")
+        self._process = subprocess.Popen(
+            [binary, str(self.root / "pgbouncer.ini")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self._user.pw_uid if self._user else None,
+            group=self._user.pw_gid if self._user else None,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise self._failed(f"pgbouncer exited with {self._process.returncode}")
+            if _listening(self.port):
+                return
+            time.sleep(0.05)
+        raise self._failed("pgbouncer did not come up")
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(START_TIMEOUT)
+            self._process = None
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(
+                (self.root / "pgbouncer.log").read_text(errors="replace").splitlines()[-lines:]
+            )
+        return ""

@@ -1,0 +1,1 @@
+"""Failures on private servers: lost connections, restarts, kills, proxies, oversized values."""
