@@ -36,13 +36,6 @@ def _kill_connections(server: LocalMariaDB, database: str) -> list[int]:
     return ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the call on a KILLed connection raises pymysql OperationalError 2013 (a driver error) "
-        "instead of StoreUnavailable or succeeding"
-    ),
-)
 def test_killed_pooled_connection_costs_at_most_the_call_in_flight(
     private_mariadb: LocalMariaDB, mariadb_db: URL
 ) -> None:
@@ -64,13 +57,6 @@ def _numbers(text: str) -> set[float]:
     return {float(found.replace(",", "")) for found in re.findall(r"\d[\d,]*(?:\.\d+)?", text)}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a value over max_allowed_packet is retried for 5-11 s (here), then "
-        "StoreUnavailable 'MySQL server has gone away', naming neither the limit nor the size"
-    ),
-)
 def test_snapshot_over_max_allowed_packet_is_refused_quickly_and_clearly(
     mariadb_db: URL,
 ) -> None:
@@ -106,13 +92,6 @@ def test_snapshot_over_max_allowed_packet_is_refused_quickly_and_clearly(
         assert store.load_latest("r") is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a store idle through the outage raises pymysql OperationalError 2013 (a driver error) "
-        "on its first call; writers in flight may get it too"
-    ),
-)
 @pytest.mark.parametrize("outage", ["restart", "stop-start"])
 def test_writers_under_load_lose_nothing_across_an_outage(
     private_mariadb: LocalMariaDB, mariadb_db: URL, outage: str

@@ -42,14 +42,6 @@ def bouncer_db(private_postgres: LocalPostgres, private_pgbouncer: LocalPgBounce
         yield private_pgbouncer.url.set(database=direct.database)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the store sends the 'options' startup parameter, which PgBouncer refuses "
-        "('unsupported startup parameter: options'); without it, psycopg's prepared statements "
-        "fail ('prepared statement \"_pg3_0\" does not exist / already exists')"
-    ),
-)
 def test_store_opens_and_takes_concurrent_writes_through_transaction_pooling(
     bouncer_db: URL,
 ) -> None:
@@ -81,14 +73,6 @@ def test_store_opens_and_takes_concurrent_writes_through_transaction_pooling(
             assert store.list_events(run_id) == [ev(run_id, s) for s in range(1, writes + 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "the store sends the 'options' startup parameter, which PgBouncer refuses "
-        "('unsupported startup parameter: options'); without it, psycopg's prepared statements "
-        "fail ('prepared statement \"_pg3_0\" does not exist / already exists')"
-    ),
-)
 def test_basic_behaviour_rows_pass_through_transaction_pooling(
     private_postgres: LocalPostgres, private_pgbouncer: LocalPgBouncer
 ) -> None:

@@ -36,13 +36,6 @@ def _deadlocks(server: LocalPostgres, database: str) -> int:
     return int(found or 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "every pooled connection is dead after a restart and the store retries only 3 times: "
-        "StoreUnavailable 'terminating connection due to administrator command'"
-    ),
-)
 def test_first_save_after_a_restart_succeeds_with_three_pooled_connections(
     private_postgres: LocalPostgres, postgres_db: URL
 ) -> None:
@@ -70,13 +63,6 @@ def test_first_save_after_a_restart_succeeds_with_three_pooled_connections(
         assert store.list_events("after") == [ev("after", 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "a retried step (snapshot row, then run row) and a new step (run row, then snapshot row) "
-        "lock in opposite orders: server deadlocks, some reach the caller as StoreUnavailable"
-    ),
-)
 def test_retried_steps_racing_new_ones_cause_no_error_and_no_deadlock(
     private_postgres: LocalPostgres, postgres_db: URL
 ) -> None:
@@ -123,13 +109,6 @@ def test_retried_steps_racing_new_ones_cause_no_error_and_no_deadlock(
     assert seen == {"errors": [], "server deadlocks": 0}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "an identical re-save of a large batch grows quadratically: 20k events take 0.2-1.1 s "
-        "to save, 20-27 s to save again (here)"
-    ),
-)
 def test_identical_resave_of_a_large_batch_costs_about_the_first_save(
     postgres_db: URL,
 ) -> None:
