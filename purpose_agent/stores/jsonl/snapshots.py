@@ -1,0 +1,56 @@
+"""``snapshot.json``: the latest snapshot saved on its own, and where the log ended then.
+
+``snapshot.json`` holds ``{"log_end": N, "state": {...}}``, where ``N`` is the length of the log
+when it was written: a snapshot in the log that ends after ``N`` was written later. Readers take
+the best of the two (highest ``seq``, the later write on a tie), so a crash between a batch's log
+line and the file loses nothing. The seed wrote the bare state; such a file reads as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from purpose_agent.codec import decode
+from purpose_agent.errors import CorruptRecord
+from purpose_agent.records import StateRow, decode_state
+from purpose_agent.runtime.state import RunState
+
+
+class StoredSnapshot(NamedTuple):
+    """A decoded ``snapshot.json``: the state, and the log's length when it was written."""
+
+    state: RunState
+    log_end: int
+
+
+def snapshot_bytes(snapshot: StateRow, log_end: int) -> bytes:
+    """Return the content of ``snapshot.json`` for a state saved when the log was this long."""
+    return f'{{"log_end":{log_end},"state":{snapshot.state}}}\n'.encode()
+
+
+def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
+    """Read a run's ``snapshot.json``; ``None`` if there is none.
+
+    Raises:
+        CorruptRecord: The file exists but does not hold a snapshot of this run.
+        OSError: The file cannot be read.
+
+    """
+    try:
+        text = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        record = decode(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(
+            run_id, None, f"{path} is not JSON ({exc}); restore it from a backup or remove it"
+        ) from exc
+    if isinstance(record, dict) and "state" in record and "run_id" not in record:
+        log_end = record.get("log_end")
+        if type(log_end) is not int:
+            raise CorruptRecord(run_id, None, f"{path} has no valid log_end")
+        return StoredSnapshot(decode_state(run_id, record["state"]), log_end)
+    # The seed wrote the bare state, and no log snapshots: any log snapshot is newer.
+    return StoredSnapshot(decode_state(run_id, record), -1)
