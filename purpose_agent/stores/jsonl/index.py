@@ -14,14 +14,16 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from purpose_agent.errors import CorruptRecord
 from purpose_agent.records import decode_event_dict
 from purpose_agent.runtime.events import PAEvent
 
 from .files import pread_exact
-from .lines import parse_line, stored_row
+from .lines import parse_line, seq_hint, stored_row
+from .naming import EVENTS_FILE
+from .torn import is_torn_write
 
 TAIL = 32
 _CHUNK = 1 << 20
@@ -111,12 +113,30 @@ class LineReader:
         return decode_event_dict(run_id, self.record(run_id, fd, index, seq, offset), seq)
 
 
-def refreshed(run_id: str, index: Index, fd: int) -> tuple[Index, int]:
-    """Bring an index up to date with the open log; return it (or its replacement) and the size.
+class Refreshed(NamedTuple):
+    """An index brought up to date with a log."""
+
+    current: Index
+    size: int
+    from_start: bool
+    """Whether the index was built from the log's first byte (new, or the log was replaced)."""
+
+
+def refreshed(run_id: str, index: Index, fd: int) -> Refreshed:
+    """Bring an index up to date with the open log.
 
     Only bytes after the last indexed line are read. A log that shrank, was replaced or whose
     last indexed bytes changed is indexed again from the start. A last line without its
-    newline is a write that crashed or is still in flight: it is left out.
+    newline that is the start of a write is one that crashed or is still in flight: it is left
+    out (and the next writer cuts it off).
+
+    Returns:
+        The index (or its replacement), the log's size, and whether it was built from the start.
+
+    Raises:
+        CorruptRecord: A line cannot be decoded, or the last line lacks its newline and is not
+            the start of a write.
+
     """
     info = os.fstat(fd)
     identity = (info.st_dev, info.st_ino)
@@ -126,9 +146,10 @@ def refreshed(run_id: str, index: Index, fd: int) -> tuple[Index, int]:
         or os.pread(fd, len(index.tail), index.scanned - len(index.tail)) != index.tail
     ):
         index = Index(identity=identity)
+    from_start = index.scanned == 0
     if info.st_size > index.scanned:
         _scan(run_id, fd, index, info.st_size)
-    return index, info.st_size
+    return Refreshed(index, info.st_size, from_start)
 
 
 def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
@@ -147,6 +168,15 @@ def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
             cut = newline + 1
         del pending[:cut]
         base += cut
+    tail = bytes(pending)
+    if tail and not is_torn_write(tail):
+        raise CorruptRecord(
+            run_id,
+            seq_hint(tail),
+            f"the last line of {EVENTS_FILE}, at byte {base}, has no newline and is not the start "
+            f"of a write ({tail[:40]!r}...): the file was damaged after it was written; "
+            "restore it from a backup, or cut the line off by hand if it holds nothing needed",
+        )
     if index.scanned:
         keep = min(TAIL, index.scanned)
         index.tail = os.pread(fd, keep, index.scanned - keep)

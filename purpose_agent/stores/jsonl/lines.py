@@ -7,6 +7,11 @@ Each write is one line, and a batch is all or nothing because it is one line:
 - ``{"events": [...], "snapshot": {...}}``: a batch saved together with the state after it.
 
 The seed wrote one event per line with ``json.dumps``'s spacing; such lines read as they are.
+
+A crash in the middle of an append leaves a last line without its newline: a torn append, which
+readers leave out and the next writer cuts off. Only the start of a line the store writes can be
+one (see :mod:`.torn`); any other last line without a newline (a zero-filled tail, a complete
+line whose newline was changed) is damage, and reported as such.
 """
 
 from __future__ import annotations
@@ -117,3 +122,4 @@ def line_bytes(rows: list[EventRow], snapshot: StateRow | None) -> bytes:
     else:
         text = f"[{','.join(events)}]"
     return f"{text}\n".encode()
+

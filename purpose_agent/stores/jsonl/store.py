@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import enum
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
@@ -50,6 +51,22 @@ from .naming import (
 from .snapshots import StoredSnapshot, read_snapshot_file, snapshot_bytes
 
 _PAGE = 1000
+_T = TypeVar("_T")
+
+
+class _NotRead(enum.Enum):
+    NOT_READ = enum.auto()
+
+
+_NOT_READ = _NotRead.NOT_READ
+
+
+class _Unsure(Exception):
+    """A read without the file lock found the log shorter than ``snapshot.json`` says.
+
+    A writer (or a delete and a new run) may have come between its steps, so the read is done
+    again under the lock before anything is reported.
+    """
 
 
 @dataclass
@@ -144,6 +161,7 @@ class JSONLCheckpointer(ClosingContext):
             InvalidInput: The event cannot be stored exactly; nothing is written.
             SequenceConflict: The run holds a different event at this seq. An equal event is
                 a no-op, so retrying after an ambiguous failure is safe.
+            CorruptRecord: The run's log is damaged; nothing is written over the damage.
             StoreUnavailable: The file system refused the write.
 
         """
@@ -164,6 +182,7 @@ class JSONLCheckpointer(ClosingContext):
         Raises:
             InvalidInput: An event or the snapshot cannot be stored; nothing is written.
             SequenceConflict: A position already holds a different event; nothing is written.
+            CorruptRecord: A run's log or ``snapshot.json`` is damaged; nothing is written.
             StoreUnavailable: The file system refused the write; nothing is written.
 
         """
@@ -236,9 +255,12 @@ class JSONLCheckpointer(ClosingContext):
 
     def _plan(self, run_id: str, run: Run, rows: list[EventRow], snap: StateRow | None) -> _Plan:
         """Check one run's part of a write against what is stored; nothing is written here."""
+        stored_snap = self._read_snapshot_file(run_id, run) if snap is not None else None
         fd = self._open_log(run)
         try:
-            size = self._refresh(run_id, run, fd)
+            size = self._refresh(
+                run_id, run, fd, locked=True, stored=stored_snap if snap is not None else _NOT_READ
+            )
             index = run.index
             reader = LineReader()
             new: list[EventRow] = []
@@ -256,7 +278,6 @@ class JSONLCheckpointer(ClosingContext):
                 os.close(fd)
         wins = False
         if snap is not None:
-            stored_snap = self._read_snapshot_file(run_id, run)
             best = max(stored_snap.state.seq if stored_snap else -1, index.snap_seq)
             wins = snap.seq >= best
         return _Plan(run_id, run, new, snap, wins, size, fd is not None)
@@ -396,7 +417,8 @@ class JSONLCheckpointer(ClosingContext):
             The best of ``snapshot.json`` and the snapshots saved inside the log.
 
         Raises:
-            CorruptRecord: ``snapshot.json`` or the log cannot be decoded.
+            CorruptRecord: ``snapshot.json`` or the log is damaged (see
+                :meth:`list_events`); a damaged ``snapshot.json`` names the seq it still shows.
             StoreUnavailable: The files cannot be read.
 
         """
@@ -404,17 +426,20 @@ class JSONLCheckpointer(ClosingContext):
         run = self._runs.get(run_id)
         with self._os_errors(f"reading run {run_id!r}"):
             self._settle(run.names, run_id)
-            # The file first, then the log: a batch writes the log first, so whatever this
-            # misses in the file it finds in the log.
-            stored = self._read_snapshot_file(run_id, run)
             with run.mutex:
-                fd = self._open_log(run)
-                try:
-                    self._refresh(run_id, run, fd)
-                    return self._best_snapshot(run_id, run, fd, stored)
-                finally:
-                    if fd is not None:
-                        os.close(fd)
+                return self._lock_free(run, lambda locked: self._latest(run_id, run, locked))
+
+    def _latest(self, run_id: str, run: Run, locked: bool) -> RunState | None:
+        # The file first, then the log: a batch writes the log first, so whatever this misses
+        # in the file it finds in the log.
+        stored = self._read_snapshot_file(run_id, run)
+        fd = self._open_log(run)
+        try:
+            self._refresh(run_id, run, fd, locked=locked, stored=stored)
+            return self._best_snapshot(run_id, run, fd, stored)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def list_events(
         self, run_id: str, since_seq: int = 0, limit: int | None = None
@@ -430,7 +455,9 @@ class JSONLCheckpointer(ClosingContext):
             The events, in ascending seq whatever order they were written in.
 
         Raises:
-            CorruptRecord: A line other than a torn last one cannot be decoded.
+            CorruptRecord: The log is damaged: a line cannot be decoded, the last line lacks
+                its newline and is not the start of a write (only a torn append is left out),
+                or the log is shorter than ``snapshot.json`` says it was.
             StoreUnavailable: The log cannot be read.
 
         """
@@ -439,8 +466,14 @@ class JSONLCheckpointer(ClosingContext):
         run = self._runs.get(run_id)
         with self._os_errors(f"reading run {run_id!r}"):
             self._settle(run.names, run_id)
+            reader = LineReader()
             with run.mutex:
-                return self._events_after(run_id, run, since_seq, limit, LineReader())
+                return self._lock_free(
+                    run,
+                    lambda locked: self._events_after(
+                        run_id, run, since_seq, limit, reader, locked=locked
+                    ),
+                )
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         """Stream events with ``seq > since_seq`` in ascending ``seq``, a page at a time.
@@ -467,10 +500,14 @@ class JSONLCheckpointer(ClosingContext):
         run = self._runs.get(run_id)
         reader = LineReader()
         while True:
+
+            def page_after(locked: bool, since: int = since_seq) -> list[PAEvent]:
+                return self._events_after(run_id, run, since, _PAGE, reader, locked=locked)
+
             with self._os_errors(f"reading run {run_id!r}"):
                 self._settle(run.names, run_id)
                 with run.mutex:
-                    page = self._events_after(run_id, run, since_seq, _PAGE, reader)
+                    page = self._lock_free(run, page_after)
             yield from page
             if len(page) < _PAGE:
                 return
@@ -488,7 +525,7 @@ class JSONLCheckpointer(ClosingContext):
             The recovery, or ``None`` if the run has neither events nor snapshots.
 
         Raises:
-            CorruptRecord: The snapshot or a log line cannot be decoded.
+            CorruptRecord: ``snapshot.json`` or the log is damaged (see :meth:`list_events`).
             StoreUnavailable: The files cannot be read.
 
         """
@@ -498,12 +535,14 @@ class JSONLCheckpointer(ClosingContext):
             stored = self._read_snapshot_file(run_id, run)
             fd = self._open_log(run)
             try:
-                self._refresh(run_id, run, fd)
+                self._refresh(run_id, run, fd, locked=True, stored=stored)
                 state = self._best_snapshot(run_id, run, fd, stored)
                 if state is None and not run.index.seqs:
                     return None
                 since = state.seq if state is not None else 0
-                events = self._events_after(run_id, run, since, None, LineReader(), fd=fd)
+                events = self._events_after(
+                    run_id, run, since, None, LineReader(), locked=True, fd=fd
+                )
             finally:
                 if fd is not None:
                     os.close(fd)
@@ -517,13 +556,18 @@ class JSONLCheckpointer(ClosingContext):
         limit: int | None,
         reader: LineReader,
         *,
+        locked: bool,
         fd: int | None = None,
     ) -> list[PAEvent]:
-        """Read events after ``since_seq``; the caller holds the run's mutex."""
+        """Read events after ``since_seq``; the caller holds the run's mutex.
+
+        ``locked`` says whether it holds the file lock too; ``fd`` is the log when the caller
+        has opened and refreshed it.
+        """
         own = fd is None
         if own:
             fd = self._open_log(run)
-            self._refresh(run_id, run, fd)
+            self._refresh(run_id, run, fd, locked=locked)
         try:
             if fd is None:
                 return []
@@ -573,13 +617,89 @@ class JSONLCheckpointer(ClosingContext):
             run.index = Index()
             return None
 
-    @staticmethod
-    def _refresh(run_id: str, run: Run, fd: int | None) -> int:
-        """Bring the run's index up to date with the open log; return the log's size."""
+    def _refresh(
+        self,
+        run_id: str,
+        run: Run,
+        fd: int | None,
+        *,
+        locked: bool,
+        stored: StoredSnapshot | _NotRead | None = _NOT_READ,
+    ) -> int:
+        """Bring the run's index up to date with the open log and check it; return its size.
+
+        The log only ever grows: lines are appended, a torn append is cut off (it is past every
+        complete line) and a failed write is cut back before its snapshot file is renamed in.
+        ``snapshot.json`` records the log's length when it was written (``log_end``), so a log
+        whose complete lines end before that, or that is missing, lost lines it once held:
+        that is damage (a truncated or replaced file), and it is reported rather than read as a
+        shorter run. Nothing less than that is flagged. A snapshot whose ``seq`` covers events
+        the log never held is no damage (a copy from a store that pruned covered events writes
+        exactly that), and a log that shrank under a handle's index is not either (a lock-free
+        reader may have indexed a write that failed and was cut back, and a deleted run's new
+        log may reuse the inode). The check needs ``snapshot.json``: reads that have it check
+        every time, others when the index is built from the start, which is where a handle
+        first meets a shortened log. A damaged ``snapshot.json`` is left to the reads that use
+        the snapshot to report.
+
+        Args:
+            run_id: The run.
+            run: Its in-process state; the caller holds ``run.mutex``.
+            fd: The open log, or ``None`` if there is none.
+            locked: Whether the caller holds the run's file lock: without it, apparent damage
+                raises :class:`_Unsure` so that the read is repeated under the lock.
+            stored: ``snapshot.json`` as the caller read it before opening the log.
+
+        Returns:
+            The log's size.
+
+        Raises:
+            CorruptRecord: The log is damaged.
+
+        """
         if fd is None:
-            return 0
-        run.index, size = refreshed(run_id, run.index, fd)
-        return size
+            size, from_start = 0, True
+        else:
+            run.index, size, from_start = refreshed(run_id, run.index, fd)
+        if stored is _NOT_READ:
+            if not from_start:
+                return size
+            stored = self._snapshot_for_check(run_id, run)
+        if stored is None or stored.log_end <= run.index.scanned:
+            return size
+        run.index = Index()  # the next read checks again
+        if not locked:
+            raise _Unsure
+        has = (
+            f"{EVENTS_FILE} is missing"
+            if fd is None
+            else f"the complete lines of {EVENTS_FILE} end at byte {run.index.scanned}"
+        )
+        raise CorruptRecord(
+            run_id,
+            stored.state.seq,
+            f"{has}, but {SNAPSHOT_FILE} (the snapshot at this seq) was saved when the log held "
+            f"{stored.log_end} bytes: the log lost lines; restore the run from a backup",
+        )
+
+    def _snapshot_for_check(self, run_id: str, run: Run) -> StoredSnapshot | None:
+        try:
+            return self._read_snapshot_file(run_id, run)
+        except CorruptRecord:
+            return None
+
+    def _lock_free(self, run: Run, read: Callable[[bool], _T]) -> _T:
+        """Do a read that holds only ``run.mutex``; do it again under the file lock if it failed.
+
+        Without the file lock a reader can see a writer in the middle of its work (or a delete
+        and a new run between two of its steps), so damage it sees is confirmed under the lock,
+        where no writer is at work, before it is reported.
+        """
+        try:
+            return read(False)
+        except (_Unsure, CorruptRecord):
+            with self._runs.file_locked(run):
+                return read(True)
 
     # -- runs -----------------------------------------------------------------------------
 
