@@ -1,0 +1,44 @@
+"""The JSONL store: plain files that survive crashes, readable with any text tool.
+
+Layout::
+
+    base_dir/
+        .locks/<run dir>.lock   one lock file per run, outside the run's directory, so that
+                                deleting a run never deletes a lock somebody holds
+        .journal/<stamp>-<id>.entry
+                                a batch that spans several runs, until every run has it
+        <run dir>/
+            events.jsonl        the run's log, one line per write
+            snapshot.json       the latest snapshot saved on its own
+            run_id              the real run id, only in directories with a hashed name
+
+Damage is reported, never repaired away. The one thing the store repairs is a torn append: a
+last line without its newline that is the start of a line the store writes, left by a crash in
+the middle of a write that was never acknowledged; readers leave it out and the next writer
+cuts it off. Anything else raises ``CorruptRecord`` naming the run and, where the bytes still
+show it, the seq, and no write goes over it: a line that cannot be decoded, a last line that no
+write starts with (a zero-filled tail, a complete line whose newline was changed), a log whose
+complete lines end before the ``log_end`` that ``snapshot.json`` recorded (or that is missing),
+and a ``snapshot.json`` that cannot be decoded. Other runs in the folder are not affected.
+
+Each concern has its module: :mod:`.naming` (run ids to directory names), :mod:`.lines` (the
+log's line format), :mod:`.torn` (what a crash mid-append leaves), :mod:`.files` (durable
+writes), :mod:`.index` (what a handle knows about a log), :mod:`.snapshots`
+(``snapshot.json``), :mod:`.locks` (one lock per run), :mod:`.journal` (batches across runs),
+:mod:`.faults` (where crash tests stop a writer) and :mod:`.store` (the checkpointer that ties
+them together).
+"""
+
+from .faults import FaultPoint, Faults, no_faults
+from .naming import EVENTS_FILE, RUN_ID_FILE, SNAPSHOT_FILE
+from .store import JSONLCheckpointer
+
+__all__ = [
+    "EVENTS_FILE",
+    "RUN_ID_FILE",
+    "SNAPSHOT_FILE",
+    "FaultPoint",
+    "Faults",
+    "JSONLCheckpointer",
+    "no_faults",
+]

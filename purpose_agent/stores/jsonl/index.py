@@ -1,0 +1,205 @@
+"""What a handle knows about a run's log: where each event's line starts, extended incrementally.
+
+Reads and writes look events up by seq without reading the log again: the index is built once
+per handle and then extended by reading only the bytes appended since, by this handle or by
+anybody else.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import os
+from array import array
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from purpose_agent.errors import CorruptRecord
+from purpose_agent.records import decode_event_dict
+from purpose_agent.runtime.events import PAEvent
+
+from .files import pread_exact
+from .lines import parse_line, seq_hint, stored_row
+from .naming import EVENTS_FILE
+from .torn import is_torn_write
+
+TAIL = 32
+_CHUNK = 1 << 20
+_CACHED_LINES = 8
+_generations = itertools.count()
+
+
+@dataclass(eq=False)
+class Index:
+    """What this process knows about one run's log, extended by reading only new bytes.
+
+    ``seqs`` and ``offsets`` are parallel and sorted by seq: the start of the line that holds
+    each event. ``lines`` holds the start of every line in file order, so a line's end is the
+    next line's start. ``tail`` is the last bytes indexed: if they changed, the file was
+    replaced (a deleted run written again can reuse the inode and grow past the old size).
+    """
+
+    identity: tuple[int, int] | None = None
+    generation: int = field(default_factory=lambda: next(_generations))
+    scanned: int = 0
+    tail: bytes = b""
+    seqs: array[int] = field(default_factory=lambda: array("q"))
+    offsets: array[int] = field(default_factory=lambda: array("q"))
+    lines: array[int] = field(default_factory=lambda: array("q"))
+    snap_seq: int = -1
+    snap_offset: int = -1
+    snap_end: int = -1
+
+    def find(self, seq: int) -> int | None:
+        """Return the offset of the line holding ``seq``, or ``None``."""
+        i = bisect.bisect_left(self.seqs, seq)
+        if i < len(self.seqs) and self.seqs[i] == seq:
+            return self.offsets[i]
+        return None
+
+    def add_line(self, start: int, end: int, seqs: Iterable[int], snap_seq: int | None) -> None:
+        """Record a complete line from ``start`` to ``end`` (just past its newline)."""
+        for seq in seqs:
+            if not self.seqs or seq > self.seqs[-1]:
+                self.seqs.append(seq)
+                self.offsets.append(start)
+            else:
+                i = bisect.bisect_left(self.seqs, seq)
+                self.seqs.insert(i, seq)
+                self.offsets.insert(i, start)
+        # ">=": of two snapshots with one seq, the later line is the later write.
+        if snap_seq is not None and snap_seq >= self.snap_seq:
+            self.snap_seq, self.snap_offset, self.snap_end = snap_seq, start, end
+        self.lines.append(start)
+        self.scanned = end
+
+
+class LineReader:
+    """Decodes each log line once per read, however many of its events the read returns.
+
+    Each record is handed out once and then dropped, so events returned to a caller never share
+    a ``data`` dict with a cache, and a batch line of thousands of events is decoded once, not
+    once per event.
+    """
+
+    def __init__(self) -> None:
+        self._lines: OrderedDict[tuple[int, int], dict[int, dict[str, Any]]] = OrderedDict()
+
+    def record(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> dict[str, Any]:
+        """Return the decoded record of ``seq``, from the line at ``offset``."""
+        key = (index.generation, offset)
+        records = self._lines.get(key)
+        if records is None or seq not in records:
+            i = bisect.bisect_right(index.lines, offset)
+            end = index.lines[i] if i < len(index.lines) else index.scanned
+            line = parse_line(run_id, pread_exact(run_id, fd, offset, end - offset), offset)
+            records = {record["seq"]: record for record in line.records}
+            self._lines[key] = records
+            if len(self._lines) > _CACHED_LINES:
+                self._lines.popitem(last=False)
+        else:
+            self._lines.move_to_end(key)
+        record = records.pop(seq, None)
+        if not records:
+            self._lines.pop(key, None)
+        if record is None:
+            raise CorruptRecord(run_id, seq, f"the line at byte {offset} no longer holds this seq")
+        return record
+
+    def event(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> PAEvent:
+        """Return the event ``seq``, from the line at ``offset``."""
+        return decode_event_dict(run_id, self.record(run_id, fd, index, seq, offset), seq)
+
+
+class Refreshed(NamedTuple):
+    """An index brought up to date with a log."""
+
+    current: Index
+    size: int
+    from_start: bool
+    """Whether the index was built from the log's first byte (new, or the log was replaced)."""
+
+
+def refreshed(run_id: str, index: Index, fd: int) -> Refreshed:
+    """Bring an index up to date with the open log.
+
+    Only bytes after the last indexed line are read. A log that shrank, was replaced or whose
+    last indexed bytes changed is indexed again from the start. A last line without its
+    newline that is the start of a write is one that crashed or is still in flight: it is left
+    out (and the next writer cuts it off).
+
+    Returns:
+        The index (or its replacement), the log's size, and whether it was built from the start.
+
+    Raises:
+        CorruptRecord: A line cannot be decoded, or the last line lacks its newline and is not
+            the start of a write.
+
+    """
+    info = os.fstat(fd)
+    identity = (info.st_dev, info.st_ino)
+    if (
+        index.identity != identity
+        or info.st_size < index.scanned
+        or os.pread(fd, len(index.tail), index.scanned - len(index.tail)) != index.tail
+    ):
+        index = Index(identity=identity)
+    from_start = index.scanned == 0
+    if info.st_size > index.scanned:
+        _scan(run_id, fd, index, info.st_size)
+    return Refreshed(index, info.st_size, from_start)
+
+
+def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
+    base = index.scanned
+    pending = bytearray()
+    position = base
+    while position < size:
+        chunk = os.pread(fd, min(_CHUNK, size - position), position)
+        if not chunk:
+            break
+        position += len(chunk)
+        pending += chunk
+        cut = 0
+        while (newline := pending.find(b"\n", cut)) >= 0:
+            _index_line(run_id, fd, index, bytes(pending[cut:newline]), base + cut)
+            cut = newline + 1
+        del pending[:cut]
+        base += cut
+    tail = bytes(pending)
+    if tail and not is_torn_write(tail):
+        raise CorruptRecord(
+            run_id,
+            seq_hint(tail),
+            f"the last line of {EVENTS_FILE}, at byte {base}, has no newline and is not the start "
+            f"of a write ({tail[:40]!r}...): the file was damaged after it was written; "
+            "restore it from a backup, or cut the line off by hand if it holds nothing needed",
+        )
+    if index.scanned:
+        keep = min(TAIL, index.scanned)
+        index.tail = os.pread(fd, keep, index.scanned - keep)
+
+
+def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> None:
+    end = start + len(line) + 1
+    if not line.strip():
+        index.scanned = end
+        return
+    parsed = parse_line(run_id, line, start)
+    seqs: list[int] = []
+    here: dict[int, dict[str, Any]] = {}
+    for record in parsed.records:
+        seq: int = record["seq"]
+        earlier = here.get(seq)
+        if earlier is None and (offset := index.find(seq)) is not None:
+            earlier = LineReader().record(run_id, fd, index, seq, offset)
+        if earlier is None:
+            here[seq] = record
+            seqs.append(seq)
+        elif not stored_row(run_id, earlier, seq).same_as(stored_row(run_id, record, seq)):
+            # Only a log written by hand (or by the seed, which never checked) gets here.
+            raise CorruptRecord(run_id, seq, "the log holds two different events at this seq")
+    snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None
+    index.add_line(start, end, seqs, snap_seq)

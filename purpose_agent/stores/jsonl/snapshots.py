@@ -1,0 +1,71 @@
+"""``snapshot.json``: the latest snapshot saved on its own, and where the log ended then.
+
+``snapshot.json`` holds ``{"log_end": N, "state": {...}}``, where ``N`` is the length of the log
+when it was written: a snapshot in the log that ends after ``N`` was written later. Readers take
+the best of the two (highest ``seq``, the later write on a tie), so a crash between a batch's log
+line and the file loses nothing. The seed wrote the bare state; such a file reads as it is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from purpose_agent.codec import decode
+from purpose_agent.errors import CorruptRecord
+from purpose_agent.records import StateRow, decode_state
+from purpose_agent.runtime.state import RunState
+
+from .lines import seq_hint
+
+
+class StoredSnapshot(NamedTuple):
+    """A decoded ``snapshot.json``: the state, and the log's length when it was written."""
+
+    state: RunState
+    log_end: int
+
+
+def snapshot_bytes(snapshot: StateRow, log_end: int) -> bytes:
+    """Return the content of ``snapshot.json`` for a state saved when the log was this long."""
+    return f'{{"log_end":{log_end},"state":{snapshot.state}}}\n'.encode()
+
+
+def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
+    """Read a run's ``snapshot.json``; ``None`` if there is none.
+
+    A damaged file names the seq it still shows (the state's ``"seq"``, or the first
+    ``"seq": N`` left readable in its text), so that whoever restores it knows which snapshot
+    was lost.
+
+    Raises:
+        CorruptRecord: The file exists but does not hold a snapshot of this run.
+        OSError: The file cannot be read.
+
+    """
+    try:
+        text = path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        record = decode(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(
+            run_id,
+            seq_hint(text),
+            f"{path} is not JSON ({exc}); restore it from a backup or remove it",
+        ) from exc
+    if isinstance(record, dict) and "state" in record and "run_id" not in record:
+        state = record["state"]
+        seq = _state_seq(state, text)
+        log_end = record.get("log_end")
+        if type(log_end) is not int:
+            raise CorruptRecord(run_id, seq, f"{path} has no valid log_end")
+        return StoredSnapshot(decode_state(run_id, state, seq), log_end)
+    # The seed wrote the bare state, and no log snapshots: any log snapshot is newer.
+    return StoredSnapshot(decode_state(run_id, record, _state_seq(record, text)), -1)
+
+
+def _state_seq(state: object, text: bytes) -> int | None:
+    seq = state.get("seq") if isinstance(state, dict) else None
+    return seq if type(seq) is int and seq >= 0 else seq_hint(text)

@@ -1,0 +1,866 @@
+"""The JSONL checkpointer: each run a directory of plain files that survive crashes."""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import enum
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple, TypeVar
+
+from purpose_agent.clock import stamp_ns
+from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
+from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.records import (
+    EventRow,
+    StateRow,
+    check_limit,
+    check_run_id,
+    check_since,
+    decode_state,
+    event_row,
+    event_rows,
+    state_row,
+)
+from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.state import RunState
+
+from .faults import Faults, no_faults
+from .files import BINARY, fsync_dir, pread_exact, undo_append, write_all, write_temp, written_ns
+from .index import TAIL, Index, LineReader, refreshed
+from .journal import Entry, Journal
+from .lines import line_bytes, parse_line, stored_row
+from .locks import Run, Runs
+from .naming import (
+    EVENTS_FILE,
+    JOURNAL_DIR,
+    LOCKS_DIR,
+    RUN_ID_FILE,
+    SNAPSHOT_FILE,
+    SNAPSHOT_TEMP,
+    TEMP_SUFFIX,
+    dir_name,
+    is_run_dir,
+    plain_run_id,
+)
+from .snapshots import StoredSnapshot, read_snapshot_file, snapshot_bytes
+
+_PAGE = 1000
+_T = TypeVar("_T")
+
+
+class _NotRead(enum.Enum):
+    NOT_READ = enum.auto()
+
+
+_NOT_READ = _NotRead.NOT_READ
+
+
+class _Unsure(Exception):
+    """A read without the file lock found the log shorter than ``snapshot.json`` says.
+
+    A writer (or a delete and a new run) may have come between its steps, so the read is done
+    again under the lock before anything is reported.
+    """
+
+
+@dataclass
+class _Plan:
+    """What one run's part of a write will do, decided under the run's locks."""
+
+    run_id: str
+    run: Run
+    rows: list[EventRow]
+    snapshot: StateRow | None
+    snapshot_wins: bool
+    size: int
+    exists: bool
+
+
+class _Appended(NamedTuple):
+    plan: _Plan
+    path: Path
+    start: int
+    line: bytes
+    identity: tuple[int, int]
+    snap_seq: int | None
+
+
+class JSONLCheckpointer(ClosingContext):
+    """Keeps each run in its own directory of plain files: an append-only log and a snapshot.
+
+    Nothing but a file system is needed, the files can be read, copied and backed up with
+    ordinary tools, and every write is durable (fsynced) when the call returns. Several
+    processes may write to one ``base_dir`` at once: each run has its own lock, so writers of
+    different runs never wait for each other. Each handle keeps an index of the logs it has
+    read and extends it by reading only what was appended since, so appends and reads do not
+    re-read a whole log.
+
+    A batch that spans several runs is checked under all their locks and refused as a whole for
+    a conflict or bad input. It is then committed to a journal entry before any run gets its
+    line, and every operation on a run completes the entries that name it first, so a crash of
+    the writer in the middle is rolled forward: readers see the whole batch or none of it. A
+    batch that writes to one run only needs no journal (its line is atomic on its own).
+
+    Args:
+        base_dir: The directory that holds the runs; created if missing.
+        faults: Called at each step of a batch that spans several runs, so that crash tests
+            can stop or kill the writer exactly there (see
+            :class:`~purpose_agent.stores.jsonl.faults.Faults`). The default does nothing.
+
+    Raises:
+        StoreUnavailable: If ``base_dir`` cannot be created.
+
+    """
+
+    def __init__(self, base_dir: str | os.PathLike[str], *, faults: Faults = no_faults) -> None:
+        self.base_dir = Path(base_dir)
+        self._where = str(self.base_dir)
+        self._faults = faults
+        self._runs = Runs(self.base_dir / LOCKS_DIR)
+        self._journal = Journal(self.base_dir / JOURNAL_DIR, faults)
+        with translated("creating the store's folders", self._where, OSError):
+            self._runs.locks_dir.mkdir(parents=True, exist_ok=True)
+            self._journal.path.mkdir(exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._where!r})"
+
+    def run_path(self, run_id: str) -> Path:
+        """Return the directory that holds a run's files, for backups and inspection.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The directory (it may not exist yet).
+
+        Raises:
+            InvalidRunId: If the run id is not acceptable.
+
+        """
+        return self.base_dir / dir_name(check_run_id(run_id))
+
+    def _os_errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        return translated(action, self._where, OSError)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def save_event(self, event: PAEvent) -> None:
+        """Append one event; durable when this returns.
+
+        Args:
+            event: The event to append.
+
+        Raises:
+            InvalidInput: The event cannot be stored exactly; nothing is written.
+            SequenceConflict: The run holds a different event at this seq. An equal event is
+                a no-op, so retrying after an ambiguous failure is safe.
+            CorruptRecord: The run's log is damaged; nothing is written over the damage.
+            StoreUnavailable: The file system refused the write.
+
+        """
+        self._write([event_row(event)], None)
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        """Append a batch, and optionally the state after it, all or nothing.
+
+        Each run's events go into one line, with the snapshot inside that line when it belongs
+        to the run, so that a crash keeps or loses the step and its state together. A batch
+        that writes to several runs is committed to the journal before any run gets its line,
+        so a crash in between is completed by the next operation on any of those runs.
+
+        Args:
+            events: The events; they may belong to several runs.
+            snapshot: The state after these events, saved with them.
+
+        Raises:
+            InvalidInput: An event or the snapshot cannot be stored; nothing is written.
+            SequenceConflict: A position already holds a different event; nothing is written.
+            CorruptRecord: A run's log or ``snapshot.json`` is damaged; nothing is written.
+            StoreUnavailable: The file system refused the write; nothing is written.
+
+        """
+        rows = event_rows(events)
+        snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        self._write(rows, snap)
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        """Save a snapshot covering the run's events up to ``state.seq``.
+
+        The file is replaced by renaming a fully written temporary file over it, so a crash
+        leaves either the old snapshot or the new one. A lower ``seq`` than the stored
+        snapshot's does not replace it.
+
+        Args:
+            run_id: The run; must equal ``state.run_id``.
+            state: The state to save.
+
+        Raises:
+            InvalidInput: The state cannot be stored, or belongs to another run.
+            StoreUnavailable: The file system refused the write.
+
+        """
+        self._write([], state_row(run_id, state))
+
+    def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
+        by_run: dict[str, list[EventRow]] = {}
+        for row in rows:
+            by_run.setdefault(row.run_id, []).append(row)
+        if snap is not None:
+            by_run.setdefault(snap.run_id, [])
+        if not by_run:
+            return
+        # Every writer takes the locks of a batch in the same order, so batches cannot deadlock.
+        ordered = sorted(by_run, key=dir_name)
+        action = "writing to " + ", ".join(map(repr, ordered))
+        runs = {run_id: self._runs.get(run_id) for run_id in ordered}
+        with self._os_errors(action), self._settled(ordered, [runs[run_id] for run_id in ordered]):
+            plans = [
+                self._plan(
+                    run_id,
+                    runs[run_id],
+                    by_run[run_id],
+                    snap if snap is not None and snap.run_id == run_id else None,
+                )
+                for run_id in ordered
+            ]
+            if len(plans) == 1:
+                self._commit(plans)
+            else:
+                self._commit_across_runs(plans)
+
+    def _commit_across_runs(self, plans: list[_Plan]) -> None:
+        """Commit a batch that may write to several runs: through the journal if it does."""
+        parts = [plan for plan in plans if plan.rows or plan.snapshot is not None]
+        writes = sum(
+            1 for plan in parts if plan.rows or (plan.snapshot is not None and plan.snapshot_wins)
+        )
+        if writes < 2:
+            # One run's line (or one snapshot file) is atomic on its own.
+            self._commit(plans)
+            return
+        entry = self._journal.write(
+            [plan.run_id for plan in parts],
+            [line_bytes(plan.rows, plan.snapshot) for plan in parts],
+            parts[0].run.name,
+        )
+        self._commit(plans, entry)
+        self._journal.drop(entry)
+
+    def _plan(self, run_id: str, run: Run, rows: list[EventRow], snap: StateRow | None) -> _Plan:
+        """Check one run's part of a write against what is stored; nothing is written here."""
+        stored_snap = self._read_snapshot_file(run_id, run) if snap is not None else None
+        fd = self._open_log(run)
+        try:
+            size = self._refresh(
+                run_id, run, fd, locked=True, stored=stored_snap if snap is not None else _NOT_READ
+            )
+            index = run.index
+            reader = LineReader()
+            new: list[EventRow] = []
+            for row in rows:
+                offset = index.find(row.seq)
+                if offset is None:
+                    new.append(row)
+                    continue
+                assert fd is not None  # an indexed seq implies an open log
+                record = reader.record(run_id, fd, index, row.seq, offset)
+                if not stored_row(run_id, record, row.seq).same_as(row):
+                    raise SequenceConflict(run_id, row.seq)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        wins = False
+        if snap is not None:
+            best = max(stored_snap.state.seq if stored_snap else -1, index.snap_seq)
+            wins = snap.seq >= best
+        return _Plan(run_id, run, new, snap, wins, size, fd is not None)
+
+    def _commit(self, plans: list[_Plan], entry: Path | None = None) -> None:
+        """Append each run's line, then rename the new snapshot file into place.
+
+        Until the rename, a failure cuts the appended lines back off, so a failed batch leaves
+        no part of itself behind; the rename itself is atomic. ``entry`` is the journal entry
+        of the batch when this is its first attempt: it is removed too when everything was cut
+        back off, and kept (to be rolled forward) when something could not be.
+        """
+        appended: list[_Appended] = []
+        snapshot_plan = next((plan for plan in plans if plan.snapshot is not None), None)
+        target: Path | None = None
+        try:
+            for plan in plans:
+                if plan.rows:
+                    appended.append(self._append(plan))
+                    if entry is not None:
+                        self._faults("appended", plan.run_id)
+            if snapshot_plan is not None and snapshot_plan.snapshot_wins:
+                temp, target = self._prepare_snapshot(snapshot_plan, appended)
+                os.replace(temp, target)
+        except BaseException:
+            undone = [undo_append(done.path, done.start, done.plan.exists) for done in appended]
+            if snapshot_plan is not None and snapshot_plan.snapshot_wins:
+                # The rename is the try block's last step, so it has not happened.
+                with contextlib.suppress(OSError):
+                    (self.base_dir / snapshot_plan.run.name / SNAPSHOT_TEMP).unlink()
+            if entry is not None and all(undone):
+                with contextlib.suppress(OSError):
+                    self._journal.drop(entry)
+            raise
+        for done in appended:
+            self._note_appended(done)
+        if target is not None:
+            fsync_dir(target.parent)
+        elif snapshot_plan is not None and not snapshot_plan.rows:
+            self._touch(snapshot_plan)
+
+    @staticmethod
+    def _note_appended(done: _Appended) -> None:
+        """Add a line this handle wrote to its index without reading it back."""
+        run = done.plan.run
+        index = run.index
+        if index.identity is None and index.scanned == 0:  # the write created the log
+            index.identity = done.identity
+        if index.identity != done.identity or index.scanned != done.start:
+            # Cannot happen while the lock is held; rebuilding on the next read is always right.
+            run.index = Index()
+            return
+        seqs = (row.seq for row in done.plan.rows)
+        index.add_line(done.start, done.start + len(done.line), seqs, done.snap_seq)
+        index.tail = done.line[-TAIL:]
+
+    def _append(self, plan: _Plan) -> _Appended:
+        run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
+        path = run_dir / EVENTS_FILE
+        start = plan.run.index.scanned
+        embedded = plan.snapshot if plan.snapshot is not None and plan.snapshot_wins else None
+        line = line_bytes(plan.rows, embedded)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | BINARY, 0o644)
+            try:
+                if plan.size > start:
+                    # A crashed writer left a line without its newline; readers skip it, and
+                    # the next line must not be glued onto it.
+                    os.ftruncate(fd, start)
+                write_all(fd, line)
+                stamp = stamp_ns()
+                os.utime(path, ns=(stamp, stamp))
+                os.fsync(fd)
+                info = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not plan.exists:
+                fsync_dir(run_dir)
+        except BaseException:
+            undo_append(path, start, plan.exists)
+            raise
+        snap_seq = embedded.seq if embedded is not None else None
+        return _Appended(plan, path, start, line, (info.st_dev, info.st_ino), snap_seq)
+
+    def _prepare_snapshot(self, plan: _Plan, appended: list[_Appended]) -> tuple[Path, Path]:
+        """Write the new snapshot file next to the old one, ready to be renamed over it."""
+        assert plan.snapshot is not None
+        log_end = plan.run.index.scanned
+        for done in appended:
+            if done.plan is plan:
+                log_end = done.start + len(done.line)
+        run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
+        temp = run_dir / SNAPSHOT_TEMP
+        write_temp(temp, snapshot_bytes(plan.snapshot, log_end), stamp_ns())
+        return temp, run_dir / SNAPSHOT_FILE
+
+    def _touch(self, plan: _Plan) -> None:
+        """Count an ignored older snapshot as a write in ``list_runs``, like the memory store."""
+        run_dir = self.base_dir / plan.run.name
+        stamp = stamp_ns()
+        for name in (SNAPSHOT_FILE, EVENTS_FILE):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(run_dir / name, ns=(stamp, stamp))
+                return
+
+    def _ensure_run_dir(self, run_id: str, name: str) -> Path:
+        path = self.base_dir / name
+        hashed = name.startswith("~")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            # A crash between creating the directory and naming it leaves it without run_id.
+            if hashed and not (path / RUN_ID_FILE).exists():
+                self._write_run_id(path, run_id)
+            return path
+        if hashed:
+            self._write_run_id(path, run_id)
+        fsync_dir(self.base_dir)
+        return path
+
+    @staticmethod
+    def _write_run_id(path: Path, run_id: str) -> None:
+        temp = path / (RUN_ID_FILE + TEMP_SUFFIX)
+        write_temp(temp, run_id.encode(), None)
+        os.replace(temp, path / RUN_ID_FILE)
+        fsync_dir(path)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def load_latest(self, run_id: str) -> RunState | None:
+        """Return the snapshot with the highest ``seq``, or ``None``.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The best of ``snapshot.json`` and the snapshots saved inside the log.
+
+        Raises:
+            CorruptRecord: ``snapshot.json`` or the log is damaged (see
+                :meth:`list_events`); a damaged ``snapshot.json`` names the seq it still shows.
+            StoreUnavailable: The files cannot be read.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        with self._os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            with run.mutex:
+                return self._lock_free(run, lambda locked: self._latest(run_id, run, locked))
+
+    def _latest(self, run_id: str, run: Run, locked: bool) -> RunState | None:
+        # The file first, then the log: a batch writes the log first, so whatever this misses
+        # in the file it finds in the log.
+        stored = self._read_snapshot_file(run_id, run)
+        fd = self._open_log(run)
+        try:
+            self._refresh(run_id, run, fd, locked=locked, stored=stored)
+            return self._best_snapshot(run_id, run, fd, stored)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``.
+
+        Args:
+            run_id: The run.
+            since_seq: Only events after this seq.
+            limit: At most this many events; ``None`` for all.
+
+        Returns:
+            The events, in ascending seq whatever order they were written in.
+
+        Raises:
+            CorruptRecord: The log is damaged: a line cannot be decoded, the last line lacks
+                its newline and is not the start of a write (only a torn append is left out),
+                or the log is shorter than ``snapshot.json`` says it was.
+            StoreUnavailable: The log cannot be read.
+
+        """
+        check_run_id(run_id)
+        check_since(since_seq, limit)
+        run = self._runs.get(run_id)
+        with self._os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            reader = LineReader()
+            with run.mutex:
+                return self._lock_free(
+                    run,
+                    lambda locked: self._events_after(
+                        run_id, run, since_seq, limit, reader, locked=locked
+                    ),
+                )
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        """Stream events with ``seq > since_seq`` in ascending ``seq``, a page at a time.
+
+        Only one page of events and the lines it comes from are in memory at once, and no lock
+        is held between pages.
+
+        Args:
+            run_id: The run.
+            since_seq: Only events after this seq.
+
+        Returns:
+            An iterator over the events.
+
+        Raises:
+            InvalidRunId: At once, before iterating, for a bad run id.
+
+        """
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iter(run_id, since_seq)
+
+    def _iter(self, run_id: str, since_seq: int) -> Iterator[PAEvent]:
+        run = self._runs.get(run_id)
+        reader = LineReader()
+        while True:
+
+            def page_after(locked: bool, since: int = since_seq) -> list[PAEvent]:
+                return self._events_after(run_id, run, since, _PAGE, reader, locked=locked)
+
+            with self._os_errors(f"reading run {run_id!r}"):
+                self._settle(run.names, run_id)
+                with run.mutex:
+                    page = self._lock_free(run, page_after)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            since_seq = page[-1].seq
+
+    def recover(self, run_id: str) -> Recovery | None:
+        """Return the latest snapshot and exactly the events after it.
+
+        Both are read under the run's lock, so no write lands between them.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The recovery, or ``None`` if the run has neither events nor snapshots.
+
+        Raises:
+            CorruptRecord: ``snapshot.json`` or the log is damaged (see :meth:`list_events`).
+            StoreUnavailable: The files cannot be read.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        with self._os_errors(f"recovering run {run_id!r}"), self._settled([run_id], [run]):
+            stored = self._read_snapshot_file(run_id, run)
+            fd = self._open_log(run)
+            try:
+                self._refresh(run_id, run, fd, locked=True, stored=stored)
+                state = self._best_snapshot(run_id, run, fd, stored)
+                if state is None and not run.index.seqs:
+                    return None
+                since = state.seq if state is not None else 0
+                events = self._events_after(
+                    run_id, run, since, None, LineReader(), locked=True, fd=fd
+                )
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        return Recovery(state, events)
+
+    def _events_after(
+        self,
+        run_id: str,
+        run: Run,
+        since_seq: int,
+        limit: int | None,
+        reader: LineReader,
+        *,
+        locked: bool,
+        fd: int | None = None,
+    ) -> list[PAEvent]:
+        """Read events after ``since_seq``; the caller holds the run's mutex.
+
+        ``locked`` says whether it holds the file lock too; ``fd`` is the log when the caller
+        has opened and refreshed it.
+        """
+        own = fd is None
+        if own:
+            fd = self._open_log(run)
+            self._refresh(run_id, run, fd, locked=locked)
+        try:
+            if fd is None:
+                return []
+            index = run.index
+            start = bisect.bisect_right(index.seqs, since_seq)
+            stop = len(index.seqs) if limit is None else min(len(index.seqs), start + limit)
+            return [
+                reader.event(run_id, fd, index, index.seqs[i], index.offsets[i])
+                for i in range(start, stop)
+            ]
+        finally:
+            if own and fd is not None:
+                os.close(fd)
+
+    def _best_snapshot(
+        self, run_id: str, run: Run, fd: int | None, stored: StoredSnapshot | None
+    ) -> RunState | None:
+        index = run.index
+        embedded_wins = (
+            fd is not None
+            and index.snap_seq >= 0
+            and (
+                stored is None
+                or index.snap_seq > stored.state.seq
+                or (index.snap_seq == stored.state.seq and index.snap_end > stored.log_end)
+            )
+        )
+        if not embedded_wins:
+            return stored.state if stored is not None else None
+        assert fd is not None
+        line = parse_line(
+            run_id,
+            pread_exact(run_id, fd, index.snap_offset, index.snap_end - index.snap_offset),
+            index.snap_offset,
+        )
+        return decode_state(run_id, line.snapshot, index.snap_seq)
+
+    def _read_snapshot_file(self, run_id: str, run: Run) -> StoredSnapshot | None:
+        return read_snapshot_file(run_id, self.base_dir / run.name / SNAPSHOT_FILE)
+
+    # -- the index ------------------------------------------------------------------------
+
+    def _open_log(self, run: Run) -> int | None:
+        try:
+            return os.open(self.base_dir / run.name / EVENTS_FILE, os.O_RDONLY | BINARY)
+        except (FileNotFoundError, NotADirectoryError):
+            run.index = Index()
+            return None
+
+    def _refresh(
+        self,
+        run_id: str,
+        run: Run,
+        fd: int | None,
+        *,
+        locked: bool,
+        stored: StoredSnapshot | _NotRead | None = _NOT_READ,
+    ) -> int:
+        """Bring the run's index up to date with the open log and check it; return its size.
+
+        The log only ever grows: lines are appended, a torn append is cut off (it is past every
+        complete line) and a failed write is cut back before its snapshot file is renamed in.
+        ``snapshot.json`` records the log's length when it was written (``log_end``), so a log
+        whose complete lines end before that, or that is missing, lost lines it once held:
+        that is damage (a truncated or replaced file), and it is reported rather than read as a
+        shorter run. Nothing less than that is flagged. A snapshot whose ``seq`` covers events
+        the log never held is no damage (a copy from a store that pruned covered events writes
+        exactly that), and a log that shrank under a handle's index is not either (a lock-free
+        reader may have indexed a write that failed and was cut back, and a deleted run's new
+        log may reuse the inode). The check needs ``snapshot.json``: reads that have it check
+        every time, others when the index is built from the start, which is where a handle
+        first meets a shortened log. A damaged ``snapshot.json`` is left to the reads that use
+        the snapshot to report.
+
+        Args:
+            run_id: The run.
+            run: Its in-process state; the caller holds ``run.mutex``.
+            fd: The open log, or ``None`` if there is none.
+            locked: Whether the caller holds the run's file lock: without it, apparent damage
+                raises :class:`_Unsure` so that the read is repeated under the lock.
+            stored: ``snapshot.json`` as the caller read it before opening the log.
+
+        Returns:
+            The log's size.
+
+        Raises:
+            CorruptRecord: The log is damaged.
+
+        """
+        if fd is None:
+            size, from_start = 0, True
+        else:
+            run.index, size, from_start = refreshed(run_id, run.index, fd)
+        if stored is _NOT_READ:
+            if not from_start:
+                return size
+            stored = self._snapshot_for_check(run_id, run)
+        if stored is None or stored.log_end <= run.index.scanned:
+            return size
+        run.index = Index()  # the next read checks again
+        if not locked:
+            raise _Unsure
+        has = (
+            f"{EVENTS_FILE} is missing"
+            if fd is None
+            else f"the complete lines of {EVENTS_FILE} end at byte {run.index.scanned}"
+        )
+        raise CorruptRecord(
+            run_id,
+            stored.state.seq,
+            f"{has}, but {SNAPSHOT_FILE} (the snapshot at this seq) was saved when the log held "
+            f"{stored.log_end} bytes: the log lost lines; restore the run from a backup",
+        )
+
+    def _snapshot_for_check(self, run_id: str, run: Run) -> StoredSnapshot | None:
+        try:
+            return self._read_snapshot_file(run_id, run)
+        except CorruptRecord:
+            return None
+
+    def _lock_free(self, run: Run, read: Callable[[bool], _T]) -> _T:
+        """Do a read that holds only ``run.mutex``; do it again under the file lock if it failed.
+
+        Without the file lock a reader can see a writer in the middle of its work (or a delete
+        and a new run between two of its steps), so damage it sees is confirmed under the lock,
+        where no writer is at work, before it is reported.
+        """
+        try:
+            return read(False)
+        except (_Unsure, CorruptRecord):
+            with self._runs.file_locked(run):
+                return read(True)
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Return the ids of runs with events or snapshots, most recently written first.
+
+        Every write stamps the file it wrote with a nanosecond time from
+        :func:`~purpose_agent.clock.stamp_ns`, so the order holds for writes within one clock
+        tick as well.
+
+        Args:
+            limit: At most this many ids; ``None`` for all.
+            offset: Skip this many ids first.
+
+        Returns:
+            The run ids.
+
+        Raises:
+            CorruptRecord: A hashed run directory has lost its ``run_id`` file.
+            StoreUnavailable: ``base_dir`` cannot be read.
+
+        """
+        check_limit(limit)
+        check_limit(offset, "offset")
+        with self._os_errors("listing runs"):
+            self._settle(None, str(self._journal.path))
+            found: list[tuple[int, str]] = []
+            with os.scandir(self.base_dir) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not entry.is_dir(follow_symlinks=False) or not is_run_dir(name):
+                        continue
+                    written = written_ns(Path(entry.path))
+                    if written is not None:
+                        found.append((written, name))
+            found.sort(key=lambda item: (-item[0], item[1]))
+            chosen = found[offset:] if limit is None else found[offset : offset + limit]
+            ids = (self._run_id_of(name) for _, name in chosen)
+            return [run_id for run_id in ids if run_id is not None]
+
+    def _run_id_of(self, name: str) -> str | None:
+        plain = plain_run_id(name)
+        if plain is not None:
+            return plain
+        path = self.base_dir / name / RUN_ID_FILE
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            if not path.parent.exists():
+                return None  # deleted since it was listed
+            raise CorruptRecord(name, None, f"{path} is missing") from None
+        try:
+            run_id = check_run_id(raw.decode("utf-8"))
+        except (UnicodeDecodeError, InvalidRunId) as exc:
+            raise CorruptRecord(name, None, f"{path} does not hold a valid run id") from exc
+        if dir_name(run_id) != name:
+            raise CorruptRecord(run_id, None, f"{path} names a run that belongs elsewhere")
+        return run_id
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run's events and snapshots; an unknown run is no error.
+
+        The directory is first renamed to a hidden name, so that other readers see the whole
+        run or none of it, then removed. Its lock file stays, because another process may be
+        waiting on it. A batch left in the journal by a crashed writer that names the run is
+        completed first, so the other runs it names keep their part.
+
+        Args:
+            run_id: The run.
+
+        Raises:
+            CorruptRecord: A journal entry that may name the run cannot be completed.
+            StoreUnavailable: The files could not be removed.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        # A batch that names this run is completed first (all its runs get their part), so
+        # deleting a run never leaves another run with half a batch.
+        with self._os_errors(f"deleting run {run_id!r}"), self._settled([run_id], [run]):
+            doomed = self.base_dir / f".deleted-{uuid.uuid4().hex}"
+            run.index = Index()
+            try:
+                (self.base_dir / run.name).rename(doomed)
+            except FileNotFoundError:
+                return
+            fsync_dir(self.base_dir)
+            shutil.rmtree(doomed)
+
+    # -- locks and the journal ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _settled(self, run_ids: list[str], runs: list[Run]) -> Iterator[None]:
+        """Hold the runs' locks, in the order given, with no journal entry pending for them.
+
+        While the locks are held, an entry that names one of the runs cannot belong to a writer
+        at work (it would hold that lock until it removed the entry): its writer died. It is
+        completed with the locks let go, since completing takes the locks of all its runs in
+        their own order, and then the locks are taken again.
+        """
+        names = frozenset(run.name for run in runs)
+        while True:
+            with contextlib.ExitStack() as held:
+                for run in runs:
+                    held.enter_context(self._runs.exclusive(run))
+                pending = self._journal.pending(names, run_ids[0], holding=True)
+                if not pending:
+                    yield
+                    return
+            for entry in pending:
+                self._complete(entry)
+
+    def _settle(self, names: frozenset[str] | None, subject: str) -> None:
+        """Complete the journal entries that name any of these runs (every entry for ``None``).
+
+        The caller holds no lock. An entry whose writer is still at work is waited for: its
+        writer holds the locks that completing it takes, and removes it before letting go.
+        """
+        if self._journal.idle():
+            return  # the hot path: nothing pending anywhere
+        for entry in self._journal.pending(names, subject):
+            self._complete(entry)
+
+    def _complete(self, entry: Entry) -> None:
+        """Roll an entry forward: give each of its runs what it does not have yet, then drop it.
+
+        Its lines are planned like a new write, so events a run already holds are skipped and
+        completing an entry twice, or after its writer finished, does nothing more.
+        """
+        ordered = sorted(entry.run_ids, key=dir_name)
+        runs = {run_id: self._runs.get(run_id) for run_id in ordered}
+        with (
+            self._os_errors(f"completing journal entry {entry.path}"),
+            contextlib.ExitStack() as held,
+        ):
+            for run_id in ordered:
+                held.enter_context(self._runs.exclusive(runs[run_id]))
+            parts = self._journal.read(entry)
+            if parts is None:
+                return
+            plans: list[_Plan] = []
+            for run_id in ordered:
+                rows, snap = parts[run_id]
+                try:
+                    plans.append(self._plan(run_id, runs[run_id], rows, snap))
+                except SequenceConflict as exc:
+                    # Only a writer that ignores the journal can have taken the position.
+                    raise CorruptRecord(
+                        run_id,
+                        exc.seq,
+                        f"journal entry {entry.path} holds another event at "
+                        "this seq than the log; remove the entry or the line by hand",
+                    ) from exc
+            self._commit(plans)
+            self._journal.drop(entry.path)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drop the in-process indexes; no file stays open between calls.
+
+        The handle remains usable: the indexes are rebuilt on the next read.
+        """
+        self._runs.clear()
