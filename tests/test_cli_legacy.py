@@ -41,7 +41,12 @@ def _writes(reader: LegacyReader) -> list[Callable[[], None]]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    # Lock files are not data: a read that meets apparent damage re-checks under the run's lock.
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in folder.rglob("*")
+        if p.is_file() and ".locks" not in p.parts
+    }
 
 
 def test_seed_jsonl_reader_maps_seed_snapshots_and_refuses_every_write(tmp_path: Path) -> None:

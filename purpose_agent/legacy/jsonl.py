@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from purpose_agent.codec import decode
-from purpose_agent.errors import CorruptRecord, InvalidRunId, StoreUnavailable
+from purpose_agent.errors import CorruptRecord, InvalidRunId, translated
 from purpose_agent.legacy.mapping import map_seed_state
 from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.protocol import Recovery
@@ -51,8 +51,10 @@ class SeedJSONLReader(LegacyReader):
             record = decode(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError):
             return None
-        if not isinstance(record, dict) or ("state" in record and "run_id" not in record):
-            return None  # not the seed's bare state: the store's own error stands
+        if not isinstance(record, dict) or "log_end" in record or (
+            "state" in record and "run_id" not in record
+        ):
+            return None  # the store's own snapshot, not the seed's bare state: its error stands
         return map_seed_state(run_id, record, self.notes)
 
     def unread_runs(self) -> list[tuple[str, str]]:
@@ -71,10 +73,8 @@ class SeedJSONLReader(LegacyReader):
         """
         read = {self.store.run_path(run_id).name for run_id in self.store.list_runs()}
         unread: list[tuple[str, str]] = []
-        try:
+        with translated("listing run folders", str(self.base_dir), OSError):
             entries = sorted(self.base_dir.iterdir())
-        except OSError as exc:
-            raise StoreUnavailable(f"listing {self.base_dir} failed: {exc}") from exc
         for entry in entries:
             name = entry.name
             if name.startswith(".") or name in read or not entry.is_dir():
