@@ -92,20 +92,26 @@ def read_only_url(parsed: URL) -> URL | None:
     return parsed.set(database=f"file:{path.resolve()}", query=query)
 
 
+def _driver(parsed: URL) -> str:
+    # From the URL's text: asking SQLAlchemy would load the dialect, which may not exist.
+    return parsed.drivername.partition("+")[2]
+
+
 def _install_hint(parsed: URL) -> str:
-    extra = _EXTRAS.get(parsed.get_driver_name())
+    driver = _driver(parsed)
+    extra = _EXTRAS.get(driver)
     if extra is not None:
         return f"; install it with pip install 'purpose-agent[{extra}]'"
-    return f"; install the driver with pip install {parsed.get_driver_name()}"
+    return f"; install the driver with pip install {driver}" if driver else ""
 
 
 def _backend_options(parsed: URL) -> dict[str, Any]:
     """The engine options that make each backend fit for concurrent, durable use."""
     backend = parsed.get_backend_name()
-    if parsed.get_driver_name() in _ASYNC_DRIVERS:
+    if _driver(parsed) in _ASYNC_DRIVERS:
         raise InvalidInput(
             f"cannot open {parsed.render_as_string(hide_password=True)}: "
-            f"{parsed.get_driver_name()} is an asyncio driver; use postgresql+psycopg://..., "
+            f"{_driver(parsed)} is an asyncio driver; use postgresql+psycopg://..., "
             "sqlite:///... or mariadb+pymysql://..., which AsyncSQLCheckpointer takes too"
         )
     options: dict[str, Any] = {}
