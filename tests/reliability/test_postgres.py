@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 from purpose_agent import SQLCheckpointer
 from purpose_agent.testing.suite import ev
 from tests.reliability.workload import (
+    CALM,
     JOIN_TIMEOUT,
     StepWriters,
     attempt,
@@ -19,6 +20,7 @@ from tests.reliability.workload import (
     describe,
     foreign,
     save_step,
+    storm_under_load,
 )
 from tests.servers import LocalPostgres
 
@@ -163,3 +165,24 @@ def test_writers_under_load_lose_nothing_across_an_outage(
         for run_id, acknowledged in writers.acknowledged.items():
             assert max(acknowledged, default=0) > 0
             check_steps(store, run_id, acknowledged, writers.size)
+
+
+def test_a_pg_terminate_backend_storm_under_write_load_loses_nothing(
+    private_postgres: LocalPostgres, postgres_db: URL
+) -> None:
+    admin = sa.create_engine(private_postgres.url, poolclass=sa.pool.NullPool)
+    database = postgres_db.database
+
+    def terminate() -> None:
+        with admin.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": database},
+            )
+
+    with SQLCheckpointer(postgres_db) as store:
+        assert storm_under_load(store, terminate) == CALM
+    admin.dispose()

@@ -141,3 +141,35 @@ class StepWriters:
     def failed_after(self, moment: float) -> list[str]:
         """The failures of calls that started after ``moment``."""
         return [describe(error) for started, _, error in self.failures if started > moment]
+
+
+def storm_under_load(store: SQLCheckpointer, kill: Callable[[], object]) -> dict[str, object]:
+    """Kill the store's connections again and again while writers save steps, then look.
+
+    Returns what a caller would have seen, for the test to compare with what it must see: no
+    hung writer, no driver error, and a first call after the storm that succeeds. Calls made
+    during the storm may fail with ``StoreUnavailable`` (every try can meet a killed
+    connection); the writers retry them, as a caller would.
+    """
+    writers = StepWriters(store)
+    writers.start()
+    time.sleep(0.5)
+    for _ in range(STORM_ROUNDS):
+        kill()
+        time.sleep(STORM_PAUSE)
+    time.sleep(0.5)
+    hung = writers.stop()
+    first = attempt(lambda: store.save_event(ev("after-the-storm", 1)))
+    for run_id, acknowledged in writers.acknowledged.items():
+        assert max(acknowledged, default=0) > 0, f"{run_id} never saved a step"
+        check_steps(store, run_id, acknowledged, writers.size)
+    return {
+        "hung writers": hung,
+        "driver errors": foreign([error for _, _, error in writers.failures]),
+        "first call after the storm": describe(first),
+    }
+
+
+STORM_ROUNDS = 20
+STORM_PAUSE = 0.1
+CALM = {"hung writers": [], "driver errors": [], "first call after the storm": "ok"}
