@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState
 
 
@@ -125,3 +125,29 @@ class Checkpointer(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+class BoundedReads(Protocol):
+    """What the package's stores add to ``list_events``: reads bounded by the store.
+
+    Not part of :class:`Checkpointer`, so that a store written against the protocol alone still
+    satisfies it; the behaviour suite checks these reads on backends that declare
+    ``Capability.BOUNDED_READS``.
+    """
+
+    def list_events(
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        newest_first: bool = False,
+        kinds: Iterable[EventKind | str] | None = None,
+        lanes: Iterable[str] | None = None,
+    ) -> list[PAEvent]:
+        """Events with ``since_seq < seq < before`` of the given kinds and lanes, at most ``limit``.
+
+        Ascending seq, or descending (the newest of the window first) with ``newest_first``.
+        """
+        ...

@@ -101,7 +101,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "memory":
         store = InMemoryCheckpointer()
         # Every handle is the same object, and nothing outlives it or leaves the process.
-        return Backend("memory", lambda: store, {Capability.THREADS, Capability.STREAMING})
+        promises = {Capability.THREADS, Capability.STREAMING, Capability.BOUNDED_READS}
+        return Backend("memory", lambda: store, promises)
     if name == "jsonl":
         return Backend("jsonl", functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl")))
     if name == "sqlite":

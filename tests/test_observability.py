@@ -125,3 +125,23 @@ def test_opentelemetry_records_a_span_per_statement(empty_database: str) -> None
     ]
     assert writes == expected, statements
     assert any(text.startswith("SELECT") and "pa_snapshots" in text for text in statements)
+
+
+def test_a_bounded_read_is_one_query_the_database_bounds(empty_database: str) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        store.save_events(
+            PAEvent(run_id="long", seq=seq, kind=EventKind.TOOL_CALL, ts=1.0)
+            for seq in range(1, 501)
+        )
+        seen: list[str] = []
+
+        def record(*args: Any) -> None:
+            seen.append(args[2])
+
+        event.listen(store.engine, "before_cursor_execute", record)
+        newest = store.list_events("long", newest_first=True, limit=3, kinds=[EventKind.TOOL_CALL])
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert [e.seq for e in newest] == [500, 499, 498]
+    assert len(seen) == 1
+    assert "ORDER BY pa_events.seq DESC" in seen[0]
+    assert "LIMIT" in seen[0]

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
 
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
@@ -312,6 +313,22 @@ class Queries:
         if limit is None:
             return self._events.fetch(conn, {"run_id": run_id, "since": since})
         return self._events_limited.fetch(conn, {"run_id": run_id, "since": since, "limit": limit})
+
+    def events_in(self, conn: Connection, run_id: str, window: EventWindow) -> list[Any]:
+        """Rows ``(seq, kind, ts, lane_id, data)`` of a bounded read, in the window's order."""
+        stmt = select(*EVENT_COLUMNS).where(
+            EventRecord.run_id == run_id, EventRecord.seq > window.since_seq
+        )
+        if window.before is not None:
+            stmt = stmt.where(EventRecord.seq < window.before)
+        if window.kinds is not None:
+            stmt = stmt.where(EventRecord.kind.in_(sorted(window.kinds)))
+        if window.lanes is not None:
+            stmt = stmt.where(EventRecord.lane_id.in_(sorted(window.lanes)))
+        stmt = stmt.order_by(EventRecord.seq.desc() if window.newest_first else EventRecord.seq)
+        if window.limit is not None:
+            stmt = stmt.limit(window.limit)
+        return [tuple(row) for row in conn.execute(stmt)]
 
     def recovery_rows(self, conn: Connection, run_id: str) -> list[Any]:
         """Rows ``(part, seq, kind, ts, lane_id, data)``: the snapshot (part 0), then its tail."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import SequenceConflict
 from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -22,7 +23,7 @@ from purpose_agent.records import (
     event_rows,
     state_row,
 )
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState
 
 _PAGE = 1000
@@ -109,12 +110,27 @@ class InMemoryCheckpointer(ClosingContext):
             return [run.events[seq] for seq in run.seqs[start:stop]]
 
     def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        newest_first: bool = False,
+        kinds: Iterable[EventKind | str] | None = None,
+        lanes: Iterable[str] | None = None,
     ) -> list[PAEvent]:
-        """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``."""
+        """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``.
+
+        The keyword arguments bound the read further (see :mod:`purpose_agent.reads`).
+        """
         check_run_id(run_id)
-        check_since(since_seq, limit)
-        return [decode_event(*row) for row in self._rows_after(run_id, since_seq, limit)]
+        window = event_window(since_seq, limit, before, newest_first, kinds, lanes)
+        if window.empty:
+            return []
+        if window.plain:
+            return [decode_event(*row) for row in self._rows_after(run_id, since_seq, limit)]
+        return window.select(self._iter(run_id, since_seq))
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         """Stream events with ``seq > since_seq``, a page at a time."""

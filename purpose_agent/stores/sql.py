@@ -39,6 +39,7 @@ from purpose_agent.errors import (
     unavailable,
 )
 from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -52,7 +53,7 @@ from purpose_agent.records import (
     gc_paused,
     state_row,
 )
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState
 
 T = TypeVar("T")
@@ -381,20 +382,50 @@ class SQLCheckpointer(ClosingContext):
         return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
 
     def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        newest_first: bool = False,
+        kinds: Iterable[EventKind | str] | None = None,
+        lanes: Iterable[str] | None = None,
     ) -> list[PAEvent]:
         """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``.
 
+        The keyword arguments bound the read further, in the one query the database runs: a
+        range of the primary key, read forwards or backwards, filtered by kind and lane.
+
+        Args:
+            run_id: The run.
+            since_seq: Only events with a larger seq.
+            limit: At most this many events; ``None`` for all.
+            before: Only events with a smaller seq.
+            newest_first: Descending seq; with ``limit``, the newest events of the window.
+            kinds: Only events of these kinds.
+            lanes: Only events in these lanes.
+
         Raises:
+            InvalidInput: An argument of the wrong type or out of range.
             CorruptRecord: A stored event cannot be decoded.
             StoreUnavailable: The database cannot be reached.
 
         """
         check_run_id(run_id)
-        check_since(since_seq, limit)
-        if limit == 0:
+        window = event_window(since_seq, limit, before, newest_first, kinds, lanes)
+        if window.empty:
             return []
-        return self._fetch_events(run_id, since_seq, limit)
+        if window.plain:
+            return self._fetch_events(run_id, since_seq, limit)
+
+        def fetch() -> list[Any]:
+            with self._units.single() as conn:
+                return self._queries.events_in(conn, run_id, window)
+
+        with gc_paused():
+            rows = self._call("reading events", fetch, run_id)
+        return decode_events(run_id, rows)
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         """Stream events with ``seq > since_seq``, one page per query (keyset paging).

@@ -10,6 +10,7 @@ parallel up to the pool size.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -19,7 +20,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent.protocol import Recovery
 from purpose_agent.records import check_run_id, check_since
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.sql import SQLCheckpointer
 
@@ -68,10 +69,29 @@ class AsyncSQLCheckpointer:
         return await asyncio.to_thread(self._store.load_latest, run_id)
 
     async def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        newest_first: bool = False,
+        kinds: Iterable[EventKind | str] | None = None,
+        lanes: Iterable[str] | None = None,
     ) -> list[PAEvent]:
         """See :meth:`SQLCheckpointer.list_events`."""
-        return await asyncio.to_thread(self._store.list_events, run_id, since_seq, limit)
+        return await asyncio.to_thread(
+            functools.partial(
+                self._store.list_events,
+                run_id,
+                since_seq,
+                limit,
+                before=before,
+                newest_first=newest_first,
+                kinds=kinds,
+                lanes=lanes,
+            )
+        )
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]:
         """Stream events page by page; each page is fetched in a worker thread."""

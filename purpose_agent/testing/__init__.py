@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from purpose_agent.testing.suite import (
         SUITES,
         BaseSuite,
+        BoundedReadsSuite,
         CheckpointerSuite,
         DurableSuite,
         ProcessesSuite,
@@ -46,11 +47,21 @@ if TYPE_CHECKING:
         ThreadsSuite,
     )
 
-_ROW_MODULES = ("harness", "base", "durable", "threads", "processes", "streaming", "suite")
+_ROW_MODULES = (
+    "harness",
+    "base",
+    "bounded",
+    "durable",
+    "threads",
+    "processes",
+    "streaming",
+    "suite",
+)
 _NEEDS_PYTEST = frozenset(
     {
         "SUITES",
         "BaseSuite",
+        "BoundedReadsSuite",
         "CheckpointerSuite",
         "DurableSuite",
         "ProcessesSuite",
@@ -82,6 +93,7 @@ __all__ = [
     "Backend",
     "BaseSuite",
     "BlockingAdapter",
+    "BoundedReadsSuite",
     "Capability",
     "CheckpointerSuite",
     "DurableSuite",

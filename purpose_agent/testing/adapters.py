@@ -72,9 +72,13 @@ class BlockingAdapter:
         return self._run(self._store.load_latest(run_id))
 
     def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
+        self, run_id: str, since_seq: int = 0, limit: int | None = None, **bounds: Any
     ) -> list[PAEvent]:
-        return self._run(self._store.list_events(run_id, since_seq, limit))
+        if not bounds:
+            return self._run(self._store.list_events(run_id, since_seq, limit))
+        # Bounded reads are an addition of the package's stores, not of the async protocol.
+        store: Any = self._store
+        return self._run(store.list_events(run_id, since_seq, limit, **bounds))
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         stream = self._store.iter_events(run_id, since_seq)

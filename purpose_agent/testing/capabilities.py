@@ -28,6 +28,8 @@ class Capability(enum.Enum):
             duplicating or tearing writes.
         STREAMING: ``iter_events`` keeps a page in memory, not the run, so memory stays
             flat however long the run is.
+        BOUNDED_READS: ``list_events`` also takes ``before``, ``newest_first``, ``kinds``
+            and ``lanes`` (:class:`purpose_agent.protocol.BoundedReads`).
 
     """
 
@@ -36,6 +38,7 @@ class Capability(enum.Enum):
     THREADS = "threads"
     PROCESSES = "processes"
     STREAMING = "streaming"
+    BOUNDED_READS = "bounded-reads"
 
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)

@@ -7,6 +7,7 @@ are named here too because tests have imported them from this module.
 from __future__ import annotations
 
 from purpose_agent.testing.base import BaseSuite
+from purpose_agent.testing.bounded import BoundedReadsSuite
 from purpose_agent.testing.capabilities import Capability
 from purpose_agent.testing.durable import DurableSuite
 from purpose_agent.testing.harness import Rows
@@ -21,10 +22,13 @@ SUITES: dict[Capability, type[Rows]] = {
     Capability.THREADS: ThreadsSuite,
     Capability.PROCESSES: ProcessesSuite,
     Capability.STREAMING: StreamingSuite,
+    Capability.BOUNDED_READS: BoundedReadsSuite,
 }
 
 
-class CheckpointerSuite(BaseSuite, DurableSuite, StreamingSuite, ThreadsSuite, ProcessesSuite):
+class CheckpointerSuite(
+    BaseSuite, DurableSuite, StreamingSuite, ThreadsSuite, ProcessesSuite, BoundedReadsSuite
+):
     """Every row of the contract; subclass it and provide a ``backend`` fixture.
 
     Rows of a capability the backend does not declare are skipped with the capability named.
@@ -37,6 +41,7 @@ __all__ = [
     "NOT_JSON",
     "SUITES",
     "BaseSuite",
+    "BoundedReadsSuite",
     "CheckpointerSuite",
     "DurableSuite",
     "ProcessesSuite",

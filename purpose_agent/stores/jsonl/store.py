@@ -16,6 +16,7 @@ from typing import NamedTuple, TypeVar
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
 from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
     StateRow,
@@ -27,7 +28,7 @@ from purpose_agent.records import (
     event_rows,
     state_row,
 )
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.runtime.events import EventKind, PAEvent
 from purpose_agent.runtime.state import RunState
 
 from .faults import Faults, no_faults
@@ -442,7 +443,15 @@ class JSONLCheckpointer(ClosingContext):
                 os.close(fd)
 
     def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
+        self,
+        run_id: str,
+        since_seq: int = 0,
+        limit: int | None = None,
+        *,
+        before: int | None = None,
+        newest_first: bool = False,
+        kinds: Iterable[EventKind | str] | None = None,
+        lanes: Iterable[str] | None = None,
     ) -> list[PAEvent]:
         """Return events with ``seq > since_seq`` in ascending ``seq``, at most ``limit``.
 
@@ -450,9 +459,14 @@ class JSONLCheckpointer(ClosingContext):
             run_id: The run.
             since_seq: Only events after this seq.
             limit: At most this many events; ``None`` for all.
+            before: Only events with a smaller seq.
+            newest_first: Descending seq; with ``limit``, the newest events of the window.
+            kinds: Only events of these kinds.
+            lanes: Only events in these lanes.
 
         Returns:
-            The events, in ascending seq whatever order they were written in.
+            The events, in ascending seq (descending with ``newest_first``) whatever order
+            they were written in.
 
         Raises:
             CorruptRecord: The log is damaged: a line cannot be decoded, the last line lacks
@@ -462,7 +476,11 @@ class JSONLCheckpointer(ClosingContext):
 
         """
         check_run_id(run_id)
-        check_since(since_seq, limit)
+        window = event_window(since_seq, limit, before, newest_first, kinds, lanes)
+        if window.empty:
+            return []
+        if not window.plain:
+            return window.select(self.iter_events(run_id, since_seq))
         run = self._runs.get(run_id)
         with self._os_errors(f"reading run {run_id!r}"):
             self._settle(run.names, run_id)

@@ -1,0 +1,103 @@
+"""Capability.BOUNDED_READS: ``list_events`` bounded by seq window, order, kind and lane."""
+
+from __future__ import annotations
+
+from typing import ClassVar, cast
+
+from purpose_agent import Checkpointer, EventKind, InvalidInput, PAEvent
+from purpose_agent.protocol import BoundedReads
+from purpose_agent.testing.capabilities import Capability
+from purpose_agent.testing.harness import Rows
+from purpose_agent.testing.needs_pytest import pytest
+from purpose_agent.testing.samples import ev
+
+_KINDS = (EventKind.MODEL_REQUEST, EventKind.TOOL_CALL, EventKind.TOOL_RESULT)
+
+
+def _mixed_run(cp: Checkpointer) -> list[PAEvent]:
+    """Twelve events cycling through three kinds and two lanes, saved out of order."""
+    events = [
+        PAEvent(
+            run_id="r",
+            seq=seq,
+            kind=_KINDS[seq % 3],
+            ts=1_700_000_000.0 + seq,
+            lane_id="main" if seq % 2 else "side",
+            data={"n": seq},
+        )
+        for seq in range(1, 13)
+    ]
+    cp.save_events(events[6:])
+    cp.save_events(events[:6])
+    cp.save_event(ev("other", 1))  # another run's events never leak into a read
+    return events
+
+
+class BoundedReadsSuite(Rows):
+    """Reads the store bounds itself, so a caller never reads a whole run to get a page."""
+
+    capability: ClassVar[Capability] = Capability.BOUNDED_READS
+
+    def test_newest_first_returns_the_last_events_descending(self, cp: Checkpointer) -> None:
+        events = _mixed_run(cp)
+        reader = cast(BoundedReads, cp)
+        assert reader.list_events("r", newest_first=True) == events[::-1]
+        assert reader.list_events("r", newest_first=True, limit=3) == events[:-4:-1]
+        assert reader.list_events("r", since_seq=10, newest_first=True) == [events[11], events[10]]
+
+    def test_before_bounds_the_window_from_above(self, cp: Checkpointer) -> None:
+        events = _mixed_run(cp)
+        reader = cast(BoundedReads, cp)
+        assert reader.list_events("r", before=4) == events[:3]
+        assert reader.list_events("r", since_seq=2, before=6) == events[2:5]
+        assert reader.list_events("r", before=6, newest_first=True, limit=2) == [
+            events[4],
+            events[3],
+        ]
+        assert reader.list_events("r", since_seq=5, before=6) == []
+        assert reader.list_events("r", since_seq=5, before=2) == []
+        assert reader.list_events("r", before=99) == events
+
+    def test_kinds_and_lanes_filter_inside_the_window(self, cp: Checkpointer) -> None:
+        events = _mixed_run(cp)
+        reader = cast(BoundedReads, cp)
+        calls = [e for e in events if e.kind is EventKind.TOOL_CALL]
+        assert reader.list_events("r", kinds=[EventKind.TOOL_CALL]) == calls
+        assert reader.list_events("r", kinds={"tool_call"}) == calls  # the stored strings too
+        side = [e for e in events if e.lane_id == "side"]
+        assert reader.list_events("r", lanes=["side"]) == side
+        both = [e for e in side if e.kind in (EventKind.TOOL_CALL, EventKind.TOOL_RESULT)]
+        assert (
+            reader.list_events(
+                "r",
+                kinds=(EventKind.TOOL_CALL, EventKind.TOOL_RESULT),
+                lanes=["side"],
+                newest_first=True,
+                limit=2,
+            )
+            == both[:-3:-1]
+        )
+        assert reader.list_events("r", kinds=[]) == []
+        assert reader.list_events("r", lanes=["nowhere"]) == []
+        assert reader.list_events("r", kinds=[EventKind.TOOL_CALL], limit=1) == calls[:1]
+
+    @pytest.mark.parametrize(
+        "arguments",
+        [
+            {"before": "5"},
+            {"before": 2.0},
+            {"newest_first": 1},
+            {"kinds": "tool_call"},
+            {"kinds": ["no_such_kind"]},
+            {"lanes": "main"},
+            {"lanes": [1]},
+            {"limit": -1},
+        ],
+        ids=repr,
+    )
+    def test_a_bad_bound_is_invalid_input(
+        self, cp: Checkpointer, arguments: dict[str, object]
+    ) -> None:
+        cp.save_event(ev("r", 1))
+        with pytest.raises(InvalidInput):
+            cast(BoundedReads, cp).list_events("r", **arguments)  # type: ignore[arg-type]
