@@ -14,11 +14,10 @@ from purpose_agent.testing.suite import ev
 from tests.reliability.workload import (
     CALM,
     JOIN_TIMEOUT,
-    StepWriters,
     attempt,
     check_steps,
     describe,
-    foreign,
+    outage_under_load,
     save_step,
     storm_under_load,
 )
@@ -130,41 +129,7 @@ def test_identical_resave_of_a_large_batch_costs_about_the_first_save(
 def test_writers_under_load_lose_nothing_across_an_outage(
     private_postgres: LocalPostgres, postgres_db: URL, outage: str
 ) -> None:
-    # A second store, idle through the outage, as another process would be: its pooled
-    # connection is dead when it makes its first call after the server is back.
-    idle = SQLCheckpointer(postgres_db)
-    idle.save_event(ev("idle", 1))
-    with idle, SQLCheckpointer(postgres_db) as store:
-        writers = StepWriters(store)
-        writers.start()
-        time.sleep(1.0)
-        if outage == "restart":
-            private_postgres.restart()
-        else:
-            private_postgres.stop()
-            time.sleep(1.0)
-            private_postgres.start()
-        back = time.monotonic()
-        first = attempt(lambda: store.save_event(ev("first-after", 1)))
-        first_idle = attempt(lambda: idle.save_event(ev("idle", 2)))
-        time.sleep(1.0)
-        seen = {
-            "hung writers": writers.stop(),
-            "driver errors": foreign([error for _, _, error in writers.failures]),
-            "first call after the outage": describe(first),
-            "first call of the idle store": describe(first_idle),
-            "failures of calls started after the outage": writers.failed_after(back),
-        }
-        assert seen == {
-            "hung writers": [],
-            "driver errors": [],
-            "first call after the outage": "ok",
-            "first call of the idle store": "ok",
-            "failures of calls started after the outage": [],
-        }
-        for run_id, acknowledged in writers.acknowledged.items():
-            assert max(acknowledged, default=0) > 0
-            check_steps(store, run_id, acknowledged, writers.size)
+    outage_under_load(postgres_db, private_postgres, outage)
 
 
 def test_a_pg_terminate_backend_storm_under_write_load_loses_nothing(

@@ -13,8 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy.engine import URL
+
 from purpose_agent import CheckpointError, PAEvent, RunState, SQLCheckpointer, StoreUnavailable
 from purpose_agent.testing.suite import ev, st
+from tests.servers import LocalServer
 
 # Every thread a test starts must end within this; one that does not is a hang (a deadlock or
 # a retry loop), reported as a failure rather than left to block the run.
@@ -173,3 +176,46 @@ def storm_under_load(store: SQLCheckpointer, kill: Callable[[], object]) -> dict
 STORM_ROUNDS = 20
 STORM_PAUSE = 0.1
 CALM = {"hung writers": [], "driver errors": [], "first call after the storm": "ok"}
+
+
+def outage_under_load(url: URL, server: LocalServer, outage: str) -> None:
+    """Restart, or stop and start, ``server`` while writers save steps; check what callers saw.
+
+    A second store sits idle through the outage, as another process would: its pooled
+    connection is dead when it makes its first call after the server is back. Both stores'
+    first calls after the outage must succeed, no call started after it may fail, and nothing
+    acknowledged may be lost.
+    """
+    idle = SQLCheckpointer(url)
+    idle.save_event(ev("idle", 1))
+    with idle, SQLCheckpointer(url) as store:
+        writers = StepWriters(store)
+        writers.start()
+        time.sleep(1.0)
+        if outage == "restart":
+            server.restart()
+        else:
+            server.stop()
+            time.sleep(1.0)
+            server.start()
+        back = time.monotonic()
+        first = attempt(lambda: store.save_event(ev("first-after", 1)))
+        first_idle = attempt(lambda: idle.save_event(ev("idle", 2)))
+        time.sleep(1.0)
+        seen = {
+            "hung writers": writers.stop(),
+            "driver errors": foreign([error for _, _, error in writers.failures]),
+            "first call after the outage": describe(first),
+            "first call of the idle store": describe(first_idle),
+            "failures of calls started after the outage": writers.failed_after(back),
+        }
+        assert seen == {
+            "hung writers": [],
+            "driver errors": [],
+            "first call after the outage": "ok",
+            "first call of the idle store": "ok",
+            "failures of calls started after the outage": [],
+        }
+        for run_id, acknowledged in writers.acknowledged.items():
+            assert max(acknowledged, default=0) > 0
+            check_steps(store, run_id, acknowledged, writers.size)
