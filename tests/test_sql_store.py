@@ -25,6 +25,7 @@ from purpose_agent import (
 )
 from purpose_agent.db.models import EventRecord, SnapshotRecord
 from purpose_agent.testing.samples import ev, st
+from tests.test_cli_support import invoke
 
 
 def _pragma(store: SQLCheckpointer, name: str) -> object:
@@ -359,6 +360,9 @@ def test_a_read_only_sqlite_database_reads_and_refuses_writes_saying_why() -> No
         path = folder / "archive.db"
         with SQLCheckpointer(f"sqlite:///{path}") as store:
             store.save_events([ev("kept", 1), ev("kept", 2)], snapshot=st("kept", 2))
+        # The same listing as root first: the child that drops root cannot import modules
+        # from an interpreter under /root, so everything it runs is loaded beforehand.
+        assert invoke("runs", "list", "--url", f"sqlite:///{path}", "--json").exit_code == 0
         path.chmod(0o444)
         folder.chmod(0o555)
 
@@ -372,12 +376,17 @@ def test_a_read_only_sqlite_database_reads_and_refuses_writes_saying_why() -> No
                     refused = str(exc)
                 else:
                     refused = "the write went through"
-                return read, recovery is not None and recovery.state == st("kept", 2), refused
+                listed = invoke("runs", "list", "--url", f"sqlite:///{path}", "--json")
+                recovered = recovery is not None and recovery.state == st("kept", 2)
+                return read, recovered, refused, listed.exit_code, listed.stdout + listed.stderr
 
-        read, recovered, refused = _as_reader_without_write_access(probe)  # type: ignore[misc]
+        read, recovered, refused, code, listing = _as_reader_without_write_access(probe)  # type: ignore[misc]
         assert read == (["kept"], [1, 2])
         assert recovered
         assert "read-only for this process" in refused
+        assert f"sqlite:///{path}" in refused  # the URL as given, not the read-only URI
+        assert code == 0, listing
+        assert '"run_id": "kept"' in listing
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)

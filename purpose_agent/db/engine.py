@@ -71,13 +71,24 @@ _EXTRAS = {"psycopg": "postgres", "pymysql": "mariadb"}
 _ASYNC_DRIVERS = frozenset(("asyncpg", "aiosqlite", "asyncmy", "aiomysql"))
 
 
+def read_only_query(path: Path) -> dict[str, str]:
+    """The SQLite URI parameters that open ``path`` for reading only, whatever its folder allows.
+
+    A WAL database in a folder this process cannot write cannot even be read unless it is
+    opened as immutable (its ``-shm`` file cannot be created): an archived database must still
+    be readable.
+    """
+    query = {"mode": "ro", "uri": "true"}
+    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
+        query["immutable"] = "1"
+    return query
+
+
 def read_only_url(parsed: URL) -> URL | None:
     """The URL that opens an existing SQLite file this process may not write, for reading.
 
     SQLite opens a read-only file read-write anyway and fails on the first pragma that writes
-    ("attempt to write a readonly database"), and a WAL database in a folder it cannot write
-    cannot even be read unless it is opened as immutable: an archived database must still be
-    readable. Writes then fail with a message that says why.
+    ("attempt to write a readonly database"). Writes then fail with a message that says why.
 
     Returns:
         ``None`` when the file is missing or writable.
@@ -86,10 +97,7 @@ def read_only_url(parsed: URL) -> URL | None:
     path = Path(parsed.database or "")
     if not path.is_file() or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
         return None
-    query = {"mode": "ro", "uri": "true"}
-    if not os.access(path.parent, os.W_OK) and not Path(f"{path}-shm").exists():
-        query["immutable"] = "1"
-    return parsed.set(database=f"file:{path.resolve()}", query=query)
+    return parsed.set(database=f"file:{path.resolve()}", query=read_only_query(path))
 
 
 def _driver(parsed: URL) -> str:

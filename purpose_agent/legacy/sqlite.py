@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.codec import decode
+from purpose_agent.db.engine import read_only_query
 from purpose_agent.db.migrate import SEED_TABLES, VERSION_TABLE
 from purpose_agent.errors import CorruptRecord, InvalidInput, translated
 from purpose_agent.legacy.mapping import map_seed_event, map_seed_state
@@ -67,7 +69,8 @@ _PAGE = 1000
 
 def _read_only_engine(path: Path) -> Engine:
     # A URI with mode=ro: reading an old file must never create, migrate or lock it for writing.
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    query = {name: value for name, value in read_only_query(path).items() if name != "uri"}
+    uri = f"{path.resolve().as_uri()}?{urllib.parse.urlencode(query)}"
     return create_engine(
         "sqlite://",
         creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),

@@ -25,6 +25,7 @@ from purpose_agent.db.engine import (
     adopt_sqlite,
     default_url,
     make_engine,
+    parse_url,
 )
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, Queries
@@ -114,7 +115,10 @@ class SQLCheckpointer(ClosingContext):
             url = url_or_engine if url_or_engine is not None else default_url()
             self._engine = make_engine(url, durability=durability, busy_timeout=busy_timeout)
             self._owns_engine = True
-        self.url = self._engine.url.render_as_string(hide_password=True)
+        # The URL as given (a read-only SQLite file is opened through a URI the caller never
+        # wrote), with the password hidden.
+        shown = url_or_engine.url if isinstance(url_or_engine, Engine) else parse_url(url)
+        self.url = shown.render_as_string(hide_password=True)
         flavor = flavor_for(self._engine)
         self._flavor = flavor
         self._queries = Queries(self._engine, flavor)
