@@ -45,6 +45,8 @@ scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: i
 # A high surrogate followed by a low one: JSON writes the pair exactly as it writes the one
 # astral character they stand for, and reads it back as that character.
 _SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+# How the encoder writes a high surrogate, alone or as the first half of an astral character.
+_HIGH_SURROGATE_ESCAPE = re.compile(r"\\ud[89ab]")
 
 
 def _where(what: str, trail: tuple[Any, ...] | None) -> str:
@@ -162,9 +164,10 @@ def encode(value: Any, what: str = "data") -> str:
             text = _encoder.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
-    # Only text with a surrogate escape can hold a pair: astral characters are written as
-    # pairs too, so the value itself is searched, and only then.
-    if "\\ud" in text:
+    # Only text with a high-surrogate escape can hold a pair: astral characters are written as
+    # pairs too, so the value itself is searched, and only then. Most text has no backslash
+    # at all, which one memchr tells; the regular expression runs only on the rest.
+    if "\\" in text and _HIGH_SURROGATE_ESCAPE.search(text):
         _refuse_surrogate_pairs(value, what)
     return text
 

@@ -53,7 +53,7 @@ EVENT_DAMAGE = {
     "seq_negative": Damage("pa_events", "seq", "-3", -3, "seq", since=-10),
     "kind_unknown": Damage("pa_events", "kind", "'no_such_kind'", DAMAGED_SEQ, "kind"),
     "kind_blob": Damage("pa_events", "kind", "X'6375'", DAMAGED_SEQ, "kind", ("sqlite",)),
-    # Postgres refuses NUL in text, so there no stored lane can break the lane rules.
+    # Postgres refuses NUL in text: no lane it can store breaks the lane rules.
     "lane_nul_sqlite": Damage(
         "pa_events", "lane_id", "'a' || char(0) || 'b'", DAMAGED_SEQ, "lane_id", ("sqlite",)
     ),

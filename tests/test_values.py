@@ -338,3 +338,20 @@ def test_decoding_a_damaged_column_is_a_corrupt_record(column: str, value: Any, 
     assert decode_events("r", [tuple(good.values())]) == [
         PAEvent(run_id="r", seq=3, kind=EventKind.CUSTOM, ts=1.5, data={"a": 1})
     ]
+
+
+def test_a_refused_run_id_says_which_rule_it_breaks() -> None:
+    from purpose_agent import InvalidRunId
+    from purpose_agent.records import check_run_id
+
+    for run_id, reason in [
+        ("a/b", "contains '/'"),
+        ("", "must not be empty"),
+        ("..", "must not be '..'"),
+        ("r" * 256, "256 characters long"),
+        ("a\x85", "control character"),
+        ("\ud800", "surrogate"),
+        (7, "must be a str"),
+    ]:
+        with pytest.raises(InvalidRunId, match=reason):
+            check_run_id(run_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import time
+import unicodedata
 from enum import Enum, StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
@@ -22,7 +23,6 @@ from pydantic import (
     Strict,
     TypeAdapter,
     ValidationError,
-    model_validator,
 )
 
 from purpose_agent.errors import InvalidInput, InvalidRunId
@@ -91,6 +91,34 @@ _checked_run_ids: set[str] = set()
 _CHECKED_LIMIT = 65_536
 
 
+def _why_refused(run_id: object) -> str:
+    """Say which part of the run id rule ``run_id`` breaks (the rule itself is ``RunId``)."""
+    if type(run_id) is not str:
+        return f"run id must be a str, not {type(run_id).__name__}"
+    if not run_id:
+        return "run id must not be empty"
+    if len(run_id) > MAX_RUN_ID_LENGTH:
+        return f"run id is {len(run_id)} characters long; the limit is {MAX_RUN_ID_LENGTH}"
+    if run_id in (".", ".."):
+        return f"run id must not be {run_id!r}"
+    return _bad_character(run_id)
+
+
+def _bad_character(run_id: str) -> str:
+    for char in run_id:
+        if char in "/\\":
+            return f"run id {run_id!r} contains {char!r}"
+        category = unicodedata.category(char)
+        if category == "Cc":
+            return f"run id {run_id!r} contains a control character"
+        if category == "Cs":
+            return f"run id {run_id!r} contains a surrogate, which is not text a database keeps"
+    return (  # pragma: no cover - every way of breaking the pattern is named above
+        f"run id {run_id!r} is not 1 to {MAX_RUN_ID_LENGTH} characters of text without "
+        "control characters, '/' or '\\', other than '.' and '..'"
+    )
+
+
 def check_run_id(run_id: object) -> str:
     """Refuse run ids that are empty, too long, or could name a path outside one run.
 
@@ -108,13 +136,8 @@ def check_run_id(run_id: object) -> str:
         return run_id
     try:
         checked: str = _RUN_ID.validate_python(run_id)
-    except ValidationError as exc:
-        if type(run_id) is not str:
-            raise InvalidRunId(f"run id must be a str, not {type(run_id).__name__}") from None
-        raise InvalidRunId(
-            f"run id {run_id[:300]!r} is not acceptable: a run id is 1 to {MAX_RUN_ID_LENGTH} "
-            "characters of text without control characters, '/' or '\\', and not '.' or '..'"
-        ) from exc
+    except ValidationError:
+        raise InvalidRunId(_why_refused(run_id)) from None
     if len(_checked_run_ids) >= _CHECKED_LIMIT:
         _checked_run_ids.clear()
     _checked_run_ids.add(checked)
@@ -155,11 +178,11 @@ def refusal(model: type[BaseModel], exc: ValidationError) -> InvalidValue:
 class CheckedFields(dict[str, Any]):
     """The fields of a value as its own validator built them.
 
-    A value keeps its fields in one of these from the moment it is validated: when it is built,
-    read with ``from_dict``, or assigned to (assignments are validated). Anything that bypasses
-    validation (``model_construct``, ``model_copy(update=...)``, ``copy.copy``) ends up with a
-    plain dict instead, so a store can tell a value that needs checking from one that does
-    not, and spend the check only where it is needed.
+    A value keeps its fields in one of these once it is validated: when it is built (pydantic's
+    ``model_validate`` builds through ``__init__`` too) or assigned to (assignments are
+    validated). Whatever bypasses validation (``model_construct``, ``model_copy(update=...)``,
+    ``copy.copy``) leaves a plain dict, so a store can tell a value that needs checking from
+    one that does not, and spend the check only where it is needed.
     """
 
     __slots__ = ()
@@ -169,6 +192,12 @@ class CheckedFields(dict[str, Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         return copy.deepcopy(dict(self), memo)
+
+
+def _mark_checked(value: BaseModel) -> None:
+    fields = value.__dict__
+    if type(fields) is not CheckedFields:
+        object.__setattr__(value, "__dict__", CheckedFields(fields))
 
 
 class Value(BaseModel):
@@ -186,17 +215,15 @@ class Value(BaseModel):
             super().__init__(**fields)
         except ValidationError as exc:
             raise refusal(type(self), exc) from None
+        _mark_checked(self)
 
     def __setattr__(self, name: str, value: Any) -> None:
         try:
             super().__setattr__(name, value)
         except ValidationError as exc:
             raise refusal(type(self), exc) from None
-
-    @model_validator(mode="after")
-    def _mark_checked(self) -> Self:
-        object.__setattr__(self, "__dict__", CheckedFields(self.__dict__))
-        return self
+        if name in type(self).model_fields:
+            _mark_checked(self)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -230,9 +257,11 @@ class Value(BaseModel):
 
         """
         try:
-            return cls.model_validate(d)
+            value = cls.model_validate(d)
         except ValidationError as exc:
             raise refusal(cls, exc) from None
+        _mark_checked(value)
+        return value
 
 
 class PAEvent(Value):
