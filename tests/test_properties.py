@@ -190,7 +190,7 @@ def _json(text: st.SearchStrategy[str], leaves: st.SearchStrategy[Any]) -> st.Se
         lambda inner: st.one_of(
             st.lists(inner, max_size=4), st.dictionaries(text, inner, max_size=4)
         ),
-        max_leaves=10,
+        max_leaves=6,
     )
 
 
@@ -228,8 +228,8 @@ ANY_RUN_IDS = st.one_of(
 
 def _payloads(clean: bool) -> st.SearchStrategy[dict[str, Any]]:
     if clean:
-        return st.dictionaries(GOOD_TEXT, GOOD_JSON, max_size=5)
-    return st.dictionaries(ANY_TEXT, ANY_JSON, max_size=5)
+        return st.dictionaries(GOOD_TEXT, GOOD_JSON, max_size=4)
+    return st.dictionaries(ANY_TEXT, ANY_JSON, max_size=4)
 
 
 def _events(clean: bool) -> st.SearchStrategy[dict[str, Any]]:
@@ -239,7 +239,9 @@ def _events(clean: bool) -> st.SearchStrategy[dict[str, Any]]:
         "lane_id": GOOD_LANES if clean else ANY_LANES,
         "data": _payloads(clean),
     }
-    seqs = st.just(2**63 - 1) if clean else st.sampled_from([0, -1, 2**63, 1.0, True, "1", None])
+    if clean:  # the position in the batch
+        return st.fixed_dictionaries(fields)
+    seqs = st.sampled_from([0, -1, 2**63, 2**63 - 1, 1.0, True, "1", None])
     return st.fixed_dictionaries(fields, optional={"seq": seqs})
 
 
