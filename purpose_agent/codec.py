@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,11 @@ _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 # The C scanner behind json.loads, for callers that decode many values in a loop; it returns
 # (value, end) and raises StopIteration when there is no value at the index.
 scan_once: Callable[[str, int], tuple[Any, int]] = _decoder.scan_once  # type: ignore[attr-defined]
-_scan = scan_once
+# A high surrogate followed by a low one: JSON writes the pair exactly as it writes the one
+# astral character they stand for, and reads it back as that character.
+_SURROGATE_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
+# How the encoder writes a high surrogate, alone or as the first half of an astral character.
+_HIGH_SURROGATE_ESCAPE = re.compile(r"\\ud[89ab]")
 
 
 def _where(what: str, trail: tuple[Any, ...] | None) -> str:
@@ -107,6 +112,34 @@ def check_json(value: Any, what: str = "data") -> None:
             )
 
 
+def _refuse_surrogate_pairs(value: Any, what: str) -> None:
+    r"""Refuse a str (value or key) holding a surrogate pair, naming where it is.
+
+    Such a string cannot come back as it went in: ``"\ud83d\ude00"`` and ``"\U0001f600"``
+    are the same JSON text, so the first would come back as the second (and two keys that
+    differ only so would collide). Lone surrogates are escaped unambiguously and are kept.
+    """
+    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(value, None)]
+    while stack:
+        item, trail = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE_PAIR.search(item):
+                raise InvalidInput(
+                    f"{_where(what, trail)} holds a surrogate pair ({item[:40]!r}), which JSON "
+                    "cannot tell apart from the character it encodes; store the character itself"
+                )
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if _SURROGATE_PAIR.search(key):
+                    raise InvalidInput(
+                        f"{_where(what, trail)} has a key {key[:40]!r} holding a surrogate pair, "
+                        "which JSON cannot tell apart from the character it encodes"
+                    )
+                stack.append((child, (trail, key)))
+        elif isinstance(item, list):
+            stack.extend((child, (trail, index)) for index, child in enumerate(item))
+
+
 def encode(value: Any, what: str = "data") -> str:
     """Encode a JSON value as compact ASCII JSON text, refusing anything that is not JSON.
 
@@ -120,16 +153,23 @@ def encode(value: Any, what: str = "data") -> str:
     Raises:
         InvalidInput: If the value is not a JSON value or cannot be encoded exactly (an integer
             longer than Python's 4,300-digit conversion limit, nesting deeper than the
-            encoder's recursion limit).
+            encoder's recursion limit, a string holding a surrogate pair).
 
     """
     check_json(value, what)
     try:
         if _c_encoder is not None and type(value) is dict:
-            return "".join(_c_encoder(value, 0))
-        return _encoder.encode(value)
+            text = "".join(_c_encoder(value, 0))
+        else:
+            text = _encoder.encode(value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
+    # Only text with a high-surrogate escape can hold a pair: astral characters are written as
+    # pairs too, so the value itself is searched, and only then. Most text has no backslash
+    # at all, which one memchr tells; the regular expression runs only on the rest.
+    if "\\" in text and _HIGH_SURROGATE_ESCAPE.search(text):
+        _refuse_surrogate_pairs(value, what)
+    return text
 
 
 def decode(text: str | bytes) -> Any:
@@ -147,7 +187,7 @@ def decode(text: str | bytes) -> Any:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     try:
-        value, end = _scan(text, 0)
+        value, end = scan_once(text, 0)
     except StopIteration:
         end = -1  # not a value at the very start: let the full decoder explain or skip spaces
     except RecursionError as exc:

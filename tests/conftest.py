@@ -139,3 +139,16 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         return
     with server_url(request.param) as admin, throwaway_database(admin, "pa_empty") as url:
         yield url.render_as_string(hide_password=False)
+
+
+# Hypothesis: CI runs the property tests at full strength; a local run stays quick.
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+_SLOW_IS_FINE = [HealthCheck.too_slow]  # examples do real writes on database servers
+settings.register_profile(
+    "ci", max_examples=2000, deadline=None, database=None, suppress_health_check=_SLOW_IS_FINE
+)
+settings.register_profile(
+    "dev", max_examples=100, deadline=None, suppress_health_check=_SLOW_IS_FINE
+)
+settings.load_profile("ci" if __import__("os").environ.get("CI") else "dev")

@@ -173,3 +173,185 @@ def test_error_hierarchy() -> None:
     assert "0001" in message
     assert "0002" in message
     assert "upgrade" in message
+
+
+# -- each field rule lives on the value -------------------------------------------------------
+
+
+def test_refusal_when_built_is_both_a_validation_error_and_invalid_input() -> None:
+    from pydantic import ValidationError
+
+    from purpose_agent import InvalidRunId
+
+    for fields in (
+        {"seq": 0},
+        {"seq": 2**63},
+        {"seq": True},
+        {"ts": float("nan")},
+        {"lane_id": "a\x00"},
+    ):
+        with pytest.raises(InvalidInput) as info:
+            PAEvent(**{"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, **fields})
+        assert isinstance(info.value, ValidationError)
+        assert next(iter(fields)) in str(info.value)
+    for run_id in ("", ".", "..", "a/b", "a\\b", "a\nb", "\ud800", "r" * 256):
+        with pytest.raises(InvalidRunId):
+            RunState(run_id=run_id)
+    with pytest.raises(InvalidInput, match="seq"):
+        RunState(run_id="r", seq=-1)
+
+
+def test_huge_timestamp_is_invalid_input_not_an_overflow_error() -> None:
+    with pytest.raises(InvalidInput, match="ts"):
+        PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=10**400)
+    with pytest.raises(InvalidInput, match="created_at"):
+        RunState(run_id="r", created_at=10**400)
+    with pytest.raises(InvalidInput, match="updated_at"):
+        RunState.from_dict({"run_id": "r", "updated_at": -(10**400)})
+
+
+def test_negative_zero_time_is_normalised_when_built() -> None:
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=-0.0)
+    assert repr(event.ts) == "0.0"
+    state = RunState(run_id="r", created_at=-0.0, updated_at=-0.0)
+    assert repr(state.created_at) == repr(state.updated_at) == "0.0"
+    assert repr(PAEvent.from_dict({**event.to_dict(), "ts": -0.0}).ts) == "0.0"
+    assert repr(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=3).ts) == "3.0"
+
+
+def test_assigning_a_field_applies_its_rules() -> None:
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0)
+    with pytest.raises(InvalidInput, match="seq"):
+        event.seq = 0
+    event.ts = -0.0
+    assert repr(event.ts) == "0.0"
+    assert event.seq == 1
+
+
+def test_values_built_around_validation_are_checked_when_saved() -> None:
+    from purpose_agent.records import event_row, state_row
+
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, data={"a": 1})
+    for bad in (
+        event.model_copy(update={"seq": 0}),
+        event.model_copy(update={"ts": 10**400}),
+        event.model_copy(update={"kind": "custom"}),
+        PAEvent.model_construct(**{**event.__dict__, "lane_id": None}),
+    ):
+        with pytest.raises(InvalidInput):
+            event_row(bad)
+    rebuilt = PAEvent.model_construct(**{**event.__dict__, "ts": -0.0})
+    assert event_row(rebuilt) == event_row(event.model_copy(update={"ts": 0.0}))
+    assert repr(event_row(rebuilt).ts) == "0.0"
+    state = RunState(run_id="r", seq=1, created_at=1.0, updated_at=2.0)
+    with pytest.raises(InvalidInput, match="seq"):
+        state_row("r", state.model_copy(update={"seq": -1}))
+    with pytest.raises(InvalidInput, match="status"):
+        state_row("r", state.model_copy(update={"status": "finished"}))
+
+
+def test_dict_form_follows_the_declared_fields_and_shares_the_payload() -> None:
+    data: dict[str, Any] = {"k": [1]}
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, data=data)
+    assert list(event.to_dict()) == list(PAEvent.model_fields)
+    assert event.to_dict()["data"] is data
+    state = RunState(run_id="r", seq=2, created_at=1.0, updated_at=2.0, data=data)
+    assert list(state.to_dict()) == ["run_id", "seq", "status", "created_at", "updated_at", "data"]
+    assert type(state.to_dict()["status"]) is str
+
+
+def test_stored_state_is_its_dict_form_as_json() -> None:
+    from purpose_agent.records import state_row
+
+    state = RunState(run_id="r", seq=2, created_at=1.0, updated_at=2.0, data={"z": 1, "a": 2})
+    assert state_row("r", state).state == encode(state.to_dict())
+
+
+# -- surrogates ---------------------------------------------------------------------------------
+
+
+def test_codec_refuses_surrogate_pairs_naming_where() -> None:
+    with pytest.raises(InvalidInput, match=r"data\['pair'\]"):
+        encode({"pair": "\ud83d\ude00"})
+    with pytest.raises(InvalidInput, match="key"):
+        encode({"ok": 1, "\ud83d\ude00": 1, "\U0001f600": 2})
+    with pytest.raises(InvalidInput, match=r"data\['a'\]\[2\]"):
+        encode({"a": [0, "x", "x\udbff\udfffy"]})
+
+
+def test_codec_keeps_astral_characters_and_surrogates_that_are_not_pairs() -> None:
+    for text in ("\U0001f600", "\ud800", "\udc00\ud800", "\ud83d \ude00", "\ud83d\\ude00"):
+        value = {text: text}
+        back = decode(encode(value))
+        assert back == value
+        assert repr(back) == repr(value)
+
+
+# -- decoding what a store kept -----------------------------------------------------------------
+
+
+def test_decoded_state_must_agree_with_the_seq_kept_beside_it() -> None:
+    from purpose_agent import CorruptRecord
+    from purpose_agent.records import decode_state, state_row
+
+    text = state_row("r", RunState(run_id="r", seq=6, created_at=1.0, updated_at=2.0)).state
+    assert decode_state("r", text, 6).seq == 6
+    assert decode_state("r", text).seq == 6
+    for column in (3, 999, "6", 6.0):
+        with pytest.raises(CorruptRecord, match="covers") as info:
+            decode_state("r", text, column)
+        assert info.value.run_id == "r"
+        assert info.value.seq == 6
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "seq"),
+    [
+        ("seq", "x5", None),
+        ("seq", 0, 0),
+        ("ts", "garbage", 3),
+        ("ts", float("nan"), 3),
+        ("ts", float("-inf"), 3),
+        ("kind", "nope", 3),
+        ("kind", b"custom", 3),
+        ("lane_id", "a\x00b", 3),
+        ("lane_id", b"main", 3),
+        ("lane_id", "x" * 256, 3),
+        ("data", "[1]", 3),
+        ("data", '{"a": 1} x', 3),
+    ],
+)
+def test_decoding_a_damaged_column_is_a_corrupt_record(column: str, value: Any, seq: Any) -> None:
+    from purpose_agent import CorruptRecord
+    from purpose_agent.records import decode_event, decode_events
+
+    good = {"seq": 3, "kind": "custom", "ts": 1.5, "lane_id": "main", "data": '{"a":1}'}
+    row = {**good, column: value}
+    for decode_rows in (
+        lambda: decode_events("r", [tuple(good.values()), tuple(row.values())]),
+        lambda: decode_event("r", *row.values()),
+    ):
+        with pytest.raises(CorruptRecord) as info:
+            decode_rows()
+        assert info.value.run_id == "r"
+        assert info.value.seq == seq
+    assert decode_events("r", [tuple(good.values())]) == [
+        PAEvent(run_id="r", seq=3, kind=EventKind.CUSTOM, ts=1.5, data={"a": 1})
+    ]
+
+
+def test_a_refused_run_id_says_which_rule_it_breaks() -> None:
+    from purpose_agent import InvalidRunId
+    from purpose_agent.records import check_run_id
+
+    for run_id, reason in [
+        ("a/b", "contains '/'"),
+        ("", "must not be empty"),
+        ("..", "must not be '..'"),
+        ("r" * 256, "256 characters long"),
+        ("a\x85", "control character"),
+        ("\ud800", "surrogate"),
+        (7, "must be a str"),
+    ]:
+        with pytest.raises(InvalidRunId, match=reason):
+            check_run_id(run_id)
