@@ -1,0 +1,86 @@
+"""Where each live checkpoint and pending write of one run sits, rebuilt from its events.
+
+The saver keeps one index per run it has touched and brings it up to date by reading only the
+events after the last one it applied, so a read costs one query for the tail plus the events it
+returns, and a write appends at the next seq. Writes by other processes arrive through the same
+tail read; a position that no longer holds what the index expects (the run was deleted
+elsewhere) makes the saver rebuild the index from the start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from purpose_agent import PAEvent
+from purpose_agent.integrations.langgraph import payloads
+
+
+@dataclass
+class CheckpointEntry:
+    """A stored checkpoint: its position, parent and serialized metadata."""
+
+    seq: int
+    parent_id: str | None
+    metadata: list[str]
+    decoded: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class WriteEntry:
+    """A stored pending write: its position and LangGraph's ordering key."""
+
+    seq: int
+    task_id: str
+    task_path: str
+    idx: int
+
+    def sort_key(self) -> tuple[str, str, int]:
+        """LangGraph's ``writes_sort_key``: the order live execution applies writes in."""
+        return (self.task_path, self.task_id, self.idx)
+
+
+@dataclass
+class RunIndex:
+    """The live checkpoints of one run and the writes keyed to each checkpoint id."""
+
+    last_seq: int = 0
+    checkpoints: dict[str, CheckpointEntry] = field(default_factory=dict)
+    writes: dict[str, dict[tuple[str, int], WriteEntry]] = field(default_factory=dict)
+
+    def apply(self, event: PAEvent) -> None:
+        """Take one event of the run into account, in seq order."""
+        data = event.data
+        what = data.get(payloads.KEY)
+        if what == payloads.CHECKPOINT:
+            self.checkpoints[data["id"]] = CheckpointEntry(
+                event.seq, data["parent"], data["metadata"]
+            )
+        elif what == payloads.WRITE:
+            bucket = self.writes.setdefault(data["checkpoint"], {})
+            key = (data["task"], data["idx"])
+            # As LangGraph's own savers: a regular write is kept once (a retried task writes
+            # the same thing again), a special one (error, interrupt, resume) is replaced.
+            if key[1] < 0 or key not in bucket:
+                bucket[key] = WriteEntry(event.seq, data["task"], data["path"], data["idx"])
+        elif what == payloads.FORGET:
+            for checkpoint_id in data["checkpoints"]:
+                self.checkpoints.pop(checkpoint_id, None)
+                self.writes.pop(checkpoint_id, None)
+        self.last_seq = max(self.last_seq, event.seq)
+
+    def latest(self) -> str | None:
+        """The newest checkpoint id (LangGraph's ids sort by time), or ``None``."""
+        return max(self.checkpoints, default=None)
+
+    def newest_first(self) -> list[str]:
+        """Every live checkpoint id, newest first."""
+        return sorted(self.checkpoints, reverse=True)
+
+    def writes_of(self, checkpoint_id: str) -> list[WriteEntry]:
+        """The writes keyed to a checkpoint, in ``writes_sort_key`` order."""
+        return sorted(self.writes.get(checkpoint_id, {}).values(), key=WriteEntry.sort_key)
+
+    def has_write(self, checkpoint_id: str, task_id: str, idx: int) -> bool:
+        """Whether a regular write with this key is already stored."""
+        return (task_id, idx) in self.writes.get(checkpoint_id, {})
