@@ -1,0 +1,188 @@
+"""What the saver promises beyond LangGraph's suite: no pending write lost, exact values."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.checkpoint.base")
+
+from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+
+from purpose_agent import InvalidInput
+from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
+from tests.integrations.conftest import StoreFactory
+
+
+def _checkpoint(values: dict[str, Any] | None = None) -> Any:
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = str(uuid6())
+    checkpoint["channel_values"] = values or {}
+    checkpoint["channel_versions"] = dict.fromkeys(values or {}, 1)
+    return checkpoint
+
+
+def _config(thread_id: str, checkpoint_id: str | None = None, ns: str = "") -> Any:
+    configurable = {"thread_id": thread_id, "checkpoint_ns": ns}
+    if checkpoint_id:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+def _put(saver: PurposeAgentSaver, thread_id: str, parent: str | None = None, **values: Any) -> str:
+    checkpoint = _checkpoint(values)
+    saver.put(_config(thread_id, parent), checkpoint, {"source": "loop", "step": 0}, {})
+    return str(checkpoint["id"])
+
+
+def test_writes_sent_before_their_checkpoint_and_checkpoints_late_are_all_kept(
+    saver: PurposeAgentSaver,
+) -> None:
+    first = _checkpoint()
+    early = first["id"]
+    saver.put_writes(_config("t", early), [("ch", "before its checkpoint")], "task-a")
+    saver.put(_config("t"), first, {"step": 0}, {})
+    later = _put(saver, "t", early)
+    _put(saver, "t", later)
+    saver.put_writes(_config("t", early), [("ch", "three checkpoints late")], "task-b")
+
+    found = saver.get_tuple(_config("t", early))
+    assert found is not None
+    assert found.pending_writes == [
+        ("task-a", "ch", "before its checkpoint"),
+        ("task-b", "ch", "three checkpoints late"),
+    ]
+    latest = saver.get_tuple(_config("t"))
+    assert latest is not None
+    assert latest.pending_writes == []
+
+
+def test_concurrent_puts_and_writes_from_two_savers_lose_nothing(
+    store_factory: StoreFactory,
+) -> None:
+    savers = [PurposeAgentSaver(store_factory()), PurposeAgentSaver(store_factory())]
+    checkpoints = [_checkpoint() for _ in range(24)]
+    ids = [str(c["id"]) for c in checkpoints]
+    errors: list[BaseException] = []
+
+    def work(worker: int) -> None:
+        saver = savers[worker % 2]
+        try:
+            for n in range(worker, len(checkpoints), 4):
+                # A write for this checkpoint before it, one for an older one after it.
+                saver.put_writes(_config("race", ids[n]), [("x", n)], f"w{worker}-early")
+                saver.put(_config("race"), checkpoints[n], {"step": n}, {})
+                saver.put_writes(_config("race", ids[n - 3]), [("y", n)], f"w{worker}-late")
+        except BaseException as exc:  # reported below, with the thread's traceback
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    reader = PurposeAgentSaver(store_factory())
+    listed = {t.checkpoint["id"]: t for t in reader.list(_config("race"))}
+    assert sorted(listed) == sorted(ids)
+    expected: dict[str, list[tuple[str, int]]] = {cid: [] for cid in ids}
+    for n in range(len(ids)):
+        expected[ids[n]].append(("x", n))
+        expected[ids[n - 3]].append(("y", n))  # the first three target the last three ids
+    found = {
+        cid: sorted((ch, value) for _, ch, value in tup.pending_writes or [])
+        for cid, tup in listed.items()
+    }
+    assert found == {cid: sorted(writes) for cid, writes in expected.items()}
+
+
+def test_non_json_values_round_trip(saver: PurposeAgentSaver, store_factory: StoreFactory) -> None:
+    messages = pytest.importorskip("langchain_core.messages")
+    when = datetime.datetime(2026, 12, 2, 1, 2, 3, 456789, tzinfo=datetime.UTC)
+    values = {
+        "raw": b"\x00\xffbytes\x80",
+        "when": when,
+        "amount": Decimal("12.3400"),
+        "ids": {uuid.UUID(int=7)},
+        "messages": [
+            messages.HumanMessage(content="hi", id="m1"),
+            messages.AIMessage(
+                content="", id="m2", tool_calls=[{"name": "f", "args": {"a": 1}, "id": "c1"}]
+            ),
+        ],
+    }
+    checkpoint = _checkpoint(values)
+    saver.put(_config("values"), checkpoint, {"step": 1, "when": when}, {})
+    saver.put_writes(_config("values", checkpoint["id"]), [("raw", b"\x01\x02"), ("t", when)], "t1")
+
+    found = PurposeAgentSaver(store_factory()).get_tuple(_config("values"))
+    assert found is not None
+    assert found.checkpoint["channel_values"] == values
+    assert found.metadata["when"] == when
+    assert found.pending_writes == [("t1", "raw", b"\x01\x02"), ("t1", "t", when)]
+    # The store holds JSON text only: LangGraph's bytes are base64 inside event data.
+    stored = saver.store.list_events(run_id_for("values"))
+    assert [type(e.data["checkpoint" if i == 0 else "value"][1]) for i, e in enumerate(stored)] == [
+        str,
+        str,
+        str,
+    ]
+
+
+def test_thread_deleted_by_another_saver_is_gone_for_this_one_too(
+    store_factory: StoreFactory,
+) -> None:
+    mine, theirs = PurposeAgentSaver(store_factory()), PurposeAgentSaver(store_factory())
+    _put(mine, "shared", value=1)
+    assert mine.get_tuple(_config("shared")) is not None
+
+    theirs.delete_thread("shared")
+    assert mine.get_tuple(_config("shared")) is None
+    assert list(mine.list(_config("shared"))) == []
+
+    replacement = _put(theirs, "shared", value=2)
+    found = mine.get_tuple(_config("shared"))
+    assert found is not None
+    assert found.checkpoint["id"] == replacement
+    assert found.checkpoint["channel_values"] == {"value": 2}
+
+
+def test_prune_and_run_deletion_are_seen_by_a_new_saver(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    first = _put(saver, "p")
+    second = _put(saver, "p", first)
+    third = _put(saver, "p", second)
+    saver.prune(["p"])
+
+    fresh = PurposeAgentSaver(store_factory())
+    assert [t.checkpoint["id"] for t in fresh.list(_config("p"))] == [third]
+    assert fresh.get_tuple(_config("p", first)) is None
+
+
+def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAgentSaver) -> None:
+    thread_id = "user/42:chat\\1 ü"
+    _put(saver, thread_id)
+    checkpoint = _checkpoint()
+    saver.put(_config(thread_id, ns="child:abc|x"), checkpoint, {}, {})
+
+    listed = list(saver.list({"configurable": {"thread_id": thread_id}}))
+    assert sorted(t.config["configurable"]["checkpoint_ns"] for t in listed) == ["", "child:abc|x"]
+    assert {t.config["configurable"]["thread_id"] for t in listed} == {thread_id}
+    assert run_id_for(thread_id) == "lg:user%2F42%3Achat%5C1%20%C3%BC"
+    assert run_id_for(thread_id, "child:abc|x") in saver.store.list_runs()
+
+
+def test_thread_id_too_long_for_a_run_id_is_refused_before_writing(
+    saver: PurposeAgentSaver,
+) -> None:
+    with pytest.raises(InvalidInput, match="at most 255"):
+        _put(saver, "x" * 300)
+    assert saver.store.list_runs() == []
