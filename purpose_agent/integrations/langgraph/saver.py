@@ -115,12 +115,26 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         for event in self.store.iter_events(run_id, since_seq=run.index.last_seq):
             run.index.apply(event)
 
-    def _append(self, run_id: str, build: Callable[[RunIndex], list[dict[str, Any]]]) -> None:
-        """Append the events ``build`` returns for the run's current index, at the next seqs."""
+    def _append(
+        self,
+        run_id: str,
+        build: Callable[[RunIndex], builtins.list[dict[str, Any]]],
+        *,
+        optimistic: bool = False,
+    ) -> None:
+        """Append the events ``build`` returns for the run's index, at the next seqs.
+
+        Optimistic appends skip reading the tail first: when this process is the run's only
+        writer (the usual case) the append is one transaction, and when another writer got
+        there first the conflict makes it read their events and try again. Only builders
+        that stay correct on a stale index may be optimistic (a duplicate regular write is
+        ignored on reading, as LangGraph's savers ignore it).
+        """
         run = self._run(run_id)
         with run.lock:
-            for _ in range(_MAX_ATTEMPTS):
+            if not optimistic:
                 self._catch_up(run, run_id)
+            for _ in range(_MAX_ATTEMPTS):
                 datas = build(run.index)
                 if not datas:
                     return
@@ -138,7 +152,9 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 try:
                     self.store.save_events(events)
                 except SequenceConflict:
-                    continue  # another writer took the seq: read its events and go after them
+                    # Another writer took the seq: read its events and go after them.
+                    self._catch_up(run, run_id)
+                    continue
                 for event in events:
                     run.index.apply(event)
                 return
@@ -215,17 +231,22 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         return dict(entry.decoded)  # type: ignore[return-value]
 
     def _read(
-        self, run_id: str, choose: Callable[[RunIndex], builtins.list[str]]
+        self,
+        run_id: str,
+        choose: Callable[[RunIndex], builtins.list[str]],
+        *,
+        caught_up: bool = False,
     ) -> builtins.list[CheckpointTuple]:
         """The checkpoints ``choose`` picks from the run's up-to-date index, read whole.
 
         A position that no longer holds what the index says (the run was deleted by another
         process, and maybe written again) makes the index start over, once.
         """
-        for _ in range(2):
+        for attempt in range(2):
             run = self._run(run_id)
             with run.lock:
-                self._catch_up(run, run_id)
+                if attempt or not caught_up:
+                    self._catch_up(run, run_id)
                 chosen = choose(run.index)
             if not chosen:
                 return []
@@ -295,7 +316,9 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 return
             matching = self._matching(run_id, only, before_id, filter or {}, left)
             for start in range(0, len(matching), _PAGE):
-                for found in self._read(run_id, _present(matching[start : start + _PAGE])):
+                # _matching has just read the tail; later pages look again.
+                page = _present(matching[start : start + _PAGE])
+                for found in self._read(run_id, page, caught_up=start == 0):
                     yield found
                     if left is not None:
                         left -= 1
@@ -355,7 +378,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             payloads.dump(self.serde, checkpoint),
             payloads.dump(self.serde, get_checkpoint_metadata(config, metadata)),
         )
-        self._append(run_id, _constant([data]))
+        self._append(run_id, _constant([data]), optimistic=True)
         return _config(thread_id, namespace, checkpoint["id"])
 
     def put_writes(
@@ -389,7 +412,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 if idx < 0 or not index.has_write(checkpoint_id, task_id, idx)
             ]
 
-        self._append(run_id, build)
+        self._append(run_id, build, optimistic=True)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every run of the thread: all namespaces, checkpoints and writes.
