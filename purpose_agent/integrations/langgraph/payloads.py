@@ -44,11 +44,21 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
 
 
 def checkpoint(
-    checkpoint_id: str, parent_id: str | None, body: list[str], metadata: list[str]
+    checkpoint_id: str,
+    parent_id: str | None,
+    body: list[str],
+    metadata: list[str],
+    step: Any = None,
 ) -> dict[str, Any]:
-    """A checkpoint: its id, its parent's and both serialized parts."""
+    """A checkpoint: its id, its parent's and both serialized parts.
+
+    LangGraph's step (an ``int`` in its metadata) comes first in plain JSON, so that
+    ``purpose-agent runs events`` shows where each checkpoint stands without decoding.
+    """
+    shown = {"step": step} if isinstance(step, int) and not isinstance(step, bool) else {}
     return {
         KEY: CHECKPOINT,
+        **shown,
         "id": checkpoint_id,
         "parent": parent_id,
         "checkpoint": body,
@@ -62,11 +72,11 @@ def write(
     """One pending write, keyed to the checkpoint id LangGraph gave with it."""
     return {
         KEY: WRITE,
+        "channel": channel,
         "checkpoint": checkpoint_id,
         "task": task_id,
         "path": task_path,
         "idx": idx,
-        "channel": channel,
         "value": value,
     }
 

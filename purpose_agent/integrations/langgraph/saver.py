@@ -144,7 +144,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                         run_id=run_id,
                         seq=first + offset,
                         kind=payloads.KINDS[data[payloads.KEY]],
-                        lane_id="langgraph",
+                        lane_id="lg",
                         data=data,
                     )
                     for offset, data in enumerate(datas)
@@ -372,11 +372,13 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         thread_id = configurable["thread_id"]
         namespace = configurable.get("checkpoint_ns", "")
         run_id = runs.run_id_for(thread_id, namespace)
+        merged = get_checkpoint_metadata(config, metadata)
         data = payloads.checkpoint(
             checkpoint["id"],
             configurable.get("checkpoint_id"),
             payloads.dump(self.serde, checkpoint),
-            payloads.dump(self.serde, get_checkpoint_metadata(config, metadata)),
+            payloads.dump(self.serde, merged),
+            merged.get("step"),
         )
         self._append(run_id, _constant([data]), optimistic=True)
         return _config(thread_id, namespace, checkpoint["id"])
