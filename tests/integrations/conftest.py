@@ -26,6 +26,7 @@ SAVER_BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
+    pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
 ]
 
@@ -51,7 +52,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         server = request.getfixturevalue("mariadb_url")
         _empty_tables(server)
         url = server.render_as_string(False)
-    elif name == "sqlite":
+    elif name in {"sqlite", "async-sqlite"}:
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         url = f"sqlite:///{path}"
@@ -62,7 +63,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
             return memory
         if name == "jsonl":
             store = JSONLCheckpointer(str(tmp_path / "jsonl"))
-        elif name == "async-postgres":
+        elif name.startswith("async-"):
             store = AsyncSQLCheckpointer(url)
         else:
             store = SQLCheckpointer(url)

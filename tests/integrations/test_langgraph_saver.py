@@ -167,6 +167,26 @@ def test_prune_and_run_deletion_are_seen_by_a_new_saver(
     assert fresh.get_tuple(_config("p", first)) is None
 
 
+def test_threads_beyond_the_cached_runs_are_read_again_from_the_store(
+    store_factory: StoreFactory,
+) -> None:
+    saver = PurposeAgentSaver(store_factory(), cached_runs=2)
+    latest = {}
+    for n in range(5):
+        first = _put(saver, f"lru-{n}", value=n)
+        latest[n] = _put(saver, f"lru-{n}", first, value=n * 10)
+        saver.put_writes(_config(f"lru-{n}", first), [("w", n)], "t")
+    for n in range(5):
+        found = saver.get_tuple(_config(f"lru-{n}"))
+        assert found is not None
+        assert (found.checkpoint["id"], found.checkpoint["channel_values"]) == (
+            latest[n],
+            {"value": n * 10},
+        )
+        (older,) = [t for t in saver.list(_config(f"lru-{n}")) if t.checkpoint["id"] != latest[n]]
+        assert older.pending_writes == [("t", "w", n)]
+
+
 def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAgentSaver) -> None:
     thread_id = "user/42:chat\\1 ü"
     _put(saver, thread_id)

@@ -6,6 +6,7 @@ import asyncio
 import builtins
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,7 +60,8 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     ``config``, whether or not that checkpoint has arrived yet: LangGraph sends writes
     concurrently with ``put``, and no pending write may be lost. Deleting checkpoints of a
     thread that lives on (``prune``, ``delete_for_runs``) appends an event that removes them
-    from every read; ``delete_thread`` and ``prune(strategy="delete")`` delete the runs.
+    from every read, since a store deletes whole runs only: their space comes back when the
+    thread is deleted. ``delete_thread`` and ``prune(strategy="delete")`` delete the runs.
 
     Seqs are chosen by the saver: the next after the run's last, retried on
     ``SequenceConflict`` (the store arbitrates between writers, in this process or others).
@@ -69,6 +71,11 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             is used from worker threads), ``JSONLCheckpointer`` or ``InMemoryCheckpointer``.
         serde: LangGraph's serializer for checkpoint and write values; LangGraph's default
             (``JsonPlusSerializer``) when omitted.
+        cached_runs: How many runs' indexes to keep in memory, least recently used dropped
+            first; a dropped run's index is read again from the store when next used.
+
+    Raises:
+        ValueError: ``cached_runs`` is below 1.
     """
 
     def __init__(
@@ -76,10 +83,14 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         store: Checkpointer | AsyncSQLCheckpointer,
         *,
         serde: SerializerProtocol | None = None,
+        cached_runs: int = 1024,
     ) -> None:
         super().__init__(serde=serde)
+        if cached_runs < 1:
+            raise ValueError(f"cached_runs must be at least 1, not {cached_runs}")
         self.store: Checkpointer = store.sync if isinstance(store, AsyncSQLCheckpointer) else store
-        self._runs: dict[str, _Run] = {}
+        self._cached_runs = cached_runs
+        self._runs: OrderedDict[str, _Run] = OrderedDict()
         self._runs_lock = threading.Lock()
 
     @classmethod
@@ -103,8 +114,17 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     # -- runs and their indexes ---------------------------------------------------------
 
     def _run(self, run_id: str) -> _Run:
+        # A run dropped while another thread still uses it only costs that thread a lost race:
+        # two indexes append through the store, which arbitrates, as between processes.
         with self._runs_lock:
-            return self._runs.setdefault(run_id, _Run())
+            run = self._runs.get(run_id)
+            if run is None:
+                run = self._runs[run_id] = _Run()
+                while len(self._runs) > self._cached_runs:
+                    self._runs.popitem(last=False)
+            else:
+                self._runs.move_to_end(run_id)
+            return run
 
     def _drop(self, run_id: str) -> None:
         with self._runs_lock:
