@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,21 +143,35 @@ def test_time_travel_forks_from_an_older_checkpoint(saver: PurposeAgentSaver) ->
 THREADS = 40
 
 
+@pytest.mark.parametrize("how", ["asyncio", "threads"])
 def test_forty_threads_at_once_each_keep_their_interrupt(
-    saver: PurposeAgentSaver, store_factory: StoreFactory
+    saver: PurposeAgentSaver, store_factory: StoreFactory, how: str
 ) -> None:
     graph = graphs.approval(saver)
 
-    async def pause(n: int) -> dict[str, Any]:
+    def pause(n: int) -> Any:
+        return graph.invoke({"request": f"r{n}"}, _config(f"many-{n}"))
+
+    def resume(n: int) -> Any:
+        return graph.invoke(Command(resume=f"ok{n}"), _config(f"many-{n}"))
+
+    async def apause(n: int) -> Any:
         return await graph.ainvoke({"request": f"r{n}"}, _config(f"many-{n}"))
 
-    async def resume(n: int) -> dict[str, Any]:
+    async def aresume(n: int) -> Any:
         return await graph.ainvoke(Command(resume=f"ok{n}"), _config(f"many-{n}"))
 
-    async def run_all(step: Any) -> list[dict[str, Any]]:
-        return await asyncio.gather(*(step(n) for n in range(THREADS)))
+    def run_all(step: Any, astep: Any) -> list[Any]:
+        if how == "threads":
+            with ThreadPoolExecutor(THREADS) as pool:
+                return list(pool.map(step, range(THREADS)))
 
-    paused = asyncio.run(run_all(pause))
+        async def gather() -> list[Any]:
+            return await asyncio.gather(*(astep(n) for n in range(THREADS)))
+
+        return asyncio.run(gather())
+
+    paused = run_all(pause, apause)
     assert [p["__interrupt__"][0].value for p in paused] == [
         {"question": f"approve R{n}?"} for n in range(THREADS)
     ]
@@ -170,5 +185,5 @@ def test_forty_threads_at_once_each_keep_their_interrupt(
     ]
     assert lost == []
 
-    finished = asyncio.run(run_all(resume))
+    finished = run_all(resume, aresume)
     assert [f["outcome"] for f in finished] == [f"R{n}:ok{n}" for n in range(THREADS)]
