@@ -32,7 +32,7 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.integrations.langgraph import payloads, runs
-from purpose_agent.integrations.langgraph.index import CheckpointEntry, RunIndex
+from purpose_agent.integrations.langgraph.index import CheckpointEntry, RunIndex, WriteEntry
 
 # Appends race other writers of the same run; each lost race re-reads the tail and tries the
 # next seq, so this bounds only a pathological pile-up, not ordinary contention.
@@ -42,6 +42,12 @@ _MAX_ATTEMPTS = 1_000
 _GAP = 16
 # Checkpoints fetched per read while listing.
 _PAGE = 64
+
+
+# A read that wants events at most this far from the run's end reads from them to the end.
+_TAIL = 32
+
+_Chosen = tuple[str, CheckpointEntry, list[WriteEntry]]
 
 
 @dataclass
@@ -207,24 +213,26 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         return {seq: found[seq] for seq in wanted if seq in found}
 
     def _tuples(
-        self, run_id: str, checkpoint_ids: builtins.list[str]
+        self, run_id: str, chosen: builtins.list[_Chosen], known: dict[int, PAEvent]
     ) -> builtins.list[CheckpointTuple] | None:
-        """Read and decode checkpoints with their writes; ``None`` if the index is stale."""
+        """Decode checkpoints with their writes; ``None`` if the index is stale.
+
+        Args:
+            run_id: The run.
+            chosen: The checkpoints, with their index entries and writes.
+            known: Events already read; the others are fetched.
+        """
         thread_id, namespace = runs.parse(run_id) or ("", "")
-        run = self._run(run_id)
-        with run.lock:
-            entries = [(cid, run.index.checkpoints[cid]) for cid in checkpoint_ids]
-            writes = {cid: run.index.writes_of(cid) for cid in checkpoint_ids}
-        seqs = [entry.seq for _, entry in entries]
-        seqs += [write.seq for cid in checkpoint_ids for write in writes[cid]]
-        events = self._fetch(run_id, seqs)
+        seqs = [entry.seq for _, entry, _ in chosen]
+        seqs += [write.seq for _, _, writes in chosen for write in writes]
+        events = known | self._fetch(run_id, [seq for seq in seqs if seq not in known])
         result = []
-        for cid, entry in entries:
+        for cid, entry, writes in chosen:
             event = events.get(entry.seq)
             if event is None or event.data.get("id") != cid:
                 return None
             pending = []
-            for write in writes[cid]:
+            for write in writes:
                 stored = events.get(write.seq)
                 if stored is None or stored.data.get("checkpoint") != cid:
                     return None
@@ -264,17 +272,44 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         """
         for attempt in range(2):
             run = self._run(run_id)
+            known: dict[int, PAEvent] = {}
             with run.lock:
                 if attempt or not caught_up:
-                    self._catch_up(run, run_id)
-                chosen = choose(run.index)
+                    known = self._catch_up_reading(run, run_id, choose)
+                chosen = [
+                    (cid, run.index.checkpoints[cid], run.index.writes_of(cid))
+                    for cid in choose(run.index)
+                ]
             if not chosen:
                 return []
-            found = self._tuples(run_id, chosen)
+            found = self._tuples(run_id, chosen, known)
             if found is not None:
                 return found
             self._drop(run_id)
         return []
+
+    def _catch_up_reading(
+        self, run: _Run, run_id: str, choose: Callable[[RunIndex], builtins.list[str]]
+    ) -> dict[int, PAEvent]:
+        """Catch up (lock held); when what ``choose`` wants is near the tail, read it too.
+
+        The latest checkpoint and its writes are usually among the last few events, so one
+        read from the first of them to the end both brings the index up to date and returns
+        them: ``get_tuple`` of the latest costs one query instead of two.
+        """
+        index = run.index
+        wanted = _positions(index, choose(index))
+        if not wanted or index.last_seq - min(wanted) >= _TAIL:
+            self._catch_up(run, run_id)
+            return {}
+        since = min(wanted) - 1
+        events = self.store.list_events(run_id, since_seq=since, limit=_TAIL * 2)
+        for event in events:
+            if event.seq > index.last_seq:
+                index.apply(event)
+        if len(events) == _TAIL * 2:
+            self._catch_up(run, run_id)  # a long tail: read the rest page by page
+        return {event.seq: event for event in events}
 
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
@@ -591,3 +626,14 @@ def _constant(
 ) -> Callable[[RunIndex], builtins.list[dict[str, Any]]]:
     """A builder for :meth:`PurposeAgentSaver._append` that appends the same events whatever."""
     return lambda _index: datas
+
+
+def _positions(index: RunIndex, checkpoint_ids: builtins.list[str]) -> builtins.list[int]:
+    """Where the index says the checkpoints and their writes are."""
+    seqs = []
+    for cid in checkpoint_ids:
+        entry = index.checkpoints.get(cid)
+        if entry is not None:
+            seqs.append(entry.seq)
+            seqs += [write.seq for write in index.writes.get(cid, {}).values()]
+    return seqs
