@@ -9,6 +9,8 @@ elsewhere) makes the saver rebuild the index from the start.
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,12 +49,17 @@ class RunIndex:
     last_seq: int = 0
     checkpoints: dict[str, CheckpointEntry] = field(default_factory=dict)
     writes: dict[str, dict[tuple[str, int], WriteEntry]] = field(default_factory=dict)
+    # The ids in ascending order, kept as checkpoints arrive (almost always at the end:
+    # LangGraph's ids grow with time), so the latest and a newest-first listing cost no sort.
+    _ordered: list[str] = field(default_factory=list)
 
     def apply(self, event: PAEvent) -> None:
         """Take one event of the run into account, in seq order."""
         data = event.data
         what = data.get(payloads.KEY)
         if what == payloads.CHECKPOINT:
+            if data["id"] not in self.checkpoints:
+                bisect.insort(self._ordered, data["id"])
             self.checkpoints[data["id"]] = CheckpointEntry(
                 event.seq, data["parent"], data["metadata"]
             )
@@ -67,15 +74,18 @@ class RunIndex:
             for checkpoint_id in data["checkpoints"]:
                 self.checkpoints.pop(checkpoint_id, None)
                 self.writes.pop(checkpoint_id, None)
+            self._ordered = sorted(self.checkpoints)
         self.last_seq = max(self.last_seq, event.seq)
 
     def latest(self) -> str | None:
         """The newest checkpoint id (LangGraph's ids sort by time), or ``None``."""
-        return max(self.checkpoints, default=None)
+        return self._ordered[-1] if self._ordered else None
 
-    def newest_first(self) -> list[str]:
-        """Every live checkpoint id, newest first."""
-        return sorted(self.checkpoints, reverse=True)
+    def newest_first(self, before: str | None = None) -> Iterator[str]:
+        """The live checkpoint ids, newest first; only those older than ``before`` if given."""
+        end = len(self._ordered) if before is None else bisect.bisect_left(self._ordered, before)
+        for position in range(end - 1, -1, -1):
+            yield self._ordered[position]
 
     def writes_of(self, checkpoint_id: str) -> list[WriteEntry]:
         """The writes keyed to a checkpoint, in ``writes_sort_key`` order."""

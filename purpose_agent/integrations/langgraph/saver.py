@@ -387,22 +387,19 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         limit: int | None,
     ) -> builtins.list[str]:
         run = self._run(run_id)
+        chosen: builtins.list[str] = []
         with run.lock:
             self._catch_up(run, run_id)
-            candidates = [
-                (cid, run.index.checkpoints[cid])
-                for cid in run.index.newest_first()
-                if (only is None or cid == only) and (before_id is None or cid < before_id)
-            ]
-        chosen: builtins.list[str] = []
-        for cid, entry in candidates:
-            if limit is not None and len(chosen) >= limit:
-                break
-            if wanted:
-                metadata = self._metadata(run_id, entry)
-                if any(metadata.get(key) != value for key, value in wanted.items()):
+            for cid in run.index.newest_first(before_id):
+                if limit is not None and len(chosen) >= limit:
+                    break
+                if only is not None and cid != only:
                     continue
-            chosen.append(cid)
+                if wanted:
+                    metadata = self._metadata(run_id, run.index.checkpoints[cid])
+                    if any(metadata.get(key) != value for key, value in wanted.items()):
+                        continue
+                chosen.append(cid)
         return chosen
 
     def put(
