@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import json
+import subprocess
+import sys
 import threading
 import uuid
 from decimal import Decimal
@@ -15,7 +18,7 @@ pytest.importorskip("langgraph.checkpoint.base")
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 
-from purpose_agent import InvalidInput
+from purpose_agent import AsyncSQLCheckpointer, InvalidInput
 from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
 from tests.integrations.conftest import StoreFactory
 
@@ -206,3 +209,92 @@ def test_thread_id_too_long_for_a_run_id_is_refused_before_writing(
     with pytest.raises(InvalidInput, match="at most 255"):
         _put(saver, "x" * 300)
     assert saver.store.list_runs() == []
+
+
+class _CountingStore:
+    """The real store, counting the events its reads return."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.events_read = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def list_events(self, run_id: str, since_seq: int = 0, limit: int | None = None) -> Any:
+        events = self.store.list_events(run_id, since_seq, limit)
+        self.events_read += len(events)
+        return events
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Any:
+        for event in self.store.iter_events(run_id, since_seq):
+            self.events_read += 1
+            yield event
+
+
+def _fill(saver: PurposeAgentSaver, thread_id: str, count: int) -> list[str]:
+    ids: list[str] = []
+    for n in range(count):
+        ids.append(_put(saver, thread_id, ids[-1] if ids else None, n=n))
+        saver.put_writes(_config(thread_id, ids[-1]), [("w", n)], "task")
+    return ids
+
+
+def test_a_new_saver_starts_from_the_saved_index_and_reads_only_the_tail(
+    store_factory: StoreFactory,
+) -> None:
+    writer = PurposeAgentSaver(store_factory(), save_index_every=10)
+    ids = _fill(writer, "long", 30)  # 60 events: the index is saved at 10, 20, ... 60
+    saved = writer.store.load_latest(run_id_for("long"))
+    assert saved is not None
+    assert saved.seq == 0  # it covers no event: pruning covered events keeps every checkpoint
+    assert saved.data["through"] == 60
+
+    store = store_factory()
+    counting = _CountingStore(store.sync if isinstance(store, AsyncSQLCheckpointer) else store)
+    reader = PurposeAgentSaver(counting)  # type: ignore[arg-type]
+    found = reader.get_tuple(_config("long"))
+    assert found is not None
+    assert (found.checkpoint["id"], found.pending_writes) == (ids[-1], [("task", "w", 29)])
+    assert counting.events_read <= 3  # the index's last event, the checkpoint and its write
+    listed = list(reader.list(_config("long")))
+    assert [t.checkpoint["id"] for t in listed] == ids[::-1]
+    assert [t.pending_writes for t in listed] == [[("task", "w", n)] for n in range(29, -1, -1)]
+
+
+def test_a_saved_index_of_a_deleted_and_rewritten_thread_is_not_trusted(
+    store_factory: StoreFactory,
+) -> None:
+    first = PurposeAgentSaver(store_factory(), save_index_every=5)
+    _fill(first, "again", 10)
+    stale = first.store.load_latest(run_id_for("again"))
+    assert stale is not None
+    first.delete_thread("again")
+    rewritten = _fill(PurposeAgentSaver(store_factory(), save_index_every=0), "again", 3)
+    # As if another process saved its index of the old thread after the deletion.
+    first.store.save_snapshot(run_id_for("again"), stale)
+
+    fresh = PurposeAgentSaver(store_factory(), save_index_every=5)
+    found = fresh.get_tuple(_config("again"))
+    assert found is not None
+    assert found.checkpoint["id"] == rewritten[-1]
+    assert [t.checkpoint["id"] for t in fresh.list(_config("again"))] == rewritten[::-1]
+
+
+@pytest.mark.sqlite
+def test_pruning_covered_events_keeps_every_checkpoint(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'pruned.db'}"
+    with PurposeAgentSaver.from_url(url, save_index_every=4) as saver:
+        ids = _fill(saver, "kept", 6)
+    done = subprocess.run(
+        [sys.executable, "-m", "purpose_agent", "prune", "--covered", "--json", "--url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout)["covered_events"] == 0
+    with PurposeAgentSaver.from_url(url) as fresh:
+        listed = list(fresh.list(_config("kept")))
+    assert [t.checkpoint["id"] for t in listed] == ids[::-1]
+    assert [t.pending_writes for t in listed] == [[("task", "w", n)] for n in range(5, -1, -1)]

@@ -5,6 +5,12 @@ events after the last one it applied, so a read costs one query for the tail plu
 returns, and a write appends at the next seq. Writes by other processes arrive through the same
 tail read; a position that no longer holds what the index expects (the run was deleted
 elsewhere) makes the saver rebuild the index from the start.
+
+A process that meets a long run for the first time would read every event of it; so the saver
+also saves the index itself as the run's snapshot at seq 0 (:meth:`RunIndex.to_data`), and a
+new index starts from it and reads only the events after the one it names. Seq 0 says that
+the snapshot covers no event, so pruning covered events (``purpose-agent prune --covered``)
+never removes a checkpoint, and ``recover()`` still returns every event.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ class RunIndex:
     """The live checkpoints of one run and the writes keyed to each checkpoint id."""
 
     last_seq: int = 0
+    last_ts: float = 0.0
     checkpoints: dict[str, CheckpointEntry] = field(default_factory=dict)
     writes: dict[str, dict[tuple[str, int], WriteEntry]] = field(default_factory=dict)
     # The ids in ascending order, kept as checkpoints arrive (almost always at the end:
@@ -75,7 +82,8 @@ class RunIndex:
                 self.checkpoints.pop(checkpoint_id, None)
                 self.writes.pop(checkpoint_id, None)
             self._ordered = sorted(self.checkpoints)
-        self.last_seq = max(self.last_seq, event.seq)
+        if event.seq >= self.last_seq:
+            self.last_seq, self.last_ts = event.seq, event.ts
 
     def latest(self) -> str | None:
         """The newest checkpoint id (LangGraph's ids sort by time), or ``None``."""
@@ -94,3 +102,44 @@ class RunIndex:
     def has_write(self, checkpoint_id: str, task_id: str, idx: int) -> bool:
         """Whether a regular write with this key is already stored."""
         return (task_id, idx) in self.writes.get(checkpoint_id, {})
+
+    def to_data(self) -> dict[str, Any]:
+        """The index as JSON values, for a snapshot (the inverse of :meth:`from_data`).
+
+        The last event's seq and time go with it, so that a reader can tell whether the run
+        it finds is still the one the index describes (a run deleted and written again since
+        has other events at those positions).
+        """
+        return {
+            INDEX_KEY: INDEX_VERSION,
+            "through": self.last_seq,
+            "through_ts": self.last_ts,
+            "checkpoints": {
+                cid: [entry.seq, entry.parent_id, entry.metadata]
+                for cid, entry in self.checkpoints.items()
+            },
+            "writes": {
+                cid: [[w.seq, w.task_id, w.task_path, w.idx] for w in bucket.values()]
+                for cid, bucket in self.writes.items()
+            },
+        }
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> RunIndex | None:
+        """The index a snapshot holds, or ``None`` if the snapshot is not one."""
+        if data.get(INDEX_KEY) != INDEX_VERSION:
+            return None
+        index = cls(last_seq=data["through"], last_ts=data["through_ts"])
+        for cid, (seq, parent_id, metadata) in data["checkpoints"].items():
+            index.checkpoints[cid] = CheckpointEntry(seq, parent_id, metadata)
+        index._ordered = sorted(index.checkpoints)
+        for cid, writes in data["writes"].items():
+            index.writes[cid] = {
+                (task_id, idx): WriteEntry(seq, task_id, task_path, idx)
+                for seq, task_id, task_path, idx in writes
+            }
+        return index
+
+
+INDEX_KEY = "langgraph_index"
+INDEX_VERSION = 1

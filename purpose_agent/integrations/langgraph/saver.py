@@ -28,6 +28,7 @@ from purpose_agent import (
     AsyncSQLCheckpointer,
     Checkpointer,
     PAEvent,
+    RunState,
     SequenceConflict,
     SQLCheckpointer,
 )
@@ -56,6 +57,9 @@ class _Run:
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     index: RunIndex = field(default_factory=RunIndex)
+    # The last seq the saved index covers, and whether a new index may start from it.
+    saved_through: int = 0
+    use_saved: bool = True
 
 
 class PurposeAgentSaver(BaseCheckpointSaver[int]):
@@ -79,9 +83,12 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             (``JsonPlusSerializer``) when omitted.
         cached_runs: How many runs' indexes to keep in memory, least recently used dropped
             first; a dropped run's index is read again from the store when next used.
+        save_index_every: Save a run's index as its snapshot (at seq 0, covering no event)
+            whenever this many events were added since it was last saved, so that a new
+            process starts from it instead of reading the whole run; 0 never saves one.
 
     Raises:
-        ValueError: ``cached_runs`` is below 1.
+        ValueError: ``cached_runs`` is below 1 or ``save_index_every`` below 0.
     """
 
     def __init__(
@@ -90,10 +97,14 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         *,
         serde: SerializerProtocol | None = None,
         cached_runs: int = 1024,
+        save_index_every: int = 1000,
     ) -> None:
         super().__init__(serde=serde)
         if cached_runs < 1:
             raise ValueError(f"cached_runs must be at least 1, not {cached_runs}")
+        if save_index_every < 0:
+            raise ValueError(f"save_index_every must be 0 or more, not {save_index_every}")
+        self._save_index_every = save_index_every
         self.store: Checkpointer = store.sync if isinstance(store, AsyncSQLCheckpointer) else store
         self._cached_runs = cached_runs
         self._runs: OrderedDict[str, _Run] = OrderedDict()
@@ -101,19 +112,32 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
     @classmethod
     @contextlib.contextmanager
-    def from_url(cls, url: str, **options: Any) -> Iterator[PurposeAgentSaver]:
-        """A saver on a new ``SQLCheckpointer(url, **options)``, closed on exit.
+    def from_url(
+        cls,
+        url: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        cached_runs: int = 1024,
+        save_index_every: int = 1000,
+        **store_options: Any,
+    ) -> Iterator[PurposeAgentSaver]:
+        """A saver on a new ``SQLCheckpointer(url, **store_options)``, closed on exit.
 
         Args:
             url: A SQLAlchemy URL (SQLite, Postgres through psycopg, MariaDB).
-            **options: Passed to ``SQLCheckpointer``.
+            serde: As for the class.
+            cached_runs: As for the class.
+            save_index_every: As for the class.
+            **store_options: Passed to ``SQLCheckpointer``.
 
         Yields:
             The saver.
         """
-        store = SQLCheckpointer(url, **options)
+        store = SQLCheckpointer(url, **store_options)
         try:
-            yield cls(store)
+            yield cls(
+                store, serde=serde, cached_runs=cached_runs, save_index_every=save_index_every
+            )
         finally:
             store.close()
 
@@ -138,8 +162,37 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
     def _catch_up(self, run: _Run, run_id: str) -> None:
         """Apply the events other writers appended since the index last looked (lock held)."""
+        if run.index.last_seq == 0 and run.use_saved and self._save_index_every:
+            saved = self._saved_index(run_id)
+            if saved is not None:
+                run.index, run.saved_through = saved, saved.last_seq
         for event in self.store.iter_events(run_id, since_seq=run.index.last_seq):
             run.index.apply(event)
+        self._save_index(run, run_id)
+
+    def _saved_index(self, run_id: str) -> RunIndex | None:
+        """The index saved as the run's snapshot, if it still describes this run."""
+        state = self.store.load_latest(run_id)
+        if state is None or state.seq != 0:
+            return None
+        index = RunIndex.from_data(state.data)
+        if index is None or index.last_seq == 0:
+            return None
+        # The event the index ends with must still be there: a run deleted and written again
+        # since (by another process) has other events, and its saved index is not this one.
+        last = self.store.list_events(run_id, since_seq=index.last_seq - 1, limit=1)
+        if not last or last[0].seq != index.last_seq or last[0].ts != index.last_ts:
+            return None
+        return index
+
+    def _save_index(self, run: _Run, run_id: str) -> None:
+        """Save the index when enough events arrived since it was last saved (lock held)."""
+        every = self._save_index_every
+        if every and run.index.last_seq - run.saved_through >= every:
+            self.store.save_snapshot(
+                run_id, RunState(run_id=run_id, seq=0, data=run.index.to_data())
+            )
+            run.saved_through = run.index.last_seq
 
     def _append(
         self,
@@ -183,6 +236,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                     continue
                 for event in events:
                     run.index.apply(event)
+                self._save_index(run, run_id)
                 return
         raise SequenceConflict(run_id, run.index.last_seq + 1)
 
@@ -274,6 +328,8 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             run = self._run(run_id)
             known: dict[int, PAEvent] = {}
             with run.lock:
+                if attempt:
+                    run.use_saved = False
                 if attempt or not caught_up:
                     known = self._catch_up_reading(run, run_id, choose)
                 chosen = [
