@@ -43,8 +43,6 @@ _MAX_ATTEMPTS = 1_000
 _GAP = 16
 # Checkpoints fetched per read while listing.
 _PAGE = 64
-
-
 # A read that wants events at most this far from the run's end reads from them to the end.
 _TAIL = 32
 
