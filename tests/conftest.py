@@ -63,7 +63,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _empty_tables(url: URL) -> None:
+def empty_tables(url: URL) -> None:
     """Remove every row the previous test left, keeping the migrated schema."""
     SQLCheckpointer(url).close()  # migrates the database on first use
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -75,7 +75,7 @@ def _empty_tables(url: URL) -> None:
 
 def _server_backend(request: pytest.FixtureRequest, fixture: str, name: str) -> Backend:
     url = request.getfixturevalue(fixture)
-    _empty_tables(url)
+    empty_tables(url)
     return Backend(name, functools.partial(SQLCheckpointer, url.render_as_string(False)))
 
 
@@ -119,7 +119,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend(name, functools.partial(_open_async, f"sqlite:///{path}"))
     if name == "async-postgres":
         url = request.getfixturevalue("postgres_url")
-        _empty_tables(url)
+        empty_tables(url)
         return Backend(name, functools.partial(_open_async, url.render_as_string(False)))
     raise AssertionError(name)
 

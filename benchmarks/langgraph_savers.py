@@ -1,0 +1,236 @@
+"""``python -m benchmarks.langgraph_savers``: our LangGraph saver against LangGraph's own.
+
+Examples::
+
+    python -m benchmarks.langgraph_savers                       # 2,000 checkpoints per thread
+    python -m benchmarks.langgraph_savers --checkpoints 200 --backends sqlite
+    python -m benchmarks.langgraph_savers --postgres-url postgresql+psycopg://u@host/db
+
+Each backend gets one throwaway database (a temporary SQLite file; ``CREATE DATABASE
+lgbench_<random>`` on the Postgres server, dropped at the end) that both savers write to in
+the same run: ``PurposeAgentSaver`` over ``SQLCheckpointer`` and LangGraph's ``SqliteSaver`` or
+``PostgresSaver``. Each saver fills its own thread with N checkpoints as a graph does: each
+``put`` (the child of the checkpoint before) followed by one ``put_writes`` of two writes keyed
+to it, the two timed apart; then reads:
+``get_tuple`` of the latest, ``get_tuple`` by id at random, ``list(limit=10)``; and once, the
+latest checkpoint through a saver just built (what a new worker process pays first).
+The ratio is ours over theirs: above 1 means ours did more operations per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.base.id import uuid6
+from sqlalchemy.engine import make_url
+
+from purpose_agent import SQLCheckpointer
+from purpose_agent.integrations.langgraph import PurposeAgentSaver
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+OPS = ("put", "put_writes", "get_tuple_latest", "get_tuple_by_id", "list_limit_10")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.langgraph_savers")
+    parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--checkpoints", type=int, default=2000, help="checkpoints per thread")
+    parser.add_argument("--reads", type=int, default=500, help="calls of each read")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("PURPOSE_AGENT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="a Postgres server URL; a throwaway database is created on it",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--seed", type=int, default=7)
+    return parser.parse_args(argv)
+
+
+@contextlib.contextmanager
+def sqlite_database() -> Iterator[tuple[str, str]]:
+    """(our SQLAlchemy URL, SqliteSaver's path) of one fresh file."""
+    with tempfile.TemporaryDirectory(prefix="lgbench") as folder:
+        path = Path(folder) / "bench.db"
+        yield f"sqlite:///{path}", str(path)
+
+
+@contextlib.contextmanager
+def postgres_database(server: str) -> Iterator[tuple[str, str]]:
+    """(our SQLAlchemy URL, PostgresSaver's libpq URL) of a database dropped afterwards."""
+    admin = make_url(server)
+    name = f"lgbench_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        url = admin.set(database=name)
+        libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        yield url.render_as_string(hide_password=False), libpq
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def theirs(backend: str, target: str) -> Iterator[BaseCheckpointSaver[Any]]:
+    """LangGraph's saver for the backend, with its tables set up."""
+    if backend == "sqlite":
+        from langgraph.checkpoint.sqlite import SqliteSaver
+
+        with SqliteSaver.from_conn_string(target) as saver:
+            saver.setup()
+            yield saver
+        return
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    with PostgresSaver.from_conn_string(target) as saver:
+        saver.setup()
+        yield saver
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")
+
+
+def _timed(count: int, call: Callable[[int], Any]) -> float:
+    start = time.perf_counter()
+    for n in range(count):
+        call(n)
+    return _rate(count, time.perf_counter() - start)
+
+
+def workload(
+    saver: BaseCheckpointSaver[Any],
+    fresh: Callable[[], BaseCheckpointSaver[Any]],
+    checkpoints: int,
+    reads: int,
+    rng: random.Random,
+) -> dict[str, float]:
+    """Ops per second of each operation on one new thread, plus the first read's latency."""
+    thread_id = f"bench-{uuid.uuid4().hex[:8]}"
+    stored: list[dict[str, Any]] = []
+    parent: str | None = None
+
+    def put(n: int) -> None:
+        nonlocal parent
+        checkpoint = empty_checkpoint()
+        checkpoint["id"] = str(uuid6(clock_seq=n))
+        version = f"{n + 1:032}.0"
+        checkpoint["channel_values"] = {
+            "messages": [f"message {n}-{k}: " + "x" * 40 for k in range(5)],
+            "step": n,
+        }
+        checkpoint["channel_versions"] = {"messages": version, "step": version}
+        configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
+        if parent is not None:
+            configurable["checkpoint_id"] = parent
+        config = saver.put(
+            {"configurable": configurable},
+            checkpoint,
+            {"source": "loop", "step": n, "parents": {}},
+            {"messages": version, "step": version},
+        )
+        parent = config["configurable"]["checkpoint_id"]
+        stored.append(config)
+
+    def put_writes(n: int) -> None:
+        saver.put_writes(stored[n], [("messages", f"reply {n}"), ("step", n + 1)], f"task-{n}")
+
+    latest = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+    def get_latest(_n: int) -> None:
+        found = saver.get_tuple(latest)
+        assert found is not None
+        assert found.checkpoint["id"] == parent
+
+    def get_by_id(_n: int) -> None:
+        config = rng.choice(stored)
+        found = saver.get_tuple(config)
+        assert found is not None
+        assert len(found.pending_writes or []) == 2
+
+    def list_10(_n: int) -> None:
+        assert len(list(saver.list(latest, limit=10))) == min(10, checkpoints)
+
+    spent = {"put": 0.0, "put_writes": 0.0}
+    for n in range(checkpoints):
+        for name, call in (("put", put), ("put_writes", put_writes)):
+            start = time.perf_counter()
+            call(n)
+            spent[name] += time.perf_counter() - start
+    figures = {
+        "put": _rate(checkpoints, spent["put"]),
+        "put_writes": _rate(checkpoints, spent["put_writes"]),
+        "get_tuple_latest": _timed(reads, get_latest),
+        "get_tuple_by_id": _timed(reads, get_by_id),
+        "list_limit_10": _timed(reads, list_10),
+    }
+    start = time.perf_counter()
+    assert fresh().get_tuple(latest) is not None
+    figures["first_get_tuple_ms"] = (time.perf_counter() - start) * 1000
+    return figures
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    database = sqlite_database() if backend == "sqlite" else postgres_database(args.postgres_url)
+    rng = random.Random(args.seed)
+    with database as (url, target), SQLCheckpointer(url) as store, theirs(backend, target) as lg:
+        ours = PurposeAgentSaver(store)
+        name = type(lg).__name__
+        return {
+            "PurposeAgentSaver": workload(
+                ours, lambda: PurposeAgentSaver(store), args.checkpoints, args.reads, rng
+            ),
+            name: workload(lg, lambda: lg, args.checkpoints, args.reads, rng),
+        }
+
+
+def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:
+    line = f"{'backend':9} {'operation':20} {'ours ops/s':>12} {'theirs ops/s':>13} {'ratio':>7}"
+    print(line)
+    print("-" * len(line))
+    for backend, savers in results.items():
+        ours = savers["PurposeAgentSaver"]
+        (their_name,) = (name for name in savers if name != "PurposeAgentSaver")
+        their = savers[their_name]
+        for op in OPS:
+            print(
+                f"{backend:9} {op:20} {ours[op]:12,.0f} {their[op]:13,.0f} "
+                f"{ours[op] / their[op]:7.2f}"
+            )
+        print(
+            f"{backend:9} {'first get_tuple':20} {ours['first_get_tuple_ms']:10.1f}ms "
+            f"{their['first_get_tuple_ms']:11.1f}ms   (theirs: {their_name})"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    results = {
+        backend: run_backend(backend, args)
+        for backend in (b.strip() for b in args.backends.split(","))
+        if backend
+    }
+    print(f"{args.checkpoints} checkpoints per thread, {args.reads} calls per read")
+    print_table(results)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

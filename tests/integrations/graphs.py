@@ -1,0 +1,138 @@
+"""Small LangGraph graphs the tests run through the saver, and a resume from another process.
+
+``python -m tests.integrations.graphs STORE THREAD ANSWER`` opens the store (a SQLAlchemy URL,
+or ``jsonl:FOLDER``), resumes the approval graph's interrupted thread with ``ANSWER`` and
+prints the final state as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import sys
+from typing import Annotated, Any, TypedDict
+
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from purpose_agent import Checkpointer, JSONLCheckpointer, SQLCheckpointer
+from purpose_agent.integrations.langgraph import PurposeAgentSaver
+
+
+class Fan(TypedDict):
+    """Parallel branches append to ``log``; ``total`` is set after they join."""
+
+    start: int
+    log: Annotated[list[str], operator.add]
+    total: int
+
+
+def fan_out(saver: PurposeAgentSaver) -> Any:
+    """``a`` fans out to ``b``, ``c`` and ``d`` in one super-step; ``join`` sums after them."""
+
+    def a(state: Fan) -> dict[str, Any]:
+        return {"log": [f"a{state['start']}"]}
+
+    def branch(name: str, factor: int) -> Any:
+        def run(state: Fan) -> dict[str, Any]:
+            return {"log": [f"{name}{state['start'] * factor}"]}
+
+        return run
+
+    def join(state: Fan) -> dict[str, Any]:
+        return {"total": sum(int(item[1:]) for item in state["log"])}
+
+    builder = StateGraph(Fan)
+    builder.add_node("a", a)
+    for name, factor in (("b", 2), ("c", 3), ("d", 4)):
+        builder.add_node(name, branch(name, factor))
+        builder.add_edge("a", name)
+        builder.add_edge(name, "join")
+    builder.add_node("join", join)
+    builder.add_edge(START, "a")
+    builder.add_edge("join", END)
+    return builder.compile(checkpointer=saver)
+
+
+class Approval(TypedDict):
+    """A request that waits for a human's answer."""
+
+    request: str
+    answer: str
+    outcome: str
+
+
+def approval(saver: PurposeAgentSaver) -> Any:
+    """``draft`` prepares, ``ask`` interrupts for an answer, ``finish`` records the outcome."""
+
+    def draft(state: Approval) -> dict[str, Any]:
+        return {"request": state["request"].upper()}
+
+    def ask(state: Approval) -> dict[str, Any]:
+        return {"answer": interrupt({"question": f"approve {state['request']}?"})}
+
+    def finish(state: Approval) -> dict[str, Any]:
+        return {"outcome": f"{state['request']}:{state['answer']}"}
+
+    builder = StateGraph(Approval)
+    builder.add_node("draft", draft)
+    builder.add_node("ask", ask)
+    builder.add_node("finish", finish)
+    builder.add_edge(START, "draft")
+    builder.add_edge("draft", "ask")
+    builder.add_edge("ask", "finish")
+    builder.add_edge("finish", END)
+    return builder.compile(checkpointer=saver)
+
+
+class Outer(TypedDict):
+    """The parent graph's state; ``steps`` is shared with the subgraph."""
+
+    steps: Annotated[list[str], operator.add]
+
+
+def nested(saver: PurposeAgentSaver) -> Any:
+    """A parent whose middle node is a subgraph that interrupts for a value."""
+
+    def inner_ask(state: Outer) -> dict[str, Any]:
+        return {"steps": [f"inner:{interrupt('value?')}"]}
+
+    inner = StateGraph(Outer)
+    inner.add_node("inner_ask", inner_ask)
+    inner.add_node("inner_done", lambda state: {"steps": ["inner:done"]})
+    inner.add_edge(START, "inner_ask")
+    inner.add_edge("inner_ask", "inner_done")
+    inner.add_edge("inner_done", END)
+
+    outer = StateGraph(Outer)
+    outer.add_node("before", lambda state: {"steps": ["before"]})
+    outer.add_node("child", inner.compile())
+    outer.add_node("after", lambda state: {"steps": ["after"]})
+    outer.add_edge(START, "before")
+    outer.add_edge("before", "child")
+    outer.add_edge("child", "after")
+    outer.add_edge("after", END)
+    return outer.compile(checkpointer=saver)
+
+
+def open_store(location: str) -> Checkpointer:
+    """The store a location names: ``jsonl:FOLDER`` or a SQLAlchemy URL."""
+    if location.startswith("jsonl:"):
+        return JSONLCheckpointer(location.removeprefix("jsonl:"))
+    return SQLCheckpointer(location)
+
+
+def main(argv: list[str]) -> None:
+    location, thread_id, answer = argv
+    store = open_store(location)
+    try:
+        graph = approval(PurposeAgentSaver(store))
+        config = {"configurable": {"thread_id": thread_id}}
+        result = graph.invoke(Command(resume=answer), config)
+    finally:
+        store.close()
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

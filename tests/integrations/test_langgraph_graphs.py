@@ -1,0 +1,189 @@
+"""Real LangGraph graphs checkpointed through the saver, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("langgraph.graph")
+
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
+from tests.integrations import graphs
+from tests.integrations.conftest import StoreFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _config(thread_id: str, **extra: Any) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id, **extra}}
+
+
+def test_parallel_branches_are_checkpointed_and_read_back_by_a_new_saver(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    result = graphs.fan_out(saver).invoke({"start": 5, "log": []}, _config("fan"))
+
+    assert sorted(result["log"]) == ["a5", "b10", "c15", "d20"]
+    assert result["total"] == 50
+    reread = graphs.fan_out(PurposeAgentSaver(store_factory())).get_state(_config("fan"))
+    assert reread.values == result
+    assert reread.next == ()
+    history = list(graphs.fan_out(saver).get_state_history(_config("fan")))
+    # input, after a, after the three branches together, after join
+    assert [snap.metadata["step"] for snap in history] == [3, 2, 1, 0, -1]
+    assert history[2].next == ("b", "c", "d")
+
+
+def test_subgraph_interrupt_is_kept_in_its_namespace_and_resumes(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    graph = graphs.nested(saver)
+    first = graph.invoke({"steps": []}, _config("nest"))
+    assert first["__interrupt__"][0].value == "value?"
+
+    fresh = graphs.nested(PurposeAgentSaver(store_factory()))
+    state = fresh.get_state(_config("nest"), subgraphs=True)
+    assert state.next == ("child",)
+    (child,) = state.tasks
+    namespace = child.state.config["configurable"]["checkpoint_ns"]
+    assert namespace.startswith("child:")
+    assert child.state.next == ("inner_ask",)
+    assert run_id_for("nest", namespace) in saver.store.list_runs()
+
+    done = fresh.invoke(Command(resume=42), _config("nest"))
+    # What LangGraph's own in-memory saver gives for the same run (the subgraph returns the
+    # shared list whole, so the parent's reducer adds "before" twice).
+    reference = graphs.nested(InMemorySaver())
+    reference.invoke({"steps": []}, _config("nest"))
+    assert done == reference.invoke(Command(resume=42), _config("nest"))
+    assert done["steps"][-3:] == ["inner:42", "inner:done", "after"]
+
+
+def test_interrupt_is_resumed_by_another_process(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    if store_factory.url is None:  # type: ignore[attr-defined]
+        pytest.skip("the memory store lives in this process only")
+    paused = graphs.approval(saver).invoke({"request": "refund"}, _config("hitl"))
+    assert paused["__interrupt__"][0].value == {"question": "approve REFUND?"}
+
+    finished = subprocess.run(
+        [sys.executable, "-m", "tests.integrations.graphs", store_factory.url, "hitl", "yes"],  # type: ignore[attr-defined]
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert json.loads(finished.stdout)["outcome"] == "REFUND:yes"
+    # This process sees the other one's checkpoints through its own saver.
+    state = graphs.approval(saver).get_state(_config("hitl"))
+    assert state.values["outcome"] == "REFUND:yes"
+    assert state.next == ()
+
+
+def _shape(graph: Any, thread_id: str) -> list[tuple[Any, ...]]:
+    """A thread's history with checkpoint ids replaced by their position in it."""
+    history = list(graph.get_state_history(_config(thread_id)))
+    position = {snap.config["configurable"]["checkpoint_id"]: i for i, snap in enumerate(history)}
+    return [
+        (
+            snap.next,
+            snap.values,
+            snap.metadata["source"],
+            snap.metadata["step"],
+            position[snap.parent_config["configurable"]["checkpoint_id"]]
+            if snap.parent_config
+            else None,
+        )
+        for snap in history
+    ]
+
+
+def _approve_then_fork(graph: Any, thread_id: str) -> dict[str, Any]:
+    graph.invoke({"request": "trip"}, _config(thread_id))
+    graph.invoke(Command(resume="no"), _config(thread_id))
+    history = list(graph.get_state_history(_config(thread_id)))
+    before_ask = next(snap for snap in history if snap.next == ("ask",))
+    paused = graph.invoke(None, before_ask.config)
+    assert paused["__interrupt__"][0].value == {"question": "approve TRIP?"}
+    result: dict[str, Any] = graph.invoke(Command(resume="yes"), _config(thread_id))
+    return result
+
+
+def test_time_travel_forks_from_an_older_checkpoint(saver: PurposeAgentSaver) -> None:
+    graph = graphs.approval(saver)
+    assert _approve_then_fork(graph, "tt")["outcome"] == "TRIP:yes"
+
+    shape = _shape(graph, "tt")
+    # Both branches hang off the checkpoint before "ask": the first answer's and the fork's.
+    before_ask = next(i for i, row in enumerate(shape) if row[0] == ("ask",) and row[2] == "loop")
+    children = [row for row in shape if row[4] == before_ask]
+    assert sorted((row[2], row[1].get("answer")) for row in children) == [
+        ("fork", None),
+        ("loop", "no"),
+    ]
+    assert shape[0][1]["outcome"] == "TRIP:yes"
+    assert any(row[1].get("outcome") == "TRIP:no" for row in shape)
+    reference = graphs.approval(InMemorySaver())
+    _approve_then_fork(reference, "tt")
+    assert shape == _shape(reference, "tt")
+
+
+THREADS = 40
+
+
+@pytest.mark.parametrize("how", ["asyncio", "threads"])
+def test_forty_threads_at_once_each_keep_their_interrupt(
+    saver: PurposeAgentSaver, store_factory: StoreFactory, how: str
+) -> None:
+    graph = graphs.approval(saver)
+
+    def pause(n: int) -> Any:
+        return graph.invoke({"request": f"r{n}"}, _config(f"many-{n}"))
+
+    def resume(n: int) -> Any:
+        return graph.invoke(Command(resume=f"ok{n}"), _config(f"many-{n}"))
+
+    async def apause(n: int) -> Any:
+        return await graph.ainvoke({"request": f"r{n}"}, _config(f"many-{n}"))
+
+    async def aresume(n: int) -> Any:
+        return await graph.ainvoke(Command(resume=f"ok{n}"), _config(f"many-{n}"))
+
+    def run_all(step: Any, astep: Any) -> list[Any]:
+        if how == "threads":
+            with ThreadPoolExecutor(THREADS) as pool:
+                return list(pool.map(step, range(THREADS)))
+
+        async def gather() -> list[Any]:
+            return await asyncio.gather(*(astep(n) for n in range(THREADS)))
+
+        return asyncio.run(gather())
+
+    paused = run_all(pause, apause)
+    assert [p["__interrupt__"][0].value for p in paused] == [
+        {"question": f"approve R{n}?"} for n in range(THREADS)
+    ]
+    # Read back by a saver that shares nothing with the one that wrote.
+    fresh = graphs.approval(PurposeAgentSaver(store_factory()))
+    lost = [
+        n
+        for n in range(THREADS)
+        if [i.value for i in fresh.get_state(_config(f"many-{n}")).interrupts]
+        != [{"question": f"approve R{n}?"}]
+    ]
+    assert lost == []
+
+    finished = run_all(resume, aresume)
+    assert [f["outcome"] for f in finished] == [f"R{n}:ok{n}" for n in range(THREADS)]
