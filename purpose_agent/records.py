@@ -90,14 +90,6 @@ class EventRow(NamedTuple):
     lane_id: str
     data: str
 
-    def as_params(self) -> dict[str, Any]:
-        """The row as bind parameters for an ``INSERT``."""
-        return self._asdict()
-
-    def same_as(self, other: EventRow) -> bool:
-        """Whether two rows hold the same event (retrying an identical save is a no-op)."""
-        return self == other
-
 
 class StateRow(NamedTuple):
     """A snapshot checked and encoded for storage."""

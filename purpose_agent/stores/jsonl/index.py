@@ -198,7 +198,7 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> 
         if earlier is None:
             here[seq] = record
             seqs.append(seq)
-        elif not stored_row(run_id, earlier, seq).same_as(stored_row(run_id, record, seq)):
+        elif stored_row(run_id, earlier, seq) != stored_row(run_id, record, seq):
             # Only a log written by hand (or by the seed, which never checked) gets here.
             raise CorruptRecord(run_id, seq, "the log holds two different events at this seq")
     snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None

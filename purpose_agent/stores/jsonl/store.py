@@ -272,7 +272,7 @@ class JSONLCheckpointer(ClosingContext):
                     continue
                 assert fd is not None  # an indexed seq implies an open log
                 record = reader.record(run_id, fd, index, row.seq, offset)
-                if not stored_row(run_id, record, row.seq).same_as(row):
+                if stored_row(run_id, record, row.seq) != row:
                     raise SequenceConflict(run_id, row.seq)
         finally:
             if fd is not None:
