@@ -35,7 +35,7 @@ from purpose_agent import (
     RunStatus,
     SQLCheckpointer,
 )
-from purpose_agent.testing import Backend
+from purpose_agent.testing import Backend, Capability
 
 STORES = [
     pytest.param("memory"),
@@ -348,7 +348,7 @@ def test_negative_zero_ts_comes_back_as_built(backend: Backend) -> None:
         cp.save_events([event], snapshot=state)
         _same(cp.list_events("r"), [event])
         _same(cp.load_latest("r"), state)
-    if backend.durable:
+    if backend.has(Capability.DURABLE):
         with backend.open() as again:
             _same(again.list_events("r"), [event])
 
