@@ -10,6 +10,7 @@ from sqlalchemy import Engine, create_engine, event, pool
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.errors import InvalidInput
 
 Durability = Literal["full", "normal"]
@@ -142,11 +143,6 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
         options["isolation_level"] = "AUTOCOMMIT"  # see Flavor.begin_sql
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
-        # No server-side prepared statements and no startup options: both break a pooler in
-        # transaction mode (PgBouncer refuses the "options" startup parameter, and a prepared
-        # statement lives on one server connection while the next transaction may get
-        # another). Every statement is then planned with its own parameters.
-        options["connect_args"] = {"prepare_threshold": None}
     elif backend in ("mysql", "mariadb"):
         options["pool_size"] = 8
         options["max_overflow"] = 16
@@ -173,9 +169,9 @@ def make_engine(
         durability: ``"full"``: a save that returned survives a power cut (SQLite
             ``synchronous=FULL``; Postgres ``synchronous_commit`` as the server sets it).
             ``"normal"``: it survives a crash of the process but a power cut may lose the last
-            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``, set
-            on each new connection; behind a pooler in transaction mode set it on the role
-            instead, ``ALTER ROLE ... SET synchronous_commit = off``).
+            commits (SQLite ``synchronous=NORMAL``; Postgres ``synchronous_commit=off``, asked
+            for when each connection opens; behind a pooler, which drops session settings,
+            set it on the role instead: ``ALTER ROLE ... SET synchronous_commit = off``).
         busy_timeout: Seconds a SQLite writer waits for another writer before failing.
         **kwargs: Passed to :func:`sqlalchemy.create_engine`.
 
@@ -209,18 +205,9 @@ def make_engine(
         raise InvalidInput(f"cannot open {shown}: {exc}{_install_hint(parsed)}") from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
-    elif backend == "postgresql" and durability == "normal":
-        _set_on_connect(engine, "SET synchronous_commit = off")
+    elif backend == "postgresql" and _driver(parsed) == "psycopg":
+        configure_postgres(engine, synchronous_commit_off=durability == "normal")
     return engine
-
-
-def _set_on_connect(engine: Engine, statement: str) -> None:
-    """Run a session setting on every new connection (not as a startup option: see above)."""
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        with dbapi_connection.cursor() as cursor:
-            cursor.execute(statement)
 
 
 def configure_sqlite(
