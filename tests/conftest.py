@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from benchmarks.observed import ObservedSQLCheckpointer
 from purpose_agent import (
     AsyncSQLCheckpointer,
     InMemoryCheckpointer,
@@ -87,6 +88,11 @@ BACKENDS = [
     pytest.param("mariadb", marks=pytest.mark.mariadb),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
+    # The same stores with a listener on the engine: every statement takes SQLAlchemy's own
+    # path (what echo and OpenTelemetry see) instead of the cursor fast path.
+    pytest.param("observed-sqlite", marks=pytest.mark.sqlite),
+    pytest.param("observed-postgres", marks=pytest.mark.postgres),
+    pytest.param("observed-mariadb", marks=pytest.mark.mariadb),
 ]
 
 
@@ -121,6 +127,15 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         url = request.getfixturevalue("postgres_url")
         empty_tables(url)
         return Backend(name, functools.partial(_open_async, url.render_as_string(False)))
+    if name == "observed-sqlite":
+        path = tmp_path / "store.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return Backend(name, functools.partial(ObservedSQLCheckpointer, f"sqlite:///{path}"))
+    if name in ("observed-postgres", "observed-mariadb"):
+        url = request.getfixturevalue(f"{name.removeprefix('observed-')}_url")
+        empty_tables(url)
+        opened = functools.partial(ObservedSQLCheckpointer, url.render_as_string(False))
+        return Backend(name, opened)
     raise AssertionError(name)
 
 

@@ -37,6 +37,7 @@ from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 MIGRATION_LOCK_NAME = "purpose_agent.migrate"
 MIGRATION_LOCK_KEY = zlib.crc32(MIGRATION_LOCK_NAME.encode())
 EVENT_FIELDS = ("run_id", "seq", "kind", "ts", "lane_id", "data")
+SNAPSHOT_FIELDS = ("run_id", "seq", "state", "written_ns")
 
 
 class Flavor:
@@ -80,7 +81,12 @@ class Flavor:
 
     def snapshot_upsert(self) -> Insert:
         """``INSERT`` a snapshot, or replace the stored one unless it has a higher ``seq``."""
-        stmt: Any = self.upsert_insert(SnapshotRecord)
+        # Named parameters, not the columns' implicit ones: inside a WITH (Postgres saves a
+        # snapshot and its run row in one statement) an INSERT without VALUES compiles to
+        # anonymous parameters that the caller's names would not reach.
+        stmt: Any = self.upsert_insert(SnapshotRecord).values(
+            {name: bindparam(name) for name in SNAPSHOT_FIELDS}
+        )
         result: Insert = stmt.on_conflict_do_update(
             index_elements=[SnapshotRecord.run_id],
             set_={
