@@ -31,7 +31,7 @@ if TYPE_CHECKING:
         SQLiteCheckpointer,
         StoreUnavailable,
     )
-    from purpose_agent.runtime.events import EventKind, PAEvent
+    from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
     from purpose_agent.runtime.state import RunState, RunStatus
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "InvalidInput",
     "InvalidRunId",
     "JSONLCheckpointer",
+    "NewEvent",
     "PAEvent",
     "Recovery",
     "RunState",
@@ -60,6 +61,7 @@ __all__ = [
 # Where each public name lives: the seed's module paths, as the contract names them.
 _HOMES = {
     "EventKind": "purpose_agent.runtime.events",
+    "NewEvent": "purpose_agent.runtime.events",
     "PAEvent": "purpose_agent.runtime.events",
     "RunState": "purpose_agent.runtime.state",
     "RunStatus": "purpose_agent.runtime.state",

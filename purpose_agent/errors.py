@@ -40,16 +40,20 @@ class SequenceConflict(CheckpointError):
 
     """
 
-    def __init__(self, run_id: str, seq: int) -> None:
+    def __init__(self, run_id: str, seq: int, reason: str | None = None) -> None:
         super().__init__(
-            f"run {run_id!r} already has a different event at seq {seq}; "
-            "another writer owns this run, or the caller reused a sequence number"
+            reason
+            or (
+                f"run {run_id!r} already has a different event at seq {seq}; "
+                "another writer owns this run, or the caller reused a sequence number"
+            )
         )
         self.run_id = run_id
         self.seq = seq
+        self.reason = reason
 
-    def __reduce__(self) -> tuple[type[SequenceConflict], tuple[str, int]]:
-        return (type(self), (self.run_id, self.seq))
+    def __reduce__(self) -> tuple[type[SequenceConflict], tuple[str, int, str | None]]:
+        return (type(self), (self.run_id, self.seq, self.reason))
 
 
 class CorruptRecord(CheckpointError):

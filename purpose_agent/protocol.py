@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
 
@@ -149,5 +150,123 @@ class BoundedReads(Protocol):
         """Events with ``since_seq < seq < before`` of the given kinds and lanes, at most ``limit``.
 
         Ascending seq, or descending (the newest of the window first) with ``newest_first``.
+        """
+        ...
+
+
+class Appending(Protocol):
+    """Appending without choosing positions, and events the caller names by key.
+
+    The store gives each appended event its run's next ``seq`` in the statement that writes it,
+    so a writer needs no read first and no retry loop. Two writers that both pass the same
+    ``expected_last_seq`` cannot both succeed: exactly one gets ``SequenceConflict``.
+    """
+
+    def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """Append events at the run's next positions, all or nothing; durable when it returns.
+
+        Args:
+            run_id: The run.
+            events: At least one event, in the order they take positions.
+            expected_last_seq: When given, the append happens only if the run's last seq is
+                this value (0 for a run with no events).
+            snapshot: A state saved in the same transaction, covering the appended events: its
+                ``seq`` is replaced by the last assigned seq.
+            group: Puts the run in this group (see :class:`RunGroups`).
+
+        Returns:
+            The stored events, in the order given. An event whose key is already stored with
+            the same kind, lane and data is not stored again: the stored event is returned
+            (with its own seq and ts), and ``expected_last_seq`` is checked only if some event
+            is new.
+
+        Raises:
+            InvalidInput: A value cannot be stored, no events were given, or the snapshot is
+                of another run; nothing was written.
+            SequenceConflict: The run's last seq is not ``expected_last_seq``, or a key is
+                stored with a different kind, lane or data; nothing was written.
+
+        """
+        ...
+
+    def last_seq(self, run_id: str) -> int:
+        """The highest seq the run has ever stored (kept when covered events are compacted).
+
+        0 for an unknown run.
+        """
+        ...
+
+    def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """The run's event appended with ``key``, or ``None``."""
+        ...
+
+
+class RunGroups(Protocol):
+    """Runs kept together (a conversation's runs, say), listed and deleted as one."""
+
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
+        """Run ids, most recently written first, only of ``group`` and starting with ``prefix``."""
+        ...
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Group names, the group with the most recently written run first."""
+        ...
+
+    def run_group(self, run_id: str) -> str | None:
+        """The run's group, or ``None`` (no group, or an unknown run)."""
+        ...
+
+
+class Retention(Protocol):
+    """Removing what is no longer needed, each call in one transaction."""
+
+    def compact(self, run_id: str) -> int:
+        """Delete the run's events its latest snapshot covers; returns how many were deleted.
+
+        ``recover()`` returns the same afterwards; ``list_events`` starts after the snapshot,
+        and ``last_seq`` still counts the deleted positions, so appends never reuse them.
+        """
+        ...
+
+    def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """Delete every run that matches all the filters given, in one transaction.
+
+        Args:
+            run_ids: Only these runs.
+            group: Only runs of this group.
+            prefix: Only runs whose id starts with this.
+            older_than: Only runs last written before this time, or this long ago.
+            keep_newest: Of the runs the other filters select, keep this many, the most
+                recently written.
+
+        Returns:
+            The ids of the deleted runs, sorted.
+
+        Raises:
+            InvalidInput: No filter was given (deleting every run takes ``prefix=""``).
+
         """
         ...

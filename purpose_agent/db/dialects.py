@@ -38,6 +38,7 @@ MIGRATION_LOCK_NAME = "purpose_agent.migrate"
 MIGRATION_LOCK_KEY = zlib.crc32(MIGRATION_LOCK_NAME.encode())
 EVENT_FIELDS = ("run_id", "seq", "kind", "ts", "lane_id", "data")
 SNAPSHOT_FIELDS = ("run_id", "seq", "state", "written_ns")
+RUN_FIELDS = ("run_id", "created_ns", "updated_ns", "last_seq")
 
 
 class Flavor:
@@ -66,7 +67,9 @@ class Flavor:
 
     def runs_upsert(self) -> Insert:
         """``INSERT`` a run row, or move its ``updated_ns`` and ``last_seq`` forward."""
-        return self.runs_on_conflict(self.upsert_insert(RunRecord))
+        return self.runs_on_conflict(
+            self.upsert_insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
+        )
 
     def runs_on_conflict(self, stmt: Any) -> Insert:
         """Add the run row's conflict clause to an ``INSERT`` into the runs table."""
@@ -254,7 +257,7 @@ class MariaDBFlavor(Flavor):
         return bool(driver_connection.server_status & 1)  # SERVER_STATUS_IN_TRANS
 
     def runs_upsert(self) -> Insert:  # noqa: D102
-        stmt = mysql.insert(RunRecord)
+        stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
         return stmt.on_duplicate_key_update(
             updated_ns=stmt.inserted.updated_ns,
             last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),

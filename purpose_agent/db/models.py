@@ -52,7 +52,9 @@ class EventRecord(Base):
     """
 
     __tablename__ = "pa_events"
-    __table_args__ = (_MYSQL_TABLE,)
+    # The key's index starts with run_id: it stays unique per run when the table is
+    # partitioned or distributed by run_id. Rows without a key (NULL) never collide.
+    __table_args__ = (Index("uq_pa_events_run_id_key", "run_id", "key", unique=True), _MYSQL_TABLE)
 
     run_id: Mapped[str] = mapped_column(RunId, primary_key=True)
     seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
@@ -60,6 +62,7 @@ class EventRecord(Base):
     ts: Mapped[float]
     lane_id: Mapped[str] = mapped_column(Label)
     data: Mapped[str] = mapped_column(Payload)
+    key: Mapped[str | None] = mapped_column(Label)
 
 
 class SnapshotRecord(Base):
@@ -75,12 +78,21 @@ class SnapshotRecord(Base):
 
 
 class RunRecord(Base):
-    """One row per run with events or a snapshot: what ``list_runs`` reads and orders."""
+    """One row per run with events or a snapshot: what ``list_runs`` reads and orders.
+
+    ``last_seq`` is the highest seq the run ever stored: appends take their positions from it
+    (locking this row), and it survives the compaction of covered events.
+    """
 
     __tablename__ = "pa_runs"
-    __table_args__ = (Index(None, "updated_ns"), _MYSQL_TABLE)
+    __table_args__ = (
+        Index(None, "updated_ns"),
+        Index("ix_pa_runs_group_id_updated_ns", "group_id", "updated_ns"),
+        _MYSQL_TABLE,
+    )
 
     run_id: Mapped[str] = mapped_column(RunId, primary_key=True)
     created_ns: Mapped[int]
     updated_ns: Mapped[int]
     last_seq: Mapped[int]
+    group_id: Mapped[str | None] = mapped_column(Label)

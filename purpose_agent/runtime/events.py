@@ -80,6 +80,9 @@ Timestamp = Annotated[float, Strict(), Field(allow_inf_nan=False), AfterValidato
 LaneId = Annotated[str, Strict(), Field(max_length=255, pattern=r"^[^\x00]*$")]
 """A lane name: at most 255 characters of UTF-8 text without NUL."""
 
+EventKey = Annotated[str, Strict(), Field(min_length=1, max_length=255, pattern=r"^[^\x00]*$")]
+"""A caller's name for an event, unique within its run: 1 to 255 characters without NUL."""
+
 JsonObject = InstanceOf[dict[str, Any]]
 """A payload. Only the container is checked when a value is built: whether the contents are
 JSON (and stay JSON while the caller keeps mutating them) is decided when the value is saved."""
@@ -288,3 +291,32 @@ class PAEvent(Value):
     ts: Timestamp = Field(default_factory=time.time)
     lane_id: LaneId = "main"
     data: JsonObject = Field(default_factory=dict)
+
+
+class NewEvent(Value):
+    """An event to append: the store gives it its run's next ``seq``.
+
+    With a ``key``, the event can be fetched by that key, and appending it again is safe: an
+    event with the same key and the same kind, lane and data is not stored twice (``ts`` is
+    not compared, so a retry that rebuilt the value is still recognised).
+
+    Attributes:
+        kind: What happened.
+        ts: Unix seconds when it happened; defaults to now.
+        lane_id: The lane of a run with parallel branches.
+        data: The event's payload, JSON values only.
+        key: The caller's name for the event, unique within its run, or ``None``.
+
+    """
+
+    kind: EventKind
+    ts: Timestamp = Field(default_factory=time.time)
+    lane_id: LaneId = "main"
+    data: JsonObject = Field(default_factory=dict)
+    key: EventKey | None = None
+
+    def at(self, run_id: str, seq: int) -> PAEvent:
+        """The event as stored at ``seq`` of ``run_id`` (the key is kept by the store, not here)."""
+        return PAEvent(
+            run_id=run_id, seq=seq, kind=self.kind, ts=self.ts, lane_id=self.lane_id, data=self.data
+        )

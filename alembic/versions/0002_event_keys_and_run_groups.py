@@ -1,0 +1,44 @@
+"""Event keys and run groups.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-12-02
+
+``pa_events.key`` is the caller's optional name for an event, unique within its run;
+``pa_runs.group_id`` keeps many runs together (a conversation's). Both are nullable, so the
+upgrade adds them without rewriting rows written under 0001. Types are spelled out here, as in
+0001, so that this revision keeps creating the same schema whatever the models become.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import mysql
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+LABEL = sa.String(255).with_variant(
+    mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
+)
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("pa_events") as batch:
+        batch.add_column(sa.Column("key", LABEL, nullable=True))
+        batch.create_index("uq_pa_events_run_id_key", ["run_id", "key"], unique=True)
+    with op.batch_alter_table("pa_runs") as batch:
+        batch.add_column(sa.Column("group_id", LABEL, nullable=True))
+        batch.create_index("ix_pa_runs_group_id_updated_ns", ["group_id", "updated_ns"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("pa_runs") as batch:
+        batch.drop_index("ix_pa_runs_group_id_updated_ns")
+        batch.drop_column("group_id")
+    with op.batch_alter_table("pa_events") as batch:
+        batch.drop_index("uq_pa_events_run_id_key")
+        batch.drop_column("key")
