@@ -20,6 +20,7 @@ import pytest
 from purpose_agent import InMemoryCheckpointer, PAEvent, Recovery, RunState, SQLCheckpointer
 from purpose_agent.testing import (
     ALL_CAPABILITIES,
+    SUITES,
     Backend,
     Capability,
     CheckpointerSuite,
@@ -27,6 +28,7 @@ from purpose_agent.testing import (
     StreamingSuite,
     ThreadsSuite,
 )
+from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.samples import ev
 from purpose_agent.testing.steps import TornRead, step, steps_in_log, steps_in_recovery
 
@@ -50,6 +52,19 @@ def test_backend_declaring_some_capabilities_has_those_and_base() -> None:
     backend = Backend("some", InMemoryCheckpointer, [Capability.THREADS])
     assert backend.capabilities == {Capability.BASE, Capability.THREADS}
     assert not backend.has(Capability.DURABLE)
+
+
+def test_every_capability_has_rows_and_every_row_runs_in_the_whole_suite() -> None:
+    assert set(SUITES) == set(Capability)
+    assert all(issubclass(CheckpointerSuite, rows) for rows in SUITES.values())
+    # A row defined twice under one name would hide one of them in CheckpointerSuite.
+    owners: dict[str, list[str]] = {}
+    for klass in CheckpointerSuite.__mro__:
+        if issubclass(klass, Rows) and "capability" in vars(klass):
+            for name in vars(klass):
+                if name.startswith("test_"):
+                    owners.setdefault(name, []).append(klass.__name__)
+    assert {name: classes for name, classes in owners.items() if len(classes) > 1} == {}
 
 
 GATED_SUITE = """

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent import EventKind, NewEvent, PAEvent, RunState
 
 
 def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data: Any) -> PAEvent:
@@ -24,6 +24,30 @@ def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data:
 
     """
     return PAEvent(run_id=run_id, seq=seq, kind=kind, ts=1_700_000_000.0 + seq, data=data)
+
+
+def new(
+    kind: EventKind = EventKind.STEP_FINISHED,
+    *,
+    key: str | None = None,
+    lane_id: str = "main",
+    ts: float = 1_700_000_000.0,
+    **data: Any,
+) -> NewEvent:
+    """Build an event to append, with a fixed timestamp so that equal calls build equal events.
+
+    Args:
+        kind: The event kind.
+        key: The caller's name for the event, or ``None``.
+        lane_id: The lane.
+        ts: Unix seconds.
+        **data: The event's data.
+
+    Returns:
+        The event, without a seq: the store gives it one.
+
+    """
+    return NewEvent(kind=kind, ts=ts, lane_id=lane_id, data=data, key=key)
 
 
 def st(run_id: str, seq: int, **data: Any) -> RunState:
@@ -53,6 +77,20 @@ def raw_event(**fields: Any) -> PAEvent:
     """
     base = {"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main"}
     return PAEvent.model_construct(**{**base, "data": {}, **fields})
+
+
+def raw_new_event(**fields: Any) -> NewEvent:
+    """An event to append built without validation, as a caller bypassing pydantic could.
+
+    Args:
+        **fields: Fields that replace the defaults of a valid event.
+
+    Returns:
+        The unvalidated event.
+
+    """
+    base = {"kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main", "key": None}
+    return NewEvent.model_construct(**{**base, "data": {}, **fields})
 
 
 def nested(depth: int) -> Any:
