@@ -24,15 +24,21 @@ from purpose_agent import (
 )
 from purpose_agent.db.models import Base
 from purpose_agent.testing import ALL_CAPABILITIES, Backend, BlockingAdapter, Capability
+from purpose_agent.testing.harness import CapabilityNotDeclared
 from tests.servers import required, server_url, throwaway_database
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A skipped test of a backend this run requires is a failure, never a quiet skip."""
+    """A skipped test of a backend this run requires is a failure, never a quiet skip.
+
+    Except a row the backend leaves out by not declaring its capability: that skip is what the
+    backend's declaration says, not a server that was missing.
+    """
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and not hasattr(report, "wasxfail"):
+    declared = call.excinfo is not None and call.excinfo.errisinstance(CapabilityNotDeclared)
+    if report.skipped and not hasattr(report, "wasxfail") and not declared:
         names = {mark.name for mark in item.iter_markers()} & required()
         if names:
             report.outcome = "failed"

@@ -20,7 +20,6 @@ from purpose_agent import (
     NewEvent,
     PAEvent,
     Recovery,
-    RunState,
     SequenceConflict,
 )
 from purpose_agent.protocol import Appending
@@ -32,6 +31,7 @@ from purpose_agent.testing.samples import (
     BAD_RUN_IDS,
     EXACT_VALUES,
     NOT_JSON,
+    covering,
     ev,
     new,
     raw_new_event,
@@ -46,20 +46,6 @@ class AppendingStore(Appending, Checkpointer, Protocol):
     The rows take the ``cp`` fixture under this type; the capability gate has made sure the
     backend declares Capability.APPEND before a row runs.
     """
-
-
-def _snapshot_at(state: RunState, seq: int) -> RunState:
-    """The state as ``append`` stores it: the same, but covering up to ``seq``.
-
-    Args:
-        state: The snapshot passed to ``append``.
-        seq: The last seq the append assigned.
-
-    Returns:
-        The state the store should return.
-
-    """
-    return RunState.from_dict({**state.to_dict(), "seq": seq})
 
 
 class AppendingRows(Rows):
@@ -165,10 +151,10 @@ class AppendingRows(Rows):
         state = st("r", given_seq, step=1)
         appended = cp.append("r", [new(n=2), new(n=3)], snapshot=state)
         assert [event.seq for event in appended] == [2, 3]
-        assert cp.load_latest("r") == _snapshot_at(state, 3)
-        assert cp.recover("r") == Recovery(_snapshot_at(state, 3), [])
+        assert cp.load_latest("r") == covering(state, 3)
+        assert cp.recover("r") == Recovery(covering(state, 3), [])
         [after] = cp.append("r", [new(n=4)])
-        assert cp.recover("r") == Recovery(_snapshot_at(state, 3), [after])
+        assert cp.recover("r") == Recovery(covering(state, 3), [after])
 
     def test_snapshot_of_another_run_is_refused_and_nothing_written(
         self, cp: AppendingStore
@@ -218,7 +204,8 @@ class AppendingRows(Rows):
         self, cp: AppendingStore
     ) -> None:
         bad_events: list[Any] = [
-            raw_new_event(kind="custom"),
+            raw_new_event(kind="no_such_kind"),
+            raw_new_event(kind=None),
             raw_new_event(ts=float("nan")),
             raw_new_event(ts="1"),
             raw_new_event(lane_id=None),
@@ -234,7 +221,7 @@ class AppendingRows(Rows):
         for bad in bad_events:
             with pytest.raises(InvalidInput):
                 cp.append("r", [new(n=1), bad])
-        for expected in (-1, "1", 1.0):
+        for expected in (-1, "1", 1.0, True):
             with pytest.raises(InvalidInput):
                 cp.append("r", [new()], expected_last_seq=expected)  # type: ignore[arg-type]
         assert cp.list_events("r") == []
@@ -309,18 +296,21 @@ class AppendingRows(Rows):
         assert cp.last_seq("r") == 2
         assert cp.event_by_key("r", "k") == stored[0]
 
-    def test_one_key_twice_in_a_batch(self, cp: AppendingStore) -> None:
-        # The same event twice is stored once, like a retry; two different events under one
-        # key conflict, and the batch writes nothing.
-        twice = cp.append("r", [new(key="k", n=1), new(n=2), new(key="k", n=1)])
-        assert [event.seq for event in twice] == [1, 2, 1]
-        assert twice[0] == twice[2]
-        assert cp.last_seq("r") == 2
-        with pytest.raises(SequenceConflict):
-            cp.append("r", [new(key="j", n=1), new(key="j", n=2)])
+    def test_one_key_twice_in_a_batch_is_invalid_input(self, cp: AppendingStore) -> None:
+        # A key names one event: a batch that gives it to two is a caller's mistake, even when
+        # the two are equal, and writes nothing.
+        [stored] = cp.append("r", [new(key="k", n=1)])
+        batches = [
+            [new(key="j", n=1), new(n=2), new(key="j", n=1)],
+            [new(key="j", n=1), new(key="j", n=2)],
+            [new(key="k", n=1), new(key="k", n=1)],
+        ]
+        for batch in batches:
+            with pytest.raises(InvalidInput):
+                cp.append("r", batch)
         assert cp.event_by_key("r", "j") is None
-        assert cp.list_events("r") == twice[:2]
-        assert cp.last_seq("r") == 2
+        assert cp.list_events("r") == [stored]
+        assert cp.last_seq("r") == 1
 
     def test_keys_of_different_runs_are_independent(self, cp: AppendingStore) -> None:
         [in_a] = cp.append("a", [new(key="k", run="a")])
@@ -344,7 +334,7 @@ class AppendingRows(Rows):
         assert mixed == [first[1], batch[1].at("r", 4), batch[2].at("r", 5), first[0]]
         assert cp.event_by_key("r", "c") == mixed[1]
         assert [event.seq for event in cp.list_events("r")] == [1, 2, 3, 4, 5]
-        assert cp.load_latest("r") == _snapshot_at(state, 5)
+        assert cp.load_latest("r") == covering(state, 5)
         assert cp.last_seq("r") == 5
 
     def test_deleted_run_appends_from_one_again(self, cp: AppendingStore) -> None:

@@ -15,7 +15,7 @@ from purpose_agent.protocol import Appending, Retention, RunGroups
 from purpose_agent.testing.capabilities import Capability
 from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.needs_pytest import pytest
-from purpose_agent.testing.samples import BAD_RUN_IDS, ev, new, st
+from purpose_agent.testing.samples import BAD_RUN_IDS, covering, ev, new, st
 
 # The pause on each side of a cut in time, so that the writes before and after it are told
 # apart by any clock the store reads (its own process's or a server's on this machine).
@@ -196,16 +196,20 @@ class RetentionRows(Rows):
         assert cp.delete_runs(["a-4", "a-5", "b-2", "b-3"], keep_newest=1) == ["a-4", "a-5", "b-2"]
         assert cp.list_runs() == ["b-3"]
 
-    def test_older_than_with_keep_newest_keeps_the_newest_of_the_old(
+    def test_keep_newest_spares_the_newest_runs_whatever_their_age(
         self, cp: RetainingStore
     ) -> None:
+        # With older_than, keep_newest is a floor: the newest runs stay even when they are old,
+        # as in "delete what is older than a month, but keep the last ten".
         _write(cp, "old-1", "old-2", "old-3")
         time.sleep(CLOCK_MARGIN)
         cut = datetime.now(UTC)
         time.sleep(CLOCK_MARGIN)
         _write(cp, "new-1", "new-2")
-        assert cp.delete_runs(older_than=cut, keep_newest=1) == ["old-1", "old-2"]
-        assert cp.list_runs() == ["new-2", "new-1", "old-3"]
+        assert cp.delete_runs(older_than=cut, keep_newest=4) == ["old-1"]
+        assert cp.delete_runs(older_than=cut, keep_newest=9) == []
+        assert cp.delete_runs(older_than=cut, keep_newest=1) == ["old-2", "old-3"]
+        assert cp.list_runs() == ["new-2", "new-1"]
 
     # -- bad arguments -------------------------------------------------------------------------
 
@@ -240,14 +244,15 @@ class RetentionWithAppendsRows(Rows):
     also_needs: ClassVar[frozenset[Capability]] = frozenset({Capability.APPEND, Capability.GROUPS})
 
     def test_appends_continue_after_compacted_positions(self, cp: RetainingAppendingStore) -> None:
-        cp.append("r", [new(n=1), new(n=2), new(n=3)], snapshot=st("r", 0))
+        state = st("r", 0, step=3)
+        cp.append("r", [new(n=1), new(n=2), new(n=3)], snapshot=state)
         assert cp.compact("r") == 3
         assert cp.last_seq("r") == 3
-        assert cp.recover("r") == Recovery(st("r", 3), [])
+        assert cp.recover("r") == Recovery(covering(state, 3), [])
         [after] = cp.append("r", [new(n=4)], expected_last_seq=3)
         assert after.seq == 4
         assert cp.list_events("r") == [after]
-        assert cp.recover("r") == Recovery(st("r", 3), [after])
+        assert cp.recover("r") == Recovery(covering(state, 3), [after])
 
     def test_deleted_runs_append_from_one_again(self, cp: RetainingAppendingStore) -> None:
         cp.append("r", [new(key="k"), new()], group="g")
@@ -281,7 +286,8 @@ class RetentionWithAppendsRows(Rows):
         cut = datetime.now(UTC)
         time.sleep(CLOCK_MARGIN)
         cp.append("t4", [new()], group="thread")
-        assert cp.delete_runs(group="thread", older_than=cut, keep_newest=1) == ["t1", "t2"]
+        assert cp.delete_runs(group="thread", older_than=cut, keep_newest=3) == ["t1"]
+        assert cp.delete_runs(group="thread", older_than=cut, keep_newest=2) == ["t2"]
         assert cp.list_runs(group="thread") == ["t4", "t3"]
         assert cp.delete_runs(group="thread", keep_newest=1) == ["t3"]
         assert cp.list_runs() == ["t4", "elsewhere"]

@@ -65,6 +65,20 @@ def st(run_id: str, seq: int, **data: Any) -> RunState:
     return RunState(run_id=run_id, seq=seq, data=data, created_at=1.5, updated_at=2.5 + seq)
 
 
+def covering(state: RunState, seq: int) -> RunState:
+    """The state as ``append`` stores it: the same, but covering up to ``seq``.
+
+    Args:
+        state: The snapshot passed to ``append``.
+        seq: The last seq the append assigned.
+
+    Returns:
+        The state the store should return.
+
+    """
+    return RunState.from_dict({**state.to_dict(), "seq": seq})
+
+
 def raw_event(**fields: Any) -> PAEvent:
     """An event built without validation, as a caller bypassing pydantic could.
 
