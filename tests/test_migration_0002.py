@@ -21,7 +21,7 @@ from purpose_agent import Recovery, SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine
 from purpose_agent.records import event_row, state_row
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState, RunStatus
 
 ZERO_ONE = "0001"
@@ -300,6 +300,10 @@ def assert_store_reads_the_runs(store: SQLCheckpointer, filled: Filled) -> None:
         assert list(store.iter_events(plan.run_id, since_seq=5)) == filled.events[plan.run_id][5:]
         assert store.recover(plan.run_id) == expected_recovery(filled, plan.run_id)
         assert store.load_latest(plan.run_id) == filled.states.get(plan.run_id)
+        assert store.last_seq(plan.run_id) == plan.events
+        assert store.run_group(plan.run_id) is None
+        assert store.event_by_key(plan.run_id, "step-1") is None
+    assert store.list_groups() == []
 
 
 def test_fill_is_read_back_exactly_under_0001(filled: Filled) -> None:
@@ -444,6 +448,77 @@ def test_downgrade_to_0001_drops_keys_and_groups_and_keeps_every_other_value(
     assert schema(filled.engine) == upgraded_schema
     with SQLCheckpointer(filled.url, migrate=False) as store:
         assert_store_reads_the_runs(store, filled)
+
+
+def test_downgrade_after_appends_with_keys_and_groups_loses_only_the_keys_and_groups(
+    filled: Filled,
+) -> None:
+    rng = random.Random(11)
+    with SQLCheckpointer(filled.url) as store:  # upgrades to head
+        keyed = NewEvent(kind=EventKind.TOOL_CALL, key="call-1", data=_tricky_payload(rng, 0))
+        on_old = store.append(
+            "A",
+            [keyed, NewEvent(kind=EventKind.MESSAGE, data=_tricky_payload(rng, 5))],
+            expected_last_seq=200,
+            group="conversation ß",
+        )
+        assert [event.seq for event in on_old] == [201, 202]
+        on_new = store.append(
+            "new-run",
+            [NewEvent(kind=EventKind.RUN_STARTED, key=f"k{i}", data={"i": i}) for i in range(30)],
+            group="conversation ß",
+        )
+        tail = store.append(
+            "plain-ascii-run",
+            [NewEvent(kind=EventKind.STEP_FINISHED, key="ключ 🔑", data=_tricky_payload(rng, 1))],
+            snapshot=RunState(run_id="plain-ascii-run", data={"after": "append"}),
+            group="other",
+        )
+        assert store.event_by_key("A", "call-1") == on_old[0]
+        assert store.event_by_key("new-run", "k29") == on_new[29]
+        assert store.run_group("A") == "conversation ß"
+        assert store.list_groups() == ["other", "conversation ß"]
+        runs = store.list_runs()
+        assert runs[:3] == ["plain-ascii-run", "new-run", "A"]
+        logs = {run_id: store.list_events(run_id) for run_id in runs}
+        recoveries = {run_id: store.recover(run_id) for run_id in runs}
+        last_seqs = {run_id: store.last_seq(run_id) for run_id in runs}
+    assert logs["A"][-2:] == on_old
+    snapshot = recoveries["plain-ascii-run"]
+    assert snapshot is not None
+    assert snapshot.state is not None
+    assert (snapshot.state.seq, snapshot.state.data, snapshot.events) == (
+        301,
+        {"after": "append"},
+        [],
+    )
+    assert tail[0].seq == 301
+    head = dump(filled.engine)
+    assert sum(key is not None for key in new_values(head)["pa_events"]) == 32
+    assert sum(group is not None for group in new_values(head)["pa_runs"]) == 3
+
+    migrate.downgrade(filled.engine, ZERO_ONE)
+    assert dump(filled.engine) == project(head)
+    assert schema(filled.engine) == filled.schema_0001
+
+    with SQLCheckpointer(filled.url) as store:  # upgrades again: keys and groups are gone
+        assert store.list_runs() == runs
+        assert {run_id: store.list_events(run_id) for run_id in runs} == logs
+        assert {run_id: store.recover(run_id) for run_id in runs} == recoveries
+        assert {run_id: store.last_seq(run_id) for run_id in runs} == last_seqs
+        assert store.event_by_key("A", "call-1") is None
+        assert store.run_group("A") is None
+        assert store.list_groups() == []
+        assert store.list_runs(group="conversation ß") == []
+        # The key is free again: the same event appended with it is a new event.
+        again = store.append("A", [keyed])
+        assert [event.seq for event in again] == [203]
+        assert store.event_by_key("A", "call-1") == again[0]
+    final = project(dump(filled.engine))
+    assert final["pa_events"] == _sorted(
+        "pa_events", [*project(head)["pa_events"], event_row(again[0])._asdict()]
+    )
+    assert final["pa_snapshots"] == project(head)["pa_snapshots"]
 
 
 def test_opening_a_filled_0001_database_upgrades_it(filled: Filled) -> None:
