@@ -209,6 +209,16 @@ def _sorted(name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: tuple(row[column] for column in PRIMARY_KEYS[name]))
 
 
+def upgraded(rows: Rows) -> Rows:
+    """The rows as 0002 leaves them: a run's last_seq is at least its snapshot's seq."""
+    covered = {snap["run_id"]: snap["seq"] for snap in rows["pa_snapshots"]}
+    runs = [
+        {**run, "last_seq": max(run["last_seq"], covered.get(run["run_id"], 0))}
+        for run in rows["pa_runs"]
+    ]
+    return {**rows, "pa_runs": runs}
+
+
 def dump(engine: sa.Engine) -> Rows:
     """Every row of the store's tables, every column the database has now."""
     metadata = sa.MetaData()
@@ -300,7 +310,7 @@ def assert_store_reads_the_runs(store: SQLCheckpointer, filled: Filled) -> None:
         assert list(store.iter_events(plan.run_id, since_seq=5)) == filled.events[plan.run_id][5:]
         assert store.recover(plan.run_id) == expected_recovery(filled, plan.run_id)
         assert store.load_latest(plan.run_id) == filled.states.get(plan.run_id)
-        assert store.last_seq(plan.run_id) == plan.events
+        assert store.last_seq(plan.run_id) == max(plan.events, plan.snapshot or 0)
         assert store.run_group(plan.run_id) is None
         assert store.event_by_key(plan.run_id, "step-1") is None
     assert store.list_groups() == []
@@ -318,7 +328,7 @@ def test_upgrade_keeps_every_row_and_adds_empty_key_and_group(filled: Filled) ->
     migrate.upgrade(filled.engine)
     assert revision(filled.engine) == migrate.head_revision()
     after = dump(filled.engine)
-    assert project(after) == filled.rows  # payloads compared as the exact text written
+    assert project(after) == upgraded(filled.rows)  # payloads compared as the exact text written
     assert {name: set(rows[0]) - set(COLUMNS_0001[name]) for name, rows in after.items()} == {
         "pa_events": {"key"},
         "pa_runs": {"group_id"},
@@ -429,7 +439,7 @@ def test_downgrade_to_0001_drops_keys_and_groups_and_keeps_every_other_value(
 
     migrate.downgrade(filled.engine, ZERO_ONE)
     assert revision(filled.engine) == ZERO_ONE
-    assert dump(filled.engine) == filled.rows
+    assert dump(filled.engine) == upgraded(filled.rows)  # last_seq stays where 0002 put it
     assert schema(filled.engine) == filled.schema_0001  # the columns and indexes are gone
 
     with pytest.raises(SchemaNotCurrent) as refused:
@@ -442,7 +452,7 @@ def test_downgrade_to_0001_drops_keys_and_groups_and_keeps_every_other_value(
 
     migrate.upgrade(filled.engine)  # and back up: the round trip
     again = dump(filled.engine)
-    assert project(again) == filled.rows
+    assert project(again) == upgraded(filled.rows)
     assert set(new_values(again)["pa_events"]) == {None}
     assert set(new_values(again)["pa_runs"]) == {None}
     assert schema(filled.engine) == upgraded_schema
@@ -525,7 +535,7 @@ def test_opening_a_filled_0001_database_upgrades_it(filled: Filled) -> None:
     with SQLCheckpointer(filled.url) as store:
         assert revision(store.engine) == migrate.head_revision()
         assert_store_reads_the_runs(store, filled)
-    assert project(dump(filled.engine)) == filled.rows
+    assert project(dump(filled.engine)) == upgraded(filled.rows)
 
 
 def test_two_threads_opening_a_filled_0001_database_at_once_both_succeed(filled: Filled) -> None:
@@ -550,4 +560,18 @@ def test_two_threads_opening_a_filled_0001_database_at_once_both_succeed(filled:
     with filled.engine.connect() as conn:
         versions = conn.execute(sa.text(f"SELECT version_num FROM {migrate.VERSION_TABLE}")).all()
     assert [tuple(row) for row in versions] == [(migrate.head_revision(),)]
-    assert project(dump(filled.engine)) == filled.rows
+    assert project(dump(filled.engine)) == upgraded(filled.rows)
+
+
+def test_a_run_saved_by_a_snapshot_alone_appends_after_the_snapshot_once_upgraded(
+    filled: Filled,
+) -> None:
+    """0001 left last_seq at 0 for such a run; an append below the snapshot would be hidden."""
+    with SQLCheckpointer(filled.url) as store:
+        assert store.last_seq("snapshot-only") == 7
+        (appended,) = store.append("snapshot-only", [NewEvent(kind=EventKind.CUSTOM)])
+        assert appended.seq == 8
+        recovery = store.recover("snapshot-only")
+        assert recovery is not None
+        assert recovery.state == filled.states["snapshot-only"]
+        assert recovery.events == [appended]
