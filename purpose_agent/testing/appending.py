@@ -97,6 +97,20 @@ class AppendingRows(Rows):
         assert list(cp.iter_events("r")) == returned
         assert cp.recover("r") == Recovery(None, returned)
 
+    def test_a_snapshot_ahead_of_the_events_moves_the_last_seq(self, cp: AppendingStore) -> None:
+        # An event appended below a snapshot's seq would be hidden from recover().
+        cp.save_snapshot("alone", st("alone", 5))
+        assert cp.last_seq("alone") == 5
+        [first] = cp.append("alone", [new()], expected_last_seq=5)
+        assert first.seq == 6
+        assert cp.recover("alone") == Recovery(st("alone", 5), [first])
+        cp.save_events([ev("r", 1), ev("r", 2)], snapshot=st("r", 4))
+        assert cp.last_seq("r") == 4
+        [after] = cp.append("r", [new()])
+        assert after.seq == 5
+        cp.save_snapshot("r", st("r", 1))  # an older snapshot lowers nothing
+        assert cp.last_seq("r") == 5
+
     def test_unknown_run_has_last_seq_zero_and_no_keys(self, cp: AppendingStore) -> None:
         assert cp.last_seq("nobody") == 0
         assert cp.event_by_key("nobody", "k") is None
