@@ -259,8 +259,9 @@ class PostgresFlavor(Flavor):
         """
         count = bindparam("n", type_=BigInteger)
         now = bindparam("now", type_=BigInteger)
-        group = bindparam("group_id", type_=Text)
-        run_id = bindparam("run_id", type_=Text)
+        # Not named after columns: an UPDATE reserves those names for its SET clause.
+        group = bindparam("new_group", type_=Text)
+        run_id = bindparam("the_run", type_=Text)
         if expect == "match":
             run = (
                 update(RunRecord)

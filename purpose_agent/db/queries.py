@@ -225,18 +225,20 @@ class Queries:
         self._insert_keyed = build(
             insert(EventRecord).values({name: bindparam(name) for name in (*EVENT_FIELDS, "key")})
         )
+        # An UPDATE's bind parameters must not be named after its table's columns:
+        # SQLAlchemy's own path reserves those names for the SET clause.
         self._advance_run = build(
             update(RunRecord)
-            .where(RunRecord.run_id == bindparam("run_id"))
-            .values(last_seq=bindparam("last_seq"), updated_ns=bindparam("now"))
+            .where(RunRecord.run_id == bindparam("the_run"))
+            .values(last_seq=bindparam("new_last_seq"), updated_ns=bindparam("now"))
         )
         self._advance_run_group = build(
             update(RunRecord)
-            .where(RunRecord.run_id == bindparam("run_id"))
+            .where(RunRecord.run_id == bindparam("the_run"))
             .values(
-                last_seq=bindparam("last_seq"),
+                last_seq=bindparam("new_last_seq"),
                 updated_ns=bindparam("now"),
-                group_id=bindparam("group_id"),
+                group_id=bindparam("new_group"),
             )
         )
         # Appends in one statement, where the backend has it: by expectation and batch shape.
@@ -378,7 +380,12 @@ class Queries:
         """
         expect = "any" if expected is None else "zero" if expected == 0 else "match"
         many = len(items) > 1
-        values: dict[str, Any] = {"run_id": run_id, "n": len(items), "now": now, "group_id": group}
+        values: dict[str, Any] = {
+            "the_run": run_id,
+            "n": len(items),
+            "now": now,
+            "new_group": group,
+        }
         if expect == "match":
             values["expected"] = expected
         if many:
@@ -404,11 +411,11 @@ class Queries:
         self, conn: Connection, run_id: str, last_seq: int, now: int, group: str | None
     ) -> None:
         """Set a locked run's ``last_seq`` and write time, and its group when one is given."""
-        values = {"run_id": run_id, "last_seq": last_seq, "now": now}
+        values = {"the_run": run_id, "new_last_seq": last_seq, "now": now}
         if group is None:
             self._advance_run.run(conn, values)
         else:
-            self._advance_run_group.run(conn, {**values, "group_id": group})
+            self._advance_run_group.run(conn, {**values, "new_group": group})
 
     def events_by_keys(
         self, conn: Connection, run_id: str, keys: Sequence[str]
