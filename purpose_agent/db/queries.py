@@ -441,7 +441,7 @@ class Queries:
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = keys[start : start + LOOKUP_CHUNK]
             stmt = select(EventRecord.key, *EVENT_COLUMNS).where(
-                EventRecord.run_id == run_id, EventRecord.key.in_(chunk)
+                EventRecord.run_id == run_id, self.flavor.one_of(EventRecord.key, chunk)
             )
             for key, seq, kind, ts, lane_id, data in conn.execute(stmt):
                 if key is not None:
@@ -500,7 +500,7 @@ class Queries:
         found: list[tuple[str, int]] = []
         for start in range(0, len(run_ids), LOOKUP_CHUNK):
             chunk = run_ids[start : start + LOOKUP_CHUNK]
-            stmt = base.where(RunRecord.run_id.in_(chunk)).with_for_update()
+            stmt = base.where(self.flavor.one_of(RunRecord.run_id, chunk)).with_for_update()
             found.extend((run_id, int(ns)) for run_id, ns in conn.execute(stmt))
         return found
 
@@ -509,7 +509,7 @@ class Queries:
         for start in range(0, len(run_ids), LOOKUP_CHUNK):
             chunk = run_ids[start : start + LOOKUP_CHUNK]
             for model in (EventRecord, SnapshotRecord, RunRecord):
-                conn.execute(delete(model).where(model.run_id.in_(chunk)))
+                conn.execute(delete(model).where(self.flavor.one_of(model.run_id, chunk)))
 
     # -- reads ----------------------------------------------------------------------------
 
