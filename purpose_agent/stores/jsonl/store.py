@@ -62,6 +62,21 @@ class _NotRead(enum.Enum):
 _NOT_READ = _NotRead.NOT_READ
 
 
+def _current(stored: StoredSnapshot | None, index: Index) -> StoredSnapshot | None:
+    """``snapshot.json`` as it counts against the indexed log.
+
+    A file written before the log was last compacted names no rewrite of the log, or another
+    one: the compacted log's header holds a snapshot at least as good, so the file is ignored.
+    A file that names a rewrite the log does not show is returned: the log lost its header,
+    which :meth:`JSONLCheckpointer._refresh` reports as damage.
+    """
+    if stored is None or stored.log_id == index.log_id:
+        return stored
+    if stored.log_id is not None and index.log_id is None:
+        return stored
+    return None
+
+
 class _Unsure(Exception):
     """A read without the file lock found the log shorter than ``snapshot.json`` says.
 
@@ -279,7 +294,8 @@ class JSONLCheckpointer(ClosingContext):
                 os.close(fd)
         wins = False
         if snap is not None:
-            best = max(stored_snap.state.seq if stored_snap else -1, index.snap_seq)
+            current = _current(stored_snap, index)
+            best = max(current.state.seq if current else -1, index.snap_seq)
             wins = snap.seq >= best
         return _Plan(run_id, run, new, snap, wins, size, fd is not None)
 
@@ -372,7 +388,7 @@ class JSONLCheckpointer(ClosingContext):
                 log_end = done.start + len(done.line)
         run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
         temp = run_dir / SNAPSHOT_TEMP
-        write_temp(temp, snapshot_bytes(plan.snapshot, log_end), stamp_ns())
+        write_temp(temp, snapshot_bytes(plan.snapshot, log_end, plan.run.index.log_id), stamp_ns())
         return temp, run_dir / SNAPSHOT_FILE
 
     def _touch(self, plan: _Plan) -> None:
@@ -604,6 +620,7 @@ class JSONLCheckpointer(ClosingContext):
         self, run_id: str, run: Run, fd: int | None, stored: StoredSnapshot | None
     ) -> RunState | None:
         index = run.index
+        stored = _current(stored, index)
         embedded_wins = (
             fd is not None
             and index.snap_seq >= 0
@@ -683,16 +700,21 @@ class JSONLCheckpointer(ClosingContext):
             if not from_start:
                 return size
             stored = self._snapshot_for_check(run_id, run)
-        if stored is None or stored.log_end <= run.index.scanned:
+        index = run.index
+        stored = _current(stored, index)
+        if stored is None or (
+            stored.log_end <= index.scanned and stored.log_id == index.log_id
+        ):
             return size
         run.index = Index()  # the next read checks again
         if not locked:
             raise _Unsure
-        has = (
-            f"{EVENTS_FILE} is missing"
-            if fd is None
-            else f"the complete lines of {EVENTS_FILE} end at byte {run.index.scanned}"
-        )
+        if fd is None:
+            has = f"{EVENTS_FILE} is missing"
+        elif stored.log_id != index.log_id:
+            has = f"{EVENTS_FILE} does not start with the header of its compaction"
+        else:
+            has = f"the complete lines of {EVENTS_FILE} end at byte {index.scanned}"
         raise CorruptRecord(
             run_id,
             stored.state.seq,
