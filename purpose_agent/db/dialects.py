@@ -82,6 +82,17 @@ class Flavor:
         )
         return result
 
+    def run_ensure(self) -> Insert:
+        """``INSERT`` a run row unless it exists, changing nothing in an existing one.
+
+        An append runs it before locking the row, so that a new run has a row to lock.
+        """
+        stmt: Any = self.upsert_insert(RunRecord).values(
+            {name: bindparam(name) for name in RUN_FIELDS}
+        )
+        result: Insert = stmt.on_conflict_do_nothing(index_elements=[RunRecord.run_id])
+        return result
+
     def snapshot_upsert(self) -> Insert:
         """``INSERT`` a snapshot, or replace the stored one unless it has a higher ``seq``."""
         # Named parameters, not the columns' implicit ones: inside a WITH (Postgres saves a
@@ -262,6 +273,11 @@ class MariaDBFlavor(Flavor):
             updated_ns=stmt.inserted.updated_ns,
             last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),
         )
+
+    def run_ensure(self) -> Insert:  # noqa: D102
+        stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
+        # A no-op assignment, not INSERT IGNORE, which would turn other errors into warnings.
+        return stmt.on_duplicate_key_update(last_seq=RunRecord.last_seq)
 
     def snapshot_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(SnapshotRecord)

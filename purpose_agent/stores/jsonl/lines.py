@@ -201,7 +201,6 @@ def line_bytes(
     return f"{text}\n".encode()
 
 
-
 def header_bytes(snapshot: StateRow, compacted: Compacted) -> bytes:
     """Return the first line of a compacted log: the covering snapshot and the header."""
     mark = encode({"log": compacted.log_id, "last_seq": compacted.last_seq})
