@@ -139,11 +139,7 @@ def record_key(run_id: str, record: dict[str, Any]) -> str | None:
     if "key" not in record:
         return None
     key = record.pop("key")
-    if (
-        not isinstance(key, str)
-        or not 1 <= len(key) <= MAX_KEY_LENGTH
-        or "\x00" in key
-    ):
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH or "\x00" in key:
         raise CorruptRecord(run_id, record.get("seq"), f"the event's key is not valid: {key!r:.80}")
     return key
 
