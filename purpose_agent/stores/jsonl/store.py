@@ -1206,13 +1206,15 @@ class JSONLCheckpointer(ClosingContext):
             try:
                 self._refresh(run_id, run, fd, locked=True, stored=stored)
                 state = self._best_snapshot(run_id, run, fd, stored)
-                if state is None:
-                    return 0
-                dropped = bisect.bisect_right(run.index.seqs, state.seq)
+                stale = stored is not None and _current(stored, run.index) is None
+                dropped = bisect.bisect_right(run.index.seqs, state.seq) if state else 0
                 if dropped:
                     self._rewrite_log(run_id, run, fd, state_row(run_id, state))
             finally:
                 os.close(fd)
+            if stale and not dropped:
+                # Left by a compaction that stopped after its rename; the header supersedes it.
+                (self.base_dir / run.name / SNAPSHOT_FILE).unlink(missing_ok=True)
         return dropped
 
     def _rewrite_log(self, run_id: str, run: Run, fd: int, snapshot: StateRow) -> None:
