@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -120,6 +121,17 @@ class Flavor:
         """One statement saving a snapshot and touching its run, where the backend has one."""
         return None
 
+    def append_in_one(self, expect: str, *, many: bool) -> Insert | None:
+        """One statement appending events at a run's next seqs, where the backend has one.
+
+        Args:
+            expect: ``"any"`` (no expected last seq), ``"zero"`` (the run must have no
+                events) or ``"match"`` (the run's last seq must be ``:expected``).
+            many: Whether the events come as arrays (a batch) or as scalars (one event).
+
+        """
+        return None
+
     def migration_lock(self) -> tuple[Executable, Executable | None] | None:
         """Statements that take and release the lock one migrating process holds.
 
@@ -207,7 +219,10 @@ class PostgresFlavor(Flavor):
         snapshot = self.snapshot_upsert().cte("snapshot")
         now = bindparam("now", type_=BigInteger)
         touch = postgresql.insert(RunRecord).values(
-            run_id=bindparam("snapshot_run_id"), created_ns=now, updated_ns=now, last_seq=0
+            run_id=bindparam("snapshot_run_id"),
+            created_ns=now,
+            updated_ns=now,
+            last_seq=bindparam("snapshot_seq", type_=BigInteger),
         )
         return self.runs_on_conflict(touch).add_cte(snapshot)
 
@@ -231,6 +246,86 @@ class PostgresFlavor(Flavor):
             postgresql.insert(RunRecord).from_select(
                 ["run_id", "created_ns", "updated_ns", "last_seq"], touched
             )
+        )
+
+    def append_in_one(self, expect: str, *, many: bool) -> Insert:
+        """Advance the run row and insert the events after it, in one statement.
+
+        The run row's upsert (or update) locks the row and returns the new last seq; the
+        events take the seqs below it, in the order given. When the expected last seq does
+        not match, the row is not updated, nothing is returned and nothing is inserted. A
+        key that is already stored fails the statement on the key's unique index; the store
+        then decides in a transaction whether it is a retry.
+        """
+        count = bindparam("n", type_=BigInteger)
+        now = bindparam("now", type_=BigInteger)
+        group = bindparam("group_id", type_=Text)
+        run_id = bindparam("run_id", type_=Text)
+        if expect == "match":
+            run = (
+                update(RunRecord)
+                .where(
+                    RunRecord.run_id == run_id,
+                    RunRecord.last_seq == bindparam("expected", type_=BigInteger),
+                )
+                .values(
+                    last_seq=RunRecord.last_seq + count,
+                    updated_ns=now,
+                    group_id=func.coalesce(group, RunRecord.group_id),
+                )
+            )
+        else:
+            stmt: Any = postgresql.insert(RunRecord).values(
+                run_id=run_id, created_ns=now, updated_ns=now, last_seq=count, group_id=group
+            )
+            run = stmt.on_conflict_do_update(
+                index_elements=[RunRecord.run_id],
+                set_={
+                    "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
+                    "updated_ns": stmt.excluded.updated_ns,
+                    "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
+                },
+                where=(RunRecord.last_seq == 0) if expect == "zero" else None,
+            )
+        advanced = run.returning(RunRecord.last_seq).cte("run")
+        if many:
+            batch = (
+                func.unnest(
+                    *(
+                        cast(bindparam(name), ARRAY(kind))
+                        for name, kind in (
+                            ("kind", Text),
+                            ("ts", Double),
+                            ("lane_id", Text),
+                            ("data", Text),
+                            ("key", Text),
+                        )
+                    )
+                )
+                .table_valued("kind", "ts", "lane_id", "data", "key", with_ordinality="ord")
+                .render_derived(name="batch")
+            )
+            rows = select(
+                run_id,
+                advanced.c.last_seq - count + batch.c.ord,
+                batch.c.kind,
+                batch.c.ts,
+                batch.c.lane_id,
+                batch.c.data,
+                batch.c.key,
+            ).select_from(advanced, batch)
+        else:
+            rows = select(
+                run_id,
+                advanced.c.last_seq,
+                bindparam("kind", type_=Text),
+                bindparam("ts", type_=Double),
+                bindparam("lane_id", type_=Text),
+                bindparam("data", type_=Text),
+                bindparam("key", type_=Text),
+            ).select_from(advanced)
+        return (
+            insert(EventRecord).from_select([*EVENT_FIELDS, "key"], rows).returning(EventRecord.seq)
         )
 
     @staticmethod

@@ -239,6 +239,14 @@ class Queries:
                 group_id=bindparam("group_id"),
             )
         )
+        # Appends in one statement, where the backend has it: by expectation and batch shape.
+        self._append_in_one: dict[tuple[str, bool], Statement] = {}
+        for expect in ("any", "zero", "match"):
+            for batch in (False, True):
+                appending = flavor.append_in_one(expect, many=batch)
+                if appending is not None:
+                    binary = ("kind", "ts", "lane_id", "data", "key") if batch else ()
+                    self._append_in_one[(expect, batch)] = build(appending, binary)
         self._last_seq = build(
             select(RunRecord.last_seq).where(RunRecord.run_id == bindparam("run_id"))
         )
@@ -316,7 +324,7 @@ class Queries:
         """Save a snapshot and touch its run; one statement where the backend allows it."""
         if self._snapshot_and_run is None:
             self.upsert_snapshot(conn, snap, now)
-            self.touch_runs(conn, {snap.run_id: 0}, now)
+            self.touch_runs(conn, {snap.run_id: snap.seq}, now)
             return
         self._snapshot_and_run.run(
             conn,
@@ -326,6 +334,7 @@ class Queries:
                 "state": snap.state,
                 "written_ns": now,
                 "snapshot_run_id": snap.run_id,
+                "snapshot_seq": snap.seq,
                 "now": now,
             },
         )
@@ -347,6 +356,38 @@ class Queries:
             conn, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": 0}
         )
         return int(self._lock_run.fetch(conn, {"run_id": run_id})[0][0])
+
+    @property
+    def appends_in_one(self) -> bool:
+        """Whether an append is one autocommit statement on this backend."""
+        return bool(self._append_in_one)
+
+    def append_in_one(
+        self,
+        conn: Connection,
+        run_id: str,
+        items: Sequence[Any],
+        expected: int | None,
+        group: str | None,
+        now: int,
+    ) -> list[int]:
+        """Append drafts ``(kind, ts, lane_id, data, key)`` in one statement; their seqs.
+
+        Returns no seqs when ``expected`` did not match. Raises ``IntegrityError`` when a key
+        is already stored.
+        """
+        expect = "any" if expected is None else "zero" if expected == 0 else "match"
+        many = len(items) > 1
+        values: dict[str, Any] = {"run_id": run_id, "n": len(items), "now": now, "group_id": group}
+        if expect == "match":
+            values["expected"] = expected
+        if many:
+            for index, name in enumerate(("kind", "ts", "lane_id", "data", "key")):
+                values[name] = [item[index] for item in items]
+        else:
+            values.update(zip(("kind", "ts", "lane_id", "data", "key"), items[0], strict=True))
+        rows = self._append_in_one[(expect, many)].fetch(conn, values)
+        return sorted(int(row[0]) for row in rows)
 
     def insert_keyed(
         self, conn: Connection, rows: Sequence[EventRow], keys: Sequence[str | None]

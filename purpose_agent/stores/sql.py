@@ -360,7 +360,7 @@ class SQLCheckpointer(ClosingContext):
         if rows:
             self._queries.insert_events(conn, rows, now)
         if snap is not None:
-            self._queries.touch_runs(conn, {snap.run_id: 0}, now)
+            self._queries.touch_runs(conn, {snap.run_id: snap.seq}, now)
             self._queries.upsert_snapshot(conn, snap, now)
 
     def _new_rows(self, conn: Connection, rows: list[EventRow]) -> list[EventRow]:
@@ -441,6 +441,11 @@ class SQLCheckpointer(ClosingContext):
     ) -> Placement:
         now = stamp_ns()
         queries = self._queries
+        if snapshot is None and queries.appends_in_one:
+            placed = self._append_in_one(run_id, items, expected, group, now, sent)
+            if placed is not None:
+                return placed
+            sent[0] = False  # nothing was stored: the transaction below starts afresh
         with self._units.write() as conn:
             last = queries.lock_run(conn, run_id, now)
             keys = [item.key for item in items if item.key is not None]
@@ -456,6 +461,39 @@ class SQLCheckpointer(ClosingContext):
                 queries.upsert_snapshot(conn, snap, now)
             sent[0] = True
         return placed
+
+    def _append_in_one(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> Placement | None:
+        """The append as one statement; ``None`` when only a transaction can decide.
+
+        That is when a key is already stored (a retry, or a conflict), or when the expected
+        last seq did not match and some event has a key (a retry of an append that
+        succeeded is not a conflict).
+        """
+        sent[0] = True
+        try:
+            with self._units.single() as conn:
+                seqs = self._queries.append_in_one(conn, run_id, items, expected, group, now)
+        except IntegrityError as exc:
+            if not self._flavor.is_unique_violation(exc):
+                raise
+            return None
+        if not seqs:
+            if any(item.key is not None for item in items):
+                return None
+            with self._units.single() as conn:
+                last = self._queries.last_seq(conn, run_id)
+            place(run_id, items, last, {}, expected)  # raises the conflict
+            return None  # the run changed back meanwhile: let the transaction decide
+        rows = [item.at(run_id, seq) for item, seq in zip(items, seqs, strict=True)]
+        return Placement(rows, [item.key for item in items], rows, seqs[-1])
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run ever stored (compaction does not lower it); 0 if unknown.
