@@ -183,6 +183,18 @@ def test_a_compaction_another_handle_made_is_seen_by_this_one(base: Path) -> Non
         assert [event.seq for event in first.append("r", [new(n=5)])] == [5]
 
 
+def test_appends_follow_a_snapshot_another_handle_saved_ahead_of_the_events(
+    base: Path,
+) -> None:
+    with JSONLCheckpointer(base) as first, JSONLCheckpointer(base) as second:
+        first.save_snapshot("r", st("r", 7))
+        assert first.append("r", [new(n=8)])[0].seq == 8
+        second.save_snapshot("r", st("r", 20))  # replaces the snapshot.json first has read
+        assert first.last_seq("r") == 20
+        assert first.append("r", [new(n=21)])[0].seq == 21
+        assert second.last_seq("r") == 21
+
+
 def test_a_failed_compaction_leaves_the_old_log_and_no_temporary_file(
     cp: JSONLCheckpointer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

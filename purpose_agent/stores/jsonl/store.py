@@ -321,7 +321,10 @@ class JSONLCheckpointer(ClosingContext):
         finally:
             if fd is not None:
                 os.close(fd)
-        placed = place(run_id, items, index.last_seq, stored, expected)
+        covered = stored_snap.state.seq if stored_snap else self._file_seq(run_id, run)
+        placed = place(
+            run_id, items, max(index.last_seq, index.snap_seq, covered), stored, expected
+        )
         snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
         wins = False
         if snap is not None:
@@ -675,9 +678,10 @@ class JSONLCheckpointer(ClosingContext):
             since_seq = page[-1].seq
 
     def last_seq(self, run_id: str) -> int:
-        """The highest seq the run has ever stored; 0 for an unknown run.
+        """The highest seq the run has stored an event at or a snapshot covers; 0 if unknown.
 
-        A compacted log's header keeps the positions its compaction dropped.
+        A compacted log's header keeps the positions its compaction dropped. Appends take the
+        positions after it.
 
         Args:
             run_id: The run.
@@ -698,13 +702,37 @@ class JSONLCheckpointer(ClosingContext):
                 return self._lock_free(run, lambda locked: self._indexed(run_id, run, locked))
 
     def _indexed(self, run_id: str, run: Run, locked: bool) -> int:
+        covered = self._file_seq(run_id, run)
         fd = self._open_log(run)
         try:
             self._refresh(run_id, run, fd, locked=locked)
         finally:
             if fd is not None:
                 os.close(fd)
-        return run.index.last_seq
+        index = run.index
+        return max(index.last_seq, index.snap_seq, covered, 0)
+
+    def _file_seq(self, run_id: str, run: Run) -> int:
+        """The seq ``snapshot.json`` covers, or -1; read again only when the file changed.
+
+        Every append needs it (a snapshot ahead of the events moves the run's last seq), and
+        the file can hold a large state, so its seq is kept with the file's identity.
+        """
+        path = self.base_dir / run.name / SNAPSHOT_FILE
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return -1
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        cached = run.snapshot_seq
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        stored = self._read_snapshot_file(run_id, run)
+        if stored is None:
+            return -1
+        # If the file was replaced since the stat, the next stat differs and reads it again.
+        run.snapshot_seq = (identity, stored.state.seq)
+        return stored.state.seq
 
     def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
         """The run's event appended with ``key``, or ``None``.
