@@ -1182,9 +1182,9 @@ class JSONLCheckpointer(ClosingContext):
         with self._os_errors("deleting runs"):
             self._settle(None, str(self._journal.path))
             scoped: list[tuple[str, int]] = []
-            for written, name in self._written_runs():
-                run_id = self._run_id_of(name)
-                if run_id is None or (chosen.run_ids is not None and run_id not in chosen.run_ids):
+            for written, name, known in self._candidates(chosen.run_ids):
+                run_id = known if known is not None else self._run_id_of(name)
+                if run_id is None:
                     continue
                 found = read_group(run_id, self.base_dir / name) if group is not None else None
                 if chosen.scoped(run_id, found):
@@ -1203,6 +1203,22 @@ class JSONLCheckpointer(ClosingContext):
                         deleted.append(run_id)
         return sorted(deleted)
 
+    def _candidates(self, run_ids: frozenset[str] | None) -> list[tuple[int, str, str | None]]:
+        """``(written_ns, name, run_id)`` of the runs to consider: the named ones, or all.
+
+        Named runs are looked up directly rather than by listing ``base_dir``; the run id of
+        a listed directory is left to the caller (``None``).
+        """
+        if run_ids is None:
+            return [(written, name, None) for written, name in self._written_runs()]
+        found: list[tuple[int, str, str | None]] = []
+        for run_id in run_ids:
+            name = dir_name(run_id)
+            written = written_ns(self.base_dir / name)
+            if written is not None:
+                found.append((written, name, run_id))
+        return found
+
     def compact(self, run_id: str) -> int:
         """Delete the run's events its latest snapshot covers; how many were deleted.
 
@@ -1210,7 +1226,8 @@ class JSONLCheckpointer(ClosingContext):
         one or the other, and ``recover()`` returns the same from both (see
         :mod:`~purpose_agent.stores.jsonl.compaction`). The rewrite keeps the run's place in
         :meth:`list_runs`. The keys of the deleted events are forgotten; :meth:`last_seq`
-        still counts their positions.
+        still counts their positions. On Windows the rename can be refused while another
+        process has the log open; the old log then stays and the call can be repeated.
 
         Args:
             run_id: The run.
