@@ -314,7 +314,7 @@ class JSONLCheckpointer(ClosingContext):
         fd = self._open_log(run)
         try:
             size = self._refresh(
-                run_id, run, fd, locked=True, stored=stored_snap if snapshot else _NOT_READ
+                run_id, run, fd, locked=True, stored=_NOT_READ if snapshot is None else stored_snap
             )
             index = run.index
             stored = self._rows_by_key(run_id, run, fd, [item.key for item in items])
