@@ -102,8 +102,8 @@ BACKENDS = [
 ]
 
 
-# The API of issue 11 (appends, run groups, retention) is not yet on the JSONL store nor on
-# the asyncio store: they declare every capability but these.
+# The API of issue 11 (appends, run groups, retention) is not yet on the asyncio store: it
+# declares every capability but these.
 NEW_API = {Capability.APPEND, Capability.GROUPS, Capability.RETENTION}
 WITHOUT_NEW_API = ALL_CAPABILITIES - NEW_API
 
@@ -123,7 +123,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return Backend("memory", lambda: store, promises)
     if name == "jsonl":
         opener = functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl"))
-        return Backend("jsonl", opener, WITHOUT_NEW_API)
+        return Backend("jsonl", opener)
     if name == "sqlite":
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
