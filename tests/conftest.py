@@ -22,6 +22,7 @@ from purpose_agent import (
     JSONLCheckpointer,
     SQLCheckpointer,
 )
+from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.models import Base
 from purpose_agent.testing import ALL_CAPABILITIES, Backend, BlockingAdapter, Capability
 from purpose_agent.testing.harness import CapabilityNotDeclared
@@ -99,7 +100,14 @@ BACKENDS = [
     pytest.param("observed-sqlite", marks=pytest.mark.sqlite),
     pytest.param("observed-postgres", marks=pytest.mark.postgres),
     pytest.param("observed-mariadb", marks=pytest.mark.mariadb),
+    # Group commit: writers that overlap share a transaction, each in its own savepoint.
+    pytest.param("grouped-sqlite", marks=pytest.mark.sqlite),
+    pytest.param("grouped-postgres", marks=pytest.mark.postgres),
+    pytest.param("grouped-mariadb", marks=pytest.mark.mariadb),
 ]
+
+# Waits a little for company, so that the suite's threaded rows commit in real batches.
+GROUPED = GroupCommitPolicy(max_batch=16, max_wait=0.002)
 
 
 # The API of issue 11 (appends, run groups, retention) is not yet on the asyncio store: it
@@ -149,6 +157,19 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         url = request.getfixturevalue(f"{name.removeprefix('observed-')}_url")
         empty_tables(url)
         opened = functools.partial(ObservedSQLCheckpointer, url.render_as_string(False))
+        return Backend(name, opened)
+    if name == "grouped-sqlite":
+        path = tmp_path / "store.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return Backend(
+            name, functools.partial(SQLCheckpointer, f"sqlite:///{path}", group_commit=GROUPED)
+        )
+    if name in ("grouped-postgres", "grouped-mariadb"):
+        url = request.getfixturevalue(f"{name.removeprefix('grouped-')}_url")
+        empty_tables(url)
+        opened = functools.partial(
+            SQLCheckpointer, url.render_as_string(False), group_commit=GROUPED
+        )
         return Backend(name, opened)
     raise AssertionError(name)
 
