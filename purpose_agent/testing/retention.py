@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, cast
 
 from purpose_agent import Checkpointer, InvalidInput, InvalidRunId, Recovery
 from purpose_agent.protocol import Appending, Retention, RunGroups
-from purpose_agent.testing.capabilities import Capability
+from purpose_agent.testing.capabilities import Backend, Capability
 from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.needs_pytest import pytest
 from purpose_agent.testing.samples import BAD_RUN_IDS, covering, ev, new, st
@@ -293,7 +293,28 @@ class RetentionWithAppendsRows(Rows):
         assert cp.list_runs() == ["t4", "elsewhere"]
 
 
-class RetentionSuite(RetentionRows, RetentionWithAppendsRows):
-    """Every row of Capability.RETENTION; some also need APPEND and GROUPS."""
+class DurableRetentionRows(Rows):
+    """What ``compact`` and ``delete_runs`` removed stays removed for a new handle."""
 
     capability: ClassVar[Capability] = Capability.RETENTION
+    also_needs: ClassVar[frozenset[Capability]] = frozenset({Capability.DURABLE})
+
+    def test_compact_and_delete_runs_are_durable(self, backend: Backend) -> None:
+        state = st("kept", 2, step=2)
+        with backend.open() as first:
+            first.save_events([ev("kept", 1), ev("kept", 2), ev("kept", 3)], snapshot=state)
+            first.save_events([ev("gone", 1)])
+            store = cast(RetainingStore, first)
+            assert store.compact("kept") == 2
+            assert store.delete_runs(["gone"]) == ["gone"]
+        with backend.open() as second:
+            assert second.list_events("kept") == [ev("kept", 3)]
+            assert second.recover("kept") == Recovery(state, [ev("kept", 3)])
+            assert second.list_runs() == ["kept"]
+
+
+class RetentionSuite(RetentionRows, RetentionWithAppendsRows, DurableRetentionRows):
+    """Every row of Capability.RETENTION; some also need APPEND and GROUPS, or DURABLE."""
+
+    capability: ClassVar[Capability] = Capability.RETENTION
+
