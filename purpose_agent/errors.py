@@ -91,8 +91,7 @@ class SchemaNotCurrent(CheckpointError):
     ) -> None:
         shown = found if found is not None else "none (empty database)"
         super().__init__(
-            f"database schema is at revision {shown}, this version needs {needed}; "
-            f"run `{command}`"
+            f"database schema is at revision {shown}, this version needs {needed}; run `{command}`"
         )
         self.found = found
         self.needed = needed

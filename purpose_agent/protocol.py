@@ -259,8 +259,8 @@ class Retention(Protocol):
             group: Only runs of this group.
             prefix: Only runs whose id starts with this.
             older_than: Only runs last written before this time, or this long ago.
-            keep_newest: Of the runs the other filters select, keep this many, the most
-                recently written.
+            keep_newest: Keep this many runs, the most recently written of those that
+                ``run_ids``, ``group`` and ``prefix`` select, whatever their age.
 
         Returns:
             The ids of the deleted runs, sorted.

@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -82,6 +83,17 @@ class Flavor:
         )
         return result
 
+    def run_ensure(self) -> Insert:
+        """``INSERT`` a run row unless it exists, changing nothing in an existing one.
+
+        An append runs it before locking the row, so that a new run has a row to lock.
+        """
+        stmt: Any = self.upsert_insert(RunRecord).values(
+            {name: bindparam(name) for name in RUN_FIELDS}
+        )
+        result: Insert = stmt.on_conflict_do_nothing(index_elements=[RunRecord.run_id])
+        return result
+
     def snapshot_upsert(self) -> Insert:
         """``INSERT`` a snapshot, or replace the stored one unless it has a higher ``seq``."""
         # Named parameters, not the columns' implicit ones: inside a WITH (Postgres saves a
@@ -107,6 +119,17 @@ class Flavor:
 
     def snapshot_and_run(self) -> Insert | None:
         """One statement saving a snapshot and touching its run, where the backend has one."""
+        return None
+
+    def append_in_one(self, expect: str, *, many: bool) -> Insert | None:
+        """One statement appending events at a run's next seqs, where the backend has one.
+
+        Args:
+            expect: ``"any"`` (no expected last seq), ``"zero"`` (the run must have no
+                events) or ``"match"`` (the run's last seq must be ``:expected``).
+            many: Whether the events come as arrays (a batch) or as scalars (one event).
+
+        """
         return None
 
     def migration_lock(self) -> tuple[Executable, Executable | None] | None:
@@ -222,6 +245,86 @@ class PostgresFlavor(Flavor):
             )
         )
 
+    def append_in_one(self, expect: str, *, many: bool) -> Insert:
+        """Advance the run row and insert the events after it, in one statement.
+
+        The run row's upsert (or update) locks the row and returns the new last seq; the
+        events take the seqs below it, in the order given. When the expected last seq does
+        not match, the row is not updated, nothing is returned and nothing is inserted. A
+        key that is already stored fails the statement on the key's unique index; the store
+        then decides in a transaction whether it is a retry.
+        """
+        count = bindparam("n", type_=BigInteger)
+        now = bindparam("now", type_=BigInteger)
+        group = bindparam("group_id", type_=Text)
+        run_id = bindparam("run_id", type_=Text)
+        if expect == "match":
+            run = (
+                update(RunRecord)
+                .where(
+                    RunRecord.run_id == run_id,
+                    RunRecord.last_seq == bindparam("expected", type_=BigInteger),
+                )
+                .values(
+                    last_seq=RunRecord.last_seq + count,
+                    updated_ns=now,
+                    group_id=func.coalesce(group, RunRecord.group_id),
+                )
+            )
+        else:
+            stmt: Any = postgresql.insert(RunRecord).values(
+                run_id=run_id, created_ns=now, updated_ns=now, last_seq=count, group_id=group
+            )
+            run = stmt.on_conflict_do_update(
+                index_elements=[RunRecord.run_id],
+                set_={
+                    "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
+                    "updated_ns": stmt.excluded.updated_ns,
+                    "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
+                },
+                where=(RunRecord.last_seq == 0) if expect == "zero" else None,
+            )
+        advanced = run.returning(RunRecord.last_seq).cte("run")
+        if many:
+            batch = (
+                func.unnest(
+                    *(
+                        cast(bindparam(name), ARRAY(kind))
+                        for name, kind in (
+                            ("kind", Text),
+                            ("ts", Double),
+                            ("lane_id", Text),
+                            ("data", Text),
+                            ("key", Text),
+                        )
+                    )
+                )
+                .table_valued("kind", "ts", "lane_id", "data", "key", with_ordinality="ord")
+                .render_derived(name="batch")
+            )
+            rows = select(
+                run_id,
+                advanced.c.last_seq - count + batch.c.ord,
+                batch.c.kind,
+                batch.c.ts,
+                batch.c.lane_id,
+                batch.c.data,
+                batch.c.key,
+            ).select_from(advanced, batch)
+        else:
+            rows = select(
+                run_id,
+                advanced.c.last_seq,
+                bindparam("kind", type_=Text),
+                bindparam("ts", type_=Double),
+                bindparam("lane_id", type_=Text),
+                bindparam("data", type_=Text),
+                bindparam("key", type_=Text),
+            ).select_from(advanced)
+        return (
+            insert(EventRecord).from_select([*EVENT_FIELDS, "key"], rows).returning(EventRecord.seq)
+        )
+
     @staticmethod
     def _many_events_insert() -> Insert:
         columns = (
@@ -262,6 +365,11 @@ class MariaDBFlavor(Flavor):
             updated_ns=stmt.inserted.updated_ns,
             last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),
         )
+
+    def run_ensure(self) -> Insert:  # noqa: D102
+        stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
+        # A no-op assignment, not INSERT IGNORE, which would turn other errors into warnings.
+        return stmt.on_duplicate_key_update(last_seq=RunRecord.last_seq)
 
     def snapshot_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(SnapshotRecord)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Double,
     Engine,
@@ -30,11 +31,13 @@ from sqlalchemy import (
     cast,
     delete,
     func,
+    insert,
     literal,
     null,
     select,
     type_coerce,
     union_all,
+    update,
 )
 
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
@@ -165,6 +168,20 @@ def _recovery() -> Select[Any]:
     return select(*both.c).order_by(both.c.part, both.c.seq)
 
 
+def _run_scope(group: str | None, prefix: str | None) -> list[ColumnElement[bool]]:
+    """Conditions on ``pa_runs`` for a group and an exact, case-sensitive id prefix.
+
+    The prefix is compared as a substring, not with ``LIKE``: SQLite's ``LIKE`` ignores ASCII
+    case, and ``%`` or ``_`` in a run id would be wildcards.
+    """
+    where: list[ColumnElement[bool]] = []
+    if group is not None:
+        where.append(RunRecord.group_id == group)
+    if prefix:
+        where.append(func.substr(RunRecord.run_id, 1, len(prefix)) == prefix)
+    return where
+
+
 def _utf8(value: bytes | None) -> bool:
     try:
         (value or b"").decode("utf-8")
@@ -199,6 +216,45 @@ class Queries:
         self._insert_events = build(flavor.events_insert())
         self._touch_runs = build(flavor.runs_upsert())
         self._upsert_snapshot = build(flavor.snapshot_upsert())
+        self._ensure_run = build(flavor.run_ensure())
+        self._lock_run = build(
+            select(RunRecord.last_seq)
+            .where(RunRecord.run_id == bindparam("run_id"))
+            .with_for_update()
+        )
+        self._insert_keyed = build(
+            insert(EventRecord).values({name: bindparam(name) for name in (*EVENT_FIELDS, "key")})
+        )
+        self._advance_run = build(
+            update(RunRecord)
+            .where(RunRecord.run_id == bindparam("run_id"))
+            .values(last_seq=bindparam("last_seq"), updated_ns=bindparam("now"))
+        )
+        self._advance_run_group = build(
+            update(RunRecord)
+            .where(RunRecord.run_id == bindparam("run_id"))
+            .values(
+                last_seq=bindparam("last_seq"),
+                updated_ns=bindparam("now"),
+                group_id=bindparam("group_id"),
+            )
+        )
+        # Appends in one statement, where the backend has it: by expectation and batch shape.
+        self._append_in_one: dict[tuple[str, bool], Statement] = {}
+        for expect in ("any", "zero", "match"):
+            for batch in (False, True):
+                appending = flavor.append_in_one(expect, many=batch)
+                if appending is not None:
+                    binary = ("kind", "ts", "lane_id", "data", "key") if batch else ()
+                    self._append_in_one[(expect, batch)] = build(appending, binary)
+        self._last_seq = build(
+            select(RunRecord.last_seq).where(RunRecord.run_id == bindparam("run_id"))
+        )
+        self._by_key = build(
+            select(*EVENT_COLUMNS).where(
+                EventRecord.run_id == bindparam("run_id"), EventRecord.key == bindparam("key")
+            )
+        )
         one, many = flavor.events_and_runs(many=False), flavor.events_and_runs(many=True)
         self._one_event_and_run = build(one) if one is not None else None
         # psycopg's text format quotes every array element with a regular expression, which
@@ -287,6 +343,150 @@ class Queries:
         for model in (EventRecord, SnapshotRecord, RunRecord):
             conn.execute(delete(model).where(model.run_id == run_id))
 
+    # -- appends --------------------------------------------------------------------------
+
+    def lock_run(self, conn: Connection, run_id: str, now: int) -> int:
+        """Create the run's row if needed and lock it; returns its ``last_seq``.
+
+        Inside a write transaction. Every append to a run takes this lock first, so appends
+        to one run are serialised and each sees the last seq the one before it wrote.
+        """
+        self._ensure_run.run(
+            conn, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": 0}
+        )
+        return int(self._lock_run.fetch(conn, {"run_id": run_id})[0][0])
+
+    @property
+    def appends_in_one(self) -> bool:
+        """Whether an append is one autocommit statement on this backend."""
+        return bool(self._append_in_one)
+
+    def append_in_one(
+        self,
+        conn: Connection,
+        run_id: str,
+        items: Sequence[Any],
+        expected: int | None,
+        group: str | None,
+        now: int,
+    ) -> list[int]:
+        """Append drafts ``(kind, ts, lane_id, data, key)`` in one statement; their seqs.
+
+        Returns no seqs when ``expected`` did not match. Raises ``IntegrityError`` when a key
+        is already stored.
+        """
+        expect = "any" if expected is None else "zero" if expected == 0 else "match"
+        many = len(items) > 1
+        values: dict[str, Any] = {"run_id": run_id, "n": len(items), "now": now, "group_id": group}
+        if expect == "match":
+            values["expected"] = expected
+        if many:
+            for index, name in enumerate(("kind", "ts", "lane_id", "data", "key")):
+                values[name] = [item[index] for item in items]
+        else:
+            values.update(zip(("kind", "ts", "lane_id", "data", "key"), items[0], strict=True))
+        rows = self._append_in_one[(expect, many)].fetch(conn, values)
+        return sorted(int(row[0]) for row in rows)
+
+    def insert_keyed(
+        self, conn: Connection, rows: Sequence[EventRow], keys: Sequence[str | None]
+    ) -> None:
+        """Insert appended events with their keys (the run row is advanced separately)."""
+        fields = (*EVENT_FIELDS, "key")
+        values = [(*row, key) for row, key in zip(rows, keys, strict=True)]
+        if len(values) == 1:
+            self._insert_keyed.run(conn, dict(zip(fields, values[0], strict=True)))
+        else:
+            self._insert_keyed.run_tuples(conn, fields, values)
+
+    def advance_run(
+        self, conn: Connection, run_id: str, last_seq: int, now: int, group: str | None
+    ) -> None:
+        """Set a locked run's ``last_seq`` and write time, and its group when one is given."""
+        values = {"run_id": run_id, "last_seq": last_seq, "now": now}
+        if group is None:
+            self._advance_run.run(conn, values)
+        else:
+            self._advance_run_group.run(conn, {**values, "group_id": group})
+
+    def events_by_keys(
+        self, conn: Connection, run_id: str, keys: Sequence[str]
+    ) -> dict[str, EventRow]:
+        """The run's stored events with any of ``keys``, by key."""
+        found: dict[str, EventRow] = {}
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start : start + LOOKUP_CHUNK]
+            stmt = select(EventRecord.key, *EVENT_COLUMNS).where(
+                EventRecord.run_id == run_id, EventRecord.key.in_(chunk)
+            )
+            for key, seq, kind, ts, lane_id, data in conn.execute(stmt):
+                if key is not None:
+                    found[key] = EventRow(run_id, seq, kind, ts, lane_id, data)
+        return found
+
+    def event_by_key(self, conn: Connection, run_id: str, key: str) -> list[Any]:
+        """The row ``(seq, kind, ts, lane_id, data)`` of the run's event with ``key``, if any."""
+        return self._by_key.fetch(conn, {"run_id": run_id, "key": key})
+
+    def last_seq(self, conn: Connection, run_id: str) -> int:
+        """The run's ``last_seq``; 0 for an unknown run."""
+        rows = self._last_seq.fetch(conn, {"run_id": run_id})
+        return int(rows[0][0]) if rows else 0
+
+    # -- groups and retention -------------------------------------------------------------
+
+    def run_group(self, conn: Connection, run_id: str) -> str | None:
+        """The run's group, or ``None``."""
+        stmt = select(RunRecord.group_id).where(RunRecord.run_id == run_id)
+        return conn.execute(stmt).scalar()
+
+    def group_names(self, conn: Connection, limit: int | None, offset: int) -> list[str]:
+        """Group names, the group with the most recently written run first."""
+        stmt = (
+            select(RunRecord.group_id)
+            .where(RunRecord.group_id.is_not(None))
+            .group_by(RunRecord.group_id)
+            .order_by(func.max(RunRecord.updated_ns).desc(), RunRecord.group_id)
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if offset:
+            stmt = stmt.offset(offset)
+        return [name for name in conn.execute(stmt).scalars() if name is not None]
+
+    def compact(self, conn: Connection, run_id: str) -> int:
+        """Delete the run's events at or below its snapshot's seq; how many were deleted."""
+        covered = (
+            select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
+        )
+        stmt = delete(EventRecord).where(EventRecord.run_id == run_id, EventRecord.seq <= covered)
+        return int(conn.execute(stmt).rowcount)
+
+    def scoped_runs(
+        self,
+        conn: Connection,
+        run_ids: Sequence[str] | None,
+        group: str | None,
+        prefix: str | None,
+    ) -> list[tuple[str, int]]:
+        """``(run_id, updated_ns)`` of the runs in scope, locked until the transaction ends."""
+        base = select(RunRecord.run_id, RunRecord.updated_ns).where(*_run_scope(group, prefix))
+        if run_ids is None:
+            return [(run_id, int(ns)) for run_id, ns in conn.execute(base.with_for_update())]
+        found: list[tuple[str, int]] = []
+        for start in range(0, len(run_ids), LOOKUP_CHUNK):
+            chunk = run_ids[start : start + LOOKUP_CHUNK]
+            stmt = base.where(RunRecord.run_id.in_(chunk)).with_for_update()
+            found.extend((run_id, int(ns)) for run_id, ns in conn.execute(stmt))
+        return found
+
+    def delete_runs(self, conn: Connection, run_ids: Sequence[str]) -> None:
+        """Remove the runs' events, snapshots and rows."""
+        for start in range(0, len(run_ids), LOOKUP_CHUNK):
+            chunk = run_ids[start : start + LOOKUP_CHUNK]
+            for model in (EventRecord, SnapshotRecord, RunRecord):
+                conn.execute(delete(model).where(model.run_id.in_(chunk)))
+
     # -- reads ----------------------------------------------------------------------------
 
     def stored_events(self, conn: Connection, run_id: str, seqs: Sequence[int]) -> list[EventRow]:
@@ -361,9 +561,20 @@ class Queries:
                 return int(seq), "state of the snapshot"
         return None, "unknown"
 
-    def run_ids(self, conn: Connection, limit: int | None, offset: int) -> list[str]:
-        """Run ids, most recently written first."""
-        stmt = select(RunRecord.run_id).order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+    def run_ids(
+        self,
+        conn: Connection,
+        limit: int | None,
+        offset: int,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
+        """Run ids, most recently written first, of a group and an id prefix if given."""
+        stmt = (
+            select(RunRecord.run_id)
+            .where(*_run_scope(group, prefix))
+            .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+        )
         if limit is not None:
             stmt = stmt.limit(limit)
         if offset:

@@ -51,8 +51,10 @@ class SeedJSONLReader(LegacyReader):
             record = decode(path.read_bytes())
         except (OSError, ValueError, UnicodeDecodeError):
             return None
-        if not isinstance(record, dict) or "log_end" in record or (
-            "state" in record and "run_id" not in record
+        if (
+            not isinstance(record, dict)
+            or "log_end" in record
+            or ("state" in record and "run_id" not in record)
         ):
             return None  # the store's own snapshot, not the seed's bare state: its error stands
         return map_seed_state(run_id, record, self.notes)

@@ -6,7 +6,17 @@ import bisect
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from purpose_agent.appends import (
+    check_expected,
+    check_label,
+    check_prefix,
+    drafts,
+    place,
+    run_filter,
+    snapshot_row,
+)
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import SequenceConflict
 from purpose_agent.protocol import ClosingContext, Recovery
@@ -23,7 +33,7 @@ from purpose_agent.records import (
     event_rows,
     state_row,
 )
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
 _PAGE = 1000
@@ -35,6 +45,19 @@ class _Run:
     events: dict[int, EventRow] = field(default_factory=dict)
     snapshot: StateRow | None = None
     written_ns: int = 0
+    last_seq: int = 0  # the highest seq ever stored: compaction does not lower it
+    keys: dict[str, int] = field(default_factory=dict)
+    group: str | None = None
+
+    def add(self, row: EventRow, key: str | None = None) -> None:
+        self.events[row.seq] = row
+        if not self.seqs or row.seq > self.seqs[-1]:
+            self.seqs.append(row.seq)
+        else:
+            bisect.insort(self.seqs, row.seq)
+        self.last_seq = max(self.last_seq, row.seq)
+        if key is not None:
+            self.keys[key] = row.seq
 
 
 class InMemoryCheckpointer(ClosingContext):
@@ -78,17 +101,63 @@ class InMemoryCheckpointer(ClosingContext):
             stamp = stamp_ns()
             for row in new:
                 run = self._runs.setdefault(row.run_id, _Run())
-                run.events[row.seq] = row
-                if not run.seqs or row.seq > run.seqs[-1]:
-                    run.seqs.append(row.seq)
-                else:
-                    bisect.insort(run.seqs, row.seq)
+                run.add(row)
                 run.written_ns = stamp
             if snap is not None:
                 run = self._runs.setdefault(snap.run_id, _Run())
                 if run.snapshot is None or snap.seq >= run.snapshot.seq:
                     run.snapshot = snap
                 run.written_ns = stamp
+
+    def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """Append at the run's next seqs. See :class:`~purpose_agent.protocol.Appending`."""
+        check_run_id(run_id)
+        expected = check_expected(expected_last_seq)
+        items = drafts(run_id, events)
+        group = check_label(group, "group") if group is not None else None
+        with self._lock:
+            run = self._runs.get(run_id) or _Run()
+            stored = {
+                item.key: run.events[run.keys[item.key]]
+                for item in items
+                if item.key is not None and item.key in run.keys
+            }
+            placed = place(run_id, items, run.last_seq, stored, expected)
+            snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
+            self._runs[run_id] = run
+            for row, key in zip(placed.rows, placed.keys, strict=True):
+                run.add(row, key)
+            if snap is not None and (run.snapshot is None or snap.seq >= run.snapshot.seq):
+                run.snapshot = snap
+            if group is not None:
+                run.group = group
+            run.written_ns = stamp_ns()
+        return [decode_event(*row) for row in placed.result]
+
+    def last_seq(self, run_id: str) -> int:
+        """The highest seq the run ever stored; 0 for an unknown run."""
+        check_run_id(run_id)
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.last_seq if run is not None else 0
+
+    def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """The run's event appended with ``key``, or ``None``."""
+        check_run_id(run_id)
+        key = check_label(key, "key")
+        with self._lock:
+            run = self._runs.get(run_id)
+            seq = run.keys.get(key) if run is not None else None
+            row = run.events.get(seq) if run is not None and seq is not None else None
+        return decode_event(*row) if row is not None else None
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -159,14 +228,88 @@ class InMemoryCheckpointer(ClosingContext):
         state = decode_state(run_id, snap.state, snap.seq) if snap is not None else None
         return Recovery(state, [decode_event(*row) for row in rows])
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
-        """Return run ids, most recently written first."""
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
+        """Return run ids, most recently written first, of ``group`` and ``prefix`` if given."""
+        check_limit(limit)
+        check_limit(offset, "offset")
+        group = check_label(group, "group") if group is not None else None
+        prefix = check_prefix(prefix) if prefix is not None else None
+        with self._lock:
+            ordered = sorted(
+                (
+                    (run_id, run)
+                    for run_id, run in self._runs.items()
+                    if (group is None or run.group == group)
+                    and (prefix is None or run_id.startswith(prefix))
+                ),
+                key=lambda item: (-item[1].written_ns, item[0]),
+            )
+        ids = [run_id for run_id, _ in ordered][offset:]
+        return ids if limit is None else ids[:limit]
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Group names, the group with the most recently written run first."""
         check_limit(limit)
         check_limit(offset, "offset")
         with self._lock:
-            ordered = sorted(self._runs.items(), key=lambda item: item[1].written_ns, reverse=True)
-        ids = [run_id for run_id, _ in ordered][offset:]
-        return ids if limit is None else ids[:limit]
+            latest: dict[str, int] = {}
+            for run in self._runs.values():
+                if run.group is not None:
+                    latest[run.group] = max(latest.get(run.group, 0), run.written_ns)
+        names = sorted(latest, key=lambda name: (-latest[name], name))[offset:]
+        return names if limit is None else names[:limit]
+
+    def run_group(self, run_id: str) -> str | None:
+        """The run's group, or ``None``."""
+        check_run_id(run_id)
+        with self._lock:
+            run = self._runs.get(run_id)
+            return run.group if run is not None else None
+
+    def compact(self, run_id: str) -> int:
+        """Delete the events the run's latest snapshot covers; how many were deleted."""
+        check_run_id(run_id)
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None or run.snapshot is None:
+                return 0
+            cut = bisect.bisect_right(run.seqs, run.snapshot.seq)
+            gone = run.seqs[:cut]
+            del run.seqs[:cut]
+            for seq in gone:
+                del run.events[seq]
+            run.keys = {key: seq for key, seq in run.keys.items() if seq in run.events}
+            return len(gone)
+
+    def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """Delete the runs every given filter selects, at once; their ids, sorted."""
+        chosen = run_filter(run_ids, group, prefix, older_than, keep_newest)
+        with self._lock:
+            doomed = chosen.choose(
+                [
+                    (run_id, run.written_ns)
+                    for run_id, run in self._runs.items()
+                    if chosen.scoped(run_id, run.group)
+                ]
+            )
+            for run_id in doomed:
+                del self._runs[run_id]
+        return doomed
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run's events and snapshot."""

@@ -10,13 +10,25 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
+from purpose_agent.appends import (
+    Draft,
+    Placement,
+    check_expected,
+    check_label,
+    check_prefix,
+    drafts,
+    place,
+    run_filter,
+    snapshot_row,
+)
 from purpose_agent.clock import stamp_ns
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
@@ -54,7 +66,7 @@ from purpose_agent.records import (
     gc_paused,
     state_row,
 )
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
 T = TypeVar("T")
@@ -139,13 +151,23 @@ class SQLCheckpointer(ClosingContext):
 
     # -- error handling -------------------------------------------------------------------
 
-    def _call(self, action: str, operation: Callable[[], T], run_id: str | None = None) -> T:
+    def _call(
+        self,
+        action: str,
+        operation: Callable[[], T],
+        run_id: str | None = None,
+        committing: Callable[[], bool] | None = None,
+    ) -> T:
         """Run one unit of work, translating driver errors and retrying what is safe to retry.
 
         A lost connection (server restarted, connection killed) invalidates the pool, so one
         more try runs on a fresh connection: the caller sees an error only if the database is
         still away. Retrying a write is safe: an identical event is a no-op, and a snapshot
         upsert is idempotent. Deadlocks and serialization failures are retried too.
+
+        An append without keys is not idempotent: ``committing`` says whether its COMMIT was
+        sent, and a connection lost after that is reported, not retried, because the
+        append may have been stored.
         """
         if self._closed:
             # An in-memory database would otherwise come back empty ("no such table").
@@ -169,7 +191,14 @@ class SQLCheckpointer(ClosingContext):
                         f"{action} failed on {self.url}: the server refused a statement over its "
                         f"size limit (max_allowed_packet of {self._payload_limit} bytes)"
                     ) from exc
-                retry = exc.connection_invalidated or self._flavor.is_transient(exc)
+                transient = self._flavor.is_transient(exc)
+                if exc.connection_invalidated and committing is not None and committing():
+                    raise StoreUnavailable(
+                        f"{action} failed on {self.url}: the connection was lost while the "
+                        "transaction committed, so it may or may not be stored; read the run "
+                        "(or append with keys, which makes a retry safe) before appending again"
+                    ) from exc
+                retry = exc.connection_invalidated or transient
                 if retry and attempt + 1 < _ATTEMPTS:
                     continue
                 raise unavailable(action, self.url, exc) from exc
@@ -355,6 +384,150 @@ class SQLCheckpointer(ClosingContext):
                 raise SequenceConflict(row.run_id, row.seq)
         return new
 
+    # -- appends ---------------------------------------------------------------------------
+
+    def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """Append events at the run's next seqs, all or nothing; committed when this returns.
+
+        The run's row is locked for the transaction: appends to one run are serialised by
+        the database, and each takes its seqs from the last seq the previous one wrote, so
+        no caller reads first and none retries.
+
+        See :class:`~purpose_agent.protocol.Appending` for the arguments.
+
+        Raises:
+            InvalidInput: A value cannot be stored, or no events were given.
+            SequenceConflict: The run's last seq is not ``expected_last_seq``, or a key is
+                stored with other content; nothing was written.
+            StoreUnavailable: The database cannot be reached, or the connection was lost
+                while committing an append without keys (it may be stored).
+
+        """
+        check_run_id(run_id)
+        expected = check_expected(expected_last_seq)
+        items = drafts(run_id, events)
+        if group is not None:
+            group = check_label(group, "group")
+        if snapshot is not None:
+            snapshot_row(run_id, snapshot, 0)  # refuse a bad snapshot before writing
+        self._check_sizes([item.at(run_id, 1) for item in items], None)
+        # A retry is safe until COMMIT is sent; with every event keyed, even after that.
+        sent = [False]
+        keyed = all(item.key is not None for item in items)
+        placed = self._call(
+            "appending events",
+            lambda: self._append(run_id, items, expected, snapshot, group, sent),
+            run_id,
+            committing=None if keyed else lambda: sent[0],
+        )
+        return decode_events(run_id, [row[1:] for row in placed.result])
+
+    def _append(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        snapshot: RunState | None,
+        group: str | None,
+        sent: list[bool],
+    ) -> Placement:
+        now = stamp_ns()
+        queries = self._queries
+        if snapshot is None and queries.appends_in_one:
+            placed = self._append_in_one(run_id, items, expected, group, now, sent)
+            if placed is not None:
+                return placed
+            sent[0] = False  # nothing was stored: the transaction below starts afresh
+        with self._units.write() as conn:
+            last = queries.lock_run(conn, run_id, now)
+            keys = [item.key for item in items if item.key is not None]
+            stored = queries.events_by_keys(conn, run_id, keys) if keys else {}
+            placed = place(run_id, items, last, stored, expected)
+            snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
+            if placed.rows:
+                queries.insert_keyed(conn, placed.rows, placed.keys)
+            if placed.rows or snap is not None or group is not None:
+                queries.advance_run(conn, run_id, placed.last_seq, now, group)
+            if snap is not None:
+                self._check_sizes([], snap)
+                queries.upsert_snapshot(conn, snap, now)
+            sent[0] = True
+        return placed
+
+    def _append_in_one(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> Placement | None:
+        """The append as one statement; ``None`` when only a transaction can decide.
+
+        That is when a key is already stored (a retry, or a conflict), or when the expected
+        last seq did not match and some event has a key (a retry of an append that
+        succeeded is not a conflict).
+        """
+        sent[0] = True
+        try:
+            with self._units.single() as conn:
+                seqs = self._queries.append_in_one(conn, run_id, items, expected, group, now)
+        except IntegrityError as exc:
+            if not self._flavor.is_unique_violation(exc):
+                raise
+            return None
+        if not seqs:
+            if any(item.key is not None for item in items):
+                return None
+            with self._units.single() as conn:
+                last = self._queries.last_seq(conn, run_id)
+            place(run_id, items, last, {}, expected)  # raises the conflict
+            return None  # the run changed back meanwhile: let the transaction decide
+        rows = [item.at(run_id, seq) for item, seq in zip(items, seqs, strict=True)]
+        return Placement(rows, [item.key for item in items], rows, seqs[-1])
+
+    def last_seq(self, run_id: str) -> int:
+        """The highest seq the run ever stored (compaction does not lower it); 0 if unknown.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        check_run_id(run_id)
+
+        def read() -> int:
+            with self._units.single() as conn:
+                return self._queries.last_seq(conn, run_id)
+
+        return self._call("reading a run's last seq", read, run_id)
+
+    def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """The run's event appended with ``key``, or ``None`` (one index lookup).
+
+        Raises:
+            CorruptRecord: The stored event cannot be decoded.
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        check_run_id(run_id)
+        key = check_label(key, "key")
+
+        def read() -> list[Any]:
+            with self._units.single() as conn:
+                return self._queries.event_by_key(conn, run_id, key)
+
+        rows = self._call("reading an event by key", read, run_id)
+        return decode_events(run_id, rows)[0] if rows else None
+
     # -- reads ----------------------------------------------------------------------------
 
     def load_latest(self, run_id: str) -> RunState | None:
@@ -476,8 +649,43 @@ class SQLCheckpointer(ClosingContext):
             rows = rows[1:]
         return Recovery(state, decode_events(run_id, [row[1:] for row in rows]))
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
         """Return run ids, most recently written first.
+
+        Args:
+            limit: At most this many; ``None`` for all.
+            offset: Skip this many first (paging).
+            group: Only runs of this group.
+            prefix: Only runs whose id starts with this (exact, case-sensitive).
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        check_limit(limit)
+        check_limit(offset, "offset")
+        if group is not None:
+            group = check_label(group, "group")
+        if prefix is not None:
+            prefix = check_prefix(prefix)
+        if limit == 0:
+            return []
+
+        def fetch() -> list[str]:
+            with self._units.single() as conn:
+                return self._queries.run_ids(conn, limit, offset, group, prefix)
+
+        return self._call("listing runs", fetch)
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Group names, the group with the most recently written run first.
 
         Raises:
             StoreUnavailable: The database cannot be reached.
@@ -490,9 +698,82 @@ class SQLCheckpointer(ClosingContext):
 
         def fetch() -> list[str]:
             with self._units.single() as conn:
-                return self._queries.run_ids(conn, limit, offset)
+                return self._queries.group_names(conn, limit, offset)
 
-        return self._call("listing runs", fetch)
+        return self._call("listing groups", fetch)
+
+    def run_group(self, run_id: str) -> str | None:
+        """The run's group, or ``None`` (no group, or an unknown run).
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        check_run_id(run_id)
+
+        def fetch() -> str | None:
+            with self._units.single() as conn:
+                return self._queries.run_group(conn, run_id)
+
+        return self._call("reading a run's group", fetch, run_id)
+
+    # -- retention ------------------------------------------------------------------------
+
+    def compact(self, run_id: str) -> int:
+        """Delete the run's events its latest snapshot covers, in one statement.
+
+        ``recover()`` returns the same afterwards, and ``last_seq`` keeps counting the
+        deleted positions. The keys of deleted events are forgotten.
+
+        Returns:
+            How many events were deleted.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        check_run_id(run_id)
+
+        def remove() -> int:
+            with self._units.single() as conn:
+                return self._queries.compact(conn, run_id)
+
+        return self._call("compacting a run", remove, run_id)
+
+    def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """Delete every run the filters select, in one transaction.
+
+        The selected runs' rows are locked while they are chosen, so a run written again
+        meanwhile is judged by its new write time. See
+        :class:`~purpose_agent.protocol.Retention` for the filters.
+
+        Returns:
+            The deleted run ids, sorted.
+
+        Raises:
+            InvalidInput: No filter was given.
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        chosen = run_filter(run_ids, group, prefix, older_than, keep_newest)
+        ids = sorted(chosen.run_ids) if chosen.run_ids is not None else None
+
+        def remove() -> list[str]:
+            with self._units.write() as conn:
+                scoped = self._queries.scoped_runs(conn, ids, chosen.group, chosen.prefix)
+                doomed = chosen.choose(scoped)
+                self._queries.delete_runs(conn, doomed)
+            return doomed
+
+        return self._call("deleting runs", remove)
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run's events, snapshot and run row in one transaction.

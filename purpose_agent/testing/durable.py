@@ -55,9 +55,7 @@ class DurableSuite(Rows):
             assert second.list_runs() == ["kept"]
             assert second.list_events("kept") == [ev("kept", 1)]
 
-    def test_conflict_is_detected_against_what_another_handle_saved(
-        self, backend: Backend
-    ) -> None:
+    def test_conflict_is_detected_against_what_another_handle_saved(self, backend: Backend) -> None:
         with backend.open() as first:
             first.save_event(ev("r", 1, v="first"))
         with backend.open() as second:

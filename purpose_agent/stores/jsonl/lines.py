@@ -122,4 +122,3 @@ def line_bytes(rows: list[EventRow], snapshot: StateRow | None) -> bytes:
     else:
         text = f"[{','.join(events)}]"
     return f"{text}\n".encode()
-
