@@ -94,9 +94,7 @@ def compact(run_id: str) -> Op[int]:
     return count
 
 
-def delete_runs(
-    run_ids: list[str] | None = None, *, group: str | None = None
-) -> Op[list[str]]:
+def delete_runs(run_ids: list[str] | None = None, *, group: str | None = None) -> Op[list[str]]:
     """``store.delete_runs``, in one transaction."""
     deleted: list[str] = yield Call("delete_runs", (run_ids,), {"group": group})
     return deleted

@@ -143,7 +143,5 @@ def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:
     if not oldest or oldest[0].seq >= latest.seq:
         return
     marker = {payloads.KEY: PRUNED, "kept": latest.data["id"]}
-    yield from calls.save_snapshot(
-        run_id, RunState(run_id=run_id, seq=latest.seq - 1, data=marker)
-    )
+    yield from calls.save_snapshot(run_id, RunState(run_id=run_id, seq=latest.seq - 1, data=marker))
     yield from calls.compact(run_id)

@@ -78,16 +78,14 @@ def checkpoint(
         InvalidInput: The checkpoint id cannot be a key (empty, over 255 characters, NUL).
     """
     shown = {"step": step} if isinstance(step, int) and not isinstance(step, bool) else {}
-    data = {KEY: CHECKPOINT, **shown, "id": checkpoint_id, "parent": parent_id}
+    data: dict[str, Any] = {KEY: CHECKPOINT, **shown, "id": checkpoint_id, "parent": parent_id}
     if isinstance(run_id, str):
         data["run"] = run_id
     data |= {"checkpoint": body, "metadata": metadata}
     return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
 
 
-def write(
-    task_id: str, task_path: str, idx: int, channel: str, value: list[str]
-) -> NewEvent:
+def write(task_id: str, task_path: str, idx: int, channel: str, value: list[str]) -> NewEvent:
     """One pending write (the checkpoint it belongs to is its run)."""
     data = {
         KEY: WRITE,
@@ -163,7 +161,5 @@ def writes(events: Iterable[PAEvent]) -> Writes:
             key = (data["task"], data["idx"])
             if key[1] < 0 or key not in kept:
                 kept[key] = event
-    ordered = sorted(
-        kept.values(), key=lambda e: (e.data["path"], e.data["task"], e.data["idx"])
-    )
+    ordered = sorted(kept.values(), key=lambda e: (e.data["path"], e.data["task"], e.data["idx"]))
     return Writes(gone, ordered)

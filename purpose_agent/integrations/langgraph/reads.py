@@ -59,9 +59,7 @@ class Reader:
 
     def metadata(self, run_id: str, event: PAEvent) -> dict[str, Any]:
         """A checkpoint event's metadata, decoded."""
-        found: dict[str, Any] = payloads.load(
-            self.serde, event.data["metadata"], run_id, event.seq
-        )
+        found: dict[str, Any] = payloads.load(self.serde, event.data["metadata"], run_id, event.seq)
         return found
 
     def complete(self, where: runs.Checkpoints, event: PAEvent) -> Op[CheckpointTuple | None]:
@@ -140,46 +138,18 @@ class Reader:
         if limit is not None and limit <= 0:
             return
         page = PAGE if wanted or limit is None else min(limit, PAGE)
-        cursors: list[_Cursor] = []
-        for run_id in sorted(run_ids):
-            where = runs.parse(run_id)
-            if where is None:
-                continue
-            cursor = _Cursor(run_id, where, page)
-            if only is not None:
-                found = yield from _keyed(run_id, only)
-                cursor.events, cursor.done = found, True
-            elif before_id is not None and could_be_key(before_id):
-                bound = yield from calls.event_by_key(run_id, before_id)
-                cursor.before = bound.seq if bound is not None else None
-            cursors.append(cursor)
+        cursors = yield from _cursors(run_ids, page, only, before_id)
+        merged = _Merge(cursors)
         left = limit
-        heads: list[tuple[_Newest, int]] = []
-        # Cursors whose page is used up are read again only when the next checkpoint is
-        # needed, so a listing that stops at its limit reads no page it does not use.
-        empty = list(range(len(cursors)))
         while left is None or left > 0:
-            for position in empty:
-                cursor = cursors[position]
-                yield from cursor.fill()
-                if cursor.events:
-                    heapq.heappush(heads, (_Newest(cursor.events[0].data["id"]), position))
-            if not heads:
+            head = yield from merged.next()
+            if head is None:
                 return
-            _, position = heapq.heappop(heads)
-            cursor = cursors[position]
-            event = cursor.events.pop(0)
-            if cursor.events:
-                heapq.heappush(heads, (_Newest(cursor.events[0].data["id"]), position))
-                empty = []
-            else:
-                empty = [position]
+            cursor, event = head
             if before_id is not None and not event.data["id"] < before_id:
                 continue
-            if wanted:
-                metadata = self.metadata(cursor.run_id, event)
-                if any(metadata.get(key) != value for key, value in wanted.items()):
-                    continue
+            if wanted and not self._matches(cursor.run_id, event, wanted):
+                continue
             found = yield from self.complete(cursor.where, event)
             if found is None:
                 continue
@@ -187,12 +157,31 @@ class Reader:
             if left is not None:
                 left -= 1
 
+    def _matches(self, run_id: str, event: PAEvent, wanted: Mapping[str, Any]) -> bool:
+        metadata = self.metadata(run_id, event)
+        return all(metadata.get(key) == value for key, value in wanted.items())
 
-def _keyed(run_id: str, checkpoint_id: str) -> Op[list[PAEvent]]:
-    if not could_be_key(checkpoint_id):
-        return []
-    event = yield from calls.event_by_key(run_id, checkpoint_id)
-    return [event] if event is not None else []
+
+def _cursors(
+    run_ids: list[str], page: int, only: str | None, before_id: str | None
+) -> Op[list[_Cursor]]:
+    """A cursor on each checkpoint run, placed by ``only`` or ``before_id`` (key lookups)."""
+    cursors: list[_Cursor] = []
+    for run_id in sorted(run_ids):
+        where = runs.parse(run_id)
+        if where is None:
+            continue
+        cursor = _Cursor(run_id, where, page)
+        if only is not None:
+            cursor.done = True
+            if could_be_key(only):
+                event = yield from calls.event_by_key(run_id, only)
+                cursor.events = [event] if event is not None else []
+        elif before_id is not None and could_be_key(before_id):
+            bound = yield from calls.event_by_key(run_id, before_id)
+            cursor.before = bound.seq if bound is not None else None
+        cursors.append(cursor)
+    return cursors
 
 
 @dataclass(frozen=True)
@@ -234,3 +223,37 @@ class _Cursor:
         if events:
             self.before = events[-1].seq
         self.page = PAGE
+
+
+class _Merge:
+    """Several cursors merged newest first by checkpoint id (LangGraph's listing order)."""
+
+    def __init__(self, cursors: list[_Cursor]) -> None:
+        self._cursors = cursors
+        self._heads: list[tuple[_Newest, int]] = []
+        # Cursors whose page is used up are read again only when the next checkpoint is
+        # needed, so a listing that stops at its limit reads no page it does not use.
+        self._empty = list(range(len(cursors)))
+
+    def next(self) -> Op[tuple[_Cursor, PAEvent] | None]:
+        """The newest checkpoint not yet taken, with its cursor; ``None`` when none is left."""
+        for position in self._empty:
+            cursor = self._cursors[position]
+            yield from cursor.fill()
+            self._push(position)
+        self._empty = []
+        if not self._heads:
+            return None
+        _, position = heapq.heappop(self._heads)
+        cursor = self._cursors[position]
+        event = cursor.events.pop(0)
+        if cursor.events:
+            self._push(position)
+        else:
+            self._empty = [position]
+        return cursor, event
+
+    def _push(self, position: int) -> None:
+        events = self._cursors[position].events
+        if events:
+            heapq.heappush(self._heads, (_Newest(events[0].data["id"]), position))

@@ -72,9 +72,7 @@ def writes_run_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> st
     Raises:
         InvalidInput: The encoded ids are longer than a run id may be (255 characters).
     """
-    run_id = (
-        f"{WRITES_PREFIX}{_part(thread_id)}:{_part(checkpoint_ns)}:{_part(checkpoint_id)}"
-    )
+    run_id = f"{WRITES_PREFIX}{_part(thread_id)}:{_part(checkpoint_ns)}:{_part(checkpoint_id)}"
     return _checked(
         run_id,
         f"checkpoint {checkpoint_id!r} of thread {thread_id!r} in namespace {checkpoint_ns!r}",

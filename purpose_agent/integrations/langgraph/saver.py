@@ -158,7 +158,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     def _listing(
         self,
         config: RunnableConfig | None,
-        filter: dict[str, Any] | None,  # noqa: A002 - LangGraph's name
+        filter: dict[str, Any] | None,
         before: RunnableConfig | None,
         limit: int | None,
     ) -> Stream:
@@ -266,7 +266,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         self,
         config: RunnableConfig | None,
         *,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - LangGraph's name
+        filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
@@ -377,7 +377,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         self,
         config: RunnableConfig | None,
         *,
-        filter: dict[str, Any] | None = None,  # noqa: A002 - LangGraph's name
+        filter: dict[str, Any] | None = None,
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
