@@ -16,6 +16,7 @@ the store refuses, and the usual UUID thread and checkpoint ids stay readable in
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -26,6 +27,8 @@ WRITES_PREFIX = "lgw:"
 _MAX_RUN_ID = 255
 
 
+# Every call of the saver names its runs again; a thread's names are worth keeping.
+@functools.lru_cache(maxsize=4096)
 def _part(value: object) -> str:
     return quote(str(value), safe="")
 
