@@ -235,7 +235,7 @@ def test_put_and_put_writes_only_append_and_reads_are_bounded(
     latest = counting.take()
     assert latest[0] == (
         "list_events",
-        {"limit": 1, "newest_first": True, "kinds": ["state_change"]},
+        {"limit": 1, "newest_first": True},
     )
     assert [name for name, _ in latest] == ["list_events", "list_events"]
 
@@ -245,7 +245,7 @@ def test_put_and_put_writes_only_append_and_reads_are_bounded(
     calls = counting.take()
     assert calls[0] == (
         "list_events",
-        {"limit": 10, "newest_first": True, "kinds": ["state_change"]},
+        {"limit": 10, "newest_first": True},
     )
     assert len(calls) == 11  # one page of ten, then each checkpoint's writes
     assert events_read == 10 + 10  # ten checkpoints and their writes, nothing else

@@ -14,13 +14,13 @@ The helpers below (``append``, ``event_by_key``, ...) wrap each call with its ty
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Generator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import CheckpointTuple
 
-from purpose_agent import CheckpointError, EventKind, NewEvent, PAEvent, RunState
+from purpose_agent import CheckpointError, NewEvent, PAEvent, RunState
 
 T = TypeVar("T")
 
@@ -63,7 +63,6 @@ def list_events(
     *,
     before: int | None = None,
     newest_first: bool = False,
-    kinds: Iterable[EventKind] | None = None,
 ) -> Op[list[PAEvent]]:
     """``store.list_events`` with the bounds the database applies."""
     options: dict[str, Any] = {}
@@ -71,8 +70,6 @@ def list_events(
         options["before"] = before
     if newest_first:
         options["newest_first"] = True
-    if kinds is not None:
-        options["kinds"] = list(kinds)
     events: list[PAEvent] = yield Call("list_events", (run_id, since_seq, limit), options)
     return events
 

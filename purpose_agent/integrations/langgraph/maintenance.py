@@ -17,11 +17,10 @@ from collections.abc import Collection
 from purpose_agent import PAEvent, RunState
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op
-from purpose_agent.integrations.langgraph.reads import PAGE, pending_writes
+from purpose_agent.integrations.langgraph.reads import PAGE, is_checkpoint, pending_writes
 
 # Events read, and appended, per call while copying or scanning a thread.
 BATCH = 500
-_CHECKPOINTS = (payloads.CHECKPOINT_KIND,)
 PRUNED = "pruned"
 
 
@@ -30,10 +29,9 @@ def delete_thread(thread_id: str) -> Op[None]:
     yield from calls.delete_runs(group=runs.group_for(thread_id))
 
 
-def _page(run_id: str, since: int, *, checkpoints_only: bool = False) -> Op[list[PAEvent]]:
-    """The run's next :data:`BATCH` events (or checkpoints) after ``since``, ascending."""
-    kinds = _CHECKPOINTS if checkpoints_only else None
-    page = yield from calls.list_events(run_id, since, BATCH, kinds=kinds)
+def _page(run_id: str, since: int) -> Op[list[PAEvent]]:
+    """The run's next :data:`BATCH` events after ``since``, ascending."""
+    page = yield from calls.list_events(run_id, since, BATCH)
     return page
 
 
@@ -48,9 +46,9 @@ def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
             continue
         since = 0
         while True:
-            page = yield from _page(run_id, since, checkpoints_only=True)
+            page = yield from _page(run_id, since)
             for event in page:
-                if event.data.get("run") in doomed:
+                if is_checkpoint(event) and event.data.get("run") in doomed:
                     writes_run = runs.writes_run_for(*where, event.data["id"])
                     yield from calls.append(
                         writes_run, [payloads.deleted()], group=runs.group_for(where.thread_id)
@@ -123,10 +121,10 @@ def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
     left: list[str] = []
     before: int | None = None
     while True:
-        events = yield from calls.list_events(
-            run_id, limit=PAGE, before=before, newest_first=True, kinds=_CHECKPOINTS
-        )
+        events = yield from calls.list_events(run_id, limit=PAGE, before=before, newest_first=True)
         for event in events:
+            if not is_checkpoint(event):
+                continue
             left.append(event.data["id"])
             writes = yield from pending_writes(runs.writes_run_for(*where, event.data["id"]))
             if not writes.deleted:

@@ -6,6 +6,12 @@ Its pending writes are its own run, read whole: they are few, and they are all t
 early or late LangGraph sent them. "Newest" is the order the checkpoints were saved in, which
 is LangGraph's id order: its ids grow with time, and a thread's checkpoints are saved one
 after the other.
+
+A checkpoint run holds checkpoints only, so these reads are plain newest-first ranges of the
+primary key, with no kind filter: on Postgres without statistics yet (a new database) a filter
+on ``kind`` made the planner read the whole run and sort it (4.8 ms at 2,000 checkpoints)
+instead of walking the key backwards (0.03 ms). An event of any other kind, should someone
+append one, is skipped here.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from purpose_agent.integrations.langgraph.calls import Op, Stream
 # Checkpoints read per query while listing (a limited listing reads no more than it needs).
 PAGE = 64
 _MAX_KEY = 255
-_CHECKPOINTS = (payloads.CHECKPOINT_KIND,)
 
 
 def config_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
@@ -43,6 +48,11 @@ def config_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> Runnab
 def could_be_key(checkpoint_id: str) -> bool:
     """Whether an id could have been stored as a key (a longer one was refused by ``put``)."""
     return 0 < len(checkpoint_id) <= _MAX_KEY and "\x00" not in checkpoint_id
+
+
+def is_checkpoint(event: PAEvent) -> bool:
+    """Whether an event of a checkpoint run is a checkpoint the saver stored."""
+    return event.data.get(payloads.KEY) == payloads.CHECKPOINT
 
 
 def pending_writes(run_id: str) -> Op[payloads.Writes]:
@@ -105,9 +115,11 @@ class Reader:
         limit = 1  # the latest is almost never deleted: read one, then pages
         while True:
             events = yield from calls.list_events(
-                run_id, limit=limit, before=before, newest_first=True, kinds=_CHECKPOINTS
+                run_id, limit=limit, before=before, newest_first=True
             )
             for event in events:
+                if not is_checkpoint(event):
+                    continue
                 found = yield from self.complete(where, event)
                 if found is not None:
                     return found
@@ -146,6 +158,8 @@ class Reader:
             if head is None:
                 return
             cursor, event = head
+            if not is_checkpoint(event):
+                continue
             if before_id is not None and not event.data["id"] < before_id:
                 continue
             if wanted and not self._matches(cursor.run_id, event, wanted):
@@ -212,11 +226,7 @@ class _Cursor:
         if self.events or self.done:
             return
         events = yield from calls.list_events(
-            self.run_id,
-            limit=self.page,
-            before=self.before,
-            newest_first=True,
-            kinds=_CHECKPOINTS,
+            self.run_id, limit=self.page, before=self.before, newest_first=True
         )
         self.events = events
         self.done = len(events) < self.page

@@ -38,7 +38,7 @@ T = TypeVar("T")
 _NEEDED = {
     "append": ("group",),
     "event_by_key": (),
-    "list_events": ("before", "newest_first", "kinds"),
+    "list_events": ("before", "newest_first"),
     "list_runs": ("group", "prefix"),
     "compact": (),
     "delete_runs": ("group",),
