@@ -198,9 +198,11 @@ class Appending(Protocol):
         ...
 
     def last_seq(self, run_id: str) -> int:
-        """The highest seq the run has ever stored (kept when covered events are compacted).
+        """The highest seq the run has stored an event at or a snapshot covers.
 
-        0 for an unknown run.
+        Appends take the positions after it. It is kept when covered events are compacted,
+        and a snapshot ahead of the events moves it (an event appended below a snapshot's seq
+        would be hidden from ``recover()``). 0 for an unknown run.
         """
         ...
 

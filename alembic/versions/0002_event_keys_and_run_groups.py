@@ -6,7 +6,8 @@ Create Date: 2026-12-02
 
 ``pa_events.key`` is the caller's optional name for an event, unique within its run;
 ``pa_runs.group_id`` keeps many runs together (a conversation's). Both are nullable, so the
-upgrade adds them without rewriting rows written under 0001. Types are spelled out here, as in
+upgrade adds them without rewriting rows written under 0001. ``pa_runs.last_seq`` of a run
+whose snapshot is ahead of its events is moved up to the snapshot's seq. Types are spelled out here, as in
 0001, so that this revision keeps creating the same schema whatever the models become.
 """
 
@@ -33,6 +34,21 @@ def upgrade() -> None:
     with op.batch_alter_table("pa_runs") as batch:
         batch.add_column(sa.Column("group_id", LABEL, nullable=True))
         batch.create_index("ix_pa_runs_group_id_updated_ns", ["group_id", "updated_ns"])
+    # Appends take their seqs from pa_runs.last_seq, which 0001 left at 0 for a run saved by
+    # a snapshot alone: such a run's first append would land below its snapshot, where
+    # recover() never looks. From 0002 on, last_seq is at least the snapshot's seq.
+    runs = sa.table("pa_runs", sa.column("run_id"), sa.column("last_seq"))
+    snapshots = sa.table("pa_snapshots", sa.column("run_id"), sa.column("seq"))
+    snapshot_seq = (
+        sa.select(snapshots.c.seq)
+        .where(snapshots.c.run_id == runs.c.run_id)
+        .scalar_subquery()
+    )
+    op.execute(
+        runs.update()
+        .where(runs.c.last_seq < snapshot_seq)
+        .values(last_seq=snapshot_seq)
+    )
 
 
 def downgrade() -> None:

@@ -219,7 +219,10 @@ class PostgresFlavor(Flavor):
         snapshot = self.snapshot_upsert().cte("snapshot")
         now = bindparam("now", type_=BigInteger)
         touch = postgresql.insert(RunRecord).values(
-            run_id=bindparam("snapshot_run_id"), created_ns=now, updated_ns=now, last_seq=0
+            run_id=bindparam("snapshot_run_id"),
+            created_ns=now,
+            updated_ns=now,
+            last_seq=bindparam("snapshot_seq", type_=BigInteger),
         )
         return self.runs_on_conflict(touch).add_cte(snapshot)
 

@@ -324,7 +324,7 @@ class Queries:
         """Save a snapshot and touch its run; one statement where the backend allows it."""
         if self._snapshot_and_run is None:
             self.upsert_snapshot(conn, snap, now)
-            self.touch_runs(conn, {snap.run_id: 0}, now)
+            self.touch_runs(conn, {snap.run_id: snap.seq}, now)
             return
         self._snapshot_and_run.run(
             conn,
@@ -334,6 +334,7 @@ class Queries:
                 "state": snap.state,
                 "written_ns": now,
                 "snapshot_run_id": snap.run_id,
+                "snapshot_seq": snap.seq,
                 "now": now,
             },
         )

@@ -107,6 +107,7 @@ class InMemoryCheckpointer(ClosingContext):
                 run = self._runs.setdefault(snap.run_id, _Run())
                 if run.snapshot is None or snap.seq >= run.snapshot.seq:
                     run.snapshot = snap
+                run.last_seq = max(run.last_seq, snap.seq)
                 run.written_ns = stamp
 
     def append(
@@ -137,6 +138,7 @@ class InMemoryCheckpointer(ClosingContext):
                 run.add(row, key)
             if snap is not None and (run.snapshot is None or snap.seq >= run.snapshot.seq):
                 run.snapshot = snap
+                run.last_seq = max(run.last_seq, snap.seq)
             if group is not None:
                 run.group = group
             run.written_ns = stamp_ns()

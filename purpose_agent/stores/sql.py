@@ -360,7 +360,7 @@ class SQLCheckpointer(ClosingContext):
         if rows:
             self._queries.insert_events(conn, rows, now)
         if snap is not None:
-            self._queries.touch_runs(conn, {snap.run_id: 0}, now)
+            self._queries.touch_runs(conn, {snap.run_id: snap.seq}, now)
             self._queries.upsert_snapshot(conn, snap, now)
 
     def _new_rows(self, conn: Connection, rows: list[EventRow]) -> list[EventRow]:
