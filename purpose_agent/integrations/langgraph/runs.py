@@ -94,7 +94,7 @@ class Checkpoints(NamedTuple):
     checkpoint_ns: str
 
 
-class Writes(NamedTuple):
+class WritesOf(NamedTuple):
     """What a writes run holds: the pending writes keyed to one checkpoint."""
 
     thread_id: str
@@ -110,7 +110,7 @@ def parse(run_id: str) -> Checkpoints | None:
     return Checkpoints(unquote(thread), unquote(namespace))
 
 
-def parse_writes(run_id: str) -> Writes | None:
+def parse_writes(run_id: str) -> WritesOf | None:
     """The checkpoint a writes run belongs to, or ``None`` for any other run."""
     if not run_id.startswith(WRITES_PREFIX):
         return None
@@ -118,4 +118,4 @@ def parse_writes(run_id: str) -> Writes | None:
     if len(parts) != 3:
         return None
     thread, namespace, checkpoint_id = parts
-    return Writes(unquote(thread), unquote(namespace), unquote(checkpoint_id))
+    return WritesOf(unquote(thread), unquote(namespace), unquote(checkpoint_id))
