@@ -23,16 +23,22 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.db.models import Base
-from purpose_agent.testing import Backend, BlockingAdapter, Capability
+from purpose_agent.testing import ALL_CAPABILITIES, Backend, BlockingAdapter, Capability
+from purpose_agent.testing.harness import CapabilityNotDeclared
 from tests.servers import required, server_url, throwaway_database
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """A skipped test of a backend this run requires is a failure, never a quiet skip."""
+    """A skipped test of a backend this run requires is a failure, never a quiet skip.
+
+    Except a row the backend leaves out by not declaring its capability: that skip is what the
+    backend's declaration says, not a server that was missing.
+    """
     outcome = yield
     report = outcome.get_result()  # type: ignore[attr-defined]
-    if report.skipped and not hasattr(report, "wasxfail"):
+    declared = call.excinfo is not None and call.excinfo.errisinstance(CapabilityNotDeclared)
+    if report.skipped and not hasattr(report, "wasxfail") and not declared:
         names = {mark.name for mark in item.iter_markers()} & required()
         if names:
             report.outcome = "failed"
@@ -96,6 +102,12 @@ BACKENDS = [
 ]
 
 
+# The API of issue 11 (appends, run groups, retention) is not yet on the asyncio store: it
+# declares every capability but these.
+NEW_API = {Capability.APPEND, Capability.GROUPS, Capability.RETENTION}
+WITHOUT_NEW_API = ALL_CAPABILITIES - NEW_API
+
+
 def _open_async(url: str) -> BlockingAdapter:
     return BlockingAdapter(lambda: AsyncSQLCheckpointer.open(url))
 
@@ -107,10 +119,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "memory":
         store = InMemoryCheckpointer()
         # Every handle is the same object, and nothing outlives it or leaves the process.
-        promises = {Capability.THREADS, Capability.STREAMING, Capability.BOUNDED_READS}
+        promises = {Capability.THREADS, Capability.STREAMING, Capability.BOUNDED_READS, *NEW_API}
         return Backend("memory", lambda: store, promises)
     if name == "jsonl":
-        return Backend("jsonl", functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl")))
+        opener = functools.partial(JSONLCheckpointer, str(tmp_path / "jsonl"))
+        return Backend("jsonl", opener)
     if name == "sqlite":
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
@@ -122,11 +135,12 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "async-sqlite":
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return Backend(name, functools.partial(_open_async, f"sqlite:///{path}"))
+        return Backend(name, functools.partial(_open_async, f"sqlite:///{path}"), WITHOUT_NEW_API)
     if name == "async-postgres":
         url = request.getfixturevalue("postgres_url")
         empty_tables(url)
-        return Backend(name, functools.partial(_open_async, url.render_as_string(False)))
+        opened = functools.partial(_open_async, url.render_as_string(False))
+        return Backend(name, opened, WITHOUT_NEW_API)
     if name == "observed-sqlite":
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
