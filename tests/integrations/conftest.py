@@ -20,16 +20,9 @@ from purpose_agent import (
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
 from tests.conftest import empty_tables
 
-# The JSONL store joins once it has appends, keys, groups and retention; until then the
-# saver refuses it (tested in test_langgraph_saver.py).
-JSONL_HOLDS_THREADS = all(
-    hasattr(JSONLCheckpointer, name)
-    for name in ("append", "event_by_key", "compact", "delete_runs")
-)
-
 SAVER_BACKENDS = [
     pytest.param("memory"),
-    *([pytest.param("jsonl")] if JSONL_HOLDS_THREADS else []),
+    pytest.param("jsonl"),
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),

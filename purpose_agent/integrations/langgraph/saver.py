@@ -75,7 +75,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     Args:
         store: A store with appends, event keys, run groups and retention:
             ``SQLCheckpointer``, ``AsyncSQLCheckpointer`` (whose async methods serve the
-            saver's async methods) or ``InMemoryCheckpointer``.
+            saver's async methods), ``JSONLCheckpointer`` or ``InMemoryCheckpointer``.
         serde: LangGraph's serializer for checkpoint and write values; LangGraph's default
             (``JsonPlusSerializer``) when omitted.
 
@@ -97,8 +97,8 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         if missing:
             raise InvalidInput(
                 f"{type(store).__name__} cannot hold LangGraph threads: it lacks "
-                f"{', '.join(missing)}; use SQLCheckpointer, AsyncSQLCheckpointer or "
-                "InMemoryCheckpointer"
+                f"{', '.join(missing)}; use SQLCheckpointer, AsyncSQLCheckpointer, "
+                "JSONLCheckpointer or InMemoryCheckpointer"
             )
         self.store: Checkpointer = store
         self._reader = Reader(self.serde)
