@@ -335,12 +335,6 @@ def test_pruning_is_durable_whatever_else_the_thread_holds(store_factory: StoreF
 
 
 @pytest.mark.sqlite
-@pytest.mark.xfail(
-    strict=True,
-    reason="the connection that migrated a new SQLite file goes back to the store's pool with "
-    "the driver in implicit-transaction mode (isolation_level ''), so compact() on it is "
-    "rolled back unless a later write on that connection commits it: a fix in the store",
-)
 def test_pruning_a_new_sqlite_file_is_durable(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path / 'new.db'}"
     with PurposeAgentSaver.from_url(url) as saver:
