@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from purpose_agent.runtime.checkpoint import (
+        AsyncCheckpointer,
         AsyncSQLCheckpointer,
         Checkpointer,
         CheckpointError,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncCheckpointer",
     "AsyncSQLCheckpointer",
     "CheckpointError",
     "Checkpointer",
@@ -67,6 +69,7 @@ _HOMES = {
     "RunStatus": "purpose_agent.runtime.state",
 } | dict.fromkeys(
     (
+        "AsyncCheckpointer",
         "AsyncSQLCheckpointer",
         "CheckpointError",
         "Checkpointer",

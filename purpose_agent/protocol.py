@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
@@ -271,4 +271,133 @@ class Retention(Protocol):
             InvalidInput: No filter was given (deleting every run takes ``prefix=""``).
 
         """
+        ...
+
+
+@runtime_checkable
+class AsyncCheckpointer(Protocol):
+    """The asyncio form of :class:`Checkpointer`: the same methods, awaited, the same behaviour.
+
+    ``AsyncSQLCheckpointer`` implements it on asyncio drivers; the behaviour suite runs it
+    through ``purpose_agent.testing.BlockingAdapter``.
+    """
+
+    async def save_event(self, event: PAEvent) -> None:
+        """See :meth:`Checkpointer.save_event`."""
+        ...
+
+    async def save_events(
+        self, events: Iterable[PAEvent], snapshot: RunState | None = None
+    ) -> None:
+        """See :meth:`Checkpointer.save_events`."""
+        ...
+
+    async def save_snapshot(self, run_id: str, state: RunState) -> None:
+        """See :meth:`Checkpointer.save_snapshot`."""
+        ...
+
+    async def load_latest(self, run_id: str) -> RunState | None:
+        """See :meth:`Checkpointer.load_latest`."""
+        ...
+
+    async def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        """See :meth:`Checkpointer.list_events`."""
+        ...
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]:
+        """See :meth:`Checkpointer.iter_events`; iterated with ``async for``."""
+        ...
+
+    async def recover(self, run_id: str) -> Recovery | None:
+        """See :meth:`Checkpointer.recover`."""
+        ...
+
+    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """See :meth:`Checkpointer.list_runs`."""
+        ...
+
+    async def delete_run(self, run_id: str) -> None:
+        """See :meth:`Checkpointer.delete_run`."""
+        ...
+
+    async def close(self) -> None:
+        """See :meth:`Checkpointer.close`."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class AsyncAppending(Protocol):
+    """The asyncio form of :class:`Appending`."""
+
+    async def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """See :meth:`Appending.append`."""
+        ...
+
+    async def last_seq(self, run_id: str) -> int:
+        """See :meth:`Appending.last_seq`."""
+        ...
+
+    async def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """See :meth:`Appending.event_by_key`."""
+        ...
+
+
+class AsyncRunGroups(Protocol):
+    """The asyncio form of :class:`RunGroups`."""
+
+    async def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
+        """See :meth:`RunGroups.list_runs`."""
+        ...
+
+    async def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """See :meth:`RunGroups.list_groups`."""
+        ...
+
+    async def run_group(self, run_id: str) -> str | None:
+        """See :meth:`RunGroups.run_group`."""
+        ...
+
+
+class AsyncRetention(Protocol):
+    """The asyncio form of :class:`Retention`."""
+
+    async def compact(self, run_id: str) -> int:
+        """See :meth:`Retention.compact`."""
+        ...
+
+    async def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """See :meth:`Retention.delete_runs`."""
         ...

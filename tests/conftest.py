@@ -10,6 +10,7 @@ import functools
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -24,7 +25,7 @@ from purpose_agent import (
 )
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.models import Base
-from purpose_agent.testing import ALL_CAPABILITIES, Backend, BlockingAdapter, Capability
+from purpose_agent.testing import Backend, BlockingAdapter, Capability
 from purpose_agent.testing.harness import CapabilityNotDeclared
 from tests.servers import required, server_url, throwaway_database
 
@@ -95,6 +96,11 @@ BACKENDS = [
     pytest.param("mariadb", marks=pytest.mark.mariadb),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
+    pytest.param("async-mariadb", marks=pytest.mark.mariadb),
+    # The asyncio store with group commit for tasks.
+    pytest.param("async-grouped-sqlite", marks=pytest.mark.sqlite),
+    pytest.param("async-grouped-postgres", marks=pytest.mark.postgres),
+    pytest.param("async-grouped-mariadb", marks=pytest.mark.mariadb),
     # The same stores with a listener on the engine: every statement takes SQLAlchemy's own
     # path (what echo and OpenTelemetry see) instead of the cursor fast path.
     pytest.param("observed-sqlite", marks=pytest.mark.sqlite),
@@ -110,14 +116,12 @@ BACKENDS = [
 GROUPED = GroupCommitPolicy(max_batch=16, max_wait=0.002)
 
 
-# The API of issue 11 (appends, run groups, retention) is not yet on the asyncio store: it
-# declares every capability but these.
+# The API of issue 11: appends, run groups, retention.
 NEW_API = {Capability.APPEND, Capability.GROUPS, Capability.RETENTION}
-WITHOUT_NEW_API = ALL_CAPABILITIES - NEW_API
 
 
-def _open_async(url: str) -> BlockingAdapter:
-    return BlockingAdapter(lambda: AsyncSQLCheckpointer.open(url))
+def _open_async(url: str, **options: Any) -> BlockingAdapter:
+    return BlockingAdapter(lambda: AsyncSQLCheckpointer.open(url, **options))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -140,15 +144,16 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return _server_backend(request, "postgres_url", "postgres")
     if name == "mariadb":
         return _server_backend(request, "mariadb_url", "mariadb")
-    if name == "async-sqlite":
-        path = tmp_path / "store.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return Backend(name, functools.partial(_open_async, f"sqlite:///{path}"), WITHOUT_NEW_API)
-    if name == "async-postgres":
-        url = request.getfixturevalue("postgres_url")
+    if name.startswith("async-"):
+        grouped = {"group_commit": GROUPED} if name.startswith("async-grouped-") else {}
+        database = name.rpartition("-")[2]
+        if database == "sqlite":
+            path = tmp_path / "store.db"
+            shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+            return Backend(name, functools.partial(_open_async, f"sqlite:///{path}", **grouped))
+        url = request.getfixturevalue(f"{database}_url")
         empty_tables(url)
-        opened = functools.partial(_open_async, url.render_as_string(False))
-        return Backend(name, opened, WITHOUT_NEW_API)
+        return Backend(name, functools.partial(_open_async, url.render_as_string(False), **grouped))
     if name == "observed-sqlite":
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)

@@ -18,13 +18,14 @@ from purpose_agent.errors import (
     SequenceConflict,
     StoreUnavailable,
 )
-from purpose_agent.protocol import Checkpointer, Recovery
+from purpose_agent.protocol import AsyncCheckpointer, Checkpointer, Recovery
 from purpose_agent.stores.jsonl import JSONLCheckpointer
 from purpose_agent.stores.memory import InMemoryCheckpointer
 from purpose_agent.stores.sql import SQLCheckpointer, SQLiteCheckpointer
 from purpose_agent.stores.sql_async import AsyncSQLCheckpointer
 
 __all__ = [
+    "AsyncCheckpointer",
     "AsyncSQLCheckpointer",
     "CheckpointError",
     "Checkpointer",

@@ -1,69 +1,212 @@
-"""The asyncio twin of :class:`~purpose_agent.stores.sql.SQLCheckpointer`.
+"""The asyncio twin of :class:`~purpose_agent.stores.sql.SQLCheckpointer`, on asyncio drivers.
 
-Each method runs the synchronous store's method in a worker thread. The behaviour is the same
-by construction (one implementation, one behaviour suite), the event loop never blocks on the
-database, and every backend the synchronous store supports works here without an async
-driver. The store is thread-safe and its engine pools connections, so concurrent awaits run in
-parallel up to the pool size.
+The database is reached through SQLAlchemy's asyncio extension: aiosqlite on SQLite, psycopg's
+async connection on Postgres, aiomysql on MariaDB, chosen from the same URLs the synchronous
+store takes (:mod:`purpose_agent.db.async_engine`). No thread pool stands between a task and
+the database, so a thousand concurrent runs are a thousand tasks, not a queue behind a few
+threads.
+
+The store's logic is the synchronous store's own: the same statements, transactions, error
+translation, retries and migrations, run on the async engine's synchronous face in greenlets
+(the mechanism of SQLAlchemy's ``AsyncSession``): each statement suspends the calling task
+while the async driver talks to the database. One implementation, one behaviour suite.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.util import greenlet_spawn
 
+from purpose_agent.db.async_engine import async_url, make_async_engine
+from purpose_agent.db.engine import Durability, default_url
+from purpose_agent.db.group_commit import GroupCommitPolicy
+from purpose_agent.db.task_group_commit import TaskGroupCommit
+from purpose_agent.db.transactions import Transactions
+from purpose_agent.errors import InvalidInput, StoreUnavailable
 from purpose_agent.protocol import Recovery
-from purpose_agent.records import check_run_id, check_since
+from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.sql import SQLCheckpointer
+
+T = TypeVar("T")
+
+
+class _OnAsyncEngine(SQLCheckpointer):
+    """The synchronous store's logic on an async engine's synchronous face; runs in greenlets."""
+
+    def __init__(self, engine: AsyncEngine, url: str, *, owns_engine: bool, **options: Any) -> None:
+        super().__init__(engine.sync_engine, **options)
+        # The engine was set up in autocommit by make_async_engine: no per-connection switch
+        # (a round trip on aiomysql), and close() disposes it.
+        self._owns_engine = owns_engine
+        self._units = Transactions(self._engine, self._flavor, owns_engine=owns_engine)
+        self.url = url
 
 
 class AsyncSQLCheckpointer:
     """``SQLCheckpointer`` with ``async`` methods; same arguments, same behaviour.
 
-    Build it with :meth:`open` (which migrates without blocking the loop) or directly::
+    Build it with :meth:`open`, which connects and migrates, or directly (it then opens on
+    the first call)::
 
         async with await AsyncSQLCheckpointer.open("postgresql+psycopg://...") as store:
             await store.save_events(events, snapshot=state)
             recovery = await store.recover(run_id)
+
+    Args:
+        url_or_engine: A URL as for ``SQLCheckpointer`` (``sqlite:///runs.db``,
+            ``postgresql+psycopg://...``, ``mariadb+pymysql://...``; the asyncio driver is
+            chosen here), or an ``AsyncEngine``, used as is and not disposed by :meth:`close`.
+        migrate: As for ``SQLCheckpointer``.
+        durability: As for ``SQLCheckpointer``.
+        busy_timeout: As for ``SQLCheckpointer``.
+        page_size: As for ``SQLCheckpointer``.
+        allow_seed_tables: As for ``SQLCheckpointer``.
+        group_commit: Let saves of concurrent tasks that arrive while a commit is in flight
+            share the next commit (:mod:`purpose_agent.db.task_group_commit`): ``True`` for
+            the default policy, or a :class:`GroupCommitPolicy`.
+
+    Raises:
+        InvalidInput: A malformed URL, one without an asyncio driver here, a driver that is
+            not installed, or a synchronous ``Engine`` (pass its URL instead).
+
     """
 
-    def __init__(self, url_or_engine: str | URL | Engine | None = None, **options: Any) -> None:
-        self._store = SQLCheckpointer(url_or_engine, **options)
+    def __init__(
+        self,
+        url_or_engine: str | URL | AsyncEngine | None = None,
+        *,
+        migrate: bool = True,
+        durability: Durability = "full",
+        busy_timeout: float = 60.0,
+        page_size: int = 1000,
+        allow_seed_tables: bool = False,
+        group_commit: GroupCommitPolicy | bool = False,
+    ) -> None:
+        check_limit(page_size, "page_size")
+        self._page_size = max(page_size, 1)
+        self._policy = GroupCommitPolicy() if group_commit is True else group_commit or None
+        self._options: dict[str, Any] = {
+            "migrate": migrate,
+            "durability": durability,
+            "busy_timeout": busy_timeout,
+            "page_size": page_size,
+            "allow_seed_tables": allow_seed_tables,
+        }
+        if isinstance(url_or_engine, Engine):
+            raise InvalidInput(
+                "AsyncSQLCheckpointer takes a URL or an AsyncEngine, not a synchronous Engine; "
+                f"pass its URL ({url_or_engine.url.render_as_string(hide_password=True)})"
+            )
+        if isinstance(url_or_engine, AsyncEngine):
+            self._engine = url_or_engine
+            self._owns_engine = False
+            synchronous, _ = async_url(url_or_engine.url)
+        else:
+            url = url_or_engine if url_or_engine is not None else default_url()
+            synchronous, _ = async_url(url)
+            self._engine = make_async_engine(url, durability=durability)
+            self._owns_engine = True
+        self._sync_url = synchronous
+        self.url = synchronous.render_as_string(hide_password=True)
+        self._store: _OnAsyncEngine | None = None
+        self._opening: asyncio.Lock | None = None
+        self._twin: SQLCheckpointer | None = None
+        self._closed = False
 
     @classmethod
-    async def open(cls, url_or_engine: str | URL | Engine | None = None, **options: Any) -> Self:
-        """Create the store in a worker thread, so that migrating does not block the loop."""
-        return await asyncio.to_thread(cls, url_or_engine, **options)
+    async def open(
+        cls, url_or_engine: str | URL | AsyncEngine | None = None, **options: Any
+    ) -> Self:
+        """Create the store, connect and migrate, without blocking the loop.
+
+        Args:
+            url_or_engine: As for the class.
+            **options: As for the class.
+
+        Returns:
+            The open store.
+
+        Raises:
+            SchemaNotCurrent: As for ``SQLCheckpointer``.
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        store = cls(url_or_engine, **options)
+        await store._opened()
+        return store
+
+    async def _opened(self) -> _OnAsyncEngine:
+        if self._store is not None:
+            return self._store
+        if self._closed:
+            raise StoreUnavailable(f"opening the store failed on {self.url}: it is closed")
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._store is None:
+                try:
+                    store = await greenlet_spawn(
+                        _OnAsyncEngine,
+                        self._engine,
+                        self.url,
+                        owns_engine=self._owns_engine,
+                        **self._options,
+                    )
+                except BaseException:
+                    if self._owns_engine:
+                        await self._engine.dispose()
+                    raise
+                if self._policy is not None:
+                    store._commits = TaskGroupCommit(self._policy, store._commit_many)
+                self._store = store
+        return self._store
+
+    async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        store = await self._opened()
+        return await greenlet_spawn(method, store, *args, **kwargs)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The SQLAlchemy asyncio engine this store uses."""
+        return self._engine
 
     @property
     def sync(self) -> SQLCheckpointer:
-        """The synchronous store underneath, for code that is not async."""
-        return self._store
+        """A synchronous store on the same database, for code that is not async.
+
+        Built on first use, on the synchronous driver of the same URL, and closed with this
+        store. An in-memory SQLite database is not shared with it (each engine has its own).
+        """
+        if self._twin is None:
+            options = {**self._options}
+            if self._policy is not None:
+                options["group_commit"] = self._policy
+            self._twin = SQLCheckpointer(self._sync_url, **options)
+        return self._twin
 
     async def save_event(self, event: PAEvent) -> None:
         """See :meth:`SQLCheckpointer.save_event`."""
-        await asyncio.to_thread(self._store.save_event, event)
+        await self._run(SQLCheckpointer.save_event, event)
 
     async def save_events(
         self, events: Iterable[PAEvent], snapshot: RunState | None = None
     ) -> None:
         """See :meth:`SQLCheckpointer.save_events`."""
-        # A generator is consumed here, on the loop, rather than from a worker thread.
-        batch = events if isinstance(events, list | tuple | PAEvent) else list(events)
-        await asyncio.to_thread(self._store.save_events, batch, snapshot)
+        await self._run(SQLCheckpointer.save_events, events, snapshot)
 
     async def save_snapshot(self, run_id: str, state: RunState) -> None:
         """See :meth:`SQLCheckpointer.save_snapshot`."""
-        await asyncio.to_thread(self._store.save_snapshot, run_id, state)
+        await self._run(SQLCheckpointer.save_snapshot, run_id, state)
 
     async def append(
         self,
@@ -75,29 +218,26 @@ class AsyncSQLCheckpointer:
         group: str | None = None,
     ) -> list[PAEvent]:
         """See :meth:`SQLCheckpointer.append`."""
-        batch = events if isinstance(events, list | tuple) else list(events)
-        return await asyncio.to_thread(
-            functools.partial(
-                self._store.append,
-                run_id,
-                batch,
-                expected_last_seq=expected_last_seq,
-                snapshot=snapshot,
-                group=group,
-            )
+        return await self._run(
+            SQLCheckpointer.append,
+            run_id,
+            events,
+            expected_last_seq=expected_last_seq,
+            snapshot=snapshot,
+            group=group,
         )
 
     async def last_seq(self, run_id: str) -> int:
         """See :meth:`SQLCheckpointer.last_seq`."""
-        return await asyncio.to_thread(self._store.last_seq, run_id)
+        return await self._run(SQLCheckpointer.last_seq, run_id)
 
     async def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
         """See :meth:`SQLCheckpointer.event_by_key`."""
-        return await asyncio.to_thread(self._store.event_by_key, run_id, key)
+        return await self._run(SQLCheckpointer.event_by_key, run_id, key)
 
     async def load_latest(self, run_id: str) -> RunState | None:
         """See :meth:`SQLCheckpointer.load_latest`."""
-        return await asyncio.to_thread(self._store.load_latest, run_id)
+        return await self._run(SQLCheckpointer.load_latest, run_id)
 
     async def list_events(
         self,
@@ -111,17 +251,15 @@ class AsyncSQLCheckpointer:
         lanes: Iterable[str] | None = None,
     ) -> list[PAEvent]:
         """See :meth:`SQLCheckpointer.list_events`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self._store.list_events,
-                run_id,
-                since_seq,
-                limit,
-                before=before,
-                newest_first=newest_first,
-                kinds=kinds,
-                lanes=lanes,
-            )
+        return await self._run(
+            SQLCheckpointer.list_events,
+            run_id,
+            since_seq,
+            limit,
+            before=before,
+            newest_first=newest_first,
+            kinds=kinds,
+            lanes=lanes,
         )
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]:
@@ -131,9 +269,9 @@ class AsyncSQLCheckpointer:
         return self._iterate(run_id, since_seq)
 
     async def _iterate(self, run_id: str, since_seq: int) -> AsyncIterator[PAEvent]:
-        page_size = self._store._page_size
+        page_size = self._page_size
         while True:
-            page = await asyncio.to_thread(self._store.list_events, run_id, since_seq, page_size)
+            page = await self._run(SQLCheckpointer.list_events, run_id, since_seq, page_size)
             for event in page:
                 yield event
             if len(page) < page_size:
@@ -142,7 +280,7 @@ class AsyncSQLCheckpointer:
 
     async def recover(self, run_id: str) -> Recovery | None:
         """See :meth:`SQLCheckpointer.recover`."""
-        return await asyncio.to_thread(self._store.recover, run_id)
+        return await self._run(SQLCheckpointer.recover, run_id)
 
     async def list_runs(
         self,
@@ -153,23 +291,21 @@ class AsyncSQLCheckpointer:
         prefix: str | None = None,
     ) -> list[str]:
         """See :meth:`SQLCheckpointer.list_runs`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self._store.list_runs, limit, offset=offset, group=group, prefix=prefix
-            )
+        return await self._run(
+            SQLCheckpointer.list_runs, limit, offset=offset, group=group, prefix=prefix
         )
 
     async def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         """See :meth:`SQLCheckpointer.list_groups`."""
-        return await asyncio.to_thread(self._store.list_groups, limit, offset=offset)
+        return await self._run(SQLCheckpointer.list_groups, limit, offset=offset)
 
     async def run_group(self, run_id: str) -> str | None:
         """See :meth:`SQLCheckpointer.run_group`."""
-        return await asyncio.to_thread(self._store.run_group, run_id)
+        return await self._run(SQLCheckpointer.run_group, run_id)
 
     async def compact(self, run_id: str) -> int:
         """See :meth:`SQLCheckpointer.compact`."""
-        return await asyncio.to_thread(self._store.compact, run_id)
+        return await self._run(SQLCheckpointer.compact, run_id)
 
     async def delete_runs(
         self,
@@ -181,25 +317,29 @@ class AsyncSQLCheckpointer:
         keep_newest: int | None = None,
     ) -> list[str]:
         """See :meth:`SQLCheckpointer.delete_runs`."""
-        chosen = None if run_ids is None else list(run_ids)
-        return await asyncio.to_thread(
-            functools.partial(
-                self._store.delete_runs,
-                chosen,
-                group=group,
-                prefix=prefix,
-                older_than=older_than,
-                keep_newest=keep_newest,
-            )
+        return await self._run(
+            SQLCheckpointer.delete_runs,
+            run_ids,
+            group=group,
+            prefix=prefix,
+            older_than=older_than,
+            keep_newest=keep_newest,
         )
 
     async def delete_run(self, run_id: str) -> None:
         """See :meth:`SQLCheckpointer.delete_run`."""
-        await asyncio.to_thread(self._store.delete_run, run_id)
+        await self._run(SQLCheckpointer.delete_run, run_id)
 
     async def close(self) -> None:
-        """Release the store's connections."""
-        await asyncio.to_thread(self._store.close)
+        """Release the store's connections (an engine passed in is kept)."""
+        self._closed = True
+        store, self._store = self._store, None
+        if store is not None:
+            await greenlet_spawn(store.close)
+        elif self._owns_engine:
+            await self._engine.dispose()
+        if self._twin is not None:
+            self._twin.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -213,4 +353,4 @@ class AsyncSQLCheckpointer:
         await self.close()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._store.url!r})"
+        return f"{type(self).__name__}({self.url!r})"

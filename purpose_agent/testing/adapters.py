@@ -5,33 +5,27 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar, cast
 
-from purpose_agent import PAEvent, Recovery, RunState
+from purpose_agent import NewEvent, PAEvent, Recovery, RunState
+from purpose_agent.protocol import (
+    AsyncAppending,
+    AsyncCheckpointer,
+    AsyncRetention,
+    AsyncRunGroups,
+)
+
+__all__ = ["AsyncCheckpointer", "BlockingAdapter"]
 
 T = TypeVar("T")
 
 _CHUNK = 64
 
 
-class AsyncCheckpointer(Protocol):
-    """The asyncio form of the checkpointer protocol."""
-
-    async def save_event(self, event: PAEvent) -> None: ...
-    async def save_events(
-        self, events: Iterable[PAEvent], snapshot: RunState | None = None
-    ) -> None: ...
-    async def save_snapshot(self, run_id: str, state: RunState) -> None: ...
-    async def load_latest(self, run_id: str) -> RunState | None: ...
-    async def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
-    ) -> list[PAEvent]: ...
-    def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]: ...
-    async def recover(self, run_id: str) -> Recovery | None: ...
-    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]: ...
-    async def delete_run(self, run_id: str) -> None: ...
-    async def close(self) -> None: ...
+class _Extended(AsyncAppending, AsyncRunGroups, AsyncRetention, Protocol):
+    """The additions of the package's async store to the async protocol."""
 
 
 class BlockingAdapter:
@@ -105,8 +99,52 @@ class BlockingAdapter:
     def recover(self, run_id: str) -> Recovery | None:
         return self._run(self._store.recover(run_id))
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
-        return self._run(self._store.list_runs(limit, offset=offset))
+    def list_runs(self, limit: int | None = None, *, offset: int = 0, **filters: Any) -> list[str]:
+        if not filters:
+            return self._run(self._store.list_runs(limit, offset=offset))
+        return self._run(self._extended.list_runs(limit, offset=offset, **filters))
+
+    # Appends, run groups and retention: the package's async store has them, as async methods
+    # of the same names; a store without them fails the rows that use them.
+
+    @property
+    def _extended(self) -> _Extended:
+        return cast("_Extended", self._store)
+
+    def append(self, run_id: str, events: Iterable[NewEvent], **options: Any) -> list[PAEvent]:
+        batch = list(events) if not isinstance(events, list | tuple) else events
+        return self._run(self._extended.append(run_id, batch, **options))
+
+    def last_seq(self, run_id: str) -> int:
+        return self._run(self._extended.last_seq(run_id))
+
+    def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        return self._run(self._extended.event_by_key(run_id, key))
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        return self._run(self._extended.list_groups(limit, offset=offset))
+
+    def run_group(self, run_id: str) -> str | None:
+        return self._run(self._extended.run_group(run_id))
+
+    def compact(self, run_id: str) -> int:
+        return self._run(self._extended.compact(run_id))
+
+    def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        chosen = run_ids if run_ids is None or isinstance(run_ids, str) else list(run_ids)
+        return self._run(
+            self._extended.delete_runs(
+                chosen, group=group, prefix=prefix, older_than=older_than, keep_newest=keep_newest
+            )
+        )
 
     def delete_run(self, run_id: str) -> None:
         self._run(self._store.delete_run(run_id))
