@@ -9,9 +9,12 @@ synchronous), the Postgres session setup, the MariaDB session options.
 
 from __future__ import annotations
 
+import contextlib
+import weakref
+from collections.abc import Awaitable
 from typing import Any
 
-from sqlalchemy import pool
+from sqlalchemy import event, pool
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -104,3 +107,61 @@ def make_async_engine(
     if backend == "postgresql":
         configure_postgres(engine.sync_engine, synchronous_commit_off=durability == "normal")
     return engine
+
+
+class LoopConnections:
+    """The driver connections an async engine opened, to drop them when their loop has ended.
+
+    An asyncio connection belongs to the event loop it was opened on. A store used from a new
+    loop (a second ``asyncio.run``) cannot close the old loop's connections the usual way
+    (the driver would schedule the close on a closed loop, now or when the connection is
+    garbage collected), so their sockets or threads are closed directly here.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._opened: weakref.WeakSet[Any] = weakref.WeakSet()
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _track(dbapi_connection: Any, _record: Any) -> None:
+            with contextlib.suppress(TypeError):  # a driver without weak references
+                self._opened.add(dbapi_connection.driver_connection)
+
+    async def abandon(self, loop_closed: bool) -> None:
+        """Forget the pooled connections; close each directly if its loop has ended."""
+        closing = []
+        if loop_closed:
+            for connection in list(self._opened):
+                with contextlib.suppress(Exception):
+                    closing.append(_close_without_loop(connection))
+        self._opened.clear()
+        self._engine.sync_engine.dispose(close=False)
+        for closed in closing:
+            if closed is not None:
+                with contextlib.suppress(Exception):
+                    await closed
+
+
+def _close_without_loop(driver: Any) -> Awaitable[Any] | None:
+    """Close an asyncio driver's connection whose event loop is closed.
+
+    Returns:
+        What to await for the close to finish on the current loop, if anything.
+
+    """
+    if hasattr(driver, "stop") and hasattr(driver, "_tx"):  # aiosqlite: a thread per connection
+        stopped: Awaitable[Any] | None = driver.stop()  # answers on the running loop
+        return stopped
+    if hasattr(driver, "pgconn"):  # psycopg: libpq closes the socket synchronously
+        driver.pgconn.finish()
+    elif getattr(driver, "_writer", None) is not None:  # aiomysql
+        # The transport would close through its loop: its socket is closed here instead.
+        transport = driver._writer.transport
+        raw = getattr(transport, "_sock", None)
+        if raw is not None:
+            raw.close()
+            transport._sock = None
+            transport._closing = True  # what the stream checks before it warns
+        driver._writer = None
+        driver._reader = None
+    return None

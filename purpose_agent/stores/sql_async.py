@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
-from purpose_agent.db.async_engine import async_url, make_async_engine
+from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
 from purpose_agent.db.engine import Durability, default_url
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.task_group_commit import TaskGroupCommit
@@ -117,9 +117,11 @@ class AsyncSQLCheckpointer:
             self._engine = make_async_engine(url, durability=durability)
             self._owns_engine = True
         self._sync_url = synchronous
+        self._connections = LoopConnections(self._engine)
         self.url = synchronous.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
         self._opening: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._twin: SQLCheckpointer | None = None
         self._closed = False
 
@@ -146,6 +148,9 @@ class AsyncSQLCheckpointer:
         return store
 
     async def _opened(self) -> _OnAsyncEngine:
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            await self._move_to(loop)
         if self._store is not None:
             return self._store
         if self._closed:
@@ -170,6 +175,20 @@ class AsyncSQLCheckpointer:
                     store._commits = TaskGroupCommit(self._policy, store._commit_many)
                 self._store = store
         return self._store
+
+    async def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Serve a new event loop (a second ``asyncio.run``, say): one loop at a time.
+
+        The pool's connections, the queue that hands them out and the group commit's task
+        belong to the loop they were made on; they are closed and made again on this one.
+        """
+        old, self._loop = self._loop, loop
+        if old is None:
+            return
+        self._opening = None
+        if self._store is not None and self._policy is not None:
+            self._store._commits = TaskGroupCommit(self._policy, self._store._commit_many)
+        await self._connections.abandon(loop_closed=old.is_closed())
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         store = await self._opened()
@@ -333,6 +352,9 @@ class AsyncSQLCheckpointer:
     async def close(self) -> None:
         """Release the store's connections (an engine passed in is kept)."""
         self._closed = True
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            await self._move_to(loop)
         store, self._store = self._store, None
         if store is not None:
             await greenlet_spawn(store.close)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -76,7 +77,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
     yield factory
     for store in opened:
         if isinstance(store, AsyncSQLCheckpointer):
-            store.sync.close()
+            asyncio.run(store.close())  # its own connections, and its synchronous twin
         else:
             store.close()
 

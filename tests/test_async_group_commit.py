@@ -1,0 +1,238 @@
+"""Group commit for asyncio tasks on real databases: shared commits, lone failures, order kept."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from purpose_agent import AsyncSQLCheckpointer, EventKind, NewEvent, PAEvent, SequenceConflict
+from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
+from purpose_agent.db.task_group_commit import TaskGroupCommit
+from purpose_agent.errors import StoreUnavailable
+
+TASKS = 8
+POLICY = GroupCommitPolicy(max_batch=TASKS, max_wait=0.02)
+Test = Callable[[AsyncSQLCheckpointer], Coroutine[Any, Any, None]]
+
+
+class Recorded:
+    """The sizes of the batches a store's group commit ran (1: a call committed alone)."""
+
+    def __init__(self, store: AsyncSQLCheckpointer) -> None:
+        self.sizes: list[int] = []
+        assert store._store is not None
+        commits = store._store._commits
+        assert isinstance(commits, TaskGroupCommit)
+        run = commits._run_async
+
+        async def recording(batch: list[Pending]) -> None:
+            self.sizes.append(len(batch))
+            await run(batch)
+
+        commits._run_async = recording  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def on_store(empty_database: str) -> Callable[[Test], None]:
+    """Runs a test coroutine on an open grouped store, in a fresh event loop."""
+
+    def run(test: Test) -> None:
+        async def main() -> None:
+            async with await AsyncSQLCheckpointer.open(empty_database, group_commit=POLICY) as s:
+                await test(s)
+
+        asyncio.run(main())
+
+    return run
+
+
+async def together(work: Callable[[int], Awaitable[Any]], tasks: int = TASKS) -> list[Any]:
+    """Run ``work(i)`` in tasks started at once; their results or errors, by ``i``."""
+    return list(await asyncio.gather(*(work(i) for i in range(tasks)), return_exceptions=True))
+
+
+def event(run_id: str, seq: int, **data: Any) -> PAEvent:
+    return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
+
+
+def test_overlapping_tasks_share_commits_and_lose_nothing(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        batches = Recorded(store)
+
+        async def write(index: int) -> None:
+            for seq in range(1, 31):
+                await store.save_event(event(f"run-{index}", seq, writer=index))
+
+        assert await together(write) == [None] * TASKS
+        assert max(batches.sizes) > 1  # some commits carried several tasks' events
+        assert sum(batches.sizes) == TASKS * 30
+        for index in range(TASKS):
+            stored = await store.list_events(f"run-{index}")
+            assert stored == [event(f"run-{index}", seq, writer=index) for seq in range(1, 31)]
+
+    on_store(test)
+
+
+def test_a_lone_task_commits_alone(on_store: Callable[[Test], None]) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        batches = Recorded(store)
+        for seq in range(1, 6):
+            await store.save_event(event("alone", seq))
+        await store.append("alone", [NewEvent(kind=EventKind.CUSTOM)])
+        assert batches.sizes == [1] * 6
+        assert await store.last_seq("alone") == 6
+
+    on_store(test)
+
+
+def test_a_conflicting_call_fails_alone_and_the_rest_of_its_batch_commits(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.save_event(event("taken", 1, original=True))
+        batches = Recorded(store)
+
+        async def write(index: int) -> None:
+            if index == 0:
+                await store.save_event(event("taken", 1, original=False))  # a conflict
+            else:
+                await store.save_events([event(f"ok-{index}", 1), event(f"ok-{index}", 2)])
+
+        results = await together(write)
+        assert isinstance(results[0], SequenceConflict)
+        assert results[1:] == [None] * (TASKS - 1)
+        assert max(batches.sizes) > 1
+        assert await store.list_events("taken") == [event("taken", 1, original=True)]
+        for index in range(1, TASKS):
+            assert await store.list_events(f"ok-{index}") == [
+                event(f"ok-{index}", 1),
+                event(f"ok-{index}", 2),
+            ]
+
+    on_store(test)
+
+
+def test_appends_to_one_run_in_batches_keep_each_tasks_order(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        batches = Recorded(store)
+
+        async def append(index: int) -> list[int]:
+            seqs = []
+            for step in range(10):
+                data = {"writer": index, "step": step}
+                (stored,) = await store.append("shared", [NewEvent(kind="custom", data=data)])
+                seqs.append(stored.seq)
+            return seqs
+
+        results = await together(append)
+        assert max(batches.sizes) > 1
+        for seqs in results:
+            assert seqs == sorted(seqs)  # each task's events in the order it appended them
+        stored = await store.list_events("shared")
+        assert [e.seq for e in stored] == list(range(1, TASKS * 10 + 1))
+        for index in range(TASKS):
+            steps = [e.data["step"] for e in stored if e.data["writer"] == index]
+            assert steps == list(range(10))
+
+    on_store(test)
+
+
+def test_racing_expected_last_seq_in_one_batch_lets_exactly_one_win(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.append("race", [NewEvent(kind=EventKind.CUSTOM)])
+        batches = Recorded(store)
+        results = await together(
+            lambda index: store.append(
+                "race", [NewEvent(kind=EventKind.CUSTOM, data={"i": index})], expected_last_seq=1
+            )
+        )
+        assert max(batches.sizes) > 1
+        wins = [result for result in results if isinstance(result, list)]
+        assert len(wins) == 1
+        assert sum(isinstance(result, SequenceConflict) for result in results) == TASKS - 1
+        assert await store.list_events("race", since_seq=1) == wins[0]
+
+    on_store(test)
+
+
+def test_a_cancelled_caller_does_not_cancel_the_commit_carrying_others(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        writes = [
+            asyncio.ensure_future(store.save_event(event(f"c-{index}", 1)))
+            for index in range(TASKS)
+        ]
+        await asyncio.sleep(0)  # every task has queued its call
+        writes[0].cancel()
+        results = await asyncio.gather(*writes, return_exceptions=True)
+        assert isinstance(results[0], asyncio.CancelledError)
+        assert results[1:] == [None] * (TASKS - 1)
+        for index in range(1, TASKS):
+            assert await store.list_events(f"c-{index}") == [event(f"c-{index}", 1)]
+
+    on_store(test)
+
+
+def _failing_batch(
+    store: AsyncSQLCheckpointer, monkeypatch: pytest.MonkeyPatch, committing: bool
+) -> None:
+    """Make every batch fail as a lost connection would, before or while it commits."""
+
+    def fail(ordered: list[Pending], sent: list[bool]) -> Any:
+        sent[0] = committing
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store._store, "_commit_batch", fail)
+
+
+def test_a_batch_that_fails_before_committing_runs_every_call_alone(
+    on_store: Callable[[Test], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        _failing_batch(store, monkeypatch, committing=False)
+        batches = Recorded(store)
+        results = await together(
+            lambda index: store.append(f"r{index}", [NewEvent(kind=EventKind.CUSTOM)])
+        )
+        assert max(batches.sizes) > 1
+        assert all(isinstance(result, list) for result in results)
+        assert sorted(await store.list_runs()) == sorted(f"r{index}" for index in range(TASKS))
+
+    on_store(test)
+
+
+def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves(
+    on_store: Callable[[Test], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        _failing_batch(store, monkeypatch, committing=True)
+        batches = Recorded(store)
+
+        async def write(index: int) -> Any:
+            if index % 2:
+                return await store.append(f"append-{index}", [NewEvent(kind=EventKind.CUSTOM)])
+            return await store.save_event(event(f"save-{index}", 1))
+
+        results = await together(write)
+        assert max(batches.sizes) > 1
+        grouped = [i for i, result in enumerate(results) if isinstance(result, StoreUnavailable)]
+        # Only unkeyed appends may be stored already, so only they are reported, never repeated.
+        assert grouped
+        assert all(index % 2 for index in grouped)
+        assert "may or may not be stored" in str(results[grouped[0]])
+        for index in range(0, TASKS, 2):
+            assert results[index] is None
+            assert await store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]
+
+    on_store(test)
