@@ -8,24 +8,32 @@ transaction per step. Three sides write the same steps to the same database in t
 * ``raw``: naive raw-driver writers, a connection each, one commit per step, at the same
   durability settings.
 
-Run ``python -m benchmarks.concurrent_runs [--runs 1,8,64] [--seconds 5] [--postgres URL]``.
+With ``--mode tasks`` the runs are asyncio tasks in one event loop instead of threads, against
+``AsyncSQLCheckpointer`` (plain and grouped) and naive raw asyncio writers (aiosqlite or psycopg's
+async connection, a connection each, one commit per step); ``--mode both`` measures both.
+
+Run ``python -m benchmarks.concurrent_runs [--runs 1,8,64,1000] [--seconds 5] [--postgres URL]
+[--mode threads|tasks|both]``.
 Figures are printed as a table and as JSON; ratios are against ``raw`` at the same concurrency.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import json
+import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from benchmarks import workload
 from benchmarks.databases import Target, postgres_target, sqlite_target
-from purpose_agent import SQLCheckpointer
+from benchmarks.raw_async import RawAsyncPostgres, RawAsyncSQLite
+from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer
 from purpose_agent.db.group_commit import GroupCommitPolicy
 
 STEP_EVENTS = 7
@@ -122,6 +130,95 @@ def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, fl
     return results
 
 
+AsyncStep = Callable[[str, int], Awaitable[None]]
+
+
+def _async_steps(write: Callable[[list[Any], Any], Awaitable[None]]) -> AsyncStep:
+    async def step(run_id: str, number: int) -> None:
+        first = (number - 1) * STEP_EVENTS + 1
+        events = workload.events(run_id, first, STEP_EVENTS)
+        await write(events, workload.state(run_id, first + STEP_EVENTS - 1, SNAPSHOT_BYTES))
+
+    return step
+
+
+async def run_tasks(
+    steps: list[AsyncStep], seconds: float, prefix: str
+) -> tuple[int, float, list[float]]:
+    """One task per run, started together, stepping for ``seconds``; as :func:`run_writers`."""
+    go = asyncio.Event()
+    latencies: list[list[float]] = [[] for _ in steps]
+
+    async def work(index: int) -> None:
+        clock = time.perf_counter
+        mine = latencies[index]
+        await go.wait()
+        end = clock() + seconds
+        number = 0
+        while clock() < end:
+            number += 1
+            started = clock()
+            await steps[index](f"{prefix}-{index}", number)
+            mine.append(clock() - started)
+
+    tasks = [asyncio.create_task(work(i)) for i in range(len(steps))]
+    await asyncio.sleep(0)
+    start = time.perf_counter()
+    go.set()
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    flat = [value for mine in latencies for value in mine]
+    return len(flat), elapsed, flat
+
+
+def _rss_mb() -> float:
+    with open(f"/proc/{os.getpid()}/statm", encoding="ascii") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def measure_tasks(target: Target, runs: int, seconds: float) -> dict[str, dict[str, float]]:
+    """The asyncio sides at one concurrency, one after the other, on the same database."""
+    results: dict[str, dict[str, float]] = {}
+
+    async def raw_side() -> tuple[list[AsyncStep], Callable[[], Awaitable[Any]]]:
+        target.raw().create_tables()
+        if target.backend == "sqlite":
+            opened: list[Any] = [await RawAsyncSQLite.open(target.raw_dsn) for _ in range(runs)]
+        else:
+            opened = [await RawAsyncPostgres.open(target.raw_dsn) for _ in range(runs)]
+        steps = [_async_steps(raw.step) for raw in opened]
+        return steps, lambda: asyncio.gather(*(raw.close() for raw in opened))
+
+    async def store_side(
+        policy: GroupCommitPolicy | bool,
+    ) -> tuple[list[AsyncStep], Callable[[], Awaitable[Any]]]:
+        store = await AsyncSQLCheckpointer.open(target.store_url, group_commit=policy)
+
+        async def write(events: list[Any], state: Any) -> None:
+            await store.save_events(events, snapshot=state)
+
+        return [_async_steps(write)] * runs, store.close
+
+    sides: dict[str, Callable[[], Awaitable[tuple[list[AsyncStep], Any]]]] = {
+        "raw": raw_side,
+        "store": lambda: store_side(False),
+        "grouped": lambda: store_side(GroupCommitPolicy(max_batch=max(min(runs, 256), 1))),
+    }
+    for name, build in sides.items():
+        steps, close = await build()
+        try:
+            count, elapsed, latencies = await run_tasks(steps, seconds, f"task-{name}-{runs}")
+        finally:
+            await close()
+        results[name] = {
+            "steps_per_s": count / elapsed,
+            "p50_ms": _quantile(latencies, 0.5) * 1000,
+            "p99_ms": _quantile(latencies, 0.99) * 1000,
+            "rss_mb": _rss_mb(),
+        }
+    return results
+
+
 @contextlib.contextmanager
 def _target(backend: str, postgres: str | None) -> Iterator[Target]:
     if backend == "sqlite":
@@ -139,27 +236,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="per side and level")
     parser.add_argument("--postgres", default=None, help="admin URL of a Postgres server")
     parser.add_argument("--json", default=None, help="write the figures to this file")
+    parser.add_argument("--mode", choices=("threads", "tasks", "both"), default="threads")
     args = parser.parse_args(argv)
+    modes = ["threads", "tasks"] if args.mode == "both" else [args.mode]
     levels = [int(level) for level in args.runs.split(",")]
     backends = ["sqlite"] + (["postgres"] if args.postgres else [])
     report: dict[str, Any] = {}
     for backend in backends:
         with _target(backend, args.postgres) as target:
-            for runs in levels:
-                figures = measure(target, runs, args.seconds)
-                report[f"{backend}/{runs}"] = figures
-                raw = figures["raw"]["steps_per_s"]
-                for side, values in figures.items():
-                    print(
-                        f"{backend:8} runs={runs:<5} {side:8} {values['steps_per_s']:9.0f} steps/s "
-                        f"({values['steps_per_s'] / raw:4.2f}x raw)  p50 {values['p50_ms']:7.2f} ms"
-                        f"  p99 {values['p99_ms']:7.2f} ms",
-                        flush=True,
-                    )
+            for mode in modes:
+                for runs in levels:
+                    if mode == "threads":
+                        figures = measure(target, runs, args.seconds)
+                    else:
+                        figures = asyncio.run(measure_tasks(target, runs, args.seconds))
+                    report[f"{backend}/{mode}/{runs}"] = figures
+                    _print(backend, mode, runs, figures)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(report, out, indent=2)
     return 0
+
+
+def _print(backend: str, mode: str, runs: int, figures: dict[str, dict[str, float]]) -> None:
+    raw = figures["raw"]["steps_per_s"]
+    for side, values in figures.items():
+        memory = f"  rss {values['rss_mb']:6.0f} MB" if "rss_mb" in values else ""
+        print(
+            f"{backend:8} {mode:7} runs={runs:<5} {side:8} {values['steps_per_s']:9.0f} steps/s "
+            f"({values['steps_per_s'] / raw:4.2f}x raw)  p50 {values['p50_ms']:7.2f} ms"
+            f"  p99 {values['p99_ms']:7.2f} ms{memory}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
 from purpose_agent.db.engine import Durability, _backend_options, parse_url
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.errors import InvalidInput
@@ -83,10 +84,14 @@ def make_async_engine(
     if durability not in ("full", "normal"):
         raise InvalidInput(f"durability must be 'full' or 'normal', not {durability!r}")
     synchronous, parsed = async_url(url)
+    backend = parsed.get_backend_name()
     options = _backend_options(synchronous)
     chosen = options.pop("url", synchronous)
     parsed = parsed.set(query=chosen.query, database=chosen.database)
-    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        # A rollback on return is a trip to the connection's thread; the store's connections
+        # are in autocommit and its transactions end in their own block (db/transactions.py).
+        options["pool_reset_on_return"] = None
     if options.get("poolclass") is pool.StaticPool:
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:
@@ -106,6 +111,8 @@ def make_async_engine(
         ) from exc
     if backend == "postgresql":
         configure_postgres(engine.sync_engine, synchronous_commit_off=durability == "normal")
+    elif backend == "sqlite":
+        use_one_trip_cursors(engine)
     return engine
 
 
