@@ -176,7 +176,9 @@ def _rss_mb() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-async def measure_tasks(target: Target, runs: int, seconds: float) -> dict[str, dict[str, float]]:
+async def measure_tasks(
+    target: Target, runs: int, seconds: float, with_langgraph: bool = False
+) -> dict[str, dict[str, float]]:
     """The asyncio sides at one concurrency, one after the other, on the same database."""
     results: dict[str, dict[str, float]] = {}
 
@@ -199,11 +201,22 @@ async def measure_tasks(target: Target, runs: int, seconds: float) -> dict[str, 
 
         return [_async_steps(write)] * runs, store.close
 
+    grouping = GroupCommitPolicy(max_batch=max(min(runs, 256), 1))
     sides: dict[str, Callable[[], Awaitable[tuple[list[AsyncStep], Any]]]] = {
         "raw": raw_side,
         "store": lambda: store_side(False),
-        "grouped": lambda: store_side(GroupCommitPolicy(max_batch=max(min(runs, 256), 1))),
+        "grouped": lambda: store_side(grouping),
     }
+    if with_langgraph:
+        from benchmarks import langgraph_tasks
+        from purpose_agent.integrations.langgraph import PurposeAgentSaver
+
+        async def ours() -> tuple[list[AsyncStep], Callable[[], Awaitable[Any]]]:
+            store = await AsyncSQLCheckpointer.open(target.store_url, group_commit=grouping)
+            step = langgraph_tasks.saver_step(PurposeAgentSaver(store))
+            return [step] * runs, store.close
+
+        sides["lg-ours"] = ours
     for name, build in sides.items():
         steps, close = await build()
         try:
@@ -211,6 +224,16 @@ async def measure_tasks(target: Target, runs: int, seconds: float) -> dict[str, 
         finally:
             await close()
         results[name] = {
+            "steps_per_s": count / elapsed,
+            "p50_ms": _quantile(latencies, 0.5) * 1000,
+            "p99_ms": _quantile(latencies, 0.99) * 1000,
+            "rss_mb": _rss_mb(),
+        }
+    if with_langgraph:
+        async with langgraph_tasks.theirs(target.backend, target.raw_dsn) as saver:
+            steps = [langgraph_tasks.saver_step(saver)] * runs
+            count, elapsed, latencies = await run_tasks(steps, seconds, f"task-lg-{runs}")
+        results["lg-theirs"] = {
             "steps_per_s": count / elapsed,
             "p50_ms": _quantile(latencies, 0.5) * 1000,
             "p99_ms": _quantile(latencies, 0.99) * 1000,
@@ -237,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres", default=None, help="admin URL of a Postgres server")
     parser.add_argument("--json", default=None, help="write the figures to this file")
     parser.add_argument("--mode", choices=("threads", "tasks", "both"), default="threads")
+    parser.add_argument(
+        "--langgraph",
+        action="store_true",
+        help="tasks mode: also LangGraph's async saver and ours doing the same steps",
+    )
     args = parser.parse_args(argv)
     modes = ["threads", "tasks"] if args.mode == "both" else [args.mode]
     levels = [int(level) for level in args.runs.split(",")]
@@ -249,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
                     if mode == "threads":
                         figures = measure(target, runs, args.seconds)
                     else:
-                        figures = asyncio.run(measure_tasks(target, runs, args.seconds))
+                        figures = asyncio.run(
+                            measure_tasks(target, runs, args.seconds, args.langgraph)
+                        )
                     report[f"{backend}/{mode}/{runs}"] = figures
                     _print(backend, mode, runs, figures)
     if args.json:
