@@ -20,7 +20,11 @@ Test = Callable[[AsyncSQLCheckpointer], Coroutine[Any, Any, None]]
 
 
 class Recorded:
-    """The sizes of the batches a store's group commit ran (1: a call committed alone)."""
+    """The sizes of the batches of queued calls a store's group commit ran (1: one call).
+
+    A call that found nothing in flight commits at once on its caller's path, and is not
+    counted here.
+    """
 
     def __init__(self, store: AsyncSQLCheckpointer) -> None:
         self.sizes: list[int] = []
@@ -71,7 +75,7 @@ def test_overlapping_tasks_share_commits_and_lose_nothing(
 
         assert await together(write) == [None] * TASKS
         assert max(batches.sizes) > 1  # some commits carried several tasks' events
-        assert sum(batches.sizes) == TASKS * 30
+        assert sum(batches.sizes) < TASKS * 30  # the others committed at once, on their own
         for index in range(TASKS):
             stored = await store.list_events(f"run-{index}")
             assert stored == [event(f"run-{index}", seq, writer=index) for seq in range(1, 31)]
@@ -85,7 +89,7 @@ def test_a_lone_task_commits_alone(on_store: Callable[[Test], None]) -> None:
         for seq in range(1, 6):
             await store.save_event(event("alone", seq))
         await store.append("alone", [NewEvent(kind=EventKind.CUSTOM)])
-        assert batches.sizes == [1] * 6
+        assert batches.sizes == []  # each committed at once on its own path, never queued
         assert await store.last_seq("alone") == 6
 
     on_store(test)

@@ -88,10 +88,6 @@ def make_async_engine(
     options = _backend_options(synchronous)
     chosen = options.pop("url", synchronous)
     parsed = parsed.set(query=chosen.query, database=chosen.database)
-    if backend == "sqlite":
-        # A rollback on return is a trip to the connection's thread; the store's connections
-        # are in autocommit and its transactions end in their own block (db/transactions.py).
-        options["pool_reset_on_return"] = None
     if options.get("poolclass") is pool.StaticPool:
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:

@@ -1,10 +1,10 @@
 """Group commit for asyncio tasks: the same policy and batches as for threads, on one event loop.
 
-See :mod:`purpose_agent.db.group_commit`. A task that finds no commit in flight starts one at
-once with its own call; tasks that arrive meanwhile queue, and when that commit ends the
-queue (up to ``max_batch``) goes into the next transaction, one savepoint per call. Batches run
-in a task of their own, never in a caller's: a caller that is cancelled stops waiting, but it
-cannot cancel a transaction that carries other callers' work.
+See :mod:`purpose_agent.db.group_commit`. A task that finds no commit in flight commits its
+own call at once, on the store's usual path; tasks that arrive meanwhile queue, and when that
+commit ends the queue (up to ``max_batch``) goes into the next transaction, one savepoint per
+call. Batches of queued calls run in a task of their own, never in a caller's: a caller that
+is cancelled stops waiting, but it cannot cancel a transaction that carries others' work.
 
 The store's write logic is synchronous code running in greenlets on an asyncio driver (see
 :mod:`purpose_agent.stores.sql_async`); :class:`TaskGroupCommit` is what that code sees as its
@@ -41,10 +41,28 @@ class TaskGroupCommit(GroupCommit):
         self._waiting: list[tuple[Pending, asyncio.Future[None]]] = []
         self._committer: asyncio.Task[None] | None = None
         self._full = asyncio.Event()
+        self._inline = False
 
     def submit(self, call: Pending) -> Any:
-        """Run a call from the store's synchronous code, suspending its greenlet meanwhile."""
+        """Run a call from the store's synchronous code, suspending its greenlet meanwhile.
+
+        A call that finds no commit in flight and none queued runs at once in its caller's
+        greenlet, on the store's usual path: a lone writer pays nothing for grouping. Calls
+        that arrive meanwhile queue, and are committed together when it ends.
+        """
+        if self._committer is None and not self._inline and not self._waiting:
+            self._inline = True
+            try:
+                return call.alone()
+            finally:
+                self._inline = False
+                self._start()
         return await_only(self.submit_async(call))
+
+    def _start(self) -> None:
+        """Start the committing task if calls are queued and nothing commits them."""
+        if self._waiting and self._committer is None and not self._inline:
+            self._committer = asyncio.get_running_loop().create_task(self._commit_all())
 
     async def submit_async(self, call: Pending) -> Any:
         """Queue a call and wait for the commit that carries it; its result or its error."""
@@ -52,8 +70,7 @@ class TaskGroupCommit(GroupCommit):
         self._waiting.append((call, done))
         if len(self._waiting) >= self.policy.max_batch:
             self._full.set()
-        if self._committer is None:
-            self._committer = asyncio.get_running_loop().create_task(self._commit_all())
+        self._start()
         await done
         return call.outcome()
 

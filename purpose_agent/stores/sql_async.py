@@ -45,8 +45,8 @@ class _OnAsyncEngine(SQLCheckpointer):
 
     def __init__(self, engine: AsyncEngine, url: str, *, owns_engine: bool, **options: Any) -> None:
         super().__init__(engine.sync_engine, **options)
-        # The engine was set up in autocommit by make_async_engine: no per-connection switch
-        # (a round trip on aiomysql), and close() disposes it.
+        # An engine make_async_engine built is in autocommit already: no per-connection switch
+        # (a round trip on aiomysql), and close() disposes it. One passed in is kept.
         self._owns_engine = owns_engine
         self._units = Transactions(self._engine, self._flavor, owns_engine=owns_engine)
         self.url = url
@@ -180,7 +180,8 @@ class AsyncSQLCheckpointer:
         """Serve a new event loop (a second ``asyncio.run``, say): one loop at a time.
 
         The pool's connections, the queue that hands them out and the group commit's task
-        belong to the loop they were made on; they are closed and made again on this one.
+        belong to the loop they were made on: they are dropped (closed directly if that loop
+        has ended) and made again on this one. Two loops running at once cannot share a store.
         """
         old, self._loop = self._loop, loop
         if old is None:
