@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import warnings
 
 import pytest
@@ -80,5 +81,28 @@ def test_an_unreachable_server_is_store_unavailable() -> None:
     async def main() -> None:
         with pytest.raises(StoreUnavailable):
             await AsyncSQLCheckpointer.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_cancelled_saves_leave_the_store_usable(empty_database: str, grouped: bool) -> None:
+    """A task cancelled mid-save never leaves a transaction open for the next caller."""
+    policy = GroupCommitPolicy(max_batch=8) if grouped else False
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(empty_database, group_commit=policy) as store:
+            for attempt in range(30):
+                saving = asyncio.ensure_future(
+                    store.append(f"cancelled-{attempt}", [NewEvent(kind=EventKind.CUSTOM)])
+                )
+                for _ in range(attempt % 6):
+                    await asyncio.sleep(0)  # cancelled at a different point each time
+                saving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await saving
+                (stored,) = await store.append("kept", [NewEvent(kind=EventKind.CUSTOM)])
+                assert stored.seq == attempt + 1
+            assert await store.last_seq("kept") == 30
 
     asyncio.run(main())
