@@ -131,6 +131,7 @@ def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, fl
 
 
 AsyncStep = Callable[[str, int], Awaitable[None]]
+RAW_POSTGRES_CONNECTIONS = 64
 
 
 def _async_steps(write: Callable[[list[Any], Any], Awaitable[None]]) -> AsyncStep:
@@ -187,8 +188,22 @@ async def measure_tasks(
         if target.backend == "sqlite":
             opened: list[Any] = [await RawAsyncSQLite.open(target.raw_dsn) for _ in range(runs)]
         else:
-            opened = [await RawAsyncPostgres.open(target.raw_dsn) for _ in range(runs)]
-        steps = [_async_steps(raw.step) for raw in opened]
+            # A connection each, up to what a shared server allows (max_connections); past
+            # that, tasks take turns on the connections, still one commit per step.
+            count = min(runs, RAW_POSTGRES_CONNECTIONS)
+            opened = [await RawAsyncPostgres.open(target.raw_dsn) for _ in range(count)]
+        locks = [asyncio.Lock() for _ in opened]
+
+        def turn(index: int) -> AsyncStep:
+            raw, lock = opened[index % len(opened)], locks[index % len(opened)]
+
+            async def write(events: list[Any], state: Any) -> None:
+                async with lock:
+                    await raw.step(events, state)
+
+            return _async_steps(write)
+
+        steps = [turn(index) for index in range(runs)]
         return steps, lambda: asyncio.gather(*(raw.close() for raw in opened))
 
     async def store_side(
