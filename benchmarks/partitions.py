@@ -1,0 +1,349 @@
+"""``python -m benchmarks.partitions``: the hot calls as the event log grows, on both layouts.
+
+For each layout of ``pa_events`` (one table, and hash partitions by run id), in a throwaway
+Postgres database: bulk-load events up to each size (``INSERT ... SELECT`` from
+``generate_series``, runs of ``--run-size`` events with random-looking ids so that the measured
+runs land all over the key space, a run row and a snapshot per run), ``VACUUM ANALYZE``, then
+time, through the public API of a store opened once per layout:
+
+* ``append``: one event appended to a run (``store.append(run, [event])``);
+* ``step``: 7 events and a 1 KB snapshot appended together (``append(..., snapshot=)``);
+* ``recover``: ``store.recover(run)`` on a run whose snapshot is followed by 100 events.
+
+Each size is measured in ``--rounds`` rounds that interleave the three calls; a figure is the
+median over rounds of each round's p50 and p99, and every round's figures are kept in the JSON.
+The machine's load average is recorded with each point, since the server may be shared.
+
+The sizes count bulk-loaded events; the measured runs add their own (a few thousand) on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from benchmarks.databases import DEFAULT_POSTGRES_URL, postgres_target
+from benchmarks.machine import describe
+from purpose_agent import NewEvent, RunState, SQLCheckpointer
+from purpose_agent.db.partitions import events_layout, partition_events
+
+DEFAULT_SIZES = (0, 1_000_000, 5_000_000, 10_000_000)
+OPERATIONS = ("append", "step", "recover")
+# Rows per INSERT ... SELECT while bulk-loading: one statement per chunk keeps each
+# transaction (and its WAL) bounded.
+LOAD_CHUNK = 1_000_000
+PAYLOAD = "x" * 150
+STATE = {"blob": "s" * 1000}
+STEP_EVENTS = 7
+TAIL = 100
+
+
+@dataclass
+class Point:
+    """The figures of one layout at one size."""
+
+    layout: str
+    events: int
+    loaded: int
+    load_seconds: float
+    rounds: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    load_average: list[float] = field(default_factory=list)
+
+    def figure(self, operation: str, quantile: str) -> float:
+        """The median over rounds of one quantile (``p50`` or ``p99``), in milliseconds."""
+        return statistics.median(r[quantile] for r in self.rounds[operation])
+
+    def to_json(self) -> dict[str, Any]:
+        """The point as plain values."""
+        return {
+            "layout": self.layout,
+            "events": self.events,
+            "events_in_table": self.loaded,
+            "load_seconds": self.load_seconds,
+            "load_average": self.load_average,
+            "operations": {
+                name: {
+                    "p50_ms": self.figure(name, "p50"),
+                    "p99_ms": self.figure(name, "p99"),
+                    "rounds": rounds,
+                }
+                for name, rounds in self.rounds.items()
+            },
+        }
+
+
+def _quantiles(samples: Sequence[float]) -> dict[str, float]:
+    cuts = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "p50": cuts[49] * 1000,
+        "p99": cuts[98] * 1000,
+        "mean": statistics.fmean(samples) * 1000,
+        "n": float(len(samples)),
+    }
+
+
+def _timed(call: Callable[[], object], count: int) -> list[float]:
+    taken = []
+    for _ in range(count):
+        start = time.perf_counter()
+        call()
+        taken.append(time.perf_counter() - start)
+    return taken
+
+
+def _cycle(items: Sequence[str]) -> Iterator[str]:
+    while True:
+        yield from items
+
+
+class Workload:
+    """The measured runs of one size point, and the calls timed on them."""
+
+    def __init__(self, store: SQLCheckpointer, size: int, runs: int) -> None:
+        self.store = store
+        tag = f"{size}-{uuid.uuid4().hex[:6]}"
+        # Random ids: the measured runs sit among the bulk runs in the key order, not after them.
+        self.append_runs = _cycle([f"a-{uuid.uuid4().hex}-{tag}" for _ in range(runs)])
+        self.step_runs = _cycle([f"s-{uuid.uuid4().hex}-{tag}" for _ in range(runs)])
+        recover_runs = [f"r-{uuid.uuid4().hex}-{tag}" for _ in range(runs)]
+        for run_id in recover_runs:
+            store.append(
+                run_id, [NewEvent(kind="step_finished", data={"i": i}) for i in range(TAIL)]
+            )
+            store.save_snapshot(run_id, RunState(run_id=run_id, seq=TAIL, data=STATE))
+            store.append(
+                run_id, [NewEvent(kind="step_finished", data={"i": i}) for i in range(TAIL)]
+            )
+        self.recover_runs = _cycle(recover_runs)
+
+    def append(self) -> None:
+        """One event appended to the next measured run."""
+        self.store.append(
+            next(self.append_runs), [NewEvent(kind="tool_result", data={"p": PAYLOAD})]
+        )
+
+    def step(self) -> None:
+        """Seven events and the state after them, in one transaction."""
+        run_id = next(self.step_runs)
+        events = [NewEvent(kind="step_finished", data={"p": PAYLOAD}) for _ in range(STEP_EVENTS)]
+        self.store.append(run_id, events, snapshot=RunState(run_id=run_id, seq=0, data=STATE))
+
+    def recover(self) -> None:
+        """A snapshot and its 100-event tail, read in one statement."""
+        recovered = self.store.recover(next(self.recover_runs))
+        assert recovered is not None
+        assert len(recovered.events) == TAIL
+
+
+def _load(engine: sa.Engine, start: int, stop: int, run_size: int) -> None:
+    """Bulk-load events ``[start, stop)``: position ``g`` is seq ``g % run_size + 1`` of a run."""
+    now = time.time_ns() - 86_400 * 10**9  # a day old: the measured runs are newer
+    for low in range(start, stop, LOAD_CHUNK):
+        high = min(stop, low + LOAD_CHUNK)
+        values = {"low": low, "high": high - 1, "per": run_size, "payload": PAYLOAD, "now": now}
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pa_events (run_id, seq, kind, ts, lane_id, data)"
+                    " SELECT 'bulk-' || md5((g / :per)::text), g % :per + 1, 'step_finished',"
+                    "  1.7e9 + g * 0.001, 'main',"
+                    "  '{\"i\": ' || g || ', \"p\": \"' || :payload || '\"}'"
+                    " FROM generate_series(CAST(:low AS bigint), CAST(:high AS bigint)) AS g"
+                ),
+                values,
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pa_runs (run_id, created_ns, updated_ns, last_seq)"
+                    " SELECT 'bulk-' || md5(r::text), :now, :now + r,"
+                    "  LEAST(:per, :high + 1 - r * :per)"
+                    " FROM generate_series(CAST(:low AS bigint) / :per,"
+                    "  CAST(:high AS bigint) / :per) AS r"
+                    " ON CONFLICT (run_id) DO UPDATE SET last_seq = EXCLUDED.last_seq"
+                ),
+                values,
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO pa_snapshots (run_id, seq, state, written_ns)"
+                    " SELECT 'bulk-' || md5(r::text), LEAST(:per, :high + 1 - r * :per) / 2,"
+                    "  '{\"step\": ' || r || '}', :now + r"
+                    " FROM generate_series(CAST(:low AS bigint) / :per,"
+                    "  CAST(:high AS bigint) / :per) AS r"
+                    " ON CONFLICT (run_id) DO UPDATE SET seq = EXCLUDED.seq"
+                ),
+                values,
+            )
+    autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with autocommit.connect() as conn:
+        # Statistics and the visibility map as a long-lived table would have them.
+        conn.execute(sa.text("VACUUM (ANALYZE) pa_events, pa_runs, pa_snapshots"))
+        conn.execute(sa.text("CHECKPOINT"))
+
+
+def _count(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM pa_events")).scalar_one())
+
+
+def measure_layout(
+    admin_url: str,
+    layout: str,
+    sizes: Sequence[int],
+    *,
+    partitions: int,
+    samples: int,
+    rounds: int,
+    runs: int,
+    run_size: int,
+    report: Callable[[Point], None],
+) -> tuple[list[Point], dict[str, Any]]:
+    """Every size point of one layout, in one throwaway database.
+
+    Returns:
+        The points, and the database's description (server version, layout).
+
+    """
+    points: list[Point] = []
+    with postgres_target(admin_url) as target:
+        engine = sa.create_engine(target.store_url, poolclass=sa.pool.NullPool)
+        store = SQLCheckpointer(target.store_url)
+        try:
+            if layout == "partitioned":
+                partition_events(engine, partitions)
+            with engine.connect() as conn:
+                shape = events_layout(conn)
+                settings = {
+                    name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+                    for name in ("shared_buffers", "synchronous_commit", "fsync")
+                }
+            info = {**target.info, **settings, "layout": shape.to_dict() if shape else None}
+            loaded = 0
+            for size in sorted(sizes):
+                started = time.perf_counter()
+                _load(engine, loaded, size, run_size)
+                load_seconds = time.perf_counter() - started
+                loaded = size
+                point = Point(layout, size, _count(engine), load_seconds)
+                point.load_average.append(os.getloadavg()[0])
+                work = Workload(store, size, runs)
+                calls = {"append": work.append, "step": work.step, "recover": work.recover}
+                for name in OPERATIONS:
+                    _timed(calls[name], max(5, samples // 20))  # warm the plans and the cache
+                for _ in range(rounds):
+                    for name in OPERATIONS:
+                        point.rounds.setdefault(name, []).append(
+                            _quantiles(_timed(calls[name], samples))
+                        )
+                point.load_average.append(os.getloadavg()[0])
+                points.append(point)
+                report(point)
+        finally:
+            store.close()
+            engine.dispose()
+    return points, info
+
+
+def table(points: Sequence[Point]) -> str:
+    """The figures as a Markdown table: ms, and each p50 against the layout's empty database."""
+    base = {p.layout: p for p in points if p.events == min(q.events for q in points)}
+    head = "| layout | events | " + " | ".join(
+        f"{name} p50 | {name} p99 | {name} p50 vs empty" for name in OPERATIONS
+    )
+    lines = [head + " |", "|" + "---|" * (2 + 3 * len(OPERATIONS))]
+    for point in points:
+        cells = [point.layout, f"{point.events:,}"]
+        for name in OPERATIONS:
+            p50, p99 = point.figure(name, "p50"), point.figure(name, "p99")
+            ratio = p50 / base[point.layout].figure(name, "p50")
+            cells += [f"{p50:.2f}", f"{p99:.2f}", f"{ratio:.2f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted({int(float(part)) for part in text.split(",") if part.strip()})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.partitions", description=__doc__)
+    parser.add_argument(
+        "--url",
+        default=os.environ.get("PURPOSE_AGENT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
+        help="An admin URL of the Postgres server (a throwaway database is created on it).",
+    )
+    parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES))
+    parser.add_argument("--layouts", default="plain,partitioned")
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--samples", type=int, default=1000, help="Calls per round and operation.")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=50, help="Measured runs per operation.")
+    parser.add_argument("--run-size", type=int, default=1000, help="Events per bulk-loaded run.")
+    parser.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; print the table and write the JSON."""
+    args = parse_args(argv)
+    layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
+    unknown = set(layouts) - {"plain", "partitioned"}
+    if unknown:
+        raise SystemExit(f"unknown layouts {sorted(unknown)}: use plain and/or partitioned")
+
+    def report(point: Point) -> None:
+        figures = ", ".join(
+            f"{name} {point.figure(name, 'p50'):.2f}/{point.figure(name, 'p99'):.2f} ms"
+            for name in OPERATIONS
+        )
+        print(
+            f"{point.layout} {point.events:,} events (loaded in {point.load_seconds:.0f} s,"
+            f" load {point.load_average[0]:.1f}-{point.load_average[-1]:.1f}): {figures}",
+            flush=True,
+        )
+
+    points: list[Point] = []
+    databases: dict[str, Any] = {}
+    for layout in layouts:
+        found, info = measure_layout(
+            args.url,
+            layout,
+            args.sizes,
+            partitions=args.partitions,
+            samples=args.samples,
+            rounds=args.rounds,
+            runs=args.runs,
+            run_size=args.run_size,
+            report=report,
+        )
+        points += found
+        databases[layout] = info
+    print()
+    print(table(points))
+    if args.out is not None:
+        document = {
+            "machine": describe(),
+            "databases": databases,
+            "settings": {
+                key: value for key, value in vars(args).items() if key not in ("url", "out")
+            },
+            "points": [point.to_json() for point in points],
+        }
+        args.out.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
