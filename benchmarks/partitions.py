@@ -1,18 +1,19 @@
 """``python -m benchmarks.partitions``: the hot calls as the event log grows, on both layouts.
 
-For each layout of ``pa_events`` (one table, and hash partitions by run id), in a throwaway
-Postgres database: bulk-load events up to each size (``INSERT ... SELECT`` from
+For each layout of ``pa_events`` (one table, and hash partitions by run id) and each size, a
+throwaway Postgres database is filled with that many events (``INSERT ... SELECT`` from
 ``generate_series``, runs of ``--run-size`` events with random-looking ids so that the measured
-runs land all over the key space, a run row and a snapshot per run), ``VACUUM ANALYZE``, then
-time, through the public API of a store opened once per layout:
+runs land all over the key space, a run row and a snapshot per run) and ``VACUUM ANALYZE``d.
+Then, through the public API of one store per database:
 
 * ``append``: one event appended to a run (``store.append(run, [event])``);
 * ``step``: 7 events and a 1 KB snapshot appended together (``append(..., snapshot=)``);
 * ``recover``: ``store.recover(run)`` on a run whose snapshot is followed by 100 events.
 
-Each size is measured in ``--rounds`` rounds that interleave the three calls; a figure is the
-median over rounds of each round's p50 and p99, and every round's figures are kept in the JSON.
-The machine's load average is recorded with each point, since the server may be shared.
+The databases are measured interleaved: each round times every operation on every database in
+turn, the order rotated from round to round, so that the load of a shared machine falls on all
+points alike. A figure is the median over rounds of each round's p50 (or p99); every round's
+figures and the load average are kept in the JSON.
 
 The sizes count bulk-loaded events; the measured runs add their own (a few thousand) on top.
 """
@@ -20,8 +21,10 @@ The sizes count bulk-loaded events; the measured runs add their own (a few thous
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -118,13 +121,10 @@ class Workload:
         self.step_runs = _cycle([f"s-{uuid.uuid4().hex}-{tag}" for _ in range(runs)])
         recover_runs = [f"r-{uuid.uuid4().hex}-{tag}" for _ in range(runs)]
         for run_id in recover_runs:
-            store.append(
-                run_id, [NewEvent(kind="step_finished", data={"i": i}) for i in range(TAIL)]
-            )
+            events = [NewEvent(kind="step_finished", data={"p": PAYLOAD}) for _ in range(TAIL)]
+            store.append(run_id, events)
             store.save_snapshot(run_id, RunState(run_id=run_id, seq=TAIL, data=STATE))
-            store.append(
-                run_id, [NewEvent(kind="step_finished", data={"i": i}) for i in range(TAIL)]
-            )
+            store.append(run_id, events)
         self.recover_runs = _cycle(recover_runs)
 
     def append(self) -> None:
@@ -197,62 +197,91 @@ def _count(engine: sa.Engine) -> int:
         return int(conn.execute(sa.text("SELECT count(*) FROM pa_events")).scalar_one())
 
 
-def measure_layout(
-    admin_url: str,
-    layout: str,
-    sizes: Sequence[int],
-    *,
-    partitions: int,
-    samples: int,
-    rounds: int,
-    runs: int,
-    run_size: int,
-    report: Callable[[Point], None],
-) -> tuple[list[Point], dict[str, Any]]:
-    """Every size point of one layout, in one throwaway database.
+@dataclass
+class Database:
+    """One (layout, size) point: its throwaway database, the store on it and its workload."""
+
+    point: Point
+    store: SQLCheckpointer
+    work: Workload
+    info: dict[str, Any]
+
+    def call(self, operation: str) -> Callable[[], None]:
+        """The timed call of ``operation`` on this database."""
+        calls: dict[str, Callable[[], None]] = {
+            "append": self.work.append,
+            "step": self.work.step,
+            "recover": self.work.recover,
+        }
+        return calls[operation]
+
+
+def _prepare(
+    target_url: str, layout: str, size: int, options: argparse.Namespace
+) -> tuple[Point, dict[str, Any]]:
+    """Lay out and fill one throwaway database; its point (not yet measured) and description."""
+    engine = sa.create_engine(target_url, poolclass=sa.pool.NullPool)
+    try:
+        SQLCheckpointer(target_url).close()  # migrates
+        if layout == "partitioned":
+            partition_events(engine, options.partitions)
+        with engine.connect() as conn:
+            shape = events_layout(conn)
+            settings = {
+                name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+                for name in ("shared_buffers", "synchronous_commit", "fsync")
+            }
+        started = time.perf_counter()
+        _load(engine, 0, size, options.run_size)
+        point = Point(layout, size, _count(engine), time.perf_counter() - started)
+    finally:
+        engine.dispose()
+    return point, {**settings, "events_layout": shape.to_dict() if shape else None}
+
+
+def measure(
+    admin_url: str, options: argparse.Namespace, report: Callable[[str], None]
+) -> tuple[list[Point], list[dict[str, Any]]]:
+    """Fill one database per (layout, size), then measure them all, interleaved, round by round.
+
+    Every round times each operation on every database in turn, the order rotated from round
+    to round, so that a change in the load of the (shared) machine falls on every point alike
+    rather than on whichever size happened to be measured then.
 
     Returns:
-        The points, and the database's description (server version, layout).
+        The points, and a description of each database.
 
     """
-    points: list[Point] = []
-    with postgres_target(admin_url) as target:
-        engine = sa.create_engine(target.store_url, poolclass=sa.pool.NullPool)
-        store = SQLCheckpointer(target.store_url)
-        try:
-            if layout == "partitioned":
-                partition_events(engine, partitions)
-            with engine.connect() as conn:
-                shape = events_layout(conn)
-                settings = {
-                    name: conn.execute(sa.text(f"SHOW {name}")).scalar()
-                    for name in ("shared_buffers", "synchronous_commit", "fsync")
-                }
-            info = {**target.info, **settings, "layout": shape.to_dict() if shape else None}
-            loaded = 0
-            for size in sorted(sizes):
-                started = time.perf_counter()
-                _load(engine, loaded, size, run_size)
-                load_seconds = time.perf_counter() - started
-                loaded = size
-                point = Point(layout, size, _count(engine), load_seconds)
-                point.load_average.append(os.getloadavg()[0])
-                work = Workload(store, size, runs)
-                calls = {"append": work.append, "step": work.step, "recover": work.recover}
-                for name in OPERATIONS:
-                    _timed(calls[name], max(5, samples // 20))  # warm the plans and the cache
-                for _ in range(rounds):
-                    for name in OPERATIONS:
-                        point.rounds.setdefault(name, []).append(
-                            _quantiles(_timed(calls[name], samples))
-                        )
-                point.load_average.append(os.getloadavg()[0])
-                points.append(point)
-                report(point)
-        finally:
-            store.close()
-            engine.dispose()
-    return points, info
+    with contextlib.ExitStack() as stack:
+        databases: list[Database] = []
+        for layout in options.layouts:
+            for size in options.sizes:
+                target = stack.enter_context(postgres_target(admin_url))
+                point, info = _prepare(target.store_url, layout, size, options)
+                seconds = point.load_seconds
+                report(f"{layout} {size:,}: loaded {point.loaded:,} events in {seconds:.0f} s")
+                store = stack.enter_context(
+                    SQLCheckpointer(target.store_url, durability=options.durability)
+                )
+                work = Workload(store, size, options.runs)
+                databases.append(Database(point, store, work, {**target.info, **info}))
+        for database in databases:
+            for name in OPERATIONS:
+                _timed(database.call(name), max(5, options.samples // 10))  # warm plans and cache
+        for index in range(options.rounds):
+            load = os.getloadavg()[0]
+            shift = index % len(databases)
+            order = databases[shift:] + databases[:shift]
+            for name in OPERATIONS:
+                for database in order:
+                    taken = _timed(database.call(name), options.samples)
+                    database.point.rounds.setdefault(name, []).append(_quantiles(taken))
+            for database in databases:
+                database.point.load_average.append(load)
+            report(f"round {index + 1}/{options.rounds} done (load average {load:.1f})")
+        return [d.point for d in databases], [
+            {"layout": d.point.layout, "events": d.point.events, **d.info} for d in databases
+        ]
 
 
 def table(points: Sequence[Point]) -> str:
@@ -287,8 +316,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sizes", type=_sizes, default=list(DEFAULT_SIZES))
     parser.add_argument("--layouts", default="plain,partitioned")
     parser.add_argument("--partitions", type=int, default=16)
-    parser.add_argument("--samples", type=int, default=1000, help="Calls per round and operation.")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--samples", type=int, default=300, help="Calls per round, operation and database."
+    )
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument(
+        "--durability",
+        choices=("full", "normal"),
+        default="full",
+        help="The store's durability: 'normal' turns synchronous_commit off, which leaves the"
+        " disk's flush latency out of the figures.",
+    )
     parser.add_argument("--runs", type=int, default=50, help="Measured runs per operation.")
     parser.add_argument("--run-size", type=int, default=1000, help="Events per bulk-loaded run.")
     parser.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
@@ -298,38 +336,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the table and write the JSON."""
     args = parse_args(argv)
-    layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
-    unknown = set(layouts) - {"plain", "partitioned"}
+    # A terminated run unwinds like an interrupted one, dropping its throwaway databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    args.layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
+    unknown = set(args.layouts) - {"plain", "partitioned"}
     if unknown:
         raise SystemExit(f"unknown layouts {sorted(unknown)}: use plain and/or partitioned")
-
-    def report(point: Point) -> None:
-        figures = ", ".join(
-            f"{name} {point.figure(name, 'p50'):.2f}/{point.figure(name, 'p99'):.2f} ms"
-            for name in OPERATIONS
-        )
-        print(
-            f"{point.layout} {point.events:,} events (loaded in {point.load_seconds:.0f} s,"
-            f" load {point.load_average[0]:.1f}-{point.load_average[-1]:.1f}): {figures}",
-            flush=True,
-        )
-
-    points: list[Point] = []
-    databases: dict[str, Any] = {}
-    for layout in layouts:
-        found, info = measure_layout(
-            args.url,
-            layout,
-            args.sizes,
-            partitions=args.partitions,
-            samples=args.samples,
-            rounds=args.rounds,
-            runs=args.runs,
-            run_size=args.run_size,
-            report=report,
-        )
-        points += found
-        databases[layout] = info
+    points, databases = measure(args.url, args, lambda line: print(line, flush=True))
     print()
     print(table(points))
     if args.out is not None:
