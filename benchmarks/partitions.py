@@ -284,21 +284,41 @@ def measure(
         ]
 
 
+def ratio(point: Point, base: Point, operation: str, quantile: str) -> float:
+    """How ``point`` compares with ``base``: the median over rounds of the two in the same round.
+
+    Both were measured within a minute of each other in every round, so the ratio of each round
+    cancels most of the drift of a shared machine, which a ratio of two medians would not.
+    """
+    pairs = zip(point.rounds[operation], base.rounds[operation], strict=True)
+    return statistics.median(mine[quantile] / theirs[quantile] for mine, theirs in pairs)
+
+
 def table(points: Sequence[Point]) -> str:
-    """The figures as a Markdown table: ms, and each p50 against the layout's empty database."""
+    """A Markdown table: p50 and p99 in ms, each with its ratio to the empty database."""
     base = {p.layout: p for p in points if p.events == min(q.events for q in points)}
-    head = "| layout | events | " + " | ".join(
-        f"{name} p50 | {name} p99 | {name} p50 vs empty" for name in OPERATIONS
-    )
-    lines = [head + " |", "|" + "---|" * (2 + 3 * len(OPERATIONS))]
+    head = "| layout | events | " + " | ".join(f"{name} p50 | {name} p99" for name in OPERATIONS)
+    lines = [head + " |", "|" + "---|" * (2 + 2 * len(OPERATIONS))]
     for point in points:
         cells = [point.layout, f"{point.events:,}"]
         for name in OPERATIONS:
-            p50, p99 = point.figure(name, "p50"), point.figure(name, "p99")
-            ratio = p50 / base[point.layout].figure(name, "p50")
-            cells += [f"{p50:.2f}", f"{p99:.2f}", f"{ratio:.2f}x"]
+            for quantile in ("p50", "p99"):
+                figure = point.figure(name, quantile)
+                against = ratio(point, base[point.layout], name, quantile)
+                cells.append(f"{figure:.2f} ({against:.2f}x)")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def points_from_json(document: dict[str, Any]) -> list[Point]:
+    """The points of a run written with ``--out``, to print its table again."""
+    points = []
+    for item in document["points"]:
+        point = Point(item["layout"], item["events"], item["events_in_table"], item["load_seconds"])
+        point.load_average = list(item["load_average"])
+        point.rounds = {name: list(op["rounds"]) for name, op in item["operations"].items()}
+        points.append(point)
+    return points
 
 
 def _sizes(text: str) -> list[int]:
@@ -330,12 +350,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=50, help="Measured runs per operation.")
     parser.add_argument("--run-size", type=int, default=1000, help="Events per bulk-loaded run.")
     parser.add_argument("--out", type=Path, default=None, help="Write the figures as JSON here.")
+    parser.add_argument(
+        "--table", type=Path, default=None, help="Print the table of a run written with --out."
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print the table and write the JSON."""
     args = parse_args(argv)
+    if args.table is not None:
+        print(table(points_from_json(json.loads(args.table.read_text()))))
+        return 0
     # A terminated run unwinds like an interrupted one, dropping its throwaway databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     args.layouts = [name.strip() for name in args.layouts.split(",") if name.strip()]
