@@ -13,7 +13,10 @@ the same run: ``PurposeAgentSaver`` over ``SQLCheckpointer`` and LangGraph's ``S
 ``put`` (the child of the checkpoint before) followed by one ``put_writes`` of two writes keyed
 to it, the two timed apart; then reads:
 ``get_tuple`` of the latest, ``get_tuple`` by id at random, ``list(limit=10)``; and once, the
-latest checkpoint through a saver just built (what a new worker process pays first).
+latest checkpoint through a saver just built (what a new worker process pays first). On
+Postgres the statistics are refreshed between filling and reading, as autovacuum would. The two
+savers take turns throughout (call by call while filling, in blocks while reading), so that a
+machine busy with something else slows both alike.
 The ratio is ours over theirs: above 1 means ours did more operations per second.
 """
 
@@ -106,27 +109,29 @@ def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def _timed(count: int, call: Callable[[int], Any]) -> float:
-    start = time.perf_counter()
-    for n in range(count):
-        call(n)
-    return _rate(count, time.perf_counter() - start)
+class Thread:
+    """One saver's thread in the benchmark, and the calls each operation makes on it."""
 
+    def __init__(self, saver: BaseCheckpointSaver[Any], checkpoints: int, rng: random.Random):
+        self.saver = saver
+        self.checkpoints = checkpoints
+        self.rng = rng
+        self.thread_id = f"bench-{uuid.uuid4().hex[:8]}"
+        self.latest = {"configurable": {"thread_id": self.thread_id, "checkpoint_ns": ""}}
+        self.stored: list[dict[str, Any]] = []
+        self.parent: str | None = None
+        self.spent = dict.fromkeys(OPS, 0.0)
+        self.calls = dict.fromkeys(OPS, 0)
 
-def workload(
-    saver: BaseCheckpointSaver[Any],
-    fresh: Callable[[], BaseCheckpointSaver[Any]],
-    checkpoints: int,
-    reads: int,
-    rng: random.Random,
-) -> dict[str, float]:
-    """Ops per second of each operation on one new thread, plus the first read's latency."""
-    thread_id = f"bench-{uuid.uuid4().hex[:8]}"
-    stored: list[dict[str, Any]] = []
-    parent: str | None = None
+    def timed(self, op: str, call: Callable[[], Any], count: int = 1) -> None:
+        start = time.perf_counter()
+        for _ in range(count):
+            call()
+        self.spent[op] += time.perf_counter() - start
+        self.calls[op] += count
 
-    def put(n: int) -> None:
-        nonlocal parent
+    def put(self) -> None:
+        n = len(self.stored)
         checkpoint = empty_checkpoint()
         checkpoint["id"] = str(uuid6(clock_seq=n))
         version = f"{n + 1:032}.0"
@@ -135,68 +140,113 @@ def workload(
             "step": n,
         }
         checkpoint["channel_versions"] = {"messages": version, "step": version}
-        configurable: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": ""}
-        if parent is not None:
-            configurable["checkpoint_id"] = parent
-        config = saver.put(
+        configurable: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": ""}
+        if self.parent is not None:
+            configurable["checkpoint_id"] = self.parent
+        config = self.saver.put(
             {"configurable": configurable},
             checkpoint,
             {"source": "loop", "step": n, "parents": {}},
             {"messages": version, "step": version},
         )
-        parent = config["configurable"]["checkpoint_id"]
-        stored.append(config)
+        self.parent = config["configurable"]["checkpoint_id"]
+        self.stored.append(config)
 
-    def put_writes(n: int) -> None:
-        saver.put_writes(stored[n], [("messages", f"reply {n}"), ("step", n + 1)], f"task-{n}")
+    def put_writes(self) -> None:
+        n = len(self.stored) - 1
+        self.saver.put_writes(
+            self.stored[n], [("messages", f"reply {n}"), ("step", n + 1)], f"task-{n}"
+        )
 
-    latest = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
-
-    def get_latest(_n: int) -> None:
-        found = saver.get_tuple(latest)
+    def get_tuple_latest(self) -> None:
+        found = self.saver.get_tuple(self.latest)
         assert found is not None
-        assert found.checkpoint["id"] == parent
+        assert found.checkpoint["id"] == self.parent
 
-    def get_by_id(_n: int) -> None:
-        config = rng.choice(stored)
-        found = saver.get_tuple(config)
+    def get_tuple_by_id(self) -> None:
+        config = self.rng.choice(self.stored)
+        found = self.saver.get_tuple(config)
         assert found is not None
         assert len(found.pending_writes or []) == 2
 
-    def list_10(_n: int) -> None:
-        assert len(list(saver.list(latest, limit=10))) == min(10, checkpoints)
+    def list_limit_10(self) -> None:
+        listed = list(self.saver.list(self.latest, limit=10))
+        assert len(listed) == min(10, self.checkpoints)
 
-    spent = {"put": 0.0, "put_writes": 0.0}
+    def figures(self) -> dict[str, float]:
+        return {op: _rate(self.calls[op], self.spent[op]) for op in OPS}
+
+
+READS = ("get_tuple_latest", "get_tuple_by_id", "list_limit_10")
+ROUNDS = 10
+
+
+def workload(
+    savers: dict[str, BaseCheckpointSaver[Any]],
+    fresh: dict[str, Callable[[], BaseCheckpointSaver[Any]]],
+    checkpoints: int,
+    reads: int,
+    rng: random.Random,
+    after_fill: Callable[[], None] = lambda: None,
+) -> dict[str, dict[str, float]]:
+    """Ops per second of each operation of each saver on its own new thread.
+
+    The savers take turns, call by call while filling and block by block while reading, so
+    that whatever else the machine does at the time weighs on both alike.
+    """
+    threads = {name: Thread(saver, checkpoints, rng) for name, saver in savers.items()}
+    order = list(threads.values())
     for n in range(checkpoints):
-        for name, call in (("put", put), ("put_writes", put_writes)):
-            start = time.perf_counter()
-            call(n)
-            spent[name] += time.perf_counter() - start
-    figures = {
-        "put": _rate(checkpoints, spent["put"]),
-        "put_writes": _rate(checkpoints, spent["put_writes"]),
-        "get_tuple_latest": _timed(reads, get_latest),
-        "get_tuple_by_id": _timed(reads, get_by_id),
-        "list_limit_10": _timed(reads, list_10),
-    }
-    start = time.perf_counter()
-    assert fresh().get_tuple(latest) is not None
-    figures["first_get_tuple_ms"] = (time.perf_counter() - start) * 1000
-    return figures
+        turn = order if n % 2 == 0 else order[::-1]
+        for thread in turn:
+            thread.timed("put", thread.put)
+        for thread in turn:
+            thread.timed("put_writes", thread.put_writes)
+    after_fill()
+    rounds = max(1, min(ROUNDS, reads))
+    for round_number in range(rounds):
+        count = reads // rounds + (1 if round_number < reads % rounds else 0)
+        turn = order if round_number % 2 == 0 else order[::-1]
+        for op in READS:
+            for thread in turn:
+                thread.timed(op, getattr(thread, op), count)
+    results = {}
+    for name, thread in threads.items():
+        figures = thread.figures()
+        start = time.perf_counter()
+        assert fresh[name]().get_tuple(thread.latest) is not None
+        figures["first_get_tuple_ms"] = (time.perf_counter() - start) * 1000
+        results[name] = figures
+    return results
 
 
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     database = sqlite_database() if backend == "sqlite" else postgres_database(args.postgres_url)
     rng = random.Random(args.seed)
     with database as (url, target), SQLCheckpointer(url) as store, theirs(backend, target) as lg:
-        ours = PurposeAgentSaver(store)
         name = type(lg).__name__
-        return {
-            "PurposeAgentSaver": workload(
-                ours, lambda: PurposeAgentSaver(store), args.checkpoints, args.reads, rng
-            ),
-            name: workload(lg, lambda: lg, args.checkpoints, args.reads, rng),
-        }
+        return workload(
+            {"PurposeAgentSaver": PurposeAgentSaver(store), name: lg},
+            {"PurposeAgentSaver": lambda: PurposeAgentSaver(store), name: lambda: lg},
+            args.checkpoints,
+            args.reads,
+            rng,
+            after_fill=lambda: analyze(backend, url),
+        )
+
+
+def analyze(backend: str, url: str) -> None:
+    """Refresh Postgres's statistics of every table, as autovacuum would on a live database.
+
+    A new database has none, and the plans made without them are not the plans a database
+    in use runs (for either saver).
+    """
+    if backend != "postgres":
+        return
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    engine.dispose()
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]]) -> None:

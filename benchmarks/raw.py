@@ -113,6 +113,19 @@ class RawSQLite:
         self.conn.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", rows)
         execute("COMMIT")
 
+    def step(self, events: Iterable[PAEvent], state: RunState) -> None:
+        """A step: its events and the snapshot after it, in one transaction."""
+        rows = [row_of(e) for e in events]
+        execute = self.conn.execute
+        execute("BEGIN IMMEDIATE")
+        self.conn.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        execute(
+            "INSERT INTO raw_snapshots VALUES (?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+            "seq = excluded.seq, state = excluded.state WHERE excluded.seq >= raw_snapshots.seq",
+            (state.run_id, state.seq, _dumps(state.to_dict())),
+        )
+        execute("COMMIT")
+
     def batch(self, path: str) -> Any:
         """The batch insert function named ``path``."""
         if path != "executemany":
@@ -227,6 +240,18 @@ class RawPostgres:
         ):
             for e in events:
                 copy.write_row(row_of(e))
+
+    def step(self, events: Iterable[PAEvent], state: RunState) -> None:
+        """A step: its events and the snapshot after it, in one transaction."""
+        rows = [row_of(e) for e in events]
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany("INSERT INTO raw_events VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            cur.execute(
+                "INSERT INTO raw_snapshots VALUES (%s, %s, %s) ON CONFLICT (run_id) DO UPDATE "
+                "SET seq = excluded.seq, state = excluded.state "
+                "WHERE excluded.seq >= raw_snapshots.seq",
+                (state.run_id, state.seq, _dumps(state.to_dict())),
+            )
 
     def batch(self, path: str) -> Any:
         """The batch insert function named ``path``."""

@@ -8,6 +8,7 @@ row that could never fail would show up here.
 from __future__ import annotations
 
 import functools
+import re
 import subprocess
 import sys
 import time
@@ -17,16 +18,28 @@ from typing import Any
 
 import pytest
 
-from purpose_agent import InMemoryCheckpointer, PAEvent, Recovery, RunState, SQLCheckpointer
+from purpose_agent import (
+    InMemoryCheckpointer,
+    NewEvent,
+    PAEvent,
+    Recovery,
+    RunState,
+    SequenceConflict,
+    SQLCheckpointer,
+)
 from purpose_agent.testing import (
     ALL_CAPABILITIES,
+    SUITES,
     Backend,
     Capability,
     CheckpointerSuite,
+    GroupsSuite,
     ProcessesSuite,
     StreamingSuite,
     ThreadsSuite,
 )
+from purpose_agent.testing.appending import AppendingThreadsRows
+from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.samples import ev
 from purpose_agent.testing.steps import TornRead, step, steps_in_log, steps_in_recovery
 
@@ -50,6 +63,19 @@ def test_backend_declaring_some_capabilities_has_those_and_base() -> None:
     backend = Backend("some", InMemoryCheckpointer, [Capability.THREADS])
     assert backend.capabilities == {Capability.BASE, Capability.THREADS}
     assert not backend.has(Capability.DURABLE)
+
+
+def test_every_capability_has_rows_and_every_row_runs_in_the_whole_suite() -> None:
+    assert set(SUITES) == set(Capability)
+    assert all(issubclass(CheckpointerSuite, rows) for rows in SUITES.values())
+    # A row defined twice under one name would hide one of them in CheckpointerSuite.
+    owners: dict[str, list[str]] = {}
+    for klass in CheckpointerSuite.__mro__:
+        if issubclass(klass, Rows) and "capability" in vars(klass):
+            for name in vars(klass):
+                if name.startswith("test_"):
+                    owners.setdefault(name, []).append(klass.__name__)
+    assert {name: classes for name, classes in owners.items() if len(classes) > 1} == {}
 
 
 GATED_SUITE = """
@@ -226,3 +252,51 @@ def test_recover_row_fails_for_a_store_that_recovers_in_two_reads(tmp_path: Path
     backend = Backend("two-reads", opener)
     with pytest.raises(TornRead):
         ProcessesSuite().test_recover_is_consistent_while_another_process_writes_steps(backend)
+
+
+class _CheckThenAppend(InMemoryCheckpointer):
+    """Checks the expected last seq, then appends in a second step, as without a lock."""
+
+    def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        if expected_last_seq is not None and self.last_seq(run_id) != expected_last_seq:
+            raise SequenceConflict(run_id, expected_last_seq + 1)
+        time.sleep(0.005)
+        return super().append(run_id, events, snapshot=snapshot, group=group)
+
+
+class _PrefixAsPattern(InMemoryCheckpointer):
+    """Lists runs by prefix as SQL's LIKE would, wildcards and (on some collations) case."""
+
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
+        runs = super().list_runs(group=group)
+        if prefix is not None:
+            pattern = "".join({"%": ".*", "_": "."}.get(char, re.escape(char)) for char in prefix)
+            runs = [run_id for run_id in runs if re.match(pattern, run_id, re.IGNORECASE)]
+        return runs[offset:][:limit]
+
+
+def test_racing_append_row_fails_for_a_store_that_checks_then_appends() -> None:
+    store = _CheckThenAppend()
+    backend = Backend("check-then-append", lambda: store, {Capability.APPEND, Capability.THREADS})
+    with pytest.raises(AssertionError):
+        AppendingThreadsRows().test_threads_racing_on_one_expected_last_seq_have_one_winner(backend)
+
+
+def test_prefix_row_fails_for_a_store_that_reads_the_prefix_as_a_pattern() -> None:
+    with _PrefixAsPattern() as cp, pytest.raises(AssertionError):
+        GroupsSuite().test_list_runs_by_prefix_is_exact(cp)  # type: ignore[arg-type]

@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent import (
+    EventKind,
+    InMemoryCheckpointer,
+    InvalidInput,
+    NewEvent,
+    PAEvent,
+    RunState,
+    SQLCheckpointer,
+)
 from purpose_agent.db.models import RunRecord
+from purpose_agent.ops.prune import PruneProgress, PruneResult, prune
 from purpose_agent.stores.open import open_store
+from tests.test_cli_copy import _write_seed_sqlite
 from tests.test_cli_support import STORES, invoke, make_store_url
+
+# The module, not the function of the same name that purpose_agent.ops exports.
+prune_module = importlib.import_module("purpose_agent.ops.prune")
 
 
 @pytest.fixture(params=STORES)
@@ -94,9 +111,195 @@ def test_prune_needs_something_to_prune(store_url: str) -> None:
     assert "not an age like 30d" in bad_age.stderr
 
 
-def test_prune_refuses_stores_that_are_not_sql(tmp_path: Path) -> None:
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    result = invoke("prune", "--covered", "--url", f"jsonl:{folder}")
+# -- the library's retention, through the command and directly -------------------------------
+
+_DAY_NS = 86_400 * 10**9
+
+# run id, group, events, snapshot seq, age in days. Newest first, they are:
+# a-1, b-1, x-1, a-2, a-3, a-4, b-2, x-2.
+_RUNS = [
+    ("a-1", "conv-a", 4, 2, 0.001),
+    ("a-2", "conv-a", 3, 3, 10),
+    ("a-3", "conv-a", 5, None, 40),
+    ("a-4", "conv-a", 2, 1, 50),
+    ("b-1", "conv-b", 6, 4, 1),
+    ("b-2", "conv-b", 1, None, 60),
+    ("x-1", None, 3, 3, 2),
+    ("x-2", None, 2, None, 90),
+]
+_EVENTS = {run_id: events for run_id, _, events, _, _ in _RUNS}
+
+
+def _fill_groups(url: str) -> None:
+    """The runs of ``_RUNS``, appended in their groups, last written ``age`` days ago."""
+    with open_store(url) as store:
+        assert isinstance(store, SQLCheckpointer)
+        for run_id, group, events, snap, _ in _RUNS:
+            store.append(run_id, [NewEvent(kind=EventKind.CUSTOM)] * events, group=group)
+            if snap is not None:
+                store.save_snapshot(run_id, RunState(run_id=run_id, seq=snap))
+    now = time.time_ns()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        for run_id, _, _, _, days in _RUNS:
+            written = now - int(days * _DAY_NS)
+            conn.execute(
+                sa.update(RunRecord).where(RunRecord.run_id == run_id).values(updated_ns=written)
+            )
+    engine.dispose()
+
+
+# The options, the runs deleted whole, and the runs compacted (with the events they lose).
+_CASES = [
+    (["--older-than", "30d"], {"a-3", "a-4", "b-2", "x-2"}, {}),
+    (["--keep-newest", "3"], {"a-2", "a-3", "a-4", "b-2", "x-2"}, {}),
+    (["--keep-newest", "1", "--group", "conv-a"], {"a-2", "a-3", "a-4"}, {}),
+    (["--keep-newest", "1", "--older-than", "45d", "--group", "conv-a"], {"a-4"}, {}),
+    (["--older-than", "30d", "--prefix", "a-"], {"a-3", "a-4"}, {}),
+    (
+        ["--covered", "--older-than", "30d"],
+        {"a-3", "a-4", "b-2", "x-2"},
+        {"a-1": 2, "a-2": 3, "b-1": 4, "x-1": 3},
+    ),
+    (["--covered", "--group", "conv-b"], set(), {"b-1": 4}),
+    (["--covered", "--keep-newest", "2", "--prefix", "x-"], set(), {"x-1": 3}),
+    (["--keep-newest", "0", "--prefix", ""], set(_EVENTS), {}),
+]
+
+
+@pytest.mark.parametrize(("options", "deleted", "compacted"), _CASES)
+def test_prune_dry_run_counts_what_the_prune_then_deletes(
+    store_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    options: list[str],
+    deleted: set[str],
+    compacted: dict[str, int],
+) -> None:
+    monkeypatch.setattr(prune_module, "_PAGE", 2)  # every walk takes several pages
+    _fill_groups(store_url)
+    expected = {
+        "covered_events": sum(compacted.values()),
+        "covered_runs": len(compacted),
+        "old_runs": len(deleted),
+        "old_run_events": sum(_EVENTS[run_id] for run_id in deleted),
+    }
+    dry = json.loads(invoke("prune", *options, "--dry-run", "--json", "--url", store_url).stdout)
+    assert dry.pop("dry_run") is True
+    assert {key: dry[key] for key in expected} == expected
+    with open_store(store_url, create=False) as store:
+        assert set(store.list_runs()) == set(_EVENTS)  # the dry run deleted nothing
+    real = invoke("prune", *options, "--json", "--url", store_url)
+    assert real.exit_code == 0, real.output
+    done = json.loads(real.stdout)
+    assert done.pop("dry_run") is False
+    assert done == dry
+    with open_store(store_url, create=False) as store:
+        assert set(store.list_runs()) == set(_EVENTS) - deleted
+        for run_id in set(_EVENTS) - deleted:
+            left = len(store.list_events(run_id))
+            assert left == _EVENTS[run_id] - compacted.get(run_id, 0), run_id
+
+
+def test_prune_keep_newest_reports_in_words(store_url: str) -> None:
+    _fill_groups(store_url)
+    result = invoke(
+        "prune", "--keep-newest", "1", "--older-than", "45d", "--group", "conv-a",
+        "--url", store_url,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(
+        "Deleted 1 run of group 'conv-a' beyond the newest 1 and not written for 45d (2 events)"
+    )
+    covered = invoke("prune", "--covered", "--prefix", "b-", "--dry-run", "--url", store_url)
+    assert covered.stdout.startswith(
+        "Would delete 4 events covered by snapshots in 1 run with ids starting 'b-' from "
+    )
+
+
+@pytest.mark.sqlite
+def test_prune_refuses_a_store_without_retention(tmp_path: Path) -> None:
+    path = tmp_path / "seed.db"
+    _write_seed_sqlite(path, [("r", 1, "custom", {})], {})
+    result = invoke("prune", "--covered", "--url", f"seed-sqlite:{path}")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: prune works on SQL stores")
+    assert result.stderr.startswith(f"error: seed-sqlite:{path} cannot be pruned: it has no ")
+    assert "purpose-agent copy" in result.stderr
+
+
+def _racing(base: type[Any]) -> type[Any]:
+    """A store in which a writer appends to the first run of each page before it is deleted."""
+
+    class Racing(base):  # type: ignore[misc, valid-type]
+        touched: ClassVar[set[str]] = set()
+
+        def delete_runs(self, run_ids: Any = None, **filters: Any) -> list[str]:
+            ids = list(run_ids)
+            self.append(ids[0], [NewEvent(kind=EventKind.CUSTOM)])
+            self.touched.add(ids[0])
+            return super().delete_runs(ids, **filters)  # type: ignore[no-any-return]
+
+    return Racing
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("rule", ["older_than", "keep_newest"])
+def test_prune_keeps_a_run_written_after_it_was_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, rule: str
+) -> None:
+    monkeypatch.setattr(prune_module, "_PAGE", 3)
+    racing = _racing(InMemoryCheckpointer if kind == "memory" else SQLCheckpointer)
+    store = racing() if kind == "memory" else racing(f"sqlite:///{tmp_path / 'store.db'}")
+    with store:
+        for number in range(7):
+            store.append(f"r{number}", [NewEvent(kind=EventKind.CUSTOM)] * 2)
+        time.sleep(0.05)
+        store.append("fresh", [NewEvent(kind=EventKind.CUSTOM)])
+        now = time.time_ns()  # pinned: a busy machine must not age "fresh" past the cutoff
+        if rule == "older_than":
+            result = prune(store, older_than=timedelta(milliseconds=40), now_ns=now)
+        else:
+            result = prune(store, keep_newest=1)  # the newest is "fresh"
+        old_touched = racing.touched - {"fresh"}
+        assert old_touched  # the writer got in before some deletes
+        assert set(store.list_runs()) == {"fresh"} | old_touched
+        gone = 7 - len(old_touched)
+        assert (result.old_runs, result.old_run_events) == (gone, 2 * gone)
+        for run_id in old_touched:
+            assert len(store.list_events(run_id)) == 3
+        if kind == "sqlite" or rule == "keep_newest":
+            # Pages of three past "fresh": r6 r5 r4 | r3 r2 r1 | r0, each one's first written.
+            assert old_touched == {"r6", "r3", "r0"}
+
+
+def test_prune_works_on_the_in_memory_store() -> None:
+    store = InMemoryCheckpointer()
+    for run_id, group, events, snap, _ in _RUNS:
+        store.append(run_id, [NewEvent(kind=EventKind.CUSTOM)] * events, group=group)
+        if snap is not None:
+            store.save_snapshot(run_id, RunState(run_id=run_id, seq=snap))
+    options: dict[str, Any] = {"covered": True, "keep_newest": 2, "group": "conv-a"}
+    planned = prune(store, dry_run=True, **options)
+    steps: list[PruneProgress] = []
+    result = prune(store, progress=steps.append, **options)
+    # Written in _RUNS order: conv-a newest first is a-4, a-3, a-2, a-1.
+    assert sorted(store.list_runs(group="conv-a")) == ["a-3", "a-4"]
+    assert (result.old_runs, result.old_run_events) == (2, 7)
+    assert (result.covered_runs, result.covered_events) == (1, 1)
+    assert result == PruneResult(**{**planned.to_dict(), "dry_run": False})
+    assert [(s.stage, s.run_id, s.runs_done) for s in steps] == [
+        ("deleting runs", "a-1", 2),
+        ("compacting", "a-4", 1),
+    ]
+    assert len(store.list_runs()) == 6  # other groups untouched
+    assert store.recover("a-4") is not None
+
+
+def test_prune_by_group_needs_a_store_with_groups() -> None:
+    class NoGroups(InMemoryCheckpointer):
+        list_groups = None  # type: ignore[assignment]
+
+    with pytest.raises(InvalidInput, match="keeps no run groups"):
+        prune(NoGroups(), covered=True, group="g")
+    with pytest.raises(InvalidInput, match="nothing to prune"):
+        prune(InMemoryCheckpointer())

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent import EventKind, NewEvent, PAEvent, RunState
 from purpose_agent.stores.open import open_store
+from tests.test_cli_copy import _write_seed_sqlite
 from tests.test_cli_support import STORES, invoke, json_lines, make_store_url
 
 
@@ -49,6 +50,7 @@ def test_runs_list_json_pages_with_limit_and_offset(store_url: str) -> None:
     assert first["next_offset"] == 2
     assert first["runs"][0] == {
         "run_id": "c",
+        "group": None,
         "status": "running",
         "last_seq": 250,
         "snapshot_seq": 200,
@@ -158,3 +160,184 @@ def test_runs_list_help_explains_paging() -> None:
     help_text = " ".join(invoke("runs", "list", "--help").stdout.split())
     assert "--limit INTEGER RANGE Runs per page, most recently written first." in help_text
     assert "--offset INTEGER RANGE Runs to skip: where the previous page said more" in help_text
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+def _fill_groups(url: str) -> None:
+    """Written in this order: chat-1:r1, chat-2:r1, solo, chat-1:r2, chat-1:r3, chat-3:r1."""
+    with open_store(url) as store:
+        for run_id, group in (
+            ("chat-1:r1", "chat-1"),
+            ("chat-2:r1", "chat-2"),
+            ("solo", None),
+            ("chat-1:r2", "chat-1"),
+            ("chat-1:r3", "chat-1"),
+            ("chat-3:r1", "chat-3"),
+        ):
+            events = [NewEvent(kind=EventKind.MESSAGE, data={"run": run_id})] * 2
+            store.append(run_id, events, group=group)  # type: ignore[attr-defined]
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    rows = [line for line in text.splitlines() if line.startswith("│")]
+    return [[cell.strip() for cell in row.split("│")[1:-1]] for row in rows]
+
+
+def test_runs_list_shows_each_run_s_group(store_url: str) -> None:
+    _fill_groups(store_url)
+    result = invoke("runs", "list", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    assert "┃ run id    ┃ group  ┃ status" in result.stdout
+    assert [row[:2] for row in _table_rows(result.stdout)] == [
+        ["chat-3:r1", "chat-3"],
+        ["chat-1:r3", "chat-1"],
+        ["chat-1:r2", "chat-1"],
+        ["solo", "-"],
+        ["chat-2:r1", "chat-2"],
+        ["chat-1:r1", "chat-1"],
+    ]
+    listed = json.loads(invoke("runs", "list", "--json", "--url", store_url).stdout)
+    assert [(run["run_id"], run["group"]) for run in listed["runs"]][2:4] == [
+        ("chat-1:r2", "chat-1"),
+        ("solo", None),
+    ]
+
+
+def test_runs_list_filters_by_group_and_prefix_with_paging(store_url: str) -> None:
+    _fill_groups(store_url)
+
+    def page(*options: str) -> dict[str, object]:
+        result = invoke("runs", "list", "--json", *options, "--url", store_url)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+    def ids(listed: dict[str, object]) -> list[str]:
+        return [run["run_id"] for run in listed["runs"]]  # type: ignore[attr-defined, index]
+
+    first = page("--group", "chat-1", "--limit", "2")
+    assert ids(first) == ["chat-1:r3", "chat-1:r2"]
+    assert (first["group"], first["prefix"], first["next_offset"]) == ("chat-1", None, 2)
+    rest = page("--group", "chat-1", "--limit", "2", "--offset", "2")
+    assert ids(rest) == ["chat-1:r1"]
+    assert rest["next_offset"] is None
+    assert ids(page("--prefix", "chat-")) == [
+        "chat-3:r1", "chat-1:r3", "chat-1:r2", "chat-2:r1", "chat-1:r1",
+    ]  # fmt: skip
+    assert ids(page("--prefix", "CHAT-")) == []  # case-sensitive
+    assert ids(page("--prefix", "chat-1:r", "--group", "chat-1", "--offset", "1")) == [
+        "chat-1:r2",
+        "chat-1:r1",
+    ]
+    assert ids(page("--group", "chat-1", "--prefix", "chat-2")) == []
+    text = invoke("runs", "list", "--group", "chat-2", "--url", store_url).stdout
+    assert text.startswith("Runs of group 'chat-2' in ")
+    none = invoke("runs", "list", "--group", "nobody", "--url", store_url).stdout
+    assert none.startswith("No runs of group 'nobody' in ")
+
+
+def test_runs_groups_lists_newest_first_in_pages(store_url: str) -> None:
+    _fill_groups(store_url)
+    result = invoke("runs", "groups", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    assert [row[:2] for row in _table_rows(result.stdout)] == [
+        ["chat-3", "chat-3:r1"],
+        ["chat-1", "chat-1:r3"],
+        ["chat-2", "chat-2:r1"],
+    ]
+    first = json.loads(
+        invoke("runs", "groups", "--json", "--limit", "2", "--url", store_url).stdout
+    )
+    assert [group["group"] for group in first["groups"]] == ["chat-3", "chat-1"]
+    assert first["next_offset"] == 2
+    assert first["groups"][1]["latest_run"] == "chat-1:r3"
+    assert isinstance(first["groups"][1]["updated_at"], float)
+    rest = invoke("runs", "groups", "--limit", "2", "--offset", "2", "--url", store_url)
+    assert [row[0] for row in _table_rows(rest.stdout)] == ["chat-2"]
+    assert "More groups" not in rest.stdout
+    assert (
+        "More groups: --offset 2"
+        in invoke("runs", "groups", "--limit", "2", "--url", store_url).stdout
+    )
+
+
+def test_runs_groups_of_a_store_without_groups_says_so(store_url: str) -> None:
+    _fill(store_url)
+    result = invoke("runs", "groups", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("No groups in ")
+    assert json.loads(invoke("runs", "groups", "--json", "--url", store_url).stdout)["groups"] == []
+
+
+def test_runs_show_names_the_group(store_url: str) -> None:
+    _fill_groups(store_url)
+    detail = json.loads(invoke("runs", "show", "chat-1:r2", "--json", "--url", store_url).stdout)
+    assert detail["group"] == "chat-1"
+    text = invoke("runs", "show", "solo", "--url", store_url).stdout
+    assert ["group", "-"] in _table_rows(text)
+
+
+def test_runs_delete_by_group_asks_then_deletes_in_one_call(store_url: str) -> None:
+    _fill_groups(store_url)
+    declined = invoke("runs", "delete", "--group", "chat-1", "--url", store_url, input="n\n")
+    assert declined.exit_code == 1
+    assert "Delete 3 runs of group 'chat-1' (6 events) from " in declined.stdout
+    with open_store(store_url, create=False) as store:
+        assert len(store.list_runs()) == 6
+
+    result = invoke("runs", "delete", "--group", "chat-1", "--url", store_url, input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Deleted 3 runs of group 'chat-1' (6 events) from " in result.stdout
+    with open_store(store_url, create=False) as store:
+        assert store.list_runs() == ["chat-3:r1", "solo", "chat-2:r1"]
+
+
+@pytest.mark.parametrize(
+    ("options", "left"),
+    [
+        (["--prefix", "chat-1:"], ["chat-3:r1", "solo", "chat-2:r1"]),
+        (["--keep-newest", "2"], ["chat-3:r1", "chat-1:r3"]),
+        (
+            ["--keep-newest", "1", "--group", "chat-1"],
+            ["chat-3:r1", "chat-1:r3", "solo", "chat-2:r1"],
+        ),
+        (["--older-than", "1h"], None),
+    ],
+)
+def test_runs_delete_by_filters(store_url: str, options: list[str], left: list[str] | None) -> None:
+    _fill_groups(store_url)
+    with open_store(store_url, create=False) as store:
+        before = store.list_runs()
+    result = invoke("runs", "delete", *options, "--yes", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    with open_store(store_url, create=False) as store:
+        after = store.list_runs()
+    assert after == (before if left is None else left)
+    gone = len(before) - len(after)
+    assert f"Deleted {gone} run{'s' if gone != 1 else ''} " in result.stdout
+    assert f"({2 * gone} events)" in result.stdout
+
+
+def test_runs_delete_needs_a_run_or_filters_not_both(store_url: str) -> None:
+    neither = invoke("runs", "delete", "--url", store_url)
+    assert neither.exit_code == 2
+    assert "say which runs" in neither.stderr
+    both = invoke("runs", "delete", "solo", "--group", "g", "--url", store_url)
+    assert both.exit_code == 2
+    assert "not both" in both.stderr
+    _fill_groups(store_url)
+    nothing = invoke("runs", "delete", "--group", "nobody", "--url", store_url)
+    assert nothing.exit_code == 0
+    assert nothing.stdout.startswith("No runs of group 'nobody' in ")
+
+
+@pytest.mark.sqlite
+def test_runs_list_by_group_needs_a_store_with_groups(tmp_path: Path) -> None:
+    path = tmp_path / "seed.db"
+    _write_seed_sqlite(path, [("r", 1, "custom", {})], {})
+    result = invoke("runs", "list", "--group", "g", "--url", f"seed-sqlite:{path}")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: seed-sqlite:{path} keeps no run groups")
+    plain = json.loads(invoke("runs", "list", "--json", "--url", f"seed-sqlite:{path}").stdout)
+    assert [(run["run_id"], run["group"]) for run in plain["runs"]] == [("r", None)]

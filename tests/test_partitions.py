@@ -456,8 +456,12 @@ def test_statements_on_one_run_read_one_partition(url: str, engine: sa.Engine) -
             for sql, params in reads:
                 custom, generic = _plans(url, sql, dict(params or {}))
                 assert len(set(PARTITION.findall(custom))) == 1, f"{name}\n{sql}\n{custom}"
-                # Planned once for any run (psycopg prepares hot statements): pruned when run.
-                assert "Subplans Removed: 7" in generic, f"{name}\n{sql}\n{generic}"
+                # The store's sessions force generic plans: planned once for any run, the
+                # partitions are pruned when the statement starts. Postgres 15 does not prune
+                # `run_id = ANY($1)` (an array parameter) at that point, so the delete of a
+                # list of runs probes every partition (see docs/scaling.md).
+                if "= ANY" not in sql:
+                    assert "Subplans Removed: 7" in generic, f"{name}\n{sql}\n{generic}"
                 seen += 1
     assert seen >= len(CALLS)
 

@@ -19,6 +19,7 @@ from purpose_agent import (
     EventKind,
     InvalidInput,
     PAEvent,
+    RunState,
     SQLCheckpointer,
     SQLiteCheckpointer,
     StoreUnavailable,
@@ -391,3 +392,21 @@ def test_a_read_only_sqlite_database_reads_and_refuses_writes_saying_why() -> No
     finally:
         folder.chmod(0o755)
         shutil.rmtree(folder)
+
+
+def test_compact_on_a_sqlite_file_the_store_just_migrated_is_committed(tmp_path: Path) -> None:
+    """The migration switches its connection to autocommit and back; back must stay autocommit.
+
+    Otherwise pysqlite wraps the next single-statement write on that pooled connection in an
+    implicit transaction that nothing commits, and the compaction silently disappears.
+    """
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with SQLCheckpointer(url) as store:  # migrates the new file
+        state = RunState(run_id="r", seq=3)
+        store.save_events(
+            [PAEvent(run_id="r", seq=seq, kind=EventKind.CUSTOM) for seq in range(1, 6)],
+            snapshot=state,
+        )
+        assert store.compact("r") == 3
+    with SQLCheckpointer(url) as reopened:
+        assert [event.seq for event in reopened.list_events("r")] == [4, 5]

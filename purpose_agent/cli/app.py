@@ -58,11 +58,11 @@ COMMANDS = {
     ),
     "prune": LazyCommand(
         "purpose_agent.cli.prune:prune",
-        "Remove history a SQL store no longer needs.",
+        "Remove history a store no longer needs.",
     ),
     "runs": LazyCommand(
         "purpose_agent.cli.runs_commands:runs",
-        "List, inspect, page through and delete runs.",
+        "List, inspect, page through and delete runs, and list run groups.",
     ),
 }
 

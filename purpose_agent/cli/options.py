@@ -32,6 +32,28 @@ def sql_url_option(function: F) -> F:
     return click.option("--url", "url", default=None, metavar="URL", help=SQL_URL_HELP)(function)
 
 
+def selection_options(what: str) -> Callable[[F], F]:
+    """Add ``--group NAME`` and ``--prefix TEXT``, which narrow a command to some runs.
+
+    Args:
+        what: The start of their help, such as ``"Prune only runs"``.
+
+    """
+
+    def add(function: F) -> F:
+        with_prefix = click.option(
+            "--prefix",
+            default=None,
+            metavar="TEXT",
+            help=f"{what} whose id starts with TEXT (exact, case-sensitive).",
+        )(function)
+        return click.option(
+            "--group", default=None, metavar="NAME", help=f"{what} of the group NAME."
+        )(with_prefix)
+
+    return add
+
+
 def revision_argument(function: F) -> F:
     """Add the target revision: ``REVISION``, or the older spelling ``--revision REV`` (hidden).
 

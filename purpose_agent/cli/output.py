@@ -111,6 +111,16 @@ def count(number: int, noun: str) -> str:
     return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
+def selection_text(group: str | None, prefix: str | None) -> str:
+    """`` of group 'g'``, `` with ids starting 'p'``, both or nothing: which runs a command saw."""
+    text = ""
+    if group is not None:
+        text += f" of group {group!r}"
+    if prefix is not None:
+        text += f" with ids starting {prefix!r}"
+    return text
+
+
 def money(cents: int) -> str:
     """Cents as dollars, for the demo's prices."""
     return f"${cents // 100}.{cents % 100:02d}"

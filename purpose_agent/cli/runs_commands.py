@@ -1,27 +1,41 @@
-"""``purpose-agent runs``: list, show, page through and delete runs.
+"""``purpose-agent runs``: list, show, page through and delete runs, and list run groups.
 
-Listings are paged (``--limit``/``--offset`` for runs, ``--since``/``--limit`` for events), so
-a store with millions of events is never loaded at once; ``runs events --all`` streams a whole
-log page by page. ``--json`` prints one JSON document, except for ``runs events``, which prints
-JSON Lines (one event per line) so that a script can stream it.
+Listings are paged (``--limit``/``--offset`` for runs and groups, ``--since``/``--limit``
+for events), so a store with millions of events is never loaded at once; ``runs events
+--all`` streams a whole log page by page. ``--json`` prints one JSON document, except for
+``runs events``, which prints JSON Lines (one event per line) so that a script can stream it.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
 
-from purpose_agent.cli.options import json_option, url_option
-from purpose_agent.cli.output import console, emit_json, emit_json_line, one_line, when
+from purpose_agent.cli.options import Duration, json_option, selection_options, url_option
+from purpose_agent.cli.output import (
+    age,
+    console,
+    count,
+    emit_json,
+    emit_json_line,
+    one_line,
+    selection_text,
+    when,
+)
 from purpose_agent.cli.stores import open_url
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.summaries import run_detail, run_summaries
+from purpose_agent.ops.prune import delete_selected, selected, selection
+from purpose_agent.ops.summaries import group_summaries, run_detail, run_summaries
 from purpose_agent.stores.open import describe
 
 _DATA_WIDTH = 60
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _unknown(run_id: str, where: str) -> InvalidInput:
@@ -30,36 +44,56 @@ def _unknown(run_id: str, where: str) -> InvalidInput:
 
 @click.group()
 def runs() -> None:
-    """List, inspect, page through and delete runs."""
+    """List, inspect, page through and delete runs, and list run groups."""
+
+
+def _page_options(what: str) -> Callable[[F], F]:
+    """``--limit`` and ``--offset``, for listings paged newest first."""
+
+    def add(function: F) -> F:
+        with_offset = click.option(
+            "--offset",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help=f"{what} to skip: where the previous page said more start "
+            "(next_offset in --json).",
+        )(function)
+        return click.option(
+            "--limit",
+            type=click.IntRange(min=0),
+            default=50,
+            show_default=True,
+            help=f"{what} per page, most recently written first.",
+        )(with_offset)
+
+    return add
 
 
 @runs.command("list")
-@click.option(
-    "--limit",
-    type=click.IntRange(min=0),
-    default=50,
-    show_default=True,
-    help="Runs per page, most recently written first.",
-)
-@click.option(
-    "--offset",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Runs to skip: where the previous page said more start (next_offset in --json).",
-)
+@_page_options("Runs")
+@selection_options("List only runs")
 @json_option
 @url_option
-def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
+def list_runs(
+    limit: int,
+    offset: int,
+    group: str | None,
+    prefix: str | None,
+    as_json: bool,
+    url: str | None,
+) -> None:
     """List runs, most recently written first."""
     with open_url(url, create=False, read_only=True) as store:
-        summaries = run_summaries(store, limit, offset)
+        summaries = run_summaries(store, limit, offset, group=group, prefix=prefix)
         where = describe(store)
     more = len(summaries) == limit and limit > 0
     if as_json:
         emit_json(
             {
                 "store": where,
+                "group": group,
+                "prefix": prefix,
                 "offset": offset,
                 "limit": limit,
                 "next_offset": offset + len(summaries) if more else None,
@@ -68,11 +102,13 @@ def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
         )
         return
     out = console()
+    scope = selection_text(group, prefix)
     if not summaries:
-        out.print(f"No runs in {where}" + (f" at offset {offset}." if offset else "."))
+        out.print(f"No runs{scope} in {where}" + (f" at offset {offset}." if offset else "."))
         return
-    table = Table(title=f"Runs in {where}", title_justify="left")
+    table = Table(title=f"Runs{scope} in {where}", title_justify="left")
     table.add_column("run id", overflow="fold")
+    table.add_column("group", overflow="fold")
     table.add_column("status")
     table.add_column("last seq", justify="right")
     table.add_column("snapshot", justify="right")
@@ -80,6 +116,7 @@ def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
     for summary in summaries:
         table.add_row(
             summary.run_id,
+            summary.group or "-",
             summary.status or "-",
             str(summary.last_seq),
             "-" if summary.snapshot_seq is None else str(summary.snapshot_seq),
@@ -88,6 +125,45 @@ def list_runs(limit: int, offset: int, as_json: bool, url: str | None) -> None:
     out.print(table)
     if more:
         out.print(f"More runs: --offset {offset + len(summaries)}")
+
+
+@runs.command("groups")
+@_page_options("Groups")
+@json_option
+@url_option
+def list_groups(limit: int, offset: int, as_json: bool, url: str | None) -> None:
+    """List run groups, the most recently written first.
+
+    A group is as recent as its most recently written run, which is shown beside it.
+    """
+    with open_url(url, create=False, read_only=True) as store:
+        groups = group_summaries(store, limit, offset)
+        where = describe(store)
+    more = len(groups) == limit and limit > 0
+    if as_json:
+        emit_json(
+            {
+                "store": where,
+                "offset": offset,
+                "limit": limit,
+                "next_offset": offset + len(groups) if more else None,
+                "groups": [summary.to_dict() for summary in groups],
+            }
+        )
+        return
+    out = console()
+    if not groups:
+        out.print(f"No groups in {where}" + (f" at offset {offset}." if offset else "."))
+        return
+    table = Table(title=f"Groups in {where}", title_justify="left")
+    table.add_column("group", overflow="fold")
+    table.add_column("latest run", overflow="fold")
+    table.add_column("updated (UTC)", no_wrap=True)
+    for summary in groups:
+        table.add_row(summary.group, summary.latest_run or "-", when(summary.updated_at))
+    out.print(table)
+    if more:
+        out.print(f"More groups: --offset {offset + len(groups)}")
 
 
 @runs.command("show")
@@ -109,6 +185,7 @@ def show_run(run_id: str, as_json: bool, url: str | None) -> None:
     table = Table(title=f"Run {run_id!r} in {where}", title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
+    table.add_row("group", summary.group or "-")
     table.add_row("status", summary.status or "- (no snapshot)")
     table.add_row("last seq", str(summary.last_seq))
     table.add_row(
@@ -116,8 +193,8 @@ def show_run(run_id: str, as_json: bool, url: str | None) -> None:
     )
     first = "-" if detail.first_seq is None else str(detail.first_seq)
     table.add_row("events stored", f"{detail.event_count} (from seq {first})")
-    for kind, count in detail.kinds.items():
-        table.add_row(f"  {kind}", str(count))
+    for kind, events in detail.kinds.items():
+        table.add_row(f"  {kind}", str(events))
     table.add_row("updated (UTC)", when(summary.updated_at))
     out.print(table)
     if detail.state is not None:
@@ -184,11 +261,50 @@ def list_events(
 
 
 @runs.command("delete")
-@click.argument("run_id")
+@click.argument("run_id", required=False)
+@selection_options("Delete the runs")
+@click.option(
+    "--older-than",
+    type=Duration(),
+    default=None,
+    metavar="AGE",
+    help="Delete the runs not written for longer than AGE (30d, 12h, 90m, 2w...).",
+)
+@click.option(
+    "--keep-newest",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Delete all runs but the N most recently written (of the group or prefix).",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @url_option
-def delete_run(run_id: str, yes: bool, url: str | None) -> None:
-    """Delete a run's events and snapshot."""
+def delete_run(
+    run_id: str | None,
+    group: str | None,
+    prefix: str | None,
+    older_than: timedelta | None,
+    keep_newest: int | None,
+    yes: bool,
+    url: str | None,
+) -> None:
+    """Delete one run, or every run some filters select.
+
+    A run goes with its events and snapshot. With filters instead of RUN_ID, the runs that
+    match all of them are deleted in one transaction: all of them or none.
+    """
+    filters = (group, prefix, older_than, keep_newest)
+    if run_id is not None and filters != (None,) * 4:
+        raise click.UsageError(
+            "give RUN_ID or --group/--prefix/--older-than/--keep-newest, not both"
+        )
+    if run_id is None:
+        if filters == (None,) * 4:
+            raise click.UsageError(
+                "say which runs: RUN_ID, or --group, --prefix, --older-than, --keep-newest"
+            )
+        _delete_selected(group, prefix, older_than, keep_newest, yes, url)
+        return
     with open_url(url, create=False) as store:
         where = describe(store)
         detail = run_detail(store, run_id)
@@ -201,3 +317,38 @@ def delete_run(run_id: str, yes: bool, url: str | None) -> None:
             click.confirm(f"Delete run {run_id!r} ({what}) from {where}?", abort=True)
         store.delete_run(run_id)
     console().print(f"Deleted run {run_id!r}: {what}.")
+
+
+def _delete_selected(
+    group: str | None,
+    prefix: str | None,
+    older_than: timedelta | None,
+    keep_newest: int | None,
+    yes: bool,
+    url: str | None,
+) -> None:
+    """Delete the runs the options select: counted first, then one ``delete_runs`` call."""
+    rules = [selection_text(group, prefix).strip()]
+    if keep_newest is not None:
+        rules.append(f"beyond the newest {keep_newest:,}")
+    if older_than is not None:
+        rules.append(f"not written for {age(older_than)}")
+    what = " ".join(rule for rule in rules if rule)
+    # The age becomes one moment, so that the count asked about is of the runs deleted.
+    chosen = selection(group=group, prefix=prefix, older_than=older_than, keep_newest=keep_newest)
+    with open_url(url, create=False) as store:
+        where = describe(store)
+        if not yes:
+            planned = selected(store, chosen)
+            if not planned:
+                console().print(f"No runs {what} in {where}.")
+                return
+            click.confirm(
+                f"Delete {count(len(planned), 'run')} {what} "
+                f"({count(sum(planned.values()), 'event')}) from {where}?",
+                abort=True,
+            )
+        deleted, events = delete_selected(store, chosen)
+    console().print(
+        f"Deleted {count(len(deleted), 'run')} {what} ({count(events, 'event')}) from {where}."
+    )

@@ -10,16 +10,20 @@ statements are run by :mod:`purpose_agent.db.queries`, transactions are opened b
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     ARRAY,
     BigInteger,
+    ColumnElement,
     Double,
     Engine,
     Executable,
     Insert,
+    String,
     Text,
+    any_,
     bindparam,
     case,
     cast,
@@ -131,6 +135,11 @@ class Flavor:
 
         """
         return None
+
+    def one_of(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column IN (values)``, spelled the way the backend plans well."""
+        result: ColumnElement[bool] = column.in_(values)
+        return result
 
     def migration_lock(self) -> tuple[Executable, Executable | None] | None:
         """Statements that take and release the lock one migrating process holds.
@@ -259,8 +268,9 @@ class PostgresFlavor(Flavor):
         """
         count = bindparam("n", type_=BigInteger)
         now = bindparam("now", type_=BigInteger)
-        group = bindparam("group_id", type_=Text)
-        run_id = bindparam("run_id", type_=Text)
+        # Not named after columns: an UPDATE reserves those names for its SET clause.
+        group = bindparam("new_group", type_=Text)
+        run_id = bindparam("the_run", type_=Text)
         if expect == "match":
             run = (
                 update(RunRecord)
@@ -344,6 +354,20 @@ class PostgresFlavor(Flavor):
             .render_derived(name="batch")
         )
         return insert(EventRecord).from_select([name for name, _ in columns], select(*source.c))
+
+    def one_of(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column = ANY(:array)``: one parameter, however many values.
+
+        Sessions on a direct connection force generic plans; a generic plan of an ``IN``
+        list of hundreds of parameters scans the table and tests each row against the list
+        (0.85 s against 17 ms for 500 run ids), while ``= ANY`` of one array is planned as
+        an index lookup.
+        """
+        kind = column.type if not isinstance(column.type, String) else Text()
+        result: ColumnElement[bool] = column == any_(
+            bindparam(None, list(values), type_=ARRAY(kind))
+        )
+        return result
 
     def migration_lock(self) -> tuple[Executable, Executable | None]:
         """A transaction-level advisory lock: released by the commit that ends the upgrade."""

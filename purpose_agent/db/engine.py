@@ -130,6 +130,11 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
             read_only = read_only_url(parsed)
             if read_only is not None:
                 options["url"] = read_only
+        # Autocommit at the engine level too, not only in the connect hook: a connection
+        # that was switched per checkout (the migration lock does that) is reset to the
+        # engine's level when it returns, and pysqlite's default level would then open an
+        # implicit transaction around the next single-statement write and never commit it.
+        options["isolation_level"] = "AUTOCOMMIT"
         if parsed.database in (None, "", ":memory:"):
             # One shared connection, or every connection would see its own empty database.
             options["poolclass"] = pool.StaticPool

@@ -12,7 +12,7 @@ The ``purpose-agent`` command is a thin layer over these; scripts can call them 
 """
 
 from purpose_agent.ops.copy import CopyProgress, CopyReport, RunProblem, copy_runs
-from purpose_agent.ops.prune import PruneResult, prune
+from purpose_agent.ops.prune import PruneProgress, PruneResult, prune
 from purpose_agent.ops.schema import (
     SchemaStatus,
     downgrade_schema,
@@ -20,9 +20,11 @@ from purpose_agent.ops.schema import (
     upgrade_schema,
 )
 from purpose_agent.ops.summaries import (
+    GroupSummary,
     RunDetail,
     RunSummary,
     count_events,
+    group_summaries,
     run_detail,
     run_summaries,
 )
@@ -30,6 +32,8 @@ from purpose_agent.ops.summaries import (
 __all__ = [
     "CopyProgress",
     "CopyReport",
+    "GroupSummary",
+    "PruneProgress",
     "PruneResult",
     "RunDetail",
     "RunProblem",
@@ -38,6 +42,7 @@ __all__ = [
     "copy_runs",
     "count_events",
     "downgrade_schema",
+    "group_summaries",
     "prune",
     "run_detail",
     "run_summaries",

@@ -1,20 +1,23 @@
-"""What `purpose-agent runs` shows about runs: one line each, or one run in detail.
+"""What `purpose-agent runs` shows about runs: one line each, one run in detail, or groups.
 
 On a SQL store the answers come from indexed queries on the runs table and the primary key,
 so listing a page of runs or counting a run's events never loads the events themselves. On
-other stores they come from the protocol: the snapshot, then the events streamed after it.
+other stores they come from the protocol: the snapshot, then the events streamed after it,
+and the group from :class:`~purpose_agent.protocol.RunGroups` where the store keeps groups.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from purpose_agent.errors import CorruptRecord
-from purpose_agent.protocol import Checkpointer
-from purpose_agent.records import check_run_id, decode_state
+from purpose_agent.appends import check_label, check_prefix
+from purpose_agent.errors import CorruptRecord, InvalidInput
+from purpose_agent.protocol import Checkpointer, RunGroups
+from purpose_agent.records import check_limit, check_run_id, decode_state
 from purpose_agent.runtime.state import RunState
+from purpose_agent.stores.open import describe
 from purpose_agent.stores.sql import SQLCheckpointer
 
 UNREADABLE = "unreadable"
@@ -27,6 +30,7 @@ class RunSummary:
 
     Attributes:
         run_id: The run.
+        group: Its group; ``None`` without one, or on a store that keeps no groups.
         status: The status in its snapshot; ``None`` without a snapshot, ``"unreadable"`` for a
             snapshot that cannot be decoded.
         last_seq: The highest seq written (events or snapshot).
@@ -37,6 +41,7 @@ class RunSummary:
     """
 
     run_id: str
+    group: str | None
     status: str | None
     last_seq: int
     snapshot_seq: int | None
@@ -46,6 +51,7 @@ class RunSummary:
         """Return the summary as JSON values."""
         return {
             "run_id": self.run_id,
+            "group": self.group,
             "status": self.status,
             "last_seq": self.last_seq,
             "snapshot_seq": self.snapshot_seq,
@@ -94,25 +100,81 @@ def _status(run_id: str, state_text: str | None, seq: int | None) -> str | None:
         return UNREADABLE
 
 
-def run_summaries(store: Checkpointer, limit: int | None, offset: int = 0) -> list[RunSummary]:
+def grouped(store: Checkpointer) -> RunGroups | None:
+    """The store as :class:`~purpose_agent.protocol.RunGroups`, or ``None`` if it keeps none.
+
+    Stores written against the base protocol, and the seed-era readers, have no groups: they
+    list every run, each without a group.
+    """
+    if all(callable(getattr(store, name, None)) for name in ("list_groups", "run_group")):
+        return cast("RunGroups", store)
+    return None
+
+
+def _groups_or_refuse(store: Checkpointer) -> RunGroups:
+    groups = grouped(store)
+    if groups is None:
+        raise InvalidInput(
+            f"{describe(store)} keeps no run groups, so it cannot be listed by group or id prefix "
+            "(copy it into a SQL store with `purpose-agent copy`)"
+        )
+    return groups
+
+
+def run_summaries(
+    store: Checkpointer,
+    limit: int | None,
+    offset: int = 0,
+    *,
+    group: str | None = None,
+    prefix: str | None = None,
+) -> list[RunSummary]:
     """Summarise a page of runs, most recently written first.
 
+    Args:
+        store: The store.
+        limit: At most this many runs; ``None`` for all.
+        offset: Skip this many first (paging).
+        group: Only runs of this group.
+        prefix: Only runs whose id starts with this (exact, case-sensitive).
+
     Raises:
-        InvalidInput: A negative ``limit`` or ``offset``.
+        InvalidInput: A negative ``limit`` or ``offset``, a malformed group or prefix, or a
+            group or prefix on a store that keeps no groups.
         StoreUnavailable: The store cannot be read.
 
     """
+    check_limit(limit)
+    check_limit(offset, "offset")
+    if group is not None:
+        group = check_label(group, "group")
+    if prefix is not None:
+        prefix = check_prefix(prefix)
     if isinstance(store, SQLCheckpointer):
-        return _sql_summaries(store, limit, offset)
-    return [_summary(store, run_id) for run_id in store.list_runs(limit, offset=offset)]
+        return _sql_summaries(store, limit, offset, group, prefix)
+    if group is None and prefix is None:
+        run_ids = store.list_runs(limit, offset=offset)
+    else:
+        groups = _groups_or_refuse(store)
+        run_ids = groups.list_runs(limit, offset=offset, group=group, prefix=prefix)
+    return [_summary(store, run_id) for run_id in run_ids]
 
 
-def _sql_summaries(store: SQLCheckpointer, limit: int | None, offset: int) -> list[RunSummary]:
+def _sql_summaries(
+    store: SQLCheckpointer,
+    limit: int | None,
+    offset: int,
+    group: str | None,
+    prefix: str | None,
+) -> list[RunSummary]:
+    if limit == 0:
+        return []
     with store.reading("listing runs") as conn:
-        lines = store.queries.run_lines(conn, limit, offset)
+        lines = store.queries.run_lines(conn, limit, offset, group=group, prefix=prefix)
     return [
         RunSummary(
             run_id=line.run_id,
+            group=line.group,
             status=_status(line.run_id, line.state, line.snapshot_seq),
             last_seq=max(line.last_seq, line.snapshot_seq or 0),
             snapshot_seq=line.snapshot_seq,
@@ -120,6 +182,11 @@ def _sql_summaries(store: SQLCheckpointer, limit: int | None, offset: int) -> li
         )
         for line in lines
     ]
+
+
+def _group_of(store: Checkpointer, run_id: str) -> str | None:
+    groups = grouped(store)
+    return groups.run_group(run_id) if groups is not None else None
 
 
 def _summary(store: Checkpointer, run_id: str) -> RunSummary:
@@ -135,7 +202,52 @@ def _summary(store: Checkpointer, run_id: str) -> RunSummary:
     updated_at = state.updated_at if state is not None else None
     for event in store.iter_events(run_id, last_seq):
         last_seq, updated_at = event.seq, event.ts
-    return RunSummary(run_id, status, last_seq, snapshot_seq, updated_at)
+    return RunSummary(run_id, _group_of(store, run_id), status, last_seq, snapshot_seq, updated_at)
+
+
+@dataclass(frozen=True)
+class GroupSummary:
+    """One group, as ``runs groups`` shows it.
+
+    Attributes:
+        group: The group's name.
+        latest_run: Its most recently written run (``None`` if its runs went meanwhile).
+        updated_at: Unix seconds of that run's last write, as :class:`RunSummary` gives it.
+
+    """
+
+    group: str
+    latest_run: str | None
+    updated_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the summary as JSON values."""
+        return {"group": self.group, "latest_run": self.latest_run, "updated_at": self.updated_at}
+
+
+def group_summaries(store: Checkpointer, limit: int | None, offset: int = 0) -> list[GroupSummary]:
+    """Summarise a page of groups, the group with the most recently written run first.
+
+    Args:
+        store: The store.
+        limit: At most this many groups; ``None`` for all.
+        offset: Skip this many first (paging).
+
+    Raises:
+        InvalidInput: A negative ``limit`` or ``offset``, or a store that keeps no groups.
+        StoreUnavailable: The store cannot be read.
+
+    """
+    groups = _groups_or_refuse(store)
+    out = []
+    for name in groups.list_groups(limit, offset=offset):
+        # The group index (group, updated) answers each of these with one row.
+        latest = run_summaries(store, 1, group=name)
+        if latest:
+            out.append(GroupSummary(name, latest[0].run_id, latest[0].updated_at))
+        else:
+            out.append(GroupSummary(name, None, None))
+    return out
 
 
 def run_detail(store: Checkpointer, run_id: str) -> RunDetail | None:
@@ -163,6 +275,7 @@ def run_detail(store: Checkpointer, run_id: str) -> RunDetail | None:
         return None
     summary = RunSummary(
         run_id,
+        _group_of(store, run_id),
         state.status.value if state is not None else None,
         last_seq,
         state.seq if state is not None else None,
@@ -182,6 +295,7 @@ def _sql_detail(store: SQLCheckpointer, run_id: str) -> RunDetail | None:
     kinds = {row.kind: row.events for row in kind_rows}
     summary = RunSummary(
         run_id,
+        store.run_group(run_id),
         state.status.value if state is not None else None,
         max(last_seq, state.seq if state is not None else 0),
         state.seq if state is not None else None,

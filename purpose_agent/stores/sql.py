@@ -39,8 +39,9 @@ from purpose_agent.db.engine import (
     make_engine,
     parse_url,
 )
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.db.queries import LOOKUP_CHUNK, Queries
+from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, run_sql
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
     CheckpointError,
@@ -94,6 +95,10 @@ class SQLCheckpointer(ClosingContext):
         allow_seed_tables: Open a SQLite file that holds runs in the seed's format beside
             the store's own tables. Without it such a file is refused with the command that
             imports its runs (``SeedFormatDatabase``), so that they are never hidden.
+        group_commit: Let writes that arrive while another commit is in flight share the
+            next commit (see :mod:`purpose_agent.db.group_commit`): ``True`` for the default
+            policy, or a :class:`GroupCommitPolicy`. Each call is still committed when it
+            returns, and a lone writer commits at once.
 
     Raises:
         InvalidInput: A malformed URL or a driver that is not installed.
@@ -113,6 +118,7 @@ class SQLCheckpointer(ClosingContext):
         busy_timeout: float = 60.0,
         page_size: int = 1000,
         allow_seed_tables: bool = False,
+        group_commit: GroupCommitPolicy | bool = False,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
@@ -137,6 +143,8 @@ class SQLCheckpointer(ClosingContext):
         self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
         self._payload_limit: int | None = None
         self._closed = False
+        policy = GroupCommitPolicy() if group_commit is True else group_commit or None
+        self._commits = GroupCommit(policy, self._commit_many) if policy else None
         try:
             self._call(
                 "opening the store",
@@ -291,7 +299,7 @@ class SQLCheckpointer(ClosingContext):
         """
         rows = [event_row(event)]
         self._check_sizes(rows, None)
-        self._call("saving an event", lambda: self._write(rows, None))
+        self._save("saving an event", rows, None)
 
     def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
         """Append a batch, and optionally the snapshot after it, in one transaction.
@@ -306,7 +314,7 @@ class SQLCheckpointer(ClosingContext):
         snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
         self._check_sizes(rows, snap)
         if rows or snap is not None:
-            self._call("saving events", lambda: self._write(rows, snap))
+            self._save("saving events", rows, snap)
 
     def save_snapshot(self, run_id: str, state: RunState) -> None:
         """Save a snapshot; one with a lower ``seq`` than the stored one is ignored.
@@ -318,7 +326,88 @@ class SQLCheckpointer(ClosingContext):
         """
         snap = state_row(run_id, state)
         self._check_sizes([], snap)
-        self._call("saving a snapshot", lambda: self._write([], snap))
+        self._save("saving a snapshot", [], snap)
+
+    def _save(self, action: str, rows: list[EventRow], snap: StateRow | None) -> None:
+        if self._commits is None:
+            self._call(action, lambda: self._write(rows, snap))
+            return
+        now = stamp_ns()
+        first = rows[0].run_id if rows else snap.run_id if snap is not None else ""
+        self._commits.submit(
+            Pending(
+                alone=lambda: self._call(action, lambda: self._write(rows, snap)),
+                inside=lambda conn: self._write_in(conn, rows, snap, now),
+                on_conflict=lambda conn: self._write_in(
+                    conn, self._new_rows(conn, rows), snap, now
+                ),
+                run_key=first,
+                repeatable=True,
+            )
+        )
+
+    def _commit_many(self, batch: list[Pending]) -> None:
+        """Run a batch in one transaction, each call in its own savepoint; settle every call.
+
+        Calls are ordered by run, stably, so that concurrent batches lock runs in one order
+        and the calls of one run keep the order they arrived in.
+        """
+        ordered = sorted(batch, key=lambda call: call.run_key)
+        committing = [False]
+        try:
+            outcomes = self._commit_batch(ordered, committing)
+        except CheckpointError as exc:  # the store was closed meanwhile
+            for call in ordered:
+                call.settle(error=exc)
+            return
+        except (SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
+            # Nothing of the batch is stored unless the failure came with the COMMIT: run
+            # each call again on its own path, in order, unless it may be stored already
+            # and is not safe to repeat.
+            for call in ordered:
+                if committing[0] and not call.repeatable:
+                    lost = StoreUnavailable(
+                        f"appending events failed on {self.url}: the connection was lost "
+                        "while a grouped commit was sent, so it may or may not be stored; "
+                        "read the run (or append with keys, which makes a retry safe) "
+                        "before appending again"
+                    )
+                    lost.__cause__ = exc
+                    call.settle(error=lost)
+                    continue
+                try:
+                    call.settle(call.alone())
+                except BaseException as error:  # noqa: BLE001 - handed to the caller
+                    call.settle(error=error)
+            return
+        for call, (result, failure) in zip(ordered, outcomes, strict=True):
+            call.settle(result, failure)
+
+    def _commit_batch(
+        self, ordered: list[Pending], committing: list[bool]
+    ) -> list[tuple[Any, BaseException | None]]:
+        if self._closed:
+            raise StoreUnavailable(f"saving failed on {self.url}: the store is closed")
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        with self._units.write() as conn:
+            for call in ordered:
+                run_sql(conn, "SAVEPOINT pa_call")
+                try:
+                    try:
+                        result = call.inside(conn)
+                    except IntegrityError as exc:
+                        if call.on_conflict is None or not self._flavor.is_unique_violation(exc):
+                            raise
+                        run_sql(conn, "ROLLBACK TO SAVEPOINT pa_call")
+                        result = call.on_conflict(conn)
+                except CheckpointError as exc:
+                    run_sql(conn, "ROLLBACK TO SAVEPOINT pa_call")
+                    outcomes.append((None, exc))
+                else:
+                    outcomes.append((result, None))
+                run_sql(conn, "RELEASE SAVEPOINT pa_call")
+            committing[0] = True
+        return outcomes
 
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
         now = stamp_ns()
@@ -422,12 +511,30 @@ class SQLCheckpointer(ClosingContext):
         # A retry is safe until COMMIT is sent; with every event keyed, even after that.
         sent = [False]
         keyed = all(item.key is not None for item in items)
-        placed = self._call(
-            "appending events",
-            lambda: self._append(run_id, items, expected, snapshot, group, sent),
-            run_id,
-            committing=None if keyed else lambda: sent[0],
-        )
+
+        def alone() -> Placement:
+            return self._call(
+                "appending events",
+                lambda: self._append(run_id, items, expected, snapshot, group, sent),
+                run_id,
+                committing=None if keyed else lambda: sent[0],
+            )
+
+        if self._commits is None:
+            placed = alone()
+        else:
+            now = stamp_ns()
+            placed = self._commits.submit(
+                Pending(
+                    alone=alone,
+                    inside=lambda conn: self._append_in(
+                        conn, run_id, items, expected, snapshot, group, now
+                    ),
+                    on_conflict=None,
+                    run_key=run_id,
+                    repeatable=keyed,
+                )
+            )
         return decode_events(run_id, [row[1:] for row in placed.result])
 
     def _append(
@@ -447,19 +554,34 @@ class SQLCheckpointer(ClosingContext):
                 return placed
             sent[0] = False  # nothing was stored: the transaction below starts afresh
         with self._units.write() as conn:
-            last = queries.lock_run(conn, run_id, now)
-            keys = [item.key for item in items if item.key is not None]
-            stored = queries.events_by_keys(conn, run_id, keys) if keys else {}
-            placed = place(run_id, items, last, stored, expected)
-            snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
-            if placed.rows:
-                queries.insert_keyed(conn, placed.rows, placed.keys)
-            if placed.rows or snap is not None or group is not None:
-                queries.advance_run(conn, run_id, placed.last_seq, now, group)
-            if snap is not None:
-                self._check_sizes([], snap)
-                queries.upsert_snapshot(conn, snap, now)
+            placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
             sent[0] = True
+        return placed
+
+    def _append_in(
+        self,
+        conn: Connection,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        snapshot: RunState | None,
+        group: str | None,
+        now: int,
+    ) -> Placement:
+        """An append inside a write transaction: lock the run's row, place, insert."""
+        queries = self._queries
+        last = queries.lock_run(conn, run_id, now)
+        keys = [item.key for item in items if item.key is not None]
+        stored = queries.events_by_keys(conn, run_id, keys) if keys else {}
+        placed = place(run_id, items, last, stored, expected)
+        snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
+        if placed.rows:
+            queries.insert_keyed(conn, placed.rows, placed.keys)
+        if placed.rows or snap is not None or group is not None:
+            queries.advance_run(conn, run_id, placed.last_seq, now, group)
+        if snap is not None:
+            self._check_sizes([], snap)
+            queries.upsert_snapshot(conn, snap, now)
         return placed
 
     def _append_in_one(

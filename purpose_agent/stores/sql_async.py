@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import AsyncIterator, Iterable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,7 +21,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent.protocol import Recovery
 from purpose_agent.records import check_run_id, check_since
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.sql import SQLCheckpointer
 
@@ -63,6 +64,36 @@ class AsyncSQLCheckpointer:
     async def save_snapshot(self, run_id: str, state: RunState) -> None:
         """See :meth:`SQLCheckpointer.save_snapshot`."""
         await asyncio.to_thread(self._store.save_snapshot, run_id, state)
+
+    async def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """See :meth:`SQLCheckpointer.append`."""
+        batch = events if isinstance(events, list | tuple) else list(events)
+        return await asyncio.to_thread(
+            functools.partial(
+                self._store.append,
+                run_id,
+                batch,
+                expected_last_seq=expected_last_seq,
+                snapshot=snapshot,
+                group=group,
+            )
+        )
+
+    async def last_seq(self, run_id: str) -> int:
+        """See :meth:`SQLCheckpointer.last_seq`."""
+        return await asyncio.to_thread(self._store.last_seq, run_id)
+
+    async def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """See :meth:`SQLCheckpointer.event_by_key`."""
+        return await asyncio.to_thread(self._store.event_by_key, run_id, key)
 
     async def load_latest(self, run_id: str) -> RunState | None:
         """See :meth:`SQLCheckpointer.load_latest`."""
@@ -113,9 +144,54 @@ class AsyncSQLCheckpointer:
         """See :meth:`SQLCheckpointer.recover`."""
         return await asyncio.to_thread(self._store.recover, run_id)
 
-    async def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+    async def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
         """See :meth:`SQLCheckpointer.list_runs`."""
-        return await asyncio.to_thread(self._store.list_runs, limit, offset=offset)
+        return await asyncio.to_thread(
+            functools.partial(
+                self._store.list_runs, limit, offset=offset, group=group, prefix=prefix
+            )
+        )
+
+    async def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """See :meth:`SQLCheckpointer.list_groups`."""
+        return await asyncio.to_thread(self._store.list_groups, limit, offset=offset)
+
+    async def run_group(self, run_id: str) -> str | None:
+        """See :meth:`SQLCheckpointer.run_group`."""
+        return await asyncio.to_thread(self._store.run_group, run_id)
+
+    async def compact(self, run_id: str) -> int:
+        """See :meth:`SQLCheckpointer.compact`."""
+        return await asyncio.to_thread(self._store.compact, run_id)
+
+    async def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """See :meth:`SQLCheckpointer.delete_runs`."""
+        chosen = None if run_ids is None else list(run_ids)
+        return await asyncio.to_thread(
+            functools.partial(
+                self._store.delete_runs,
+                chosen,
+                group=group,
+                prefix=prefix,
+                older_than=older_than,
+                keep_newest=keep_newest,
+            )
+        )
 
     async def delete_run(self, run_id: str) -> None:
         """See :meth:`SQLCheckpointer.delete_run`."""

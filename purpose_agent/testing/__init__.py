@@ -21,7 +21,10 @@ new handle on the same storage on each call, and for ``Capability.PROCESSES`` it
 picklable (a ``functools.partial`` of the store's class is). An asyncio store runs through
 the same rows wrapped in :class:`BlockingAdapter`. One capability's rows alone are a class of
 their own too (``BaseSuite``, ``DurableSuite``, ``ThreadsSuite``, ``ProcessesSuite``,
-``StreamingSuite``), the one ``SUITES`` maps the capability to.
+``StreamingSuite``, ``BoundedReadsSuite``, ``AppendingSuite``, ``GroupsSuite``,
+``RetentionSuite``), the one ``SUITES`` maps the capability to. A few rows check two promises
+together (appends racing in threads need ``APPEND`` and ``THREADS``) and run only where the
+backend declares both.
 
 The rows need pytest (``pip install purpose-agent[test]``); everything else here imports
 without it, and the rows are only imported when one of their names is first used.
@@ -38,11 +41,14 @@ from purpose_agent.testing.capabilities import ALL_CAPABILITIES, Backend, Capabi
 if TYPE_CHECKING:
     from purpose_agent.testing.suite import (
         SUITES,
+        AppendingSuite,
         BaseSuite,
         BoundedReadsSuite,
         CheckpointerSuite,
         DurableSuite,
+        GroupsSuite,
         ProcessesSuite,
+        RetentionSuite,
         StreamingSuite,
         ThreadsSuite,
     )
@@ -51,6 +57,9 @@ _ROW_MODULES = (
     "harness",
     "base",
     "bounded",
+    "appending",
+    "groups",
+    "retention",
     "durable",
     "threads",
     "processes",
@@ -60,11 +69,14 @@ _ROW_MODULES = (
 _NEEDS_PYTEST = frozenset(
     {
         "SUITES",
+        "AppendingSuite",
         "BaseSuite",
         "BoundedReadsSuite",
         "CheckpointerSuite",
         "DurableSuite",
+        "GroupsSuite",
         "ProcessesSuite",
+        "RetentionSuite",
         "StreamingSuite",
         "ThreadsSuite",
     }
@@ -89,6 +101,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "ALL_CAPABILITIES",
     "SUITES",
+    "AppendingSuite",
     "AsyncCheckpointer",
     "Backend",
     "BaseSuite",
@@ -97,7 +110,9 @@ __all__ = [
     "Capability",
     "CheckpointerSuite",
     "DurableSuite",
+    "GroupsSuite",
     "ProcessesSuite",
+    "RetentionSuite",
     "StreamingSuite",
     "ThreadsSuite",
 ]

@@ -30,6 +30,15 @@ class Capability(enum.Enum):
             flat however long the run is.
         BOUNDED_READS: ``list_events`` also takes ``before``, ``newest_first``, ``kinds``
             and ``lanes`` (:class:`purpose_agent.protocol.BoundedReads`).
+        APPEND: ``append`` gives events their run's next seqs and checks an expected last
+            seq, ``last_seq`` and ``event_by_key`` read what it wrote
+            (:class:`purpose_agent.protocol.Appending`).
+        GROUPS: Runs join a group through ``append(group=...)``; ``list_runs`` filters by
+            group and id prefix, ``list_groups`` and ``run_group`` read the groups
+            (:class:`purpose_agent.protocol.RunGroups`).
+        RETENTION: ``compact`` drops the events a snapshot covers and ``delete_runs``
+            deletes the runs that match its filters, each in one transaction
+            (:class:`purpose_agent.protocol.Retention`).
 
     """
 
@@ -39,6 +48,9 @@ class Capability(enum.Enum):
     PROCESSES = "processes"
     STREAMING = "streaming"
     BOUNDED_READS = "bounded-reads"
+    APPEND = "append"
+    GROUPS = "groups"
+    RETENTION = "retention"
 
 
 ALL_CAPABILITIES: frozenset[Capability] = frozenset(Capability)

@@ -10,21 +10,36 @@ from purpose_agent.testing.capabilities import Backend, Capability
 from purpose_agent.testing.needs_pytest import pytest
 
 
+class CapabilityNotDeclared(pytest.skip.Exception):  # type: ignore[misc,name-defined]
+    """The skip of a row whose capability the backend leaves out.
+
+    A skip of its own kind, so that a test setup that fails every skip of a backend it
+    requires (a database server that was not reached, say) can still let these through: the
+    backend declared, where a reader sees it, that it does not make the promise.
+    """
+
+
 class Rows:
     """The rows of one capability; a subclass names it in ``capability``.
 
     A test class that combines several of them (as ``CheckpointerSuite`` does) still runs each
     row only on backends that declare the capability of the class that defines the row, and
-    skips it, saying which capability is missing, elsewhere.
+    skips it, saying which capability is missing, elsewhere. Rows that check how two promises
+    work together (appends racing in threads, say) name the second one in ``also_needs`` and
+    run only where both are declared.
     """
 
     capability: ClassVar[Capability] = Capability.BASE
+    also_needs: ClassVar[frozenset[Capability]] = frozenset()
 
     @pytest.fixture(autouse=True)
     def _capability_gate(self, request: pytest.FixtureRequest, backend: Backend) -> None:
-        needed = _defining_class(type(self), request.function.__name__).capability
-        if not backend.has(needed):
-            pytest.skip(f"{backend.name} does not declare Capability.{needed.name}")
+        rows = _defining_class(type(self), request.function.__name__)
+        needed = [rows.capability, *sorted(rows.also_needs, key=lambda c: c.value)]
+        missing = [capability for capability in needed if not backend.has(capability)]
+        if missing:
+            names = ", ".join(f"Capability.{capability.name}" for capability in missing)
+            raise CapabilityNotDeclared(f"{backend.name} does not declare {names}")
 
     @pytest.fixture
     def cp(self, backend: Backend) -> Iterator[Checkpointer]:

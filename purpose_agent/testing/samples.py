@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent import EventKind, NewEvent, PAEvent, RunState
 
 
 def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data: Any) -> PAEvent:
@@ -26,6 +26,30 @@ def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data:
     return PAEvent(run_id=run_id, seq=seq, kind=kind, ts=1_700_000_000.0 + seq, data=data)
 
 
+def new(
+    kind: EventKind = EventKind.STEP_FINISHED,
+    *,
+    key: str | None = None,
+    lane_id: str = "main",
+    ts: float = 1_700_000_000.0,
+    **data: Any,
+) -> NewEvent:
+    """Build an event to append, with a fixed timestamp so that equal calls build equal events.
+
+    Args:
+        kind: The event kind.
+        key: The caller's name for the event, or ``None``.
+        lane_id: The lane.
+        ts: Unix seconds.
+        **data: The event's data.
+
+    Returns:
+        The event, without a seq: the store gives it one.
+
+    """
+    return NewEvent(kind=kind, ts=ts, lane_id=lane_id, data=data, key=key)
+
+
 def st(run_id: str, seq: int, **data: Any) -> RunState:
     """Build a state with fixed timestamps so that equal calls build equal states.
 
@@ -41,6 +65,20 @@ def st(run_id: str, seq: int, **data: Any) -> RunState:
     return RunState(run_id=run_id, seq=seq, data=data, created_at=1.5, updated_at=2.5 + seq)
 
 
+def covering(state: RunState, seq: int) -> RunState:
+    """The state as ``append`` stores it: the same, but covering up to ``seq``.
+
+    Args:
+        state: The snapshot passed to ``append``.
+        seq: The last seq the append assigned.
+
+    Returns:
+        The state the store should return.
+
+    """
+    return RunState.from_dict({**state.to_dict(), "seq": seq})
+
+
 def raw_event(**fields: Any) -> PAEvent:
     """An event built without validation, as a caller bypassing pydantic could.
 
@@ -53,6 +91,20 @@ def raw_event(**fields: Any) -> PAEvent:
     """
     base = {"run_id": "r", "seq": 1, "kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main"}
     return PAEvent.model_construct(**{**base, "data": {}, **fields})
+
+
+def raw_new_event(**fields: Any) -> NewEvent:
+    """An event to append built without validation, as a caller bypassing pydantic could.
+
+    Args:
+        **fields: Fields that replace the defaults of a valid event.
+
+    Returns:
+        The unvalidated event.
+
+    """
+    base = {"kind": EventKind.CUSTOM, "ts": 1.0, "lane_id": "main", "key": None}
+    return NewEvent.model_construct(**{**base, "data": {}, **fields})
 
 
 def nested(depth: int) -> Any:

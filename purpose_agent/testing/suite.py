@@ -6,12 +6,15 @@ are named here too because tests have imported them from this module.
 
 from __future__ import annotations
 
+from purpose_agent.testing.appending import AppendingSuite
 from purpose_agent.testing.base import BaseSuite
 from purpose_agent.testing.bounded import BoundedReadsSuite
 from purpose_agent.testing.capabilities import Capability
 from purpose_agent.testing.durable import DurableSuite
+from purpose_agent.testing.groups import GroupsSuite
 from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.processes import ProcessesSuite
+from purpose_agent.testing.retention import RetentionSuite
 from purpose_agent.testing.samples import BAD_RUN_IDS, EXACT_VALUES, NOT_JSON, ev, st
 from purpose_agent.testing.streaming import StreamingSuite
 from purpose_agent.testing.threads import ThreadsSuite
@@ -23,11 +26,22 @@ SUITES: dict[Capability, type[Rows]] = {
     Capability.PROCESSES: ProcessesSuite,
     Capability.STREAMING: StreamingSuite,
     Capability.BOUNDED_READS: BoundedReadsSuite,
+    Capability.APPEND: AppendingSuite,
+    Capability.GROUPS: GroupsSuite,
+    Capability.RETENTION: RetentionSuite,
 }
 
 
 class CheckpointerSuite(
-    BaseSuite, DurableSuite, StreamingSuite, ThreadsSuite, ProcessesSuite, BoundedReadsSuite
+    BaseSuite,
+    DurableSuite,
+    StreamingSuite,
+    ThreadsSuite,
+    ProcessesSuite,
+    BoundedReadsSuite,
+    AppendingSuite,
+    GroupsSuite,
+    RetentionSuite,
 ):
     """Every row of the contract; subclass it and provide a ``backend`` fixture.
 
@@ -40,11 +54,14 @@ __all__ = [
     "EXACT_VALUES",
     "NOT_JSON",
     "SUITES",
+    "AppendingSuite",
     "BaseSuite",
     "BoundedReadsSuite",
     "CheckpointerSuite",
     "DurableSuite",
+    "GroupsSuite",
     "ProcessesSuite",
+    "RetentionSuite",
     "StreamingSuite",
     "ThreadsSuite",
     "ev",

@@ -28,6 +28,7 @@ SAVER_BACKENDS = [
     pytest.param("mariadb", marks=pytest.mark.mariadb),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
+    pytest.param("async-mariadb", marks=pytest.mark.mariadb),
 ]
 
 StoreFactory = Callable[[], Checkpointer | AsyncSQLCheckpointer]
@@ -48,7 +49,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         server = request.getfixturevalue("postgres_url")
         empty_tables(server)
         url = server.render_as_string(False)
-    elif name == "mariadb":
+    elif name in {"mariadb", "async-mariadb"}:
         server = request.getfixturevalue("mariadb_url")
         empty_tables(server)
         url = server.render_as_string(False)

@@ -85,6 +85,36 @@ def approval(saver: PurposeAgentSaver) -> Any:
     return builder.compile(checkpointer=saver)
 
 
+class Review(TypedDict):
+    """A request that two reviewers answer in parallel, each through an interrupt."""
+
+    request: str
+    answers: Annotated[list[str], operator.add]
+
+
+REVIEWERS = ("legal", "finance")
+
+
+def parallel_review(saver: PurposeAgentSaver) -> Any:
+    """``legal`` and ``finance`` run in one super-step and both interrupt; ``done`` joins."""
+
+    def reviewer(name: str) -> Any:
+        def run(state: Review) -> dict[str, Any]:
+            answer = interrupt({"reviewer": name, "request": state["request"]})
+            return {"answers": [f"{name}:{answer}"]}
+
+        return run
+
+    builder = StateGraph(Review)
+    for name in REVIEWERS:
+        builder.add_node(name, reviewer(name))
+        builder.add_edge(START, name)
+        builder.add_edge(name, "done")
+    builder.add_node("done", lambda state: {"answers": ["done"]})
+    builder.add_edge("done", END)
+    return builder.compile(checkpointer=saver)
+
+
 class Outer(TypedDict):
     """The parent graph's state; ``steps`` is shared with the subgraph."""
 

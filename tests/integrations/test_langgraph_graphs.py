@@ -187,3 +187,41 @@ def test_forty_threads_at_once_each_keep_their_interrupt(
 
     finished = run_all(resume, aresume)
     assert [f["outcome"] for f in finished] == [f"R{n}:ok{n}" for n in range(THREADS)]
+
+
+def test_forty_threads_with_parallel_interrupts_lose_none(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """Two branches of each thread interrupt in the same super-step, forty threads at once.
+
+    Each pause stores two interrupt writes from two tasks, sent concurrently with the
+    checkpoint they belong to; a saver that shares nothing with the writer must see both in
+    every thread, and resuming both at once must finish every thread.
+    """
+    graph = graphs.parallel_review(saver)
+
+    async def pause_all() -> list[Any]:
+        return await asyncio.gather(
+            *(graph.ainvoke({"request": f"r{n}"}, _config(f"review-{n}")) for n in range(THREADS))
+        )
+
+    paused = asyncio.run(pause_all())
+    asked = [sorted(i.value["reviewer"] for i in p["__interrupt__"]) for p in paused]
+    assert asked == [sorted(graphs.REVIEWERS)] * THREADS
+
+    fresh = graphs.parallel_review(PurposeAgentSaver(store_factory()))
+    interrupts = [fresh.get_state(_config(f"review-{n}")).interrupts for n in range(THREADS)]
+    seen = [
+        sorted((i.value["reviewer"], i.value["request"]) for i in found) for found in interrupts
+    ]
+    assert seen == [[("finance", f"r{n}"), ("legal", f"r{n}")] for n in range(THREADS)]
+
+    def resume(n: int) -> Any:
+        answers = {i.id: f"{i.value['reviewer']}-ok{n}" for i in interrupts[n]}
+        return fresh.invoke(Command(resume=answers), _config(f"review-{n}"))
+
+    with ThreadPoolExecutor(8) as pool:
+        finished = list(pool.map(resume, range(THREADS)))
+    assert [sorted(f["answers"]) for f in finished] == [
+        sorted([f"finance:finance-ok{n}", f"legal:legal-ok{n}", "done"]) for n in range(THREADS)
+    ]

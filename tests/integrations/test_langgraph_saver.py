@@ -1,8 +1,12 @@
-"""What the saver promises beyond LangGraph's suite: no pending write lost, exact values."""
+"""What the saver promises beyond LangGraph's suite: no pending write lost, exact values,
+bounded reads, writes without reads, and threads kept, deleted and pruned as run groups."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import functools
+import inspect
 import json
 import subprocess
 import sys
@@ -17,9 +21,23 @@ pytest.importorskip("langgraph.checkpoint.base")
 
 from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
+from langgraph.checkpoint.serde.types import INTERRUPT
 
-from purpose_agent import AsyncSQLCheckpointer, InvalidInput
-from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
+from purpose_agent import (
+    AsyncSQLCheckpointer,
+    EventKind,
+    InMemoryCheckpointer,
+    InvalidInput,
+    NewEvent,
+    RunState,
+    SequenceConflict,
+)
+from purpose_agent.integrations.langgraph import (
+    PurposeAgentSaver,
+    group_for,
+    run_id_for,
+    writes_run_for,
+)
 from tests.integrations.conftest import StoreFactory
 
 
@@ -38,10 +56,30 @@ def _config(thread_id: str, checkpoint_id: str | None = None, ns: str = "") -> A
     return {"configurable": configurable}
 
 
-def _put(saver: PurposeAgentSaver, thread_id: str, parent: str | None = None, **values: Any) -> str:
+def _put(
+    saver: PurposeAgentSaver,
+    thread_id: str,
+    parent: str | None = None,
+    ns: str = "",
+    run: str | None = None,
+    **values: Any,
+) -> str:
     checkpoint = _checkpoint(values)
-    saver.put(_config(thread_id, parent), checkpoint, {"source": "loop", "step": 0}, {})
+    metadata: Any = {"source": "loop", "step": 0} | ({"run_id": run} if run else {})
+    saver.put(_config(thread_id, parent, ns), checkpoint, metadata, {})
     return str(checkpoint["id"])
+
+
+def _fill(saver: PurposeAgentSaver, thread_id: str, count: int, ns: str = "") -> list[str]:
+    ids: list[str] = []
+    for n in range(count):
+        ids.append(_put(saver, thread_id, ids[-1] if ids else None, ns, n=n))
+        saver.put_writes(_config(thread_id, ids[-1], ns), [("w", n)], "task")
+    return ids
+
+
+def _sync(store: Any) -> Any:
+    return store.sync if isinstance(store, AsyncSQLCheckpointer) else store
 
 
 def test_writes_sent_before_their_checkpoint_and_checkpoints_late_are_all_kept(
@@ -131,12 +169,108 @@ def test_non_json_values_round_trip(saver: PurposeAgentSaver, store_factory: Sto
     assert found.metadata["when"] == when
     assert found.pending_writes == [("t1", "raw", b"\x01\x02"), ("t1", "t", when)]
     # The store holds JSON text only: LangGraph's bytes are base64 inside event data.
-    stored = saver.store.list_events(run_id_for("values"))
-    assert [type(e.data["checkpoint" if i == 0 else "value"][1]) for i, e in enumerate(stored)] == [
-        str,
-        str,
-        str,
-    ]
+    (stored,) = saver.store.list_events(run_id_for("values"))
+    writes = saver.store.list_events(writes_run_for("values", "", checkpoint["id"]))
+    assert [type(value) for value in stored.data["checkpoint"]] == [str, str]
+    assert [type(e.data["value"][1]) for e in writes] == [str, str]
+
+
+def test_a_retried_put_or_put_writes_stores_nothing_twice(saver: PurposeAgentSaver) -> None:
+    checkpoint = _checkpoint({"v": 1})
+    for _ in range(2):
+        saver.put(_config("retry"), checkpoint, {"step": 0}, {})
+        saver.put_writes(_config("retry", checkpoint["id"]), [("a", 1), ("b", 2)], "task")
+
+    store: Any = saver.store
+    assert store.last_seq(run_id_for("retry")) == 1
+    assert store.last_seq(writes_run_for("retry", "", checkpoint["id"])) == 2
+    found = saver.get_tuple(_config("retry"))
+    assert found is not None
+    assert found.pending_writes == [("task", "a", 1), ("task", "b", 2)]
+
+
+def test_another_checkpoint_under_a_stored_id_is_refused(saver: PurposeAgentSaver) -> None:
+    checkpoint = _checkpoint({"v": 1})
+    saver.put(_config("same-id"), checkpoint, {"step": 0}, {})
+    checkpoint["channel_values"] = {"v": 2}
+    with pytest.raises(SequenceConflict):
+        saver.put(_config("same-id"), checkpoint, {"step": 0}, {})
+    found = saver.get_tuple(_config("same-id"))
+    assert found is not None
+    assert found.checkpoint["channel_values"] == {"v": 1}
+
+
+def test_a_regular_write_keeps_its_first_value_and_a_special_one_its_last(
+    saver: PurposeAgentSaver,
+) -> None:
+    cid = _put(saver, "kinds")
+    config = _config("kinds", cid)
+    saver.put_writes(config, [("ch", "first"), (INTERRUPT, "asked once")], "task")
+    # The task ran again (a resume): the regular write is LangGraph's first, the interrupt new.
+    saver.put_writes(config, [("ch", "second"), (INTERRUPT, "asked again")], "task")
+
+    found = saver.get_tuple(config)
+    assert found is not None
+    assert found.pending_writes == [("task", INTERRUPT, "asked again"), ("task", "ch", "first")]
+
+
+def test_put_and_put_writes_only_append_and_reads_are_bounded(
+    store_factory: StoreFactory,
+) -> None:
+    store = _sync(store_factory())
+    ids = _fill(PurposeAgentSaver(store), "bounded", 30)
+    counting = _CountingStore(store)
+    saver = PurposeAgentSaver(counting)  # type: ignore[arg-type]
+
+    _put(saver, "bounded", ids[-1])
+    saver.put_writes(_config("bounded", ids[-1]), [("w", "late")], "other")
+    assert counting.take() == [("append", {"group": group_for("bounded")})] * 2
+
+    found = saver.get_tuple(_config("bounded", ids[3]))
+    assert found is not None
+    assert found.pending_writes == [("task", "w", 3)]
+    assert [name for name, _ in counting.take()] == ["event_by_key", "list_events"]
+
+    saver.get_tuple(_config("bounded"))
+    latest = counting.take()
+    assert latest[0] == (
+        "list_events",
+        {"limit": 1, "newest_first": True},
+    )
+    assert [name for name, _ in latest] == ["list_events", "list_events"]
+
+    listed = list(saver.list(_config("bounded", ns=""), limit=10))
+    assert [t.checkpoint["id"] for t in listed[1:]] == ids[:-10:-1]
+    events_read = counting.events_read
+    calls = counting.take()
+    assert calls[0] == (
+        "list_events",
+        {"limit": 10, "newest_first": True},
+    )
+    assert len(calls) == 11  # one page of ten, then each checkpoint's writes
+    assert events_read == 10 + 10  # ten checkpoints and their writes, nothing else
+
+
+def test_a_thread_is_one_group_of_runs(saver: PurposeAgentSaver) -> None:
+    first = _put(saver, "grouped")
+    saver.put_writes(_config("grouped", first), [("w", 1)], "task")
+    child = _put(saver, "grouped", ns="child:1")
+    _put(saver, "elsewhere")
+
+    store: Any = saver.store
+    runs = {
+        run_id_for("grouped"),
+        writes_run_for("grouped", "", first),
+        run_id_for("grouped", "child:1"),
+    }
+    assert set(store.list_runs(group=group_for("grouped"))) == runs
+    assert {store.run_group(run_id) for run_id in runs} == {"lg:grouped"}
+    assert set(store.list_groups()) == {"lg:grouped", "lg:elsewhere"}
+    assert saver.get_tuple(_config("grouped", child, "child:1")) is not None
+
+    saver.delete_thread("grouped")
+    assert store.list_runs(group=group_for("grouped")) == []
+    assert store.list_runs() == [run_id_for("elsewhere")]
 
 
 def test_thread_deleted_by_another_saver_is_gone_for_this_one_too(
@@ -157,37 +291,98 @@ def test_thread_deleted_by_another_saver_is_gone_for_this_one_too(
     assert found.checkpoint["channel_values"] == {"value": 2}
 
 
-def test_prune_and_run_deletion_are_seen_by_a_new_saver(
+def test_prune_reclaims_every_older_checkpoint_and_its_writes(
     saver: PurposeAgentSaver, store_factory: StoreFactory
 ) -> None:
-    first = _put(saver, "p")
-    second = _put(saver, "p", first)
-    third = _put(saver, "p", second)
+    ids = _fill(saver, "p", 5)
+    child = _fill(saver, "p", 3, ns="child:1")
+    saver.put_writes(_config("p", ids[-1]), [("w", "more")], "other")
     saver.prune(["p"])
 
+    store: Any = saver.store
+    assert [e.data["id"] for e in store.list_events(run_id_for("p"))] == [ids[-1]]
+    assert [e.data["id"] for e in store.list_events(run_id_for("p", "child:1"))] == [child[-1]]
+    assert set(store.list_runs(group=group_for("p"))) == {
+        run_id_for("p"),
+        run_id_for("p", "child:1"),
+        writes_run_for("p", "", ids[-1]),
+        writes_run_for("p", "child:1", child[-1]),
+    }
     fresh = PurposeAgentSaver(store_factory())
-    assert [t.checkpoint["id"] for t in fresh.list(_config("p"))] == [third]
-    assert fresh.get_tuple(_config("p", first)) is None
+    listed = [t.checkpoint["id"] for t in fresh.list({"configurable": {"thread_id": "p"}})]
+    assert listed == sorted([ids[-1], child[-1]], reverse=True)
+    assert fresh.get_tuple(_config("p", ids[0])) is None
+    latest = fresh.get_tuple(_config("p"))
+    assert latest is not None
+    assert latest.pending_writes == [("other", "w", "more"), ("task", "w", 4)]
+
+    # The thread goes on after pruning, and a second prune compacts again.
+    newer = _put(saver, "p", ids[-1], value="after")
+    saver.prune(["p"])
+    assert [e.data["id"] for e in store.list_events(run_id_for("p"))] == [newer]
+    assert store.last_seq(run_id_for("p")) == 6
 
 
-def test_threads_beyond_the_cached_runs_are_read_again_from_the_store(
-    store_factory: StoreFactory,
+def test_pruning_is_durable_whatever_else_the_thread_holds(store_factory: StoreFactory) -> None:
+    saver = PurposeAgentSaver(store_factory())
+    first = _put(saver, "durable")
+    _put(saver, "durable", _put(saver, "durable", first))  # no writes: nothing else to delete
+    saver.prune(["durable"])
+
+    # Another handle (another connection) sees the space reclaimed.
+    store: Any = _sync(store_factory())
+    assert len(store.list_events(run_id_for("durable"))) == 1
+
+
+@pytest.mark.sqlite
+def test_pruning_a_new_sqlite_file_is_durable(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with PurposeAgentSaver.from_url(url) as saver:
+        first = _put(saver, "durable")
+        _put(saver, "durable", _put(saver, "durable", first))
+        saver.prune(["durable"])
+    with PurposeAgentSaver.from_url(url) as fresh:
+        assert len(fresh.store.list_events(run_id_for("durable"))) == 1
+
+
+def test_delete_for_runs_hides_checkpoints_even_from_late_writes(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
 ) -> None:
-    saver = PurposeAgentSaver(store_factory(), cached_runs=2)
-    latest = {}
-    for n in range(5):
-        first = _put(saver, f"lru-{n}", value=n)
-        latest[n] = _put(saver, f"lru-{n}", first, value=n * 10)
-        saver.put_writes(_config(f"lru-{n}", first), [("w", n)], "t")
-    for n in range(5):
-        found = saver.get_tuple(_config(f"lru-{n}"))
-        assert found is not None
-        assert (found.checkpoint["id"], found.checkpoint["channel_values"]) == (
-            latest[n],
-            {"value": n * 10},
-        )
-        (older,) = [t for t in saver.list(_config(f"lru-{n}")) if t.checkpoint["id"] != latest[n]]
-        assert older.pending_writes == [("t", "w", n)]
+    kept = _put(saver, "d", run="run-1")
+    doomed = _put(saver, "d", kept, run="run-2")
+    saver.put_writes(_config("d", doomed), [("w", 1)], "task")
+    saver.delete_for_runs(["run-2"])
+    saver.put_writes(_config("d", doomed), [("w", "late")], "late-task")
+
+    fresh = PurposeAgentSaver(store_factory())
+    assert fresh.get_tuple(_config("d", doomed)) is None
+    latest = fresh.get_tuple(_config("d"))
+    assert latest is not None
+    assert latest.checkpoint["id"] == kept
+    assert [t.checkpoint["id"] for t in fresh.list(_config("d"))] == [kept]
+    # Pruning keeps the latest live checkpoint, not the deleted one saved after it.
+    saver.prune(["d"])
+    assert [t.checkpoint["id"] for t in fresh.list(_config("d"))] == [kept]
+    assert fresh.get_tuple(_config("d", doomed)) is None
+
+
+def test_copy_thread_twice_copies_once(saver: PurposeAgentSaver) -> None:
+    ids = _fill(saver, "src", 3)
+    _fill(saver, "src", 2, ns="child:1")
+    saver.copy_thread("src", "dst")
+    saver.copy_thread("src", "dst")
+
+    def shape(thread_id: str) -> list[Any]:
+        return [
+            (t.config["configurable"]["checkpoint_ns"], t.checkpoint["id"], t.pending_writes)
+            for t in saver.list({"configurable": {"thread_id": thread_id}})
+        ]
+
+    assert shape("dst") == shape("src")
+    store: Any = saver.store
+    assert store.last_seq(run_id_for("dst")) == 3
+    assert store.last_seq(writes_run_for("dst", "", ids[0])) == 1
+    assert len(store.list_runs(group=group_for("dst"))) == 2 + 5
 
 
 def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAgentSaver) -> None:
@@ -195,10 +390,14 @@ def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAge
     _put(saver, thread_id)
     checkpoint = _checkpoint()
     saver.put(_config(thread_id, ns="child:abc|x"), checkpoint, {}, {})
+    saver.put_writes(_config(thread_id, checkpoint["id"], "child:abc|x"), [("w", 1)], "t")
 
     listed = list(saver.list({"configurable": {"thread_id": thread_id}}))
     assert sorted(t.config["configurable"]["checkpoint_ns"] for t in listed) == ["", "child:abc|x"]
     assert {t.config["configurable"]["thread_id"] for t in listed} == {thread_id}
+    assert [t.pending_writes for t in listed if t.checkpoint["id"] == checkpoint["id"]] == [
+        [("t", "w", 1)]
+    ]
     assert run_id_for(thread_id) == "lg:user%2F42%3Achat%5C1%20%C3%BC"
     assert run_id_for(thread_id, "child:abc|x") in saver.store.list_runs()
 
@@ -208,83 +407,63 @@ def test_thread_id_too_long_for_a_run_id_is_refused_before_writing(
 ) -> None:
     with pytest.raises(InvalidInput, match="at most 255"):
         _put(saver, "x" * 300)
+    # Its checkpoint's writes would need a longer run id still: refused at put, not later.
+    with pytest.raises(InvalidInput, match="at most 255"):
+        _put(saver, "x" * 230)
     assert saver.store.list_runs() == []
 
 
+class _OldStore:
+    """A store with the Checkpointer protocol only (what the JSONL store had before)."""
+
+    def __init__(self) -> None:
+        self._store = InMemoryCheckpointer()
+        self.save_events = self._store.save_events
+        self.list_events = self._store.list_events
+        self.list_runs = lambda limit=None, *, offset=0: self._store.list_runs(limit, offset=offset)
+
+
+def test_a_store_without_appends_keys_and_groups_is_refused_when_the_saver_is_built() -> None:
+    with pytest.raises(InvalidInput, match=r"lacks append\(\), event_by_key\(\)"):
+        PurposeAgentSaver(_OldStore())  # type: ignore[arg-type]
+
+
+_SHOWN = {"limit", "before", "newest_first", "kinds", "group"}
+
+
 class _CountingStore:
-    """The real store, counting the events its reads return."""
+    """The real store, recording the calls the saver makes and the events they return."""
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        self.calls: list[tuple[str, dict[str, Any]]] = []
         self.events_read = 0
 
+    def take(self) -> list[tuple[str, dict[str, Any]]]:
+        taken, self.calls, self.events_read = self.calls, [], 0
+        return taken
+
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
+        method = getattr(self.store, name)
 
-    def list_events(self, run_id: str, since_seq: int = 0, limit: int | None = None) -> Any:
-        events = self.store.list_events(run_id, since_seq, limit)
-        self.events_read += len(events)
-        return events
+        @functools.wraps(method)  # the saver checks the store's signatures
+        def call(*args: Any, **kwargs: Any) -> Any:
+            arguments = inspect.signature(method).bind(*args, **kwargs).arguments
+            self.calls.append((name, {k: v for k, v in arguments.items() if k in _SHOWN}))
+            result = method(*args, **kwargs)
+            if name == "list_events":
+                self.events_read += len(result)
+            return result
 
-    def iter_events(self, run_id: str, since_seq: int = 0) -> Any:
-        for event in self.store.iter_events(run_id, since_seq):
-            self.events_read += 1
-            yield event
-
-
-def _fill(saver: PurposeAgentSaver, thread_id: str, count: int) -> list[str]:
-    ids: list[str] = []
-    for n in range(count):
-        ids.append(_put(saver, thread_id, ids[-1] if ids else None, n=n))
-        saver.put_writes(_config(thread_id, ids[-1]), [("w", n)], "task")
-    return ids
-
-
-def test_a_new_saver_starts_from_the_saved_index_and_reads_only_the_tail(
-    store_factory: StoreFactory,
-) -> None:
-    writer = PurposeAgentSaver(store_factory(), save_index_every=10)
-    ids = _fill(writer, "long", 30)  # 60 events: the index is saved at 10, 20, ... 60
-    saved = writer.store.load_latest(run_id_for("long"))
-    assert saved is not None
-    assert saved.seq == 0  # it covers no event: pruning covered events keeps every checkpoint
-    assert saved.data["through"] == 60
-
-    store = store_factory()
-    counting = _CountingStore(store.sync if isinstance(store, AsyncSQLCheckpointer) else store)
-    reader = PurposeAgentSaver(counting)  # type: ignore[arg-type]
-    found = reader.get_tuple(_config("long"))
-    assert found is not None
-    assert (found.checkpoint["id"], found.pending_writes) == (ids[-1], [("task", "w", 29)])
-    assert counting.events_read <= 3  # the index's last event, the checkpoint and its write
-    listed = list(reader.list(_config("long")))
-    assert [t.checkpoint["id"] for t in listed] == ids[::-1]
-    assert [t.pending_writes for t in listed] == [[("task", "w", n)] for n in range(29, -1, -1)]
-
-
-def test_a_saved_index_of_a_deleted_and_rewritten_thread_is_not_trusted(
-    store_factory: StoreFactory,
-) -> None:
-    first = PurposeAgentSaver(store_factory(), save_index_every=5)
-    _fill(first, "again", 10)
-    stale = first.store.load_latest(run_id_for("again"))
-    assert stale is not None
-    first.delete_thread("again")
-    rewritten = _fill(PurposeAgentSaver(store_factory(), save_index_every=0), "again", 3)
-    # As if another process saved its index of the old thread after the deletion.
-    first.store.save_snapshot(run_id_for("again"), stale)
-
-    fresh = PurposeAgentSaver(store_factory(), save_index_every=5)
-    found = fresh.get_tuple(_config("again"))
-    assert found is not None
-    assert found.checkpoint["id"] == rewritten[-1]
-    assert [t.checkpoint["id"] for t in fresh.list(_config("again"))] == rewritten[::-1]
+        return call
 
 
 @pytest.mark.sqlite
-def test_pruning_covered_events_keeps_every_checkpoint(tmp_path: Any) -> None:
+def test_pruning_covered_events_from_the_command_line_keeps_every_checkpoint(
+    tmp_path: Any,
+) -> None:
     url = f"sqlite:///{tmp_path / 'pruned.db'}"
-    with PurposeAgentSaver.from_url(url, save_index_every=4) as saver:
+    with PurposeAgentSaver.from_url(url) as saver:
         ids = _fill(saver, "kept", 6)
     done = subprocess.run(
         [sys.executable, "-m", "purpose_agent", "prune", "--covered", "--json", "--url", url],
@@ -298,3 +477,30 @@ def test_pruning_covered_events_keeps_every_checkpoint(tmp_path: Any) -> None:
         listed = list(fresh.list(_config("kept")))
     assert [t.checkpoint["id"] for t in listed] == ids[::-1]
     assert [t.pending_writes for t in listed] == [[("task", "w", n)] for n in range(5, -1, -1)]
+
+
+@pytest.mark.sqlite
+def test_the_async_store_answers_the_new_calls_as_the_sync_store(tmp_path: Any) -> None:
+    async def scenario() -> list[Any]:
+        async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'a.db'}") as store:
+            event = NewEvent(kind=EventKind.CUSTOM, data={"n": 1}, key="k")
+            first = await store.append("a1", [event], group="g")
+            again = await store.append("a1", (e for e in [event]), group="g")
+            await store.append("a2", [NewEvent(kind=EventKind.CUSTOM)], group="g")
+            await store.save_snapshot("a1", RunState(run_id="a1", seq=1))
+            return [
+                [e.seq for e in first + again],
+                await store.last_seq("a1"),
+                (await store.event_by_key("a1", "k")) == first[0],
+                await store.list_runs(group="g", prefix="a1"),
+                await store.list_groups(),
+                await store.run_group("a2"),
+                await store.compact("a1"),
+                await store.list_events("a1", newest_first=True, limit=5),
+                await store.delete_runs((r for r in ["a2"]), group="g"),
+                await store.list_runs(),
+            ]
+
+    found = asyncio.run(scenario())
+    assert found[:7] == [[1, 1], 1, True, ["a1"], ["g"], "g", 1]
+    assert found[8:] == [["a2"], ["a1"]]

@@ -8,11 +8,13 @@
     saver = PurposeAgentSaver(SQLCheckpointer("postgresql+psycopg://user@host/db"))
     graph = builder.compile(checkpointer=saver)
 
-Each (thread, checkpoint namespace) is one run in the store; checkpoints and pending writes
-are its events, so ``purpose-agent runs list`` and ``runs events`` show LangGraph threads too.
+A thread is a group of runs in the store (``lg:<thread>``): each namespace's checkpoints are
+one run, each checkpoint's pending writes another, so ``purpose-agent runs list`` shows
+LangGraph threads by group, ``runs events`` shows their checkpoints, and deleting or pruning a
+thread is the store's own retention.
 """
 
-from purpose_agent.integrations.langgraph.runs import run_id_for
+from purpose_agent.integrations.langgraph.runs import group_for, run_id_for, writes_run_for
 from purpose_agent.integrations.langgraph.saver import PurposeAgentSaver
 
-__all__ = ["PurposeAgentSaver", "run_id_for"]
+__all__ = ["PurposeAgentSaver", "group_for", "run_id_for", "writes_run_for"]

@@ -1,26 +1,42 @@
-"""The event data a LangGraph checkpoint, pending write or deletion is stored as.
+"""The events a LangGraph checkpoint, pending write or deletion is stored as.
 
 Event data holds JSON values only, so LangGraph's own values (channel values, messages,
 ``bytes``, ``datetime``) go through the saver's serializer (``serde.dumps_typed``) and are
 kept as ``[type, base64 of the bytes]``: the store sees plain text, and loading calls
 ``serde.loads_typed`` on exactly the bytes the serializer produced.
+
+Each event carries a key the store keeps unique within its run, so that saving it again (a
+retry after an ambiguous commit, a copy run twice) stores nothing new:
+
+* a checkpoint: its id;
+* a regular pending write: ``<task id>:<idx>``. LangGraph keeps the first value of a regular
+  write, so a second, different value for the same key is dropped, as its own savers do;
+* a special write (an error, an interrupt, a resume value; negative ``idx``): no key, because
+  LangGraph replaces it: a task resumed twice writes its interrupt again with another value,
+  and the last one written wins when the writes are read;
+* a deletion marker: ``deleted``.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from purpose_agent import CorruptRecord, EventKind
+from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent
 
 KEY = "langgraph"
 CHECKPOINT = "checkpoint"
 WRITE = "write"
-FORGET = "forget"
+DELETED = "deleted"
 
-KINDS = {CHECKPOINT: EventKind.STATE_CHANGE, WRITE: EventKind.CUSTOM, FORGET: EventKind.CUSTOM}
+CHECKPOINT_KIND = EventKind.STATE_CHANGE
+WRITE_KIND = EventKind.CUSTOM
+LANE = "lg"
+DELETED_KEY = "deleted"
+_MAX_KEY = 255
 
 
 def dump(serde: SerializerProtocol, value: Any) -> list[str]:
@@ -48,39 +64,102 @@ def checkpoint(
     parent_id: str | None,
     body: list[str],
     metadata: list[str],
+    *,
     step: Any = None,
-) -> dict[str, Any]:
-    """A checkpoint: its id, its parent's and both serialized parts.
+    run_id: Any = None,
+) -> NewEvent:
+    """A checkpoint: its id, its parent's and both serialized parts, keyed by its id.
 
     LangGraph's step (an ``int`` in its metadata) comes first in plain JSON, so that
-    ``purpose-agent runs events`` shows where each checkpoint stands without decoding.
+    ``purpose-agent runs events`` shows where each checkpoint stands without decoding; the
+    LangGraph run id (a ``str``) is kept plain too, for ``delete_for_runs``.
+
+    Raises:
+        InvalidInput: The checkpoint id cannot be a key (empty, over 255 characters, NUL).
     """
     shown = {"step": step} if isinstance(step, int) and not isinstance(step, bool) else {}
-    return {
-        KEY: CHECKPOINT,
-        **shown,
-        "id": checkpoint_id,
-        "parent": parent_id,
-        "checkpoint": body,
-        "metadata": metadata,
-    }
+    data: dict[str, Any] = {KEY: CHECKPOINT, **shown, "id": checkpoint_id, "parent": parent_id}
+    if isinstance(run_id, str):
+        data["run"] = run_id
+    data |= {"checkpoint": body, "metadata": metadata}
+    return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
 
 
-def write(
-    checkpoint_id: str, task_id: str, task_path: str, idx: int, channel: str, value: list[str]
-) -> dict[str, Any]:
-    """One pending write, keyed to the checkpoint id LangGraph gave with it."""
-    return {
+def write(task_id: str, task_path: str, idx: int, channel: str, value: list[str]) -> NewEvent:
+    """One pending write (the checkpoint it belongs to is its run)."""
+    data = {
         KEY: WRITE,
         "channel": channel,
-        "checkpoint": checkpoint_id,
         "task": task_id,
         "path": task_path,
         "idx": idx,
         "value": value,
     }
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=write_key(task_id, idx))
 
 
-def forget(checkpoint_ids: list[str]) -> dict[str, Any]:
-    """Checkpoints (and their writes) removed from the thread by a prune or a run deletion."""
-    return {KEY: FORGET, "checkpoints": checkpoint_ids}
+def deleted() -> NewEvent:
+    """The marker that removes a checkpoint from every read (``delete_for_runs``)."""
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data={KEY: DELETED}, key=DELETED_KEY)
+
+
+def write_key(task_id: str, idx: int) -> str | None:
+    """The key of a regular write; ``None`` for a special one, or one no key can name."""
+    if idx < 0:
+        return None
+    key = f"{task_id}:{idx}"
+    return key if len(key) <= _MAX_KEY and "\x00" not in key else None
+
+
+def key_of(event: PAEvent) -> str | None:
+    """The key an event of the saver's was appended with (they all follow from the data)."""
+    data = event.data
+    what = data.get(KEY)
+    if what == CHECKPOINT:
+        return str(data["id"])
+    if what == WRITE:
+        return write_key(data["task"], data["idx"])
+    if what == DELETED:
+        return DELETED_KEY
+    return None
+
+
+def copied(event: PAEvent) -> NewEvent:
+    """The event to append elsewhere for a stored one, with its time and key."""
+    return NewEvent(
+        kind=event.kind, ts=event.ts, lane_id=event.lane_id, data=event.data, key=key_of(event)
+    )
+
+
+class Writes(NamedTuple):
+    """A checkpoint's pending writes as stored, in LangGraph's order.
+
+    Attributes:
+        deleted: Whether the checkpoint was deleted (``delete_for_runs``).
+        events: The writes that count, ordered as LangGraph applies them
+            (``task_path``, ``task_id``, ``idx``).
+    """
+
+    deleted: bool
+    events: list[PAEvent]
+
+
+def writes(events: Iterable[PAEvent]) -> Writes:
+    """Which of a writes run's events count: the first of a regular write, the last of a special.
+
+    Args:
+        events: The run's events, in ascending seq.
+    """
+    gone = False
+    kept: dict[tuple[str, int], PAEvent] = {}
+    for event in events:
+        data = event.data
+        what = data.get(KEY)
+        if what == DELETED:
+            gone = True
+        elif what == WRITE:
+            key = (data["task"], data["idx"])
+            if key[1] < 0 or key not in kept:
+                kept[key] = event
+    ordered = sorted(kept.values(), key=lambda e: (e.data["path"], e.data["task"], e.data["idx"]))
+    return Writes(gone, ordered)

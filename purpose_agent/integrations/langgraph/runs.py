@@ -1,20 +1,45 @@
-r"""Which store run holds a LangGraph thread's checkpoints.
+r"""Which store runs hold a LangGraph thread, and the group that keeps them together.
 
-One run per (thread id, checkpoint namespace): ``lg:<thread>`` for the root namespace and
-``lg:<thread>:<namespace>`` for a subgraph's. Both parts are percent-encoded with nothing left
-safe but letters, digits and ``_.-~``, so the ``:`` between them is unambiguous, a run id never
-holds the ``/``, ``\`` or control characters the store refuses, and the usual UUID thread ids
-stay readable in ``purpose-agent runs list``.
+A thread is one group of runs, named ``lg:<thread>``:
+
+* one run per checkpoint namespace holds its checkpoints, in the order they were saved:
+  ``lg:<thread>`` for the root graph, ``lg:<thread>:<namespace>`` for a subgraph's;
+* one run per checkpoint holds the pending writes keyed to it:
+  ``lgw:<thread>:<namespace>:<checkpoint id>`` (the namespace part is empty for the root).
+
+Every part is percent-encoded with nothing left safe but letters, digits and ``_.-~``, so the
+``:`` between parts is unambiguous, a run id never holds the ``/``, ``\`` or control characters
+the store refuses, and the usual UUID thread and checkpoint ids stay readable in
+``purpose-agent runs list``. The two prefixes differ before their first ``:``, so
+``list_runs(prefix="lg:")`` lists checkpoint runs only.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from purpose_agent import InvalidInput
 
 PREFIX = "lg:"
+WRITES_PREFIX = "lgw:"
 _MAX_RUN_ID = 255
+
+
+# Every call of the saver names its runs again; a thread's names are worth keeping.
+@functools.lru_cache(maxsize=4096)
+def _part(value: object) -> str:
+    return quote(str(value), safe="")
+
+
+def _checked(run_id: str, what: str) -> str:
+    if len(run_id) > _MAX_RUN_ID:
+        raise InvalidInput(
+            f"{what} needs a run id of {len(run_id)} characters once encoded; a run id has at "
+            f"most {_MAX_RUN_ID}: use a shorter thread id or namespace"
+        )
+    return run_id
 
 
 def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
@@ -30,31 +55,67 @@ def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     Raises:
         InvalidInput: The encoded ids are longer than a run id may be (255 characters).
     """
-    run_id = thread_prefix(thread_id)[:-1]
+    run_id = group_for(thread_id)
     if checkpoint_ns:
-        run_id = f"{run_id}:{quote(checkpoint_ns, safe='')}"
-    if len(run_id) > _MAX_RUN_ID:
-        raise InvalidInput(
-            f"thread {thread_id!r} with namespace {checkpoint_ns!r} needs a run id of "
-            f"{len(run_id)} characters once encoded; a run id has at most {_MAX_RUN_ID}"
-        )
-    return run_id
+        run_id = f"{run_id}:{_part(checkpoint_ns)}"
+    return _checked(run_id, f"thread {thread_id!r} with namespace {checkpoint_ns!r}")
 
 
-def thread_prefix(thread_id: str) -> str:
-    """What every run id of the thread starts with (the root run's id plus ``:``)."""
-    return f"{PREFIX}{quote(str(thread_id), safe='')}:"
+def writes_run_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> str:
+    """The run that holds the pending writes keyed to one checkpoint.
+
+    Args:
+        thread_id: LangGraph's ``thread_id``.
+        checkpoint_ns: LangGraph's ``checkpoint_ns``.
+        checkpoint_id: The checkpoint the writes belong to (stored yet or not).
+
+    Returns:
+        The run id.
+
+    Raises:
+        InvalidInput: The encoded ids are longer than a run id may be (255 characters).
+    """
+    run_id = f"{WRITES_PREFIX}{_part(thread_id)}:{_part(checkpoint_ns)}:{_part(checkpoint_id)}"
+    return _checked(
+        run_id,
+        f"checkpoint {checkpoint_id!r} of thread {thread_id!r} in namespace {checkpoint_ns!r}",
+    )
 
 
-def belongs_to(run_id: str, thread_id: str) -> bool:
-    """Whether the run holds one of the thread's namespaces."""
-    prefix = thread_prefix(thread_id)
-    return run_id == prefix[:-1] or run_id.startswith(prefix)
+def group_for(thread_id: str) -> str:
+    """The group of every run of the thread (the same text as its root run's id)."""
+    return f"{PREFIX}{_part(thread_id)}"
 
 
-def parse(run_id: str) -> tuple[str, str] | None:
-    """The (thread id, namespace) a run holds, or ``None`` for a run LangGraph did not write."""
+class Checkpoints(NamedTuple):
+    """What a checkpoint run holds: one namespace of one thread."""
+
+    thread_id: str
+    checkpoint_ns: str
+
+
+class WritesOf(NamedTuple):
+    """What a writes run holds: the pending writes keyed to one checkpoint."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+
+
+def parse(run_id: str) -> Checkpoints | None:
+    """The thread and namespace a checkpoint run holds, or ``None`` for any other run."""
     if not run_id.startswith(PREFIX):
         return None
     thread, _, namespace = run_id[len(PREFIX) :].partition(":")
-    return unquote(thread), unquote(namespace)
+    return Checkpoints(unquote(thread), unquote(namespace))
+
+
+def parse_writes(run_id: str) -> WritesOf | None:
+    """The checkpoint a writes run belongs to, or ``None`` for any other run."""
+    if not run_id.startswith(WRITES_PREFIX):
+        return None
+    parts = run_id[len(WRITES_PREFIX) :].split(":")
+    if len(parts) != 3:
+        return None
+    thread, namespace, checkpoint_id = parts
+    return WritesOf(unquote(thread), unquote(namespace), unquote(checkpoint_id))

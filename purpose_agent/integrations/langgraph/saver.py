@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+import inspect
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -27,66 +24,63 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from purpose_agent import (
     AsyncSQLCheckpointer,
     Checkpointer,
-    PAEvent,
-    RunState,
+    InvalidInput,
     SequenceConflict,
     SQLCheckpointer,
 )
-from purpose_agent.integrations.langgraph import payloads, runs
-from purpose_agent.integrations.langgraph.index import CheckpointEntry, RunIndex, WriteEntry
+from purpose_agent.integrations.langgraph import calls, maintenance, payloads, runs
+from purpose_agent.integrations.langgraph.calls import Op, Stream
+from purpose_agent.integrations.langgraph.reads import Reader, config_for
 
-# Appends race other writers of the same run; each lost race re-reads the tail and tries the
-# next seq, so this bounds only a pathological pile-up, not ordinary contention.
-_MAX_ATTEMPTS = 1_000
-# Positions fetched by one ranged read may include this many unwanted events between wanted
-# ones before the read is split in two.
-_GAP = 16
-# Checkpoints fetched per read while listing.
-_PAGE = 64
-# A read that wants events at most this far from the run's end reads from them to the end.
-_TAIL = 32
+T = TypeVar("T")
 
-_Chosen = tuple[str, CheckpointEntry, list[WriteEntry]]
+# What the saver calls beyond the Checkpointer protocol, and the keyword arguments it passes.
+_NEEDED = {
+    "append": ("group",),
+    "event_by_key": (),
+    "list_events": ("before", "newest_first"),
+    "list_runs": ("group", "prefix"),
+    "compact": (),
+    "delete_runs": ("group",),
+    "save_snapshot": (),
+}
 
 
-@dataclass
-class _Run:
-    """One run's index and the lock that orders this process's appends to it."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    index: RunIndex = field(default_factory=RunIndex)
-    # The last seq the saved index covers, and whether a new index may start from it.
-    saved_through: int = 0
-    use_saved: bool = True
+def _missing(store: object) -> list[str]:
+    """The methods (or their arguments) the store lacks, named for an error message."""
+    missing = []
+    for name, keywords in _NEEDED.items():
+        method = getattr(store, name, None)
+        if not callable(method):
+            missing.append(f"{name}()")
+            continue
+        parameters = inspect.signature(method).parameters
+        missing += [f"{name}({keyword}=...)" for keyword in keywords if keyword not in parameters]
+    return missing
 
 
 class PurposeAgentSaver(BaseCheckpointSaver[int]):
-    """A LangGraph checkpointer that keeps threads as runs of a purpose_agent store.
+    """A LangGraph checkpointer that keeps each thread as a group of runs of a store.
 
-    Each (thread, namespace) is one run (see :func:`run_id_for`). ``put`` appends a checkpoint
-    event, ``put_writes`` one event per write keyed to the checkpoint id LangGraph passes in
-    ``config``, whether or not that checkpoint has arrived yet: LangGraph sends writes
-    concurrently with ``put``, and no pending write may be lost. Deleting checkpoints of a
-    thread that lives on (``prune``, ``delete_for_runs``) appends an event that removes them
-    from every read, since a store deletes whole runs only: their space comes back when the
-    thread is deleted. ``delete_thread`` and ``prune(strategy="delete")`` delete the runs.
-
-    Seqs are chosen by the saver: the next after the run's last, retried on
-    ``SequenceConflict`` (the store arbitrates between writers, in this process or others).
+    A thread is the group ``lg:<thread>`` (see :mod:`~purpose_agent.integrations.langgraph.runs`):
+    one run per namespace holds its checkpoints, in the order they were saved, each keyed by
+    its id; one run per checkpoint holds the pending writes LangGraph keyed to it, whether
+    they arrive before the checkpoint, with it or several checkpoints late (LangGraph sends
+    them concurrently with ``put``). Nothing is read before a write: ``put`` and
+    ``put_writes`` are one append each, and keys make a retried call store nothing twice.
+    ``get_tuple`` by id is a key lookup plus the checkpoint's writes; the latest, and
+    ``list(limit=N)``, a newest-first read limited by the database. The saver keeps no state
+    of its own, so any number of savers, in any number of processes, share a store.
 
     Args:
-        store: Any store: ``SQLCheckpointer``, ``AsyncSQLCheckpointer`` (its synchronous store
-            is used from worker threads), ``JSONLCheckpointer`` or ``InMemoryCheckpointer``.
+        store: A store with appends, event keys, run groups and retention:
+            ``SQLCheckpointer``, ``AsyncSQLCheckpointer`` (whose async methods serve the
+            saver's async methods), ``JSONLCheckpointer`` or ``InMemoryCheckpointer``.
         serde: LangGraph's serializer for checkpoint and write values; LangGraph's default
             (``JsonPlusSerializer``) when omitted.
-        cached_runs: How many runs' indexes to keep in memory, least recently used dropped
-            first; a dropped run's index is read again from the store when next used.
-        save_index_every: Save a run's index as its snapshot (at seq 0, covering no event)
-            whenever this many events were added since it was last saved, so that a new
-            process starts from it instead of reading the whole run; 0 never saves one.
 
     Raises:
-        ValueError: ``cached_runs`` is below 1 or ``save_index_every`` below 0.
+        InvalidInput: The store lacks a method the saver needs.
     """
 
     def __init__(
@@ -94,38 +88,31 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         store: Checkpointer | AsyncSQLCheckpointer,
         *,
         serde: SerializerProtocol | None = None,
-        cached_runs: int = 1024,
-        save_index_every: int = 1000,
     ) -> None:
         super().__init__(serde=serde)
-        if cached_runs < 1:
-            raise ValueError(f"cached_runs must be at least 1, not {cached_runs}")
-        if save_index_every < 0:
-            raise ValueError(f"save_index_every must be 0 or more, not {save_index_every}")
-        self._save_index_every = save_index_every
-        self.store: Checkpointer = store.sync if isinstance(store, AsyncSQLCheckpointer) else store
-        self._cached_runs = cached_runs
-        self._runs: OrderedDict[str, _Run] = OrderedDict()
-        self._runs_lock = threading.Lock()
+        self._async: AsyncSQLCheckpointer | None = None
+        if isinstance(store, AsyncSQLCheckpointer):
+            self._async, store = store, store.sync
+        missing = _missing(store) + (_missing(self._async) if self._async else [])
+        if missing:
+            raise InvalidInput(
+                f"{type(store).__name__} cannot hold LangGraph threads: it lacks "
+                f"{', '.join(missing)}; use SQLCheckpointer, AsyncSQLCheckpointer, "
+                "JSONLCheckpointer or InMemoryCheckpointer"
+            )
+        self.store: Checkpointer = store
+        self._reader = Reader(self.serde)
 
     @classmethod
     @contextlib.contextmanager
     def from_url(
-        cls,
-        url: str,
-        *,
-        serde: SerializerProtocol | None = None,
-        cached_runs: int = 1024,
-        save_index_every: int = 1000,
-        **store_options: Any,
+        cls, url: str, *, serde: SerializerProtocol | None = None, **store_options: Any
     ) -> Iterator[PurposeAgentSaver]:
         """A saver on a new ``SQLCheckpointer(url, **store_options)``, closed on exit.
 
         Args:
             url: A SQLAlchemy URL (SQLite, Postgres through psycopg, MariaDB).
             serde: As for the class.
-            cached_runs: As for the class.
-            save_index_every: As for the class.
             **store_options: Passed to ``SQLCheckpointer``.
 
         Yields:
@@ -133,259 +120,147 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         """
         store = SQLCheckpointer(url, **store_options)
         try:
-            yield cls(
-                store, serde=serde, cached_runs=cached_runs, save_index_every=save_index_every
-            )
+            yield cls(store, serde=serde)
         finally:
             store.close()
 
-    # -- runs and their indexes ---------------------------------------------------------
+    # -- running operations ---------------------------------------------------------------
 
-    def _run(self, run_id: str) -> _Run:
-        # A run dropped while another thread still uses it only costs that thread a lost race:
-        # two indexes append through the store, which arbitrates, as between processes.
-        with self._runs_lock:
-            run = self._runs.get(run_id)
-            if run is None:
-                run = self._runs[run_id] = _Run()
-                while len(self._runs) > self._cached_runs:
-                    self._runs.popitem(last=False)
+    def _run(self, op: Op[T]) -> T:
+        return calls.run(self.store, op)
+
+    async def _arun(self, op: Op[T]) -> T:
+        if self._async is not None:
+            return await calls.arun(self._async, op)
+        # A synchronous store: the whole operation in one worker thread.
+        return await asyncio.to_thread(calls.run, self.store, op)
+
+    async def _astream(self, listing: Stream) -> AsyncIterator[CheckpointTuple]:
+        if self._async is not None:
+            async for found in calls.astream(self._async, listing):
+                yield found
+            return
+        results = calls.stream(self.store, listing)
+        done = object()
+        while (item := await asyncio.to_thread(next, results, done)) is not done:
+            yield item  # type: ignore[misc]
+
+    # -- the operations -------------------------------------------------------------------
+
+    def _get_tuple(self, config: RunnableConfig) -> Op[CheckpointTuple | None]:
+        configurable = config["configurable"]
+        return self._reader.get_tuple(
+            configurable["thread_id"],
+            configurable.get("checkpoint_ns", ""),
+            get_checkpoint_id(config),
+        )
+
+    def _listing(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Stream:
+        only = None
+        run_ids: Op[list[str]] | list[str]
+        if config is None:
+            run_ids = calls.list_runs(prefix=runs.PREFIX)
+        else:
+            configurable = config["configurable"]
+            thread_id = configurable["thread_id"]
+            namespace = configurable.get("checkpoint_ns")
+            if namespace is None:
+                run_ids = calls.list_runs(group=runs.group_for(thread_id), prefix=runs.PREFIX)
             else:
-                self._runs.move_to_end(run_id)
-            return run
+                run_ids = [runs.run_id_for(thread_id, namespace)]
+            only = get_checkpoint_id(config)
+        return self._reader.listing(
+            run_ids,
+            only=only,
+            before_id=get_checkpoint_id(before) if before else None,
+            wanted=filter or {},
+            limit=limit,
+        )
 
-    def _drop(self, run_id: str) -> None:
-        with self._runs_lock:
-            self._runs.pop(run_id, None)
+    def _put(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+    ) -> Op[RunnableConfig]:
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        namespace = configurable.get("checkpoint_ns", "")
+        run_id = runs.run_id_for(thread_id, namespace)
+        # Refused now rather than when its first write arrives.
+        runs.writes_run_for(thread_id, namespace, checkpoint["id"])
+        merged = get_checkpoint_metadata(config, metadata)
+        run = merged.get("run_id")
+        event = payloads.checkpoint(
+            checkpoint["id"],
+            configurable.get("checkpoint_id"),
+            payloads.dump(self.serde, checkpoint),
+            payloads.dump(self.serde, merged),
+            step=merged.get("step"),
+            run_id=str(run) if run is not None else None,
+        )
+        yield from calls.append(run_id, [event], group=runs.group_for(thread_id))
+        return config_for(thread_id, namespace, checkpoint["id"])
 
-    def _catch_up(self, run: _Run, run_id: str) -> None:
-        """Apply the events other writers appended since the index last looked (lock held)."""
-        if run.index.last_seq == 0 and run.use_saved and self._save_index_every:
-            saved = self._saved_index(run_id)
-            if saved is not None:
-                run.index, run.saved_through = saved, saved.last_seq
-        for event in self.store.iter_events(run_id, since_seq=run.index.last_seq):
-            run.index.apply(event)
-        self._save_index(run, run_id)
-
-    def _saved_index(self, run_id: str) -> RunIndex | None:
-        """The index saved as the run's snapshot, if it still describes this run."""
-        state = self.store.load_latest(run_id)
-        if state is None or state.seq != 0:
-            return None
-        index = RunIndex.from_data(state.data)
-        if index is None or index.last_seq == 0:
-            return None
-        # The event the index ends with must still be there: a run deleted and written again
-        # since (by another process) has other events, and its saved index is not this one.
-        last = self.store.list_events(run_id, since_seq=index.last_seq - 1, limit=1)
-        if not last or last[0].seq != index.last_seq or last[0].ts != index.last_ts:
-            return None
-        return index
-
-    def _save_index(self, run: _Run, run_id: str) -> None:
-        """Save the index when enough events arrived since it was last saved (lock held)."""
-        every = self._save_index_every
-        if every and run.index.last_seq - run.saved_through >= every:
-            self.store.save_snapshot(
-                run_id, RunState(run_id=run_id, seq=0, data=run.index.to_data())
-            )
-            run.saved_through = run.index.last_seq
-
-    def _append(
+    def _put_writes(
         self,
-        run_id: str,
-        build: Callable[[RunIndex], builtins.list[dict[str, Any]]],
-        *,
-        optimistic: bool = False,
-    ) -> None:
-        """Append the events ``build`` returns for the run's index, at the next seqs.
-
-        Optimistic appends skip reading the tail first: when this process is the run's only
-        writer (the usual case) the append is one transaction, and when another writer got
-        there first the conflict makes it read their events and try again. Only builders
-        that stay correct on a stale index may be optimistic (a duplicate regular write is
-        ignored on reading, as LangGraph's savers ignore it).
-        """
-        run = self._run(run_id)
-        with run.lock:
-            if not optimistic:
-                self._catch_up(run, run_id)
-            for _ in range(_MAX_ATTEMPTS):
-                datas = build(run.index)
-                if not datas:
-                    return
-                first = run.index.last_seq + 1
-                events = [
-                    PAEvent(
-                        run_id=run_id,
-                        seq=first + offset,
-                        kind=payloads.KINDS[data[payloads.KEY]],
-                        lane_id="lg",
-                        data=data,
-                    )
-                    for offset, data in enumerate(datas)
-                ]
-                try:
-                    self.store.save_events(events)
-                except SequenceConflict:
-                    # Another writer took the seq: read its events and go after them.
-                    self._catch_up(run, run_id)
-                    continue
-                for event in events:
-                    run.index.apply(event)
-                self._save_index(run, run_id)
-                return
-        raise SequenceConflict(run_id, run.index.last_seq + 1)
-
-    def _thread_runs(self, thread_id: str | None) -> builtins.list[str]:
-        """The runs of one thread (every namespace), or of every thread."""
-        found = []
-        for run_id in self.store.list_runs():
-            if thread_id is None:
-                if runs.parse(run_id) is not None:
-                    found.append(run_id)
-            elif runs.belongs_to(run_id, thread_id):
-                found.append(run_id)
-        return sorted(found)
-
-    def _fetch(self, run_id: str, seqs: Iterable[int]) -> dict[int, PAEvent]:
-        """The events at the given positions, read in as few ranged reads as gaps allow."""
-        wanted = sorted(set(seqs))
-        found: dict[int, PAEvent] = {}
-        start = 0
-        while start < len(wanted):
-            end = start
-            while end + 1 < len(wanted) and wanted[end + 1] - wanted[end] <= _GAP:
-                end += 1
-            low, high = wanted[start], wanted[end]
-            for event in self.store.list_events(run_id, since_seq=low - 1, limit=high - low + 1):
-                found[event.seq] = event
-            start = end + 1
-        return {seq: found[seq] for seq in wanted if seq in found}
-
-    def _tuples(
-        self, run_id: str, chosen: builtins.list[_Chosen], known: dict[int, PAEvent]
-    ) -> builtins.list[CheckpointTuple] | None:
-        """Decode checkpoints with their writes; ``None`` if the index is stale.
-
-        Args:
-            run_id: The run.
-            chosen: The checkpoints, with their index entries and writes.
-            known: Events already read; the others are fetched.
-        """
-        thread_id, namespace = runs.parse(run_id) or ("", "")
-        seqs = [entry.seq for _, entry, _ in chosen]
-        seqs += [write.seq for _, _, writes in chosen for write in writes]
-        events = known | self._fetch(run_id, [seq for seq in seqs if seq not in known])
-        result = []
-        for cid, entry, writes in chosen:
-            event = events.get(entry.seq)
-            if event is None or event.data.get("id") != cid:
-                return None
-            pending = []
-            for write in writes:
-                stored = events.get(write.seq)
-                if stored is None or stored.data.get("checkpoint") != cid:
-                    return None
-                value = payloads.load(self.serde, stored.data["value"], run_id, write.seq)
-                pending.append((write.task_id, stored.data["channel"], value))
-            result.append(
-                CheckpointTuple(
-                    config=_config(thread_id, namespace, cid),
-                    checkpoint=payloads.load(
-                        self.serde, event.data["checkpoint"], run_id, entry.seq
-                    ),
-                    metadata=self._metadata(run_id, entry),
-                    parent_config=(
-                        _config(thread_id, namespace, entry.parent_id) if entry.parent_id else None
-                    ),
-                    pending_writes=pending,
-                )
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Op[None]:
+        configurable = config["configurable"]
+        thread_id = configurable["thread_id"]
+        run_id = runs.writes_run_for(
+            thread_id, configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
+        )
+        events = [
+            payloads.write(
+                task_id,
+                task_path,
+                WRITES_IDX_MAP.get(channel, idx),
+                channel,
+                payloads.dump(self.serde, value),
             )
-        return result
+            for idx, (channel, value) in enumerate(writes)
+        ]
+        if not events:
+            return
+        group = runs.group_for(thread_id)
+        try:
+            yield from calls.append(run_id, events, group=group)
+        except SequenceConflict:
+            # A regular write of this task is stored with another value (the task ran
+            # again): LangGraph keeps the first one, so only the others are added.
+            for event in events:
+                with contextlib.suppress(SequenceConflict):
+                    yield from calls.append(run_id, [event], group=group)
 
-    def _metadata(self, run_id: str, entry: CheckpointEntry) -> CheckpointMetadata:
-        if entry.decoded is None:
-            entry.decoded = payloads.load(self.serde, entry.metadata, run_id, entry.seq)
-        return dict(entry.decoded)  # type: ignore[return-value]
-
-    def _read(
-        self,
-        run_id: str,
-        choose: Callable[[RunIndex], builtins.list[str]],
-        *,
-        caught_up: bool = False,
-    ) -> builtins.list[CheckpointTuple]:
-        """The checkpoints ``choose`` picks from the run's up-to-date index, read whole.
-
-        A position that no longer holds what the index says (the run was deleted by another
-        process, and maybe written again) makes the index start over, once.
-        """
-        for attempt in range(2):
-            run = self._run(run_id)
-            known: dict[int, PAEvent] = {}
-            with run.lock:
-                if attempt:
-                    run.use_saved = False
-                if attempt or not caught_up:
-                    known = self._catch_up_reading(run, run_id, choose)
-                chosen = [
-                    (cid, run.index.checkpoints[cid], run.index.writes_of(cid))
-                    for cid in choose(run.index)
-                ]
-            if not chosen:
-                return []
-            found = self._tuples(run_id, chosen, known)
-            if found is not None:
-                return found
-            self._drop(run_id)
-        return []
-
-    def _catch_up_reading(
-        self, run: _Run, run_id: str, choose: Callable[[RunIndex], builtins.list[str]]
-    ) -> dict[int, PAEvent]:
-        """Catch up (lock held); when what ``choose`` wants is near the tail, read it too.
-
-        The latest checkpoint and its writes are usually among the last few events, so one
-        read from the first of them to the end both brings the index up to date and returns
-        them: ``get_tuple`` of the latest costs one query instead of two.
-        """
-        index = run.index
-        wanted = _positions(index, choose(index))
-        if not wanted or index.last_seq - min(wanted) >= _TAIL:
-            self._catch_up(run, run_id)
-            return {}
-        since = min(wanted) - 1
-        events = self.store.list_events(run_id, since_seq=since, limit=_TAIL * 2)
-        for event in events:
-            if event.seq > index.last_seq:
-                index.apply(event)
-        if len(events) == _TAIL * 2:
-            self._catch_up(run, run_id)  # a long tail: read the rest page by page
-        return {event.seq: event for event in events}
+    def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
+        if strategy not in {"keep_latest", "delete"}:
+            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            if strategy == "delete":
+                yield from maintenance.delete_thread(thread_id)
+            else:
+                yield from maintenance.prune(thread_id)
 
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint ``config`` names, or the thread's latest, with its pending writes.
+        """The checkpoint ``config`` names, or the namespace's latest, with its pending writes.
 
         Args:
             config: ``thread_id``, optional ``checkpoint_ns`` and ``checkpoint_id``.
 
         Returns:
-            The checkpoint tuple (pending writes in ``writes_sort_key`` order), or ``None``.
+            The checkpoint tuple (pending writes in ``task_path``, ``task_id``, ``idx``
+            order), or ``None``.
         """
-        configurable = config["configurable"]
-        run_id = runs.run_id_for(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
-        wanted = get_checkpoint_id(config)
-
-        def choose(index: RunIndex) -> builtins.list[str]:
-            checkpoint_id = wanted or index.latest()
-            return [checkpoint_id] if checkpoint_id in index.checkpoints else []
-
-        found = self._read(run_id, choose)
-        return found[0] if found else None
+        return self._run(self._get_tuple(config))
 
     def list(
         self,
@@ -395,7 +270,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> Iterator[CheckpointTuple]:
-        """Checkpoints newest first, per thread and namespace.
+        """Checkpoints newest first, read page by page as they are consumed.
 
         Args:
             config: A thread (every namespace unless ``checkpoint_ns`` is given, one
@@ -404,57 +279,10 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             before: Only checkpoints older than this one.
             limit: At most this many.
 
-        Yields:
-            Checkpoint tuples.
+        Returns:
+            An iterator of checkpoint tuples.
         """
-        if config is None:
-            run_ids = self._thread_runs(None)
-            only = None
-        else:
-            configurable = config["configurable"]
-            namespace = configurable.get("checkpoint_ns")
-            if namespace is None:
-                run_ids = self._thread_runs(configurable["thread_id"])
-            else:
-                run_ids = [runs.run_id_for(configurable["thread_id"], namespace)]
-            only = get_checkpoint_id(config)
-        before_id = get_checkpoint_id(before) if before else None
-        left = limit
-        for run_id in run_ids:
-            if left is not None and left <= 0:
-                return
-            matching = self._matching(run_id, only, before_id, filter or {}, left)
-            for start in range(0, len(matching), _PAGE):
-                # _matching has just read the tail; later pages look again.
-                page = _present(matching[start : start + _PAGE])
-                for found in self._read(run_id, page, caught_up=start == 0):
-                    yield found
-                    if left is not None:
-                        left -= 1
-
-    def _matching(
-        self,
-        run_id: str,
-        only: str | None,
-        before_id: str | None,
-        wanted: dict[str, Any],
-        limit: int | None,
-    ) -> builtins.list[str]:
-        run = self._run(run_id)
-        chosen: builtins.list[str] = []
-        with run.lock:
-            self._catch_up(run, run_id)
-            for cid in run.index.newest_first(before_id):
-                if limit is not None and len(chosen) >= limit:
-                    break
-                if only is not None and cid != only:
-                    continue
-                if wanted:
-                    metadata = self._metadata(run_id, run.index.checkpoints[cid])
-                    if any(metadata.get(key) != value for key, value in wanted.items()):
-                        continue
-                chosen.append(cid)
-        return chosen
+        return calls.stream(self.store, self._listing(config, filter, before, limit))
 
     def put(
         self,
@@ -463,7 +291,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Append a checkpoint to its thread's run.
+        """Append a checkpoint to its namespace's run, keyed by its id.
 
         Args:
             config: ``thread_id``, ``checkpoint_ns`` and the parent's ``checkpoint_id``.
@@ -473,21 +301,13 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
         Returns:
             The config naming the stored checkpoint.
+
+        Raises:
+            InvalidInput: The thread, namespace or checkpoint id cannot name a run (too long
+                once encoded) or a key.
+            SequenceConflict: A different checkpoint is stored with the same id.
         """
-        configurable = config["configurable"]
-        thread_id = configurable["thread_id"]
-        namespace = configurable.get("checkpoint_ns", "")
-        run_id = runs.run_id_for(thread_id, namespace)
-        merged = get_checkpoint_metadata(config, metadata)
-        data = payloads.checkpoint(
-            checkpoint["id"],
-            configurable.get("checkpoint_id"),
-            payloads.dump(self.serde, checkpoint),
-            payloads.dump(self.serde, merged),
-            merged.get("step"),
-        )
-        self._append(run_id, _constant([data]), optimistic=True)
-        return _config(thread_id, namespace, checkpoint["id"])
+        return self._run(self._put(config, checkpoint, metadata))
 
     def put_writes(
         self,
@@ -496,7 +316,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Append a task's writes, keyed to the checkpoint id in ``config``.
+        """Append a task's writes to the run of the checkpoint ``config`` names.
 
         Args:
             config: ``thread_id``, ``checkpoint_ns`` and the ``checkpoint_id`` the writes
@@ -505,32 +325,15 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             task_id: The task that wrote them.
             task_path: The task's path, LangGraph's first ordering key.
         """
-        configurable = config["configurable"]
-        run_id = runs.run_id_for(configurable["thread_id"], configurable.get("checkpoint_ns", ""))
-        checkpoint_id = configurable["checkpoint_id"]
-        prepared = [
-            (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump(self.serde, value))
-            for idx, (channel, value) in enumerate(writes)
-        ]
-
-        def build(index: RunIndex) -> builtins.list[dict[str, Any]]:
-            return [
-                payloads.write(checkpoint_id, task_id, task_path, idx, channel, value)
-                for idx, channel, value in prepared
-                if idx < 0 or not index.has_write(checkpoint_id, task_id, idx)
-            ]
-
-        self._append(run_id, build, optimistic=True)
+        self._run(self._put_writes(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
-        """Delete every run of the thread: all namespaces, checkpoints and writes.
+        """Delete every run of the thread (namespaces, checkpoints, writes) in one transaction.
 
         Args:
             thread_id: The thread.
         """
-        for run_id in self._thread_runs(thread_id):
-            self.store.delete_run(run_id)
-            self._drop(run_id)
+        self._run(maintenance.delete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Remove the checkpoints whose metadata names one of these LangGraph runs.
@@ -538,38 +341,22 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         Args:
             run_ids: LangGraph run ids (``metadata["run_id"]``), not store run ids.
         """
-        doomed = {str(run_id) for run_id in run_ids}
-        if not doomed:
-            return
-        for store_run in self._thread_runs(None):
-
-            def chosen(entry: CheckpointEntry, store_run: str = store_run) -> bool:
-                return self._metadata(store_run, entry).get("run_id") in doomed
-
-            self._forget(store_run, chosen)
+        self._run(maintenance.delete_for_runs(run_ids))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every live checkpoint and write of a thread to another thread.
+        """Copy every checkpoint and write of a thread to another thread.
 
         Args:
             source_thread_id: The thread to copy.
             target_thread_id: The thread that receives the copies.
         """
-        for run_id in self._thread_runs(source_thread_id):
-            parsed = runs.parse(run_id)
-            if parsed is None:
-                continue
-            run = self._run(run_id)
-            with run.lock:
-                self._catch_up(run, run_id)
-                seqs = [entry.seq for entry in run.index.checkpoints.values()]
-                seqs += [w.seq for bucket in run.index.writes.values() for w in bucket.values()]
-            datas = [event.data for event in self._fetch(run_id, seqs).values()]
-            if datas:
-                self._append(runs.run_id_for(target_thread_id, parsed[1]), _constant(datas))
+        self._run(maintenance.copy_thread(source_thread_id, target_thread_id))
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Keep only each namespace's latest checkpoint, or delete the threads.
+
+        Pruning reclaims the space: the older checkpoints are compacted out of their run and
+        their writes runs deleted.
 
         Args:
             thread_ids: The threads.
@@ -578,33 +365,13 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         Raises:
             ValueError: Another strategy.
         """
-        if strategy not in {"keep_latest", "delete"}:
-            raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
-        for thread_id in thread_ids:
-            if strategy == "delete":
-                self.delete_thread(thread_id)
-                continue
-            for run_id in self._thread_runs(thread_id):
-                self._forget(run_id, None)
+        self._run(self._prune(thread_ids, strategy))
 
-    def _forget(self, run_id: str, doomed: Callable[[CheckpointEntry], bool] | None) -> None:
-        """Append a removal of the checkpoints ``doomed`` picks (all but the latest if None)."""
-
-        def build(index: RunIndex) -> builtins.list[dict[str, Any]]:
-            if doomed is None:
-                latest = index.latest()
-                ids = [cid for cid in index.checkpoints if cid != latest]
-            else:
-                ids = [cid for cid, entry in index.checkpoints.items() if doomed(entry)]
-            return [payloads.forget(sorted(ids))] if ids else []
-
-        self._append(run_id, build)
-
-    # -- async twins: the store's calls run in worker threads ----------------------------
+    # -- async twins ----------------------------------------------------------------------
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """See :meth:`get_tuple`."""
-        return await asyncio.to_thread(self.get_tuple, config)
+        return await self._arun(self._get_tuple(config))
 
     async def alist(
         self,
@@ -614,11 +381,9 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        """See :meth:`list`; each page is read in a worker thread."""
-        found = self.list(config, filter=filter, before=before, limit=limit)
-        done = object()
-        while (item := await asyncio.to_thread(next, found, done)) is not done:
-            yield item  # type: ignore[misc]
+        """See :meth:`list`."""
+        async for found in self._astream(self._listing(config, filter, before, limit)):
+            yield found
 
     async def aput(
         self,
@@ -628,7 +393,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """See :meth:`put`."""
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        return await self._arun(self._put(config, checkpoint, metadata))
 
     async def aput_writes(
         self,
@@ -638,53 +403,20 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         task_path: str = "",
     ) -> None:
         """See :meth:`put_writes`."""
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await self._arun(self._put_writes(config, writes, task_id, task_path))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """See :meth:`delete_thread`."""
-        await asyncio.to_thread(self.delete_thread, thread_id)
+        await self._arun(maintenance.delete_thread(thread_id))
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """See :meth:`delete_for_runs`."""
-        await asyncio.to_thread(self.delete_for_runs, run_ids)
+        await self._arun(maintenance.delete_for_runs(run_ids))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """See :meth:`copy_thread`."""
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id)
+        await self._arun(maintenance.copy_thread(source_thread_id, target_thread_id))
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """See :meth:`prune`."""
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy)
-
-
-def _config(thread_id: str, namespace: str, checkpoint_id: str) -> RunnableConfig:
-    return {
-        "configurable": {
-            "thread_id": thread_id,
-            "checkpoint_ns": namespace,
-            "checkpoint_id": checkpoint_id,
-        }
-    }
-
-
-def _present(checkpoint_ids: builtins.list[str]) -> Callable[[RunIndex], builtins.list[str]]:
-    """A chooser for :meth:`PurposeAgentSaver._read`: the ids still in the index."""
-    return lambda index: [cid for cid in checkpoint_ids if cid in index.checkpoints]
-
-
-def _constant(
-    datas: builtins.list[dict[str, Any]],
-) -> Callable[[RunIndex], builtins.list[dict[str, Any]]]:
-    """A builder for :meth:`PurposeAgentSaver._append` that appends the same events whatever."""
-    return lambda _index: datas
-
-
-def _positions(index: RunIndex, checkpoint_ids: builtins.list[str]) -> builtins.list[int]:
-    """Where the index says the checkpoints and their writes are."""
-    seqs = []
-    for cid in checkpoint_ids:
-        entry = index.checkpoints.get(cid)
-        if entry is not None:
-            seqs.append(entry.seq)
-            seqs += [write.seq for write in index.writes.get(cid, {}).values()]
-    return seqs
+        await self._arun(self._prune(thread_ids, strategy))

@@ -8,8 +8,10 @@ Layout::
         .journal/<stamp>-<id>.entry
                                 a batch that spans several runs, until every run has it
         <run dir>/
-            events.jsonl        the run's log, one line per write
+            events.jsonl        the run's log, one line per write; after a compaction, its
+                                first line is a header with the covering snapshot
             snapshot.json       the latest snapshot saved on its own
+            meta.json           the run's group, if it has one
             run_id              the real run id, only in directories with a hashed name
 
 Damage is reported, never repaired away. The one thing the store repairs is a torn append: a
@@ -18,15 +20,21 @@ the middle of a write that was never acknowledged; readers leave it out and the 
 cuts it off. Anything else raises ``CorruptRecord`` naming the run and, where the bytes still
 show it, the seq, and no write goes over it: a line that cannot be decoded, a last line that no
 write starts with (a zero-filled tail, a complete line whose newline was changed), a log whose
-complete lines end before the ``log_end`` that ``snapshot.json`` recorded (or that is missing),
-and a ``snapshot.json`` that cannot be decoded. Other runs in the folder are not affected.
+complete lines end before the ``log_end`` that ``snapshot.json`` recorded (or that is missing,
+or lost the compaction header ``snapshot.json`` names), a ``snapshot.json`` that cannot be
+decoded, and a ``meta.json`` that names no valid group. Other runs in the folder are not
+affected.
+
+Appends take their seqs under the run's lock, from the index of its log (which also maps event
+keys to seqs) and the snapshot's seq. A compaction rewrites the log without the events its
+snapshot covers and renames it into place, so a crash leaves the old log or the new one.
 
 Each concern has its module: :mod:`.naming` (run ids to directory names), :mod:`.lines` (the
 log's line format), :mod:`.torn` (what a crash mid-append leaves), :mod:`.files` (durable
 writes), :mod:`.index` (what a handle knows about a log), :mod:`.snapshots`
-(``snapshot.json``), :mod:`.locks` (one lock per run), :mod:`.journal` (batches across runs),
-:mod:`.faults` (where crash tests stop a writer) and :mod:`.store` (the checkpointer that ties
-them together).
+(``snapshot.json``), :mod:`.meta` (``meta.json``), :mod:`.compaction` (the rewritten log),
+:mod:`.locks` (one lock per run), :mod:`.journal` (batches across runs), :mod:`.faults` (where
+crash tests stop a writer) and :mod:`.store` (the checkpointer that ties them together).
 """
 
 from .faults import FaultPoint, Faults, no_faults

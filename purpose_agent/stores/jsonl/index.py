@@ -21,7 +21,7 @@ from purpose_agent.records import decode_event_dict
 from purpose_agent.runtime.events import PAEvent
 
 from .files import pread_exact
-from .lines import parse_line, seq_hint, stored_row
+from .lines import parse_line, record_key, seq_hint, stored_row
 from .naming import EVENTS_FILE
 from .torn import is_torn_write
 
@@ -39,6 +39,8 @@ class Index:
     each event. ``lines`` holds the start of every line in file order, so a line's end is the
     next line's start. ``tail`` is the last bytes indexed: if they changed, the file was
     replaced (a deleted run written again can reuse the inode and grow past the old size).
+    ``keys`` maps each event key to its seq. ``log_id`` and ``floor`` come from the header of
+    a compacted log: which rewrite it is, and the last seq the run had stored then.
     """
 
     identity: tuple[int, int] | None = None
@@ -51,6 +53,14 @@ class Index:
     snap_seq: int = -1
     snap_offset: int = -1
     snap_end: int = -1
+    keys: dict[str, int] = field(default_factory=dict)
+    log_id: str | None = None
+    floor: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq the run has stored, compacted positions included."""
+        return max(self.seqs[-1], self.floor) if self.seqs else self.floor
 
     def find(self, seq: int) -> int | None:
         """Return the offset of the line holding ``seq``, or ``None``."""
@@ -59,8 +69,16 @@ class Index:
             return self.offsets[i]
         return None
 
-    def add_line(self, start: int, end: int, seqs: Iterable[int], snap_seq: int | None) -> None:
+    def add_line(
+        self,
+        start: int,
+        end: int,
+        seqs: Iterable[int],
+        snap_seq: int | None,
+        keys: Iterable[tuple[str, int]] = (),
+    ) -> None:
         """Record a complete line from ``start`` to ``end`` (just past its newline)."""
+        self.keys.update(keys)
         for seq in seqs:
             if not self.seqs or seq > self.seqs[-1]:
                 self.seqs.append(seq)
@@ -110,7 +128,9 @@ class LineReader:
 
     def event(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> PAEvent:
         """Return the event ``seq``, from the line at ``offset``."""
-        return decode_event_dict(run_id, self.record(run_id, fd, index, seq, offset), seq)
+        record = self.record(run_id, fd, index, seq, offset)
+        record_key(run_id, record)
+        return decode_event_dict(run_id, record, seq)
 
 
 class Refreshed(NamedTuple):
@@ -188,7 +208,10 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> 
         index.scanned = end
         return
     parsed = parse_line(run_id, line, start)
+    if parsed.compacted is not None:
+        index.log_id, index.floor = parsed.compacted
     seqs: list[int] = []
+    keys: dict[str, int] = {}
     here: dict[int, dict[str, Any]] = {}
     for record in parsed.records:
         seq: int = record["seq"]
@@ -198,8 +221,18 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> 
         if earlier is None:
             here[seq] = record
             seqs.append(seq)
-        elif stored_row(run_id, earlier, seq) != stored_row(run_id, record, seq):
+            key = record.get("key")
+            if key is not None:
+                record_key(run_id, dict(record))
+                if index.keys.get(key, seq) != seq or key in keys:
+                    raise CorruptRecord(
+                        run_id, seq, f"the log holds two events with the key {key!r:.80}"
+                    )
+                keys[key] = seq
+        elif stored_row(run_id, earlier, seq) != stored_row(run_id, record, seq) or earlier.get(
+            "key"
+        ) != record.get("key"):
             # Only a log written by hand (or by the seed, which never checked) gets here.
             raise CorruptRecord(run_id, seq, "the log holds two different events at this seq")
     snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None
-    index.add_line(start, end, seqs, snap_seq)
+    index.add_line(start, end, seqs, snap_seq, keys.items())

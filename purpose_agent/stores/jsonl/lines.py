@@ -2,9 +2,16 @@
 
 Each write is one line, and a batch is all or nothing because it is one line:
 
-- ``{...}``: one event, as ``PAEvent.to_dict()``;
+- ``{...}``: one event, as ``PAEvent.to_dict()``, with a ``"key"`` before ``"data"`` when it
+  was appended with one;
 - ``[{...}, ...]``: a batch of one run's events;
 - ``{"events": [...], "snapshot": {...}}``: a batch saved together with the state after it.
+
+A compacted log (see :mod:`.compaction`) starts with a header of the third form that carries
+no events, the snapshot that covered the dropped ones, and
+``"compacted": {"log": ID, "last_seq": N}``: ``ID`` names this rewrite of the log (a
+``snapshot.json`` written before it names none or another, and is superseded by the header),
+and ``N`` is the highest seq the run had stored, which the dropped lines no longer show.
 
 The seed wrote one event per line with ``json.dumps``'s spacing; such lines read as they are.
 
@@ -17,6 +24,7 @@ line whose newline was changed) is damage, and reported as such.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from purpose_agent.codec import decode, encode
@@ -26,14 +34,24 @@ from purpose_agent.records import EventRow, StateRow, decode_event_dict, event_r
 from .naming import EVENTS_FILE
 
 MAX_SEQ = 2**63
+MAX_KEY_LENGTH = 255
 _SEQ_IN_LINE = re.compile(rb'"seq"\s*:\s*(\d{1,19})')
+_LOG_ID = re.compile(r"[0-9a-f]{32}")
+
+
+class Compacted(NamedTuple):
+    """The header of a compacted log: which rewrite it is, and the run's last seq then."""
+
+    log_id: str
+    last_seq: int
 
 
 class Line(NamedTuple):
-    """A decoded log line: its event records, and the snapshot it carries if any."""
+    """A decoded log line: its event records, the snapshot it carries, its compaction header."""
 
     records: list[dict[str, Any]]
     snapshot: dict[str, Any] | None
+    compacted: Compacted | None = None
 
 
 def seq_hint(line: bytes) -> int | None:
@@ -71,7 +89,10 @@ def parse_line(run_id: str, line: bytes, offset: int) -> Line:
         detail = f"the line at byte {offset} of {EVENTS_FILE} is not JSON: {exc}"
         raise CorruptRecord(run_id, seq_hint(line), detail) from exc
     snapshot = None
+    compacted = None
     if isinstance(value, dict) and "events" in value:
+        if "compacted" in value:
+            compacted = _compacted(run_id, value["compacted"], offset)
         snapshot, value = value.get("snapshot"), value["events"]
         if not isinstance(snapshot, dict) or not isinstance(value, list):
             raise CorruptRecord(
@@ -86,11 +107,50 @@ def parse_line(run_id: str, line: bytes, offset: int) -> Line:
         raise CorruptRecord(run_id, None, f"the line at byte {offset} is not an event or a batch")
     for record in value:
         _record_seq(run_id, record, seq_hint(line))
-    return Line(value, snapshot)
+    return Line(value, snapshot, compacted)
+
+
+def _compacted(run_id: str, value: object, offset: int) -> Compacted:
+    log_id = value.get("log") if isinstance(value, dict) else None
+    last_seq = value.get("last_seq") if isinstance(value, dict) else None
+    if (
+        offset != 0
+        or not isinstance(log_id, str)
+        or not _LOG_ID.fullmatch(log_id)
+        or type(last_seq) is not int
+        or not 0 <= last_seq < MAX_SEQ
+    ):
+        raise CorruptRecord(
+            run_id,
+            None,
+            f"the line at byte {offset} of {EVENTS_FILE} has a malformed compaction header "
+            "(only a valid one, on the first line, is written)",
+        )
+    return Compacted(log_id, last_seq)
+
+
+def record_key(run_id: str, record: dict[str, Any]) -> str | None:
+    """Take the key out of a stored event record (which then decodes as a ``PAEvent``).
+
+    Raises:
+        CorruptRecord: The key is not one an append can store.
+
+    """
+    if "key" not in record:
+        return None
+    key = record.pop("key")
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_KEY_LENGTH or "\x00" in key:
+        raise CorruptRecord(run_id, record.get("seq"), f"the event's key is not valid: {key!r:.80}")
+    return key
 
 
 def stored_row(run_id: str, record: dict[str, Any], seq: int) -> EventRow:
-    """Encode a stored event the way a new one is encoded, so the two compare exactly."""
+    """Encode a stored event the way a new one is encoded, so the two compare exactly.
+
+    The event's key, if it has one, is not part of the row (see :func:`record_key`).
+    """
+    if "key" in record:
+        record = {name: value for name, value in record.items() if name != "key"}
     event = decode_event_dict(run_id, record, seq)
     try:
         return event_row(event)
@@ -98,23 +158,36 @@ def stored_row(run_id: str, record: dict[str, Any], seq: int) -> EventRow:
         raise CorruptRecord(run_id, seq, f"stored event is not storable as it is: {exc}") from exc
 
 
-def _event_json(row: EventRow) -> str:
-    head = encode(
-        {
-            "run_id": row.run_id,
-            "seq": row.seq,
-            "kind": row.kind,
-            "ts": row.ts,
-            "lane_id": row.lane_id,
-        }
-    )
+def _event_json(row: EventRow, key: str | None) -> str:
+    fields: dict[str, Any] = {
+        "run_id": row.run_id,
+        "seq": row.seq,
+        "kind": row.kind,
+        "ts": row.ts,
+        "lane_id": row.lane_id,
+    }
+    if key is not None:
+        fields["key"] = key
+    head = encode(fields)
     # row.data was encoded (and checked) by event_row; splicing it in saves encoding it twice.
     return f'{head[:-1]},"data":{row.data}}}'
 
 
-def line_bytes(rows: list[EventRow], snapshot: StateRow | None) -> bytes:
-    """Return the one line that writes these events (of one run) and the state after them."""
-    events = [_event_json(row) for row in rows]
+def line_bytes(
+    rows: list[EventRow], snapshot: StateRow | None, keys: Mapping[int, str] | None = None
+) -> bytes:
+    """Return the one line that writes these events (of one run) and the state after them.
+
+    Args:
+        rows: The events.
+        snapshot: The state saved with them, or ``None``.
+        keys: The keys of the events appended with one, by seq.
+
+    Returns:
+        The line, with its newline.
+
+    """
+    events = [_event_json(row, keys.get(row.seq) if keys else None) for row in rows]
     if snapshot is not None:
         text = f'{{"events":[{",".join(events)}],"snapshot":{snapshot.state}}}'
     elif len(events) == 1:
@@ -122,3 +195,9 @@ def line_bytes(rows: list[EventRow], snapshot: StateRow | None) -> bytes:
     else:
         text = f"[{','.join(events)}]"
     return f"{text}\n".encode()
+
+
+def header_bytes(snapshot: StateRow, compacted: Compacted) -> bytes:
+    """Return the first line of a compacted log: the covering snapshot and the header."""
+    mark = encode({"log": compacted.log_id, "last_seq": compacted.last_seq})
+    return f'{{"events":[],"snapshot":{snapshot.state},"compacted":{mark}}}\n'.encode()

@@ -31,6 +31,8 @@ class Run:
         self.mutex = threading.Lock()
         self.file_lock = FileLock(str(lock_path), poll_interval=_POLL_SECONDS)
         self.index = Index()
+        # snapshot.json's seq, with the (inode, size, mtime) of the file it was read from.
+        self.snapshot_seq: tuple[tuple[int, int, int], int] | None = None
 
 
 class Runs:

@@ -21,11 +21,14 @@ from purpose_agent.records import check_run_id
 EVENTS_FILE = "events.jsonl"
 SNAPSHOT_FILE = "snapshot.json"
 RUN_ID_FILE = "run_id"
+META_FILE = "meta.json"
 LOCKS_DIR = ".locks"
 JOURNAL_DIR = ".journal"
 ENTRY_SUFFIX = ".entry"
 TEMP_SUFFIX = ".tmp"
 SNAPSHOT_TEMP = SNAPSHOT_FILE + TEMP_SUFFIX
+EVENTS_TEMP = EVENTS_FILE + TEMP_SUFFIX
+META_TEMP = META_FILE + TEMP_SUFFIX
 
 # 200 leaves room for the ".lock" and ".tmp" suffixes under the common 255-byte name limit.
 _MAX_NAME = 200

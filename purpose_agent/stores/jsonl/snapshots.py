@@ -4,6 +4,10 @@
 when it was written: a snapshot in the log that ends after ``N`` was written later. Readers take
 the best of the two (highest ``seq``, the later write on a tie), so a crash between a batch's log
 line and the file loses nothing. The seed wrote the bare state; such a file reads as it is.
+
+Once the log has been compacted, the file also names the rewrite of the log it was written
+against (``"log": ID``, from the log's header): a file that names no rewrite, or another one,
+was written before the log was last compacted, and the header's snapshot supersedes it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,23 @@ class StoredSnapshot(NamedTuple):
 
     state: RunState
     log_end: int
+    log_id: str | None = None
 
 
-def snapshot_bytes(snapshot: StateRow, log_end: int) -> bytes:
-    """Return the content of ``snapshot.json`` for a state saved when the log was this long."""
-    return f'{{"log_end":{log_end},"state":{snapshot.state}}}\n'.encode()
+def snapshot_bytes(snapshot: StateRow, log_end: int, log_id: str | None) -> bytes:
+    """Return the content of ``snapshot.json`` for a state saved when the log was this long.
+
+    Args:
+        snapshot: The state.
+        log_end: The log's length.
+        log_id: The rewrite of the log named by its compaction header, if it has one.
+
+    Returns:
+        The file's content.
+
+    """
+    log = f'"log":"{log_id}",' if log_id is not None else ""
+    return f'{{"log_end":{log_end},{log}"state":{snapshot.state}}}\n'.encode()
 
 
 def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
@@ -61,7 +77,10 @@ def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
         log_end = record.get("log_end")
         if type(log_end) is not int:
             raise CorruptRecord(run_id, seq, f"{path} has no valid log_end")
-        return StoredSnapshot(decode_state(run_id, state, seq), log_end)
+        log_id = record.get("log")
+        if log_id is not None and not isinstance(log_id, str):
+            raise CorruptRecord(run_id, seq, f"{path} names no valid log")
+        return StoredSnapshot(decode_state(run_id, state, seq), log_end, log_id)
     # The seed wrote the bare state, and no log snapshots: any log snapshot is newer.
     return StoredSnapshot(decode_state(run_id, record, _state_seq(record, text)), -1)
 

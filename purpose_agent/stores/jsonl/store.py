@@ -9,10 +9,22 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
+from purpose_agent.appends import (
+    Draft,
+    Placement,
+    check_expected,
+    check_label,
+    check_prefix,
+    drafts,
+    place,
+    run_filter,
+    snapshot_row,
+)
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
 from purpose_agent.protocol import ClosingContext, Recovery
@@ -23,24 +35,29 @@ from purpose_agent.records import (
     check_limit,
     check_run_id,
     check_since,
+    decode_events,
     decode_state,
     event_row,
     event_rows,
     state_row,
 )
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
+from .compaction import compacted_log
 from .faults import Faults, no_faults
 from .files import BINARY, fsync_dir, pread_exact, undo_append, write_all, write_temp, written_ns
 from .index import TAIL, Index, LineReader, refreshed
 from .journal import Entry, Journal
 from .lines import line_bytes, parse_line, stored_row
 from .locks import Run, Runs
+from .meta import read_group, write_group
 from .naming import (
     EVENTS_FILE,
+    EVENTS_TEMP,
     JOURNAL_DIR,
     LOCKS_DIR,
+    META_FILE,
     RUN_ID_FILE,
     SNAPSHOT_FILE,
     SNAPSHOT_TEMP,
@@ -62,6 +79,21 @@ class _NotRead(enum.Enum):
 _NOT_READ = _NotRead.NOT_READ
 
 
+def _current(stored: StoredSnapshot | None, index: Index) -> StoredSnapshot | None:
+    """``snapshot.json`` as it counts against the indexed log.
+
+    A file written before the log was last compacted names no rewrite of the log, or another
+    one: the compacted log's header holds a snapshot at least as good, so the file is ignored.
+    A file that names a rewrite the log does not show is returned: the log lost its header,
+    which :meth:`JSONLCheckpointer._refresh` reports as damage.
+    """
+    if stored is None or stored.log_id == index.log_id:
+        return stored
+    if stored.log_id is not None and index.log_id is None:
+        return stored
+    return None
+
+
 class _Unsure(Exception):
     """A read without the file lock found the log shorter than ``snapshot.json`` says.
 
@@ -81,6 +113,7 @@ class _Plan:
     snapshot_wins: bool
     size: int
     exists: bool
+    keys: dict[int, str] = field(default_factory=dict)
 
 
 class _Appended(NamedTuple):
@@ -209,6 +242,117 @@ class JSONLCheckpointer(ClosingContext):
         """
         self._write([], state_row(run_id, state))
 
+    def append(
+        self,
+        run_id: str,
+        events: Iterable[NewEvent],
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> list[PAEvent]:
+        """Append events at the run's next seqs, all or nothing; durable when this returns.
+
+        The run's lock is held from reading its last seq to writing the line, so appends to
+        one run, from threads or processes, are serialised and each takes its seqs from the
+        one before it. The events, and the snapshot with them, are one line, as for
+        :meth:`save_events`. A group is written to ``meta.json`` first (see
+        :mod:`~purpose_agent.stores.jsonl.meta`): a crash between the two leaves the run in the
+        group without the events, which a retry of the append completes.
+
+        See :class:`~purpose_agent.protocol.Appending` for the arguments.
+
+        Returns:
+            The stored events, in the order given.
+
+        Raises:
+            InvalidInput: A value cannot be stored, or no events were given.
+            SequenceConflict: The run's last seq is not ``expected_last_seq``, or a key is
+                stored with other content; nothing was written.
+            CorruptRecord: The run's log or ``snapshot.json`` is damaged; nothing is written.
+            StoreUnavailable: The file system refused the write; nothing is written.
+
+        """
+        check_run_id(run_id)
+        expected = check_expected(expected_last_seq)
+        items = drafts(run_id, events)
+        if group is not None:
+            group = check_label(group, "group")
+        if snapshot is not None:
+            snapshot_row(run_id, snapshot, 0)  # refuse a bad snapshot before taking the lock
+        run = self._runs.get(run_id)
+        with (
+            self._os_errors(f"appending to run {run_id!r}"),
+            self._settled([run_id], [run]),
+        ):
+            plan, placed = self._plan_append(run_id, run, items, expected, snapshot)
+            run_dir = self.base_dir / run.name
+            old_group = read_group(run_id, run_dir) if group is not None else None
+            if group is not None and group != old_group:
+                write_group(self._ensure_run_dir(run_id, run.name), group)
+            try:
+                self._commit([plan])
+                if group is not None and not plan.rows and plan.snapshot is None:
+                    self._touch(plan)  # joining a group is a write, as on the other stores
+            except BaseException:
+                if group is not None and group != old_group:
+                    with contextlib.suppress(OSError):
+                        write_group(run_dir, old_group)
+                raise
+        return decode_events(run_id, [row[1:] for row in placed.result])
+
+    def _plan_append(
+        self,
+        run_id: str,
+        run: Run,
+        items: list[Draft],
+        expected: int | None,
+        snapshot: RunState | None,
+    ) -> tuple[_Plan, Placement]:
+        """Place an append against what the run holds; the caller holds the run's locks."""
+        stored_snap = self._read_snapshot_file(run_id, run) if snapshot is not None else None
+        fd = self._open_log(run)
+        try:
+            size = self._refresh(
+                run_id, run, fd, locked=True, stored=_NOT_READ if snapshot is None else stored_snap
+            )
+            index = run.index
+            stored = self._rows_by_key(run_id, run, fd, [item.key for item in items])
+        finally:
+            if fd is not None:
+                os.close(fd)
+        covered = stored_snap.state.seq if stored_snap else self._file_seq(run_id, run)
+        placed = place(
+            run_id, items, max(index.last_seq, index.snap_seq, covered), stored, expected
+        )
+        snap = snapshot_row(run_id, snapshot, max(row.seq for row in placed.result))
+        wins = False
+        if snap is not None:
+            current = _current(stored_snap, index)
+            wins = snap.seq >= max(current.state.seq if current else -1, index.snap_seq)
+        keys = {row.seq: key for row, key in zip(placed.rows, placed.keys, strict=True) if key}
+        plan = _Plan(run_id, run, placed.rows, snap, wins, size, fd is not None, keys)
+        return plan, placed
+
+    @staticmethod
+    def _rows_by_key(
+        run_id: str, run: Run, fd: int | None, keys: Iterable[str | None]
+    ) -> dict[str, EventRow]:
+        """The stored events that carry these keys, by key; the index is up to date."""
+        index = run.index
+        reader = LineReader()
+        found: dict[str, EventRow] = {}
+        for key in keys:
+            seq = index.keys.get(key) if key is not None else None
+            if key is None or seq is None:
+                continue
+            offset = index.find(seq)
+            # An indexed key implies its line, in an open log.
+            assert fd is not None
+            assert offset is not None
+            found[key] = stored_row(run_id, reader.record(run_id, fd, index, seq, offset), seq)
+        return found
+
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
         by_run: dict[str, list[EventRow]] = {}
         for row in rows:
@@ -279,7 +423,8 @@ class JSONLCheckpointer(ClosingContext):
                 os.close(fd)
         wins = False
         if snap is not None:
-            best = max(stored_snap.state.seq if stored_snap else -1, index.snap_seq)
+            current = _current(stored_snap, index)
+            best = max(current.state.seq if current else -1, index.snap_seq)
             wins = snap.seq >= best
         return _Plan(run_id, run, new, snap, wins, size, fd is not None)
 
@@ -332,7 +477,8 @@ class JSONLCheckpointer(ClosingContext):
             run.index = Index()
             return
         seqs = (row.seq for row in done.plan.rows)
-        index.add_line(done.start, done.start + len(done.line), seqs, done.snap_seq)
+        keys = ((key, seq) for seq, key in done.plan.keys.items())
+        index.add_line(done.start, done.start + len(done.line), seqs, done.snap_seq, keys)
         index.tail = done.line[-TAIL:]
 
     def _append(self, plan: _Plan) -> _Appended:
@@ -340,7 +486,7 @@ class JSONLCheckpointer(ClosingContext):
         path = run_dir / EVENTS_FILE
         start = plan.run.index.scanned
         embedded = plan.snapshot if plan.snapshot is not None and plan.snapshot_wins else None
-        line = line_bytes(plan.rows, embedded)
+        line = line_bytes(plan.rows, embedded, plan.keys)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | BINARY, 0o644)
             try:
@@ -372,7 +518,7 @@ class JSONLCheckpointer(ClosingContext):
                 log_end = done.start + len(done.line)
         run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
         temp = run_dir / SNAPSHOT_TEMP
-        write_temp(temp, snapshot_bytes(plan.snapshot, log_end), stamp_ns())
+        write_temp(temp, snapshot_bytes(plan.snapshot, log_end, plan.run.index.log_id), stamp_ns())
         return temp, run_dir / SNAPSHOT_FILE
 
     def _touch(self, plan: _Plan) -> None:
@@ -531,6 +677,105 @@ class JSONLCheckpointer(ClosingContext):
                 return
             since_seq = page[-1].seq
 
+    def last_seq(self, run_id: str) -> int:
+        """The highest seq the run has stored an event at or a snapshot covers; 0 if unknown.
+
+        A compacted log's header keeps the positions its compaction dropped. Appends take the
+        positions after it.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The seq.
+
+        Raises:
+            CorruptRecord: The log is damaged (see :meth:`list_events`).
+            StoreUnavailable: The log cannot be read.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        with self._os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            with run.mutex:
+                return self._lock_free(run, lambda locked: self._indexed(run_id, run, locked))
+
+    def _indexed(self, run_id: str, run: Run, locked: bool) -> int:
+        covered = self._file_seq(run_id, run)
+        fd = self._open_log(run)
+        try:
+            self._refresh(run_id, run, fd, locked=locked)
+        finally:
+            if fd is not None:
+                os.close(fd)
+        index = run.index
+        return max(index.last_seq, index.snap_seq, covered, 0)
+
+    def _file_seq(self, run_id: str, run: Run) -> int:
+        """The seq ``snapshot.json`` covers, or -1; read again only when the file changed.
+
+        Every append needs it (a snapshot ahead of the events moves the run's last seq), and
+        the file can hold a large state, so its seq is kept with the file's identity.
+        """
+        path = self.base_dir / run.name / SNAPSHOT_FILE
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return -1
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        cached = run.snapshot_seq
+        if cached is not None and cached[0] == identity:
+            return cached[1]
+        stored = self._read_snapshot_file(run_id, run)
+        if stored is None:
+            return -1
+        # If the file was replaced since the stat, the next stat differs and reads it again.
+        run.snapshot_seq = (identity, stored.state.seq)
+        return stored.state.seq
+
+    def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
+        """The run's event appended with ``key``, or ``None``.
+
+        The handle's index of the log maps keys to seqs, so this reads one line, not the log
+        (after the first read of the run, which builds the index).
+
+        Args:
+            run_id: The run.
+            key: The key.
+
+        Returns:
+            The event, or ``None`` (no such key, or its event was compacted away).
+
+        Raises:
+            InvalidInput: The key is not one an append accepts.
+            CorruptRecord: The log is damaged (see :meth:`list_events`).
+            StoreUnavailable: The log cannot be read.
+
+        """
+        check_run_id(run_id)
+        key = check_label(key, "key")
+        run = self._runs.get(run_id)
+        with self._os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            with run.mutex:
+                return self._lock_free(run, lambda locked: self._by_key(run_id, run, key, locked))
+
+    def _by_key(self, run_id: str, run: Run, key: str, locked: bool) -> PAEvent | None:
+        fd = self._open_log(run)
+        if fd is None:
+            return None
+        try:
+            self._refresh(run_id, run, fd, locked=locked)
+            index = run.index
+            seq = index.keys.get(key)
+            offset = index.find(seq) if seq is not None else None
+            if seq is None or offset is None:
+                return None
+            return LineReader().event(run_id, fd, index, seq, offset)
+        finally:
+            os.close(fd)
+
     def recover(self, run_id: str) -> Recovery | None:
         """Return the latest snapshot and exactly the events after it.
 
@@ -604,6 +849,7 @@ class JSONLCheckpointer(ClosingContext):
         self, run_id: str, run: Run, fd: int | None, stored: StoredSnapshot | None
     ) -> RunState | None:
         index = run.index
+        stored = _current(stored, index)
         embedded_wins = (
             fd is not None
             and index.snap_seq >= 0
@@ -683,16 +929,19 @@ class JSONLCheckpointer(ClosingContext):
             if not from_start:
                 return size
             stored = self._snapshot_for_check(run_id, run)
-        if stored is None or stored.log_end <= run.index.scanned:
+        index = run.index
+        stored = _current(stored, index)
+        if stored is None or (stored.log_end <= index.scanned and stored.log_id == index.log_id):
             return size
         run.index = Index()  # the next read checks again
         if not locked:
             raise _Unsure
-        has = (
-            f"{EVENTS_FILE} is missing"
-            if fd is None
-            else f"the complete lines of {EVENTS_FILE} end at byte {run.index.scanned}"
-        )
+        if fd is None:
+            has = f"{EVENTS_FILE} is missing"
+        elif stored.log_id != index.log_id:
+            has = f"{EVENTS_FILE} does not start with the header of its compaction"
+        else:
+            has = f"the complete lines of {EVENTS_FILE} end at byte {index.scanned}"
         raise CorruptRecord(
             run_id,
             stored.state.seq,
@@ -721,7 +970,14 @@ class JSONLCheckpointer(ClosingContext):
 
     # -- runs -----------------------------------------------------------------------------
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
         """Return the ids of runs with events or snapshots, most recently written first.
 
         Every write stamps the file it wrote with a nanosecond time from
@@ -731,32 +987,110 @@ class JSONLCheckpointer(ClosingContext):
         Args:
             limit: At most this many ids; ``None`` for all.
             offset: Skip this many ids first.
+            group: Only runs of this group (each run's ``meta.json`` is read).
+            prefix: Only runs whose id starts with this (case-sensitive).
 
         Returns:
             The run ids.
 
         Raises:
-            CorruptRecord: A hashed run directory has lost its ``run_id`` file.
+            InvalidInput: A limit, offset, group or prefix is not valid.
+            CorruptRecord: A hashed run directory has lost its ``run_id`` file, or a
+                ``meta.json`` read for ``group`` is damaged.
             StoreUnavailable: ``base_dir`` cannot be read.
 
         """
         check_limit(limit)
         check_limit(offset, "offset")
+        group = check_label(group, "group") if group is not None else None
+        prefix = check_prefix(prefix) if prefix is not None else None
         with self._os_errors("listing runs"):
             self._settle(None, str(self._journal.path))
-            found: list[tuple[int, str]] = []
-            with os.scandir(self.base_dir) as entries:
-                for entry in entries:
-                    name = entry.name
-                    if not entry.is_dir(follow_symlinks=False) or not is_run_dir(name):
-                        continue
-                    written = written_ns(Path(entry.path))
-                    if written is not None:
-                        found.append((written, name))
-            found.sort(key=lambda item: (-item[0], item[1]))
-            chosen = found[offset:] if limit is None else found[offset : offset + limit]
-            ids = (self._run_id_of(name) for _, name in chosen)
-            return [run_id for run_id in ids if run_id is not None]
+            found = self._written_runs()
+            if group is None and prefix is None:
+                chosen = found[offset:] if limit is None else found[offset : offset + limit]
+                ids = (self._run_id_of(name) for _, name in chosen)
+                return [run_id for run_id in ids if run_id is not None]
+            selected: list[str] = []
+            for _, name in found:
+                if limit is not None and len(selected) >= offset + limit:
+                    break
+                run_id = self._run_id_of(name)
+                if (
+                    run_id is not None
+                    and (prefix is None or run_id.startswith(prefix))
+                    and (group is None or read_group(run_id, self.base_dir / name) == group)
+                ):
+                    selected.append(run_id)
+            return selected[offset:]
+
+    def _written_runs(self) -> list[tuple[int, str]]:
+        """Every run directory that holds a write, as ``(written_ns, name)``, newest first."""
+        found: list[tuple[int, str]] = []
+        with os.scandir(self.base_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                if not entry.is_dir(follow_symlinks=False) or not is_run_dir(name):
+                    continue
+                written = written_ns(Path(entry.path))
+                if written is not None:
+                    found.append((written, name))
+        found.sort(key=lambda item: (-item[0], item[1]))
+        return found
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Return the group names, the group with the most recently written run first.
+
+        Args:
+            limit: At most this many names; ``None`` for all.
+            offset: Skip this many names first.
+
+        Returns:
+            The names.
+
+        Raises:
+            InvalidInput: A limit or offset is not valid.
+            CorruptRecord: A run's ``meta.json`` or ``run_id`` file is damaged.
+            StoreUnavailable: ``base_dir`` cannot be read.
+
+        """
+        check_limit(limit)
+        check_limit(offset, "offset")
+        with self._os_errors("listing groups"):
+            self._settle(None, str(self._journal.path))
+            latest: dict[str, int] = {}
+            for written, name in self._written_runs():
+                if not (self.base_dir / name / META_FILE).exists():
+                    continue
+                run_id = self._run_id_of(name)
+                found = read_group(run_id, self.base_dir / name) if run_id is not None else None
+                if found is not None and found not in latest:
+                    latest[found] = written  # runs come newest first
+        names = sorted(latest, key=lambda found: (-latest[found], found))[offset:]
+        return names if limit is None else names[:limit]
+
+    def run_group(self, run_id: str) -> str | None:
+        """Return the run's group, or ``None`` (no group, or an unknown run).
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            The group.
+
+        Raises:
+            CorruptRecord: The run's ``meta.json`` is damaged.
+            StoreUnavailable: The file cannot be read.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        run_dir = self.base_dir / run.name
+        with self._os_errors(f"reading run {run_id!r}"):
+            self._settle(run.names, run_id)
+            group = read_group(run_id, run_dir)
+            # A group written by an append that never landed names a run that holds nothing.
+            return group if group is not None and written_ns(run_dir) is not None else None
 
     def _run_id_of(self, name: str) -> str | None:
         plain = plain_run_id(name)
@@ -798,14 +1132,165 @@ class JSONLCheckpointer(ClosingContext):
         # A batch that names this run is completed first (all its runs get their part), so
         # deleting a run never leaves another run with half a batch.
         with self._os_errors(f"deleting run {run_id!r}"), self._settled([run_id], [run]):
-            doomed = self.base_dir / f".deleted-{uuid.uuid4().hex}"
-            run.index = Index()
+            self._remove(run)
+
+    def _remove(self, run: Run) -> bool:
+        """Remove a run's directory; the caller holds its locks. Whether there was one."""
+        doomed = self.base_dir / f".deleted-{uuid.uuid4().hex}"
+        run.index = Index()
+        try:
+            (self.base_dir / run.name).rename(doomed)
+        except FileNotFoundError:
+            return False
+        fsync_dir(self.base_dir)
+        shutil.rmtree(doomed)
+        return True
+
+    def delete_runs(
+        self,
+        run_ids: Iterable[str] | None = None,
+        *,
+        group: str | None = None,
+        prefix: str | None = None,
+        older_than: timedelta | datetime | None = None,
+        keep_newest: int | None = None,
+    ) -> list[str]:
+        """Delete every run that matches all the filters given.
+
+        A file system has no transaction across directories, so this is not one: the runs
+        are chosen, then each is removed as :meth:`delete_run` removes one, under its own
+        lock, atomically for readers of that run (they see all of it or none). A crash part
+        way leaves some of the chosen runs deleted and the others whole; the same call made
+        again deletes the rest. A run written again after it was chosen by its age or by
+        ``keep_newest`` is left alone, and one that left ``group`` meanwhile too.
+
+        See :class:`~purpose_agent.protocol.Retention` for the filters.
+
+        Returns:
+            The ids of the deleted runs, sorted.
+
+        Raises:
+            InvalidInput: No filter was given (deleting every run takes ``prefix=""``), or
+                a filter is not valid.
+            CorruptRecord: A run's ``meta.json`` or ``run_id`` file is damaged, or a journal
+                entry cannot be completed.
+            StoreUnavailable: The files could not be read or removed.
+
+        """
+        chosen = run_filter(run_ids, group, prefix, older_than, keep_newest)
+        timed = chosen.cutoff_ns is not None or chosen.keep_newest is not None
+        with self._os_errors("deleting runs"):
+            self._settle(None, str(self._journal.path))
+            scoped: list[tuple[str, int]] = []
+            for written, name, known in self._candidates(chosen.run_ids):
+                run_id = known if known is not None else self._run_id_of(name)
+                if run_id is None:
+                    continue
+                found = read_group(run_id, self.base_dir / name) if group is not None else None
+                if chosen.scoped(run_id, found):
+                    scoped.append((run_id, written))
+            when = dict(scoped)
+            deleted: list[str] = []
+            for run_id in chosen.choose(scoped):
+                run = self._runs.get(run_id)
+                run_dir = self.base_dir / run.name
+                with self._settled([run_id], [run]):
+                    if timed and written_ns(run_dir) != when[run_id]:
+                        continue  # written again since it was chosen
+                    if group is not None and read_group(run_id, run_dir) != group:
+                        continue
+                    if self._remove(run):
+                        deleted.append(run_id)
+        return sorted(deleted)
+
+    def _candidates(self, run_ids: frozenset[str] | None) -> list[tuple[int, str, str | None]]:
+        """``(written_ns, name, run_id)`` of the runs to consider: the named ones, or all.
+
+        Named runs are looked up directly rather than by listing ``base_dir``; the run id of
+        a listed directory is left to the caller (``None``).
+        """
+        if run_ids is None:
+            return [(written, name, None) for written, name in self._written_runs()]
+        found: list[tuple[int, str, str | None]] = []
+        for run_id in run_ids:
+            name = dir_name(run_id)
+            written = written_ns(self.base_dir / name)
+            if written is not None:
+                found.append((written, name, run_id))
+        return found
+
+    def compact(self, run_id: str) -> int:
+        """Delete the run's events its latest snapshot covers; how many were deleted.
+
+        The log is rewritten without them and renamed over the old one, so a crash leaves
+        one or the other, and ``recover()`` returns the same from both (see
+        :mod:`~purpose_agent.stores.jsonl.compaction`). The rewrite keeps the run's place in
+        :meth:`list_runs`. The keys of the deleted events are forgotten; :meth:`last_seq`
+        still counts their positions. On Windows the rename can be refused while another
+        process has the log open; the old log then stays and the call can be repeated.
+
+        Args:
+            run_id: The run.
+
+        Returns:
+            How many events were deleted; 0 (and nothing rewritten) when the run has no
+            snapshot or the snapshot covers none of its events.
+
+        Raises:
+            CorruptRecord: The run's log or ``snapshot.json`` is damaged; nothing changes.
+            StoreUnavailable: The file system refused the rewrite; the old log stays.
+
+        """
+        check_run_id(run_id)
+        run = self._runs.get(run_id)
+        with self._os_errors(f"compacting run {run_id!r}"), self._settled([run_id], [run]):
+            stored = self._read_snapshot_file(run_id, run)
+            fd = self._open_log(run)
+            if fd is None:
+                return 0
             try:
-                (self.base_dir / run.name).rename(doomed)
-            except FileNotFoundError:
-                return
-            fsync_dir(self.base_dir)
-            shutil.rmtree(doomed)
+                self._refresh(run_id, run, fd, locked=True, stored=stored)
+                state = self._best_snapshot(run_id, run, fd, stored)
+                stale = stored is not None and _current(stored, run.index) is None
+                dropped = bisect.bisect_right(run.index.seqs, state.seq) if state else 0
+                if dropped:
+                    self._rewrite_log(run_id, run, fd, state_row(run_id, state))
+            finally:
+                os.close(fd)
+            if stale and not dropped:
+                # Left by a compaction that stopped after its rename; the header supersedes it.
+                (self.base_dir / run.name / SNAPSHOT_FILE).unlink(missing_ok=True)
+        return dropped
+
+    def _rewrite_log(self, run_id: str, run: Run, fd: int, snapshot: StateRow) -> None:
+        """Replace the run's log with its compacted form; the caller holds the run's locks."""
+        run_dir = self.base_dir / run.name
+        temp, target = run_dir / EVENTS_TEMP, run_dir / EVENTS_FILE
+        written = written_ns(run_dir)
+        try:
+            out = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | BINARY, 0o644)
+            try:
+                with os.fdopen(out, "wb", closefd=False) as buffered:
+                    for line in compacted_log(run_id, fd, run.index, snapshot):
+                        buffered.write(line)
+                if written is not None:
+                    os.utime(temp, ns=(written, written))  # compaction is not a write
+                os.fsync(out)
+            finally:
+                os.close(out)
+            self._faults("compact-temp", run_id)
+            os.replace(temp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise
+        finally:
+            run.index = Index()  # rebuilt from whichever log is in place
+        fsync_dir(run_dir)
+        self._faults("compacted", run_id)
+        # Superseded by the new log's header; removing it keeps one copy of the state.
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / SNAPSHOT_FILE).unlink()
 
     # -- locks and the journal ------------------------------------------------------------
 

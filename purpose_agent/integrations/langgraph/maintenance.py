@@ -1,0 +1,145 @@
+"""Deleting, copying and pruning threads with the store's run groups and retention.
+
+A thread is a group of runs, so deleting it is one ``delete_runs(group=...)``: one
+transaction, every namespace and every pending write. Pruning to the latest checkpoint saves a
+snapshot just below it in each namespace's checkpoint run and compacts the run (the store
+deletes what the snapshot covers), then deletes the other checkpoints' writes runs in one
+transaction: the space comes back. ``delete_for_runs`` removes single checkpoints from the
+middle of a run, which a store cannot delete, so it appends a deletion marker to each one's
+writes run (which every read of the checkpoint reads anyway); their space comes back when the
+thread is pruned or deleted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from purpose_agent import PAEvent, RunState
+from purpose_agent.integrations.langgraph import calls, payloads, runs
+from purpose_agent.integrations.langgraph.calls import Op
+from purpose_agent.integrations.langgraph.reads import PAGE, is_checkpoint, pending_writes
+
+# Events read, and appended, per call while copying or scanning a thread.
+BATCH = 500
+PRUNED = "pruned"
+
+
+def delete_thread(thread_id: str) -> Op[None]:
+    """Every run of the thread, in one transaction."""
+    yield from calls.delete_runs(group=runs.group_for(thread_id))
+
+
+def _page(run_id: str, since: int) -> Op[list[PAEvent]]:
+    """The run's next :data:`BATCH` events after ``since``, ascending."""
+    page = yield from calls.list_events(run_id, since, BATCH)
+    return page
+
+
+def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
+    """Mark every checkpoint whose metadata names one of these LangGraph runs as deleted."""
+    doomed = {str(run_id) for run_id in run_ids}
+    if not doomed:
+        return
+    for run_id in (yield from calls.list_runs(prefix=runs.PREFIX)):
+        where = runs.parse(run_id)
+        if where is None:
+            continue
+        since = 0
+        while True:
+            page = yield from _page(run_id, since)
+            for event in page:
+                if is_checkpoint(event) and event.data.get("run") in doomed:
+                    writes_run = runs.writes_run_for(*where, event.data["id"])
+                    yield from calls.append(
+                        writes_run, [payloads.deleted()], group=runs.group_for(where.thread_id)
+                    )
+            if len(page) < BATCH:
+                break
+            since = page[-1].seq
+
+
+def copy_thread(source: str, target: str) -> Op[None]:
+    """Append every event of the source thread's runs to the target thread's runs.
+
+    Writes runs are copied before checkpoint runs, so that a copy cut short never shows a
+    checkpoint without its writes; every event keeps its key, so running the copy again
+    completes it without duplicating anything.
+    """
+    run_ids = yield from calls.list_runs(group=runs.group_for(source))
+    group = runs.group_for(target)
+    copies: list[tuple[str, str]] = []
+    for run_id in sorted(run_ids):
+        writes = runs.parse_writes(run_id)
+        if writes is not None:
+            copies.append((run_id, runs.writes_run_for(target, *writes[1:])))
+    for run_id in sorted(run_ids):
+        where = runs.parse(run_id)
+        if where is not None:
+            copies.append((run_id, runs.run_id_for(target, where.checkpoint_ns)))
+    for run_id, copy_id in copies:
+        since = 0
+        while True:
+            page = yield from _page(run_id, since)
+            if page:
+                copied = [payloads.copied(event) for event in page]
+                yield from calls.append(copy_id, copied, group=group)
+            if len(page) < BATCH:
+                break
+            since = page[-1].seq
+
+
+def prune(thread_id: str) -> Op[None]:
+    """Keep only the latest live checkpoint of each namespace of the thread, and its writes."""
+    run_ids = yield from calls.list_runs(group=runs.group_for(thread_id))
+    kept_writes: set[str] = set()
+    doomed: list[str] = []
+    for run_id in sorted(run_ids):
+        where = runs.parse(run_id)
+        if where is None:
+            continue
+        kept = yield from _prune_namespace(run_id, where)
+        if kept:
+            kept_writes.update(runs.writes_run_for(*where, cid) for cid in kept)
+        else:
+            doomed.append(run_id)  # nothing live left in the namespace
+    doomed += [
+        run_id
+        for run_id in run_ids
+        if runs.parse_writes(run_id) is not None and run_id not in kept_writes
+    ]
+    if doomed:
+        yield from calls.delete_runs(sorted(doomed))
+
+
+def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
+    """Compact the checkpoint run up to its latest live checkpoint.
+
+    Returns:
+        The ids of the checkpoints left in the run (the latest live one, and the deleted ones
+        saved after it, whose markers must stay); empty if none is live.
+    """
+    left: list[str] = []
+    before: int | None = None
+    while True:
+        events = yield from calls.list_events(run_id, limit=PAGE, before=before, newest_first=True)
+        for event in events:
+            if not is_checkpoint(event):
+                continue
+            left.append(event.data["id"])
+            writes = yield from pending_writes(runs.writes_run_for(*where, event.data["id"]))
+            if not writes.deleted:
+                yield from _compact_below(run_id, event)
+                return left
+        if len(events) < PAGE:
+            return []
+        before = events[-1].seq
+
+
+def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:
+    """Delete the run's events before ``latest``: a snapshot covering them, then compaction."""
+    oldest = yield from calls.list_events(run_id, limit=1)
+    if not oldest or oldest[0].seq >= latest.seq:
+        return
+    marker = {payloads.KEY: PRUNED, "kept": latest.data["id"]}
+    yield from calls.save_snapshot(run_id, RunState(run_id=run_id, seq=latest.seq - 1, data=marker))
+    yield from calls.compact(run_id)

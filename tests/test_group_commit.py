@@ -1,0 +1,209 @@
+"""Group commit on real databases: shared commits, failures that stay alone, order kept."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from purpose_agent import EventKind, NewEvent, PAEvent, SequenceConflict, SQLCheckpointer
+from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
+from purpose_agent.errors import StoreUnavailable
+
+THREADS = 8
+
+
+class Recorded:
+    """The sizes of the batches a store's group commit ran (1: a call committed alone)."""
+
+    def __init__(self, store: SQLCheckpointer) -> None:
+        self.sizes: list[int] = []
+        commits = store._commits
+        assert commits is not None
+        run = commits._run
+
+        def recording(batch: list[Pending]) -> None:
+            self.sizes.append(len(batch))
+            run(batch)
+
+        commits._run = recording  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def store(empty_database: str) -> Iterator[SQLCheckpointer]:
+    policy = GroupCommitPolicy(max_batch=THREADS, max_wait=0.02)
+    with SQLCheckpointer(empty_database, group_commit=policy) as opened:
+        yield opened
+
+
+def together(work: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
+    """Run ``work(i)`` in threads that start at once; their results or errors, by ``i``."""
+    start = threading.Barrier(threads)
+    results: list[Any] = [None] * threads
+
+    def run(index: int) -> None:
+        start.wait()
+        try:
+            results[index] = work(index)
+        except Exception as exc:  # compared by the test
+            results[index] = exc
+
+    workers = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+def event(run_id: str, seq: int, **data: Any) -> PAEvent:
+    return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
+
+
+def test_overlapping_writers_share_commits_and_lose_nothing(store: SQLCheckpointer) -> None:
+    batches = Recorded(store)
+
+    def write(index: int) -> None:
+        for seq in range(1, 31):
+            store.save_event(event(f"run-{index}", seq, writer=index))
+
+    together(write)
+    assert max(batches.sizes) > 1  # some commits carried several writers' events
+    assert sum(batches.sizes) == THREADS * 30
+    for index in range(THREADS):
+        stored = store.list_events(f"run-{index}")
+        assert stored == [event(f"run-{index}", seq, writer=index) for seq in range(1, 31)]
+
+
+def test_a_lone_writer_commits_alone(store: SQLCheckpointer) -> None:
+    batches = Recorded(store)
+    for seq in range(1, 6):
+        store.save_event(event("alone", seq))
+    store.append("alone", [NewEvent(kind=EventKind.CUSTOM)])
+    assert batches.sizes == [1] * 6
+    assert store.last_seq("alone") == 6
+
+
+def test_a_conflicting_call_fails_alone_and_the_rest_of_its_batch_commits(
+    store: SQLCheckpointer,
+) -> None:
+    store.save_event(event("taken", 1, original=True))
+    batches = Recorded(store)
+
+    def write(index: int) -> None:
+        if index == 0:
+            store.save_event(event("taken", 1, original=False))  # a different event: conflict
+        else:
+            store.save_events([event(f"ok-{index}", 1), event(f"ok-{index}", 2)])
+
+    results = together(write)
+    assert isinstance(results[0], SequenceConflict)
+    assert results[1:] == [None] * (THREADS - 1)
+    assert max(batches.sizes) > 1
+    assert store.list_events("taken") == [event("taken", 1, original=True)]
+    for index in range(1, THREADS):
+        assert store.list_events(f"ok-{index}") == [
+            event(f"ok-{index}", 1),
+            event(f"ok-{index}", 2),
+        ]
+
+
+def test_an_identical_retry_in_a_batch_is_a_no_op(store: SQLCheckpointer) -> None:
+    store.save_event(event("retried", 1))
+    results = together(lambda index: store.save_event(event("retried", 1 + index % 2)))
+    assert results == [None] * THREADS
+    assert store.list_events("retried") == [event("retried", 1), event("retried", 2)]
+
+
+def test_appends_to_one_run_in_batches_keep_each_writers_order(store: SQLCheckpointer) -> None:
+    batches = Recorded(store)
+
+    def append(index: int) -> list[int]:
+        seqs = []
+        for step in range(10):
+            (stored,) = store.append(
+                "shared", [NewEvent(kind=EventKind.CUSTOM, data={"writer": index, "step": step})]
+            )
+            seqs.append(stored.seq)
+        return seqs
+
+    results = together(append)
+    assert max(batches.sizes) > 1
+    for seqs in results:
+        assert seqs == sorted(seqs)  # each writer's events in the order it appended them
+    stored = store.list_events("shared")
+    assert [e.seq for e in stored] == list(range(1, THREADS * 10 + 1))
+    for index in range(THREADS):
+        steps = [e.data["step"] for e in stored if e.data["writer"] == index]
+        assert steps == list(range(10))
+
+
+def test_racing_expected_last_seq_in_one_batch_lets_exactly_one_win(
+    store: SQLCheckpointer,
+) -> None:
+    store.append("race", [NewEvent(kind=EventKind.CUSTOM)])
+    results = together(
+        lambda index: store.append(
+            "race", [NewEvent(kind=EventKind.CUSTOM, data={"i": index})], expected_last_seq=1
+        )
+    )
+    wins = [result for result in results if isinstance(result, list)]
+    assert len(wins) == 1
+    assert sum(isinstance(result, SequenceConflict) for result in results) == THREADS - 1
+    assert store.list_events("race", since_seq=1) == wins[0]
+
+
+def _failing_batch(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch, committing: bool
+) -> None:
+    """Make every batch fail as a lost connection would, before or while it commits."""
+
+    def fail(ordered: list[Pending], sent: list[bool]) -> Any:
+        sent[0] = committing
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(store, "_commit_batch", fail)
+
+
+def test_a_batch_that_fails_before_committing_runs_every_call_alone(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _failing_batch(store, monkeypatch, committing=False)
+    batches = Recorded(store)
+    results = together(lambda index: store.append(f"r{index}", [NewEvent(kind=EventKind.CUSTOM)]))
+    assert max(batches.sizes) > 1
+    assert all(isinstance(result, list) for result in results)
+    assert sorted(store.list_runs()) == sorted(f"r{index}" for index in range(THREADS))
+
+
+def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _failing_batch(store, monkeypatch, committing=True)
+    batches = Recorded(store)
+
+    def write(index: int) -> Any:
+        if index % 2:
+            return store.append(f"append-{index}", [NewEvent(kind=EventKind.CUSTOM)])
+        return store.save_event(event(f"save-{index}", 1))
+
+    results = together(write)
+    assert max(batches.sizes) > 1
+    grouped = [i for i, result in enumerate(results) if isinstance(result, StoreUnavailable)]
+    # Only unkeyed appends may be stored already, so only they are reported, never repeated.
+    assert grouped
+    assert all(index % 2 for index in grouped)
+    assert "may or may not be stored" in str(results[grouped[0]])
+    for index in range(0, THREADS, 2):
+        assert results[index] is None
+        assert store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]
+
+
+def test_policy_bounds_are_checked() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        GroupCommitPolicy(max_batch=0)
+    with pytest.raises(ValueError, match="max_wait"):
+        GroupCommitPolicy(max_wait=5)
