@@ -4,6 +4,13 @@ The connection comes from the caller when the package migrates from code (``conf
 ["connection"]``, already holding the migration lock); an Engine there, or else a URL from
 ``-x url=...``, then ``PURPOSE_AGENT_DB_URL``, then the embedded default, is connected here
 under the migration lock.
+
+``-x events_partitions=N`` (or ``config.attributes["events_partitions"]``) lays ``pa_events``
+out in N hash partitions by run id after the revisions ran, in the same transaction, on
+Postgres; ``-x events_partitions=0`` brings back the default layout, one table. Without the
+option the layout is left as it is: a partitioned database stays partitioned across upgrades
+(see :mod:`purpose_agent.db.partitions`). Partitions are not part of the models, so
+autogenerate leaves them out of its comparison.
 """
 
 from __future__ import annotations
@@ -11,12 +18,13 @@ from __future__ import annotations
 import logging.config
 import os
 
-from sqlalchemy import Connection, Engine, pool
+from sqlalchemy import Connection, Engine, pool, text
 
 from alembic import context
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
 from purpose_agent.db.migrate import VERSION_TABLE
 from purpose_agent.db.models import Base
+from purpose_agent.db.partitions import EVENTS_TABLE, check_partitions, set_events_layout
 from purpose_agent.db.transactions import migration_lock
 
 config = context.config
@@ -41,7 +49,39 @@ def _url() -> str:
     )
 
 
+def _events_partitions() -> int | None:
+    """The layout asked for with ``-x events_partitions=N``, if any."""
+    given = context.get_x_argument(as_dictionary=True).get("events_partitions")
+    if given is None:
+        given = config.attributes.get("events_partitions")
+    if given is None:
+        return None
+    try:
+        return check_partitions(int(given))
+    except ValueError as exc:
+        raise SystemExit(f"-x events_partitions={given}: {exc}") from None
+
+
+def _partitions_of_events(connection: Connection) -> set[str]:
+    if connection.dialect.name != "postgresql":
+        return set()
+    found = connection.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = to_regclass(:name)"
+        ),
+        {"name": EVENTS_TABLE},
+    )
+    return set(found.scalars())
+
+
 def _configure(connection: Connection) -> None:
+    partitions = _partitions_of_events(connection)
+
+    def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+        # The partitions of pa_events belong to its layout, not to the models.
+        return not (type_ == "table" and name in partitions)
+
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
@@ -49,10 +89,23 @@ def _configure(connection: Connection) -> None:
         render_as_batch=True,
         compare_type=True,
         compare_server_default=True,
+        include_name=include_name,
     )
 
 
+def _run(connection: Connection) -> None:
+    _configure(connection)
+    partitions = _events_partitions()
+    with context.begin_transaction():
+        context.run_migrations()
+        if partitions is not None:
+            set_events_layout(connection, partitions)
+
+
 def run_migrations_offline() -> None:
+    if _events_partitions() is not None:
+        # The change of layout reads the catalog: it needs a database, not a script.
+        raise SystemExit("-x events_partitions needs a database connection (not --sql)")
     context.configure(
         url=_url(),
         target_metadata=target_metadata,
@@ -67,17 +120,13 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     given = config.attributes.get("connection")
     if isinstance(given, Connection):
-        _configure(given)
-        with context.begin_transaction():
-            context.run_migrations()
+        _run(given)
         return
     # An Engine handed in (pytest-alembic does this) is used as is; otherwise one is built.
     engine = given if isinstance(given, Engine) else make_engine(_url(), poolclass=pool.NullPool)
     try:
         with migration_lock(engine) as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            _run(conn)
     finally:
         if engine is not given:
             engine.dispose()

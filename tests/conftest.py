@@ -25,9 +25,13 @@ from purpose_agent import (
 )
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.models import Base
+from purpose_agent.db.partitions import partition_events
 from purpose_agent.testing import Backend, BlockingAdapter, Capability
 from purpose_agent.testing.harness import CapabilityNotDeclared
 from tests.servers import required, server_url, throwaway_database
+
+# Hash partitions of pa_events in the postgres-partitioned backend: enough that runs spread.
+PARTITIONS = 4
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -54,6 +58,19 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def postgres_url() -> Iterator[URL]:
     """A throwaway Postgres database for this test run, dropped at the end."""
     with server_url("postgres") as admin, throwaway_database(admin) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_partitioned_url() -> Iterator[URL]:
+    """A throwaway Postgres database whose event log is hash-partitioned by run id."""
+    with server_url("postgres") as admin, throwaway_database(admin, "pa_part") as url:
+        SQLCheckpointer(url).close()
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        try:
+            partition_events(engine, PARTITIONS)
+        finally:
+            engine.dispose()
         yield url
 
 
@@ -94,6 +111,8 @@ BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
+    # Postgres with pa_events hash-partitioned by run id (purpose-agent db partition).
+    pytest.param("postgres-partitioned", marks=pytest.mark.postgres),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
     pytest.param("async-mariadb", marks=pytest.mark.mariadb),
@@ -144,6 +163,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         return _server_backend(request, "postgres_url", "postgres")
     if name == "mariadb":
         return _server_backend(request, "mariadb_url", "mariadb")
+    if name == "postgres-partitioned":
+        return _server_backend(request, "postgres_partitioned_url", name)
     if name.startswith("async-"):
         grouped = {"group_commit": GROUPED} if name.startswith("async-grouped-") else {}
         database = name.rpartition("-")[2]

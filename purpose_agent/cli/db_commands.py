@@ -8,6 +8,8 @@ schema is not the one this version needs, naming the command that fixes it.
 from __future__ import annotations
 
 import click
+from sqlalchemy import pool
+from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.cli.options import (
     chosen_revision,
@@ -18,8 +20,10 @@ from purpose_agent.cli.options import (
     url_flag,
 )
 from purpose_agent.cli.output import console, emit_json
+from purpose_agent.db.engine import make_engine, parse_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
-from purpose_agent.errors import SchemaNotCurrent
+from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
+from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
 from purpose_agent.ops.schema import (
     SchemaStatus,
     downgrade_schema,
@@ -126,3 +130,53 @@ def check(url: str | None) -> None:
         command = UPGRADE_COMMAND + url_flag(url, status.url) if status.known else NEWER_COMMAND
         raise SchemaNotCurrent(status.current, status.head, command)
     console().print(f"{status.url}: schema is at revision {status.head} (head)")
+
+
+def _relayout(url: str | None, partitions: int) -> tuple[str, EventsLayout, EventsLayout]:
+    shown = resolve_url(url)
+    if "://" not in shown:
+        raise InvalidInput(f"{shown!r} is not a database URL (db commands work on SQL stores)")
+    parsed = parse_url(shown)
+    where = parsed.render_as_string(hide_password=True)
+    engine = make_engine(parsed, poolclass=pool.NullPool)
+    try:
+        with translated("changing the layout of pa_events", where, SQLAlchemyError):
+            before, after = partition_events(engine, partitions)
+    finally:
+        engine.dispose()
+    return where, before, after
+
+
+def _print_layout(where: str, before: EventsLayout, after: EventsLayout, as_json: bool) -> None:
+    if as_json:
+        emit_json({"url": where, "before": before.to_dict(), "after": after.to_dict()})
+    elif before == after:
+        console().print(f"{where}: pa_events is already {after.describe()}")
+    else:
+        console().print(f"{where}: pa_events was {before.describe()}, now {after.describe()}")
+
+
+@db.command()
+@click.option(
+    "--partitions",
+    type=click.IntRange(1, MAX_PARTITIONS),
+    required=True,
+    help="How many hash partitions by run id.",
+)
+@json_option
+@sql_url_option
+def partition(partitions: int, as_json: bool, url: str | None) -> None:
+    """Lay the event log out in hash partitions by run id (PostgreSQL).
+
+    Rewrites pa_events in one transaction under the migration lock: writers wait until it
+    commits. The layout stays across upgrades; `db unpartition` goes back to one table.
+    """
+    _print_layout(*_relayout(url, partitions), as_json)
+
+
+@db.command()
+@json_option
+@sql_url_option
+def unpartition(as_json: bool, url: str | None) -> None:
+    """Bring the event log back to one table, the default layout (PostgreSQL)."""
+    _print_layout(*_relayout(url, 0), as_json)

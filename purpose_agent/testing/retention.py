@@ -317,4 +317,3 @@ class RetentionSuite(RetentionRows, RetentionWithAppendsRows, DurableRetentionRo
     """Every row of Capability.RETENTION; some also need APPEND and GROUPS, or DURABLE."""
 
     capability: ClassVar[Capability] = Capability.RETENTION
-

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +37,6 @@ WAIT = 60
 
 def new(key: str | None = None, **data: Any) -> NewEvent:
     return NewEvent(kind=EventKind.CUSTOM, data=data, key=key, ts=1.0)
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def cp(base: Path) -> Iterator[JSONLCheckpointer]:
-    with JSONLCheckpointer(base) as store:
-        yield store
 
 
 def log_lines(base: Path, run_id: str) -> list[Any]:

@@ -11,7 +11,7 @@ import stat
 import subprocess
 import sys
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +29,6 @@ from purpose_agent import (
     StoreUnavailable,
 )
 from purpose_agent.testing.suite import ev, st
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def cp(base: Path) -> Iterator[JSONLCheckpointer]:
-    with JSONLCheckpointer(base) as store:
-        yield store
 
 
 def files_under(root: Path) -> set[Path]:
@@ -65,8 +54,11 @@ def test_bad_run_ids_touch_no_file_anywhere(tmp_path: Path, base: Path, run_id: 
     cp = JSONLCheckpointer(base)
     before = files_under(tmp_path)
     calls: list[Callable[[], object]] = [
-        lambda: cp.save_event(PAEvent.model_construct(
-            run_id=run_id, seq=1, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={})),
+        lambda: cp.save_event(
+            PAEvent.model_construct(
+                run_id=run_id, seq=1, kind=EventKind.CUSTOM, ts=1.0, lane_id="main", data={}
+            )
+        ),
         lambda: cp.save_snapshot(run_id, RunState.model_construct(run_id=run_id)),
         lambda: cp.load_latest(run_id),
         lambda: cp.list_events(run_id),
@@ -156,7 +148,8 @@ def test_list_runs_orders_by_the_files_written_last(cp: JSONLCheckpointer) -> No
     cp.save_snapshot("a", st("a", 1))
     newest = max(
         (cp.run_path(r) / name).stat().st_mtime_ns
-        for r in "abc" for name in ("events.jsonl", "snapshot.json")
+        for r in "abc"
+        for name in ("events.jsonl", "snapshot.json")
         if (cp.run_path(r) / name).exists()
     )
     # b's log stamped newest of all, a's snapshot in between: the max per run decides.

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,6 @@ from purpose_agent import (
 )
 from purpose_agent.stores.jsonl import FaultPoint
 from purpose_agent.testing.suite import ev, st
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
-def cp(base: Path) -> Iterator[JSONLCheckpointer]:
-    with JSONLCheckpointer(base) as store:
-        yield store
-
 
 # -- batches across runs: the journal ----------------------------------------------------------
 
@@ -77,7 +65,9 @@ def crash_mid_batch(base: Path, point: str, run_id: str = "") -> None:
         cp.save_event(ev("a", 1))
     child = subprocess.Popen(
         [sys.executable, "-c", CRASHING_WRITER, str(base), point, run_id],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert child.stdout is not None
@@ -104,10 +94,12 @@ def assert_batch_landed_once(base: Path) -> None:
         assert fresh.load_latest("b") == B_STATE
     # Rolling forward appended nothing twice: a1's own line, then one line per run for the batch.
     assert raw_lines(base, "a") == [
-        ev("a", 1).to_dict(), [ev("a", 2).to_dict(), ev("a", 3, x=1).to_dict()]
+        ev("a", 1).to_dict(),
+        [ev("a", 2).to_dict(), ev("a", 3, x=1).to_dict()],
     ]
     assert raw_lines(base, "b")[0] == {
-        "events": [e.to_dict() for e in B_EVENTS], "snapshot": B_STATE.to_dict()
+        "events": [e.to_dict() for e in B_EVENTS],
+        "snapshot": B_STATE.to_dict(),
     }
     assert journal_files(base, ".entry") == []
 
@@ -241,7 +233,10 @@ def test_single_run_batches_skip_the_journal(base: Path) -> None:
     assert steps == []
     cp.save_events([ev("a", 4), ev("b", 2)], snapshot=st("b", 2))
     assert steps == [
-        ("journal-temp", None), ("journal", None), ("appended", "a"), ("appended", "b")
+        ("journal-temp", None),
+        ("journal", None),
+        ("appended", "a"),
+        ("appended", "b"),
     ]
     assert journal_files(cp.base_dir, "") == []
 
@@ -320,8 +315,14 @@ def test_journal_entry_that_contradicts_a_log_is_reported_not_applied(
     line = json.dumps
     entry = write_entry(
         cp.base_dir,
-        (line({"runs": ["a", "b"]}) + "\n" + line(ev("a", 1, v="other").to_dict()) + "\n"
-         + line(ev("b", 1).to_dict()) + "\n").encode(),
+        (
+            line({"runs": ["a", "b"]})
+            + "\n"
+            + line(ev("a", 1, v="other").to_dict())
+            + "\n"
+            + line(ev("b", 1).to_dict())
+            + "\n"
+        ).encode(),
     )
     for touch in (lambda: cp.list_events("b"), lambda: cp.save_event(ev("a", 2))):
         with pytest.raises(CorruptRecord) as info:

@@ -21,11 +21,6 @@ from purpose_agent.testing.suite import ev, st
 
 
 @pytest.fixture
-def base(tmp_path: Path) -> Path:
-    return tmp_path / "store"
-
-
-@pytest.fixture
 def cp(base: Path) -> Iterator[JSONLCheckpointer]:
     with JSONLCheckpointer(base) as store:
         yield store
@@ -154,8 +149,16 @@ def test_last_line_zeroed_from_the_middle_is_reported_naming_its_seq(
         (b"garbage", None),
     ],
     ids=[
-        "closed-twice", "missing-comma", "two-commas", "control-char", "bad-escape",
-        "leading-zero", "bad-literal", "not-utf8", "blank", "garbage",
+        "closed-twice",
+        "missing-comma",
+        "two-commas",
+        "control-char",
+        "bad-escape",
+        "leading-zero",
+        "bad-literal",
+        "not-utf8",
+        "blank",
+        "garbage",
     ],
 )
 def test_last_line_that_no_write_starts_with_is_reported(
@@ -317,7 +320,10 @@ def test_damaged_snapshot_file_names_its_run_and_the_seq_it_still_shows(
     path = cp.run_path("r") / "snapshot.json"
     path.write_bytes(damage_text(path.read_bytes(), how))
     assert_reported(
-        cp, seq, reads=["recover", "load_latest"], writes=["save_events", "save_snapshot"],
+        cp,
+        seq,
+        reads=["recover", "load_latest"],
+        writes=["save_events", "save_snapshot"],
         damaged="snapshot.json",
     )
     # The log itself is intact, and reads that need no snapshot still serve it.
