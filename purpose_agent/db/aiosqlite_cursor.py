@@ -76,10 +76,15 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _call(self, sql: str, parameters: Any, many: bool) -> None:
         connection = self._connection
+        # Cleared only when the statement's answer came back: a task cancelled while it ran
+        # leaves the mark, and the connection is rolled back when it returns to the pool.
+        connection.pa_in_flight = True
         try:
             found = await_only(connection._execute(_run, connection._conn, sql, parameters, many))
         except Exception as error:  # noqa: BLE001 - the adapter raises it as the DBAPI's error
+            connection.pa_in_flight = False
             self._adapt_connection._handle_exception(error)
+        connection.pa_in_flight = False
         self._description, self._rowcount, self._lastrowid, rows = found
         self._rows = collections.deque(rows)
 
@@ -104,7 +109,18 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
 
 def use_one_trip_cursors(engine: AsyncEngine) -> None:
-    """Give every new connection of an aiosqlite engine the one-trip cursor."""
+    """Give every new connection of an aiosqlite engine the one-trip cursor.
+
+    The engine must be built with ``pool_reset_on_return=None``: a connection is rolled back
+    when it returns to the pool only if a transaction is open or a statement may still be
+    running (its task was cancelled), which saves a trip to its thread on every call.
+    """
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+        driver = dbapi_connection.driver_connection
+        if getattr(driver, "pa_in_flight", True) or driver.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "connect", insert=True)
     def _swap(dbapi_connection: Any, _record: Any) -> None:

@@ -88,6 +88,8 @@ def make_async_engine(
     options = _backend_options(synchronous)
     chosen = options.pop("url", synchronous)
     parsed = parsed.set(query=chosen.query, database=chosen.database)
+    if backend == "sqlite":
+        options["pool_reset_on_return"] = None  # see use_one_trip_cursors
     if options.get("poolclass") is pool.StaticPool:
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:
