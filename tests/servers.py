@@ -423,6 +423,49 @@ def _binary(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
 
 
+class LocalPostgresStandby(LocalPostgres):
+    """A hot standby of a :class:`LocalPostgres`, cloned with ``pg_basebackup -R``.
+
+    It streams the primary's WAL over a replication connection (the primary's ``initdb -A
+    trust`` lets loopback replication in, and ``wal_level=replica`` is the default) and serves
+    reads. :meth:`delay` makes it apply each commit that much later, to test lagging reads.
+    """
+
+    def __init__(self, primary: LocalPostgres) -> None:
+        LocalServer.__init__(self)
+        self.data = self.root / "data"
+        self._user = _unprivileged()
+        if self._user is not None:
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
+        self._run(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            "postgres",
+            "-D",
+            self.data,
+            "-R",
+            "-X",
+            "stream",
+            "--no-sync",
+        )
+
+    def delay(self, seconds: float) -> None:
+        """Set ``recovery_min_apply_delay`` and reload (0 for none)."""
+        conf = self.data / "postgresql.auto.conf"
+        kept = [
+            line
+            for line in conf.read_text().splitlines()
+            if not line.startswith("recovery_min_apply_delay")
+        ]
+        kept.append(f"recovery_min_apply_delay = '{int(seconds * 1000)}ms'")
+        conf.write_text("\n".join(kept) + "\n")
+        self._run("pg_ctl", "reload", "-D", self.data)
+
+
 class LocalMariaDB(LocalServer):
     """MariaDB from ``mariadbd``, its data made by ``mariadb-install-db``.
 

@@ -42,6 +42,7 @@ from purpose_agent.db.engine import (
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, run_sql
+from purpose_agent.db.replicas import Replicas, run_ids_of
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
     CheckpointError,
@@ -99,6 +100,13 @@ class SQLCheckpointer(ClosingContext):
             next commit (see :mod:`purpose_agent.db.group_commit`): ``True`` for the default
             policy, or a :class:`GroupCommitPolicy`. Each call is still committed when it
             returns, and a lone writer commits at once.
+        read_url: Postgres streaming replicas (one URL or a list) to serve ``list_events``,
+            ``iter_events``, ``recover``, ``load_latest``, ``list_runs``, ``list_groups`` and
+            ``run_group``. A read follows this store's own writes: a run it wrote is read
+            from the primary until a replica has replayed past that write. A replica that
+            fails is skipped for a second; reads then go to the primary. Replicas are never
+            migrated or checked. Writes, ``last_seq`` and ``event_by_key`` (which appends
+            rely on) always use the primary.
 
     Raises:
         InvalidInput: A malformed URL or a driver that is not installed.
@@ -119,6 +127,7 @@ class SQLCheckpointer(ClosingContext):
         page_size: int = 1000,
         allow_seed_tables: bool = False,
         group_commit: GroupCommitPolicy | bool = False,
+        read_url: str | URL | Sequence[str | URL] | None = None,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
@@ -143,6 +152,7 @@ class SQLCheckpointer(ClosingContext):
         self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
         self._payload_limit: int | None = None
         self._closed = False
+        self._replicas: Replicas | None = None
         policy = GroupCommitPolicy() if group_commit is True else group_commit or None
         self._commits = GroupCommit(policy, self._commit_many) if policy else None
         try:
@@ -153,6 +163,8 @@ class SQLCheckpointer(ClosingContext):
                 ),
             )
             self._payload_limit = self._call("opening the store", self._read_payload_limit)
+            if read_url is not None:
+                self._replicas = Replicas(read_url, primary=self._engine)
         except BaseException:
             self.close()
             raise
@@ -221,6 +233,25 @@ class SQLCheckpointer(ClosingContext):
                     continue
                 raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(
+        self,
+        action: str,
+        fetch: Callable[[Transactions, Queries], T],
+        run_id: str | None,
+    ) -> T:
+        """A read, on a replica that has this store's writes to the run if there is one.
+
+        Args:
+            action: What is being done, for an error's message.
+            fetch: The read, given the units and statements of the database it runs on.
+            run_id: The run read (whose writes a replica must have), ``None`` for all runs.
+        """
+        if self._replicas is not None and not self._closed:
+            served, result = self._replicas.read(run_id, fetch)
+            if served:
+                return result  # type: ignore[return-value]
+        return self._call(action, lambda: fetch(self._units, self._queries), run_id)
 
     def _undecodable(self, run_id: str) -> CorruptRecord:
         """Name the record of a run whose text the driver could not decode (not UTF-8)."""
@@ -329,6 +360,13 @@ class SQLCheckpointer(ClosingContext):
         self._save("saving a snapshot", [], snap)
 
     def _save(self, action: str, rows: list[EventRow], snap: StateRow | None) -> None:
+        if self._replicas is not None:
+            with self._replicas.writing(run_ids_of(rows, snap)):
+                self._save_now(action, rows, snap)
+            return
+        self._save_now(action, rows, snap)
+
+    def _save_now(self, action: str, rows: list[EventRow], snap: StateRow | None) -> None:
         if self._commits is None:
             self._call(action, lambda: self._write(rows, snap))
             return
@@ -520,6 +558,23 @@ class SQLCheckpointer(ClosingContext):
                 committing=None if keyed else lambda: sent[0],
             )
 
+        if self._replicas is not None:
+            with self._replicas.writing([run_id]):
+                placed = self._place(alone, run_id, items, expected, snapshot, group, keyed)
+        else:
+            placed = self._place(alone, run_id, items, expected, snapshot, group, keyed)
+        return decode_events(run_id, [row[1:] for row in placed.result])
+
+    def _place(
+        self,
+        alone: Callable[[], Placement],
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        snapshot: RunState | None,
+        group: str | None,
+        keyed: bool,
+    ) -> Placement:
         if self._commits is None:
             placed = alone()
         else:
@@ -535,7 +590,7 @@ class SQLCheckpointer(ClosingContext):
                     repeatable=keyed,
                 )
             )
-        return decode_events(run_id, [row[1:] for row in placed.result])
+        return placed
 
     def _append(
         self,
@@ -662,20 +717,20 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def load() -> tuple[int, str] | None:
-            with self._units.single() as conn:
-                return self._queries.snapshot(conn, run_id)
+        def load(units: Transactions, queries: Queries) -> tuple[int, str] | None:
+            with units.single() as conn:
+                return queries.snapshot(conn, run_id)
 
-        found = self._call("loading a snapshot", load, run_id)
+        found = self._read("loading a snapshot", load, run_id)
         return decode_state(run_id, found[1], found[0]) if found is not None else None
 
     def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
-        def fetch() -> list[Any]:
-            with self._units.single() as conn:
-                return self._queries.events_after(conn, run_id, since_seq, limit)
+        def fetch(units: Transactions, queries: Queries) -> list[Any]:
+            with units.single() as conn:
+                return queries.events_after(conn, run_id, since_seq, limit)
 
         with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
-            return self._call("reading events", fetch, run_id)
+            return self._read("reading events", fetch, run_id)
 
     def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
         return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
@@ -718,12 +773,12 @@ class SQLCheckpointer(ClosingContext):
         if window.plain:
             return self._fetch_events(run_id, since_seq, limit)
 
-        def fetch() -> list[Any]:
-            with self._units.single() as conn:
-                return self._queries.events_in(conn, run_id, window)
+        def fetch(units: Transactions, queries: Queries) -> list[Any]:
+            with units.single() as conn:
+                return queries.events_in(conn, run_id, window)
 
         with gc_paused():
-            rows = self._call("reading events", fetch, run_id)
+            rows = self._read("reading events", fetch, run_id)
         return decode_events(run_id, rows)
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
@@ -757,12 +812,12 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def fetch() -> list[Any]:
-            with self._units.single() as conn:
-                return self._queries.recovery_rows(conn, run_id)
+        def fetch(units: Transactions, queries: Queries) -> list[Any]:
+            with units.single() as conn:
+                return queries.recovery_rows(conn, run_id)
 
         with gc_paused():
-            rows = self._call("recovering a run", fetch, run_id)
+            rows = self._read("recovering a run", fetch, run_id)
         if not rows:
             return None
         state = None
@@ -800,11 +855,11 @@ class SQLCheckpointer(ClosingContext):
         if limit == 0:
             return []
 
-        def fetch() -> list[str]:
-            with self._units.single() as conn:
-                return self._queries.run_ids(conn, limit, offset, group, prefix)
+        def fetch(units: Transactions, queries: Queries) -> list[str]:
+            with units.single() as conn:
+                return queries.run_ids(conn, limit, offset, group, prefix)
 
-        return self._call("listing runs", fetch)
+        return self._read("listing runs", fetch, None)
 
     def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         """Group names, the group with the most recently written run first.
@@ -818,11 +873,11 @@ class SQLCheckpointer(ClosingContext):
         if limit == 0:
             return []
 
-        def fetch() -> list[str]:
-            with self._units.single() as conn:
-                return self._queries.group_names(conn, limit, offset)
+        def fetch(units: Transactions, queries: Queries) -> list[str]:
+            with units.single() as conn:
+                return queries.group_names(conn, limit, offset)
 
-        return self._call("listing groups", fetch)
+        return self._read("listing groups", fetch, None)
 
     def run_group(self, run_id: str) -> str | None:
         """The run's group, or ``None`` (no group, or an unknown run).
@@ -833,11 +888,11 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def fetch() -> str | None:
-            with self._units.single() as conn:
-                return self._queries.run_group(conn, run_id)
+        def fetch(units: Transactions, queries: Queries) -> str | None:
+            with units.single() as conn:
+                return queries.run_group(conn, run_id)
 
-        return self._call("reading a run's group", fetch, run_id)
+        return self._read("reading a run's group", fetch, run_id)
 
     # -- retention ------------------------------------------------------------------------
 
@@ -860,6 +915,9 @@ class SQLCheckpointer(ClosingContext):
             with self._units.single() as conn:
                 return self._queries.compact(conn, run_id)
 
+        if self._replicas is not None:
+            with self._replicas.writing([run_id]):
+                return self._call("compacting a run", remove, run_id)
         return self._call("compacting a run", remove, run_id)
 
     def delete_runs(
@@ -895,6 +953,9 @@ class SQLCheckpointer(ClosingContext):
                 self._queries.delete_runs(conn, doomed)
             return doomed
 
+        if self._replicas is not None:
+            with self._replicas.writing(None):
+                return self._call("deleting runs", remove)
         return self._call("deleting runs", remove)
 
     def delete_run(self, run_id: str) -> None:
@@ -910,6 +971,10 @@ class SQLCheckpointer(ClosingContext):
             with self._units.write() as conn:
                 self._queries.delete_run(conn, run_id)
 
+        if self._replicas is not None:
+            with self._replicas.writing([run_id]):
+                self._call("deleting a run", remove)
+            return
         self._call("deleting a run", remove)
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -922,6 +987,8 @@ class SQLCheckpointer(ClosingContext):
     def close(self) -> None:
         """Release the store's connections (the engine is kept if it was passed in)."""
         self._closed = True
+        if self._replicas is not None:
+            self._replicas.close()
         if self._owns_engine:
             self._engine.dispose()
 
