@@ -40,6 +40,9 @@ MAX_TRACKED_RUNS = 10_000
 REPLAY_CACHE_SECONDS = 0.005
 # How long a replica that failed is left alone.
 RETRY_AFTER_SECONDS = 1.0
+# Seconds to wait for a replica's connection (unless its URL says): a read that cannot reach
+# one goes to the primary, so waiting the system's TCP timeout for a lost host helps no one.
+CONNECT_TIMEOUT_SECONDS = 5
 
 # The keys of the shared marks: a write anywhere (for list_runs) and forgotten runs.
 _ANY = "\x00any"
@@ -115,7 +118,10 @@ class Replicas:
         self.replicas: list[Replica] = []
         try:
             for url in parsed.values():
-                engine = make_engine(url)
+                options: dict[str, Any] = {}
+                if "connect_timeout" not in url.query:
+                    options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+                engine = make_engine(url, **options)
                 flavor = flavor_for(engine)
                 self.replicas.append(
                     Replica(
