@@ -8,6 +8,7 @@ a restarted one serves them again.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -184,6 +185,49 @@ def test_a_writer_reads_its_own_writes_while_the_replica_lags(
         assert "r0" not in store.list_runs()
         reads = counted.counts["primary"]
         assert reads == 0, counted.counts
+
+
+def test_threads_read_their_own_writes_while_the_replica_trails_by_a_little(
+    primary: LocalPostgres, standby: LocalPostgresStandby, databases: tuple[URL, URL]
+) -> None:
+    url, replica = databases
+    standby.delay(0.05)
+    time.sleep(0.3)
+    errors: list[BaseException] = []
+    with SQLCheckpointer(url, read_url=replica) as store:
+        assert store._replicas is not None
+        served = [0]
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+            if "pa_events" in statement:
+                served[0] += 1
+
+        event.listen(store._replicas.replicas[0].engine, "before_cursor_execute", count)
+
+        def work(worker: int) -> None:
+            try:
+                for step in range(1, 31):
+                    run_id = f"t{worker}-{step % 3}"
+                    placed = store.append(run_id, [new(step=step)], snapshot=st(run_id, 0))
+                    assert store.list_events(run_id)[-1] == placed[-1]
+                    recovered = store.recover(run_id)
+                    assert recovered is not None
+                    assert recovered.state is not None
+                    assert recovered.state.seq == placed[-1].seq
+                    # Every tenth step, a pause longer than the lag: the run's next read
+                    # may be served by the standby.
+                    time.sleep(0.08 if step % 10 == 0 else 0)
+                    assert store.list_events(run_id)[-1] == placed[-1]
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(worker,)) for worker in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert served[0] > 0  # the standby served the reads it had caught up for
 
 
 @contextlib.contextmanager
