@@ -1,6 +1,6 @@
 """The layout of the event log on Postgres: one table, or hash partitions by run.
 
-The default layout, which revisions 0001 and 0002 create, is one ``pa_events`` table. A
+The default layout, which revisions 0001 to 0003 create, is one ``pa_events`` table. A
 deployment whose log grows into the hundreds of millions of rows may opt into hash partitions
 by ``run_id`` (Postgres declarative partitioning): every statement the store runs names one
 run, so each touches one partition, and a partition can be vacuumed, reindexed or moved on its
