@@ -661,11 +661,34 @@ class LocalPgBouncer(LocalServer):
 
     name = "pgbouncer"
 
-    def __init__(self, backend: LocalPostgres, pool_mode: str = "transaction") -> None:
+    def __init__(
+        self,
+        backend: LocalPostgres,
+        pool_mode: str = "transaction",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """Configure PgBouncer in front of ``backend``.
+
+        Args:
+            backend: The server it pools connections to.
+            pool_mode: ``transaction``, ``session`` or ``statement``.
+            settings: More ``[pgbouncer]`` settings, for a test that needs a deployment's
+                choice (a failover test shortens ``server_login_retry``).
+
+        """
         super().__init__()
+        self._settings = dict(settings or {})
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _unprivileged()  # pgbouncer refuses to run as root
         (self.root / "users.txt").write_text('"postgres" ""\n')
+        self._pool_mode = pool_mode
+        self._write_config(backend)
+        if self._user is not None:
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def _write_config(self, backend: LocalPostgres) -> None:
+        pool_mode = self._pool_mode
         (self.root / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"* = host=127.0.0.1 port={backend.port}\n"
@@ -680,10 +703,19 @@ class LocalPgBouncer(LocalServer):
             "default_pool_size = 20\n"
             f"logfile = {self.root / 'pgbouncer.log'}\n"
             f"pidfile = {self.pidfiles()[0]}\n"
+            + "".join(f"{name} = {value}\n" for name, value in self._settings.items())
         )
-        if self._user is not None:
-            for path in (self.root, *self.root.iterdir()):
-                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def repoint(self, backend: LocalPostgres) -> None:
+        """Send new server connections to ``backend``, as failover tooling does after a promotion.
+
+        The configuration is rewritten and reloaded (SIGHUP): PgBouncer closes its server
+        connections to the old address and opens new ones to the new one; clients stay
+        connected to PgBouncer.
+        """
+        self._write_config(backend)
+        if self._process is not None:
+            self._process.send_signal(signal.SIGHUP)
 
     @classmethod
     def installed(cls) -> bool:

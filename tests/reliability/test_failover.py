@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,12 +44,12 @@ RETRY_PAUSE = 0.05
 
 
 @pytest.fixture
-def failover_url(sync_pair: SynchronousPair) -> Iterator[URL]:
+def failover_url(sync_pair: SynchronousPair) -> URL:
     """A database on the pair (made on the primary, replicated), through the multi-host URL."""
     sync_pair.primary.query(f"CREATE DATABASE {DATABASE}")
     url = sync_pair.url(DATABASE)
     SQLCheckpointer(url).close()  # the schema, before anything is killed
-    yield url
+    return url
 
 
 def served_by(store: SQLCheckpointer) -> tuple[int, bool]:
@@ -133,9 +133,7 @@ def test_saves_acknowledged_before_the_primary_dies_are_on_the_promoted_standby(
 
         callers = {
             "save_event": Retrying(lambda n: store.save_event(ev("explicit", n, n=n))),
-            "keyed append": Retrying(
-                lambda n: store.append("keyed", [new(key=f"k{n}", n=n)])
-            ),
+            "keyed append": Retrying(lambda n: store.append("keyed", [new(key=f"k{n}", n=n)])),
             "unkeyed append": Retrying(unkeyed),
             "recover": Retrying(recovering),
         }
