@@ -43,6 +43,7 @@ WRITERS = 4
 SIZE = 4
 PARTITIONS = 8
 DATABASE = "pa_soak"
+PARTITION_COMMAND = (sys.executable, "-m", "purpose_agent", "db", "partition")
 # PgBouncer waits server_login_retry (15 s by default) after a failed server login before it
 # tries again, even once repointed: a deployment that fails over shortens it.
 BOUNCER = {"server_login_retry": "1"}
@@ -102,8 +103,7 @@ def test_a_fleet_of_killed_writers_through_pgbouncer_loses_nothing_across_a_fail
     direct = sync_pair.primary.url.set(database=DATABASE).render_as_string(hide_password=False)
     SQLCheckpointer(direct).close()
     partitioned = subprocess.run(
-        [sys.executable, "-m", "purpose_agent", "db", "partition"]
-        + ["--partitions", str(PARTITIONS), "--url", direct],
+        [*PARTITION_COMMAND, "--partitions", str(PARTITIONS), "--url", direct],
         capture_output=True,
         text=True,
         check=False,
@@ -147,7 +147,7 @@ def test_a_fleet_of_killed_writers_through_pgbouncer_loses_nothing_across_a_fail
         assert others == [], others
         acks = fleet.said("ack")
         resumes = fleet.said("resume")
-        acknowledged = {run_id: {int(words[1]) for r, words in acks if r == run_id} for run_id in runs}
+        acknowledged = {run_id: {int(w[1]) for r, w in acks if r == run_id} for run_id in runs}
         after = [float(words[2]) for _, words in acks if float(words[2]) > killed_at]
         assert after, "nothing was acknowledged after the failover"
         served = sum(1 for _, words in resumes if words[2] == "replica")
