@@ -122,13 +122,19 @@ def test_saves_acknowledged_before_the_primary_dies_are_on_the_promoted_standby(
             store.append("unkeyed", [new(n=n)])
 
         def recovering(n: int) -> None:
-            # Reads of runs this store writes: on the replica once it has replayed the
-            # writes, else on the primary; each sees every step acknowledged before it.
+            # Reads of runs this store writes (recover, iter_events, list_runs): on the
+            # replica once it has replayed the writes, else on the primary; each sees every
+            # step acknowledged before it.
             run_id = f"steps-{n % 3}"
             done = max(steps.acknowledged.get(run_id, set()), default=0)
             recovered = store.recover(run_id)
             seq = 0 if recovered is None or recovered.state is None else recovered.state.seq
             assert seq >= done * steps.size, f"{run_id}: recovered seq {seq}, step {done} acked"
+            streamed = [event.seq for event in store.iter_events(run_id, since_seq=seq)]
+            assert streamed[: len(recovered.events) if recovered else 0] == [
+                event.seq for event in (recovered.events if recovered else [])
+            ]
+            assert run_id in store.list_runs() or recovered is None
             time.sleep(0.01)
 
         callers = {
