@@ -10,6 +10,7 @@ retry of the identical save is safe.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from purpose_agent import SQLCheckpointer, StoreUnavailable
+from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer, StoreUnavailable
 from purpose_agent.testing.samples import ev, new
 from tests.reliability.workload import (
     JOIN_TIMEOUT,
@@ -278,3 +279,53 @@ def test_a_commit_in_flight_when_the_primary_dies_is_reported_and_a_retry_is_saf
         unkeyed = [event.data["n"] for event in store.list_events("unkeyed")]
         assert unkeyed in ([1], [1, 2])  # may or may not be stored, never twice
         assert served_by(store) == (sync_pair.standby.port if sync_pair.standby else 0, False)
+
+
+def test_the_async_store_follows_the_promotion_too(
+    sync_pair: SynchronousPair, failover_url: URL
+) -> None:
+    seen: dict[str, Any] = {}
+
+    async def scenario() -> None:
+        store = AsyncSQLCheckpointer(failover_url)
+        acknowledged: dict[str, list[int]] = {f"async-{i}": [] for i in range(4)}
+        failures: list[tuple[float, BaseException]] = []
+        stop = asyncio.Event()
+
+        async def write(run_id: str) -> None:
+            n = 1
+            while not stop.is_set():
+                try:
+                    await store.save_event(ev(run_id, n))
+                except Exception as exc:
+                    failures.append((time.monotonic(), exc))
+                    if not isinstance(exc, StoreUnavailable):
+                        return  # a bug the test reports; retrying would hide it
+                    await asyncio.sleep(RETRY_PAUSE)
+                    continue
+                acknowledged[run_id].append(n)
+                n += 1
+
+        tasks = [asyncio.create_task(write(run_id)) for run_id in acknowledged]
+        await asyncio.sleep(BEFORE)
+        await asyncio.to_thread(sync_pair.kill_primary)
+        await asyncio.sleep(OUTAGE)
+        await asyncio.to_thread(sync_pair.promote)
+        promoted = time.monotonic()
+        await asyncio.sleep(AFTER)
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), JOIN_TIMEOUT)
+        seen["errors"] = {type(error).__name__ for _, error in failures}
+        seen["failures after the promotion"] = [
+            describe(error) for started, error in failures if started > promoted
+        ]
+        for run_id, acked in acknowledged.items():
+            stored = await store.list_events(run_id)
+            assert acked, f"{run_id} saved nothing"
+            assert stored == [ev(run_id, n) for n in range(1, len(stored) + 1)]
+            assert acked == list(range(1, len(acked) + 1))
+            assert len(stored) >= len(acked), f"{run_id}: acknowledged events are lost"
+        await store.close()
+
+    asyncio.run(scenario())
+    assert seen == {"errors": {"StoreUnavailable"}, "failures after the promotion": []}
