@@ -82,6 +82,23 @@ class Fleet:
         for reader in self.readers:
             reader.join(JOIN_TIMEOUT)
 
+    def stale_recoveries(self) -> int:
+        """Recoveries that resumed at or before a step an earlier process had acknowledged.
+
+        The standby confirms a commit once it has flushed it, and applies it a little later
+        (``synchronous_commit = on``, not ``remote_apply``): a recovery it serves may miss the
+        last steps, which the new process then saves again, identical.
+        """
+        stale = 0
+        for lines in self.lines.values():
+            done = 0
+            for words in (line.split() for line in lines):
+                if words[0] == "ack":
+                    done = max(done, int(words[1]))
+                elif words[0] == "resume" and int(words[1]) <= done:
+                    stale += 1
+        return stale
+
     def said(self, word: str) -> list[tuple[str, list[str]]]:
         return [
             (run_id, line.split())
@@ -172,6 +189,7 @@ def test_a_fleet_of_killed_writers_through_pgbouncer_loses_nothing_across_a_fail
         "steps acknowledged": sum(len(steps) for steps in acknowledged.values()),
         "recoveries": len(resumes),
         "recoveries served by the standby": served,
+        "recoveries behind the last acknowledged step": fleet.stale_recoveries(),
         "calls retried after StoreUnavailable": len(retries),
         "kill to promoted and repointed (s)": round(repointed_at - killed_at, 2),
         "first acknowledgement after that (s)": round(min(after) - repointed_at, 2),
