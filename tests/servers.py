@@ -440,16 +440,22 @@ class LocalPostgres(LocalServer):
         self.query(f"ALTER SYSTEM SET synchronous_standby_names = '{standby}'")
         self.query("SELECT pg_reload_conf()")
 
-    def wait_synchronous(self, standby: str, timeout: float = START_TIMEOUT) -> None:
-        """Wait until ``pg_stat_replication`` shows ``standby`` streaming as the sync standby."""
+    def wait_synchronous(
+        self, standby: str, state: str = "sync", timeout: float = START_TIMEOUT
+    ) -> None:
+        """Wait until ``pg_stat_replication`` shows ``standby`` streaming in ``state``.
+
+        A reload reaches the walsenders a moment after ``pg_reload_conf()`` returns: until
+        then a standby taken out of ``synchronous_standby_names`` still confirms commits.
+        """
         deadline = time.monotonic() + timeout
         check = (
             "SELECT sync_state FROM pg_stat_replication "
             f"WHERE application_name = '{standby}' AND state = 'streaming'"
         )
-        while self.query(check) != "sync":
+        while self.query(check) != state:
             if time.monotonic() > deadline:
-                raise self._failed(f"{standby} did not become the synchronous standby")
+                raise self._failed(f"{standby} did not become {state}")
             time.sleep(0.05)
 
 
@@ -507,8 +513,18 @@ class LocalPostgresStandby(LocalPostgres):
         conf.write_text("\n".join(lines) + "\n")
 
     def promote(self) -> None:
-        """``pg_ctl promote -w``: end recovery and accept writes, as a failover does."""
+        """``pg_ctl promote -w``: end recovery and accept writes, as a failover does.
+
+        ``pg_ctl`` returns once the control file says the server is in production, which is
+        written just before sessions stop seeing recovery; this returns once a new session
+        sees ``pg_is_in_recovery()`` false, so that a client told "promoted" can write.
+        """
         self._run("pg_ctl", "promote", "-w", "-t", str(int(START_TIMEOUT)), "-D", self.data)
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.query("SELECT pg_is_in_recovery()") is not False:
+            if time.monotonic() > deadline:
+                raise self._failed("the promoted standby is still in recovery")
+            time.sleep(0.01)
 
     def delay(self, seconds: float) -> None:
         """Set ``recovery_min_apply_delay`` and reload (0 for none)."""

@@ -240,6 +240,7 @@ def test_a_commit_in_flight_when_the_primary_dies_is_reported_and_a_retry_is_saf
         store.save_event(ev("explicit", 1))
         store.append("unkeyed", [new(n=1)])
         sync_pair.primary.require_synchronous("nobody")
+        sync_pair.primary.wait_synchronous(SynchronousPair.STANDBY, "async")
         outcomes: dict[str, BaseException | None] = {}
 
         def save(name: str, call: Callable[[], object]) -> threading.Thread:
@@ -261,6 +262,7 @@ def test_a_commit_in_flight_when_the_primary_dies_is_reported_and_a_retry_is_saf
         deadline = time.monotonic() + JOIN_TIMEOUT
         while sync_pair.primary.query(waiting) != len(threads):
             assert time.monotonic() < deadline, "the commits never waited for the standby"
+            assert all(thread.is_alive() for thread in threads), f"returned: {outcomes}"
             time.sleep(0.02)
         sync_pair.kill_primary()
         for thread in threads:
