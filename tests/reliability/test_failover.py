@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer, StoreUnavailable
+from purpose_agent.db.postgres_sessions import MARKER
 from purpose_agent.testing.samples import ev, new
 from tests.reliability.workload import (
     JOIN_TIMEOUT,
@@ -54,9 +55,19 @@ def failover_url(sync_pair: SynchronousPair) -> URL:
 
 
 def served_by(store: SQLCheckpointer) -> tuple[int, bool]:
-    """The port of the server the store's connections reach, and whether it is a standby."""
+    """The port of the server the store's connections reach, and whether it is a standby.
+
+    It also checks that the connection was set up as a direct one (the marker the store asks
+    for at connect time, which keeps prepared statements on): a multi-host URL must not be
+    taken for a pooler.
+    """
     with store.reading("asking which server answers") as conn:
-        row = conn.execute(sa.text("SELECT inet_server_port(), pg_is_in_recovery()")).one()
+        row = conn.execute(
+            sa.text(
+                f"SELECT inet_server_port(), pg_is_in_recovery(), current_setting('{MARKER}', true)"
+            )
+        ).one()
+    assert row[2] == "on", "the store took the multi-host URL for a pooler"
     return int(row[0]), bool(row[1])
 
 
