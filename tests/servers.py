@@ -418,6 +418,46 @@ class LocalPostgres(LocalServer):
             )
         return ""
 
+    def query(self, sql: str) -> object:
+        """The first value of one statement run as the superuser (autocommit, no pool)."""
+        engine = sa.create_engine(
+            self.url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT"
+        )
+        try:
+            with engine.connect() as conn:
+                result = conn.execute(sa.text(sql))
+                return result.scalar() if result.returns_rows else None
+        finally:
+            engine.dispose()
+
+    def require_synchronous(self, standby: str) -> None:
+        """Make every commit wait until the standby named ``standby`` has flushed it.
+
+        ``synchronous_standby_names`` is set with ``ALTER SYSTEM`` after the standby was
+        cloned, so that the standby does not inherit it (once promoted, it would wait for a
+        standby of its own that does not exist), and takes effect on reload.
+        """
+        self.query(f"ALTER SYSTEM SET synchronous_standby_names = '{standby}'")
+        self.query("SELECT pg_reload_conf()")
+
+    def wait_synchronous(
+        self, standby: str, state: str = "sync", timeout: float = START_TIMEOUT
+    ) -> None:
+        """Wait until ``pg_stat_replication`` shows ``standby`` streaming in ``state``.
+
+        A reload reaches the walsenders a moment after ``pg_reload_conf()`` returns: until
+        then a standby taken out of ``synchronous_standby_names`` still confirms commits.
+        """
+        deadline = time.monotonic() + timeout
+        check = (
+            "SELECT sync_state FROM pg_stat_replication "
+            f"WHERE application_name = '{standby}' AND state = 'streaming'"
+        )
+        while self.query(check) != state:
+            if time.monotonic() > deadline:
+                raise self._failed(f"{standby} did not become {state}")
+            time.sleep(0.05)
+
 
 def _binary(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin")
@@ -431,7 +471,7 @@ class LocalPostgresStandby(LocalPostgres):
     reads. :meth:`delay` makes it apply each commit that much later, to test lagging reads.
     """
 
-    def __init__(self, primary: LocalPostgres) -> None:
+    def __init__(self, primary: LocalPostgres, application_name: str | None = None) -> None:
         LocalServer.__init__(self)
         self.data = self.root / "data"
         self._user = _unprivileged()
@@ -452,6 +492,39 @@ class LocalPostgresStandby(LocalPostgres):
             "stream",
             "--no-sync",
         )
+        self.application_name = application_name
+        if application_name is not None:
+            self._name_in_conninfo(application_name)
+
+    def _name_in_conninfo(self, name: str) -> None:
+        """Add ``application_name`` to the ``primary_conninfo`` that ``-R`` wrote.
+
+        The primary's ``synchronous_standby_names`` matches standbys by that name; without
+        it the walreceiver connects as ``walreceiver``.
+        """
+        conf = self.data / "postgresql.auto.conf"
+        lines = conf.read_text().splitlines()
+        for index, line in enumerate(lines):
+            if line.startswith("primary_conninfo = '") and line.endswith("'"):
+                lines[index] = f"{line[:-1]} application_name={name}'"
+                break
+        else:
+            raise self._failed(f"no primary_conninfo in {conf}")
+        conf.write_text("\n".join(lines) + "\n")
+
+    def promote(self) -> None:
+        """``pg_ctl promote -w``: end recovery and accept writes, as a failover does.
+
+        ``pg_ctl`` returns once the control file says the server is in production, which is
+        written just before sessions stop seeing recovery; this returns once a new session
+        sees ``pg_is_in_recovery()`` false, so that a client told "promoted" can write.
+        """
+        self._run("pg_ctl", "promote", "-w", "-t", str(int(START_TIMEOUT)), "-D", self.data)
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.query("SELECT pg_is_in_recovery()") is not False:
+            if time.monotonic() > deadline:
+                raise self._failed("the promoted standby is still in recovery")
+            time.sleep(0.01)
 
     def delay(self, seconds: float) -> None:
         """Set ``recovery_min_apply_delay`` and reload (0 for none)."""
@@ -604,11 +677,34 @@ class LocalPgBouncer(LocalServer):
 
     name = "pgbouncer"
 
-    def __init__(self, backend: LocalPostgres, pool_mode: str = "transaction") -> None:
+    def __init__(
+        self,
+        backend: LocalPostgres,
+        pool_mode: str = "transaction",
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """Configure PgBouncer in front of ``backend``.
+
+        Args:
+            backend: The server it pools connections to.
+            pool_mode: ``transaction``, ``session`` or ``statement``.
+            settings: More ``[pgbouncer]`` settings, for a test that needs a deployment's
+                choice (a failover test shortens ``server_login_retry``).
+
+        """
         super().__init__()
+        self._settings = dict(settings or {})
         self._process: subprocess.Popen[bytes] | None = None
         self._user = _unprivileged()  # pgbouncer refuses to run as root
         (self.root / "users.txt").write_text('"postgres" ""\n')
+        self._pool_mode = pool_mode
+        self._write_config(backend)
+        if self._user is not None:
+            for path in (self.root, *self.root.iterdir()):
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def _write_config(self, backend: LocalPostgres) -> None:
+        pool_mode = self._pool_mode
         (self.root / "pgbouncer.ini").write_text(
             "[databases]\n"
             f"* = host=127.0.0.1 port={backend.port}\n"
@@ -623,10 +719,19 @@ class LocalPgBouncer(LocalServer):
             "default_pool_size = 20\n"
             f"logfile = {self.root / 'pgbouncer.log'}\n"
             f"pidfile = {self.pidfiles()[0]}\n"
+            + "".join(f"{name} = {value}\n" for name, value in self._settings.items())
         )
-        if self._user is not None:
-            for path in (self.root, *self.root.iterdir()):
-                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+
+    def repoint(self, backend: LocalPostgres) -> None:
+        """Send new server connections to ``backend``, as failover tooling does after a promotion.
+
+        The configuration is rewritten and reloaded (SIGHUP): PgBouncer closes its server
+        connections to the old address and opens new ones to the new one; clients stay
+        connected to PgBouncer.
+        """
+        self._write_config(backend)
+        if self._process is not None:
+            self._process.send_signal(signal.SIGHUP)
 
     @classmethod
     def installed(cls) -> bool:
@@ -678,3 +783,77 @@ class LocalPgBouncer(LocalServer):
                 (self.root / "pgbouncer.log").read_text(errors="replace").splitlines()[-lines:]
             )
         return ""
+
+
+class SynchronousPair:
+    """A private primary whose commits wait for a hot standby, which a failover promotes.
+
+    The standby is cloned with ``pg_basebackup -R`` and connects as ``application_name``
+    ``standby1``; the primary names it in ``synchronous_standby_names``, so a commit returns
+    only once the standby has flushed its WAL (``synchronous_commit = on``). Clients reach
+    whichever of the two accepts writes through one multi-host URL (:meth:`url`).
+    """
+
+    STANDBY = "standby1"
+
+    def __init__(self) -> None:
+        self.primary = LocalPostgres()
+        self.standby: LocalPostgresStandby | None = None
+
+    def start(self) -> None:
+        """Start the primary, clone and start the standby, and make replication synchronous."""
+        self.primary.start()
+        self.standby = LocalPostgresStandby(self.primary, self.STANDBY)
+        self.standby.start()
+        self.primary.require_synchronous(self.STANDBY)
+        self.primary.wait_synchronous(self.STANDBY)
+
+    def url(self, database: str) -> URL:
+        """A URL over both servers that connects to the one accepting writes.
+
+        SQLAlchemy's psycopg form of libpq's ``host=a,b port=p,q``: each ``host`` carries
+        its port, and ``target_session_attrs=read-write`` skips a standby.
+        """
+        assert self.standby is not None
+        return URL.create(
+            "postgresql+psycopg",
+            "postgres",
+            database=database,
+            query={
+                "host": (f"127.0.0.1:{self.primary.port}", f"127.0.0.1:{self.standby.port}"),
+                "target_session_attrs": "read-write",
+            },
+        )
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster, as a crash of its machine would end it."""
+        self.primary.kill()
+
+    def promote(self) -> None:
+        """Promote the standby: from now on it is the server that accepts writes."""
+        assert self.standby is not None
+        self.standby.promote()
+
+    def close(self) -> None:
+        """Stop both servers and remove their files."""
+        try:
+            if self.standby is not None:
+                self.standby.close()
+        finally:
+            self.primary.close()
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

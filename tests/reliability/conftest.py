@@ -17,6 +17,7 @@ from tests.servers import (
     LocalPgBouncer,
     LocalPostgres,
     LocalServer,
+    SynchronousPair,
     skipped,
     throwaway_database,
 )
@@ -79,3 +80,18 @@ def postgres_db(private_postgres: LocalServer) -> Iterator[URL]:
 def mariadb_db(private_mariadb: LocalServer) -> Iterator[URL]:
     """An empty database on the private MariaDB, dropped after the test."""
     yield from _database(private_mariadb)
+
+
+@pytest.fixture
+def sync_pair() -> Iterator[SynchronousPair]:
+    """A primary with a synchronous hot standby, both this test's own: a failover ends the pair.
+
+    A killed primary cannot rejoin as a standby without ``pg_rewind``, so every test that
+    fails over gets a new pair (about three seconds to build).
+    """
+    if "postgres" in skipped():
+        pytest.skip("PURPOSE_AGENT_TEST_SKIP names postgres")
+    if not LocalPostgres.installed():
+        pytest.skip("the postgres binaries are not installed")
+    with SynchronousPair() as pair:
+        yield pair

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from purpose_agent import SequenceConflict, SQLCheckpointer
+from sqlalchemy import event as sa_event
+
+from purpose_agent import SequenceConflict, SQLCheckpointer, StoreUnavailable
 from purpose_agent.testing.suite import ev
 from tests.reliability.workload import describe, save_step
 
@@ -77,3 +79,57 @@ def race(
                 say(f"conflict {seq}")
             else:
                 say(f"ok {seq}")
+
+
+def resuming_steps(
+    say: Callable[[str], None], url: str, read_url: str, run_id: str, size: int
+) -> None:
+    """Recover ``run_id`` (a replica may serve it), then save its next steps until killed.
+
+    What a replacement worker of a fleet does after a crash: it reads where the run got to
+    and goes on from there. A replica that trails the primary gives an older state; the
+    steps after it are saved again, identical, which stores nothing twice. A call that fails
+    with ``StoreUnavailable`` (the primary is down or failing over) is made again, the same,
+    after a pause. Lines: ``resume STEP replica|primary``, ``ack STEP TIME``, ``retry STEP
+    ERROR``.
+    """
+    store = _open_retrying(url, read_url)
+    assert store._replicas is not None
+    replica_reads = [0]
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if "pa_" in statement:
+            replica_reads[0] += 1
+
+    sa_event.listen(store._replicas.replicas[0].engine, "before_cursor_execute", count)
+    while True:
+        try:
+            recovered = store.recover(run_id)
+        except StoreUnavailable as exc:
+            say(f"retry 0 {describe(exc)}")
+            time.sleep(RETRY_PAUSE)
+            continue
+        break
+    seq = 0 if recovered is None or recovered.state is None else recovered.state.seq
+    step = seq // size + 1
+    say(f"resume {step} {'replica' if replica_reads[0] else 'primary'}")
+    while True:
+        try:
+            save_step(store, run_id, step, size)
+        except StoreUnavailable as exc:
+            say(f"retry {step} {describe(exc)}")
+            time.sleep(RETRY_PAUSE)
+            continue
+        say(f"ack {step} {time.time():.3f}")
+        step += 1
+
+
+RETRY_PAUSE = 0.05
+
+
+def _open_retrying(url: str, read_url: str) -> SQLCheckpointer:
+    while True:
+        try:
+            return SQLCheckpointer(url, read_url=read_url)
+        except StoreUnavailable:
+            time.sleep(RETRY_PAUSE)

@@ -97,6 +97,7 @@ class StepWriters:
     store: SQLCheckpointer
     threads: int = 4
     size: int = 3
+    prefix: str = "writer"
     acknowledged: dict[str, set[int]] = field(default_factory=dict)
     failures: list[tuple[float, float, BaseException]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -105,7 +106,7 @@ class StepWriters:
 
     def runs(self) -> list[str]:
         """The run each thread writes."""
-        return [f"writer-{index}" for index in range(self.threads)]
+        return [f"{self.prefix}-{index}" for index in range(self.threads)]
 
     def start(self) -> None:
         """Start the threads."""
