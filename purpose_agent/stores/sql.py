@@ -40,8 +40,9 @@ from purpose_agent.db.engine import (
     parse_url,
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
+from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, run_sql
+from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, observed, run_sql
 from purpose_agent.db.replicas import Replicas, run_ids_of
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
@@ -153,6 +154,7 @@ class SQLCheckpointer(ClosingContext):
         self._payload_limit: int | None = None
         self._closed = False
         self._replicas: Replicas | None = None
+        self._held: HeldReads | None = None
         policy = GroupCommitPolicy() if group_commit is True else group_commit or None
         self._commits = GroupCommit(policy, self._commit_many) if policy else None
         try:
@@ -165,6 +167,8 @@ class SQLCheckpointer(ClosingContext):
             self._payload_limit = self._call("opening the store", self._read_payload_limit)
             if read_url is not None:
                 self._replicas = Replicas(read_url, primary=self._engine)
+            if self._owns_engine and _sqlite_file(self._engine):
+                self._held = HeldReads(self._engine, busy_timeout)
         except BaseException:
             self.close()
             raise
@@ -252,6 +256,19 @@ class SQLCheckpointer(ClosingContext):
             if served:
                 return result  # type: ignore[return-value]
         return self._call(action, lambda: fetch(self._units, self._queries), run_id)
+
+    def _reader(
+        self, units: Transactions
+    ) -> contextlib.AbstractContextManager[Connection | HeldReads]:
+        """Where a small read runs: this thread's held SQLite connection, or the pool's.
+
+        The held connection (see :mod:`purpose_agent.db.held_reads`) serves the store's own
+        units only, and only while nothing watches the engine's statements.
+        """
+        held = self._held
+        if held is not None and units is self._units and not observed(self._engine):
+            return contextlib.nullcontext(held)
+        return units.single()
 
     def _undecodable(self, run_id: str) -> CorruptRecord:
         """Name the record of a run whose text the driver could not decode (not UTF-8)."""
@@ -699,7 +716,7 @@ class SQLCheckpointer(ClosingContext):
         key = check_label(key, "key")
 
         def read() -> list[Any]:
-            with self._units.single() as conn:
+            with self._reader(self._units) as conn:
                 return self._queries.event_by_key(conn, run_id, key)
 
         rows = self._call("reading an event by key", read, run_id)
@@ -726,7 +743,7 @@ class SQLCheckpointer(ClosingContext):
 
     def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
         def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with units.single() as conn:
+            with self._reader(units) as conn:
                 return queries.events_after(conn, run_id, since_seq, limit)
 
         with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
@@ -774,7 +791,7 @@ class SQLCheckpointer(ClosingContext):
             return self._fetch_events(run_id, since_seq, limit)
 
         def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with units.single() as conn:
+            with self._reader(units) as conn:
                 return queries.events_in(conn, run_id, window)
 
         with gc_paused():
@@ -989,6 +1006,8 @@ class SQLCheckpointer(ClosingContext):
         self._closed = True
         if self._replicas is not None:
             self._replicas.close()
+        if self._held is not None:
+            self._held.close()
         if self._owns_engine:
             self._engine.dispose()
 
@@ -1018,6 +1037,11 @@ def _translated(
 ) -> Iterator[Connection]:
     with translated(action, where, SQLAlchemyError), opening as conn:
         yield conn
+
+
+def _sqlite_file(engine: Engine) -> bool:
+    """Whether the engine opens a SQLite file (not a shared in-memory database)."""
+    return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
 def _too_large(what: str, size: int, limit: int) -> str:
