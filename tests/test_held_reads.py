@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ def _event(n: int) -> NewEvent:
     return NewEvent(kind=EventKind.CUSTOM, data={"n": n}, key=f"k{n}")
 
 
+@pytest.mark.sqlite
 def test_a_held_read_sees_what_another_store_committed_since(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     with SQLCheckpointer(url) as reader, SQLCheckpointer(url) as writer:
@@ -28,6 +30,7 @@ def test_a_held_read_sees_what_another_store_committed_since(tmp_path: Path) -> 
         assert [e.seq for e in reader.list_events("r")] == [1, 2]
 
 
+@pytest.mark.sqlite
 def test_held_reads_leave_no_snapshot_open_so_a_checkpoint_completes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     with SQLCheckpointer(url) as reader, SQLCheckpointer(url) as writer:
@@ -48,6 +51,7 @@ def test_held_reads_leave_no_snapshot_open_so_a_checkpoint_completes(tmp_path: P
         assert busy == 0
 
 
+@pytest.mark.sqlite
 def test_reads_after_close_are_refused(tmp_path: Path) -> None:
     store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}")
     store.append("r", [_event(1)])
@@ -57,6 +61,7 @@ def test_reads_after_close_are_refused(tmp_path: Path) -> None:
         store.event_by_key("r", "k1")
 
 
+@pytest.mark.sqlite
 def test_reads_are_seen_by_engine_listeners(tmp_path: Path) -> None:
     with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
         store.append("r", [_event(1)])
@@ -73,3 +78,33 @@ def test_reads_are_seen_by_engine_listeners(tmp_path: Path) -> None:
         finally:
             sa.event.remove(store.engine, "before_cursor_execute", seen)
         assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 2
+
+
+def _check_events_of_runs(store: SQLCheckpointer, prefix: str) -> None:
+    names = [f"{prefix}-{n}" for n in range(70)]  # more than one statement's worth
+    for n, run_id in enumerate(names):
+        store.append(run_id, [_event(i) for i in range(n % 3 + 1)])
+    found = store.events_of_runs([*reversed(names), f"{prefix}-none", names[5]])
+    assert sorted(found) == sorted([*names, f"{prefix}-none"])
+    assert found[f"{prefix}-none"] == []
+    for n, run_id in enumerate(names):
+        assert found[run_id] == store.list_events(run_id)
+        assert [e.seq for e in found[run_id]] == list(range(1, n % 3 + 2))
+
+
+@pytest.mark.sqlite
+def test_events_of_runs_reads_each_run_whole_on_sqlite(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        _check_events_of_runs(store, "r")
+
+
+@pytest.mark.postgres
+def test_events_of_runs_reads_each_run_whole_on_postgres(postgres_url: sa.URL) -> None:
+    with SQLCheckpointer(postgres_url) as store:
+        _check_events_of_runs(store, f"of-runs-{uuid.uuid4().hex[:8]}")
+
+
+@pytest.mark.mariadb
+def test_events_of_runs_reads_each_run_whole_on_mariadb(mariadb_url: sa.URL) -> None:
+    with SQLCheckpointer(mariadb_url) as store:
+        _check_events_of_runs(store, f"of-runs-{uuid.uuid4().hex[:8]}")

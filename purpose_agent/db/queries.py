@@ -53,6 +53,8 @@ _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 LOOKUP_CHUNK = 5000
 # Shapes of bounded reads kept built per store (a shape: which bounds, how many kinds, lanes).
 _WINDOW_SHAPES = 256
+# Runs read per statement by events_of_runs.
+RUNS_PER_READ = 64
 # Keys looked up with a prepared statement per count; more are looked up in chunks.
 _FEW_KEYS = 16
 
@@ -260,6 +262,7 @@ class Queries:
         self._build = build
         self._windows: dict[tuple[bool, bool, bool, int | None, int | None], Statement] = {}
         self._few_keys: dict[int, Statement] = {}
+        self._runs_events: dict[int, Statement] = {}
 
         self._insert_events = build(flavor.events_insert())
         self._touch_runs = build(flavor.runs_upsert())
@@ -493,6 +496,22 @@ class Queries:
                 if key is not None:
                     found[key] = EventRow(run_id, seq, kind, ts, lane_id, data)
         return found
+
+    def events_of_runs(self, conn: Connection | HeldReads, run_ids: Sequence[str]) -> list[Any]:
+        """Rows ``(run_id, seq, kind, ts, lane_id, data)`` of every event of a few runs.
+
+        Ordered by run, then seq. One prepared statement per count of runs (at most
+        :data:`RUNS_PER_READ`), so that reading many small runs costs one statement.
+        """
+        count = len(run_ids)
+        statement = self._runs_events.get(count)
+        if statement is None:
+            statement = self._runs_events[count] = self._build(
+                select(EventRecord.run_id, *EVENT_COLUMNS)
+                .where(EventRecord.run_id.in_([bindparam(f"run_{i}") for i in range(count)]))
+                .order_by(EventRecord.run_id, EventRecord.seq)
+            )
+        return statement.fetch(conn, {f"run_{i}": run_id for i, run_id in enumerate(run_ids)})
 
     def _by_few_keys(self, count: int) -> Statement:
         statement = self._few_keys.get(count)

@@ -74,6 +74,12 @@ def list_events(
     return events
 
 
+def events_of_runs(run_ids: list[str]) -> Op[dict[str, list[PAEvent]]]:
+    """``store.events_of_runs``: every event of each run, in one call."""
+    found: dict[str, list[PAEvent]] = yield Call("events_of_runs", (run_ids,))
+    return found
+
+
 def list_runs(*, group: str | None = None, prefix: str | None = None) -> Op[list[str]]:
     """``store.list_runs`` of one group and prefix, every page."""
     run_ids: list[str] = yield Call("list_runs", (), {"group": group, "prefix": prefix})

@@ -161,6 +161,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         filter: dict[str, Any] | None,
         before: RunnableConfig | None,
         limit: int | None,
+        store: object,
     ) -> Stream:
         only = None
         run_ids: Op[list[str]] | list[str]
@@ -181,6 +182,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             before_id=get_checkpoint_id(before) if before else None,
             wanted=filter or {},
             limit=limit,
+            batched=callable(getattr(store, "events_of_runs", None)),
         )
 
     def _put(
@@ -282,7 +284,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         Returns:
             An iterator of checkpoint tuples.
         """
-        return calls.stream(self.store, self._listing(config, filter, before, limit))
+        return calls.stream(self.store, self._listing(config, filter, before, limit, self.store))
 
     def put(
         self,
@@ -382,7 +384,8 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """See :meth:`list`."""
-        async for found in self._astream(self._listing(config, filter, before, limit)):
+        listing = self._listing(config, filter, before, limit, self._async or self.store)
+        async for found in self._astream(listing):
             yield found
 
     async def aput(
