@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 from langgraph.checkpoint.base import CheckpointTuple
 
 from purpose_agent import CheckpointError, NewEvent, PAEvent, RunState
 
 T = TypeVar("T")
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One store method to call, with its arguments."""
+class Call(NamedTuple):
+    """One store method to call, with its arguments (a tuple: one is built per store call)."""
 
     method: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = _NO_OPTIONS
 
 
 Op = Generator[Call, Any, T]

@@ -2,8 +2,9 @@
 
 A checkpoint is found by its id with the store's key lookup, and the latest (or a page of a
 listing) with a newest-first read of the namespace's checkpoint run, limited in the database.
-Its pending writes are its own run, read whole: they are few, and they are all there however
-early or late LangGraph sent them. "Newest" is the order the checkpoints were saved in, which
+Its pending writes are its own run, read whole: they are few (one event per ``put_writes``),
+and they are all there however early or late LangGraph sent them. A listing reads the writes
+of a whole page of checkpoints in one call when the store has ``events_of_runs``. "Newest" is the order the checkpoints were saved in, which
 is LangGraph's id order: its ids grow with time, and a thread's checkpoints are saved one
 after the other.
 
@@ -101,11 +102,11 @@ class Reader:
             parent_config=config_for(thread_id, namespace, parent) if parent else None,
             pending_writes=[
                 (
-                    write.data["task"],
-                    write.data["channel"],
-                    payloads.load(self.serde, write.data["value"], writes_run, write.seq),
+                    write.task,
+                    write.channel,
+                    payloads.load(self.serde, write.value, writes_run, write.seq),
                 )
-                for write in writes.events
+                for write in writes.pending
             ],
         )
 

@@ -219,27 +219,23 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         run_id = runs.writes_run_for(
             thread_id, configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
         )
-        events = [
-            payloads.write(
-                task_id,
-                task_path,
-                WRITES_IDX_MAP.get(channel, idx),
-                channel,
-                payloads.dump(self.serde, value),
-            )
+        stored = [
+            (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump(self.serde, value))
             for idx, (channel, value) in enumerate(writes)
         ]
-        if not events:
+        if not stored:
             return
         group = runs.group_for(thread_id)
         try:
-            yield from calls.append(run_id, events, group=group)
+            yield from calls.append(
+                run_id, [payloads.writes_of(task_id, task_path, stored)], group=group
+            )
         except SequenceConflict:
-            # A regular write of this task is stored with another value (the task ran
-            # again): LangGraph keeps the first one, so only the others are added.
-            for event in events:
-                with contextlib.suppress(SequenceConflict):
-                    yield from calls.append(run_id, [event], group=group)
+            # The task's regular writes are stored with other values (the task ran again):
+            # LangGraph keeps the first ones, which the reads do; these are kept beside them,
+            # without a key, for the writes the first call did not have.
+            unkeyed = payloads.writes_of(task_id, task_path, stored, keyed=False)
+            yield from calls.append(run_id, [unkeyed], group=group)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in {"keep_latest", "delete"}:
