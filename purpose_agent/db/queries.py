@@ -43,6 +43,7 @@ from sqlalchemy import (
 
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
+from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
@@ -52,6 +53,10 @@ _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 LOOKUP_CHUNK = 5000
 # Shapes of bounded reads kept built per store (a shape: which bounds, how many kinds, lanes).
 _WINDOW_SHAPES = 256
+# Runs read per statement by events_of_runs.
+RUNS_PER_READ = 64
+# Keys looked up with a prepared statement per count; more are looked up in chunks.
+_FEW_KEYS = 16
 
 EVENT_COLUMNS = (
     EventRecord.seq,
@@ -107,8 +112,14 @@ class Statement:
         else:
             self._cursor.run_tuples(conn, fields, rows)
 
-    def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
-        """Run a query and return every row as a tuple."""
+    def fetch(self, conn: Connection | HeldReads, values: Mapping[str, Any]) -> list[Any]:
+        """Run a query and return every row as a tuple.
+
+        ``conn`` is a pooled connection, or the store's held read connections, which the
+        store passes only while nothing watches the engine.
+        """
+        if isinstance(conn, HeldReads):
+            return conn.fetch(self._cursor, values)
         if observed(self._engine):
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
         return self._cursor.fetch(conn, values)
@@ -250,6 +261,8 @@ class Queries:
 
         self._build = build
         self._windows: dict[tuple[bool, bool, bool, int | None, int | None], Statement] = {}
+        self._few_keys: dict[int, Statement] = {}
+        self._runs_events: dict[int, Statement] = {}
 
         self._insert_events = build(flavor.events_insert())
         self._touch_runs = build(flavor.runs_upsert())
@@ -463,6 +476,17 @@ class Queries:
         if len(keys) == 1:  # the common case (one keyed event), on a prepared statement
             rows = self._by_key.fetch(conn, {"run_id": run_id, "key": keys[0]})
             return {keys[0]: EventRow(run_id, *rows[0])} if rows else {}
+        if len(keys) <= _FEW_KEYS:
+            # A few keyed events (a step's writes): a prepared statement per count, since
+            # building the statement per call cost more than the transaction's other reads.
+            values = {f"key_{index}": key for index, key in enumerate(keys)}
+            values["run_id"] = run_id
+            for key, seq, kind, ts, lane_id, data in self._by_few_keys(len(keys)).fetch(
+                conn, values
+            ):
+                if key is not None:
+                    found[key] = EventRow(run_id, seq, kind, ts, lane_id, data)
+            return found
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = keys[start : start + LOOKUP_CHUNK]
             stmt = select(EventRecord.key, *EVENT_COLUMNS).where(
@@ -473,7 +497,34 @@ class Queries:
                     found[key] = EventRow(run_id, seq, kind, ts, lane_id, data)
         return found
 
-    def event_by_key(self, conn: Connection, run_id: str, key: str) -> list[Any]:
+    def events_of_runs(self, conn: Connection | HeldReads, run_ids: Sequence[str]) -> list[Any]:
+        """Rows ``(run_id, seq, kind, ts, lane_id, data)`` of every event of a few runs.
+
+        Ordered by run, then seq. One prepared statement per count of runs (at most
+        :data:`RUNS_PER_READ`), so that reading many small runs costs one statement.
+        """
+        count = len(run_ids)
+        statement = self._runs_events.get(count)
+        if statement is None:
+            statement = self._runs_events[count] = self._build(
+                select(EventRecord.run_id, *EVENT_COLUMNS)
+                .where(EventRecord.run_id.in_([bindparam(f"run_{i}") for i in range(count)]))
+                .order_by(EventRecord.run_id, EventRecord.seq)
+            )
+        return statement.fetch(conn, {f"run_{i}": run_id for i, run_id in enumerate(run_ids)})
+
+    def _by_few_keys(self, count: int) -> Statement:
+        statement = self._few_keys.get(count)
+        if statement is None:
+            statement = self._few_keys[count] = self._build(
+                select(EventRecord.key, *EVENT_COLUMNS).where(
+                    EventRecord.run_id == bindparam("run_id"),
+                    EventRecord.key.in_([bindparam(f"key_{index}") for index in range(count)]),
+                )
+            )
+        return statement
+
+    def event_by_key(self, conn: Connection | HeldReads, run_id: str, key: str) -> list[Any]:
         """The row ``(seq, kind, ts, lane_id, data)`` of the run's event with ``key``, if any."""
         return self._by_key.fetch(conn, {"run_id": run_id, "key": key})
 
@@ -556,14 +607,16 @@ class Queries:
         return [EventRow(run_id, *row) for row in found if row[0] in wanted]
 
     def events_after(
-        self, conn: Connection, run_id: str, since: int, limit: int | None
+        self, conn: Connection | HeldReads, run_id: str, since: int, limit: int | None
     ) -> list[Any]:
         """Rows ``(seq, kind, ts, lane_id, data)`` after ``since``, ascending."""
         if limit is None:
             return self._events.fetch(conn, {"run_id": run_id, "since": since})
         return self._events_limited.fetch(conn, {"run_id": run_id, "since": since, "limit": limit})
 
-    def events_in(self, conn: Connection, run_id: str, window: EventWindow) -> list[Any]:
+    def events_in(
+        self, conn: Connection | HeldReads, run_id: str, window: EventWindow
+    ) -> list[Any]:
         """Rows ``(seq, kind, ts, lane_id, data)`` of a bounded read, in the window's order.
 
         The statement is built once per shape of window (which bounds, how many kinds and

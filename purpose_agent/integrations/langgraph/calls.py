@@ -15,23 +15,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Generator, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import MappingProxyType
+from typing import Any, NamedTuple, TypeVar
 
 from langgraph.checkpoint.base import CheckpointTuple
 
 from purpose_agent import CheckpointError, NewEvent, PAEvent, RunState
 
 T = TypeVar("T")
+_NO_OPTIONS: Mapping[str, Any] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One store method to call, with its arguments."""
+class Call(NamedTuple):
+    """One store method to call, with its arguments (a tuple: one is built per store call)."""
 
     method: str
     args: tuple[Any, ...] = ()
-    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = _NO_OPTIONS
 
 
 Op = Generator[Call, Any, T]
@@ -72,6 +72,12 @@ def list_events(
         options["newest_first"] = True
     events: list[PAEvent] = yield Call("list_events", (run_id, since_seq, limit), options)
     return events
+
+
+def events_of_runs(run_ids: list[str]) -> Op[dict[str, list[PAEvent]]]:
+    """``store.events_of_runs``: every event of each run, in one call."""
+    found: dict[str, list[PAEvent]] = yield Call("events_of_runs", (run_ids,))
+    return found
 
 
 def list_runs(*, group: str | None = None, prefix: str | None = None) -> Op[list[str]]:

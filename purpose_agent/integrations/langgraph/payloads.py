@@ -5,21 +5,24 @@ Event data holds JSON values only, so LangGraph's own values (channel values, me
 kept as ``[type, base64 of the bytes]``: the store sees plain text, and loading calls
 ``serde.loads_typed`` on exactly the bytes the serializer produced.
 
-Each event carries a key the store keeps unique within its run, so that saving it again (a
-retry after an ambiguous commit, a copy run twice) stores nothing new:
+Each ``put_writes`` is one event holding all of its writes (one row to insert, one key to
+check), and each event carries a key the store keeps unique within its run, so that saving it
+again (a retry after an ambiguous commit, a copy run twice) stores nothing new:
 
 * a checkpoint: its id;
-* a regular pending write: ``<task id>:<idx>``. LangGraph keeps the first value of a regular
-  write, so a second, different value for the same key is dropped, as its own savers do;
-* a special write (an error, an interrupt, a resume value; negative ``idx``): no key, because
-  LangGraph replaces it: a task resumed twice writes its interrupt again with another value,
-  and the last one written wins when the writes are read;
+* a task's regular pending writes (``idx`` from 0): ``<task id>:<first idx>``. LangGraph keeps
+  the first value of a regular write, as its own savers do: should the task write again with
+  other values (it ran again), the second event is stored without a key (marked so, for
+  copies) and its writes lose to the first ones when the writes are read;
+* writes with a special one among them (an error, an interrupt, a resume value; negative
+  ``idx``): no key, because LangGraph replaces a special write: a task resumed twice writes
+  its interrupt again with another value, and the last one written wins when read;
 * a deletion marker: ``deleted``.
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -29,7 +32,8 @@ from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent
 
 KEY = "langgraph"
 CHECKPOINT = "checkpoint"
-WRITE = "write"
+WRITES = "writes"
+UNKEYED = "unkeyed"
 DELETED = "deleted"
 
 CHECKPOINT_KIND = EventKind.STATE_CHANGE
@@ -42,7 +46,7 @@ _MAX_KEY = 255
 def dump(serde: SerializerProtocol, value: Any) -> list[str]:
     """A value as JSON-safe text: its serializer type and the base64 of its bytes."""
     kind, raw = serde.dumps_typed(value)
-    return [kind, base64.b64encode(raw).decode("ascii")]
+    return [kind, binascii.b2a_base64(raw, newline=False).decode("ascii")]
 
 
 def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
@@ -53,7 +57,8 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
     """
     try:
         kind, text = stored
-        raw = base64.b64decode(text, validate=True)
+        # What base64.b64decode(text, validate=True) runs, without its wrapper.
+        raw = binascii.a2b_base64(text, strict_mode=True)
     except (TypeError, ValueError) as exc:
         raise CorruptRecord(run_id, seq, "a LangGraph value is not [type, base64]") from exc
     return serde.loads_typed((kind, raw))
@@ -85,17 +90,20 @@ def checkpoint(
     return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
 
 
-def write(task_id: str, task_path: str, idx: int, channel: str, value: list[str]) -> NewEvent:
-    """One pending write (the checkpoint it belongs to is its run)."""
-    data = {
-        KEY: WRITE,
-        "channel": channel,
+def writes_of(
+    task_id: str, task_path: str, writes: list[tuple[int, str, list[str]]], *, keyed: bool = True
+) -> NewEvent:
+    """One task's pending writes ``(idx, channel, value)``; the checkpoint is their run."""
+    data: dict[str, Any] = {
+        KEY: WRITES,
         "task": task_id,
         "path": task_path,
-        "idx": idx,
-        "value": value,
+        "writes": [list(write) for write in writes],
     }
-    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=write_key(task_id, idx))
+    if not keyed:
+        data[UNKEYED] = True
+    key = writes_key(task_id, [idx for idx, _, _ in writes]) if keyed else None
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=key)
 
 
 def deleted() -> NewEvent:
@@ -103,11 +111,11 @@ def deleted() -> NewEvent:
     return NewEvent(kind=WRITE_KIND, lane_id=LANE, data={KEY: DELETED}, key=DELETED_KEY)
 
 
-def write_key(task_id: str, idx: int) -> str | None:
-    """The key of a regular write; ``None`` for a special one, or one no key can name."""
-    if idx < 0:
+def writes_key(task_id: str, indexes: list[int]) -> str | None:
+    """The key of a task's regular writes; ``None`` if any is special, or no key can name it."""
+    if not indexes or min(indexes) < 0:
         return None
-    key = f"{task_id}:{idx}"
+    key = f"{task_id}:{indexes[0]}"
     return key if len(key) <= _MAX_KEY and "\x00" not in key else None
 
 
@@ -117,8 +125,10 @@ def key_of(event: PAEvent) -> str | None:
     what = data.get(KEY)
     if what == CHECKPOINT:
         return str(data["id"])
-    if what == WRITE:
-        return write_key(data["task"], data["idx"])
+    if what == WRITES:
+        if data.get(UNKEYED):
+            return None
+        return writes_key(data["task"], [write[0] for write in data["writes"]])
     if what == DELETED:
         return DELETED_KEY
     return None
@@ -131,35 +141,47 @@ def copied(event: PAEvent) -> NewEvent:
     )
 
 
+class Pending(NamedTuple):
+    """One pending write as stored: LangGraph's ordering keys, its channel and stored value."""
+
+    path: str
+    task: str
+    idx: int
+    channel: str
+    value: Any
+    seq: int
+
+
 class Writes(NamedTuple):
     """A checkpoint's pending writes as stored, in LangGraph's order.
 
     Attributes:
         deleted: Whether the checkpoint was deleted (``delete_for_runs``).
-        events: The writes that count, ordered as LangGraph applies them
+        pending: The writes that count, ordered as LangGraph applies them
             (``task_path``, ``task_id``, ``idx``).
     """
 
     deleted: bool
-    events: list[PAEvent]
+    pending: list[Pending]
 
 
 def writes(events: Iterable[PAEvent]) -> Writes:
-    """Which of a writes run's events count: the first of a regular write, the last of a special.
+    """Which of a writes run's writes count: the first of a regular write, the last of a special.
 
     Args:
         events: The run's events, in ascending seq.
     """
     gone = False
-    kept: dict[tuple[str, int], PAEvent] = {}
+    kept: dict[tuple[str, int], Pending] = {}
     for event in events:
         data = event.data
         what = data.get(KEY)
         if what == DELETED:
             gone = True
-        elif what == WRITE:
-            key = (data["task"], data["idx"])
-            if key[1] < 0 or key not in kept:
-                kept[key] = event
-    ordered = sorted(kept.values(), key=lambda e: (e.data["path"], e.data["task"], e.data["idx"]))
-    return Writes(gone, ordered)
+        elif what == WRITES:
+            task, path = data["task"], data["path"]
+            for idx, channel, value in data["writes"]:
+                key = (task, idx)
+                if idx < 0 or key not in kept:
+                    kept[key] = Pending(path, task, idx, channel, value, event.seq)
+    return Writes(gone, sorted(kept.values()) if len(kept) > 1 else list(kept.values()))

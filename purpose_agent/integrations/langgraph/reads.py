@@ -2,8 +2,9 @@
 
 A checkpoint is found by its id with the store's key lookup, and the latest (or a page of a
 listing) with a newest-first read of the namespace's checkpoint run, limited in the database.
-Its pending writes are its own run, read whole: they are few, and they are all there however
-early or late LangGraph sent them. "Newest" is the order the checkpoints were saved in, which
+Its pending writes are its own run, read whole: they are few (one event per ``put_writes``),
+and they are all there however early or late LangGraph sent them. A listing reads the writes
+of a whole page of checkpoints in one call when the store has ``events_of_runs``. "Newest" is the order the checkpoints were saved in, which
 is LangGraph's id order: its ids grow with time, and a thread's checkpoints are saved one
 after the other.
 
@@ -72,12 +73,24 @@ class Reader:
         found: dict[str, Any] = payloads.load(self.serde, event.data["metadata"], run_id, event.seq)
         return found
 
-    def complete(self, where: runs.Checkpoints, event: PAEvent) -> Op[CheckpointTuple | None]:
-        """The checkpoint with its pending writes; ``None`` if it was deleted."""
+    def complete(
+        self,
+        where: runs.Checkpoints,
+        event: PAEvent,
+        read: Mapping[str, list[PAEvent]] | None = None,
+    ) -> Op[CheckpointTuple | None]:
+        """The checkpoint with its pending writes; ``None`` if it was deleted.
+
+        ``read`` holds writes runs already read (by run id); the checkpoint's is read now
+        if it is not among them.
+        """
         thread_id, namespace = where
         checkpoint_id = event.data["id"]
         writes_run = runs.writes_run_for(thread_id, namespace, checkpoint_id)
-        writes = yield from pending_writes(writes_run)
+        if read is not None and writes_run in read:
+            writes = payloads.writes(read[writes_run])
+        else:
+            writes = yield from pending_writes(writes_run)
         if writes.deleted:
             return None
         run_id = runs.run_id_for(thread_id, namespace)
@@ -89,11 +102,11 @@ class Reader:
             parent_config=config_for(thread_id, namespace, parent) if parent else None,
             pending_writes=[
                 (
-                    write.data["task"],
-                    write.data["channel"],
-                    payloads.load(self.serde, write.data["value"], writes_run, write.seq),
+                    write.task,
+                    write.channel,
+                    payloads.load(self.serde, write.value, writes_run, write.seq),
                 )
-                for write in writes.events
+                for write in writes.pending
             ],
         )
 
@@ -135,6 +148,7 @@ class Reader:
         before_id: str | None,
         wanted: Mapping[str, Any],
         limit: int | None,
+        batched: bool = False,
     ) -> Stream:
         """Checkpoints of the given checkpoint runs, newest first across them (by id).
 
@@ -144,13 +158,15 @@ class Reader:
             before_id: Only checkpoints with a smaller id.
             wanted: Metadata keys and the values they must equal.
             limit: At most this many.
+            batched: The store has ``events_of_runs``: the writes of a page of
+                checkpoints are read with it, in one call, when the page is read.
         """
         if not isinstance(run_ids, list):
             run_ids = yield from run_ids
         if limit is not None and limit <= 0:
             return
         page = PAGE if wanted or limit is None else min(limit, PAGE)
-        cursors = yield from _cursors(run_ids, page, only, before_id)
+        cursors = yield from _cursors(run_ids, page, only, before_id, batched)
         merged = _Merge(cursors)
         left = limit
         while left is None or left > 0:
@@ -164,7 +180,7 @@ class Reader:
                 continue
             if wanted and not self._matches(cursor.run_id, event, wanted):
                 continue
-            found = yield from self.complete(cursor.where, event)
+            found = yield from self.complete(cursor.where, event, cursor.writes)
             if found is None:
                 continue
             yield found
@@ -177,7 +193,7 @@ class Reader:
 
 
 def _cursors(
-    run_ids: list[str], page: int, only: str | None, before_id: str | None
+    run_ids: list[str], page: int, only: str | None, before_id: str | None, batched: bool
 ) -> Op[list[_Cursor]]:
     """A cursor on each checkpoint run, placed by ``only`` or ``before_id`` (key lookups)."""
     cursors: list[_Cursor] = []
@@ -185,7 +201,7 @@ def _cursors(
         where = runs.parse(run_id)
         if where is None:
             continue
-        cursor = _Cursor(run_id, where, page)
+        cursor = _Cursor(run_id, where, page, batched=batched)
         if only is not None:
             cursor.done = True
             if could_be_key(only):
@@ -220,9 +236,11 @@ class _Cursor:
     before: int | None = None
     events: list[PAEvent] = field(default_factory=list)
     done: bool = False
+    batched: bool = False
+    writes: dict[str, list[PAEvent]] | None = None
 
     def fill(self) -> Op[None]:
-        """Read the next page once the current one is used up."""
+        """Read the next page once the current one is used up (with its writes, if batched)."""
         if self.events or self.done:
             return
         events = yield from calls.list_events(
@@ -233,6 +251,15 @@ class _Cursor:
         if events:
             self.before = events[-1].seq
         self.page = PAGE
+        if self.batched and len(events) > 1:
+            thread_id, namespace = self.where
+            self.writes = yield from calls.events_of_runs(
+                [
+                    runs.writes_run_for(thread_id, namespace, event.data["id"])
+                    for event in events
+                    if is_checkpoint(event)
+                ]
+            )
 
 
 class _Merge:

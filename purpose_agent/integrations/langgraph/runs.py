@@ -4,7 +4,7 @@ A thread is one group of runs, named ``lg:<thread>``:
 
 * one run per checkpoint namespace holds its checkpoints, in the order they were saved:
   ``lg:<thread>`` for the root graph, ``lg:<thread>:<namespace>`` for a subgraph's;
-* one run per checkpoint holds the pending writes keyed to it:
+* one run per checkpoint holds the pending writes keyed to it, one event per ``put_writes``:
   ``lgw:<thread>:<namespace>:<checkpoint id>`` (the namespace part is empty for the root).
 
 Every part is percent-encoded with nothing left safe but letters, digits and ``_.-~``, so the
@@ -42,6 +42,7 @@ def _checked(run_id: str, what: str) -> str:
     return run_id
 
 
+@functools.lru_cache(maxsize=4096)
 def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     """The run that holds one thread's checkpoints in one namespace.
 

@@ -161,6 +161,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         filter: dict[str, Any] | None,
         before: RunnableConfig | None,
         limit: int | None,
+        store: object,
     ) -> Stream:
         only = None
         run_ids: Op[list[str]] | list[str]
@@ -181,6 +182,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             before_id=get_checkpoint_id(before) if before else None,
             wanted=filter or {},
             limit=limit,
+            batched=callable(getattr(store, "events_of_runs", None)),
         )
 
     def _put(
@@ -217,27 +219,23 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         run_id = runs.writes_run_for(
             thread_id, configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
         )
-        events = [
-            payloads.write(
-                task_id,
-                task_path,
-                WRITES_IDX_MAP.get(channel, idx),
-                channel,
-                payloads.dump(self.serde, value),
-            )
+        stored = [
+            (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump(self.serde, value))
             for idx, (channel, value) in enumerate(writes)
         ]
-        if not events:
+        if not stored:
             return
         group = runs.group_for(thread_id)
         try:
-            yield from calls.append(run_id, events, group=group)
+            yield from calls.append(
+                run_id, [payloads.writes_of(task_id, task_path, stored)], group=group
+            )
         except SequenceConflict:
-            # A regular write of this task is stored with another value (the task ran
-            # again): LangGraph keeps the first one, so only the others are added.
-            for event in events:
-                with contextlib.suppress(SequenceConflict):
-                    yield from calls.append(run_id, [event], group=group)
+            # The task's regular writes are stored with other values (the task ran again):
+            # LangGraph keeps the first ones, which the reads do; these are kept beside them,
+            # without a key, for the writes the first call did not have.
+            unkeyed = payloads.writes_of(task_id, task_path, stored, keyed=False)
+            yield from calls.append(run_id, [unkeyed], group=group)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in {"keep_latest", "delete"}:
@@ -282,7 +280,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         Returns:
             An iterator of checkpoint tuples.
         """
-        return calls.stream(self.store, self._listing(config, filter, before, limit))
+        return calls.stream(self.store, self._listing(config, filter, before, limit, self.store))
 
     def put(
         self,
@@ -382,7 +380,8 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """See :meth:`list`."""
-        async for found in self._astream(self._listing(config, filter, before, limit)):
+        listing = self._listing(config, filter, before, limit, self._async or self.store)
+        async for found in self._astream(listing):
             yield found
 
     async def aput(

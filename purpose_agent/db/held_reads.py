@@ -1,0 +1,145 @@
+"""SQLite reads on a connection each thread keeps, instead of one checked out per call.
+
+A read of a few rows takes SQLite a few microseconds; checking a connection out of
+SQLAlchemy's pool and back in costs about twice that, and a small read (one event by key, the
+newest event of a run) paid it on every call. Here each thread opens its own connection to the
+store's file once and runs the store's precompiled reads on it (the fast path of
+:mod:`purpose_agent.db.cursor`).
+
+Holding a connection is safe for reads because it is in autocommit and every statement's rows
+are fetched whole: SQLite ends the statement's read transaction when its cursor is exhausted,
+so a held connection keeps no snapshot between calls, reads every commit made before the
+statement starts (by this process or another), and never holds back a WAL checkpoint. Only
+reads run here: writes keep their pooled connections and their transactions.
+
+Used only for a file database on an engine the store built (whose URL says how to open the
+file), and only while nothing watches the engine's statements; otherwise reads take the pool.
+A connection that raised is closed and replaced on the next read; a connection opened by a
+parent process is never used by a forked child; :meth:`HeldReads.close` closes every thread's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import weakref
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from purpose_agent.db.cursor import CursorStatement
+
+# The process a held connection belongs to; a forked child gets a new number, so it opens
+# its own connections (checked per read: cheaper than os.getpid()).
+_process = [0]
+
+
+def _forked() -> None:
+    _process[0] += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+class _Held:
+    """One thread's connection, closed when the thread ends (its holder is collected)."""
+
+    __slots__ = ("__weakref__", "connection", "process")
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self.process = _process[0]
+
+    def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.close()
+
+    def __del__(self) -> None:
+        # In the collecting thread: the connection was opened with check_same_thread off.
+        self.close()
+
+
+class HeldReads:
+    """The per-thread read connections of one SQLite file store.
+
+    Args:
+        engine: The store's engine, built by the store for a SQLite file.
+        busy_timeout: Seconds a read waits for a lock (a WAL reset, a checkpoint).
+    """
+
+    def __init__(self, engine: Engine, busy_timeout: float) -> None:
+        dialect = engine.dialect
+        cargs, cparams = dialect.create_connect_args(engine.url)
+        self._dialect = dialect
+        self._dbapi = dialect.loaded_dbapi
+        self._cargs = cargs
+        # Autocommit (no transaction is ever opened on it); closed from the thread that calls
+        # close() or collects a finished thread's holder.
+        self._cparams = {**cparams, "check_same_thread": False, "isolation_level": None}
+        self._timeout_ms = int(busy_timeout * 1000)
+        self._local = threading.local()
+        self._every: weakref.WeakSet[_Held] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _connection(self) -> _Held:
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is not None and held.connection is not None and held.process == _process[0]:
+            return held
+        connection = self._dbapi.connect(*self._cargs, **self._cparams)
+        try:
+            connection.execute(f"PRAGMA busy_timeout = {self._timeout_ms}")
+        except BaseException:
+            connection.close()
+            raise
+        held = _Held(connection)
+        with self._lock:
+            if self._closed:
+                held.close()
+                raise self._dbapi.ProgrammingError("the store is closed")
+            self._every.add(held)
+        self._local.held = held
+        return held
+
+    def fetch(self, statement: CursorStatement, values: Mapping[str, Any]) -> list[Any]:
+        """Run a precompiled query on this thread's connection; every row as a tuple.
+
+        Raises:
+            DBAPIError: The driver's error, wrapped as SQLAlchemy wraps it (so the store
+                translates it like any other); the connection is dropped.
+        """
+        params = statement.params(values)
+        try:
+            held = self._connection()
+            cursor = held.connection.execute(statement.sql, params)
+            try:
+                return cursor.fetchall()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+        except self._dbapi.Error as exc:
+            self._drop()
+            raise DBAPIError.instance(
+                statement.sql,
+                None,
+                exc,
+                self._dbapi.Error,
+                connection_invalidated=self._dialect.is_disconnect(exc, None, None),
+                dialect=self._dialect,
+            ) from exc
+
+    def _drop(self) -> None:
+        held: _Held | None = getattr(self._local, "held", None)
+        self._local.held = None
+        if held is not None:
+            held.close()
+
+    def close(self) -> None:
+        """Close every thread's connection; reads after this fail."""
+        with self._lock:
+            self._closed = True
+            every = list(self._every)
+        for held in every:
+            held.close()
