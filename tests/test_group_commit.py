@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sql_event
 from sqlalchemy.exc import OperationalError
 
-from purpose_agent import EventKind, NewEvent, PAEvent, SequenceConflict, SQLCheckpointer
+from purpose_agent import (
+    EventKind,
+    NewEvent,
+    PAEvent,
+    RunState,
+    SequenceConflict,
+    SQLCheckpointer,
+)
 from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
 from purpose_agent.errors import StoreUnavailable
 
@@ -21,12 +30,14 @@ class Recorded:
 
     def __init__(self, store: SQLCheckpointer) -> None:
         self.sizes: list[int] = []
+        self.keys: list[list[str]] = []  # each batch's calls by run, oldest first
         commits = store._commits
         assert commits is not None
         run = commits._run
 
         def recording(batch: list[Pending]) -> None:
             self.sizes.append(len(batch))
+            self.keys.append([call.run_key for call in batch])
             run(batch)
 
         commits._run = recording  # type: ignore[method-assign]
@@ -61,6 +72,62 @@ def together(work: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
 
 def event(run_id: str, seq: int, **data: Any) -> PAEvent:
     return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
+
+
+def state(run_id: str, seq: int, **data: Any) -> RunState:
+    return RunState(run_id=run_id, seq=seq, data=data)
+
+
+def latest(store: SQLCheckpointer, run_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The seq and data of the run's snapshot (its timestamps differ from the one saved)."""
+    found = store.load_latest(run_id)
+    return (found.seq, found.data) if found is not None else None
+
+
+def queued(store: SQLCheckpointer, works: list[Callable[[], Any]]) -> list[Any]:
+    """Queue ``works`` in this order while a commit is in flight, then let them commit.
+
+    Returns their results or errors, by position. Each call is queued before the next
+    starts, so the batches they form, and the order inside them, are known.
+    """
+    commits = store._commits
+    assert commits is not None
+    with commits._lock:
+        assert not commits._busy
+        commits._busy = True  # as if a commit were in flight
+    results: list[Any] = [None] * len(works)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = works[index]()
+        except Exception as exc:  # compared by the test
+            results[index] = exc
+
+    workers = []
+    for index in range(len(works)):
+        worker = threading.Thread(target=run, args=(index,))
+        worker.start()
+        workers.append(worker)
+        while len(commits._queue) <= index:
+            time.sleep(0.001)
+    with commits._lock:  # the commit in flight ends: the oldest queued call leads
+        head = commits._queue[0]
+    head.wake.release()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+class Statements:
+    """The statements an engine runs, as SQLAlchemy sees them."""
+
+    def __init__(self, store: SQLCheckpointer) -> None:
+        self.seen: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            self.seen.append(statement)
+
+        sql_event.listen(store.engine, "before_cursor_execute", seen)
 
 
 def test_overlapping_writers_share_commits_and_lose_nothing(store: SQLCheckpointer) -> None:
@@ -200,6 +267,102 @@ def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves
     for index in range(0, THREADS, 2):
         assert results[index] is None
         assert store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]
+
+
+def test_queued_saves_share_one_batch_and_leave_what_saving_in_turn_would(
+    store: SQLCheckpointer,
+) -> None:
+    batches = Recorded(store)
+    results = queued(
+        store,
+        [
+            lambda: store.save_events([event("a", 1), event("a", 2)], state("a", 2, v=1)),
+            lambda: store.save_snapshot("a", state("a", 2, v=2)),  # the same seq: replaces
+            lambda: store.save_events([event("a", 3)], state("a", 3, v=3)),
+            lambda: store.save_snapshot("a", state("a", 1, v=4)),  # a lower seq: ignored
+            lambda: store.save_event(event("b", 1)),
+            lambda: store.save_snapshot("c", state("c", 5, v=1)),
+            lambda: store.save_snapshot("c", state("c", 5, v=2)),
+        ],
+    )
+    assert results == [None] * 7
+    assert batches.sizes == [7]
+    assert store.list_events("a") == [event("a", 1), event("a", 2), event("a", 3)]
+    assert latest(store, "a") == (3, {"v": 3})
+    assert store.list_events("b") == [event("b", 1)]
+    assert latest(store, "c") == (5, {"v": 2})
+    assert [store.last_seq(run) for run in ("a", "b", "c")] == [3, 1, 5]
+    assert set(store.list_runs()) == {"a", "b", "c"}
+
+
+def test_a_conflict_in_a_batch_of_saves_fails_alone(store: SQLCheckpointer) -> None:
+    store.save_event(event("taken", 1, original=True))
+    batches = Recorded(store)
+    results = queued(
+        store,
+        [
+            lambda: store.save_events([event("ok-1", 1)], state("ok-1", 1)),
+            lambda: store.save_events([event("taken", 1, original=False), event("taken", 2)]),
+            lambda: store.save_event(event("taken", 1, original=True)),  # a retry: a no-op
+            lambda: store.save_events([event("ok-2", 1), event("ok-2", 2)], state("ok-2", 2)),
+        ],
+    )
+    assert batches.sizes == [4]
+    assert results[0] is None
+    assert isinstance(results[1], SequenceConflict)
+    assert results[2:] == [None, None]
+    assert store.list_events("taken") == [event("taken", 1, original=True)]
+    assert store.last_seq("taken") == 1
+    assert store.list_events("ok-1") == [event("ok-1", 1)]
+    assert latest(store, "ok-1") == (1, {})
+    assert store.list_events("ok-2") == [event("ok-2", 1), event("ok-2", 2)]
+    assert latest(store, "ok-2") == (2, {})
+
+
+def test_a_batch_of_saves_is_stored_without_a_savepoint_per_call(
+    store: SQLCheckpointer,
+) -> None:
+    statements = Statements(store)
+    works = [
+        (lambda index=index: store.save_events([event(f"s-{index}", 1)], state(f"s-{index}", 1)))
+        for index in range(4)
+    ]
+    assert queued(store, works) == [None] * 4
+    assert not [sql for sql in statements.seen if "SAVEPOINT" in sql]
+    if store.engine.dialect.name == "postgresql":
+        assert len(statements.seen) == 1  # the whole batch is one statement, one round trip
+    for index in range(4):
+        assert latest(store, f"s-{index}") == (1, {})
+
+
+def test_batches_are_taken_oldest_first_and_bounded(empty_database: str) -> None:
+    policy = GroupCommitPolicy(max_batch=3)
+    with SQLCheckpointer(empty_database, group_commit=policy) as store:
+        batches = Recorded(store)
+        works = [
+            (lambda index=index: store.save_event(event(f"q{index}", 1))) for index in range(8)
+        ]
+        assert queued(store, works) == [None] * 8
+        assert batches.keys == [["q0", "q1", "q2"], ["q3", "q4", "q5"], ["q6", "q7"]]
+
+
+def test_a_lone_writer_never_waits_for_company(empty_database: str) -> None:
+    policy = GroupCommitPolicy(max_batch=8, max_wait=1.0)
+    with SQLCheckpointer(empty_database, group_commit=policy) as store:
+        commits = store._commits
+        assert commits is not None
+        waits: list[int] = []
+        take = commits._take
+
+        def counting() -> list[Pending]:
+            waits.append(1)
+            return take()
+
+        commits._take = counting  # type: ignore[method-assign]
+        for seq in range(1, 4):
+            store.save_events([event("alone", seq)], state("alone", seq))
+        assert waits == []  # every call committed at once, without looking for a batch
+        assert latest(store, "alone") == (3, {})
 
 
 def test_policy_bounds_are_checked() -> None:

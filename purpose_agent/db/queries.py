@@ -300,6 +300,12 @@ class Queries:
         # psycopg's text format quotes every array element with a regular expression, which
         # costs several times what the server takes to insert the batch: send them binary.
         self._events_and_runs = build(many, EVENT_FIELDS) if many is not None else None
+        saves = flavor.saves_in_one()
+        self._saves_in_one = (
+            build(saves, (*EVENT_FIELDS, "snapshot_run_id", "snapshot_seq", "snapshot_state"))
+            if saves is not None
+            else None
+        )
         snapshot_and_run = flavor.snapshot_and_run()
         self._snapshot_and_run = build(snapshot_and_run) if snapshot_and_run is not None else None
         self._events = build(_events_after(limited=False))
@@ -354,6 +360,48 @@ class Queries:
         self._upsert_snapshot.run(
             conn, {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
         )
+
+    @property
+    def saves_in_one(self) -> bool:
+        """Whether the saves of a group commit are one autocommit statement on this backend."""
+        return self._saves_in_one is not None
+
+    def save_many(
+        self, conn: Connection, rows: Sequence[EventRow], snaps: Sequence[StateRow], now: int
+    ) -> None:
+        """Store the events and snapshots of many saves at once; ``IntegrityError`` on a taken key.
+
+        ``snaps`` holds at most one snapshot per run (the one a sequence of saves would leave).
+        Where the backend has it (:attr:`saves_in_one`) this is one statement, atomic in
+        autocommit; otherwise it must run inside a write transaction.
+        """
+        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
+        snaps = sorted(snaps, key=lambda snap: snap.run_id)
+        if self._saves_in_one is not None:
+            values: dict[str, Any] = {
+                name: [row[index] for row in ordered] for index, name in enumerate(EVENT_FIELDS)
+            }
+            for index, name in enumerate(("run_id", "seq", "state")):
+                values[f"snapshot_{name}"] = [snap[index] for snap in snaps]
+            self._saves_in_one.run(conn, {**values, "now": now})
+            return
+        if len(ordered) == 1:
+            self._insert_events.run(conn, ordered[0]._asdict())
+        elif ordered:
+            self._insert_events.run_tuples(conn, EVENT_FIELDS, ordered)
+        last = _last_seqs(ordered)
+        for snap in snaps:
+            last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
+        self.touch_runs(conn, last, now)
+        if snaps:
+            states = [
+                {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
+                for snap in snaps
+            ]
+            if len(states) == 1:
+                self._upsert_snapshot.run(conn, states[0])
+            else:
+                self._upsert_snapshot.run_many(conn, states)
 
     @property
     def one_statement_snapshot(self) -> bool:

@@ -50,6 +50,7 @@ class _OnAsyncEngine(SQLCheckpointer):
         self._owns_engine = owns_engine
         self._units = Transactions(self._engine, self._flavor, owns_engine=owns_engine)
         self.url = url
+        self._one_trip = engine.dialect.driver == "aiosqlite"
 
 
 class AsyncSQLCheckpointer:
