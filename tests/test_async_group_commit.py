@@ -357,3 +357,43 @@ def test_a_batch_of_saves_is_stored_without_a_savepoint_per_call(
             assert await latest(store, f"s-{index}") == (1, {})
 
     on_store(test)
+
+
+def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
+    on_store: Callable[[Test], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.last_seq("opened")
+        assert store._store is not None
+        fallbacks: list[int] = []
+        commit_batch = store._store._commit_batch
+
+        def counting(ordered: list[Pending], committing: list[bool]) -> Any:
+            fallbacks.append(len(ordered))
+            return commit_batch(ordered, committing)
+
+        monkeypatch.setattr(store._store, "_commit_batch", counting)
+
+        def custom(n: int) -> NewEvent:
+            return NewEvent(kind=EventKind.CUSTOM, data={"n": n})
+
+        results = await queued(
+            store,
+            [
+                lambda: store.append("a", [custom(1)]),
+                lambda: store.append("a", [custom(2), custom(3)], expected_last_seq=1),
+                lambda: store.append("a", [custom(4)], expected_last_seq=1),  # a is at 3 now
+                lambda: store.append("a", [custom(5)]),
+            ],
+        )
+        assert [[e.seq for e in result] for result in results if isinstance(result, list)] == [
+            [1],
+            [2, 3],
+            [4],
+        ]
+        assert isinstance(results[2], SequenceConflict)
+        assert [e.data["n"] for e in await store.list_events("a")] == [1, 2, 3, 5]
+        # On Postgres every append is one statement, all sent in one pipeline: no savepoints.
+        assert fallbacks == ([] if store.engine.dialect.name == "postgresql" else [4])
+
+    on_store(test)

@@ -365,6 +365,70 @@ def test_a_lone_writer_never_waits_for_company(empty_database: str) -> None:
         assert latest(store, "alone") == (3, {})
 
 
+class Fallbacks:
+    """How many batches took the savepoint-per-call path."""
+
+    def __init__(self, store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        commit_batch = store._commit_batch
+
+        def counting(ordered: list[Pending], committing: list[bool]) -> Any:
+            self.count += 1
+            return commit_batch(ordered, committing)
+
+        monkeypatch.setattr(store, "_commit_batch", counting)
+
+
+def custom(**data: Any) -> NewEvent:
+    return NewEvent(kind=EventKind.CUSTOM, data=data)
+
+
+def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fallbacks = Fallbacks(store, monkeypatch)
+    results = queued(
+        store,
+        [
+            lambda: store.append("a", [custom(n=1)]),
+            lambda: store.append("a", [custom(n=2), custom(n=3)], expected_last_seq=1),
+            lambda: store.append("a", [custom(n=4)], expected_last_seq=1),  # a is at 3 now
+            lambda: store.append("b", [custom(n=1)], expected_last_seq=0, group="g"),
+            lambda: store.append("a", [custom(n=5)]),
+        ],
+    )
+    assert [[e.seq for e in result] for result in results if isinstance(result, list)] == [
+        [1],
+        [2, 3],
+        [1],
+        [4],
+    ]
+    assert isinstance(results[2], SequenceConflict)
+    assert "has last seq 3, not the expected 1" in str(results[2])
+    assert [e.data["n"] for e in store.list_events("a")] == [1, 2, 3, 5]
+    assert store.run_group("b") == "g"
+    # On Postgres every append is one statement, all sent in one pipeline: no savepoints.
+    assert fallbacks.count == (0 if store.engine.dialect.name == "postgresql" else 1)
+
+
+def test_a_retried_keyed_append_in_a_batch_returns_what_is_stored(
+    store: SQLCheckpointer,
+) -> None:
+    (first,) = store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-1")])
+    results = queued(
+        store,
+        [
+            lambda: store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-1")]),
+            lambda: store.append("other", [custom(n=1)]),
+            lambda: store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-2")]),
+        ],
+    )
+    assert results[0] == [first]
+    assert [e.seq for e in results[1]] == [1]
+    assert [e.seq for e in results[2]] == [2]
+    assert [e.seq for e in store.list_events("k")] == [1, 2]
+
+
 def test_policy_bounds_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommitPolicy(max_batch=0)

@@ -70,6 +70,9 @@ class Pending:
             without keys are not).
         saves: A save's event rows and snapshot, which a batch of saves stores together
             with the other calls' in shared statements; ``None`` for other work.
+        appends: An append that is one statement (run id, drafts, expected last seq,
+            group), which a batch of such appends sends in one round trip where the driver
+            can; ``None`` for other work.
 
     """
 
@@ -79,6 +82,7 @@ class Pending:
     run_key: str
     repeatable: bool
     saves: tuple[Sequence[EventRow], StateRow | None] | None = None
+    appends: tuple[str, Sequence[Any], int | None, str | None] | None = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None

@@ -40,6 +40,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.util import await_only
 
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
@@ -48,6 +49,9 @@ from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
 
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+# One append of a batch: run id, drafts ``(kind, ts, lane_id, data, key)``, expected last seq
+# (or ``None``) and group (or ``None``).
+Appending = tuple[str, Sequence[Any], int | None, str | None]
 # Keys looked up per statement when checking a batch that hit a taken key.
 LOOKUP_CHUNK = 5000
 # Shapes of bounded reads kept built per store (a shape: which bounds, how many kinds, lanes).
@@ -107,11 +111,55 @@ class Statement:
         else:
             self._cursor.run_tuples(conn, fields, rows)
 
+    def driver_call(self, values: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and parameters the driver is given for ``values`` (for a pipeline)."""
+        return self._cursor.sql, self._cursor.params(values)
+
     def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
         """Run a query and return every row as a tuple."""
         if observed(self._engine):
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
         return self._cursor.fetch(conn, values)
+
+
+def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    """Run statements on psycopg in pipeline mode: one round trip, every statement's rows.
+
+    The first statement that fails raises its error (translated as for any statement), and
+    the server skips the rest. On psycopg's asyncio connection the same runs on the loop.
+    """
+
+    def call(_cursor: Any) -> list[list[Any]]:
+        driver = conn.connection.driver_connection
+        if conn.dialect.is_async:
+            return list(await_only(_pipelined_async(driver, calls)))
+        with driver.pipeline():  # type: ignore[union-attr]
+            cursors = []
+            for sql, parameters in calls:
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor.execute(sql, parameters)
+                cursors.append(cursor)
+        try:
+            return [list(cursor.fetchall()) for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    return run_on_cursor(conn, calls[0][0] if calls else "", call)
+
+
+async def _pipelined_async(driver: Any, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    cursors = []
+    async with driver.pipeline():
+        for sql, parameters in calls:
+            cursor = driver.cursor()
+            await cursor.execute(sql, parameters)
+            cursors.append(cursor)
+    try:
+        return [list(await cursor.fetchall()) for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            await cursor.close()
 
 
 def run_sql(conn: Connection, sql: str) -> None:
@@ -464,6 +512,18 @@ class Queries:
         Returns no seqs when ``expected`` did not match. Raises ``IntegrityError`` when a key
         is already stored.
         """
+        statement, values = self._append_values(run_id, items, expected, group, now)
+        rows = statement.fetch(conn, values)
+        return sorted(int(row[0]) for row in rows)
+
+    def _append_values(
+        self,
+        run_id: str,
+        items: Sequence[Any],
+        expected: int | None,
+        group: str | None,
+        now: int,
+    ) -> tuple[Statement, dict[str, Any]]:
         expect = "any" if expected is None else "zero" if expected == 0 else "match"
         many = len(items) > 1
         values: dict[str, Any] = {
@@ -479,8 +539,39 @@ class Queries:
                 values[name] = [item[index] for item in items]
         else:
             values.update(zip(("kind", "ts", "lane_id", "data", "key"), items[0], strict=True))
-        rows = self._append_in_one[(expect, many)].fetch(conn, values)
-        return sorted(int(row[0]) for row in rows)
+        return self._append_in_one[(expect, many)], values
+
+    def appends_pipelined(
+        self, conn: Connection, appends: Sequence[Appending], now: int
+    ) -> list[tuple[list[int], int | None]]:
+        """Run many one-statement appends in order, sent together in one round trip.
+
+        Inside a write transaction on psycopg, in its pipeline mode: the statements are sent
+        one after another without waiting for each answer. After an append with an expected
+        last seq, the run's last seq is read in the same pipeline, so that an append whose
+        expectation failed is told what the run held at its turn.
+
+        Returns:
+            Per append, its seqs (none when its expectation failed) and, for an append
+            with an expectation, the run's last seq right after it.
+
+        Raises:
+            IntegrityError: A key is already stored; the transaction is then aborted.
+
+        """
+        calls: list[tuple[str, Any]] = []
+        for run_id, items, expected, group in appends:
+            statement, values = self._append_values(run_id, items, expected, group, now)
+            calls.append(statement.driver_call(values))
+            if expected is not None:
+                calls.append(self._last_seq.driver_call({"run_id": run_id}))
+        answers = iter(run_pipelined(conn, calls))
+        results: list[tuple[list[int], int | None]] = []
+        for _run_id, _items, expected, _group in appends:
+            seqs = sorted(int(row[0]) for row in next(answers))
+            last = int(next(answers)[0][0]) if expected is not None else None
+            results.append((seqs, last))
+        return results
 
     def insert_keyed(
         self, conn: Connection, rows: Sequence[EventRow], keys: Sequence[str | None]

@@ -42,7 +42,7 @@ from purpose_agent.db.engine import (
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, run_sql
+from purpose_agent.db.queries import LOOKUP_CHUNK, Queries, observed, run_sql
 from purpose_agent.db.replicas import Replicas, run_ids_of
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
@@ -407,7 +407,9 @@ class SQLCheckpointer(ClosingContext):
                 for call in batch:
                     call.settle()
                 return
-            outcomes = self._commit_batch(ordered, committing)
+            outcomes = self._commit_appends(ordered, committing)
+            if outcomes is None:
+                outcomes = self._commit_batch(ordered, committing)
         except CheckpointError as exc:  # the store was closed meanwhile
             for call in ordered:
                 call.settle(error=exc)
@@ -464,6 +466,39 @@ class SQLCheckpointer(ClosingContext):
                 raise
             return False
         return True
+
+    def _commit_appends(
+        self, ordered: list[Pending], committing: list[bool]
+    ) -> list[tuple[Any, BaseException | None]] | None:
+        """Send a batch of one-statement appends in one round trip; ``None`` if it cannot be.
+
+        On Postgres each append is one statement that, when the run's last seq is not the
+        expected one, writes nothing and raises nothing: the batch's statements go in one
+        pipeline inside one transaction, without a savepoint per call, in the batch's order.
+        An append whose expectation failed fails alone (the run's last seq at its turn is
+        read in the same pipeline). Only what a transaction must decide (a key already
+        stored, an expectation failed by an append with keys, which may be a retry) sends
+        the batch back, rolled back, to the savepoint path (``None``).
+        """
+        if (
+            not self._queries.appends_in_one
+            or observed(self._engine)
+            or any(call.appends is None for call in ordered)
+        ):
+            return None
+        appends = [call.appends for call in ordered if call.appends is not None]
+        try:
+            with self._units.write() as conn:
+                answers = self._queries.appends_pipelined(conn, appends, stamp_ns())
+                outcomes = _appended(appends, answers)
+                committing[0] = True
+        except IntegrityError as exc:
+            if not self._flavor.is_unique_violation(exc):
+                raise
+            return None
+        except _Undecided:
+            return None
+        return outcomes
 
     def _commit_batch(
         self, ordered: list[Pending], committing: list[bool]
@@ -650,6 +685,7 @@ class SQLCheckpointer(ClosingContext):
                     on_conflict=None,
                     run_key=run_id,
                     repeatable=keyed,
+                    appends=(run_id, items, expected, group) if snapshot is None else None,
                 )
             )
         return placed
@@ -1080,6 +1116,32 @@ def _translated(
 ) -> Iterator[Connection]:
     with translated(action, where, SQLAlchemyError), opening as conn:
         yield conn
+
+
+class _Undecided(Exception):
+    """A pipelined batch of appends holds a call that only the savepoint path can decide."""
+
+
+def _appended(
+    appends: list[tuple[str, Sequence[Any], int | None, str | None]],
+    answers: list[tuple[list[int], int | None]],
+) -> list[tuple[Any, BaseException | None]]:
+    """Each pipelined append's placement or conflict; raises ``_Undecided`` when unsure."""
+    outcomes: list[tuple[Any, BaseException | None]] = []
+    for (run_id, items, expected, _group), (seqs, last) in zip(appends, answers, strict=True):
+        if seqs:
+            rows = [item.at(run_id, seq) for item, seq in zip(items, seqs, strict=True)]
+            outcomes.append((Placement(rows, [item.key for item in items], rows, seqs[-1]), None))
+            continue
+        if last is None or any(item.key is not None for item in items):
+            raise _Undecided  # a retry of a stored append, or a conflict: a transaction decides
+        try:
+            place(run_id, items, last, {}, expected)
+        except CheckpointError as exc:
+            outcomes.append((None, exc))
+            continue
+        raise _Undecided  # the run came back to the expected seq meanwhile
+    return outcomes
 
 
 def _too_large(what: str, size: int, limit: int) -> str:
