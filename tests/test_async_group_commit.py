@@ -21,6 +21,7 @@ from purpose_agent import (
 from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.errors import StoreUnavailable
+from purpose_agent.records import EventRow
 
 TASKS = 8
 POLICY = GroupCommitPolicy(max_batch=TASKS, max_wait=0.02)
@@ -92,6 +93,7 @@ async def queued(
     commits = store._store._commits
     assert isinstance(commits, TaskGroupCommit)
     commits._inline = True  # as if a call were committing on its own path
+    in_flight, commits._in_flight = commits._in_flight, 1  # no second batch meanwhile
     running = []
     for index, work in enumerate(works):
         running.append(asyncio.ensure_future(work()))
@@ -99,6 +101,7 @@ async def queued(
             await asyncio.sleep(0)
     commits._inline = False
     commits._start()
+    commits._in_flight = in_flight
     return list(await asyncio.gather(*running, return_exceptions=True))
 
 
@@ -397,3 +400,32 @@ def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
         assert fallbacks == ([] if store.engine.dialect.name == "postgresql" else [4])
 
     on_store(test)
+
+
+def test_batches_in_flight_at_once_never_share_a_run() -> None:
+    async def main() -> None:
+        commits = TaskGroupCommit(GroupCommitPolicy(max_batch=8), lambda batch: None, in_flight=2)
+
+        def call(run_key: str, *others: str) -> tuple[Pending, asyncio.Future[None]]:
+            rows = [EventRow(run, 1, "custom", 1.0, "main", "{}") for run in (run_key, *others)]
+            pending = Pending(
+                alone=lambda: None,
+                inside=lambda conn: None,
+                on_conflict=None,
+                run_key=run_key,
+                repeatable=True,
+                saves=(rows, None),
+            )
+            return pending, asyncio.get_running_loop().create_future()
+
+        queue = [call("a"), call("b"), call("d", "e"), call("e"), call("a", "f"), call("f")]
+        commits._waiting = list(queue)
+        commits._busy_runs = {"a"}  # a batch writing run a is in flight
+        taken = commits._take_ready()
+        # Run a waits for the batch in flight, and so does f, behind a call of a and f that
+        # arrived before it: calls of one run commit in the order they arrived. The call of
+        # e follows the call of d and e in the same batch.
+        assert taken == [queue[1], queue[2], queue[3]]
+        assert commits._waiting == [queue[0], queue[4], queue[5]]
+
+    asyncio.run(main())

@@ -21,6 +21,7 @@ may be stored.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +88,17 @@ class Pending:
     result: Any = None
     error: BaseException | None = None
     wake: Any = field(default=None, repr=False)  # a queued caller's own lock (threads)
+
+    @functools.cached_property
+    def runs(self) -> frozenset[str]:
+        """Every run the call writes (batches in flight at once never share one)."""
+        if self.saves is None:
+            return frozenset((self.run_key,))
+        rows, snap = self.saves
+        touched = {row.run_id for row in rows}
+        if snap is not None:
+            touched.add(snap.run_id)
+        return frozenset(touched)
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Record the outcome of the call."""
