@@ -19,7 +19,7 @@ from purpose_agent import (
     SequenceConflict,
     SQLCheckpointer,
 )
-from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.errors import StoreUnavailable
 
 THREADS = 8
@@ -427,6 +427,36 @@ def test_a_retried_keyed_append_in_a_batch_returns_what_is_stored(
     assert [e.seq for e in results[1]] == [1]
     assert [e.seq for e in results[2]] == [2]
     assert [e.seq for e in store.list_events("k")] == [1, 2]
+
+
+def test_a_caller_that_stops_waiting_hands_on_the_lead() -> None:
+    commits = GroupCommit(GroupCommitPolicy(), lambda batch: None)
+
+    def waiting(run_key: str) -> Pending:
+        call = Pending(
+            alone=lambda: None,
+            inside=lambda conn: None,
+            on_conflict=None,
+            run_key=run_key,
+            repeatable=True,
+        )
+        call.wake = threading.Lock()
+        call.wake.acquire()
+        return call
+
+    first, second, third = waiting("a"), waiting("b"), waiting("c")
+    commits._busy = True
+    commits._queue.extend([first, second, third])
+    commits._abandon(third)  # an interrupted caller that was not chosen to lead
+    assert list(commits._queue) == [first, second]
+    assert not second.wake.acquire(blocking=False)
+    first.leading = True  # the commit in flight chose it, then its thread was interrupted
+    commits._abandon(first)
+    assert list(commits._queue) == [second]
+    assert second.leading
+    assert second.wake.acquire(blocking=False)  # woken to lead in its place
+    commits._abandon(second)
+    assert not commits._busy  # nobody is left to commit: the next caller commits at once
 
 
 def test_policy_bounds_are_checked() -> None:

@@ -88,6 +88,7 @@ class Pending:
     result: Any = None
     error: BaseException | None = None
     wake: Any = field(default=None, repr=False)  # a queued caller's own lock (threads)
+    leading: bool = False  # chosen to lead the next batch (threads)
 
     @functools.cached_property
     def runs(self) -> frozenset[str]:
@@ -151,7 +152,11 @@ class GroupCommit:
         if leading:
             self._lead([call])
             return call.outcome()
-        call.wake.acquire()  # released when the call is done, or when it leads the next batch
+        try:
+            call.wake.acquire()  # released when the call is done, or when it leads the next batch
+        except BaseException:
+            self._abandon(call)
+            raise
         if not call.done:
             self._lead(self._take())
         return call.outcome()
@@ -182,11 +187,33 @@ class GroupCommit:
                 following = self._queue[0] if self._queue else None
                 if following is None:
                     self._busy = False
+                else:
+                    following.leading = True
             # The next leader first: it waits for the interpreter's lock behind fewer threads.
             if following is not None:
                 following.wake.release()
             for pending in batch[1:]:
                 pending.wake.release()
+
+    def _abandon(self, call: Pending) -> None:
+        """Take back a queued call whose thread stopped waiting (an interrupt).
+
+        If it was chosen to lead the next batch, the call after it leads instead, so that
+        the queue never waits for a thread that has gone.
+        """
+        following = None
+        with self._lock:
+            if call.done or call not in self._queue:
+                return  # a batch carries it already
+            self._queue.remove(call)
+            if call.leading:
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._busy = False
+                else:
+                    following.leading = True
+        if following is not None:
+            following.wake.release()
 
     def _run(self, batch: list[Pending]) -> None:
         if len(batch) == 1:
