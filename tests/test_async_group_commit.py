@@ -7,12 +7,21 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sql_event
 from sqlalchemy.exc import OperationalError
 
-from purpose_agent import AsyncSQLCheckpointer, EventKind, NewEvent, PAEvent, SequenceConflict
+from purpose_agent import (
+    AsyncSQLCheckpointer,
+    EventKind,
+    NewEvent,
+    PAEvent,
+    RunState,
+    SequenceConflict,
+)
 from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.errors import StoreUnavailable
+from purpose_agent.records import EventRow
 
 TASKS = 8
 POLICY = GroupCommitPolicy(max_batch=TASKS, max_wait=0.02)
@@ -61,6 +70,39 @@ async def together(work: Callable[[int], Awaitable[Any]], tasks: int = TASKS) ->
 
 def event(run_id: str, seq: int, **data: Any) -> PAEvent:
     return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
+
+
+def state(run_id: str, seq: int, **data: Any) -> RunState:
+    return RunState(run_id=run_id, seq=seq, data=data)
+
+
+async def latest(store: AsyncSQLCheckpointer, run_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The seq and data of the run's snapshot (its timestamps differ from the one saved)."""
+    found = await store.load_latest(run_id)
+    return (found.seq, found.data) if found is not None else None
+
+
+async def queued(
+    store: AsyncSQLCheckpointer, works: list[Callable[[], Awaitable[Any]]]
+) -> list[Any]:
+    """Queue ``works`` in this order while a commit is in flight, then let them commit.
+
+    Returns their results or errors, by position.
+    """
+    assert store._store is not None
+    commits = store._store._commits
+    assert isinstance(commits, TaskGroupCommit)
+    commits._inline = True  # as if a call were committing on its own path
+    in_flight, commits._in_flight = commits._in_flight, 1  # no second batch meanwhile
+    running = []
+    for index, work in enumerate(works):
+        running.append(asyncio.ensure_future(work()))
+        while len(commits._waiting) <= index:
+            await asyncio.sleep(0)
+    commits._inline = False
+    commits._start()
+    commits._in_flight = in_flight
+    return list(await asyncio.gather(*running, return_exceptions=True))
 
 
 def test_overlapping_tasks_share_commits_and_lose_nothing(
@@ -240,3 +282,150 @@ def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves
             assert await store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]
 
     on_store(test)
+
+
+def test_queued_saves_share_one_batch_and_leave_what_saving_in_turn_would(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.last_seq("opened")
+        batches = Recorded(store)
+        results = await queued(
+            store,
+            [
+                lambda: store.save_events([event("a", 1), event("a", 2)], state("a", 2, v=1)),
+                lambda: store.save_snapshot("a", state("a", 2, v=2)),  # the same seq: replaces
+                lambda: store.save_events([event("a", 3)], state("a", 3, v=3)),
+                lambda: store.save_snapshot("a", state("a", 1, v=4)),  # a lower seq: ignored
+                lambda: store.save_event(event("b", 1)),
+            ],
+        )
+        assert results == [None] * 5
+        assert batches.sizes == [5]
+        assert await store.list_events("a") == [event("a", 1), event("a", 2), event("a", 3)]
+        assert await latest(store, "a") == (3, {"v": 3})
+        assert await store.list_events("b") == [event("b", 1)]
+        assert [await store.last_seq(run) for run in ("a", "b")] == [3, 1]
+
+    on_store(test)
+
+
+def test_a_conflict_in_a_batch_of_saves_fails_alone(on_store: Callable[[Test], None]) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.save_event(event("taken", 1, original=True))
+        batches = Recorded(store)
+        results = await queued(
+            store,
+            [
+                lambda: store.save_events([event("ok-1", 1)], state("ok-1", 1)),
+                lambda: store.save_events([event("taken", 1, original=False), event("taken", 2)]),
+                lambda: store.save_event(event("taken", 1, original=True)),  # a retry: a no-op
+                lambda: store.save_events([event("ok-2", 1)], state("ok-2", 1)),
+            ],
+        )
+        assert batches.sizes == [4]
+        assert isinstance(results[1], SequenceConflict)
+        assert [results[0], *results[2:]] == [None, None, None]
+        assert await store.list_events("taken") == [event("taken", 1, original=True)]
+        assert await latest(store, "ok-1") == (1, {})
+        assert await latest(store, "ok-2") == (1, {})
+
+    on_store(test)
+
+
+def test_a_batch_of_saves_is_stored_without_a_savepoint_per_call(
+    on_store: Callable[[Test], None],
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.last_seq("opened")
+        seen: list[str] = []
+
+        def listen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            seen.append(statement)
+
+        sql_event.listen(store.engine.sync_engine, "before_cursor_execute", listen)
+        works = [
+            (
+                lambda index=index: store.save_events(
+                    [event(f"s-{index}", 1)], state(f"s-{index}", 1)
+                )
+            )
+            for index in range(4)
+        ]
+        assert await queued(store, works) == [None] * 4
+        assert not [sql for sql in seen if "SAVEPOINT" in sql]
+        if store.engine.dialect.name == "postgresql":
+            assert len(seen) == 1  # the whole batch is one statement, one round trip
+        for index in range(4):
+            assert await latest(store, f"s-{index}") == (1, {})
+
+    on_store(test)
+
+
+def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
+    on_store: Callable[[Test], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.last_seq("opened")
+        assert store._store is not None
+        fallbacks: list[int] = []
+        commit_batch = store._store._commit_batch
+
+        def counting(ordered: list[Pending], committing: list[bool]) -> Any:
+            fallbacks.append(len(ordered))
+            return commit_batch(ordered, committing)
+
+        monkeypatch.setattr(store._store, "_commit_batch", counting)
+
+        def custom(n: int) -> NewEvent:
+            return NewEvent(kind=EventKind.CUSTOM, data={"n": n})
+
+        results = await queued(
+            store,
+            [
+                lambda: store.append("a", [custom(1)]),
+                lambda: store.append("a", [custom(2), custom(3)], expected_last_seq=1),
+                lambda: store.append("a", [custom(4)], expected_last_seq=1),  # a is at 3 now
+                lambda: store.append("a", [custom(5)]),
+            ],
+        )
+        assert [[e.seq for e in result] for result in results if isinstance(result, list)] == [
+            [1],
+            [2, 3],
+            [4],
+        ]
+        assert isinstance(results[2], SequenceConflict)
+        assert [e.data["n"] for e in await store.list_events("a")] == [1, 2, 3, 5]
+        # On Postgres every append is one statement, all sent in one pipeline: no savepoints.
+        assert fallbacks == ([] if store.engine.dialect.name == "postgresql" else [4])
+
+    on_store(test)
+
+
+def test_batches_in_flight_at_once_never_share_a_run() -> None:
+    async def main() -> None:
+        commits = TaskGroupCommit(GroupCommitPolicy(max_batch=8), lambda batch: None, in_flight=2)
+
+        def call(run_key: str, *others: str) -> tuple[Pending, asyncio.Future[None]]:
+            rows = [EventRow(run, 1, "custom", 1.0, "main", "{}") for run in (run_key, *others)]
+            pending = Pending(
+                alone=lambda: None,
+                inside=lambda conn: None,
+                on_conflict=None,
+                run_key=run_key,
+                repeatable=True,
+                saves=(rows, None),
+            )
+            return pending, asyncio.get_running_loop().create_future()
+
+        queue = [call("a"), call("b"), call("d", "e"), call("e"), call("a", "f"), call("f")]
+        commits._waiting = list(queue)
+        commits._busy_runs = {"a"}  # a batch writing run a is in flight
+        taken = commits._take_ready()
+        # Run a waits for the batch in flight, and so does f, behind a call of a and f that
+        # arrived before it: calls of one run commit in the order they arrived. The call of
+        # e follows the call of d and e in the same batch.
+        assert taken == [queue[1], queue[2], queue[3]]
+        assert commits._waiting == [queue[0], queue[4], queue[5]]
+
+    asyncio.run(main())

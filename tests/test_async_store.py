@@ -5,11 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
 
-from purpose_agent import AsyncCheckpointer, AsyncSQLCheckpointer, EventKind, NewEvent
+from purpose_agent import (
+    AsyncCheckpointer,
+    AsyncSQLCheckpointer,
+    EventKind,
+    NewEvent,
+    PAEvent,
+    RunState,
+    SequenceConflict,
+)
 from purpose_agent.db.async_engine import async_url
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.errors import InvalidInput, StoreUnavailable
@@ -104,5 +114,70 @@ def test_cancelled_saves_leave_the_store_usable(empty_database: str, grouped: bo
                 (stored,) = await store.append("kept", [NewEvent(kind=EventKind.CUSTOM)])
                 assert stored.seq == attempt + 1
             assert await store.last_seq("kept") == 30
+
+    asyncio.run(main())
+
+
+def _step(run_id: str, number: int) -> tuple[list[PAEvent], RunState]:
+    events = [
+        PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data={"n": seq})
+        for seq in range(number * 3 - 2, number * 3 + 1)
+    ]
+    return events, RunState(run_id=run_id, seq=number * 3, data={"step": number})
+
+
+def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiosqlite.core
+
+    trips: list[str] = []
+    execute = aiosqlite.core.Connection._execute
+
+    def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return execute(self, fn, *args, **kwargs)
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'trips.db'}") as store:
+            await store.save_events(*_step("r", 1))  # the pool has its connection now
+            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+            await store.save_events(*_step("r", 2))
+            assert len(trips) == 1  # BEGIN, the inserts, the upserts and COMMIT together
+            trips.clear()
+            # A held insert that fails rolls the transaction back: nothing of it is stored.
+            taken = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=2.0)
+            fresh = PAEvent(run_id="r", seq=7, kind=EventKind.CUSTOM, ts=1.0)
+            with pytest.raises(SequenceConflict):
+                await store.save_events([fresh, taken], RunState(run_id="r", seq=7))
+            monkeypatch.undo()
+            assert [event.seq for event in await store.list_events("r")] == list(range(1, 7))
+            assert (await store.load_latest("r")).seq == 6  # type: ignore[union-attr]
+            await store.save_events(*_step("r", 3))  # no transaction was left open
+            assert await store.last_seq("r") == 9
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bool) -> None:
+    """A step cancelled at any point is stored whole or not at all, and blocks nobody."""
+    policy = GroupCommitPolicy(max_batch=8) if grouped else False
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(empty_database, group_commit=policy) as store:
+            for attempt in range(1, 25):
+                saving = asyncio.ensure_future(store.save_events(*_step(f"c-{attempt}", 1)))
+                for _ in range(attempt % 6):
+                    await asyncio.sleep(0)  # cancelled at a different point each time
+                saving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await saving
+                await store.save_events(*_step("kept", attempt))
+                stored = await store.list_events(f"c-{attempt}")
+                assert [event.seq for event in stored] in ([], [1, 2, 3])
+                snapshot = await store.load_latest(f"c-{attempt}")
+                assert (snapshot is not None) == bool(stored)
+            assert await store.last_seq("kept") == 72
 
     asyncio.run(main())

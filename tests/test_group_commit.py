@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sql_event
 from sqlalchemy.exc import OperationalError
 
-from purpose_agent import EventKind, NewEvent, PAEvent, SequenceConflict, SQLCheckpointer
-from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
+from purpose_agent import (
+    EventKind,
+    NewEvent,
+    PAEvent,
+    RunState,
+    SequenceConflict,
+    SQLCheckpointer,
+)
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.errors import StoreUnavailable
 
 THREADS = 8
@@ -21,12 +30,14 @@ class Recorded:
 
     def __init__(self, store: SQLCheckpointer) -> None:
         self.sizes: list[int] = []
+        self.keys: list[list[str]] = []  # each batch's calls by run, oldest first
         commits = store._commits
         assert commits is not None
         run = commits._run
 
         def recording(batch: list[Pending]) -> None:
             self.sizes.append(len(batch))
+            self.keys.append([call.run_key for call in batch])
             run(batch)
 
         commits._run = recording  # type: ignore[method-assign]
@@ -61,6 +72,62 @@ def together(work: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
 
 def event(run_id: str, seq: int, **data: Any) -> PAEvent:
     return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
+
+
+def state(run_id: str, seq: int, **data: Any) -> RunState:
+    return RunState(run_id=run_id, seq=seq, data=data)
+
+
+def latest(store: SQLCheckpointer, run_id: str) -> tuple[int, dict[str, Any]] | None:
+    """The seq and data of the run's snapshot (its timestamps differ from the one saved)."""
+    found = store.load_latest(run_id)
+    return (found.seq, found.data) if found is not None else None
+
+
+def queued(store: SQLCheckpointer, works: list[Callable[[], Any]]) -> list[Any]:
+    """Queue ``works`` in this order while a commit is in flight, then let them commit.
+
+    Returns their results or errors, by position. Each call is queued before the next
+    starts, so the batches they form, and the order inside them, are known.
+    """
+    commits = store._commits
+    assert commits is not None
+    with commits._lock:
+        assert not commits._busy
+        commits._busy = True  # as if a commit were in flight
+    results: list[Any] = [None] * len(works)
+
+    def run(index: int) -> None:
+        try:
+            results[index] = works[index]()
+        except Exception as exc:  # compared by the test
+            results[index] = exc
+
+    workers = []
+    for index in range(len(works)):
+        worker = threading.Thread(target=run, args=(index,))
+        worker.start()
+        workers.append(worker)
+        while len(commits._queue) <= index:
+            time.sleep(0.001)
+    with commits._lock:  # the commit in flight ends: the oldest queued call leads
+        head = commits._queue[0]
+    head.wake.release()
+    for worker in workers:
+        worker.join()
+    return results
+
+
+class Statements:
+    """The statements an engine runs, as SQLAlchemy sees them."""
+
+    def __init__(self, store: SQLCheckpointer) -> None:
+        self.seen: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+            self.seen.append(statement)
+
+        sql_event.listen(store.engine, "before_cursor_execute", seen)
 
 
 def test_overlapping_writers_share_commits_and_lose_nothing(store: SQLCheckpointer) -> None:
@@ -200,6 +267,196 @@ def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves
     for index in range(0, THREADS, 2):
         assert results[index] is None
         assert store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]
+
+
+def test_queued_saves_share_one_batch_and_leave_what_saving_in_turn_would(
+    store: SQLCheckpointer,
+) -> None:
+    batches = Recorded(store)
+    results = queued(
+        store,
+        [
+            lambda: store.save_events([event("a", 1), event("a", 2)], state("a", 2, v=1)),
+            lambda: store.save_snapshot("a", state("a", 2, v=2)),  # the same seq: replaces
+            lambda: store.save_events([event("a", 3)], state("a", 3, v=3)),
+            lambda: store.save_snapshot("a", state("a", 1, v=4)),  # a lower seq: ignored
+            lambda: store.save_event(event("b", 1)),
+            lambda: store.save_snapshot("c", state("c", 5, v=1)),
+            lambda: store.save_snapshot("c", state("c", 5, v=2)),
+        ],
+    )
+    assert results == [None] * 7
+    assert batches.sizes == [7]
+    assert store.list_events("a") == [event("a", 1), event("a", 2), event("a", 3)]
+    assert latest(store, "a") == (3, {"v": 3})
+    assert store.list_events("b") == [event("b", 1)]
+    assert latest(store, "c") == (5, {"v": 2})
+    assert [store.last_seq(run) for run in ("a", "b", "c")] == [3, 1, 5]
+    assert set(store.list_runs()) == {"a", "b", "c"}
+
+
+def test_a_conflict_in_a_batch_of_saves_fails_alone(store: SQLCheckpointer) -> None:
+    store.save_event(event("taken", 1, original=True))
+    batches = Recorded(store)
+    results = queued(
+        store,
+        [
+            lambda: store.save_events([event("ok-1", 1)], state("ok-1", 1)),
+            lambda: store.save_events([event("taken", 1, original=False), event("taken", 2)]),
+            lambda: store.save_event(event("taken", 1, original=True)),  # a retry: a no-op
+            lambda: store.save_events([event("ok-2", 1), event("ok-2", 2)], state("ok-2", 2)),
+        ],
+    )
+    assert batches.sizes == [4]
+    assert results[0] is None
+    assert isinstance(results[1], SequenceConflict)
+    assert results[2:] == [None, None]
+    assert store.list_events("taken") == [event("taken", 1, original=True)]
+    assert store.last_seq("taken") == 1
+    assert store.list_events("ok-1") == [event("ok-1", 1)]
+    assert latest(store, "ok-1") == (1, {})
+    assert store.list_events("ok-2") == [event("ok-2", 1), event("ok-2", 2)]
+    assert latest(store, "ok-2") == (2, {})
+
+
+def test_a_batch_of_saves_is_stored_without_a_savepoint_per_call(
+    store: SQLCheckpointer,
+) -> None:
+    statements = Statements(store)
+    works = [
+        (lambda index=index: store.save_events([event(f"s-{index}", 1)], state(f"s-{index}", 1)))
+        for index in range(4)
+    ]
+    assert queued(store, works) == [None] * 4
+    assert not [sql for sql in statements.seen if "SAVEPOINT" in sql]
+    if store.engine.dialect.name == "postgresql":
+        assert len(statements.seen) == 1  # the whole batch is one statement, one round trip
+    for index in range(4):
+        assert latest(store, f"s-{index}") == (1, {})
+
+
+def test_batches_are_taken_oldest_first_and_bounded(empty_database: str) -> None:
+    policy = GroupCommitPolicy(max_batch=3)
+    with SQLCheckpointer(empty_database, group_commit=policy) as store:
+        batches = Recorded(store)
+        works = [
+            (lambda index=index: store.save_event(event(f"q{index}", 1))) for index in range(8)
+        ]
+        assert queued(store, works) == [None] * 8
+        assert batches.keys == [["q0", "q1", "q2"], ["q3", "q4", "q5"], ["q6", "q7"]]
+
+
+def test_a_lone_writer_never_waits_for_company(empty_database: str) -> None:
+    policy = GroupCommitPolicy(max_batch=8, max_wait=1.0)
+    with SQLCheckpointer(empty_database, group_commit=policy) as store:
+        commits = store._commits
+        assert commits is not None
+        waits: list[int] = []
+        take = commits._take
+
+        def counting() -> list[Pending]:
+            waits.append(1)
+            return take()
+
+        commits._take = counting  # type: ignore[method-assign]
+        for seq in range(1, 4):
+            store.save_events([event("alone", seq)], state("alone", seq))
+        assert waits == []  # every call committed at once, without looking for a batch
+        assert latest(store, "alone") == (3, {})
+
+
+class Fallbacks:
+    """How many batches took the savepoint-per-call path."""
+
+    def __init__(self, store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        commit_batch = store._commit_batch
+
+        def counting(ordered: list[Pending], committing: list[bool]) -> Any:
+            self.count += 1
+            return commit_batch(ordered, committing)
+
+        monkeypatch.setattr(store, "_commit_batch", counting)
+
+
+def custom(**data: Any) -> NewEvent:
+    return NewEvent(kind=EventKind.CUSTOM, data=data)
+
+
+def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fallbacks = Fallbacks(store, monkeypatch)
+    results = queued(
+        store,
+        [
+            lambda: store.append("a", [custom(n=1)]),
+            lambda: store.append("a", [custom(n=2), custom(n=3)], expected_last_seq=1),
+            lambda: store.append("a", [custom(n=4)], expected_last_seq=1),  # a is at 3 now
+            lambda: store.append("b", [custom(n=1)], expected_last_seq=0, group="g"),
+            lambda: store.append("a", [custom(n=5)]),
+        ],
+    )
+    assert [[e.seq for e in result] for result in results if isinstance(result, list)] == [
+        [1],
+        [2, 3],
+        [1],
+        [4],
+    ]
+    assert isinstance(results[2], SequenceConflict)
+    assert "has last seq 3, not the expected 1" in str(results[2])
+    assert [e.data["n"] for e in store.list_events("a")] == [1, 2, 3, 5]
+    assert store.run_group("b") == "g"
+    # On Postgres every append is one statement, all sent in one pipeline: no savepoints.
+    assert fallbacks.count == (0 if store.engine.dialect.name == "postgresql" else 1)
+
+
+def test_a_retried_keyed_append_in_a_batch_returns_what_is_stored(
+    store: SQLCheckpointer,
+) -> None:
+    (first,) = store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-1")])
+    results = queued(
+        store,
+        [
+            lambda: store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-1")]),
+            lambda: store.append("other", [custom(n=1)]),
+            lambda: store.append("k", [NewEvent(kind=EventKind.CUSTOM, key="step-2")]),
+        ],
+    )
+    assert results[0] == [first]
+    assert [e.seq for e in results[1]] == [1]
+    assert [e.seq for e in results[2]] == [2]
+    assert [e.seq for e in store.list_events("k")] == [1, 2]
+
+
+def test_a_caller_that_stops_waiting_hands_on_the_lead() -> None:
+    commits = GroupCommit(GroupCommitPolicy(), lambda batch: None)
+
+    def waiting(run_key: str) -> Pending:
+        call = Pending(
+            alone=lambda: None,
+            inside=lambda conn: None,
+            on_conflict=None,
+            run_key=run_key,
+            repeatable=True,
+        )
+        call.wake = threading.Lock()
+        call.wake.acquire()
+        return call
+
+    first, second, third = waiting("a"), waiting("b"), waiting("c")
+    commits._busy = True
+    commits._queue.extend([first, second, third])
+    commits._abandon(third)  # an interrupted caller that was not chosen to lead
+    assert list(commits._queue) == [first, second]
+    assert not second.wake.acquire(blocking=False)
+    first.leading = True  # the commit in flight chose it, then its thread was interrupted
+    commits._abandon(first)
+    assert list(commits._queue) == [second]
+    assert second.leading
+    assert second.wake.acquire(blocking=False)  # woken to lead in its place
+    commits._abandon(second)
+    assert not commits._busy  # nobody is left to commit: the next caller commits at once
 
 
 def test_policy_bounds_are_checked() -> None:

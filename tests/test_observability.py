@@ -20,22 +20,14 @@ STEP_STATEMENTS = {
         "BEGIN IMMEDIATE",
         "INSERT INTO pa_events",
         "INSERT INTO pa_runs",
-        "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
         "COMMIT",
     ],
-    # Events and their run rows are one statement (a WITH).
-    "postgresql": [
-        "BEGIN",
-        "WITH inserted",
-        "INSERT INTO pa_runs",
-        "INSERT INTO pa_snapshots",
-        "COMMIT",
-    ],
+    # Events, snapshot and run row are one statement (a WITH), in autocommit.
+    "postgresql": ["WITH snapshot"],
     "mariadb": [
         "BEGIN",
         "INSERT INTO pa_events",
-        "INSERT INTO pa_runs",
         "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
         "COMMIT",

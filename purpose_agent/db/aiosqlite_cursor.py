@@ -14,9 +14,11 @@ closing) is SQLAlchemy's.
 from __future__ import annotations
 
 import collections
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import Connection, event
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -24,9 +26,27 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
+from purpose_agent.db.queries import observed, run_sql
 
-def _run(raw: Any, sql: str, parameters: Any, many: bool) -> tuple[Any, int, Any, list[Any]]:
-    """The statement on the connection's own thread: its description, counts and rows."""
+# A write held back: its SQL, parameters, and whether it runs once per parameter set.
+Held = tuple[str, Any, bool]
+
+
+def _run(
+    raw: Any, held: list[Held], sql: str, parameters: Any, many: bool
+) -> tuple[Any, int, Any, list[Any]]:
+    """The statements held back, then this one, on the connection's own thread.
+
+    Returns this statement's description, counts and rows. A held statement that fails
+    raises its error, and neither the statements after it nor this one run.
+    """
+    for held_sql, held_parameters, held_many in held:
+        done = (
+            raw.executemany(held_sql, held_parameters)
+            if held_many
+            else raw.execute(held_sql, held_parameters or ())
+        )
+        done.close()
     cursor = raw.executemany(sql, parameters) if many else raw.execute(sql, parameters or ())
     try:
         rows = cursor.fetchall() if cursor.description else []
@@ -76,11 +96,25 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
     def _call(self, sql: str, parameters: Any, many: bool) -> None:
         connection = self._connection
+        held: list[Held] = connection.pa_held
+        if connection.pa_holding and _writes_only(sql):
+            held.append((sql, parameters, many))
+            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self._rows = collections.deque()
+            return
+        if held:
+            connection.pa_held = []
+            if sql == "ROLLBACK":
+                if held[0][0].startswith("BEGIN"):
+                    return  # nothing of the transaction was sent: nothing to undo
+                held = []
         # Cleared only when the statement's answer came back: a task cancelled while it ran
         # leaves the mark, and the connection is rolled back when it returns to the pool.
         connection.pa_in_flight = True
         try:
-            found = await_only(connection._execute(_run, connection._conn, sql, parameters, many))
+            found = await_only(
+                connection._execute(_run, connection._conn, held, sql, parameters, many)
+            )
         except Exception as error:  # noqa: BLE001 - the adapter raises it as the DBAPI's error
             connection.pa_in_flight = False
             self._adapt_connection._handle_exception(error)
@@ -119,6 +153,8 @@ def use_one_trip_cursors(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "reset")
     def _reset(dbapi_connection: Any, _record: Any, _state: Any) -> None:
         driver = dbapi_connection.driver_connection
+        driver.pa_held = []  # writes held by a transaction that was never sent
+        driver.pa_holding = False
         if getattr(driver, "pa_in_flight", True) or driver.in_transaction:
             dbapi_connection.rollback()
 
@@ -126,3 +162,56 @@ def use_one_trip_cursors(engine: AsyncEngine) -> None:
     def _swap(dbapi_connection: Any, _record: Any) -> None:
         if type(dbapi_connection) is AsyncAdapt_aiosqlite_connection:
             dbapi_connection.__class__ = OneTripConnection
+            driver = dbapi_connection.driver_connection
+            driver.pa_held = []
+            driver.pa_holding = False
+
+
+def _writes_only(sql: str) -> bool:
+    """Whether a statement answers with nothing but counts (which a held write does not give)."""
+    verb = sql[:7].upper()
+    return verb.startswith(("INSERT", "UPDATE", "DELETE")) and "RETURNING" not in sql.upper()
+
+
+@contextlib.contextmanager
+def one_trip_transaction(conn: Connection, begin_sql: str) -> Iterator[Connection]:
+    """A write transaction sent to aiosqlite's thread as one trip, with its COMMIT.
+
+    Its writes (statements that return no rows) are held back and sent with the next
+    statement that returns rows, or with the COMMIT: a step's BEGIN, inserts, upserts and
+    COMMIT make one trip instead of five or six, each of which wakes a thread and the event
+    loop. A held write that fails raises its error from the statement it was sent with; the
+    transaction is then rolled back. If the block raises before anything was sent, nothing
+    is sent at all.
+
+    On a connection without one-trip cursors, or while anything observes the engine's
+    statements (which must see each statement when it runs), it is a plain transaction.
+
+    Args:
+        conn: An autocommit connection.
+        begin_sql: The statement that opens a write transaction (``BEGIN IMMEDIATE``).
+
+    """
+    driver: Any = conn.connection.driver_connection
+    holding = getattr(driver, "pa_held", None) is not None and not observed(conn.engine)
+    try:
+        if holding:
+            driver.pa_held = [(begin_sql, None, False)]
+            driver.pa_holding = True
+        else:
+            run_sql(conn, begin_sql)
+        try:
+            yield conn
+        finally:
+            if holding:
+                driver.pa_holding = False
+        run_sql(conn, "COMMIT")
+    except BaseException:
+        try:
+            pending = getattr(driver, "pa_held", None)
+            if not conn.invalidated and (pending or getattr(driver, "in_transaction", True)):
+                run_sql(conn, "ROLLBACK")
+        except Exception as exc:  # noqa: BLE001 - the error being raised matters more
+            if not conn.invalidated:
+                conn.invalidate(exc)
+        raise

@@ -32,6 +32,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -123,6 +124,14 @@ class Flavor:
 
     def snapshot_and_run(self) -> Insert | None:
         """One statement saving a snapshot and touching its run, where the backend has one."""
+        return None
+
+    def saves_in_one(self) -> Insert | None:
+        """One statement storing the events and snapshots of many saves, where the backend has one.
+
+        A group commit of saves runs it in autocommit: the whole batch is one round trip and
+        one commit, however many calls it carries.
+        """
         return None
 
     def append_in_one(self, expect: str, *, many: bool) -> Insert | None:
@@ -256,6 +265,63 @@ class PostgresFlavor(Flavor):
                 ["run_id", "created_ns", "updated_ns", "last_seq"], touched
             )
         )
+
+    def saves_in_one(self) -> Insert:
+        """Insert events, upsert snapshots (one per run) and touch every run they write.
+
+        Events and snapshots come as one array per column (``unnest()``), so the text is the
+        same for any batch and the batch is one round trip. The parts run in the order a lone
+        save takes its locks: the events (pulled by the run rows' upsert), the run rows in
+        run id order, then the snapshots (an unreferenced part of a ``WITH`` runs last).
+        """
+        events = self._many_events_insert()
+        inserted = events.returning(EventRecord.run_id, EventRecord.seq).cte("inserted")
+        now = bindparam("now", type_=BigInteger)
+        snapshots = (
+            func.unnest(
+                *(
+                    cast(bindparam(f"snapshot_{name}"), ARRAY(kind))
+                    for name, kind in (("run_id", Text), ("seq", BigInteger), ("state", Text))
+                )
+            )
+            .table_valued("run_id", "seq", "state")
+            .render_derived(name="snapshots")
+        )
+        stmt: Any = postgresql.insert(SnapshotRecord).from_select(
+            ["run_id", "seq", "state", "written_ns"],
+            select(snapshots.c.run_id, snapshots.c.seq, snapshots.c.state, now),
+        )
+        saved = stmt.on_conflict_do_update(
+            index_elements=[SnapshotRecord.run_id],
+            set_={
+                "seq": stmt.excluded.seq,
+                "state": stmt.excluded.state,
+                "written_ns": stmt.excluded.written_ns,
+            },
+            where=SnapshotRecord.seq <= stmt.excluded.seq,
+        ).cte("snapshot")
+        covered = (
+            func.unnest(
+                cast(bindparam("snapshot_run_id"), ARRAY(Text)),
+                cast(bindparam("snapshot_seq"), ARRAY(BigInteger)),
+            )
+            .table_valued("run_id", "seq")
+            .render_derived(name="covered")
+        )
+        written = union_all(
+            select(inserted.c.run_id, inserted.c.seq), select(covered.c.run_id, covered.c.seq)
+        ).subquery("written")
+        touched = (
+            select(written.c.run_id, now, now, func.max(written.c.seq))
+            .group_by(written.c.run_id)
+            .order_by(written.c.run_id)
+        )
+        runs = self.runs_on_conflict(
+            postgresql.insert(RunRecord).from_select(
+                ["run_id", "created_ns", "updated_ns", "last_seq"], touched
+            )
+        )
+        return runs.add_cte(saved)
 
     def append_in_one(self, expect: str, *, many: bool) -> Insert:
         """Advance the run row and insert the events after it, in one statement.

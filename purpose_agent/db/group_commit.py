@@ -5,24 +5,32 @@ the work of a step. When many threads write at once, each would wait for its own
 turn. Here the first writer to find no commit in flight commits at once, alone, on the store's
 usual path (no added wait). Writers that arrive meanwhile queue; when the commit ends, the
 first of them becomes the leader and commits everything queued so far (up to
-``max_batch``) in one transaction, one call per savepoint, while the others wait for it.
+``max_batch``, oldest first) in one transaction, while the others wait for it. A call waits
+for at most the commit in flight and the batches queued ahead of it.
 
-A call that fails on its own (a ``SequenceConflict``, a value refused) is rolled back to its
-savepoint and fails alone: the rest of the batch commits. Calls of one run keep the order in
-which they arrived. If the batch itself fails (a deadlock, a lost connection), every call is
-run again alone, in order, unless the failure came as the batch committed: then a call that is
-not safe to repeat (an append without keys) reports that it may be stored.
+A batch made only of saves is stored in shared statements (on Postgres one statement, one
+round trip). Otherwise, or when a position of that batch is taken, each call runs in a
+savepoint of its own: a call that fails on its own (a ``SequenceConflict``, a value refused)
+is rolled back to its savepoint and fails alone, and the rest of the batch commits. Calls of
+one run keep the order in which they arrived. If the batch itself fails (a deadlock, a lost
+connection), every call is run again alone, in order, unless the failure came as the batch
+committed: then a call that is not safe to repeat (an append without keys) reports that it
+may be stored.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
+
+from purpose_agent.records import EventRow, StateRow
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,11 @@ class Pending:
             transactions lock runs in one order, and calls of one run keep theirs.
         repeatable: Whether running the work twice stores it once (saves are; appends
             without keys are not).
+        saves: A save's event rows and snapshot, which a batch of saves stores together
+            with the other calls' in shared statements; ``None`` for other work.
+        appends: An append that is one statement (run id, drafts, expected last seq,
+            group), which a batch of such appends sends in one round trip where the driver
+            can; ``None`` for other work.
 
     """
 
@@ -69,9 +82,24 @@ class Pending:
     on_conflict: Callable[[Connection], Any] | None
     run_key: str
     repeatable: bool
+    saves: tuple[Sequence[EventRow], StateRow | None] | None = None
+    appends: tuple[str, Sequence[Any], int | None, str | None] | None = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None
+    wake: Any = field(default=None, repr=False)  # a queued caller's own lock (threads)
+    leading: bool = False  # chosen to lead the next batch (threads)
+
+    @functools.cached_property
+    def runs(self) -> frozenset[str]:
+        """Every run the call writes (batches in flight at once never share one)."""
+        if self.saves is None:
+            return frozenset((self.run_key,))
+        rows, snap = self.saves
+        touched = {row.run_id for row in rows}
+        if snap is not None:
+            touched.add(snap.run_id)
+        return frozenset(touched)
 
     def settle(self, result: Any = None, error: BaseException | None = None) -> None:
         """Record the outcome of the call."""
@@ -87,6 +115,11 @@ class Pending:
 class GroupCommit:
     """The queue of one store's writers, and who commits next.
 
+    Each waiting caller sleeps on a lock of its own, released once: when its call is done,
+    or when it is its turn to commit the next batch. A commit therefore wakes the callers it
+    carried and the next leader, not every waiting thread; with dozens of writers in one
+    process, waking them all on every commit cost more than the commit.
+
     Args:
         policy: Batch size and wait.
         commit_many: Runs a batch of two or more calls in one transaction, settling each
@@ -99,44 +132,88 @@ class GroupCommit:
     ) -> None:
         self.policy = policy
         self._commit_many = commit_many
-        self._cond = threading.Condition()
-        self._queue: list[Pending] = []
+        self._lock = threading.Lock()
+        self._more = threading.Condition(self._lock)  # a leader waiting for a fuller batch
+        self._queue: collections.deque[Pending] = collections.deque()
         self._busy = False
 
     def submit(self, call: Pending) -> Any:
         """Run a call, alone or with others; returns its result or raises its error."""
-        with self._cond:
-            self._queue.append(call)
-        while True:
-            with self._cond:
-                while not call.done and self._busy:
-                    self._cond.wait()
-                if call.done:
-                    return call.outcome()
-                self._busy = True
-                batch = self._take()
-            try:
-                self._run(batch)
-            finally:
-                with self._cond:
-                    for pending in batch:
-                        pending.done = True
-                    self._busy = False
-                    self._cond.notify_all()
+        with self._lock:
+            leading = not self._busy
+            if leading:
+                self._busy = True  # nothing in flight: commit at once, alone
+            else:
+                call.wake = threading.Lock()
+                call.wake.acquire()
+                self._queue.append(call)
+                if self.policy.max_wait:
+                    self._more.notify()
+        if leading:
+            self._lead([call])
+            return call.outcome()
+        try:
+            call.wake.acquire()  # released when the call is done, or when it leads the next batch
+        except BaseException:
+            self._abandon(call)
+            raise
+        if not call.done:
+            self._lead(self._take())
+        return call.outcome()
 
     def _take(self) -> list[Pending]:
-        """The next batch, from the head of the queue (called holding the lock)."""
+        """The next batch from the head of the queue, where the new leader's call is."""
         policy = self.policy
-        if policy.max_wait and len(self._queue) < policy.max_batch:
-            deadline = time.monotonic() + policy.max_wait
-            while len(self._queue) < policy.max_batch:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-        batch = self._queue[: policy.max_batch]
-        del self._queue[: policy.max_batch]
-        return batch
+        with self._lock:
+            if policy.max_wait and len(self._queue) < policy.max_batch:
+                deadline = time.monotonic() + policy.max_wait
+                while len(self._queue) < policy.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._more.wait(left)
+            queue = self._queue
+            return [queue.popleft() for _ in range(min(policy.max_batch, len(queue)))]
+
+    def _lead(self, batch: list[Pending]) -> None:
+        """Commit a batch, then wake its other callers and hand the queue to its head."""
+        try:
+            self._run(batch)
+        finally:
+            for pending in batch:
+                if not pending.done:  # the leader was interrupted (KeyboardInterrupt)
+                    pending.settle(error=RuntimeError("the grouped commit was interrupted"))
+            with self._lock:
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._busy = False
+                else:
+                    following.leading = True
+            # The next leader first: it waits for the interpreter's lock behind fewer threads.
+            if following is not None:
+                following.wake.release()
+            for pending in batch[1:]:
+                pending.wake.release()
+
+    def _abandon(self, call: Pending) -> None:
+        """Take back a queued call whose thread stopped waiting (an interrupt).
+
+        If it was chosen to lead the next batch, the call after it leads instead, so that
+        the queue never waits for a thread that has gone.
+        """
+        following = None
+        with self._lock:
+            if call.done or call not in self._queue:
+                return  # a batch carries it already
+            self._queue.remove(call)
+            if call.leading:
+                following = self._queue[0] if self._queue else None
+                if following is None:
+                    self._busy = False
+                else:
+                    following.leading = True
+        if following is not None:
+            following.wake.release()
 
     def _run(self, batch: list[Pending]) -> None:
         if len(batch) == 1:

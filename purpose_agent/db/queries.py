@@ -40,6 +40,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.util import await_only
 
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
@@ -49,6 +50,9 @@ from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
 
 _ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
+# One append of a batch: run id, drafts ``(kind, ts, lane_id, data, key)``, expected last seq
+# (or ``None``) and group (or ``None``).
+Appending = tuple[str, Sequence[Any], int | None, str | None]
 # Keys looked up per statement when checking a batch that hit a taken key.
 LOOKUP_CHUNK = 5000
 # Shapes of bounded reads kept built per store (a shape: which bounds, how many kinds, lanes).
@@ -112,6 +116,10 @@ class Statement:
         else:
             self._cursor.run_tuples(conn, fields, rows)
 
+    def driver_call(self, values: Mapping[str, Any]) -> tuple[str, Any]:
+        """The SQL and parameters the driver is given for ``values`` (for a pipeline)."""
+        return self._cursor.sql, self._cursor.params(values)
+
     def fetch(self, conn: Connection | HeldReads, values: Mapping[str, Any]) -> list[Any]:
         """Run a query and return every row as a tuple.
 
@@ -123,6 +131,46 @@ class Statement:
         if observed(self._engine):
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
         return self._cursor.fetch(conn, values)
+
+
+def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    """Run statements on psycopg in pipeline mode: one round trip, every statement's rows.
+
+    The first statement that fails raises its error (translated as for any statement), and
+    the server skips the rest. On psycopg's asyncio connection the same runs on the loop.
+    """
+
+    def call(_cursor: Any) -> list[list[Any]]:
+        driver = conn.connection.driver_connection
+        if conn.dialect.is_async:
+            return list(await_only(_pipelined_async(driver, calls)))
+        with driver.pipeline():  # type: ignore[union-attr]
+            cursors = []
+            for sql, parameters in calls:
+                cursor = driver.cursor()  # type: ignore[union-attr]
+                cursor.execute(sql, parameters)
+                cursors.append(cursor)
+        try:
+            return [list(cursor.fetchall()) for cursor in cursors]
+        finally:
+            for cursor in cursors:
+                cursor.close()
+
+    return run_on_cursor(conn, calls[0][0] if calls else "", call)
+
+
+async def _pipelined_async(driver: Any, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
+    cursors = []
+    async with driver.pipeline():
+        for sql, parameters in calls:
+            cursor = driver.cursor()
+            await cursor.execute(sql, parameters)
+            cursors.append(cursor)
+    try:
+        return [list(await cursor.fetchall()) for cursor in cursors]
+    finally:
+        for cursor in cursors:
+            await cursor.close()
 
 
 def run_sql(conn: Connection, sql: str) -> None:
@@ -313,6 +361,12 @@ class Queries:
         # psycopg's text format quotes every array element with a regular expression, which
         # costs several times what the server takes to insert the batch: send them binary.
         self._events_and_runs = build(many, EVENT_FIELDS) if many is not None else None
+        saves = flavor.saves_in_one()
+        self._saves_in_one = (
+            build(saves, (*EVENT_FIELDS, "snapshot_run_id", "snapshot_seq", "snapshot_state"))
+            if saves is not None
+            else None
+        )
         snapshot_and_run = flavor.snapshot_and_run()
         self._snapshot_and_run = build(snapshot_and_run) if snapshot_and_run is not None else None
         self._events = build(_events_after(limited=False))
@@ -367,6 +421,48 @@ class Queries:
         self._upsert_snapshot.run(
             conn, {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
         )
+
+    @property
+    def saves_in_one(self) -> bool:
+        """Whether the saves of a group commit are one autocommit statement on this backend."""
+        return self._saves_in_one is not None
+
+    def save_many(
+        self, conn: Connection, rows: Sequence[EventRow], snaps: Sequence[StateRow], now: int
+    ) -> None:
+        """Store the events and snapshots of many saves at once; ``IntegrityError`` on a taken key.
+
+        ``snaps`` holds at most one snapshot per run (the one a sequence of saves would leave).
+        Where the backend has it (:attr:`saves_in_one`) this is one statement, atomic in
+        autocommit; otherwise it must run inside a write transaction.
+        """
+        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
+        snaps = sorted(snaps, key=lambda snap: snap.run_id)
+        if self._saves_in_one is not None:
+            values: dict[str, Any] = {
+                name: [row[index] for row in ordered] for index, name in enumerate(EVENT_FIELDS)
+            }
+            for index, name in enumerate(("run_id", "seq", "state")):
+                values[f"snapshot_{name}"] = [snap[index] for snap in snaps]
+            self._saves_in_one.run(conn, {**values, "now": now})
+            return
+        if len(ordered) == 1:
+            self._insert_events.run(conn, ordered[0]._asdict())
+        elif ordered:
+            self._insert_events.run_tuples(conn, EVENT_FIELDS, ordered)
+        last = _last_seqs(ordered)
+        for snap in snaps:
+            last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
+        self.touch_runs(conn, last, now)
+        if snaps:
+            states = [
+                {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
+                for snap in snaps
+            ]
+            if len(states) == 1:
+                self._upsert_snapshot.run(conn, states[0])
+            else:
+                self._upsert_snapshot.run_many(conn, states)
 
     @property
     def one_statement_snapshot(self) -> bool:
@@ -429,6 +525,18 @@ class Queries:
         Returns no seqs when ``expected`` did not match. Raises ``IntegrityError`` when a key
         is already stored.
         """
+        statement, values = self._append_values(run_id, items, expected, group, now)
+        rows = statement.fetch(conn, values)
+        return sorted(int(row[0]) for row in rows)
+
+    def _append_values(
+        self,
+        run_id: str,
+        items: Sequence[Any],
+        expected: int | None,
+        group: str | None,
+        now: int,
+    ) -> tuple[Statement, dict[str, Any]]:
         expect = "any" if expected is None else "zero" if expected == 0 else "match"
         many = len(items) > 1
         values: dict[str, Any] = {
@@ -444,8 +552,39 @@ class Queries:
                 values[name] = [item[index] for item in items]
         else:
             values.update(zip(("kind", "ts", "lane_id", "data", "key"), items[0], strict=True))
-        rows = self._append_in_one[(expect, many)].fetch(conn, values)
-        return sorted(int(row[0]) for row in rows)
+        return self._append_in_one[(expect, many)], values
+
+    def appends_pipelined(
+        self, conn: Connection, appends: Sequence[Appending], now: int
+    ) -> list[tuple[list[int], int | None]]:
+        """Run many one-statement appends in order, sent together in one round trip.
+
+        Inside a write transaction on psycopg, in its pipeline mode: the statements are sent
+        one after another without waiting for each answer. After an append with an expected
+        last seq, the run's last seq is read in the same pipeline, so that an append whose
+        expectation failed is told what the run held at its turn.
+
+        Returns:
+            Per append, its seqs (none when its expectation failed) and, for an append
+            with an expectation, the run's last seq right after it.
+
+        Raises:
+            IntegrityError: A key is already stored; the transaction is then aborted.
+
+        """
+        calls: list[tuple[str, Any]] = []
+        for run_id, items, expected, group in appends:
+            statement, values = self._append_values(run_id, items, expected, group, now)
+            calls.append(statement.driver_call(values))
+            if expected is not None:
+                calls.append(self._last_seq.driver_call({"run_id": run_id}))
+        answers = iter(run_pipelined(conn, calls))
+        results: list[tuple[list[int], int | None]] = []
+        for _run_id, _items, expected, _group in appends:
+            seqs = sorted(int(row[0]) for row in next(answers))
+            last = int(next(answers)[0][0]) if expected is not None else None
+            results.append((seqs, last))
+        return results
 
     def insert_keyed(
         self, conn: Connection, rows: Sequence[EventRow], keys: Sequence[str | None]

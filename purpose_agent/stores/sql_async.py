@@ -50,6 +50,13 @@ class _OnAsyncEngine(SQLCheckpointer):
         self._owns_engine = owns_engine
         self._units = Transactions(self._engine, self._flavor, owns_engine=owns_engine)
         self.url = url
+        self._one_trip = engine.dialect.driver == "aiosqlite"
+
+
+def _task_commits(policy: GroupCommitPolicy, store: _OnAsyncEngine) -> TaskGroupCommit:
+    """The store's group commit: two batches in flight on a server, one on SQLite."""
+    in_flight = 1 if store.engine.dialect.name == "sqlite" else 2
+    return TaskGroupCommit(policy, store._commit_many, in_flight=in_flight)
 
 
 class AsyncSQLCheckpointer:
@@ -172,7 +179,7 @@ class AsyncSQLCheckpointer:
                         await self._engine.dispose()
                     raise
                 if self._policy is not None:
-                    store._commits = TaskGroupCommit(self._policy, store._commit_many)
+                    store._commits = _task_commits(self._policy, store)
                 self._store = store
         return self._store
 
@@ -188,7 +195,7 @@ class AsyncSQLCheckpointer:
             return
         self._opening = None
         if self._store is not None and self._policy is not None:
-            self._store._commits = TaskGroupCommit(self._policy, self._store._commit_many)
+            self._store._commits = _task_commits(self._policy, self._store)
         await self._connections.abandon(loop_closed=old.is_closed())
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:

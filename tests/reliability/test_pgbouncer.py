@@ -8,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy.engine import URL
 
-from purpose_agent import Checkpointer, SQLCheckpointer
+from purpose_agent import Checkpointer, EventKind, NewEvent, RunState, SQLCheckpointer
+from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.testing import CheckpointerSuite
 from purpose_agent.testing.suite import ev
 from tests.reliability.workload import JOIN_TIMEOUT, attempt, describe, foreign
@@ -93,3 +94,48 @@ def test_basic_behaviour_rows_pass_through_transaction_pooling(
             if error is not None:
                 failed[row] = describe(error)
     assert failed == {}
+
+
+def test_grouped_saves_and_pipelined_appends_pass_through_transaction_pooling(
+    bouncer_db: URL,
+) -> None:
+    """A batch of saves is one statement and a batch of appends one pipeline: both via PgBouncer."""
+    threads, steps = 8, 40
+    policy = GroupCommitPolicy(max_batch=threads, max_wait=0.005)
+    opened = attempt(lambda: SQLCheckpointer(bouncer_db).close())
+    assert opened is None, describe(opened)
+    with SQLCheckpointer(bouncer_db, group_commit=policy) as store:
+        errors: list[BaseException] = []
+
+        def write(worker: int) -> None:
+            for step in range(1, steps + 1):
+                error = attempt(
+                    lambda step=step: store.save_events(
+                        [ev(f"s{worker}", step)], RunState(run_id=f"s{worker}", seq=step)
+                    )
+                )
+                error = error or attempt(
+                    lambda step=step: store.append(
+                        "shared", [NewEvent(kind=EventKind.CUSTOM, data={"w": worker, "s": step})]
+                    )
+                )
+                if error is not None:
+                    errors.append(error)
+
+        workers = [threading.Thread(target=write, args=(worker,)) for worker in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(JOIN_TIMEOUT * 2)
+        assert not any(worker.is_alive() for worker in workers), "a call hung"
+        assert [describe(error) for error in errors] == []
+        for worker in range(threads):
+            assert store.list_events(f"s{worker}") == [
+                ev(f"s{worker}", s) for s in range(1, steps + 1)
+            ]
+            assert store.load_latest(f"s{worker}").seq == steps  # type: ignore[union-attr]
+        shared = store.list_events("shared")
+        assert [event.seq for event in shared] == list(range(1, threads * steps + 1))
+        for worker in range(threads):
+            mine = [event.data["s"] for event in shared if event.data["w"] == worker]
+            assert mine == list(range(1, steps + 1))

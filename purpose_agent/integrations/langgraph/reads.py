@@ -4,9 +4,9 @@ A checkpoint is found by its id with the store's key lookup, and the latest (or 
 listing) with a newest-first read of the namespace's checkpoint run, limited in the database.
 Its pending writes are its own run, read whole: they are few (one event per ``put_writes``),
 and they are all there however early or late LangGraph sent them. A listing reads the writes
-of a whole page of checkpoints in one call when the store has ``events_of_runs``. "Newest" is the order the checkpoints were saved in, which
-is LangGraph's id order: its ids grow with time, and a thread's checkpoints are saved one
-after the other.
+of a whole page of checkpoints in one call when the store has ``events_of_runs``. "Newest" is
+the order the checkpoints were saved in, which is LangGraph's id order: its ids grow with
+time, and a thread's checkpoints are saved one after the other.
 
 A checkpoint run holds checkpoints only, so these reads are plain newest-first ranges of the
 primary key, with no kind filter: on Postgres without statistics yet (a new database) a filter
