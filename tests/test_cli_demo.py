@@ -81,7 +81,7 @@ def test_demo_killed_inside_a_commit_loses_the_whole_step_and_runs_it_again(
         "demo", "--run-id", "torn", "--crash-during", "3", "--url", store_url, cwd=tmp_path
     )
     assert crashed.returncode == KILLED, crashed.stderr
-    assert "step 3's events are sent" in crashed.stdout
+    assert "inside step 3's save, before it is committed" in crashed.stdout
     with open_store(store_url, create=False) as store:
         stored = store.list_events("torn")
         snapshot = store.load_latest("torn")

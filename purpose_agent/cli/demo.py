@@ -47,14 +47,23 @@ def _kill_inside_next_commit(engine: Engine, out: Console, step: int) -> None:
     def on_commit(_conn: Any) -> None:
         _kill(
             out,
-            f"--crash-during {step}: step {step}'s events are sent; killing this process "
-            "before they are committed",
+            f"--crash-during {step}: killing this process inside step {step}'s save, before "
+            "it is committed",
         )
 
+    opened = [False]
+
     def before_statement(*args: Any) -> None:
-        # SQLite's store ends its write transaction with a COMMIT statement, which SQLAlchemy
-        # sees like any other statement; the kill lands just before the server runs it.
-        if str(args[2]).lstrip().upper().startswith("COMMIT"):
+        # A write transaction (SQLite, MariaDB) ends with a COMMIT statement, which
+        # SQLAlchemy sees like any other: the kill lands after the step's events are sent and
+        # just before the server commits them. On Postgres a step is one autocommit statement,
+        # which commits as it runs: the kill lands just before it is sent.
+        statement = str(args[2]).lstrip().upper()
+        if statement.startswith("BEGIN"):
+            opened[0] = True
+        elif statement.startswith("COMMIT") or (
+            not opened[0] and statement.startswith(("WITH", "INSERT")) and "PA_EVENTS" in statement
+        ):
             on_commit(None)
 
     # Engine events reach the store's connections, including those of its derived engines.

@@ -32,6 +32,7 @@ from sqlalchemy import (
     literal,
     select,
     text,
+    true,
     union_all,
     update,
 )
@@ -389,7 +390,7 @@ class PostgresFlavor(Flavor):
                 batch.c.lane_id,
                 batch.c.data,
                 batch.c.key,
-            ).select_from(advanced, batch)
+            ).select_from(advanced.join(batch, true()))  # one run row: every event joins it
         else:
             rows = select(
                 run_id,
