@@ -196,7 +196,33 @@ shutil.rmtree(sys.argv[1], ignore_errors=True)
 """
 
 
-class LocalServer:
+class Started:
+    """A thing a test starts and must close whatever happens: ``with`` starts it, then closes it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class LocalServer(Started):
     """A throwaway server of our own, in a temporary directory, on a free loopback port.
 
     Tests may stop, restart and kill it; :meth:`close` stops it and removes its files.
@@ -282,22 +308,6 @@ class LocalServer:
                 self._watchdog.wait(30)
                 self._watchdog = None
             shutil.rmtree(self.root, ignore_errors=True)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _failed(self, what: str) -> RuntimeError:
         return RuntimeError(f"{what} ({self.root}):\n{self.log_tail()}")
@@ -785,7 +795,7 @@ class LocalPgBouncer(LocalServer):
         return ""
 
 
-class SynchronousPair:
+class SynchronousPair(Started):
     """A private primary whose commits wait for a hot standby, which a failover promotes.
 
     The standby is cloned with ``pg_basebackup -R`` and connects as ``application_name``
@@ -841,19 +851,3 @@ class SynchronousPair:
                 self.standby.close()
         finally:
             self.primary.close()
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -184,11 +184,7 @@ class GroupCommit:
                 if not pending.done:  # the leader was interrupted (KeyboardInterrupt)
                     pending.settle(error=RuntimeError("the grouped commit was interrupted"))
             with self._lock:
-                following = self._queue[0] if self._queue else None
-                if following is None:
-                    self._busy = False
-                else:
-                    following.leading = True
+                following = self._hand_on()
             # The next leader first: it waits for the interpreter's lock behind fewer threads.
             if following is not None:
                 following.wake.release()
@@ -207,13 +203,18 @@ class GroupCommit:
                 return  # a batch carries it already
             self._queue.remove(call)
             if call.leading:
-                following = self._queue[0] if self._queue else None
-                if following is None:
-                    self._busy = False
-                else:
-                    following.leading = True
+                following = self._hand_on()
         if following is not None:
             following.wake.release()
+
+    def _hand_on(self) -> Pending | None:
+        """Make the oldest queued call the next leader, or mark the queue idle (lock held)."""
+        following = self._queue[0] if self._queue else None
+        if following is None:
+            self._busy = False
+        else:
+            following.leading = True
+        return following
 
     def _run(self, batch: list[Pending]) -> None:
         if len(batch) == 1:
