@@ -40,62 +40,41 @@ from typing import Any
 
 DATA = json.dumps({"tool": "search", "args": {"q": "x" * 80}, "n": 1})
 
+_SQLITE_EVENTS = (
+    "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
+    "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
+    "PRIMARY KEY (run_id, seq))"
+)
+_SQLITE_RUNS = (
+    "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
+    "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT)"
+)
+_FULL_INDEXES = [
+    "CREATE UNIQUE INDEX e_key ON e (run_id, key)",
+    "CREATE INDEX r_updated ON r (updated_ns)",
+    "CREATE INDEX r_group ON r (group_id, updated_ns)",
+]
+_PARTIAL_INDEXES = [
+    "CREATE UNIQUE INDEX e_key ON e (run_id, key) WHERE key IS NOT NULL",
+    "CREATE INDEX r_updated ON r (updated_ns)",
+    "CREATE INDEX r_group ON r (group_id, updated_ns) WHERE group_id IS NOT NULL",
+]
+
 SQLITE_LAYOUTS: dict[str, list[str]] = {
-    "events only": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq))",
-    ],
-    "current": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq))",
-        "CREATE UNIQUE INDEX e_key ON e (run_id, key)",
-        "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
-        "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT)",
-        "CREATE INDEX r_updated ON r (updated_ns)",
-        "CREATE INDEX r_group ON r (group_id, updated_ns)",
-    ],
-    "partial indexes": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq))",
-        "CREATE UNIQUE INDEX e_key ON e (run_id, key) WHERE key IS NOT NULL",
-        "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
-        "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT)",
-        "CREATE INDEX r_updated ON r (updated_ns)",
-        "CREATE INDEX r_group ON r (group_id, updated_ns) WHERE group_id IS NOT NULL",
-    ],
+    "events only": [_SQLITE_EVENTS],
+    "current": [_SQLITE_EVENTS, _SQLITE_RUNS, *_FULL_INDEXES],
+    "partial indexes": [_SQLITE_EVENTS, _SQLITE_RUNS, *_PARTIAL_INDEXES],
     "partial + without rowid": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq)) WITHOUT ROWID",
-        "CREATE UNIQUE INDEX e_key ON e (run_id, key) WHERE key IS NOT NULL",
-        "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
-        "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT) WITHOUT ROWID",
-        "CREATE INDEX r_updated ON r (updated_ns)",
-        "CREATE INDEX r_group ON r (group_id, updated_ns) WHERE group_id IS NOT NULL",
+        _SQLITE_EVENTS + " WITHOUT ROWID",
+        _SQLITE_RUNS + " WITHOUT ROWID",
+        *_PARTIAL_INDEXES,
     ],
     "partial + runs without rowid": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq))",
-        "CREATE UNIQUE INDEX e_key ON e (run_id, key) WHERE key IS NOT NULL",
-        "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
-        "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT) WITHOUT ROWID",
-        "CREATE INDEX r_updated ON r (updated_ns)",
-        "CREATE INDEX r_group ON r (group_id, updated_ns) WHERE group_id IS NOT NULL",
+        _SQLITE_EVENTS,
+        _SQLITE_RUNS + " WITHOUT ROWID",
+        *_PARTIAL_INDEXES,
     ],
-    "run row once": [
-        "CREATE TABLE e (run_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, "
-        "ts REAL NOT NULL, lane_id TEXT NOT NULL, data TEXT NOT NULL, key TEXT, "
-        "PRIMARY KEY (run_id, seq))",
-        "CREATE UNIQUE INDEX e_key ON e (run_id, key)",
-        "CREATE TABLE r (run_id TEXT PRIMARY KEY, created_ns INTEGER NOT NULL, "
-        "updated_ns INTEGER NOT NULL, last_seq INTEGER NOT NULL, group_id TEXT)",
-        "CREATE INDEX r_updated ON r (updated_ns)",
-        "CREATE INDEX r_group ON r (group_id, updated_ns)",
-    ],
+    "run row once": [_SQLITE_EVENTS, _SQLITE_RUNS, *_FULL_INDEXES],
 }
 
 _SQLITE_RUN_UPSERT = (

@@ -132,3 +132,29 @@ def test_smoke_run_records_the_machine_and_judges_every_target(smoke_report: dic
         targets = [t for t in targets if not t["metric"].endswith(":seed")]
     assert all(t["met"] in (True, False) for t in targets)
     assert all(t["value"] is not None and t["value"] > 0 for t in targets if t["op"] == ">=")
+
+
+def test_runs_row_study_writes_each_layout_as_it_says(tmp_path: Path) -> None:
+    """``benchmarks.runs_row``: every layout's appends land, with the run row it claims."""
+    import sqlite3
+
+    from benchmarks import runs_row
+
+    appenders = {
+        name: runs_row._sqlite_appender(str(tmp_path / f"{index}.db"), name)
+        for index, name in enumerate(runs_row.SQLITE_LAYOUTS)
+    }
+    figures = runs_row._measure(appenders, seconds=0.02)
+    assert set(figures) == set(runs_row.SQLITE_LAYOUTS)
+    assert all(figure["events_per_s"] > 0 for figure in figures.values())
+    for index, name in enumerate(runs_row.SQLITE_LAYOUTS):
+        conn = sqlite3.connect(tmp_path / f"{index}.db")
+        count, last = conn.execute("SELECT count(*), max(seq) FROM e").fetchone()
+        assert count == last >= 50, name  # one round of 50 appends at least, no gaps
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if name == "events only":
+            assert "r" not in tables
+            continue
+        (run_last,) = conn.execute("SELECT last_seq FROM r").fetchone()
+        assert run_last == (1 if name == "run row once" else last), name
+        conn.close()

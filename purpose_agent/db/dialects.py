@@ -108,6 +108,11 @@ class Flavor:
         stmt: Any = self.upsert_insert(SnapshotRecord).values(
             {name: bindparam(name) for name in SNAPSHOT_FIELDS}
         )
+        return self.snapshot_on_conflict(stmt)
+
+    @staticmethod
+    def snapshot_on_conflict(stmt: Any) -> Insert:
+        """Add the snapshot's conflict clause: replace the stored one unless its seq is higher."""
         result: Insert = stmt.on_conflict_do_update(
             index_elements=[SnapshotRecord.run_id],
             set_={
@@ -292,15 +297,7 @@ class PostgresFlavor(Flavor):
             ["run_id", "seq", "state", "written_ns"],
             select(snapshots.c.run_id, snapshots.c.seq, snapshots.c.state, now),
         )
-        saved = stmt.on_conflict_do_update(
-            index_elements=[SnapshotRecord.run_id],
-            set_={
-                "seq": stmt.excluded.seq,
-                "state": stmt.excluded.state,
-                "written_ns": stmt.excluded.written_ns,
-            },
-            where=SnapshotRecord.seq <= stmt.excluded.seq,
-        ).cte("snapshot")
+        saved = self.snapshot_on_conflict(stmt).cte("snapshot")
         covered = (
             func.unnest(
                 cast(bindparam("snapshot_run_id"), ARRAY(Text)),
