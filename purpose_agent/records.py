@@ -9,9 +9,8 @@ which a database can hand back damaged.
 
 from __future__ import annotations
 
-import contextlib
 import gc
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -31,6 +30,7 @@ from purpose_agent.runtime.state import RunState, RunStatus
 
 __all__ = [
     "MAX_RUN_ID_LENGTH",
+    "PAUSE_FROM",
     "EventRow",
     "StateRow",
     "check_limit",
@@ -322,35 +322,47 @@ def decode_event(
     return _decode_rows(run_id, ((seq, kind, ts, lane_id, data),))[0]
 
 
+# Rows decoded without pausing the collector: a few hundred allocations at most, so at most
+# one young-generation pass, which costs less than the pause itself.
+PAUSE_FROM = 64
+
+
 def decode_events(run_id: str, rows: Iterable[Sequence[Any]]) -> list[PAEvent]:
     """Rebuild many events from ``(seq, kind, ts, lane_id, data)`` rows.
 
-    The cyclic garbage collector is paused for the loop. Each event is four new containers
-    (the model, its field dict, its field set, its payload), none of them part of a cycle;
-    left running, the collector rescans the growing list every few hundred allocations, which
-    measured as more than half the time of reading a long run.
+    The cyclic garbage collector is paused for the loop when there are many rows (or an
+    unknown number). Each event is four new containers (the model, its field dict, its field
+    set, its payload), none of them part of a cycle; left running, the collector rescans the
+    growing list every few hundred allocations, which measured as more than half the time of
+    reading a long run.
 
     Raises:
         CorruptRecord: If a row cannot be decoded.
     """
+    if type(rows) is list and len(rows) < PAUSE_FROM:
+        return _decode_rows(run_id, rows)
     with gc_paused():
         return _decode_rows(run_id, rows)
 
 
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
+class gc_paused:  # noqa: N801 - used as a function: ``with gc_paused():``
     """Pause the cyclic garbage collector while many acyclic objects are built.
 
     Nested and concurrent uses are safe: only the outermost pause that found the collector
-    running turns it back on.
+    running turns it back on. A class rather than a generator-based context manager: reads
+    of a few rows take it on every call, and a generator's frame and wrapper cost several
+    times the pause itself.
     """
-    collecting = gc.isenabled()
-    if collecting:
-        gc.disable()
-    try:
-        yield
-    finally:
+
+    __slots__ = ("_collecting",)
+
+    def __enter__(self) -> None:
+        self._collecting = collecting = gc.isenabled()
         if collecting:
+            gc.disable()
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._collecting:
             gc.enable()
 
 

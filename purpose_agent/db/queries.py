@@ -785,11 +785,11 @@ class Queries:
         values.update((f"lane_{index}", lane) for index, lane in enumerate(lanes or ()))
         return statement.fetch(conn, values)
 
-    def recovery_rows(self, conn: Connection, run_id: str) -> list[Any]:
+    def recovery_rows(self, conn: Connection | HeldReads, run_id: str) -> list[Any]:
         """Rows ``(part, seq, kind, ts, lane_id, data)``: the snapshot (part 0), then its tail."""
         return self._recovery.fetch(conn, {"run_id": run_id})
 
-    def snapshot(self, conn: Connection, run_id: str) -> tuple[int, str] | None:
+    def snapshot(self, conn: Connection | HeldReads, run_id: str) -> tuple[int, str] | None:
         """The stored snapshot's ``(seq, state)``, or ``None``."""
         rows = self._snapshot.fetch(conn, {"run_id": run_id})
         return (rows[0][0], rows[0][1]) if rows else None

@@ -9,6 +9,7 @@ work. No lock is held around queries: the database's own keys and transactions a
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import operator
 import os
@@ -60,6 +61,7 @@ from purpose_agent.errors import (
 from purpose_agent.protocol import ClosingContext, Recovery
 from purpose_agent.reads import event_window
 from purpose_agent.records import (
+    PAUSE_FROM,
     EventRow,
     StateRow,
     check_limit,
@@ -263,18 +265,48 @@ class SQLCheckpointer(ClosingContext):
                 return result  # type: ignore[return-value]
         return self._call(action, lambda: fetch(self._units, self._queries), run_id)
 
-    def _reader(
-        self, units: Transactions
-    ) -> contextlib.AbstractContextManager[Connection | HeldReads]:
-        """Where a small read runs: this thread's held SQLite connection, or the pool's.
+    def _query(
+        self,
+        action: str,
+        read: Callable[[Connection | HeldReads, Queries], T],
+        run_id: str | None,
+        *,
+        replicas: bool = True,
+    ) -> T:
+        """A read of one statement, on the connection that serves it at the least cost.
 
-        The held connection (see :mod:`purpose_agent.db.held_reads`) serves the store's own
-        units only, and only while nothing watches the engine's statements.
+        This thread's held SQLite connection (see :mod:`purpose_agent.db.held_reads`) while
+        nothing watches the engine's statements; otherwise a replica that has this store's
+        writes to the run (as :meth:`_read`), or a pooled connection. Driver errors are
+        translated, and a lost connection retried, by :meth:`_call` on every path.
+
+        Args:
+            action: What is being done, for an error's message.
+            read: The statement, given the connection and the statements of its database.
+            run_id: The run read, ``None`` for a read across runs.
+            replicas: Whether a replica may serve it (not for reads that appends rely on).
         """
         held = self._held
-        if held is not None and units is self._units and not observed(self._engine):
-            return contextlib.nullcontext(held)
-        return units.single()
+        if held is not None and not observed(self._engine):
+            # Connections are held only on a SQLite file, which never has replicas.
+            queries = self._queries
+            return self._call(action, lambda: read(held, queries), run_id)
+        if replicas:
+            return self._read(action, functools.partial(_pooled, read), run_id)
+        return self._call(action, lambda: _pooled(read, self._units, self._queries), run_id)
+
+    def _rows(
+        self,
+        action: str,
+        read: Callable[[Connection | HeldReads, Queries], list[Any]],
+        run_id: str | None,
+        limit: int | None,
+    ) -> list[Any]:
+        """The rows of a read of at most ``limit``, the collector paused for a long one."""
+        if limit is not None and limit < PAUSE_FROM:
+            return self._query(action, read, run_id)
+        with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
+            return self._query(action, read, run_id)
 
     def _undecodable(self, run_id: str) -> CorruptRecord:
         """Name the record of a run whose text the driver could not decode (not UTF-8)."""
@@ -815,11 +847,12 @@ class SQLCheckpointer(ClosingContext):
         check_run_id(run_id)
         key = check_label(key, "key")
 
-        def read() -> list[Any]:
-            with self._reader(self._units) as conn:
-                return self._queries.event_by_key(conn, run_id, key)
-
-        rows = self._call("reading an event by key", read, run_id)
+        rows = self._query(
+            "reading an event by key",
+            lambda conn, queries: queries.event_by_key(conn, run_id, key),
+            run_id,
+            replicas=False,
+        )
         return decode_events(run_id, rows)[0] if rows else None
 
     # -- reads ----------------------------------------------------------------------------
@@ -834,20 +867,18 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def load(units: Transactions, queries: Queries) -> tuple[int, str] | None:
-            with units.single() as conn:
-                return queries.snapshot(conn, run_id)
-
-        found = self._read("loading a snapshot", load, run_id)
+        found = self._query(
+            "loading a snapshot", lambda conn, queries: queries.snapshot(conn, run_id), run_id
+        )
         return decode_state(run_id, found[1], found[0]) if found is not None else None
 
     def _fetch_rows(self, run_id: str, since_seq: int, limit: int | None) -> list[Any]:
-        def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with self._reader(units) as conn:
-                return queries.events_after(conn, run_id, since_seq, limit)
-
-        with gc_paused():  # the driver's row tuples are acyclic too; see decode_events
-            return self._read("reading events", fetch, run_id)
+        return self._rows(
+            "reading events",
+            lambda conn, queries: queries.events_after(conn, run_id, since_seq, limit),
+            run_id,
+            limit,
+        )
 
     def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
         return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
@@ -890,12 +921,12 @@ class SQLCheckpointer(ClosingContext):
         if window.plain:
             return self._fetch_events(run_id, since_seq, limit)
 
-        def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with self._reader(units) as conn:
-                return queries.events_in(conn, run_id, window)
-
-        with gc_paused():
-            rows = self._read("reading events", fetch, run_id)
+        rows = self._rows(
+            "reading events",
+            lambda conn, queries: queries.events_in(conn, run_id, window),
+            run_id,
+            window.limit,
+        )
         return decode_events(run_id, rows)
 
     def events_of_runs(self, run_ids: Iterable[str]) -> dict[str, list[PAEvent]]:
@@ -920,12 +951,12 @@ class SQLCheckpointer(ClosingContext):
         for start in range(0, len(wanted), RUNS_PER_READ):
             chunk = wanted[start : start + RUNS_PER_READ]
 
-            def fetch(units: Transactions, queries: Queries, chunk: list[str] = chunk) -> list[Any]:
-                with self._reader(units) as conn:
-                    return queries.events_of_runs(conn, chunk)
-
-            with gc_paused():
-                rows = self._read("reading events", fetch, chunk[0] if len(chunk) == 1 else None)
+            rows = self._rows(
+                "reading events",
+                functools.partial(_events_of_runs, chunk),
+                chunk[0] if len(chunk) == 1 else None,
+                None,
+            )
             for run_id, events in itertools.groupby(rows, key=operator.itemgetter(0)):
                 found[run_id] = decode_events(run_id, [row[1:] for row in events])
         return found
@@ -946,7 +977,9 @@ class SQLCheckpointer(ClosingContext):
             # A page is decoded a few dozen rows at a time, as the caller reads: the events
             # the caller has finished with are freed before the rest are built.
             for start in range(0, len(rows), _DECODE_CHUNK):
-                yield from decode_events(run_id, rows[start : start + _DECODE_CHUNK])
+                with gc_paused():
+                    events = decode_events(run_id, rows[start : start + _DECODE_CHUNK])
+                yield from events
             if len(rows) < self._page_size:
                 return
             since_seq = rows[-1][0]
@@ -961,12 +994,12 @@ class SQLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
 
-        def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with units.single() as conn:
-                return queries.recovery_rows(conn, run_id)
-
-        with gc_paused():
-            rows = self._read("recovering a run", fetch, run_id)
+        rows = self._rows(
+            "recovering a run",
+            lambda conn, queries: queries.recovery_rows(conn, run_id),
+            run_id,
+            None,
+        )
         if not rows:
             return None
         state = None
@@ -1208,3 +1241,17 @@ def _too_large(what: str, size: int, limit: int) -> str:
         f"max_allowed_packet of {limit:,} bytes; raise it (SET GLOBAL max_allowed_packet = ..., "
         "up to 1 GB) or store less in one value"
     )
+
+
+def _events_of_runs(
+    run_ids: list[str], conn: Connection | HeldReads, queries: Queries
+) -> list[Any]:
+    return queries.events_of_runs(conn, run_ids)
+
+
+def _pooled(
+    read: Callable[[Connection | HeldReads, Queries], T], units: Transactions, queries: Queries
+) -> T:
+    """Run a read on a connection of ``units``' pool (the primary's or a replica's)."""
+    with units.single() as conn:
+        return read(conn, queries)
