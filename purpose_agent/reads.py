@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from purpose_agent.errors import InvalidInput
 from purpose_agent.runtime.events import EventKind, PAEvent
 
 
-@dataclass(frozen=True)
-class EventWindow:
+class EventWindow(NamedTuple):
     """Which events of a run a bounded read returns.
+
+    A named tuple rather than a frozen dataclass: one is built per read, and a frozen
+    dataclass's constructor costs several times a tuple's.
 
     Attributes:
         since_seq: Only events with a larger seq.

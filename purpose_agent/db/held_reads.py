@@ -85,10 +85,8 @@ class HeldReads:
         self._lock = threading.Lock()
         self._closed = False
 
-    def _connection(self) -> _Held:
-        held: _Held | None = getattr(self._local, "held", None)
-        if held is not None and held.connection is not None and held.process == _process[0]:
-            return held
+    def _open(self) -> _Held:
+        """Open this thread's connection (the first read, or the first after one failed)."""
         connection = self._dbapi.connect(*self._cargs, **self._cparams)
         try:
             connection.execute(f"PRAGMA busy_timeout = {self._timeout_ms}")
@@ -113,7 +111,9 @@ class HeldReads:
         """
         params = statement.params(values)
         try:
-            held = self._connection()
+            held: _Held | None = getattr(self._local, "held", None)
+            if held is None or held.connection is None or held.process != _process[0]:
+                held = self._open()
             cursor = held.connection.execute(statement.sql, params)
             try:
                 return cursor.fetchall()  # type: ignore[no-any-return]

@@ -762,12 +762,11 @@ class Queries:
         lanes) and then runs like the store's other prepared statements: building and
         compiling a statement per read cost 50 times what SQLite takes to answer it.
         """
-        kinds = sorted(window.kinds) if window.kinds is not None else None
-        lanes = sorted(window.lanes) if window.lanes is not None else None
+        before, limit, kinds, lanes = window.before, window.limit, window.kinds, window.lanes
         shape = (
-            window.before is not None,
+            before is not None,
             window.newest_first,
-            window.limit is not None,
+            limit is not None,
             len(kinds) if kinds is not None else None,
             len(lanes) if lanes is not None else None,
         )
@@ -777,12 +776,16 @@ class Queries:
                 self._windows.clear()
             statement = self._windows[shape] = self._build(_window(*shape))
         values: dict[str, Any] = {"run_id": run_id, "since": window.since_seq}
-        if window.before is not None:
-            values["before"] = window.before
-        if window.limit is not None:
-            values["limit"] = window.limit
-        values.update((f"kind_{index}", kind) for index, kind in enumerate(kinds or ()))
-        values.update((f"lane_{index}", lane) for index, lane in enumerate(lanes or ()))
+        if before is not None:
+            values["before"] = before
+        if limit is not None:
+            values["limit"] = limit
+        if kinds:
+            for index, kind in enumerate(sorted(kinds)):
+                values[f"kind_{index}"] = kind
+        if lanes:
+            for index, lane in enumerate(sorted(lanes)):
+                values[f"lane_{index}"] = lane
         return statement.fetch(conn, values)
 
     def recovery_rows(self, conn: Connection | HeldReads, run_id: str) -> list[Any]:
