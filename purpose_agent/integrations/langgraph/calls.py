@@ -74,6 +74,26 @@ def list_events(
     return events
 
 
+def whole_run(run_id: str) -> Call:
+    """``store.list_events(run_id)`` as a call to yield directly: ``list[PAEvent]`` comes back.
+
+    This and :func:`newest_events` serve the reads of a checkpoint, which make two store
+    calls each: yielding the call itself, rather than through a helper generator, spares a
+    generator and a delegation per call.
+    """
+    return Call("list_events", (run_id,))
+
+
+_NEWEST_FIRST: Mapping[str, Any] = MappingProxyType({"newest_first": True})
+
+
+def newest_events(run_id: str, limit: int, before: int | None) -> Call:
+    """``store.list_events`` newest first, below ``before``, as a call to yield directly."""
+    if before is None:
+        return Call("list_events", (run_id, 0, limit), _NEWEST_FIRST)
+    return Call("list_events", (run_id, 0, limit), {"before": before, "newest_first": True})
+
+
 def events_of_runs(run_ids: list[str]) -> Op[dict[str, list[PAEvent]]]:
     """``store.events_of_runs``: every event of each run, in one call."""
     found: dict[str, list[PAEvent]] = yield Call("events_of_runs", (run_ids,))

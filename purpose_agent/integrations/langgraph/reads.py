@@ -73,39 +73,30 @@ class Reader:
         found: dict[str, Any] = payloads.load(self.serde, event.data["metadata"], run_id, event.seq)
         return found
 
-    def complete(
-        self,
-        where: runs.Checkpoints,
-        event: PAEvent,
-        read: Mapping[str, list[PAEvent]] | None = None,
-    ) -> Op[CheckpointTuple | None]:
-        """The checkpoint with its pending writes; ``None`` if it was deleted.
+    def checkpoint_tuple(
+        self, where: runs.Checkpoints, event: PAEvent, writes_run: str, events: list[PAEvent]
+    ) -> CheckpointTuple | None:
+        """A checkpoint event and its writes run's events as LangGraph's tuple.
 
-        ``read`` holds writes runs already read (by run id); the checkpoint's is read now
-        if it is not among them.
+        Returns:
+            The tuple, or ``None`` if the checkpoint was deleted.
         """
-        thread_id, namespace = where
-        checkpoint_id = event.data["id"]
-        writes_run = runs.writes_run_for(thread_id, namespace, checkpoint_id)
-        if read is not None and writes_run in read:
-            writes = payloads.writes(read[writes_run])
-        else:
-            writes = yield from pending_writes(writes_run)
+        writes = payloads.writes(events)
         if writes.deleted:
             return None
+        thread_id, namespace = where
+        data = event.data
+        checkpoint_id = data["id"]
         run_id = runs.run_id_for(thread_id, namespace)
-        parent = event.data["parent"]
+        serde, load, seq = self.serde, payloads.load, event.seq
+        parent = data["parent"]
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
-            checkpoint=payloads.load(self.serde, event.data["checkpoint"], run_id, event.seq),
-            metadata=self.metadata(run_id, event),  # type: ignore[arg-type]
+            checkpoint=load(serde, data["checkpoint"], run_id, seq),
+            metadata=load(serde, data["metadata"], run_id, seq),
             parent_config=config_for(thread_id, namespace, parent) if parent else None,
             pending_writes=[
-                (
-                    write.task,
-                    write.channel,
-                    payloads.load(self.serde, write.value, writes_run, write.seq),
-                )
+                (write.task, write.channel, load(serde, write.value, writes_run, write.seq))
                 for write in writes.pending
             ],
         )
@@ -113,27 +104,31 @@ class Reader:
     def get_tuple(
         self, thread_id: str, namespace: str, checkpoint_id: str | None
     ) -> Op[CheckpointTuple | None]:
-        """One checkpoint by id (one key lookup), or the namespace's latest live one."""
+        """One checkpoint by id (one key lookup), or the namespace's latest live one.
+
+        Either is two store calls, yielded directly (see :func:`calls.whole_run`).
+        """
         where = runs.Checkpoints(thread_id, namespace)
         run_id = runs.run_id_for(thread_id, namespace)
         if checkpoint_id is not None:
             if not could_be_key(checkpoint_id):
                 return None
-            event = yield from calls.event_by_key(run_id, checkpoint_id)
-            if event is None:
+            keyed: PAEvent | None = yield calls.Call("event_by_key", (run_id, checkpoint_id))
+            if keyed is None:
                 return None
-            found = yield from self.complete(where, event)
-            return found
+            writes_run = runs.writes_run_for(thread_id, namespace, keyed.data["id"])
+            writes: list[PAEvent] = yield calls.whole_run(writes_run)
+            return self.checkpoint_tuple(where, keyed, writes_run, writes)
         before: int | None = None
         limit = 1  # the latest is almost never deleted: read one, then pages
         while True:
-            events = yield from calls.list_events(
-                run_id, limit=limit, before=before, newest_first=True
-            )
+            events: list[PAEvent] = yield calls.newest_events(run_id, limit, before)
             for event in events:
                 if not is_checkpoint(event):
                     continue
-                found = yield from self.complete(where, event)
+                writes_run = runs.writes_run_for(thread_id, namespace, event.data["id"])
+                writes = yield calls.whole_run(writes_run)
+                found = self.checkpoint_tuple(where, event, writes_run, writes)
                 if found is not None:
                     return found
             if len(events) < limit:
@@ -170,17 +165,27 @@ class Reader:
         merged = _Merge(cursors)
         left = limit
         while left is None or left > 0:
-            head = yield from merged.next()
+            if merged.used_up:
+                yield from merged.refill()
+            head = merged.pop()
             if head is None:
                 return
             cursor, event = head
             if not is_checkpoint(event):
                 continue
-            if before_id is not None and not event.data["id"] < before_id:
+            checkpoint_id = event.data["id"]
+            if before_id is not None and not checkpoint_id < before_id:
                 continue
             if wanted and not self._matches(cursor.run_id, event, wanted):
                 continue
-            found = yield from self.complete(cursor.where, event, cursor.writes)
+            thread_id, namespace = cursor.where
+            writes_run = runs.writes_run_for(thread_id, namespace, checkpoint_id)
+            read = cursor.writes
+            if read is not None and writes_run in read:
+                writes = read[writes_run]
+            else:
+                writes = yield calls.whole_run(writes_run)
+            found = self.checkpoint_tuple(cursor.where, event, writes_run, writes)
             if found is None:
                 continue
             yield found
@@ -243,9 +248,7 @@ class _Cursor:
         """Read the next page once the current one is used up (with its writes, if batched)."""
         if self.events or self.done:
             return
-        events = yield from calls.list_events(
-            self.run_id, limit=self.page, before=self.before, newest_first=True
-        )
+        events: list[PAEvent] = yield calls.newest_events(self.run_id, self.page, self.before)
         self.events = events
         self.done = len(events) < self.page
         if events:
@@ -272,13 +275,20 @@ class _Merge:
         # needed, so a listing that stops at its limit reads no page it does not use.
         self._empty = list(range(len(cursors)))
 
-    def next(self) -> Op[tuple[_Cursor, PAEvent] | None]:
-        """The newest checkpoint not yet taken, with its cursor; ``None`` when none is left."""
+    @property
+    def used_up(self) -> bool:
+        """Whether a cursor must read its next page (:meth:`refill`) before :meth:`pop`."""
+        return bool(self._empty)
+
+    def refill(self) -> Op[None]:
+        """Read the next page of each cursor whose page is used up."""
         for position in self._empty:
-            cursor = self._cursors[position]
-            yield from cursor.fill()
+            yield from self._cursors[position].fill()
             self._push(position)
         self._empty = []
+
+    def pop(self) -> tuple[_Cursor, PAEvent] | None:
+        """The newest checkpoint not yet taken, with its cursor; ``None`` when none is left."""
         if not self._heads:
             return None
         _, position = heapq.heappop(self._heads)

@@ -27,8 +27,9 @@ WRITES_PREFIX = "lgw:"
 _MAX_RUN_ID = 255
 
 
-# Every call of the saver names its runs again; a thread's names are worth keeping.
-@functools.lru_cache(maxsize=4096)
+# Every call of the saver names its runs again; a thread's names are worth keeping. Typed:
+# 1, 1.0 and True are equal as keys but name three threads ("1", "1.0", "True").
+@functools.lru_cache(maxsize=4096, typed=True)
 def _part(value: object) -> str:
     return quote(str(value), safe="")
 
@@ -42,7 +43,7 @@ def _checked(run_id: str, what: str) -> str:
     return run_id
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     """The run that holds one thread's checkpoints in one namespace.
 
@@ -62,6 +63,9 @@ def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     return _checked(run_id, f"thread {thread_id!r} with namespace {checkpoint_ns!r}")
 
 
+# A checkpoint's writes run is named when its writes are stored and at every read of it
+# (twice in a listing: to read a page's writes, then to find the checkpoint's among them).
+@functools.lru_cache(maxsize=4096, typed=True)
 def writes_run_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> str:
     """The run that holds the pending writes keyed to one checkpoint.
 
