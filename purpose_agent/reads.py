@@ -110,8 +110,8 @@ def event_window(
         before,
         limit,
         newest_first,
-        _kinds(kinds),
-        _strings(lanes, "lanes"),
+        None if kinds is None else _kinds(kinds),
+        None if lanes is None else _strings(lanes, "lanes"),
     )
 
 

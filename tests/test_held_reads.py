@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import EventKind, NewEvent, SQLCheckpointer, StoreUnavailable
+from purpose_agent import (
+    CorruptRecord,
+    EventKind,
+    NewEvent,
+    RunState,
+    SQLCheckpointer,
+    StoreUnavailable,
+)
 
 
 def _event(n: int) -> NewEvent:
@@ -108,3 +115,144 @@ def test_events_of_runs_reads_each_run_whole_on_postgres(postgres_url: sa.URL) -
 def test_events_of_runs_reads_each_run_whole_on_mariadb(mariadb_url: sa.URL) -> None:
     with SQLCheckpointer(mariadb_url) as store:
         _check_events_of_runs(store, f"of-runs-{uuid.uuid4().hex[:8]}")
+
+
+def _small_reads(store: SQLCheckpointer, run_id: str) -> dict[str, Any]:
+    """What each read that runs on a held connection returns for a run."""
+    recovery = store.recover(run_id)
+    return {
+        "newest": [e.seq for e in store.list_events(run_id, limit=1, newest_first=True)],
+        "all": [e.seq for e in store.list_events(run_id)],
+        "by_key": getattr(store.event_by_key(run_id, "k2"), "seq", None),
+        "of_runs": [e.seq for e in store.events_of_runs([run_id])[run_id]],
+        "snapshot": getattr(store.load_latest(run_id), "seq", None),
+        "recovered": (
+            None
+            if recovery is None
+            else (getattr(recovery.state, "seq", None), [e.seq for e in recovery.events])
+        ),
+    }
+
+
+@pytest.mark.sqlite
+def test_every_small_read_on_a_held_connection_sees_each_new_commit(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with SQLCheckpointer(url) as reader, SQLCheckpointer(url) as writer:
+        assert _small_reads(reader, "r") == {
+            "newest": [],
+            "all": [],
+            "by_key": None,
+            "of_runs": [],
+            "snapshot": None,
+            "recovered": None,
+        }
+        writer.append("r", [_event(1)])
+        assert _small_reads(reader, "r") == {
+            "newest": [1],
+            "all": [1],
+            "by_key": None,
+            "of_runs": [1],
+            "snapshot": None,
+            "recovered": (None, [1]),
+        }
+        writer.append("r", [_event(2), _event(3)])
+        writer.save_snapshot("r", RunState(run_id="r", seq=2))
+        assert _small_reads(reader, "r") == {
+            "newest": [3],
+            "all": [1, 2, 3],
+            "by_key": 2,
+            "of_runs": [1, 2, 3],
+            "snapshot": 2,
+            "recovered": (2, [3]),
+        }
+
+
+@pytest.mark.sqlite
+def test_every_small_read_is_seen_by_engine_listeners(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1), _event(2)])
+        store.save_snapshot("r", RunState(run_id="r", seq=1))
+        quiet = _small_reads(store, "r")  # on the held connection
+        statements: list[str] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            statements.append(statement)
+
+        sa.event.listen(store.engine, "before_cursor_execute", seen)
+        try:
+            watched = _small_reads(store, "r")
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", seen)
+        assert watched == quiet
+        # One statement per read: recover, two list_events, event_by_key, events_of_runs,
+        # load_latest.
+        assert len([s for s in statements if s.lstrip().upper().startswith("SELECT")]) == 6
+
+
+@pytest.mark.sqlite
+def test_every_small_read_after_close_is_refused(tmp_path: Path) -> None:
+    store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.append("r", [_event(1)])
+    _small_reads(store, "r")
+    store.close()
+    reads = [
+        lambda: store.list_events("r", limit=1, newest_first=True),
+        lambda: store.list_events("r"),
+        lambda: store.event_by_key("r", "k1"),
+        lambda: store.events_of_runs(["r", "s"]),
+        lambda: store.load_latest("r"),
+        lambda: store.recover("r"),
+    ]
+    for read in reads:
+        with pytest.raises(StoreUnavailable, match="closed"):
+            read()
+
+
+@pytest.mark.sqlite
+def test_a_held_connection_closed_under_the_store_is_replaced(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1)])
+        expected = _small_reads(store, "r")
+        assert store._held is not None
+        held = store._held._local.held
+        held.connection.close()  # what a driver does to a connection it found broken
+        assert _small_reads(store, "r") == expected
+        assert store._held._local.held is not held
+
+
+# Text SQLite keeps but cannot hand back as str: the driver raises, not the decoder.
+_NOT_UTF8 = "CAST(X'7b2278223a22ff227d' AS TEXT)"
+
+
+@pytest.mark.sqlite
+def test_text_that_is_not_utf8_fails_each_read_as_a_corrupt_record_and_the_next_read_works(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    with SQLCheckpointer(f"sqlite:///{path}") as store:
+        for run_id in ("r", "s", "other"):
+            store.append(run_id, [_event(1), _event(2), _event(3)])
+            store.save_snapshot(run_id, RunState(run_id=run_id, seq=1))
+        good = _small_reads(store, "other")
+        damage = sa.create_engine(f"sqlite:///{path}", poolclass=sa.pool.NullPool)
+        with damage.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE pa_events SET data = {_NOT_UTF8} WHERE run_id = 'r' AND seq = 2"
+            )
+            conn.exec_driver_sql(f"UPDATE pa_snapshots SET state = {_NOT_UTF8} WHERE run_id = 's'")
+        damage.dispose()
+        reads = [
+            ("r", 2, lambda: store.list_events("r", limit=5, newest_first=True)),
+            ("r", 2, lambda: store.list_events("r")),
+            ("r", 2, lambda: store.event_by_key("r", "k2")),
+            ("r", 2, lambda: store.events_of_runs(["r"])),
+            ("r", 2, lambda: store.recover("r")),
+            ("s", 1, lambda: store.load_latest("s")),
+            ("s", 1, lambda: store.recover("s")),
+        ]
+        for run_id, seq, read in reads:
+            with pytest.raises(CorruptRecord, match="not UTF-8") as info:
+                read()
+            assert (info.value.run_id, info.value.seq) == (run_id, seq)
+            assert _small_reads(store, "other") == good
+        assert [e.seq for e in store.list_events("r", limit=1, newest_first=True)] == [3]

@@ -880,9 +880,6 @@ class SQLCheckpointer(ClosingContext):
             limit,
         )
 
-    def _fetch_events(self, run_id: str, since_seq: int, limit: int | None) -> list[PAEvent]:
-        return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
-
     def list_events(
         self,
         run_id: str,
@@ -919,7 +916,7 @@ class SQLCheckpointer(ClosingContext):
         if window.empty:
             return []
         if window.plain:
-            return self._fetch_events(run_id, since_seq, limit)
+            return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
 
         rows = self._rows(
             "reading events",
