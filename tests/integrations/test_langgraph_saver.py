@@ -38,6 +38,7 @@ from purpose_agent.integrations.langgraph import (
     run_id_for,
     writes_run_for,
 )
+from purpose_agent.integrations.langgraph.reads import PAGE
 from tests.integrations.conftest import StoreFactory
 
 
@@ -425,6 +426,46 @@ def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAge
     ]
     assert run_id_for(thread_id) == "lg:user%2F42%3Achat%5C1%20%C3%BC"
     assert run_id_for(thread_id, "child:abc|x") in saver.store.list_runs()
+
+
+def test_thread_ids_equal_as_numbers_name_different_threads(saver: PurposeAgentSaver) -> None:
+    # 1, 1.0 and True are equal dictionary keys, but LangGraph names threads by their text.
+    threads: list[Any] = [True, 1.0, 1]
+    stored = [_put(saver, thread) for thread in threads]
+    assert len({run_id_for(thread) for thread in threads}) == 3
+    for thread, checkpoint_id in zip(threads, stored, strict=True):
+        found = saver.get_tuple(_config(thread))
+        assert found is not None
+        assert found.checkpoint["id"] == checkpoint_id
+        assert found.config["configurable"]["thread_id"] is thread
+
+
+def test_listing_merges_namespaces_newest_first_across_pages(saver: PurposeAgentSaver) -> None:
+    count = PAGE + 6  # the root namespace alone needs a second page
+    ids: list[str] = []
+    namespaces: list[str] = []
+    for n in range(count):
+        ns = "child:1" if n % 3 == 0 else ""
+        ids.append(_put(saver, "merged", ns=ns, n=n))
+        namespaces.append(ns)
+        saver.put_writes(_config("merged", ids[-1], ns), [("w", n)], "task")
+    thread: Any = {"configurable": {"thread_id": "merged"}}
+
+    async def listed_async(**options: Any) -> list[Any]:
+        return [found async for found in saver.alist(thread, **options)]
+
+    for listed in (list(saver.list(thread)), asyncio.run(listed_async())):
+        assert [t.checkpoint["id"] for t in listed] == ids[::-1]
+        assert [t.config["configurable"]["checkpoint_ns"] for t in listed] == namespaces[::-1]
+        assert [t.pending_writes for t in listed] == [[("task", "w", n)] for n in range(count)][
+            ::-1
+        ]
+    below = _config("merged", ids[-3], namespaces[-3])
+    for limited in (
+        list(saver.list(thread, before=below, limit=PAGE + 1)),
+        asyncio.run(listed_async(before=below, limit=PAGE + 1)),
+    ):
+        assert [t.checkpoint["id"] for t in limited] == ids[-4::-1][: PAGE + 1]
 
 
 def test_thread_id_too_long_for_a_run_id_is_refused_before_writing(
