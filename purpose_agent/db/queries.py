@@ -575,8 +575,9 @@ class Queries:
 
         Inside a write transaction: the upsert takes the run's write lock, so the events may
         take the ``count`` seqs up to the returned one. What it writes is what
-        :meth:`lock_run` and :meth:`advance_run` write for the same append. On SQLite a last
-        seq past ``2**63 - 1`` comes back as a float rounded to ``2**63`` or above.
+        :meth:`lock_run` and :meth:`advance_run` write for the same append. SQLite has no
+        overflow error: a last seq past ``2**63 - 1`` comes back as ``2**63`` or above, and
+        the caller refuses the append (rolling the row back).
         """
         statement = self._advance_for_append
         if statement is None:
