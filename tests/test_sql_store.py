@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import shutil
 import socket
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +19,16 @@ from purpose_agent import (
     CorruptRecord,
     EventKind,
     InvalidInput,
+    NewEvent,
     PAEvent,
     RunState,
+    SequenceConflict,
     SQLCheckpointer,
     SQLiteCheckpointer,
     StoreUnavailable,
 )
-from purpose_agent.db.models import EventRecord, SnapshotRecord
-from purpose_agent.testing.samples import ev, st
+from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.testing.samples import ev, new, st
 from tests.test_cli_support import invoke
 
 
@@ -410,3 +413,91 @@ def test_compact_on_a_sqlite_file_the_store_just_migrated_is_committed(tmp_path:
         assert store.compact("r") == 3
     with SQLCheckpointer(url) as reopened:
         assert [event.seq for event in reopened.list_events("r")] == [4, 5]
+
+
+def _run_row(store: SQLCheckpointer, run_id: str) -> tuple[object, ...] | None:
+    columns = (RunRecord.created_ns, RunRecord.updated_ns, RunRecord.last_seq, RunRecord.group_id)
+    with store.engine.connect() as conn:
+        row = conn.execute(sa.select(*columns).where(RunRecord.run_id == run_id)).first()
+    return tuple(row) if row is not None else None
+
+
+def _traced(store: SQLCheckpointer) -> list[str]:
+    """The statements SQLite runs on the store's connections from now on."""
+    statements: list[str] = []
+
+    @sa.event.listens_for(store.engine, "connect")
+    def trace(dbapi_connection: sqlite3.Connection, _record: object) -> None:
+        dbapi_connection.set_trace_callback(statements.append)
+
+    store.engine.dispose()  # connections opened before now would not be traced
+    return statements
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("returning", [True, False], ids=["upsert-returning", "locking"])
+def test_a_sqlite_append_runs_four_statements_where_sqlite_returns_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        # A SQLite older than 3.35 has no RETURNING: SQLAlchemy's dialect says so.
+        monkeypatch.setattr(store.engine.dialect, "insert_returning", returning)
+        statements = _traced(store)
+        counts = []
+        for batch in ([new(key="a")], [new(key="b")], [new()], [new(key="a")]):
+            statements.clear()
+            store.append("r", batch)
+            counts.append(len(statements))
+        assert [event.seq for event in store.list_events("r")] == [1, 2, 3]
+    if returning:
+        # A stored key (the last append, a retry) fails the insert and takes the full path.
+        assert counts == [4, 4, 4, 4 + 5]
+        assert statements[:4] == ["BEGIN IMMEDIATE", *statements[1:3], "ROLLBACK"]
+        assert statements[1].startswith("INSERT INTO pa_runs")
+        assert "RETURNING last_seq" in statements[1]
+        assert statements[2].startswith("INSERT INTO pa_events")
+    else:
+        assert counts == [7, 7, 6, 5]  # a stored key: no insert, no update
+
+
+@pytest.mark.parametrize("returning", [True, False], ids=["default", "locking"])
+def test_a_refused_append_leaves_the_run_row_as_it_was(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch, returning: bool
+) -> None:
+    with SQLCheckpointer(empty_database) as store:
+        if not returning:
+            monkeypatch.setattr(store.engine.dialect, "insert_returning", False)
+            monkeypatch.setattr(store.queries, "_append_in_one", {})
+        store.append("r", [new(key="k", n=1), new(n=2)], group="g")
+        created = _run_row(store, "r")
+        assert created is not None
+        assert created[0] == created[1]
+        assert created[2:] == (2, "g")
+        refused: list[tuple[list[NewEvent], int | None]] = [
+            ([new(n=3)], 1),
+            ([new(key="j", n=3)], 5),
+            ([new(n=3), new(key="k", n="other")], None),
+            ([new(n=3), new(key="k", n="other")], 2),
+        ]
+        for batch, expected in refused:
+            with pytest.raises(SequenceConflict):
+                store.append("r", batch, expected_last_seq=expected, group="h")
+            assert _run_row(store, "r") == created
+        with pytest.raises(SequenceConflict):
+            store.append("fresh", [new()], expected_last_seq=3, group="h")
+        assert _run_row(store, "fresh") is None
+        assert store.list_events("r") == [new(n=1).at("r", 1), new(n=2).at("r", 2)]
+
+        store.append("r", [new(key="k", n=1), new(n=3)], expected_last_seq=2)
+        kept = _run_row(store, "r")
+        assert kept is not None
+        assert kept[0] == created[0]
+        assert kept[1] > created[1]  # type: ignore[operator]
+        assert kept[2:] == (3, "g")  # no group given: the run keeps its own
+        store.append("r", [new(n=4)], group="h")
+        assert _run_row(store, "r")[2:] == (4, "h")  # type: ignore[index]
+        store.save_snapshot("r", st("r", 9))
+        store.compact("r")
+        [after] = store.append("r", [new(n=10)], expected_last_seq=9)
+        assert after.seq == 10
+        assert _run_row(store, "r")[2:] == (10, "h")  # type: ignore[index]

@@ -151,6 +151,41 @@ class Flavor:
         """
         return None
 
+    def append_advance(self, *, only_empty: bool = False) -> Insert:
+        """Advance a run's row for an append of ``:n`` events, creating the row if needed.
+
+        What an append through the locked row writes (``lock_run`` then ``advance_run``), in
+        one statement: a new run's row is created at ``:now`` with last seq ``:n`` and group
+        ``:new_group``; an existing run's last seq grows by ``:n`` (so it never goes down,
+        whatever compaction or explicit seqs left), its write time becomes ``:now``, and its
+        group becomes ``:new_group`` unless that is null. The caller adds ``RETURNING
+        last_seq``: the events take the seqs up to it.
+
+        Args:
+            only_empty: Change an existing run only while its last seq is 0 (an append that
+                expects an empty run); otherwise the statement changes nothing.
+
+        """
+        # Not named after columns: an UPDATE reserves those names for its SET clause.
+        now = bindparam("now", type_=BigInteger)
+        stmt: Any = self.upsert_insert(RunRecord).values(
+            run_id=bindparam("the_run", type_=Text),
+            created_ns=now,
+            updated_ns=now,
+            last_seq=bindparam("n", type_=BigInteger),
+            group_id=bindparam("new_group", type_=Text),
+        )
+        result: Insert = stmt.on_conflict_do_update(
+            index_elements=[RunRecord.run_id],
+            set_={
+                "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
+                "updated_ns": stmt.excluded.updated_ns,
+                "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
+            },
+            where=(RunRecord.last_seq == 0) if only_empty else None,
+        )
+        return result
+
     def one_of(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         """``column IN (values)``, spelled the way the backend plans well."""
         result: ColumnElement[bool] = column.in_(values)
@@ -196,6 +231,13 @@ class Flavor:
 
     def is_transient(self, exc: DBAPIError) -> bool:
         """Whether the error is a deadlock or serialization failure worth one more try."""
+        return False
+
+    def is_out_of_range(self, exc: DBAPIError) -> bool:
+        """Whether an integer went past its column's range (a run's last seq past 2**63 - 1).
+
+        SQLite has no such error: its integer arithmetic overflows into a float instead.
+        """
         return False
 
 
@@ -335,6 +377,7 @@ class PostgresFlavor(Flavor):
         # Not named after columns: an UPDATE reserves those names for its SET clause.
         group = bindparam("new_group", type_=Text)
         run_id = bindparam("the_run", type_=Text)
+        run: Any
         if expect == "match":
             run = (
                 update(RunRecord)
@@ -349,18 +392,7 @@ class PostgresFlavor(Flavor):
                 )
             )
         else:
-            stmt: Any = postgresql.insert(RunRecord).values(
-                run_id=run_id, created_ns=now, updated_ns=now, last_seq=count, group_id=group
-            )
-            run = stmt.on_conflict_do_update(
-                index_elements=[RunRecord.run_id],
-                set_={
-                    "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
-                    "updated_ns": stmt.excluded.updated_ns,
-                    "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
-                },
-                where=(RunRecord.last_seq == 0) if expect == "zero" else None,
-            )
+            run = self.append_advance(only_empty=expect == "zero")
         advanced = run.returning(RunRecord.last_seq).cte("run")
         if many:
             batch = (
@@ -443,6 +475,9 @@ class PostgresFlavor(Flavor):
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
 
+    def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) == "22003"  # numeric_value_out_of_range
+
 
 class MariaDBFlavor(Flavor):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
@@ -461,6 +496,24 @@ class MariaDBFlavor(Flavor):
         stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
         # A no-op assignment, not INSERT IGNORE, which would turn other errors into warnings.
         return stmt.on_duplicate_key_update(last_seq=RunRecord.last_seq)
+
+    def append_advance(self, *, only_empty: bool = False) -> Insert:  # noqa: D102
+        if only_empty:
+            raise NotImplementedError("an append expecting an empty run checks it in Python here")
+        now = bindparam("now", type_=BigInteger)
+        stmt = mysql.insert(RunRecord).values(
+            run_id=bindparam("the_run", type_=Text),
+            created_ns=now,
+            updated_ns=now,
+            last_seq=bindparam("n", type_=BigInteger),
+            group_id=bindparam("new_group", type_=Text),
+        )
+        # No assignment reads a column another one sets, so their order does not matter.
+        return stmt.on_duplicate_key_update(
+            last_seq=RunRecord.last_seq + stmt.inserted.last_seq,
+            updated_ns=stmt.inserted.updated_ns,
+            group_id=func.coalesce(stmt.inserted.group_id, RunRecord.group_id),
+        )
 
     def snapshot_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(SnapshotRecord)
@@ -497,6 +550,9 @@ class MariaDBFlavor(Flavor):
 
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1205, 1213)  # lock wait timeout, deadlock
+
+    def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return _mysql_errno(exc) in (1264, 1690)  # out of range for the column, in arithmetic
 
 
 def _mysql_errno(exc: DBAPIError) -> int | None:

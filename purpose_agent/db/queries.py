@@ -303,6 +303,7 @@ class Queries:
 
     def __init__(self, engine: Engine, flavor: Flavor) -> None:
         self.flavor = flavor
+        self._engine = engine
 
         def build(statement: Executable, binary: Sequence[str] = ()) -> Statement:
             return Statement(engine, statement, binary)
@@ -348,6 +349,9 @@ class Queries:
                 if appending is not None:
                     binary = ("kind", "ts", "lane_id", "data", "key") if batch else ()
                     self._append_in_one[(expect, batch)] = build(appending, binary)
+        # Built on first use: whether the backend returns rows from an upsert is known only
+        # once the engine has connected (MariaDB 10.5 and later do, MySQL does not).
+        self._advance_for_append: Statement | None = None
         self._last_seq = build(
             select(RunRecord.last_seq).where(RunRecord.run_id == bindparam("run_id"))
         )
@@ -553,6 +557,35 @@ class Queries:
         else:
             values.update(zip(("kind", "ts", "lane_id", "data", "key"), items[0], strict=True))
         return self._append_in_one[(expect, many)], values
+
+    @property
+    def appends_in_short_transaction(self) -> bool:
+        """Whether an append can advance its run's row first and learn its seqs from it.
+
+        Where an append is not one statement, but the backend returns the row an upsert left
+        (SQLite 3.35 and later, MariaDB 10.5 and later): decided by the engine's dialect,
+        once per engine.
+        """
+        return not self._append_in_one and bool(self._engine.dialect.insert_returning)
+
+    def advance_for_append(
+        self, conn: Connection, run_id: str, count: int, group: str | None, now: int
+    ) -> int:
+        """Advance the run's row for ``count`` new events, creating it if needed; its new last seq.
+
+        Inside a write transaction: the upsert takes the run's write lock, so the events may
+        take the ``count`` seqs up to the returned one. What it writes is what
+        :meth:`lock_run` and :meth:`advance_run` write for the same append. SQLite has no
+        overflow error: a last seq past ``2**63 - 1`` comes back as ``2**63`` or above, and
+        the caller refuses the append (rolling the row back).
+        """
+        statement = self._advance_for_append
+        if statement is None:
+            statement = self._advance_for_append = self._build(
+                self.flavor.append_advance().returning(RunRecord.last_seq)
+            )
+        values = {"the_run": run_id, "n": count, "now": now, "new_group": group}
+        return int(statement.fetch(conn, values)[0][0])
 
     def appends_pipelined(
         self, conn: Connection, appends: Sequence[Appending], now: int

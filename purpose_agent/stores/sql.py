@@ -757,6 +757,11 @@ class SQLCheckpointer(ClosingContext):
             if placed is not None:
                 return placed
             sent[0] = False  # nothing was stored: the transaction below starts afresh
+        elif snapshot is None and queries.appends_in_short_transaction:
+            placed = self._append_short(run_id, items, expected, group, now, sent)
+            if placed is not None:
+                return placed
+            sent[0] = False  # nothing was stored: the transaction below starts afresh
         with self._units.write() as conn:
             placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
             sent[0] = True
@@ -811,6 +816,10 @@ class SQLCheckpointer(ClosingContext):
             if not self._flavor.is_unique_violation(exc):
                 raise
             return None
+        except DBAPIError as exc:
+            if not self._flavor.is_out_of_range(exc):
+                raise
+            return None  # the run is at its last seq: the transaction refuses the append
         if not seqs:
             if any(item.key is not None for item in items):
                 return None
@@ -820,6 +829,66 @@ class SQLCheckpointer(ClosingContext):
             return None  # the run changed back meanwhile: let the transaction decide
         rows = [item.at(run_id, seq) for item, seq in zip(items, seqs, strict=True)]
         return Placement(rows, [item.key for item in items], rows, seqs[-1])
+
+    def _append_short(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> Placement | None:
+        """The append as a short transaction; ``None`` when only the full one can decide.
+
+        The run row's upsert takes the run's write lock and returns its new last seq; the
+        events take the seqs below it, with no read before: ``BEGIN``, the upsert, the insert,
+        ``COMMIT``. A failed expectation is seen in the returned seq and rolls everything
+        back. As for the one-statement append, the full transaction decides when a key is
+        already stored (a retry, or a conflict), or when the expected last seq did not match
+        and some event has a key (a retry of an append that succeeded is not a conflict).
+        """
+        try:
+            with self._units.write() as conn:
+                placed = self._append_short_in(conn, run_id, items, expected, group, now)
+                sent[0] = True
+        except IntegrityError as exc:
+            if not self._flavor.is_unique_violation(exc):
+                raise
+            return None
+        except DBAPIError as exc:
+            if not self._flavor.is_out_of_range(exc):
+                raise
+            return None  # the run is at its last seq: the transaction refuses the append
+        except _Undecided:
+            return None
+        return placed
+
+    def _append_short_in(
+        self,
+        conn: Connection,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+    ) -> Placement:
+        """The short append's statements, inside its write transaction.
+
+        Raises:
+            SequenceConflict: The expected last seq did not match (no event has a key).
+            InvalidInput: The run has no seq left.
+            _Undecided: The expected last seq did not match and some event has a key.
+            IntegrityError: A key is already stored.
+
+        """
+        queries = self._queries
+        before = queries.advance_for_append(conn, run_id, len(items), group, now) - len(items)
+        if expected not in (None, before) and any(item.key is not None for item in items):
+            raise _Undecided
+        placed = place(run_id, items, before, {}, expected)
+        queries.insert_keyed(conn, placed.rows, placed.keys)
+        return placed
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run ever stored (compaction does not lower it); 0 if unknown.
@@ -1207,7 +1276,7 @@ def _sqlite_file(engine: Engine) -> bool:
 
 
 class _Undecided(Exception):
-    """A pipelined batch of appends holds a call that only the savepoint path can decide."""
+    """An append (or a pipelined batch of them) that only a full transaction can decide."""
 
 
 def _appended(

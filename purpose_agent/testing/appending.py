@@ -147,6 +147,24 @@ class AppendingRows(Rows):
         assert cp.load_latest("r") is None
         assert cp.last_seq("r") == 2
 
+    @pytest.mark.parametrize("key", [None, "k"])
+    def test_a_failed_expectation_leaves_the_run_as_it_was(
+        self, cp: AppendingStore, key: str | None
+    ) -> None:
+        stored = cp.append("r", [new(n=1), new(n=2)])
+        cp.append("later", [new()])
+        for expected in (0, 1, 3, 99):
+            with pytest.raises(SequenceConflict) as info:
+                cp.append("r", [new(key=key, n=3)], expected_last_seq=expected)
+            assert (info.value.run_id, info.value.seq) == ("r", expected + 1)
+        assert cp.list_events("r") == stored
+        assert cp.last_seq("r") == 2
+        assert cp.event_by_key("r", "k") is None
+        assert cp.list_runs() == ["later", "r"]  # not written since "later" was
+        [third] = cp.append("r", [new(key=key, n=3)], expected_last_seq=2)
+        assert third.seq == 3
+        assert cp.list_runs() == ["r", "later"]
+
     def test_expected_last_seq_on_a_new_run_must_be_zero(self, cp: AppendingStore) -> None:
         for expected in (1, 5):
             with pytest.raises(SequenceConflict):
@@ -310,6 +328,21 @@ class AppendingRows(Rows):
         assert cp.last_seq("r") == 2
         assert cp.event_by_key("r", "k") == stored[0]
 
+    def test_a_stored_key_among_new_events_leaves_nothing_behind(self, cp: AppendingStore) -> None:
+        first = cp.append("r", [new(key="k", n=1)])
+        cp.append("later", [new()])
+        batch = [new(n=2), new(key="k", n="other"), new(key="new", n=3)]
+        for expected in (None, 1):
+            with pytest.raises(SequenceConflict) as info:
+                cp.append("r", batch, expected_last_seq=expected)
+            assert (info.value.run_id, info.value.seq) == ("r", 1)
+        assert cp.list_events("r") == first
+        assert cp.last_seq("r") == 1
+        assert cp.event_by_key("r", "new") is None
+        assert cp.list_runs() == ["later", "r"]
+        after = cp.append("r", [new(n=2), new(key="new", n=3)])
+        assert [event.seq for event in after] == [2, 3]
+
     def test_one_key_twice_in_a_batch_is_invalid_input(self, cp: AppendingStore) -> None:
         # A key names one event: a batch that gives it to two is a caller's mistake, even when
         # the two are equal, and writes nothing.
@@ -350,6 +383,18 @@ class AppendingRows(Rows):
         assert [event.seq for event in cp.list_events("r")] == [1, 2, 3, 4, 5]
         assert cp.load_latest("r") == covering(state, 5)
         assert cp.last_seq("r") == 5
+
+    def test_a_run_at_the_highest_seq_refuses_appends(self, cp: AppendingStore) -> None:
+        top = ev("r", 2**63 - 1)
+        cp.save_event(top)
+        cp.append("later", [new()])
+        for batch in ([new()], [new(key="k")], [new(), new()]):
+            with pytest.raises(InvalidInput, match="no seq left"):
+                cp.append("r", batch)
+        assert cp.list_events("r") == [top]
+        assert cp.last_seq("r") == 2**63 - 1
+        assert cp.event_by_key("r", "k") is None
+        assert cp.list_runs() == ["later", "r"]
 
     def test_deleted_run_appends_from_one_again(self, cp: AppendingStore) -> None:
         cp.append("r", [new(key="k", n=1), new(n=2)], snapshot=st("r", 0))
@@ -519,6 +564,31 @@ class AppendingProcessesRows(Rows):
                     own = [event for event in stored if event.data["w"] == worker]
                     assert own == results[index * writers + worker]
 
+    def test_processes_racing_on_one_expected_last_seq_have_one_winner(
+        self, backend: Backend
+    ) -> None:
+        with backend.open():
+            pass  # create or migrate the storage once before the writers start
+        writers, rounds = 2, 15
+        context = _context()
+        with context.Manager() as manager, context.Pool(writers) as pool:
+            barrier = manager.Barrier(writers)
+            jobs = [
+                pool.apply_async(_race_in_process, (backend.open, barrier, worker, rounds))
+                for worker in range(writers)
+            ]
+            results = [job.get(timeout=WAIT_SECONDS) for job in jobs]
+        with backend.open() as cp:
+            stored = cp.list_events("r")
+        for number in range(rounds):
+            outcomes = [result[number] for result in results]
+            # Exactly one writer gets each round's positions; the other is told it lost.
+            assert sorted(len(won) for won in outcomes) == [0, 2]
+        assert stored == sorted(
+            (event for result in results for won in result for event in won), key=_by_seq
+        )
+        assert [event.seq for event in stored] == list(range(1, 2 * rounds + 1))
+
 
 class AppendingSuite(AppendingRows, AppendingThreadsRows, AppendingProcessesRows):
     """Every row of Capability.APPEND; the racing ones also need THREADS or PROCESSES."""
@@ -556,3 +626,24 @@ def _append_in_process(
         if run_id == "checked":
             return [_append_read_then_write(store, run_id, w=worker, i=i) for i in range(writes)]
         return [store.append(run_id, [new(w=worker, i=i)])[0] for i in range(writes)]
+
+
+def _race_in_process(
+    opener: Callable[[], Checkpointer], barrier: Any, worker: int, rounds: int
+) -> list[list[PAEvent]]:
+    """Child-process body: per round, append two events expecting the round's last seq.
+
+    Returns per round what this writer appended, empty when it got a conflict.
+    """
+    won: list[list[PAEvent]] = []
+    with opener() as cp:
+        store = _appending(cp)
+        for number in range(rounds):
+            barrier.wait(WAIT_SECONDS)
+            batch = [new(w=worker, round=number), new(w=worker)]
+            try:
+                won.append(store.append("r", batch, expected_last_seq=2 * number))
+            except SequenceConflict as exc:
+                assert (exc.run_id, exc.seq) == ("r", 2 * number + 1)
+                won.append([])
+    return won
