@@ -91,7 +91,7 @@ def test_copy_moves_every_run_between_sqlite_and_postgres(
     assert there.exit_code == 0, there.output
     assert "3 of 3" in there.stdout
     assert "360" in there.stdout
-    assert "Verified: every run's event count and snapshot match the source." in there.stdout
+    assert "Verified: every run's event count, snapshot and group match the source." in there.stdout
     assert _contents(postgres_url) == _contents(sqlite_url)
 
     back = tmp_path / "back.db"
