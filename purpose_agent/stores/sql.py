@@ -1215,14 +1215,17 @@ class SQLCheckpointer(ClosingContext):
         self._check_sizes([row for row, _ in pairs], snap)
 
         def write() -> None:
+            checked = False
             for attempt in range(_ATTEMPTS):
                 try:
                     with self._units.write() as conn:
-                        self._save_keyed_in(conn, run_id, pairs, snap, group, stamp_ns())
+                        self._save_keyed_in(conn, run_id, pairs, snap, group, stamp_ns(), checked)
                 except IntegrityError as exc:
-                    # A writer without the run's lock (save_events) took a position meanwhile.
+                    # A key stored at another seq, or a position a writer without the run's
+                    # lock (save_events) took meanwhile: read what is stored, and decide.
                     if not self._flavor.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
                         raise
+                    checked = True
                 else:
                     return
 
@@ -1240,20 +1243,32 @@ class SQLCheckpointer(ClosingContext):
         snap: StateRow | None,
         group: str | None,
         now: int,
+        checked: bool,
     ) -> None:
+        """Write a keyed batch in a write transaction, the run's row locked first.
+
+        A batch wholly past the run's last seq (a copy's next batch) is inserted without
+        reading: no event can be stored at its positions, and a key stored at another seq
+        fails the insert, which is then repeated ``checked``, reading what is stored first.
+        """
         queries = self._queries
         if not pairs and snap is None:
             if group is not None:
                 queries.regroup_run(conn, run_id, group, now)  # a group alone makes no run
             return
         last = queries.lock_run(conn, run_id, now)
-        stored: dict[int, tuple[EventRow, str | None]] = {}
         seqs = sorted(row.seq for row, _ in pairs)
-        for start in range(0, len(seqs), LOOKUP_CHUNK):
-            stored.update(queries.stored_keyed(conn, run_id, seqs[start : start + LOOKUP_CHUNK]))
-        keys = [key for _, key in pairs if key is not None]
-        found = queries.events_by_keys(conn, run_id, keys) if keys else {}
-        new = new_keyed_rows(run_id, pairs, stored, {key: row.seq for key, row in found.items()})
+        if checked or (seqs and seqs[0] <= last):
+            stored: dict[int, tuple[EventRow, str | None]] = {}
+            for start in range(0, len(seqs), LOOKUP_CHUNK):
+                chunk = seqs[start : start + LOOKUP_CHUNK]
+                stored.update(queries.stored_keyed(conn, run_id, chunk))
+            keys = [key for _, key in pairs if key is not None]
+            found = queries.events_by_keys(conn, run_id, keys) if keys else {}
+            taken = {key: row.seq for key, row in found.items()}
+            new = new_keyed_rows(run_id, pairs, stored, taken)
+        else:
+            new = pairs
         if new:
             queries.insert_keyed(conn, [row for row, _ in new], [key for _, key in new])
         if new or snap is not None or group is not None:
