@@ -107,7 +107,7 @@ def _print_report(report: CopyReport, source: str, dest: str) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) -> None:
-    """Copy every run (events with their keys, snapshots, groups) from SOURCE into DEST.
+    """Copy every run (events and snapshots) from SOURCE into DEST.
 
     SOURCE and DEST are database URLs, jsonl:PATH (a JSONL folder, the seed's included) or, as
     a source, seed-sqlite:PATH (a SQLite file the seed wrote; also detected from
