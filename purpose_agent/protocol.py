@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
+from purpose_agent.appends import check_label
+from purpose_agent.errors import InvalidInput, SequenceConflict
+from purpose_agent.records import EventRow, check_run_id, event_row
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
@@ -211,6 +214,158 @@ class Appending(Protocol):
         ...
 
 
+class KeyedEvent(NamedTuple):
+    """A stored event with the key it was appended with.
+
+    Attributes:
+        event: The event, at its own seq.
+        key: Its key (see :meth:`Appending.append`), or ``None`` for an event without one.
+
+    """
+
+    event: PAEvent
+    key: str | None
+
+
+@runtime_checkable
+class KeyedEvents(Protocol):
+    """Events read and written with their keys at their own seqs, and a run's group with them.
+
+    What moving a run between stores needs beyond :class:`Checkpointer`: ``iter_events`` and
+    ``save_events`` carry neither an event's key nor the run's group, so a copy made with them
+    alone loses every lookup by key (``event_by_key``) and every listing by group. The
+    package's stores implement it; a store written against :class:`Checkpointer` alone need not.
+    """
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> Iterator[KeyedEvent]:
+        """Stream the run's events with ``seq > since_seq`` and their keys, in ascending seq.
+
+        Paged as :meth:`Checkpointer.iter_events` is: memory stays flat whatever the run's length.
+        """
+        ...
+
+    def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Store events of one run at their own seqs with their keys, all or nothing.
+
+        As :meth:`Checkpointer.save_events`, with the keys: an event stored at its seq with the
+        same content and the same key is a no-op, so a copy run again after an interruption
+        stores nothing twice.
+
+        Args:
+            run_id: The run; every event must belong to it.
+            events: The events and their keys (none is fine: the snapshot or group alone).
+            snapshot: A state saved in the same transaction, as with ``save_events``.
+            group: Puts the run in this group in the same transaction; ``None`` leaves the
+                run's group as it is.
+
+        Raises:
+            InvalidInput: A value cannot be stored, an event belongs to another run, or the
+                snapshot does; nothing was written.
+            SequenceConflict: A seq holds a different event, or the same event with another
+                key (or none), or a key is stored at another seq; nothing was written.
+
+        """
+        ...
+
+
+def keyed_rows(run_id: str, events: Iterable[KeyedEvent]) -> list[tuple[EventRow, str | None]]:
+    """Check and encode a batch of :meth:`KeyedEvents.save_keyed_events`, as every store does.
+
+    Exact repeats inside the batch (same seq, event and key) are dropped.
+
+    Args:
+        run_id: The run the batch is saved under.
+        events: ``(event, key)`` pairs.
+
+    Returns:
+        Each event's row and key, in the order given.
+
+    Raises:
+        InvalidRunId: ``run_id`` is not acceptable.
+        InvalidInput: Not an iterable of ``(PAEvent, key)`` pairs, an event of another run, a
+            key no store can keep, or one key given to two seqs.
+        SequenceConflict: Two different events, or one event with two keys, at one seq.
+
+    """
+    check_run_id(run_id)
+    if isinstance(events, KeyedEvent | PAEvent | str | bytes | dict):
+        raise InvalidInput("save_keyed_events takes an iterable of (event, key), not one value")
+    out: list[tuple[EventRow, str | None]] = []
+    by_seq: dict[int, tuple[EventRow, str | None]] = {}
+    seq_of_key: dict[str, int] = {}
+    for item in events:
+        if not isinstance(item, tuple) or len(item) != 2:
+            raise InvalidInput(f"expected an (event, key) pair, got {type(item).__name__}")
+        event, key = item
+        row = event_row(event)
+        if row.run_id != run_id:
+            raise InvalidInput(
+                f"an event of run {row.run_id!r} (seq {row.seq}) is in a batch of run {run_id!r}"
+            )
+        if key is not None:
+            key = check_label(key, "key")
+            if seq_of_key.setdefault(key, row.seq) != row.seq:
+                raise InvalidInput(f"run {run_id!r}: key {key!r} is given to two events")
+        previous = by_seq.get(row.seq)
+        if previous is None:
+            by_seq[row.seq] = (row, key)
+            out.append((row, key))
+        elif previous != (row, key):
+            raise SequenceConflict(run_id, row.seq)
+    return out
+
+
+def new_keyed_rows(
+    run_id: str,
+    rows: Iterable[tuple[EventRow, str | None]],
+    stored: Mapping[int, tuple[EventRow, str | None]],
+    taken: Mapping[str, int],
+) -> list[tuple[EventRow, str | None]]:
+    """The rows of a keyed batch that are not stored yet; the rules every store applies.
+
+    Args:
+        run_id: The run.
+        rows: The batch, as :func:`keyed_rows` returns it.
+        stored: The run's stored rows and keys at the batch's seqs, by seq.
+        taken: The seqs at which the run stores the batch's keys, by key.
+
+    Raises:
+        SequenceConflict: A seq holds another event, or the same event with another key, or a
+            new event's key is stored at another seq.
+
+    """
+    new: list[tuple[EventRow, str | None]] = []
+    for row, key in rows:
+        old = stored.get(row.seq)
+        if old is not None:
+            if old[0] != row:
+                raise SequenceConflict(run_id, row.seq)
+            if old[1] != key:
+                raise SequenceConflict(
+                    run_id,
+                    row.seq,
+                    f"run {run_id!r} already has this event at seq {row.seq} with key "
+                    f"{old[1]!r}, not {key!r}; nothing was written",
+                )
+            continue
+        if key is not None and key in taken:
+            raise SequenceConflict(
+                run_id,
+                row.seq,
+                f"run {run_id!r} already has key {key!r} at seq {taken[key]}, not at seq "
+                f"{row.seq}; nothing was written",
+            )
+        new.append((row, key))
+    return new
+
+
 class RunGroups(Protocol):
     """Runs kept together (a conversation's runs, say), listed and deleted as one."""
 
@@ -357,6 +512,25 @@ class AsyncAppending(Protocol):
 
     async def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
         """See :meth:`Appending.event_by_key`."""
+        ...
+
+
+class AsyncKeyedEvents(Protocol):
+    """The asyncio form of :class:`KeyedEvents`."""
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[KeyedEvent]:
+        """See :meth:`KeyedEvents.iter_keyed_events`; iterated with ``async for``."""
+        ...
+
+    async def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """See :meth:`KeyedEvents.save_keyed_events`."""
         ...
 
 

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import tracemalloc
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 import pytest
 
-from purpose_agent import EventKind, PAEvent, RunState
-from purpose_agent.ops.copy import CopyProgress, copy_runs
+from purpose_agent import (
+    Checkpointer,
+    EventKind,
+    InMemoryCheckpointer,
+    NewEvent,
+    PAEvent,
+    Recovery,
+    RunState,
+)
+from purpose_agent.ops.copy import GROUP_DROPPED, KEYS_DROPPED, CopyProgress, copy_runs
+from purpose_agent.protocol import KeyedEvent
 from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
 
@@ -91,7 +104,7 @@ def test_copy_moves_every_run_between_sqlite_and_postgres(
     assert there.exit_code == 0, there.output
     assert "3 of 3" in there.stdout
     assert "360" in there.stdout
-    assert "Verified: every run's event count and snapshot match the source." in there.stdout
+    assert "Verified: every run's event count, snapshot and group match the source." in there.stdout
     assert _contents(postgres_url) == _contents(sqlite_url)
 
     back = tmp_path / "back.db"
@@ -310,3 +323,302 @@ def test_copy_upgrades_a_seed_sqlite_file_in_place(tmp_path: Path) -> None:
         assert [e.data for e in store.list_events("one")] == [{"i": 1}, {"i": 2}]
     tables = {row[0] for row in sqlite3.connect(seed).execute("SELECT name FROM sqlite_master")}
     assert {"events", "snapshots", "pa_events", "pa_snapshots", "pa_runs"} <= tables
+
+
+# -- keys and groups ----------------------------------------------------------------------------
+
+
+def _fill_keyed(store: Any, big: int = 250) -> None:
+    """Runs with keyed and unkeyed events, in groups and not, with and without snapshots."""
+    store.append(
+        "big",
+        [
+            NewEvent(kind=EventKind.TOOL_CALL, data={"i": i}, key=f"call-{i}" if i % 2 else None)
+            for i in range(big)
+        ],
+        group="conversation-2",
+    )
+    for turn in range(3):
+        store.append(
+            "chat-a",
+            [
+                NewEvent(kind=EventKind.MESSAGE, data={"turn": turn}, key=f"msg-{turn}"),
+                NewEvent(kind=EventKind.MODEL_RESPONSE, data={"text": f"reply {turn}"}),
+            ],
+            group="conversation-1",
+            snapshot=RunState(run_id="chat-a", data={"turns": turn + 1}),
+        )
+    store.append("chat-b", [NewEvent(kind=EventKind.CUSTOM, key="only")], group="conversation-1")
+    store.save_events([_event("plain", seq, n=seq) for seq in range(1, 6)])
+
+
+def _keyed_contents(store: Any) -> dict[str, object]:
+    """Everything a copy must carry: runs in order, events with keys, snapshots and groups."""
+    runs = store.list_runs()
+    return {
+        "runs": runs,
+        "events": {run_id: list(store.iter_keyed_events(run_id)) for run_id in runs},
+        "snapshots": {run_id: store.load_latest(run_id) for run_id in runs},
+        "groups": {run_id: store.run_group(run_id) for run_id in runs},
+        "by_group": {group: store.list_runs(group=group) for group in store.list_groups()},
+    }
+
+
+def _assert_keys_found(store: Any, contents: dict[str, Any]) -> None:
+    keyed = 0
+    for run_id, items in contents["events"].items():
+        for item in items:
+            if item.key is not None:
+                assert store.event_by_key(run_id, item.key) == item.event
+                keyed += 1
+    assert keyed > 0
+
+
+@pytest.mark.sqlite
+@pytest.mark.postgres
+@pytest.mark.mariadb
+def test_copy_keeps_keys_and_groups_from_sqlite_to_postgres_to_mariadb_and_back(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    first = make_store_url(request, tmp_path, "sqlite")
+    with open_store(first) as store:
+        _fill_keyed(store)
+        expected = _keyed_contents(store)
+    assert expected["by_group"] == {
+        "conversation-2": ["big"],
+        "conversation-1": ["chat-b", "chat-a"],
+    }
+    hops = [
+        first,
+        make_store_url(request, tmp_path, "postgres"),
+        make_store_url(request, tmp_path, "mariadb"),
+        f"sqlite:///{tmp_path / 'back.db'}",
+    ]
+    for source, dest in itertools.pairwise(hops):
+        result = invoke("copy", source, dest, "--batch-size", "100")
+        assert result.exit_code == 0, result.output
+        assert "Verified: every run's event count, snapshot and group match" in result.stdout
+        with open_store(dest, create=False) as copied:
+            assert _keyed_contents(copied) == expected
+            _assert_keys_found(copied, expected)
+
+
+def test_copy_keeps_keys_and_groups_between_memory_and_jsonl(tmp_path: Path) -> None:
+    memory = InMemoryCheckpointer()
+    _fill_keyed(memory)
+    expected = _keyed_contents(memory)
+    with open_store(f"jsonl:{tmp_path / 'files'}") as files:
+        report = copy_runs(memory, files, batch_size=64)
+        assert report.ok, report.problems
+        assert report.notes == {}
+        assert _keyed_contents(files) == expected
+        _assert_keys_found(files, expected)
+        back = InMemoryCheckpointer()
+        assert copy_runs(files, back, batch_size=64).ok
+    assert _keyed_contents(back) == expected
+    _assert_keys_found(back, expected)
+
+    # A JSONL folder on the command line is read through its seed-era view: the keys stay.
+    result = invoke("copy", f"jsonl:{tmp_path / 'files'}", f"jsonl:{tmp_path / 'again'}")
+    assert result.exit_code == 0, result.output
+    with open_store(f"jsonl:{tmp_path / 'again'}", create=False) as again:
+        assert _keyed_contents(again) == expected
+
+
+def test_copy_interrupted_and_run_again_keeps_keys_and_groups(
+    store_url: str, tmp_path: Path
+) -> None:
+    source = f"jsonl:{tmp_path / 'source'}"
+    with open_store(source) as store:
+        _fill_keyed(store, big=300)
+        expected = _keyed_contents(store)
+    calls = 0
+
+    def interrupt(_: CopyProgress) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+
+    with open_store(source, create=False) as reader, open_store(store_url) as writer:
+        with pytest.raises(KeyboardInterrupt):
+            copy_runs(reader, writer, interrupt, batch_size=100)
+        # The oldest run is copied first: two of its three batches are in, with their keys.
+        assert writer.list_runs() == ["big"]
+        partial = list(writer.iter_keyed_events("big"))
+        assert partial == expected["events"]["big"][:200]
+        assert writer.event_by_key("big", "call-199") == partial[199].event
+        assert writer.event_by_key("big", "call-201") is None
+        assert writer.run_group("big") == "conversation-2"
+
+    again = invoke("copy", source, store_url, "--batch-size", "100")
+    assert again.exit_code == 0, again.output
+    with open_store(store_url, create=False) as copied:
+        assert _keyed_contents(copied) == expected
+        _assert_keys_found(copied, expected)
+
+
+def test_copy_reports_a_stored_event_under_another_key_as_a_conflict(
+    store_url: str, tmp_path: Path
+) -> None:
+    source = f"jsonl:{tmp_path / 'source'}"
+    with open_store(source) as store:
+        (event,) = store.append("run", [NewEvent(kind=EventKind.CUSTOM, key="mine", ts=1.0)])
+        store.append("other", [NewEvent(kind=EventKind.CUSTOM, key="fine")])
+    with open_store(store_url) as dest:
+        dest.save_keyed_events("run", [KeyedEvent(event, "theirs")])
+    result = invoke("copy", source, store_url, "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["runs_copied"] == 1
+    assert report["problems"] == [
+        {
+            "run_id": "run",
+            "message": "run 'run' already has this event at seq 1 with key 'theirs', not "
+            "'mine'; nothing was written",
+        }
+    ]
+
+
+class _BaseOnly:
+    """A store written against the Checkpointer protocol alone: no keys, no groups."""
+
+    def __init__(self) -> None:
+        self._inner = InMemoryCheckpointer()
+
+    def save_event(self, event: PAEvent) -> None:
+        self._inner.save_event(event)
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        self._inner.save_events(events, snapshot)
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        self._inner.save_snapshot(run_id, state)
+
+    def load_latest(self, run_id: str) -> RunState | None:
+        return self._inner.load_latest(run_id)
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        return self._inner.list_events(run_id, since_seq, limit)
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        return self._inner.iter_events(run_id, since_seq)
+
+    def recover(self, run_id: str) -> Recovery | None:
+        return self._inner.recover(run_id)
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        return self._inner.list_runs(limit, offset=offset)
+
+    def delete_run(self, run_id: str) -> None:
+        self._inner.delete_run(run_id)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _BaseOnly:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def test_copy_to_and_from_a_store_without_keys_copies_the_events_and_counts_what_it_drops() -> None:
+    keyed = InMemoryCheckpointer()
+    _fill_keyed(keyed, big=10)
+    expected = _keyed_contents(keyed)
+    plain = _BaseOnly()
+    assert isinstance(plain, Checkpointer)
+    report = copy_runs(keyed, plain, batch_size=4)
+    assert report.ok, report.problems
+    # Keys: 3 in chat-a, 1 in chat-b, 5 in big; groups: chat-a, chat-b and big.
+    assert report.notes == {KEYS_DROPPED: 9, GROUP_DROPPED: 3}
+    assert plain.list_runs() == expected["runs"]
+    for run_id, items in expected["events"].items():
+        assert plain.list_events(run_id) == [item.event for item in items]
+
+    back = InMemoryCheckpointer()
+    report = copy_runs(plain, back, batch_size=4)
+    assert report.ok, report.problems
+    assert report.notes == {}
+    assert all(item.key is None for item in back.iter_keyed_events("big"))
+    assert back.list_groups() == []
+
+
+# -- a LangGraph thread -------------------------------------------------------------------------
+
+
+def _saver_history(saver: Any, thread_ids: list[str], checkpoint_ids: list[str]) -> object:
+    """What a LangGraph saver answers about threads: each checkpoint by id, and the listings."""
+    config = {"configurable": {"checkpoint_ns": ""}}
+    by_id = [
+        saver.get_tuple(
+            {"configurable": {**config["configurable"], "thread_id": thread, "checkpoint_id": cid}}
+        )
+        for thread, cid in zip(thread_ids, checkpoint_ids, strict=True)
+    ]
+    assert all(found is not None for found in by_id)
+    listings = {
+        thread: list(saver.list({"configurable": {"thread_id": thread}}))
+        for thread in sorted(set(thread_ids))
+    }
+    latest = {
+        thread: saver.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+        for thread in sorted(set(thread_ids))
+    }
+    return by_id, listings, latest
+
+
+def test_copy_of_a_langgraph_thread_answers_by_checkpoint_id_and_lists_the_same(
+    store_url: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("langgraph.checkpoint.base")
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.base.id import uuid6
+
+    from purpose_agent.integrations.langgraph import PurposeAgentSaver
+
+    threads: list[str] = []
+    ids: list[str] = []
+    source = f"jsonl:{tmp_path / 'source'}"
+    with open_store(source) as store:
+        saver = PurposeAgentSaver(store)
+        for thread in ("t-1", "t-2"):
+            parent: str | None = None
+            for step in range(4):
+                checkpoint = empty_checkpoint()
+                checkpoint["id"] = str(uuid6())
+                checkpoint["channel_values"] = {"step": step, "thread": thread}
+                checkpoint["channel_versions"] = {"step": step + 1, "thread": 1}
+                configurable = {"thread_id": thread, "checkpoint_ns": ""}
+                if parent is not None:
+                    configurable["checkpoint_id"] = parent
+                saved = saver.put(
+                    {"configurable": configurable},
+                    checkpoint,
+                    {"source": "loop", "step": step},
+                    {},
+                )
+                saver.put_writes(saved, [("step", step), ("log", f"{thread}:{step}")], "task-1")
+                threads.append(thread)
+                ids.append(str(checkpoint["id"]))
+                parent = ids[-1]
+        expected = _saver_history(saver, threads, ids)
+
+    there = invoke("copy", source, store_url, "--batch-size", "3")
+    assert there.exit_code == 0, there.output
+    with open_store(store_url, create=False) as copied:
+        assert _saver_history(PurposeAgentSaver(copied), threads, ids) == expected
+
+    back = f"jsonl:{tmp_path / 'back'}"
+    result = invoke("copy", store_url, back)
+    assert result.exit_code == 0, result.output
+    with open_store(back, create=False) as copied_back:
+        assert _saver_history(PurposeAgentSaver(copied_back), threads, ids) == expected

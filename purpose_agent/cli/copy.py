@@ -91,7 +91,7 @@ def _print_report(report: CopyReport, source: str, dest: str) -> None:
     for problem in report.problems:
         out.print(f"  FAILED {problem.run_id!r}: {problem.message}")
     if report.ok:
-        out.print("Verified: every run's event count and snapshot match the source.")
+        out.print("Verified: every run's event count, snapshot and group match the source.")
 
 
 @click.command()
@@ -111,9 +111,11 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
 
     SOURCE and DEST are database URLs, jsonl:PATH (a JSONL folder, the seed's included) or, as
     a source, seed-sqlite:PATH (a SQLite file the seed wrote; also detected from
-    sqlite:///PATH). The copy streams, and can be interrupted and run again: what was copied is
-    recognised, nothing is duplicated. Counts are verified at the end; the exit status is 1
-    if any run failed or does not match.
+    sqlite:///PATH). Events keep their seqs and keys, so lookups by key (a LangGraph
+    checkpoint by its id) work on the copy, and runs keep their groups. The copy streams, and
+    can be interrupted and run again: what was copied is recognised, nothing is duplicated.
+    Counts and groups are verified at the end; the exit status is 1 if any run failed or does
+    not match.
     """
     source_target, dest_target = parse_target(source), parse_target(dest)
     if source_target.same_store(dest_target):

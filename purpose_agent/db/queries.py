@@ -13,6 +13,7 @@ path of :mod:`purpose_agent.db.cursor`, which skips the per-execution work nobod
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -971,3 +972,52 @@ class Queries:
         """How many events a run has stored."""
         stmt = select(func.count()).select_from(EventRecord).where(EventRecord.run_id == run_id)
         return int(conn.execute(stmt).scalar_one())
+
+    # -- copies that keep event keys and groups ----------------------------------------------
+
+    @functools.cached_property
+    def _keyed_page(self) -> Statement:
+        return self._build(
+            select(*EVENT_COLUMNS, EventRecord.key)
+            .where(EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since"))
+            .order_by(EventRecord.seq)
+            .limit(bindparam("limit"))
+        )
+
+    def keyed_events_after(
+        self, conn: Connection | HeldReads, run_id: str, since: int, limit: int
+    ) -> list[Any]:
+        """Rows ``(seq, kind, ts, lane_id, data, key)`` after ``since``, ascending; ``limit``."""
+        return self._keyed_page.fetch(conn, {"run_id": run_id, "since": since, "limit": limit})
+
+    def stored_keyed(
+        self, conn: Connection, run_id: str, seqs: Sequence[int]
+    ) -> dict[int, tuple[EventRow, str | None]]:
+        """The run's stored rows and their keys at the given positions (ascending), by seq.
+
+        Read as one key range where the positions are mostly contiguous, as
+        :meth:`stored_events` does.
+        """
+        low, high = seqs[0], seqs[-1]
+        where = (
+            EventRecord.seq.between(low, high)
+            if high - low < 2 * len(seqs)
+            else EventRecord.seq.in_(seqs)
+        )
+        found = conn.execute(
+            select(*EVENT_COLUMNS, EventRecord.key).where(EventRecord.run_id == run_id, where)
+        )
+        wanted = set(seqs)
+        return {
+            seq: (EventRow(run_id, seq, kind, ts, lane_id, data), key)
+            for seq, kind, ts, lane_id, data, key in found
+            if seq in wanted
+        }
+
+    def regroup_run(self, conn: Connection, run_id: str, group: str, now: int) -> None:
+        """Put a stored run in ``group`` and count it as written; an unknown run is left alone."""
+        conn.execute(
+            update(RunRecord)
+            .where(RunRecord.run_id == run_id)
+            .values(group_id=group, updated_ns=now)
+        )

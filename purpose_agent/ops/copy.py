@@ -1,29 +1,42 @@
 """Copying every run from one store to another: streamed, resumable, and checked.
 
-Each run is read as a stream (``iter_events``) and written in batches (``save_events``), so
-memory holds one batch whatever the size of the log. The run's snapshot is read *before* its
-events, so the events streamed afterwards cover everything it covers, and it is written with
-the run's last batch, so a destination never holds a snapshot ahead of its events.
+Each run is read as a stream and written in batches, so memory holds one batch whatever the
+size of the log. The run's snapshot is read *before* its events, so the events streamed
+afterwards cover everything it covers, and it is written with the run's last batch, so a
+destination never holds a snapshot ahead of its events.
+
+Between the package's stores (:class:`~purpose_agent.protocol.KeyedEvents` on both sides) each
+event keeps its key and each run its group: events are read with ``iter_keyed_events`` and
+written at their own seqs with ``save_keyed_events``, every batch carrying the run's group, so
+``event_by_key`` and ``list_runs(group=...)`` answer on the copy as on the source (a LangGraph
+thread keeps its lookups by checkpoint id). A store without keys on either side (a seed-era
+reader, a store written against :class:`~purpose_agent.protocol.Checkpointer` alone) is
+copied through ``iter_events`` and ``save_events``, as before; keys and groups a destination
+cannot keep are counted in the report's notes.
 
 An interrupted copy is resumed by running it again: every batch is one transaction, and saving
-an event equal to a stored one is a no-op by contract, so nothing is duplicated; a *different*
-event at a stored position is a ``SequenceConflict``, reported for that run. At the end of
-each run the destination's count of events is compared with the number of positions read.
+an event equal to a stored one (with the same key) is a no-op, so nothing is duplicated; a
+*different* event at a stored position, or the same event under another key, is a
+``SequenceConflict``, reported for that run. At the end of each run the destination's count of
+events is compared with the number of positions read, and its group with the source's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict
+from purpose_agent.legacy.jsonl import SeedJSONLReader
 from purpose_agent.legacy.read_only import LegacyReader
-from purpose_agent.ops.summaries import count_events
-from purpose_agent.protocol import Checkpointer
-from purpose_agent.runtime.events import PAEvent
+from purpose_agent.ops.summaries import count_events, grouped
+from purpose_agent.protocol import Checkpointer, KeyedEvent, KeyedEvents, RunGroups
 from purpose_agent.runtime.state import RunState
 
 DEFAULT_BATCH_SIZE = 500
+KEYS_DROPPED = "event key dropped: the destination keeps no keys"
+GROUP_DROPPED = "run group dropped: the destination keeps no groups"
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,8 @@ class CopyReport:
         snapshots: Snapshots written.
         problems: Runs that failed (a corrupt record, a conflict, a value the destination
             refuses) or whose counts did not match afterwards.
-        notes: What the source could not map exactly (seed-era data), with how often.
+        notes: What could not be carried over exactly, with how often: seed-era data the
+            source mapped, and keys or groups a destination without them dropped.
 
     """
 
@@ -95,7 +109,8 @@ def copy_runs(
 ) -> CopyReport:
     """Copy every run of ``source`` into ``dest`` and verify the counts.
 
-    Runs are copied oldest first, so the destination lists them in the source's order.
+    Runs are copied oldest first, so the destination lists them in the source's order. Events
+    keep their keys and runs their groups where both stores keep them (see the module).
 
     Args:
         source: The store to read.
@@ -124,9 +139,11 @@ def copy_runs(
         if progress is not None:
             progress(CopyProgress(run_id, done, report.runs_total, report.events))
 
+    sides = _Sides.of(source, dest)
+    dropped: Counter[str] = Counter()
     for run_id in run_ids:
         try:
-            problem = _copy_run(source, dest, run_id, batch_size, report, tell)
+            problem = _copy_run(sides, run_id, batch_size, report, dropped, tell)
         except (CorruptRecord, SequenceConflict, InvalidInput) as exc:
             problem = str(exc)
         if problem is None:
@@ -135,45 +152,110 @@ def copy_runs(
             report.problems.append(RunProblem(run_id, problem))
         done += 1
         tell(run_id)
-    if isinstance(source, LegacyReader):
-        report.notes = source.notes.counts()
+    notes = source.notes.counts() if isinstance(source, LegacyReader) else {}
+    report.notes = {**notes, **dropped}
     return report
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """The two stores of a copy, and what each keeps beyond the base protocol.
+
+    Attributes:
+        source: The store read (its snapshots, its runs).
+        dest: The store written.
+        keyed_source: Where the source's events are read with their keys, if it keeps keys.
+        groups: Where the source's groups are read, if it keeps groups.
+        keyed_dest: The destination, if it keeps keys and groups.
+        dest_groups: Where the destination's groups are read back, if it keeps groups.
+
+    """
+
+    source: Checkpointer
+    dest: Checkpointer
+    keyed_source: KeyedEvents | None
+    groups: RunGroups | None
+    keyed_dest: KeyedEvents | None
+    dest_groups: RunGroups | None
+
+    @classmethod
+    def of(cls, source: Checkpointer, dest: Checkpointer) -> _Sides:
+        # A JSONL folder is read through the seed-era view (which maps the seed's snapshots);
+        # its events, keys and groups are the JSONL store's own.
+        reader: object = source.store if isinstance(source, SeedJSONLReader) else source
+        keyed_dest = dest if isinstance(dest, KeyedEvents) else None
+        return cls(
+            source,
+            dest,
+            reader if isinstance(reader, KeyedEvents) else None,
+            grouped(reader) if isinstance(reader, Checkpointer) else None,
+            keyed_dest,
+            grouped(dest) if keyed_dest is not None else None,
+        )
+
+    def events(self, run_id: str) -> Iterator[KeyedEvent]:
+        """The source run's events, each with its key (``None`` where the source keeps none)."""
+        if self.keyed_source is not None:
+            return self.keyed_source.iter_keyed_events(run_id)
+        return (KeyedEvent(event, None) for event in self.source.iter_events(run_id))
+
+    def write(
+        self,
+        run_id: str,
+        batch: list[KeyedEvent],
+        state: RunState | None,
+        group: str | None,
+        dropped: Counter[str],
+    ) -> None:
+        """Write one batch in one transaction: with keys and group where the destination can."""
+        if self.keyed_dest is not None:
+            self.keyed_dest.save_keyed_events(run_id, batch, snapshot=state, group=group)
+            return
+        self.dest.save_events([item.event for item in batch], snapshot=state)
+        dropped[KEYS_DROPPED] += sum(item.key is not None for item in batch)
+
+
 def _copy_run(
-    source: Checkpointer,
-    dest: Checkpointer,
+    sides: _Sides,
     run_id: str,
     batch_size: int,
     report: CopyReport,
+    dropped: Counter[str],
     tell: Callable[[str], None],
 ) -> str | None:
     """Copy one run; return why its counts do not match, or ``None`` when they do."""
-    state: RunState | None = source.load_latest(run_id)
+    state: RunState | None = sides.source.load_latest(run_id)
+    group = sides.groups.run_group(run_id) if sides.groups is not None else None
     positions = 0
     last_seq: int | None = None
-    batch: list[PAEvent] = []
-    for event in source.iter_events(run_id):
+    batch: list[KeyedEvent] = []
+    for item in sides.events(run_id):
         # The seed's log can hold one position twice; the destination keeps one, so positions
         # (not rows) are what its count must match.
-        if event.seq != last_seq:
+        if item.event.seq != last_seq:
             positions += 1
-            last_seq = event.seq
-        batch.append(event)
+            last_seq = item.event.seq
+        batch.append(item)
         if len(batch) >= batch_size:
-            dest.save_events(batch)
+            sides.write(run_id, batch, None, group, dropped)
             report.events += len(batch)
             batch = []
             tell(run_id)
     if batch or state is not None:
-        dest.save_events(batch, snapshot=state)
+        sides.write(run_id, batch, state, group, dropped)
         report.events += len(batch)
         report.snapshots += state is not None
-    stored = count_events(dest, run_id)
+    if group is not None and sides.keyed_dest is None:
+        dropped[GROUP_DROPPED] += 1
+    stored = count_events(sides.dest, run_id)
     if stored != positions:
         return f"the source has {positions} events, the destination {stored} after the copy"
     if state is not None:
-        copied = dest.load_latest(run_id)
+        copied = sides.dest.load_latest(run_id)
         if copied is None or copied.seq < state.seq:
             return f"the destination's snapshot does not cover seq {state.seq}"
+    if group is not None and sides.dest_groups is not None:
+        found = sides.dest_groups.run_group(run_id)
+        if found != group:
+            return f"the source's run is in group {group!r}, the destination's in {found!r}"
     return None

@@ -19,7 +19,13 @@ from purpose_agent.appends import (
 )
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import SequenceConflict
-from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.protocol import (
+    ClosingContext,
+    KeyedEvent,
+    Recovery,
+    keyed_rows,
+    new_keyed_rows,
+)
 from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
@@ -47,6 +53,7 @@ class _Run:
     written_ns: int = 0
     last_seq: int = 0  # the highest seq ever stored: compaction does not lower it
     keys: dict[str, int] = field(default_factory=dict)
+    key_of: dict[int, str] = field(default_factory=dict)  # the same keys, by seq
     group: str | None = None
 
     def add(self, row: EventRow, key: str | None = None) -> None:
@@ -58,6 +65,7 @@ class _Run:
         self.last_seq = max(self.last_seq, row.seq)
         if key is not None:
             self.keys[key] = row.seq
+            self.key_of[row.seq] = key
 
 
 class InMemoryCheckpointer(ClosingContext):
@@ -161,6 +169,53 @@ class InMemoryCheckpointer(ClosingContext):
             row = run.events.get(seq) if run is not None and seq is not None else None
         return decode_event(*row) if row is not None else None
 
+    def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Store events at their own seqs with their keys, all or nothing.
+
+        See :class:`~purpose_agent.protocol.KeyedEvents`.
+
+        Raises:
+            InvalidInput: A value cannot be stored, or an event is of another run.
+            SequenceConflict: A seq holds another event, or the same with another key, or a
+                key is stored at another seq; nothing was written.
+
+        """
+        rows = keyed_rows(run_id, events)
+        snap = state_row(run_id, snapshot) if snapshot is not None else None
+        group = check_label(group, "group") if group is not None else None
+        with self._lock:
+            run = self._runs.get(run_id)
+            if run is None:
+                new = rows
+            else:
+                stored = {
+                    row.seq: (run.events[row.seq], run.key_of.get(row.seq))
+                    for row, _ in rows
+                    if row.seq in run.events
+                }
+                taken = {key: run.keys[key] for _, key in rows if key in run.keys}
+                new = new_keyed_rows(run_id, rows, stored, taken)
+            if not new and snap is None and (run is None or group is None):
+                return  # nothing new: a repeat is a no-op, and a group alone makes no run
+            run = self._runs.setdefault(run_id, _Run())
+            for row, key in new:
+                run.add(row, key)
+            if snap is not None:
+                if run.snapshot is None or snap.seq >= run.snapshot.seq:
+                    run.snapshot = snap
+                run.last_seq = max(run.last_seq, snap.seq)
+            if group is not None:
+                run.group = group
+            if new or snap is not None or group is not None:
+                run.written_ns = stamp_ns()
+
     # -- reads ----------------------------------------------------------------------------
 
     def load_latest(self, run_id: str) -> RunState | None:
@@ -214,6 +269,24 @@ class InMemoryCheckpointer(ClosingContext):
             page = self._rows_after(run_id, since_seq, _PAGE)
             for row in page:
                 yield decode_event(*row)
+            if len(page) < _PAGE:
+                return
+            since_seq = page[-1].seq
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> Iterator[KeyedEvent]:
+        """Stream events with ``seq > since_seq`` and their keys, a page at a time."""
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iter_keyed(run_id, since_seq)
+
+    def _iter_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
+        while True:
+            with self._lock:
+                page = self._rows_after(run_id, since_seq, _PAGE)
+                run = self._runs.get(run_id)
+                keys = [run.key_of.get(row.seq) if run is not None else None for row in page]
+            for row, key in zip(page, keys, strict=True):
+                yield KeyedEvent(decode_event(*row), key)
             if len(page) < _PAGE:
                 return
             since_seq = page[-1].seq
@@ -288,6 +361,7 @@ class InMemoryCheckpointer(ClosingContext):
             for seq in gone:
                 del run.events[seq]
             run.keys = {key: seq for key, seq in run.keys.items() if seq in run.events}
+            run.key_of = {seq: key for key, seq in run.keys.items()}
             return len(gone)
 
     def delete_runs(

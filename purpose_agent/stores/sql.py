@@ -58,7 +58,13 @@ from purpose_agent.errors import (
     translated,
     unavailable,
 )
-from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.protocol import (
+    ClosingContext,
+    KeyedEvent,
+    Recovery,
+    keyed_rows,
+    new_keyed_rows,
+)
 from purpose_agent.reads import event_window
 from purpose_agent.records import (
     PAUSE_FROM,
@@ -1244,6 +1250,132 @@ class SQLCheckpointer(ClosingContext):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
+
+    # -- events with their keys, for copies ---------------------------------------------------
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> Iterator[KeyedEvent]:
+        """Stream events with ``seq > since_seq`` and their keys, one page per query.
+
+        As :meth:`iter_events`; see :class:`~purpose_agent.protocol.KeyedEvents`.
+
+        Raises:
+            InvalidRunId: At once, for a bad run id.
+            CorruptRecord: A stored event cannot be decoded (while iterating).
+            StoreUnavailable: The database cannot be reached (while iterating).
+
+        """
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iterate_keyed(run_id, since_seq)
+
+    def _iterate_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
+        while True:
+            page = self._keyed_events_page(run_id, since_seq, self._page_size)
+            yield from page
+            if len(page) < self._page_size:
+                return
+            since_seq = page[-1].event.seq
+
+    def _keyed_events_page(self, run_id: str, since_seq: int, limit: int) -> list[KeyedEvent]:
+        def fetch(units: Transactions, queries: Queries) -> list[Any]:
+            with self._reader(units) as conn:
+                return queries.keyed_events_after(conn, run_id, since_seq, limit)
+
+        with gc_paused():
+            rows = self._read("reading events", fetch, run_id)
+        events = decode_events(run_id, [row[:5] for row in rows])
+        return [KeyedEvent(event, row[5]) for event, row in zip(events, rows, strict=True)]
+
+    def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Store events of one run at their own seqs with their keys, in one transaction.
+
+        The run's row is locked first, as an append locks it, so that the check of what is
+        stored and the insert see no append in between. See
+        :class:`~purpose_agent.protocol.KeyedEvents` for the arguments.
+
+        Raises:
+            InvalidInput: A value cannot be stored, or an event is of another run.
+            SequenceConflict: A seq holds another event, or the same with another key, or a
+                key is stored at another seq; nothing was written.
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        pairs = keyed_rows(run_id, events)
+        snap = state_row(run_id, snapshot) if snapshot is not None else None
+        if group is not None:
+            group = check_label(group, "group")
+        self._check_sizes([row for row, _ in pairs], snap)
+
+        def write() -> None:
+            checked = False
+            for attempt in range(_ATTEMPTS):
+                try:
+                    with self._units.write() as conn:
+                        self._save_keyed_in(conn, run_id, pairs, snap, group, stamp_ns(), checked)
+                except IntegrityError as exc:
+                    # A key stored at another seq, or a position a writer without the run's
+                    # lock (save_events) took meanwhile: read what is stored, and decide.
+                    if not self._flavor.is_unique_violation(exc) or attempt + 1 == _ATTEMPTS:
+                        raise
+                    checked = True
+                else:
+                    return
+
+        if self._replicas is not None:
+            with self._replicas.writing([run_id]):
+                self._call("saving keyed events", write, run_id)
+            return
+        self._call("saving keyed events", write, run_id)
+
+    def _save_keyed_in(
+        self,
+        conn: Connection,
+        run_id: str,
+        pairs: list[tuple[EventRow, str | None]],
+        snap: StateRow | None,
+        group: str | None,
+        now: int,
+        checked: bool,
+    ) -> None:
+        """Write a keyed batch in a write transaction, the run's row locked first.
+
+        A batch wholly past the run's last seq (a copy's next batch) is inserted without
+        reading: no event can be stored at its positions, and a key stored at another seq
+        fails the insert, which is then repeated ``checked``, reading what is stored first.
+        """
+        queries = self._queries
+        if not pairs and snap is None:
+            if group is not None:
+                queries.regroup_run(conn, run_id, group, now)  # a group alone makes no run
+            return
+        last = queries.lock_run(conn, run_id, now)
+        seqs = sorted(row.seq for row, _ in pairs)
+        if checked or (seqs and seqs[0] <= last):
+            stored: dict[int, tuple[EventRow, str | None]] = {}
+            for start in range(0, len(seqs), LOOKUP_CHUNK):
+                chunk = seqs[start : start + LOOKUP_CHUNK]
+                stored.update(queries.stored_keyed(conn, run_id, chunk))
+            keys = [key for _, key in pairs if key is not None]
+            found = queries.events_by_keys(conn, run_id, keys) if keys else {}
+            taken = {key: row.seq for key, row in found.items()}
+            new = new_keyed_rows(run_id, pairs, stored, taken)
+        else:
+            new = pairs
+        if new:
+            queries.insert_keyed(conn, [row for row, _ in new], [key for _, key in new])
+        if new or snap is not None or group is not None:
+            covered = snap.seq if snap is not None else 0
+            last = max(last, covered, *(row.seq for row, _ in new))
+            queries.advance_run(conn, run_id, last, now, group)
+        if snap is not None:
+            queries.upsert_snapshot(conn, snap, now)
 
 
 class SQLiteCheckpointer(SQLCheckpointer):

@@ -31,7 +31,7 @@ from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import InvalidInput, StoreUnavailable
-from purpose_agent.protocol import Recovery
+from purpose_agent.protocol import KeyedEvent, Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
@@ -356,6 +356,35 @@ class AsyncSQLCheckpointer:
     async def delete_run(self, run_id: str) -> None:
         """See :meth:`SQLCheckpointer.delete_run`."""
         await self._run(SQLCheckpointer.delete_run, run_id)
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[KeyedEvent]:
+        """See :meth:`SQLCheckpointer.iter_keyed_events`; iterated with ``async for``."""
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iterate_keyed(run_id, since_seq)
+
+    async def _iterate_keyed(self, run_id: str, since_seq: int) -> AsyncIterator[KeyedEvent]:
+        page_size = self._page_size
+        while True:
+            page = await self._run(SQLCheckpointer._keyed_events_page, run_id, since_seq, page_size)
+            for item in page:
+                yield item
+            if len(page) < page_size:
+                return
+            since_seq = page[-1].event.seq
+
+    async def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """See :meth:`SQLCheckpointer.save_keyed_events`."""
+        await self._run(
+            SQLCheckpointer.save_keyed_events, run_id, events, snapshot=snapshot, group=group
+        )
 
     async def close(self) -> None:
         """Release the store's connections (an engine passed in is kept)."""

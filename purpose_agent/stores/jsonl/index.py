@@ -128,9 +128,15 @@ class LineReader:
 
     def event(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> PAEvent:
         """Return the event ``seq``, from the line at ``offset``."""
+        return self.keyed(run_id, fd, index, seq, offset)[0]
+
+    def keyed(
+        self, run_id: str, fd: int, index: Index, seq: int, offset: int
+    ) -> tuple[PAEvent, str | None]:
+        """Return the event ``seq`` and its key (``None`` for none), from the line at ``offset``."""
         record = self.record(run_id, fd, index, seq, offset)
-        record_key(run_id, record)
-        return decode_event_dict(run_id, record, seq)
+        key = record_key(run_id, record)
+        return decode_event_dict(run_id, record, seq), key
 
 
 class Refreshed(NamedTuple):

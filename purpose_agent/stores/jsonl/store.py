@@ -8,7 +8,7 @@ import enum
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,13 @@ from purpose_agent.appends import (
 )
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
-from purpose_agent.protocol import ClosingContext, Recovery
+from purpose_agent.protocol import (
+    ClosingContext,
+    KeyedEvent,
+    Recovery,
+    keyed_rows,
+    new_keyed_rows,
+)
 from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
@@ -49,7 +55,7 @@ from .faults import Faults, no_faults
 from .files import BINARY, fsync_dir, pread_exact, undo_append, write_all, write_temp, written_ns
 from .index import TAIL, Index, LineReader, refreshed
 from .journal import Entry, Journal
-from .lines import line_bytes, parse_line, stored_row
+from .lines import line_bytes, parse_line, record_key, stored_row
 from .locks import Run, Runs
 from .meta import read_group, write_group
 from .naming import (
@@ -301,6 +307,56 @@ class JSONLCheckpointer(ClosingContext):
                 raise
         return decode_events(run_id, [row[1:] for row in placed.result])
 
+    def save_keyed_events(
+        self,
+        run_id: str,
+        events: Iterable[KeyedEvent],
+        *,
+        snapshot: RunState | None = None,
+        group: str | None = None,
+    ) -> None:
+        """Store events of one run at their own seqs with their keys, all or nothing.
+
+        The events (and the snapshot) are one line, as for :meth:`save_events`, with each
+        event's key in it as :meth:`append` writes it. A group is written to ``meta.json``
+        first, as :meth:`append` does. See :class:`~purpose_agent.protocol.KeyedEvents`.
+
+        Raises:
+            InvalidInput: A value cannot be stored, or an event is of another run.
+            SequenceConflict: A seq holds another event, or the same with another key, or a
+                key is stored at another seq; nothing was written.
+            CorruptRecord: The run's log or ``snapshot.json`` is damaged; nothing is written.
+            StoreUnavailable: The file system refused the write; nothing is written.
+
+        """
+        pairs = keyed_rows(run_id, events)
+        snap = state_row(run_id, snapshot) if snapshot is not None else None
+        if group is not None:
+            group = check_label(group, "group")
+        run = self._runs.get(run_id)
+        with (
+            self._os_errors(f"writing to run {run_id!r}"),
+            self._settled([run_id], [run]),
+        ):
+            keys = {row.seq: key for row, key in pairs}
+            plan = self._plan(run_id, run, [row for row, _ in pairs], snap, keys)
+            run_dir = self.base_dir / run.name
+            writes = bool(plan.rows) or plan.snapshot is not None
+            # A group alone does not make a run: a run with nothing stored keeps none.
+            grouping = group is not None and (writes or written_ns(run_dir) is not None)
+            old_group = read_group(run_id, run_dir) if grouping else None
+            if grouping and group != old_group:
+                write_group(self._ensure_run_dir(run_id, run.name), group)
+            try:
+                self._commit([plan])
+                if grouping and not writes:
+                    self._touch(plan)  # joining a group is a write, as in append
+            except BaseException:
+                if grouping and group != old_group:
+                    with contextlib.suppress(OSError):
+                        write_group(run_dir, old_group)
+                raise
+
     def _plan_append(
         self,
         run_id: str,
@@ -398,10 +454,23 @@ class JSONLCheckpointer(ClosingContext):
         self._commit(plans, entry)
         self._journal.drop(entry)
 
-    def _plan(self, run_id: str, run: Run, rows: list[EventRow], snap: StateRow | None) -> _Plan:
-        """Check one run's part of a write against what is stored; nothing is written here."""
+    def _plan(
+        self,
+        run_id: str,
+        run: Run,
+        rows: list[EventRow],
+        snap: StateRow | None,
+        keys: Mapping[int, str | None] | None = None,
+    ) -> _Plan:
+        """Check one run's part of a write against what is stored; nothing is written here.
+
+        With ``keys`` (each row's key, by seq) the rows are written with their keys, and a
+        stored row counts as the same only with the same key (see
+        :func:`~purpose_agent.protocol.new_keyed_rows`).
+        """
         stored_snap = self._read_snapshot_file(run_id, run) if snap is not None else None
         fd = self._open_log(run)
+        stored: dict[int, tuple[EventRow, str | None]] = {}
         try:
             size = self._refresh(
                 run_id, run, fd, locked=True, stored=stored_snap if snap is not None else _NOT_READ
@@ -416,17 +485,27 @@ class JSONLCheckpointer(ClosingContext):
                     continue
                 assert fd is not None  # an indexed seq implies an open log
                 record = reader.record(run_id, fd, index, row.seq, offset)
-                if stored_row(run_id, record, row.seq) != row:
+                found = stored_row(run_id, record, row.seq)
+                if keys is not None:
+                    stored[row.seq] = (found, record_key(run_id, record))
+                elif found != row:
                     raise SequenceConflict(run_id, row.seq)
         finally:
             if fd is not None:
                 os.close(fd)
+        written: dict[int, str] = {}
+        if keys is not None:
+            taken = {key: index.keys[key] for key in keys.values() if key in index.keys}
+            pairs = [(row, keys.get(row.seq)) for row in rows]
+            placed = new_keyed_rows(run_id, pairs, stored, taken)
+            new = [row for row, _ in placed]
+            written = {row.seq: key for row, key in placed if key is not None}
         wins = False
         if snap is not None:
             current = _current(stored_snap, index)
             best = max(current.state.seq if current else -1, index.snap_seq)
             wins = snap.seq >= best
-        return _Plan(run_id, run, new, snap, wins, size, fd is not None)
+        return _Plan(run_id, run, new, snap, wins, size, fd is not None, written)
 
     def _commit(self, plans: list[_Plan], entry: Path | None = None) -> None:
         """Append each run's line, then rename the new snapshot file into place.
@@ -676,6 +755,60 @@ class JSONLCheckpointer(ClosingContext):
             if len(page) < _PAGE:
                 return
             since_seq = page[-1].seq
+
+    def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> Iterator[KeyedEvent]:
+        """Stream events with ``seq > since_seq`` and their keys, as :meth:`iter_events` does.
+
+        Args:
+            run_id: The run.
+            since_seq: Only events after this seq.
+
+        Returns:
+            An iterator over the events and their keys (``None`` for an event without one).
+
+        Raises:
+            InvalidRunId: At once, before iterating, for a bad run id.
+
+        """
+        check_run_id(run_id)
+        check_since(since_seq)
+        return self._iter_keyed(run_id, since_seq)
+
+    def _iter_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
+        run = self._runs.get(run_id)
+        reader = LineReader()
+        while True:
+
+            def page_after(locked: bool, since: int = since_seq) -> list[KeyedEvent]:
+                return self._keyed_after(run_id, run, since, reader, locked=locked)
+
+            with self._os_errors(f"reading run {run_id!r}"):
+                self._settle(run.names, run_id)
+                with run.mutex:
+                    page = self._lock_free(run, page_after)
+            yield from page
+            if len(page) < _PAGE:
+                return
+            since_seq = page[-1].event.seq
+
+    def _keyed_after(
+        self, run_id: str, run: Run, since_seq: int, reader: LineReader, *, locked: bool
+    ) -> list[KeyedEvent]:
+        """A page of events after ``since_seq`` with their keys; the caller holds the mutex."""
+        fd = self._open_log(run)
+        if fd is None:
+            return []
+        try:
+            self._refresh(run_id, run, fd, locked=locked)
+            index = run.index
+            start = bisect.bisect_right(index.seqs, since_seq)
+            stop = min(len(index.seqs), start + _PAGE)
+            return [
+                KeyedEvent(*reader.keyed(run_id, fd, index, index.seqs[i], index.offsets[i]))
+                for i in range(start, stop)
+            ]
+        finally:
+            os.close(fd)
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run has stored an event at or a snapshot covers; 0 if unknown.
