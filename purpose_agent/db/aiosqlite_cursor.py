@@ -19,10 +19,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, event
-from sqlalchemy.dialects.sqlite.aiosqlite import (
-    AsyncAdapt_aiosqlite_connection,
-    AsyncAdapt_aiosqlite_cursor,
-)
+from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
@@ -55,51 +52,41 @@ def _run(
         cursor.close()
 
 
-class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
-    """A buffered cursor whose every statement is one call on aiosqlite's thread."""
+class OneTripCursor:
+    """A buffered DBAPI cursor whose every statement is one call on aiosqlite's thread.
 
-    __slots__ = ("_description", "_lastrowid", "_rowcount")
+    It stands alone rather than extending SQLAlchemy's adapted cursor, whose layout differs
+    between SQLAlchemy 2.0 and 2.1: all it shares with it is the adapted connection it runs on
+    (its driver connection and its error translation).
+    """
+
+    __slots__ = (
+        "_adapt_connection",
+        "_connection",
+        "_rows",
+        "arraysize",
+        "description",
+        "lastrowid",
+        "rowcount",
+    )
+
+    server_side = False
 
     def __init__(self, adapt_connection: Any) -> None:
         self._adapt_connection = adapt_connection
         self._connection = adapt_connection._connection
-        self._cursor = None  # type: ignore[assignment]
-        self._soft_closed_memoized = {}  # type: ignore[assignment]
-        self._rows = collections.deque()
-        self._description: Any = None
-        self._rowcount = -1
-        self._lastrowid: Any = None
-
-    @property
-    def description(self) -> Any:
-        """The result's columns, as the DBAPI describes them."""
-        return self._description
-
-    @property
-    def rowcount(self) -> int:
-        """Rows the statement changed."""
-        return self._rowcount
-
-    @property
-    def lastrowid(self) -> Any:
-        """The rowid of the last inserted row."""
-        return self._lastrowid
-
-    @property
-    def arraysize(self) -> int:
-        """Rows per fetchmany; the rows are buffered already."""
-        return 1
-
-    @arraysize.setter
-    def arraysize(self, value: int) -> None:
-        pass
+        self._rows: collections.deque[Any] = collections.deque()
+        self.arraysize = 1
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: Any = None
 
     def _call(self, sql: str, parameters: Any, many: bool) -> None:
         connection = self._connection
         held: list[Held] = connection.pa_held
         if connection.pa_holding and _writes_only(sql):
             held.append((sql, parameters, many))
-            self._description, self._rowcount, self._lastrowid = None, -1, None
+            self.description, self.rowcount, self.lastrowid = None, -1, None
             self._rows = collections.deque()
             return
         if held:
@@ -119,7 +106,7 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
             connection.pa_in_flight = False
             self._adapt_connection._handle_exception(error)
         connection.pa_in_flight = False
-        self._description, self._rowcount, self._lastrowid, rows = found
+        self.description, self.rowcount, self.lastrowid, rows = found
         self._rows = collections.deque(rows)
 
     def execute(self, operation: Any, parameters: Any = None) -> None:
@@ -130,16 +117,48 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
         """Run one statement per parameter set, in one trip."""
         self._call(operation, seq_of_parameters, many=True)
 
+    def setinputsizes(self, *sizes: Any) -> None:
+        """Nothing to set: SQLite takes every value as it is."""
+
+    def fetchone(self) -> Any:
+        """The next buffered row, or ``None``."""
+        return self._rows.popleft() if self._rows else None
+
+    def fetchmany(self, size: int | None = None) -> list[Any]:
+        """Up to ``size`` buffered rows (``arraysize`` by default)."""
+        count = min(self.arraysize if size is None else size, len(self._rows))
+        return [self._rows.popleft() for _ in range(count)]
+
+    def fetchall(self) -> list[Any]:
+        """Every buffered row left."""
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
+    def __iter__(self) -> Iterator[Any]:
+        while self._rows:
+            yield self._rows.popleft()
+
     def close(self) -> None:
         """Forget the buffered rows (the driver's cursor is closed already)."""
         self._rows.clear()
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
-    """SQLAlchemy's aiosqlite connection, handing out :class:`OneTripCursor`."""
+    """SQLAlchemy's aiosqlite connection, handing out :class:`OneTripCursor`.
+
+    ``cursor()`` itself is overridden (SQLAlchemy 2.1 builds cursors from a class attribute,
+    2.0 names its class in ``cursor()``): a transaction whose writes were held for a cursor
+    that never sends them would commit each of them alone.
+    """
 
     __slots__ = ()
-    _cursor_cls = OneTripCursor
+
+    def cursor(self, server_side: bool = False) -> Any:
+        """A one-trip cursor; a server-side one is SQLAlchemy's (the store uses none)."""
+        if server_side:
+            return super().cursor(server_side=True)
+        return OneTripCursor(self)
 
 
 def use_one_trip_cursors(engine: AsyncEngine) -> None:

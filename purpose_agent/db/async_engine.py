@@ -90,6 +90,11 @@ def make_async_engine(
     parsed = parsed.set(query=chosen.query, database=chosen.database)
     if backend == "sqlite":
         options["pool_reset_on_return"] = None  # see use_one_trip_cursors
+        if "poolclass" not in options:
+            # A file is pooled as the synchronous store pools it. Earlier SQLAlchemy 2.0
+            # releases default aiosqlite to NullPool, which refuses the pool's sizes (and
+            # would open a connection, and a thread, per call).
+            options["poolclass"] = pool.AsyncAdaptedQueuePool
     if options.get("poolclass") is pool.StaticPool:
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:

@@ -78,9 +78,14 @@ def configure_postgres(engine: Engine, *, synchronous_commit_off: bool) -> Sessi
 
 
 def _is_direct(connection: Any) -> bool:
-    with connection.cursor() as cursor:
+    # Closed by hand: the asyncio driver's adapted cursor is not a context manager in every
+    # SQLAlchemy 2.0 release.
+    cursor = connection.cursor()
+    try:
         cursor.execute(f"SELECT current_setting('{MARKER}', true)")
         row = cursor.fetchone()
+    finally:
+        cursor.close()
     if not connection.autocommit:
         connection.rollback()  # the check must not leave a transaction open
     return bool(row and row[0] == "on")
