@@ -1277,12 +1277,10 @@ class SQLCheckpointer(ClosingContext):
             since_seq = page[-1].event.seq
 
     def _keyed_events_page(self, run_id: str, since_seq: int, limit: int) -> list[KeyedEvent]:
-        def fetch(units: Transactions, queries: Queries) -> list[Any]:
-            with self._reader(units) as conn:
-                return queries.keyed_events_after(conn, run_id, since_seq, limit)
+        def fetch(conn: Connection | HeldReads, queries: Queries) -> list[Any]:
+            return queries.keyed_events_after(conn, run_id, since_seq, limit)
 
-        with gc_paused():
-            rows = self._read("reading events", fetch, run_id)
+        rows = self._rows("reading events", fetch, run_id, limit)
         events = decode_events(run_id, [row[:5] for row in rows])
         return [KeyedEvent(event, row[5]) for event, row in zip(events, rows, strict=True)]
 
