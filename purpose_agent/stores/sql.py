@@ -1367,7 +1367,11 @@ class SQLCheckpointer(ClosingContext):
         else:
             new = pairs
         if new:
-            queries.insert_keyed(conn, [row for row, _ in new], [key for _, key in new])
+            rows = [row for row, _ in new]
+            if any(key is not None for _, key in new):
+                queries.insert_keyed(conn, rows, [key for _, key in new])
+            else:
+                queries.insert_events(conn, rows, now)  # a batch without keys: one statement
         if new or snap is not None or group is not None:
             covered = snap.seq if snap is not None else 0
             last = max(last, covered, *(row.seq for row, _ in new))
