@@ -246,6 +246,7 @@ def test_text_that_is_not_utf8_fails_each_read_as_a_corrupt_record_and_the_next_
             ("r", 2, lambda: store.list_events("r")),
             ("r", 2, lambda: store.event_by_key("r", "k2")),
             ("r", 2, lambda: store.events_of_runs(["r"])),
+            ("r", 2, lambda: store.events_of_runs(["other", "r", "s"])),
             ("r", 2, lambda: store.recover("r")),
             ("s", 1, lambda: store.load_latest("s")),
             ("s", 1, lambda: store.recover("s")),

@@ -1023,12 +1023,24 @@ class SQLCheckpointer(ClosingContext):
         for start in range(0, len(wanted), RUNS_PER_READ):
             chunk = wanted[start : start + RUNS_PER_READ]
 
-            rows = self._rows(
-                "reading events",
-                functools.partial(_events_of_runs, chunk),
-                chunk[0] if len(chunk) == 1 else None,
-                None,
-            )
+            try:
+                rows = self._rows(
+                    "reading events",
+                    functools.partial(_events_of_runs, chunk),
+                    chunk[0] if len(chunk) == 1 else None,
+                    None,
+                )
+            except StoreUnavailable:
+                if len(chunk) == 1:
+                    raise
+                # A text the driver cannot decode fails the whole statement without naming
+                # its run: the runs are read one by one, so that the damaged one raises
+                # CorruptRecord with its run and seq (and a database still away, this).
+                rows = []
+                for run_id in chunk:
+                    rows += self._rows(
+                        "reading events", functools.partial(_events_of_runs, [run_id]), run_id, None
+                    )
             for run_id, events in itertools.groupby(rows, key=operator.itemgetter(0)):
                 found[run_id] = decode_events(run_id, [row[1:] for row in events])
         return found
