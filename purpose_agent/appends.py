@@ -288,3 +288,7 @@ def cutoff_ns(older_than: timedelta | datetime | Any, now_ns: int | None = None)
     if isinstance(older_than, datetime):
         return int(older_than.timestamp() * 1_000_000) * 1000
     raise InvalidInput(f"older_than takes a timedelta or a datetime, not {older_than!r}")
+
+
+class Undecided(Exception):
+    """An append (or a pipelined batch of them) that only a full transaction can decide."""

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from purpose_agent.appends import (
     Draft,
     Placement,
+    Undecided,
     check_expected,
     check_label,
     check_prefix,
@@ -33,7 +34,6 @@ from purpose_agent.appends import (
     snapshot_row,
 )
 from purpose_agent.clock import stamp_ns
-from purpose_agent.db.aiosqlite_cursor import one_trip_transaction
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
     DEFAULT_SQLITE_FILE,
@@ -46,7 +46,7 @@ from purpose_agent.db.engine import (
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed, run_sql
+from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed
 from purpose_agent.db.replicas import Replicas, run_ids_of
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import (
@@ -82,6 +82,7 @@ from purpose_agent.records import (
 )
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
+from purpose_agent.stores.batches import BatchCommits
 
 T = TypeVar("T")
 
@@ -89,7 +90,7 @@ _ATTEMPTS = 3
 _DECODE_CHUNK = 50
 
 
-class SQLCheckpointer(ClosingContext):
+class SQLCheckpointer(BatchCommits, ClosingContext):
     """A checkpointer on a SQL database: SQLite (the embedded default), Postgres or MariaDB.
 
     Args:
@@ -128,9 +129,6 @@ class SQLCheckpointer(ClosingContext):
         StoreUnavailable: The database cannot be reached.
 
     """
-
-    # Whether saves run as one trip to the driver's thread (the async store on aiosqlite).
-    _one_trip = False
 
     def __init__(
         self,
@@ -446,162 +444,6 @@ class SQLCheckpointer(ClosingContext):
             )
         )
 
-    def _commit_many(self, batch: list[Pending]) -> None:
-        """Run a batch in one transaction and settle every call.
-
-        A batch of saves is first stored in shared statements (on Postgres one statement:
-        one round trip and one commit for the whole batch). If a position is taken (a retry,
-        a conflict), nothing of that attempt is stored and the batch runs again with each
-        call in its own savepoint, so that the call at fault fails alone.
-
-        Calls are ordered by run, stably, so that concurrent batches lock runs in one order
-        and the calls of one run keep the order they arrived in.
-        """
-        ordered = sorted(batch, key=lambda call: call.run_key)
-        committing = [False]
-        try:
-            if self._commit_saves(batch):
-                for call in batch:
-                    call.settle()
-                return
-            outcomes = self._commit_appends(ordered, committing)
-            if outcomes is None:
-                outcomes = self._commit_batch(ordered, committing)
-        except CheckpointError as exc:  # the store was closed meanwhile
-            for call in ordered:
-                call.settle(error=exc)
-            return
-        except (SQLAlchemyError, self._engine.dialect.loaded_dbapi.Error) as exc:
-            # Nothing of the batch is stored unless the failure came with the COMMIT: run
-            # each call again on its own path, in order, unless it may be stored already
-            # and is not safe to repeat.
-            for call in ordered:
-                if committing[0] and not call.repeatable:
-                    lost = StoreUnavailable(
-                        f"appending events failed on {self.url}: the connection was lost "
-                        "while a grouped commit was sent, so it may or may not be stored; "
-                        "read the run (or append with keys, which makes a retry safe) "
-                        "before appending again"
-                    )
-                    lost.__cause__ = exc
-                    call.settle(error=lost)
-                    continue
-                try:
-                    call.settle(call.alone())
-                except BaseException as error:  # noqa: BLE001 - handed to the caller
-                    call.settle(error=error)
-            return
-        for call, (result, failure) in zip(ordered, outcomes, strict=True):
-            call.settle(result, failure)
-
-    def _commit_saves(self, batch: list[Pending]) -> bool:
-        """Store a batch made only of saves in shared statements; whether it was stored.
-
-        The result is what the saves would leave one after the other, in the order they
-        arrived: every event, and per run the snapshot with the highest seq (of those with
-        the same seq, the last). A taken position fails the statements before anything is
-        stored; the batch is then not stored (``False``).
-        """
-        if any(call.saves is None for call in batch):
-            return False
-        if self._closed:
-            raise StoreUnavailable(f"saving failed on {self.url}: the store is closed")
-        rows: list[EventRow] = []
-        snaps: dict[str, StateRow] = {}
-        for call in batch:
-            assert call.saves is not None
-            call_rows, snap = call.saves
-            rows.extend(call_rows)
-            if snap is not None:
-                kept = snaps.get(snap.run_id)
-                if kept is None or kept.seq <= snap.seq:
-                    snaps[snap.run_id] = snap
-        try:
-            self._save_many(rows, list(snaps.values()), stamp_ns())
-        except IntegrityError as exc:
-            if not self._flavor.is_unique_violation(exc):
-                raise
-            return False
-        return True
-
-    def _commit_appends(
-        self, ordered: list[Pending], committing: list[bool]
-    ) -> list[tuple[Any, BaseException | None]] | None:
-        """Send a batch of one-statement appends in one round trip; ``None`` if it cannot be.
-
-        On Postgres each append is one statement that, when the run's last seq is not the
-        expected one, writes nothing and raises nothing: the batch's statements go in one
-        pipeline inside one transaction, without a savepoint per call, in the batch's order.
-        An append whose expectation failed fails alone (the run's last seq at its turn is
-        read in the same pipeline). Only what a transaction must decide (a key already
-        stored, an expectation failed by an append with keys, which may be a retry) sends
-        the batch back, rolled back, to the savepoint path (``None``).
-        """
-        if (
-            not self._queries.appends_in_one
-            or observed(self._engine)
-            or any(call.appends is None for call in ordered)
-        ):
-            return None
-        appends = [call.appends for call in ordered if call.appends is not None]
-        try:
-            with self._units.write() as conn:
-                answers = self._queries.appends_pipelined(conn, appends, stamp_ns())
-                outcomes = _appended(appends, answers)
-                committing[0] = True
-        except IntegrityError as exc:
-            if not self._flavor.is_unique_violation(exc):
-                raise
-            return None
-        except _Undecided:
-            return None
-        return outcomes
-
-    def _commit_batch(
-        self, ordered: list[Pending], committing: list[bool]
-    ) -> list[tuple[Any, BaseException | None]]:
-        if self._closed:
-            raise StoreUnavailable(f"saving failed on {self.url}: the store is closed")
-        outcomes: list[tuple[Any, BaseException | None]] = []
-        with self._units.write() as conn:
-            for call in ordered:
-                run_sql(conn, "SAVEPOINT pa_call")
-                try:
-                    try:
-                        result = call.inside(conn)
-                    except IntegrityError as exc:
-                        if call.on_conflict is None or not self._flavor.is_unique_violation(exc):
-                            raise
-                        run_sql(conn, "ROLLBACK TO SAVEPOINT pa_call")
-                        result = call.on_conflict(conn)
-                except CheckpointError as exc:
-                    run_sql(conn, "ROLLBACK TO SAVEPOINT pa_call")
-                    outcomes.append((None, exc))
-                else:
-                    outcomes.append((result, None))
-                run_sql(conn, "RELEASE SAVEPOINT pa_call")
-            committing[0] = True
-        return outcomes
-
-    def _save_many(self, rows: list[EventRow], snaps: list[StateRow], now: int) -> None:
-        """Events and snapshots (one per run) in one unit: a statement where the backend can.
-
-        On aiosqlite the transaction is one trip to the connection's thread.
-        """
-        queries = self._queries
-        if queries.saves_in_one:
-            with self._units.single() as conn:
-                queries.save_many(conn, rows, snaps, now)
-        elif self._one_trip:
-            with (
-                self._units.single() as conn,
-                one_trip_transaction(conn, self._flavor.begin_sql),
-            ):
-                queries.save_many(conn, rows, snaps, now)
-        else:
-            with self._units.write() as conn:
-                queries.save_many(conn, rows, snaps, now)
-
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
         now = stamp_ns()
         queries = self._queries
@@ -866,7 +708,7 @@ class SQLCheckpointer(ClosingContext):
             if not self._flavor.is_out_of_range(exc):
                 raise
             return None  # the run is at its last seq: the transaction refuses the append
-        except _Undecided:
+        except Undecided:
             return None
         return placed
 
@@ -884,14 +726,14 @@ class SQLCheckpointer(ClosingContext):
         Raises:
             SequenceConflict: The expected last seq did not match (no event has a key).
             InvalidInput: The run has no seq left.
-            _Undecided: The expected last seq did not match and some event has a key.
+            Undecided: The expected last seq did not match and some event has a key.
             IntegrityError: A key is already stored.
 
         """
         queries = self._queries
         before = queries.advance_for_append(conn, run_id, len(items), group, now) - len(items)
         if expected not in (None, before) and any(item.key is not None for item in items):
-            raise _Undecided
+            raise Undecided
         placed = place(run_id, items, before, {}, expected)
         queries.insert_keyed(conn, placed.rows, placed.keys)
         return placed
@@ -1419,32 +1261,6 @@ def _translated(
 def _sqlite_file(engine: Engine) -> bool:
     """Whether the engine opens a SQLite file (not a shared in-memory database)."""
     return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
-
-
-class _Undecided(Exception):
-    """An append (or a pipelined batch of them) that only a full transaction can decide."""
-
-
-def _appended(
-    appends: list[tuple[str, Sequence[Any], int | None, str | None]],
-    answers: list[tuple[list[int], int | None]],
-) -> list[tuple[Any, BaseException | None]]:
-    """Each pipelined append's placement or conflict; raises ``_Undecided`` when unsure."""
-    outcomes: list[tuple[Any, BaseException | None]] = []
-    for (run_id, items, expected, _group), (seqs, last) in zip(appends, answers, strict=True):
-        if seqs:
-            rows = [item.at(run_id, seq) for item, seq in zip(items, seqs, strict=True)]
-            outcomes.append((Placement(rows, [item.key for item in items], rows, seqs[-1]), None))
-            continue
-        if last is None or any(item.key is not None for item in items):
-            raise _Undecided  # a retry of a stored append, or a conflict: a transaction decides
-        try:
-            place(run_id, items, last, {}, expected)
-        except CheckpointError as exc:
-            outcomes.append((None, exc))
-            continue
-        raise _Undecided  # the run came back to the expected seq meanwhile
-    return outcomes
 
 
 def _too_large(what: str, size: int, limit: int) -> str:
