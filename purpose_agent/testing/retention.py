@@ -23,7 +23,7 @@ CLOCK_MARGIN = 0.05
 # How long ago the old runs of the timedelta row were written, and the age that separates them
 # from the new ones: the row fails only if a write and a delete together take longer than the
 # difference.
-AGED_SECONDS = 1.0
+AGED_SECONDS = 2.0
 OLDER_THAN = timedelta(seconds=AGED_SECONDS / 2)
 
 
