@@ -740,21 +740,34 @@ class JSONLCheckpointer(ClosingContext):
         return self._iter(run_id, since_seq)
 
     def _iter(self, run_id: str, since_seq: int) -> Iterator[PAEvent]:
+        def page(run: Run, since: int, reader: LineReader, locked: bool) -> list[PAEvent]:
+            return self._events_after(run_id, run, since, _PAGE, reader, locked=locked)
+
+        return self._pages(run_id, since_seq, page, lambda event: event.seq)
+
+    def _pages(
+        self,
+        run_id: str,
+        since_seq: int,
+        page: Callable[[Run, int, LineReader, bool], list[_T]],
+        seq_of: Callable[[_T], int],
+    ) -> Iterator[_T]:
+        """A run read a page at a time, each page under the run's mutex, none held between."""
         run = self._runs.get(run_id)
         reader = LineReader()
         while True:
 
-            def page_after(locked: bool, since: int = since_seq) -> list[PAEvent]:
-                return self._events_after(run_id, run, since, _PAGE, reader, locked=locked)
+            def page_after(locked: bool, since: int = since_seq) -> list[_T]:
+                return page(run, since, reader, locked)
 
             with self._os_errors(f"reading run {run_id!r}"):
                 self._settle(run.names, run_id)
                 with run.mutex:
-                    page = self._lock_free(run, page_after)
-            yield from page
-            if len(page) < _PAGE:
+                    found = self._lock_free(run, page_after)
+            yield from found
+            if len(found) < _PAGE:
                 return
-            since_seq = page[-1].seq
+            since_seq = seq_of(found[-1])
 
     def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> Iterator[KeyedEvent]:
         """Stream events with ``seq > since_seq`` and their keys, as :meth:`iter_events` does.
@@ -775,21 +788,10 @@ class JSONLCheckpointer(ClosingContext):
         return self._iter_keyed(run_id, since_seq)
 
     def _iter_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
-        run = self._runs.get(run_id)
-        reader = LineReader()
-        while True:
+        def page(run: Run, since: int, reader: LineReader, locked: bool) -> list[KeyedEvent]:
+            return self._keyed_after(run_id, run, since, reader, locked=locked)
 
-            def page_after(locked: bool, since: int = since_seq) -> list[KeyedEvent]:
-                return self._keyed_after(run_id, run, since, reader, locked=locked)
-
-            with self._os_errors(f"reading run {run_id!r}"):
-                self._settle(run.names, run_id)
-                with run.mutex:
-                    page = self._lock_free(run, page_after)
-            yield from page
-            if len(page) < _PAGE:
-                return
-            since_seq = page[-1].event.seq
+        return self._pages(run_id, since_seq, page, lambda keyed: keyed.event.seq)
 
     def _keyed_after(
         self, run_id: str, run: Run, since_seq: int, reader: LineReader, *, locked: bool
