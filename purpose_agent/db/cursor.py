@@ -31,8 +31,11 @@ T = TypeVar("T")
 def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
     """Run ``call(cursor)`` on the connection's DBAPI cursor, translating driver errors."""
     proxied = conn.connection
-    cursor = proxied.cursor()
+    cursor = None
     try:
+        # Inside the try: a connection closed under the store fails here already, and must
+        # be invalidated like one that fails on its statement.
+        cursor = proxied.cursor()
         return call(cursor)
     except conn.dialect.loaded_dbapi.Error as exc:
         lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
@@ -51,7 +54,7 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
             dialect=conn.dialect,
         ) from exc
     finally:
-        if not conn.invalidated:
+        if cursor is not None and not conn.invalidated:
             cursor.close()
 
 

@@ -3,17 +3,113 @@
 Connections run in autocommit on every backend (a single statement needs no BEGIN/COMMIT round
 trips); a write transaction is opened here with an explicit statement, the same way for the
 store, pruning and migrations.
+
+A SQLite file store writes on one connection it holds (:class:`HeldWriter`) instead of checking
+one out of the pool per transaction: SQLite lets one transaction write at a time anyway, and
+the checkout, its reset on return and the connection object around it cost a lone writer
+about a third of the Python an append spends. Threads of the process take turns on a lock,
+which also hands the write lock over at once rather than after SQLite's busy handler sleeps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import threading
+import weakref
 from collections.abc import Iterator
 
 from sqlalchemy import Connection, Engine
 
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.queries import run_sql
+from purpose_agent.errors import StoreUnavailable
+
+# Held writers of this process, so that a forked child drops what it inherited.
+_WRITERS: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
+# Connections a forked child inherited: kept, never used or closed (closing a SQLite
+# connection in the child would release the parent's file locks).
+_INHERITED: list[Connection] = []
+
+
+def _after_fork() -> None:
+    for writer in list(_WRITERS):
+        writer.forget()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
+class HeldWriter:
+    """The one connection a SQLite file store writes on, taken by one thread at a time.
+
+    Args:
+        engine: The store's autocommit engine.
+        wait: Seconds a writer waits for its turn before the store reports the database
+            locked (the busy timeout a write waits for another process, too).
+    """
+
+    def __init__(self, engine: Engine, wait: float) -> None:
+        self._engine = engine
+        self._wait = wait
+        self._lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._closed = False
+        _WRITERS.add(self)
+
+    def take(self) -> Connection:
+        """This thread's turn on the connection (opened, or replaced after a failure).
+
+        Raises:
+            StoreUnavailable: The store is closed, or other writers of this process held the
+                connection for longer than the busy timeout.
+        """
+        if not self._lock.acquire(timeout=self._wait):
+            raise StoreUnavailable(
+                f"writing to {self._engine.url.render_as_string(hide_password=True)} failed: "
+                f"other threads of this process held the write connection for over "
+                f"{self._wait:g} s (database is locked)"
+            )
+        try:
+            conn = self._conn
+            if conn is None or conn.invalidated or conn.closed:
+                conn = self._reopen(conn)
+        except BaseException:
+            self._lock.release()
+            raise
+        return conn
+
+    def _reopen(self, broken: Connection | None) -> Connection:
+        if self._closed:
+            raise StoreUnavailable("writing failed: the store is closed")
+        if broken is not None:
+            broken.close()
+        conn = self._conn = self._engine.connect()
+        return conn
+
+    def give_back(self, conn: Connection) -> None:
+        """End the turn; a connection that broke is closed, and the next turn opens another."""
+        try:
+            if conn.invalidated:
+                self._conn = None
+                conn.close()
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        """Close the connection; writes after this fail."""
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def forget(self) -> None:
+        """In a forked child: drop the parent's connection and lock, unused and open."""
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _INHERITED.append(self._conn)
+            self._conn = None
 
 
 class Transactions:
@@ -23,11 +119,16 @@ class Transactions:
         engine: The store's engine.
         flavor: Its backend's rules (how a write transaction begins, how to tell one is open).
         owns_engine: Whether the store built the engine (and so set it up in autocommit).
+        writer: The connection write transactions run on, if the store holds one; otherwise
+            each checks one out of the pool.
 
     """
 
-    def __init__(self, engine: Engine, flavor: Flavor, *, owns_engine: bool) -> None:
+    def __init__(
+        self, engine: Engine, flavor: Flavor, *, owns_engine: bool, writer: HeldWriter | None = None
+    ) -> None:
         self.engine = engine
+        self._writer = writer
         self._flavor = flavor
         # Every connection runs in autocommit. Engines the store builds are set up so
         # (make_engine); one passed in is switched per connection.
@@ -46,7 +147,9 @@ class Transactions:
         The transaction is opened and ended by explicit statements on an autocommit
         connection, which SQLAlchemy's logging and events see like any other statement.
         """
-        with self._autocommit.connect() as conn:
+        writer = self._writer
+        conn = self._autocommit.connect() if writer is None else writer.take()
+        try:
             run_sql(conn, self._flavor.begin_sql)
             try:
                 yield conn
@@ -56,6 +159,16 @@ class Transactions:
             # Alembic, running on this connection, may already have committed (SQLite).
             if self._open(conn):
                 run_sql(conn, "COMMIT")
+        finally:
+            if writer is None:
+                conn.close()
+            else:
+                writer.give_back(conn)
+
+    def close(self) -> None:
+        """Close the held write connection, if any (the pool's are the engine's to close)."""
+        if self._writer is not None:
+            self._writer.close()
 
     def _open(self, conn: Connection) -> bool:
         return not conn.invalidated and self._flavor.in_transaction(

@@ -48,7 +48,7 @@ from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed
 from purpose_agent.db.replicas import Replicas, run_ids_of
-from purpose_agent.db.transactions import Transactions
+from purpose_agent.db.transactions import HeldWriter, Transactions
 from purpose_agent.errors import (
     CheckpointError,
     CorruptRecord,
@@ -162,7 +162,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         flavor = flavor_for(self._engine)
         self._flavor = flavor
         self._queries = Queries(self._engine, flavor)
-        self._units = Transactions(self._engine, flavor, owns_engine=self._owns_engine)
+        # A SQLite file this store opened is written on one held connection (see Transactions).
+        writer = None
+        if self._owns_engine and _sqlite_file(self._engine):
+            writer = HeldWriter(self._engine, busy_timeout)
+        self._units = Transactions(
+            self._engine, flavor, owns_engine=self._owns_engine, writer=writer
+        )
         self._payload_limit: int | None = None
         self._closed = False
         self._replicas: Replicas | None = None
@@ -1099,6 +1105,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             self._replicas.close()
         if self._held is not None:
             self._held.close()
+        self._units.close()
         if self._owns_engine:
             self._engine.dispose()
 

@@ -1,0 +1,114 @@
+"""A SQLite file store writes on one held connection: threads take turns, and it heals."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from purpose_agent import EventKind, NewEvent, SQLCheckpointer, StoreUnavailable
+
+pytestmark = pytest.mark.sqlite
+
+
+def _event(n: int) -> NewEvent:
+    return NewEvent(kind=EventKind.CUSTOM, data={"n": n})
+
+
+def test_threads_appending_to_one_run_take_turns_and_lose_nothing(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        errors: list[BaseException] = []
+
+        def writer(offset: int) -> None:
+            try:
+                for n in range(50):
+                    store.append("r", [_event(offset + n)])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(1000 * t,)) for t in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        events = store.list_events("r")
+        assert [e.seq for e in events] == list(range(1, 301))
+        assert sorted(e.data["n"] for e in events) == sorted(
+            1000 * t + n for t in range(6) for n in range(50)
+        )
+
+
+def test_a_write_connection_that_broke_is_replaced_and_the_write_goes_through(
+    tmp_path: Path,
+) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1)])
+        # The connection the first write held, closed under the store.
+        with store.writing("breaking") as conn:
+            driver = conn.connection.dbapi_connection
+        assert driver is not None
+        driver.close()
+        store.append("r", [_event(2)])
+        store.append("r", [_event(3)])
+        assert [e.data["n"] for e in store.list_events("r")] == [1, 2, 3]
+        with store.writing("checking") as conn:
+            assert conn.connection.dbapi_connection is not driver
+
+
+def test_a_writer_kept_waiting_past_the_busy_timeout_gets_a_clear_error(tmp_path: Path) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=0.3) as store:
+        held = threading.Event()
+        release = threading.Event()
+
+        def hold() -> None:
+            with store.writing("holding"):
+                held.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert held.wait(10)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="database is locked"):
+                store.append("r", [_event(1)])
+            assert time.monotonic() - started >= 0.25
+        finally:
+            release.set()
+            holder.join()
+        assert store.append("r", [_event(2)])[0].seq == 1
+        assert [e.data["n"] for e in store.list_events("r")] == [2]
+
+
+def _append_in_child(store: SQLCheckpointer) -> None:
+    store.append("child", [_event(7)])
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_forked_child_writes_on_its_own_connection_and_the_parent_keeps_its_own(
+    tmp_path: Path,
+) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("parent", [_event(1)])
+        # The parent's write connection is open and idle when the child is forked.
+        child = multiprocessing.get_context("fork").Process(target=_append_in_child, args=(store,))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 0
+        store.append("parent", [_event(2)])
+        assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
+        assert [e.data["n"] for e in store.list_events("child")] == [7]
+
+
+def test_writes_after_close_fail_with_the_store_closed(tmp_path: Path) -> None:
+    store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}")
+    store.append("r", [_event(1)])
+    store.close()
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.append("r", [_event(2)])
