@@ -214,9 +214,19 @@ def test_a_held_connection_closed_under_the_store_is_replaced(tmp_path: Path) ->
         store.append("r", [_event(1)])
         expected = _small_reads(store, "r")
         assert store._held is not None
+        # Reads run on the idle write connection; while it is busy, on this thread's own.
+        with store.writing("holding the write connection") as conn:
+            writer = conn.connection.dbapi_connection
+            assert _small_reads(store, "r") == expected
         held = store._held._local.held
-        held.connection.close()  # what a driver does to a connection it found broken
+        assert writer is not None
+        # What a driver does to a connection it found broken, to both.
+        held.connection.close()
+        writer.close()
         assert _small_reads(store, "r") == expected
+        with store.writing("holding the write connection") as conn:
+            assert conn.connection.dbapi_connection is not writer
+            assert _small_reads(store, "r") == expected
         assert store._held._local.held is not held
 
 

@@ -79,6 +79,16 @@ class HeldWriter:
             raise
         return conn
 
+    def try_take(self) -> Connection | None:
+        """The connection, if it is open and no thread holds it (then give it back)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        conn = self._conn
+        if conn is None or conn.invalidated or conn.closed:
+            self._lock.release()
+            return None
+        return conn
+
     def _reopen(self, broken: Connection | None) -> Connection:
         if self._closed:
             raise StoreUnavailable("writing failed: the store is closed")

@@ -186,7 +186,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             if read_url is not None:
                 self._replicas = Replicas(read_url, primary=self._engine)
             if self._owns_engine and _sqlite_file(self._engine):
-                self._held = HeldReads(self._engine, busy_timeout)
+                self._held = HeldReads(self._engine, busy_timeout, writer)
         except BaseException:
             self.close()
             raise

@@ -47,3 +47,51 @@ def test_benchmark_measures_both_savers_on_postgres(tmp_path: Path) -> None:
     with server_url("postgres") as admin:
         url = admin.render_as_string(hide_password=False)
         _assert_complete(_run(tmp_path, "postgres", "--postgres-url", url), "PostgresSaver")
+
+
+@pytest.mark.sqlite
+def test_floor_study_writes_what_each_saver_writes(tmp_path: Path) -> None:
+    """``benchmarks.langgraph_floor``: each raw side stores the rows its saver would."""
+    import sqlite3
+
+    from benchmarks import langgraph_floor
+
+    path = tmp_path / "floor.db"
+    figures = langgraph_floor.measure(path, rounds=4, synchronous="NORMAL")
+    assert set(figures) == set(langgraph_floor.SIDES)
+    for side, values in figures.items():
+        assert set(values) == set(langgraph_floor.OPS), side
+        assert all(math.isfinite(v) and v > 0 for v in values.values()), (side, values)
+    conn = sqlite3.connect(path)
+    # Ours, raw: four checkpoints appended at seqs 1-4 with their keys, in the saver's group,
+    # and each one's writes in a run of its own, as the saver stored its one put_writes.
+    ((run_id, group),) = conn.execute(
+        "SELECT run_id, group_id FROM pa_runs WHERE run_id LIKE '%-floor'"
+    ).fetchall()
+    rows = conn.execute(
+        "SELECT seq, key FROM pa_events WHERE run_id = ? ORDER BY seq", (run_id,)
+    ).fetchall()
+    assert rows == [(n, f"floor-{n}") for n in range(1, 5)]
+    assert group.startswith("lg:")
+    assert group.endswith("-floor")
+    writes = conn.execute(
+        "SELECT r.run_id, count(*) FROM pa_runs r JOIN pa_events e ON e.run_id = r.run_id "
+        "WHERE r.run_id LIKE '%-floor-%' AND r.group_id = ? GROUP BY r.run_id",
+        (group,),
+    ).fetchall()
+    (stored,) = conn.execute(
+        "SELECT count(*) FROM pa_events WHERE run_id = (SELECT min(run_id) FROM pa_runs "
+        "WHERE run_id LIKE 'lgw:%' AND run_id NOT LIKE '%-floor-%')"
+    ).fetchone()
+    assert stored >= 1
+    assert [count for _, count in writes] == [stored] * 4
+    # SqliteSaver's, raw: four checkpoints, each the child of the one before, two writes each.
+    chain = conn.execute(
+        "SELECT checkpoint_id, parent_checkpoint_id FROM checkpoints "
+        "WHERE thread_id = 'floor' ORDER BY checkpoint_id"
+    ).fetchall()
+    assert len(chain) == 4
+    assert [parent for _, parent in chain] == [None] + [cid for cid, _ in chain[:-1]]
+    (count,) = conn.execute("SELECT count(*) FROM writes WHERE thread_id = 'floor'").fetchone()
+    assert count == 8
+    conn.close()
