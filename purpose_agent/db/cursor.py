@@ -31,13 +31,19 @@ T = TypeVar("T")
 def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
     """Run ``call(cursor)`` on the connection's DBAPI cursor, translating driver errors."""
     proxied = conn.connection
-    cursor = None
+    error = conn.dialect.loaded_dbapi.Error
     try:
-        # Inside the try: a connection closed under the store fails here already, and must
-        # be invalidated like one that fails on its statement.
         cursor = proxied.cursor()
+    except error as exc:
+        # No statement was sent: the connection itself is unusable (closed under the store,
+        # or left broken by a cancelled call). It is replaced, and the work may run again.
+        conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql, None, exc, error, connection_invalidated=True, dialect=conn.dialect
+        ) from exc
+    try:
         return call(cursor)
-    except conn.dialect.loaded_dbapi.Error as exc:
+    except error as exc:
         lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
         if lost:
             # As SQLAlchemy does for its own statements: a lost connection means the server
@@ -46,15 +52,10 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
             conn.engine.pool._invalidate(proxied, exc, _checkin=False)
             conn.invalidate(exc)
         raise DBAPIError.instance(
-            sql,
-            None,
-            exc,
-            conn.dialect.loaded_dbapi.Error,
-            connection_invalidated=lost,
-            dialect=conn.dialect,
+            sql, None, exc, error, connection_invalidated=lost, dialect=conn.dialect
         ) from exc
     finally:
-        if cursor is not None and not conn.invalidated:
+        if not conn.invalidated:
             cursor.close()
 
 
