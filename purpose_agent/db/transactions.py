@@ -7,15 +7,15 @@ store, pruning and migrations.
 A SQLite file store writes on one connection it holds (:class:`HeldWriter`) instead of checking
 one out of the pool per transaction: SQLite lets one transaction write at a time anyway, and
 the checkout, its reset on return and the connection object around it cost a lone writer
-about a third of the Python an append spends. Threads of the process take turns on a lock,
-which also hands the write lock over at once rather than after SQLite's busy handler sleeps.
+about a third of the Python an append spends. Threads of the process take turns in the order
+they asked (:class:`~purpose_agent.db.turns.Turns`), which also hands the write lock over at
+once rather than after SQLite's busy handler sleeps.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import weakref
 from collections.abc import Iterator
 
@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine
 
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.queries import run_sql
+from purpose_agent.db.turns import Turns
 from purpose_agent.errors import StoreUnavailable
 
 # Held writers of this process, so that a forked child drops what it inherited.
@@ -52,7 +53,7 @@ class HeldWriter:
     def __init__(self, engine: Engine, wait: float) -> None:
         self._engine = engine
         self._wait = wait
-        self._lock = threading.Lock()
+        self._turns = Turns()
         self._conn: Connection | None = None
         self._closed = False
         _WRITERS.add(self)
@@ -64,7 +65,7 @@ class HeldWriter:
             StoreUnavailable: The store is closed, or other writers of this process held the
                 connection for longer than the busy timeout.
         """
-        if not self._lock.acquire(timeout=self._wait):
+        if not self._turns.take(self._wait):
             raise StoreUnavailable(
                 f"writing to {self._engine.url.render_as_string(hide_password=True)} failed: "
                 f"other threads of this process held the write connection for over "
@@ -75,17 +76,17 @@ class HeldWriter:
             if conn is None or conn.invalidated or conn.closed:
                 conn = self._reopen(conn)
         except BaseException:
-            self._lock.release()
+            self._turns.give_back()
             raise
         return conn
 
     def try_take(self) -> Connection | None:
         """The connection, if it is open and no thread holds it (then give it back)."""
-        if not self._lock.acquire(blocking=False):
+        if not self._turns.try_take():
             return None
         conn = self._conn
         if conn is None or conn.invalidated or conn.closed:
-            self._lock.release()
+            self._turns.give_back()
             return None
         return conn
 
@@ -104,19 +105,23 @@ class HeldWriter:
                 self._conn = None
                 conn.close()
         finally:
-            self._lock.release()
+            self._turns.give_back()
 
     def close(self) -> None:
-        """Close the connection; writes after this fail."""
-        with self._lock:
+        """Close the connection (after the write in progress, if any); writes after this fail."""
+        taken = self._turns.take(self._wait)
+        try:
             self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
+        finally:
+            if taken:
+                self._turns.give_back()
 
     def forget(self) -> None:
         """In a forked child: drop the parent's connection and lock, unused and open."""
-        self._lock = threading.Lock()
+        self._turns = Turns()
         if self._conn is not None:
             _INHERITED.append(self._conn)
             self._conn = None
