@@ -112,3 +112,36 @@ def test_writes_after_close_fail_with_the_store_closed(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreUnavailable, match="closed"):
         store.append("r", [_event(2)])
+
+
+def test_close_during_another_threads_write_returns_at_once_and_the_writer_closes_it(
+    tmp_path: Path,
+) -> None:
+    store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=30)
+    store.append("r", [_event(1)])
+    held = threading.Event()
+    release = threading.Event()
+    used = []
+
+    def write() -> None:
+        with store.writing("holding") as conn:
+            used.append(conn)
+            held.set()
+            release.wait(30)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert held.wait(10)
+        closer = threading.Thread(target=store.close)
+        closer.start()
+        closer.join(10)
+        # A close that waited for the write's turn would still be running.
+        assert not closer.is_alive()
+        assert not used[0].closed
+    finally:
+        release.set()
+        writer.join()
+    assert used[0].closed
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.append("r", [_event(2)])

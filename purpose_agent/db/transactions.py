@@ -101,23 +101,27 @@ class HeldWriter:
     def give_back(self, conn: Connection) -> None:
         """End the turn; a connection that broke is closed, and the next turn opens another."""
         try:
-            if conn.invalidated:
+            if conn.invalidated or self._closed:
                 self._conn = None
                 conn.close()
         finally:
             self._turns.give_back()
 
     def close(self) -> None:
-        """Close the connection (after the write in progress, if any); writes after this fail."""
-        taken = self._turns.take(self._wait)
+        """Close the connection; writes after this fail.
+
+        It never waits: a thread writing at the time closes the connection when its turn
+        ends (close may be called from a signal handler in the middle of that thread's write).
+        """
+        self._closed = True
+        if not self._turns.try_take():
+            return
         try:
-            self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None:
                 conn.close()
         finally:
-            if taken:
-                self._turns.give_back()
+            self._turns.give_back()
 
     def forget(self) -> None:
         """In a forked child: drop the parent's connection and lock, unused and open."""
