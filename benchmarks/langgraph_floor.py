@@ -29,10 +29,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.sqlite import SqliteSaver
 
+from benchmarks.langgraph_savers import checkpoint_at
 from purpose_agent import SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
 
@@ -76,18 +76,6 @@ _THEIR_PENDING = (
 )
 
 
-def _checkpoint(n: int) -> dict[str, Any]:
-    checkpoint: dict[str, Any] = dict(empty_checkpoint())
-    checkpoint["id"] = str(uuid6(clock_seq=n))
-    version = f"{n + 1:032}.0"
-    checkpoint["channel_values"] = {
-        "messages": [f"message {n}-{k}: " + "x" * 40 for k in range(5)],
-        "step": n,
-    }
-    checkpoint["channel_versions"] = {"messages": version, "step": version}
-    return checkpoint
-
-
 class SaverCalls:
     """One saver's own calls on its own thread."""
 
@@ -103,7 +91,7 @@ class SaverCalls:
         configurable: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": ""}
         if self.parent is not None:
             configurable["checkpoint_id"] = self.parent
-        checkpoint = _checkpoint(self.n)
+        checkpoint = checkpoint_at(self.n)
         versions = dict(checkpoint["channel_versions"])
         self.last = self.saver.put(
             {"configurable": configurable},

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 from sqlalchemy.engine import make_url
 
@@ -105,6 +105,19 @@ def theirs(backend: str, target: str) -> Iterator[BaseCheckpointSaver[Any]]:
         yield saver
 
 
+def checkpoint_at(n: int) -> Checkpoint:
+    """The benchmark's checkpoint number ``n``: five short messages and a step counter."""
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = str(uuid6(clock_seq=n))
+    version = f"{n + 1:032}.0"
+    checkpoint["channel_values"] = {
+        "messages": [f"message {n}-{k}: " + "x" * 40 for k in range(5)],
+        "step": n,
+    }
+    checkpoint["channel_versions"] = {"messages": version, "step": version}
+    return checkpoint
+
+
 def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
@@ -132,14 +145,8 @@ class Thread:
 
     def put(self) -> None:
         n = len(self.stored)
-        checkpoint = empty_checkpoint()
-        checkpoint["id"] = str(uuid6(clock_seq=n))
-        version = f"{n + 1:032}.0"
-        checkpoint["channel_values"] = {
-            "messages": [f"message {n}-{k}: " + "x" * 40 for k in range(5)],
-            "step": n,
-        }
-        checkpoint["channel_versions"] = {"messages": version, "step": version}
+        checkpoint = checkpoint_at(n)
+        version = checkpoint["channel_versions"]["step"]
         configurable: dict[str, Any] = {"thread_id": self.thread_id, "checkpoint_ns": ""}
         if self.parent is not None:
             configurable["checkpoint_id"] = self.parent

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Connection
 
 from purpose_agent import EventKind, NewEvent, SQLCheckpointer, StoreUnavailable
 
@@ -17,6 +20,29 @@ pytestmark = pytest.mark.sqlite
 
 def _event(n: int) -> NewEvent:
     return NewEvent(kind=EventKind.CUSTOM, data={"n": n})
+
+
+@contextlib.contextmanager
+def _written_by_another_thread(store: SQLCheckpointer) -> Iterator[Connection]:
+    """Another thread holds the store's write connection in a transaction for the block."""
+    held = threading.Event()
+    release = threading.Event()
+    used: list[Connection] = []
+
+    def hold() -> None:
+        with store.writing("holding") as conn:
+            used.append(conn)
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        yield used[0]
+    finally:
+        release.set()
+        holder.join()
 
 
 def test_threads_appending_to_one_run_take_turns_and_lose_nothing(tmp_path: Path) -> None:
@@ -62,25 +88,11 @@ def test_a_write_connection_that_broke_is_replaced_and_the_write_goes_through(
 
 def test_a_writer_kept_waiting_past_the_busy_timeout_gets_a_clear_error(tmp_path: Path) -> None:
     with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=0.3) as store:
-        held = threading.Event()
-        release = threading.Event()
-
-        def hold() -> None:
-            with store.writing("holding"):
-                held.set()
-                release.wait(10)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        try:
-            assert held.wait(10)
+        with _written_by_another_thread(store):
             started = time.monotonic()
             with pytest.raises(StoreUnavailable, match="database is locked"):
                 store.append("r", [_event(1)])
             assert time.monotonic() - started >= 0.25
-        finally:
-            release.set()
-            holder.join()
         assert store.append("r", [_event(2)])[0].seq == 1
         assert [e.data["n"] for e in store.list_events("r")] == [2]
 
@@ -119,29 +131,13 @@ def test_close_during_another_threads_write_returns_at_once_and_the_writer_close
 ) -> None:
     store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=30)
     store.append("r", [_event(1)])
-    held = threading.Event()
-    release = threading.Event()
-    used = []
-
-    def write() -> None:
-        with store.writing("holding") as conn:
-            used.append(conn)
-            held.set()
-            release.wait(30)
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
-        assert held.wait(10)
+    with _written_by_another_thread(store) as used:
         closer = threading.Thread(target=store.close)
         closer.start()
         closer.join(10)
         # A close that waited for the write's turn would still be running.
         assert not closer.is_alive()
-        assert not used[0].closed
-    finally:
-        release.set()
-        writer.join()
-    assert used[0].closed
+        assert not used.closed
+    assert used.closed
     with pytest.raises(StoreUnavailable, match="closed"):
         store.append("r", [_event(2)])
