@@ -61,10 +61,9 @@ _THEIR_PUT = (
     "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
     "parent_checkpoint_id, type, checkpoint, metadata) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_THEIR_WRITES = (
-    "INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, task_id, "
-    "task_path, idx, channel, type, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+# The columns of a pending write after its key, as SqliteSaver's release writes them (those
+# before 3.1 have no task_path).
+_WRITE_COLUMNS = ("task_id", "task_path", "idx", "channel", "type", "value")
 _THEIR_LATEST = (
     "SELECT thread_id, checkpoint_id, parent_checkpoint_id, type, checkpoint, metadata "
     "FROM checkpoints WHERE thread_id = ? AND checkpoint_ns = ? "
@@ -171,9 +170,14 @@ class TheirSQL:
         self.checkpoint = store_file.execute(
             "SELECT type, checkpoint, metadata FROM checkpoints LIMIT 1"
         ).fetchone()
-        self.writes = store_file.execute(
-            "SELECT task_id, task_path, idx, channel, type, value FROM writes ORDER BY idx"
-        ).fetchall()
+        present = {row[1] for row in store_file.execute("PRAGMA table_info(writes)")}
+        columns = [column for column in _WRITE_COLUMNS if column in present]
+        listed = ", ".join(columns)
+        self.writes = store_file.execute(f"SELECT {listed} FROM writes ORDER BY idx").fetchall()
+        self.insert_writes = (
+            "INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, "
+            f"{listed}) VALUES (?, ?, ?, {', '.join('?' for _ in columns)})"
+        )
         self.thread_id = "floor"
         self.parent: str | None = None
         self.n = 0
@@ -191,7 +195,7 @@ class TheirSQL:
     def put_writes(self) -> None:
         self.raw.execute("BEGIN")
         self.raw.executemany(
-            _THEIR_WRITES, [(self.thread_id, "", self.parent, *row) for row in self.writes]
+            self.insert_writes, [(self.thread_id, "", self.parent, *row) for row in self.writes]
         )
         self.raw.execute("COMMIT")
 
