@@ -16,8 +16,8 @@ A read first tries the store's held write connection (see
 :class:`~purpose_agent.db.transactions.HeldWriter`), when it is open and no thread is writing
 on it: SQLite keeps a page cache per connection, and a read on the connection that made the
 last write finds its pages there, where another connection would reload every page that
-changed (a newest-first read after an append costs about a third less). A read never waits
-for it: while a thread writes, reads take their own connections.
+changed (three small reads after each append: 94-97 µs there, 102-109 µs on the reader's
+own connection). A read never waits for it: while a thread writes, reads take their own.
 
 Used only for a file database on an engine the store built (whose URL says how to open the
 file), and only while nothing watches the engine's statements; otherwise reads take the pool.
