@@ -267,3 +267,18 @@ def test_text_that_is_not_utf8_fails_each_read_as_a_corrupt_record_and_the_next_
             assert (info.value.run_id, info.value.seq) == (run_id, seq)
             assert _small_reads(store, "other") == good
         assert [e.seq for e in store.list_events("r", limit=1, newest_first=True)] == [3]
+
+
+@pytest.mark.sqlite
+def test_reads_run_on_the_idle_write_connection_and_open_none_of_their_own(
+    tmp_path: Path,
+) -> None:
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1), _event(2)])
+        assert _small_reads(store, "r")["newest"] == [2]
+        assert store._held is not None
+        # Every read found the write connection free: no thread connection was opened.
+        assert getattr(store._held._local, "held", None) is None
+        with store.writing("holding the write connection"):
+            assert _small_reads(store, "r")["newest"] == [2]
+        assert store._held._local.held is not None
