@@ -402,6 +402,49 @@ def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
     on_store(test)
 
 
+def test_a_batch_of_appends_runs_without_a_savepoint_per_call(
+    on_store: Callable[[Test], None], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def test(store: AsyncSQLCheckpointer) -> None:
+        await store.last_seq("opened")
+        assert store._store is not None
+        fallbacks: list[int] = []
+        commit_batch = store._store._commit_batch
+
+        def counting(ordered: list[Pending], committing: list[bool]) -> Any:
+            fallbacks.append(len(ordered))
+            return commit_batch(ordered, committing)
+
+        monkeypatch.setattr(store._store, "_commit_batch", counting)
+
+        def custom(n: int, key: str | None = None) -> NewEvent:
+            return NewEvent(kind=EventKind.CUSTOM, data={"n": n}, key=key)
+
+        results = await queued(
+            store,
+            [
+                lambda: store.append("a", [custom(1)]),
+                lambda: store.append("b", [custom(1), custom(2)], group="g"),
+                lambda: store.append("a", [custom(2, key="k")], expected_last_seq=1),
+                lambda: store.append("a", [custom(3)]),
+                lambda: store.append("c", [custom(1)], expected_last_seq=0),
+            ],
+        )
+        assert [[e.seq for e in result] for result in results] == [
+            [1],
+            [1, 2],
+            [2],
+            [3],
+            [1],
+        ]
+        assert [e.data["n"] for e in await store.list_events("a")] == [1, 2, 3]
+        assert await store.event_by_key("a", "k") == results[2][0]
+        assert await store.run_group("b") == "g"
+        assert fallbacks == []
+
+    on_store(test)
+
+
 def test_batches_in_flight_at_once_never_share_a_run() -> None:
     async def main() -> None:
         commits = TaskGroupCommit(GroupCommitPolicy(max_batch=8), lambda batch: None, in_flight=2)

@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from purpose_agent import (
     EventKind,
+    InvalidInput,
     NewEvent,
     PAEvent,
     RunState,
@@ -409,6 +410,57 @@ def test_queued_appends_keep_their_order_and_a_failed_expectation_fails_alone(
     assert store.run_group("b") == "g"
     # On Postgres every append is one statement, all sent in one pipeline: no savepoints.
     assert fallbacks.count == (0 if store.engine.dialect.name == "postgresql" else 1)
+
+
+def test_a_batch_of_appends_runs_without_a_savepoint_per_call(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fallbacks = Fallbacks(store, monkeypatch)
+    results = queued(
+        store,
+        [
+            lambda: store.append("a", [custom(n=1)]),
+            lambda: store.append("b", [custom(n=1), custom(n=2)], group="g"),
+            lambda: store.append(
+                "a", [NewEvent(kind=EventKind.CUSTOM, key="k", data={"n": 2})], expected_last_seq=1
+            ),
+            lambda: store.append("c", [custom(n=1)], expected_last_seq=0),
+            lambda: store.append("a", [custom(n=3)]),
+        ],
+    )
+    assert [[e.seq for e in result] for result in results] == [[1], [1, 2], [2], [1], [3]]
+    assert [e.data["n"] for e in store.list_events("a")] == [1, 2, 3]
+    assert store.event_by_key("a", "k") == results[2][0]
+    assert [e.data["n"] for e in store.list_events("b")] == [1, 2]
+    assert store.run_group("b") == "g"
+    assert [store.last_seq(run) for run in "abc"] == [3, 2, 1]
+    # Postgres sends the batch as one pipeline; SQLite and MariaDB as two statements per
+    # append in one transaction. Neither needs a savepoint per call.
+    assert fallbacks.count == 0
+
+
+def test_an_append_past_the_last_seq_in_a_batch_fails_alone(
+    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.save_event(event("full", 2**63 - 1))
+    fallbacks = Fallbacks(store, monkeypatch)
+    results = queued(
+        store,
+        [
+            lambda: store.append("ok", [custom(n=1)]),
+            lambda: store.append("full", [custom(n=1)]),
+            lambda: store.append("ok", [custom(n=2)]),
+        ],
+    )
+    assert [e.seq for e in results[0]] == [1]
+    assert isinstance(results[1], InvalidInput)
+    assert [e.seq for e in results[2]] == [2]
+    assert store.last_seq("full") == 2**63 - 1
+    assert [e.seq for e in store.list_events("full")] == [2**63 - 1]
+    assert [e.data["n"] for e in store.list_events("ok")] == [1, 2]
+    # The batch is rolled back and runs again with a savepoint per call, where that append
+    # fails alone (SQLite moves the run's row before it can tell; the servers refuse it).
+    assert fallbacks.count == 1
 
 
 def test_a_retried_keyed_append_in_a_batch_returns_what_is_stored(

@@ -9,18 +9,19 @@ call, so that a call at fault fails alone and never fails, loses or reorders ano
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from purpose_agent.appends import Placement, Undecided, place
 from purpose_agent.clock import stamp_ns
 from purpose_agent.db.aiosqlite_cursor import one_trip_transaction
 from purpose_agent.db.dialects import Flavor
 from purpose_agent.db.group_commit import Pending
-from purpose_agent.db.queries import Queries, observed, run_sql
+from purpose_agent.db.queries import Appending, Queries, observed, run_sql
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import CheckpointError, StoreUnavailable
 from purpose_agent.records import EventRow, StateRow
@@ -123,34 +124,75 @@ class BatchCommits:
     def _commit_appends(
         self, ordered: list[Pending], committing: list[bool]
     ) -> list[tuple[Any, BaseException | None]] | None:
-        """Send a batch of one-statement appends in one round trip; ``None`` if it cannot be.
+        """Commit a batch of appends without a savepoint per call; ``None`` if it cannot be.
 
         On Postgres each append is one statement that, when the run's last seq is not the
         expected one, writes nothing and raises nothing: the batch's statements go in one
-        pipeline inside one transaction, without a savepoint per call, in the batch's order.
-        An append whose expectation failed fails alone (the run's last seq at its turn is
-        read in the same pipeline). Only what a transaction must decide (a key already
+        pipeline inside one transaction, in the batch's order. An append whose expectation
+        failed fails alone (the run's last seq at its turn is read in the same pipeline).
+        On SQLite and MariaDB each append is its short transaction's two statements (see
+        :meth:`_commit_short_appends`). Only what a transaction must decide (a key already
         stored, an expectation failed by an append with keys, which may be a retry) sends
         the batch back, rolled back, to the savepoint path (``None``).
         """
-        if (
-            not self._queries.appends_in_one
-            or observed(self._engine)
-            or any(call.appends is None for call in ordered)
-        ):
+        if observed(self._engine) or any(call.appends is None for call in ordered):
             return None
         appends = [call.appends for call in ordered if call.appends is not None]
+        queries = self._queries
         try:
-            with self._units.write() as conn:
-                answers = self._queries.appends_pipelined(conn, appends, stamp_ns())
-                outcomes = appended(appends, answers)
-                committing[0] = True
+            if queries.appends_in_one:
+                with self._units.write() as conn:
+                    answers = queries.appends_pipelined(conn, appends, stamp_ns())
+                    outcomes = appended(appends, answers)
+                    committing[0] = True
+            elif queries.appends_in_short_transaction:
+                outcomes = self._commit_short_appends(appends, committing)
+            else:
+                return None
         except IntegrityError as exc:
             if not self._flavor.is_unique_violation(exc):
                 raise
             return None
+        except DBAPIError as exc:
+            if not self._flavor.is_out_of_range(exc):
+                raise
+            return None  # a run at its last seq: the savepoint path fails that append alone
         except Undecided:
             return None
+        return outcomes
+
+    def _commit_short_appends(
+        self, appends: list[Appending], committing: list[bool]
+    ) -> list[tuple[Any, BaseException | None]]:
+        """Each append as the run row's upsert and the insert, one after the other, in one unit.
+
+        The upsert returns the run's new last seq, so the events take the seqs below it
+        without a read first: two statements per append, where a savepoint per call costs
+        six (on aiosqlite, six trips to the driver's thread; on MariaDB, six round trips).
+        An append whose expectation failed, or which would pass the last seq, has already
+        moved its run's row, which only the savepoint path can take back: the batch goes
+        there (``Undecided``), rolled back.
+
+        Raises:
+            Undecided: An append must fail alone.
+            IntegrityError: A key is already stored.
+        """
+        queries = self._queries
+        outcomes: list[tuple[Any, BaseException | None]] = []
+        with self._write_unit() as conn:
+            now = stamp_ns()
+            for run_id, items, expected, group in appends:
+                before = queries.advance_for_append(conn, run_id, len(items), group, now)
+                before -= len(items)
+                if expected not in (None, before):
+                    raise Undecided
+                try:
+                    placed = place(run_id, items, before, {}, expected)
+                except CheckpointError:
+                    raise Undecided from None
+                queries.insert_keyed(conn, placed.rows, placed.keys)
+                outcomes.append((placed, None))
+            committing[0] = True
         return outcomes
 
     def _commit_batch(
@@ -188,15 +230,22 @@ class BatchCommits:
         if queries.saves_in_one:
             with self._units.single() as conn:
                 queries.save_many(conn, rows, snaps, now)
-        elif self._one_trip:
+        else:
+            with self._write_unit() as conn:
+                queries.save_many(conn, rows, snaps, now)
+
+    @contextlib.contextmanager
+    def _write_unit(self) -> Iterator[Connection]:
+        """A write transaction: on aiosqlite, one trip to its thread (``one_trip_transaction``)."""
+        if self._one_trip:
             with (
                 self._units.single() as conn,
                 one_trip_transaction(conn, self._flavor.begin_sql),
             ):
-                queries.save_many(conn, rows, snaps, now)
+                yield conn
         else:
             with self._units.write() as conn:
-                queries.save_many(conn, rows, snaps, now)
+                yield conn
 
 
 def appended(
