@@ -159,6 +159,42 @@ def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
     asyncio.run(main())
 
 
+def test_an_append_on_aiosqlite_is_two_trips_to_the_connections_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import aiosqlite.core
+
+    trips: list[str] = []
+    execute = aiosqlite.core.Connection._execute
+
+    def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(fn, "__name__", "?"))
+        return execute(self, fn, *args, **kwargs)
+
+    def keyed(key: str, n: int) -> NewEvent:
+        return NewEvent(kind=EventKind.CUSTOM, key=key, data={"n": n})
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'trips.db'}") as store:
+            (first,) = await store.append("r", [keyed("a", 1)])  # the pool has its connection
+            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+            placed = await store.append("r", [keyed("b", 2), NewEvent(kind=EventKind.CUSTOM)])
+            # BEGIN with the run row's upsert, then the insert with COMMIT.
+            assert len(trips) == 2
+            assert [event.seq for event in placed] == [2, 3]
+            # A key already stored fails the held insert at COMMIT: the short transaction is
+            # rolled back and the full one tells a retry from a conflict.
+            assert await store.append("r", [keyed("a", 1)]) == [first]
+            with pytest.raises(SequenceConflict):
+                await store.append("r", [keyed("a", 9)])
+            monkeypatch.undo()
+            assert [event.seq for event in await store.list_events("r")] == [1, 2, 3]
+            assert await store.last_seq("r") == 3
+            assert [event.seq for event in await store.append("r", [keyed("c", 4)])] == [4]
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
 def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bool) -> None:
     """A step cancelled at any point is stored whole or not at all, and blocks nobody."""

@@ -616,7 +616,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             if placed is not None:
                 return placed
             sent[0] = False  # nothing was stored: the transaction below starts afresh
-        with self._units.write() as conn:
+        with self._write_unit() as conn:
             placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
             sent[0] = True
         return placed
@@ -703,7 +703,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         and some event has a key (a retry of an append that succeeded is not a conflict).
         """
         try:
-            with self._units.write() as conn:
+            with self._write_unit() as conn:
                 placed = self._append_short_in(conn, run_id, items, expected, group, now)
                 sent[0] = True
         except IntegrityError as exc:
