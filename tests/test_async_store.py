@@ -159,7 +159,7 @@ def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
     asyncio.run(main())
 
 
-def test_an_append_on_aiosqlite_is_two_trips_to_the_connections_thread(
+def test_an_append_on_aiosqlite_is_one_trip_to_the_connections_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import aiosqlite.core
@@ -179,14 +179,17 @@ def test_an_append_on_aiosqlite_is_two_trips_to_the_connections_thread(
             (first,) = await store.append("r", [keyed("a", 1)])  # the pool has its connection
             monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
             placed = await store.append("r", [keyed("b", 2), NewEvent(kind=EventKind.CUSTOM)])
-            # BEGIN with the run row's upsert, then the insert with COMMIT.
-            assert len(trips) == 2
+            # BEGIN, the run row's upsert, the insert of the seqs it gave, and COMMIT.
+            assert len(trips) == 1
             assert [event.seq for event in placed] == [2, 3]
-            # A key already stored fails the held insert at COMMIT: the short transaction is
-            # rolled back and the full one tells a retry from a conflict.
+            # A key already stored fails the insert: the short transaction is rolled back on
+            # the thread, and the full one tells a retry from a conflict.
             assert await store.append("r", [keyed("a", 1)]) == [first]
             with pytest.raises(SequenceConflict):
                 await store.append("r", [keyed("a", 9)])
+            # A failed expectation rolls the run's row back with the rest.
+            with pytest.raises(SequenceConflict):
+                await store.append("r", [NewEvent(kind=EventKind.CUSTOM)], expected_last_seq=1)
             monkeypatch.undo()
             assert [event.seq for event in await store.list_events("r")] == [1, 2, 3]
             assert await store.last_seq("r") == 3

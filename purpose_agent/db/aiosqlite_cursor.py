@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, event
 from sqlalchemy.dialects.sqlite.aiosqlite import AsyncAdapt_aiosqlite_connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import await_only
 
+from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.queries import observed, run_sql
+
+T = TypeVar("T")
 
 # A write held back: its SQL, parameters, and whether it runs once per parameter set.
 Held = tuple[str, Any, bool]
@@ -142,6 +145,37 @@ class OneTripCursor:
     def close(self) -> None:
         """Forget the buffered rows (the driver's cursor is closed already)."""
         self._rows.clear()
+
+
+def run_in_thread(conn: Connection, sql: str, work: Callable[[Any], T]) -> T:
+    """Run ``work(sqlite3_connection)`` on aiosqlite's thread: one trip, whatever it runs.
+
+    For a unit that needs an answer between its statements (an append learns its seqs from
+    the run row's upsert before it inserts them), which statement by statement would cost a
+    trip per answer. ``work`` opens and ends its own transaction. The driver's errors come
+    back as any statement's do (see :func:`~purpose_agent.db.cursor.run_on_cursor`; ``sql``
+    names the work in them); other exceptions as ``work`` raised them.
+    """
+
+    def call(cursor: OneTripCursor) -> T:
+        connection = cursor._connection
+        connection.pa_in_flight = True  # as for a statement: see OneTripCursor._call
+        try:
+            result: T = await_only(connection._execute(work, connection._conn))
+        except Exception as error:  # noqa: BLE001 - the adapter raises it as the DBAPI's error
+            connection.pa_in_flight = False
+            cursor._adapt_connection._handle_exception(error)
+        connection.pa_in_flight = False
+        return result
+
+    return run_on_cursor(conn, sql, call)
+
+
+def one_trip(conn: Connection) -> bool:
+    """Whether :func:`run_in_thread` can serve this connection (aiosqlite, nothing watching)."""
+    return isinstance(conn.connection.dbapi_connection, OneTripConnection) and not observed(
+        conn.engine
+    )
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):

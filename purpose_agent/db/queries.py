@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -580,13 +580,39 @@ class Queries:
         overflow error: a last seq past ``2**63 - 1`` comes back as ``2**63`` or above, and
         the caller refuses the append (rolling the row back).
         """
+        values = {"the_run": run_id, "n": count, "now": now, "new_group": group}
+        return int(self._advance_statement().fetch(conn, values)[0][0])
+
+    def _advance_statement(self) -> Statement:
         statement = self._advance_for_append
         if statement is None:
             statement = self._advance_for_append = self._build(
                 self.flavor.append_advance().returning(RunRecord.last_seq)
             )
+        return statement
+
+    def short_append_calls(
+        self, run_id: str, count: int, group: str | None, now: int
+    ) -> tuple[tuple[str, Any], Callable[[Sequence[EventRow], Sequence[str | None]], Any]]:
+        """The short append's statements as the driver takes them, for a unit run elsewhere.
+
+        Returns:
+            The SQL and parameters of :meth:`advance_for_append`, and a function giving the
+            SQL of :meth:`insert_keyed` and its parameters per row (for ``executemany``)
+            once the rows are placed.
+        """
         values = {"the_run": run_id, "n": count, "now": now, "new_group": group}
-        return int(statement.fetch(conn, values)[0][0])
+        insert = self._insert_keyed
+        fields = (*EVENT_FIELDS, "key")
+
+        def insert_call(rows: Sequence[EventRow], keys: Sequence[str | None]) -> Any:
+            calls = [
+                insert.driver_call(dict(zip(fields, (*row, key), strict=True)))
+                for row, key in zip(rows, keys, strict=True)
+            ]
+            return calls[0][0], [parameters for _, parameters in calls]
+
+        return self._advance_statement().driver_call(values), insert_call
 
     def appends_pipelined(
         self, conn: Connection, appends: Sequence[Appending], now: int

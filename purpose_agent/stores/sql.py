@@ -34,6 +34,7 @@ from purpose_agent.appends import (
     snapshot_row,
 )
 from purpose_agent.clock import stamp_ns
+from purpose_agent.db.aiosqlite_cursor import one_trip, run_in_thread
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
     DEFAULT_SQLITE_FILE,
@@ -703,9 +704,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         and some event has a key (a retry of an append that succeeded is not a conflict).
         """
         try:
-            with self._write_unit() as conn:
-                placed = self._append_short_in(conn, run_id, items, expected, group, now)
-                sent[0] = True
+            placed = None
+            if self._one_trip:
+                placed = self._append_short_in_thread(run_id, items, expected, group, now, sent)
+            if placed is None:
+                with self._write_unit() as conn:
+                    placed = self._append_short_in(conn, run_id, items, expected, group, now)
+                    sent[0] = True
         except IntegrityError as exc:
             if not self._flavor.is_unique_violation(exc):
                 raise
@@ -737,12 +742,56 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         """
         queries = self._queries
-        before = queries.advance_for_append(conn, run_id, len(items), group, now) - len(items)
-        if expected not in (None, before) and any(item.key is not None for item in items):
-            raise Undecided
-        placed = place(run_id, items, before, {}, expected)
+        last = queries.advance_for_append(conn, run_id, len(items), group, now)
+        placed = _placed_below(run_id, items, last, expected)
         queries.insert_keyed(conn, placed.rows, placed.keys)
         return placed
+
+    def _append_short_in_thread(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> Placement | None:
+        """The short transaction as one trip to aiosqlite's thread; ``None`` if it cannot be.
+
+        Its statements one by one would cost a trip for ``BEGIN`` and the upsert, whose
+        answer the insert needs, and another for the insert and ``COMMIT``: each trip wakes
+        the driver's thread and the event loop, which costs more than the SQL. It cannot be
+        while something watches the engine's statements (they must be seen one by one).
+
+        Raises:
+            As :meth:`_append_short_in`, and the driver's errors as any statement's.
+        """
+        with self._units.single() as conn:
+            if not one_trip(conn):
+                return None
+            advance, insert_call = self._queries.short_append_calls(run_id, len(items), group, now)
+            begin = self._flavor.begin_sql
+
+            def work(raw: Any) -> Placement:
+                raw.execute(begin).close()
+                try:
+                    cursor = raw.execute(*advance)
+                    last = cursor.fetchall()[0][0]
+                    cursor.close()
+                    placed = _placed_below(run_id, items, int(last), expected)
+                    raw.executemany(*insert_call(placed.rows, placed.keys)).close()
+                    sent[0] = True
+                    raw.execute("COMMIT").close()
+                except BaseException:
+                    # The first error matters: a connection that cannot roll back is rolled
+                    # back when it returns to the pool (a transaction is still open on it).
+                    with contextlib.suppress(Exception):
+                        if raw.in_transaction:
+                            raw.execute("ROLLBACK").close()
+                    raise
+                return placed
+
+            return run_in_thread(conn, advance[0], work)
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run ever stored (compaction does not lower it); 0 if unknown.
@@ -1263,6 +1312,22 @@ def _translated(
 ) -> Iterator[Connection]:
     with translated(action, where, SQLAlchemyError), opening as conn:
         yield conn
+
+
+def _placed_below(
+    run_id: str, items: Sequence[Draft], last: int, expected: int | None
+) -> Placement:
+    """The seqs of a short append, below the run's new last seq its upsert returned.
+
+    Raises:
+        SequenceConflict: The expected last seq did not match (no event has a key).
+        InvalidInput: The run has no seq left.
+        Undecided: The expected last seq did not match and some event has a key.
+    """
+    before = last - len(items)
+    if expected not in (None, before) and any(item.key is not None for item in items):
+        raise Undecided
+    return place(run_id, items, before, {}, expected)
 
 
 def _sqlite_file(engine: Engine) -> bool:
