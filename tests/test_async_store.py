@@ -198,6 +198,47 @@ def test_an_append_on_aiosqlite_is_one_trip_to_the_connections_thread(
     asyncio.run(main())
 
 
+def test_tasks_writing_to_sqlite_at_once_take_turns_instead_of_waiting_in_sqlite(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Never two write units at once: tasks queue for their turn, not in the busy handler."""
+    from purpose_agent.db.transactions import Transactions
+
+    inside = [0, 0]  # write units open now, most at once
+
+    def counted(open_unit: Any) -> Any:
+        @contextlib.contextmanager
+        def unit(self: Transactions) -> Any:
+            with open_unit(self) as conn:
+                inside[0] += 1
+                inside[1] = max(inside)
+                try:
+                    yield conn
+                finally:
+                    inside[0] -= 1
+
+        return unit
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'turns.db'}") as store:
+            monkeypatch.setattr(Transactions, "write", counted(Transactions.write))
+            monkeypatch.setattr(Transactions, "single_write", counted(Transactions.single_write))
+
+            async def run(index: int) -> None:
+                for number in range(1, 6):
+                    await store.save_events(*_step(f"s-{index}", number))
+                    await store.append(f"a-{index}", [NewEvent(kind=EventKind.CUSTOM)])
+
+            await asyncio.gather(*(run(index) for index in range(16)))
+            monkeypatch.undo()
+            for index in range(16):
+                assert await store.last_seq(f"s-{index}") == 15
+                assert await store.last_seq(f"a-{index}") == 5
+
+    asyncio.run(main())
+    assert inside[1] == 1
+
+
 @pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
 def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bool) -> None:
     """A step cancelled at any point is stored whole or not at all, and blocks nobody."""

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, Engine
 
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.queries import run_sql
-from purpose_agent.db.turns import Turns
+from purpose_agent.db.turns import TaskTurns, Turns
 from purpose_agent.errors import StoreUnavailable
 
 # Held writers of this process, so that a forked child drops what it inherited.
@@ -140,14 +140,27 @@ class Transactions:
         owns_engine: Whether the store built the engine (and so set it up in autocommit).
         writer: The connection write transactions run on, if the store holds one; otherwise
             each checks one out of the pool.
+        turns: The turn the store's tasks take for every write (the async store on SQLite),
+            so that they queue in order instead of in SQLite's busy handler.
+        wait: Seconds a write waits for its turn before the store reports the database
+            locked.
 
     """
 
     def __init__(
-        self, engine: Engine, flavor: Flavor, *, owns_engine: bool, writer: HeldWriter | None = None
+        self,
+        engine: Engine,
+        flavor: Flavor,
+        *,
+        owns_engine: bool,
+        writer: HeldWriter | None = None,
+        turns: TaskTurns | None = None,
+        wait: float = 60.0,
     ) -> None:
         self.engine = engine
         self._writer = writer
+        self._turns = turns
+        self._wait = wait
         self._flavor = flavor
         # Every connection runs in autocommit. Engines the store builds are set up so
         # (make_engine); one passed in is switched per connection.
@@ -160,6 +173,20 @@ class Transactions:
         return self._autocommit.connect()
 
     @contextlib.contextmanager
+    def single_write(self) -> Iterator[Connection]:
+        """A connection for a write that is one statement, or one unit sent to the driver whole.
+
+        Where the store's tasks take turns, the connection is used in this task's turn.
+        """
+        self._take_turn()
+        try:
+            with self._autocommit.connect() as conn:
+                yield conn
+        finally:
+            if self._turns is not None:
+                self._turns.give_back()
+
+    @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
         """A connection in a write transaction, committed when the block ends without error.
 
@@ -167,7 +194,13 @@ class Transactions:
         connection, which SQLAlchemy's logging and events see like any other statement.
         """
         writer = self._writer
-        conn = self._autocommit.connect() if writer is None else writer.take()
+        self._take_turn()
+        try:
+            conn = self._autocommit.connect() if writer is None else writer.take()
+        except BaseException:
+            if self._turns is not None:
+                self._turns.give_back()
+            raise
         try:
             run_sql(conn, self._flavor.begin_sql)
             try:
@@ -183,6 +216,16 @@ class Transactions:
                 conn.close()
             else:
                 writer.give_back(conn)
+            if self._turns is not None:
+                self._turns.give_back()
+
+    def _take_turn(self) -> None:
+        if self._turns is not None and not self._turns.take(self._wait):
+            raise StoreUnavailable(
+                f"writing to {self.engine.url.render_as_string(hide_password=True)} failed: "
+                f"other tasks of this process held the write turn for over {self._wait:g} s "
+                "(database is locked)"
+            )
 
     def close(self) -> None:
         """Close the held write connection, if any (the pool's are the engine's to close)."""

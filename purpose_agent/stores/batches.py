@@ -228,7 +228,7 @@ class BatchCommits:
         """
         queries = self._queries
         if queries.saves_in_one:
-            with self._units.single() as conn:
+            with self._units.single_write() as conn:
                 queries.save_many(conn, rows, snaps, now)
         else:
             with self._write_unit() as conn:
@@ -239,7 +239,7 @@ class BatchCommits:
         """A write transaction: on aiosqlite, one trip to its thread (``one_trip_transaction``)."""
         if self._one_trip:
             with (
-                self._units.single() as conn,
+                self._units.single_write() as conn,
                 one_trip_transaction(conn, self._flavor.begin_sql),
             ):
                 yield conn

@@ -456,11 +456,11 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         queries = self._queries
         try:
             if not rows and snap is not None and queries.one_statement_snapshot:
-                with self._units.single() as conn:
+                with self._units.single_write() as conn:
                     queries.save_snapshot_alone(conn, snap, now)
                 return
             if snap is None and self._flavor.one_statement_events:
-                with self._units.single() as conn:
+                with self._units.single_write() as conn:
                     queries.insert_events(conn, rows, now)
                 return
             self._save_many(rows, [snap] if snap is not None else [], now)
@@ -665,7 +665,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         """
         sent[0] = True
         try:
-            with self._units.single() as conn:
+            with self._units.single_write() as conn:
                 seqs = self._queries.append_in_one(conn, run_id, items, expected, group, now)
         except IntegrityError as exc:
             if not self._flavor.is_unique_violation(exc):
@@ -766,7 +766,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         Raises:
             As :meth:`_append_short_in`, and the driver's errors as any statement's.
         """
-        with self._units.single() as conn:
+        with self._units.single_write() as conn:
             if not one_trip(conn):
                 return None
             advance, insert_call = self._queries.short_append_calls(run_id, len(items), group, now)
@@ -1075,7 +1075,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         check_run_id(run_id)
 
         def remove() -> int:
-            with self._units.single() as conn:
+            with self._units.single_write() as conn:
                 return self._queries.compact(conn, run_id)
 
         if self._replicas is not None:

@@ -30,6 +30,7 @@ from purpose_agent.db.engine import Durability, default_url
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
+from purpose_agent.db.turns import TaskTurns
 from purpose_agent.errors import InvalidInput, StoreUnavailable
 from purpose_agent.protocol import KeyedEvent, Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
@@ -48,7 +49,13 @@ class _OnAsyncEngine(SQLCheckpointer):
         # An engine make_async_engine built is in autocommit already: no per-connection switch
         # (a round trip on aiomysql), and close() disposes it. One passed in is kept.
         self._owns_engine = owns_engine
-        self._units = Transactions(self._engine, self._flavor, owns_engine=owns_engine)
+        self._units = Transactions(
+            self._engine,
+            self._flavor,
+            owns_engine=owns_engine,
+            turns=TaskTurns() if engine.dialect.name == "sqlite" else None,
+            wait=options.get("busy_timeout", 60.0),
+        )
         self.url = url
         self._one_trip = engine.dialect.driver == "aiosqlite"
 
