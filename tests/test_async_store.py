@@ -126,9 +126,8 @@ def _step(run_id: str, number: int) -> tuple[list[PAEvent], RunState]:
     return events, RunState(run_id=run_id, seq=number * 3, data={"step": number})
 
 
-def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _count_trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """From now until ``monkeypatch.undo()``, each trip to aiosqlite's thread, by function."""
     import aiosqlite.core
 
     trips: list[str] = []
@@ -138,10 +137,17 @@ def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
         trips.append(getattr(fn, "__name__", "?"))
         return execute(self, fn, *args, **kwargs)
 
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+    return trips
+
+
+def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def main() -> None:
         async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'trips.db'}") as store:
             await store.save_events(*_step("r", 1))  # the pool has its connection now
-            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+            trips = _count_trips(monkeypatch)
             await store.save_events(*_step("r", 2))
             assert len(trips) == 1  # BEGIN, the inserts, the upserts and COMMIT together
             trips.clear()
@@ -162,22 +168,13 @@ def test_a_step_on_aiosqlite_is_one_trip_to_the_connections_thread(
 def test_an_append_on_aiosqlite_is_one_trip_to_the_connections_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aiosqlite.core
-
-    trips: list[str] = []
-    execute = aiosqlite.core.Connection._execute
-
-    def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(getattr(fn, "__name__", "?"))
-        return execute(self, fn, *args, **kwargs)
-
     def keyed(key: str, n: int) -> NewEvent:
         return NewEvent(kind=EventKind.CUSTOM, key=key, data={"n": n})
 
     async def main() -> None:
         async with await AsyncSQLCheckpointer.open(f"sqlite:///{tmp_path / 'trips.db'}") as store:
             (first,) = await store.append("r", [keyed("a", 1)])  # the pool has its connection
-            monkeypatch.setattr(aiosqlite.core.Connection, "_execute", counted)
+            trips = _count_trips(monkeypatch)
             placed = await store.append("r", [keyed("b", 2), NewEvent(kind=EventKind.CUSTOM)])
             # BEGIN, the run row's upsert, the insert of the seqs it gave, and COMMIT.
             assert len(trips) == 1
