@@ -37,6 +37,8 @@ from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer
 from purpose_agent.db.group_commit import GroupCommitPolicy
 
 STEP_EVENTS = 7
+# Raw writers' connections to a shared Postgres server at most (it has max_connections).
+RAW_POSTGRES_CONNECTIONS = 64
 SNAPSHOT_BYTES = 1024
 
 Step = Callable[[str, int], None]
@@ -109,8 +111,22 @@ def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, fl
     def raw_side() -> tuple[list[Step], Callable[[], None]]:
         first = target.raw()
         first.create_tables()
-        connections = [first] + [first.clone() for _ in range(runs - 1)]
-        steps = [_steps(connection.step) for connection in connections]
+        # A connection each, up to what a shared Postgres server allows (max_connections);
+        # past that, threads take turns on the connections, still one commit per step.
+        count = runs if target.backend == "sqlite" else min(runs, RAW_POSTGRES_CONNECTIONS)
+        connections = [first] + [first.clone() for _ in range(count - 1)]
+        locks = [threading.Lock() for _ in connections]
+
+        def turn(index: int) -> Step:
+            connection, lock = connections[index % count], locks[index % count]
+
+            def write(events: list[Any], state: Any) -> None:
+                with lock:
+                    connection.step(events, state)
+
+            return _steps(write)
+
+        steps = [turn(index) for index in range(runs)]
         return steps, lambda: [connection.close() for connection in connections]  # type: ignore[func-returns-value]
 
     sides["raw"] = raw_side
@@ -131,7 +147,6 @@ def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, fl
 
 
 AsyncStep = Callable[[str, int], Awaitable[None]]
-RAW_POSTGRES_CONNECTIONS = 64
 
 
 def _async_steps(write: Callable[[list[Any], Any], Awaitable[None]]) -> AsyncStep:
