@@ -162,9 +162,12 @@ def run_in_thread(conn: Connection, sql: str, work: Callable[[Any], T]) -> T:
         connection.pa_in_flight = True  # as for a statement: see OneTripCursor._call
         try:
             result: T = await_only(connection._execute(work, connection._conn))
-        except Exception as error:  # noqa: BLE001 - the adapter raises it as the DBAPI's error
+        except Exception as error:
             connection.pa_in_flight = False
-            cursor._adapt_connection._handle_exception(error)
+            if isinstance(error, ValueError) and error.args and isinstance(error.args[0], str):
+                # aiosqlite's "no active connection" becomes the DBAPI's OperationalError.
+                cursor._adapt_connection._handle_exception(error)
+            raise  # the driver's own errors, and what ``work`` raised, as they are
         connection.pa_in_flight = False
         return result
 
