@@ -141,3 +141,32 @@ def test_close_during_another_threads_write_returns_at_once_and_the_writer_close
     assert used.closed
     with pytest.raises(StoreUnavailable, match="closed"):
         store.append("r", [_event(2)])
+
+
+def test_a_compaction_takes_its_turn_on_the_write_connection(tmp_path: Path) -> None:
+    """It queues behind the other threads' writes, not in SQLite's busy handler.
+
+    Either way it gives up after the busy timeout; on a pooled connection of its own it
+    would also check one out of the pool.
+    """
+    from sqlalchemy import event
+
+    from purpose_agent import RunState
+
+    store = SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=0.2)
+    store.append("r", [_event(n) for n in range(5)])
+    store.save_snapshot("r", RunState(run_id="r", seq=3))
+    checkouts: list[object] = []
+    event.listen(store.engine, "checkout", lambda *_: checkouts.append(1))
+    try:
+        # Another thread's transaction holds the write turn (and SQLite's write lock).
+        with (
+            _written_by_another_thread(store),
+            pytest.raises(StoreUnavailable, match="database is locked"),
+        ):
+            store.compact("r")
+        assert store.compact("r") == 3
+        assert checkouts == []
+        assert [e.seq for e in store.list_events("r")] == [4, 5]
+    finally:
+        store.close()

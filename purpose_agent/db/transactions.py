@@ -176,8 +176,18 @@ class Transactions:
     def single_write(self) -> Iterator[Connection]:
         """A connection for a write that is one statement, or one unit sent to the driver whole.
 
-        Where the store's tasks take turns, the connection is used in this task's turn.
+        Where the store holds its write connection, that one, in this thread's turn; where
+        its tasks take turns, a pooled one in this task's turn. Either way the write queues
+        behind the store's other writes, not in SQLite's busy handler.
         """
+        writer = self._writer
+        if writer is not None:
+            conn = writer.take()
+            try:
+                yield conn
+            finally:
+                writer.give_back(conn)
+            return
         self._take_turn()
         try:
             with self._autocommit.connect() as conn:
