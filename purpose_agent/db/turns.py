@@ -10,7 +10,7 @@ uncontended lock operations.
 The async store's tasks on SQLite take turns the same way (:class:`TaskTurns`): left to
 SQLite, tasks writing at once each begin a transaction on a pooled connection, and its busy
 handler puts all but one to sleep and retries them with growing sleeps. 64 tasks each
-stepping a run: p99 959 ms that way, 72-78 ms taking turns.
+stepping a run: p99 959 ms that way, 66-78 ms taking turns.
 """
 
 from __future__ import annotations
