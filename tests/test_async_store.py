@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import NullPool, create_engine, text
 
 from purpose_agent import (
     AsyncCheckpointer,
@@ -114,6 +115,54 @@ def test_cancelled_saves_leave_the_store_usable(empty_database: str, grouped: bo
                 (stored,) = await store.append("kept", [NewEvent(kind=EventKind.CUSTOM)])
                 assert stored.seq == attempt + 1
             assert await store.last_seq("kept") == 30
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _run_locked(url: str, run_id: str) -> Iterator[None]:
+    """Another connection holds the run's write lock (SQLite's whole database) for the block."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                locking = "SELECT last_seq FROM pa_runs WHERE run_id = :run FOR UPDATE"
+                assert conn.execute(text(locking), {"run": run_id}).all()
+            yield
+            conn.rollback()
+    finally:
+        engine.dispose()
+
+
+def test_a_task_cancelled_while_its_statement_waits_leaves_no_broken_connection(
+    empty_database: str,
+) -> None:
+    """A connection whose statement was cut short is dropped (or rolled back), not reused.
+
+    aiomysql closes such a connection itself ("Cancelled during execution"); handed out
+    again, it fails the next call that draws it from the pool.
+    """
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(empty_database) as store:
+            await store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+            with _run_locked(empty_database, "r"):
+                waiting = asyncio.ensure_future(
+                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+                )
+                await asyncio.sleep(0.3)  # its statement waits on the lock
+                waiting.cancel()
+                await asyncio.sleep(0)  # the cancellation reaches the task
+            # (On SQLite the driver's thread runs the statement to its end once the lock is
+            # gone, and the cancelled task's connection is rolled back after it.)
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+            for _ in range(12):  # round every pooled connection, the cancelled one's too
+                await store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+            # The cancelled append may have gone through once the lock was released.
+            assert await store.last_seq("r") in (13, 14)
 
     asyncio.run(main())
 

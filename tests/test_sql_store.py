@@ -229,6 +229,29 @@ def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
 
 
 @pytest.mark.postgres
+def test_a_failed_pipeline_leaves_no_statement_the_server_never_prepared(
+    postgres_url: URL,
+) -> None:
+    """psycopg counts a statement prepared once it sent its Parse, skipped or not.
+
+    In a pipeline whose first statement failed, the server skips the rest, the Parse of a
+    statement reaching psycopg's prepare threshold included. The connection is replaced, or
+    its next use of that statement fails with "prepared statement ... does not exist".
+    """
+    from purpose_agent.db.queries import run_pipelined
+
+    url = postgres_url.render_as_string(hide_password=False)
+    query = ("SELECT %(n)s::int + 1", {"n": 1})
+    with SQLCheckpointer(url) as store, store.engine.connect() as conn:
+        for _ in range(5):  # psycopg prepares a statement at its sixth execution
+            conn.connection.driver_connection.execute(*query)  # type: ignore[union-attr]
+        with pytest.raises(sa.exc.DataError, match="division by zero"):
+            run_pipelined(conn, [("SELECT 1 / %(z)s::int", {"z": 0}), query])
+        found = conn.connection.driver_connection.execute(*query).fetchall()  # type: ignore[union-attr]
+        assert found == [(2,)]
+
+
+@pytest.mark.postgres
 def test_direct_postgres_sessions_prepare_statements_and_use_generic_plans(
     postgres_url: URL,
 ) -> None:

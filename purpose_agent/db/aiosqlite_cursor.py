@@ -74,6 +74,9 @@ class OneTripCursor:
     )
 
     server_side = False
+    # A task cancelled while its statement ran leaves pa_in_flight set, and the connection is
+    # rolled back when it returns to the pool (use_one_trip_cursors): it need not be dropped.
+    recovers_on_return = True
 
     def __init__(self, adapt_connection: Any) -> None:
         self._adapt_connection = adapt_connection

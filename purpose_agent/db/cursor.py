@@ -54,6 +54,13 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
         raise DBAPIError.instance(
             sql, None, exc, error, connection_invalidated=lost, dialect=conn.dialect
         ) from exc
+    except BaseException as exc:
+        if not isinstance(exc, Exception) and not getattr(cursor, "recovers_on_return", False):
+            # Cancelled (or interrupted) with the statement under way: what the connection
+            # was doing is unknown (aiomysql closes it, "Cancelled during execution"), so
+            # the pool must not hand it out again. SQLAlchemy does the same for its own.
+            conn.invalidate(exc)
+        raise
     finally:
         if not conn.invalidated:
             cursor.close()

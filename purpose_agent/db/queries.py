@@ -41,6 +41,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
 from purpose_agent.db.cursor import CursorStatement, run_on_cursor
@@ -139,6 +140,12 @@ def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[li
 
     The first statement that fails raises its error (translated as for any statement), and
     the server skips the rest. On psycopg's asyncio connection the same runs on the loop.
+
+    After a failure the connection is replaced. psycopg counts a statement as prepared when
+    it sent the ``Parse`` that prepares it, even where the server skipped that ``Parse``
+    because an earlier statement of the pipeline had failed; the connection's next use of
+    the statement then fails with "prepared statement ... does not exist" (6 of 40 runs of
+    many tasks appending with keys, in group commit).
     """
 
     def call(_cursor: Any) -> list[list[Any]]:
@@ -157,7 +164,12 @@ def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[li
             for cursor in cursors:
                 cursor.close()
 
-    return run_on_cursor(conn, calls[0][0] if calls else "", call)
+    try:
+        return run_on_cursor(conn, calls[0][0] if calls else "", call)
+    except DBAPIError as exc:
+        if not conn.invalidated:
+            conn.invalidate(exc)
+        raise
 
 
 async def _pipelined_async(driver: Any, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
