@@ -19,6 +19,8 @@ from purpose_agent.errors import (
     StoreUnavailable,
 )
 from purpose_agent.protocol import AsyncCheckpointer, Checkpointer, Recovery
+from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.jsonl import JSONLCheckpointer
 from purpose_agent.stores.memory import InMemoryCheckpointer
 from purpose_agent.stores.sql import SQLCheckpointer, SQLiteCheckpointer
@@ -30,11 +32,14 @@ __all__ = [
     "CheckpointError",
     "Checkpointer",
     "CorruptRecord",
+    "EventKind",
     "InMemoryCheckpointer",
     "InvalidInput",
     "InvalidRunId",
     "JSONLCheckpointer",
+    "PAEvent",
     "Recovery",
+    "RunState",
     "SQLCheckpointer",
     "SQLiteCheckpointer",
     "SchemaNotCurrent",
