@@ -8,6 +8,7 @@ when a keyed event counts as already stored, what ``expected_last_seq`` refuses,
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,14 @@ from pydantic import TypeAdapter, ValidationError
 
 from purpose_agent.codec import encode
 from purpose_agent.errors import InvalidInput, SequenceConflict
-from purpose_agent.records import EventRow, StateRow, check_limit, check_run_id, state_row
+from purpose_agent.records import (
+    EventRow,
+    StateRow,
+    check_limit,
+    check_run_id,
+    same_data,
+    state_row,
+)
 from purpose_agent.runtime.events import SEQ_LIMIT, CheckedFields, EventKey, NewEvent, refusal
 from purpose_agent.runtime.state import RunState
 
@@ -44,7 +52,9 @@ class Draft(NamedTuple):
         A caller retrying an append may rebuild its events, which gives them a new ``ts``; the
         key says which event is meant, and the content says whether it is the same one.
         """
-        return self.kind == row.kind and self.lane_id == row.lane_id and self.data == row.data
+        return (
+            self.kind == row.kind and self.lane_id == row.lane_id and same_data(row.data, self.data)
+        )
 
 
 def drafts(run_id: str, events: Iterable[NewEvent]) -> list[Draft]:
@@ -105,11 +115,32 @@ def check_label(value: object, what: str) -> str:
     return checked
 
 
+# What a prefix that no run id can start with becomes: "/" is in no run id either, and it is
+# text every database takes, where a NUL or a surrogate would fail in the driver.
+NO_RUN_PREFIX = "/"
+
+
 def check_prefix(prefix: object) -> str:
-    """Refuse a run id prefix that is not a string (``""`` selects every run)."""
+    r"""Refuse a run id prefix that is not a string (``""`` selects every run).
+
+    Returns:
+        The prefix, or :data:`NO_RUN_PREFIX` if it holds a character no run id has (a control
+        character, a surrogate, ``/`` or ``\``): it selects no run, on every store.
+
+    """
     if type(prefix) is not str or len(prefix) > 255:
         raise InvalidInput(f"prefix must be a str of at most 255 characters, not {prefix!r}")
+    if prefix and not _could_start_a_run_id(prefix):
+        return NO_RUN_PREFIX
     return prefix
+
+
+# What no run id holds (see RunId): control characters, surrogates, "/" and "\".
+_NOT_IN_RUN_IDS = re.compile(r"[\x00-\x1f\x7f-\x9f/\\\ud800-\udfff]")
+
+
+def _could_start_a_run_id(prefix: str) -> bool:
+    return _NOT_IN_RUN_IDS.search(prefix) is None
 
 
 class Placement(NamedTuple):

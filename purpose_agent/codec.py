@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from purpose_agent.errors import InvalidInput
 
+T = TypeVar("T")
 _SCALARS = (str, int, float, bool, type(None))
 # Values that need no further look: everything scalar but floats, which may be NaN or infinite.
 _PLAIN = frozenset({str, int, bool, type(None)})
@@ -158,10 +160,10 @@ def encode(value: Any, what: str = "data") -> str:
     """
     check_json(value, what)
     try:
-        if _c_encoder is not None and type(value) is dict:
-            text = "".join(_c_encoder(value, 0))
-        else:
-            text = _encoder.encode(value)
+        try:
+            text = _encode(value)
+        except RecursionError:
+            text = on_fresh_stack(_encode, value)
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidInput(f"{what} cannot be stored as JSON: {exc}") from exc
     # Only text with a high-surrogate escape can hold a pair: astral characters are written as
@@ -170,6 +172,39 @@ def encode(value: Any, what: str = "data") -> str:
     if "\\" in text and _HIGH_SURROGATE_ESCAPE.search(text):
         _refuse_surrogate_pairs(value, what)
     return text
+
+
+def _encode(value: Any) -> str:
+    if _c_encoder is not None and type(value) is dict:
+        return "".join(_c_encoder(value, 0))
+    return _encoder.encode(value)
+
+
+def on_fresh_stack(work: Callable[..., T], *args: Any) -> T:
+    """Run ``work(*args)`` on a new thread and return (or raise) what it does.
+
+    The C encoder, scanner and comparisons count each level of nesting against the recursion
+    limit together with the Python frames the caller is already in. A value nested
+    ``MAX_DEPTH`` deep, which the store accepts, would then fail to save or read from deep
+    inside a framework's stack; a new thread starts with an empty one. Only values that
+    failed so take this path.
+    """
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(*args)))
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="purpose_agent-deep-value", daemon=True)
+    thread.start()
+    thread.join()
+    done, found = outcome[0]
+    if not done:
+        raise found
+    result: T = found
+    return result
 
 
 def decode(text: str | bytes) -> Any:
@@ -187,14 +222,19 @@ def decode(text: str | bytes) -> Any:
     if not isinstance(text, str):
         text = bytes(text).decode("utf-8")
     try:
+        try:
+            return _decode(text)
+        except RecursionError:
+            return on_fresh_stack(_decode, text)
+    except RecursionError as exc:
+        raise ValueError(f"nesting too deep to decode: {exc}") from exc
+
+
+def _decode(text: str) -> Any:
+    try:
         value, end = scan_once(text, 0)
     except StopIteration:
         end = -1  # not a value at the very start: let the full decoder explain or skip spaces
-    except RecursionError as exc:
-        raise ValueError(f"nesting too deep to decode: {exc}") from exc
     if end == len(text):
         return value
-    try:
-        return _decoder.decode(text)
-    except RecursionError as exc:
-        raise ValueError(f"nesting too deep to decode: {exc}") from exc
+    return _decoder.decode(text)

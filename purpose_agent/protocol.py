@@ -317,7 +317,7 @@ def keyed_rows(run_id: str, events: Iterable[KeyedEvent]) -> list[tuple[EventRow
         if previous is None:
             by_seq[row.seq] = (row, key)
             out.append((row, key))
-        elif previous != (row, key):
+        elif previous[1] != key or not previous[0].same_event(row):
             raise SequenceConflict(run_id, row.seq)
     return out
 
@@ -345,7 +345,7 @@ def new_keyed_rows(
     for row, key in rows:
         old = stored.get(row.seq)
         if old is not None:
-            if old[0] != row:
+            if not old[0].same_event(row):
                 raise SequenceConflict(run_id, row.seq)
             if old[1] != key:
                 raise SequenceConflict(

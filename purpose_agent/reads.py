@@ -12,7 +12,8 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from purpose_agent.errors import InvalidInput
-from purpose_agent.runtime.events import EventKind, PAEvent
+from purpose_agent.records import BOUND
+from purpose_agent.runtime.events import EventKind, PAEvent, storable_lane
 
 
 class EventWindow(NamedTuple):
@@ -53,6 +54,7 @@ class EventWindow(NamedTuple):
         """Whether nothing can match, so no store needs to read anything."""
         return (
             self.limit == 0
+            or self.since_seq >= BOUND
             or (self.before is not None and self.before <= self.since_seq + 1)
             or self.kinds == frozenset()
             or self.lanes == frozenset()
@@ -105,13 +107,17 @@ def event_window(
         raise InvalidInput(f"before must be None or an int, not {type(before).__name__}")
     if type(newest_first) is not bool:
         raise InvalidInput(f"newest_first must be a bool, not {type(newest_first).__name__}")
+    # Every seq is in 1..BOUND: bounds past that range select what they select within it,
+    # and stay integers every database can bind.
+    if before is not None and before > BOUND:
+        before = None
     return EventWindow(
-        since_seq,
-        before,
-        limit,
+        min(max(since_seq, 0), BOUND),
+        None if before is None else max(before, 0),
+        None if limit is None else min(limit, BOUND),
         newest_first,
         None if kinds is None else _kinds(kinds),
-        None if lanes is None else _strings(lanes, "lanes"),
+        None if lanes is None else _lanes(lanes),
     )
 
 
@@ -125,6 +131,14 @@ def _strings(values: object, what: str) -> frozenset[str] | None:
         if type(value) is not str:
             raise InvalidInput(f"{what} must hold str values, not {value!r}")
     return found
+
+
+def _lanes(values: object) -> frozenset[str] | None:
+    """The lanes to read, without those no event can be in: they match nothing anyway."""
+    lanes = _strings(values, "lanes")
+    if lanes is None:
+        return None
+    return frozenset(lane for lane in lanes if storable_lane(lane))
 
 
 def _kinds(values: object) -> frozenset[str] | None:

@@ -10,15 +10,17 @@ which a database can hand back damaged.
 from __future__ import annotations
 
 import gc
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
-from purpose_agent.codec import decode, encode, scan_once
+from purpose_agent.codec import decode, encode, on_fresh_stack, scan_once
 from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict
 from purpose_agent.runtime.events import (
     MAX_RUN_ID_LENGTH,
+    SEQ_LIMIT,
     CheckedFields,
     EventKind,
     PAEvent,
@@ -29,6 +31,7 @@ from purpose_agent.runtime.events import (
 from purpose_agent.runtime.state import RunState, RunStatus
 
 __all__ = [
+    "BOUND",
     "MAX_RUN_ID_LENGTH",
     "PAUSE_FROM",
     "EventRow",
@@ -43,6 +46,7 @@ __all__ = [
     "event_row",
     "event_rows",
     "gc_paused",
+    "same_data",
     "state_row",
 ]
 
@@ -50,15 +54,25 @@ _KINDS = {kind.value: kind for kind in EventKind}
 _STATUSES = {status.value: status for status in RunStatus}
 
 
-def _check_count(value: object, what: str) -> None:
+# No seq, and no count of events or runs, reaches this: a bound past it is as good as none,
+# and the databases' 64-bit integers (SQLite's driver refuses larger ones outright) can hold it.
+BOUND = SEQ_LIMIT - 1
+
+
+def _check_count(value: object, what: str) -> int:
     if type(value) is not int:
         raise InvalidInput(f"{what} must be an int, not {type(value).__name__}")
     if value < 0:
         raise InvalidInput(f"{what} must be >= 0, got {value}")
+    return min(value, BOUND)
 
 
-def check_since(since_seq: object, limit: object = None) -> None:
+def check_since(since_seq: object, limit: object = None) -> int:
     """Check the paging arguments of ``list_events`` and ``iter_events``.
+
+    Returns:
+        ``since_seq`` within ``0..BOUND``, which selects the same events: every seq is in
+        ``1..BOUND``.
 
     Raises:
         InvalidInput: If ``since_seq`` is not an int or ``limit`` is negative.
@@ -67,17 +81,22 @@ def check_since(since_seq: object, limit: object = None) -> None:
     if type(since_seq) is not int:
         raise InvalidInput(f"since_seq must be an int, not {type(since_seq).__name__}")
     check_limit(limit)
+    return min(max(since_seq, 0), BOUND)
 
 
-def check_limit(limit: object, what: str = "limit") -> None:
+def check_limit(limit: object, what: str = "limit") -> int | None:
     """Check an optional ``limit`` or ``offset`` argument.
+
+    Returns:
+        The argument, at most ``BOUND`` (which no count reaches).
 
     Raises:
         InvalidInput: If it is not ``None`` or an int >= 0.
 
     """
-    if limit is not None:
-        _check_count(limit, what)
+    if limit is None:
+        return None
+    return _check_count(limit, what)
 
 
 class EventRow(NamedTuple):
@@ -89,6 +108,34 @@ class EventRow(NamedTuple):
     ts: float
     lane_id: str
     data: str
+
+    def same_event(self, other: EventRow) -> bool:
+        """Whether ``other`` is this event as ``PAEvent`` compares them (``==``): a retry.
+
+        Rows with the same text are; otherwise every column but the payload must match and
+        the payloads hold equal values (:func:`same_data`).
+        """
+        return self == other or (self[:5] == other[:5] and same_data(self.data, other.data))
+
+
+def same_data(stored: str, given: str) -> bool:
+    """Whether two encoded payloads hold equal (``==``) values.
+
+    Equal text is the common case (a retry of the very same call). Otherwise the values are
+    compared as the caller's events compare: a retry rebuilt with its keys in another order,
+    ``1.0`` for ``1`` or ``-0.0`` for ``0.0`` is the same event, whose stored form is kept.
+    Text that does not decode is never equal to anything.
+    """
+    if stored == given:
+        return True
+    try:
+        old, new = decode(stored), decode(given)
+    except ValueError:
+        return False
+    try:
+        return bool(old == new)
+    except RecursionError:  # deep values, compared from deep in the caller's stack
+        return bool(on_fresh_stack(operator.eq, old, new))
 
 
 class StateRow(NamedTuple):
@@ -167,7 +214,7 @@ def event_rows(events: Iterable[PAEvent]) -> list[EventRow]:
         if previous is None:
             seen[key] = row
             rows.append(row)
-        elif previous != row:
+        elif not previous.same_event(row):
             raise SequenceConflict(row.run_id, row.seq)
     return rows
 

@@ -144,8 +144,8 @@ def run_summaries(
         StoreUnavailable: The store cannot be read.
 
     """
-    check_limit(limit)
-    check_limit(offset, "offset")
+    limit = check_limit(limit)
+    offset = check_limit(offset, "offset") or 0
     if group is not None:
         group = check_label(group, "group")
     if prefix is not None:

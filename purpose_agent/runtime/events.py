@@ -88,6 +88,7 @@ JsonObject = InstanceOf[dict[str, Any]]
 JSON (and stay JSON while the caller keeps mutating them) is decided when the value is saved."""
 
 _RUN_ID = TypeAdapter(RunId)
+_LANE = TypeAdapter(LaneId)
 # Run ids already checked: a run writes and reads many times, and the check costs as much as
 # decoding a small event. Only valid ids enter; the set is bounded.
 _checked_run_ids: set[str] = set()
@@ -120,6 +121,19 @@ def _bad_character(run_id: str) -> str:
         f"run id {run_id!r} is not 1 to {MAX_RUN_ID_LENGTH} characters of text without "
         "control characters, '/' or '\\', other than '.' and '..'"
     )
+
+
+def storable_lane(lane: str) -> bool:
+    """Whether an event can be in this lane (a lane filter naming another one matches nothing).
+
+    A lane with NUL or a surrogate (which no database keeps as text) or of more than 255
+    characters is refused when an event is built, so no stored event has one.
+    """
+    try:
+        _LANE.validate_python(lane)
+    except ValidationError:
+        return False
+    return True
 
 
 def check_run_id(run_id: object) -> str:

@@ -510,7 +510,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             old = stored.get((row.run_id, row.seq))
             if old is None:
                 new.append(row)
-            elif old != row:
+            elif not old.same_event(row):
                 raise SequenceConflict(row.run_id, row.seq)
         return new
 
@@ -888,7 +888,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         if window.empty:
             return []
         if window.plain:
-            return decode_events(run_id, self._fetch_rows(run_id, since_seq, limit))
+            return decode_events(run_id, self._fetch_rows(run_id, window.since_seq, window.limit))
 
         rows = self._rows(
             "reading events",
@@ -949,7 +949,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         and memory stays flat whatever the length of the run.
         """
         check_run_id(run_id)
-        check_since(since_seq)
+        since_seq = check_since(since_seq)
         return self._iterate(run_id, since_seq)
 
     def _iterate(self, run_id: str, since_seq: int) -> Iterator[PAEvent]:
@@ -1009,8 +1009,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             StoreUnavailable: The database cannot be reached.
 
         """
-        check_limit(limit)
-        check_limit(offset, "offset")
+        limit = check_limit(limit)
+        offset = check_limit(offset, "offset") or 0
         if group is not None:
             group = check_label(group, "group")
         if prefix is not None:
@@ -1031,8 +1031,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             StoreUnavailable: The database cannot be reached.
 
         """
-        check_limit(limit)
-        check_limit(offset, "offset")
+        limit = check_limit(limit)
+        offset = check_limit(offset, "offset") or 0
         if limit == 0:
             return []
 
@@ -1175,7 +1175,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         """
         check_run_id(run_id)
-        check_since(since_seq)
+        since_seq = check_since(since_seq)
         return self._iterate_keyed(run_id, since_seq)
 
     def _iterate_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:

@@ -299,7 +299,7 @@ class AsyncSQLCheckpointer:
     def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]:
         """Stream events page by page; each page is fetched in a worker thread."""
         check_run_id(run_id)
-        check_since(since_seq)
+        since_seq = check_since(since_seq)
         return self._iterate(run_id, since_seq)
 
     async def _iterate(self, run_id: str, since_seq: int) -> AsyncIterator[PAEvent]:
@@ -367,7 +367,7 @@ class AsyncSQLCheckpointer:
     def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[KeyedEvent]:
         """See :meth:`SQLCheckpointer.iter_keyed_events`; iterated with ``async for``."""
         check_run_id(run_id)
-        check_since(since_seq)
+        since_seq = check_since(since_seq)
         return self._iterate_keyed(run_id, since_seq)
 
     async def _iterate_keyed(self, run_id: str, since_seq: int) -> AsyncIterator[KeyedEvent]:

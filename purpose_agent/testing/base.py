@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -16,6 +17,7 @@ from purpose_agent import (
     RunStatus,
     SequenceConflict,
 )
+from purpose_agent.codec import MAX_DEPTH
 from purpose_agent.testing.capabilities import Capability
 from purpose_agent.testing.harness import Rows
 from purpose_agent.testing.needs_pytest import pytest
@@ -83,6 +85,23 @@ class BaseSuite(Rows):
         value = nested(200)
         cp.save_event(ev("r", 1, deep=value))
         assert cp.list_events("r")[0].data == {"deep": value}
+
+    def test_the_deepest_value_accepted_is_saved_and_read_from_deep_in_a_callers_stack(
+        self, cp: Checkpointer
+    ) -> None:
+        # JSON's C encoder and scanner count nesting against the recursion limit together
+        # with the caller's own frames, and frameworks call stores from hundreds deep.
+        value = nested(MAX_DEPTH - 1)
+        event = ev("r", 1, deep=value)
+
+        def at_depth(frames: int, call: Callable[[], object]) -> object:
+            return call() if frames == 0 else at_depth(frames - 1, call)
+
+        frames = sys.getrecursionlimit() // 2
+        at_depth(frames, lambda: cp.save_event(event))
+        at_depth(frames, lambda: cp.save_event(ev("r", 1, deep=nested(MAX_DEPTH - 1))))
+        assert at_depth(frames, lambda: cp.list_events("r")) == [event]
+        assert at_depth(frames, lambda: cp.recover("r")) == Recovery(None, [event])
 
     def test_saved_value_is_a_copy(self, cp: Checkpointer) -> None:
         event = ev("r", 1, items=[1, 2])
@@ -196,6 +215,19 @@ class BaseSuite(Rows):
         with pytest.raises(InvalidInput):
             cp.list_runs(limit=-1)
 
+    def test_paging_arguments_beyond_64_bits_are_answered(self, cp: Checkpointer) -> None:
+        # No seq or count reaches 2**63, so a larger bound reads as no bound and a larger
+        # start as past the end, on every backend, whatever integers its database takes.
+        events = [ev("r", 1), ev("r", 2)]
+        cp.save_events(events)
+        for huge in (2**63 - 1, 2**63, 2**64, 10**30):
+            assert cp.list_events("r", since_seq=huge) == []
+            assert list(cp.iter_events("r", since_seq=huge)) == []
+            assert cp.list_events("r", limit=huge) == events
+            assert cp.list_events("r", since_seq=-huge) == events
+            assert list(cp.iter_events("r", since_seq=-huge)) == events
+            assert cp.list_runs(limit=huge) == ["r"]
+
     # -- conflicts and idempotent retries ----------------------------------------------------
 
     def test_conflicting_event_raises_and_keeps_the_first(self, cp: Checkpointer) -> None:
@@ -215,6 +247,26 @@ class BaseSuite(Rows):
         cp.save_events([event, ev("r", 2)])
         cp.save_events([event, ev("r", 2)])
         assert cp.list_events("r") == [event, ev("r", 2)]
+
+    def test_a_retry_equal_to_the_stored_event_is_a_no_op_however_it_is_written(
+        self, cp: Checkpointer
+    ) -> None:
+        # The rule is ``==``: a retry rebuilt with its keys in another order, 1.0 for 1, True
+        # for 1 or -0.0 for 0.0 is the same event, and the stored one is kept as it was.
+        stored = ev("r", 1, a=1, b={"x": 0.0, "y": [1, 2]}, c=1)
+        cp.save_event(stored)
+        retry = ev("r", 1, c=True, b={"y": [1.0, 2], "x": -0.0}, a=1.0)
+        assert retry == stored and retry.model_dump_json() != stored.model_dump_json()
+        cp.save_event(retry)
+        cp.save_events([retry, ev("r", 2)], snapshot=st("r", 2))
+        assert repr(cp.list_events("r")) == repr([stored, ev("r", 2)])
+        # Equal values in another order are not equal lists: that is a conflict.
+        with pytest.raises(SequenceConflict):
+            cp.save_event(ev("r", 1, a=1, b={"x": 0.0, "y": [2, 1]}, c=1))
+        with pytest.raises(SequenceConflict):
+            cp.save_events([ev("r", 3, v=1), ev("r", 3, v=2.5)])
+        cp.save_events([ev("r", 3, v=1), ev("r", 3, v=1.0)])
+        assert repr(cp.list_events("r", since_seq=2)) == repr([ev("r", 3, v=1)])
 
     def test_events_differing_only_in_ts_or_lane_conflict(self, cp: Checkpointer) -> None:
         event = ev("r", 1)

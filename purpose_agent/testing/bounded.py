@@ -81,6 +81,26 @@ class BoundedReadsSuite(Rows):
         assert reader.list_events("r", lanes=["nowhere"]) == []
         assert reader.list_events("r", kinds=[EventKind.TOOL_CALL], limit=1) == calls[:1]
 
+    def test_bounds_and_lanes_no_event_can_have_select_what_they_select(
+        self, cp: Checkpointer
+    ) -> None:
+        # No stored seq reaches 2**63 and no stored lane holds NUL or a surrogate or is longer
+        # than 255 characters: such arguments are answered, never passed to a driver that
+        # cannot take them.
+        events = _mixed_run(cp)
+        reader = cast(BoundedReads, cp)
+        for huge in (2**63, 2**64, 10**30):
+            assert reader.list_events("r", before=huge) == events
+            assert (
+                reader.list_events("r", before=huge, newest_first=True, limit=huge)
+                == (events[::-1])
+            )
+            assert reader.list_events("r", before=-huge) == []
+        impossible = ["\ud800", "a\x00", "\ud83d\ude00", "x" * 256]
+        assert reader.list_events("r", lanes=impossible) == []
+        side = [e for e in events if e.lane_id == "side"]
+        assert reader.list_events("r", lanes=["side", *impossible]) == side
+
     @pytest.mark.parametrize(
         "arguments",
         [

@@ -190,6 +190,15 @@ class GroupsSuite(Rows):
             assert cp.list_runs(prefix=prefix) == expected, prefix
         assert cp.list_runs(prefix="") == newest_first
 
+    def test_a_prefix_no_run_id_can_start_with_lists_no_run(self, cp: GroupedStore) -> None:
+        # Characters no run id holds, some of which no database takes as text: nothing starts
+        # with them, on every store.
+        cp.append("a", [new()], group="g")
+        for prefix in ("\ud800", "a\x00", "\ud83d\ude00", "a/", "a\\", "\x7f"):
+            assert cp.list_runs(prefix=prefix) == [], repr(prefix)
+            assert cp.list_runs(group="g", prefix=prefix) == [], repr(prefix)
+        assert cp.list_runs(prefix="a") == ["a"]
+
     def test_list_runs_by_prefix_pages(self, cp: GroupedStore) -> None:
         for index in range(6):
             cp.save_event(ev(f"job-{index}", 1))

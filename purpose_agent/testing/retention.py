@@ -148,6 +148,14 @@ class RetentionRows(Rows):
         assert cp.delete_runs(prefix="") == ["ab", "axb", "jobs"]
         assert cp.list_runs() == []
 
+    def test_delete_runs_by_a_prefix_no_run_id_can_start_with_deletes_nothing(
+        self, cp: RetainingStore
+    ) -> None:
+        cp.save_event(ev("a", 1))
+        for prefix in ("\ud800", "a\x00", "\ud83d\ude00", "a/"):
+            assert cp.delete_runs(prefix=prefix) == [], repr(prefix)
+        assert cp.list_runs() == ["a"]
+
     # -- delete_runs by age and count ----------------------------------------------------------
 
     def test_delete_runs_last_written_before_a_time(self, cp: RetainingStore) -> None:
