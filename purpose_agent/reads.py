@@ -112,7 +112,7 @@ def event_window(
     if before is not None and before > BOUND:
         before = None
     return EventWindow(
-        min(max(since_seq, 0), BOUND),
+        min(max(since_seq, -BOUND), BOUND),
         None if before is None else max(before, 0),
         None if limit is None else min(limit, BOUND),
         newest_first,

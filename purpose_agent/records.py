@@ -71,8 +71,8 @@ def check_since(since_seq: object, limit: object = None) -> int:
     """Check the paging arguments of ``list_events`` and ``iter_events``.
 
     Returns:
-        ``since_seq`` within ``0..BOUND``, which selects the same events: every seq is in
-        ``1..BOUND``.
+        ``since_seq`` within ``-BOUND..BOUND``, which selects the same events: every seq
+        is in ``1..BOUND`` (a negative one still reads a damaged row below 1, to report it).
 
     Raises:
         InvalidInput: If ``since_seq`` is not an int or ``limit`` is negative.
@@ -81,7 +81,7 @@ def check_since(since_seq: object, limit: object = None) -> int:
     if type(since_seq) is not int:
         raise InvalidInput(f"since_seq must be an int, not {type(since_seq).__name__}")
     check_limit(limit)
-    return min(max(since_seq, 0), BOUND)
+    return min(max(since_seq, -BOUND), BOUND)
 
 
 def check_limit(limit: object, what: str = "limit") -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from purpose_agent.appends import (
     snapshot_row,
 )
 from purpose_agent.clock import stamp_ns
-from purpose_agent.errors import SequenceConflict
+from purpose_agent.errors import SequenceConflict, StoreUnavailable
 from purpose_agent.protocol import (
     ClosingContext,
     KeyedEvent,
@@ -43,6 +44,7 @@ from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
 
 _PAGE = 1000
+_WHERE = "memory"  # the store in messages, as the target "memory" names it (stores/open.py)
 
 
 @dataclass
@@ -79,32 +81,45 @@ class InMemoryCheckpointer(ClosingContext):
     def __init__(self) -> None:
         self._runs: dict[str, _Run] = {}
         self._lock = threading.RLock()
+        self._closed = False
+
+    @contextlib.contextmanager
+    def _serving(self, action: str) -> Iterator[None]:
+        """Hold the store's lock for ``action``, refusing it once the store is closed.
+
+        The check is made under the lock, so a call that races ``close()`` either completes
+        before it or is refused, as on the SQL stores.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreUnavailable(f"{action} failed on {_WHERE}: the store is closed")
+            yield
 
     # -- writes ---------------------------------------------------------------------------
 
     def save_event(self, event: PAEvent) -> None:
         """Append one event. See :class:`~purpose_agent.protocol.Checkpointer`."""
-        self._write([event_row(event)], None)
+        self._write("saving an event", [event_row(event)], None)
 
     def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
         """Append a batch (and a snapshot) all or nothing."""
         rows = event_rows(events)
         snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
-        self._write(rows, snap)
+        self._write("saving events", rows, snap)
 
     def save_snapshot(self, run_id: str, state: RunState) -> None:
         """Save a snapshot; a lower ``seq`` than the stored one is ignored."""
-        self._write([], state_row(run_id, state))
+        self._write("saving a snapshot", [], state_row(run_id, state))
 
-    def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:
-        with self._lock:
+    def _write(self, action: str, rows: list[EventRow], snap: StateRow | None) -> None:
+        with self._serving(action):
             new: list[EventRow] = []
             for row in rows:
                 run = self._runs.get(row.run_id)
                 stored = run.events.get(row.seq) if run is not None else None
                 if stored is None:
                     new.append(row)
-                elif stored != row:
+                elif not stored.same_event(row):
                     raise SequenceConflict(row.run_id, row.seq)
             stamp = stamp_ns()
             for row in new:
@@ -132,7 +147,7 @@ class InMemoryCheckpointer(ClosingContext):
         expected = check_expected(expected_last_seq)
         items = drafts(run_id, events)
         group = check_label(group, "group") if group is not None else None
-        with self._lock:
+        with self._serving("appending events"):
             run = self._runs.get(run_id) or _Run()
             stored = {
                 item.key: run.events[run.keys[item.key]]
@@ -155,7 +170,7 @@ class InMemoryCheckpointer(ClosingContext):
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run ever stored; 0 for an unknown run."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("reading a run's last seq"):
             run = self._runs.get(run_id)
             return run.last_seq if run is not None else 0
 
@@ -163,7 +178,7 @@ class InMemoryCheckpointer(ClosingContext):
         """The run's event appended with ``key``, or ``None``."""
         check_run_id(run_id)
         key = check_label(key, "key")
-        with self._lock:
+        with self._serving("reading an event by key"):
             run = self._runs.get(run_id)
             seq = run.keys.get(key) if run is not None else None
             row = run.events.get(seq) if run is not None and seq is not None else None
@@ -190,7 +205,7 @@ class InMemoryCheckpointer(ClosingContext):
         rows = keyed_rows(run_id, events)
         snap = state_row(run_id, snapshot) if snapshot is not None else None
         group = check_label(group, "group") if group is not None else None
-        with self._lock:
+        with self._serving("saving keyed events"):
             run = self._runs.get(run_id)
             if run is None:
                 new = rows
@@ -221,13 +236,13 @@ class InMemoryCheckpointer(ClosingContext):
     def load_latest(self, run_id: str) -> RunState | None:
         """Return the snapshot with the highest ``seq``, or ``None``."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("loading a snapshot"):
             run = self._runs.get(run_id)
             snap = run.snapshot if run is not None else None
         return decode_state(run_id, snap.state, snap.seq) if snap is not None else None
 
     def _rows_after(self, run_id: str, since_seq: int, limit: int | None) -> list[EventRow]:
-        with self._lock:
+        with self._serving("reading events"):
             run = self._runs.get(run_id)
             if run is None:
                 return []
@@ -281,7 +296,7 @@ class InMemoryCheckpointer(ClosingContext):
 
     def _iter_keyed(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
         while True:
-            with self._lock:
+            with self._serving("reading events"):
                 page = self._rows_after(run_id, since_seq, _PAGE)
                 run = self._runs.get(run_id)
                 keys = [run.key_of.get(row.seq) if run is not None else None for row in page]
@@ -294,7 +309,7 @@ class InMemoryCheckpointer(ClosingContext):
     def recover(self, run_id: str) -> Recovery | None:
         """Return the latest snapshot and exactly the events after it."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("recovering a run"):
             run = self._runs.get(run_id)
             if run is None:
                 return None
@@ -316,7 +331,7 @@ class InMemoryCheckpointer(ClosingContext):
         check_limit(offset, "offset")
         group = check_label(group, "group") if group is not None else None
         prefix = check_prefix(prefix) if prefix is not None else None
-        with self._lock:
+        with self._serving("listing runs"):
             ordered = sorted(
                 (
                     (run_id, run)
@@ -333,7 +348,7 @@ class InMemoryCheckpointer(ClosingContext):
         """Group names, the group with the most recently written run first."""
         check_limit(limit)
         check_limit(offset, "offset")
-        with self._lock:
+        with self._serving("listing groups"):
             latest: dict[str, int] = {}
             for run in self._runs.values():
                 if run.group is not None:
@@ -344,14 +359,14 @@ class InMemoryCheckpointer(ClosingContext):
     def run_group(self, run_id: str) -> str | None:
         """The run's group, or ``None``."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("reading a run's group"):
             run = self._runs.get(run_id)
             return run.group if run is not None else None
 
     def compact(self, run_id: str) -> int:
         """Delete the events the run's latest snapshot covers; how many were deleted."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("compacting a run"):
             run = self._runs.get(run_id)
             if run is None or run.snapshot is None:
                 return 0
@@ -375,7 +390,7 @@ class InMemoryCheckpointer(ClosingContext):
     ) -> list[str]:
         """Delete the runs every given filter selects, at once; their ids, sorted."""
         chosen = run_filter(run_ids, group, prefix, older_than, keep_newest)
-        with self._lock:
+        with self._serving("deleting runs"):
             doomed = chosen.choose(
                 [
                     (run_id, run.written_ns)
@@ -390,7 +405,7 @@ class InMemoryCheckpointer(ClosingContext):
     def delete_run(self, run_id: str) -> None:
         """Remove a run's events and snapshot."""
         check_run_id(run_id)
-        with self._lock:
+        with self._serving("deleting a run"):
             self._runs.pop(run_id, None)
 
     # -- counts kept from the seed --------------------------------------------------------
@@ -398,16 +413,24 @@ class InMemoryCheckpointer(ClosingContext):
     @property
     def event_count(self) -> int:
         """Number of stored events across all runs."""
-        with self._lock:
+        with self._serving("counting events"):
             return sum(len(run.events) for run in self._runs.values())
 
     @property
     def snapshot_count(self) -> int:
         """Number of runs with a snapshot."""
-        with self._lock:
+        with self._serving("counting snapshots"):
             return sum(run.snapshot is not None for run in self._runs.values())
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Nothing to release; kept for the protocol."""
+        """Drop every run and refuse every later call; closing again does nothing.
+
+        A closed store answers nothing, as the SQL stores do once their connections are gone,
+        so that code which kept a handle it had closed fails at once instead of working on
+        (or writing to) data nobody else will ever read.
+        """
+        with self._lock:
+            self._closed = True
+            self._runs = {}

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 _ROW_MODULES = (
     "harness",
     "base",
+    "closing",
     "bounded",
     "appending",
     "groups",

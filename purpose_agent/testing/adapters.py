@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar, cast
@@ -46,6 +47,12 @@ class BlockingAdapter:
             raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            # After close() the store itself must answer (a closed store refuses every call),
+            # not the adapter's stopped loop with a RuntimeError; a throwaway loop in a
+            # thread of its own serves whatever thread the caller is on.
+            with ThreadPoolExecutor(1) as worker:
+                return worker.submit(asyncio.run, coro).result()
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def _stop(self) -> None:

@@ -10,6 +10,7 @@ from purpose_agent.testing.appending import AppendingSuite
 from purpose_agent.testing.base import BaseSuite
 from purpose_agent.testing.bounded import BoundedReadsSuite
 from purpose_agent.testing.capabilities import Capability
+from purpose_agent.testing.closing import ClosingSuite
 from purpose_agent.testing.durable import DurableSuite
 from purpose_agent.testing.groups import GroupsSuite
 from purpose_agent.testing.harness import Rows
@@ -34,6 +35,7 @@ SUITES: dict[Capability, type[Rows]] = {
 
 class CheckpointerSuite(
     BaseSuite,
+    ClosingSuite,
     DurableSuite,
     StreamingSuite,
     ThreadsSuite,

@@ -158,6 +158,25 @@ def test_list_runs_orders_by_the_files_written_last(cp: JSONLCheckpointer) -> No
     assert cp.list_runs() == ["b", "a", "c"]
 
 
+def test_runs_of_one_batch_list_in_run_id_order_as_on_every_other_store(
+    cp: JSONLCheckpointer,
+) -> None:
+    # One batch is one write: its runs share one write time, and ties list by run id. As run
+    # ids "a-b" < "a.b", as directory names "a%2Eb" < "a-b"; the hashed one ends either way.
+    hashed = "é" * 120
+    cp.save_event(ev("old", 1))
+    cp.save_events([ev("z", 1), ev("a.b", 1), ev(hashed, 1), ev("a-b", 1), ev("x", 1)])
+    assert cp.list_runs() == ["a-b", "a.b", "x", "z", hashed, "old"]
+    cp.save_events([ev("z", 2), ev("x", 2)])
+    assert cp.list_runs() == ["x", "z", "a-b", "a.b", hashed, "old"]
+    assert cp.list_runs(limit=2, offset=1) == ["z", "a-b"]
+    # The snapshot of one run and the events of another, in one batch, are one write too.
+    cp.save_events([ev("q", 1)], snapshot=st("p", 0))
+    assert cp.list_runs(limit=3) == ["p", "q", "x"]
+    with JSONLCheckpointer(cp.base_dir) as other:
+        assert other.list_runs() == ["p", "q", "x", "z", "a-b", "a.b", hashed, "old"]
+
+
 def test_lock_files_live_outside_run_directories_and_survive_delete(cp: JSONLCheckpointer) -> None:
     cp.save_event(ev("r", 1))
     lock = cp.base_dir / ".locks" / f"{cp.run_path('r').name}.lock"
@@ -252,11 +271,10 @@ def test_invalid_event_in_the_middle_raises_corrupt_record_naming_run_and_seq(
 
 
 @pytest.mark.parametrize(
-    ("garbage", "seq"),
-    [(b"this is not json", None), (b'{"run_id": "r", "seq": 2, "kind": ', 2), (b"[1, 2]", None)],
+    "garbage", [b"this is not json", b'{"run_id": "r", "seq": 2, "kind": ', b"[1, 2]"]
 )
 def test_unreadable_line_in_the_middle_raises_corrupt_record(
-    cp: JSONLCheckpointer, garbage: bytes, seq: int | None
+    cp: JSONLCheckpointer, garbage: bytes
 ) -> None:
     cp.save_event(ev("r", 1))
     # Written behind the store's back: the store itself would refuse to append after it.
@@ -266,9 +284,67 @@ def test_unreadable_line_in_the_middle_raises_corrupt_record(
         with pytest.raises(CorruptRecord) as info:
             fresh.list_events("r")
         assert info.value.run_id == "r"
-        assert info.value.seq == seq
+        assert info.value.seq == 2  # shown by the line, or by the lines around it
         with pytest.raises(CorruptRecord):
             fresh.save_event(ev("r", 4))  # a writer does not paper over it either
+
+
+def event_line(*seqs: int) -> bytes:
+    """A log line as the store writes it: one event, or a batch of them."""
+    records = [ev("r", seq).to_dict() for seq in seqs]
+    return json.dumps(records[0] if len(records) == 1 else records).encode() + b"\n"
+
+
+BAD = b"#### not a line any writer wrote ####\n"
+
+# Logs written in ascending seq order with unreadable lines in them, the seq the first of them
+# must have held when the lines around it leave it one (else None), and where it lies.
+AROUND_AN_UNREADABLE_LINE: dict[str, tuple[list[bytes], int | None, str]] = {
+    "between-neighbours": ([event_line(1), BAD, event_line(3)], 2, "between seq 1 and seq 3"),
+    "first-line": ([BAD, event_line(2), event_line(3)], 1, "before seq 2"),
+    "two-filling-a-gap": ([event_line(1), BAD, BAD, event_line(4)], 2, "between seq 1 and seq 4"),
+    "between-batches": ([event_line(1, 2), BAD, event_line(4, 5)], 3, "between seq 2 and seq 4"),
+    "wider-gap": ([event_line(1), BAD, event_line(4)], None, "between seq 1 and seq 4"),
+    "first-before-a-gap": ([BAD, event_line(5)], None, "before seq 5"),
+    "last-complete-line": ([event_line(1), event_line(2), BAD], None, "after seq 2"),
+}
+
+
+@pytest.mark.parametrize("name", list(AROUND_AN_UNREADABLE_LINE))
+def test_unreadable_line_is_named_by_the_seq_or_the_range_the_lines_around_it_leave(
+    cp: JSONLCheckpointer, name: str
+) -> None:
+    lines, seq, where = AROUND_AN_UNREADABLE_LINE[name]
+    cp.run_path("r").mkdir(parents=True)
+    (cp.run_path("r") / "events.jsonl").write_bytes(b"".join(lines))
+    for read in (lambda: cp.list_events("r"), lambda: cp.recover("r")):
+        with pytest.raises(CorruptRecord) as info:
+            read()
+        assert (info.value.run_id, info.value.seq) == ("r", seq)
+        assert where in str(info.value)
+        shown = f"at seq {seq}:" if seq is not None else "at an unreadable seq:"
+        assert shown in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [event_line(1), event_line(3), BAD, event_line(2)],  # the next line goes back
+        [event_line(2, 4), event_line(3), BAD, event_line(5)],  # earlier lines out of order
+    ],
+    ids=["next-line-lower", "earlier-lines-out-of-order"],
+)
+def test_unreadable_line_in_a_log_out_of_seq_order_is_not_given_a_seq(
+    cp: JSONLCheckpointer, lines: list[bytes]
+) -> None:
+    # Seqs are the caller's: where the log does not go up line by line, its neighbours say
+    # nothing certain about what the damaged line held.
+    cp.run_path("r").mkdir(parents=True)
+    (cp.run_path("r") / "events.jsonl").write_bytes(b"".join(lines))
+    with pytest.raises(CorruptRecord) as info:
+        cp.list_events("r")
+    assert info.value.seq is None
+    assert "lies" not in str(info.value)
 
 
 def test_two_different_events_at_one_seq_in_a_log_are_corrupt(cp: JSONLCheckpointer) -> None:

@@ -25,6 +25,10 @@ or lost the compaction header ``snapshot.json`` names), a ``snapshot.json`` that
 decoded, and a ``meta.json`` that names no valid group. Other runs in the folder are not
 affected.
 
+A folder this process may read but not write (another user's, a read-only mount) is served
+for reading: reads that take a run's lock read without it where the lock file cannot be opened,
+consistently still (see :mod:`.locks`), and writes fail with ``StoreUnavailable``.
+
 Appends take their seqs under the run's lock, from the index of its log (which also maps event
 keys to seqs) and the snapshot's seq. A compaction rewrites the log without the events its
 snapshot covers and renames it into place, so a crash leaves the old log or the new one.

@@ -12,6 +12,27 @@ from .naming import EVENTS_FILE, SNAPSHOT_FILE
 
 BINARY = getattr(os, "O_BINARY", 0)
 
+FileIdentity = tuple[int, int, int]
+"""A file's inode, size and modification time: which file it is, and which write it holds.
+
+The store stamps every file it writes with a time no other write of this process shares (see
+:func:`~purpose_agent.clock.stamp_ns`), so a file replaced by another write shows another
+identity even where the new file reuses the old one's inode.
+"""
+
+
+def identity(info: os.stat_result) -> FileIdentity:
+    """The :data:`FileIdentity` of a file from its ``stat``."""
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+def file_identity(path: Path) -> FileIdentity | None:
+    """The :data:`FileIdentity` of the file at ``path``; ``None`` if there is none."""
+    try:
+        return identity(os.stat(path))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
 
 def pread_exact(run_id: str, fd: int, offset: int, size: int) -> bytes:
     """Read exactly ``size`` bytes of a run's log; a log that ends sooner is corrupt."""

@@ -190,7 +190,7 @@ def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
         pending += chunk
         cut = 0
         while (newline := pending.find(b"\n", cut)) >= 0:
-            _index_line(run_id, fd, index, bytes(pending[cut:newline]), base + cut)
+            _index_line(run_id, fd, index, bytes(pending[cut:newline]), base + cut, size)
             cut = newline + 1
         del pending[:cut]
         base += cut
@@ -208,12 +208,17 @@ def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
         index.tail = os.pread(fd, keep, index.scanned - keep)
 
 
-def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> None:
+def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int, size: int) -> None:
     end = start + len(line) + 1
     if not line.strip():
         index.scanned = end
         return
-    parsed = parse_line(run_id, line, start)
+    try:
+        parsed = parse_line(run_id, line, start)
+    except CorruptRecord as exc:
+        if exc.seq is not None:
+            raise
+        raise _located(run_id, fd, index, exc, end, size) from exc
     if parsed.compacted is not None:
         index.log_id, index.floor = parsed.compacted
     seqs: list[int] = []
@@ -242,3 +247,76 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int) -> 
             raise CorruptRecord(run_id, seq, "the log holds two different events at this seq")
     snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None
     index.add_line(start, end, seqs, snap_seq, keys.items())
+
+
+def _located(
+    run_id: str, fd: int, index: Index, exc: CorruptRecord, end: int, size: int
+) -> CorruptRecord:
+    """The error of a line that shows no seq, naming what the lines around it tell for sure.
+
+    Seqs are the caller's, so only a log that goes up line by line says anything: there, a
+    line after the one holding seq ``a`` and before the one holding seq ``b`` held seqs in
+    between, and every line other than a compacted log's header holds at least one. When the
+    unreadable lines from this one on up to ``b`` are as many as the seqs in between, each held
+    exactly one, and this one's seq is known; otherwise the message names the range. A log that
+    does not go up around the line (a seq written out of order) gets neither: nothing about it
+    would be certain.
+    """
+    offsets = index.offsets
+    if any(offsets[i] > offsets[i + 1] for i in range(len(offsets) - 1)):
+        return exc  # an earlier line went back: the log is not in seq order
+    if index.seqs:
+        after = index.seqs[-1]
+    else:  # the first events: past a compacted log's header, above the snapshot it holds
+        after = max(index.snap_seq, 0) if index.log_id is not None else 0
+    unreadable, before = _next_readable(run_id, fd, end, size)
+    if before is not None and before <= after:
+        return exc  # the next line goes back
+    if before is None:
+        if not after:
+            return exc  # nothing readable on either side
+        where = f"after seq {after}"
+    elif after:
+        where = f"between seq {after} and seq {before}"
+    else:
+        where = f"before seq {before}"
+    if before is not None and before - after - 1 == unreadable + 1:
+        seq = after + 1
+        more = f", the first of {unreadable + 1} unreadable lines there" if unreadable else ""
+        detail = f"{exc.detail}; it lies {where}{more}, so it held seq {seq}"
+        return CorruptRecord(run_id, seq, detail)
+    return CorruptRecord(run_id, None, f"{exc.detail}; it lies {where}")
+
+
+def _next_readable(run_id: str, fd: int, start: int, size: int) -> tuple[int, int | None]:
+    """Look past an unreadable line that ends at ``start`` for the next line holding events.
+
+    Returns:
+        How many unreadable lines come first, and the lowest seq of that line (``None`` when
+        no complete line holding events follows).
+
+    """
+    unreadable = 0
+    pending = bytearray()
+    base = position = start
+    while position < size:
+        chunk = os.pread(fd, min(_CHUNK, size - position), position)
+        if not chunk:
+            break
+        position += len(chunk)
+        pending += chunk
+        cut = 0
+        while (newline := pending.find(b"\n", cut)) >= 0:
+            line, line_start, cut = bytes(pending[cut:newline]), base + cut, newline + 1
+            if not line.strip():
+                continue
+            try:
+                records = parse_line(run_id, line, line_start).records
+            except CorruptRecord:
+                unreadable += 1
+                continue
+            if records:
+                return unreadable, min(record["seq"] for record in records)
+        del pending[:cut]
+        base += cut
+    return unreadable, None

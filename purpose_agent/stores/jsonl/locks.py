@@ -3,23 +3,31 @@
 Lock files live in ``base_dir/.locks/<run dir>.lock``, outside the run's directory, so that
 deleting a run never deletes a lock somebody holds. Writers of different runs never wait for
 each other.
+
+A process that may read the folder but not write it (another user's files, a read-only mount)
+cannot create or open a lock file: taking one for a read then says so instead of failing, and
+the read is made without it (see ``JSONLCheckpointer._without_lock``). Writes still fail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from filelock import FileLock
 
+from .files import FileIdentity
 from .index import Index
 from .naming import dir_name
 
 # Contended writers poll the lock; a short interval keeps several processes appending to one run
 # at disk speed instead of at the poll rate.
 _POLL_SECONDS = 0.001
+# What opening or creating a lock file gives where this process may only read.
+_READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 class Run:
@@ -31,8 +39,12 @@ class Run:
         self.mutex = threading.Lock()
         self.file_lock = FileLock(str(lock_path), poll_interval=_POLL_SECONDS)
         self.index = Index()
-        # snapshot.json's seq, with the (inode, size, mtime) of the file it was read from.
-        self.snapshot_seq: tuple[tuple[int, int, int], int] | None = None
+        # snapshot.json's seq, with the identity of the file it was read from.
+        self.snapshot_seq: tuple[FileIdentity, int] | None = None
+        # How often snapshot.json was read for this run, and what the last read found (None:
+        # no file), so that a read without the lock can tell which file it paired with the log.
+        self.snapshot_reads = 0
+        self.snapshot_read: FileIdentity | None = None
 
 
 class Runs:
@@ -58,21 +70,53 @@ class Runs:
             self._runs.clear()
 
     @contextlib.contextmanager
-    def exclusive(self, run: Run) -> Iterator[None]:
-        """Hold the run against this process's threads and against other processes."""
-        with run.mutex, self.file_locked(run):
-            yield
+    def exclusive(self, run: Run, *, reading: bool = False) -> Iterator[bool]:
+        """Hold the run against this process's threads and against other processes.
+
+        Yields whether the file lock is held, which is always so unless ``reading`` (see
+        :meth:`file_locked`).
+        """
+        with run.mutex, self.file_locked(run, reading=reading) as locked:
+            yield locked
 
     @contextlib.contextmanager
-    def file_locked(self, run: Run) -> Iterator[None]:
-        """Hold the run against other processes; the caller holds ``run.mutex``."""
+    def file_locked(self, run: Run, *, reading: bool = False) -> Iterator[bool]:
+        """Hold the run against other processes; the caller holds ``run.mutex``.
+
+        Args:
+            run: The run.
+            reading: For a read: where this process may not create or open the lock file
+                (the folder is read-only for it), yield ``False`` holding nothing, rather than
+                raise, so that the caller can read without the lock.
+
+        Yields:
+            Whether the lock is held.
+
+        Raises:
+            OSError: The lock file cannot be created or opened (for a read, other than for
+                lack of permission).
+
+        """
+        try:
+            self._acquire(run)
+        except OSError as exc:
+            if not (reading and exc.errno in _READ_ONLY_ERRNOS):
+                raise
+            held = False
+        else:
+            held = True
+        if not held:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            run.file_lock.release()
+
+    def _acquire(self, run: Run) -> None:
         try:
             run.file_lock.acquire()
         except FileNotFoundError:
             # Somebody removed .locks; the lock file only has to exist while it is held.
             self.locks_dir.mkdir(parents=True, exist_ok=True)
             run.file_lock.acquire()
-        try:
-            yield
-        finally:
-            run.file_lock.release()

@@ -12,6 +12,7 @@ was written before the log was last compacted, and the header's snapshot superse
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,15 +21,21 @@ from purpose_agent.errors import CorruptRecord
 from purpose_agent.records import StateRow, decode_state
 from purpose_agent.runtime.state import RunState
 
+from .files import FileIdentity, identity
 from .lines import seq_hint
 
 
 class StoredSnapshot(NamedTuple):
-    """A decoded ``snapshot.json``: the state, and the log's length when it was written."""
+    """A decoded ``snapshot.json``: the state, and the log's length when it was written.
+
+    ``file`` is the identity of the file it was read from, for readers that must know it is
+    the one still in place.
+    """
 
     state: RunState
     log_end: int
     log_id: str | None = None
+    file: FileIdentity | None = None
 
 
 def snapshot_bytes(snapshot: StateRow, log_end: int, log_id: str | None) -> bytes:
@@ -60,7 +67,9 @@ def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
 
     """
     try:
-        text = path.read_bytes()
+        with path.open("rb") as opened:
+            found = identity(os.fstat(opened.fileno()))
+            text = opened.read()
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
@@ -80,9 +89,9 @@ def read_snapshot_file(run_id: str, path: Path) -> StoredSnapshot | None:
         log_id = record.get("log")
         if log_id is not None and not isinstance(log_id, str):
             raise CorruptRecord(run_id, seq, f"{path} names no valid log")
-        return StoredSnapshot(decode_state(run_id, state, seq), log_end, log_id)
+        return StoredSnapshot(decode_state(run_id, state, seq), log_end, log_id, found)
     # The seed wrote the bare state, and no log snapshots: any log snapshot is newer.
-    return StoredSnapshot(decode_state(run_id, record, _state_seq(record, text)), -1)
+    return StoredSnapshot(decode_state(run_id, record, _state_seq(record, text)), -1, None, found)
 
 
 def _state_seq(state: object, text: bytes) -> int | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import bisect
 import contextlib
 import enum
+import itertools
+import operator
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +29,13 @@ from purpose_agent.appends import (
     snapshot_row,
 )
 from purpose_agent.clock import stamp_ns
-from purpose_agent.errors import CorruptRecord, InvalidRunId, SequenceConflict, translated
+from purpose_agent.errors import (
+    CorruptRecord,
+    InvalidRunId,
+    SequenceConflict,
+    StoreUnavailable,
+    translated,
+)
 from purpose_agent.protocol import (
     ClosingContext,
     KeyedEvent,
@@ -52,7 +61,17 @@ from purpose_agent.runtime.state import RunState
 
 from .compaction import compacted_log
 from .faults import Faults, no_faults
-from .files import BINARY, fsync_dir, pread_exact, undo_append, write_all, write_temp, written_ns
+from .files import (
+    BINARY,
+    file_identity,
+    fsync_dir,
+    identity,
+    pread_exact,
+    undo_append,
+    write_all,
+    write_temp,
+    written_ns,
+)
 from .index import TAIL, Index, LineReader, refreshed
 from .journal import Entry, Journal
 from .lines import line_bytes, parse_line, record_key, stored_row
@@ -76,6 +95,13 @@ from .snapshots import StoredSnapshot, read_snapshot_file, snapshot_bytes
 
 _PAGE = 1000
 _T = TypeVar("_T")
+# Reads where this process may not take a run's lock (see JSONLCheckpointer._without_lock):
+# attempts, and the pause before the next, doubling from the first up to the last.
+_UNLOCKED_ATTEMPTS = 12
+_UNLOCKED_PAUSE = 0.001
+_UNLOCKED_MAX_PAUSE = 0.05
+# How long such a read waits for a writer at work to finish a batch across runs.
+_JOURNAL_WAIT_SECONDS = 2.0
 
 
 class _NotRead(enum.Enum):
@@ -162,6 +188,7 @@ class JSONLCheckpointer(ClosingContext):
         self.base_dir = Path(base_dir)
         self._where = str(self.base_dir)
         self._faults = faults
+        self._closed = False
         self._runs = Runs(self.base_dir / LOCKS_DIR)
         self._journal = Journal(self.base_dir / JOURNAL_DIR, faults)
         with translated("creating the store's folders", self._where, OSError):
@@ -187,6 +214,13 @@ class JSONLCheckpointer(ClosingContext):
         return self.base_dir / dir_name(check_run_id(run_id))
 
     def _os_errors(self, action: str) -> contextlib.AbstractContextManager[None]:
+        """Translate OS errors of ``action``; refuse it at once if the store is closed.
+
+        Every operation that touches the files goes through here, which makes it the one
+        place a closed handle is refused (see :meth:`close`).
+        """
+        if self._closed:
+            raise StoreUnavailable(f"{action} failed on {self._where}: the store is closed")
         return translated(action, self._where, OSError)
 
     # -- writes ---------------------------------------------------------------------------
@@ -488,7 +522,7 @@ class JSONLCheckpointer(ClosingContext):
                 found = stored_row(run_id, record, row.seq)
                 if keys is not None:
                     stored[row.seq] = (found, record_key(run_id, record))
-                elif found != row:
+                elif not found.same_event(row):
                     raise SequenceConflict(run_id, row.seq)
         finally:
             if fd is not None:
@@ -514,18 +548,23 @@ class JSONLCheckpointer(ClosingContext):
         no part of itself behind; the rename itself is atomic. ``entry`` is the journal entry
         of the batch when this is its first attempt: it is removed too when everything was cut
         back off, and kept (to be rolled forward) when something could not be.
+
+        Every file the commit writes gets one stamp: a batch is one write, so its runs share one
+        write time in :meth:`list_runs` (and list among themselves by run id), as the rows of
+        one transaction do on the other stores.
         """
+        stamp = stamp_ns()
         appended: list[_Appended] = []
         snapshot_plan = next((plan for plan in plans if plan.snapshot is not None), None)
         target: Path | None = None
         try:
             for plan in plans:
                 if plan.rows:
-                    appended.append(self._append(plan))
+                    appended.append(self._append(plan, stamp))
                     if entry is not None:
                         self._faults("appended", plan.run_id)
             if snapshot_plan is not None and snapshot_plan.snapshot_wins:
-                temp, target = self._prepare_snapshot(snapshot_plan, appended)
+                temp, target = self._prepare_snapshot(snapshot_plan, appended, stamp)
                 os.replace(temp, target)
         except BaseException:
             undone = [undo_append(done.path, done.start, done.plan.exists) for done in appended]
@@ -542,7 +581,7 @@ class JSONLCheckpointer(ClosingContext):
         if target is not None:
             fsync_dir(target.parent)
         elif snapshot_plan is not None and not snapshot_plan.rows:
-            self._touch(snapshot_plan)
+            self._touch(snapshot_plan, stamp)
 
     @staticmethod
     def _note_appended(done: _Appended) -> None:
@@ -560,7 +599,7 @@ class JSONLCheckpointer(ClosingContext):
         index.add_line(done.start, done.start + len(done.line), seqs, done.snap_seq, keys)
         index.tail = done.line[-TAIL:]
 
-    def _append(self, plan: _Plan) -> _Appended:
+    def _append(self, plan: _Plan, stamp: int) -> _Appended:
         run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
         path = run_dir / EVENTS_FILE
         start = plan.run.index.scanned
@@ -574,7 +613,6 @@ class JSONLCheckpointer(ClosingContext):
                     # the next line must not be glued onto it.
                     os.ftruncate(fd, start)
                 write_all(fd, line)
-                stamp = stamp_ns()
                 os.utime(path, ns=(stamp, stamp))
                 os.fsync(fd)
                 info = os.fstat(fd)
@@ -588,7 +626,9 @@ class JSONLCheckpointer(ClosingContext):
         snap_seq = embedded.seq if embedded is not None else None
         return _Appended(plan, path, start, line, (info.st_dev, info.st_ino), snap_seq)
 
-    def _prepare_snapshot(self, plan: _Plan, appended: list[_Appended]) -> tuple[Path, Path]:
+    def _prepare_snapshot(
+        self, plan: _Plan, appended: list[_Appended], stamp: int
+    ) -> tuple[Path, Path]:
         """Write the new snapshot file next to the old one, ready to be renamed over it."""
         assert plan.snapshot is not None
         log_end = plan.run.index.scanned
@@ -597,13 +637,13 @@ class JSONLCheckpointer(ClosingContext):
                 log_end = done.start + len(done.line)
         run_dir = self._ensure_run_dir(plan.run_id, plan.run.name)
         temp = run_dir / SNAPSHOT_TEMP
-        write_temp(temp, snapshot_bytes(plan.snapshot, log_end, plan.run.index.log_id), stamp_ns())
+        write_temp(temp, snapshot_bytes(plan.snapshot, log_end, plan.run.index.log_id), stamp)
         return temp, run_dir / SNAPSHOT_FILE
 
-    def _touch(self, plan: _Plan) -> None:
+    def _touch(self, plan: _Plan, stamp: int | None = None) -> None:
         """Count an ignored older snapshot as a write in ``list_runs``, like the memory store."""
         run_dir = self.base_dir / plan.run.name
-        stamp = stamp_ns()
+        stamp = stamp_ns() if stamp is None else stamp
         for name in (SNAPSHOT_FILE, EVENTS_FILE):
             with contextlib.suppress(FileNotFoundError):
                 os.utime(run_dir / name, ns=(stamp, stamp))
@@ -858,15 +898,15 @@ class JSONLCheckpointer(ClosingContext):
             info = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             return -1
-        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+        found = identity(info)
         cached = run.snapshot_seq
-        if cached is not None and cached[0] == identity:
+        if cached is not None and cached[0] == found:
             return cached[1]
         stored = self._read_snapshot_file(run_id, run)
         if stored is None:
             return -1
         # If the file was replaced since the stat, the next stat differs and reads it again.
-        run.snapshot_seq = (identity, stored.state.seq)
+        run.snapshot_seq = (found, stored.state.seq)
         return stored.state.seq
 
     def event_by_key(self, run_id: str, key: str) -> PAEvent | None:
@@ -914,7 +954,9 @@ class JSONLCheckpointer(ClosingContext):
     def recover(self, run_id: str) -> Recovery | None:
         """Return the latest snapshot and exactly the events after it.
 
-        Both are read under the run's lock, so no write lands between them.
+        Both are read under the run's lock, so no write lands between them. Where this process
+        may read the folder but not write it, it cannot take the lock: the two are then read
+        without it, and read again whenever ``snapshot.json`` changed in between.
 
         Args:
             run_id: The run.
@@ -929,21 +971,33 @@ class JSONLCheckpointer(ClosingContext):
         """
         check_run_id(run_id)
         run = self._runs.get(run_id)
-        with self._os_errors(f"recovering run {run_id!r}"), self._settled([run_id], [run]):
-            stored = self._read_snapshot_file(run_id, run)
-            fd = self._open_log(run)
-            try:
-                self._refresh(run_id, run, fd, locked=True, stored=stored)
-                state = self._best_snapshot(run_id, run, fd, stored)
-                if state is None and not run.index.seqs:
-                    return None
-                since = state.seq if state is not None else 0
-                events = self._events_after(
-                    run_id, run, since, None, LineReader(), locked=True, fd=fd
-                )
-            finally:
-                if fd is not None:
-                    os.close(fd)
+        action = f"recovering run {run_id!r}"
+        with (
+            self._os_errors(action),
+            self._settled([run_id], [run], reading=True) as locked,
+        ):
+            if locked:
+                return self._recovered(run_id, run, locked=True)
+            return self._without_lock(
+                action, run, lambda locked: self._recovered(run_id, run, locked=locked)
+            )
+
+    def _recovered(self, run_id: str, run: Run, *, locked: bool) -> Recovery | None:
+        """The snapshot, then the events after it from the same open log; see :meth:`recover`."""
+        stored = self._read_snapshot_file(run_id, run)
+        fd = self._open_log(run)
+        try:
+            self._refresh(run_id, run, fd, locked=locked, stored=stored)
+            state = self._best_snapshot(run_id, run, fd, stored)
+            if state is None and not run.index.seqs:
+                return None
+            since = state.seq if state is not None else 0
+            events = self._events_after(
+                run_id, run, since, None, LineReader(), locked=locked, fd=fd
+            )
+        finally:
+            if fd is not None:
+                os.close(fd)
         return Recovery(state, events)
 
     def _events_after(
@@ -1005,7 +1059,14 @@ class JSONLCheckpointer(ClosingContext):
         return decode_state(run_id, line.snapshot, index.snap_seq)
 
     def _read_snapshot_file(self, run_id: str, run: Run) -> StoredSnapshot | None:
-        return read_snapshot_file(run_id, self.base_dir / run.name / SNAPSHOT_FILE)
+        """Read ``snapshot.json``, noting on ``run`` which file that was.
+
+        The caller holds the run's mutex; :meth:`_without_lock` uses the note.
+        """
+        stored = read_snapshot_file(run_id, self.base_dir / run.name / SNAPSHOT_FILE)
+        run.snapshot_reads += 1
+        run.snapshot_read = stored.file if stored is not None else None
+        return stored
 
     # -- the index ------------------------------------------------------------------------
 
@@ -1100,8 +1161,52 @@ class JSONLCheckpointer(ClosingContext):
         try:
             return read(False)
         except (_Unsure, CorruptRecord):
-            with self._runs.file_locked(run):
-                return read(True)
+            with self._runs.file_locked(run, reading=True) as locked:
+                if locked:
+                    return read(True)
+            return self._without_lock(f"reading run folder {run.name!r}", run, read)
+
+    def _without_lock(self, action: str, run: Run, read: Callable[[bool], _T]) -> _T:
+        """Read consistently where this process may not take the run's file lock.
+
+        The caller holds ``run.mutex``. A writer may be at work meanwhile, so the read must be
+        one that needs no lock against a single write: ``snapshot.json`` first, then one open
+        log (a batch writes its log line before the file, a torn line is left out, a
+        compaction renames a whole new log into place). What it cannot see is the run deleted
+        and written again between those two steps, which would pair one life's snapshot with
+        the next life's events: the read is kept only if the ``snapshot.json`` it read (or
+        found missing) is the one in place both before and after it, which a delete (it
+        renames the run's folder away) or a new snapshot changes. Apparent damage is looked at
+        again too, and reported as damage (as a read under the lock would) only when it stays.
+
+        Raises:
+            CorruptRecord: The damage was there at every attempt.
+            StoreUnavailable: ``snapshot.json`` changed under every attempt.
+
+        """
+        path = self.base_dir / run.name / SNAPSHOT_FILE
+        damaged = False
+        for attempt in range(_UNLOCKED_ATTEMPTS):
+            if attempt:
+                time.sleep(min(_UNLOCKED_PAUSE * 2**attempt, _UNLOCKED_MAX_PAUSE))
+            before = file_identity(path)
+            reads = run.snapshot_reads
+            try:
+                found = read(False)
+            except (_Unsure, CorruptRecord):
+                damaged = True
+                continue
+            damaged = False
+            paired = run.snapshot_read if run.snapshot_reads != reads else before
+            if paired == before == file_identity(path):
+                return found
+        if damaged:
+            return read(True)  # the same at every attempt: damage, reported as such
+        raise StoreUnavailable(
+            f"{action} failed on {self._where}: {SNAPSHOT_FILE} changed during each of "
+            f"{_UNLOCKED_ATTEMPTS} reads, which this process, unable to take the run's lock "
+            "(the folder is read-only for it), must make without it; try again"
+        )
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -1171,7 +1276,22 @@ class JSONLCheckpointer(ClosingContext):
                 if written is not None:
                     found.append((written, name))
         found.sort(key=lambda item: (-item[0], item[1]))
-        return found
+        return self._ties_by_run_id(found)
+
+    def _ties_by_run_id(self, found: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Put runs with one write time (one batch wrote them) in run id order.
+
+        That is the order of the other stores. Directory names do not sort as the ids they
+        stand for (``"a%2Eb"`` before ``"a-b"``, but ``"a-b"`` before ``"a.b"``), so the ids
+        of tied runs are looked up; runs written apart, nearly all of them, need no lookup.
+        """
+        ordered: list[tuple[int, str]] = []
+        for _, group in itertools.groupby(found, key=operator.itemgetter(0)):
+            tied = list(group)
+            if len(tied) > 1:
+                tied.sort(key=lambda item: self._run_id_of(item[1]) or item[1])
+            ordered += tied
+        return ordered
 
     def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         """Return the group names, the group with the most recently written run first.
@@ -1430,22 +1550,28 @@ class JSONLCheckpointer(ClosingContext):
     # -- locks and the journal ------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _settled(self, run_ids: list[str], runs: list[Run]) -> Iterator[None]:
+    def _settled(
+        self, run_ids: list[str], runs: list[Run], *, reading: bool = False
+    ) -> Iterator[bool]:
         """Hold the runs' locks, in the order given, with no journal entry pending for them.
 
         While the locks are held, an entry that names one of the runs cannot belong to a writer
         at work (it would hold that lock until it removed the entry): its writer died. It is
         completed with the locks let go, since completing takes the locks of all its runs in
         their own order, and then the locks are taken again.
+
+        Yields whether the file locks are held: always, unless ``reading`` and this process may
+        not take them (see :meth:`Runs.file_locked`); the mutexes are held either way.
         """
         names = frozenset(run.name for run in runs)
         while True:
             with contextlib.ExitStack() as held:
+                locked = True
                 for run in runs:
-                    held.enter_context(self._runs.exclusive(run))
-                pending = self._journal.pending(names, run_ids[0], holding=True)
+                    locked &= held.enter_context(self._runs.exclusive(run, reading=reading))
+                pending = self._journal.pending(names, run_ids[0], holding=locked)
                 if not pending:
-                    yield
+                    yield locked
                     return
             for entry in pending:
                 self._complete(entry)
@@ -1469,36 +1595,68 @@ class JSONLCheckpointer(ClosingContext):
         """
         ordered = sorted(entry.run_ids, key=dir_name)
         runs = {run_id: self._runs.get(run_id) for run_id in ordered}
-        with (
-            self._os_errors(f"completing journal entry {entry.path}"),
-            contextlib.ExitStack() as held,
-        ):
+        action = f"completing journal entry {entry.path}"
+        with self._os_errors(action), contextlib.ExitStack() as held:
             for run_id in ordered:
-                held.enter_context(self._runs.exclusive(runs[run_id]))
-            parts = self._journal.read(entry)
-            if parts is None:
+                if not held.enter_context(self._runs.exclusive(runs[run_id], reading=True)):
+                    break
+            else:
+                self._roll_forward(entry, ordered, runs)
                 return
-            plans: list[_Plan] = []
-            for run_id in ordered:
-                rows, snap = parts[run_id]
-                try:
-                    plans.append(self._plan(run_id, runs[run_id], rows, snap))
-                except SequenceConflict as exc:
-                    # Only a writer that ignores the journal can have taken the position.
-                    raise CorruptRecord(
-                        run_id,
-                        exc.seq,
-                        f"journal entry {entry.path} holds another event at "
-                        "this seq than the log; remove the entry or the line by hand",
-                    ) from exc
-            self._commit(plans)
-            self._journal.drop(entry.path)
+        self._await_writer(action, entry)
+
+    def _roll_forward(self, entry: Entry, ordered: list[str], runs: Mapping[str, Run]) -> None:
+        """Complete an entry; the caller holds the locks of all its runs."""
+        parts = self._journal.read(entry)
+        if parts is None:
+            return
+        plans: list[_Plan] = []
+        for run_id in ordered:
+            rows, snap = parts[run_id]
+            try:
+                plans.append(self._plan(run_id, runs[run_id], rows, snap))
+            except SequenceConflict as exc:
+                # Only a writer that ignores the journal can have taken the position.
+                raise CorruptRecord(
+                    run_id,
+                    exc.seq,
+                    f"journal entry {entry.path} holds another event at "
+                    "this seq than the log; remove the entry or the line by hand",
+                ) from exc
+        self._commit(plans)
+        self._journal.drop(entry.path)
+
+    def _await_writer(self, action: str, entry: Entry) -> None:
+        """Wait for a writer at work to finish an entry this process cannot complete itself.
+
+        Completing takes the locks of the entry's runs, which a process that may only read the
+        folder cannot. A writer at work removes its entry within moments; one that stays was
+        left by a writer that stopped, and only a process that can write may complete it.
+
+        Raises:
+            StoreUnavailable: The entry is still there after the wait.
+
+        """
+        deadline = time.monotonic() + _JOURNAL_WAIT_SECONDS
+        while entry.path.exists():
+            if time.monotonic() >= deadline:
+                raise StoreUnavailable(
+                    f"{action} failed on {self._where}: it holds a batch across runs that a "
+                    "writer left unfinished, and this process cannot take the runs' locks "
+                    "(the folder is read-only for it) to complete it; open the store once from "
+                    "a process that can write to the folder"
+                )
+            time.sleep(_UNLOCKED_PAUSE)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drop the in-process indexes; no file stays open between calls.
+        """Drop the in-process indexes and refuse every later call; closing again is no error.
 
-        The handle remains usable: the indexes are rebuilt on the next read.
+        No file stays open between calls, so there is nothing else to release; the handle is
+        refused all the same, as the SQL stores refuse theirs, so that code which goes on
+        using a store it closed fails the same way on every backend rather than only where
+        closing happens to free something. The files stay for any other handle to open.
         """
+        self._closed = True
         self._runs.clear()
