@@ -361,19 +361,25 @@ def _append_expecting(base: str, expected: int, start: Any) -> str:
         return "appended"
 
 
-def _append_many(base: str, worker: int, writes: int) -> None:
+def _append_many(base: str, worker: int, writes: int, compacting: Any = None) -> None:
     with JSONLCheckpointer(base) as cp:
+        if compacting is not None:
+            compacting.wait(WAIT)  # a loaded machine may start the compactor last
         for i in range(writes):
             # Every third step carries the state after it, so the compactor has work.
             state = st("r", 0, w=worker, i=i) if i % 3 == 2 else None
             cp.append("r", [new(f"{worker}-{i}", w=worker, i=i)], snapshot=state)
 
 
-def _compact_until(base: str, done: Any) -> int:
+def _compact_until(base: str, done: Any, compacting: Any = None) -> int:
     compactions = 0
     with JSONLCheckpointer(base) as cp:
         while not done.is_set():
             compactions += cp.compact("r") > 0
+            if compacting is not None:
+                compacting.set()
+        # The writers' last snapshot may land after the compaction in flight when they finish.
+        compactions += cp.compact("r") > 0
     return compactions
 
 
@@ -402,13 +408,16 @@ def test_processes_appending_while_another_compacts_lose_nothing(base: Path) -> 
     context = multiprocessing.get_context("spawn")
     writers, writes = 3, 30
     with context.Manager() as manager, context.Pool(writers + 1) as pool:
-        done = manager.Event()
-        compactor = pool.apply_async(_compact_until, (str(base), done))
-        jobs = [pool.apply_async(_append_many, (str(base), w, writes)) for w in range(writers)]
+        done, compacting = manager.Event(), manager.Event()
+        compactor = pool.apply_async(_compact_until, (str(base), done, compacting))
+        jobs = [
+            pool.apply_async(_append_many, (str(base), w, writes, compacting))
+            for w in range(writers)
+        ]
         for job in jobs:
             job.get(WAIT)
         done.set()
-        compactor.get(WAIT)
+        assert compactor.get(WAIT) > 0
     with JSONLCheckpointer(base) as cp:
         recovery = cp.recover("r")
         assert recovery is not None
