@@ -286,6 +286,75 @@ def test_tasks_writing_to_sqlite_at_once_take_turns_instead_of_waiting_in_sqlite
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_tasks_outnumbering_the_pools_connections_each_get_their_turn(
+    empty_database: str, grouped: bool
+) -> None:
+    """More tasks than the pool holds connections, each saving steps back to back: none starves.
+
+    A task that gave a connection back and asked again at once used to get it back before any
+    waiting task ran: the tasks beyond the pool's connections (8 + 16 on a server) waited for
+    the pool's timeout, 30 s, and failed, while the others wrote thousands of steps.
+    """
+    policy = GroupCommitPolicy(max_batch=8) if grouped else False
+    tasks, lead = 48, 20  # more tasks than any backend's pool holds connections (at most 40)
+
+    async def main() -> list[int]:
+        async with await AsyncSQLCheckpointer.open(empty_database, group_commit=policy) as store:
+            done = [0] * tasks
+            finished = asyncio.Event()
+
+            async def run(index: int) -> None:
+                while not finished.is_set():
+                    await store.save_events(*_step(f"t-{index}", done[index] + 1))
+                    done[index] += 1
+                    if done[index] == lead:
+                        finished.set()
+
+            await asyncio.wait_for(asyncio.gather(*(run(index) for index in range(tasks))), 60)
+            for index in range(tasks):
+                assert await store.last_seq(f"t-{index}") == done[index] * 3
+            return done
+
+    done = asyncio.run(main())
+    # Taking turns, every task is within a step or two of the first to reach ``lead``.
+    assert min(done) >= lead // 2, sorted(done)
+
+
+def test_a_connection_handed_to_a_task_cancelled_as_it_waited_goes_to_the_next_task() -> None:
+    """A connection handed to a waiting task that is cancelled before it resumes is not lost.
+
+    Lost, the pool would count it checked out for ever, one connection fewer each time.
+    """
+    from sqlalchemy.util import greenlet_spawn
+    from sqlalchemy.util.queue import Empty
+
+    from purpose_agent.db.task_pool import HandOverQueue
+
+    async def main() -> None:
+        queue = HandOverQueue(maxsize=1)
+        first = asyncio.ensure_future(greenlet_spawn(queue.get, True, 5.0))
+        second = asyncio.ensure_future(greenlet_spawn(queue.get, True, 1.0))
+        while len(queue._waiting) < 2:
+            await asyncio.sleep(0)
+        connection: Any = object()
+        queue.put_nowait(connection)  # handed to the first, which has not resumed yet
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        assert await second is connection
+        assert queue.qsize() == 0
+        assert not queue._waiting
+        # A wait that times out leaves no place in the queue: the next connection stays idle.
+        with pytest.raises(Empty):
+            await greenlet_spawn(queue.get, True, 0.01)
+        assert not queue._waiting
+        queue.put_nowait(connection)
+        assert queue.get_nowait() is connection
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
 def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bool) -> None:
     """A step cancelled at any point is stored whole or not at all, and blocks nobody."""
     policy = GroupCommitPolicy(max_batch=8) if grouped else False

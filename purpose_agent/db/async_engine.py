@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
 from purpose_agent.db.engine import Durability, _backend_options, parse_url
 from purpose_agent.db.postgres_sessions import configure_postgres
+from purpose_agent.db.task_pool import TaskQueuePool
 from purpose_agent.errors import InvalidInput
 
 # The synchronous driver a URL names (or its backend's default), and the asyncio driver used
@@ -90,11 +91,12 @@ def make_async_engine(
     parsed = parsed.set(query=chosen.query, database=chosen.database)
     if backend == "sqlite":
         options["pool_reset_on_return"] = None  # see use_one_trip_cursors
-        if "poolclass" not in options:
-            # A file is pooled as the synchronous store pools it. Earlier SQLAlchemy 2.0
-            # releases default aiosqlite to NullPool, which refuses the pool's sizes (and
-            # would open a connection, and a thread, per call).
-            options["poolclass"] = pool.AsyncAdaptedQueuePool
+    if "poolclass" not in options:
+        # Connections go to waiting tasks in the order they asked (see task_pool). A SQLite
+        # file is pooled as the synchronous store pools it: earlier SQLAlchemy 2.0 releases
+        # default aiosqlite to NullPool, which refuses the pool's sizes (and would open a
+        # connection, and a thread, per call).
+        options["poolclass"] = TaskQueuePool
     if options.get("poolclass") is pool.StaticPool:
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:

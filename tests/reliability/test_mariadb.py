@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from purpose_agent import CheckpointError, SQLCheckpointer, StoreUnavailable
@@ -16,6 +16,7 @@ from tests.reliability.workload import (
     attempt,
     describe,
     foreign,
+    kill_mariadb_connections,
     outage_under_load,
     storm_under_load,
 )
@@ -24,35 +25,12 @@ from tests.servers import LocalMariaDB
 pytestmark = [pytest.mark.reliability, pytest.mark.mariadb]
 
 
-def _kill_connections(server: LocalMariaDB, database: str) -> list[int]:
-    """``KILL`` every connection the store holds (those on its database), as a DBA would."""
-    engine = sa.create_engine(server.url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        ids = list(
-            conn.execute(
-                sa.text(
-                    "SELECT ID FROM information_schema.PROCESSLIST "
-                    "WHERE DB = :name AND ID <> CONNECTION_ID()"
-                ),
-                {"name": database},
-            ).scalars()
-        )
-        for connection_id in ids:
-            try:
-                conn.exec_driver_sql(f"KILL {int(connection_id)}")
-            except sa.exc.OperationalError as exc:
-                if "1094" not in str(exc.orig):  # the connection closed since it was listed
-                    raise
-    engine.dispose()
-    return ids
-
-
 def test_killed_pooled_connection_costs_at_most_the_call_in_flight(
     private_mariadb: LocalMariaDB, mariadb_db: URL
 ) -> None:
     with SQLCheckpointer(mariadb_db) as store:
         store.save_event(ev("r", 1))
-        assert _kill_connections(private_mariadb, str(mariadb_db.database)) != []
+        assert kill_mariadb_connections(private_mariadb.url, str(mariadb_db.database)) != []
         outcomes = [attempt(lambda seq=seq: store.save_event(ev("r", seq))) for seq in range(2, 32)]
         shown = [describe(error) for error in outcomes]
         assert foreign([error for error in outcomes if error is not None]) == [], shown
@@ -113,4 +91,5 @@ def test_a_kill_storm_under_write_load_loses_nothing(
 ) -> None:
     database = mariadb_db.database or ""
     with SQLCheckpointer(mariadb_db) as store:
-        assert storm_under_load(store, lambda: _kill_connections(private_mariadb, database)) == CALM
+        kill = functools.partial(kill_mariadb_connections, private_mariadb.url, database)
+        assert storm_under_load(store, kill) == CALM

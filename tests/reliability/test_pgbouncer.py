@@ -2,17 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL
 
-from purpose_agent import Checkpointer, EventKind, NewEvent, RunState, SQLCheckpointer
+from purpose_agent import (
+    AsyncSQLCheckpointer,
+    Checkpointer,
+    EventKind,
+    NewEvent,
+    RunState,
+    SQLCheckpointer,
+)
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.testing import CheckpointerSuite
 from purpose_agent.testing.suite import ev
-from tests.reliability.workload import JOIN_TIMEOUT, attempt, describe, foreign
+from tests.reliability.workload import (
+    JOIN_TIMEOUT,
+    acheck_steps,
+    asave_step,
+    attempt,
+    describe,
+    foreign,
+    step_state,
+)
 from tests.servers import LocalPgBouncer, LocalPostgres, throwaway_database
 
 # No postgres marker: these tests need PgBouncer as well, which PURPOSE_AGENT_TEST_SKIP can opt
@@ -139,3 +156,112 @@ def test_grouped_saves_and_pipelined_appends_pass_through_transaction_pooling(
         for worker in range(threads):
             mine = [event.data["s"] for event in shared if event.data["w"] == worker]
             assert mine == list(range(1, steps + 1))
+
+
+GROUPING = pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "grouped"])
+# Many more tasks than PgBouncer's 20 server connections, each making more than psycopg's
+# five executions of a statement after which it would prepare it: a prepared statement would
+# be missing, or another client's, on the server connection of a later transaction.
+TASKS = 32
+
+
+@GROUPING
+def test_async_store_takes_concurrent_steps_and_appends_through_transaction_pooling(
+    bouncer_db: URL, group_commit: bool
+) -> None:
+    steps, size = 20, 3
+
+    async def scenario() -> list[str]:
+        async with AsyncSQLCheckpointer(bouncer_db, group_commit=group_commit) as store:
+
+            async def write(worker: int) -> None:
+                run_id = f"a{worker}"
+                for step in range(1, steps + 1):
+                    await asave_step(store, run_id, step, size)
+                    data = {"w": worker, "s": step}
+                    await store.append("shared", [NewEvent(kind=EventKind.CUSTOM, data=data)])
+                    if step % 5 == 0:
+                        recovered = await store.recover(run_id)
+                        assert recovered is not None
+                        assert recovered.state == step_state(run_id, step, size)
+                        assert recovered.events == []
+
+            writing = asyncio.gather(
+                *(write(worker) for worker in range(TASKS)), return_exceptions=True
+            )
+            outcomes = await asyncio.wait_for(writing, JOIN_TIMEOUT * 2)
+            failed = [describe(outcome) for outcome in outcomes if outcome is not None]
+            if failed:
+                return failed
+            for worker in range(TASKS):
+                await acheck_steps(store, f"a{worker}", set(range(1, steps + 1)), size)
+            shared = await store.list_events("shared")
+            assert [event.seq for event in shared] == list(range(1, TASKS * steps + 1))
+            for worker in range(TASKS):
+                mine = [event.data["s"] for event in shared if event.data["w"] == worker]
+                assert mine == list(range(1, steps + 1))
+            return []
+
+    assert asyncio.run(scenario()) == []
+
+
+@GROUPING
+def test_langgraph_async_saver_keeps_concurrent_threads_through_transaction_pooling(
+    bouncer_db: URL, group_commit: bool
+) -> None:
+    pytest.importorskip("langgraph.checkpoint.base")
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.base.id import uuid6
+
+    from purpose_agent.integrations.langgraph import PurposeAgentSaver
+
+    checkpoints = 8
+
+    def config(thread_id: str, checkpoint_id: str | None = None) -> Any:
+        configurable = {"thread_id": thread_id, "checkpoint_ns": ""}
+        if checkpoint_id is not None:
+            configurable["checkpoint_id"] = checkpoint_id
+        return {"configurable": configurable}
+
+    async def scenario() -> list[str]:
+        store = AsyncSQLCheckpointer(bouncer_db, group_commit=group_commit)
+        saver = PurposeAgentSaver(store)
+
+        async def thread(worker: int) -> None:
+            thread_id = f"t{worker}"
+            parent: str | None = None
+            for n in range(checkpoints):
+                checkpoint = empty_checkpoint()
+                checkpoint["id"] = str(uuid6())
+                checkpoint["channel_values"] = {"w": worker, "n": n}
+                checkpoint["channel_versions"] = {"w": 1, "n": n + 1}
+                stored = await saver.aput(
+                    config(thread_id, parent), checkpoint, {"source": "loop", "step": n}, {}
+                )
+                assert stored == config(thread_id, checkpoint["id"])
+                task = f"task-{n}"
+                await saver.aput_writes(stored, [("out", n), ("log", f"{worker}/{n}")], task)
+                found = await saver.aget_tuple(stored)
+                assert found is not None
+                assert found.checkpoint["id"] == checkpoint["id"]
+                assert found.checkpoint["channel_values"] == {"w": worker, "n": n}
+                assert found.pending_writes == [(task, "out", n), (task, "log", f"{worker}/{n}")]
+                parent_config = config(thread_id, parent) if parent is not None else None
+                assert found.parent_config == parent_config
+                parent = checkpoint["id"]
+            latest = await saver.aget_tuple(config(thread_id))
+            assert latest is not None
+            assert latest.checkpoint["id"] == parent
+
+        try:
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(
+                    *(thread(worker) for worker in range(TASKS)), return_exceptions=True
+                ),
+                JOIN_TIMEOUT * 2,
+            )
+        finally:
+            await store.close()
+        return [describe(outcome) for outcome in outcomes if outcome is not None]
+
+    assert asyncio.run(scenario()) == []
