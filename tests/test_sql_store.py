@@ -8,8 +8,10 @@ import shutil
 import socket
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -524,3 +526,114 @@ def test_a_refused_append_leaves_the_run_row_as_it_was(
         [after] = store.append("r", [new(n=10)], expected_last_seq=9)
         assert after.seq == 10
         assert _run_row(store, "r")[2:] == (10, "h")  # type: ignore[index]
+
+
+def _step(run_id: str, number: int) -> tuple[list[PAEvent], RunState]:
+    events = [
+        PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data={"n": seq})
+        for seq in range(number * 3 - 2, number * 3 + 1)
+    ]
+    return events, RunState(run_id=run_id, seq=number * 3, data={"step": number})
+
+
+def test_threads_outnumbering_the_pools_connections_each_get_their_turn(
+    empty_database: str,
+) -> None:
+    """More threads than the pool holds connections, each saving steps back to back: none starves.
+
+    A thread that gave a connection back and asked again at once usually got it back before
+    any thread waiting on the pool woke up: the threads beyond the pool's connections (8 + 16
+    on a server) saved a step or none while the others saved hundreds, and in longer runs
+    failed with the pool's timeout (``QueuePool limit of size 8 overflow 16 reached``).
+    """
+    threads, lead = 48, 30  # more threads than any backend's pool holds connections (at most 40)
+    done = [0] * threads
+    failures: list[BaseException] = []
+    finished = threading.Event()
+    with SQLCheckpointer(empty_database) as store:
+        start = threading.Barrier(threads)
+
+        def run(index: int) -> None:
+            try:
+                while not finished.is_set():
+                    events, state = _step(f"t-{index}", done[index] + 1)
+                    store.save_events(events, snapshot=state)
+                    done[index] += 1
+                    if done[index] == 1:
+                        start.wait()  # the pool's connections are open: all race from here
+                    if done[index] == lead:
+                        # What each thread had saved when the first reached ``lead``.
+                        reached.extend(done)
+                        finished.set()
+            except BaseException as exc:  # reported below, with the thread's index
+                failures.append(exc)
+                finished.set()
+
+        reached: list[int] = []
+        workers = [threading.Thread(target=run, args=(index,)) for index in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(120)
+        assert not any(worker.is_alive() for worker in workers)
+        assert not failures, failures
+        for index in range(threads):
+            assert store.last_seq(f"t-{index}") == done[index] * 3
+    # Taking turns, each thread is a few steps behind the first to reach ``lead`` at most (more
+    # on a server, where threads that open the pool's overflow connections again after the
+    # barrier lose the turns taken meanwhile).
+    assert min(reached[:threads]) >= lead // 3, str(sorted(reached[:threads]))
+
+
+def test_a_connection_handed_to_a_thread_as_its_wait_ran_out_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A thread whose wait times out just as a connection is handed to it takes the connection.
+
+    Lost, the pool would count it checked out for ever, one connection fewer each time. A wait
+    that times out with nothing handed over leaves no place in the queue, and the pool reports
+    it as its own timeout (which the store translates).
+    """
+    from sqlalchemy.util.queue import Empty
+
+    from purpose_agent.db import thread_pool
+
+    queue = thread_pool.ThreadHandOverQueue(maxsize=1)
+    connection: Any = object()
+
+    class LateWaiter(thread_pool._Waiter):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            super().__init__()
+            baton = self.baton
+
+            class Late:
+                def acquire(self, timeout: float = -1) -> bool:
+                    queue.put_nowait(connection)  # handed over just as the wait runs out
+                    return False
+
+                def release(self) -> None:
+                    baton.release()
+
+            self.baton = Late()  # type: ignore[assignment]
+
+    monkeypatch.setattr(thread_pool, "_Waiter", LateWaiter)
+    assert queue.get(True, 0.01) is connection
+    assert queue.qsize() == 0
+    assert not queue._waiting
+    monkeypatch.undo()
+
+    with pytest.raises(Empty):
+        queue.get(True, 0.01)
+    assert not queue._waiting
+    queue.put_nowait(connection)  # nobody waits: it stays idle
+    assert queue.get_nowait() is connection
+
+    pool = thread_pool.ThreadQueuePool(lambda: sqlite3.connect(":memory:"), 1, 0, timeout=0.05)
+    held = pool.connect()
+    with pytest.raises(sa.exc.TimeoutError, match="QueuePool limit"):
+        pool.connect()
+    held.close()
+    pool.connect().close()  # the timed-out wait took no connection with it
+    pool.dispose()

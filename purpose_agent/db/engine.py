@@ -11,6 +11,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from purpose_agent.db.postgres_sessions import configure_postgres
+from purpose_agent.db.thread_pool import ThreadQueuePool
 from purpose_agent.errors import InvalidInput
 
 Durability = Literal["full", "normal"]
@@ -193,6 +194,10 @@ def make_engine(
     backend = parsed.get_backend_name()
     options = _backend_options(parsed)
     parsed = options.pop("url", parsed)
+    if "poolclass" not in options:
+        # Connections go to waiting threads in the order they asked (see thread_pool); a
+        # SQLite file is pooled the same way (its writes take turns on a held connection).
+        options["poolclass"] = ThreadQueuePool
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):
             options.pop(sizing, None)

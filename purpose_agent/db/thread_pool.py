@@ -1,0 +1,124 @@
+"""The synchronous engines' pool: a connection given back goes to the longest-waiting thread.
+
+SQLAlchemy's ``QueuePool`` keeps its idle connections in a queue guarded by a condition: a
+connection given back wakes one waiting thread, but a thread that has just given one back and
+asks again at once (a writer saving steps back to back) usually takes it before the woken
+thread runs, and the woken thread waits again. With more threads than the pool holds
+connections (8 + 16 on a server), 48 threads each saving steps: when the first had saved 20,
+24 of them had saved only their first, and in longer runs such threads failed with the
+pool's timeout after 30 s (``QueuePool limit of size 8 overflow 16 reached``). Here a
+connection given back is handed to the thread that has waited longest, as
+:mod:`purpose_agent.db.turns` hands over the write turn, and a thread never takes an idle
+connection while others wait (none is idle then). The asyncio twin is
+:mod:`purpose_agent.db.task_pool`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
+from sqlalchemy.util.queue import Empty, Full, QueueCommon
+
+
+class _Waiter:
+    """A thread waiting for a connection: a held lock, released when one is handed to it."""
+
+    __slots__ = ("baton", "item")
+
+    item: ConnectionPoolEntry  # set before the baton is released
+
+    def __init__(self) -> None:
+        self.baton = threading.Lock()
+        self.baton.acquire()
+
+
+class ThreadHandOverQueue(QueueCommon[ConnectionPoolEntry]):
+    """The pool's idle connections, and the threads waiting for one, first come, first served.
+
+    A connection given back while a thread waits goes to that thread; only when nobody waits
+    does it join the idle ones. A thread that asks while nobody waits and a connection is
+    idle pays one uncontended lock.
+    """
+
+    def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
+        self.maxsize = maxsize
+        self.use_lifo = use_lifo
+        self._mutex = threading.Lock()
+        self._idle: deque[ConnectionPoolEntry] = deque()
+        self._waiting: deque[_Waiter] = deque()
+
+    def empty(self) -> bool:
+        """Whether no connection is idle."""
+        return not self._idle
+
+    def full(self) -> bool:
+        """Whether the pool holds as many idle connections as it keeps."""
+        return 0 < self.maxsize <= len(self._idle)
+
+    def qsize(self) -> int:
+        """How many connections are idle."""
+        return len(self._idle)
+
+    def put_nowait(self, item: ConnectionPoolEntry) -> None:
+        """Hand a connection to the longest-waiting thread, or keep it idle.
+
+        Raises:
+            Full: Nobody waits and the pool keeps no more (the pool closes its overflow).
+        """
+        with self._mutex:
+            if self._waiting:
+                waiter = self._waiting.popleft()
+                waiter.item = item
+                waiter.baton.release()
+                return
+            if self.full():
+                raise Full()
+            self._idle.append(item)
+
+    def put(
+        self, item: ConnectionPoolEntry, block: bool = True, timeout: float | None = None
+    ) -> None:
+        """As :meth:`put_nowait`: giving a connection back never waits."""
+        self.put_nowait(item)
+
+    def get_nowait(self) -> ConnectionPoolEntry:
+        """An idle connection.
+
+        Raises:
+            Empty: None is idle.
+        """
+        return self.get(block=False)
+
+    def get(self, block: bool = True, timeout: float | None = None) -> ConnectionPoolEntry:
+        """An idle connection, or the next one given back after the threads waiting before this.
+
+        Raises:
+            Empty: None was idle (``block`` false), or none came within ``timeout`` (the pool
+                reports it as its own timeout).
+        """
+        with self._mutex:
+            # Idle connections and waiting threads never coexist: a connection given back
+            # goes to a waiting thread, and a thread waits only when none is idle.
+            if self._idle:
+                return self._idle.pop() if self.use_lifo else self._idle.popleft()
+            if not block:
+                raise Empty()
+            waiter = _Waiter()
+            self._waiting.append(waiter)
+        if waiter.baton.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            return waiter.item
+        with self._mutex:
+            try:
+                self._waiting.remove(waiter)
+            except ValueError:
+                # Handed over just as the wait ran out: the connection is this thread's.
+                return waiter.item
+        raise Empty()
+
+
+class ThreadQueuePool(QueuePool):
+    """``QueuePool`` whose connections go to waiting threads in the order they asked."""
+
+    _queue_class = ThreadHandOverQueue
