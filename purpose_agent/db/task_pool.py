@@ -20,10 +20,12 @@ from collections import deque
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_only
-from sqlalchemy.util.queue import Empty, Full, QueueCommon
+from sqlalchemy.util.queue import Empty, Full
+
+from purpose_agent.db.pool_queue import IdleConnections
 
 
-class HandOverQueue(QueueCommon[ConnectionPoolEntry]):
+class HandOverQueue(IdleConnections):
     """The pool's idle connections, and the tasks waiting for one, first come, first served.
 
     Used from the loop's greenlets only (the pool's checkouts and check-ins), so it needs no
@@ -32,22 +34,8 @@ class HandOverQueue(QueueCommon[ConnectionPoolEntry]):
     """
 
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
-        self.maxsize = maxsize
-        self.use_lifo = use_lifo
-        self._idle: deque[ConnectionPoolEntry] = deque()
+        super().__init__(maxsize, use_lifo)
         self._waiting: deque[asyncio.Future[ConnectionPoolEntry]] = deque()
-
-    def empty(self) -> bool:
-        """Whether no connection is idle."""
-        return not self._idle
-
-    def full(self) -> bool:
-        """Whether the pool holds as many idle connections as it keeps."""
-        return 0 < self.maxsize <= len(self._idle)
-
-    def qsize(self) -> int:
-        """How many connections are idle."""
-        return len(self._idle)
 
     def put_nowait(self, item: ConnectionPoolEntry) -> None:
         """Hand a connection to the longest-waiting task, or keep it idle.
@@ -70,12 +58,6 @@ class HandOverQueue(QueueCommon[ConnectionPoolEntry]):
                 return True
         return False
 
-    def put(
-        self, item: ConnectionPoolEntry, block: bool = True, timeout: float | None = None
-    ) -> None:
-        """As :meth:`put_nowait`: giving a connection back never waits."""
-        self.put_nowait(item)
-
     def get_nowait(self) -> ConnectionPoolEntry:
         """An idle connection.
 
@@ -84,7 +66,7 @@ class HandOverQueue(QueueCommon[ConnectionPoolEntry]):
         """
         if not self._idle:
             raise Empty()
-        return self._idle.pop() if self.use_lifo else self._idle.popleft()
+        return self._take_idle()
 
     def get(self, block: bool = True, timeout: float | None = None) -> ConnectionPoolEntry:
         """An idle connection, or the next one given back after the tasks waiting before this.

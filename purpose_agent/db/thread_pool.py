@@ -19,7 +19,9 @@ import threading
 from collections import deque
 
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
-from sqlalchemy.util.queue import Empty, Full, QueueCommon
+from sqlalchemy.util.queue import Empty, Full
+
+from purpose_agent.db.pool_queue import IdleConnections
 
 
 class _Waiter:
@@ -34,7 +36,7 @@ class _Waiter:
         self.baton.acquire()
 
 
-class ThreadHandOverQueue(QueueCommon[ConnectionPoolEntry]):
+class ThreadHandOverQueue(IdleConnections):
     """The pool's idle connections, and the threads waiting for one, first come, first served.
 
     A connection given back while a thread waits goes to that thread; only when nobody waits
@@ -43,23 +45,9 @@ class ThreadHandOverQueue(QueueCommon[ConnectionPoolEntry]):
     """
 
     def __init__(self, maxsize: int = 0, use_lifo: bool = False) -> None:
-        self.maxsize = maxsize
-        self.use_lifo = use_lifo
+        super().__init__(maxsize, use_lifo)
         self._mutex = threading.Lock()
-        self._idle: deque[ConnectionPoolEntry] = deque()
         self._waiting: deque[_Waiter] = deque()
-
-    def empty(self) -> bool:
-        """Whether no connection is idle."""
-        return not self._idle
-
-    def full(self) -> bool:
-        """Whether the pool holds as many idle connections as it keeps."""
-        return 0 < self.maxsize <= len(self._idle)
-
-    def qsize(self) -> int:
-        """How many connections are idle."""
-        return len(self._idle)
 
     def put_nowait(self, item: ConnectionPoolEntry) -> None:
         """Hand a connection to the longest-waiting thread, or keep it idle.
@@ -76,12 +64,6 @@ class ThreadHandOverQueue(QueueCommon[ConnectionPoolEntry]):
             if self.full():
                 raise Full()
             self._idle.append(item)
-
-    def put(
-        self, item: ConnectionPoolEntry, block: bool = True, timeout: float | None = None
-    ) -> None:
-        """As :meth:`put_nowait`: giving a connection back never waits."""
-        self.put_nowait(item)
 
     def get_nowait(self) -> ConnectionPoolEntry:
         """An idle connection.
@@ -102,7 +84,7 @@ class ThreadHandOverQueue(QueueCommon[ConnectionPoolEntry]):
             # Idle connections and waiting threads never coexist: a connection given back
             # goes to a waiting thread, and a thread waits only when none is idle.
             if self._idle:
-                return self._idle.pop() if self.use_lifo else self._idle.popleft()
+                return self._take_idle()
             if not block:
                 raise Empty()
             waiter = _Waiter()
