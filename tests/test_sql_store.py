@@ -69,6 +69,24 @@ def test_seed_constructor_takes_a_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
+def test_seed_constructor_without_a_path_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PURPOSE_AGENT_DB_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    with SQLiteCheckpointer() as store:
+        assert store.db_path == str(tmp_path / "env.db")
+        store.save_event(ev("r", 1))
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'env.db'}") as same:
+        assert same.list_events("r") == [ev("r", 1)]
+    monkeypatch.delenv("PURPOSE_AGENT_DB_URL")
+    with SQLiteCheckpointer() as store:
+        assert store.db_path == "purpose_agent.db"
+        assert store.list_events("r") == []
+    assert (tmp_path / "purpose_agent.db").exists()
+
+
+@pytest.mark.sqlite
 def test_default_url_comes_from_the_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -37,7 +37,6 @@ from purpose_agent.clock import stamp_ns
 from purpose_agent.db.aiosqlite_cursor import one_trip, run_in_thread
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
-    DEFAULT_SQLITE_FILE,
     Durability,
     adopt_sqlite,
     default_url,
@@ -1293,15 +1292,23 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 class SQLiteCheckpointer(SQLCheckpointer):
     """The seed's name and constructor: :class:`SQLCheckpointer` on a SQLite file.
 
+    Without a path it opens what a store opens without a URL: ``PURPOSE_AGENT_DB_URL`` when
+    it is set (so code written against the seed follows a deployment's setting, even to a
+    server), else ``purpose_agent.db`` in the working directory.
+
     Args:
         db_path: Path of the database file, created if missing.
         **options: As for :class:`SQLCheckpointer`.
 
     """
 
-    def __init__(
-        self, db_path: str | os.PathLike[str] = DEFAULT_SQLITE_FILE, **options: Any
-    ) -> None:
+    def __init__(self, db_path: str | os.PathLike[str] | None = None, **options: Any) -> None:
+        if db_path is None:
+            url = parse_url(default_url())
+            sqlite = url.get_backend_name() == "sqlite"
+            self.db_path = (url.database or "") if sqlite else url.render_as_string()
+            super().__init__(url, **options)
+            return
         self.db_path = os.fspath(db_path)
         super().__init__(URL.create("sqlite", database=self.db_path), **options)
 
