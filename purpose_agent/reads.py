@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from purpose_agent.errors import InvalidInput
-from purpose_agent.records import BOUND
+from purpose_agent.records import BOUND, check_limit, check_since
 from purpose_agent.runtime.events import EventKind, PAEvent, storable_lane
 
 
@@ -99,22 +99,19 @@ def event_window(
         InvalidInput: An argument of the wrong type or out of range; nothing was read.
 
     """
-    if type(since_seq) is not int:
-        raise InvalidInput(f"since_seq must be an int, not {type(since_seq).__name__}")
-    if limit is not None and (type(limit) is not int or limit < 0):
-        raise InvalidInput(f"limit must be None or an int >= 0, not {limit!r}")
+    since = check_since(since_seq)
+    bounded = check_limit(limit)
     if before is not None and type(before) is not int:
         raise InvalidInput(f"before must be None or an int, not {type(before).__name__}")
     if type(newest_first) is not bool:
         raise InvalidInput(f"newest_first must be a bool, not {type(newest_first).__name__}")
-    # Every seq is in 1..BOUND: bounds past that range select what they select within it,
-    # and stay integers every database can bind.
+    # Every seq is in 1..BOUND: a bound past that range selects what it selects within it.
     if before is not None and before > BOUND:
         before = None
     return EventWindow(
-        min(max(since_seq, -BOUND), BOUND),
+        since,
         None if before is None else max(before, 0),
-        None if limit is None else min(limit, BOUND),
+        bounded,
         newest_first,
         None if kinds is None else _kinds(kinds),
         None if lanes is None else _lanes(lanes),
