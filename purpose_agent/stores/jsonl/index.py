@@ -12,7 +12,7 @@ import itertools
 import os
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -178,10 +178,15 @@ def refreshed(run_id: str, index: Index, fd: int) -> Refreshed:
     return Refreshed(index, info.st_size, from_start)
 
 
-def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
-    base = index.scanned
+def _lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int, bool]]:
+    """The lines from ``start`` to ``size``, read a chunk at a time.
+
+    Yields:
+        Each line's bytes (without its newline), its offset, and whether it ends in a
+        newline (only the last may not).
+    """
     pending = bytearray()
-    position = base
+    base = position = start
     while position < size:
         chunk = os.pread(fd, min(_CHUNK, size - position), position)
         if not chunk:
@@ -190,19 +195,27 @@ def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
         pending += chunk
         cut = 0
         while (newline := pending.find(b"\n", cut)) >= 0:
-            _index_line(run_id, fd, index, bytes(pending[cut:newline]), base + cut, size)
+            yield bytes(pending[cut:newline]), base + cut, True
             cut = newline + 1
         del pending[:cut]
         base += cut
-    tail = bytes(pending)
-    if tail and not is_torn_write(tail):
-        raise CorruptRecord(
-            run_id,
-            seq_hint(tail),
-            f"the last line of {EVENTS_FILE}, at byte {base}, has no newline and is not the start "
-            f"of a write ({tail[:40]!r}...): the file was damaged after it was written; "
-            "restore it from a backup, or cut the line off by hand if it holds nothing needed",
-        )
+    if pending:
+        yield bytes(pending), base, False
+
+
+def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
+    for line, start, complete in _lines(fd, index.scanned, size):
+        if complete:
+            _index_line(run_id, fd, index, line, start, size)
+        elif not is_torn_write(line):
+            raise CorruptRecord(
+                run_id,
+                seq_hint(line),
+                f"the last line of {EVENTS_FILE}, at byte {start}, has no newline and is not "
+                f"the start of a write ({line[:40]!r}...): the file was damaged after it was "
+                "written; restore it from a backup, or cut the line off by hand if it holds "
+                "nothing needed",
+            )
     if index.scanned:
         keep = min(TAIL, index.scanned)
         index.tail = os.pread(fd, keep, index.scanned - keep)
@@ -297,26 +310,14 @@ def _next_readable(run_id: str, fd: int, start: int, size: int) -> tuple[int, in
 
     """
     unreadable = 0
-    pending = bytearray()
-    base = position = start
-    while position < size:
-        chunk = os.pread(fd, min(_CHUNK, size - position), position)
-        if not chunk:
-            break
-        position += len(chunk)
-        pending += chunk
-        cut = 0
-        while (newline := pending.find(b"\n", cut)) >= 0:
-            line, line_start, cut = bytes(pending[cut:newline]), base + cut, newline + 1
-            if not line.strip():
-                continue
-            try:
-                records = parse_line(run_id, line, line_start).records
-            except CorruptRecord:
-                unreadable += 1
-                continue
-            if records:
-                return unreadable, min(record["seq"] for record in records)
-        del pending[:cut]
-        base += cut
+    for line, line_start, complete in _lines(fd, start, size):
+        if not complete or not line.strip():
+            continue
+        try:
+            records = parse_line(run_id, line, line_start).records
+        except CorruptRecord:
+            unreadable += 1
+            continue
+        if records:
+            return unreadable, min(record["seq"] for record in records)
     return unreadable, None
