@@ -7,6 +7,7 @@ messages, so that a 1 MB state is a realistic 1 MB of JSON rather than one long 
 
 from __future__ import annotations
 
+import functools
 import json
 
 from purpose_agent import EventKind, PAEvent, RunState
@@ -49,8 +50,14 @@ def events(run_id: str, first: int, count: int) -> list[PAEvent]:
     return [event(run_id, seq) for seq in range(first, first + count)]
 
 
+@functools.lru_cache(maxsize=16)
 def state_data(size: int) -> dict[str, object]:
-    """A state's data whose JSON encoding is at least ``size`` bytes (and not much more)."""
+    """A state's data whose JSON encoding is at least ``size`` bytes (and not much more).
+
+    Built once per size and shared (callers must not change it): sizing it takes several
+    ``json.dumps`` calls, which cost more than a store's whole save of the state, and a
+    benchmark of many writers in one process would otherwise measure mostly that.
+    """
     messages: list[dict[str, object]] = []
     data: dict[str, object] = {
         "goal": "answer the user's question",
