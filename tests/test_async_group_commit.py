@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -472,3 +473,41 @@ def test_batches_in_flight_at_once_never_share_a_run() -> None:
         assert commits._waiting == [queue[0], queue[4], queue[5]]
 
     asyncio.run(main())
+
+
+def test_a_batch_meeting_a_taken_key_fails_that_append_alone_and_logs_no_warning(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """On Postgres the batch is one pipeline; the failed append comes first in it (the batch
+    is ordered by run id), so its error returns while the others are still being sent. (The
+    first tasks find a commit slot free and commit alone; the rest queue into the batch.)
+    psycopg used to log "error ignored terminating <AsyncPipeline>: pipeline aborted" then,
+    a warning on every such batch that Python prints to stderr where logging is not set up.
+    """
+
+    TAKEN = 10  # noqa: N806 - a constant of this test
+
+    async def main() -> None:
+        policy = GroupCommitPolicy(max_batch=64, max_wait=0.02)
+        async with await AsyncSQLCheckpointer.open(empty_database, group_commit=policy) as store:
+            await store.append("a-taken", [NewEvent(kind=EventKind.CUSTOM, key="k", data={"v": 1})])
+            batches = Recorded(store)
+
+            async def one(index: int) -> list[PAEvent]:
+                if index == TAKEN:
+                    changed = NewEvent(kind=EventKind.CUSTOM, key="k", data={"v": 2})
+                    return await store.append("a-taken", [changed])
+                return await store.append(f"b-{index}", [NewEvent(kind=EventKind.CUSTOM, key="k")])
+
+            results = await together(one, tasks=64)
+            assert max(batches.sizes) > 8
+            assert isinstance(results[TAKEN], SequenceConflict)
+            others = [index for index in range(64) if index != TAKEN]
+            assert all(isinstance(results[index], list) for index in others), results
+            assert [e.data for e in await store.list_events("a-taken")] == [{"v": 1}]
+            for index in others:
+                assert len(await store.list_events(f"b-{index}")) == 1
+
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(main())
+    assert [record.getMessage() for record in caplog.records] == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -518,3 +519,33 @@ def test_policy_bounds_are_checked() -> None:
         GroupCommitPolicy(max_batch=0)
     with pytest.raises(ValueError, match="max_wait"):
         GroupCommitPolicy(max_wait=5)
+
+
+def test_a_batch_meeting_a_taken_key_fails_that_append_alone_and_logs_no_warning(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As the async twin in ``test_async_group_commit.py``: on Postgres the batch is one
+    pipeline, the failed append its first statement, and psycopg used to log "error ignored
+    terminating <Pipeline>: pipeline aborted" when its error came back mid-batch.
+    """
+    policy = GroupCommitPolicy(max_batch=64, max_wait=0.0)
+    with SQLCheckpointer(empty_database, group_commit=policy) as grouped:
+        grouped.append("a-taken", [NewEvent(kind=EventKind.CUSTOM, key="k", data={"v": 1})])
+        changed = NewEvent(kind=EventKind.CUSTOM, key="k", data={"v": 2})
+        works: list[Callable[[], Any]] = [lambda: grouped.append("a-taken", [changed])]
+        for index in range(1, 64):
+            works.append(
+                lambda index=index: grouped.append(  # type: ignore[misc]
+                    f"b-{index}", [NewEvent(kind=EventKind.CUSTOM, key="k")]
+                )
+            )
+        batches = Recorded(grouped)
+        with caplog.at_level(logging.WARNING):
+            results = queued(grouped, works)
+        assert batches.sizes == [64]
+        assert isinstance(results[0], SequenceConflict)
+        assert all(isinstance(result, list) for result in results[1:]), results
+        assert [e.data for e in grouped.list_events("a-taken")] == [{"v": 1}]
+        for index in range(1, 64):
+            assert len(grouped.list_events(f"b-{index}")) == 1
+    assert [record.getMessage() for record in caplog.records] == []

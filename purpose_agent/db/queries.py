@@ -147,19 +147,24 @@ def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[li
     the statement then fails with "prepared statement ... does not exist" (6 of 40 runs of
     many tasks appending with keys, in group commit).
     """
+    error = conn.dialect.loaded_dbapi.Error
 
     def call(_cursor: Any) -> list[list[Any]]:
         driver = conn.connection.driver_connection
         if conn.dialect.is_async:
-            return list(await_only(_pipelined_async(driver, calls)))
-        with driver.pipeline():  # type: ignore[union-attr]
-            cursors = []
-            for sql, parameters in calls:
-                cursor = driver.cursor()  # type: ignore[union-attr]
-                cursor.execute(sql, parameters)
-                cursors.append(cursor)
+            return list(await_only(_pipelined_async(driver, calls, error)))
+        cursors: list[Any] = []
+        failed: BaseException | None = None
         try:
+            with driver.pipeline():  # type: ignore[union-attr]
+                failed = _send_all(driver, calls, cursors, error)
+            if failed is not None:
+                raise failed
             return [list(cursor.fetchall()) for cursor in cursors]
+        except error:
+            if failed is None:
+                raise
+            raise failed from None
         finally:
             for cursor in cursors:
                 cursor.close()
@@ -172,15 +177,49 @@ def run_pipelined(conn: Connection, calls: Sequence[tuple[str, Any]]) -> list[li
         raise
 
 
-async def _pipelined_async(driver: Any, calls: Sequence[tuple[str, Any]]) -> list[list[Any]]:
-    cursors = []
-    async with driver.pipeline():
-        for sql, parameters in calls:
-            cursor = driver.cursor()
-            await cursor.execute(sql, parameters)
-            cursors.append(cursor)
+def _send_all(
+    driver: Any, calls: Sequence[tuple[str, Any]], cursors: list[Any], error: type[Exception]
+) -> BaseException | None:
+    """Send each statement into the open pipeline; the first error met, if one was.
+
+    A statement's error can come back while later ones are still being sent. The sending
+    stops there, and the error is returned rather than raised: raised inside the pipeline's
+    block, psycopg would end the pipeline while handling it, fail again ("pipeline aborted")
+    and log that as a warning ("error ignored terminating ...") on every such batch.
+    """
+    for sql, parameters in calls:
+        cursor = driver.cursor()
+        cursors.append(cursor)
+        try:
+            cursor.execute(sql, parameters)
+        except error as exc:
+            return exc
+    return None
+
+
+async def _pipelined_async(
+    driver: Any, calls: Sequence[tuple[str, Any]], error: type[Exception]
+) -> list[list[Any]]:
+    """As :func:`run_pipelined` does on psycopg's synchronous connection (see :func:`_send_all`)."""
+    cursors: list[Any] = []
+    failed: BaseException | None = None
     try:
+        async with driver.pipeline():
+            for sql, parameters in calls:
+                cursor = driver.cursor()
+                cursors.append(cursor)
+                try:
+                    await cursor.execute(sql, parameters)
+                except error as exc:
+                    failed = exc
+                    break
+        if failed is not None:
+            raise failed
         return [list(await cursor.fetchall()) for cursor in cursors]
+    except error:
+        if failed is None:
+            raise
+        raise failed from None
     finally:
         for cursor in cursors:
             await cursor.close()
