@@ -19,8 +19,9 @@ SQUARES = [1, 4, 9, 16, 25, 36]
 @pytest.mark.sqlite
 def test_the_resumable_example_killed_mid_run_resumes_after_its_last_step(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'example.db'}"
+    # -u: each line as it is printed (a pipe would hold them until the process ends)
     first = subprocess.Popen(
-        [sys.executable, str(EXAMPLE), url], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+        [sys.executable, "-u", str(EXAMPLE), url], stdout=subprocess.PIPE, text=True, cwd=tmp_path
     )
     assert first.stdout is not None
     committed = []
@@ -29,7 +30,7 @@ def test_the_resumable_example_killed_mid_run_resumes_after_its_last_step(tmp_pa
         if line.startswith("step 2 committed"):
             os.kill(first.pid, signal.SIGKILL)
             break
-    first.wait(timeout=30)
+    assert first.wait(timeout=30) == -signal.SIGKILL  # killed, not finished
     assert committed == ["step 1 committed: 1", "step 2 committed: 4"]
 
     second = subprocess.run(
