@@ -597,10 +597,13 @@ def test_threads_outnumbering_the_pools_connections_each_get_their_turn(
         assert not failures, failures
         for index in range(threads):
             assert store.last_seq(f"t-{index}") == done[index] * 3
-    # Taking turns, each thread is a few steps behind the first to reach ``lead`` at most (more
-    # on a server, where threads that open the pool's overflow connections again after the
-    # barrier lose the turns taken meanwhile).
-    assert min(reached[:threads]) >= lead // 3, str(sorted(reached[:threads]))
+    # Taking turns, each thread is a few steps behind the first to reach ``lead`` (more on a
+    # server, where threads that open the pool's overflow connections again after the barrier
+    # lose the turns taken meanwhile). Starved threads had saved their first step and no more.
+    # The bound leaves room for the machine: with `tox p` running another suite beside this
+    # one, one thread of 48 had 5 steps when the first reached 30, and the median was 24.
+    assert min(reached[:threads]) >= lead // 10, str(sorted(reached[:threads]))
+    assert sorted(reached[:threads])[threads // 2] >= lead // 2, str(sorted(reached[:threads]))
 
 
 def test_a_connection_handed_to_a_thread_as_its_wait_ran_out_is_not_lost(
