@@ -1307,10 +1307,10 @@ class SQLiteCheckpointer(SQLCheckpointer):
             url = parse_url(default_url())
             sqlite = url.get_backend_name() == "sqlite"
             self.db_path = (url.database or "") if sqlite else url.render_as_string()
-            super().__init__(url, **options)
-            return
-        self.db_path = os.fspath(db_path)
-        super().__init__(URL.create("sqlite", database=self.db_path), **options)
+        else:
+            self.db_path = os.fspath(db_path)
+            url = URL.create("sqlite", database=self.db_path)
+        super().__init__(url, **options)
 
 
 @contextlib.contextmanager
