@@ -88,12 +88,25 @@ def test_a_closed_store_refuses_calls(empty_database: str) -> None:
     asyncio.run(main())
 
 
-def test_an_unreachable_server_is_store_unavailable() -> None:
-    async def main() -> None:
-        with pytest.raises(StoreUnavailable):
-            await AsyncSQLCheckpointer.open("postgresql+psycopg://nobody@127.0.0.1:1/none")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://nobody:secret@127.0.0.1:1/none",
+        "mariadb+pymysql://nobody:secret@127.0.0.1:1/none",
+        "mysql+pymysql://nobody:secret@127.0.0.1:1/none",
+    ],
+)
+def test_an_unreachable_server_is_store_unavailable_naming_the_url_given(url: str) -> None:
+    """The error names the URL the caller wrote, not the asyncio driver's chosen for it."""
 
-    asyncio.run(main())
+    async def main() -> str:
+        with pytest.raises(StoreUnavailable) as raised:
+            await AsyncSQLCheckpointer.open(url)
+        return str(raised.value)
+
+    message = asyncio.run(main())
+    shown = url.replace("secret", "***")
+    assert message.startswith(f"opening the store failed on {shown}: "), message
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])

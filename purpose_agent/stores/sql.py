@@ -158,7 +158,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         # The URL as given (a read-only SQLite file is opened through a URI the caller never
         # wrote), with the password hidden.
         shown = url_or_engine.url if isinstance(url_or_engine, Engine) else parse_url(url)
-        self.url = shown.render_as_string(hide_password=True)
+        self.url = self._shown_url(shown)
         flavor = flavor_for(self._engine)
         self._flavor = flavor
         self._queries = Queries(self._engine, flavor)
@@ -190,6 +190,10 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         except BaseException:
             self.close()
             raise
+
+    def _shown_url(self, url: URL) -> str:
+        """The URL errors and ``repr`` name: the caller's, password hidden."""
+        return url.render_as_string(hide_password=True)
 
     # -- error handling -------------------------------------------------------------------
 

@@ -45,6 +45,8 @@ class _OnAsyncEngine(SQLCheckpointer):
     """The synchronous store's logic on an async engine's synchronous face; runs in greenlets."""
 
     def __init__(self, engine: AsyncEngine, url: str, *, owns_engine: bool, **options: Any) -> None:
+        # Set first: opening errors name the URL the caller gave, not the asyncio driver's.
+        self._given_url = url
         super().__init__(engine.sync_engine, **options)
         # An engine make_async_engine built is in autocommit already: no per-connection switch
         # (a round trip on aiomysql), and close() disposes it. One passed in is kept.
@@ -56,8 +58,10 @@ class _OnAsyncEngine(SQLCheckpointer):
             turns=TaskTurns() if engine.dialect.name == "sqlite" else None,
             wait=options.get("busy_timeout", 60.0),
         )
-        self.url = url
         self._one_trip = engine.dialect.driver == "aiosqlite"
+
+    def _shown_url(self, url: URL) -> str:
+        return self._given_url
 
 
 def _task_commits(policy: GroupCommitPolicy, store: _OnAsyncEngine) -> TaskGroupCommit:
