@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,48 @@ def _linear_history(script: ScriptDirectory) -> list[str]:
     files = list(Path(script.versions).glob("*.py"))
     assert len(files) == len(line), f"{len(files)} revision files, {len(line)} on the line"
     return line
+
+
+def test_the_head_the_package_checks_is_the_last_shipped_revision() -> None:
+    shipped = ScriptDirectory.from_config(migrate.alembic_config())
+    assert shipped.get_current_head() == migrate.HEAD
+
+
+_OPEN_AND_LIST_IMPORTS = """
+import sys
+from purpose_agent import SQLCheckpointer
+with SQLCheckpointer(sys.argv[1]) as store:
+    store.list_runs()
+print(sorted({name.split(".")[0] for name in sys.modules if name.startswith("alembic")}))
+"""
+
+
+def test_opening_a_store_at_head_leaves_alembic_unimported(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """A store at head checks its revision with one query; Alembic is imported to migrate."""
+
+    def imported() -> str:
+        done = subprocess.run(  # the package as installed, run outside the checkout
+            [sys.executable, "-c", _OPEN_AND_LIST_IMPORTS, empty_database],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    assert imported() == "['alembic']"  # an empty database: migrated
+    assert imported() == "[]"  # at head
+    engine = make_engine(empty_database, poolclass=sa.pool.NullPool)
+    try:
+        migrate.downgrade(engine, "0002")
+    finally:
+        engine.dispose()
+    assert imported() == "['alembic']"  # behind: migrated again
+    with SQLCheckpointer(empty_database, migrate=False) as store, store.engine.connect() as conn:
+        assert migrate.current_revision(conn) == migrate.HEAD
 
 
 def test_runner_sees_one_linear_history(alembic_runner: AlembicRunner) -> None:

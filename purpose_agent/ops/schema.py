@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alembic.util import CommandError
 from sqlalchemy import Engine, inspect, pool
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -140,6 +139,8 @@ def downgrade_schema(url: str, revision: str) -> tuple[SchemaStatus, SchemaStatu
 def _migrate(
     url: str, revision: str, step: Callable[[Engine, str], None], action: str
 ) -> tuple[SchemaStatus, SchemaStatus]:
+    from alembic.util import CommandError  # noqa: PLC0415 - imported to migrate only
+
     target = _sql_target(url)
     engine = _engine(target)
     try:
