@@ -17,7 +17,9 @@ pytest.importorskip("langgraph.graph")
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
+from purpose_agent import StoreUnavailable
 from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
+from tests.conftest import empty_tables
 from tests.integrations import graphs
 from tests.integrations.conftest import StoreFactory
 
@@ -225,3 +227,40 @@ def test_forty_threads_with_parallel_interrupts_lose_none(
     assert [sorted(f["answers"]) for f in finished] == [
         sorted([f"finance:finance-ok{n}", f"legal:legal-ok{n}", "done"]) for n in range(THREADS)
     ]
+
+
+SQL_BACKENDS = [
+    pytest.param("sqlite", marks=pytest.mark.sqlite),
+    pytest.param("postgres", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+
+
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
+def test_afrom_url_serves_ainvoke_on_the_async_store_and_closes_it(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'async.db'}"
+    else:
+        server = request.getfixturevalue(f"{backend}_url")
+        empty_tables(server)
+        url = server.render_as_string(hide_password=False)
+    config = _config("async-hitl")
+
+    async def scenario() -> tuple[Any, Any, PurposeAgentSaver]:
+        async with PurposeAgentSaver.afrom_url(url, group_commit=True) as saver:
+            graph = graphs.approval(saver)
+            paused = await graph.ainvoke({"request": "refund"}, config)
+            done = await graph.ainvoke(Command(resume="yes"), config)
+        return paused, done, saver
+
+    paused, done, saver = asyncio.run(scenario())
+    assert paused["__interrupt__"][0].value == {"question": "approve REFUND?"}
+    assert done["outcome"] == "REFUND:yes"
+    with pytest.raises(StoreUnavailable, match="closed"):  # the block closed its store
+        asyncio.run(saver.aget_tuple(config))
+    with PurposeAgentSaver.from_url(url) as fresh:  # and what it wrote is committed
+        state = graphs.approval(fresh).get_state(config)
+    assert state.values["outcome"] == "REFUND:yes"
+    assert state.next == ()

@@ -124,6 +124,31 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         finally:
             store.close()
 
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def afrom_url(
+        cls, url: str, *, serde: SerializerProtocol | None = None, **store_options: Any
+    ) -> AsyncIterator[PurposeAgentSaver]:
+        """A saver on a new ``AsyncSQLCheckpointer(url, **store_options)``, closed on exit.
+
+        For graphs run with ``ainvoke``/``astream``, as LangGraph's
+        ``AsyncPostgresSaver.from_conn_string`` is: the saver's async methods run on the
+        asyncio drivers, and the store is opened (connected, migrated) before the block.
+
+        Args:
+            url: A SQLAlchemy URL (SQLite, Postgres through psycopg, MariaDB).
+            serde: As for the class.
+            **store_options: Passed to ``AsyncSQLCheckpointer`` (``group_commit=True``, ...).
+
+        Yields:
+            The saver.
+        """
+        store = await AsyncSQLCheckpointer.open(url, **store_options)
+        try:
+            yield cls(store, serde=serde)
+        finally:
+            await store.close()
+
     # -- running operations ---------------------------------------------------------------
 
     def _run(self, op: Op[T]) -> T:
