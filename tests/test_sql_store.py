@@ -658,3 +658,20 @@ def test_a_connection_handed_to_a_thread_as_its_wait_ran_out_is_not_lost(
     held.close()
     pool.connect().close()  # the timed-out wait took no connection with it
     pool.dispose()
+
+
+def test_stores_share_statements_compiled_for_the_same_dialect(
+    empty_database: str, tmp_path: Path
+) -> None:
+    """A store opens without compiling again what another store of the process compiled."""
+    with SQLCheckpointer(empty_database) as first, SQLCheckpointer(empty_database) as second:
+        shared = first._queries._by_key._cursor
+        assert second._queries._by_key._cursor is shared
+        first.save_event(ev("shared", 1))
+        assert second.list_events("shared") == [ev("shared", 1)]
+        assert second.event_by_key("shared", "missing") is None
+    if not empty_database.startswith("sqlite"):
+        with SQLCheckpointer(f"sqlite:///{tmp_path / 'other.db'}") as other:
+            other_sql = other._queries._by_key._cursor
+            assert other_sql is not shared
+            assert other_sql.sql != shared.sql  # each dialect's own parameter style
