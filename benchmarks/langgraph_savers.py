@@ -190,7 +190,7 @@ ROUNDS = 10
 
 def workload(
     savers: dict[str, BaseCheckpointSaver[Any]],
-    fresh: dict[str, Callable[[], BaseCheckpointSaver[Any]]],
+    fresh: dict[str, Callable[[], contextlib.AbstractContextManager[BaseCheckpointSaver[Any]]]],
     checkpoints: int,
     reads: int,
     rng: random.Random,
@@ -221,8 +221,9 @@ def workload(
     for name, thread in threads.items():
         figures = thread.figures()
         start = time.perf_counter()
-        assert fresh[name]().get_tuple(thread.latest) is not None
-        figures["first_get_tuple_ms"] = (time.perf_counter() - start) * 1000
+        with fresh[name]() as saver:
+            assert saver.get_tuple(thread.latest) is not None
+            figures["first_get_tuple_ms"] = (time.perf_counter() - start) * 1000
         results[name] = figures
     return results
 
@@ -234,7 +235,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, dict[str, f
         name = type(lg).__name__
         return workload(
             {"PurposeAgentSaver": PurposeAgentSaver(store), name: lg},
-            {"PurposeAgentSaver": lambda: PurposeAgentSaver(store), name: lambda: lg},
+            # As a new worker starts: a saver of its own, opened on the database (each checks
+            # its schema: ours when the store opens, LangGraph's in setup()).
+            {
+                "PurposeAgentSaver": lambda: PurposeAgentSaver.from_url(url),
+                name: lambda: theirs(backend, target),
+            },
             args.checkpoints,
             args.reads,
             rng,
