@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import shutil
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from purpose_agent import (
+    AsyncSQLCheckpointer,
     CorruptRecord,
     EventKind,
     InvalidInput,
@@ -675,3 +677,67 @@ def test_stores_share_statements_compiled_for_the_same_dialect(
             other_sql = other._queries._by_key._cursor
             assert other_sql is not shared
             assert other_sql.sql != shared.sql  # each dialect's own parameter style
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_a_url_option_the_driver_does_not_take_is_invalid_input_naming_it(
+    mariadb_url: URL, asynchronous: bool
+) -> None:
+    """PyMySQL and aiomysql take URL options as keyword arguments: a typo was a TypeError."""
+    url = mariadb_url.update_query_dict({"ssl_disable": "true"})
+
+    async def open_async() -> None:
+        store = await AsyncSQLCheckpointer.open(url)
+        await store.close()
+
+    def open_store() -> None:
+        if asynchronous:
+            asyncio.run(open_async())
+        else:
+            SQLCheckpointer(url).close()
+
+    with pytest.raises(InvalidInput) as raised:
+        open_store()
+    message = str(raised.value)
+    assert "ssl_disable" in message, message
+    shown = url.render_as_string(hide_password=True)
+    assert message.startswith(f"cannot connect to {shown}: "), message
+    with SQLCheckpointer(mariadb_url.update_query_dict({"ssl_disabled": "true"})) as store:
+        assert store.list_events("r") == []  # an option the driver takes still works
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize(
+    ("backend", "option"),
+    [
+        pytest.param("sqlite", "timeout", marks=pytest.mark.sqlite),
+        pytest.param("mariadb", "connect_timeout", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_url_option_with_a_malformed_value_is_invalid_input(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, option: str, asynchronous: bool
+) -> None:
+    """The dialect reads numbers from the URL: ``?timeout=ten`` was a bare ``ValueError``."""
+    if backend == "sqlite":
+        base = sa.make_url(f"sqlite:///{tmp_path / 'options.db'}")
+    else:
+        base = request.getfixturevalue("mariadb_url")
+    url = base.update_query_dict({option: "ten"})
+
+    async def open_async() -> None:
+        store = await AsyncSQLCheckpointer.open(url)
+        await store.close()
+
+    def open_store() -> None:
+        if asynchronous:
+            asyncio.run(open_async())
+        else:
+            SQLCheckpointer(url).close()
+
+    with pytest.raises(InvalidInput) as raised:
+        open_store()
+    message = str(raised.value)
+    shown = url.render_as_string(hide_password=True)
+    assert message.startswith(f"cannot open {shown}: an option of the URL is refused"), message
+    assert "'ten'" in message, message

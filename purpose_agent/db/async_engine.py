@@ -20,7 +20,12 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
-from purpose_agent.db.engine import Durability, _backend_options, parse_url
+from purpose_agent.db.engine import (
+    Durability,
+    _backend_options,
+    parse_url,
+    refuse_unknown_options,
+)
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.task_pool import TaskQueuePool
 from purpose_agent.errors import InvalidInput
@@ -114,10 +119,15 @@ def make_async_engine(
         raise InvalidInput(
             f"cannot open {shown}: {exc}; install it with pip install '{hint}'"
         ) from exc
+    except (ValueError, TypeError) as exc:  # an option of the URL, read by the dialect
+        shown = synchronous.render_as_string(hide_password=True)
+        raise InvalidInput(f"cannot open {shown}: an option of the URL is refused ({exc})") from exc
     if backend == "postgresql":
         configure_postgres(engine.sync_engine, synchronous_commit_off=durability == "normal")
     elif backend == "sqlite":
         use_one_trip_cursors(engine)
+    else:
+        refuse_unknown_options(engine.sync_engine, synchronous.render_as_string(hide_password=True))
     return engine
 
 

@@ -213,11 +213,39 @@ def make_engine(
     except (ModuleNotFoundError, ArgumentError) as exc:
         shown = parsed.render_as_string(hide_password=True)
         raise InvalidInput(f"cannot open {shown}: {exc}{_install_hint(parsed)}") from exc
+    except (ValueError, TypeError) as exc:  # an option of the URL, read by the dialect
+        shown = parsed.render_as_string(hide_password=True)
+        raise InvalidInput(f"cannot open {shown}: an option of the URL is refused ({exc})") from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
     elif backend == "postgresql" and _driver(parsed) == "psycopg":
         configure_postgres(engine, synchronous_commit_off=durability == "normal")
+    elif backend in ("mysql", "mariadb"):
+        refuse_unknown_options(engine, parsed.render_as_string(hide_password=True))
     return engine
+
+
+def refuse_unknown_options(engine: Engine, shown: str) -> None:
+    """Report a URL option the driver does not take as ``InvalidInput`` naming it.
+
+    PyMySQL and aiomysql take the URL's options as keyword arguments, so a misspelt one
+    (``?ssl_disable=true``) made every connection fail with a ``TypeError`` from deep in
+    the pool, and a malformed number (``?connect_timeout=ten``) with a ``ValueError``.
+    libpq reports its own (``invalid connection option``) and SQLite ignores them.
+
+    Args:
+        engine: The engine (an async engine's synchronous face).
+        shown: The URL as its store names it.
+    """
+
+    @event.listens_for(engine, "do_connect")
+    def _connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"cannot connect to {shown}: {dialect.driver} refused the URL's options ({exc})"
+            ) from exc
 
 
 def configure_sqlite(
