@@ -679,6 +679,19 @@ def test_stores_share_statements_compiled_for_the_same_dialect(
             assert other_sql.sql != shared.sql  # each dialect's own parameter style
 
 
+def _open_and_close(url: URL, *, asynchronous: bool) -> None:
+    """Open a store on ``url`` (the sync one, or the async one in a loop of its own), close it."""
+
+    async def open_async() -> None:
+        store = await AsyncSQLCheckpointer.open(url)
+        await store.close()
+
+    if asynchronous:
+        asyncio.run(open_async())
+    else:
+        SQLCheckpointer(url).close()
+
+
 @pytest.mark.mariadb
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
 def test_a_url_option_the_driver_does_not_take_is_invalid_input_naming_it(
@@ -687,18 +700,8 @@ def test_a_url_option_the_driver_does_not_take_is_invalid_input_naming_it(
     """PyMySQL and aiomysql take URL options as keyword arguments: a typo was a TypeError."""
     url = mariadb_url.update_query_dict({"ssl_disable": "true"})
 
-    async def open_async() -> None:
-        store = await AsyncSQLCheckpointer.open(url)
-        await store.close()
-
-    def open_store() -> None:
-        if asynchronous:
-            asyncio.run(open_async())
-        else:
-            SQLCheckpointer(url).close()
-
     with pytest.raises(InvalidInput) as raised:
-        open_store()
+        _open_and_close(url, asynchronous=asynchronous)
     message = str(raised.value)
     assert "ssl_disable" in message, message
     shown = url.render_as_string(hide_password=True)
@@ -725,18 +728,8 @@ def test_a_url_option_with_a_malformed_value_is_invalid_input(
         base = request.getfixturevalue("mariadb_url")
     url = base.update_query_dict({option: "ten"})
 
-    async def open_async() -> None:
-        store = await AsyncSQLCheckpointer.open(url)
-        await store.close()
-
-    def open_store() -> None:
-        if asynchronous:
-            asyncio.run(open_async())
-        else:
-            SQLCheckpointer(url).close()
-
     with pytest.raises(InvalidInput) as raised:
-        open_store()
+        _open_and_close(url, asynchronous=asynchronous)
     message = str(raised.value)
     shown = url.render_as_string(hide_password=True)
     assert message.startswith(f"cannot open {shown}: an option of the URL is refused"), message
