@@ -97,7 +97,7 @@ class Statement:
         engine: The store's engine.
         statement: The Core statement.
         binary: As for :class:`~purpose_agent.db.cursor.CursorStatement`.
-        compiled: The twin, when it was compiled already (see :func:`_prepared`).
+        compiled: The twin, when it was compiled already (see :meth:`Queries._made`).
     """
 
     def __init__(
