@@ -49,7 +49,7 @@ def test_version_and_help_load_no_store_library(flag: str) -> None:
 
 def test_a_command_still_loads_what_it_needs() -> None:
     output, heavy = _loaded_by("runs", "--help")
-    assert "List, inspect, page through and delete runs, and list run groups." in output
+    assert "List, inspect, page through, verify and delete runs, and list run groups." in output
     assert "sqlalchemy" in heavy
 
 

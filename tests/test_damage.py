@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from purpose_agent import CorruptRecord, SQLCheckpointer
+from purpose_agent.ops.verify import verify_runs
 from purpose_agent.testing.suite import ev, st
 
 DAMAGED_SEQ = 2
@@ -100,6 +101,12 @@ SNAPSHOT_DAMAGE = {
     "snapshot_seq_ahead": Damage("pa_snapshots", "seq", "999", SNAPSHOT_SEQ, "covers"),
     "snapshot_seq_text": Damage("pa_snapshots", "seq", "'x'", SNAPSHOT_SEQ, "covers", ("sqlite",)),
 }
+
+
+_BACKENDS = [
+    pytest.param(backend, marks=getattr(pytest.mark, backend), id=backend)
+    for backend in ("sqlite", "postgres", "mariadb")
+]
 
 
 def _cases(damages: dict[str, Damage]) -> list[object]:
@@ -215,3 +222,53 @@ def test_damaged_snapshot_is_a_corrupt_record_naming_run_and_seq(url: str, damag
         # The events themselves are intact.
         assert store.list_events("r") == [ev("r", seq, n=seq) for seq in range(1, 6)]
         _other_run_reads_as_saved(store)
+
+
+def _record(damage: Damage) -> str:
+    return "event" if damage.table == "pa_events" else "snapshot"
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "damage"),
+    _cases({**EVENT_DAMAGE, **SNAPSHOT_DAMAGE}),
+    indirect=["backend_name"],
+)
+def test_verify_names_the_damaged_record_and_reads_every_other(url: str, damage: Damage) -> None:
+    with SQLCheckpointer(url) as store:
+        _store_two_runs(store)
+        _damage(url, damage, DAMAGED_SEQ if _record(damage) == "event" else SNAPSHOT_SEQ)
+        report = verify_runs(store)
+    assert [(found.run_id, found.record, found.seq) for found in report.damaged] == [
+        ("r", _record(damage), damage.seq)
+    ]
+    assert damage.detail in report.damaged[0].detail
+    # Stored: 7 events and 2 snapshots; each one but the damaged record was decoded.
+    assert report.runs == 2
+    expected = (6, 2) if _record(damage) == "event" else (7, 1)
+    assert (report.events, report.snapshots) == expected
+
+
+@pytest.mark.parametrize("backend_name", _BACKENDS, indirect=True)
+def test_verify_reads_on_after_each_damaged_event_of_a_run(url: str) -> None:
+    damage = EVENT_DAMAGE["data_not_json"]
+    with SQLCheckpointer(url) as store:
+        _store_two_runs(store)
+        _damage(url, damage, 2)
+        _damage(url, damage, 4)
+        report = verify_runs(store)
+    assert [(found.run_id, found.seq) for found in report.damaged] == [("r", 2), ("r", 4)]
+    assert (report.events, report.snapshots, report.damaged_runs) == (5, 2, 1)
+
+
+@pytest.mark.parametrize("backend_name", _BACKENDS, indirect=True)
+def test_verify_reports_a_listed_run_id_no_read_accepts(url: str) -> None:
+    with SQLCheckpointer(url) as store:
+        _store_two_runs(store)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE pa_runs SET run_id = 'bad/id' WHERE run_id = 'other'")
+        engine.dispose()
+        report = verify_runs(store)
+    assert [(found.run_id, found.record) for found in report.damaged] == [("bad/id", "run")]
+    assert "run id" in report.damaged[0].detail
+    assert (report.runs, report.events, report.snapshots) == (2, 5, 1)

@@ -62,7 +62,7 @@ COMMANDS = {
     ),
     "runs": LazyCommand(
         "purpose_agent.cli.runs_commands:runs",
-        "List, inspect, page through and delete runs, and list run groups.",
+        "List, inspect, page through, verify and delete runs, and list run groups.",
     ),
 }
 

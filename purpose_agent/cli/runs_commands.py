@@ -1,4 +1,4 @@
-"""``purpose-agent runs``: list, show, page through and delete runs, and list run groups.
+"""``purpose-agent runs``: list, show, page through, verify and delete runs, and list groups.
 
 Listings are paged (``--limit``/``--offset`` for runs and groups, ``--since``/``--limit``
 for events), so a store with millions of events is never loaded at once; ``runs events
@@ -29,6 +29,7 @@ from purpose_agent.cli.output import (
     when,
 )
 from purpose_agent.cli.stores import open_url
+from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.prune import delete_selected, selected, selection
 from purpose_agent.ops.summaries import group_summaries, run_detail, run_summaries
@@ -44,7 +45,7 @@ def _unknown(run_id: str, where: str) -> InvalidInput:
 
 @click.group()
 def runs() -> None:
-    """List, inspect, page through and delete runs, and list run groups."""
+    """List, inspect, page through, verify and delete runs, and list run groups."""
 
 
 def _page_options(what: str) -> Callable[[F], F]:
@@ -352,3 +353,6 @@ def _delete_selected(
     console().print(
         f"Deleted {count(len(deleted), 'run')} {what} ({count(events, 'event')}) from {where}."
     )
+
+
+runs.add_command(verify)

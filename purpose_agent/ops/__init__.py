@@ -1,4 +1,4 @@
-"""Maintenance of stores, not tied to the command line: copy, summaries, prune, schema.
+"""Maintenance of stores, not tied to the command line: copy, summaries, prune, verify, schema.
 
 The ``purpose-agent`` command is a thin layer over these; scripts can call them directly::
 
@@ -26,12 +26,15 @@ from purpose_agent.ops.summaries import (
     count_events,
     group_summaries,
     run_detail,
+    run_ids,
     run_summaries,
 )
+from purpose_agent.ops.verify import Damage, VerifyProgress, VerifyReport, verify_runs
 
 __all__ = [
     "CopyProgress",
     "CopyReport",
+    "Damage",
     "GroupSummary",
     "PruneProgress",
     "PruneResult",
@@ -39,13 +42,17 @@ __all__ = [
     "RunProblem",
     "RunSummary",
     "SchemaStatus",
+    "VerifyProgress",
+    "VerifyReport",
     "copy_runs",
     "count_events",
     "downgrade_schema",
     "group_summaries",
     "prune",
     "run_detail",
+    "run_ids",
     "run_summaries",
     "schema_status",
     "upgrade_schema",
+    "verify_runs",
 ]

@@ -160,6 +160,25 @@ def run_summaries(
     return [_summary(store, run_id) for run_id in run_ids]
 
 
+def run_ids(
+    store: Checkpointer, *, group: str | None = None, prefix: str | None = None
+) -> list[str]:
+    """Every run id, most recently written first: of the group, or with the prefix, if given.
+
+    Raises:
+        InvalidInput: A malformed group or prefix, or either on a store that keeps no groups.
+        StoreUnavailable: The store cannot be read.
+
+    """
+    if group is None and prefix is None:
+        return store.list_runs()
+    if group is not None:
+        group = check_label(group, "group")
+    if prefix is not None:
+        prefix = check_prefix(prefix)
+    return _groups_or_refuse(store).list_runs(None, group=group, prefix=prefix)
+
+
 def _sql_summaries(
     store: SQLCheckpointer,
     limit: int | None,

@@ -1,0 +1,123 @@
+"""`purpose-agent runs verify`: every damaged record named, the rest read, exit 1 on damage.
+
+Which damage each backend reports, and how, is ``tests/test_damage.py``'s; here the command
+runs on SQL stores and on a JSONL folder, whose reads fail differently (a damaged line stops
+the reads of its run there).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent.stores.open import open_store
+from tests.test_cli_support import STORES, invoke, make_store_url
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return make_store_url(request, tmp_path, request.param)
+
+
+def _fill(url: str) -> None:
+    """Runs a and b of group g (3 and 2,500 events, with snapshots), and run c of no group."""
+    with open_store(url) as store:
+        for run_id, events in (("a", 3), ("b", 2_500)):
+            store.save_keyed_events(
+                run_id,
+                [
+                    (PAEvent(run_id=run_id, seq=i, kind=EventKind.TOOL_CALL, data={"i": i}), None)
+                    for i in range(1, events + 1)
+                ],
+                snapshot=RunState(run_id=run_id, seq=events),
+                group="g",
+            )
+        store.save_event(PAEvent(run_id="c", seq=1, kind=EventKind.MESSAGE))
+
+
+def _damage(url: str, statement: str) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        assert conn.exec_driver_sql(statement).rowcount == 1
+    engine.dispose()
+
+
+def test_a_store_with_nothing_damaged_exits_0_and_says_what_it_read(store_url: str) -> None:
+    _fill(store_url)
+    result = invoke("runs", "verify", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    assert ": 2,504 events and 2 snapshots read back; nothing is damaged." in result.stdout
+    assert "Read 3 runs in" in result.stdout
+
+
+def test_each_damaged_record_is_listed_and_the_exit_status_is_1(store_url: str) -> None:
+    _fill(store_url)
+    _damage(store_url, "UPDATE pa_events SET data = '{x' WHERE run_id = 'b' AND seq = 7")
+    _damage(store_url, "UPDATE pa_events SET kind = 'nope' WHERE run_id = 'b' AND seq = 1999")
+    _damage(store_url, "UPDATE pa_snapshots SET state = '[1' WHERE run_id = 'a'")
+    result = invoke("runs", "verify", "--url", store_url)
+    assert result.exit_code == 1, result.output
+    rows = [
+        [cell.strip() for cell in line.split("│")[1:-1]]
+        for line in result.stdout.splitlines()
+        if line.startswith("│")
+    ]
+    assert [row[:3] for row in rows] == [
+        ["b", "event", "7"],
+        ["b", "event", "1999"],
+        ["a", "snapshot", "3"],
+    ]
+    assert "not JSON" in rows[0][3]
+    assert "unknown event kind 'nope'" in rows[1][3]
+    assert "2,502 events and 1 snapshot read back; 3 damaged records in 2 runs." in result.stdout
+    assert result.stderr == "error: 3 damaged records in 2 runs of 3\n"
+
+
+def test_json_report_and_a_group_narrow_the_read(store_url: str) -> None:
+    _fill(store_url)
+    _damage(store_url, "UPDATE pa_events SET data = '[]' WHERE run_id = 'c' AND seq = 1")
+    result = invoke("runs", "verify", "--group", "g", "--json", "--url", store_url)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["runs"], report["events"], report["damaged"]) == (
+        True,
+        2,
+        2_503,
+        [],
+    )
+    result = invoke("runs", "verify", "--prefix", "c", "--json", "--url", store_url)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["damaged"] == [
+        {
+            "run_id": "c",
+            "record": "event",
+            "seq": 1,
+            "detail": report["damaged"][0]["detail"],
+        }
+    ]
+    assert "not an object" in report["damaged"][0]["detail"]
+
+
+def test_a_damaged_jsonl_line_is_named_once_and_the_other_runs_are_read(tmp_path: Path) -> None:
+    url = f"jsonl:{tmp_path / 'runs'}"
+    with open_store(url) as store:
+        for run_id in ("a", "b"):
+            for seq in range(1, 6):
+                store.save_event(
+                    PAEvent(run_id=run_id, seq=seq, kind=EventKind.TOOL_CALL, data={"i": seq})
+                )
+            store.save_snapshot(run_id, RunState(run_id=run_id, seq=3))
+    log = tmp_path / "runs" / "a" / "events.jsonl"
+    log.write_bytes(log.read_bytes().replace(b'"i":2}', b'"i":#}'))
+    result = invoke("runs", "verify", "--json", "--url", url)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    # The snapshot of run a is checked against its log, so it fails on the same line: one record.
+    assert [(d["run_id"], d["record"], d["seq"]) for d in report["damaged"]] == [("a", "event", 2)]
+    assert (report["runs"], report["snapshots"]) == (2, 1)
+    assert report["events"] >= 5  # run b's; a JSONL run is not read past a damaged line
