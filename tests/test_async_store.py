@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import NullPool, create_engine, text
+from sqlalchemy import NullPool, create_engine, event, text
 
 from purpose_agent import (
     AsyncCheckpointer,
@@ -331,6 +331,35 @@ def test_tasks_outnumbering_the_pools_connections_each_get_their_turn(
     done = asyncio.run(main())
     # Taking turns, every task is within a step or two of the first to reach ``lead``.
     assert min(done) >= lead // 2, sorted(done)
+
+
+def test_bursts_of_tasks_reuse_the_pools_connections_instead_of_reopening_them(
+    empty_database: str,
+) -> None:
+    """Tasks saving in bursts, idle in between (their model calls), do not churn connections.
+
+    The pool closed every connection beyond its size the moment it came back while the pool's
+    size of others were idle: each burst opened them again (64 runs pausing between steps on
+    Postgres: 117 new connections in 3 s, a step's p99 at 67 ms instead of 5 ms).
+    """
+
+    async def main() -> tuple[int, int]:
+        async with await AsyncSQLCheckpointer.open(empty_database) as store:
+            engine = store.engine.sync_engine
+            opened: list[object] = []
+            event.listen(engine, "connect", lambda *_: opened.append(None))
+            pool: Any = engine.pool
+            most = pool.size() + pool._max_overflow
+            for burst in range(1, 5):
+                steps = [store.save_events(*_step(f"b-{i}", burst)) for i in range(most + 8)]
+                await asyncio.gather(*steps)
+                await asyncio.sleep(0.02)
+            for index in range(most + 8):
+                assert await store.last_seq(f"b-{index}") == 12
+            return len(opened), most
+
+    opened, most = asyncio.run(main())
+    assert opened <= most
 
 
 def test_a_connection_handed_to_a_task_cancelled_as_it_waited_goes_to_the_next_task() -> None:

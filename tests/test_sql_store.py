@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -606,6 +607,76 @@ def test_threads_outnumbering_the_pools_connections_each_get_their_turn(
     # one, one thread of 48 had 5 steps when the first reached 30, and the median was 24.
     assert min(reached[:threads]) >= lead // 10, str(sorted(reached[:threads]))
     assert sorted(reached[:threads])[threads // 2] >= lead // 2, str(sorted(reached[:threads]))
+
+
+def test_bursts_of_threads_reuse_the_pools_connections_instead_of_reopening_them(
+    empty_database: str,
+) -> None:
+    """Threads saving in bursts, idle in between, do not close and reopen connections.
+
+    The pool closed every connection beyond its size the moment it came back while the pool's
+    size of others were idle, so each burst opened them again.
+    """
+    with SQLCheckpointer(empty_database) as store:
+        opened: list[object] = []
+        sa.event.listen(store.engine, "connect", lambda *_: opened.append(None))
+        pool: Any = store.engine.pool
+        most = pool.size() + pool._max_overflow
+        threads = most + 8
+        for burst in range(1, 5):
+            start = threading.Barrier(threads)
+
+            def run(index: int, burst: int = burst, start: threading.Barrier = start) -> None:
+                start.wait()
+                store.save_events(*_step(f"b-{index}", burst))
+
+            workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(60)
+            time.sleep(0.02)
+        for index in range(threads):
+            assert store.last_seq(f"b-{index}") == 12
+    assert len(opened) <= most
+
+
+def test_connections_beyond_the_pools_size_linger_then_close() -> None:
+    """Idle connections beyond ``pool_size`` stay for ``linger`` s, then go, and can come again."""
+    from purpose_agent.db import thread_pool
+
+    made: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        made.append(sqlite3.connect(":memory:", check_same_thread=False))
+        return made[-1]
+
+    pool = thread_pool.ThreadQueuePool(connect, pool_size=2, max_overflow=4, timeout=0.05)
+    pool.linger = 0.2
+    held = [pool.connect() for _ in range(6)]
+    for connection in held:
+        connection.close()
+    assert (pool.checkedin(), len(made)) == (6, 6)  # all six kept idle
+    held = [pool.connect() for _ in range(6)]
+    assert len(made) == 6  # and taken again: nothing reopened
+    for connection in held:
+        connection.close()
+    time.sleep(0.3)
+    pool.connect().close()  # a connection coming back trims the ones idle too long
+    assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (2, 0, 0)
+    closed = 0
+    for connection in made:
+        try:
+            connection.execute("SELECT 1")
+        except sqlite3.ProgrammingError:
+            closed += 1
+    assert closed == 4
+    held = [pool.connect() for _ in range(6)]  # the overflow is counted right: four can open
+    assert len(made) == 10
+    with pytest.raises(sa.exc.TimeoutError):
+        pool.connect()
+    for connection in held:
+        connection.close()
 
 
 def test_a_connection_handed_to_a_thread_as_its_wait_ran_out_is_not_lost(

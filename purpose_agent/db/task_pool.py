@@ -20,9 +20,9 @@ from collections import deque
 
 from sqlalchemy.pool import AsyncAdaptedQueuePool, ConnectionPoolEntry
 from sqlalchemy.util import await_only
-from sqlalchemy.util.queue import Empty, Full
+from sqlalchemy.util.queue import Empty
 
-from purpose_agent.db.pool_queue import IdleConnections
+from purpose_agent.db.pool_queue import IdleConnections, LingeringPool
 
 
 class HandOverQueue(IdleConnections):
@@ -38,16 +38,10 @@ class HandOverQueue(IdleConnections):
         self._waiting: deque[asyncio.Future[ConnectionPoolEntry]] = deque()
 
     def put_nowait(self, item: ConnectionPoolEntry) -> None:
-        """Hand a connection to the longest-waiting task, or keep it idle.
-
-        Raises:
-            Full: Nobody waits and the pool keeps no more (the pool closes its overflow).
-        """
+        """Hand a connection to the longest-waiting task, or keep it idle."""
         if self._hand_over(item):
             return
-        if self.full():
-            raise Full()
-        self._idle.append(item)
+        self._keep_idle(item)
 
     def _hand_over(self, item: ConnectionPoolEntry) -> bool:
         """Give a connection to the longest-waiting task; whether one was waiting."""
@@ -93,12 +87,10 @@ class HandOverQueue(IdleConnections):
 
     def _withdraw(self, waiter: asyncio.Future[ConnectionPoolEntry]) -> None:
         if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-            # Handed over as the task was cancelled: to the next task, else idle even in a
-            # full pool (it is one of the overflow then, closed when it comes back to a full
-            # pool).
+            # Handed over as the task was cancelled: to the next task, else idle.
             item = waiter.result()
             if not self._hand_over(item):
-                self._idle.append(item)
+                self._keep_idle(item)
             return
         waiter.cancel()
         with contextlib.suppress(ValueError):
@@ -111,7 +103,11 @@ def _expire(waiter: asyncio.Future[ConnectionPoolEntry]) -> None:
         waiter.set_exception(Empty())
 
 
-class TaskQueuePool(AsyncAdaptedQueuePool):
-    """``AsyncAdaptedQueuePool`` whose connections go to waiting tasks in the order they asked."""
+class TaskQueuePool(LingeringPool, AsyncAdaptedQueuePool):
+    """``AsyncAdaptedQueuePool`` whose connections go to waiting tasks in the order they asked.
+
+    Connections beyond its size linger idle for a while before they are closed (see
+    :mod:`purpose_agent.db.pool_queue`).
+    """
 
     _queue_class = HandOverQueue

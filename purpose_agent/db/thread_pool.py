@@ -18,10 +18,10 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
-from sqlalchemy.util.queue import Empty, Full
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util.queue import Empty
 
-from purpose_agent.db.pool_queue import IdleConnections
+from purpose_agent.db.pool_queue import IdleConnections, LingeringPool
 
 
 class _Waiter:
@@ -49,21 +49,18 @@ class ThreadHandOverQueue(IdleConnections):
         self._mutex = threading.Lock()
         self._waiting: deque[_Waiter] = deque()
 
-    def put_nowait(self, item: ConnectionPoolEntry) -> None:
-        """Hand a connection to the longest-waiting thread, or keep it idle.
+    def _guard(self) -> threading.Lock:
+        return self._mutex
 
-        Raises:
-            Full: Nobody waits and the pool keeps no more (the pool closes its overflow).
-        """
+    def put_nowait(self, item: ConnectionPoolEntry) -> None:
+        """Hand a connection to the longest-waiting thread, or keep it idle."""
         with self._mutex:
             if self._waiting:
                 waiter = self._waiting.popleft()
                 waiter.item = item
                 waiter.baton.release()
                 return
-            if self.full():
-                raise Full()
-            self._idle.append(item)
+            self._keep_idle(item)
 
     def get_nowait(self) -> ConnectionPoolEntry:
         """An idle connection.
@@ -100,7 +97,11 @@ class ThreadHandOverQueue(IdleConnections):
         raise Empty()
 
 
-class ThreadQueuePool(QueuePool):
-    """``QueuePool`` whose connections go to waiting threads in the order they asked."""
+class ThreadQueuePool(LingeringPool):
+    """``QueuePool`` whose connections go to waiting threads in the order they asked.
+
+    Connections beyond its size linger idle for a while before they are closed (see
+    :mod:`purpose_agent.db.pool_queue`).
+    """
 
     _queue_class = ThreadHandOverQueue
