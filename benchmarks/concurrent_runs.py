@@ -13,8 +13,17 @@ With ``--mode tasks`` the runs are asyncio tasks in one event loop instead of th
 async connection, a connection each, one commit per step); ``--mode both`` measures both.
 
 Run ``python -m benchmarks.concurrent_runs [--runs 1,8,64,1000] [--seconds 5] [--postgres URL]
-[--mode threads|tasks|both]``.
-Figures are printed as a table and as JSON; ratios are against ``raw`` at the same concurrency.
+[--mode threads|tasks|both] [--think-ms 0]``.
+Figures are printed as a table and as JSON; ratios are against ``raw`` at the same concurrency,
+and each side's p99 is also given over its own p99 with one run (``x lone``).
+
+By default every run steps back to back, so the database is always saturated and a step's
+latency is mostly its wait in the queue: by Little's law the mean latency at N runs is N over
+the throughput, so it stays under k times a lone writer's only if N runs together go N/k times
+as fast as one. ``--think-ms`` pauses each run between its steps, as an agent waits for its
+model between steps; latency is still measured over the save alone. Each pause is drawn
+uniformly from 0 to twice the given mean (and each run starts after one), so runs do not step
+in lockstep. It shows what a step costs when the database is loaded but not saturated.
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import statistics
 import threading
 import time
@@ -53,8 +63,10 @@ def _steps(write: Callable[[list[Any], Any], None]) -> Step:
     return step
 
 
-def run_writers(steps: list[Step], seconds: float, prefix: str) -> tuple[int, float, list[float]]:
-    """One thread per run, started together, stepping for ``seconds``.
+def run_writers(
+    steps: list[Step], seconds: float, prefix: str, think: float = 0.0
+) -> tuple[int, float, list[float]]:
+    """One thread per run, started together, stepping for ``seconds``, ``think`` s apart.
 
     Returns:
         Steps committed, wall seconds, and every step's latency in seconds.
@@ -66,15 +78,20 @@ def run_writers(steps: list[Step], seconds: float, prefix: str) -> tuple[int, fl
     def work(index: int) -> None:
         clock = time.perf_counter
         mine = latencies[index]
+        pause = _pauses(think, index)
         barrier.wait()
         end = clock() + seconds
         number = 0
         try:
+            if think:
+                time.sleep(pause())
             while clock() < end:
                 number += 1
                 started = clock()
                 steps[index](f"{prefix}-{index}", number)
                 mine.append(clock() - started)
+                if think:
+                    time.sleep(pause())
         except BaseException as exc:  # reported in the caller's thread
             errors.append(exc)
 
@@ -92,13 +109,21 @@ def run_writers(steps: list[Step], seconds: float, prefix: str) -> tuple[int, fl
     return len(flat), elapsed, flat
 
 
+def _pauses(think: float, index: int) -> Callable[[], float]:
+    """A run's pauses between steps: uniform in ``0..2 * think``, the same ones every time."""
+    draw = random.Random(index).uniform
+    return lambda: draw(0.0, 2 * think)
+
+
 def _quantile(values: list[float], q: float) -> float:
     if len(values) < 2:
         return values[0] if values else 0.0
     return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
-def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, float]]:
+def measure(
+    target: Target, runs: int, seconds: float, think: float = 0.0
+) -> dict[str, dict[str, float]]:
     """All three sides at one concurrency, one after the other, on the same database."""
     results: dict[str, dict[str, float]] = {}
     sides: dict[str, Callable[[], tuple[list[Step], Callable[[], None]]]] = {}
@@ -135,7 +160,7 @@ def measure(target: Target, runs: int, seconds: float) -> dict[str, dict[str, fl
     for name, build in sides.items():
         steps, close = build()
         try:
-            count, elapsed, latencies = run_writers(steps, seconds, f"{name}-{runs}")
+            count, elapsed, latencies = run_writers(steps, seconds, f"{name}-{runs}", think)
         finally:
             close()
         results[name] = {
@@ -159,7 +184,7 @@ def _async_steps(write: Callable[[list[Any], Any], Awaitable[None]]) -> AsyncSte
 
 
 async def run_tasks(
-    steps: list[AsyncStep], seconds: float, prefix: str
+    steps: list[AsyncStep], seconds: float, prefix: str, think: float = 0.0
 ) -> tuple[int, float, list[float]]:
     """One task per run, started together, stepping for ``seconds``; as :func:`run_writers`."""
     go = asyncio.Event()
@@ -168,14 +193,19 @@ async def run_tasks(
     async def work(index: int) -> None:
         clock = time.perf_counter
         mine = latencies[index]
+        pause = _pauses(think, index)
         await go.wait()
         end = clock() + seconds
         number = 0
+        if think:
+            await asyncio.sleep(pause())
         while clock() < end:
             number += 1
             started = clock()
             await steps[index](f"{prefix}-{index}", number)
             mine.append(clock() - started)
+            if think:
+                await asyncio.sleep(pause())
 
     tasks = [asyncio.create_task(work(i)) for i in range(len(steps))]
     await asyncio.sleep(0)
@@ -193,7 +223,7 @@ def _rss_mb() -> float:
 
 
 async def measure_tasks(
-    target: Target, runs: int, seconds: float, with_langgraph: bool = False
+    target: Target, runs: int, seconds: float, with_langgraph: bool = False, think: float = 0.0
 ) -> dict[str, dict[str, float]]:
     """The asyncio sides at one concurrency, one after the other, on the same database."""
     results: dict[str, dict[str, float]] = {}
@@ -250,7 +280,9 @@ async def measure_tasks(
     for name, build in sides.items():
         steps, close = await build()
         try:
-            count, elapsed, latencies = await run_tasks(steps, seconds, f"task-{name}-{runs}")
+            count, elapsed, latencies = await run_tasks(
+                steps, seconds, f"task-{name}-{runs}", think
+            )
         finally:
             await close()
         results[name] = {
@@ -262,7 +294,7 @@ async def measure_tasks(
     if with_langgraph:
         async with langgraph_tasks.theirs(target.backend, target.raw_dsn) as saver:
             steps = [langgraph_tasks.saver_step(saver)] * runs
-            count, elapsed, latencies = await run_tasks(steps, seconds, f"task-lg-{runs}")
+            count, elapsed, latencies = await run_tasks(steps, seconds, f"task-lg-{runs}", think)
         results["lg-theirs"] = {
             "steps_per_s": count / elapsed,
             "p50_ms": _quantile(latencies, 0.5) * 1000,
@@ -295,7 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="tasks mode: also LangGraph's async saver and ours doing the same steps",
     )
+    parser.add_argument(
+        "--think-ms",
+        type=float,
+        default=0.0,
+        help="each run's pause between its steps (its model call), in ms; 0: back to back",
+    )
     args = parser.parse_args(argv)
+    think = args.think_ms / 1000
     modes = ["threads", "tasks"] if args.mode == "both" else [args.mode]
     levels = [int(level) for level in args.runs.split(",")]
     backends = ["sqlite"] + (["postgres"] if args.postgres else [])
@@ -305,11 +344,16 @@ def main(argv: list[str] | None = None) -> int:
             for mode in modes:
                 for runs in levels:
                     if mode == "threads":
-                        figures = measure(target, runs, args.seconds)
+                        figures = measure(target, runs, args.seconds, think)
                     else:
                         figures = asyncio.run(
-                            measure_tasks(target, runs, args.seconds, args.langgraph)
+                            measure_tasks(target, runs, args.seconds, args.langgraph, think)
                         )
+                    lone = report.get(f"{backend}/{mode}/1")
+                    for side, values in figures.items():
+                        values["think_ms"] = args.think_ms
+                        if lone is not None and side in lone and lone[side]["p99_ms"] > 0:
+                            values["p99_over_lone"] = values["p99_ms"] / lone[side]["p99_ms"]
                     report[f"{backend}/{mode}/{runs}"] = figures
                     _print(backend, mode, runs, figures)
     if args.json:
@@ -322,10 +366,11 @@ def _print(backend: str, mode: str, runs: int, figures: dict[str, dict[str, floa
     raw = figures["raw"]["steps_per_s"]
     for side, values in figures.items():
         memory = f"  rss {values['rss_mb']:6.0f} MB" if "rss_mb" in values else ""
+        lone = f" ({values['p99_over_lone']:5.1f}x lone)" if "p99_over_lone" in values else ""
         print(
             f"{backend:8} {mode:7} runs={runs:<5} {side:8} {values['steps_per_s']:9.0f} steps/s "
             f"({values['steps_per_s'] / raw:4.2f}x raw)  p50 {values['p50_ms']:7.2f} ms"
-            f"  p99 {values['p99_ms']:7.2f} ms{memory}",
+            f"  p99 {values['p99_ms']:7.2f} ms{lone}{memory}",
             flush=True,
         )
 
