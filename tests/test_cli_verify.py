@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent.ops.verify import VerifyProgress, verify_runs
 from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
 
@@ -121,3 +122,13 @@ def test_a_damaged_jsonl_line_is_named_once_and_the_other_runs_are_read(tmp_path
     assert [(d["run_id"], d["record"], d["seq"]) for d in report["damaged"]] == [("a", "event", 2)]
     assert (report["runs"], report["snapshots"]) == (2, 1)
     assert report["events"] >= 5  # run b's; a JSONL run is not read past a damaged line
+
+
+def test_progress_is_told_after_each_run(store_url: str) -> None:
+    _fill(store_url)
+    seen: list[VerifyProgress] = []
+    with open_store(store_url) as store:
+        report = verify_runs(store, progress=seen.append)
+    assert [(step.runs_done, step.runs_total) for step in seen] == [(1, 3), (2, 3), (3, 3)]
+    assert [step.run_id for step in seen] == ["c", "b", "a"]  # most recently written first
+    assert seen[-1].events_done == report.events == 2_504
