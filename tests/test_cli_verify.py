@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -132,3 +133,33 @@ def test_progress_is_told_after_each_run(store_url: str) -> None:
     assert [(step.runs_done, step.runs_total) for step in seen] == [(1, 3), (2, 3), (3, 3)]
     assert [step.run_id for step in seen] == ["c", "b", "a"]  # most recently written first
     assert seen[-1].events_done == report.events == 2_504
+
+
+def test_the_progress_bar_shown_on_a_terminal_leaves_the_report_as_it_is(
+    store_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(store_url)
+    plain = invoke("runs", "verify", "--url", store_url)
+
+    class Terminal:
+        stderr = type("Stderr", (), {"isatty": staticmethod(lambda: True)})()
+
+    monkeypatch.setattr("purpose_agent.cli.verify.sys", Terminal)
+    moves: list[tuple[int, int]] = []
+    original = verify_runs
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        progress = args[2]
+        assert progress is not None  # the bar's callback, given because stderr is a terminal
+
+        def both(step: VerifyProgress) -> None:
+            moves.append((step.runs_done, step.runs_total))
+            progress(step)
+
+        return original(args[0], args[1], both)
+
+    monkeypatch.setattr("purpose_agent.cli.verify.verify_runs", watched)
+    shown = invoke("runs", "verify", "--url", store_url)
+    assert shown.exit_code == plain.exit_code == 0
+    assert shown.stdout == plain.stdout
+    assert moves == [(1, 3), (2, 3), (3, 3)]

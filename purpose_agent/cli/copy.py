@@ -8,57 +8,19 @@ non-zero when a run could not be copied or its counts did not match.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import click
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from purpose_agent.cli.options import json_option
-from purpose_agent.cli.output import CommandFailed, console, emit_json, err_console
+from purpose_agent.cli.output import CommandFailed, console, emit_json
+from purpose_agent.cli.progress import runs_bar
 from purpose_agent.cli.stores import open_target
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyProgress, CopyReport, copy_runs
+from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyReport, copy_runs
 from purpose_agent.stores.open import describe, parse_target
 
 INTERRUPTED_EXIT = 130
-
-
-@contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[CopyProgress], None] | None]:
-    if not show:
-        yield None
-        return
-    columns = (
-        TextColumn("[bold]copying[/bold] {task.fields[run]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[events]} events"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err_console(), transient=True) as bar:
-        task = bar.add_task("runs", total=None, run="", events=0)
-
-        def update(step: CopyProgress) -> None:
-            bar.update(
-                task,
-                total=step.runs_total,
-                completed=step.runs_done,
-                run=escape(step.run_id),
-                events=f"{step.events_done:,}",
-            )
-
-        yield update
 
 
 def _report_json(report: CopyReport, source: str, dest: str) -> dict[str, object]:
@@ -124,7 +86,7 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
     with (
         open_target(source_target, given=source, create=False, read_only=True) as reader,
         open_target(dest_target, given=dest, create=True) as writer,
-        _progress_bar(show_bar) as progress,
+        runs_bar(show_bar, "copying") as progress,
     ):
         source_name, dest_name = describe(reader), describe(writer)
         try:

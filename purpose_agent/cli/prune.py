@@ -15,14 +15,7 @@ from datetime import timedelta
 
 import click
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 
 from purpose_agent.cli.options import (
     Duration,
@@ -31,6 +24,7 @@ from purpose_agent.cli.options import (
     url_option,
 )
 from purpose_agent.cli.output import age, console, count, emit_json, err_console, selection_text
+from purpose_agent.cli.progress import run_columns
 from purpose_agent.cli.stores import open_url
 from purpose_agent.ops.prune import Progress as OnProgress
 from purpose_agent.ops.prune import PruneProgress, PruneResult, prunable
@@ -44,14 +38,7 @@ def _progress_bar(show: bool, planned: PruneResult | None) -> Iterator[OnProgres
     if not show or planned is None:
         yield None
         return
-    columns = (
-        TextColumn("[bold]{task.description}[/bold] {task.fields[run]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[events]} events"),
-        TimeElapsedColumn(),
-    )
+    columns = run_columns("[bold]{task.description}[/bold]")
     with Progress(*columns, console=err_console(), transient=True) as bar:
         totals = {"deleting runs": planned.old_runs, "compacting": planned.covered_runs}
         tasks = {

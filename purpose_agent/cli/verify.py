@@ -8,19 +8,8 @@ the damaged records, and exits 1 when there is one, so that a scheduled check ca
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 import click
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.table import Table
 
 from purpose_agent.cli.options import json_option, selection_options, url_option
@@ -29,41 +18,13 @@ from purpose_agent.cli.output import (
     console,
     count,
     emit_json,
-    err_console,
     selection_text,
 )
+from purpose_agent.cli.progress import runs_bar
 from purpose_agent.cli.stores import open_url
 from purpose_agent.ops.summaries import run_ids
-from purpose_agent.ops.verify import VerifyProgress, VerifyReport, verify_runs
+from purpose_agent.ops.verify import VerifyReport, verify_runs
 from purpose_agent.stores.open import describe
-
-
-@contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[VerifyProgress], None] | None]:
-    if not show:
-        yield None
-        return
-    columns = (
-        TextColumn("[bold]reading[/bold] {task.fields[run]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[events]} events"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=err_console(), transient=True) as bar:
-        task = bar.add_task("runs", total=None, run="", events=0)
-
-        def update(step: VerifyProgress) -> None:
-            bar.update(
-                task,
-                total=step.runs_total,
-                completed=step.runs_done,
-                run=escape(step.run_id),
-                events=f"{step.events_done:,}",
-            )
-
-        yield update
 
 
 def _print_report(report: VerifyReport, where: str, scope: str) -> None:
@@ -107,7 +68,10 @@ def verify(
     record is damaged.
     """
     show_bar = not quiet and not as_json and sys.stderr.isatty()
-    with open_url(url, create=False, read_only=True) as store, _progress_bar(show_bar) as progress:
+    with (
+        open_url(url, create=False, read_only=True) as store,
+        runs_bar(show_bar, "reading") as progress,
+    ):
         where = describe(store)
         chosen = (
             None if group is None and prefix is None else run_ids(store, group=group, prefix=prefix)
