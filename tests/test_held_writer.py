@@ -170,3 +170,70 @@ def test_a_compaction_takes_its_turn_on_the_write_connection(tmp_path: Path) -> 
         assert [e.seq for e in store.list_events("r")] == [4, 5]
     finally:
         store.close()
+
+
+def _in_transaction(store: SQLCheckpointer) -> bool:
+    conn = store._units._writer.take()  # type: ignore[union-attr]
+    try:
+        return bool(conn.connection.driver_connection.in_transaction)  # type: ignore[union-attr]
+    finally:
+        store._units._writer.give_back(conn)  # type: ignore[union-attr]
+
+
+# An interrupt drops the connection (its state is unknown); an error rolls it back and keeps it.
+FAILURES = [KeyboardInterrupt, RuntimeError]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_a_save_interrupted_inside_its_transaction_stores_nothing_and_the_next_one_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
+    """A save runs BEGIN, its statements and COMMIT in one call on the held connection's cursor.
+
+    Interrupted after its first statement, it must roll back: left open, the transaction
+    would hold SQLite's write lock and the next save's BEGIN would fail.
+    """
+    from purpose_agent.db.queries import Queries
+
+    real = Queries.save_many_on_cursor
+
+    def interrupted(self: Queries, cursor: object, rows: object, snaps: object, now: int) -> None:
+        cursor.execute(  # type: ignore[attr-defined]
+            "INSERT INTO pa_runs (run_id, created_ns, updated_ns, last_seq) VALUES ('x', 1, 1, 9)"
+        )
+        raise failure
+
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        [first] = store.append("r", [_event(1)])
+        second = first.model_copy(update={"seq": 2})
+        monkeypatch.setattr(Queries, "save_many_on_cursor", interrupted)
+        with pytest.raises(failure):
+            store.save_event(second)
+        assert not _in_transaction(store)
+        assert "x" not in store.list_runs()
+        monkeypatch.setattr(Queries, "save_many_on_cursor", real)
+        store.save_event(second)
+        assert [event.seq for event in store.list_events("r")] == [1, 2]
+
+
+@pytest.mark.parametrize("failure", FAILURES)
+def test_an_append_interrupted_inside_its_transaction_leaves_the_runs_last_seq(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: type[BaseException]
+) -> None:
+    from purpose_agent.stores import sql
+
+    real = sql._placed_below
+
+    def interrupted(*args: object) -> object:
+        raise failure  # after the run row moved to its new last seq
+
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1)])
+        monkeypatch.setattr(sql, "_placed_below", interrupted)
+        with pytest.raises(failure):
+            store.append("r", [_event(2), _event(3)])
+        assert not _in_transaction(store)
+        assert store.last_seq("r") == 1
+        monkeypatch.setattr(sql, "_placed_below", real)
+        [placed] = store.append("r", [_event(4)])
+        assert placed.seq == 2

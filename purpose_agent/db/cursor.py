@@ -125,6 +125,21 @@ class CursorStatement:
             params = [self.params(dict(zip(fields, row, strict=True))) for row in rows]
         run_on_cursor(conn, self.sql, lambda cursor: cursor.executemany(self.sql, params))
 
+    def execute_on(self, cursor: Any, values: Mapping[str, Any]) -> None:
+        """Run with ``values`` on a driver cursor the caller holds (inside its own unit)."""
+        cursor.execute(self.sql, self.params(values))
+
+    def executemany_on(self, cursor: Any, fields: Sequence[str], rows: Sequence[Any]) -> None:
+        """Run once per row of ``fields`` values on a driver cursor the caller holds."""
+        if self._positions is not None and list(self._positions) == list(fields):
+            params: Any = rows
+        else:
+            params = [self.params(dict(zip(fields, row, strict=True))) for row in rows]
+        if len(params) == 1:
+            cursor.execute(self.sql, params[0])
+        else:
+            cursor.executemany(self.sql, params)
+
     def fetch(self, conn: Connection, values: Mapping[str, Any]) -> list[Any]:
         """Run a query with ``values`` and return every row as the driver's tuples."""
         params = self.params(values)

@@ -113,4 +113,3 @@ class LingeringPool(QueuePool):
                 stale.close()
             finally:
                 self._dec_overflow()
-

@@ -113,6 +113,11 @@ class Statement:
             compiled = CursorStatement(statement, engine.dialect, binary)  # type: ignore[arg-type]
         self._cursor = compiled
 
+    @property
+    def compiled(self) -> CursorStatement:
+        """The precompiled twin, for a unit that runs its statements on one driver cursor."""
+        return self._cursor
+
     def run(self, conn: Connection, values: Mapping[str, Any]) -> int:
         """Run with one parameter set; returns the row count."""
         if observed(self._engine):
@@ -633,6 +638,33 @@ class Queries:
                 self._upsert_snapshot.run(conn, states[0])
             else:
                 self._upsert_snapshot.run_many(conn, states)
+
+    def save_many_on_cursor(
+        self, cursor: Any, rows: Sequence[EventRow], snaps: Sequence[StateRow], now: int
+    ) -> None:
+        """What :meth:`save_many` writes in a transaction, on a driver cursor the caller holds.
+
+        For a unit that runs its whole transaction in one call on one cursor (see
+        :meth:`~purpose_agent.db.transactions.Transactions.write_on_cursor`): the same
+        statements in the same order, without a connection round per statement.
+        """
+        ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
+        if ordered:
+            self._insert_events.compiled.executemany_on(cursor, EVENT_FIELDS, ordered)
+        last = _last_seqs(ordered)
+        for snap in snaps:
+            last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
+        touch = self._touch_runs.compiled
+        for run_id, seq in sorted(last.items()):
+            touch.execute_on(
+                cursor, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
+            )
+        upsert = self._upsert_snapshot.compiled
+        for snap in sorted(snaps, key=lambda snap: snap.run_id):
+            upsert.execute_on(
+                cursor,
+                {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now},
+            )
 
     @property
     def one_statement_snapshot(self) -> bool:

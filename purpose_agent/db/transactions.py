@@ -17,14 +17,18 @@ from __future__ import annotations
 import contextlib
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 
+from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.queries import run_sql
 from purpose_agent.db.turns import TaskTurns, Turns
 from purpose_agent.errors import StoreUnavailable
+
+T = TypeVar("T")
 
 # Held writers of this process, so that a forked child drops what it inherited.
 _WRITERS: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
@@ -228,6 +232,48 @@ class Transactions:
                 writer.give_back(conn)
             if self._turns is not None:
                 self._turns.give_back()
+
+    @property
+    def holds_writer(self) -> bool:
+        """Whether write transactions run on a connection the store holds (a SQLite file)."""
+        return self._writer is not None
+
+    def write_on_cursor(self, work: Callable[[Any], T], statements: str) -> T:
+        """A write transaction on the held connection's driver cursor, in one call.
+
+        ``BEGIN``, ``work(cursor)`` and ``COMMIT`` run as one unit on one cursor: none of the
+        per-statement rounds (a cursor each, the check for listeners, the translation frame)
+        that :meth:`write` and the store's statements take one by one, which cost a single
+        append on SQLite as much as its statements without the commit. Only for a store
+        that holds its write connection (:attr:`holds_writer`), and only while nothing
+        observes the engine's statements, which must see each statement as it runs.
+
+        Args:
+            work: The statements, given the driver's cursor.
+            statements: What the unit runs, named in a driver error.
+
+        Raises:
+            DBAPIError: As SQLAlchemy raises a driver's error; the transaction was rolled back.
+        """
+        writer = self._writer
+        if writer is None:
+            raise AssertionError("write_on_cursor needs a held write connection")
+        begin = self._flavor.begin_sql
+
+        def unit(cursor: Any) -> T:
+            cursor.execute(begin)
+            result = work(cursor)
+            cursor.execute("COMMIT")
+            return result
+
+        conn = writer.take()
+        try:
+            return run_on_cursor(conn, statements, unit)
+        except BaseException:
+            self._roll_back(conn)
+            raise
+        finally:
+            writer.give_back(conn)
 
     def _take_turn(self) -> None:
         if self._turns is not None and not self._turns.take(self._wait):

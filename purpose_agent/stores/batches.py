@@ -230,6 +230,11 @@ class BatchCommits:
         if queries.saves_in_one:
             with self._units.single_write() as conn:
                 queries.save_many(conn, rows, snaps, now)
+        elif self._units.holds_writer and not observed(self._engine):
+            self._units.write_on_cursor(
+                lambda cursor: queries.save_many_on_cursor(cursor, rows, snaps, now),
+                "a save (BEGIN IMMEDIATE, INSERT INTO pa_events, pa_runs, pa_snapshots, COMMIT)",
+            )
         else:
             with self._write_unit() as conn:
                 queries.save_many(conn, rows, snaps, now)

@@ -710,6 +710,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             placed = None
             if self._one_trip:
                 placed = self._append_short_in_thread(run_id, items, expected, group, now, sent)
+            elif self._units.holds_writer and not observed(self._engine):
+                placed = self._append_short_on_cursor(run_id, items, expected, group, now, sent)
             if placed is None:
                 with self._write_unit() as conn:
                     placed = self._append_short_in(conn, run_id, items, expected, group, now)
@@ -749,6 +751,34 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         placed = _placed_below(run_id, items, last, expected)
         queries.insert_keyed(conn, placed.rows, placed.keys)
         return placed
+
+    def _append_short_on_cursor(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> Placement:
+        """The short transaction in one call on the held SQLite connection's driver cursor.
+
+        See :meth:`~purpose_agent.db.transactions.Transactions.write_on_cursor`.
+
+        Raises:
+            As :meth:`_append_short_in`, and the driver's errors as any statement's.
+        """
+        advance, insert_call = self._queries.short_append_calls(run_id, len(items), group, now)
+
+        def work(cursor: Any) -> Placement:
+            cursor.execute(*advance)
+            last = cursor.fetchall()[0][0]
+            placed = _placed_below(run_id, items, int(last), expected)
+            cursor.executemany(*insert_call(placed.rows, placed.keys))
+            sent[0] = True
+            return placed
+
+        return self._units.write_on_cursor(work, advance[0])
 
     def _append_short_in_thread(
         self,
