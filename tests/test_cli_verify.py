@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import EventKind, PAEvent, RunState
+from purpose_agent import EventKind, NewEvent, PAEvent, RunState
 from purpose_agent.ops.verify import VerifyProgress, verify_runs
 from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
@@ -163,3 +163,42 @@ def test_the_progress_bar_shown_on_a_terminal_leaves_the_report_as_it_is(
     assert shown.exit_code == plain.exit_code == 0
     assert shown.stdout == plain.stdout
     assert moves == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_store_written_compacted_and_pruned_meanwhile_reads_as_undamaged(store_url: str) -> None:
+    """Writers append, compact and delete runs while ``verify`` reads: nothing is damaged."""
+    import threading
+
+    _fill(store_url)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write(store: Any, index: int) -> None:
+        try:
+            step = 0
+            while not stop.is_set():
+                step += 1
+                run_id = f"live-{index}-{step % 5}"
+                events = [PAEvent(run_id=run_id, seq=1, kind=EventKind.MESSAGE)]
+                store.save_events(events, snapshot=RunState(run_id=run_id, seq=1))
+                store.append(run_id, [NewEvent(kind=EventKind.TOOL_CALL, data={"s": step})])
+                store.compact(run_id)
+                if step % 3 == 0:
+                    store.delete_run(run_id)
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    with open_store(store_url) as store:
+        writers = [threading.Thread(target=write, args=(store, i)) for i in range(2)]
+        for writer in writers:
+            writer.start()
+        try:
+            reports = [verify_runs(store) for _ in range(5)]
+        finally:
+            stop.set()
+            for writer in writers:
+                writer.join(30)
+    assert not failures, failures
+    for report in reports:
+        assert report.damaged == []
+        assert report.events >= 2_504  # the filled runs, never touched by the writers
