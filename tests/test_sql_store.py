@@ -678,6 +678,14 @@ def test_connections_beyond_the_pools_size_linger_then_close() -> None:
     for connection in held:
         connection.close()
 
+    again = pool.recreate()  # what Engine.dispose() puts in its place keeps the setting
+    assert again.linger == 0.2  # type: ignore[attr-defined]
+    again.linger = 0  # type: ignore[attr-defined]
+    held = [again.connect() for _ in range(6)]
+    for connection in held:
+        connection.close()
+    assert again.checkedin() == 2  # closed as they came back, as SQLAlchemy's pool does
+
 
 def test_a_connection_handed_to_a_thread_as_its_wait_ran_out_is_not_lost(
     monkeypatch: pytest.MonkeyPatch,

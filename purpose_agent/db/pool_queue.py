@@ -13,7 +13,9 @@ that each kept a connection. Here a connection beyond the pool's size stays idle
 closed only once it has been idle for :data:`LINGER` seconds while ``pool_size`` others were
 idle too. Idle connections are taken newest first, so under light load the ones not needed
 age and go, and the pool shrinks back to ``pool_size``. The check runs whenever a connection
-comes back: a process that goes quiet altogether keeps what it had until its next call.
+comes back: a process that goes quiet altogether keeps what it had until its next call. A
+store's ``engine.pool.linger`` sets the seconds (0: closed as they come back, as SQLAlchemy's
+own pool does).
 """
 
 from __future__ import annotations
@@ -105,6 +107,12 @@ class LingeringPool(QueuePool):
     def __init__(self, *args: object, **kwargs: object) -> None:
         kwargs.setdefault("use_lifo", True)
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    def recreate(self) -> QueuePool:
+        """A new pool like this one (``Engine.dispose``), keeping a ``linger`` that was set."""
+        pool = super().recreate()
+        pool.linger = self.linger  # type: ignore[attr-defined]
+        return pool
 
     def _do_return_conn(self, record: ConnectionPoolEntry) -> None:
         super()._do_return_conn(record)
