@@ -158,3 +158,39 @@ def test_runs_row_study_writes_each_layout_as_it_says(tmp_path: Path) -> None:
         (run_last,) = conn.execute("SELECT last_seq FROM r").fetchone()
         assert run_last == (1 if name == "run row once" else last), name
         conn.close()
+
+
+def test_held_writes_study_runs_both_store_paths_and_each_stores_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``benchmarks.held_writes``: each side writes every event, the store sides by their paths."""
+    import sqlite3
+
+    from benchmarks import held_writes
+    from purpose_agent import PAEvent, SQLCheckpointer
+    from purpose_agent.db.transactions import Transactions
+
+    figures = held_writes.measure(tmp_path, rounds=2, per_round=20)
+    assert set(figures) == set(held_writes.SIDES)
+    assert all(side["events_per_s"] > 0 and side["of_raw"] > 0 for side in figures.values())
+    counts = {
+        name: sqlite3.connect(tmp_path / f"{name}.db")
+        .execute(f"SELECT count(*) FROM {table}")
+        .fetchone()[0]
+        for name, table in (("raw", "raw_events"), ("store", "pa_events"), ("old", "pa_events"))
+    }
+    assert counts == {"raw": 40, "store": 40, "old": 40}
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("the one-call write")
+
+    monkeypatch.setattr(Transactions, "write_on_cursor", refuse)
+    event = PAEvent(run_id="r", seq=1, kind="custom")
+    with held_writes.PerStatementSQLCheckpointer(f"sqlite:///{tmp_path / 'a.db'}") as old:
+        old.save_event(event)  # statement by statement: never the one-call write
+        assert old.list_events("r") == [event]
+    with (
+        SQLCheckpointer(f"sqlite:///{tmp_path / 'b.db'}") as store,
+        pytest.raises(AssertionError, match="one-call"),
+    ):
+        store.save_event(event)
