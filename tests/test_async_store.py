@@ -418,3 +418,32 @@ def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bo
             assert await store.last_seq("kept") == 72
 
     asyncio.run(main())
+
+
+@pytest.mark.sqlite
+def test_a_closed_store_called_from_a_new_loop_refuses_at_once(tmp_path: Path) -> None:
+    """A connection the store closed on its old loop is not stopped again from the new one.
+
+    Moving to a new loop closes the old loop's connections directly. One the store had already
+    closed (its aiosqlite thread has ended) but that was not yet garbage collected used to be
+    told to stop again: nothing was left to answer, and the call hung for ever (seen as a CI
+    run stuck in the closing suite). The test keeps such connections alive on purpose.
+    """
+    store = AsyncSQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}")
+
+    async def first() -> list[Any]:
+        await store.save_event(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM))
+        alive = list(store._connections._opened)  # as a collection not yet run would
+        await store.close()
+        return alive
+
+    alive = asyncio.run(first())
+    assert alive
+
+    async def second() -> None:
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await asyncio.wait_for(
+                store.save_event(PAEvent(run_id="r", seq=2, kind=EventKind.CUSTOM)), 10
+            )
+
+    asyncio.run(second())

@@ -172,6 +172,10 @@ def _close_without_loop(driver: Any) -> Awaitable[Any] | None:
 
     """
     if hasattr(driver, "stop") and hasattr(driver, "_tx"):  # aiosqlite: a thread per connection
+        if not getattr(driver, "_running", True):
+            # Closed or stopped already: its thread has ended, or ends at the stop it was
+            # sent, so a second stop would wait for an answer that never comes.
+            return None
         stopped: Awaitable[Any] | None = driver.stop()  # answers on the running loop
         return stopped
     if hasattr(driver, "pgconn"):  # psycopg: libpq closes the socket synchronously
