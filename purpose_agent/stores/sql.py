@@ -768,17 +768,41 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         Raises:
             As :meth:`_append_short_in`, and the driver's errors as any statement's.
         """
+        sql, statements = self._short_append_statements(run_id, items, expected, group, now, sent)
+        return self._units.write_on_cursor(statements, sql)
+
+    def _short_append_statements(
+        self,
+        run_id: str,
+        items: Sequence[Draft],
+        expected: int | None,
+        group: str | None,
+        now: int,
+        sent: list[bool],
+    ) -> tuple[str, Callable[[Any], Placement]]:
+        """The short append's statements on a SQLite driver connection or cursor.
+
+        ``BEGIN`` and ``COMMIT`` are the caller's (one call on the held connection's cursor,
+        or one trip to aiosqlite's thread).
+
+        Returns:
+            The advance's SQL (named in a driver error), and the statements.
+        """
         advance, insert_call = self._queries.short_append_calls(run_id, len(items), group, now)
 
-        def work(cursor: Any) -> Placement:
-            cursor.execute(*advance)
-            last = cursor.fetchall()[0][0]
+        def statements(target: Any) -> Placement:
+            found = target.execute(*advance)
+            last = found.fetchall()[0][0]
+            if found is not target:  # a connection's execute opens a cursor of its own
+                found.close()
             placed = _placed_below(run_id, items, int(last), expected)
-            cursor.executemany(*insert_call(placed.rows, placed.keys))
+            inserted = target.executemany(*insert_call(placed.rows, placed.keys))
+            if inserted is not target:
+                inserted.close()
             sent[0] = True
             return placed
 
-        return self._units.write_on_cursor(work, advance[0])
+        return advance[0], statements
 
     def _append_short_in_thread(
         self,
@@ -802,18 +826,15 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         with self._units.single_write() as conn:
             if not one_trip(conn):
                 return None
-            advance, insert_call = self._queries.short_append_calls(run_id, len(items), group, now)
+            sql, statements = self._short_append_statements(
+                run_id, items, expected, group, now, sent
+            )
             begin = self._flavor.begin_sql
 
             def work(raw: Any) -> Placement:
                 raw.execute(begin).close()
                 try:
-                    cursor = raw.execute(*advance)
-                    last = cursor.fetchall()[0][0]
-                    cursor.close()
-                    placed = _placed_below(run_id, items, int(last), expected)
-                    raw.executemany(*insert_call(placed.rows, placed.keys)).close()
-                    sent[0] = True
+                    placed = statements(raw)
                     raw.execute("COMMIT").close()
                 except BaseException:
                     # The first error matters: a connection that cannot roll back is rolled
@@ -824,7 +845,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                     raise
                 return placed
 
-            return run_in_thread(conn, advance[0], work)
+            return run_in_thread(conn, sql, work)
 
     def last_seq(self, run_id: str) -> int:
         """The highest seq the run ever stored (compaction does not lower it); 0 if unknown.
