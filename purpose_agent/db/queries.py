@@ -44,7 +44,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.util import await_only
 
-from purpose_agent.db.cursor import CursorStatement, run_on_cursor
+from purpose_agent.db.cursor import CursorStatement, DriverCall, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
@@ -654,16 +654,20 @@ class Queries:
         last = _last_seqs(ordered)
         for snap in snaps:
             last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
-        touch = self._touch_runs.compiled
-        for run_id, seq in sorted(last.items()):
-            touch.execute_on(
-                cursor, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
-            )
-        upsert = self._upsert_snapshot.compiled
-        for snap in sorted(snaps, key=lambda snap: snap.run_id):
-            upsert.execute_on(
+        self._touch_runs.compiled.run_many_on(
+            cursor,
+            [
+                {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": seq}
+                for run_id, seq in sorted(last.items())
+            ],
+        )
+        if snaps:
+            self._upsert_snapshot.compiled.run_many_on(
                 cursor,
-                {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now},
+                [
+                    {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
+                    for snap in sorted(snaps, key=lambda snap: snap.run_id)
+                ],
             )
 
     @property
@@ -790,24 +794,27 @@ class Queries:
 
     def short_append_calls(
         self, run_id: str, count: int, group: str | None, now: int
-    ) -> tuple[tuple[str, Any], Callable[[Sequence[EventRow], Sequence[str | None]], Any]]:
+    ) -> tuple[
+        tuple[str, Any], Callable[[Sequence[EventRow], Sequence[str | None]], list[DriverCall]]
+    ]:
         """The short append's statements as the driver takes them, for a unit run elsewhere.
 
         Returns:
             The SQL and parameters of :meth:`advance_for_append`, and a function giving the
-            SQL of :meth:`insert_keyed` and its parameters per row (for ``executemany``)
+            driver calls of :meth:`insert_keyed` (for :func:`~purpose_agent.db.cursor.run_calls`)
             once the rows are placed.
         """
         values = {"the_run": run_id, "n": count, "now": now, "new_group": group}
         insert = self._insert_keyed
         fields = (*EVENT_FIELDS, "key")
 
-        def insert_call(rows: Sequence[EventRow], keys: Sequence[str | None]) -> Any:
-            calls = [
-                insert.driver_call(dict(zip(fields, (*row, key), strict=True)))
-                for row, key in zip(rows, keys, strict=True)
-            ]
-            return calls[0][0], [parameters for _, parameters in calls]
+        def insert_call(rows: Sequence[EventRow], keys: Sequence[str | None]) -> list[DriverCall]:
+            return insert.compiled.calls_for(
+                [
+                    insert.driver_call(dict(zip(fields, (*row, key), strict=True)))[1]
+                    for row, key in zip(rows, keys, strict=True)
+                ]
+            )
 
         return self._advance_statement().driver_call(values), insert_call
 

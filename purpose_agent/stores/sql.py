@@ -35,6 +35,7 @@ from purpose_agent.appends import (
 )
 from purpose_agent.clock import stamp_ns
 from purpose_agent.db.aiosqlite_cursor import one_trip, run_in_thread
+from purpose_agent.db.cursor import run_calls
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
     Durability,
@@ -796,9 +797,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             if found is not target:  # a connection's execute opens a cursor of its own
                 found.close()
             placed = _placed_below(run_id, items, int(last), expected)
-            inserted = target.executemany(*insert_call(placed.rows, placed.keys))
-            if inserted is not target:
-                inserted.close()
+            run_calls(target, insert_call(placed.rows, placed.keys))
             sent[0] = True
             return placed
 
