@@ -194,3 +194,45 @@ def test_held_writes_study_runs_both_store_paths_and_each_stores_every_event(
         pytest.raises(AssertionError, match="one-call"),
     ):
         store.save_event(event)
+
+
+def test_busy_process_study_stores_every_step_and_its_row_by_row_side_is_its_own(
+    tmp_path: Path,
+) -> None:
+    """``benchmarks.busy_process``: every side stores every call; only one side goes row by row."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from benchmarks import busy_process
+    from purpose_agent import PAEvent, SQLCheckpointer
+
+    figures = busy_process.measure(tmp_path, threads=1, rounds=2, per_round=3)
+    sides = busy_process.SIDES
+    assert set(figures) == {f"{op}/{side}" for op in busy_process.OPS for side in sides}
+    assert all(side["per_s"] > 0 and side["p99_ms"] >= side["p50_ms"] for side in figures.values())
+    # Per side: 2 rounds of 3 steps of 7 events, and of 3 single events.
+    counts = {
+        name: sqlite3.connect(tmp_path / f"{name}.db")
+        .execute(f"SELECT count(*) FROM {table}")
+        .fetchone()[0]
+        for name, table in (("raw", "raw_events"), ("store", "pa_events"), ("rows", "pa_events"))
+    }
+    assert counts == {"raw": 48, "store": 48, "rows": 48}
+
+    def inserts(store_class: type[SQLCheckpointer], name: str) -> int:
+        seen: list[str] = []
+        engine = sa.create_engine(f"sqlite:///{tmp_path / name}")
+        sa.event.listen(
+            engine, "connect", lambda dbapi, _record: dbapi.set_trace_callback(seen.append)
+        )
+        with store_class(engine) as store:
+            events = [PAEvent(run_id="r", seq=seq, kind="custom") for seq in range(1, 9)]
+            store.save_events(events)
+            assert store.list_events("r") == events
+        engine.dispose()
+        return sum(1 for sql in seen if sql.startswith("INSERT INTO pa_events"))
+
+    assert inserts(busy_process.RowByRowSQLCheckpointer, "rows-8.db") == 8
+    # The store's shared statements were not changed by the row-by-row store's copies.
+    assert inserts(SQLCheckpointer, "store-8.db") == 1
