@@ -65,24 +65,38 @@ def traced(tmp_path: Path) -> Iterator[tuple[SQLCheckpointer, Traced]]:
     engine.dispose()
 
 
-@pytest.mark.parametrize("rows", [2, 3, 7, 127, 128, 129, 300, 1000])
-def test_rows_are_sent_in_order_in_pieces_of_a_power_of_two(rows: int) -> None:
-    sql = "INSERT INTO t (a, b, c) VALUES (?, ?, ?) ON CONFLICT (a) DO UPDATE SET b = excluded.b"
-    many = RowsAtOnce.of(sql, 3)
+@pytest.mark.parametrize(
+    ("rows", "pieces"),
+    [
+        (2, [2]),
+        (7, [7]),
+        (8, [8]),
+        (9, [8, 1]),
+        (127, [64, 32, 16, 8, 7]),
+        (128, [128]),
+        (129, [128, 1]),
+        (300, [128, 128, 32, 8, 4]),
+        (1000, [128] * 7 + [64, 32, 8]),
+    ],
+)
+def test_rows_are_sent_in_order_in_pieces_of_a_power_of_two_after_the_first_few(
+    rows: int, pieces: list[int]
+) -> None:
+    row = "(" + ", ".join(["?"] * 7) + ")"
+    sql = f"INSERT INTO t (a, b, c, d, e, f, g) VALUES {row} ON CONFLICT (a) DO UPDATE SET b = 1"
+    many = RowsAtOnce.of(sql, 7)
     assert many is not None
-    params = [(n, f"b{n}", n * 1.5) for n in range(rows)]
+    params = [tuple(f"{n}-{column}" for column in range(7)) for n in range(rows)]
 
     calls = many.calls(params)
 
     sent = list(itertools.chain.from_iterable(flat for _, flat, _ in calls))
     assert sent == list(itertools.chain.from_iterable(params))
+    assert [len(flat) // 7 for _, flat, _ in calls] == pieces
     for text, flat, executemany in calls:
-        pieces = len(flat) // 3
         assert not executemany
-        assert pieces & (pieces - 1) == 0  # a power of two
         assert len(flat) <= RowsAtOnce.PARAMETERS
-        assert text == sql.replace("(?, ?, ?)", ", ".join(["(?, ?, ?)"] * pieces))
-    assert len(calls) <= rows.bit_count() + rows // 256
+        assert text == sql.replace(row, ", ".join([row] * (len(flat) // 7)))
 
 
 @pytest.mark.parametrize(
@@ -113,6 +127,17 @@ def test_a_save_of_many_events_is_a_few_statements(
     assert trace.count("INSERT INTO pa_snapshots") == 1
     assert store.list_events("r") == events
     assert store.load_latest("r") == state
+
+
+def test_a_step_of_a_few_events_is_one_insert(traced: tuple[SQLCheckpointer, Traced]) -> None:
+    store, trace = traced
+    events = [_event("r", seq) for seq in range(1, 8)]
+    trace.statements.clear()
+
+    store.save_events(events, snapshot=RunState(run_id="r", seq=7))
+
+    assert trace.count("INSERT INTO pa_events") == 1
+    assert store.list_events("r") == events
 
 
 def test_appends_insert_their_events_in_a_few_statements(

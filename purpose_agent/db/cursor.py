@@ -194,11 +194,13 @@ class RowsAtOnce:
     Python's sqlite3 lets go of the interpreter's lock around every step of a statement, and
     ``executemany`` steps once per row. Each time, the thread must win the lock back, and
     while another thread of the process is busy in Python that wait lasts up to the switch
-    interval (5 ms): with one such thread, a save of 7 events took 17 ms instead of 0.7, and a
-    group commit's transaction of 231 events and 33 snapshots 7 ms. A statement of many rows
-    is one step. Batches are cut into pieces of a power of two rows, so that a connection's
-    statement cache holds a few texts per statement, and each piece stays under SQLite's
-    oldest limit of 999 parameters.
+    interval (5 ms). The rows of ``executemany`` mostly step too quickly for the other thread
+    to take the lock, but not all of them: with one busy thread, a group commit's transaction
+    of 231 events and 33 snapshots took 235 ms row by row, and 44 ms in statements of many
+    rows. Up to ``EXACT`` rows (a step's events) go in one statement; more are cut into pieces
+    of a power of two rows and a last one of up to ``EXACT``, so that a connection's statement
+    cache holds a dozen texts per statement, and each piece stays under SQLite's oldest limit
+    of 999 parameters.
 
     A piece is one statement: a row that fails (a taken key) fails its whole piece, where
     ``executemany`` would have kept the rows before it. Every caller rolls the transaction
@@ -207,11 +209,13 @@ class RowsAtOnce:
     """
 
     PARAMETERS = 999
+    EXACT = 8
 
     def __init__(self, head: str, row: str, tail: str, width: int) -> None:
         self._head, self._row, self._tail, self._width = head, row, tail, width
         most = max(1, self.PARAMETERS // width)
         self._largest = 1 << (most.bit_length() - 1)
+        self._exact = min(self.EXACT, self._largest)
         self._texts: dict[int, str] = {}
 
     @classmethod
@@ -230,11 +234,12 @@ class RowsAtOnce:
         return text
 
     def calls(self, params: Sequence[Any]) -> list[DriverCall]:
-        """Calls inserting ``params`` in order, in pieces of a power of two rows."""
+        """Calls inserting ``params`` in order: up to ``EXACT`` rows in one, more in pieces."""
         calls: list[DriverCall] = []
         start, total = 0, len(params)
         while start < total:
-            size = min(self._largest, 1 << ((total - start).bit_length() - 1))
+            left = total - start
+            size = left if left <= self._exact else min(self._largest, 1 << (left.bit_length() - 1))
             piece = params[start : start + size]
             calls.append((self.text(size), list(itertools.chain.from_iterable(piece)), False))
             start += size
