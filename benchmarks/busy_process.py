@@ -2,14 +2,17 @@
 
 An agent server saves steps from one thread while others parse JSON, render prompts or stream a
 model's answer. Python's sqlite3 lets go of the interpreter's lock around each statement it
-steps, and a busy thread then keeps it for up to the switch interval (5 ms) before the saving
-thread gets it back: under load a save costs about one switch interval per statement, whatever
-SQLite itself takes. This study measures a step (7 events and a 1 KB snapshot, one durable
-transaction) and a single event, with 0, 1 and 2 threads spinning in Python beside the writer:
+steps, and a busy thread that takes it keeps it for up to the switch interval (5 ms) before
+the saving thread gets it back. A statement that waits (a ``COMMIT``'s fsync) always loses it;
+a short one now and then. This study measures a step (7 events and a 1 KB snapshot, one durable
+transaction), a single event, and a batch (one ``save_events`` of 7 events in each of 33 runs),
+with 0, 1 and 2 threads spinning in Python beside the writer:
 
 - ``raw``: sqlite3 ``BEGIN IMMEDIATE``, ``executemany`` of the events, the snapshot, ``COMMIT``
-  (``benchmarks.raw``; a single event is ``BEGIN IMMEDIATE``, ``INSERT``, ``COMMIT``);
-- ``store``: ``SQLCheckpointer.save_events(events, snapshot=state)`` and ``save_event``;
+  (``benchmarks.raw``; a single event is ``BEGIN IMMEDIATE``, ``INSERT``, ``COMMIT``, and a
+  batch the same with ``executemany``);
+- ``store``: ``SQLCheckpointer.save_events(events, snapshot=state)``, ``save_event`` and
+  ``save_events(events)``;
 - ``row by row``: the same store sending its inserts one row per statement, as ``executemany``
   does (:class:`RowByRowSQLCheckpointer`), which is what the store did before it sent many rows
   per statement (:class:`purpose_agent.db.cursor.RowsAtOnce`).
@@ -40,8 +43,9 @@ from benchmarks.raw import RawSQLite
 from purpose_agent import SQLCheckpointer
 
 SIDES = ("raw", "store", "row by row")
-OPS = ("step", "event")
+OPS = ("step", "event", "batch")
 STEP_EVENTS = 7
+BATCH_RUNS = 33  # a batch: one save of a step's events for each of 33 runs (231 events)
 _ROW_STATEMENTS = ("_insert_events", "_insert_keyed", "_touch_runs", "_upsert_snapshot")
 
 
@@ -100,15 +104,34 @@ def _sides(root: Path) -> tuple[dict[str, dict[str, Callable[[str, int], None]]]
     def events(save: Callable[[Any], None]) -> Callable[[str, int], None]:
         return lambda run_id, number: save(workload.event(run_id, number))
 
+    def batches(save: Callable[[list[Any]], None]) -> Callable[[str, int], None]:
+        def batch(run_id: str, number: int) -> None:
+            first = (number - 1) * STEP_EVENTS + 1
+            save(
+                [
+                    event
+                    for run in range(BATCH_RUNS)
+                    for event in workload.events(f"{run_id}-{run}", first, STEP_EVENTS)
+                ]
+            )
+
+        return batch
+
     sides = {
-        "raw": {"step": steps(raw.step), "event": events(raw.insert_one)},
+        "raw": {
+            "step": steps(raw.step),
+            "event": events(raw.insert_one),
+            "batch": batches(raw.insert_many),
+        },
         "store": {
             "step": steps(lambda evs, state: store.save_events(evs, snapshot=state)),
             "event": events(store.save_event),
+            "batch": batches(store.save_events),
         },
         "row by row": {
             "step": steps(lambda evs, state: rows.save_events(evs, snapshot=state)),
             "event": events(rows.save_event),
+            "batch": batches(rows.save_events),
         },
     }
     return sides, [raw.conn, store, rows]
@@ -124,16 +147,17 @@ def measure(root: Path, threads: int, rounds: int, per_round: int) -> dict[str, 
             for number in range(rounds):
                 order = SIDES if number % 2 == 0 else SIDES[::-1]
                 for op in OPS:
+                    calls = per_round if op != "batch" else max(1, per_round // 8)
                     for side in order:
                         call = sides[side][op]
                         run_id = f"{threads}-{op}-{number}"
                         mine = latencies[op, side]
                         started = time.perf_counter()
-                        for n in range(1, per_round + 1):
+                        for n in range(1, calls + 1):
                             begun = time.perf_counter()
                             call(run_id, n)
                             mine.append(time.perf_counter() - begun)
-                        rates[op, side].append(per_round / (time.perf_counter() - started))
+                        rates[op, side].append(calls / (time.perf_counter() - started))
     finally:
         for thing in opened:
             thing.close()

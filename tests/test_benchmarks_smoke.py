@@ -211,14 +211,14 @@ def test_busy_process_study_stores_every_step_and_its_row_by_row_side_is_its_own
     sides = busy_process.SIDES
     assert set(figures) == {f"{op}/{side}" for op in busy_process.OPS for side in sides}
     assert all(side["per_s"] > 0 and side["p99_ms"] >= side["p50_ms"] for side in figures.values())
-    # Per side: 2 rounds of 3 steps of 7 events, and of 3 single events.
+    # Per side: 2 rounds of 3 steps of 7 events, of 3 single events and of 1 batch of 231.
     counts = {
         name: sqlite3.connect(tmp_path / f"{name}.db")
         .execute(f"SELECT count(*) FROM {table}")
         .fetchone()[0]
         for name, table in (("raw", "raw_events"), ("store", "pa_events"), ("rows", "pa_events"))
     }
-    assert counts == {"raw": 48, "store": 48, "rows": 48}
+    assert counts == {"raw": 510, "store": 510, "rows": 510}
 
     def inserts(store_class: type[SQLCheckpointer], name: str) -> int:
         seen: list[str] = []
