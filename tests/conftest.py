@@ -120,6 +120,8 @@ BACKENDS = [
     pytest.param("async-grouped-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-grouped-postgres", marks=pytest.mark.postgres),
     pytest.param("async-grouped-mariadb", marks=pytest.mark.mariadb),
+    # The asyncio store running SQLite's statements on the loop's thread (on_loop=True).
+    pytest.param("async-on-loop-sqlite", marks=pytest.mark.sqlite),
     # The same stores with a listener on the engine: every statement takes SQLAlchemy's own
     # path (what echo and OpenTelemetry see) instead of the cursor fast path.
     pytest.param("observed-sqlite", marks=pytest.mark.sqlite),
@@ -166,7 +168,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "postgres-partitioned":
         return _server_backend(request, "postgres_partitioned_url", name)
     if name.startswith("async-"):
-        grouped = {"group_commit": GROUPED} if name.startswith("async-grouped-") else {}
+        grouped: dict[str, Any] = (
+            {"group_commit": GROUPED} if name.startswith("async-grouped-") else {}
+        )
+        if name.startswith("async-on-loop-"):
+            grouped = {"on_loop": True}
         database = name.rpartition("-")[2]
         if database == "sqlite":
             path = tmp_path / "store.db"

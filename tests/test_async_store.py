@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import NullPool, create_engine, event, text
+from sqlalchemy import NullPool, Pool, create_engine, event, text
 
 from purpose_agent import (
     AsyncCheckpointer,
@@ -447,3 +448,63 @@ def test_a_closed_store_called_from_a_new_loop_refuses_at_once(tmp_path: Path) -
             )
 
     asyncio.run(second())
+
+
+async def _spin(stop: asyncio.Event) -> None:
+    """A task busy in Python, back in the loop every millisecond: the loop is never idle."""
+    total = 0
+    while not stop.is_set():
+        for n in range(20_000):
+            total += n
+        await asyncio.sleep(0)
+
+
+@pytest.mark.sqlite
+def test_on_loop_saves_run_on_the_loop_thread_and_a_busy_loop_does_not_hold_them(
+    tmp_path: Path,
+) -> None:
+    """With ``on_loop`` nothing waits for aiosqlite's thread, which a busy loop can starve.
+
+    The same steps through aiosqlite (``python -m benchmarks.busy_loop``) finished 0 to 2 of
+    40 in 15 s beside such a task. The deadline here only turns a hang into a failure.
+    """
+    threads: set[int | str] = set()
+
+    def record(dbapi_connection: Any, _record: Any) -> None:
+        trace = getattr(dbapi_connection, "set_trace_callback", None)
+        if trace is None:  # not sqlite3's own connection: aiosqlite's adapter
+            threads.add("aiosqlite")
+        else:
+            trace(lambda _sql: threads.add(threading.get_ident()))
+
+    async def steps() -> tuple[list[PAEvent], int]:
+        store = AsyncSQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", on_loop=True)
+        stop = asyncio.Event()
+        spinner = asyncio.create_task(_spin(stop))
+        saved = []
+        try:
+            for n in range(1, 21):
+                step = PAEvent(run_id="r", seq=n, kind=EventKind.STEP_FINISHED, data={"n": n})
+                await asyncio.wait_for(store.save_events([step]), 60)
+                saved.append(step)
+        finally:
+            stop.set()
+            await spinner
+        stored = await store.list_events("r")
+        assert stored == saved
+        await store.close()
+        return stored, threading.get_ident()
+
+    event.listen(Pool, "connect", record)  # every connection any engine opens, traced
+    try:
+        stored, loop_thread = asyncio.run(steps())
+    finally:
+        event.remove(Pool, "connect", record)
+    assert len(stored) == 20
+    assert threads == {loop_thread}  # every statement ran on the loop's own thread
+
+
+@pytest.mark.parametrize("url", ["postgresql+psycopg://u@h/db", "mariadb+pymysql://u@h/db"])
+def test_on_loop_is_refused_for_servers_whose_asyncio_drivers_run_on_the_loop(url: str) -> None:
+    with pytest.raises(InvalidInput, match="on_loop is for SQLite"):
+        AsyncSQLCheckpointer(url, on_loop=True)

@@ -70,6 +70,14 @@ def _task_commits(policy: GroupCommitPolicy, store: _OnAsyncEngine) -> TaskGroup
     return TaskGroupCommit(policy, store._commit_many, in_flight=in_flight)
 
 
+def _check_on_loop(on_loop: bool, url: URL) -> None:
+    if on_loop and url.get_backend_name() != "sqlite":
+        raise InvalidInput(
+            f"on_loop is for SQLite, not {url.get_backend_name()}: the asyncio drivers of "
+            "Postgres and MariaDB run on the loop already"
+        )
+
+
 class AsyncSQLCheckpointer:
     """``SQLCheckpointer`` with ``async`` methods; same arguments, same behaviour.
 
@@ -92,10 +100,20 @@ class AsyncSQLCheckpointer:
         group_commit: Let saves of concurrent tasks that arrive while a commit is in flight
             share the next commit (:mod:`purpose_agent.db.task_group_commit`): ``True`` for
             the default policy, or a :class:`GroupCommitPolicy`.
+        on_loop: SQLite only: run each call's statements on the event loop's own thread, on
+            the synchronous driver (:attr:`sync`), instead of on aiosqlite's thread. A call
+            then blocks the loop for its statements and its commit (about 0.6 ms for a step
+            at full durability here), and calls run one at a time, so group commit has
+            nothing to group. aiosqlite's thread needs the interpreter's lock for every
+            statement, and a loop that is never idle (tasks always ready, each running
+            less than the 5 ms switch interval) can keep it from the thread for seconds:
+            ``python -m benchmarks.busy_loop`` measured 0 to 2 of 40 steps in 15 s that way,
+            and 40 of 40 on the loop, at 3.6-4.3 ms each.
 
     Raises:
         InvalidInput: A malformed URL, one without an asyncio driver here, a driver that is
-            not installed, or a synchronous ``Engine`` (pass its URL instead).
+            not installed, a synchronous ``Engine`` (pass its URL instead), or ``on_loop``
+            with a database other than SQLite.
 
     """
 
@@ -109,6 +127,7 @@ class AsyncSQLCheckpointer:
         page_size: int = 1000,
         allow_seed_tables: bool = False,
         group_commit: GroupCommitPolicy | bool = False,
+        on_loop: bool = False,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
@@ -126,15 +145,18 @@ class AsyncSQLCheckpointer:
                 f"pass its URL ({url_or_engine.url.render_as_string(hide_password=True)})"
             )
         if isinstance(url_or_engine, AsyncEngine):
+            synchronous, _ = async_url(url_or_engine.url)
+            _check_on_loop(on_loop, synchronous)
             self._engine = url_or_engine
             self._owns_engine = False
-            synchronous, _ = async_url(url_or_engine.url)
         else:
             url = url_or_engine if url_or_engine is not None else default_url()
             synchronous, _ = async_url(url)
+            _check_on_loop(on_loop, synchronous)
             self._engine = make_async_engine(url, durability=durability)
             self._owns_engine = True
         self._sync_url = synchronous
+        self._on_loop = on_loop
         self._connections = LoopConnections(self._engine)
         self.url = synchronous.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
@@ -162,7 +184,10 @@ class AsyncSQLCheckpointer:
 
         """
         store = cls(url_or_engine, **options)
-        await store._opened()
+        if store._on_loop:
+            store._on_loop_store("opening the store")
+        else:
+            await store._opened()
         return store
 
     async def _opened(self) -> _OnAsyncEngine:
@@ -210,8 +235,16 @@ class AsyncSQLCheckpointer:
         await self._connections.abandon(loop_closed=old.is_closed())
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._on_loop:
+            return method(self._on_loop_store(method.__name__), *args, **kwargs)
         store = await self._opened()
         return await greenlet_spawn(method, store, *args, **kwargs)
+
+    def _on_loop_store(self, action: str) -> SQLCheckpointer:
+        """The synchronous store that serves every call when ``on_loop`` is set."""
+        if self._closed:
+            raise StoreUnavailable(f"{action} failed on {self.url}: the store is closed")
+        return self.sync
 
     @property
     def engine(self) -> AsyncEngine:
