@@ -5,6 +5,7 @@ Timings are never asserted: only that every case ran and produced every figure, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -236,3 +237,27 @@ def test_busy_process_study_stores_every_step_and_its_row_by_row_side_is_its_own
     assert inserts(busy_process.RowByRowSQLCheckpointer, "rows-8.db") == 8
     # The store's shared statements were not changed by the row-by-row store's copies.
     assert inserts(SQLCheckpointer, "store-8.db") == 1
+
+
+def test_busy_loop_study_keeps_to_its_budget_and_on_loop_finishes_every_step(
+    tmp_path: Path,
+) -> None:
+    """``benchmarks.busy_loop``: the sides that wait for aiosqlite's thread may starve."""
+    import sqlite3
+
+    from benchmarks import busy_loop
+
+    figures = busy_loop.measure(tmp_path, steps=3, budget=2.0, slice_s=0.001)
+    assert set(figures) == set(busy_loop.SIDES)
+    assert figures["async store, on_loop"]["steps_done"] == 3
+    files = {
+        "raw aiosqlite": ("raw-aiosqlite.db", "raw_events"),
+        "async store": ("async-store.db", "pa_events"),
+        "async store, on_loop": ("async-store,-on_loop.db", "pa_events"),
+    }
+    for side, (name, table) in files.items():
+        done = figures[side]["steps_done"]
+        with contextlib.closing(sqlite3.connect(tmp_path / name)) as conn:
+            stored = conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = 'r'").fetchone()[0]
+        # Every step reported done is stored; a step stopped at the budget may be stored too.
+        assert 7 * done <= stored <= 7 * (done + 1), side
