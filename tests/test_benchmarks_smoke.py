@@ -161,11 +161,21 @@ def test_runs_row_study_writes_each_layout_as_it_says(tmp_path: Path) -> None:
         conn.close()
 
 
+def _rows_in(folder: Path, tables: dict[str, str]) -> dict[str, int]:
+    """The rows of each ``<name>.db``'s table in ``folder``, by name."""
+    import sqlite3
+
+    counts = {}
+    for name, table in tables.items():
+        with contextlib.closing(sqlite3.connect(folder / f"{name}.db")) as conn:
+            counts[name] = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    return counts
+
+
 def test_held_writes_study_runs_both_store_paths_and_each_stores_every_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``benchmarks.held_writes``: each side writes every event, the store sides by their paths."""
-    import sqlite3
 
     from benchmarks import held_writes
     from purpose_agent import PAEvent, SQLCheckpointer
@@ -174,12 +184,7 @@ def test_held_writes_study_runs_both_store_paths_and_each_stores_every_event(
     figures = held_writes.measure(tmp_path, rounds=2, per_round=20)
     assert set(figures) == set(held_writes.SIDES)
     assert all(side["events_per_s"] > 0 and side["of_raw"] > 0 for side in figures.values())
-    counts = {
-        name: sqlite3.connect(tmp_path / f"{name}.db")
-        .execute(f"SELECT count(*) FROM {table}")
-        .fetchone()[0]
-        for name, table in (("raw", "raw_events"), ("store", "pa_events"), ("old", "pa_events"))
-    }
+    counts = _rows_in(tmp_path, {"raw": "raw_events", "store": "pa_events", "old": "pa_events"})
     assert counts == {"raw": 40, "store": 40, "old": 40}
 
     def refuse(*_args: object) -> None:
@@ -201,7 +206,6 @@ def test_busy_process_study_stores_every_step_and_its_row_by_row_side_is_its_own
     tmp_path: Path,
 ) -> None:
     """``benchmarks.busy_process``: every side stores every call; only one side goes row by row."""
-    import sqlite3
 
     import sqlalchemy as sa
 
@@ -213,12 +217,7 @@ def test_busy_process_study_stores_every_step_and_its_row_by_row_side_is_its_own
     assert set(figures) == {f"{op}/{side}" for op in busy_process.OPS for side in sides}
     assert all(side["per_s"] > 0 and side["p99_ms"] >= side["p50_ms"] for side in figures.values())
     # Per side: 2 rounds of 3 steps of 7 events, of 3 single events and of 1 batch of 231.
-    counts = {
-        name: sqlite3.connect(tmp_path / f"{name}.db")
-        .execute(f"SELECT count(*) FROM {table}")
-        .fetchone()[0]
-        for name, table in (("raw", "raw_events"), ("store", "pa_events"), ("rows", "pa_events"))
-    }
+    counts = _rows_in(tmp_path, {"raw": "raw_events", "store": "pa_events", "rows": "pa_events"})
     assert counts == {"raw": 510, "store": 510, "rows": 510}
 
     def inserts(store_class: type[SQLCheckpointer], name: str) -> int:
