@@ -334,7 +334,7 @@ class AsyncSQLCheckpointer:
         )
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[PAEvent]:
-        """Stream events page by page; each page is fetched in a worker thread."""
+        """Stream events page by page, one call per page."""
         check_run_id(run_id)
         since_seq = check_since(since_seq)
         return self._iterate(run_id, since_seq)
