@@ -122,6 +122,7 @@ BACKENDS = [
     pytest.param("async-grouped-mariadb", marks=pytest.mark.mariadb),
     # The asyncio store running SQLite's statements on the loop's thread (on_loop=True).
     pytest.param("async-on-loop-sqlite", marks=pytest.mark.sqlite),
+    pytest.param("async-on-loop-grouped-sqlite", marks=pytest.mark.sqlite),
     # The same stores with a listener on the engine: every statement takes SQLAlchemy's own
     # path (what echo and OpenTelemetry see) instead of the cursor fast path.
     pytest.param("observed-sqlite", marks=pytest.mark.sqlite),
@@ -172,7 +173,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
             {"group_commit": GROUPED} if name.startswith("async-grouped-") else {}
         )
         if name.startswith("async-on-loop-"):
-            grouped = {"on_loop": True}
+            grouped = {"on_loop": True, **({"group_commit": GROUPED} if "grouped" in name else {})}
         database = name.rpartition("-")[2]
         if database == "sqlite":
             path = tmp_path / "store.db"

@@ -23,7 +23,7 @@ from purpose_agent import (
     SequenceConflict,
 )
 from purpose_agent.db.async_engine import async_url
-from purpose_agent.db.group_commit import GroupCommitPolicy
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy
 from purpose_agent.errors import InvalidInput, StoreUnavailable
 
 
@@ -508,3 +508,48 @@ def test_on_loop_saves_run_on_the_loop_thread_and_a_busy_loop_does_not_hold_them
 def test_on_loop_is_refused_for_servers_whose_asyncio_drivers_run_on_the_loop(url: str) -> None:
     with pytest.raises(InvalidInput, match="on_loop is for SQLite"):
         AsyncSQLCheckpointer(url, on_loop=True)
+
+
+@pytest.mark.sqlite
+def test_on_loop_with_group_commit_commits_a_pass_of_saves_together_each_failing_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    run_batch = GroupCommit.run_batch
+
+    def recording(self: GroupCommit, batch: list[Any]) -> None:
+        batches.append(len(batch))
+        run_batch(self, batch)
+
+    monkeypatch.setattr(GroupCommit, "run_batch", recording)
+    policy = GroupCommitPolicy(max_batch=16)
+
+    async def main() -> list[Any]:
+        store = AsyncSQLCheckpointer(
+            f"sqlite:///{tmp_path / 'runs.db'}", on_loop=True, group_commit=policy
+        )
+        await store.save_event(PAEvent(run_id="r-3", seq=1, kind=EventKind.CUSTOM))
+        batches.clear()
+
+        async def step(n: int) -> None:
+            events = [
+                PAEvent(run_id=f"r-{n}", seq=seq, kind=EventKind.TOOL_CALL, data={"n": n})
+                for seq in (1, 2)
+            ]
+            await store.save_events(events, snapshot=RunState(run_id=f"r-{n}", seq=2))
+
+        outcomes = await asyncio.gather(*(step(n) for n in range(40)), return_exceptions=True)
+        stored = [await store.list_events(f"r-{n}") for n in range(40)]
+        await store.close()
+        return [outcomes, stored]
+
+    outcomes, stored = asyncio.run(main())
+    # 40 saves made in one pass: batches of at most 16, not 40 commits.
+    assert batches == [16, 16, 8]
+    # r-3 already held a different event at seq 1: that save alone failed, and stored nothing.
+    assert isinstance(outcomes[3], SequenceConflict)
+    assert [outcome for n, outcome in enumerate(outcomes) if n != 3] == [None] * 39
+    assert [event.data for event in stored[3]] == [{}]
+    for n, events in enumerate(stored):
+        if n != 3:
+            assert [(event.seq, event.data) for event in events] == [(1, {"n": n}), (2, {"n": n})]

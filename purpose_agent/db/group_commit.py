@@ -25,6 +25,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +111,14 @@ class Pending:
         if self.error is not None:
             raise self.error
         return self.result
+
+
+# While this holds a list, a save appends its call to it instead of committing: the async
+# store's on_loop mode gathers the saves its tasks make in one pass of the loop, then commits
+# them together (:meth:`GroupCommit.run_batch`) on the loop's thread.
+handed_over: ContextVar[list[Pending] | None] = ContextVar(
+    "purpose_agent_handed_over", default=None
+)
 
 
 class GroupCommit:
@@ -215,6 +224,10 @@ class GroupCommit:
         else:
             following.leading = True
         return following
+
+    def run_batch(self, batch: list[Pending]) -> None:
+        """Commit calls gathered elsewhere (not queued here), settling each; never raises."""
+        self._run(batch)
 
     def _run(self, batch: list[Pending]) -> None:
         if len(batch) == 1:

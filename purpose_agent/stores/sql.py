@@ -44,7 +44,7 @@ from purpose_agent.db.engine import (
     make_engine,
     parse_url,
 )
-from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed
@@ -437,22 +437,26 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         self._save_now(action, rows, snap)
 
     def _save_now(self, action: str, rows: list[EventRow], snap: StateRow | None) -> None:
+        gathered = handed_over.get()
+        if gathered is not None:
+            gathered.append(self._save_call(action, rows, snap))
+            return
         if self._commits is None:
             self._call(action, lambda: self._write(rows, snap))
             return
+        self._commits.submit(self._save_call(action, rows, snap))
+
+    def _save_call(self, action: str, rows: list[EventRow], snap: StateRow | None) -> Pending:
+        """A save as a call that can commit alone or in a batch with others."""
         now = stamp_ns()
         first = rows[0].run_id if rows else snap.run_id if snap is not None else ""
-        self._commits.submit(
-            Pending(
-                alone=lambda: self._call(action, lambda: self._write(rows, snap)),
-                inside=lambda conn: self._write_in(conn, rows, snap, now),
-                on_conflict=lambda conn: self._write_in(
-                    conn, self._new_rows(conn, rows), snap, now
-                ),
-                run_key=first,
-                repeatable=True,
-                saves=(rows, snap),
-            )
+        return Pending(
+            alone=lambda: self._call(action, lambda: self._write(rows, snap)),
+            inside=lambda conn: self._write_in(conn, rows, snap, now),
+            on_conflict=lambda conn: self._write_in(conn, self._new_rows(conn, rows), snap, now),
+            run_key=first,
+            repeatable=True,
+            saves=(rows, snap),
         )
 
     def _write(self, rows: list[EventRow], snap: StateRow | None) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
 from purpose_agent.db.engine import Durability, default_url
-from purpose_agent.db.group_commit import GroupCommitPolicy
+from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.db.turns import TaskTurns
@@ -103,10 +103,11 @@ class AsyncSQLCheckpointer:
         on_loop: SQLite only: run each call's statements on the event loop's own thread, on
             the synchronous driver (:attr:`sync`), instead of on aiosqlite's thread. A call
             then blocks the loop for its statements and its commit (about 0.6 ms for a step
-            at full durability here), and calls run one at a time, so group commit has
-            nothing to group. aiosqlite's thread needs the interpreter's lock for every
-            statement, and a loop that is never idle (tasks always ready, each running
-            less than the 5 ms switch interval) can keep it from the thread for seconds:
+            at full durability here). With ``group_commit`` too, the saves that the loop's
+            tasks make in one pass of the loop are committed together at the end of the
+            pass. aiosqlite's thread needs the interpreter's lock for every statement, and a
+            loop that is never idle (tasks always ready, each running less than the 5 ms
+            switch interval) can keep it from the thread for seconds:
             ``python -m benchmarks.busy_loop`` measured 0 to 2 of 40 steps in 15 s that way,
             and 40 of 40 on the loop, at 3.6-4.3 ms each.
 
@@ -157,6 +158,8 @@ class AsyncSQLCheckpointer:
             self._owns_engine = True
         self._sync_url = synchronous
         self._on_loop = on_loop
+        # on_loop with group commit: the saves of this pass of the loop, and their answers.
+        self._gathered: list[tuple[Pending, asyncio.Future[None]]] = []
         self._connections = LoopConnections(self._engine)
         self.url = synchronous.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
@@ -240,6 +243,47 @@ class AsyncSQLCheckpointer:
         store = await self._opened()
         return await greenlet_spawn(method, store, *args, **kwargs)
 
+    async def _save(self, method: Callable[..., None], *args: Any) -> None:
+        """A save: with ``on_loop`` and group commit, committed with the others of this pass.
+
+        The save is checked and turned into a call at once (a bad value fails here, alone);
+        the call waits for the end of the loop's pass, when every save the loop's tasks made
+        meanwhile is committed in one transaction on the loop's thread (up to ``max_batch``
+        at a time), each call failing alone as in any group commit.
+        """
+        if not (self._on_loop and self._policy is not None):
+            await self._run(method, *args)
+            return
+        store = self._on_loop_store(method.__name__)
+        gathered: list[Pending] = []
+        token = handed_over.set(gathered)
+        try:
+            method(store, *args)
+        finally:
+            handed_over.reset(token)
+        if not gathered:
+            return
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[None] = loop.create_future()
+        self._gathered.append((gathered[0], answer))
+        if len(self._gathered) == 1:
+            loop.call_soon(self._commit_gathered, store, self._policy)
+        await answer
+
+    def _commit_gathered(self, store: SQLCheckpointer, policy: GroupCommitPolicy) -> None:
+        gathered, self._gathered = self._gathered, []
+        commits = GroupCommit(policy, store._commit_many)
+        for start in range(0, len(gathered), policy.max_batch):
+            part = gathered[start : start + policy.max_batch]
+            commits.run_batch([call for call, _ in part])
+            for call, answer in part:
+                if answer.done():  # its task was cancelled; the save was committed anyway
+                    continue
+                if call.error is not None:
+                    answer.set_exception(call.error)
+                else:
+                    answer.set_result(None)
+
     def _on_loop_store(self, action: str) -> SQLCheckpointer:
         """The synchronous store that serves every call when ``on_loop`` is set."""
         if self._closed:
@@ -260,24 +304,24 @@ class AsyncSQLCheckpointer:
         """
         if self._twin is None:
             options = {**self._options}
-            if self._policy is not None:
+            if self._policy is not None and not self._on_loop:
                 options["group_commit"] = self._policy
             self._twin = SQLCheckpointer(self._sync_url, **options)
         return self._twin
 
     async def save_event(self, event: PAEvent) -> None:
         """See :meth:`SQLCheckpointer.save_event`."""
-        await self._run(SQLCheckpointer.save_event, event)
+        await self._save(SQLCheckpointer.save_event, event)
 
     async def save_events(
         self, events: Iterable[PAEvent], snapshot: RunState | None = None
     ) -> None:
         """See :meth:`SQLCheckpointer.save_events`."""
-        await self._run(SQLCheckpointer.save_events, events, snapshot)
+        await self._save(SQLCheckpointer.save_events, events, snapshot)
 
     async def save_snapshot(self, run_id: str, state: RunState) -> None:
         """See :meth:`SQLCheckpointer.save_snapshot`."""
-        await self._run(SQLCheckpointer.save_snapshot, run_id, state)
+        await self._save(SQLCheckpointer.save_snapshot, run_id, state)
 
     async def append(
         self,
