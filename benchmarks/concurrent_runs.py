@@ -9,8 +9,10 @@ transaction per step. Three sides write the same steps to the same database in t
   durability settings.
 
 With ``--mode tasks`` the runs are asyncio tasks in one event loop instead of threads, against
-``AsyncSQLCheckpointer`` (plain and grouped) and naive raw asyncio writers (aiosqlite or psycopg's
-async connection, a connection each, one commit per step); ``--mode both`` measures both.
+``AsyncSQLCheckpointer`` (plain and grouped; on SQLite also ``on-loop``, grouped with
+``on_loop=True``, its statements on the loop's thread) and naive raw asyncio writers (aiosqlite
+or psycopg's async connection, a connection each, one commit per step); ``--mode both``
+measures both.
 
 Run ``python -m benchmarks.concurrent_runs [--runs 1,8,64,1000] [--seconds 5] [--postgres URL]
 [--mode threads|tasks|both] [--think-ms 0]``.
@@ -252,9 +254,11 @@ async def measure_tasks(
         return steps, lambda: asyncio.gather(*(raw.close() for raw in opened))
 
     async def store_side(
-        policy: GroupCommitPolicy | bool,
+        policy: GroupCommitPolicy | bool, on_loop: bool = False
     ) -> tuple[list[AsyncStep], Callable[[], Awaitable[Any]]]:
-        store = await AsyncSQLCheckpointer.open(target.store_url, group_commit=policy)
+        store = await AsyncSQLCheckpointer.open(
+            target.store_url, group_commit=policy, on_loop=on_loop
+        )
 
         async def write(events: list[Any], state: Any) -> None:
             await store.save_events(events, snapshot=state)
@@ -267,6 +271,9 @@ async def measure_tasks(
         "store": lambda: store_side(False),
         "grouped": lambda: store_side(grouping),
     }
+    if target.backend == "sqlite":
+        # Grouped, with SQLite's statements on the loop's thread instead of aiosqlite's.
+        sides["on-loop"] = lambda: store_side(grouping, on_loop=True)
     if with_langgraph:
         from benchmarks import langgraph_tasks
         from purpose_agent.integrations.langgraph import PurposeAgentSaver

@@ -16,7 +16,7 @@ def test_tasks_mode_writes_every_side(tmp_path: Path) -> None:
     argv = ["--mode", "tasks", "--runs", "3", "--seconds", "0.2", "--langgraph", "--json", str(out)]
     assert concurrent_runs.main(argv) == 0
     figures = json.loads(out.read_text())["sqlite/tasks/3"]
-    assert set(figures) == {"raw", "store", "grouped", "lg-ours", "lg-theirs"}
+    assert set(figures) == {"raw", "store", "grouped", "on-loop", "lg-ours", "lg-theirs"}
     for side in figures.values():
         assert side["steps_per_s"] > 0
         assert side["p50_ms"] <= side["p99_ms"]
