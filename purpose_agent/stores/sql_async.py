@@ -160,6 +160,7 @@ class AsyncSQLCheckpointer:
         self._on_loop = on_loop
         # on_loop with group commit: the saves of this pass of the loop, and their answers.
         self._gathered: list[tuple[Pending, asyncio.Future[None]]] = []
+        self._loop_commits: GroupCommit | None = None
         self._connections = LoopConnections(self._engine)
         self.url = synchronous.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
@@ -267,17 +268,19 @@ class AsyncSQLCheckpointer:
         answer: asyncio.Future[None] = loop.create_future()
         self._gathered.append((gathered[0], answer))
         if len(self._gathered) == 1:
-            loop.call_soon(self._commit_gathered, store, self._policy)
+            if self._loop_commits is None:  # one per store: the twin never changes
+                self._loop_commits = GroupCommit(self._policy, store._commit_many)
+            loop.call_soon(self._commit_gathered, self._loop_commits)
         await answer
 
-    def _commit_gathered(self, store: SQLCheckpointer, policy: GroupCommitPolicy) -> None:
+    def _commit_gathered(self, commits: GroupCommit) -> None:
         gathered, self._gathered = self._gathered, []
-        commits = GroupCommit(policy, store._commit_many)
-        for start in range(0, len(gathered), policy.max_batch):
-            part = gathered[start : start + policy.max_batch]
+        size = commits.policy.max_batch
+        for start in range(0, len(gathered), size):
+            part = gathered[start : start + size]
             commits.run_batch([call for call, _ in part])
             for call, answer in part:
-                if answer.done():  # its task was cancelled; the save was committed anyway
+                if answer.done():  # its task was cancelled; its call ran with the others
                     continue
                 if call.error is not None:
                     answer.set_exception(call.error)
