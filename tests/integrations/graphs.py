@@ -2,16 +2,23 @@
 
 ``python -m tests.integrations.graphs STORE THREAD ANSWER`` opens the store (a SQLAlchemy URL,
 or ``jsonl:FOLDER``), resumes the approval graph's interrupted thread with ``ANSWER`` and
-prints the final state as JSON.
+prints the final state as JSON. ``python -m tests.integrations.graphs --killed STORE THREAD
+JOURNAL`` starts the fan-out graph of :func:`killed_in_a_branch` on a thread, and its process
+dies with ``SIGKILL`` inside a branch.
 """
 
 from __future__ import annotations
 
 import json
 import operator
+import os
+import signal
 import sys
+import time
+from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
@@ -52,6 +59,52 @@ def fan_out(saver: PurposeAgentSaver) -> Any:
     builder.add_edge(START, "a")
     builder.add_edge("join", END)
     return builder.compile(checkpointer=saver)
+
+
+def killed_in_a_branch(saver: PurposeAgentSaver, journal: Path, kill: bool) -> Any:
+    """:func:`fan_out` whose nodes note each run in ``journal``, and whose ``d`` may kill.
+
+    With ``kill``, ``d`` waits until the saver holds the writes of ``b`` and ``c`` (which
+    finish first, in the same super-step), then sends its own process ``SIGKILL``: the
+    process dies in the middle of a step whose other tasks are done and saved.
+    """
+
+    def noted(name: str, factor: int) -> Any:
+        def run(state: Fan, config: RunnableConfig) -> dict[str, Any]:
+            with journal.open("a") as notes:
+                notes.write(f"{name}\n")
+            if name == "d" and kill:
+                _wait_for_writes(saver, config, {"b", "c"})
+                os.kill(os.getpid(), signal.SIGKILL)
+            if name == "join":
+                return {"total": sum(int(item[1:]) for item in state["log"])}
+            return {"log": [f"{name}{state['start'] * factor}"]}
+
+        return run
+
+    builder = StateGraph(Fan)
+    builder.add_node("a", noted("a", 1))
+    for name, factor in (("b", 2), ("c", 3), ("d", 4)):
+        builder.add_node(name, noted(name, factor))
+        builder.add_edge("a", name)
+        builder.add_edge(name, "join")
+    builder.add_node("join", noted("join", 0))
+    builder.add_edge(START, "a")
+    builder.add_edge("join", END)
+    return builder.compile(checkpointer=saver)
+
+
+def _wait_for_writes(saver: PurposeAgentSaver, config: RunnableConfig, tasks: set[str]) -> None:
+    """Until the thread's latest checkpoint has pending writes from each of ``tasks``."""
+    thread = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = saver.get_tuple(thread)
+        written = [value for _, channel, value in (found.pending_writes or []) if channel == "log"]
+        if tasks <= {item[:1] for value in written for item in value}:
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"the writes of {sorted(tasks)} never reached the saver")
 
 
 class Approval(TypedDict):
@@ -153,6 +206,11 @@ def open_store(location: str) -> Checkpointer:
 
 
 def main(argv: list[str]) -> None:
+    if argv[0] == "--killed":
+        location, thread_id, journal = argv[1:]
+        graph = killed_in_a_branch(PurposeAgentSaver(open_store(location)), Path(journal), True)
+        graph.invoke({"start": 5, "log": []}, {"configurable": {"thread_id": thread_id}})
+        raise AssertionError("the graph was to kill this process")
     location, thread_id, answer = argv
     store = open_store(location)
     try:

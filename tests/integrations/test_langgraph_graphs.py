@@ -17,7 +17,7 @@ pytest.importorskip("langgraph.graph")
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
-from purpose_agent import StoreUnavailable
+from purpose_agent import AsyncSQLCheckpointer, StoreUnavailable
 from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
 from tests.conftest import empty_tables
 from tests.integrations import graphs
@@ -264,3 +264,50 @@ def test_afrom_url_serves_ainvoke_on_the_async_store_and_closes_it(
         state = graphs.approval(fresh).get_state(config)
     assert state.values["outcome"] == "REFUND:yes"
     assert state.next == ()
+
+
+def test_a_process_killed_mid_step_resumes_elsewhere_without_rerunning_finished_branches(
+    saver: PurposeAgentSaver, store_factory: StoreFactory, tmp_path: Path
+) -> None:
+    """SIGKILL inside one branch of a super-step whose other branches are done and saved.
+
+    Resuming (``invoke(None, config)``, in this process) re-runs only the killed branch: the
+    writes the other two saved before the kill are the ones LangGraph takes, as with its own
+    savers, and the result is the uninterrupted run's.
+    """
+    if store_factory.url is None:  # type: ignore[attr-defined]
+        pytest.skip("the memory store lives in this process only")
+    journal = tmp_path / "journal.txt"
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integrations.graphs",
+            "--killed",
+            store_factory.url,  # type: ignore[attr-defined]
+            "killed",
+            str(journal),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert killed.returncode == -9, killed.stderr
+    assert sorted(journal.read_text().split()) == ["a", "b", "c", "d"]
+
+    graph = graphs.killed_in_a_branch(saver, journal, kill=False)
+    config = _config("killed")
+    # LangGraph counts b and c done from their saved writes: only d is left to run.
+    assert graph.get_state(config).next == ("d",)
+    if isinstance(saver.store, AsyncSQLCheckpointer):
+        result = asyncio.run(graph.ainvoke(None, config))
+    else:
+        result = graph.invoke(None, config)
+
+    reference = graphs.fan_out(InMemorySaver()).invoke({"start": 5, "log": []}, config)
+    assert sorted(result["log"]) == sorted(reference["log"])
+    assert result["total"] == reference["total"] == 50
+    # b and c ran once, before the kill; d twice (killed, then resumed); join once.
+    assert sorted(journal.read_text().split()) == ["a", "b", "c", "d", "d", "join"]
