@@ -96,11 +96,12 @@ def killed_in_a_branch(saver: PurposeAgentSaver, journal: Path, kill: bool) -> A
 
 def _wait_for_writes(saver: PurposeAgentSaver, config: RunnableConfig, tasks: set[str]) -> None:
     """Until the thread's latest checkpoint has pending writes from each of ``tasks``."""
-    thread = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
+    thread: RunnableConfig = {"configurable": {"thread_id": config["configurable"]["thread_id"]}}
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         found = saver.get_tuple(thread)
-        written = [value for _, channel, value in (found.pending_writes or []) if channel == "log"]
+        pending = found.pending_writes if found is not None else None
+        written = [value for _, channel, value in pending or [] if channel == "log"]
         if tasks <= {item[:1] for value in written for item in value}:
             return
         time.sleep(0.01)
