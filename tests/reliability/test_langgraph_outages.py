@@ -248,3 +248,12 @@ def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
     outcome = asyncio.run(_run_tasks(postgres_db, private_postgres))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
+
+
+@pytest.mark.mariadb
+def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
+    private_mariadb: LocalServer, mariadb_db: URL
+) -> None:
+    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb))
+    assert outcome.seen() == CALM
+    assert sum(outcome.rounds.values()) > WORKERS
