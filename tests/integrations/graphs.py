@@ -4,16 +4,21 @@
 or ``jsonl:FOLDER``), resumes the approval graph's interrupted thread with ``ANSWER`` and
 prints the final state as JSON. ``python -m tests.integrations.graphs --killed STORE THREAD
 JOURNAL`` starts the fan-out graph of :func:`killed_in_a_branch` on a thread, and its process
-dies with ``SIGKILL`` inside a branch.
+dies with ``SIGKILL`` inside a branch. ``python -m tests.integrations.graphs --many STORE NAME
+THREADS ROUNDS`` runs :func:`fan_out` on ``THREADS`` threads of this process at once (asyncio
+tasks on ``AsyncSQLCheckpointer`` if ``STORE`` starts with ``async+``), each for ``ROUNDS``
+inputs (see :func:`fan_out_rounds`), and prints the errors it met as JSON.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import operator
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -22,7 +27,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from purpose_agent import Checkpointer, JSONLCheckpointer, SQLCheckpointer
+from purpose_agent import AsyncSQLCheckpointer, Checkpointer, JSONLCheckpointer, SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
 
 
@@ -59,6 +64,52 @@ def fan_out(saver: PurposeAgentSaver) -> Any:
     builder.add_edge(START, "a")
     builder.add_edge("join", END)
     return builder.compile(checkpointer=saver)
+
+
+def fan_out_rounds(graph: Any, thread_id: str, rounds: int) -> None:
+    """Input ``start = 1 .. rounds`` to :func:`fan_out` on one thread, one after the other."""
+    for start in range(1, rounds + 1):
+        graph.invoke({"start": start}, {"configurable": {"thread_id": thread_id}})
+
+
+async def afan_out_rounds(graph: Any, thread_id: str, rounds: int) -> None:
+    """:func:`fan_out_rounds` with ``ainvoke``."""
+    for start in range(1, rounds + 1):
+        await graph.ainvoke({"start": start}, {"configurable": {"thread_id": thread_id}})
+
+
+def _many(location: str, name: str, threads: int, rounds: int) -> list[str]:
+    """Run :func:`fan_out_rounds` on threads ``{name}-0`` ... at once; the errors met."""
+    errors: list[str] = []
+    if location.startswith("async+"):
+
+        async def tasks() -> None:
+            async with AsyncSQLCheckpointer(location.removeprefix("async+")) as store:
+                graph = fan_out(PurposeAgentSaver(store))
+                found = await asyncio.gather(
+                    *(afan_out_rounds(graph, f"{name}-{n}", rounds) for n in range(threads)),
+                    return_exceptions=True,
+                )
+                errors.extend(repr(error) for error in found if error is not None)
+
+        asyncio.run(tasks())
+        return errors
+    store = open_store(location)
+    graph = fan_out(PurposeAgentSaver(store))
+
+    def work(thread_id: str) -> None:
+        try:
+            fan_out_rounds(graph, thread_id, rounds)
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    workers = [threading.Thread(target=work, args=(f"{name}-{n}",)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    store.close()
+    return errors
 
 
 def killed_in_a_branch(saver: PurposeAgentSaver, journal: Path, kill: bool) -> Any:
@@ -207,6 +258,10 @@ def open_store(location: str) -> Checkpointer:
 
 
 def main(argv: list[str]) -> None:
+    if argv[0] == "--many":
+        location, name, threads, rounds = argv[1:]
+        sys.stdout.write(json.dumps(_many(location, name, int(threads), int(rounds))) + "\n")
+        return
     if argv[0] == "--killed":
         location, thread_id, journal = argv[1:]
         graph = killed_in_a_branch(PurposeAgentSaver(open_store(location)), Path(journal), True)

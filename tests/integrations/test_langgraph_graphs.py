@@ -311,3 +311,50 @@ def test_a_process_killed_mid_step_resumes_elsewhere_without_rerunning_finished_
     assert result["total"] == reference["total"] == 50
     # b and c ran once, before the kill; d twice (killed, then resumed); join once.
     assert sorted(journal.read_text().split()) == ["a", "b", "c", "d", "d", "join"]
+
+
+def test_processes_running_graphs_at_once_on_one_store_lose_nothing(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """Three processes, each running the fan-out graph on several threads at once.
+
+    Parallel branches send their writes concurrently, from every process, to one database
+    (one SQLite file, one JSONL folder); every thread must end where the same inputs leave
+    LangGraph's own in-memory saver, with every checkpoint of its history.
+    """
+    if store_factory.url is None:  # type: ignore[attr-defined]
+        pytest.skip("the memory store lives in this process only")
+    url: str = store_factory.url  # type: ignore[attr-defined]
+    location = f"async+{url}" if store_factory.backend.startswith("async-") else url  # type: ignore[attr-defined]
+    processes, threads, rounds = 3, 6, 4
+    command = [sys.executable, "-m", "tests.integrations.graphs", "--many", location]
+    children = [
+        subprocess.Popen(
+            [*command, f"p{n}", str(threads), str(rounds)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(processes)
+    ]
+    outcomes = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0] * processes, outcomes
+    assert [json.loads(stdout) for stdout, _ in outcomes] == [[]] * processes
+
+    reference = graphs.fan_out(InMemorySaver())
+    graphs.fan_out_rounds(reference, "reference", rounds)
+    expected = reference.get_state(_config("reference"))
+    history = len(list(reference.get_state_history(_config("reference"))))
+    graph = graphs.fan_out(saver)
+    wrong = []
+    for n in range(processes):
+        for thread in range(threads):
+            config = _config(f"p{n}-{thread}")
+            state = graph.get_state(config)
+            found = (sorted(state.values["log"]), state.values["total"], state.next)
+            if found != (sorted(expected.values["log"]), expected.values["total"], ()):
+                wrong.append((n, thread, found))
+            elif len(list(graph.get_state_history(config))) != history:
+                wrong.append((n, thread, "history"))
+    assert wrong == []
