@@ -25,6 +25,7 @@ from langgraph.checkpoint.serde.types import INTERRUPT
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
+    CorruptRecord,
     EventKind,
     InMemoryCheckpointer,
     InvalidInput,
@@ -572,3 +573,66 @@ def test_the_async_store_answers_the_new_calls_as_the_sync_store(tmp_path: Any) 
     found = asyncio.run(scenario())
     assert found[:7] == [[1, 1], 1, True, ["a1"], ["g"], "g", 1]
     assert found[8:] == [["a2"], ["a1"]]
+
+
+def _without(data: dict[str, Any], name: str) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key != name}
+
+
+# How a record can be damaged (a bad migration, a hand edit, another program's write): the
+# saver's stored form, changed. Each names the record it damages.
+DAMAGES = {
+    "checkpoint without its body": ("checkpoint", lambda data: _without(data, "checkpoint")),
+    "checkpoint without an id": ("checkpoint", lambda data: _without(data, "id")),
+    "checkpoint body not [type, base64]": ("checkpoint", lambda data: data | {"checkpoint": 7}),
+    "checkpoint body of an unknown type": (
+        "checkpoint",
+        lambda data: data | {"checkpoint": ["no-such-type", data["checkpoint"][1]]},
+    ),
+    "checkpoint body that loads as a number": (
+        "checkpoint",
+        lambda data: data | {"checkpoint": ["msgpack", "AAAA"]},
+    ),
+    "metadata that loads as a number": (
+        "checkpoint",
+        lambda data: data | {"metadata": ["msgpack", "AAAA"]},
+    ),
+    "writes without their list": ("writes", lambda data: _without(data, "writes")),
+    "writes without their task": ("writes", lambda data: _without(data, "task")),
+    "a write short of its value": ("writes", lambda data: data | {"writes": [[0, "ch"]]}),
+    "a write whose idx is text": (
+        "writes",
+        lambda data: data | {"writes": [["0", "ch", data["writes"][0][2]]]},
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_a_damaged_record_is_reported_as_corrupt_naming_its_run_and_seq(
+    saver: PurposeAgentSaver, damage: str
+) -> None:
+    """Every read that meets it raises ``CorruptRecord``, never a ``KeyError`` or the like.
+
+    The damaged record is appended through the store as any other writer could: the
+    checkpoint as the thread's newest, the writes to the newest checkpoint's writes.
+    """
+    which, change = DAMAGES[damage]
+    store = _sync(saver.store)
+    for thread_id in ("sound", "damaged"):
+        cid = _put(saver, thread_id, v=1)
+        saver.put_writes(_config(thread_id, cid), [("ch", "value")], "task")
+    run_id = run_id_for("damaged") if which == "checkpoint" else writes_run_for("damaged", "", cid)
+    (stored,) = store.list_events(run_id, limit=1, newest_first=True)
+    (damaged,) = store.append(run_id, [NewEvent(kind=stored.kind, data=change(stored.data))])
+
+    reads = {
+        "get_tuple": lambda: saver.get_tuple(_config("damaged")),
+        "list": lambda: list(saver.list(_config("damaged"))),
+    }
+    for read in reads.values():
+        with pytest.raises(CorruptRecord) as raised:
+            read()
+        assert (raised.value.run_id, raised.value.seq) == (run_id, damaged.seq)
+    sound = saver.get_tuple(_config("sound"))
+    assert sound is not None
+    assert sound.pending_writes == [("task", "ch", "value")]

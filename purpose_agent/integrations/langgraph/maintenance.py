@@ -49,7 +49,7 @@ def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
             page = yield from _page(run_id, since)
             for event in page:
                 if is_checkpoint(event) and event.data.get("run") in doomed:
-                    writes_run = runs.writes_run_for(*where, event.data["id"])
+                    writes_run = runs.writes_run_for(*where, payloads.checkpoint_id(event))
                     yield from calls.append(
                         writes_run, [payloads.deleted()], group=runs.group_for(where.thread_id)
                     )
@@ -125,8 +125,10 @@ def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
         for event in events:
             if not is_checkpoint(event):
                 continue
-            left.append(event.data["id"])
-            writes = yield from pending_writes(runs.writes_run_for(*where, event.data["id"]))
+            left.append(payloads.checkpoint_id(event))
+            writes = yield from pending_writes(
+                runs.writes_run_for(*where, payloads.checkpoint_id(event))
+            )
             if not writes.deleted:
                 yield from _compact_below(run_id, event)
                 return left
@@ -140,6 +142,6 @@ def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:
     oldest = yield from calls.list_events(run_id, limit=1)
     if not oldest or oldest[0].seq >= latest.seq:
         return
-    marker = {payloads.KEY: PRUNED, "kept": latest.data["id"]}
+    marker = {payloads.KEY: PRUNED, "kept": payloads.checkpoint_id(latest)}
     yield from calls.save_snapshot(run_id, RunState(run_id=run_id, seq=latest.seq - 1, data=marker))
     yield from calls.compact(run_id)

@@ -53,7 +53,9 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
     """The value :func:`dump` stored.
 
     Raises:
-        CorruptRecord: The stored form is not ``[type, base64]``.
+        CorruptRecord: The stored form is not ``[type, base64]``, or the serializer cannot
+            load it (an unknown type, bytes it cannot read); the driver's or serializer's
+            error is the cause.
     """
     try:
         kind, text = stored
@@ -61,7 +63,47 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (TypeError, ValueError) as exc:
         raise CorruptRecord(run_id, seq, "a LangGraph value is not [type, base64]") from exc
-    return serde.loads_typed((kind, raw))
+    try:
+        return serde.loads_typed((kind, raw))
+    except Exception as exc:  # any serializer's failure, with its cause
+        raise CorruptRecord(
+            run_id, seq, f"the serializer cannot load a LangGraph value ({_said(exc)})"
+        ) from exc
+
+
+def _said(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:200]
+
+
+def checkpoint_id(event: PAEvent) -> str:
+    """A stored checkpoint's id.
+
+    Raises:
+        CorruptRecord: The event has no id a checkpoint could have (a damaged record).
+    """
+    found = event.data.get("id")
+    if type(found) is not str:
+        raise CorruptRecord(event.run_id, event.seq, "a LangGraph checkpoint has no id")
+    return found
+
+
+def checkpoint_parts(event: PAEvent) -> tuple[str, str | None, Any, Any]:
+    """A stored checkpoint's id, parent id, and its checkpoint and metadata as stored.
+
+    Raises:
+        CorruptRecord: A part is missing or of the wrong type (a damaged record).
+    """
+    data = event.data
+    parent = data.get("parent")
+    if (
+        "checkpoint" not in data
+        or "metadata" not in data
+        or not (parent is None or type(parent) is str)
+    ):
+        raise CorruptRecord(
+            event.run_id, event.seq, "a LangGraph checkpoint lacks its parent, body or metadata"
+        )
+    return checkpoint_id(event), parent, data["checkpoint"], data["metadata"]
 
 
 def checkpoint(
@@ -124,11 +166,12 @@ def key_of(event: PAEvent) -> str | None:
     data = event.data
     what = data.get(KEY)
     if what == CHECKPOINT:
-        return str(data["id"])
+        return checkpoint_id(event)
     if what == WRITES:
         if data.get(UNKEYED):
             return None
-        return writes_key(data["task"], [write[0] for write in data["writes"]])
+        pending = _pending_of(event)
+        return writes_key(pending[0].task, [write.idx for write in pending]) if pending else None
     if what == DELETED:
         return DELETED_KEY
     return None
@@ -179,9 +222,37 @@ def writes(events: Iterable[PAEvent]) -> Writes:
         if what == DELETED:
             gone = True
         elif what == WRITES:
-            task, path = data["task"], data["path"]
-            for idx, channel, value in data["writes"]:
-                key = (task, idx)
-                if idx < 0 or key not in kept:
-                    kept[key] = Pending(path, task, idx, channel, value, event.seq)
+            for write in _pending_of(event):
+                key = (write.task, write.idx)
+                if write.idx < 0 or key not in kept:
+                    kept[key] = write
     return Writes(gone, sorted(kept.values()) if len(kept) > 1 else list(kept.values()))
+
+
+def _pending_of(event: PAEvent) -> list[Pending]:
+    """One writes event's writes.
+
+    Raises:
+        CorruptRecord: The event is not a task's ``[idx, channel, value]`` writes.
+    """
+    data = event.data
+    task, path, entries = data.get("task"), data.get("path"), data.get("writes")
+    if type(task) is not str or type(path) is not str or type(entries) is not list:
+        raise _damaged_writes(event)
+    found = []
+    for entry in entries:
+        if not (
+            type(entry) is list
+            and len(entry) == 3
+            and type(entry[0]) is int
+            and type(entry[1]) is str
+        ):
+            raise _damaged_writes(event)
+        found.append(Pending(path, task, entry[0], entry[1], entry[2], event.seq))
+    return found
+
+
+def _damaged_writes(event: PAEvent) -> CorruptRecord:
+    return CorruptRecord(
+        event.run_id, event.seq, "LangGraph writes are not a task's [idx, channel, value] list"
+    )

@@ -26,7 +26,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from purpose_agent import PAEvent
+from purpose_agent import CorruptRecord, PAEvent
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op, Stream
 
@@ -56,6 +56,15 @@ def is_checkpoint(event: PAEvent) -> bool:
     return event.data.get(payloads.KEY) == payloads.CHECKPOINT
 
 
+def _mapping(value: Any, event: PAEvent, part: str) -> Any:
+    """A loaded checkpoint or metadata, which LangGraph always stores as a dict."""
+    if not isinstance(value, dict):
+        raise CorruptRecord(
+            event.run_id, event.seq, f"a LangGraph {part} loads as {type(value).__name__}, not dict"
+        )
+    return value
+
+
 def pending_writes(run_id: str) -> Op[payloads.Writes]:
     """The writes run's writes that count, and whether the checkpoint was deleted."""
     events = yield from calls.list_events(run_id)
@@ -70,7 +79,10 @@ class Reader:
 
     def metadata(self, run_id: str, event: PAEvent) -> dict[str, Any]:
         """A checkpoint event's metadata, decoded."""
-        found: dict[str, Any] = payloads.load(self.serde, event.data["metadata"], run_id, event.seq)
+        _, _, _, stored = payloads.checkpoint_parts(event)
+        found: dict[str, Any] = _mapping(
+            payloads.load(self.serde, stored, run_id, event.seq), event, "metadata"
+        )
         return found
 
     def checkpoint_tuple(
@@ -85,15 +97,13 @@ class Reader:
         if writes.deleted:
             return None
         thread_id, namespace = where
-        data = event.data
-        checkpoint_id = data["id"]
+        checkpoint_id, parent, body, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
         serde, load, seq = self.serde, payloads.load, event.seq
-        parent = data["parent"]
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
-            checkpoint=load(serde, data["checkpoint"], run_id, seq),
-            metadata=load(serde, data["metadata"], run_id, seq),
+            checkpoint=_mapping(load(serde, body, run_id, seq), event, "checkpoint"),
+            metadata=_mapping(load(serde, metadata, run_id, seq), event, "metadata"),
             parent_config=config_for(thread_id, namespace, parent) if parent else None,
             pending_writes=[
                 (write.task, write.channel, load(serde, write.value, writes_run, write.seq))
@@ -116,7 +126,7 @@ class Reader:
             keyed: PAEvent | None = yield calls.Call("event_by_key", (run_id, checkpoint_id))
             if keyed is None:
                 return None
-            writes_run = runs.writes_run_for(thread_id, namespace, keyed.data["id"])
+            writes_run = runs.writes_run_for(thread_id, namespace, payloads.checkpoint_id(keyed))
             writes: list[PAEvent] = yield calls.whole_run(writes_run)
             return self.checkpoint_tuple(where, keyed, writes_run, writes)
         before: int | None = None
@@ -126,7 +136,9 @@ class Reader:
             for event in events:
                 if not is_checkpoint(event):
                     continue
-                writes_run = runs.writes_run_for(thread_id, namespace, event.data["id"])
+                writes_run = runs.writes_run_for(
+                    thread_id, namespace, payloads.checkpoint_id(event)
+                )
                 writes = yield calls.whole_run(writes_run)
                 found = self.checkpoint_tuple(where, event, writes_run, writes)
                 if found is not None:
@@ -173,7 +185,7 @@ class Reader:
             cursor, event = head
             if not is_checkpoint(event):
                 continue
-            checkpoint_id = event.data["id"]
+            checkpoint_id = payloads.checkpoint_id(event)
             if before_id is not None and not checkpoint_id < before_id:
                 continue
             if wanted and not self._matches(cursor.run_id, event, wanted):
@@ -258,7 +270,7 @@ class _Cursor:
             thread_id, namespace = self.where
             self.writes = yield from calls.events_of_runs(
                 [
-                    runs.writes_run_for(thread_id, namespace, event.data["id"])
+                    runs.writes_run_for(thread_id, namespace, payloads.checkpoint_id(event))
                     for event in events
                     if is_checkpoint(event)
                 ]
@@ -303,4 +315,4 @@ class _Merge:
     def _push(self, position: int) -> None:
         events = self._cursors[position].events
         if events:
-            heapq.heappush(self._heads, (_Newest(events[0].data["id"]), position))
+            heapq.heappush(self._heads, (_Newest(payloads.checkpoint_id(events[0])), position))
