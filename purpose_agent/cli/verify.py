@@ -23,8 +23,17 @@ from purpose_agent.cli.output import (
 from purpose_agent.cli.progress import runs_bar
 from purpose_agent.cli.stores import open_url
 from purpose_agent.ops.summaries import run_ids
-from purpose_agent.ops.verify import VerifyReport, verify_runs
+from purpose_agent.ops.verify import EventCheck, VerifyReport, verify_runs
 from purpose_agent.stores.open import describe
+
+
+def _integration_checks() -> EventCheck | None:
+    """The LangGraph saver's checks of its own records, when its extra is installed."""
+    try:
+        from purpose_agent.integrations.langgraph.payloads import problem  # noqa: PLC0415 - optional extra
+    except ImportError:
+        return None
+    return problem
 
 
 def _print_report(report: VerifyReport, where: str, scope: str) -> None:
@@ -76,7 +85,7 @@ def verify(
         chosen = (
             None if group is None and prefix is None else run_ids(store, group=group, prefix=prefix)
         )
-        report = verify_runs(store, chosen, progress)
+        report = verify_runs(store, chosen, progress, _integration_checks())
     if as_json:
         emit_json({"store": where, "group": group, "prefix": prefix, **report.to_dict()})
     else:

@@ -21,12 +21,16 @@ from purpose_agent.errors import CorruptRecord, InvalidRunId
 from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.records import BOUND
+from purpose_agent.runtime.events import PAEvent
 
 EVENT = "event"
 SNAPSHOT = "snapshot"
 RUN = "run"
 # Progress is reported after this many events of a long run, not only between runs.
 _TICK = 10_000
+
+EventCheck = Callable[[PAEvent], "str | None"]
+"""What is wrong with an event that decodes, for the reads of the integration that wrote it."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,7 @@ def verify_runs(
     store: Checkpointer,
     run_ids: Iterable[str] | None = None,
     progress: Callable[[VerifyProgress], None] | None = None,
+    check: EventCheck | None = None,
 ) -> VerifyReport:
     """Read every event and the latest snapshot of each run, and report what cannot be read.
 
@@ -125,6 +130,8 @@ def verify_runs(
         store: The store to read.
         run_ids: The runs to read; by default every run the store lists.
         progress: Called after each run, and every 10,000 events within one.
+        check: Also asked of every event that decodes: what an integration's reads of it
+            would find wrong (the LangGraph saver's, say), or ``None``.
 
     Returns:
         The report; ``report.ok`` says whether every record read back.
@@ -151,7 +158,7 @@ def verify_runs(
 
     for run_id in chosen:
         try:
-            _verify_run(store, run_id, report, tell)
+            _verify_run(store, run_id, report, tell, check)
         except InvalidRunId as exc:
             report.damaged.append(Damage(run_id, RUN, None, str(exc)))
         report.runs += 1
@@ -160,7 +167,11 @@ def verify_runs(
 
 
 def _verify_run(
-    store: Checkpointer, run_id: str, report: VerifyReport, tell: Callable[[str], None]
+    store: Checkpointer,
+    run_id: str,
+    report: VerifyReport,
+    tell: Callable[[str], None],
+    check: EventCheck | None,
 ) -> None:
     found: list[Damage] = []
     try:
@@ -170,7 +181,7 @@ def _verify_run(
     else:
         snapshot = None
         report.snapshots += state is not None
-    _verify_events(store, run_id, report, tell, found)
+    _verify_events(store, run_id, report, tell, found, check)
     # A store that checks a snapshot against its log (JSONL) fails it on a damaged event: that
     # is one damaged record, not two.
     if snapshot is not None and not any(
@@ -186,6 +197,7 @@ def _verify_events(
     report: VerifyReport,
     tell: Callable[[str], None],
     found: list[Damage],
+    check: EventCheck | None,
 ) -> None:
     since = -BOUND  # a damaged row below seq 1 is read too, to be reported
     while True:
@@ -193,6 +205,7 @@ def _verify_events(
             for event in store.iter_events(run_id, since):
                 report.events += 1
                 since = event.seq
+                _check(event, check, found)
                 if report.events % _TICK == 0:
                     tell(run_id)
         except CorruptRecord as exc:
@@ -211,9 +224,16 @@ def _verify_events(
                 break
             report.events += 1
             since = page[0].seq
+            _check(page[0], check, found)
         damage = Damage(run_id, EVENT, damaged.seq, damaged.detail)
         if not found or found[-1] != damage:
             found.append(damage)
         if damaged.seq is None or damaged.seq <= since:
             return  # no position to read on from (a store that cannot skip a damaged line)
         since = damaged.seq
+
+
+def _check(event: PAEvent, check: EventCheck | None, found: list[Damage]) -> None:
+    problem = check(event) if check is not None else None
+    if problem is not None:
+        found.append(Damage(event.run_id, EVENT, event.seq, problem))

@@ -41,6 +41,7 @@ from purpose_agent.integrations.langgraph import (
 )
 from purpose_agent.integrations.langgraph.reads import PAGE
 from tests.integrations.conftest import StoreFactory
+from tests.test_cli_support import invoke
 
 
 def _checkpoint(values: dict[str, Any] | None = None) -> Any:
@@ -636,3 +637,42 @@ def test_a_damaged_record_is_reported_as_corrupt_naming_its_run_and_seq(
     sound = saver.get_tuple(_config("sound"))
     assert sound is not None
     assert sound.pending_writes == [("task", "ch", "value")]
+
+
+def test_runs_verify_names_the_savers_damaged_records_too(store_factory: StoreFactory) -> None:
+    """``purpose-agent runs verify`` runs the saver's own checks on its runs' events.
+
+    A checkpoint and a write whose JSON is sound (so the store reads them back) but which
+    the saver could not read are listed with their run and seq; nothing else is.
+    """
+    url = store_factory.url  # type: ignore[attr-defined]
+    if url is None:
+        pytest.skip("the memory store lives in this process only")
+    saver = PurposeAgentSaver(store_factory())
+    store = _sync(saver.store)
+    for thread_id in ("sound", "damaged"):
+        cid = _put(saver, thread_id, v=1)
+        saver.put_writes(_config(thread_id, cid), [("ch", "value")], "task")
+    checkpoints, writes = run_id_for("damaged"), writes_run_for("damaged", "", cid)
+    (stored,) = store.list_events(checkpoints, limit=1, newest_first=True)
+    (bad_checkpoint,) = store.append(
+        checkpoints, [NewEvent(kind=stored.kind, data=_without(stored.data, "metadata"))]
+    )
+    (stored,) = store.list_events(writes, limit=1)
+    broken = stored.data | {"writes": [[0, "ch", ["msgpack", "not base64!"]]]}
+    (bad_write,) = store.append(writes, [NewEvent(kind=stored.kind, data=broken)])
+
+    result = invoke("runs", "verify", "--json", "--url", url)
+
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    # Runs are read most recently written first: the writes run, then the checkpoints.
+    assert [(d["run_id"], d["record"], d["seq"], d["detail"]) for d in report["damaged"]] == [
+        (writes, "event", bad_write.seq, "a LangGraph value is not [type, base64]"),
+        (
+            checkpoints,
+            "event",
+            bad_checkpoint.seq,
+            "a LangGraph checkpoint lacks its parent, body or metadata",
+        ),
+    ]

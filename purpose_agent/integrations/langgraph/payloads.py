@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent
+from purpose_agent.integrations.langgraph import runs
 
 KEY = "langgraph"
 CHECKPOINT = "checkpoint"
@@ -49,6 +50,20 @@ def dump(serde: SerializerProtocol, value: Any) -> list[str]:
     return [kind, binascii.b2a_base64(raw, newline=False).decode("ascii")]
 
 
+def _stored_bytes(stored: Any, run_id: str, seq: int) -> tuple[str, bytes]:
+    """The serializer type and bytes of a value as :func:`dump` stored it.
+
+    Raises:
+        CorruptRecord: The stored form is not ``[type, base64]``.
+    """
+    try:
+        kind, text = stored
+        # What base64.b64decode(text, validate=True) runs, without its wrapper.
+        return kind, binascii.a2b_base64(text, strict_mode=True)
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecord(run_id, seq, "a LangGraph value is not [type, base64]") from exc
+
+
 def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
     """The value :func:`dump` stored.
 
@@ -57,12 +72,7 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
             load it (an unknown type, bytes it cannot read); the driver's or serializer's
             error is the cause.
     """
-    try:
-        kind, text = stored
-        # What base64.b64decode(text, validate=True) runs, without its wrapper.
-        raw = binascii.a2b_base64(text, strict_mode=True)
-    except (TypeError, ValueError) as exc:
-        raise CorruptRecord(run_id, seq, "a LangGraph value is not [type, base64]") from exc
+    kind, raw = _stored_bytes(stored, run_id, seq)
     try:
         return serde.loads_typed((kind, raw))
     except Exception as exc:  # any serializer's failure, with its cause
@@ -174,6 +184,29 @@ def key_of(event: PAEvent) -> str | None:
         return writes_key(pending[0].task, [write.idx for write in pending]) if pending else None
     if what == DELETED:
         return DELETED_KEY
+    return None
+
+
+def problem(event: PAEvent) -> str | None:
+    """What is wrong with an event of the saver's runs, or ``None``; other runs' events pass.
+
+    For ``purpose-agent runs verify``: the checks every read of the event makes, short of
+    the serializer (which only the application has): a checkpoint's parts, a task's writes,
+    and each value stored as ``[type, base64]``.
+    """
+    if not event.run_id.startswith((runs.PREFIX, runs.WRITES_PREFIX)):
+        return None
+    what = event.data.get(KEY)
+    try:
+        if what == CHECKPOINT:
+            _, _, body, metadata = checkpoint_parts(event)
+            for stored in (body, metadata):
+                _stored_bytes(stored, event.run_id, event.seq)
+        elif what == WRITES:
+            for write in _pending_of(event):
+                _stored_bytes(write.value, event.run_id, event.seq)
+    except CorruptRecord as exc:
+        return exc.detail
     return None
 
 
