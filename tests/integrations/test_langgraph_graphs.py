@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -358,3 +359,55 @@ def test_processes_running_graphs_at_once_on_one_store_lose_nothing(
             elif len(list(graph.get_state_history(config))) != history:
                 wrong.append((n, thread, "history"))
     assert wrong == []
+
+
+def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgentSaver) -> None:
+    """``saver.prune(keep_latest)`` again and again on threads whose graphs are stepping.
+
+    A prune keeps each thread's latest checkpoint and its writes and drops the rest in one
+    transaction per run, so a graph that reads its latest checkpoint between two prunes, or
+    while one runs, finds it whole: every thread ends as LangGraph's own saver leaves it.
+    """
+    threads, rounds = 3, 12
+    graph = graphs.fan_out(saver)
+    done = threading.Event()
+    errors: list[str] = []
+    pruned = [0]
+
+    def step(thread_id: str) -> None:
+        try:
+            graphs.fan_out_rounds(graph, thread_id, rounds)
+        except Exception as exc:
+            errors.append(f"{thread_id}: {exc!r}")
+
+    def prune() -> None:
+        while not done.is_set():
+            try:
+                saver.prune([f"pruned-{n}" for n in range(threads)], strategy="keep_latest")
+            except Exception as exc:
+                errors.append(f"prune: {exc!r}")
+                return
+            pruned[0] += 1
+
+    workers = [threading.Thread(target=step, args=(f"pruned-{n}",)) for n in range(threads)]
+    pruner = threading.Thread(target=prune)
+    pruner.start()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    done.set()
+    pruner.join(120)
+    assert errors == []
+    assert pruned[0] > 1
+
+    reference = graphs.fan_out(InMemorySaver())
+    graphs.fan_out_rounds(reference, "reference", rounds)
+    expected = reference.get_state(_config("reference")).values
+    names = [f"pruned-{n}" for n in range(threads)]
+    for name in names:
+        found = graph.get_state(_config(name)).values
+        assert sorted(found["log"]) == sorted(expected["log"])
+        assert found["total"] == expected["total"]
+    saver.prune(names, strategy="keep_latest")
+    assert [len(list(graph.get_state_history(_config(name)))) for name in names] == [1] * threads
