@@ -164,11 +164,11 @@ def _input_stored(state: Any, number: int) -> bool:
         return True
 
 
-async def _run_tasks(url: URL, server: LocalServer) -> Outcome:
+async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outcome:
     outcome = Outcome()
     stop = asyncio.Event()
     back = asyncio.Event()
-    async with AsyncSQLCheckpointer(url) as store:
+    async with AsyncSQLCheckpointer(url, group_commit=group_commit) as store:
         graph = _graph(PurposeAgentSaver(store))
 
         async def worker(number: int) -> None:
@@ -241,19 +241,25 @@ def test_graphs_on_threads_lose_nothing_across_a_mariadb_restart(
     assert sum(outcome.rounds.values()) > WORKERS
 
 
+# Grouped, the tasks' saves share commits, through the outage too.
+GROUPING = pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "grouped"])
+
+
 @pytest.mark.postgres
+@GROUPING
 def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
-    private_postgres: LocalServer, postgres_db: URL
+    private_postgres: LocalServer, postgres_db: URL, group_commit: bool
 ) -> None:
-    outcome = asyncio.run(_run_tasks(postgres_db, private_postgres))
+    outcome = asyncio.run(_run_tasks(postgres_db, private_postgres, group_commit))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
 
 @pytest.mark.mariadb
+@GROUPING
 def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
-    private_mariadb: LocalServer, mariadb_db: URL
+    private_mariadb: LocalServer, mariadb_db: URL, group_commit: bool
 ) -> None:
-    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb))
+    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb, group_commit))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
