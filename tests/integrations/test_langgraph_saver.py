@@ -40,6 +40,7 @@ from purpose_agent.integrations.langgraph import (
     writes_run_for,
 )
 from purpose_agent.integrations.langgraph.reads import PAGE
+from purpose_agent.ops.schema import downgrade_schema, schema_status
 from tests.integrations.conftest import StoreFactory
 from tests.test_cli_support import invoke
 
@@ -676,3 +677,32 @@ def test_runs_verify_names_the_savers_damaged_records_too(store_factory: StoreFa
             "a LangGraph checkpoint lacks its parent, body or metadata",
         ),
     ]
+
+
+def test_setup_and_asetup_let_code_written_for_langgraphs_savers_run_unchanged(
+    saver: PurposeAgentSaver,
+) -> None:
+    """``PostgresSaver`` and ``SqliteSaver`` must be set up once; their callers do so."""
+    saver.setup()
+    asyncio.run(saver.asetup())
+    cid = _put(saver, "set-up", v=1)
+    found = saver.get_tuple(_config("set-up"))
+    assert found is not None
+    assert found.checkpoint["id"] == cid
+
+
+@pytest.mark.sqlite
+def test_setup_upgrades_a_database_downgraded_since_the_store_opened(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with PurposeAgentSaver.from_url(url) as saver:
+        cid = _put(saver, "kept", v=1)
+        head = schema_status(url).head
+        downgrade_schema(url, "0002")
+        assert schema_status(url).current == "0002"
+
+        saver.setup()
+
+        assert schema_status(url).current == head != "0002"
+        found = saver.get_tuple(_config("kept"))
+        assert found is not None
+        assert found.checkpoint["id"] == cid

@@ -20,6 +20,7 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from sqlalchemy.exc import DBAPIError
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
@@ -27,7 +28,9 @@ from purpose_agent import (
     InvalidInput,
     SequenceConflict,
     SQLCheckpointer,
+    StoreUnavailable,
 )
+from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.integrations.langgraph import calls, maintenance, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op, Stream
 from purpose_agent.integrations.langgraph.reads import Reader, config_for
@@ -306,6 +309,33 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             An iterator of checkpoint tuples.
         """
         return calls.stream(self.store, self._listing(config, filter, before, limit, self.store))
+
+    def setup(self) -> None:
+        """Bring a SQL store's schema to the revision this package needs; nothing else needs it.
+
+        LangGraph's ``PostgresSaver`` and ``SqliteSaver`` must be set up once before use; code
+        written for them runs unchanged here. A ``SQLCheckpointer`` migrated (or, with
+        ``migrate=False``, checked) its schema when it opened, so this only upgrades a
+        database changed since, by ``purpose-agent db downgrade`` say. Safe when several
+        processes call it at once: one migrates, the others find the work done.
+
+        Raises:
+            SchemaNotCurrent: The database was migrated by a newer version of the package.
+            StoreUnavailable: The database cannot be reached.
+        """
+        store = self.store.sync if isinstance(self.store, AsyncSQLCheckpointer) else self.store
+        if not isinstance(store, SQLCheckpointer):
+            return
+        try:
+            ensure_schema(store.engine, migrate=True)
+        except DBAPIError as exc:
+            shown = store.engine.url.render_as_string(hide_password=True)
+            first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc
+            raise StoreUnavailable(f"setting up {shown} failed: {first}") from exc
+
+    async def asetup(self) -> None:
+        """:meth:`setup`, in a worker thread, as LangGraph's async savers have it."""
+        await asyncio.to_thread(self.setup)
 
     def put(
         self,
