@@ -60,3 +60,39 @@ def test_the_resumable_example_killed_mid_run_resumes_after_its_last_step(tmp_pa
         assert recovered.state is not None
         assert recovered.state.data == {"squares": SQUARES}
         assert recovered.events == []
+
+
+LANGGRAPH_EXAMPLE = EXAMPLE.parent / "langgraph_resume.py"
+
+
+@pytest.mark.sqlite
+def test_the_langgraph_example_killed_in_one_tool_reruns_only_that_tool(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'example.db'}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(LANGGRAPH_EXAMPLE), "--url", url, *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False
+        )
+
+    killed = run("--crash-in", "weather")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    lines = killed.stdout.splitlines()
+    assert lines[0] == f"thread 'trip' on {url}: new trip"
+    assert sorted(lines[1:4]) == ["  flights  running", "  hotels   running", "  weather  running"]
+    assert lines[4:] == ["  weather  killing this process with SIGKILL"]
+
+    resumed = run()
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines() == [
+        f"thread 'trip' on {url}: resuming; left to run: weather",
+        "  weather  running",  # flights and hotels are not run again
+        "answer: 4 facts found",
+        "  flights: LIS to OSL, 2 stops, 412 EUR",
+        "  hotels: 3 nights near the harbour, 540 EUR",
+        "  plan: Oslo in March",
+        "  weather: 8 to 12 C, rain on Saturday",
+    ]
+    assert run().stdout.splitlines()[0] == (
+        f"thread 'trip' on {url}: done already (--thread NAME starts another)"
+    )
