@@ -19,6 +19,7 @@ import asyncio
 import operator
 import threading
 import time
+from collections.abc import Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -28,15 +29,18 @@ from sqlalchemy.engine import URL
 from purpose_agent import AsyncSQLCheckpointer, CheckpointError, SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
 from tests.reliability.workload import JOIN_TIMEOUT, describe
-from tests.servers import LocalServer
+from tests.servers import LocalPgBouncer, LocalPostgres, LocalServer, throwaway_database
 
 pytestmark = pytest.mark.reliability
 
 WORKERS = 12
 NODES = ("a", "b", "c")
-# A round that fails this many times in a row is a stuck thread, not an outage.
-TRIES = 200
+# A round that has not finished after this long is a stuck thread, not an outage (PgBouncer
+# answers for itself for its server_login_retry, 15 s, after the server is back).
+ROUND_DEADLINE = 60.0
 RETRY_PAUSE = 0.05
+# After the outage, the workers stop once each has finished a round, or after this long.
+SETTLE = 90.0
 
 
 class Log(TypedDict):
@@ -107,11 +111,13 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
 
         def worker(number: int) -> None:
             config = {"configurable": {"thread_id": f"t{number}"}}
-            done = tries = 0
+            done = 0
             resume = False
-            while not stop.is_set():
-                tries += 1
-                if tries > TRIES:
+            deadline = time.monotonic() + ROUND_DEADLINE
+            # A round under way is finished before stopping: a thread left half-way through
+            # one is not the uninterrupted run's.
+            while not stop.is_set() or resume:
+                if time.monotonic() > deadline:
                     outcome.stuck.append(f"t{number} round {done}")
                     return
                 try:
@@ -132,11 +138,18 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
                         continue
                     outcome.stuck.append(f"t{number} round {done} returned {log[-4:]}")
                     return
-                done, tries, resume = done + 1, 0, False
+                done, resume = done + 1, False
+                deadline = time.monotonic() + ROUND_DEADLINE
                 if back.is_set():
                     outcome.after[number] = outcome.after.get(number, 0) + 1
             outcome.rounds[number] = done
-            outcome.logs[number] = graph.get_state(config).values["log"]
+            while time.monotonic() < deadline:
+                try:
+                    outcome.logs[number] = graph.get_state(config).values["log"]
+                    return
+                except CheckpointError:
+                    time.sleep(RETRY_PAUSE)
+            outcome.stuck.append(f"t{number} unreadable")
 
         workers = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]
         for thread in workers:
@@ -144,7 +157,9 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
         time.sleep(1.0)
         server.restart()
         back.set()
-        time.sleep(2.0)
+        settled = time.monotonic() + SETTLE
+        while len(outcome.after) < WORKERS and time.monotonic() < settled:
+            time.sleep(0.1)
         stop.set()
         for thread in workers:
             thread.join(JOIN_TIMEOUT)
@@ -173,11 +188,11 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
 
         async def worker(number: int) -> None:
             config = {"configurable": {"thread_id": f"t{number}"}}
-            done = tries = 0
+            done = 0
             resume = False
-            while not stop.is_set():
-                tries += 1
-                if tries > TRIES:
+            deadline = time.monotonic() + ROUND_DEADLINE
+            while not stop.is_set() or resume:
+                if time.monotonic() > deadline:
                     outcome.stuck.append(f"t{number} round {done}")
                     return
                 try:
@@ -202,11 +217,18 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
                         continue
                     outcome.stuck.append(f"t{number} round {done} returned {log[-4:]}")
                     return
-                done, tries, resume = done + 1, 0, False
+                done, resume = done + 1, False
+                deadline = time.monotonic() + ROUND_DEADLINE
                 if back.is_set():
                     outcome.after[number] = outcome.after.get(number, 0) + 1
             outcome.rounds[number] = done
-            outcome.logs[number] = (await graph.aget_state(config)).values["log"]
+            while time.monotonic() < deadline:
+                try:
+                    outcome.logs[number] = (await graph.aget_state(config)).values["log"]
+                    return
+                except CheckpointError:
+                    await asyncio.sleep(RETRY_PAUSE)
+            outcome.stuck.append(f"t{number} unreadable")
 
         tasks = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
         await asyncio.sleep(1.0)
@@ -214,7 +236,9 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
         # for any server that is away.
         await asyncio.to_thread(server.restart)
         back.set()
-        await asyncio.sleep(2.0)
+        settled = time.monotonic() + SETTLE
+        while len(outcome.after) < WORKERS and time.monotonic() < settled:
+            await asyncio.sleep(0.1)
         stop.set()
         _, pending = await asyncio.wait(tasks, timeout=JOIN_TIMEOUT)
         outcome.stuck += [f"task {tasks.index(task)} hung" for task in pending]
@@ -261,5 +285,33 @@ def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
     private_mariadb: LocalServer, mariadb_db: URL, group_commit: bool
 ) -> None:
     outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb, group_commit))
+    assert outcome.seen() == CALM
+    assert sum(outcome.rounds.values()) > WORKERS
+
+
+@pytest.fixture
+def bouncer_db(private_postgres: LocalPostgres, private_pgbouncer: LocalPgBouncer) -> Iterator[URL]:
+    """A throwaway database on the private Postgres, as a URL through its PgBouncer."""
+    with throwaway_database(private_postgres.url, "pa_lg_bouncer") as direct:
+        yield private_pgbouncer.url.set(database=direct.database)
+
+
+# Behind PgBouncer (transaction pooling, its defaults), calls fail for up to its
+# server_login_retry (15 s) after the server is back: PgBouncer answers for itself until it
+# logs in again. The callers resume their threads the same way, only for longer.
+@pytest.mark.postgres
+def test_graphs_on_threads_lose_nothing_across_a_postgres_restart_behind_pgbouncer(
+    private_postgres: LocalServer, bouncer_db: URL
+) -> None:
+    outcome = _run_threads(bouncer_db, private_postgres)
+    assert outcome.seen() == CALM
+    assert sum(outcome.rounds.values()) > WORKERS
+
+
+@pytest.mark.postgres
+def test_grouped_graphs_on_tasks_lose_nothing_across_a_postgres_restart_behind_pgbouncer(
+    private_postgres: LocalServer, bouncer_db: URL
+) -> None:
+    outcome = asyncio.run(_run_tasks(bouncer_db, private_postgres, group_commit=True))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
