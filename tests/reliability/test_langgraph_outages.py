@@ -102,6 +102,75 @@ CALM: dict[str, object] = {
 }
 
 
+class Rounds:
+    """One worker's rounds on its LangGraph thread: what to send next, and what came back.
+
+    The threads' and the tasks' workers differ only in how they call the graph; this holds
+    what they decide. A round under way is finished before the worker stops: a thread left
+    half-way through one is not the uninterrupted run's.
+    """
+
+    def __init__(self, number: int, outcome: Outcome, stop: Any, back: Any) -> None:
+        self.number = number
+        self.config: Any = {"configurable": {"thread_id": f"t{number}"}}
+        self._outcome, self._stop, self._back = outcome, stop, back
+        self.done = 0
+        self.resume = False
+        self.deadline = time.monotonic() + ROUND_DEADLINE
+
+    def going(self) -> bool:
+        """Whether to call the graph again (``False`` also when the round is stuck)."""
+        if self._stop.is_set() and not self.resume:
+            return False
+        if time.monotonic() > self.deadline:
+            self._outcome.stuck.append(f"t{self.number} round {self.done}")
+            return False
+        return True
+
+    def request(self) -> dict[str, list[str]] | None:
+        """The graph's input: the round's, or ``None`` to resume the thread."""
+        return None if self.resume else {"log": [f"in{self.done}"]}
+
+    def failed(self, log: list[str] | None) -> None:
+        """A call failed with the store's error; ``log`` is the thread's, if it could be read.
+
+        If the round's input reached the store, the thread is resumed; if not, the input is
+        sent again. If even the read failed, resuming is the safe guess: a resume with
+        nothing to resume does nothing, and the next call decides again.
+        """
+        self._outcome.failures += 1
+        self.resume = log is None or f"in{self.done}" in log
+
+    def foreign(self, exc: BaseException) -> None:
+        """A call failed with an error that is not the store's."""
+        self._outcome.foreign.append(describe(exc))
+
+    def returned(self, log: list[str]) -> bool:
+        """The call returned and the thread holds ``log``; ``False`` if the round is wrong."""
+        if log[-4:] != _round(self.done):
+            if f"in{self.done}" not in log:  # a resume with nothing stored to resume
+                self.resume = False
+                return True
+            self._outcome.stuck.append(f"t{self.number} round {self.done} returned {log[-4:]}")
+            return False
+        self.done, self.resume = self.done + 1, False
+        self.deadline = time.monotonic() + ROUND_DEADLINE
+        if self._back.is_set():
+            self._outcome.after[self.number] = self._outcome.after.get(self.number, 0) + 1
+        return True
+
+    def finished(self, log: list[str] | None) -> bool:
+        """The thread's log once stopped, if it could be read; ``False`` to try again."""
+        self._outcome.rounds[self.number] = self.done
+        if log is not None:
+            self._outcome.logs[self.number] = log
+            return True
+        if time.monotonic() > self.deadline:
+            self._outcome.stuck.append(f"t{self.number} unreadable")
+            return True
+        return False
+
+
 def _run_threads(url: URL, server: LocalServer) -> Outcome:
     outcome = Outcome()
     stop = threading.Event()
@@ -109,47 +178,31 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
     with SQLCheckpointer(url) as store:
         graph = _graph(PurposeAgentSaver(store))
 
+        def log_of(rounds: Rounds) -> list[str] | None:
+            try:
+                found: list[str] = graph.get_state(rounds.config).values.get("log", [])
+            except CheckpointError:
+                return None
+            return found
+
         def worker(number: int) -> None:
-            config = {"configurable": {"thread_id": f"t{number}"}}
-            done = 0
-            resume = False
-            deadline = time.monotonic() + ROUND_DEADLINE
-            # A round under way is finished before stopping: a thread left half-way through
-            # one is not the uninterrupted run's.
-            while not stop.is_set() or resume:
-                if time.monotonic() > deadline:
-                    outcome.stuck.append(f"t{number} round {done}")
-                    return
+            rounds = Rounds(number, outcome, stop, back)
+            while rounds.going():
                 try:
-                    graph.invoke(None if resume else {"log": [f"in{done}"]}, config)
-                    log = graph.get_state(config).values["log"]
+                    graph.invoke(rounds.request(), rounds.config)
+                    log = graph.get_state(rounds.config).values["log"]
                 except CheckpointError:
-                    outcome.failures += 1
                     time.sleep(RETRY_PAUSE)
-                    resume = _input_stored(lambda: graph.get_state(config), done)
+                    rounds.failed(log_of(rounds))
                     continue
                 except Exception as exc:
-                    outcome.foreign.append(describe(exc))
+                    rounds.foreign(exc)
                     time.sleep(RETRY_PAUSE)
                     continue
-                if log[-4:] != _round(done):
-                    if f"in{done}" not in log:  # a resume with nothing stored to resume
-                        resume = False
-                        continue
-                    outcome.stuck.append(f"t{number} round {done} returned {log[-4:]}")
+                if not rounds.returned(log):
                     return
-                done, resume = done + 1, False
-                deadline = time.monotonic() + ROUND_DEADLINE
-                if back.is_set():
-                    outcome.after[number] = outcome.after.get(number, 0) + 1
-            outcome.rounds[number] = done
-            while time.monotonic() < deadline:
-                try:
-                    outcome.logs[number] = graph.get_state(config).values["log"]
-                    return
-                except CheckpointError:
-                    time.sleep(RETRY_PAUSE)
-            outcome.stuck.append(f"t{number} unreadable")
+            while not rounds.finished(log_of(rounds)):
+                time.sleep(RETRY_PAUSE)
 
         workers = [threading.Thread(target=worker, args=(n,)) for n in range(WORKERS)]
         for thread in workers:
@@ -167,18 +220,6 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
     return outcome
 
 
-def _input_stored(state: Any, number: int) -> bool:
-    """Whether the round's input reached the store (then resume), or not (then send it again).
-
-    If even this read fails, resuming is the safe guess: a resume with nothing to resume does
-    nothing, and the next failure asks again.
-    """
-    try:
-        return f"in{number}" in state().values.get("log", [])
-    except CheckpointError:
-        return True
-
-
 async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outcome:
     outcome = Outcome()
     stop = asyncio.Event()
@@ -186,49 +227,31 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
     async with AsyncSQLCheckpointer(url, group_commit=group_commit) as store:
         graph = _graph(PurposeAgentSaver(store))
 
+        async def log_of(rounds: Rounds) -> list[str] | None:
+            try:
+                found: list[str] = (await graph.aget_state(rounds.config)).values.get("log", [])
+            except CheckpointError:
+                return None
+            return found
+
         async def worker(number: int) -> None:
-            config = {"configurable": {"thread_id": f"t{number}"}}
-            done = 0
-            resume = False
-            deadline = time.monotonic() + ROUND_DEADLINE
-            while not stop.is_set() or resume:
-                if time.monotonic() > deadline:
-                    outcome.stuck.append(f"t{number} round {done}")
-                    return
+            rounds = Rounds(number, outcome, stop, back)
+            while rounds.going():
                 try:
-                    await graph.ainvoke(None if resume else {"log": [f"in{done}"]}, config)
-                    log = (await graph.aget_state(config)).values["log"]
+                    await graph.ainvoke(rounds.request(), rounds.config)
+                    log = (await graph.aget_state(rounds.config)).values["log"]
                 except CheckpointError:
-                    outcome.failures += 1
                     await asyncio.sleep(RETRY_PAUSE)
-                    try:
-                        state = await graph.aget_state(config)
-                        resume = f"in{done}" in state.values.get("log", [])
-                    except CheckpointError:
-                        resume = True
+                    rounds.failed(await log_of(rounds))
                     continue
                 except Exception as exc:
-                    outcome.foreign.append(describe(exc))
+                    rounds.foreign(exc)
                     await asyncio.sleep(RETRY_PAUSE)
                     continue
-                if log[-4:] != _round(done):
-                    if f"in{done}" not in log:  # a resume with nothing stored to resume
-                        resume = False
-                        continue
-                    outcome.stuck.append(f"t{number} round {done} returned {log[-4:]}")
+                if not rounds.returned(log):
                     return
-                done, resume = done + 1, False
-                deadline = time.monotonic() + ROUND_DEADLINE
-                if back.is_set():
-                    outcome.after[number] = outcome.after.get(number, 0) + 1
-            outcome.rounds[number] = done
-            while time.monotonic() < deadline:
-                try:
-                    outcome.logs[number] = (await graph.aget_state(config)).values["log"]
-                    return
-                except CheckpointError:
-                    await asyncio.sleep(RETRY_PAUSE)
-            outcome.stuck.append(f"t{number} unreadable")
+            while not rounds.finished(await log_of(rounds)):
+                await asyncio.sleep(RETRY_PAUSE)
 
         tasks = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
         await asyncio.sleep(1.0)
