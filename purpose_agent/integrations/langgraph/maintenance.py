@@ -125,10 +125,9 @@ def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
         for event in events:
             if not is_checkpoint(event):
                 continue
-            left.append(payloads.checkpoint_id(event))
-            writes = yield from pending_writes(
-                runs.writes_run_for(*where, payloads.checkpoint_id(event))
-            )
+            checkpoint_id = payloads.checkpoint_id(event)
+            left.append(checkpoint_id)
+            writes = yield from pending_writes(runs.writes_run_for(*where, checkpoint_id))
             if not writes.deleted:
                 yield from _compact_below(run_id, event)
                 return left

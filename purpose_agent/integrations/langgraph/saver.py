@@ -28,9 +28,9 @@ from purpose_agent import (
     InvalidInput,
     SequenceConflict,
     SQLCheckpointer,
-    StoreUnavailable,
 )
 from purpose_agent.db.migrate import ensure_schema
+from purpose_agent.errors import translated
 from purpose_agent.integrations.langgraph import calls, maintenance, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op, Stream
 from purpose_agent.integrations.langgraph.reads import Reader, config_for
@@ -326,12 +326,9 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         store = self.store.sync if isinstance(self.store, AsyncSQLCheckpointer) else self.store
         if not isinstance(store, SQLCheckpointer):
             return
-        try:
+        shown = store.engine.url.render_as_string(hide_password=True)
+        with translated("setting up the schema", shown, DBAPIError):
             ensure_schema(store.engine, migrate=True)
-        except DBAPIError as exc:
-            shown = store.engine.url.render_as_string(hide_password=True)
-            first = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else exc
-            raise StoreUnavailable(f"setting up {shown} failed: {first}") from exc
 
     async def asetup(self) -> None:
         """:meth:`setup`, in a worker thread, as LangGraph's async savers have it."""
