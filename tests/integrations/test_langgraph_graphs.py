@@ -23,6 +23,7 @@ from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
 from tests.conftest import empty_tables
 from tests.integrations import graphs
 from tests.integrations.conftest import StoreFactory
+from tests.test_cli_support import invoke
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -411,3 +412,40 @@ def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgen
         assert found["total"] == expected["total"]
     saver.prune(names, strategy="keep_latest")
     assert [len(list(graph.get_state_history(_config(name)))) for name in names] == [1] * threads
+
+
+def _listed(saver: PurposeAgentSaver, thread: str) -> list[tuple[Any, Any, Any]]:
+    return [(t.config, t.checkpoint, t.pending_writes) for t in saver.list(_config(thread))]
+
+
+@pytest.mark.postgres
+def test_threads_copied_from_sqlite_to_postgres_resume_there(
+    tmp_path: Path, postgres_url: Any
+) -> None:
+    """A project that outgrows its SQLite file copies it to Postgres and carries on.
+
+    ``purpose-agent copy`` carries every event with its key and every run with its group,
+    which is all the saver keeps: an interrupted thread resumes on the copy, and every
+    checkpoint is found there by its id, with its writes.
+    """
+    empty_tables(postgres_url)
+    source = f"sqlite:///{tmp_path / 'dev.db'}"
+    target = postgres_url.render_as_string(hide_password=False)
+    with PurposeAgentSaver.from_url(source) as saver:
+        paused = graphs.approval(saver).invoke({"request": "refund"}, _config("hitl"))
+        assert paused["__interrupt__"][0].value == {"question": "approve REFUND?"}
+        graphs.fan_out_rounds(graphs.fan_out(saver), "fan", 2)
+        before = {thread: _listed(saver, thread) for thread in ("hitl", "fan")}
+
+    copied = invoke("copy", source, target)
+    assert copied.exit_code == 0, copied.output
+
+    with PurposeAgentSaver.from_url(target) as saver:
+        for thread, tuples in before.items():
+            assert _listed(saver, thread) == tuples
+            for config, checkpoint, writes in tuples:
+                by_id = saver.get_tuple(config)
+                assert by_id is not None
+                assert (by_id.checkpoint, by_id.pending_writes) == (checkpoint, writes)
+        done = graphs.approval(saver).invoke(Command(resume="yes"), _config("hitl"))
+        assert done["outcome"] == "REFUND:yes"
