@@ -28,6 +28,8 @@ SAVER_BACKENDS = [
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
+    # The async store's statements on the event loop's own thread (SQLite only).
+    pytest.param("async-on-loop-sqlite", marks=pytest.mark.sqlite),
     pytest.param("async-postgres", marks=pytest.mark.postgres),
     pytest.param("async-mariadb", marks=pytest.mark.mariadb),
 ]
@@ -54,7 +56,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         server = request.getfixturevalue("mariadb_url")
         empty_tables(server)
         url = server.render_as_string(False)
-    elif name in {"sqlite", "async-sqlite"}:
+    elif name in {"sqlite", "async-sqlite", "async-on-loop-sqlite"}:
         path = tmp_path / "store.db"
         shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
         url = f"sqlite:///{path}"
@@ -66,7 +68,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
         if name == "jsonl":
             store = JSONLCheckpointer(str(tmp_path / "jsonl"))
         elif name.startswith("async-"):
-            store = AsyncSQLCheckpointer(url)
+            store = AsyncSQLCheckpointer(url, on_loop=name == "async-on-loop-sqlite")
         else:
             store = SQLCheckpointer(url)
         opened.append(store)
