@@ -1,7 +1,8 @@
-"""LangGraph graphs on the saver while their private server restarts.
+"""LangGraph graphs on the saver while their private server restarts, or crashes and recovers.
 
 Threads (or asyncio tasks) each run one LangGraph thread of a three-node graph, one input per
-round, through ``PurposeAgentSaver`` on one store, while the server restarts under them. A
+round, through ``PurposeAgentSaver`` on one store, while the server restarts under them (or is
+killed with SIGKILL and started again, recovering from its log). A
 call that meets the outage fails with the store's ``StoreUnavailable`` (through LangGraph,
 which raises what the saver raised); the caller then does what LangGraph prescribes after an
 error: it resumes the thread with ``invoke(None, config)`` if the round's input was stored,
@@ -16,10 +17,11 @@ never interrupted (no node's write lost, none applied twice).
 from __future__ import annotations
 
 import asyncio
+import functools
 import operator
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any, TypedDict
 
 import pytest
@@ -171,7 +173,7 @@ class Rounds:
         return False
 
 
-def _run_threads(url: URL, server: LocalServer) -> Outcome:
+def _run_threads(url: URL, outage: Callable[[], None]) -> Outcome:
     outcome = Outcome()
     stop = threading.Event()
     back = threading.Event()
@@ -208,7 +210,7 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
         for thread in workers:
             thread.start()
         time.sleep(1.0)
-        server.restart()
+        outage()
         back.set()
         settled = time.monotonic() + SETTLE
         while len(outcome.after) < WORKERS and time.monotonic() < settled:
@@ -220,7 +222,7 @@ def _run_threads(url: URL, server: LocalServer) -> Outcome:
     return outcome
 
 
-async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outcome:
+async def _run_tasks(url: URL, outage: Callable[[], None], group_commit: bool) -> Outcome:
     outcome = Outcome()
     stop = asyncio.Event()
     back = asyncio.Event()
@@ -255,9 +257,9 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
 
         tasks = [asyncio.create_task(worker(n)) for n in range(WORKERS)]
         await asyncio.sleep(1.0)
-        # The restart blocks for a second or two; the tasks wait meanwhile, as they would
+        # The outage blocks for a second or two; the tasks wait meanwhile, as they would
         # for any server that is away.
-        await asyncio.to_thread(server.restart)
+        await asyncio.to_thread(outage)
         back.set()
         settled = time.monotonic() + SETTLE
         while len(outcome.after) < WORKERS and time.monotonic() < settled:
@@ -270,20 +272,35 @@ async def _run_tasks(url: URL, server: LocalServer, group_commit: bool) -> Outco
     return outcome
 
 
+def _crash(server: LocalServer) -> None:
+    """SIGKILL the server, as a crash would, and start it again (it recovers from its log)."""
+    server.kill()
+    server.start()
+
+
+OUTAGES: dict[str, Callable[[LocalServer], Callable[[], None]]] = {
+    "restart": lambda server: server.restart,
+    "crash": lambda server: functools.partial(_crash, server),
+}
+OUTAGE = pytest.mark.parametrize("outage", OUTAGES)
+
+
 @pytest.mark.postgres
+@OUTAGE
 def test_graphs_on_threads_lose_nothing_across_a_postgres_restart(
-    private_postgres: LocalServer, postgres_db: URL
+    private_postgres: LocalServer, postgres_db: URL, outage: str
 ) -> None:
-    outcome = _run_threads(postgres_db, private_postgres)
+    outcome = _run_threads(postgres_db, OUTAGES[outage](private_postgres))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
 
 @pytest.mark.mariadb
+@OUTAGE
 def test_graphs_on_threads_lose_nothing_across_a_mariadb_restart(
-    private_mariadb: LocalServer, mariadb_db: URL
+    private_mariadb: LocalServer, mariadb_db: URL, outage: str
 ) -> None:
-    outcome = _run_threads(mariadb_db, private_mariadb)
+    outcome = _run_threads(mariadb_db, OUTAGES[outage](private_mariadb))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
@@ -297,7 +314,7 @@ GROUPING = pytest.mark.parametrize("group_commit", [False, True], ids=["plain", 
 def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
     private_postgres: LocalServer, postgres_db: URL, group_commit: bool
 ) -> None:
-    outcome = asyncio.run(_run_tasks(postgres_db, private_postgres, group_commit))
+    outcome = asyncio.run(_run_tasks(postgres_db, private_postgres.restart, group_commit))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
@@ -307,7 +324,7 @@ def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
 def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
     private_mariadb: LocalServer, mariadb_db: URL, group_commit: bool
 ) -> None:
-    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb, group_commit))
+    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb.restart, group_commit))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
@@ -326,7 +343,7 @@ def bouncer_db(private_postgres: LocalPostgres, private_pgbouncer: LocalPgBounce
 def test_graphs_on_threads_lose_nothing_across_a_postgres_restart_behind_pgbouncer(
     private_postgres: LocalServer, bouncer_db: URL
 ) -> None:
-    outcome = _run_threads(bouncer_db, private_postgres)
+    outcome = _run_threads(bouncer_db, private_postgres.restart)
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
 
@@ -335,6 +352,6 @@ def test_graphs_on_threads_lose_nothing_across_a_postgres_restart_behind_pgbounc
 def test_grouped_graphs_on_tasks_lose_nothing_across_a_postgres_restart_behind_pgbouncer(
     private_postgres: LocalServer, bouncer_db: URL
 ) -> None:
-    outcome = asyncio.run(_run_tasks(bouncer_db, private_postgres, group_commit=True))
+    outcome = asyncio.run(_run_tasks(bouncer_db, private_postgres.restart, group_commit=True))
     assert outcome.seen() == CALM
     assert sum(outcome.rounds.values()) > WORKERS
