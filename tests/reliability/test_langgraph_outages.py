@@ -272,6 +272,12 @@ async def _run_tasks(url: URL, outage: Callable[[], None], group_commit: bool) -
     return outcome
 
 
+def _assert_calm(outcome: Outcome) -> None:
+    """What every outage must leave: nothing foreign, stuck or lost, and rounds done."""
+    assert outcome.seen() == CALM
+    assert sum(outcome.rounds.values()) > WORKERS
+
+
 def _crash(server: LocalServer) -> None:
     """SIGKILL the server, as a crash would, and start it again (it recovers from its log)."""
     server.kill()
@@ -291,8 +297,7 @@ def test_graphs_on_threads_lose_nothing_across_a_postgres_restart(
     private_postgres: LocalServer, postgres_db: URL, outage: str
 ) -> None:
     outcome = _run_threads(postgres_db, OUTAGES[outage](private_postgres))
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
 
 
 @pytest.mark.mariadb
@@ -301,8 +306,7 @@ def test_graphs_on_threads_lose_nothing_across_a_mariadb_restart(
     private_mariadb: LocalServer, mariadb_db: URL, outage: str
 ) -> None:
     outcome = _run_threads(mariadb_db, OUTAGES[outage](private_mariadb))
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
 
 
 # Grouped, the tasks' saves share commits, through the outage too.
@@ -315,8 +319,7 @@ def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
     private_postgres: LocalServer, postgres_db: URL, group_commit: bool
 ) -> None:
     outcome = asyncio.run(_run_tasks(postgres_db, private_postgres.restart, group_commit))
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
 
 
 @pytest.mark.mariadb
@@ -325,8 +328,7 @@ def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
     private_mariadb: LocalServer, mariadb_db: URL, group_commit: bool
 ) -> None:
     outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb.restart, group_commit))
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
 
 
 @pytest.fixture
@@ -344,8 +346,7 @@ def test_graphs_on_threads_lose_nothing_across_a_postgres_restart_behind_pgbounc
     private_postgres: LocalServer, bouncer_db: URL
 ) -> None:
     outcome = _run_threads(bouncer_db, private_postgres.restart)
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
 
 
 @pytest.mark.postgres
@@ -353,5 +354,4 @@ def test_grouped_graphs_on_tasks_lose_nothing_across_a_postgres_restart_behind_p
     private_postgres: LocalServer, bouncer_db: URL
 ) -> None:
     outcome = asyncio.run(_run_tasks(bouncer_db, private_postgres.restart, group_commit=True))
-    assert outcome.seen() == CALM
-    assert sum(outcome.rounds.values()) > WORKERS
+    _assert_calm(outcome)
