@@ -13,6 +13,7 @@ inputs (see :func:`fan_out_rounds`), and prints the errors it met as JSON.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import operator
 import os
@@ -26,6 +27,12 @@ from typing import Annotated, Any, TypedDict
 from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
+from pydantic import BaseModel
+
+try:
+    from langgraph.channels.delta import DeltaChannel
+except ImportError:  # a LangGraph release before DeltaChannel
+    DeltaChannel = None
 
 from purpose_agent import AsyncSQLCheckpointer, Checkpointer, JSONLCheckpointer, SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
@@ -280,3 +287,67 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def _concat(state: list[str], writes: list[list[str]]) -> list[str]:
+    return [*state, *(item for write in writes for item in write)]
+
+
+class Chat(TypedDict, total=False):
+    """``items`` on a ``DeltaChannel`` (evaluated only when :func:`delta_chat` builds it)."""
+
+    items: Annotated[list[str], DeltaChannel(_concat)]
+
+
+def delta_chat(saver: Any) -> Any:
+    """One ``reply`` per input on a ``DeltaChannel``: most checkpoints hold only its change.
+
+    Only on LangGraph releases with ``DeltaChannel`` (the test skips on older ones).
+    """
+
+    def reply(state: Chat) -> dict[str, Any]:
+        return {"items": [f"reply{len(state['items'])}"]}
+
+    builder = StateGraph(Chat)
+    builder.add_node("reply", reply)
+    builder.add_edge(START, "reply")
+    builder.add_edge("reply", END)
+    return builder.compile(checkpointer=saver)
+
+
+class Priority(enum.Enum):
+    """An enum in a graph's state: msgpack keeps it only if the serializer allows it."""
+
+    HIGH = "high"
+
+
+class Ticket(BaseModel):
+    """A pydantic model in a graph's state (see :class:`Priority`)."""
+
+    title: str
+    priority: Priority
+
+
+class Tickets(TypedDict, total=False):
+    """``make`` stores a :class:`Ticket`; ``read`` records the type it gets back."""
+
+    ticket: Ticket
+    seen: str
+
+
+def ticket(saver: Any) -> Any:
+    """``make`` then, after an interrupt before it, ``read``: the ticket comes back stored."""
+
+    def make(state: Tickets) -> dict[str, Any]:
+        return {"ticket": Ticket(title="refund", priority=Priority.HIGH)}
+
+    def read(state: Tickets) -> dict[str, Any]:
+        return {"seen": type(state["ticket"]).__name__}
+
+    builder = StateGraph(Tickets)
+    builder.add_node("make", make)
+    builder.add_node("read", read)
+    builder.add_edge(START, "make")
+    builder.add_edge("make", "read")
+    builder.add_edge("read", END)
+    return builder.compile(checkpointer=saver, interrupt_before=["read"])

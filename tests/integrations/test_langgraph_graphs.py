@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("langgraph.graph")
 
+from langgraph.checkpoint.base import empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
@@ -412,6 +413,77 @@ def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgen
         assert found["total"] == expected["total"]
     saver.prune(names, strategy="keep_latest")
     assert [len(list(graph.get_state_history(_config(name)))) for name in names] == [1] * threads
+
+
+def test_keep_latest_refuses_a_thread_with_a_delta_channel_and_keeps_its_state(
+    saver: PurposeAgentSaver,
+) -> None:
+    """A ``DeltaChannel`` is rebuilt from older checkpoints' writes: pruning them empties it.
+
+    ``keep_latest`` refuses such a thread (as LangGraph's ``PostgresSaver`` does), before
+    pruning any thread of the call; ``"delete"`` still deletes it.
+    """
+    pytest.importorskip("langgraph.channels.delta")
+    chat = graphs.delta_chat(saver)
+    for n in range(3):
+        chat.invoke({"items": [f"msg{n}"]}, _config("delta"))
+    graphs.fan_out_rounds(graphs.fan_out(saver), "plain", 2)
+    before = chat.get_state(_config("delta")).values
+    plain = len(list(saver.list(_config("plain"))))
+    assert before == {"items": ["msg0", "reply1", "msg1", "reply3", "msg2", "reply5"]}
+
+    with pytest.raises(NotImplementedError, match=r"DeltaChannel.*: delta$"):
+        saver.prune(["plain", "delta"], strategy="keep_latest")
+
+    assert chat.get_state(_config("delta")).values == before
+    assert len(list(saver.list(_config("plain")))) == plain > 1
+    final = chat.invoke({"items": ["msg3"]}, _config("delta"))
+    assert final["items"] == [*before["items"], "msg3", "reply7"]
+    saver.prune(["delta"], strategy="delete")
+    assert saver.get_tuple(_config("delta")) is None
+
+
+@pytest.mark.parametrize("method", ["prune", "delete_for_runs"])
+def test_one_string_for_a_list_of_ids_is_refused_not_read_as_its_characters(
+    saver: PurposeAgentSaver, method: str
+) -> None:
+    """``prune("ab")`` pruned threads ``a`` and ``b``; ``delete_for_runs("10")`` runs 1 and 0."""
+    for n, thread in enumerate(("a", "b", "ab", "10")):
+        saver.put(_config(thread, checkpoint_ns=""), empty_checkpoint(), {"run_id": str(n)}, {})
+    every = sorted(t.config["configurable"]["thread_id"] for t in saver.list(None))
+    call = {
+        "prune": lambda: saver.prune("ab", strategy="delete"),  # type: ignore[arg-type]
+        "delete_for_runs": lambda: saver.delete_for_runs("10"),  # type: ignore[arg-type]
+    }[method]
+
+    with pytest.raises(TypeError, match="not one str"):
+        call()
+
+    assert sorted(t.config["configurable"]["thread_id"] for t in saver.list(None)) == every
+
+
+def test_the_copy_compile_makes_for_the_state_schema_reads_with_its_own_serializer(
+    store_factory: StoreFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under ``LANGGRAPH_STRICT_MSGPACK``, ``compile()`` gives the graph ``with_allowlist(...)``:
+    a copy whose serializer allows the state schema's types. Reading with the original one
+    turned the schema's pydantic model back into a dict, without an error.
+    """
+    serde = pytest.importorskip("langgraph._internal._serde")
+    jsonplus = pytest.importorskip("langgraph.checkpoint.serde.jsonplus")
+    if not hasattr(serde, "apply_checkpointer_allowlist"):
+        pytest.skip("this LangGraph release has no msgpack allowlist")
+    monkeypatch.setattr(serde, "STRICT_MSGPACK_ENABLED", True)  # the variable, read at import
+    strict = jsonplus.JsonPlusSerializer(allowed_msgpack_modules=None)
+    saver = PurposeAgentSaver(store_factory(), serde=strict)
+    graph = graphs.ticket(saver)
+    assert graph.checkpointer is not saver
+
+    graph.invoke({}, _config("strict"))
+    ticket = graph.get_state(_config("strict")).values["ticket"]
+    assert isinstance(ticket, graphs.Ticket)
+    assert ticket.priority is graphs.Priority.HIGH
+    assert graph.invoke(None, _config("strict"))["seen"] == "Ticket"
 
 
 def _listed(saver: PurposeAgentSaver, thread: str) -> list[tuple[Any, Any, Any]]:

@@ -8,6 +8,11 @@ transaction: the space comes back. ``delete_for_runs`` removes single checkpoint
 middle of a run, which a store cannot delete, so it appends a deletion marker to each one's
 writes run (which every read of the checkpoint reads anyway); their space comes back when the
 thread is pruned or deleted.
+
+Pruning refuses a thread whose graph uses a ``DeltaChannel``, as LangGraph's own
+``PostgresSaver`` does: such a channel keeps only its changes in most checkpoints and is
+rebuilt from the writes of the checkpoints before, so keeping the latest checkpoint alone would
+bring it back empty, without an error.
 """
 
 from __future__ import annotations
@@ -17,11 +22,19 @@ from collections.abc import Collection
 from purpose_agent import PAEvent, RunState
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op
-from purpose_agent.integrations.langgraph.reads import PAGE, is_checkpoint, pending_writes
+from purpose_agent.integrations.langgraph.reads import (
+    PAGE,
+    Reader,
+    is_checkpoint,
+    pending_writes,
+)
 
 # Events read, and appended, per call while copying or scanning a thread.
 BATCH = 500
 PRUNED = "pruned"
+# The metadata LangGraph gives every checkpoint of a graph with a DeltaChannel (the second,
+# in the releases that introduced the channel).
+_DELTA_METADATA = ("counters_since_delta_snapshot", "delta_writes_versioned")
 
 
 def delete_thread(thread_id: str) -> Op[None]:
@@ -88,8 +101,53 @@ def copy_thread(source: str, target: str) -> Op[None]:
             since = page[-1].seq
 
 
-def prune(thread_id: str) -> Op[None]:
-    """Keep only the latest live checkpoint of each namespace of the thread, and its writes."""
+def refuse_delta_threads(thread_ids: Collection[str], reader: Reader) -> Op[None]:
+    """Refuse to prune, before anything is deleted, if any thread uses a ``DeltaChannel``.
+
+    Raises:
+        NotImplementedError: Naming those threads.
+    """
+    refused = []
+    for thread_id in thread_ids:
+        if (yield from _uses_delta_channel(thread_id, reader)):
+            refused.append(str(thread_id))
+    if refused:
+        raise NotImplementedError(
+            "keep_latest can't prune threads that use a DeltaChannel (their state is rebuilt "
+            f"from older checkpoints' writes): {', '.join(sorted(refused))}"
+        )
+
+
+def _uses_delta_channel(thread_id: str, reader: Reader) -> Op[bool]:
+    """Whether the latest checkpoint of any namespace of the thread has delta metadata."""
+    for run_id in (yield from calls.list_runs(group=runs.group_for(thread_id))):
+        if runs.parse(run_id) is None:
+            continue
+        before: int | None = None
+        while True:
+            events = yield from calls.list_events(
+                run_id, limit=PAGE, before=before, newest_first=True
+            )
+            latest = next((event for event in events if is_checkpoint(event)), None)
+            if latest is not None:
+                metadata = reader.metadata(run_id, latest)
+                if any(key in metadata for key in _DELTA_METADATA):
+                    return True
+                break
+            if len(events) < PAGE:
+                break
+            before = events[-1].seq
+    return False
+
+
+def prune(thread_id: str, reader: Reader) -> Op[None]:
+    """Keep only the latest live checkpoint of each namespace of the thread, and its writes.
+
+    Raises:
+        NotImplementedError: The thread uses a ``DeltaChannel`` (nothing is deleted).
+    """
+    # Checked again per thread: a thread may start using one after the callers' check.
+    yield from refuse_delta_threads([thread_id], reader)
     run_ids = yield from calls.list_runs(group=runs.group_for(thread_id))
     kept_writes: set[str] = set()
     doomed: list[str] = []

@@ -49,6 +49,13 @@ _NEEDED = {
 }
 
 
+def _ids(ids: Sequence[Any], what: str) -> list[Any]:
+    """A sequence of ids as a list; one ``str`` would otherwise be taken as its characters."""
+    if isinstance(ids, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of ids, not one {type(ids).__name__}: {ids!r}")
+    return list(ids)
+
+
 def _missing(store: object) -> list[str]:
     """The methods (or their arguments) the store lacks, named for an error message."""
     missing = []
@@ -104,7 +111,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 "JSONLCheckpointer or InMemoryCheckpointer"
             )
         self.store: Checkpointer = store
-        self._reader = Reader(self.serde)
+        self._readers = Reader(self.serde)
 
     @classmethod
     @contextlib.contextmanager
@@ -151,6 +158,15 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             yield cls(store, serde=serde)
         finally:
             await store.close()
+
+    @property
+    def _reader(self) -> Reader:
+        # ``compile()`` calls ``with_allowlist``, which returns a shallow copy with another
+        # serializer (the state schema's types allowed): the copy must read with its own.
+        reader = self._readers
+        if reader.serde is not self.serde:
+            reader = self._readers = Reader(self.serde)
+        return reader
 
     # -- running operations ---------------------------------------------------------------
 
@@ -268,11 +284,15 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in {"keep_latest", "delete"}:
             raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
-        for thread_id in thread_ids:
-            if strategy == "delete":
+        threads = _ids(thread_ids, "thread_ids")
+        if strategy == "delete":
+            for thread_id in threads:
                 yield from maintenance.delete_thread(thread_id)
-            else:
-                yield from maintenance.prune(thread_id)
+            return
+        # All refused before any is pruned, as LangGraph's PostgresSaver does.
+        yield from maintenance.refuse_delta_threads(threads, self._reader)
+        for thread_id in threads:
+            yield from maintenance.prune(thread_id, self._reader)
 
     # -- BaseCheckpointSaver ------------------------------------------------------------
 
@@ -390,8 +410,11 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
         Args:
             run_ids: LangGraph run ids (``metadata["run_id"]``), not store run ids.
+
+        Raises:
+            TypeError: ``run_ids`` is one string, not a sequence of them.
         """
-        self._run(maintenance.delete_for_runs(run_ids))
+        self._run(maintenance.delete_for_runs(_ids(run_ids, "run_ids")))
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread to another thread.
@@ -414,6 +437,10 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
         Raises:
             ValueError: Another strategy.
+            TypeError: ``thread_ids`` is one string, not a sequence of them.
+            NotImplementedError: ``keep_latest`` of a thread whose graph uses a
+                ``DeltaChannel`` (whose state the older checkpoints hold); no thread is
+                pruned. ``"delete"`` deletes such threads.
         """
         self._run(self._prune(thread_ids, strategy))
 
@@ -462,7 +489,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """See :meth:`delete_for_runs`."""
-        await self._arun(maintenance.delete_for_runs(run_ids))
+        await self._arun(maintenance.delete_for_runs(_ids(run_ids, "run_ids")))
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """See :meth:`copy_thread`."""
