@@ -351,3 +351,34 @@ def ticket(saver: Any) -> Any:
     builder.add_edge("make", "read")
     builder.add_edge("read", END)
     return builder.compile(checkpointer=saver, interrupt_before=["read"])
+
+
+class Nested(TypedDict, total=False):
+    """What every level of :func:`deeply_nested` appends to."""
+
+    log: Annotated[list[str], operator.add]
+
+
+def deeply_nested(saver: Any, depth: int = 4) -> Any:
+    """Subgraphs ``depth`` levels deep, the innermost asking with ``interrupt()``.
+
+    Each level adds its node's name and a task id to the namespace, so the innermost
+    namespace is longer than a run id may be once encoded.
+    """
+
+    def ask(state: Nested) -> dict[str, Any]:
+        return {"log": [str(interrupt("approve?"))]}
+
+    builder = StateGraph(Nested)
+    builder.add_node("ask_human", ask)
+    builder.add_edge(START, "ask_human")
+    builder.add_edge("ask_human", END)
+    graph = builder.compile()
+    for level in range(depth - 1):
+        outer = StateGraph(Nested)
+        name = f"level_{level}_research_and_planning_agent"
+        outer.add_node(name, graph)
+        outer.add_edge(START, name)
+        outer.add_edge(name, END)
+        graph = outer.compile(checkpointer=saver) if level == depth - 2 else outer.compile()
+    return graph

@@ -486,6 +486,46 @@ def test_the_copy_compile_makes_for_the_state_schema_reads_with_its_own_serializ
     assert graph.invoke(None, _config("strict"))["seen"] == "Ticket"
 
 
+@pytest.mark.parametrize("thread", ["d1f0c9e4-8c7a-4f4e-9a55-2b7c1e0f6a31", "スレッド" * 12])
+def test_subgraphs_nested_deeper_than_a_run_id_spells_out_interrupt_and_resume(
+    saver: PurposeAgentSaver, store_factory: StoreFactory, thread: str
+) -> None:
+    """Four levels of subgraphs name namespaces of about 200 characters: the innermost
+    checkpoints were dropped and the resume failed with ``InvalidInput``. Their runs' ids are
+    now hashed, and the thread reads, resumes, copies and prunes as any other.
+    """
+    graph = graphs.deeply_nested(saver)
+    reference = graphs.deeply_nested(InMemorySaver())
+    first = graph.invoke({"log": []}, _config(thread))
+    reference.invoke({"log": []}, _config(thread))
+    assert [i.value for i in first["__interrupt__"]] == ["approve?"]
+
+    def depths(of: Any) -> list[int]:
+        found = of.get_state(_config(thread), subgraphs=True)
+        levels = []
+        while found.tasks and found.tasks[0].state is not None:
+            found = found.tasks[0].state
+            levels.append(found.config["configurable"]["checkpoint_ns"].count("|") + 1)
+        return levels
+
+    assert depths(graph) == depths(reference) == [1, 2, 3]
+    innermost = max(saver.list(None), key=lambda t: len(t.config["configurable"]["checkpoint_ns"]))
+    assert innermost.config["configurable"]["thread_id"] == thread
+    assert innermost.config["configurable"]["checkpoint_ns"].count("|") == 2
+
+    fresh = graphs.deeply_nested(PurposeAgentSaver(store_factory()))
+    resumed = fresh.invoke(Command(resume="yes"), _config(thread))
+    assert resumed == reference.invoke(Command(resume="yes"), _config(thread)) == {"log": ["yes"]}
+
+    saver.copy_thread(thread, "copy")
+    assert graph.get_state(_config("copy")).values == {"log": ["yes"]}
+    saver.prune([thread], strategy="keep_latest")
+    assert graph.get_state(_config(thread)).values == {"log": ["yes"]}
+    saver.delete_thread(thread)
+    assert graph.get_state(_config(thread)).values == {}
+    assert graph.get_state(_config("copy")).values == {"log": ["yes"]}
+
+
 def _listed(saver: PurposeAgentSaver, thread: str) -> list[tuple[Any, Any, Any]]:
     return [(t.config, t.checkpoint, t.pending_writes) for t in saver.list(_config(thread))]
 

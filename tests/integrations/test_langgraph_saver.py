@@ -471,15 +471,66 @@ def test_listing_merges_namespaces_newest_first_across_pages(saver: PurposeAgent
         assert [t.checkpoint["id"] for t in limited] == ids[-4::-1][: PAGE + 1]
 
 
-def test_thread_id_too_long_for_a_run_id_is_refused_before_writing(
-    saver: PurposeAgentSaver,
+LONG_IDS = [
+    pytest.param("x" * 300, "", id="300-ascii"),
+    pytest.param("x" * 230, "", id="230-ascii"),  # fits alone, not with a checkpoint id
+    pytest.param("会話" * 20, "", id="40-japanese"),
+    pytest.param("🙂" * 18, "", id="18-emoji"),
+    pytest.param("t-1", "agent:" + "|agent:".join(str(uuid.uuid4()) for _ in range(5)), id="ns"),
+]
+
+
+@pytest.mark.parametrize(("thread", "ns"), LONG_IDS)
+def test_ids_too_long_to_spell_out_in_a_run_id_work_in_every_call(
+    saver: PurposeAgentSaver, store_factory: StoreFactory, thread: str, ns: str
 ) -> None:
-    with pytest.raises(InvalidInput, match="at most 255"):
-        _put(saver, "x" * 300)
-    # Its checkpoint's writes would need a longer run id still: refused at put, not later.
-    with pytest.raises(InvalidInput, match="at most 255"):
-        _put(saver, "x" * 230)
-    assert saver.store.list_runs() == []
+    """A run id has at most 255 characters; LangGraph's ids have no limit (they were refused)."""
+    ids = _fill(saver, thread, 3, ns)
+    early = str(uuid6())  # writes sent before their checkpoint
+    saver.put_writes(_config(thread, early, ns), [("w", "early")], "task")
+    ids.append(_put(saver, thread, ids[-1], ns, run="lg-run-1"))
+    checkpoint = _checkpoint()
+    checkpoint["id"] = early
+    saver.put(_config(thread, ids[-1], ns), checkpoint, {"source": "loop", "step": 4}, {})
+    ids.append(early)
+    store = _sync(saver.store)
+    assert all(len(run_id) <= 255 for run_id in store.list_runs())
+
+    other = PurposeAgentSaver(store_factory())
+    latest = other.get_tuple(_config(thread, ns=ns))
+    assert latest is not None
+    assert latest.checkpoint["id"] == early
+    assert latest.pending_writes == [("task", "w", "early")]
+    assert latest.config["configurable"] == _config(thread, early, ns)["configurable"]
+    listed = list(other.list(None))
+    assert [t.checkpoint["id"] for t in listed] == ids[::-1]
+    assert {tuple(t.config["configurable"].values())[:2] for t in listed} == {(thread, ns)}
+    assert [t.pending_writes for t in listed][-3:] == [[("task", "w", n)] for n in (2, 1, 0)]
+    assert [t.pending_writes for t in other.list(_config(thread, ns=ns), limit=2)][1] == []
+
+    other.delete_for_runs(["lg-run-1"])
+    assert [t.checkpoint["id"] for t in other.list(_config(thread, ns=ns))] == [early, *ids[2::-1]]
+    other.copy_thread(thread, "copy")
+    copied = other.get_tuple(_config("copy", ns=ns))
+    assert copied is not None
+    assert (copied.checkpoint["id"], copied.pending_writes) == (early, [("task", "w", "early")])
+    other.prune([thread], strategy="keep_latest")
+    assert [t.checkpoint["id"] for t in other.list(_config(thread, ns=ns))] == [early]
+    other.delete_thread(thread)
+    assert list(other.list(_config(thread, ns=ns))) == []
+    assert other.get_tuple(_config("copy", ns=ns)) is not None
+
+
+def test_ids_that_fit_keep_the_run_ids_they_always_had() -> None:
+    """Stores written before long ids were hashed are read by the same names."""
+    assert run_id_for("t-1", "child:abc|x") == "lg:t-1:child%3Aabc%7Cx"
+    assert writes_run_for("x" * 200, "", "1f0") == f"lgw:{'x' * 200}::1f0"
+    assert group_for("x" * 252) == f"lg:{'x' * 252}"
+    hashed = group_for("x" * 253)
+    assert hashed.startswith("lg:*")
+    assert len(hashed) == 36
+    assert run_id_for("x" * 253) == hashed
+    assert writes_run_for("x" * 230, "", str(uuid6())).startswith("lgw:*")
 
 
 class _OldStore:
@@ -638,6 +689,24 @@ def test_a_damaged_record_is_reported_as_corrupt_naming_its_run_and_seq(
     sound = saver.get_tuple(_config("sound"))
     assert sound is not None
     assert sound.pending_writes == [("task", "ch", "value")]
+
+
+def test_a_hashed_runs_checkpoint_without_its_names_is_reported_as_corrupt(
+    saver: PurposeAgentSaver,
+) -> None:
+    """A hashed run's id cannot be read back into its thread: listings take it from names."""
+    thread_id = "x" * 300
+    _put(saver, thread_id, v=1)
+    run_id = run_id_for(thread_id)
+    store = _sync(saver.store)
+    (stored,) = store.list_events(run_id, limit=1, newest_first=True)
+    (damaged,) = store.append(
+        run_id, [NewEvent(kind=stored.kind, data=_without(stored.data | {"id": "2"}, "names"))]
+    )
+    for read in (lambda: list(saver.list(None)), lambda: list(saver.list(_config(thread_id)))):
+        with pytest.raises(CorruptRecord, match="does not name its thread") as raised:
+            read()
+        assert (raised.value.run_id, raised.value.seq) == (run_id, damaged.seq)
 
 
 def test_runs_verify_names_the_savers_damaged_records_too(store_factory: StoreFactory) -> None:

@@ -27,6 +27,7 @@ from purpose_agent.integrations.langgraph.reads import (
     Reader,
     is_checkpoint,
     pending_writes,
+    where_of,
 )
 
 # Events read, and appended, per call while copying or scanning a thread.
@@ -54,17 +55,19 @@ def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
     if not doomed:
         return
     for run_id in (yield from calls.list_runs(prefix=runs.PREFIX)):
-        where = runs.parse(run_id)
-        if where is None:
-            continue
         since = 0
         while True:
             page = yield from _page(run_id, since)
             for event in page:
                 if is_checkpoint(event) and event.data.get("run") in doomed:
-                    writes_run = runs.writes_run_for(*where, payloads.checkpoint_id(event))
+                    where = where_of(run_id, event)
+                    checkpoint_id = payloads.checkpoint_id(event)
+                    writes_run = runs.writes_run_for(*where, checkpoint_id)
+                    names = (*where, checkpoint_id) if runs.hashed(writes_run) else None
                     yield from calls.append(
-                        writes_run, [payloads.deleted()], group=runs.group_for(where.thread_id)
+                        writes_run,
+                        [payloads.deleted(names)],
+                        group=runs.group_for(where.thread_id),
                     )
             if len(page) < BATCH:
                 break
@@ -78,27 +81,36 @@ def copy_thread(source: str, target: str) -> Op[None]:
     checkpoint without its writes; every event keeps its key, so running the copy again
     completes it without duplicating anything.
     """
-    run_ids = yield from calls.list_runs(group=runs.group_for(source))
+    run_ids = sorted((yield from calls.list_runs(group=runs.group_for(source))))
     group = runs.group_for(target)
-    copies: list[tuple[str, str]] = []
-    for run_id in sorted(run_ids):
-        writes = runs.parse_writes(run_id)
-        if writes is not None:
-            copies.append((run_id, runs.writes_run_for(target, *writes[1:])))
-    for run_id in sorted(run_ids):
-        where = runs.parse(run_id)
-        if where is not None:
-            copies.append((run_id, runs.run_id_for(target, where.checkpoint_ns)))
-    for run_id, copy_id in copies:
+    copies = [run_id for run_id in run_ids if runs.is_writes(run_id)]
+    copies += [run_id for run_id in run_ids if runs.is_checkpoints(run_id)]
+    for run_id in copies:
         since = 0
         while True:
             page = yield from _page(run_id, since)
             if page:
-                copied = [payloads.copied(event) for event in page]
+                copy_id, names = _copy_of(run_id, page[0], target)
+                copied = [payloads.copied(event, names) for event in page]
                 yield from calls.append(copy_id, copied, group=group)
             if len(page) < BATCH:
                 break
             since = page[-1].seq
+
+
+def _copy_of(run_id: str, event: PAEvent, target: str) -> tuple[str, tuple[str, ...] | None]:
+    """The target thread's run for a run of the source's, and the names its events need."""
+    names: tuple[str, ...]
+    if runs.is_writes(run_id):
+        source = runs.parse_writes(run_id)
+        _, namespace, checkpoint_id = source or payloads.names_of(event, 3)
+        copy_id = runs.writes_run_for(target, namespace, checkpoint_id)
+        names = (str(target), namespace, checkpoint_id)
+    else:
+        namespace = where_of(run_id, event).checkpoint_ns
+        copy_id = runs.run_id_for(target, namespace)
+        names = (str(target), namespace)
+    return copy_id, names if runs.hashed(copy_id) else None
 
 
 def refuse_delta_threads(thread_ids: Collection[str], reader: Reader) -> Op[None]:
@@ -121,7 +133,7 @@ def refuse_delta_threads(thread_ids: Collection[str], reader: Reader) -> Op[None
 def _uses_delta_channel(thread_id: str, reader: Reader) -> Op[bool]:
     """Whether the latest checkpoint of any namespace of the thread has delta metadata."""
     for run_id in (yield from calls.list_runs(group=runs.group_for(thread_id))):
-        if runs.parse(run_id) is None:
+        if not runs.is_checkpoints(run_id):
             continue
         before: int | None = None
         while True:
@@ -152,29 +164,24 @@ def prune(thread_id: str, reader: Reader) -> Op[None]:
     kept_writes: set[str] = set()
     doomed: list[str] = []
     for run_id in sorted(run_ids):
-        where = runs.parse(run_id)
-        if where is None:
+        if not runs.is_checkpoints(run_id):
             continue
-        kept = yield from _prune_namespace(run_id, where)
+        kept = yield from _prune_namespace(run_id)
         if kept:
-            kept_writes.update(runs.writes_run_for(*where, cid) for cid in kept)
+            kept_writes.update(kept)
         else:
             doomed.append(run_id)  # nothing live left in the namespace
-    doomed += [
-        run_id
-        for run_id in run_ids
-        if runs.parse_writes(run_id) is not None and run_id not in kept_writes
-    ]
+    doomed += [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes]
     if doomed:
         yield from calls.delete_runs(sorted(doomed))
 
 
-def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
+def _prune_namespace(run_id: str) -> Op[list[str]]:
     """Compact the checkpoint run up to its latest live checkpoint.
 
     Returns:
-        The ids of the checkpoints left in the run (the latest live one, and the deleted ones
-        saved after it, whose markers must stay); empty if none is live.
+        The writes runs of the checkpoints left in the run (the latest live one, and the
+        deleted ones saved after it, whose markers must stay); empty if none is live.
     """
     left: list[str] = []
     before: int | None = None
@@ -183,9 +190,11 @@ def _prune_namespace(run_id: str, where: runs.Checkpoints) -> Op[list[str]]:
         for event in events:
             if not is_checkpoint(event):
                 continue
-            checkpoint_id = payloads.checkpoint_id(event)
-            left.append(checkpoint_id)
-            writes = yield from pending_writes(runs.writes_run_for(*where, checkpoint_id))
+            writes_run = runs.writes_run_for(
+                *where_of(run_id, event), payloads.checkpoint_id(event)
+            )
+            left.append(writes_run)
+            writes = yield from pending_writes(writes_run)
             if not writes.deleted:
                 yield from _compact_below(run_id, event)
                 return left

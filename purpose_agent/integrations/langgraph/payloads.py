@@ -18,6 +18,10 @@ again (a retry after an ambiguous commit, a copy run twice) stores nothing new:
   ``idx``): no key, because LangGraph replaces a special write: a task resumed twice writes
   its interrupt again with another value, and the last one written wins when read;
 * a deletion marker: ``deleted``.
+
+In a run whose id is hashed (ids too long to spell out, see
+:mod:`~purpose_agent.integrations.langgraph.runs`), every event also holds ``names``: the
+thread and namespace of a checkpoint run, and the checkpoint id too in a writes run.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ CHECKPOINT = "checkpoint"
 WRITES = "writes"
 UNKEYED = "unkeyed"
 DELETED = "deleted"
+NAMES = "names"
 
 CHECKPOINT_KIND = EventKind.STATE_CHANGE
 WRITE_KIND = EventKind.CUSTOM
@@ -124,6 +129,7 @@ def checkpoint(
     *,
     step: Any = None,
     run_id: Any = None,
+    names: tuple[str, ...] | None = None,
 ) -> NewEvent:
     """A checkpoint: its id, its parent's and both serialized parts, keyed by its id.
 
@@ -139,11 +145,17 @@ def checkpoint(
     if isinstance(run_id, str):
         data["run"] = run_id
     data |= {"checkpoint": body, "metadata": metadata}
+    _name(data, names)
     return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
 
 
 def writes_of(
-    task_id: str, task_path: str, writes: list[tuple[int, str, list[str]]], *, keyed: bool = True
+    task_id: str,
+    task_path: str,
+    writes: list[tuple[int, str, list[str]]],
+    *,
+    keyed: bool = True,
+    names: tuple[str, ...] | None = None,
 ) -> NewEvent:
     """One task's pending writes ``(idx, channel, value)``; the checkpoint is their run."""
     data: dict[str, Any] = {
@@ -154,13 +166,35 @@ def writes_of(
     }
     if not keyed:
         data[UNKEYED] = True
+    _name(data, names)
     key = writes_key(task_id, [idx for idx, _, _ in writes]) if keyed else None
     return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=key)
 
 
-def deleted() -> NewEvent:
+def deleted(names: tuple[str, ...] | None = None) -> NewEvent:
     """The marker that removes a checkpoint from every read (``delete_for_runs``)."""
-    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data={KEY: DELETED}, key=DELETED_KEY)
+    data: dict[str, Any] = {KEY: DELETED}
+    _name(data, names)
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=DELETED_KEY)
+
+
+def _name(data: dict[str, Any], names: tuple[str, ...] | None) -> None:
+    if names is not None:
+        data[NAMES] = list(names)
+
+
+def names_of(event: PAEvent, count: int) -> list[str]:
+    """The names an event of a hashed run holds: thread, namespace (and checkpoint id).
+
+    Raises:
+        CorruptRecord: The event does not hold them (a damaged record).
+    """
+    found = event.data.get(NAMES)
+    if type(found) is not list or len(found) != count or not all(type(n) is str for n in found):
+        raise CorruptRecord(
+            event.run_id, event.seq, "an event of a hashed LangGraph run does not name its thread"
+        )
+    return found
 
 
 def writes_key(task_id: str, indexes: list[int]) -> str | None:
@@ -192,7 +226,7 @@ def problem(event: PAEvent) -> str | None:
 
     For ``purpose-agent runs verify``: the checks every read of the event makes, short of
     the serializer (which only the application has): a checkpoint's parts, a task's writes,
-    and each value stored as ``[type, base64]``.
+    each value stored as ``[type, base64]``, and the names in a hashed run.
     """
     if not event.run_id.startswith((runs.PREFIX, runs.WRITES_PREFIX)):
         return None
@@ -205,15 +239,24 @@ def problem(event: PAEvent) -> str | None:
         elif what == WRITES:
             for write in _pending_of(event):
                 _stored_bytes(write.value, event.run_id, event.seq)
+        if what in (CHECKPOINT, WRITES, DELETED) and runs.hashed(event.run_id):
+            names_of(event, 2 if runs.is_checkpoints(event.run_id) else 3)
     except CorruptRecord as exc:
         return exc.detail
     return None
 
 
-def copied(event: PAEvent) -> NewEvent:
-    """The event to append elsewhere for a stored one, with its time and key."""
+def copied(event: PAEvent, names: tuple[str, ...] | None = None) -> NewEvent:
+    """The event to append elsewhere for a stored one, with its time and key.
+
+    Args:
+        event: The stored event.
+        names: What the run it is copied to holds, if that run's id is hashed.
+    """
+    data = {key: value for key, value in event.data.items() if key != NAMES}
+    _name(data, names)
     return NewEvent(
-        kind=event.kind, ts=event.ts, lane_id=event.lane_id, data=event.data, key=key_of(event)
+        kind=event.kind, ts=event.ts, lane_id=event.lane_id, data=data, key=key_of(event)
     )
 
 

@@ -51,6 +51,19 @@ def could_be_key(checkpoint_id: str) -> bool:
     return 0 < len(checkpoint_id) <= _MAX_KEY and "\x00" not in checkpoint_id
 
 
+def where_of(run_id: str, event: PAEvent) -> runs.Checkpoints:
+    """The thread and namespace of a checkpoint run, from its id or (hashed) from its event.
+
+    Raises:
+        CorruptRecord: A hashed run's event does not name them.
+    """
+    where = runs.parse(run_id)
+    if where is None:
+        thread_id, namespace = payloads.names_of(event, 2)
+        where = runs.Checkpoints(thread_id, namespace)
+    return where
+
+
 def is_checkpoint(event: PAEvent) -> bool:
     """Whether an event of a checkpoint run is a checkpoint the saver stored."""
     return event.data.get(payloads.KEY) == payloads.CHECKPOINT
@@ -185,19 +198,19 @@ class Reader:
             cursor, event = head
             if not is_checkpoint(event):
                 continue
+            where = cursor.where or where_of(cursor.run_id, event)
             checkpoint_id = payloads.checkpoint_id(event)
             if before_id is not None and not checkpoint_id < before_id:
                 continue
             if wanted and not self._matches(cursor.run_id, event, wanted):
                 continue
-            thread_id, namespace = cursor.where
-            writes_run = runs.writes_run_for(thread_id, namespace, checkpoint_id)
+            writes_run = runs.writes_run_for(*where, checkpoint_id)
             read = cursor.writes
             if read is not None and writes_run in read:
                 writes = read[writes_run]
             else:
                 writes = yield calls.whole_run(writes_run)
-            found = self.checkpoint_tuple(cursor.where, event, writes_run, writes)
+            found = self.checkpoint_tuple(where, event, writes_run, writes)
             if found is None:
                 continue
             yield found
@@ -215,10 +228,9 @@ def _cursors(
     """A cursor on each checkpoint run, placed by ``only`` or ``before_id`` (key lookups)."""
     cursors: list[_Cursor] = []
     for run_id in sorted(run_ids):
-        where = runs.parse(run_id)
-        if where is None:
+        if not runs.is_checkpoints(run_id):
             continue
-        cursor = _Cursor(run_id, where, page, batched=batched)
+        cursor = _Cursor(run_id, runs.parse(run_id), page, batched=batched)
         if only is not None:
             cursor.done = True
             if could_be_key(only):
@@ -248,7 +260,7 @@ class _Cursor:
     """One checkpoint run read newest first, a page at a time."""
 
     run_id: str
-    where: runs.Checkpoints
+    where: runs.Checkpoints | None  # None for a hashed run: each event names it
     page: int
     before: int | None = None
     events: list[PAEvent] = field(default_factory=list)
@@ -267,10 +279,12 @@ class _Cursor:
             self.before = events[-1].seq
         self.page = PAGE
         if self.batched and len(events) > 1:
-            thread_id, namespace = self.where
             self.writes = yield from calls.events_of_runs(
                 [
-                    runs.writes_run_for(thread_id, namespace, payloads.checkpoint_id(event))
+                    runs.writes_run_for(
+                        *(self.where or where_of(self.run_id, event)),
+                        payloads.checkpoint_id(event),
+                    )
                     for event in events
                     if is_checkpoint(event)
                 ]

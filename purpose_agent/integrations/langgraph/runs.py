@@ -12,18 +12,27 @@ Every part is percent-encoded with nothing left safe but letters, digits and ``_
 the store refuses, and the usual UUID thread and checkpoint ids stay readable in
 ``purpose-agent runs list``. The two prefixes differ before their first ``:``, so
 ``list_runs(prefix="lg:")`` lists checkpoint runs only.
+
+A run id has at most 255 characters, and LangGraph's ids have no limit: a long thread id,
+subgraphs nested a few levels deep (each level adds its node name and a task id to the
+namespace) or non-ASCII ids (up to 12 characters each once encoded) would not fit. Where the
+whole id would be longer, its longest parts are replaced, one at a time until it fits, by
+``*`` and 32 hex digits of their SHA-256 (``*`` is never left as it is by the encoding). Ids
+that fit are named exactly as before. Such a run cannot be read back into names, so each event
+the saver stores in it also holds its thread, namespace (and checkpoint id, for writes) as
+``names`` (see :mod:`~purpose_agent.integrations.langgraph.payloads`).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
-from purpose_agent import InvalidInput
-
 PREFIX = "lg:"
 WRITES_PREFIX = "lgw:"
+HASHED = "*"
 _MAX_RUN_ID = 255
 
 
@@ -34,13 +43,21 @@ def _part(value: object) -> str:
     return quote(str(value), safe="")
 
 
-def _checked(run_id: str, what: str) -> str:
-    if len(run_id) > _MAX_RUN_ID:
-        raise InvalidInput(
-            f"{what} needs a run id of {len(run_id)} characters once encoded; a run id has at "
-            f"most {_MAX_RUN_ID}: use a shorter thread id or namespace"
+def _digest(value: object) -> str:
+    text = str(value).encode("utf-8", "surrogatepass")
+    return HASHED + hashlib.sha256(text).hexdigest()[:32]
+
+
+def _fitted(prefix: str, values: tuple[object, ...]) -> str:
+    """``prefix`` and the encoded values joined by ``:``, longest parts hashed until it fits."""
+    parts = [_part(value) for value in values]
+    while len(prefix) + sum(map(len, parts)) + len(parts) - 1 > _MAX_RUN_ID:
+        longest = max(
+            (n for n, part in enumerate(parts) if not part.startswith(HASHED)),
+            key=lambda n: len(parts[n]),
         )
-    return run_id
+        parts[longest] = _digest(values[longest])
+    return prefix + ":".join(parts)
 
 
 @functools.lru_cache(maxsize=4096, typed=True)
@@ -53,14 +70,10 @@ def run_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
 
     Returns:
         The store's run id, for ``purpose-agent runs events`` and the store's own methods.
-
-    Raises:
-        InvalidInput: The encoded ids are longer than a run id may be (255 characters).
     """
-    run_id = group_for(thread_id)
-    if checkpoint_ns:
-        run_id = f"{run_id}:{_part(checkpoint_ns)}"
-    return _checked(run_id, f"thread {thread_id!r} with namespace {checkpoint_ns!r}")
+    if not checkpoint_ns:
+        return group_for(thread_id)
+    return _fitted(PREFIX, (thread_id, checkpoint_ns))
 
 
 # A checkpoint's writes run is named when its writes are stored and at every read of it
@@ -76,20 +89,29 @@ def writes_run_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> st
 
     Returns:
         The run id.
-
-    Raises:
-        InvalidInput: The encoded ids are longer than a run id may be (255 characters).
     """
-    run_id = f"{WRITES_PREFIX}{_part(thread_id)}:{_part(checkpoint_ns)}:{_part(checkpoint_id)}"
-    return _checked(
-        run_id,
-        f"checkpoint {checkpoint_id!r} of thread {thread_id!r} in namespace {checkpoint_ns!r}",
-    )
+    return _fitted(WRITES_PREFIX, (thread_id, checkpoint_ns, checkpoint_id))
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def group_for(thread_id: str) -> str:
     """The group of every run of the thread (the same text as its root run's id)."""
-    return f"{PREFIX}{_part(thread_id)}"
+    return _fitted(PREFIX, (thread_id,))
+
+
+def hashed(run_id: str) -> bool:
+    """Whether a part of the run id is hashed: its events must name what the run holds."""
+    return HASHED in run_id
+
+
+def is_checkpoints(run_id: str) -> bool:
+    """Whether the run holds one namespace's checkpoints."""
+    return run_id.startswith(PREFIX)
+
+
+def is_writes(run_id: str) -> bool:
+    """Whether the run holds the pending writes keyed to one checkpoint."""
+    return run_id.startswith(WRITES_PREFIX)
 
 
 class Checkpoints(NamedTuple):
@@ -108,16 +130,24 @@ class WritesOf(NamedTuple):
 
 
 def parse(run_id: str) -> Checkpoints | None:
-    """The thread and namespace a checkpoint run holds, or ``None`` for any other run."""
-    if not run_id.startswith(PREFIX):
+    """The thread and namespace a checkpoint run holds.
+
+    Returns:
+        ``None`` for any other run, and for a hashed one (its events name them).
+    """
+    if not run_id.startswith(PREFIX) or hashed(run_id):
         return None
     thread, _, namespace = run_id[len(PREFIX) :].partition(":")
     return Checkpoints(unquote(thread), unquote(namespace))
 
 
 def parse_writes(run_id: str) -> WritesOf | None:
-    """The checkpoint a writes run belongs to, or ``None`` for any other run."""
-    if not run_id.startswith(WRITES_PREFIX):
+    """The checkpoint a writes run belongs to.
+
+    Returns:
+        ``None`` for any other run, and for a hashed one (its events name them).
+    """
+    if not run_id.startswith(WRITES_PREFIX) or hashed(run_id):
         return None
     parts = run_id[len(WRITES_PREFIX) :].split(":")
     if len(parts) != 3:

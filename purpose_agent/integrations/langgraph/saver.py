@@ -236,8 +236,6 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         thread_id = configurable["thread_id"]
         namespace = configurable.get("checkpoint_ns", "")
         run_id = runs.run_id_for(thread_id, namespace)
-        # Refused now rather than when its first write arrives.
-        runs.writes_run_for(thread_id, namespace, checkpoint["id"])
         merged = get_checkpoint_metadata(config, metadata)
         run = merged.get("run_id")
         event = payloads.checkpoint(
@@ -247,6 +245,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             payloads.dump(self.serde, merged),
             step=merged.get("step"),
             run_id=str(run) if run is not None else None,
+            names=(str(thread_id), namespace) if runs.hashed(run_id) else None,
         )
         yield from calls.append(run_id, [event], group=runs.group_for(thread_id))
         return config_for(thread_id, namespace, checkpoint["id"])
@@ -260,9 +259,10 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     ) -> Op[None]:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
-        run_id = runs.writes_run_for(
-            thread_id, configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
-        )
+        namespace = configurable.get("checkpoint_ns", "")
+        checkpoint_id = configurable["checkpoint_id"]
+        run_id = runs.writes_run_for(thread_id, namespace, checkpoint_id)
+        names = (str(thread_id), namespace, checkpoint_id) if runs.hashed(run_id) else None
         stored = [
             (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump(self.serde, value))
             for idx, (channel, value) in enumerate(writes)
@@ -272,13 +272,13 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         group = runs.group_for(thread_id)
         try:
             yield from calls.append(
-                run_id, [payloads.writes_of(task_id, task_path, stored)], group=group
+                run_id, [payloads.writes_of(task_id, task_path, stored, names=names)], group=group
             )
         except SequenceConflict:
             # The task's regular writes are stored with other values (the task ran again):
             # LangGraph keeps the first ones, which the reads do; these are kept beside them,
             # without a key, for the writes the first call did not have.
-            unkeyed = payloads.writes_of(task_id, task_path, stored, keyed=False)
+            unkeyed = payloads.writes_of(task_id, task_path, stored, keyed=False, names=names)
             yield from calls.append(run_id, [unkeyed], group=group)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
@@ -373,8 +373,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             The config naming the stored checkpoint.
 
         Raises:
-            InvalidInput: The thread, namespace or checkpoint id cannot name a run (too long
-                once encoded) or a key.
+            InvalidInput: The checkpoint id cannot be a key (empty, over 255 characters).
             SequenceConflict: A different checkpoint is stored with the same id.
         """
         return self._run(self._put(config, checkpoint, metadata))
