@@ -336,21 +336,28 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         with self._units.single() as conn:
             return int(conn.execute(query).scalar_one())
 
-    def _check_sizes(self, rows: list[EventRow], snap: StateRow | None) -> None:
-        """Refuse a payload the server would refuse, before sending it (and dropping a link)."""
+    def _check_sizes(
+        self, rows: list[EventRow], snap: StateRow | None, *, appended: bool = False
+    ) -> None:
+        """Refuse a payload the server would refuse, before sending it (and dropping a link).
+
+        ``appended``: the rows' seqs are not chosen yet (an append), so the message names
+        the event by its place in the call instead.
+        """
         limit = self._payload_limit
         if limit is None:
             return
         # Payloads are ASCII JSON, so characters are bytes; the rest of a row and the
         # statement around it take well under 4 KiB.
         room = limit - 4096
-        for row in rows:
+        for number, row in enumerate(rows, 1):
             if len(row.data) > room:
-                raise InvalidInput(
-                    _too_large(
-                        f"run {row.run_id!r}, seq {row.seq}: event data", len(row.data), limit
-                    )
+                where = (
+                    f"run {row.run_id!r}, event {number} of {len(rows)} appended"
+                    if appended
+                    else f"run {row.run_id!r}, seq {row.seq}"
                 )
+                raise InvalidInput(_too_large(f"{where}: event data", len(row.data), limit))
         if snap is not None and len(snap.state) > room:
             raise InvalidInput(
                 _too_large(
@@ -556,7 +563,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             group = check_label(group, "group")
         if snapshot is not None:
             snapshot_row(run_id, snapshot, 0)  # refuse a bad snapshot before writing
-        self._check_sizes([item.at(run_id, 1) for item in items], None)
+        self._check_sizes([item.at(run_id, 1) for item in items], None, appended=True)
         # A retry is safe until COMMIT is sent; with every event keyed, even after that.
         sent = [False]
         keyed = all(item.key is not None for item in items)

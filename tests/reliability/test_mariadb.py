@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from purpose_agent import CheckpointError, SQLCheckpointer, StoreUnavailable
+from purpose_agent import CheckpointError, InvalidInput, NewEvent, SQLCheckpointer, StoreUnavailable
 from purpose_agent.testing.suite import ev, st
 from tests.reliability.workload import (
     CALM,
@@ -96,6 +96,20 @@ def test_snapshot_over_max_allowed_packet_is_refused_before_it_is_sent_and_clear
         }, f"{describe(error)} (after {elapsed:.2f} s, {sent:,} bytes sent)"
         assert store.list_events("r") == [ev("r", 1)]
         assert store.load_latest("r") is None
+
+
+def test_an_append_over_max_allowed_packet_names_the_event_by_its_place_in_the_call(
+    mariadb_db: URL,
+) -> None:
+    """An append's seqs are not chosen when it is refused: it named every event "seq 1"."""
+    with SQLCheckpointer(mariadb_db) as store:
+        store.save_events([ev("r", seq) for seq in (1, 2, 3)])
+        small, big = NewEvent(kind="custom"), NewEvent(kind="custom", data={"x": "x" * 17_000_000})
+        with pytest.raises(InvalidInput) as refused:
+            store.append("r", [small, big])
+        assert "run 'r', event 2 of 2 appended: event data is 17,000,0" in str(refused.value)
+        assert "seq" not in str(refused.value).split(":")[0]
+        assert [event.seq for event in store.list_events("r")] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("outage", ["restart", "stop-start"])
