@@ -9,8 +9,9 @@ statements are run by :mod:`purpose_agent.db.queries`, transactions are opened b
 
 from __future__ import annotations
 
+import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -60,6 +61,11 @@ class Flavor:
     # kind of connection: nothing is switched per transaction, so a connection the server
     # dropped fails on a statement SQLAlchemy sees, never in a setting change.
     begin_sql: ClassVar[str] = "BEGIN"
+    # Whether a long filter list is bound as one parameter (:meth:`in_list`). MariaDB's
+    # drivers write the values into the statement's text themselves, so it has no limit
+    # on parameters, and JSON_TABLE, its one-parameter form, sorts through a temporary
+    # table (3 times slower for 70,000 lanes): it keeps a parameter per value.
+    lists_in_one_parameter: ClassVar[bool] = True
 
     # ``INSERT ... ON CONFLICT`` (SQLite and Postgres spell it alike); MariaDB overrides the
     # builders with ``ON DUPLICATE KEY UPDATE``.
@@ -191,6 +197,21 @@ class Flavor:
         result: ColumnElement[bool] = column.in_(values)
         return result
 
+    def in_list(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``column`` is one of the values bound, all in one parameter, as ``name``.
+
+        For a prepared statement filtering on a caller's list of any length (a read's lanes):
+        its text is the same for 40 values or 100,000, so it is compiled once, and no
+        backend's limit on a statement's parameters is reached (65,535 on Postgres, 32,766
+        by default on SQLite). The parameter's value is :meth:`list_value` of the values.
+        """
+        raise NotImplementedError
+
+    def list_value(self, values: Collection[str]) -> Any:
+        """The value of an :meth:`in_list` parameter: a JSON array of the strings."""
+        # Not ASCII-escaped: the values go as they are, with no surrogate pairs to decode.
+        return json.dumps(list(values), ensure_ascii=False)
+
     def migration_lock(self) -> tuple[Executable, Executable | None] | None:
         """Statements that take and release the lock one migrating process holds.
 
@@ -265,6 +286,12 @@ class SQLiteFlavor(Flavor):
             type(exc.orig).__name__ == "OperationalError"
             and getattr(exc.orig, "sqlite_errorcode", None) is None
         )
+
+    def in_list(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``column IN (SELECT value FROM json_each(:name))``, SQLite's JSON being built in."""
+        listed = func.json_each(bindparam(name, type_=Text)).table_valued("value")
+        result: ColumnElement[bool] = column.in_(select(listed.c.value))
+        return result
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLITE_CONSTRAINT_PRIMARYKEY and SQLITE_CONSTRAINT_UNIQUE
@@ -465,6 +492,20 @@ class PostgresFlavor(Flavor):
         )
         return result
 
+    def in_list(self, column: Any, name: str) -> ColumnElement[bool]:
+        """``column = ANY(CAST(:name AS TEXT[]))``: one array parameter.
+
+        Under the generic plans the store's sessions use, each row is compared with the
+        values in turn, as with an ``IN`` list of one parameter each (70,000 lanes against a
+        run's 2,000 events: 0.35 s).
+        """
+        result: ColumnElement[bool] = column == any_(cast(bindparam(name), ARRAY(Text)))
+        return result
+
+    def list_value(self, values: Collection[str]) -> Any:
+        """The values as a list, which psycopg sends as one array."""
+        return list(values)
+
     def migration_lock(self) -> tuple[Executable, Executable | None]:
         """A transaction-level advisory lock: released by the commit that ends the upgrade."""
         return select(func.pg_advisory_xact_lock(literal(MIGRATION_LOCK_KEY))), None
@@ -481,6 +522,8 @@ class PostgresFlavor(Flavor):
 
 class MariaDBFlavor(Flavor):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
+
+    lists_in_one_parameter = False
 
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return bool(driver_connection.server_status & 1)  # SERVER_STATUS_IN_TRANS

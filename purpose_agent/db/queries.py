@@ -59,6 +59,12 @@ Appending = tuple[str, Sequence[Any], int | None, str | None]
 LOOKUP_CHUNK = 5000
 # Shapes of bounded reads kept built per store (a shape: which bounds, how many kinds, lanes).
 _WINDOW_SHAPES = 256
+# Up to this many kinds or lanes, a read binds one parameter each, in a statement per count
+# (the common case: a few lanes); more are bound as one list (see Flavor.in_list), in one
+# statement for any count, since a parameter each would go past the backends' limits on
+# parameters (65,535 on Postgres) and compile a statement per count.
+_LISTED = 32
+_MANY = _LISTED + 1
 # Runs read per statement by events_of_runs.
 RUNS_PER_READ = 64
 # Keys looked up with a prepared statement per count; more are looked up in chunks.
@@ -295,19 +301,60 @@ def _events_after(*, limited: bool) -> Select[int, str, float, str, str]:
     return stmt.limit(bindparam("limit")) if limited else stmt
 
 
+def _listed_count(flavor: Flavor, values: frozenset[str] | None) -> int | None:
+    """A filter's part of a read's shape: how many parameters it binds, or :data:`_MANY`.
+
+    Where a long list is a parameter per value (MariaDB), their number is rounded up to a
+    power of two (the last value repeated), so that a statement is built for each power,
+    not for each count: one of 70,000 parameters takes a second to build.
+    """
+    if values is None:
+        return None
+    if len(values) < _MANY:
+        return len(values)
+    return _MANY if flavor.lists_in_one_parameter else 1 << (len(values) - 1).bit_length()
+
+
+def _one_of(flavor: Flavor, column: Any, name: str, count: int) -> ColumnElement[bool]:
+    """``column`` among a filter's values: ``count`` parameters, or one list for :data:`_MANY`."""
+    if count == _MANY and flavor.lists_in_one_parameter:
+        return flavor.in_list(column, name)
+    result: ColumnElement[bool] = column.in_([bindparam(f"{name}_{i}") for i in range(count)])
+    return result
+
+
+def _listed_values(flavor: Flavor, name: str, values: frozenset[str], into: dict[str, Any]) -> None:
+    """Bind a filter's values as :func:`_one_of` expects them, sorted for a stable order."""
+    ordered = sorted(values)
+    if len(ordered) >= _MANY and flavor.lists_in_one_parameter:
+        into[name] = flavor.list_value(ordered)
+        return
+    into.update((f"{name}_{index}", value) for index, value in enumerate(ordered))
+    count = _listed_count(flavor, values) or 0
+    into.update((f"{name}_{index}", ordered[-1]) for index in range(len(ordered), count))
+
+
 def _window(
-    before: bool, newest_first: bool, limited: bool, kinds: int | None, lanes: int | None
+    flavor: Flavor,
+    before: bool,
+    newest_first: bool,
+    limited: bool,
+    kinds: int | None,
+    lanes: int | None,
 ) -> Select[Any]:
-    """A bounded read of one shape, every value a bound parameter."""
+    """A bounded read of one shape, every value a bound parameter.
+
+    ``kinds`` and ``lanes`` are each filter's :func:`_listed_count`.
+    """
     stmt: Select[Any] = select(*EVENT_COLUMNS).where(  # type: ignore[assignment]
         EventRecord.run_id == bindparam("run_id"), EventRecord.seq > bindparam("since")
     )
     if before:
         stmt = stmt.where(EventRecord.seq < bindparam("before"))
     if kinds is not None:
-        stmt = stmt.where(EventRecord.kind.in_([bindparam(f"kind_{i}") for i in range(kinds)]))
+        stmt = stmt.where(_one_of(flavor, EventRecord.kind, "kind", kinds))
     if lanes is not None:
-        stmt = stmt.where(EventRecord.lane_id.in_([bindparam(f"lane_{i}") for i in range(lanes)]))
+        stmt = stmt.where(_one_of(flavor, EventRecord.lane_id, "lane", lanes))
     stmt = stmt.order_by(EventRecord.seq.desc() if newest_first else EventRecord.seq)
     return stmt.limit(bindparam("limit")) if limited else stmt
 
@@ -1028,22 +1075,25 @@ class Queries:
 
         The statement is built once per shape of window (which bounds, how many kinds and
         lanes) and then runs like the store's other prepared statements: building and
-        compiling a statement per read cost 50 times what SQLite takes to answer it.
+        compiling a statement per read cost 50 times what SQLite takes to answer it. Past
+        :data:`_LISTED` values a filter is one list parameter, so any number of lanes is one
+        statement of one shape.
         """
         before, limit, kinds, lanes = window.before, window.limit, window.kinds, window.lanes
         shape = (
             before is not None,
             window.newest_first,
             limit is not None,
-            len(kinds) if kinds is not None else None,
-            len(lanes) if lanes is not None else None,
+            _listed_count(self.flavor, kinds),
+            _listed_count(self.flavor, lanes),
         )
         statement = self._windows.get(shape)
         if statement is None:
             if len(self._windows) >= _WINDOW_SHAPES:
                 self._windows.clear()
+            # A long list goes binary on psycopg: its text format quotes each element.
             statement = self._windows[shape] = self._shared(
-                f"window {shape}", functools.partial(_window, *shape)
+                f"window {shape}", functools.partial(_window, self.flavor, *shape), ("kind", "lane")
             )
         values: dict[str, Any] = {"run_id": run_id, "since": window.since_seq}
         if before is not None:
@@ -1051,11 +1101,9 @@ class Queries:
         if limit is not None:
             values["limit"] = limit
         if kinds:
-            for index, kind in enumerate(sorted(kinds)):
-                values[f"kind_{index}"] = kind
+            _listed_values(self.flavor, "kind", kinds, values)
         if lanes:
-            for index, lane in enumerate(sorted(lanes)):
-                values[f"lane_{index}"] = lane
+            _listed_values(self.flavor, "lane", lanes, values)
         return statement.fetch(conn, values)
 
     def recovery_rows(self, conn: Connection | HeldReads, run_id: str) -> list[Any]:

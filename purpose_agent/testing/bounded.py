@@ -101,6 +101,38 @@ class BoundedReadsSuite(Rows):
         side = [e for e in events if e.lane_id == "side"]
         assert reader.list_events("r", lanes=["side", *impossible]) == side
 
+    def test_a_lane_filter_of_any_length_selects_the_lanes_it_names(self, cp: Checkpointer) -> None:
+        # More lanes than a statement may have parameters (65,535 on Postgres, 32,766 by
+        # default on SQLite) are still a filter, answered like a short one. The lanes differ
+        # from stored ones only in case, trailing space or escaping, which must not match.
+        lanes = ["main", "side", "Side", "side ", 'q"uote', "back\\slash", "é", "😀", "t\tab"]
+        events = [
+            PAEvent(
+                run_id="r",
+                seq=seq,
+                kind=_KINDS[seq % 3],
+                ts=1_700_000_000.0 + seq,
+                lane_id=lanes[seq % len(lanes)],
+                data={"n": seq},
+            )
+            for seq in range(1, 28)
+        ]
+        cp.save_events(events)
+        cp.save_event(ev("other", 1))
+        reader = cast(BoundedReads, cp)
+        absent = [f"absent-{index}" for index in range(70_000)]
+        for named in (["side"], ["side", 'q"uote', "é", "😀"], lanes[2:]):
+            chosen = [e for e in events if e.lane_id in named]
+            for others in (absent[:31], absent[:32], absent):
+                assert reader.list_events("r", lanes=[*others, *named]) == chosen
+            calls = [e for e in chosen if e.kind is EventKind.TOOL_CALL]
+            assert reader.list_events("r", lanes=named + absent, kinds=["tool_call"]) == calls
+            assert (
+                reader.list_events("r", lanes=absent + named, newest_first=True, limit=2)
+                == chosen[:-3:-1]
+            )
+        assert reader.list_events("r", lanes=absent) == []
+
     @pytest.mark.parametrize(
         "arguments",
         [
