@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import shlex
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import make_url
 
 import purpose_agent
 from purpose_agent import SchemaNotCurrent, SQLCheckpointer
@@ -31,6 +35,51 @@ def test_a_schema_hint_names_only_a_command_a_wheel_install_has() -> None:
     newer = migrate.not_current("ffffffffffff")
     assert newer.command == "pip install --upgrade purpose-agent"
     assert "alembic" not in str(newer)
+
+
+# Options with an ``&`` between them: a shell given the URL unquoted would end the command there.
+_OPTIONS = {
+    "sqlite": {"timeout": "10", "check_same_thread": "false"},
+    "postgresql": {"application_name": "pa-hint", "connect_timeout": "10"},
+    "mysql": {"charset": "utf8mb4", "connect_timeout": "10"},
+    "mariadb": {"charset": "utf8mb4", "connect_timeout": "10"},
+}
+
+
+def test_the_library_names_the_upgrade_of_the_database_it_was_opened_on(
+    empty_database: str, tmp_path: Path
+) -> None:
+    parsed = make_url(empty_database)
+    url = parsed.update_query_dict(_OPTIONS[parsed.get_backend_name()])
+    with pytest.raises(SchemaNotCurrent) as caught:
+        SQLCheckpointer(url.render_as_string(hide_password=False), migrate=False)
+    command = caught.value.command
+    assert f"run `{command}`" in str(caught.value)
+    # The URL quoted: a shell would end the command at its "&".
+    shown = url.render_as_string(hide_password=True)
+    assert command == f"purpose-agent db upgrade --url {shlex.quote(shown)}"
+    if url.password:
+        assert str(url.password) not in str(caught.value)
+        command = command.replace(":***@", f":{url.password}@")
+    # Pasted into a shell where the default database is another one, the command upgrades
+    # this database, and only this one.
+    elsewhere = tmp_path / "elsewhere.db"
+    env = {**os.environ, "PURPOSE_AGENT_DB_URL": f"sqlite:///{elsewhere}"}
+    program = f"{shlex.quote(sys.executable)} -m purpose_agent"
+    done = subprocess.run(
+        command.replace("purpose-agent", program, 1),
+        shell=True,  # a shell, as the user who pastes the command runs it
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "upgraded from none (never migrated)" in done.stdout
+    SQLCheckpointer(url.render_as_string(hide_password=False), migrate=False).close()
+    assert not elsewhere.exists()
 
 
 @pytest.mark.sqlite

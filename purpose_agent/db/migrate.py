@@ -2,7 +2,8 @@
 
 Alembic is driven from code. The revisions live in ``alembic/`` at the repository root and ship
 in the wheel as ``purpose_agent/migrations``, so an installed package migrates without the
-repository; every hint names ``purpose-agent db upgrade``, which works in both.
+repository; every hint names ``purpose-agent db upgrade --url URL`` for the database at
+hand, which works in both.
 
 Alembic is imported only to migrate, or to name a revision this version does not need:
 opening a store at the head revision reads the version table with one query and compares it
@@ -13,10 +14,11 @@ list``: 1.00 s with it, 0.85 s without).
 from __future__ import annotations
 
 import functools
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, Engine, column, func, inspect, select, table
+from sqlalchemy import URL, Connection, Engine, column, func, inspect, select, table
 
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import CheckpointError, SchemaNotCurrent, SeedFormatDatabase
@@ -118,6 +120,22 @@ def not_current(found: str | None, upgrade_command: str = UPGRADE_COMMAND) -> Sc
     return SchemaNotCurrent(found, head_revision(), upgrade_command)
 
 
+def upgrade_command(url: URL) -> str:
+    """The command that upgrades the database at ``url``, as a POSIX shell takes it.
+
+    Always with ``--url``: without it the command upgrades the database it finds itself
+    (``PURPOSE_AGENT_DB_URL``, else ``sqlite:///purpose_agent.db``), which need not be the
+    one a library caller opened. The password is hidden, and the URL quoted: a shell would
+    take its ``&`` as the end of the command and expand a ``?``.
+    """
+    database = url.database or ""
+    if url.get_backend_name() == "sqlite" and url.query.get("mode") == "ro":
+        # The read-only form the store opens an unwritable file with (engine.read_only_url):
+        # the upgrade has to write, so it is given the file itself.
+        url = url.set(database=database.removeprefix("file:"), query={})
+    return f"{UPGRADE_COMMAND} --url {shlex.quote(url.render_as_string(hide_password=True))}"
+
+
 def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = False) -> None:
     """Make sure the database is at the head revision, upgrading it if allowed.
 
@@ -126,8 +144,9 @@ def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = Fa
     of them migrates and the others find the work done.
 
     Raises:
-        SchemaNotCurrent: If the schema is behind and ``migrate`` is false, or the database
-            was migrated by a newer version of the package.
+        SchemaNotCurrent: If the schema is behind and ``migrate`` is false (naming
+            :func:`upgrade_command` for the engine's database), or the database was migrated
+            by a newer version of the package.
         SeedFormatDatabase: If a SQLite file holds seed-era runs and none of the store's own
             (unless ``allow_seed_tables``: the import that moves them in place opens it so).
 
@@ -140,7 +159,7 @@ def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = Fa
     if found == head:
         return
     if not migrate or (found is not None and not is_known_revision(found)):
-        raise not_current(found)
+        raise not_current(found, upgrade_command(engine.url))
     with migration_lock(engine) as conn:
         if current_revision(conn) != head:
             _upgrade(conn, "head")
