@@ -185,7 +185,8 @@ def _refuse_seed_runs(conn: Connection, found: str | None, head: str) -> None:
     if not seeded:
         return
     path = conn.engine.url.database or ""
-    command = f"purpose-agent copy seed-sqlite:{path} sqlite:///{path}"
+    source, target = shlex.quote(f"seed-sqlite:{path}"), shlex.quote(f"sqlite:///{path}")
+    command = f"purpose-agent copy {source} {target}"
     raise SeedFormatDatabase(found, head, command)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
+from purpose_agent.db.migrate import upgrade_command
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import InvalidInput
 
@@ -169,7 +170,8 @@ def set_events_layout(conn: Connection, partitions: int) -> tuple[EventsLayout, 
     before = events_layout(conn)
     if before is None:
         raise InvalidInput(
-            f"there is no {EVENTS_TABLE} table to lay out: run `purpose-agent db upgrade` first"
+            f"there is no {EVENTS_TABLE} table to lay out: run "
+            f"`{upgrade_command(conn.engine.url)}` first"
         )
     wanted_key = f"HASH ({PARTITION_KEY})" if partitions else None
     if before.key == wanted_key and before.partitions == partitions:

@@ -13,6 +13,7 @@ that moving data between backends reads the same whatever they are::
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from sqlalchemy.engine import URL
 
 from purpose_agent.db.engine import parse_url, require_directory
+from purpose_agent.db.migrate import upgrade_command
 from purpose_agent.errors import InvalidInput
 from purpose_agent.legacy.jsonl import SeedJSONLReader
 from purpose_agent.legacy.sqlite import SeedSQLiteReader, is_seed_sqlite
@@ -181,8 +183,8 @@ def open_store(
         require_sqlite_directory(parsed)
         if not create and not file.is_file():
             raise InvalidInput(
-                f"no database at {file}; `purpose-agent db upgrade --url {parsed}` creates an "
-                "empty one, `purpose-agent demo` one with a run in it"
+                f"no database at {file}; `{upgrade_command(parsed.url)}` creates an empty one, "
+                f"`purpose-agent demo --url {shlex.quote(str(parsed))}` one with a run in it"
             )
         if not create and file.is_file() and is_seed_sqlite(file):
             return SeedSQLiteReader(file)
