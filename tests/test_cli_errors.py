@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,21 @@ def test_a_reader_gone_before_the_last_flush_ends_quietly(
     # Nothing is read: the output (less than a buffer) meets a closed pipe when it is flushed.
     _, status, stderr = _stop_reading(*(arg.format(url=url) for arg in args), after_lines=0)
     assert (status, stderr) == (0, "")
+
+
+def test_a_missing_sqlite_file_names_commands_a_shell_runs_on_that_very_file(
+    tmp_path: Path,
+) -> None:
+    """The file name holds ``&`` and a space: unquoted, a shell would cut the command there."""
+    path = tmp_path / "runs & more.db"
+    result = invoke("runs", "list", "--url", f"sqlite:///{path}")
+    assert result.exit_code == 1
+    hint = re.search(r"`(purpose-agent db upgrade [^`]+)`", result.stderr)
+    assert hint is not None, result.stderr
+    command = hint.group(1).replace("purpose-agent", f"{sys.executable} -m purpose_agent", 1)
+    done = subprocess.run(
+        command, shell=True, cwd=tmp_path, capture_output=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs & more.db"]
+    assert invoke("runs", "list", "--url", f"sqlite:///{path}").exit_code == 0
