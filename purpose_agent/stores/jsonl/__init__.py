@@ -5,8 +5,10 @@ Layout::
     base_dir/
         .locks/<run dir>.lock   one lock file per run, outside the run's directory, so that
                                 deleting a run never deletes a lock somebody holds
+        .locks/.wide.lock       held by a batch across more runs than may be locked at once
         .journal/<stamp>-<id>.entry
                                 a batch that spans several runs, until every run has it
+        .journal/.wide.claim    the runs of such a wide batch, while it is at work
         <run dir>/
             events.jsonl        the run's log, one line per write; after a compaction, its
                                 first line is a header with the covering snapshot
@@ -28,6 +30,12 @@ affected.
 A folder this process may read but not write (another user's, a read-only mount) is served
 for reading: reads that take a run's lock read without it where the lock file cannot be opened,
 consistently still (see :mod:`.locks`), and writes fail with ``StoreUnavailable``.
+
+A held lock is an open file, and a process may open only so many (``RLIMIT_NOFILE``), so no
+operation holds more than :data:`~.locks.LOCKS_AT_ONCE` run locks at once. A batch across more
+runs takes the wide lock, claims its runs (a writer that meets the claim under a run's lock
+lets go and waits for the wide lock), then checks and writes them a group at a time: all or
+nothing and rolled forward after a crash, as a batch across a few runs (see :mod:`.journal`).
 
 Appends take their seqs under the run's lock, from the index of its log (which also maps event
 keys to seqs) and the snapshot's seq. A compaction rewrites the log without the events its

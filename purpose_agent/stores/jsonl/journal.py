@@ -10,6 +10,17 @@ are already there being no-ops), so a crash between two runs' lines is rolled fo
 anybody can see one run with the batch and another without. A ``.tmp`` file is a journal entry
 that was never committed: it is ignored, and removed by the next writer that holds the lock of
 the run it is named after (its writer held that lock until the rename).
+
+A *wide* batch, across more runs than one operation may lock at once (see :mod:`.locks`), cannot
+hold every run's lock from its check to its last line, so it holds the store's wide lock instead
+and first writes a *claim*, ``.journal/.wide.claim``: a header line naming its runs. A writer
+that holds the lock of a claimed run (every writer lists the journal under its locks) lets its
+locks go and waits for the wide lock; whoever gets it knows the claim's writer is gone and
+removes a claim still there (a claim marks runs as taken; it holds no data). Readers ignore
+claims: the batch writes nothing before its entry is committed. The wide batch's entry is
+written under ``.journal/.wide.tmp``, which nobody but the holder of the wide lock removes,
+and an entry that names more runs than may be locked at once is completed under the wide lock
+(its writer holds that lock until the entry is gone), a group of runs at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,7 +40,7 @@ from purpose_agent.records import EventRow, StateRow, check_run_id, decode_state
 from .faults import Faults
 from .files import fsync_dir, write_temp
 from .lines import parse_line, stored_row
-from .naming import ENTRY_SUFFIX, TEMP_SUFFIX, dir_name
+from .naming import CLAIM_FILE, CLAIM_TEMP, ENTRY_SUFFIX, TEMP_SUFFIX, WIDE, dir_name
 
 Part = tuple[list[EventRow], StateRow | None]
 """One run's part of a batch: its events, and the snapshot when it is the run that gets it."""
@@ -39,6 +51,13 @@ class Entry(NamedTuple):
 
     path: Path
     run_ids: tuple[str, ...]
+
+
+class Pending(NamedTuple):
+    """What the journal holds for some runs: entries to complete, and whether they are claimed."""
+
+    entries: list[Entry]
+    claimed: bool
 
 
 def _header_runs(header: bytes) -> tuple[str, ...]:
@@ -75,8 +94,13 @@ class Journal:
             return True
 
     def pending(
-        self, names: frozenset[str] | None, subject: str, *, holding: bool = False
-    ) -> list[Entry]:
+        self,
+        names: frozenset[str] | None,
+        subject: str,
+        *,
+        holding: bool = False,
+        claims: bool = False,
+    ) -> Pending:
         """Return the committed entries that name any of these runs, oldest first.
 
         This is the check every operation makes: one directory listing, empty but for a batch
@@ -87,9 +111,11 @@ class Journal:
             names: The runs' directory names; ``None`` for every entry.
             subject: The run to name in an error about an entry that cannot be read.
             holding: Whether the caller holds the locks of the runs in ``names``.
+            claims: Whether to look for a wide batch's claim on any of these runs too (for a
+                writer that holds their locks).
 
         Returns:
-            The entries.
+            The entries, and whether a claim names any of the runs.
 
         Raises:
             CorruptRecord: A committed entry has no readable header.
@@ -98,10 +124,11 @@ class Journal:
         try:
             listing = os.listdir(self._str)
         except FileNotFoundError:
-            return []
+            return Pending([], False)
         if not listing:
-            return []
+            return Pending([], False)
         found: list[Entry] = []
+        claimed = False
         for file_name in sorted(listing):
             path = self.path / file_name
             if file_name.endswith(ENTRY_SUFFIX):
@@ -110,6 +137,8 @@ class Journal:
                     names is None or not names.isdisjoint(map(dir_name, run_ids))
                 ):
                     found.append(Entry(path, run_ids))
+            elif file_name == CLAIM_FILE:
+                claimed = claims and names is not None and self._claims_any(path, names)
             elif (
                 holding
                 and names is not None
@@ -118,7 +147,57 @@ class Journal:
             ):
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
-        return found
+        return Pending(found, claimed)
+
+    @staticmethod
+    def _claims_any(path: Path, names: frozenset[str]) -> bool:
+        """Whether the claim at ``path`` names any of these runs."""
+        try:
+            header = path.read_bytes()
+        except FileNotFoundError:
+            return False  # its batch finished since the listing
+        try:
+            run_ids = _header_runs(header)
+        except (ValueError, UnicodeDecodeError):
+            # A claim is not fsynced (it holds no data): after a power cut it may be empty.
+            # Counting it as naming every run costs one wait for the wide lock, which removes it.
+            return True
+        return not names.isdisjoint(map(dir_name, run_ids))
+
+    @contextlib.contextmanager
+    def claim(self, run_ids: list[str]) -> Iterator[None]:
+        """Mark runs as taken by a wide batch while it is at work; the caller holds the wide lock.
+
+        The claim is complete when it appears (written aside, then renamed into place). It is
+        removed when the block ends; one left by a writer that died is removed by
+        :meth:`clear_claim`.
+
+        Args:
+            run_ids: Every run of the batch.
+
+        """
+        header = encode({"runs": run_ids}, "journal claim")
+        temp = self.path / CLAIM_TEMP
+        try:
+            write_temp(temp, f"{header}\n".encode(), None)
+        except FileNotFoundError:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_temp(temp, f"{header}\n".encode(), None)
+        os.replace(temp, self.path / CLAIM_FILE)
+        try:
+            yield
+        finally:
+            self.clear_claim()
+
+    def clear_claim(self) -> None:
+        """Remove a wide batch's claim and uncommitted entry; the caller holds the wide lock.
+
+        Holding that lock, the caller knows that no wide batch is at work: what is left is
+        either its own (its block is ending) or a dead writer's.
+        """
+        for name in (CLAIM_FILE, CLAIM_TEMP, WIDE + TEMP_SUFFIX):
+            with contextlib.suppress(FileNotFoundError):
+                (self.path / name).unlink()
 
     @staticmethod
     def _entry_runs(path: Path, subject: str) -> tuple[str, ...] | None:
@@ -148,7 +227,8 @@ class Journal:
             lines: Each run's log line.
             owner: The directory name of a run whose lock the caller holds until the rename;
                 the temporary file is named after it, so that whoever holds that lock next
-                knows a leftover is a dead writer's.
+                knows a leftover is a dead writer's. For a wide batch, ``.wide``: the caller
+                holds the wide lock (see :meth:`clear_claim`).
 
         Returns:
             The committed entry.

@@ -7,6 +7,13 @@ each other.
 A process that may read the folder but not write it (another user's files, a read-only mount)
 cannot create or open a lock file: taking one for a read then says so instead of failing, and
 the read is made without it (see ``JSONLCheckpointer._without_lock``). Writes still fail.
+
+A held lock is an open file, and a process may only have so many (``RLIMIT_NOFILE``, often
+1,024). So no operation holds more than :data:`LOCKS_AT_ONCE` run locks at a time. A batch
+across more runs than that is a *wide* batch: it takes ``base_dir/.locks/.wide.lock`` (one file
+for the whole store, taken by wide batches only, and by whoever waits for one) and then the
+runs' locks a group at a time, in the same order as every other writer; see
+``JSONLCheckpointer._write_wide`` for how it stays all or nothing without holding them all.
 """
 
 from __future__ import annotations
@@ -21,13 +28,19 @@ from filelock import FileLock
 
 from .files import FileIdentity
 from .index import Index
-from .naming import dir_name
+from .naming import WIDE_LOCK, dir_name
 
 # Contended writers poll the lock; a short interval keeps several processes appending to one run
 # at disk speed instead of at the poll rate.
 _POLL_SECONDS = 0.001
 # What opening or creating a lock file gives where this process may only read.
 _READ_ONLY_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
+LOCKS_AT_ONCE = 32
+"""The most run locks one operation holds at once: a batch across more runs is a wide batch.
+
+Small enough to leave room under any usual open-file limit (each held lock is an open file),
+large enough that batches across a handful of runs, nearly all of them, take the usual path.
+"""
 
 
 class Run:
@@ -54,6 +67,8 @@ class Runs:
         self.locks_dir = locks_dir
         self._runs: dict[str, Run] = {}
         self._lock = threading.Lock()
+        self._wide_mutex = threading.Lock()
+        self._wide_lock = FileLock(str(locks_dir / WIDE_LOCK), poll_interval=_POLL_SECONDS)
 
     def get(self, run_id: str) -> Run:
         """Return the run's in-process state, creating it on first use."""
@@ -97,8 +112,36 @@ class Runs:
                 lack of permission).
 
         """
+        with self._held(run.file_lock, reading=reading) as locked:
+            yield locked
+
+    @contextlib.contextmanager
+    def wide(self, *, reading: bool = False) -> Iterator[bool]:
+        """Hold the store's one lock for wide batches, against threads and other processes.
+
+        A wide batch holds it from its claim to its end, so whoever holds it next knows that
+        no wide batch is at work: a claim or wide journal entry still there was left by a
+        writer that stopped. Never taken while holding a run's lock, so it adds no cycle to
+        the order in which run locks are taken.
+
+        Args:
+            reading: As for :meth:`file_locked`: where the lock file cannot be opened for lack
+                of permission, yield ``False`` holding nothing.
+
+        Yields:
+            Whether the lock is held.
+
+        Raises:
+            OSError: The lock file cannot be created or opened.
+
+        """
+        with self._wide_mutex, self._held(self._wide_lock, reading=reading) as locked:
+            yield locked
+
+    @contextlib.contextmanager
+    def _held(self, lock: FileLock, *, reading: bool) -> Iterator[bool]:
         try:
-            self._acquire(run)
+            self._acquire(lock)
         except OSError as exc:
             if not (reading and exc.errno in _READ_ONLY_ERRNOS):
                 raise
@@ -111,12 +154,12 @@ class Runs:
         try:
             yield True
         finally:
-            run.file_lock.release()
+            lock.release()
 
-    def _acquire(self, run: Run) -> None:
+    def _acquire(self, lock: FileLock) -> None:
         try:
-            run.file_lock.acquire()
+            lock.acquire()
         except FileNotFoundError:
             # Somebody removed .locks; the lock file only has to exist while it is held.
             self.locks_dir.mkdir(parents=True, exist_ok=True)
-            run.file_lock.acquire()
+            lock.acquire()

@@ -29,6 +29,13 @@ TEMP_SUFFIX = ".tmp"
 SNAPSHOT_TEMP = SNAPSHOT_FILE + TEMP_SUFFIX
 EVENTS_TEMP = EVENTS_FILE + TEMP_SUFFIX
 META_TEMP = META_FILE + TEMP_SUFFIX
+# A batch too wide to hold every run's lock at once (see JSONLCheckpointer._write_wide): its
+# lock in LOCKS_DIR, its claim in JOURNAL_DIR (written to CLAIM_TEMP first), and the name its
+# journal entry is written under before its commit. A leading dot: no run directory has one.
+WIDE = ".wide"
+WIDE_LOCK = WIDE + ".lock"
+CLAIM_FILE = WIDE + ".claim"
+CLAIM_TEMP = WIDE + ".claiming"
 
 # 200 leaves room for the ".lock" and ".tmp" suffixes under the common 255-byte name limit.
 _MAX_NAME = 200

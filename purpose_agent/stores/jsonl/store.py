@@ -73,9 +73,9 @@ from .files import (
     written_ns,
 )
 from .index import TAIL, Index, LineReader, refreshed
-from .journal import Entry, Journal
+from .journal import Entry, Journal, Part
 from .lines import line_bytes, parse_line, record_key, stored_row
-from .locks import Run, Runs
+from .locks import LOCKS_AT_ONCE, Run, Runs
 from .meta import read_group, write_group
 from .naming import (
     EVENTS_FILE,
@@ -87,6 +87,7 @@ from .naming import (
     SNAPSHOT_FILE,
     SNAPSHOT_TEMP,
     TEMP_SUFFIX,
+    WIDE,
     dir_name,
     is_run_dir,
     plain_run_id,
@@ -157,6 +158,12 @@ class _Appended(NamedTuple):
     snap_seq: int | None
 
 
+def _groups(items: list[_T]) -> Iterator[list[_T]]:
+    """Split a wide batch's runs into groups small enough to hold all their locks at once."""
+    for start in range(0, len(items), LOCKS_AT_ONCE):
+        yield items[start : start + LOCKS_AT_ONCE]
+
+
 class JSONLCheckpointer(ClosingContext):
     """Keeps each run in its own directory of plain files: an append-only log and a snapshot.
 
@@ -171,7 +178,10 @@ class JSONLCheckpointer(ClosingContext):
     a conflict or bad input. It is then committed to a journal entry before any run gets its
     line, and every operation on a run completes the entries that name it first, so a crash of
     the writer in the middle is rolled forward: readers see the whole batch or none of it. A
-    batch that writes to one run only needs no journal (its line is atomic on its own).
+    batch that writes to one run only needs no journal (its line is atomic on its own). A batch
+    across more runs than one operation may lock at once (each held lock is an open file, see
+    :mod:`~purpose_agent.stores.jsonl.locks`) claims its runs and locks them a group at a time,
+    with the same guarantees (see :meth:`_write_wide`).
 
     Args:
         base_dir: The directory that holds the runs; created if missing.
@@ -453,6 +463,9 @@ class JSONLCheckpointer(ClosingContext):
             return
         # Every writer takes the locks of a batch in the same order, so batches cannot deadlock.
         ordered = sorted(by_run, key=dir_name)
+        if len(ordered) > LOCKS_AT_ONCE:
+            self._write_wide(ordered, by_run, snap)
+            return
         action = "writing to " + ", ".join(map(repr, ordered))
         runs = {run_id: self._runs.get(run_id) for run_id in ordered}
         with self._os_errors(action), self._settled(ordered, [runs[run_id] for run_id in ordered]):
@@ -469,6 +482,118 @@ class JSONLCheckpointer(ClosingContext):
                 self._commit(plans)
             else:
                 self._commit_across_runs(plans)
+
+    def _write_wide(
+        self, ordered: list[str], by_run: Mapping[str, list[EventRow]], snap: StateRow | None
+    ) -> None:
+        """Write a batch across more runs than may be locked at once, all or nothing.
+
+        Each held lock is an open file, so the runs are locked a group of
+        :data:`~.locks.LOCKS_AT_ONCE` at a time, and what holding them all would give is had
+        otherwise. The batch holds the wide lock throughout, and first claims its runs (see
+        :mod:`.journal`): from then on a writer of one of them waits, so what each group's
+        check finds stays true while the other groups are checked and written. A conflict or
+        bad input found in any group refuses the batch with nothing written. The lines are
+        then committed to a journal entry, and each group of runs is given its lines under
+        its locks; a failure cuts every line written back off and removes the entry, as for
+        a batch across a few runs. A reader, or anybody else, that meets the entry completes
+        it under the wide lock, so it waits for the batch to end, and a batch whose writer
+        died is rolled forward, as any other entry.
+
+        Args:
+            ordered: The batch's runs, in lock order.
+            by_run: Each run's events.
+            snap: The snapshot of the batch, if any.
+
+        """
+        shown = ", ".join(map(repr, ordered[:3]))
+        action = f"writing to {len(ordered)} runs ({shown}, ...)"
+        with self._os_errors(action), self._runs.wide(), self._journal.claim(ordered):
+            parts: list[_Plan] = []
+            for group in _groups(ordered):
+                runs = [self._runs.get(run_id) for run_id in group]
+                with self._settled(group, runs, wide=True):
+                    for run_id, run in zip(group, runs, strict=True):
+                        mine = snap if snap is not None and snap.run_id == run_id else None
+                        plan = self._plan(run_id, run, by_run[run_id], mine)
+                        if plan.rows or plan.snapshot is not None:
+                            parts.append(plan)
+            if len(parts) > LOCKS_AT_ONCE:
+                entry = self._journal.write(
+                    [plan.run_id for plan in parts],
+                    [line_bytes(plan.rows, plan.snapshot) for plan in parts],
+                    WIDE,
+                )
+                self._apply_wide(parts, entry)
+                self._journal.drop(entry)
+            elif parts:
+                # Few enough runs get a line to hold all their locks: the usual commit, planned
+                # again under them since each group's locks were let go after its check.
+                ids = [plan.run_id for plan in parts]
+                with self._settled(ids, [plan.run for plan in parts], wide=True):
+                    self._commit_across_runs(
+                        [self._plan(p.run_id, p.run, p.rows, p.snapshot) for p in parts]
+                    )
+
+    def _apply_wide(self, parts: list[_Plan], entry: Path) -> None:
+        """Give each run of a committed wide batch its line, a group of runs at a time.
+
+        Each run's part is planned again under its locks: they were let go since the check
+        (only the claim kept writers off), and the handle's index may have been rebuilt. The
+        run with the snapshot comes last, so that renaming its file in is the last step, as
+        in :meth:`_commit`: until then a failure cuts every line back off (with only the runs'
+        mutexes, since no writer may touch a claimed run), and the entry is removed with them.
+        """
+        stamp = stamp_ns()
+        appended: list[_Appended] = []
+        ordered = sorted(parts, key=lambda plan: plan.snapshot is not None)
+        snapshot_plan: _Plan | None = None
+        target: Path | None = None
+        try:
+            for group in _groups(ordered):
+                with contextlib.ExitStack() as held:
+                    for part in sorted(group, key=lambda plan: plan.run.name):
+                        held.enter_context(self._runs.exclusive(part.run))
+                    for part in group:
+                        plan = self._plan(part.run_id, part.run, part.rows, part.snapshot)
+                        if plan.rows:
+                            done = self._append(plan, stamp)
+                            appended.append(done)
+                            self._note_appended(done)
+                            self._faults("appended", plan.run_id)
+                        if plan.snapshot is not None:
+                            snapshot_plan = plan
+                            if plan.snapshot_wins:
+                                temp, path = self._prepare_snapshot(plan, appended, stamp)
+                                os.replace(temp, path)
+                                target = path
+        except BaseException:
+            if target is None:  # the snapshot's rename is the last step: nothing came after it
+                self._cut_back(appended, snapshot_plan, entry)
+            raise
+        if target is not None:
+            fsync_dir(target.parent)
+        elif snapshot_plan is not None and not snapshot_plan.rows:
+            self._touch(snapshot_plan, stamp)
+
+    def _cut_back(self, appended: list[_Appended], snapshot: _Plan | None, entry: Path) -> None:
+        """Undo a wide batch's lines after a failure; drop its entry if all came off.
+
+        Best effort, as in :meth:`_commit`: the error that stopped the batch is the one the
+        caller sees, and an entry that stays is rolled forward by the next operation.
+        """
+        undone = True
+        for done in appended:
+            run = done.plan.run
+            with run.mutex:
+                undone = undo_append(done.path, done.start, done.plan.exists) and undone
+                run.index = Index()  # it indexed the line that is gone
+        if snapshot is not None:
+            with contextlib.suppress(OSError):
+                (self.base_dir / snapshot.run.name / SNAPSHOT_TEMP).unlink()
+        if undone:
+            with contextlib.suppress(OSError):
+                self._journal.drop(entry)
 
     def _commit_across_runs(self, plans: list[_Plan]) -> None:
         """Commit a batch that may write to several runs: through the journal if it does."""
@@ -1551,30 +1676,45 @@ class JSONLCheckpointer(ClosingContext):
 
     @contextlib.contextmanager
     def _settled(
-        self, run_ids: list[str], runs: list[Run], *, reading: bool = False
+        self, run_ids: list[str], runs: list[Run], *, reading: bool = False, wide: bool = False
     ) -> Iterator[bool]:
         """Hold the runs' locks, in the order given, with no journal entry pending for them.
 
         While the locks are held, an entry that names one of the runs cannot belong to a writer
-        at work (it would hold that lock until it removed the entry): its writer died. It is
+        at work (it would hold that lock until it removed the entry; a wide batch holds the
+        wide lock instead, which completing its entry waits for): its writer died. It is
         completed with the locks let go, since completing takes the locks of all its runs in
-        their own order, and then the locks are taken again.
+        their own order, and then the locks are taken again. A writer also waits, with the
+        locks let go, for a wide batch that claimed one of the runs (see :mod:`.journal`).
 
-        Yields whether the file locks are held: always, unless ``reading`` and this process may
-        not take them (see :meth:`Runs.file_locked`); the mutexes are held either way.
+        Args:
+            run_ids: The runs, at most :data:`~.locks.LOCKS_AT_ONCE` of them.
+            runs: Their in-process state, in lock order.
+            reading: For a read (see :meth:`Runs.file_locked`); claims do not stop reads.
+            wide: The caller is a wide batch, holding the wide lock and the only live claim.
+
+        Yields:
+            Whether the file locks are held: always, unless ``reading`` and this process may
+            not take them; the mutexes are held either way.
+
         """
         names = frozenset(run.name for run in runs)
+        claims = not (reading or wide)
         while True:
             with contextlib.ExitStack() as held:
                 locked = True
                 for run in runs:
                     locked &= held.enter_context(self._runs.exclusive(run, reading=reading))
-                pending = self._journal.pending(names, run_ids[0], holding=locked)
-                if not pending:
+                pending = self._journal.pending(names, run_ids[0], holding=locked, claims=claims)
+                if not pending.entries and not pending.claimed:
                     yield locked
                     return
-            for entry in pending:
-                self._complete(entry)
+            for entry in pending.entries:
+                self._complete(entry, wide=wide)
+            if pending.claimed:
+                with self._runs.wide():
+                    # The claim's batch has let the wide lock go: finished, or died.
+                    self._journal.clear_claim()
 
     def _settle(self, names: frozenset[str] | None, subject: str) -> None:
         """Complete the journal entries that name any of these runs (every entry for ``None``).
@@ -1584,18 +1724,34 @@ class JSONLCheckpointer(ClosingContext):
         """
         if self._journal.idle():
             return  # the hot path: nothing pending anywhere
-        for entry in self._journal.pending(names, subject):
+        for entry in self._journal.pending(names, subject).entries:
             self._complete(entry)
 
-    def _complete(self, entry: Entry) -> None:
+    def _complete(self, entry: Entry, *, wide: bool = False) -> None:
         """Roll an entry forward: give each of its runs what it does not have yet, then drop it.
 
         Its lines are planned like a new write, so events a run already holds are skipped and
-        completing an entry twice, or after its writer finished, does nothing more.
+        completing an entry twice, or after its writer finished, does nothing more. An entry
+        across more runs than may be locked at once is completed under the wide lock (already
+        held when ``wide``), which its writer holds until it is done.
         """
+        action = f"completing journal entry {entry.path}"
+        if len(entry.run_ids) > LOCKS_AT_ONCE:
+            with self._os_errors(action):
+                if wide:
+                    done = self._roll_forward_wide(entry)
+                else:
+                    with self._runs.wide(reading=True) as locked:
+                        done = locked and self._roll_forward_wide(entry)
+                        if done:
+                            # Its writer died (it held the wide lock until done): so did its
+                            # claim, which would keep every later call off the fast path.
+                            self._journal.clear_claim()
+            if not done:
+                self._await_writer(action, entry)
+            return
         ordered = sorted(entry.run_ids, key=dir_name)
         runs = {run_id: self._runs.get(run_id) for run_id in ordered}
-        action = f"completing journal entry {entry.path}"
         with self._os_errors(action), contextlib.ExitStack() as held:
             for run_id in ordered:
                 if not held.enter_context(self._runs.exclusive(runs[run_id], reading=True)):
@@ -1610,21 +1766,53 @@ class JSONLCheckpointer(ClosingContext):
         parts = self._journal.read(entry)
         if parts is None:
             return
-        plans: list[_Plan] = []
-        for run_id in ordered:
-            rows, snap = parts[run_id]
-            try:
-                plans.append(self._plan(run_id, runs[run_id], rows, snap))
-            except SequenceConflict as exc:
-                # Only a writer that ignores the journal can have taken the position.
-                raise CorruptRecord(
-                    run_id,
-                    exc.seq,
-                    f"journal entry {entry.path} holds another event at "
-                    "this seq than the log; remove the entry or the line by hand",
-                ) from exc
+        plans = [self._plan_part(entry, run_id, runs[run_id], parts[run_id]) for run_id in ordered]
         self._commit(plans)
         self._journal.drop(entry.path)
+
+    def _roll_forward_wide(self, entry: Entry) -> bool:
+        """Complete a wide entry a group of runs at a time; the caller holds the wide lock.
+
+        Holding it, the caller knows the entry's writer is gone, so nobody cuts lines back
+        meanwhile, and a writer of one of its runs waits for the wide lock too; each group is
+        completed under its runs' locks as :meth:`_roll_forward` completes a whole entry.
+
+        Returns:
+            Whether it was completed: not where this process may not take the runs' locks.
+
+        """
+        parts = self._journal.read(entry)
+        if parts is None:
+            return True
+        for group in _groups(sorted(entry.run_ids, key=dir_name)):
+            runs = {run_id: self._runs.get(run_id) for run_id in group}
+            with contextlib.ExitStack() as held:
+                for run_id in group:
+                    if not held.enter_context(self._runs.exclusive(runs[run_id], reading=True)):
+                        return False
+                self._commit(
+                    [
+                        self._plan_part(entry, run_id, runs[run_id], parts[run_id])
+                        for run_id in group
+                    ]
+                )
+        with contextlib.suppress(FileNotFoundError):  # a writer without the wide lock finished
+            self._journal.drop(entry.path)
+        return True
+
+    def _plan_part(self, entry: Entry, run_id: str, run: Run, part: Part) -> _Plan:
+        """Plan one run's part of a committed entry; the caller holds the run's locks."""
+        rows, snap = part
+        try:
+            return self._plan(run_id, run, rows, snap)
+        except SequenceConflict as exc:
+            # Only a writer that ignores the journal can have taken the position.
+            raise CorruptRecord(
+                run_id,
+                exc.seq,
+                f"journal entry {entry.path} holds another event at "
+                "this seq than the log; remove the entry or the line by hand",
+            ) from exc
 
     def _await_writer(self, action: str, entry: Entry) -> None:
         """Wait for a writer at work to finish an entry this process cannot complete itself.
