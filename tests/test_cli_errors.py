@@ -146,3 +146,56 @@ def test_a_missing_sqlite_file_names_commands_a_shell_runs_on_that_very_file(
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs & more.db"]
     assert invoke("runs", "list", "--url", f"sqlite:///{path}").exit_code == 0
+
+
+INTERRUPTED = {
+    "verify": (("runs", "verify"), "purpose_agent.cli.verify", "runs it had not read yet"),
+    "prune": (("prune", "--covered"), "purpose_agent.cli.prune", "stays pruned"),
+    "delete": (
+        ("runs", "delete", "--group", "g", "--yes"),
+        "purpose_agent.cli.runs_commands",
+        "one transaction",
+    ),
+    "demo": (("demo",), "purpose_agent.cli.demo", "run the same command again to resume"),
+}
+
+
+@pytest.mark.parametrize("command", INTERRUPTED)
+def test_ctrl_c_says_where_the_command_left_the_store_and_exits_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """click alone printed "Aborted!" with status 1, which ``runs verify`` gives for damage."""
+    args, module, left = INTERRUPTED[command]
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"{module}.open_url", interrupted)
+    result = invoke(*args, "--url", f"sqlite:///{tmp_path / 'x.db'}")
+    assert result.exit_code == 130
+    assert result.stderr.strip().startswith("interrupted: ")
+    assert left in result.stderr
+    assert "Aborted" not in result.stderr
+
+
+def test_a_demo_whose_output_closes_says_it_stopped_and_resumes_after(tmp_path: Path) -> None:
+    """``purpose-agent demo | head -1`` left the run unfinished and exited 0."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    demo = f"{sys.executable} -m purpose_agent demo --url {url}"
+    cut = subprocess.run(
+        ["bash", "-c", f"{demo} | head -1; exit ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert cut.returncode == 141
+    assert "stopped: its output was closed before it finished" in cut.stderr
+    assert "Traceback" not in cut.stderr
+    again = subprocess.run(
+        demo.split(), capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path
+    )
+    assert again.returncode == 0, again.stderr
+    assert "resuming" in again.stdout
+    assert "finished at seq 37" in again.stdout

@@ -7,13 +7,20 @@ only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs.
 
 A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a failure: the
 command ends quietly with status 0, whether the pipe closes while it prints or when Python
-flushes standard output on the way out.
+flushes standard output on the way out. A command whose work is what it writes to a store
+(``demo``, ``prune``, ...) is not done when its output closes, so it says so and ends with
+status 141, as a process killed by ``SIGPIPE``.
+
+Ctrl-C ends any command with one line that says where it left the store (each such command
+names it with :func:`on_interrupt`) and status 130, as a shell reports ``SIGINT``; never with
+a traceback, nor with status 1, which ``runs verify`` gives when it finds damage.
 """
 
 from __future__ import annotations
 
 import importlib
 import io
+import logging
 import os
 import sys
 from typing import Any, NamedTuple
@@ -25,6 +32,19 @@ from purpose_agent.cli.output import CommandFailed
 from purpose_agent.errors import CheckpointError
 
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
+INTERRUPTED_EXIT = 130
+PIPE_CLOSED_EXIT = 141
+_LEFT = "purpose_agent.interrupted"
+
+
+def on_interrupt(left: str) -> None:
+    """Say, should the running command be stopped (Ctrl-C, output closed), where it leaves things.
+
+    Args:
+        left: What an operator needs to know, e.g. "what was pruned stays pruned; run the
+            same command again to finish".
+    """
+    click.get_current_context().meta[_LEFT] = left
 
 
 class LazyCommand(NamedTuple):
@@ -133,12 +153,26 @@ class App(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
+        if not ctx.params.get("debug"):
+            # A connection closed while Ctrl-C unwinds the stack is logged by SQLAlchemy's
+            # pool with the interrupt's traceback; the one line below says what happened.
+            logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
-            # The reader has all it wanted (`... | head`); click alone would exit 1.
             _silence_stdout()
-            raise click.exceptions.Exit(0) from None
+            left = ctx.meta.get(_LEFT)
+            if left is None:
+                # The reader has all it wanted (`... | head`); click alone would exit 1.
+                raise click.exceptions.Exit(0) from None
+            click.echo(f"stopped: its output was closed before it finished; {left}", err=True)
+            raise click.exceptions.Exit(PIPE_CLOSED_EXIT) from None
+        except KeyboardInterrupt:
+            if ctx.params.get("debug"):
+                raise
+            left = ctx.meta.get(_LEFT, "it stopped before it finished")
+            click.echo(f"\ninterrupted: {left}", err=True)
+            raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise  # click reports these itself
         except CheckpointError as exc:

@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from sqlalchemy import Engine, event
 
+from purpose_agent.cli.app import on_interrupt
 from purpose_agent.cli.demo_agent import DEFAULT_STEPS, DemoRun, StepRecord
 from purpose_agent.cli.options import url_flag, url_option
 from purpose_agent.cli.output import console, count, money
@@ -130,6 +131,9 @@ def demo(
     run the same command again: it resumes from the snapshot and the events after it, and ends
     in the same state as a run that was never interrupted.
     """
+    on_interrupt(
+        f"run {run_id!r} keeps every step it committed; run the same command again to resume it"
+    )
     out = console()
     with open_url(url, create=True) as store:
         if crash_during is not None and not isinstance(store, SQLCheckpointer):

@@ -17,6 +17,7 @@ import click
 from rich.markup import escape
 from rich.progress import Progress
 
+from purpose_agent.cli.app import on_interrupt
 from purpose_agent.cli.options import (
     Duration,
     json_option,
@@ -115,6 +116,10 @@ def prune(
         raise click.UsageError(
             "say what to prune: --covered, --older-than AGE, --keep-newest N, or several"
         )
+    on_interrupt(
+        "what was pruned stays pruned and nothing is half-pruned (a run or a page of runs per "
+        "transaction); run the same command again to finish"
+    )
     show_bar = not quiet and not as_json and not dry_run and sys.stderr.isatty()
     with open_url(url, create=False) as opened:
         where = describe(opened)

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from rich.table import Table
 
+from purpose_agent.cli.app import on_interrupt
 from purpose_agent.cli.options import Duration, json_option, selection_options, url_option
 from purpose_agent.cli.output import (
     age,
@@ -294,6 +295,10 @@ def delete_run(
     A run goes with its events and snapshot. With filters instead of RUN_ID, the runs that
     match all of them are deleted in one transaction: all of them or none.
     """
+    on_interrupt(
+        "the deletion is one transaction: either every run it chose is gone or none is; "
+        "`purpose-agent runs list` shows which"
+    )
     filters = (group, prefix, older_than, keep_newest)
     if run_id is not None and filters != (None,) * 4:
         raise click.UsageError(

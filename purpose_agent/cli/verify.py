@@ -12,6 +12,7 @@ import sys
 import click
 from rich.table import Table
 
+from purpose_agent.cli.app import on_interrupt
 from purpose_agent.cli.options import json_option, selection_options, url_option
 from purpose_agent.cli.output import (
     CommandFailed,
@@ -76,6 +77,10 @@ def verify(
     and seq, and the run is read on after it. Nothing is written. The exit status is 1 if any
     record is damaged.
     """
+    on_interrupt(
+        "the check did not finish, so the runs it had not read yet are not known to be sound "
+        "(nothing was written); run it again"
+    )
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with (
         open_url(url, create=False, read_only=True) as store,
