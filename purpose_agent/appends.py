@@ -296,7 +296,7 @@ def run_filter(
         raise InvalidInput("run_ids takes an iterable of run ids, not a single str")
     ids = frozenset(check_run_id(run_id) for run_id in run_ids) if run_ids is not None else None
     if keep_newest is not None:
-        check_limit(keep_newest, "keep_newest")
+        keep_newest = check_limit(keep_newest, "keep_newest")  # capped where no count reaches
     return RunFilter(
         run_ids=ids,
         group=check_label(group, "group") if group is not None else None,
@@ -315,10 +315,19 @@ def cutoff_ns(older_than: timedelta | datetime | Any, now_ns: int | None = None)
     """
     if isinstance(older_than, timedelta):
         now = time.time_ns() if now_ns is None else now_ns
-        return now - int(older_than / timedelta(microseconds=1)) * 1000
+        return _stamp(now - int(older_than / timedelta(microseconds=1)) * 1000)
     if isinstance(older_than, datetime):
-        return int(older_than.timestamp() * 1_000_000) * 1000
+        return _stamp(int(older_than.timestamp() * 1_000_000) * 1000)
     raise InvalidInput(f"older_than takes a timedelta or a datetime, not {older_than!r}")
+
+
+def _stamp(ns: int) -> int:
+    """A moment within the 64 bits a write stamp is stored in.
+
+    An age of a million years, or ``datetime.max``, still means what it says (no run is
+    that old; every run is older) instead of overflowing the database's integer.
+    """
+    return max(-(2**63), min(ns, 2**63 - 1))
 
 
 class Undecided(Exception):

@@ -303,3 +303,30 @@ def test_prune_by_group_needs_a_store_with_groups() -> None:
         prune(NoGroups(), covered=True, group="g")
     with pytest.raises(InvalidInput, match="nothing to prune"):
         prune(InMemoryCheckpointer())
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("prune", "--keep-newest", str(10**20)),
+        ("prune", "--older-than", "999999999d"),
+        ("runs", "delete", "--yes", "--keep-newest", str(10**20)),
+        ("runs", "delete", "--yes", "--older-than", "999999999d"),
+    ],
+)
+def test_counts_and_ages_past_a_database_integer_delete_nothing(
+    store_url: str, args: tuple[str, ...]
+) -> None:
+    """They overflowed: OverflowError on SQLite, "bigint out of range" on Postgres."""
+    _fill(store_url)
+    result = invoke(*args, "--url", store_url)
+    assert result.exit_code == 0, result.stderr
+    assert "0 runs" in result.stdout
+    with open_store(store_url) as store:
+        assert sorted(store.list_runs()) == ["bare", "old", "snap"]
+
+
+def test_an_age_longer_than_any_is_a_usage_error() -> None:
+    result = invoke("prune", "--older-than", "99999999999d", "--url", "memory:")
+    assert result.exit_code == 2
+    assert "longer than any age" in result.stderr

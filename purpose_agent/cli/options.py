@@ -138,4 +138,9 @@ class Duration(_AgeType):
         for number, unit in parts:
             name = self._UNITS[unit]
             amounts[name] = amounts.get(name, 0) + int(number)
-        return timedelta(**amounts)
+        try:
+            return timedelta(**amounts)
+        except OverflowError:
+            self.fail(
+                f"{value!r} is longer than any age ({timedelta.max.days:,}d at most)", param, ctx
+            )

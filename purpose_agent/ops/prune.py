@@ -165,9 +165,10 @@ def selection(
         if older_than < timedelta(0):
             raise InvalidInput(f"the age must not be negative, got {older_than}")
         now = time.time_ns() if now_ns is None else now_ns
-        moment = _moment(now - older_than // timedelta(microseconds=1) * 1000)
+        # Nothing was written before the epoch: an older moment selects the same runs.
+        moment = _moment(max(now - older_than // timedelta(microseconds=1) * 1000, 0))
     if keep_newest is not None:
-        check_limit(keep_newest, "keep_newest")
+        keep_newest = check_limit(keep_newest, "keep_newest")  # capped where no count reaches
     return Selection(
         group=check_label(group, "group") if group is not None else None,
         prefix=check_prefix(prefix) if prefix is not None else None,

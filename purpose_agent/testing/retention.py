@@ -188,6 +188,17 @@ class RetentionRows(Rows):
         assert cp.delete_runs(prefix="", keep_newest=0) == ["r2", "r4", "r5"]
         assert cp.list_runs() == []
 
+    def test_filters_beyond_what_a_database_integer_holds_mean_what_they_say(
+        self, cp: RetainingStore
+    ) -> None:
+        # Passed on to the database as they were, these overflowed its 64-bit integers.
+        _write(cp, "r1", "r2")
+        assert cp.delete_runs(keep_newest=10**20) == []
+        assert cp.delete_runs(older_than=timedelta(days=999_999_999)) == []
+        assert cp.delete_runs(older_than=datetime.min.replace(tzinfo=UTC)) == []
+        assert cp.list_runs() == ["r2", "r1"]
+        assert cp.delete_runs(older_than=datetime.max.replace(tzinfo=UTC)) == ["r1", "r2"]
+
     # -- filters together ----------------------------------------------------------------------
 
     def test_filters_given_together_must_all_match(self, cp: RetainingStore) -> None:
