@@ -39,10 +39,22 @@ def test_a_database_that_is_down_is_one_line_through_the_real_entry_point(tmp_pa
         ),
         ("neither-url-nor-path", "error: 'neither-url-nor-path' is neither a database URL"),
         ("jsonl:", "error: 'jsonl:' names no path"),
+        # Taken as the current folder, a JSONL store, before: `--url "$UNSET"` wrote there.
+        ("", "error: an empty URL names no store"),
+        (" ", "error: an empty URL names no store"),
+        (
+            "postgresql+psycopg://u@h:notaport/db",
+            "error: not a database URL: 'postgresql+psycopg://u@h:notaport/db'",
+        ),
     ],
 )
-def test_a_bad_url_is_one_line(url: str, message: str) -> None:
-    result = invoke("runs", "list", "--url", url)
+def test_a_bad_url_is_one_line(url: str, message: str, tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = invoke("runs", "list", "--url", url)
+        demo = invoke("demo", "--url", url)
+    assert sorted(tmp_path.iterdir()) == []
+    assert demo.exit_code == 1
     assert result.exit_code == 1
     assert result.stderr.startswith(message)
     assert len(result.stderr.splitlines()) == 1

@@ -38,7 +38,7 @@ def parse_url(url: str | URL) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
+    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
         raise InvalidInput(f"not a database URL: {url!r} ({exc})") from exc
     drivers = {
         "postgresql": "postgresql+psycopg",

@@ -99,6 +99,13 @@ def parse_target(text: str) -> Target:
         InvalidInput: If the string names no store, or a bare path that does not exist.
 
     """
+    if not text.strip():
+        # Not the current folder as a JSONL store: `--url "$UNSET"` in a script means a
+        # mistake, not a store.
+        raise InvalidInput(
+            "an empty URL names no store: give one, or leave --url out for "
+            "$PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db"
+        )
     if text in ("memory", MEMORY_PREFIX):
         return Target(TargetKind.MEMORY)
     prefixes = ((JSONL_PREFIX, TargetKind.JSONL), (SEED_SQLITE_PREFIX, TargetKind.SEED_SQLITE))
