@@ -341,3 +341,27 @@ def test_runs_list_by_group_needs_a_store_with_groups(tmp_path: Path) -> None:
     assert result.stderr.startswith(f"error: seed-sqlite:{path} keeps no run groups")
     plain = json.loads(invoke("runs", "list", "--json", "--url", f"seed-sqlite:{path}").stdout)
     assert [(run["run_id"], run["group"]) for run in plain["runs"]] == [("r", None)]
+
+
+def test_control_characters_in_groups_and_lanes_are_shown_escaped_not_sent_to_the_terminal(
+    tmp_path: Path,
+) -> None:
+    """A group is often an end user's id (a LangGraph thread): its escapes retitled the
+    terminal (``ESC ] 0 ;``) and a lane's recoloured the listing."""
+    url = f"sqlite:///{tmp_path / 'esc.db'}"
+    group, lane = "chat\x1b]0;pwned\x07\x9b", "\x1b[31mred\x7f"
+    with open_store(url) as store:
+        store.append("esc", [NewEvent(kind=EventKind.CUSTOM, lane_id=lane)], group=group)
+    shown = {
+        "list": invoke("runs", "list", "--url", url).stdout,
+        "groups": invoke("runs", "groups", "--url", url).stdout,
+        "show": invoke("runs", "show", "esc", "--url", url).stdout,
+        "events": invoke("runs", "events", "esc", "--url", url).stdout,
+    }
+    for name, text in shown.items():
+        assert not any(c in text for c in "\x1b\x07\x7f\x9b"), name
+    for name in ("list", "groups", "show"):
+        assert "chat\\x1b]0;pwned\\x07\\x9b" in shown[name], name
+    assert "\\x1b[31mred\\x7f" in shown["events"]
+    listed = json.loads(invoke("runs", "list", "--json", "--url", url).stdout)
+    assert listed["runs"][0]["group"] == group  # scripts get the exact value

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import re
 import sys
 from datetime import UTC, datetime, timedelta
 from typing import IO, TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ if TYPE_CHECKING:
 # The width of output that is not a terminal: wide enough that no table folds a cell (a run id
 # is at most 255 characters), so a file or a pipe gets one record per line.
 UNWRAPPED_WIDTH = 100_000
+# C0 and C1 control characters and DEL: groups, lanes and keys may hold them (run ids may
+# not), and a terminal obeys them (an escape sequence can retitle it, hide text, or ring).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 class CommandFailed(click.ClickException):
@@ -66,6 +70,10 @@ def _console_class() -> type[Console]:
         def on_broken_pipe(self) -> None:
             self.quiet = True
             raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
+
+        def render_str(self, text: str, **options: Any) -> Any:
+            """Every string a table cell or a line shows, control characters escaped."""
+            return super().render_str(printable(text), **options)
 
     return PipeConsole
 
@@ -124,6 +132,16 @@ def selection_text(group: str | None, prefix: str | None) -> str:
 def money(cents: int) -> str:
     """Cents as dollars, for the demo's prices."""
     return f"${cents // 100}.{cents % 100:02d}"
+
+
+def printable(text: str) -> str:
+    r"""``text`` with its control characters written as escapes (``\x1b``), as ``repr`` does.
+
+    What a store holds is shown, never obeyed by the terminal that shows it.
+    """
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def one_line(text: str) -> str:

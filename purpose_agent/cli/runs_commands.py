@@ -26,6 +26,7 @@ from purpose_agent.cli.output import (
     emit_json,
     emit_json_line,
     one_line,
+    printable,
     selection_text,
     when,
 )
@@ -253,7 +254,7 @@ def list_events(
                 if len(data) > _DATA_WIDTH:
                     data = data[: _DATA_WIDTH - 3] + "..."
                 click.echo(
-                    f"{event.seq:>8}  {event.kind.value:<15} {event.lane_id:<8} "
+                    f"{event.seq:>8}  {event.kind.value:<15} {printable(event.lane_id):<8} "
                     f"{when(event.ts):<24}  {data}"
                 )
             shown += 1
