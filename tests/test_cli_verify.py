@@ -202,3 +202,39 @@ def test_a_store_written_compacted_and_pruned_meanwhile_reads_as_undamaged(store
     for report in reports:
         assert report.damaged == []
         assert report.events >= 2_504  # the filled runs, never touched by the writers
+
+
+def test_a_damaged_page_of_an_index_no_run_read_uses_is_found_in_a_sqlite_file(
+    tmp_path: Path,
+) -> None:
+    """Reading every run back goes through the primary key only: a page of the event-key
+    index overwritten by bit rot passed as "nothing is damaged", to break a later lookup."""
+    path = tmp_path / "rot.db"
+    url = f"sqlite:///{path}"
+    with open_store(url) as store:
+        for n in range(20):
+            store.append(f"run-{n}", [NewEvent(kind=EventKind.CUSTOM, key=f"k{n}")])
+    sound = invoke("runs", "verify", "--url", url)
+    assert sound.exit_code == 0, sound.stdout
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        root = conn.exec_driver_sql(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'uq_pa_events_run_id_key'"
+        ).scalar_one()
+    engine.dispose()
+    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
+        file.seek((root - 1) * page_size)
+        file.write(bytes(range(256)) * (page_size // 256))
+
+    result = invoke("runs", "verify", "--json", "--url", url)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["events"] == 20
+    assert report["damaged_runs"] == 0
+    assert [damage["record"] for damage in report["damaged"]][:1] == ["file"]
+    assert all(
+        damage["detail"].startswith("SQLite's quick_check: ") for damage in report["damaged"]
+    )
+    shown = invoke("runs", "verify", "--url", url)
+    assert "The SQLite file's own pages are damaged" in shown.stdout

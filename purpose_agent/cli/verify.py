@@ -47,7 +47,7 @@ def _print_report(report: VerifyReport, where: str, scope: str) -> None:
         table.add_column("what is wrong", overflow="fold")
         for damage in report.damaged:
             seq = "?" if damage.seq is None else str(damage.seq)
-            table.add_row(damage.run_id, damage.record, seq, damage.detail)
+            table.add_row(damage.run_id or "-", damage.record, seq, damage.detail)
         out.print(table)
     read = (
         f"Read {count(report.runs, 'run')}{scope} in {where}: "
@@ -59,6 +59,11 @@ def _print_report(report: VerifyReport, where: str, scope: str) -> None:
         out.print(
             f"{read}; {count(len(report.damaged), 'damaged record')} "
             f"in {count(report.damaged_runs, 'run')}."
+        )
+    if report.damaged_file:
+        out.print(
+            "The SQLite file's own pages are damaged: restore it from a backup, or copy what "
+            "still reads into a new store (purpose-agent copy) and check that."
         )
 
 

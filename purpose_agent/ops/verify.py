@@ -9,6 +9,10 @@ damaged position, so one bad row hides nothing behind it.
 
 Nothing is written. The reads are the store's streaming ones, so memory stays flat whatever
 the size of a run.
+
+A whole SQLite store is also checked page by page (``PRAGMA quick_check``): a damaged page of
+an index that no read of a run goes through (an event key's, a group's) would otherwise pass,
+and break the first lookup or write that needs it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from purpose_agent.errors import CorruptRecord, InvalidRunId
+from purpose_agent.errors import CheckpointError, CorruptRecord, InvalidRunId
 from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.records import BOUND
@@ -26,6 +30,9 @@ from purpose_agent.runtime.events import PAEvent
 EVENT = "event"
 SNAPSHOT = "snapshot"
 RUN = "run"
+FILE = "file"
+# The problems quick_check lists at most: enough to show what is wrong, not a page of each.
+_FILE_PROBLEMS = 10
 # Progress is reported after this many events of a long run, not only between runs.
 _TICK = 10_000
 
@@ -40,7 +47,8 @@ class Damage:
     Attributes:
         run_id: The run it belongs to.
         record: ``"event"``, ``"snapshot"`` or ``"run"`` (a run the store lists but cannot
-            read at all: an id a damaged listing holds, a seed-era file it cannot open).
+            read at all: an id a damaged listing holds, a seed-era file it cannot open), or
+            ``"file"`` (a SQLite file's own pages, whatever run they hold; ``run_id`` empty).
         seq: The damaged event's seq, or the snapshot's; ``None`` when it cannot be read.
         detail: What is wrong, as the store reported it.
 
@@ -104,7 +112,12 @@ class VerifyReport:
     @property
     def damaged_runs(self) -> int:
         """How many runs hold at least one damaged record."""
-        return len({damage.run_id for damage in self.damaged})
+        return len({damage.run_id for damage in self.damaged if damage.record != FILE})
+
+    @property
+    def damaged_file(self) -> bool:
+        """Whether the database file itself is damaged (SQLite's page check)."""
+        return any(damage.record == FILE for damage in self.damaged)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values."""
@@ -116,6 +129,23 @@ class VerifyReport:
             "damaged_runs": self.damaged_runs,
             "damaged": [damage.to_dict() for damage in self.damaged],
         }
+
+
+def _file_problems(store: Checkpointer) -> list[Damage]:
+    """What SQLite's ``quick_check`` finds wrong with a SQL store's file; other stores pass."""
+    engine, reading = getattr(store, "engine", None), getattr(store, "reading", None)
+    if engine is None or reading is None or engine.dialect.name != "sqlite":
+        return []
+    try:
+        with reading("checking the SQLite file's pages") as conn:
+            found = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check")]
+    except CheckpointError as exc:  # a page so damaged that the check itself stops
+        found = [str(exc)]
+    if found == ["ok"]:
+        return []
+    return [
+        Damage("", FILE, None, f"SQLite's quick_check: {line}") for line in found[:_FILE_PROBLEMS]
+    ]
 
 
 def verify_runs(
@@ -148,6 +178,7 @@ def verify_runs(
             report.damaged.extend(
                 Damage(name, RUN, None, message) for name, message in store.unread_runs()
             )
+        report.damaged.extend(_file_problems(store))
     else:
         chosen = list(run_ids)
     total = len(chosen)
