@@ -33,9 +33,10 @@ def test_db_check_fails_on_a_missing_database_and_names_the_fix(tmp_path: Path) 
     assert "at revision none (no database file)" in current.stdout
     check = invoke("db", "check", "--url", url)
     assert check.exit_code == 1
+    # Not "empty database": there is no file, and looking must not make one.
     assert check.stderr.splitlines() == [
-        f"error: database schema is at revision none (empty database), this version needs "
-        f"{HEAD}; run `purpose-agent db upgrade --url {shlex.quote(url)}`"
+        f"error: no database at {url}; `purpose-agent db upgrade --url {shlex.quote(url)}` "
+        "creates it at the revision this version needs"
     ]
     assert not (tmp_path / "new.db").exists()  # looking changed nothing
 
@@ -155,3 +156,16 @@ def test_db_upgrade_names_a_missing_sqlite_directory(tmp_path: Path) -> None:
         "exist; create it, or correct the URL\n"
     )
     assert not (tmp_path / "no").exists()
+
+
+def test_downgrade_of_a_missing_sqlite_file_says_so_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    """``db downgrade base`` created the file, and reported "from none to none"."""
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    downgraded = invoke("db", "downgrade", "base", "--yes", "--url", url)
+    assert downgraded.exit_code == 1
+    assert "nothing to downgrade" in downgraded.stderr
+    assert list(tmp_path.iterdir()) == []
+    nowhere = invoke("db", "check", "--url", f"sqlite:///{tmp_path / 'no' / 'x.db'}")
+    assert "its directory" in nowhere.stderr

@@ -95,6 +95,9 @@ def downgrade(
     """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
     chosen = chosen_revision(revision, revision_option, None)
     target = sql_url(url)
+    if not schema_status(target).exists:
+        # Downgrading would create the file first, and report "from none to none".
+        raise InvalidInput(f"no database at {target}: there is nothing to downgrade")
     if not yes:
         click.confirm(
             f"Downgrade {schema_status(target).url} to {chosen}? Data in dropped tables is lost.",
@@ -124,7 +127,12 @@ def current(as_json: bool, url: str | None) -> None:
 @sql_url_option
 def check(url: str | None) -> None:
     """Exit 0 if the schema is the one this version needs, else 1 with the fix."""
-    status = schema_status(resolve_url(url))
+    status = schema_status(sql_url(url))
+    if not status.exists:
+        raise InvalidInput(
+            f"no database at {status.url}; `{UPGRADE_COMMAND}{url_flag(url, status.url)}` "
+            "creates it at the revision this version needs"
+        )
     if not status.at_head:
         # A revision this version does not know was written by a newer version of the package.
         command = UPGRADE_COMMAND + url_flag(url, status.url) if status.known else NEWER_COMMAND
