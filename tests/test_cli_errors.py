@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -211,3 +214,34 @@ def test_a_demo_whose_output_closes_says_it_stopped_and_resumes_after(tmp_path: 
     assert again.returncode == 0, again.stderr
     assert "resuming" in again.stdout
     assert "finished at seq 37" in again.stdout
+
+
+def test_a_new_sqlite_file_in_a_folder_this_process_may_not_write_is_named_as_such() -> None:
+    """SQLite says only "unable to open database file"; a missing folder was named already.
+
+    Root may write anywhere, so as root the command runs as ``nobody``.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="pa-readonly-"))
+    try:
+        folder.chmod(0o555)  # readable and listable by all, writable by none
+        target = folder / "new.db"
+        command = [sys.executable, "-m", "purpose_agent", "db", "upgrade", "--url"]
+        command.append(f"sqlite:///{target}")
+        if os.geteuid() == 0:
+            nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+            probe = [*nobody, sys.executable, "-c", "import purpose_agent"]
+            if subprocess.run(probe, capture_output=True, timeout=60, check=False).returncode:
+                pytest.skip("user nobody cannot run this interpreter (it lives under /root)")
+            command = [*nobody, *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=120, check=False, cwd="/"
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.strip() == (
+            f"error: cannot create the SQLite database {target}: this process may not write "
+            f"to its directory {folder}"
+        )
+        assert not target.exists()
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)

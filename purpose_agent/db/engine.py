@@ -58,13 +58,19 @@ def require_directory(file: Path) -> None:
     the path is the problem, nor which part of it.
 
     Raises:
-        InvalidInput: The directory does not exist.
+        InvalidInput: The directory does not exist, or the file does not and this process may
+            not create it there.
 
     """
     if not file.parent.is_dir():
         raise InvalidInput(
             f"cannot open the SQLite database {file}: its directory {file.parent} does not "
             "exist; create it, or correct the URL"
+        )
+    if not file.exists() and not os.access(file.parent, os.W_OK | os.X_OK):
+        raise InvalidInput(
+            f"cannot create the SQLite database {file}: this process may not write to its "
+            f"directory {file.parent}"
         )
 
 
