@@ -14,21 +14,24 @@ from purpose_agent.testing.samples import ev
 _KINDS = (EventKind.MODEL_REQUEST, EventKind.TOOL_CALL, EventKind.TOOL_RESULT)
 
 
-def _mixed_run(cp: Checkpointer) -> list[PAEvent]:
-    """Twelve events cycling through three kinds and two lanes, saved out of order."""
+def _mixed_run(
+    cp: Checkpointer, lanes: tuple[str, ...] = ("side", "main"), count: int = 12
+) -> list[PAEvent]:
+    """Events cycling through three kinds and the lanes, saved out of order."""
     events = [
         PAEvent(
             run_id="r",
             seq=seq,
             kind=_KINDS[seq % 3],
             ts=1_700_000_000.0 + seq,
-            lane_id="main" if seq % 2 else "side",
+            lane_id=lanes[seq % len(lanes)],
             data={"n": seq},
         )
-        for seq in range(1, 13)
+        for seq in range(1, count + 1)
     ]
-    cp.save_events(events[6:])
-    cp.save_events(events[:6])
+    half = count // 2
+    cp.save_events(events[half:])
+    cp.save_events(events[:half])
     cp.save_event(ev("other", 1))  # another run's events never leak into a read
     return events
 
@@ -105,23 +108,11 @@ class BoundedReadsSuite(Rows):
         # More lanes than a statement may have parameters (65,535 on Postgres, 32,766 by
         # default on SQLite) are still a filter, answered like a short one. The lanes differ
         # from stored ones only in case, trailing space or escaping, which must not match.
-        lanes = ["main", "side", "Side", "side ", 'q"uote', "back\\slash", "é", "😀", "t\tab"]
-        events = [
-            PAEvent(
-                run_id="r",
-                seq=seq,
-                kind=_KINDS[seq % 3],
-                ts=1_700_000_000.0 + seq,
-                lane_id=lanes[seq % len(lanes)],
-                data={"n": seq},
-            )
-            for seq in range(1, 28)
-        ]
-        cp.save_events(events)
-        cp.save_event(ev("other", 1))
+        lanes = ("main", "side", "Side", "side ", 'q"uote', "back\\slash", "é", "😀", "t\tab")
+        events = _mixed_run(cp, lanes, 27)
         reader = cast(BoundedReads, cp)
         absent = [f"absent-{index}" for index in range(70_000)]
-        for named in (["side"], ["side", 'q"uote', "é", "😀"], lanes[2:]):
+        for named in (["side"], ["side", 'q"uote', "é", "😀"], list(lanes[2:])):
             chosen = [e for e in events if e.lane_id in named]
             for others in (absent[:31], absent[:32], absent):
                 assert reader.list_events("r", lanes=[*others, *named]) == chosen
