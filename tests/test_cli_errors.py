@@ -229,9 +229,11 @@ def test_a_new_sqlite_file_in_a_folder_this_process_may_not_write_is_named_as_su
         command.append(f"sqlite:///{target}")
         if os.geteuid() == 0:
             nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-            probe = [*nobody, sys.executable, "-c", "import purpose_agent"]
-            if subprocess.run(probe, capture_output=True, timeout=60, check=False).returncode:
-                pytest.skip("user nobody cannot run this interpreter (it lives under /root)")
+            probe = [*nobody, sys.executable, "-m", "purpose_agent", "--version"]
+            if subprocess.run(
+                probe, capture_output=True, timeout=60, check=False, cwd="/"
+            ).returncode:
+                pytest.skip("user nobody cannot run this interpreter and package (under /root)")
             command = [*nobody, *command]
         result = subprocess.run(
             command, capture_output=True, text=True, timeout=120, check=False, cwd="/"
