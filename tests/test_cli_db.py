@@ -169,3 +169,29 @@ def test_downgrade_of_a_missing_sqlite_file_says_so_and_creates_nothing(
     assert list(tmp_path.iterdir()) == []
     nowhere = invoke("db", "check", "--url", f"sqlite:///{tmp_path / 'no' / 'x.db'}")
     assert "its directory" in nowhere.stderr
+
+
+@pytest.mark.sqlite
+def test_a_writing_command_that_upgrades_an_older_schema_says_so(tmp_path: Path) -> None:
+    """``demo`` and ``copy`` migrate as the library does by default; after a rollback
+    (``db downgrade``) they moved the schema up again without a word."""
+    url = f"sqlite:///{tmp_path / 'rolled-back.db'}"
+    assert invoke("db", "upgrade", "--url", url).exit_code == 0
+    previous = "0002"
+    assert invoke("db", "downgrade", previous, "--yes", "--url", url).exit_code == 0
+    for args in (("demo", "--url", url), ("copy", "memory:", url)):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.stderr
+        assert result.stderr.splitlines()[:1] == [
+            f"note: upgraded the schema of {url} from revision {previous} to {HEAD} (head) "
+            "before writing"
+        ]
+        assert "(head)" in invoke("db", "current", "--url", url).stdout
+        invoke("db", "downgrade", previous, "--yes", "--url", url)
+    fresh = invoke("demo", "--url", f"sqlite:///{tmp_path / 'new.db'}")
+    assert fresh.exit_code == 0
+    assert "note:" not in fresh.stderr  # a new database is created at head, nothing to say
+    assert "note: upgraded" in invoke("demo", "--url", url).stderr
+    at_head = invoke("demo", "--url", url)
+    assert at_head.exit_code == 0
+    assert at_head.stderr == ""
