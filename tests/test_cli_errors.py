@@ -252,3 +252,25 @@ def test_a_new_sqlite_file_in_a_folder_this_process_may_not_write_is_named_as_su
         assert not target.exists()
     finally:
         folder.chmod(0o755)
+
+
+def test_a_command_whose_report_comes_after_its_work_ends_quietly_when_the_pipe_closes(
+    tmp_path: Path,
+) -> None:
+    """``prune | head -0``: the work was done before its report met the closed pipe."""
+    url = f"sqlite:///{tmp_path / 'pruned.db'}"
+    with open_store(url) as store:
+        store.save_events([PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM)])
+    prune = f"{sys.executable} -m purpose_agent prune --keep-newest 0 --url {url}"
+    cut = subprocess.run(
+        ["bash", "-c", f"{prune} | head -c 0; exit ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert cut.returncode == 0, cut.stderr
+    assert cut.stderr == ""
+    with open_store(url) as store:
+        assert store.list_runs() == []

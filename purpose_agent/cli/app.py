@@ -7,9 +7,9 @@ only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs.
 
 A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a failure: the
 command ends quietly with status 0, whether the pipe closes while it prints or when Python
-flushes standard output on the way out. A command whose work is what it writes to a store
-(``demo``, ``prune``, ...) is not done when its output closes, so it says so and ends with
-status 141, as a process killed by ``SIGPIPE``.
+flushes standard output on the way out. A command that prints as it works (``demo``) is not
+done when its output closes, so it says so and ends with status 141, as a process killed by
+``SIGPIPE``; the others print their report once the work is done.
 
 Ctrl-C ends any command with one line that says where it left the store (each such command
 names it with :func:`on_interrupt`) and status 130, as a shell reports ``SIGINT``; never with
@@ -35,16 +35,21 @@ DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
 INTERRUPTED_EXIT = 130
 PIPE_CLOSED_EXIT = 141
 _LEFT = "purpose_agent.interrupted"
+_PRINTS_AS_IT_WORKS = "purpose_agent.prints_as_it_works"
 
 
-def on_interrupt(left: str) -> None:
+def on_interrupt(left: str, *, prints_as_it_works: bool = False) -> None:
     """Say, should the running command be stopped (Ctrl-C, output closed), where it leaves things.
 
     Args:
         left: What an operator needs to know, e.g. "what was pruned stays pruned; run the
             same command again to finish".
+        prints_as_it_works: The command's output comes while it works (``demo``'s steps),
+            so a closed pipe stops the work too; otherwise the report comes when it is done.
     """
-    click.get_current_context().meta[_LEFT] = left
+    meta = click.get_current_context().meta
+    meta[_LEFT] = left
+    meta[_PRINTS_AS_IT_WORKS] = prints_as_it_works
 
 
 class LazyCommand(NamedTuple):
@@ -162,7 +167,7 @@ class App(click.Group):
         except BrokenPipeError:
             _silence_stdout()
             left = ctx.meta.get(_LEFT)
-            if left is None:
+            if left is None or not ctx.meta.get(_PRINTS_AS_IT_WORKS):
                 # The reader has all it wanted (`... | head`); click alone would exit 1.
                 raise click.exceptions.Exit(0) from None
             click.echo(f"stopped: its output was closed before it finished; {left}", err=True)

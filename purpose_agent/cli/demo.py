@@ -132,7 +132,8 @@ def demo(
     in the same state as a run that was never interrupted.
     """
     on_interrupt(
-        f"run {run_id!r} keeps every step it committed; run the same command again to resume it"
+        f"run {run_id!r} keeps every step it committed; run the same command again to resume it",
+        prints_as_it_works=True,
     )
     out = console()
     with open_url(url, create=True) as store:
