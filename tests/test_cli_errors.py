@@ -192,18 +192,23 @@ def test_ctrl_c_says_where_the_command_left_the_store_and_exits_130(
     assert "Aborted" not in result.stderr
 
 
-def test_a_demo_whose_output_closes_says_it_stopped_and_resumes_after(tmp_path: Path) -> None:
-    """``purpose-agent demo | head -1`` left the run unfinished and exited 0."""
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    demo = f"{sys.executable} -m purpose_agent demo --url {url}"
-    cut = subprocess.run(
-        ["bash", "-c", f"{demo} | head -1; exit ${{PIPESTATUS[0]}}"],
+def _piped(command: str, reader: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command | reader`` in a shell, with the command's own exit status (not the reader's)."""
+    return subprocess.run(
+        ["bash", "-c", f"{command} | {reader}; exit ${{PIPESTATUS[0]}}"],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-        cwd=tmp_path,
+        cwd=cwd,
     )
+
+
+def test_a_demo_whose_output_closes_says_it_stopped_and_resumes_after(tmp_path: Path) -> None:
+    """``purpose-agent demo | head -1`` left the run unfinished and exited 0."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    demo = f"{sys.executable} -m purpose_agent demo --url {url}"
+    cut = _piped(demo, "head -1", tmp_path)
     assert cut.returncode == 141
     assert "stopped: its output was closed before it finished" in cut.stderr
     assert "Traceback" not in cut.stderr
@@ -262,14 +267,7 @@ def test_a_command_whose_report_comes_after_its_work_ends_quietly_when_the_pipe_
     with open_store(url) as store:
         store.save_events([PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM)])
     prune = f"{sys.executable} -m purpose_agent prune --keep-newest 0 --url {url}"
-    cut = subprocess.run(
-        ["bash", "-c", f"{prune} | head -c 0; exit ${{PIPESTATUS[0]}}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=tmp_path,
-    )
+    cut = _piped(prune, "head -c 0", tmp_path)
     assert cut.returncode == 0, cut.stderr
     assert cut.stderr == ""
     with open_store(url) as store:
