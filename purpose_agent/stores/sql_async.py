@@ -353,6 +353,10 @@ class AsyncSQLCheckpointer:
         """See :meth:`SQLCheckpointer.event_by_key`."""
         return await self._run(SQLCheckpointer.event_by_key, run_id, key)
 
+    async def events_of_runs(self, run_ids: Iterable[str]) -> dict[str, list[PAEvent]]:
+        """See :meth:`SQLCheckpointer.events_of_runs`."""
+        return await self._run(SQLCheckpointer.events_of_runs, list(run_ids))
+
     async def load_latest(self, run_id: str) -> RunState | None:
         """See :meth:`SQLCheckpointer.load_latest`."""
         return await self._run(SQLCheckpointer.load_latest, run_id)

@@ -299,15 +299,33 @@ class Chat(TypedDict, total=False):
     items: Annotated[list[str], DeltaChannel(_concat)]
 
 
-def delta_chat(saver: Any) -> Any:
+class ShortChat(TypedDict, total=False):
+    """:class:`Chat` whose channel snapshots every 8 updates, so a thread soon has seeds."""
+
+    items: Annotated[list[str], DeltaChannel(_concat, snapshot_frequency=8)]
+    turns: int
+
+
+def delta_chat(saver: Any, *, short: bool = False) -> Any:
     """One ``reply`` per input on a ``DeltaChannel``: most checkpoints hold only its change.
 
-    Only on LangGraph releases with ``DeltaChannel`` (the test skips on older ones).
+    With ``short``, on :class:`ShortChat`: a snapshot every 8 updates of ``items``, and a
+    plain channel ``turns`` counted up in every checkpoint. Only on LangGraph releases with
+    ``DeltaChannel`` (the tests that use it are defined only there).
     """
 
     def reply(state: Chat) -> dict[str, Any]:
         return {"items": [f"reply{len(state['items'])}"]}
 
+    def counted(state: ShortChat) -> dict[str, Any]:
+        return {"items": [f"reply{len(state['items'])}"], "turns": state.get("turns", 0) + 1}
+
+    if short:
+        short_builder = StateGraph(ShortChat)
+        short_builder.add_node("reply", counted)
+        short_builder.add_edge(START, "reply")
+        short_builder.add_edge("reply", END)
+        return short_builder.compile(checkpointer=saver)
     builder = StateGraph(Chat)
     builder.add_node("reply", reply)
     builder.add_edge(START, "reply")

@@ -98,6 +98,14 @@ class Reader:
         )
         return found
 
+    def checkpoint(self, run_id: str, event: PAEvent) -> dict[str, Any]:
+        """A checkpoint event's checkpoint, decoded."""
+        _, _, stored, _ = payloads.checkpoint_parts(event)
+        found: dict[str, Any] = _mapping(
+            payloads.load(self.serde, stored, run_id, event.seq), event, "checkpoint"
+        )
+        return found
+
     def checkpoint_tuple(
         self, where: runs.Checkpoints, event: PAEvent, writes_run: str, events: list[PAEvent]
     ) -> CheckpointTuple | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
@@ -31,9 +31,12 @@ from purpose_agent import (
 )
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.errors import translated
-from purpose_agent.integrations.langgraph import calls, maintenance, payloads, runs
+from purpose_agent.integrations.langgraph import calls, history, maintenance, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op, Stream
 from purpose_agent.integrations.langgraph.reads import Reader, config_for
+
+if TYPE_CHECKING:  # LangGraph releases before DeltaChannel lack it
+    from langgraph.checkpoint.base import DeltaChannelHistory
 
 T = TypeVar("T")
 
@@ -229,6 +232,19 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             batched=callable(getattr(store, "events_of_runs", None)),
         )
 
+    def _delta_history(
+        self, config: RunnableConfig, channels: Sequence[str], store: object
+    ) -> Op[Mapping[str, DeltaChannelHistory]]:
+        configurable = config["configurable"]
+        return history.delta_history(
+            self._reader,
+            configurable["thread_id"],
+            configurable.get("checkpoint_ns", ""),
+            get_checkpoint_id(config),
+            channels,
+            batched=callable(getattr(store, "events_of_runs", None)),
+        )
+
     def _put(
         self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
     ) -> Op[RunnableConfig]:
@@ -329,6 +345,25 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             An iterator of checkpoint tuples.
         """
         return calls.stream(self.store, self._listing(config, filter, before, limit, self.store))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """What a ``DeltaChannel`` is rebuilt from: its writes along the parent chain.
+
+        LangGraph's own walk (one ``get_tuple`` per ancestor), read a page of ancestors at
+        a time (see :mod:`~purpose_agent.integrations.langgraph.history`).
+
+        Args:
+            config: ``thread_id``, optional ``checkpoint_ns`` and ``checkpoint_id`` (the
+                latest checkpoint when omitted).
+            channels: The channels to walk for.
+
+        Returns:
+            Per channel, its writes oldest first and, if an ancestor holds its value, the
+            nearest such value as ``seed``.
+        """
+        return self._run(self._delta_history(config, channels, self.store))
 
     def setup(self) -> None:
         """Bring a SQL store's schema to the revision this package needs; nothing else needs it.
@@ -461,6 +496,12 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         listing = self._listing(config, filter, before, limit, self._async or self.store)
         async for found in self._astream(listing):
             yield found
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """See :meth:`get_delta_channel_history`."""
+        return await self._arun(self._delta_history(config, channels, self._async or self.store))
 
     async def aput(
         self,
