@@ -6,6 +6,7 @@ figure, finite and above zero.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -95,3 +96,36 @@ def test_floor_study_writes_what_each_saver_writes(tmp_path: Path) -> None:
     (count,) = conn.execute("SELECT count(*) FROM writes WHERE thread_id = 'floor'").fetchone()
     assert count == 8
     conn.close()
+
+
+def _delta_figures(tmp_path: Path, backend: str, *extra: str) -> dict[str, dict[str, float]]:
+    from benchmarks import langgraph_delta
+
+    out = tmp_path / "delta.json"
+    argv = ["--invokes", "6", "--reads", "2", "--backends", backend, "--json", str(out)]
+    assert langgraph_delta.main([*argv, *extra]) == 0
+    results: dict[str, dict[str, dict[str, float]]] = json.loads(out.read_text())
+    assert list(results) == [backend]
+    figures = results[backend]
+    for saver, values in figures.items():
+        wanted = {*langgraph_delta.FIGURES}
+        if saver == langgraph_delta.OURS:
+            wanted.add("default history")
+        assert set(values) == wanted, saver
+        assert all(math.isfinite(v) and v > 0 for v in values.values()), (saver, values)
+    return figures
+
+
+# Defined only where LangGraph has DeltaChannel: a skip of a required backend fails the run.
+if importlib.util.find_spec("langgraph.channels.delta") is not None:
+
+    @pytest.mark.sqlite
+    def test_delta_channel_benchmark_runs_both_savers_on_sqlite(tmp_path: Path) -> None:
+        assert set(_delta_figures(tmp_path, "sqlite")) == {"PurposeAgentSaver", "SqliteSaver"}
+
+    @pytest.mark.postgres
+    def test_delta_channel_benchmark_runs_both_savers_on_postgres(tmp_path: Path) -> None:
+        with server_url("postgres") as admin:
+            url = admin.render_as_string(hide_password=False)
+            figures = _delta_figures(tmp_path, "postgres", "--postgres-url", url)
+        assert set(figures) == {"PurposeAgentSaver", "PostgresSaver"}
