@@ -20,7 +20,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.types import Command
 
 from purpose_agent import AsyncSQLCheckpointer, StoreUnavailable
-from purpose_agent.integrations.langgraph import PurposeAgentSaver, run_id_for
+from purpose_agent.integrations.langgraph import PurposeAgentSaver, group_for, run_id_for
 from tests.conftest import empty_tables
 from tests.integrations import graphs
 from tests.integrations.conftest import StoreFactory
@@ -443,6 +443,49 @@ if graphs.DeltaChannel is not None:
         assert final["items"] == [*before["items"], "msg3", "reply7"]
         saver.prune(["delta"], strategy="delete")
         assert saver.get_tuple(_config("delta")) is None
+
+
+def test_keep_latest_drops_finished_subgraph_calls_and_keeps_the_interrupted_one(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """Each call of a subgraph node has a namespace of its own: a pruned thread kept one per call.
+
+    As in LangGraph's ``PostgresSaver``, a call that started from an older root checkpoint
+    goes whole; the call an interrupt waits in stays, and resumes.
+    """
+    graph, reference = graphs.nested(saver), graphs.nested(InMemorySaver())
+    for each in (graph, reference):
+        for n in range(2):
+            each.invoke({"steps": [f"in{n}"]}, _config("calls"))
+            each.invoke(Command(resume=n), _config("calls"))
+        each.invoke({"steps": ["in2"]}, _config("calls"))  # waits in the third call
+
+    def namespaces() -> list[str]:
+        listed = saver.list(_config("calls"))
+        return sorted({t.config["configurable"]["checkpoint_ns"] for t in listed})
+
+    (waiting,) = graph.get_state(_config("calls"), subgraphs=True).tasks
+    open_call = waiting.state.config["configurable"]["checkpoint_ns"]
+    before = namespaces()
+    assert len(before) == 4
+    assert "" in before
+    assert open_call in before
+
+    saver.prune(["calls"], strategy="keep_latest")
+
+    assert namespaces() == ["", open_call]
+    group = saver.store.list_runs(group=group_for("calls"))
+    assert sorted(run for run in group if run.startswith("lg:")) == sorted(
+        run_id_for("calls", ns) for ns in ("", open_call)
+    )
+    fresh = graphs.nested(PurposeAgentSaver(store_factory()))
+    assert fresh.get_state(_config("calls")).next == ("child",)
+    done = fresh.invoke(Command(resume=2), _config("calls"))
+    assert done == reference.invoke(Command(resume=2), _config("calls"))
+    assert done["steps"][-3:] == ["inner:2", "inner:done", "after"]
+    saver.prune(["calls"], strategy="keep_latest")
+    assert namespaces() == [""]
+    assert fresh.get_state(_config("calls")).values == done
 
 
 @pytest.mark.parametrize("method", ["prune", "delete_for_runs"])

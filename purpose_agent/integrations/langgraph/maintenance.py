@@ -3,11 +3,11 @@
 A thread is a group of runs, so deleting it is one ``delete_runs(group=...)``: one
 transaction, every namespace and every pending write. Pruning to the latest checkpoint saves a
 snapshot just below it in each namespace's checkpoint run and compacts the run (the store
-deletes what the snapshot covers), then deletes the other checkpoints' writes runs in one
-transaction: the space comes back. ``delete_for_runs`` removes single checkpoints from the
-middle of a run, which a store cannot delete, so it appends a deletion marker to each one's
-writes run (which every read of the checkpoint reads anyway); their space comes back when the
-thread is pruned or deleted.
+deletes what the snapshot covers), then deletes the other checkpoints' writes runs, and the
+namespaces of finished subgraph calls, in one transaction: the space comes back.
+``delete_for_runs`` removes single checkpoints from the middle of a run, which a store cannot
+delete, so it appends a deletion marker to each one's writes run (which every read of the
+checkpoint reads anyway); their space comes back when the thread is pruned or deleted.
 
 Pruning refuses a thread whose graph uses a ``DeltaChannel``, as LangGraph's own
 ``PostgresSaver`` does: such a channel keeps only its changes in most checkpoints and is
@@ -25,6 +25,7 @@ from purpose_agent.integrations.langgraph.calls import Op
 from purpose_agent.integrations.langgraph.reads import (
     PAGE,
     Reader,
+    could_be_key,
     is_checkpoint,
     pending_writes,
     where_of,
@@ -155,33 +156,51 @@ def _uses_delta_channel(thread_id: str, reader: Reader) -> Op[bool]:
 def prune(thread_id: str, reader: Reader) -> Op[None]:
     """Keep only the latest live checkpoint of each namespace of the thread, and its writes.
 
+    A finished subgraph call goes whole, as in LangGraph's ``PostgresSaver``: its namespace
+    (``node:<task id>``, one per call) holds the call's own checkpoints, which no read of
+    the thread's latest state needs once the root has moved past the checkpoint the call
+    started from. Without this a thread kept one checkpoint per call it ever made. A call
+    from the root's latest checkpoint (interrupted, or running) is kept, and so is one whose
+    root checkpoint is not saved yet (a run saves in the background: a call can commit
+    first), and a ``checkpointer=True`` subgraph's namespace, which has no task id and whose
+    state outlives each call.
+
     Raises:
         NotImplementedError: The thread uses a ``DeltaChannel`` (nothing is deleted).
     """
     # Checked again per thread: a thread may start using one after the callers' check.
     yield from refuse_delta_threads([thread_id], reader)
     run_ids = yield from calls.list_runs(group=runs.group_for(thread_id))
-    kept_writes: set[str] = set()
+    heads: dict[str, tuple[PAEvent, list[str]]] = {}
     doomed: list[str] = []
     for run_id in sorted(run_ids):
         if not runs.is_checkpoints(run_id):
             continue
-        kept = yield from _prune_namespace(run_id)
-        if kept:
-            kept_writes.update(kept)
-        else:
+        head, left = yield from _latest_live(run_id)
+        if head is None:
             doomed.append(run_id)  # nothing live left in the namespace
+        else:
+            heads[run_id] = head, left
+    finished = yield from _finished_calls(thread_id, heads, reader)
+    kept_writes: set[str] = set()
+    for run_id, (head, left) in heads.items():
+        if run_id in finished:
+            doomed.append(run_id)
+            continue
+        yield from _compact_below(run_id, head)
+        kept_writes.update(left)
     doomed += [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes]
     if doomed:
         yield from calls.delete_runs(sorted(doomed))
 
 
-def _prune_namespace(run_id: str) -> Op[list[str]]:
-    """Compact the checkpoint run up to its latest live checkpoint.
+def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str]]]:
+    """A checkpoint run's latest live checkpoint, and the writes runs that must stay with it.
 
     Returns:
-        The writes runs of the checkpoints left in the run (the latest live one, and the
-        deleted ones saved after it, whose markers must stay); empty if none is live.
+        The checkpoint (``None`` if none is live) and the writes runs of the checkpoints from
+        it up (the latest live one, and the deleted ones saved after it, whose markers must
+        stay).
     """
     left: list[str] = []
     before: int | None = None
@@ -196,11 +215,31 @@ def _prune_namespace(run_id: str) -> Op[list[str]]:
             left.append(writes_run)
             writes = yield from pending_writes(writes_run)
             if not writes.deleted:
-                yield from _compact_below(run_id, event)
-                return left
+                return event, left
         if len(events) < PAGE:
-            return []
+            return None, []
         before = events[-1].seq
+
+
+def _finished_calls(
+    thread_id: str, heads: dict[str, tuple[PAEvent, list[str]]], reader: Reader
+) -> Op[set[str]]:
+    """The checkpoint runs of subgraph calls that started from an older root checkpoint."""
+    root_run = runs.run_id_for(thread_id, "")
+    root = heads.get(root_run)
+    root_head = payloads.checkpoint_id(root[0]) if root is not None else None
+    finished: set[str] = set()
+    for run_id, (head, _) in heads.items():
+        if ":" not in where_of(run_id, head).checkpoint_ns:
+            continue  # the root, or a checkpointer=True subgraph's lasting state
+        parents = reader.metadata(run_id, head).get("parents")
+        started = parents.get("") if isinstance(parents, dict) else None
+        if not isinstance(started, str) or started == root_head or not could_be_key(started):
+            continue
+        saved = yield from calls.event_by_key(root_run, started)
+        if saved is not None and is_checkpoint(saved):
+            finished.add(run_id)
+    return finished
 
 
 def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:
