@@ -352,6 +352,41 @@ def test_prune_reclaims_every_older_checkpoint_and_its_writes(
     assert store.last_seq(run_id_for("p")) == 6
 
 
+def test_a_pruned_checkpoint_reads_with_no_parent_as_in_postgres_saver(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """Its parent is gone: ``parent_config`` named a checkpoint no read finds."""
+    ids = _fill(saver, "orphan", 3)
+    lone = _put(saver, "lone")
+    before = saver.get_tuple(_config("orphan"))
+    assert before is not None
+    assert before.parent_config == _config("orphan", ids[1])
+
+    saver.prune(["orphan", "lone"])
+    saver.prune(["orphan"])  # again: the marker is stored once
+
+    fresh = PurposeAgentSaver(store_factory())
+    for found in (
+        fresh.get_tuple(_config("orphan")),
+        fresh.get_tuple(_config("orphan", ids[-1])),
+        *fresh.list(_config("orphan")),
+    ):
+        assert found is not None
+        assert found.checkpoint["id"] == ids[-1]
+        assert found.parent_config is None
+        assert found.pending_writes == [("task", "w", 2)]
+    store: Any = _sync(store_factory())
+    kept = store.list_events(writes_run_for("orphan", "", ids[-1]))
+    assert [e.data["langgraph"] for e in kept] == ["writes", "unparented"]
+    assert writes_run_for("lone", "", lone) not in store.list_runs(group=group_for("lone"))
+    # The thread goes on: a child of the pruned checkpoint names it as its parent.
+    newer = _put(saver, "orphan", ids[-1])
+    latest = fresh.get_tuple(_config("orphan"))
+    assert latest is not None
+    assert latest.checkpoint["id"] == newer
+    assert latest.parent_config == _config("orphan", ids[-1])
+
+
 def test_pruning_is_durable_whatever_else_the_thread_holds(store_factory: StoreFactory) -> None:
     saver = PurposeAgentSaver(store_factory())
     first = _put(saver, "durable")

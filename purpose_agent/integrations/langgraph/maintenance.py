@@ -188,6 +188,7 @@ def prune(thread_id: str, reader: Reader) -> Op[None]:
             doomed.append(run_id)
             continue
         yield from _compact_below(run_id, head)
+        yield from _unparent(thread_id, run_id, head)
         kept_writes.update(left)
     doomed += [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes]
     if doomed:
@@ -240,6 +241,24 @@ def _finished_calls(
         if saved is not None and is_checkpoint(saved):
             finished.add(run_id)
     return finished
+
+
+def _unparent(thread_id: str, run_id: str, head: PAEvent) -> Op[None]:
+    """Mark the kept checkpoint as having no parent, its parent being pruned (if it had one).
+
+    Its parent lay below it in the run, where nothing is left: as in ``PostgresSaver``, a
+    kept checkpoint whose parent is deleted is left with no parent, rather than naming one
+    no read finds. A second prune finds the marker stored (it has a key) and adds nothing.
+    """
+    if payloads.checkpoint_parts(head)[1] is None:
+        return
+    thread, namespace = where_of(run_id, head)
+    checkpoint_id = payloads.checkpoint_id(head)
+    writes_run = runs.writes_run_for(thread, namespace, checkpoint_id)
+    names = (thread, namespace, checkpoint_id) if runs.hashed(writes_run) else None
+    yield from calls.append(
+        writes_run, [payloads.unparented(names)], group=runs.group_for(thread_id)
+    )
 
 
 def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:

@@ -17,7 +17,8 @@ again (a retry after an ambiguous commit, a copy run twice) stores nothing new:
 * writes with a special one among them (an error, an interrupt, a resume value; negative
   ``idx``): no key, because LangGraph replaces a special write: a task resumed twice writes
   its interrupt again with another value, and the last one written wins when read;
-* a deletion marker: ``deleted``.
+* a deletion marker: ``deleted``;
+* the marker that a pruned checkpoint's parent is gone: ``unparented``.
 
 In a run whose id is hashed (ids too long to spell out, see
 :mod:`~purpose_agent.integrations.langgraph.runs`), every event also holds ``names``: the
@@ -40,12 +41,14 @@ CHECKPOINT = "checkpoint"
 WRITES = "writes"
 UNKEYED = "unkeyed"
 DELETED = "deleted"
+UNPARENTED = "unparented"
 NAMES = "names"
 
 CHECKPOINT_KIND = EventKind.STATE_CHANGE
 WRITE_KIND = EventKind.CUSTOM
 LANE = "lg"
 DELETED_KEY = "deleted"
+UNPARENTED_KEY = "unparented"
 _MAX_KEY = 255
 
 
@@ -178,6 +181,13 @@ def deleted(names: tuple[str, ...] | None = None) -> NewEvent:
     return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=DELETED_KEY)
 
 
+def unparented(names: tuple[str, ...] | None = None) -> NewEvent:
+    """The marker that a pruned checkpoint's parent is gone: it reads with no parent."""
+    data: dict[str, Any] = {KEY: UNPARENTED}
+    _name(data, names)
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=UNPARENTED_KEY)
+
+
 def _name(data: dict[str, Any], names: tuple[str, ...] | None) -> None:
     if names is not None:
         data[NAMES] = list(names)
@@ -218,6 +228,8 @@ def key_of(event: PAEvent) -> str | None:
         return writes_key(pending[0].task, [write.idx for write in pending]) if pending else None
     if what == DELETED:
         return DELETED_KEY
+    if what == UNPARENTED:
+        return UNPARENTED_KEY
     return None
 
 
@@ -239,7 +251,7 @@ def problem(event: PAEvent) -> str | None:
         elif what == WRITES:
             for write in _pending_of(event):
                 _stored_bytes(write.value, event.run_id, event.seq)
-        if what in (CHECKPOINT, WRITES, DELETED) and runs.hashed(event.run_id):
+        if what in (CHECKPOINT, WRITES, DELETED, UNPARENTED) and runs.hashed(event.run_id):
             names_of(event, 2 if runs.is_checkpoints(event.run_id) else 3)
     except CorruptRecord as exc:
         return exc.detail
@@ -278,10 +290,12 @@ class Writes(NamedTuple):
         deleted: Whether the checkpoint was deleted (``delete_for_runs``).
         pending: The writes that count, ordered as LangGraph applies them
             (``task_path``, ``task_id``, ``idx``).
+        unparented: Whether its parent was pruned away (it reads with no parent).
     """
 
     deleted: bool
     pending: list[Pending]
+    unparented: bool = False
 
 
 def writes(events: Iterable[PAEvent]) -> Writes:
@@ -290,7 +304,7 @@ def writes(events: Iterable[PAEvent]) -> Writes:
     Args:
         events: The run's events, in ascending seq.
     """
-    gone = False
+    gone = orphan = False
     kept: dict[tuple[str, int], Pending] = {}
     for event in events:
         data = event.data
@@ -302,7 +316,10 @@ def writes(events: Iterable[PAEvent]) -> Writes:
                 key = (write.task, write.idx)
                 if write.idx < 0 or key not in kept:
                     kept[key] = write
-    return Writes(gone, sorted(kept.values()) if len(kept) > 1 else list(kept.values()))
+        elif what == UNPARENTED:
+            orphan = True
+    pending = sorted(kept.values()) if len(kept) > 1 else list(kept.values())
+    return Writes(gone, pending, orphan)
 
 
 def _pending_of(event: PAEvent) -> list[Pending]:

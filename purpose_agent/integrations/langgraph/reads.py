@@ -125,7 +125,11 @@ class Reader:
             config=config_for(thread_id, namespace, checkpoint_id),
             checkpoint=_mapping(load(serde, body, run_id, seq), event, "checkpoint"),
             metadata=_mapping(load(serde, metadata, run_id, seq), event, "metadata"),
-            parent_config=config_for(thread_id, namespace, parent) if parent else None,
+            parent_config=(
+                config_for(thread_id, namespace, parent)
+                if parent and not writes.unparented
+                else None
+            ),
             pending_writes=[
                 (write.task, write.channel, load(serde, write.value, writes_run, write.seq))
                 for write in writes.pending
