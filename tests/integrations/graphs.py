@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.func import entrypoint
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 from pydantic import BaseModel
@@ -255,6 +256,35 @@ def nested(saver: PurposeAgentSaver) -> Any:
     outer.add_edge("child", "after")
     outer.add_edge("after", END)
     return outer.compile(checkpointer=saver)
+
+
+def joined(saver: Any) -> Any:
+    """``a`` fans out to ``b`` and ``c``, which join into ``d``: a barrier channel between."""
+    builder = StateGraph(Log)
+    for name in "abcd":
+        builder.add_node(name, lambda state, name=name: {"log": [name]})
+    builder.add_edge(START, "a")
+    builder.add_edge("a", "b")
+    builder.add_edge("a", "c")
+    builder.add_edge(["b", "c"], "d")
+    builder.add_edge("d", END)
+    return builder.compile(checkpointer=saver)
+
+
+class Log(TypedDict):
+    """Nodes append their names."""
+
+    log: Annotated[list[str], operator.add]
+
+
+def asking_entrypoint(saver: Any) -> Any:
+    """A functional-API workflow that returns its input with an answer it interrupts for."""
+
+    @entrypoint(checkpointer=saver)
+    def workflow(given: int) -> dict[str, Any]:
+        return {"given": given, "answer": interrupt({"given": given})}
+
+    return workflow
 
 
 def open_store(location: str) -> Checkpointer:

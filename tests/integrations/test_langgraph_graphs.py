@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -486,6 +487,68 @@ def test_keep_latest_drops_finished_subgraph_calls_and_keeps_the_interrupted_one
     saver.prune(["calls"], strategy="keep_latest")
     assert namespaces() == [""]
     assert fresh.get_state(_config("calls")).values == done
+
+
+class _SlowPuts(PurposeAgentSaver):
+    """A saver whose writes of checkpoints take 50 ms longer: a busy or distant database."""
+
+    def put(self, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.05)
+        return super().put(*args, **kwargs)
+
+    async def aput(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)
+        return await super().aput(*args, **kwargs)
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+def test_a_join_stored_while_the_graph_runs_on_is_stored_as_it_was(
+    store_factory: StoreFactory, mode: str
+) -> None:
+    """LangGraph saves a step's checkpoint in the background while the next step runs.
+
+    The join's barrier (a set of the branches seen) is updated in place by the next step, so
+    serializing every channel when the save runs stored a barrier that had moved on: step 6
+    listed ``d`` as next, and a replay from it ran ``a``, ``b``, ``c`` and never ``d``. A
+    channel the checkpoint did not change is stored as its parent stored it, as LangGraph's
+    own savers keep one value per version.
+    """
+    graph, reference = graphs.joined(_SlowPuts(store_factory())), graphs.joined(InMemorySaver())
+    found = []
+    for each in (graph, reference):
+        if mode == "invoke":
+            each.invoke({"log": []}, _config("join"))
+            each.invoke({"log": ["again"]}, _config("join"))
+        else:
+
+            async def twice(graph: Any = each) -> None:
+                await graph.ainvoke({"log": []}, _config("join"))
+                await graph.ainvoke({"log": ["again"]}, _config("join"))
+
+            asyncio.run(twice())
+        history = list(each.get_state_history(_config("join")))
+        at6 = next(snap for snap in history if snap.metadata["step"] == 6)
+        found.append(
+            (
+                [(snap.metadata["step"], snap.next) for snap in history],
+                each.invoke(None, at6.config)["log"][-3:],
+            )
+        )
+    assert found[0] == found[1]
+    assert found[0][1] == ["b", "c", "d"]
+
+
+def test_an_interrupt_does_not_leak_into_the_last_finished_value_saved_at_exit(
+    saver: PurposeAgentSaver,
+) -> None:
+    """With ``durability="exit"`` the checkpoint is saved after LangGraph changed the old value."""
+    found = []
+    for workflow in (graphs.asking_entrypoint(saver), graphs.asking_entrypoint(InMemorySaver())):
+        workflow.invoke(1, _config("exit"), durability="exit")
+        workflow.invoke(Command(resume="yes"), _config("exit"), durability="exit")
+        workflow.invoke(2, _config("exit"), durability="exit")  # interrupted again
+        found.append(workflow.get_state(_config("exit")).values)
+    assert found[0] == found[1] == {"given": 1, "answer": "yes"}
 
 
 @pytest.mark.parametrize("method", ["prune", "delete_for_runs"])

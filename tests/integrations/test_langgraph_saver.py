@@ -35,7 +35,9 @@ from purpose_agent import (
 )
 from purpose_agent.integrations.langgraph import (
     PurposeAgentSaver,
+    channels,
     group_for,
+    payloads,
     run_id_for,
     writes_run_for,
 )
@@ -663,6 +665,113 @@ def test_the_async_store_answers_the_new_calls_as_the_sync_store(tmp_path: Any) 
     assert found[8:] == [["a2"], ["a1"]]
 
 
+class _Lookups:
+    """Counts the saver's lookups of events by key (reads of a parent before a ``put``)."""
+
+    def __init__(self, saver: PurposeAgentSaver) -> None:
+        self.count = 0
+        store = saver.store
+        found = store.event_by_key  # type: ignore[attr-defined]
+
+        def counting(*args: Any) -> Any:
+            self.count += 1
+            return found(*args)
+
+        store.event_by_key = counting  # type: ignore[attr-defined]
+
+
+def _child(parent: Any, **values: Any) -> Any:
+    """A checkpoint after ``parent``: its values, ``values`` changed, at the next version."""
+    child = _checkpoint(parent["channel_values"] | values)
+    child["channel_versions"] = parent["channel_versions"] | dict.fromkeys(values, 2)
+    return child
+
+
+def test_a_channel_the_checkpoint_did_not_change_is_stored_as_its_parent_stored_it(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """LangGraph hands over live values it may change in place before the save runs.
+
+    A channel not in ``new_versions`` is stored as its parent stored it: read from the
+    saver's memory of the last checkpoint it stored, or, for a new saver (another process),
+    looked up once by the parent's key.
+    """
+    seen = {"b"}
+    first = _checkpoint({"barrier": seen, "count": 1})
+    saver.put(_config("live"), first, {}, {"barrier": 1, "count": 1})
+    seen.add("c")  # the next step changes the barrier's set in place
+    second = _child(first, count=2)
+    lookups = _Lookups(saver)
+    saver.put(_config("live", first["id"]), second, {}, {"count": 2})
+    assert lookups.count == 0  # the parent was the last checkpoint this saver stored
+
+    seen.add("d")
+    third = _child(second, count=3)
+    other = PurposeAgentSaver(store_factory())
+    other_lookups = _Lookups(other)
+    other.put(_config("live", second["id"]), third, {}, {"count": 3})
+    assert other_lookups.count == 1
+
+    fresh = PurposeAgentSaver(store_factory())
+    for checkpoint, count in ((first, 1), (second, 2), (third, 3)):
+        found = fresh.get_tuple(_config("live", checkpoint["id"]))
+        assert found is not None
+        assert found.checkpoint["channel_values"] == {"barrier": {"b"}, "count": count}
+        assert found.checkpoint["channel_versions"] == checkpoint["channel_versions"]
+    # A channel given a version its parent does not have, or absent from the parent, is
+    # stored as given (LangGraph's savers would find no value stored at that version).
+    fourth = _child(third, extra="new")
+    fourth["channel_versions"]["barrier"] = 5
+    fresh.put(_config("live", third["id"]), fourth, {}, {})
+    found = fresh.get_tuple(_config("live"))
+    assert found is not None
+    assert found.checkpoint["channel_values"] == {"barrier": seen, "count": 3, "extra": "new"}
+
+
+def test_checkpoints_stored_whole_before_channels_were_stored_apart_read_and_continue(
+    saver: PurposeAgentSaver,
+) -> None:
+    """A store written by an earlier release holds each checkpoint as one serialized body."""
+    store: Any = _sync(saver.store)
+    older = _checkpoint({"barrier": {"b"}, "count": 1})
+    event = payloads.checkpoint(
+        older["id"],
+        None,
+        payloads.dump(saver.serde, older),
+        payloads.dump(saver.serde, {"step": 0}),
+        step=0,
+    )
+    store.append(run_id_for("old"), [event], group=group_for("old"))
+    saver.put_writes(_config("old", older["id"]), [("count", 2)], "task")
+    assert "values" not in store.list_events(run_id_for("old"))[0].data
+
+    found = saver.get_tuple(_config("old"))
+    assert found is not None
+    assert found.checkpoint == older
+    assert found.pending_writes == [("task", "count", 2)]
+    live = _child(older, count=2)
+    live["channel_values"]["barrier"] = {"b", "changed in place"}
+    PurposeAgentSaver(store).put(_config("old", older["id"]), live, {}, {"count": 2})
+    latest = saver.get_tuple(_config("old"))
+    assert latest is not None
+    assert latest.checkpoint["channel_values"] == {"barrier": {"b"}, "count": 2}
+    history = saver.get_delta_channel_history(config=_config("old"), channels=["barrier"])
+    assert history == {"barrier": {"seed": {"b"}, "writes": []}}
+
+
+def test_the_memory_of_stored_checkpoints_keeps_to_its_budget() -> None:
+    memory = channels.LastStored(budget=1000)
+    entry = {"ch": (1, ["msgpack", "x" * 100])}
+    for n in range(20):
+        memory.put(("t", str(n)), f"c{n}", entry)
+    kept = [n for n in range(20) if memory.get(("t", str(n)), f"c{n}") is not None]
+    assert kept == list(range(10, 20))  # 10 entries of 100 characters: the budget
+    assert memory.get(("t", "19"), "c18") is None  # not the namespace's last checkpoint
+    memory.put(("t", "19"), "c20", {"ch": (1, ["msgpack", "x" * 300])})  # over a quarter
+    assert memory.get(("t", "19"), "c20") is None
+    assert memory.get(("t", "19"), "c19") is None
+
+
 def _without(data: dict[str, Any], name: str) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key != name}
 
@@ -680,6 +789,14 @@ DAMAGES = {
     "checkpoint body that loads as a number": (
         "checkpoint",
         lambda data: data | {"checkpoint": ["msgpack", "AAAA"]},
+    ),
+    "channel values that are not a mapping": (
+        "checkpoint",
+        lambda data: data | {"values": 7},
+    ),
+    "a channel value not [type, base64]": (
+        "checkpoint",
+        lambda data: data | {"values": {"v": 7}},
     ),
     "metadata that loads as a number": (
         "checkpoint",

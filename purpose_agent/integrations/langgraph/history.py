@@ -201,7 +201,9 @@ class _Walk:
                 if write.channel in remaining:
                     value = load(serde, write.value, writes_run, write.seq)
                     collected[write.channel].append((write.task, write.channel, value))
-            held = self._channel_values(event) if decoded is None else decoded
+            held = decoded
+            if held is None:
+                held = self._reader.channel_values(self._run_id, event, remaining)
             for channel in [channel for channel in remaining if channel in held]:
                 seeds[channel] = held[channel]
                 remaining.discard(channel)
@@ -212,7 +214,7 @@ class _Walk:
     def _values_up_to_seeds(
         self, ancestors: list[PAEvent], remaining: set[str]
     ) -> list[Mapping[str, Any] | None]:
-        """The channel values of the ancestors, up to the one that seeds the last channel left.
+        """The wanted channel values of the ancestors, up to the one that seeds the last one.
 
         A checkpoint that cannot be decoded ends the list as ``None``: it is decoded again,
         and its error raised, only if the walk gets there (a deleted one stops it first).
@@ -221,7 +223,7 @@ class _Walk:
         found: list[Mapping[str, Any] | None] = []
         for event in ancestors:
             try:
-                values = self._channel_values(event)
+                values = self._reader.channel_values(self._run_id, event, remaining)
             except CorruptRecord:
                 found.append(None)
                 break
@@ -230,7 +232,3 @@ class _Walk:
             if not left:
                 break
         return found
-
-    def _channel_values(self, event: PAEvent) -> Mapping[str, Any]:
-        values = self._reader.checkpoint(self._run_id, event).get("channel_values")
-        return values if isinstance(values, Mapping) else {}

@@ -43,6 +43,7 @@ UNKEYED = "unkeyed"
 DELETED = "deleted"
 UNPARENTED = "unparented"
 NAMES = "names"
+VALUES = "values"
 
 CHECKPOINT_KIND = EventKind.STATE_CHANGE
 WRITE_KIND = EventKind.CUSTOM
@@ -130,11 +131,16 @@ def checkpoint(
     body: list[str],
     metadata: list[str],
     *,
+    values: dict[str, list[str]] | None = None,
     step: Any = None,
     run_id: Any = None,
     names: tuple[str, ...] | None = None,
 ) -> NewEvent:
-    """A checkpoint: its id, its parent's and both serialized parts, keyed by its id.
+    """A checkpoint: its id, its parent's and its serialized parts, keyed by its id.
+
+    ``values`` holds each channel's value serialized on its own (the body then has none): see
+    :mod:`~purpose_agent.integrations.langgraph.channels`. Checkpoints stored before hold
+    their values in the body.
 
     LangGraph's step (an ``int`` in its metadata) comes first in plain JSON, so that
     ``purpose-agent runs events`` shows where each checkpoint stands without decoding; the
@@ -148,8 +154,24 @@ def checkpoint(
     if isinstance(run_id, str):
         data["run"] = run_id
     data |= {"checkpoint": body, "metadata": metadata}
+    if values is not None:
+        data[VALUES] = values
     _name(data, names)
     return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
+
+
+def stored_values(event: PAEvent) -> dict[str, Any] | None:
+    """A checkpoint's channel values as stored one by one, or ``None`` if its body holds them.
+
+    Raises:
+        CorruptRecord: They are not a mapping of channel names (a damaged record).
+    """
+    values = event.data.get(VALUES)
+    if values is None:
+        return None
+    if type(values) is not dict:
+        raise CorruptRecord(event.run_id, event.seq, "a LangGraph checkpoint's values are damaged")
+    return values
 
 
 def writes_of(
@@ -246,7 +268,7 @@ def problem(event: PAEvent) -> str | None:
     try:
         if what == CHECKPOINT:
             _, _, body, metadata = checkpoint_parts(event)
-            for stored in (body, metadata):
+            for stored in (body, metadata, *(stored_values(event) or {}).values()):
                 _stored_bytes(stored, event.run_id, event.seq)
         elif what == WRITES:
             for write in _pending_of(event):

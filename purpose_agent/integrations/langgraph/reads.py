@@ -20,10 +20,10 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import CheckpointTuple
+from langgraph.checkpoint.base import Checkpoint, CheckpointTuple
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from purpose_agent import CorruptRecord, PAEvent
@@ -99,12 +99,36 @@ class Reader:
         return found
 
     def checkpoint(self, run_id: str, event: PAEvent) -> dict[str, Any]:
-        """A checkpoint event's checkpoint, decoded."""
+        """A checkpoint event's checkpoint, decoded, with its channel values."""
         _, _, stored, _ = payloads.checkpoint_parts(event)
         found: dict[str, Any] = _mapping(
             payloads.load(self.serde, stored, run_id, event.seq), event, "checkpoint"
         )
+        values = payloads.stored_values(event)
+        if values is not None:
+            load, serde, seq = payloads.load, self.serde, event.seq
+            found["channel_values"] = {
+                channel: load(serde, value, run_id, seq) for channel, value in values.items()
+            }
         return found
+
+    def channel_values(self, run_id: str, event: PAEvent, wanted: set[str]) -> dict[str, Any]:
+        """The values of the wanted channels a checkpoint holds, decoding only those.
+
+        A checkpoint stored whole (before channels were stored one by one) is decoded whole.
+        """
+        values = payloads.stored_values(event)
+        if values is None:
+            held = self.checkpoint(run_id, event).get("channel_values")
+            if not isinstance(held, Mapping):
+                return {}
+            return {channel: held[channel] for channel in wanted if channel in held}
+        load, serde, seq = payloads.load, self.serde, event.seq
+        return {
+            channel: load(serde, values[channel], run_id, seq)
+            for channel in wanted
+            if channel in values
+        }
 
     def checkpoint_tuple(
         self, where: runs.Checkpoints, event: PAEvent, writes_run: str, events: list[PAEvent]
@@ -118,12 +142,12 @@ class Reader:
         if writes.deleted:
             return None
         thread_id, namespace = where
-        checkpoint_id, parent, body, metadata = payloads.checkpoint_parts(event)
+        checkpoint_id, parent, _, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
         serde, load, seq = self.serde, payloads.load, event.seq
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
-            checkpoint=_mapping(load(serde, body, run_id, seq), event, "checkpoint"),
+            checkpoint=cast("Checkpoint", self.checkpoint(run_id, event)),
             metadata=_mapping(load(serde, metadata, run_id, seq), event, "metadata"),
             parent_config=(
                 config_for(thread_id, namespace, parent)

@@ -31,7 +31,14 @@ from purpose_agent import (
 )
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.errors import translated
-from purpose_agent.integrations.langgraph import calls, history, maintenance, payloads, runs
+from purpose_agent.integrations.langgraph import (
+    calls,
+    channels,
+    history,
+    maintenance,
+    payloads,
+    runs,
+)
 from purpose_agent.integrations.langgraph.calls import Op, Stream
 from purpose_agent.integrations.langgraph.reads import Reader, config_for
 
@@ -115,6 +122,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             )
         self.store: Checkpointer = store
         self._readers = Reader(self.serde)
+        self._last_stored = channels.LastStored()
 
     @classmethod
     @contextlib.contextmanager
@@ -246,24 +254,41 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         )
 
     def _put(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
     ) -> Op[RunnableConfig]:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
         namespace = configurable.get("checkpoint_ns", "")
         run_id = runs.run_id_for(thread_id, namespace)
+        where = (str(thread_id), namespace)
+        parent_id = configurable.get("checkpoint_id")
+        values = checkpoint["channel_values"]
+        parent = None
+        if parent_id is not None and any(channel not in new_versions for channel in values):
+            parent = yield from channels.parent_of(
+                self.serde, run_id, parent_id, self._last_stored, where
+            )
+        stored = channels.to_store(
+            self.serde, values, checkpoint["channel_versions"], new_versions, parent
+        )
         merged = get_checkpoint_metadata(config, metadata)
         run = merged.get("run_id")
         event = payloads.checkpoint(
             checkpoint["id"],
-            configurable.get("checkpoint_id"),
-            payloads.dump(self.serde, checkpoint),
+            parent_id,
+            payloads.dump(self.serde, {**checkpoint, "channel_values": {}}),
             payloads.dump(self.serde, merged),
+            values={channel: value for channel, (_, value) in stored.items()},
             step=merged.get("step"),
             run_id=str(run) if run is not None else None,
-            names=(str(thread_id), namespace) if runs.hashed(run_id) else None,
+            names=where if runs.hashed(run_id) else None,
         )
         yield from calls.append(run_id, [event], group=runs.group_for(thread_id))
+        self._last_stored.put(where, checkpoint["id"], stored)
         return config_for(thread_id, namespace, checkpoint["id"])
 
     def _put_writes(
@@ -402,7 +427,9 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             config: ``thread_id``, ``checkpoint_ns`` and the parent's ``checkpoint_id``.
             checkpoint: The checkpoint, stored whole through ``serde``.
             metadata: Its metadata, merged with the config's as LangGraph's savers do.
-            new_versions: Unused: every checkpoint carries its channel values.
+            new_versions: The channels this checkpoint changed. The others are stored as
+                its parent stored them: LangGraph may have changed their live values in
+                place since (see :mod:`~purpose_agent.integrations.langgraph.channels`).
 
         Returns:
             The config naming the stored checkpoint.
@@ -411,7 +438,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             InvalidInput: The checkpoint id cannot be a key (empty, over 255 characters).
             SequenceConflict: A different checkpoint is stored with the same id.
         """
-        return self._run(self._put(config, checkpoint, metadata))
+        return self._run(self._put(config, checkpoint, metadata, new_versions))
 
     def put_writes(
         self,
@@ -511,7 +538,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """See :meth:`put`."""
-        return await self._arun(self._put(config, checkpoint, metadata))
+        return await self._arun(self._put(config, checkpoint, metadata, new_versions))
 
     async def aput_writes(
         self,
