@@ -182,6 +182,49 @@ def test_non_json_values_round_trip(saver: PurposeAgentSaver, store_factory: Sto
     assert [type(value[1]) for _, _, value in event.data["writes"]] == [str, str]
 
 
+SCALARS = {
+    "text": "ünï\x00côdé",
+    "empty": "",
+    "surrogate": "\ud800",  # not UTF-8: the serializer's to keep
+    "int": 2**63 - 1,
+    "big": 2**63,  # past 64 bits: the serializer's
+    "negative": -(2**63),
+    "zero": -0.0,
+    "float": 0.1,
+    "infinite": float("inf"),
+    "true": True,
+    "one": 1,
+    "none": None,
+}
+
+
+def test_scalar_values_are_kept_as_json_and_come_back_exactly(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """Scalars of exactly JSON's types are stored as themselves: readable, no serializer."""
+    values = {**SCALARS, "flag": False, "subclass": Decimal("1")}
+    checkpoint = _checkpoint(values)
+    saver.put(_config("scalars"), checkpoint, {"step": 0}, dict.fromkeys(values, 1))
+    saver.put_writes(_config("scalars", checkpoint["id"]), list(SCALARS.items()), "task")
+
+    found = PurposeAgentSaver(store_factory()).get_tuple(_config("scalars"))
+    assert found is not None
+    # A lone surrogate comes back as LangGraph's serializer gives it back (as "?").
+    serde = saver.serde
+    expected = {**values, "surrogate": serde.loads_typed(serde.dumps_typed("\ud800"))}
+    got = found.checkpoint["channel_values"]
+    assert [(k, type(v), repr(v)) for k, v in got.items()] == [
+        (k, type(v), repr(v)) for k, v in expected.items()
+    ]
+    assert [(ch, type(v), repr(v)) for _, ch, v in found.pending_writes] == [
+        (ch, type(v), repr(v)) for ch, v in expected.items() if ch in SCALARS
+    ]
+    (stored,) = saver.store.list_events(run_id_for("scalars"))
+    inline = {k for k, v in stored.data["values"].items() if type(v) is not list}
+    assert inline == set(values) - {"surrogate", "big", "infinite", "subclass"}
+    assert stored.data["values"]["int"] == 2**63 - 1
+
+
 def test_a_retried_put_or_put_writes_stores_nothing_twice(saver: PurposeAgentSaver) -> None:
     checkpoint = _checkpoint({"v": 1})
     for _ in range(2):
@@ -794,9 +837,9 @@ DAMAGES = {
         "checkpoint",
         lambda data: data | {"values": 7},
     ),
-    "a channel value not [type, base64]": (
+    "a channel value neither a scalar nor [type, base64]": (
         "checkpoint",
-        lambda data: data | {"values": {"v": 7}},
+        lambda data: data | {"values": {"v": {"n": 7}}},
     ),
     "metadata that loads as a number": (
         "checkpoint",

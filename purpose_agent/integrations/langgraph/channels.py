@@ -29,8 +29,9 @@ from purpose_agent.integrations.langgraph import calls, payloads
 from purpose_agent.integrations.langgraph.calls import Op
 from purpose_agent.integrations.langgraph.reads import could_be_key
 
-Stored = dict[str, tuple[Any, list[str]]]
-"""A checkpoint's channels: each one's version and its value as stored (``[type, base64]``)."""
+Stored = dict[str, tuple[Any, Any]]
+"""A checkpoint's channels: each one's version and its value as stored (see
+:func:`~purpose_agent.integrations.langgraph.payloads.dump_value`)."""
 
 # The cache holds at most this many characters of stored values, over all namespaces.
 _BUDGET = 32 * 1024 * 1024
@@ -59,7 +60,7 @@ class LastStored:
 
     def put(self, where: tuple[str, str], checkpoint_id: str, stored: Stored) -> None:
         """Remember a checkpoint just stored, dropping the least recently used past the budget."""
-        size = sum(len(value[1]) for _, value in stored.values())
+        size = sum(_size(value) for _, value in stored.values())
         with self._lock:
             old = self._entries.pop(where, None)
             if old is not None:
@@ -71,6 +72,13 @@ class LastStored:
             while self._size > self._budget:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
                 self._size -= dropped
+
+
+def _size(stored: Any) -> int:
+    """About how many characters a stored value holds (``[type, base64]`` or a scalar)."""
+    if type(stored) is list:
+        return len(stored[1]) if len(stored) == 2 and type(stored[1]) is str else 0
+    return len(stored) if type(stored) is str else 8
 
 
 def to_store(
@@ -88,7 +96,7 @@ def to_store(
         if kept is not None and kept[0] == version:
             stored[channel] = kept
         else:
-            stored[channel] = (version, payloads.dump(serde, value))
+            stored[channel] = (version, payloads.dump_value(serde, value))
     return stored
 
 
@@ -128,6 +136,6 @@ def stored_channels(serde: SerializerProtocol, event: PAEvent) -> Stored:
         return {channel: (versions.get(channel), value) for channel, value in values.items()}
     whole = checkpoint.get("channel_values", {}) if isinstance(checkpoint, dict) else {}
     return {
-        channel: (versions.get(channel), payloads.dump(serde, value))
+        channel: (versions.get(channel), payloads.dump_value(serde, value))
         for channel, value in whole.items()
     }

@@ -192,7 +192,7 @@ class _Walk:
             read = {}
             for writes_run in writes_runs:
                 read[writes_run] = yield calls.whole_run(writes_run)
-        serde, load = self._reader.serde, payloads.load
+        serde, load = self._reader.serde, payloads.load_value
         for event, writes_run, decoded in zip(ancestors, writes_runs, values, strict=True):
             writes = payloads.writes(read.get(writes_run, []))
             if writes.deleted:

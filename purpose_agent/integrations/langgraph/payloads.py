@@ -28,6 +28,7 @@ thread and namespace of a checkpoint run, and the checkpoint id too in a writes 
 from __future__ import annotations
 
 import binascii
+import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -57,6 +58,57 @@ def dump(serde: SerializerProtocol, value: Any) -> list[str]:
     """A value as JSON-safe text: its serializer type and the base64 of its bytes."""
     kind, raw = serde.dumps_typed(value)
     return [kind, binascii.b2a_base64(raw, newline=False).decode("ascii")]
+
+
+_INT64 = 2**63
+
+
+def dump_value(serde: SerializerProtocol, value: Any) -> Any:
+    """A channel's or write's value as stored: plain JSON if it is a plain scalar.
+
+    Strings, 64-bit integers, finite floats, booleans and ``None`` (of exactly those types)
+    come back from the store as they went in, so they are kept as themselves, readable in
+    ``purpose-agent runs events`` and spared the serializer both ways, as LangGraph's
+    ``PostgresSaver`` keeps them inline. Anything else goes through :func:`dump`, whose
+    ``[type, base64]`` list no scalar can be mistaken for.
+    """
+    kind = type(value)
+    if (
+        value is None
+        or kind is bool
+        or (kind is int and -_INT64 <= value < _INT64)
+        or (kind is float and math.isfinite(value))
+        or (kind is str and _encodable(value))
+    ):
+        return value
+    return dump(serde, value)
+
+
+def _encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: the serializer's to refuse or keep
+        return False
+    return True
+
+
+def load_value(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
+    """The value :func:`dump_value` stored.
+
+    Raises:
+        CorruptRecord: As for :func:`load`, or a stored value that is neither a scalar
+            nor ``[type, base64]``.
+    """
+    if type(stored) is list:
+        return load(serde, stored, run_id, seq)
+    if stored is None or type(stored) in _SCALARS:
+        return stored
+    raise CorruptRecord(run_id, seq, "a LangGraph value is not a scalar or [type, base64]")
+
+
+_SCALARS = frozenset({bool, int, float, str})
 
 
 def _stored_bytes(stored: Any, run_id: str, seq: int) -> tuple[str, bytes]:
@@ -131,7 +183,7 @@ def checkpoint(
     body: list[str],
     metadata: list[str],
     *,
-    values: dict[str, list[str]] | None = None,
+    values: dict[str, Any] | None = None,
     step: Any = None,
     run_id: Any = None,
     names: tuple[str, ...] | None = None,
@@ -177,7 +229,7 @@ def stored_values(event: PAEvent) -> dict[str, Any] | None:
 def writes_of(
     task_id: str,
     task_path: str,
-    writes: list[tuple[int, str, list[str]]],
+    writes: list[tuple[int, str, Any]],
     *,
     keyed: bool = True,
     names: tuple[str, ...] | None = None,
@@ -268,16 +320,26 @@ def problem(event: PAEvent) -> str | None:
     try:
         if what == CHECKPOINT:
             _, _, body, metadata = checkpoint_parts(event)
-            for stored in (body, metadata, *(stored_values(event) or {}).values()):
+            for stored in (body, metadata):
                 _stored_bytes(stored, event.run_id, event.seq)
+            for stored in (stored_values(event) or {}).values():
+                _check_value(stored, event.run_id, event.seq)
         elif what == WRITES:
             for write in _pending_of(event):
-                _stored_bytes(write.value, event.run_id, event.seq)
+                _check_value(write.value, event.run_id, event.seq)
         if what in (CHECKPOINT, WRITES, DELETED, UNPARENTED) and runs.hashed(event.run_id):
             names_of(event, 2 if runs.is_checkpoints(event.run_id) else 3)
     except CorruptRecord as exc:
         return exc.detail
     return None
+
+
+def _check_value(stored: Any, run_id: str, seq: int) -> None:
+    """What :func:`load_value` checks, short of the serializer."""
+    if type(stored) is list:
+        _stored_bytes(stored, run_id, seq)
+    elif not (stored is None or type(stored) in _SCALARS):
+        raise CorruptRecord(run_id, seq, "a LangGraph value is not a scalar or [type, base64]")
 
 
 def copied(event: PAEvent, names: tuple[str, ...] | None = None) -> NewEvent:

@@ -106,7 +106,7 @@ class Reader:
         )
         values = payloads.stored_values(event)
         if values is not None:
-            load, serde, seq = payloads.load, self.serde, event.seq
+            load, serde, seq = payloads.load_value, self.serde, event.seq
             found["channel_values"] = {
                 channel: load(serde, value, run_id, seq) for channel, value in values.items()
             }
@@ -123,7 +123,7 @@ class Reader:
             if not isinstance(held, Mapping):
                 return {}
             return {channel: held[channel] for channel in wanted if channel in held}
-        load, serde, seq = payloads.load, self.serde, event.seq
+        load, serde, seq = payloads.load_value, self.serde, event.seq
         return {
             channel: load(serde, values[channel], run_id, seq)
             for channel in wanted
@@ -145,6 +145,7 @@ class Reader:
         checkpoint_id, parent, _, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
         serde, load, seq = self.serde, payloads.load, event.seq
+        load_value = payloads.load_value
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
             checkpoint=cast("Checkpoint", self.checkpoint(run_id, event)),
@@ -155,7 +156,7 @@ class Reader:
                 else None
             ),
             pending_writes=[
-                (write.task, write.channel, load(serde, write.value, writes_run, write.seq))
+                (write.task, write.channel, load_value(serde, write.value, writes_run, write.seq))
                 for write in writes.pending
             ],
         )

@@ -305,7 +305,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         run_id = runs.writes_run_for(thread_id, namespace, checkpoint_id)
         names = (str(thread_id), namespace, checkpoint_id) if runs.hashed(run_id) else None
         stored = [
-            (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump(self.serde, value))
+            (WRITES_IDX_MAP.get(channel, idx), channel, payloads.dump_value(self.serde, value))
             for idx, (channel, value) in enumerate(writes)
         ]
         if not stored:
