@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,13 +23,20 @@ from tests.servers import server_url
 FIGURES = {*langgraph_savers.OPS, "first_get_tuple_ms"}
 
 
-def _run(tmp_path: Path, backend: str, *extra: str) -> dict[str, dict[str, float]]:
+def _figures(
+    main: Callable[[list[str]], int], tmp_path: Path, backend: str, argv: list[str]
+) -> dict[str, dict[str, float]]:
+    """A benchmark's figures for one backend, run with ``argv`` and written as JSON."""
     out = tmp_path / "figures.json"
-    argv = ["--checkpoints", "12", "--reads", "5", "--backends", backend, "--json", str(out)]
-    assert langgraph_savers.main([*argv, *extra]) == 0
+    assert main([*argv, "--backends", backend, "--json", str(out)]) == 0
     results: dict[str, dict[str, dict[str, float]]] = json.loads(out.read_text())
     assert list(results) == [backend]
     return results[backend]
+
+
+def _run(tmp_path: Path, backend: str, *extra: str) -> dict[str, dict[str, float]]:
+    argv = ["--checkpoints", "12", "--reads", "5", *extra]
+    return _figures(langgraph_savers.main, tmp_path, backend, argv)
 
 
 def _assert_complete(figures: dict[str, dict[str, float]], theirs: str) -> None:
@@ -101,12 +109,8 @@ def test_floor_study_writes_what_each_saver_writes(tmp_path: Path) -> None:
 def _delta_figures(tmp_path: Path, backend: str, *extra: str) -> dict[str, dict[str, float]]:
     from benchmarks import langgraph_delta
 
-    out = tmp_path / "delta.json"
-    argv = ["--invokes", "6", "--reads", "2", "--backends", backend, "--json", str(out)]
-    assert langgraph_delta.main([*argv, *extra]) == 0
-    results: dict[str, dict[str, dict[str, float]]] = json.loads(out.read_text())
-    assert list(results) == [backend]
-    figures = results[backend]
+    argv = ["--invokes", "6", "--reads", "2", *extra]
+    figures = _figures(langgraph_delta.main, tmp_path, backend, argv)
     for saver, values in figures.items():
         wanted = {*langgraph_delta.FIGURES}
         if saver == langgraph_delta.OURS:
