@@ -13,7 +13,7 @@ import sys
 import threading
 import uuid
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -813,6 +813,95 @@ def test_the_memory_of_stored_checkpoints_keeps_to_its_budget() -> None:
     memory.put(("t", "19"), "c20", {"ch": (1, ["msgpack", "x" * 300])})  # over a quarter
     assert memory.get(("t", "19"), "c20") is None
     assert memory.get(("t", "19"), "c19") is None
+
+
+def test_an_empty_checkpoint_id_names_no_checkpoint_as_in_langgraphs_savers(
+    saver: PurposeAgentSaver,
+) -> None:
+    """``PostgresSaver`` and ``SqliteSaver`` read ``checkpoint_id: ""`` as "the latest"."""
+    ids = _fill(saver, "blank", 2)
+    blank = _config("blank")
+    blank["configurable"]["checkpoint_id"] = ""
+
+    found = saver.get_tuple(blank)
+    assert found is not None
+    assert found.checkpoint["id"] == ids[-1]
+    assert [t.checkpoint["id"] for t in saver.list(blank)] == ids[::-1]
+    assert [t.checkpoint["id"] for t in saver.list(_config("blank"), before=blank)] == ids[::-1]
+    history = saver.get_delta_channel_history(config=blank, channels=["w"])
+    assert history == saver.get_delta_channel_history(config=_config("blank"), channels=["w"])
+    assert history["w"]["writes"] == [("task", "w", 0)]
+
+
+def test_a_thread_moved_from_langgraphs_own_saver_goes_on_with_its_text_versions(
+    saver: PurposeAgentSaver,
+) -> None:
+    """LangGraph's savers write versions as text; the base class refused the next one."""
+    sqlite = pytest.importorskip("langgraph.checkpoint.sqlite")
+    from langgraph.graph import END, START, StateGraph
+
+    class Count(TypedDict):
+        n: int
+
+    builder = StateGraph(Count)
+    builder.add_node("inc", lambda state: {"n": state["n"] + 1})
+    builder.add_edge(START, "inc")
+    builder.add_edge("inc", END)
+    config = _config("moved")
+    with sqlite.SqliteSaver.from_conn_string(":memory:") as theirs:
+        builder.compile(checkpointer=theirs).invoke({"n": 1}, config)
+        for tup in reversed(list(theirs.list(config))):  # oldest first, as they were saved
+            versions = tup.checkpoint["channel_versions"]
+            saver.put(tup.parent_config or config, tup.checkpoint, tup.metadata, versions)
+            for task, channel, value in tup.pending_writes or []:
+                saver.put_writes(tup.config, [(channel, value)], task)
+        assert all(type(v) is str for v in versions.values())
+
+    graph = builder.compile(checkpointer=saver)
+    assert graph.get_state(config).values == {"n": 2}
+    assert graph.invoke({"n": 5}, config) == {"n": 6}
+    latest = saver.get_tuple(config)
+    assert latest is not None
+    after = latest.checkpoint["channel_versions"]
+    assert all(type(v) is str and v > versions.get(k, "") for k, v in after.items() if k == "n")
+    assert saver.get_next_version(None, None) == 1
+    assert saver.get_next_version(1, None) == 2
+
+
+def test_keep_latest_keeps_the_writes_of_a_checkpoint_not_saved_yet(
+    saver: PurposeAgentSaver,
+) -> None:
+    """LangGraph saves in the background: a task's writes can commit before their checkpoint.
+
+    ``PostgresSaver`` deletes only the writes of the checkpoints it deletes; so does this.
+    """
+    ids = _fill(saver, "early", 3)
+    pending = _checkpoint({"v": "next"})
+    saver.put_writes(_config("early", pending["id"]), [("w", "early")], "task")
+    child = _checkpoint()
+    saver.put_writes(_config("early", child["id"], ns="child:1"), [("w", "sub")], "task")
+    saver.put_writes(_config("early", ids[0]), [("w", "late")], "again")
+    # Older than the kept checkpoint and never saved: its run died before saving it.
+    orphan = ids[0] + "-never-saved"
+    saver.put_writes(_config("early", orphan), [("w", "lost")], "task")
+
+    saver.prune(["early"])
+
+    store: Any = _sync(saver.store)
+    left = set(store.list_runs(group=group_for("early")))
+    assert writes_run_for("early", "", pending["id"]) in left
+    assert writes_run_for("early", "child:1", child["id"]) in left
+    assert writes_run_for("early", "", ids[0]) not in left
+    assert writes_run_for("early", "", ids[1]) not in left
+    assert writes_run_for("early", "", orphan) not in left
+    saver.put(_config("early", ids[-1]), pending, {}, {"v": 2})
+    saver.put(_config("early", ns="child:1"), child, {}, {})
+    found = saver.get_tuple(_config("early"))
+    assert found is not None
+    assert found.pending_writes == [("task", "w", "early")]
+    sub = saver.get_tuple(_config("early", ns="child:1"))
+    assert sub is not None
+    assert sub.pending_writes == [("task", "w", "sub")]
 
 
 def _without(data: dict[str, Any], name: str) -> dict[str, Any]:

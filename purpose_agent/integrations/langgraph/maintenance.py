@@ -172,53 +172,114 @@ def prune(thread_id: str, reader: Reader) -> Op[None]:
     yield from refuse_delta_threads([thread_id], reader)
     run_ids = yield from calls.list_runs(group=runs.group_for(thread_id))
     heads: dict[str, tuple[PAEvent, list[str]]] = {}
+    newest: dict[str, str] = {}  # each namespace's newest checkpoint, live or deleted
     doomed: list[str] = []
     for run_id in sorted(run_ids):
         if not runs.is_checkpoints(run_id):
             continue
-        head, left = yield from _latest_live(run_id)
+        head, left, newest_id = yield from _latest_live(run_id)
+        if newest_id is not None:
+            newest[run_id] = newest_id
         if head is None:
             doomed.append(run_id)  # nothing live left in the namespace
         else:
             heads[run_id] = head, left
     finished = yield from _finished_calls(thread_id, heads, reader)
-    kept_writes: set[str] = set()
-    for run_id, (head, left) in heads.items():
-        if run_id in finished:
-            doomed.append(run_id)
-            continue
+    kept = {run_id: head for run_id, (head, _) in heads.items() if run_id not in finished}
+    kept_writes = {writes for run_id in kept for writes in heads[run_id][1]}
+    doomed += [run_id for run_id in heads if run_id in finished]
+    doomed += yield from _doomed_writes(
+        [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes],
+        kept,
+        newest,
+        set(doomed),
+    )
+    for run_id, head in kept.items():
         yield from _compact_below(run_id, head)
         yield from _unparent(thread_id, run_id, head)
-        kept_writes.update(left)
-    doomed += [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes]
     if doomed:
         yield from calls.delete_runs(sorted(doomed))
 
 
-def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str]]]:
+def _doomed_writes(
+    candidates: list[str], kept: dict[str, PAEvent], newest: dict[str, str], gone: set[str]
+) -> Op[list[str]]:
+    """The writes runs of checkpoints the prune deletes; the others stay.
+
+    LangGraph saves in the background, so a task's writes can commit before their checkpoint
+    does: the writes of a checkpoint not saved yet (newer than anything in its namespace, or
+    a namespace with no checkpoint yet) are kept, as ``PostgresSaver`` deletes only the
+    writes of the checkpoints it deletes. A checkpoint id older than the namespace's kept one
+    is one that was saved before it (LangGraph's ids grow with time, and a thread saves one
+    checkpoint after another) or never will be (its run died first): its writes go. A newer
+    id is looked up, and its writes go only if the checkpoint is stored below the kept one.
+    """
+    owners = yield from _owners(candidates)
+    doomed: list[str] = []
+    for writes_run in candidates:
+        owner = owners.get(writes_run)
+        if owner is None:
+            continue  # no events: nothing to delete
+        namespace_run = runs.run_id_for(owner.thread_id, owner.checkpoint_ns)
+        checkpoint_id = owner.checkpoint_id
+        if namespace_run in gone:
+            if checkpoint_id <= newest.get(namespace_run, checkpoint_id):
+                doomed.append(writes_run)
+            continue
+        head = kept.get(namespace_run)
+        if head is None:
+            continue  # no checkpoint of the namespace saved yet
+        if checkpoint_id < payloads.checkpoint_id(head):
+            doomed.append(writes_run)
+        elif could_be_key(checkpoint_id):
+            stored = yield from calls.event_by_key(namespace_run, checkpoint_id)
+            if stored is not None and is_checkpoint(stored) and stored.seq < head.seq:
+                doomed.append(writes_run)
+    return doomed
+
+
+def _owners(writes_runs: list[str]) -> Op[dict[str, runs.WritesOf]]:
+    """The checkpoint each writes run belongs to: from its id, or its events if hashed.
+
+    Raises:
+        CorruptRecord: A hashed run's events do not name it.
+    """
+    found: dict[str, runs.WritesOf] = {}
+    for writes_run in writes_runs:
+        owner = runs.parse_writes(writes_run)
+        if owner is None:
+            events: list[PAEvent] = yield calls.whole_run(writes_run)
+            if not events:
+                continue
+            owner = runs.WritesOf(*payloads.names_of(events[0], 3))
+        found[writes_run] = owner
+    return found
+
+
+def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str], str | None]]:
     """A checkpoint run's latest live checkpoint, and the writes runs that must stay with it.
 
     Returns:
-        The checkpoint (``None`` if none is live) and the writes runs of the checkpoints from
+        The checkpoint (``None`` if none is live), the writes runs of the checkpoints from
         it up (the latest live one, and the deleted ones saved after it, whose markers must
-        stay).
+        stay), and the id of the run's newest checkpoint, live or not (``None`` if none).
     """
     left: list[str] = []
+    newest: str | None = None
     before: int | None = None
     while True:
         events = yield from calls.list_events(run_id, limit=PAGE, before=before, newest_first=True)
         for event in events:
             if not is_checkpoint(event):
                 continue
-            writes_run = runs.writes_run_for(
-                *where_of(run_id, event), payloads.checkpoint_id(event)
-            )
-            left.append(writes_run)
-            writes = yield from pending_writes(writes_run)
+            checkpoint_id = payloads.checkpoint_id(event)
+            newest = checkpoint_id if newest is None else newest
+            left.append(runs.writes_run_for(*where_of(run_id, event), checkpoint_id))
+            writes = yield from pending_writes(left[-1])
             if not writes.deleted:
-                return event, left
+                return event, left, newest
         if len(events) < PAGE:
-            return None, []
+            return None, [], newest
         before = events[-1].seq
 
 

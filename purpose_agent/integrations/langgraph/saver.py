@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import random
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -207,7 +208,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         return self._reader.get_tuple(
             configurable["thread_id"],
             configurable.get("checkpoint_ns", ""),
-            get_checkpoint_id(config),
+            get_checkpoint_id(config) or None,  # "" names none, as in LangGraph's savers
         )
 
     def _listing(
@@ -230,11 +231,11 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 run_ids = calls.list_runs(group=runs.group_for(thread_id), prefix=runs.PREFIX)
             else:
                 run_ids = [runs.run_id_for(thread_id, namespace)]
-            only = get_checkpoint_id(config)
+            only = get_checkpoint_id(config) or None
         return self._reader.listing(
             run_ids,
             only=only,
-            before_id=get_checkpoint_id(before) if before else None,
+            before_id=(get_checkpoint_id(before) or None) if before else None,
             wanted=filter or {},
             limit=limit,
             batched=callable(getattr(store, "events_of_runs", None)),
@@ -248,7 +249,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             self._reader,
             configurable["thread_id"],
             configurable.get("checkpoint_ns", ""),
-            get_checkpoint_id(config),
+            get_checkpoint_id(config) or None,
             channels,
             batched=callable(getattr(store, "events_of_runs", None)),
         )
@@ -389,6 +390,25 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             nearest such value as ``seed``.
         """
         return self._run(self._delta_history(config, channels, self.store))
+
+    def get_next_version(self, current: int | str | None, channel: None) -> Any:
+        """The version after ``current``: integers here, LangGraph's strings for its threads.
+
+        New threads count 1, 2, 3. LangGraph's own savers write versions as text (a counter
+        and a random part); a thread moved here from one of them goes on in that form, where
+        the base class refused it.
+
+        Args:
+            current: The channel's current version, ``None`` for a new channel.
+            channel: Unused (kept by LangGraph for compatibility).
+
+        Returns:
+            The next version, greater than ``current``.
+        """
+        if isinstance(current, str):
+            # As LangGraph writes them: the random part tells branches apart, no secret.
+            return f"{int(current.split('.')[0]) + 1:032}.{random.random():016}"  # noqa: S311
+        return (current or 0) + 1
 
     def setup(self) -> None:
         """Bring a SQL store's schema to the revision this package needs; nothing else needs it.
