@@ -87,11 +87,13 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     one run per namespace holds its checkpoints, in the order they were saved, each keyed by
     its id; one run per checkpoint holds the pending writes LangGraph keyed to it, whether
     they arrive before the checkpoint, with it or several checkpoints late (LangGraph sends
-    them concurrently with ``put``). Nothing is read before a write: ``put`` and
-    ``put_writes`` are one append each, and keys make a retried call store nothing twice.
+    them concurrently with ``put``). ``put`` and ``put_writes`` are one append each, and keys
+    make a retried call store nothing twice; ``put`` reads its parent first only when this
+    saver did not store it (see :mod:`~purpose_agent.integrations.langgraph.channels`).
     ``get_tuple`` by id is a key lookup plus the checkpoint's writes; the latest, and
-    ``list(limit=N)``, a newest-first read limited by the database. The saver keeps no state
-    of its own, so any number of savers, in any number of processes, share a store.
+    ``list(limit=N)``, a newest-first read limited by the database. What the saver keeps in
+    memory spares ``put`` that read and nothing else, so any number of savers, in any number
+    of processes, share a store.
 
     Args:
         store: A store with appends, event keys, run groups and retention:
