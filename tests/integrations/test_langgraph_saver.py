@@ -19,8 +19,9 @@ import pytest
 
 pytest.importorskip("langgraph.checkpoint.base")
 
-from langgraph.checkpoint.base import empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import INTERRUPT
 
 from purpose_agent import (
@@ -803,16 +804,147 @@ def test_checkpoints_stored_whole_before_channels_were_stored_apart_read_and_con
 
 
 def test_the_memory_of_stored_checkpoints_keeps_to_its_budget() -> None:
-    memory = channels.LastStored(budget=1000)
-    entry = {"ch": (1, ["msgpack", "x" * 100])}
+    """Bounded in bytes (an entry's overhead counted too) and in namespaces."""
+    entry = {"ch": (1, ["msgpack", "x" * 450])}  # 400 + 150 + 450 = 1,000 each
+    memory = channels.LastStored(budget=10_000)
     for n in range(20):
         memory.put(("t", str(n)), f"c{n}", entry)
     kept = [n for n in range(20) if memory.get(("t", str(n)), f"c{n}") is not None]
-    assert kept == list(range(10, 20))  # 10 entries of 100 characters: the budget
+    assert kept == list(range(10, 20))
     assert memory.get(("t", "19"), "c18") is None  # not the namespace's last checkpoint
-    memory.put(("t", "19"), "c20", {"ch": (1, ["msgpack", "x" * 300])})  # over a quarter
+    memory.put(("t", "19"), "c20", {"ch": (1, ["msgpack", "x" * 3000])})  # over a quarter
     assert memory.get(("t", "19"), "c20") is None
     assert memory.get(("t", "19"), "c19") is None
+    # Checkpoints with no values still cost their entry, and the count is capped too.
+    empty = channels.LastStored(budget=4_000)
+    for n in range(50):
+        empty.put(("t", str(n)), f"c{n}", {})
+    assert [n for n in range(50) if empty.get(("t", str(n)), f"c{n}")] == []
+    assert [n for n in range(50) if empty.get(("t", str(n)), f"c{n}") is not None] == list(
+        range(40, 50)
+    )
+    few = channels.LastStored(entries=3)
+    for n in range(6):
+        few.put(("t", str(n)), f"c{n}", entry)
+    assert [n for n in range(6) if few.get(("t", str(n)), f"c{n}") is not None] == [3, 4, 5]
+
+
+class _Reversed(JsonPlusSerializer):
+    """A serializer that changes every byte it is given, as an encrypting one does."""
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        kind, raw = super().dumps_typed(obj)
+        return kind, raw[::-1]
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        return super().loads_typed((data[0], data[1][::-1]))
+
+
+def test_another_serializer_is_given_every_value_so_nothing_it_encrypts_lies_in_clear(
+    store_factory: StoreFactory,
+) -> None:
+    """Scalars skip LangGraph's plain serializer only; an ``EncryptedSerializer`` gets them."""
+    saver = PurposeAgentSaver(store_factory(), serde=_Reversed())
+    checkpoint = _checkpoint({"ssn": "123-45-6789", "n": 7})
+    saver.put(_config("secret"), checkpoint, {"step": 0}, {"ssn": 1, "n": 1})
+    saver.put_writes(_config("secret", checkpoint["id"]), [("ssn", "987-65-4321")], "task")
+
+    store: Any = _sync(saver.store)
+    thread = store.list_runs(group=group_for("secret"))
+    stored = json.dumps([e.data for run in thread for e in store.list_events(run)])
+    assert "123-45-6789" not in stored
+    assert "987-65-4321" not in stored
+    found = PurposeAgentSaver(store_factory(), serde=_Reversed()).get_tuple(_config("secret"))
+    assert found is not None
+    assert found.checkpoint["channel_values"] == {"ssn": "123-45-6789", "n": 7}
+    assert found.pending_writes == [("task", "ssn", "987-65-4321")]
+
+
+def test_a_prune_keeps_a_subgraph_call_whose_root_checkpoint_commits_while_it_reads(
+    saver: PurposeAgentSaver,
+) -> None:
+    """The root's background save lands between the prune's reads of the root and the call.
+
+    The call started from that new root checkpoint: it is running, or waits on an interrupt.
+    """
+    first = _checkpoint()
+    saver.put(_config("race"), first, {"step": 0}, {})
+    newer = _checkpoint()  # the root checkpoint still being saved
+    call = _checkpoint()
+    saver.put(_config("race", ns="sub:task-1"), call, {"parents": {"": newer["id"]}}, {})
+    saver.put_writes(_config("race", call["id"], ns="sub:task-1"), [("__interrupt__", "?")], "t")
+    store = saver.store
+    lookup = store.event_by_key  # type: ignore[attr-defined]
+    saved = []
+
+    def committing_meanwhile(run_id: str, key: str) -> Any:
+        if key == newer["id"] and not saved:
+            saved.append(saver.put(_config("race", first["id"]), newer, {"step": 1}, {}))
+        return lookup(run_id, key)
+
+    store.event_by_key = committing_meanwhile  # type: ignore[attr-defined]
+    saver.prune(["race"])
+    store.event_by_key = lookup  # type: ignore[attr-defined]
+
+    latest = saver.get_tuple(_config("race"))
+    assert latest is not None
+    assert latest.checkpoint["id"] == newer["id"]
+    waiting = saver.get_tuple(_config("race", ns="sub:task-1"))
+    assert waiting is not None
+    assert waiting.pending_writes == [("t", "__interrupt__", "?")]
+
+
+def test_a_prune_keeps_a_checkpoint_saved_meanwhile_where_none_was_live(
+    saver: PurposeAgentSaver,
+) -> None:
+    """A namespace whose checkpoints a rollback deleted goes on; the prune must not take it."""
+    kept = _fill(saver, "rolled", 2)
+    saver.put(_config("rolled", ns="child:1"), _checkpoint(), {"run_id": "rolled-back"}, {})
+    saver.delete_for_runs(["rolled-back"])  # nothing live left in child:1
+    again = _checkpoint({"v": "again"})
+    store = saver.store
+    compact = store.compact  # type: ignore[attr-defined]
+
+    saved = []
+
+    def saving_meanwhile(run_id: str) -> int:
+        if not saved:
+            saved.append(saver.put(_config("rolled", ns="child:1"), again, {"step": 0}, {"v": 1}))
+        return int(compact(run_id))
+
+    store.compact = saving_meanwhile  # type: ignore[attr-defined]
+    saver.prune(["rolled"])
+    store.compact = compact  # type: ignore[attr-defined]
+
+    found = saver.get_tuple(_config("rolled", ns="child:1"))
+    assert found is not None
+    assert found.checkpoint["channel_values"] == {"v": "again"}
+    latest = saver.get_tuple(_config("rolled"))
+    assert latest is not None
+    assert latest.checkpoint["id"] == kept[-1]
+
+
+def test_the_history_walk_stops_where_get_tuple_finds_no_parent(
+    saver: PurposeAgentSaver,
+) -> None:
+    """A copy of a pruned thread over an earlier copy: the kept checkpoint reads unparented."""
+    ids = _fill(saver, "src", 3)
+    saver.copy_thread("src", "dst")
+    saver.prune(["src"])
+    saver.copy_thread("src", "dst")  # the marker that ids[-1] has no parent comes along
+    latest = saver.get_tuple(_config("dst", ids[-1]))
+    assert latest is not None
+    assert latest.parent_config is None
+    assert saver.get_tuple(_config("dst", ids[0])) is not None  # the parent is there
+    _put(saver, "dst", ids[-1])
+
+    found = saver.get_delta_channel_history(config=_config("dst"), channels=["w"])
+    assert found == BaseCheckpointSaver.get_delta_channel_history(
+        saver, config=_config("dst"), channels=["w"]
+    )
+    assert found == {"w": {"writes": [("task", "w", 2)]}}
+    target = saver.get_delta_channel_history(config=_config("dst", ids[-1]), channels=["w"])
+    assert target == {"w": {"writes": []}}
 
 
 def test_an_empty_checkpoint_id_names_no_checkpoint_as_in_langgraphs_savers(

@@ -33,8 +33,12 @@ Stored = dict[str, tuple[Any, Any]]
 """A checkpoint's channels: each one's version and its value as stored (see
 :func:`~purpose_agent.integrations.langgraph.payloads.dump_value`)."""
 
-# The cache holds at most this many characters of stored values, over all namespaces.
+# The cache holds about this many bytes at most, over all namespaces, and this many of them.
 _BUDGET = 32 * 1024 * 1024
+_ENTRIES = 10_000
+# What an entry costs beyond its values' characters (its key, ids, tuples), and each channel.
+_ENTRY_COST = 400
+_CHANNEL_COST = 150
 
 
 class LastStored:
@@ -43,10 +47,11 @@ class LastStored:
     Shared by the saver's copies (``with_allowlist``) and by its threads and tasks.
     """
 
-    def __init__(self, budget: int = _BUDGET) -> None:
+    def __init__(self, budget: int = _BUDGET, entries: int = _ENTRIES) -> None:
         self._entries: OrderedDict[tuple[str, str], tuple[str, Stored, int]] = OrderedDict()
         self._size = 0
         self._budget = budget
+        self._most = entries
         self._lock = threading.Lock()
 
     def get(self, where: tuple[str, str], checkpoint_id: str) -> Stored | None:
@@ -60,7 +65,7 @@ class LastStored:
 
     def put(self, where: tuple[str, str], checkpoint_id: str, stored: Stored) -> None:
         """Remember a checkpoint just stored, dropping the least recently used past the budget."""
-        size = sum(_size(value) for _, value in stored.values())
+        size = _ENTRY_COST + sum(_CHANNEL_COST + _size(value) for _, value in stored.values())
         with self._lock:
             old = self._entries.pop(where, None)
             if old is not None:
@@ -69,7 +74,7 @@ class LastStored:
                 return  # one huge state would push every other namespace out
             self._entries[where] = (checkpoint_id, stored, size)
             self._size += size
-            while self._size > self._budget:
+            while self._size > self._budget or len(self._entries) > self._most:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
                 self._size -= dropped
 

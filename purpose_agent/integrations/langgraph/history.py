@@ -66,9 +66,11 @@ def delta_history(
     run_id = runs.run_id_for(thread_id, namespace)
     target = yield from _target(thread_id, namespace, run_id, checkpoint_id)
     if target is not None:
+        event, unparented = target
         walk = _Walk(reader, thread_id, namespace, run_id, batched)
-        want = payloads.checkpoint_parts(target)[1]
-        yield from walk.back(want, target.seq, remaining, collected, seeds)
+        # A checkpoint kept by a prune reads with no parent: get_tuple's walk stops there.
+        want = None if unparented else payloads.checkpoint_parts(event)[1]
+        yield from walk.back(want, event.seq, remaining, collected, seeds)
     history: dict[str, DeltaChannelHistory] = {}
     for channel in channels:
         entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
@@ -80,31 +82,38 @@ def delta_history(
 
 def _target(
     thread_id: str, namespace: str, run_id: str, checkpoint_id: str | None
-) -> Op[PAEvent | None]:
-    """The checkpoint the walk starts from, as ``get_tuple`` finds it (not deleted)."""
+) -> Op[tuple[PAEvent, bool] | None]:
+    """The checkpoint the walk starts from, as ``get_tuple`` finds it (not deleted).
+
+    Returns:
+        The checkpoint and whether it reads with no parent (kept by a prune), or ``None``.
+    """
     if checkpoint_id is not None:
         if not could_be_key(checkpoint_id):
             return None
         found: PAEvent | None = yield calls.Call("event_by_key", (run_id, checkpoint_id))
         if found is None or not is_checkpoint(found):
             return None
-        return found if (yield from _live(thread_id, namespace, found)) else None
+        writes = yield from _writes(thread_id, namespace, found)
+        return None if writes.deleted else (found, writes.unparented)
     before: int | None = None
     limit = 1  # the latest is almost never deleted
     while True:
         events: list[PAEvent] = yield calls.newest_events(run_id, limit, before)
         for event in events:
-            if is_checkpoint(event) and (yield from _live(thread_id, namespace, event)):
-                return event
+            if is_checkpoint(event):
+                writes = yield from _writes(thread_id, namespace, event)
+                if not writes.deleted:
+                    return event, writes.unparented
         if len(events) < limit:
             return None
         before, limit = events[-1].seq, _LAST_PAGE
 
 
-def _live(thread_id: str, namespace: str, event: PAEvent) -> Op[bool]:
+def _writes(thread_id: str, namespace: str, event: PAEvent) -> Op[payloads.Writes]:
     writes_run = runs.writes_run_for(thread_id, namespace, payloads.checkpoint_id(event))
     events: list[PAEvent] = yield calls.whole_run(writes_run)
-    return not payloads.writes(events).deleted
+    return payloads.writes(events)
 
 
 class _Walk:
@@ -207,8 +216,8 @@ class _Walk:
             for channel in [channel for channel in remaining if channel in held]:
                 seeds[channel] = held[channel]
                 remaining.discard(channel)
-            if not remaining:
-                return False
+            if not remaining or writes.unparented:
+                return False  # every channel seeded, or (pruned) no parent to go on to
         return True
 
     def _values_up_to_seeds(

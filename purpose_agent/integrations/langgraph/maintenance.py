@@ -172,31 +172,36 @@ def prune(thread_id: str, reader: Reader) -> Op[None]:
     yield from refuse_delta_threads([thread_id], reader)
     run_ids = yield from calls.list_runs(group=runs.group_for(thread_id))
     heads: dict[str, tuple[PAEvent, list[str]]] = {}
-    newest: dict[str, str] = {}  # each namespace's newest checkpoint, live or deleted
-    doomed: list[str] = []
+    newest: dict[str, PAEvent] = {}  # each namespace's newest checkpoint, live or deleted
+    dead: list[str] = []  # namespaces with no live checkpoint
     for run_id in sorted(run_ids):
         if not runs.is_checkpoints(run_id):
             continue
-        head, left, newest_id = yield from _latest_live(run_id)
-        if newest_id is not None:
-            newest[run_id] = newest_id
+        head, left, newest_event = yield from _latest_live(run_id)
+        if newest_event is not None:
+            newest[run_id] = newest_event
         if head is None:
-            doomed.append(run_id)  # nothing live left in the namespace
+            dead.append(run_id)
         else:
             heads[run_id] = head, left
     finished = yield from _finished_calls(thread_id, heads, reader)
     kept = {run_id: head for run_id, (head, _) in heads.items() if run_id not in finished}
     kept_writes = {writes for run_id in kept for writes in heads[run_id][1]}
-    doomed += [run_id for run_id in heads if run_id in finished]
+    doomed = sorted(finished)
     doomed += yield from _doomed_writes(
         [run_id for run_id in run_ids if runs.is_writes(run_id) and run_id not in kept_writes],
         kept,
-        newest,
-        set(doomed),
+        {run_id: payloads.checkpoint_id(event) for run_id, event in newest.items()},
+        finished | set(dead),
     )
     for run_id, head in kept.items():
         yield from _compact_below(run_id, head)
         yield from _unparent(thread_id, run_id, head)
+    for run_id in dead:
+        # Compacted up to what was read, not deleted: a checkpoint the thread saves there
+        # meanwhile (it goes on after a rollback by delete_for_runs) stays.
+        if run_id in newest:
+            yield from _compact_through(run_id, newest[run_id])
     if doomed:
         yield from calls.delete_runs(sorted(doomed))
 
@@ -256,16 +261,16 @@ def _owners(writes_runs: list[str]) -> Op[dict[str, runs.WritesOf]]:
     return found
 
 
-def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str], str | None]]:
+def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str], PAEvent | None]]:
     """A checkpoint run's latest live checkpoint, and the writes runs that must stay with it.
 
     Returns:
         The checkpoint (``None`` if none is live), the writes runs of the checkpoints from
         it up (the latest live one, and the deleted ones saved after it, whose markers must
-        stay), and the id of the run's newest checkpoint, live or not (``None`` if none).
+        stay), and the run's newest checkpoint, live or not (``None`` if none).
     """
     left: list[str] = []
-    newest: str | None = None
+    newest: PAEvent | None = None
     before: int | None = None
     while True:
         events = yield from calls.list_events(run_id, limit=PAGE, before=before, newest_first=True)
@@ -273,7 +278,7 @@ def _latest_live(run_id: str) -> Op[tuple[PAEvent | None, list[str], str | None]
             if not is_checkpoint(event):
                 continue
             checkpoint_id = payloads.checkpoint_id(event)
-            newest = checkpoint_id if newest is None else newest
+            newest = event if newest is None else newest
             left.append(runs.writes_run_for(*where_of(run_id, event), checkpoint_id))
             writes = yield from pending_writes(left[-1])
             if not writes.deleted:
@@ -289,7 +294,9 @@ def _finished_calls(
     """The checkpoint runs of subgraph calls that started from an older root checkpoint."""
     root_run = runs.run_id_for(thread_id, "")
     root = heads.get(root_run)
-    root_head = payloads.checkpoint_id(root[0]) if root is not None else None
+    if root is None:
+        return set()
+    root_head = payloads.checkpoint_id(root[0])
     finished: set[str] = set()
     for run_id, (head, _) in heads.items():
         if ":" not in where_of(run_id, head).checkpoint_ns:
@@ -299,7 +306,9 @@ def _finished_calls(
         if not isinstance(started, str) or started == root_head or not could_be_key(started):
             continue
         saved = yield from calls.event_by_key(root_run, started)
-        if saved is not None and is_checkpoint(saved):
+        # Below the root's head as this prune read it: a root checkpoint saved since (the
+        # run's background save committing now) may be the one a running call started from.
+        if saved is not None and is_checkpoint(saved) and saved.seq < root[0].seq:
             finished.add(run_id)
     return finished
 
@@ -320,6 +329,13 @@ def _unparent(thread_id: str, run_id: str, head: PAEvent) -> Op[None]:
     yield from calls.append(
         writes_run, [payloads.unparented(names)], group=runs.group_for(thread_id)
     )
+
+
+def _compact_through(run_id: str, newest: PAEvent) -> Op[None]:
+    """Delete a run's events up to ``newest``, keeping any saved after it was read."""
+    marker = {payloads.KEY: PRUNED, "kept": None}
+    yield from calls.save_snapshot(run_id, RunState(run_id=run_id, seq=newest.seq, data=marker))
+    yield from calls.compact(run_id)
 
 
 def _compact_below(run_id: str, latest: PAEvent) -> Op[None]:

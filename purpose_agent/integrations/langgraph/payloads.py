@@ -33,6 +33,7 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent
 from purpose_agent.integrations.langgraph import runs
@@ -69,11 +70,13 @@ def dump_value(serde: SerializerProtocol, value: Any) -> Any:
     Strings, 64-bit integers, finite floats, booleans and ``None`` (of exactly those types)
     come back from the store as they went in, so they are kept as themselves, readable in
     ``purpose-agent runs events`` and spared the serializer both ways, as LangGraph's
-    ``PostgresSaver`` keeps them inline. Anything else goes through :func:`dump`, whose
-    ``[type, base64]`` list no scalar can be mistaken for.
+    ``PostgresSaver`` keeps them inline. Only under LangGraph's own ``JsonPlusSerializer``:
+    any other serializer (an ``EncryptedSerializer``, say) gets every value, so that no
+    value it was given to encrypt lies in the database as plain text. Anything else goes
+    through :func:`dump`, whose ``[type, base64]`` list no scalar can be mistaken for.
     """
     kind = type(value)
-    if (
+    if type(serde) is JsonPlusSerializer and (
         value is None
         or kind is bool
         or (kind is int and -_INT64 <= value < _INT64)
