@@ -27,7 +27,12 @@ from typing import TYPE_CHECKING, Any
 from purpose_agent import CorruptRecord, PAEvent
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op
-from purpose_agent.integrations.langgraph.reads import Reader, could_be_key, is_checkpoint
+from purpose_agent.integrations.langgraph.reads import (
+    Reader,
+    could_be_key,
+    is_checkpoint,
+    pending_writes,
+)
 
 if TYPE_CHECKING:  # LangGraph releases before DeltaChannel have neither
     from langgraph.checkpoint.base import DeltaChannelHistory, PendingWrite
@@ -112,8 +117,7 @@ def _target(
 
 def _writes(thread_id: str, namespace: str, event: PAEvent) -> Op[payloads.Writes]:
     writes_run = runs.writes_run_for(thread_id, namespace, payloads.checkpoint_id(event))
-    events: list[PAEvent] = yield calls.whole_run(writes_run)
-    return payloads.writes(events)
+    return (yield from pending_writes(writes_run))
 
 
 class _Walk:
