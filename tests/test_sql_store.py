@@ -32,6 +32,7 @@ from purpose_agent import (
     SQLiteCheckpointer,
     StoreUnavailable,
 )
+from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.testing.samples import ev, new, st
 from tests.test_cli_support import invoke
@@ -815,3 +816,82 @@ def test_a_url_option_with_a_malformed_value_is_invalid_input(
     shown = url.render_as_string(hide_password=True)
     assert message.startswith(f"cannot open {shown}: an option of the URL is refused"), message
     assert "'ten'" in message, message
+
+
+def test_an_append_racing_delete_run_goes_with_the_run_or_starts_it_afresh(
+    empty_database: str,
+) -> None:
+    """The delete is held just after it removed the run's events, while an append arrives.
+
+    The append must either wait for the delete or have gone before it: never commit between
+    the delete's statements, which left its event behind with no run row, under a
+    ``last_seq`` that later appends reused (each then failed on the taken seq).
+    """
+    deleting = threading.get_ident
+    events_gone, go_on = threading.Event(), threading.Event()
+    deleter: list[int] = []
+
+    with SQLCheckpointer(empty_database) as store:
+        store.append("race", [new() for _ in range(3)])
+
+        def hold(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if deleting() in deleter and statement.lstrip().upper().startswith(
+                "DELETE FROM PA_EVENTS"
+            ):
+                events_gone.set()
+                assert go_on.wait(30)
+
+        sa.event.listen(store.engine, "after_cursor_execute", hold)
+
+        def delete() -> None:
+            deleter.append(deleting())
+            store.delete_run("race")
+
+        remover = threading.Thread(target=delete)
+        remover.start()
+        assert events_gone.wait(30)
+        appended: list[PAEvent] = []
+        appender = threading.Thread(
+            target=lambda: appended.extend(store.append("race", [new(late=True)]))
+        )
+        appender.start()
+        appender.join(1.0)  # an append that does not wait for the delete is done by now
+        go_on.set()
+        remover.join(30)
+        appender.join(30)
+        sa.event.remove(store.engine, "after_cursor_execute", hold)
+
+        stored = store.list_events("race")
+        if appended:
+            # It waited, then started the run afresh (or went first and was deleted with it).
+            assert stored in ([], appended)
+        assert ("race" in store.list_runs()) == bool(stored)
+        later = [store.append("race", [new(n=n)])[0].seq for n in range(3)]
+        assert later == [len(stored) + 1, len(stored) + 2, len(stored) + 3]
+
+
+@pytest.mark.parametrize("damage", ["behind", "missing"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["alone", "grouped"])
+def test_an_append_to_a_run_whose_row_is_behind_its_events_takes_the_seqs_after_them(
+    empty_database: str, damage: str, grouped: bool
+) -> None:
+    """A run row behind its events (a restore of the events alone, a manual fix) is caught up.
+
+    Before, every append to such a run took a seq already stored and failed, for good, with
+    a driver's duplicate-key error reported as the database being unavailable.
+    """
+    options: dict[str, Any] = {"group_commit": GroupCommitPolicy()} if grouped else {}
+    with SQLCheckpointer(empty_database, **options) as store:
+        store.append("lagging", [new(n=n) for n in range(3)])
+        with store.engine.begin() as conn:
+            runs = RunRecord.__table__
+            where = runs.c.run_id == "lagging"
+            if damage == "behind":
+                conn.execute(sa.update(runs).where(where).values(last_seq=1))
+            else:
+                conn.execute(sa.delete(runs).where(where))
+        assert [e.seq for e in store.append("lagging", [new(n=3), new(n=4)])] == [4, 5]
+        assert [e.data for e in store.list_events("lagging")] == [{"n": n} for n in range(5)]
+        assert store.last_seq("lagging") == 5
+        assert "lagging" in store.list_runs()
+        assert store.append("lagging", [new(n=5)], expected_last_seq=5)[0].seq == 6

@@ -742,7 +742,14 @@ class Queries:
         )
 
     def delete_run(self, conn: Connection, run_id: str) -> None:
-        """Remove a run's events, snapshot and row."""
+        """Remove a run's events, snapshot and row, its row locked first.
+
+        Appends to a run serialise on its row. Taken first, the lock makes an append either
+        commit before the delete (and go with the run) or wait for it (and start the run
+        afresh); deleting the events first let an append commit between the two deletes and
+        leave an event with no run row, above a ``last_seq`` that later appends reused.
+        """
+        self._lock_run.fetch(conn, {"run_id": run_id})
         for model in (EventRecord, SnapshotRecord, RunRecord):
             conn.execute(delete(model).where(model.run_id == run_id))
 
@@ -758,6 +765,24 @@ class Queries:
             conn, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": 0}
         )
         return int(self._lock_run.fetch(conn, {"run_id": run_id})[0][0])
+
+    def catch_up_run(self, conn: Connection, run_id: str, now: int) -> bool:
+        """Move a run row that is behind its events up to their last seq; whether it was.
+
+        The store writes a run's row in the transaction of every event, so a row behind its
+        events (or missing) was left by something else: a restore of the events table alone,
+        a manual fix, a damaged row. Appends would take seqs that are already stored.
+        """
+        last = self.lock_run(conn, run_id, now)
+        stored = conn.execute(
+            select(func.max(EventRecord.seq)).where(EventRecord.run_id == run_id)
+        ).scalar()
+        if stored is None or int(stored) <= last:
+            return False
+        conn.execute(
+            update(RunRecord).where(RunRecord.run_id == run_id).values(last_seq=int(stored))
+        )
+        return True
 
     @property
     def appends_in_one(self) -> bool:

@@ -632,9 +632,21 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             if placed is not None:
                 return placed
             sent[0] = False  # nothing was stored: the transaction below starts afresh
-        with self._write_unit() as conn:
-            placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
-            sent[0] = True
+        try:
+            with self._write_unit() as conn:
+                placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
+                sent[0] = True
+        except IntegrityError as exc:
+            # Under the run's lock, a seq already taken means the run row is behind its
+            # events: caught up, the append takes the seqs after them.
+            if not self._flavor.is_unique_violation(exc) or sent[0]:
+                raise
+            with self._write_unit() as conn:
+                if not queries.catch_up_run(conn, run_id, now):
+                    raise
+            with self._write_unit() as conn:
+                placed = self._append_in(conn, run_id, items, expected, snapshot, group, now)
+                sent[0] = True
         return placed
 
     def _append_in(
