@@ -170,9 +170,11 @@ class Replicas:
             while len(self._marks) > MAX_TRACKED_RUNS:
                 _, oldest = self._marks.popitem(last=False)
                 forgotten = self._shared[_FORGOTTEN]
-                if oldest.lsn is None:
+                if oldest.lsn is None or forgotten.lsn is None:
+                    # An unknown shared position may be being asked for right now, by a
+                    # read that started before this run's write: bumped, it is asked again.
                     forgotten.bump()
-                elif forgotten.lsn is not None:
+                else:
                     forgotten.lsn = max(forgotten.lsn, oldest.lsn)
 
     # -- reads ----------------------------------------------------------------------------

@@ -284,3 +284,56 @@ def test_a_replica_url_that_is_not_postgres_is_refused(databases: tuple[URL, URL
     url, _ = databases
     with pytest.raises(InvalidInput, match="not a Postgres URL"):
         SQLCheckpointer(url, read_url=["sqlite:///y.db"])
+
+
+def test_a_run_forgotten_while_another_read_asks_the_primary_still_reads_its_own_write(
+    primary: LocalPostgres,
+    standby: LocalPostgresStandby,
+    databases: tuple[URL, URL],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Run ``x``'s known WAL position must outlive its mark, even while the shared one is asked.
+
+    Untracked runs share one mark. A reader of one of them is held after the primary gave it
+    a WAL position and before it stores it; meanwhile ``x`` is written, read (so its own
+    position is known) and pushed out of the tracked runs. The held reader's position is
+    older than ``x``'s write: stored as the shared mark, it sent ``x``'s next read to a
+    standby that did not have it.
+    """
+    url, replica = databases
+    monkeypatch.setattr(replicas_module, "MAX_TRACKED_RUNS", 4)
+    real_parse = replicas_module.parse_lsn
+    asked, release = threading.Event(), threading.Event()
+    held: list[threading.Thread] = []
+
+    def parse_held(value: str | None) -> int | None:
+        if threading.current_thread() in held:
+            asked.set()
+            assert release.wait(30)
+        return real_parse(value)
+
+    monkeypatch.setattr(replicas_module, "parse_lsn", parse_held)
+    with SQLCheckpointer(url, read_url=replica) as store:
+        store.delete_runs(["absent"])  # the shared mark of untracked runs is now unknown
+        reader = threading.Thread(target=lambda: store.list_events("untracked"))
+        held.append(reader)
+        reader.start()
+        assert asked.wait(30)
+        caught_up(primary, standby)
+        standby.query("SELECT pg_wal_replay_pause()")
+        try:
+            deadline = time.monotonic() + REPLAY_TIMEOUT
+            while standby.query("SELECT pg_get_wal_replay_pause_state()") != "paused":
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            written = store.append("x", [new(n=1)])
+            assert store.list_events("x") == written  # from the primary: x's position known
+            # One write of as many runs as are tracked: x, and only x, is no longer tracked.
+            store.save_events([ev(f"other-{n}", 1) for n in range(4)])
+            assert "x" not in store._replicas._marks  # type: ignore[union-attr]
+            release.set()
+            reader.join(30)
+            assert store.list_events("x") == written
+        finally:
+            release.set()
+            standby.query("SELECT pg_wal_replay_resume()")
