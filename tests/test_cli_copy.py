@@ -294,7 +294,52 @@ def test_copy_verifies_counts_and_fails_on_a_mismatch(store_url: str, tmp_path: 
         dest.save_event(_event("run-0", 11, n=11))  # the destination already holds more
     result = invoke("copy", source, store_url)
     assert result.exit_code == 1
-    assert "the source has 10 events, the destination 11 after the copy" in result.stdout
+    assert "the source has 5 events after seq 5, the destination 6 after the copy" in result.stdout
+
+
+def test_copy_of_a_run_compacted_while_it_is_copied_carries_the_newer_snapshot(
+    store_url: str, tmp_path: Path
+) -> None:
+    """The source's agent moves on and a prune compacts the run after the copy's first batch.
+
+    The copy had read the older snapshot; its stream then found only what the compaction
+    left, and it reported success with the destination holding the older state.
+    """
+    source = f"jsonl:{tmp_path / 'source'}"
+    _fill(source, runs=1, events=250)  # snapshot at 125
+    with open_store(source, create=False) as reader, open_store(store_url) as writer:
+
+        def live(progress: CopyProgress) -> None:
+            if progress.events_done == 100 and reader.load_latest("run-0").seq == 125:
+                reader.save_events(
+                    [_event("run-0", seq, n=seq) for seq in range(251, 301)],
+                    snapshot=RunState(run_id="run-0", seq=300, data={"moved": "on"}),
+                )
+                assert reader.compact("run-0") == 300
+
+        report = copy_runs(reader, writer, live, batch_size=100)
+        assert report.ok, report.problems
+        copied = writer.recover("run-0")
+        assert copied is not None
+        assert copied.state is not None
+        assert (copied.state.seq, copied.state.data, copied.events) == (300, {"moved": "on"}, [])
+        assert copied == reader.recover("run-0")
+
+
+def test_copy_run_again_after_the_source_was_pruned_verifies(
+    store_url: str, tmp_path: Path
+) -> None:
+    source = f"jsonl:{tmp_path / 'source'}"
+    _fill(source, runs=2, events=10)  # snapshots at 5
+    assert invoke("copy", source, store_url).exit_code == 0
+    assert invoke("prune", "--covered", "--url", source).exit_code == 0
+    with open_store(source, create=False) as reader:
+        assert [e.seq for e in reader.list_events("run-0")] == list(range(6, 11))
+    again = invoke("copy", source, store_url)
+    assert again.exit_code == 0, again.output
+    with open_store(source, create=False) as reader, open_store(store_url) as writer:
+        for run_id in ("run-0", "run-1"):
+            assert writer.recover(run_id) == reader.recover(run_id)
 
 
 def test_copy_refuses_to_copy_a_store_onto_itself(store_url: str) -> None:

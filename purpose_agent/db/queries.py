@@ -1277,9 +1277,13 @@ class Queries:
         rows = conn.execute(stmt)
         return [KindCount(kind, int(count), int(first)) for kind, count, first in rows]
 
-    def count_events(self, conn: Connection, run_id: str) -> int:
-        """How many events a run has stored."""
-        stmt = select(func.count()).select_from(EventRecord).where(EventRecord.run_id == run_id)
+    def count_events(self, conn: Connection, run_id: str, since_seq: int = 0) -> int:
+        """How many events a run has stored after ``since_seq``."""
+        stmt = (
+            select(func.count())
+            .select_from(EventRecord)
+            .where(EventRecord.run_id == run_id, EventRecord.seq > since_seq)
+        )
         return int(conn.execute(stmt).scalar_one())
 
     # -- copies that keep event keys and groups ----------------------------------------------

@@ -3,7 +3,9 @@
 Each run is read as a stream and written in batches, so memory holds one batch whatever the
 size of the log. The run's snapshot is read *before* its events, so the events streamed
 afterwards cover everything it covers, and it is written with the run's last batch, so a
-destination never holds a snapshot ahead of its events.
+destination never holds a snapshot ahead of the events its source holds. A source that saves
+a newer snapshot during the copy (and may compact the events it covers) is read again, the
+newer snapshot with the events after the last one copied.
 
 Between the package's stores (:class:`~purpose_agent.protocol.KeyedEvents` on both sides) each
 event keeps its key and each run its group: events are read with ``iter_keyed_events`` and
@@ -18,7 +20,9 @@ An interrupted copy is resumed by running it again: every batch is one transacti
 an event equal to a stored one (with the same key) is a no-op, so nothing is duplicated; a
 *different* event at a stored position, or the same event under another key, is a
 ``SequenceConflict``, reported for that run. At the end of each run the destination's count of
-events is compared with the number of positions read, and its group with the source's.
+events after the snapshot is compared with the number of positions read there, and its group
+with the source's. Events the snapshot covers are not counted: a source compacted since an
+earlier copy no longer has them, and the destination may keep them.
 """
 
 from __future__ import annotations
@@ -193,11 +197,11 @@ class _Sides:
             grouped(dest) if keyed_dest is not None else None,
         )
 
-    def events(self, run_id: str) -> Iterator[KeyedEvent]:
-        """The source run's events, each with its key (``None`` where the source keeps none)."""
+    def events(self, run_id: str, since_seq: int) -> Iterator[KeyedEvent]:
+        """The source run's events after ``since_seq``, each with its key (or ``None``)."""
         if self.keyed_source is not None:
-            return self.keyed_source.iter_keyed_events(run_id)
-        return (KeyedEvent(event, None) for event in self.source.iter_events(run_id))
+            return self.keyed_source.iter_keyed_events(run_id, since_seq)
+        return (KeyedEvent(event, None) for event in self.source.iter_events(run_id, since_seq))
 
     def write(
         self,
@@ -215,6 +219,35 @@ class _Sides:
         dropped[KEYS_DROPPED] += sum(item.key is not None for item in batch)
 
 
+# Times a run's snapshot may move on while it is copied before the run is reported instead.
+MAX_SNAPSHOT_ROUNDS = 100
+
+
+@dataclass
+class _Positions:
+    """The positions streamed from a run, as ascending ranges (a stream reads them in order).
+
+    Counted above a snapshot's seq, they are what the destination must hold there: a position
+    at or below it is covered by the snapshot, whether a compaction removed it from the source
+    (during this copy, or before a re-run of it) or not.
+    """
+
+    ranges: list[list[int]] = field(default_factory=list)
+
+    def add(self, seq: int) -> None:
+        if self.ranges and seq <= self.ranges[-1][1] + 1:
+            self.ranges[-1][1] = max(self.ranges[-1][1], seq)
+        else:
+            self.ranges.append([seq, seq])
+
+    @property
+    def last(self) -> int:
+        return self.ranges[-1][1] if self.ranges else 0
+
+    def above(self, seq: int) -> int:
+        return sum(max(0, high - max(low, seq + 1) + 1) for low, high in self.ranges)
+
+
 def _copy_run(
     sides: _Sides,
     run_id: str,
@@ -223,18 +256,61 @@ def _copy_run(
     dropped: Counter[str],
     tell: Callable[[str], None],
 ) -> str | None:
-    """Copy one run; return why its counts do not match, or ``None`` when they do."""
+    """Copy one run; return why its counts do not match, or ``None`` when they do.
+
+    The snapshot is read before the events each time. Should the source save a newer one
+    while the run is copied, it is read again, and the events after the last one copied
+    are streamed with it: a compaction under the copy removes positions the newer
+    snapshot covers, which the stream would otherwise skip without a trace.
+    """
     state: RunState | None = sides.source.load_latest(run_id)
     group = sides.groups.run_group(run_id) if sides.groups is not None else None
-    positions = 0
-    last_seq: int | None = None
+    positions = _Positions()
+    _stream(sides, run_id, positions, state, group, batch_size, report, dropped, tell)
+    for _ in range(MAX_SNAPSHOT_ROUNDS):
+        newer = sides.source.load_latest(run_id)
+        if newer is None or newer == state:
+            break
+        state = newer
+        _stream(sides, run_id, positions, state, group, batch_size, report, dropped, tell)
+    else:
+        return f"its snapshot moved on {MAX_SNAPSHOT_ROUNDS} times while it was copied"
+    if group is not None and sides.keyed_dest is None:
+        dropped[GROUP_DROPPED] += 1
+    covered = state.seq if state is not None else 0
+    stored = count_events(sides.dest, run_id, covered)
+    expected = positions.above(covered)
+    if stored != expected:
+        after = f" after seq {covered}" if covered else ""
+        return f"the source has {expected} events{after}, the destination {stored} after the copy"
+    if state is not None:
+        copied = sides.dest.load_latest(run_id)
+        if copied is None or copied.seq < state.seq:
+            return f"the destination's snapshot does not cover seq {state.seq}"
+    if group is not None and sides.dest_groups is not None:
+        found = sides.dest_groups.run_group(run_id)
+        if found != group:
+            return f"the source's run is in group {group!r}, the destination's in {found!r}"
+    return None
+
+
+def _stream(
+    sides: _Sides,
+    run_id: str,
+    positions: _Positions,
+    state: RunState | None,
+    group: str | None,
+    batch_size: int,
+    report: CopyReport,
+    dropped: Counter[str],
+    tell: Callable[[str], None],
+) -> None:
+    """Copy the run's events after the last position copied, the snapshot with the last batch."""
     batch: list[KeyedEvent] = []
-    for item in sides.events(run_id):
+    for item in sides.events(run_id, positions.last):
         # The seed's log can hold one position twice; the destination keeps one, so positions
         # (not rows) are what its count must match.
-        if item.event.seq != last_seq:
-            positions += 1
-            last_seq = item.event.seq
+        positions.add(item.event.seq)
         batch.append(item)
         if len(batch) >= batch_size:
             sides.write(run_id, batch, None, group, dropped)
@@ -245,17 +321,3 @@ def _copy_run(
         sides.write(run_id, batch, state, group, dropped)
         report.events += len(batch)
         report.snapshots += state is not None
-    if group is not None and sides.keyed_dest is None:
-        dropped[GROUP_DROPPED] += 1
-    stored = count_events(sides.dest, run_id)
-    if stored != positions:
-        return f"the source has {positions} events, the destination {stored} after the copy"
-    if state is not None:
-        copied = sides.dest.load_latest(run_id)
-        if copied is None or copied.seq < state.seq:
-            return f"the destination's snapshot does not cover seq {state.seq}"
-    if group is not None and sides.dest_groups is not None:
-        found = sides.dest_groups.run_group(run_id)
-        if found != group:
-            return f"the source's run is in group {group!r}, the destination's in {found!r}"
-    return None

@@ -324,8 +324,8 @@ def _sql_detail(store: SQLCheckpointer, run_id: str) -> RunDetail | None:
     return RunDetail(summary, sum(kinds.values()), first_seq, kinds, state)
 
 
-def count_events(store: Checkpointer, run_id: str) -> int:
-    """Count a run's stored events: one indexed query on SQL, a streamed pass elsewhere.
+def count_events(store: Checkpointer, run_id: str, since_seq: int = 0) -> int:
+    """Count a run's events after ``since_seq``: an indexed query on SQL, a pass elsewhere.
 
     Raises:
         StoreUnavailable: The store cannot be read.
@@ -333,5 +333,5 @@ def count_events(store: Checkpointer, run_id: str) -> int:
     """
     if isinstance(store, SQLCheckpointer):
         with store.reading("counting events") as conn:
-            return store.queries.count_events(conn, run_id)
-    return sum(1 for _ in store.iter_events(run_id))
+            return store.queries.count_events(conn, run_id, since_seq)
+    return sum(1 for _ in store.iter_events(run_id, since_seq))
