@@ -116,6 +116,22 @@ class SeedFormatDatabase(SchemaNotCurrent):
         )
 
 
+class SchemaUnclear(SchemaNotCurrent):
+    """The version table records several revisions, which no upgrade of this package writes.
+
+    Alembic would pick none of them, and the package cannot tell which one the tables are at:
+    the message lists them, and the fix is to keep the row of the one they are at.
+    """
+
+    def __init__(self, found: str | None, needed: str, command: str) -> None:
+        super().__init__(found, needed, command)
+        self.args = (
+            f"the version table records several revisions ({found}), this version needs "
+            f"{needed}; keep only the row of the revision the tables are at ({command}), "
+            "then open the store again",
+        )
+
+
 class StoreUnavailable(CheckpointError):
     """The store could not be reached or refused the operation for a reason outside the data.
 

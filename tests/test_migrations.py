@@ -240,3 +240,86 @@ def test_linear_history_check_fails_on_a_fork_or_a_gap(tmp_path: Path, name: str
         )
     with pytest.raises(AssertionError):
         _linear_history(ScriptDirectory(str(tmp_path)))
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_migration_held_on_one_database_does_not_hold_another_on_the_same_server(
+    server: str,
+) -> None:
+    """One server, two databases (two tenants, or a deploy and a test run).
+
+    MariaDB's lock names are the server's: a migration holding the lock on one database,
+    or waiting on it, held every other database's migrations (and their stores' opening) up
+    to its 600 s wait.
+    """
+    import threading
+
+    from purpose_agent.db.transactions import migration_lock
+    from tests.servers import server_url, throwaway_database
+
+    with (
+        server_url(server) as admin,
+        throwaway_database(admin, "pa_lock_a") as first,
+        throwaway_database(admin, "pa_lock_b") as second,
+    ):
+        holder = make_engine(first)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with migration_lock(holder):
+                held.set()
+                release.wait(300)
+
+        holding = threading.Thread(target=hold)
+        holding.start()
+        opened: list[bool] = []
+        try:
+            assert held.wait(60)
+            opener = threading.Thread(
+                target=lambda: opened.append(bool(SQLCheckpointer(second).close() is None))
+            )
+            opener.start()
+            opener.join(120)  # far beyond a migration of an empty database
+            assert opened == [True]
+        finally:
+            release.set()
+            holding.join(60)
+            holder.dispose()
+        with SQLCheckpointer(first) as store:  # the first database migrates once released
+            store.save_event(ev("after", 1))
+
+
+@pytest.mark.parametrize("migrating", [True, False], ids=["migrate", "check"])
+def test_a_version_table_with_several_revisions_is_refused_naming_them(
+    empty_database: str, migrating: bool
+) -> None:
+    from tests.test_cli_support import invoke
+
+    with SQLCheckpointer(empty_database) as store:
+        store.save_event(ev("kept", 1))
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO pa_alembic_version (version_num) VALUES ('0002')"))
+    engine.dispose()
+    with pytest.raises(SchemaNotCurrent) as raised:
+        SQLCheckpointer(empty_database, migrate=migrating)
+    message = str(raised.value)
+    assert "several revisions (0002, 0003)" in message, message
+    assert "DELETE FROM pa_alembic_version WHERE version_num <> " in message, message
+    for command in ("current", "check", "upgrade"):
+        result = invoke("db", command, "--url", empty_database)
+        assert result.exit_code != 0
+        assert "several revisions (0002, 0003)" in result.output, result.output
+        assert "unexpected" not in result.output, result.output
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM pa_alembic_version WHERE version_num <> '0003'"))
+    engine.dispose()
+    with SQLCheckpointer(empty_database, migrate=False) as store:  # the fix it names works
+        assert [e.seq for e in store.list_events("kept")] == [1]

@@ -575,11 +575,18 @@ class MariaDBFlavor(Flavor):
         )
 
     def migration_lock(self) -> tuple[Executable, Executable | None]:
-        """A named server lock; DDL commits implicitly on MariaDB, so a transaction would not do."""
-        name = {"name": MIGRATION_LOCK_NAME}
+        """A named lock of this database; DDL commits implicitly, so a transaction would not do.
+
+        Lock names are the whole server's, while Postgres's advisory locks are each
+        database's: the name carries the database's (hashed to fit the 64 characters a name
+        may have), or a migration waiting on one database held every other database's
+        migrations, and the stores opening on them, for as long as it waited.
+        """
+        name = "CONCAT(:name, ':', MD5(COALESCE(DATABASE(), '')))"
+        bound = {"name": MIGRATION_LOCK_NAME}
         return (
-            text("SELECT GET_LOCK(:name, 600)").bindparams(**name),
-            text("SELECT RELEASE_LOCK(:name)").bindparams(**name),
+            text(f"SELECT GET_LOCK({name}, 600)").bindparams(**bound),
+            text(f"SELECT RELEASE_LOCK({name})").bindparams(**bound),
         )
 
     def is_unique_violation(self, exc: DBAPIError) -> bool:  # noqa: D102

@@ -18,10 +18,15 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, Engine, column, func, inspect, select, table
+from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table
 
 from purpose_agent.db.transactions import migration_lock
-from purpose_agent.errors import CheckpointError, SchemaNotCurrent, SeedFormatDatabase
+from purpose_agent.errors import (
+    CheckpointError,
+    SchemaNotCurrent,
+    SchemaUnclear,
+    SeedFormatDatabase,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -76,20 +81,21 @@ def head_revision() -> str:
 def current_revision(conn: Connection) -> str | None:
     """The revision the database is at; ``None`` for a database never migrated.
 
-    The version table's one row, read directly. Anything else there (several rows: a
-    branched history this package never writes) is left to Alembic, which explains it.
+    The version table's one row, read directly.
+
+    Raises:
+        SchemaUnclear: The table holds several rows (a branched history, which this package
+            never writes, or rows added by hand): no revision can be trusted.
     """
     if not inspect(conn).has_table(VERSION_TABLE):
         return None
-    found: list[object] = list(
-        conn.execute(select(column("version_num")).select_from(table(VERSION_TABLE))).scalars()
-    )
-    if len(found) == 1:
-        return str(found[0])
-    from alembic.runtime.migration import MigrationContext
-
-    context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    query = select(column("version_num", String)).select_from(table(VERSION_TABLE))
+    found = sorted(str(revision) for revision in conn.execute(query).scalars())
+    if len(found) > 1:
+        listed = ", ".join(found)
+        delete = f"DELETE FROM {VERSION_TABLE} WHERE version_num <> '<that revision>'"
+        raise SchemaUnclear(listed, head_revision(), delete)
+    return found[0] if found else None
 
 
 def is_known_revision(revision: str) -> bool:

@@ -316,7 +316,12 @@ class Transactions:
                 take, release = lock
                 got = conn.execute(take).scalar()
                 if release is not None and got != 1:
-                    raise TimeoutError("another process held the migration lock for 10 minutes")
+                    shown = self.engine.url.render_as_string(hide_password=True)
+                    raise StoreUnavailable(
+                        f"migrating {shown} failed: another session held its migration lock "
+                        "for 10 minutes (a migration still running, or one stuck on a table "
+                        "lock: SHOW PROCESSLIST shows it)"
+                    )
             else:
                 release = None
             try:
