@@ -895,3 +895,47 @@ def test_an_append_to_a_run_whose_row_is_behind_its_events_takes_the_seqs_after_
         assert store.last_seq("lagging") == 5
         assert "lagging" in store.list_runs()
         assert store.append("lagging", [new(n=5)], expected_last_seq=5)[0].seq == 6
+
+
+@pytest.mark.parametrize("handed", [False, True], ids=["waiting", "as-handed-over"])
+def test_a_thread_interrupted_while_it_waits_for_a_connection_leaks_none(
+    monkeypatch: pytest.MonkeyPatch, handed: bool
+) -> None:
+    """Ctrl-C in a thread waiting for a pooled connection, before or as one is handed to it.
+
+    Left in the queue, the interrupted wait was handed the next connection given back, which
+    the pool then counted checked out for good: after as many interrupts as the pool holds
+    connections, every call waited 30 s and failed.
+    """
+    from purpose_agent.db import thread_pool
+
+    queue = thread_pool.ThreadHandOverQueue(maxsize=1)
+    connection: Any = object()
+
+    class Interrupted(thread_pool._Waiter):
+        __slots__ = ()
+
+        def __init__(self) -> None:
+            super().__init__()
+            baton = self.baton
+
+            class Baton:
+                def acquire(self, timeout: float = -1) -> bool:
+                    if handed:
+                        queue.put_nowait(connection)
+                    raise KeyboardInterrupt
+
+                def release(self) -> None:
+                    baton.release()
+
+            self.baton = Baton()  # type: ignore[assignment]
+
+    monkeypatch.setattr(thread_pool, "_Waiter", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        queue.get(True, 5)
+    monkeypatch.undo()
+    assert not queue._waiting
+    if handed:
+        assert queue.get(False) is connection  # back among the idle ones
+    queue.put_nowait(connection)
+    assert queue.get(False) is connection  # not given to the interrupted wait

@@ -206,3 +206,36 @@ def test_a_turn_left_by_a_loop_that_has_gone_does_not_hold_the_next_loop() -> No
 
     asyncio.run(leave_held())
     assert asyncio.run(_in_turn(turns, lambda: "taken", timeout=0.05)) == "taken"
+
+
+def test_a_thread_interrupted_while_it_waits_for_its_turn_leaves_the_turn_to_others() -> None:
+    """Ctrl-C in a thread waiting for the write turn (the main thread of a CLI or a worker).
+
+    Left in the queue, the interrupted wait was handed the next turn, which nobody would give
+    back: every later write of the store waited its busy timeout and failed.
+    """
+    import os
+    import signal
+
+    turns = Turns()
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        assert turns.take(5)
+        holding.set()
+        assert release.wait(30)
+        turns.give_back()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(10)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        turns.take(30)
+    timer.join()
+    release.set()
+    holder.join(10)
+    assert turns.take(0.5)  # the turn is free again
+    turns.give_back()
+    assert turns.try_take()

@@ -86,7 +86,22 @@ class ThreadHandOverQueue(IdleConnections):
                 raise Empty()
             waiter = _Waiter()
             self._waiting.append(waiter)
-        if waiter.baton.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        try:
+            got = waiter.baton.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): left queued, the waiter would be handed the
+            # next connection given back, and the pool would count it checked out for good.
+            with self._mutex:
+                try:
+                    self._waiting.remove(waiter)
+                except ValueError:
+                    handed = True
+                else:
+                    handed = False
+            if handed:
+                self.put_nowait(waiter.item)
+            raise
+        if got:
             return waiter.item
         with self._mutex:
             try:

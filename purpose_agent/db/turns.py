@@ -40,7 +40,22 @@ class Turns:
             baton = threading.Lock()
             baton.acquire()
             self._waiting.append(baton)
-        if baton.acquire(timeout=timeout):
+        try:
+            got = baton.acquire(timeout=timeout)
+        except BaseException:
+            # Interrupted while waiting (Ctrl-C): left queued, the baton would be handed the
+            # turn by the next give_back, and nobody would ever give it back.
+            with self._mutex:
+                try:
+                    self._waiting.remove(baton)
+                except ValueError:
+                    handed = True
+                else:
+                    handed = False
+            if handed:
+                self.give_back()
+            raise
+        if got:
             return True  # handed over by give_back
         with self._mutex:
             try:
