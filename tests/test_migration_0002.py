@@ -577,3 +577,47 @@ def test_a_run_saved_by_a_snapshot_alone_appends_after_the_snapshot_once_upgrade
         assert recovery is not None
         assert recovery.state == filled.states["snapshot-only"]
         assert recovery.events == [appended]
+
+
+class Killed(Exception):
+    """Stands for the process dying at this statement."""
+
+
+def _die_at(engine: sa.Engine, prefix: str) -> Any:
+    def die(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if " ".join(statement.split()).upper().startswith(prefix):
+            raise Killed(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", die)
+    return die
+
+
+def test_an_upgrade_stopped_part_way_is_finished_by_the_next_open(filled: Filled) -> None:
+    """The upgrade stops after 0002 altered ``pa_events``, before ``pa_runs``.
+
+    Postgres and SQLite roll it all back. MariaDB had committed the new column and index
+    under revision 0001, and every later open failed on them ("Duplicate column name").
+    """
+    die = _die_at(filled.engine, "ALTER TABLE PA_RUNS ADD")
+    with pytest.raises(Killed):
+        migrate.upgrade(filled.engine)
+    sa.event.remove(filled.engine, "before_cursor_execute", die)
+    assert revision(filled.engine) == ZERO_ONE
+    with SQLCheckpointer(filled.url) as store:
+        assert revision(store.engine) == migrate.head_revision()
+        assert_store_reads_the_runs(store, filled)
+        placed = store.append("after", [NewEvent(kind=EventKind.CUSTOM, key="k")], group="g")
+        assert store.event_by_key("after", "k") == placed[0]
+        assert store.list_runs(group="g") == ["after"]
+
+
+def test_a_downgrade_stopped_part_way_is_finished_by_running_it_again(filled: Filled) -> None:
+    migrate.upgrade(filled.engine)
+    die = _die_at(filled.engine, "DROP INDEX UQ_PA_EVENTS_RUN_ID_KEY")
+    with pytest.raises(Killed):
+        migrate.downgrade(filled.engine, ZERO_ONE)
+    sa.event.remove(filled.engine, "before_cursor_execute", die)
+    migrate.downgrade(filled.engine, ZERO_ONE)
+    assert revision(filled.engine) == ZERO_ONE
+    assert schema(filled.engine) == filled.schema_0001
+    assert dump(filled.engine) == upgraded(filled.rows)

@@ -6,6 +6,11 @@ Create Date: 2026-11-25
 
 Types are spelled out here rather than imported from the models, so that this revision keeps
 creating the same schema whatever the models become.
+
+Each step is skipped when what it makes (or removes) is already there (gone): MariaDB commits
+every DDL statement by itself, so a migration killed part-way (a deploy timeout, a cancelled
+first open) leaves some of them done under the old version row, and running the revision
+again must finish the job rather than fail on the first table that exists.
 """
 
 from collections.abc import Sequence
@@ -27,7 +32,27 @@ PAYLOAD = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 TABLE = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
 
 
+def _tables() -> set[str]:
+    return set(sa.inspect(op.get_bind()).get_table_names())
+
+
+def _indexes(table: str) -> set[str]:
+    return {index["name"] for index in sa.inspect(op.get_bind()).get_indexes(table)}
+
+
 def upgrade() -> None:
+    made = _tables()
+    if "pa_events" not in made:
+        _create_events()
+    if "pa_snapshots" not in made:
+        _create_snapshots()
+    if "pa_runs" not in made:
+        _create_runs()
+    if op.f("ix_pa_runs_updated_ns") not in _indexes("pa_runs"):
+        op.create_index(op.f("ix_pa_runs_updated_ns"), "pa_runs", ["updated_ns"])
+
+
+def _create_events() -> None:
     op.create_table(
         "pa_events",
         sa.Column("run_id", RUN_ID, nullable=False),
@@ -39,6 +64,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", "seq", name=op.f("pk_pa_events")),
         **TABLE,
     )
+
+
+def _create_snapshots() -> None:
     op.create_table(
         "pa_snapshots",
         sa.Column("run_id", RUN_ID, nullable=False),
@@ -48,6 +76,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_pa_snapshots")),
         **TABLE,
     )
+
+
+def _create_runs() -> None:
     op.create_table(
         "pa_runs",
         sa.Column("run_id", RUN_ID, nullable=False),
@@ -57,11 +88,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name=op.f("pk_pa_runs")),
         **TABLE,
     )
-    op.create_index(op.f("ix_pa_runs_updated_ns"), "pa_runs", ["updated_ns"])
 
 
 def downgrade() -> None:
-    op.drop_index(op.f("ix_pa_runs_updated_ns"), table_name="pa_runs")
-    op.drop_table("pa_runs")
-    op.drop_table("pa_snapshots")
-    op.drop_table("pa_events")
+    made = _tables()
+    if "pa_runs" in made:
+        if op.f("ix_pa_runs_updated_ns") in _indexes("pa_runs"):
+            op.drop_index(op.f("ix_pa_runs_updated_ns"), table_name="pa_runs")
+        op.drop_table("pa_runs")
+    if "pa_snapshots" in made:
+        op.drop_table("pa_snapshots")
+    if "pa_events" in made:
+        op.drop_table("pa_events")

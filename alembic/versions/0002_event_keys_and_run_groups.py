@@ -9,6 +9,9 @@ Create Date: 2026-12-02
 upgrade adds them without rewriting rows written under 0001. ``pa_runs.last_seq`` of a run
 whose snapshot is ahead of its events is moved up to the snapshot's seq. Types are spelled out here, as in
 0001, so that this revision keeps creating the same schema whatever the models become.
+
+As in 0001, each step is skipped when it is already done: on MariaDB, whose DDL statements
+commit one by one, a migration killed part-way is finished by running it again.
 """
 
 from collections.abc import Sequence
@@ -27,13 +30,27 @@ LABEL = sa.String(255).with_variant(
 )
 
 
+def _columns(table: str) -> set[str]:
+    return {column["name"] for column in sa.inspect(op.get_bind()).get_columns(table)}
+
+
+def _indexes(table: str) -> set[str]:
+    return {index["name"] for index in sa.inspect(op.get_bind()).get_indexes(table)}
+
+
 def upgrade() -> None:
-    with op.batch_alter_table("pa_events") as batch:
-        batch.add_column(sa.Column("key", LABEL, nullable=True))
-        batch.create_index("uq_pa_events_run_id_key", ["run_id", "key"], unique=True)
-    with op.batch_alter_table("pa_runs") as batch:
-        batch.add_column(sa.Column("group_id", LABEL, nullable=True))
-        batch.create_index("ix_pa_runs_group_id_updated_ns", ["group_id", "updated_ns"])
+    for table, column, index, columns, unique in (
+        ("pa_events", "key", "uq_pa_events_run_id_key", ["run_id", "key"], True),
+        ("pa_runs", "group_id", "ix_pa_runs_group_id_updated_ns", ["group_id", "updated_ns"], False),
+    ):
+        has_column, has_index = column in _columns(table), index in _indexes(table)
+        if has_column and has_index:
+            continue
+        with op.batch_alter_table(table) as batch:
+            if not has_column:
+                batch.add_column(sa.Column(column, LABEL, nullable=True))
+            if not has_index:
+                batch.create_index(index, columns, unique=unique)
     # Appends take their seqs from pa_runs.last_seq, which 0001 left at 0 for a run saved by
     # a snapshot alone: such a run's first append would land below its snapshot, where
     # recover() never looks. From 0002 on, last_seq is at least the snapshot's seq.
@@ -52,9 +69,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("pa_runs") as batch:
-        batch.drop_index("ix_pa_runs_group_id_updated_ns")
-        batch.drop_column("group_id")
-    with op.batch_alter_table("pa_events") as batch:
-        batch.drop_index("uq_pa_events_run_id_key")
-        batch.drop_column("key")
+    for table, column, index in (
+        ("pa_runs", "group_id", "ix_pa_runs_group_id_updated_ns"),
+        ("pa_events", "key", "uq_pa_events_run_id_key"),
+    ):
+        has_column, has_index = column in _columns(table), index in _indexes(table)
+        if not has_column and not has_index:
+            continue
+        with op.batch_alter_table(table) as batch:
+            if has_index:
+                batch.drop_index(index)
+            if has_column:
+                batch.drop_column(column)
