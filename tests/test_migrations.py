@@ -323,3 +323,42 @@ def test_a_version_table_with_several_revisions_is_refused_naming_them(
     engine.dispose()
     with SQLCheckpointer(empty_database, migrate=False) as store:  # the fix it names works
         assert [e.seq for e in store.list_events("kept")] == [1]
+
+
+@pytest.mark.mariadb
+def test_a_migration_that_fails_on_a_broken_connection_raises_its_own_error_and_frees_the_lock(
+    mariadb_url: sa.URL,
+) -> None:
+    """A migration cancelled mid-statement leaves its connection unable to run the release.
+
+    Before, the release's own error (``PendingRollbackError``) replaced the cancellation,
+    reported as the store being unavailable.
+    """
+    from purpose_agent.db.transactions import migration_lock
+    from tests.servers import throwaway_database
+
+    class Cancelled(BaseException):
+        pass
+
+    with throwaway_database(mariadb_url, "pa_lock_broken") as url:
+        engine = make_engine(url)
+        try:
+
+            def cancelled_mid_statement() -> None:
+                with migration_lock(engine) as conn:
+                    conn.invalidate()  # what a statement cancelled under way does to it
+                    raise Cancelled
+
+            with pytest.raises(Cancelled):
+                cancelled_mid_statement()
+            with engine.connect() as conn:
+                holder = conn.execute(
+                    sa.text(
+                        "SELECT IS_USED_LOCK(CONCAT('purpose_agent.migrate:', MD5(DATABASE())))"
+                    )
+                ).scalar()
+            assert holder is None  # nobody holds it: the next migration need not wait
+        finally:
+            engine.dispose()
+        with SQLCheckpointer(url) as store:
+            store.save_event(ev("after", 1))

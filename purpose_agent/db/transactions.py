@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, Executable
 
 from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
@@ -326,9 +326,27 @@ class Transactions:
                 release = None
             try:
                 yield conn
-            finally:
+            except BaseException:
                 if release is not None:
-                    conn.execute(release)
+                    _release_or_drop(conn, release)
+                raise
+            if release is not None:
+                conn.execute(release)
+
+
+def _release_or_drop(conn: Connection, release: Executable) -> None:
+    """Release a session lock after a failed (or cancelled) migration, whatever its state.
+
+    The error being raised is the one the caller must see; a connection that cannot run the
+    release (cancelled mid-statement, lost) is dropped instead, which ends its session and so
+    frees the lock: back in the pool it would hold the lock for every other process.
+    """
+    if conn.invalidated:
+        return
+    try:
+        conn.execute(release)
+    except Exception as exc:  # noqa: BLE001 - the migration's own error matters more
+        conn.invalidate(exc)
 
 
 def migration_lock(engine: Engine) -> contextlib.AbstractContextManager[Connection]:
