@@ -317,7 +317,15 @@ def cutoff_ns(older_than: timedelta | datetime | Any, now_ns: int | None = None)
         now = time.time_ns() if now_ns is None else now_ns
         return _stamp(now - int(older_than / timedelta(microseconds=1)) * 1000)
     if isinstance(older_than, datetime):
-        return _stamp(int(older_than.timestamp() * 1_000_000) * 1000)
+        try:
+            micros = int(older_than.timestamp() * 1_000_000)
+        except (ValueError, OverflowError, OSError):
+            # A naive time is local, and the platform converts none near year 1 or 9999
+            # (``datetime.min``: "year 0 is out of range"); at that distance the hours of a
+            # time zone change nothing, so it is taken as it reads.
+            naive = older_than.replace(tzinfo=None)
+            micros = (naive - datetime(1970, 1, 1)) // timedelta(microseconds=1)
+        return _stamp(micros * 1000)
     raise InvalidInput(f"older_than takes a timedelta or a datetime, not {older_than!r}")
 
 

@@ -196,8 +196,13 @@ class RetentionRows(Rows):
         assert cp.delete_runs(keep_newest=10**20) == []
         assert cp.delete_runs(older_than=timedelta(days=999_999_999)) == []
         assert cp.delete_runs(older_than=datetime.min.replace(tzinfo=UTC)) == []
+        # Naive, they are local times, which the platform cannot convert at either end.
+        assert cp.delete_runs(older_than=datetime.min) == []
+        assert cp.delete_runs(older_than=datetime.min.replace(year=2)) == []
         assert cp.list_runs() == ["r2", "r1"]
         assert cp.delete_runs(older_than=datetime.max.replace(tzinfo=UTC)) == ["r1", "r2"]
+        _write(cp, "r3")
+        assert cp.delete_runs(older_than=datetime.max) == ["r3"]
 
     # -- filters together ----------------------------------------------------------------------
 

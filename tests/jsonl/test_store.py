@@ -615,3 +615,56 @@ def test_failed_directory_sync_after_the_first_line_leaves_no_run_behind(
     assert cp.list_runs() == []
     cp.save_event(ev("r", 1, retry=True))
     assert cp.list_events("r") == [ev("r", 1, retry=True)]
+
+
+def test_a_delete_killed_after_its_rename_leaves_no_data_behind(tmp_path: Path) -> None:
+    """Killed between renaming a run's folder away and removing it, a delete left the data.
+
+    No read sees a hidden folder, and nothing removed it: a run deleted for its contents kept
+    them on disk for good. The next store opened on the folder removes it.
+    """
+    with JSONLCheckpointer(tmp_path) as cp:
+        cp.save_events([ev("secret", 1, ssn="123-45-6789"), ev("kept", 1)])
+        doomed = cp.run_path("secret")
+    doomed.rename(tmp_path / ".deleted-0123456789abcdef")  # what the killed delete left
+    with JSONLCheckpointer(tmp_path) as cp:
+        assert cp.list_runs() == ["kept"]
+        assert cp.list_events("kept") == [ev("kept", 1)]
+    left = [path.name for path in tmp_path.iterdir() if path.name.startswith(".deleted-")]
+    assert left == []
+    files = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert not any(b"123-45-6789" in path.read_bytes() for path in files)
+
+
+def test_a_run_folder_made_an_instant_ago_is_not_listed_as_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long run id's folder is named by a file written just after the folder is made.
+
+    A listing that found the folder of such a run, deleted and made again by another writer
+    before it read the name, raised ``CorruptRecord``: the new folder holds nothing yet.
+    A folder that holds events without its name is damage.
+    """
+    import shutil
+
+    long_id = "thread." * 30  # escaped, over the length a folder name keeps: hashed
+    with JSONLCheckpointer(tmp_path) as cp:
+        cp.save_events([ev("plain", 1), ev(long_id, 1)])
+        folder = cp.run_path(long_id)
+        assert folder.name.startswith("~")
+        listed = JSONLCheckpointer._written_runs
+
+        def deleted_and_made_again_once_listed(self: JSONLCheckpointer) -> Any:
+            found = listed(self)
+            shutil.rmtree(folder)  # another writer deletes the run ...
+            folder.mkdir()  # ... and starts it again: the folder is not named yet
+            return found
+
+        monkeypatch.setattr(JSONLCheckpointer, "_written_runs", deleted_and_made_again_once_listed)
+        assert cp.list_runs() == ["plain"]
+        monkeypatch.undo()
+        cp.save_event(ev(long_id, 1))  # the writer goes on: the folder is named, the run kept
+        assert sorted(cp.list_runs()) == sorted(["plain", long_id])
+        (folder / "run_id").unlink()
+        with pytest.raises(CorruptRecord):
+            cp.list_runs()

@@ -95,6 +95,8 @@ from .naming import (
 from .snapshots import StoredSnapshot, read_snapshot_file, snapshot_bytes
 
 _PAGE = 1000
+# The hidden name a deleted run's folder is renamed to before it is removed.
+DELETED = ".deleted-"
 _T = TypeVar("_T")
 # Reads where this process may not take a run's lock (see JSONLCheckpointer._without_lock):
 # attempts, and the pause before the next, doubling from the first up to the last.
@@ -204,6 +206,22 @@ class JSONLCheckpointer(ClosingContext):
         with translated("creating the store's folders", self._where, OSError):
             self._runs.locks_dir.mkdir(parents=True, exist_ok=True)
             self._journal.path.mkdir(exist_ok=True)
+        self._sweep_deleted()
+
+    def _sweep_deleted(self) -> None:
+        """Remove what deletes interrupted after their rename left behind.
+
+        A run is deleted by renaming its folder to a hidden ``.deleted-*`` name, then removing
+        that; killed in between, the process left the folder, which no read sees (hidden
+        names are not runs) and nothing else would ever remove: the deleted data stayed on
+        disk. The rename was the delete, so removing the folder later is always safe.
+        """
+        try:
+            leftovers = [path for path in self.base_dir.iterdir() if path.name.startswith(DELETED)]
+        except OSError:
+            return
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r})"
@@ -1482,6 +1500,10 @@ class JSONLCheckpointer(ClosingContext):
         except FileNotFoundError:
             if not path.parent.exists():
                 return None  # deleted since it was listed
+            if not any((path.parent / file).exists() for file in (EVENTS_FILE, SNAPSHOT_FILE)):
+                # Made an instant ago by a writer that names it next (or by one that died
+                # before it wrote anything): not a run yet, and not damage.
+                return None
             raise CorruptRecord(name, None, f"{path} is missing") from None
         try:
             run_id = check_run_id(raw.decode("utf-8"))
@@ -1516,7 +1538,7 @@ class JSONLCheckpointer(ClosingContext):
 
     def _remove(self, run: Run) -> bool:
         """Remove a run's directory; the caller holds its locks. Whether there was one."""
-        doomed = self.base_dir / f".deleted-{uuid.uuid4().hex}"
+        doomed = self.base_dir / f"{DELETED}{uuid.uuid4().hex}"
         run.index = Index()
         try:
             (self.base_dir / run.name).rename(doomed)
