@@ -939,3 +939,47 @@ def test_a_thread_interrupted_while_it_waits_for_a_connection_leaks_none(
         assert queue.get(False) is connection  # back among the idle ones
     queue.put_nowait(connection)
     assert queue.get(False) is connection  # not given to the interrupted wait
+
+
+@pytest.mark.postgres
+def test_runs_written_together_are_ordered_alike_whatever_the_databases_collation(
+    postgres_url: URL,
+) -> None:
+    """``list_runs``, ``prune`` and ``delete_runs(keep_newest=...)`` agree on the newest.
+
+    Runs written in one transaction share their write stamp and are ordered by id. On a
+    database whose collation orders by letters (ICU ``en-US``: ``a`` before ``B``), the
+    listing and prune ordered them so, ``delete_runs`` by code point: ``keep_newest=1``
+    deleted the run the listing called the newest.
+    """
+    from purpose_agent.ops.prune import delete_selected, prune, selection
+
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"pa_icu_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.exec_driver_sql(
+            f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+            "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    url = postgres_url.set(database=name).render_as_string(hide_password=False)
+    together = [ev("B", 1), ev("B", 2), ev("a", 1), ev("c", 1)]
+    try:
+        for remove in ("delete_runs", "prune", "delete_selected"):
+            with SQLCheckpointer(url) as store:
+                store.delete_runs(prefix="")
+                store.save_events(together)
+                listed = store.list_runs()
+                assert listed == sorted(listed)  # by code point: "B" < "a" < "c"
+                assert store.list_runs(limit=1, offset=1) == [listed[1]]
+                if remove == "delete_runs":
+                    store.delete_runs(keep_newest=1)
+                elif remove == "prune":
+                    prune(store, keep_newest=1)
+                else:
+                    delete_selected(store, selection(keep_newest=1))
+                assert store.list_runs() == listed[:1], remove
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

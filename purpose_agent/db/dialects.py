@@ -197,6 +197,16 @@ class Flavor:
         result: ColumnElement[bool] = column.in_(values)
         return result
 
+    def by_code_point(self, column: Any) -> Any:
+        """A text column ordered and compared by code point, as Python orders strings.
+
+        Ties of ``list_runs`` are ordered by run id, and ``delete_runs(keep_newest=...)``
+        chooses among them in Python: the two must agree on which runs are the newest. SQLite
+        (``BINARY``) and the store's MariaDB columns (``utf8mb4_nopad_bin``) already compare
+        by code point.
+        """
+        return column
+
     def in_list(self, column: Any, name: str) -> ColumnElement[bool]:
         """``column`` is one of the values bound, all in one parameter, as ``name``.
 
@@ -477,6 +487,13 @@ class PostgresFlavor(Flavor):
             .render_derived(name="batch")
         )
         return insert(EventRecord).from_select([name for name, _ in columns], select(*source.c))
+
+    def by_code_point(self, column: Any) -> Any:
+        """``column COLLATE "C"``, since a database's default collation may not be ``C``.
+
+        ``en_US`` or an ICU collation orders ``'a'`` before ``'B'``, by letters.
+        """
+        return column.collate("C")
 
     def one_of(self, column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
         """``column = ANY(:array)``: one parameter, however many values.

@@ -1025,7 +1025,9 @@ class Queries:
             select(RunRecord.group_id)
             .where(RunRecord.group_id.is_not(None))
             .group_by(RunRecord.group_id)
-            .order_by(func.max(RunRecord.updated_ns).desc(), RunRecord.group_id)
+            .order_by(
+                func.max(RunRecord.updated_ns).desc(), self.flavor.by_code_point(RunRecord.group_id)
+            )
         )
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -1174,7 +1176,7 @@ class Queries:
         stmt = (
             select(RunRecord.run_id)
             .where(*_run_scope(group, prefix))
-            .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+            .order_by(RunRecord.updated_ns.desc(), self.flavor.by_code_point(RunRecord.run_id))
         )
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -1240,14 +1242,17 @@ class Queries:
             select(*columns)
             .outerjoin(SnapshotRecord, SnapshotRecord.run_id == RunRecord.run_id)
             .where(*_run_scope(group, prefix))
-            .order_by(RunRecord.updated_ns.desc(), RunRecord.run_id)
+            .order_by(RunRecord.updated_ns.desc(), self.flavor.by_code_point(RunRecord.run_id))
         )
         if after is not None:
             # Written as a range on updated_ns first, so the index on it bounds the scan.
             ns, run_id = after
             stmt = stmt.where(
                 RunRecord.updated_ns <= ns,
-                or_(RunRecord.updated_ns < ns, RunRecord.run_id > run_id),
+                or_(
+                    RunRecord.updated_ns < ns,
+                    self.flavor.by_code_point(RunRecord.run_id) > run_id,
+                ),
             )
         if written_before is not None:
             stmt = stmt.where(RunRecord.updated_ns < written_before)
