@@ -514,6 +514,71 @@ def test_a_caller_that_stops_waiting_hands_on_the_lead() -> None:
     assert not commits._busy  # nobody is left to commit: the next caller commits at once
 
 
+def test_a_leader_interrupted_while_it_commits_fails_alone() -> None:
+    """Ctrl-C in the thread committing a batch: the other threads' calls are not its to fail.
+
+    Before, every other call of the batch failed with a bare ``RuntimeError`` and none was
+    stored. A call that may run twice is carried by the next leader; an append without keys,
+    which the interrupted commit may have stored, is reported as maybe stored.
+    """
+    in_flight, go_on = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def commit_many(batch: list[Pending]) -> None:
+        batches.append([call.run_key for call in batch])
+        if len(batches) == 1:
+            raise KeyboardInterrupt
+        for call in batch:
+            call.settle(f"{call.run_key} in a batch")
+
+    commits = GroupCommit(GroupCommitPolicy(), commit_many)
+
+    def first_alone() -> str:
+        in_flight.set()
+        assert go_on.wait(10)
+        return "first alone"
+
+    def call(run_key: str, repeatable: bool, alone: Callable[[], Any] | None = None) -> Pending:
+        return Pending(
+            alone=alone or (lambda: f"{run_key} alone"),
+            inside=lambda conn: None,
+            on_conflict=None,
+            run_key=run_key,
+            repeatable=repeatable,
+        )
+
+    outcomes: dict[str, object] = {}
+
+    def submit(pending: Pending) -> None:
+        try:
+            outcomes[pending.run_key] = commits.submit(pending)
+        except BaseException as exc:  # what each thread saw is the point
+            outcomes[pending.run_key] = exc
+
+    threads = [threading.Thread(target=submit, args=(call("first", True, first_alone),))]
+    threads[0].start()
+    assert in_flight.wait(10)
+    queued = [call("leader", True), call("save", True), call("append", False)]
+    for pending in queued:  # queued in this order behind the commit in flight
+        threads.append(threading.Thread(target=submit, args=(pending,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while pending not in commits._queue:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+    go_on.set()
+    for thread in threads:
+        thread.join(10)
+    assert outcomes["first"] == "first alone"
+    assert isinstance(outcomes["leader"], KeyboardInterrupt)
+    assert outcomes["save"] == "save alone"  # carried by the next leader, alone
+    assert isinstance(outcomes["append"], StoreUnavailable)
+    assert "may or may not be stored" in str(outcomes["append"])
+    assert batches == [["leader", "save", "append"]]
+    assert not commits._busy
+    assert not commits._queue
+
+
 def test_policy_bounds_are_checked() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommitPolicy(max_batch=0)

@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from purpose_agent.errors import StoreUnavailable
 from purpose_agent.records import EventRow, StateRow
 
 
@@ -186,19 +187,33 @@ class GroupCommit:
 
     def _lead(self, batch: list[Pending]) -> None:
         """Commit a batch, then wake its other callers and hand the queue to its head."""
+        again: list[Pending] = []
         try:
             self._run(batch)
         finally:
-            for pending in batch:
-                if not pending.done:  # the leader was interrupted (KeyboardInterrupt)
-                    pending.settle(error=RuntimeError("the grouped commit was interrupted"))
+            # Unsettled calls mean this thread was interrupted (KeyboardInterrupt) while it
+            # committed them: its own call fails with the interrupt, but the others' threads
+            # are still waiting for theirs. A call that may run twice goes back to the head
+            # of the queue, for the next leader; one that may not (an append without keys,
+            # which the interrupted COMMIT may have stored) is reported as maybe stored.
+            for pending in batch[1:]:
+                if pending.done:
+                    continue
+                if pending.repeatable:
+                    again.append(pending)
+                else:
+                    pending.settle(error=_maybe_stored())
+            if not batch[0].done:
+                batch[0].settle(error=RuntimeError("the grouped commit was interrupted"))
             with self._lock:
+                self._queue.extendleft(reversed(again))
                 following = self._hand_on()
             # The next leader first: it waits for the interpreter's lock behind fewer threads.
             if following is not None:
                 following.wake.release()
             for pending in batch[1:]:
-                pending.wake.release()
+                if pending.done:
+                    pending.wake.release()
 
     def _abandon(self, call: Pending) -> None:
         """Take back a queued call whose thread stopped waiting (an interrupt).
@@ -241,3 +256,11 @@ class GroupCommit:
         for call in batch:
             if not call.done:  # pragma: no cover - commit_many settles every call
                 call.settle(error=RuntimeError("a grouped commit left a call unsettled"))
+
+
+def _maybe_stored() -> StoreUnavailable:
+    return StoreUnavailable(
+        "the grouped commit that carried this append was interrupted in the thread leading "
+        "it, so it may or may not be stored; read the run (or append with keys, which makes a "
+        "retry safe) before appending again"
+    )
