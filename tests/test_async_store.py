@@ -79,6 +79,52 @@ def test_a_store_serves_one_event_loop_after_another(empty_database: str, groupe
         assert asyncio.run(read_and_close()) == [[1, 2]] * 8
 
 
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_a_store_in_use_by_a_loop_in_another_thread_refuses_a_second_loop(
+    empty_database: str, grouped: bool
+) -> None:
+    """Two threads, each running a loop, sharing one store: a misuse, refused by name.
+
+    Before, the second loop took the pool and the group commit's queue from under the first
+    loop's calls, which then never ended (or failed with a bare ``AssertionError``).
+    """
+    from purpose_agent import CheckpointError
+
+    policy = GroupCommitPolicy(max_batch=8) if grouped else False
+    store = AsyncSQLCheckpointer(empty_database, group_commit=policy)
+    serving, done = threading.Event(), threading.Event()
+    first: list[object] = []
+
+    def first_loop() -> None:
+        async def serve() -> None:
+            await store.append("first", [NewEvent(kind=EventKind.CUSTOM)])
+            serving.set()
+            while not done.is_set():  # the loop keeps running, and the store serving it
+                await asyncio.sleep(0.01)
+            first.extend(await store.list_events("first"))
+
+        asyncio.run(serve())
+
+    thread = threading.Thread(target=first_loop)
+    thread.start()
+    try:
+        assert serving.wait(30)
+        with pytest.raises(CheckpointError, match="in use by another event loop"):
+            asyncio.run(store.append("second", [NewEvent(kind=EventKind.CUSTOM)]))
+    finally:
+        done.set()
+        thread.join(30)
+    assert [event.seq for event in first] == [1]  # the first loop's store still serves it
+
+    async def afterwards() -> list[PAEvent]:  # that loop has ended: this one may take over
+        try:
+            return await store.list_events("first")
+        finally:
+            await store.close()
+
+    assert [event.seq for event in asyncio.run(afterwards())] == [1]
+
+
 def test_a_closed_store_refuses_calls(empty_database: str) -> None:
     async def main() -> None:
         store = await AsyncSQLCheckpointer.open(empty_database)

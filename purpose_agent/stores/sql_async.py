@@ -31,7 +31,7 @@ from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pendin
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.db.turns import TaskTurns
-from purpose_agent.errors import InvalidInput, StoreUnavailable
+from purpose_agent.errors import CheckpointError, InvalidInput, StoreUnavailable
 from purpose_agent.protocol import KeyedEvent, Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
@@ -197,6 +197,15 @@ class AsyncSQLCheckpointer:
     async def _opened(self) -> _OnAsyncEngine:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
+            old = self._loop
+            if old is not None and old.is_running():
+                # Moved here, the pool and the group commit's queue would be taken from
+                # under that loop's calls, which then never end.
+                raise CheckpointError(
+                    f"{self!r} is in use by another event loop, running in another thread; "
+                    "an AsyncSQLCheckpointer serves one loop at a time: open one per loop "
+                    "(or per thread)"
+                )
             await self._move_to(loop)
         if self._store is not None:
             return self._store
