@@ -80,7 +80,7 @@ class SchemaNotCurrent(CheckpointError):
     """The database schema is not at the revision this version of the package needs.
 
     Attributes:
-        found: The revision the database is at (``None`` for an empty database).
+        found: The revision the database is at (``None`` for a database never migrated).
         needed: The revision this version needs.
         command: What to run to fix it, as it works in this install.
 
@@ -89,7 +89,7 @@ class SchemaNotCurrent(CheckpointError):
     def __init__(
         self, found: str | None, needed: str, command: str = "purpose-agent db upgrade"
     ) -> None:
-        shown = found if found is not None else "none (empty database)"
+        shown = found if found is not None else "none (never migrated)"
         super().__init__(
             f"database schema is at revision {shown}, this version needs {needed}; run `{command}`"
         )

@@ -362,3 +362,32 @@ def test_a_migration_that_fails_on_a_broken_connection_raises_its_own_error_and_
             engine.dispose()
         with SQLCheckpointer(url) as store:
             store.save_event(ev("after", 1))
+
+
+def test_tables_made_without_a_recorded_revision_are_taken_over_by_the_upgrade(
+    empty_database: str,
+) -> None:
+    """The store's tables made by hand (``metadata.create_all``), no revision recorded.
+
+    Before, the check called the database empty and the upgrade it named failed for good on
+    the first table that existed; now the upgrade records what is there and keeps the rows.
+    """
+    from purpose_agent.db.models import Base, EventRecord
+
+    engine = sa.create_engine(empty_database, poolclass=sa.pool.NullPool)
+    Base.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(EventRecord).values(
+                run_id="hand", seq=1, kind="custom", ts=1.5, lane_id="main", data="{}"
+            )
+        )
+    engine.dispose()
+    with pytest.raises(SchemaNotCurrent) as refused:
+        SQLCheckpointer(empty_database, migrate=False)
+    assert "none (never migrated)" in str(refused.value)
+    with SQLCheckpointer(empty_database) as store:
+        assert [(e.run_id, e.seq) for e in store.list_events("hand")] == [("hand", 1)]
+        store.save_event(ev("hand", 2))
+    with SQLCheckpointer(empty_database, migrate=False) as store:
+        assert [e.seq for e in store.list_events("hand")] == [1, 2]
