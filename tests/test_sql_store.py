@@ -983,3 +983,50 @@ def test_runs_written_together_are_ordered_alike_whatever_the_databases_collatio
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def test_appends_racing_delete_run_in_a_loop_all_succeed_and_leave_a_whole_run(
+    empty_database: str,
+) -> None:
+    """Four threads append to one run while a fifth deletes it over and over.
+
+    Each append goes with a delete or starts the run afresh. Before, an append failed with a
+    bare ``IndexError`` when a delete committed between making the run's row and locking it,
+    and a delete that began while an append was creating the run (no row to lock yet) left
+    that append's events behind with no row: later appends failed on the taken seqs.
+    """
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    with SQLCheckpointer(empty_database) as store:
+
+        def append() -> None:
+            while not stop.is_set():
+                try:
+                    store.append("contested", [new(), new()])
+                except BaseException as exc:  # any failure is the finding
+                    failures.append(exc)
+                    return
+
+        def delete() -> None:
+            while not stop.is_set():
+                try:
+                    store.delete_run("contested")
+                except BaseException as exc:
+                    failures.append(exc)
+                    return
+
+        threads = [threading.Thread(target=append) for _ in range(4)]
+        threads.append(threading.Thread(target=delete))
+        for thread in threads:
+            thread.start()
+        time.sleep(3)
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert failures == []
+        seqs = [event.seq for event in store.list_events("contested")]
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert store.last_seq("contested") == len(seqs)
+        assert ("contested" in store.list_runs()) == bool(seqs)
+        assert store.append("contested", [new()])[0].seq == len(seqs) + 1

@@ -48,6 +48,7 @@ from purpose_agent.db.cursor import CursorStatement, DriverCall, run_on_cursor
 from purpose_agent.db.dialects import EVENT_FIELDS, Flavor
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.errors import StoreUnavailable
 from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
 
@@ -443,6 +444,10 @@ def _prepared_for(dialect: Any, flavor: Flavor) -> _Prepared:
     return _PREPARED.setdefault(state, {})
 
 
+# Times an append makes its run's row again when a delete removed it before it was locked.
+_LOCK_ATTEMPTS = 5
+
+
 class Queries:
     """The statements of one store, built for its engine's backend.
 
@@ -747,9 +752,11 @@ class Queries:
         Appends to a run serialise on its row. Taken first, the lock makes an append either
         commit before the delete (and go with the run) or wait for it (and start the run
         afresh); deleting the events first let an append commit between the two deletes and
-        leave an event with no run row, above a ``last_seq`` that later appends reused.
+        leave an event with no run row, above a ``last_seq`` that later appends reused. The
+        row is made if it is missing, as an append makes it: a run an append is creating
+        right now is waited for, not missed (its events would outlive the delete).
         """
-        self._lock_run.fetch(conn, {"run_id": run_id})
+        self.lock_run(conn, run_id, 0)
         for model in (EventRecord, SnapshotRecord, RunRecord):
             conn.execute(delete(model).where(model.run_id == run_id))
 
@@ -761,10 +768,18 @@ class Queries:
         Inside a write transaction. Every append to a run takes this lock first, so appends
         to one run are serialised and each sees the last seq the one before it wrote.
         """
-        self._ensure_run.run(
-            conn, {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": 0}
+        row = {"run_id": run_id, "created_ns": now, "updated_ns": now, "last_seq": 0}
+        for _ in range(_LOCK_ATTEMPTS):
+            self._ensure_run.run(conn, row)
+            locked = self._lock_run.fetch(conn, {"run_id": run_id})
+            if locked:
+                return int(locked[0][0])
+            # A delete of the run committed between the two statements (each sees what is
+            # committed when it starts): the row is made again, and locked this time.
+        raise StoreUnavailable(
+            f"appending to run {run_id!r} failed: the run was deleted {_LOCK_ATTEMPTS} times "
+            "while the append took its lock"
         )
-        return int(self._lock_run.fetch(conn, {"run_id": run_id})[0][0])
 
     def catch_up_run(self, conn: Connection, run_id: str, now: int) -> bool:
         """Move a run row that is behind its events up to their last seq; whether it was.
