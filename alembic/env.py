@@ -96,6 +96,15 @@ def _configure(connection: Connection) -> None:
 def _run(connection: Connection) -> None:
     _configure(connection)
     partitions = _events_partitions()
+    if partitions is not None and connection.dialect.name != "postgresql":
+        if partitions:
+            # Refused before any revision runs: SQLite's and MariaDB's upgrades would have
+            # committed by the time the layout was refused.
+            raise SystemExit(
+                f"-x events_partitions={partitions}: the partitioned layout of {EVENTS_TABLE}"
+                f" is for PostgreSQL only (this database is {connection.dialect.name})"
+            )
+        partitions = None  # one table: the only layout there is
     with context.begin_transaction():
         context.run_migrations()
         if partitions is not None:

@@ -9,6 +9,7 @@ shared behaviour suite runs on this layout too (the ``postgres-partitioned`` bac
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -225,6 +226,79 @@ def test_a_failed_change_leaves_the_old_table_as_it_was(url: str, engine: sa.Eng
         conn.execute(sa.text("DROP INDEX ix_by_kind_seq"))
 
 
+@pytest.mark.parametrize(
+    ("made", "named"),
+    [
+        (
+            "CREATE FUNCTION pa_audit() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RETURN NEW; END $$; CREATE TRIGGER pa_events_audit AFTER INSERT ON "
+            "pa_events FOR EACH ROW EXECUTE FUNCTION pa_audit()",
+            "triggers ['pa_events_audit']",
+        ),
+        (
+            "ALTER TABLE pa_events ENABLE ROW LEVEL SECURITY; CREATE POLICY only_a ON pa_events "
+            "USING (run_id = 'a')",
+            "row-level security policies ['(row-level security enabled)', 'only_a']",
+        ),
+        ("CREATE PUBLICATION pa_pub FOR TABLE pa_events", "publications ['pa_pub']"),
+        ("ALTER TABLE pa_events SET (fillfactor = 90)", "storage options ['fillfactor=90']"),
+        ("CREATE VIEW pa_recent AS SELECT * FROM pa_events", "views ['pa_recent']"),
+        ("CREATE TABLE pa_events_p1 (n int)", "tables ['pa_events_p1'] are not partitions"),
+    ],
+    ids=["trigger", "row-security", "publication", "storage", "view", "taken-name"],
+)
+def test_a_change_that_would_drop_what_the_table_has_is_refused(
+    url: str, engine: sa.Engine, made: str, named: str
+) -> None:
+    """The rebuilt table copies columns, constraints, indexes, owner and grants, nothing else.
+
+    Before, triggers, row-level security (every role then read every row), publications and
+    storage options went without a word, and a view or a detached partition's name failed the
+    change after the whole copy with a driver's error.
+    """
+    _fill(url)
+    before = _rows(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(made)
+    try:
+        with pytest.raises(InvalidInput) as refused:
+            partition_events(engine, 4)
+        assert named in str(refused.value)
+        assert _layout(engine) == (0, None)
+        assert _rows(engine) == before
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP PUBLICATION IF EXISTS pa_pub")
+            conn.exec_driver_sql("DROP VIEW IF EXISTS pa_recent")
+            conn.exec_driver_sql("DROP TABLE IF EXISTS pa_events_p1")
+
+
+def test_a_partition_detached_by_hand_is_named_and_the_change_refused(
+    url: str, engine: sa.Engine
+) -> None:
+    _fill(url)
+    partition_events(engine, 4)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE pa_events DETACH PARTITION pa_events_p3")
+    with engine.connect() as conn:
+        found = events_layout(conn)
+    assert found is not None
+    assert (found.partitions, found.missing) == (4, (3,))
+    assert "with none for remainder 3" in found.describe()
+    for count in (3, 4, 0):  # before, 3 reported "already 3 partitions"; 4 and 0 copied
+        with pytest.raises(InvalidInput, match="none holds remainder 3"):
+            partition_events(engine, count)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE pa_events ATTACH PARTITION pa_events_p3"
+            " FOR VALUES WITH (MODULUS 4, REMAINDER 3)"
+        )
+    before = _rows(engine)
+    partition_events(engine, 0)
+    assert _layout(engine) == (0, None)
+    assert _rows(engine) == before  # every row, the reattached partition's included
+
+
 def test_revisions_upgrade_and_downgrade_a_partitioned_database(
     url: str, engine: sa.Engine
 ) -> None:
@@ -315,6 +389,26 @@ def test_cli_partitions_and_unpartitions(url: str, engine: sa.Engine) -> None:
     assert _layout(engine) == (0, None)
     refused = invoke("db", "partition", "--partitions", "0", "--url", url)
     assert refused.exit_code != 0
+
+
+def test_alembic_option_off_postgres_is_refused_before_any_revision_runs(tmp_path: Path) -> None:
+    """Before, every revision ran and committed on SQLite, then the layout was refused."""
+    database = f"sqlite:///{tmp_path / 's.db'}"
+    refused = _alembic("-x", "events_partitions=4", "upgrade", "head", url=database)
+    assert refused.returncode != 0
+    assert "PostgreSQL only" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not (tmp_path / "s.db").exists() or "pa_events" not in _sqlite_tables(tmp_path / "s.db")
+    one_table = _alembic("-x", "events_partitions=0", "upgrade", "head", url=database)
+    assert one_table.returncode == 0, one_table.stderr  # the layout SQLite has: nothing to do
+    assert "pa_events" in _sqlite_tables(tmp_path / "s.db")
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
 
 
 def test_cli_refuses_sqlite(tmp_path: Path) -> None:

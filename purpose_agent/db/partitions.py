@@ -45,6 +45,7 @@ _BUILDING = "pa_events_next"
 # What Postgres raises for a unique index that leaves out the partition key.
 _FEATURE_NOT_SUPPORTED = "0A000"
 _ONLY = re.compile(r" ON ONLY ")
+_HASH_BOUND = re.compile(r"modulus (?P<modulus>\d+), remainder (?P<remainder>\d+)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,15 @@ class EventsLayout:
         key: The partition key as Postgres prints it (``HASH (run_id)``), ``None`` when the
             table is not partitioned.
         schema: The schema that holds the table.
+        missing: The hash remainders no attached partition holds (one detached or dropped
+            by hand): writes of a quarter of the run ids fail on a table of 4 missing one.
 
     """
 
     partitions: int
     key: str | None = None
     schema: str = "public"
+    missing: tuple[int, ...] = ()
 
     @property
     def partitioned(self) -> bool:
@@ -77,6 +81,9 @@ class EventsLayout:
         """One line for a person: what the layout is."""
         if self.key is None:
             return "one table (the default layout)"
+        if self.missing:
+            gone = ", ".join(str(remainder) for remainder in self.missing)
+            return f"{self.partitions} partitions, {self.key}, with none for remainder {gone}"
         return f"{self.partitions} partitions, {self.key}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +93,7 @@ class EventsLayout:
             "key": self.key,
             "schema": self.schema,
             "by_run": self.by_run,
+            "missing": list(self.missing),
         }
 
 
@@ -113,8 +121,7 @@ def events_layout(conn: Connection) -> EventsLayout | None:
     _require_postgres(conn)
     row = conn.execute(
         text(
-            "SELECT n.nspname, pg_get_partkeydef(c.oid),"
-            " (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)"
+            "SELECT c.oid, n.nspname, pg_get_partkeydef(c.oid)"
             " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE c.oid = to_regclass(:name)"
         ),
@@ -122,8 +129,28 @@ def events_layout(conn: Connection) -> EventsLayout | None:
     ).first()
     if row is None:
         return None
-    schema, key, children = row
-    return EventsLayout(int(children) if key is not None else 0, key, schema)
+    oid, schema, key = row
+    if key is None:
+        return EventsLayout(0, None, schema)
+    # The partitions' bounds, not their count: a partition detached or dropped by hand
+    # leaves the others at their modulus, with its remainder held by none.
+    bounds = conn.execute(
+        text(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i"
+            " JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = :oid"
+        ),
+        {"oid": oid},
+    ).scalars()
+    held: set[int] = set()
+    modulus = 0
+    for bound in bounds:
+        found = _HASH_BOUND.search(bound or "")
+        if found is None:
+            return EventsLayout(len(held), key, schema)  # not the store's hash layout
+        modulus = max(modulus, int(found["modulus"]))
+        held.add(int(found["remainder"]))
+    missing = tuple(sorted(set(range(modulus)) - held))
+    return EventsLayout(modulus, key, schema, missing)
 
 
 def check_partitions(partitions: int) -> int:
@@ -173,12 +200,20 @@ def set_events_layout(conn: Connection, partitions: int) -> tuple[EventsLayout, 
             f"there is no {EVENTS_TABLE} table to lay out: run "
             f"`{upgrade_command(conn.engine.url)}` first"
         )
+    if before.missing:
+        gone = ", ".join(f"{EVENTS_TABLE}_p{remainder}" for remainder in before.missing)
+        raise InvalidInput(
+            f"{EVENTS_TABLE} has {before.partitions} hash partitions but none holds remainder"
+            f" {', '.join(map(str, before.missing))} (detached or dropped by hand): writes of"
+            f" the run ids that hash there fail, and a change of layout would leave their"
+            f" rows out; attach the partition back (usually {gone}) first"
+        )
     wanted_key = f"HASH ({PARTITION_KEY})" if partitions else None
     if before.key == wanted_key and before.partitions == partitions:
         return before, before
     table = _Table(conn, before.schema)
     table.lock()
-    table.refuse_foreign_keys()
+    table.refuse_what_would_be_lost(partitions)
     table.rebuild(partitions)
     after = events_layout(conn)
     assert after is not None  # the table was just rebuilt under its own name
@@ -239,18 +274,64 @@ class _Table:
         # Taken first, so that no write lands in the old table after the copy has read it.
         self.run(f"LOCK TABLE {self.name} IN ACCESS EXCLUSIVE MODE")
 
-    def refuse_foreign_keys(self) -> None:
-        found = self.run(
-            "SELECT conname FROM pg_constraint WHERE contype = 'f'"
-            " AND (conrelid = CAST(:t AS regclass) OR confrelid = CAST(:t AS regclass))",
-            t=self.name,
-        ).scalars()
-        names = sorted(found)
-        if names:
+    def refuse_what_would_be_lost(self, partitions: int) -> None:
+        """Refuse what the rebuilt table would not have, rather than drop it without a word.
+
+        The new table copies the columns, defaults, constraints, indexes, owner and grants;
+        not foreign keys, triggers, row-level security and its policies, publications
+        (logical replication would stop), storage options, or the views that read it. A
+        table named like a partition of the new layout (a partition detached by hand) would
+        fail the rename after the whole copy.
+        """
+        found = {
+            "foreign keys": self.names(
+                "SELECT conname FROM pg_constraint WHERE contype = 'f'"
+                " AND (conrelid = CAST(:t AS regclass) OR confrelid = CAST(:t AS regclass))"
+            ),
+            "triggers": self.names(
+                "SELECT tgname FROM pg_trigger"
+                " WHERE tgrelid = CAST(:t AS regclass) AND NOT tgisinternal"
+            ),
+            "row-level security policies": self.names(
+                "SELECT polname FROM pg_policy WHERE polrelid = CAST(:t AS regclass)"
+                " UNION ALL SELECT '(row-level security enabled)' FROM pg_class"
+                " WHERE oid = CAST(:t AS regclass) AND relrowsecurity"
+            ),
+            "publications": self.names(
+                "SELECT p.pubname FROM pg_publication_rel r"
+                " JOIN pg_publication p ON p.oid = r.prpubid"
+                " WHERE r.prrelid = CAST(:t AS regclass)"
+            ),
+            "storage options": self.names(
+                "SELECT unnest(reloptions) FROM pg_class WHERE oid = CAST(:t AS regclass)"
+            ),
+            "views": self.names(
+                "SELECT DISTINCT v.oid::regclass::text FROM pg_depend d"
+                " JOIN pg_rewrite w ON w.oid = d.objid JOIN pg_class v ON v.oid = w.ev_class"
+                " WHERE d.refobjid = CAST(:t AS regclass) AND v.oid <> d.refobjid"
+            ),
+        }
+        lost = "; ".join(f"{what} {names}" for what, names in found.items() if names)
+        if lost:
             raise InvalidInput(
-                f"{EVENTS_TABLE} has foreign keys {names}, which a change of layout would drop;"
-                " drop them first"
+                f"{EVENTS_TABLE} has {lost}, which a change of layout would drop; drop them"
+                " first, and make them again on the new layout"
             )
+        taken = self.names(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = CAST(:schema AS regnamespace)"
+            " AND c.relname = ANY(:names) AND NOT EXISTS (SELECT 1 FROM pg_inherits i"
+            "  WHERE i.inhrelid = c.oid AND i.inhparent = CAST(:t AS regclass))",
+            schema=self.schema,
+            names=[f"{EVENTS_TABLE}_p{remainder}" for remainder in range(partitions)],
+        )
+        if taken:
+            raise InvalidInput(
+                f"tables {taken} are not partitions of {EVENTS_TABLE} but have the names its"
+                " new partitions take (a partition detached by hand?); rename or drop them first"
+            )
+
+    def names(self, sql: str, **values: Any) -> list[str]:
+        return sorted(str(name) for name in self.run(sql, t=self.name, **values).scalars())
 
     def rebuild(self, partitions: int) -> None:
         columns = list(
