@@ -599,3 +599,62 @@ def test_on_loop_with_group_commit_commits_a_pass_of_saves_together_each_failing
     for n, events in enumerate(stored):
         if n != 3:
             assert [(event.seq, event.data) for event in events] == [(1, {"n": n}), (2, {"n": n})]
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_connections_of_calls_under_way_at_close_are_closed_when_they_end(server: str) -> None:
+    """``close()`` while six calls wait on a row lock another session holds.
+
+    Their connections came back to the pool ``close()`` had disposed and stayed open until
+    that pool was collected, after the loop had ended on MariaDB, which printed an error per
+    connection (``Event loop is closed``).
+    """
+    from sqlalchemy.engine import make_url
+
+    from tests.servers import server_url, throwaway_database
+
+    count_sql = (
+        "SELECT count(*) FROM information_schema.processlist"
+        " WHERE db = :d AND id <> connection_id()"
+        if server == "mariadb"
+        else "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND pid <> pg_backend_pid()"
+    )
+    with server_url(server) as admin, throwaway_database(admin, "pa_close") as made:
+        url = made.render_as_string(hide_password=False)
+        other = create_engine(url, poolclass=NullPool)
+        database = make_url(url).database
+
+        def connections() -> int:
+            with other.connect() as conn:
+                return int(conn.execute(text(count_sql), {"d": database}).scalar_one())
+
+        async def main() -> list[object]:
+            store = await AsyncSQLCheckpointer.open(url)
+            await store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+            locker = other.connect()
+            locker.execute(text("SELECT last_seq FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
+            calls = [
+                asyncio.ensure_future(store.append("r", [NewEvent(kind=EventKind.CUSTOM)]))
+                for _ in range(6)
+            ]
+            await asyncio.sleep(0.5)
+            assert connections() >= 6  # the calls wait, each on a connection of the store
+            await store.close()
+            locker.rollback()
+            locker.close()
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                results = asyncio.run(main())
+            assert all(isinstance(result, list) for result in results), results
+            assert connections() == 0
+        finally:
+            other.dispose()

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, Pool
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
@@ -168,6 +168,9 @@ class AsyncSQLCheckpointer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._twin: SQLCheckpointer | None = None
         self._closed = False
+        # Calls under way, and the pool close() left to them (see _run).
+        self._in_flight = 0
+        self._left_pool: Pool | None = None
 
     @classmethod
     async def open(
@@ -251,7 +254,17 @@ class AsyncSQLCheckpointer:
         if self._on_loop:
             return method(self._on_loop_store(method.__name__), *args, **kwargs)
         store = await self._opened()
-        return await greenlet_spawn(method, store, *args, **kwargs)
+        self._in_flight += 1
+        try:
+            return await greenlet_spawn(method, store, *args, **kwargs)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight and self._left_pool is not None:
+                # The store was closed while calls were under way: their connections came
+                # back to the pool close() disposed, which keeps them open until it is
+                # collected (aiomysql then complains that the loop is closed).
+                pool, self._left_pool = self._left_pool, None
+                await greenlet_spawn(pool.dispose)
 
     async def _save(self, method: Callable[..., None], *args: Any) -> None:
         """A save: with ``on_loop`` and group commit, committed with the others of this pass.
@@ -497,6 +510,8 @@ class AsyncSQLCheckpointer:
         if self._loop is not None and loop is not self._loop:
             await self._move_to(loop)
         store, self._store = self._store, None
+        if self._in_flight and self._owns_engine:
+            self._left_pool = self._engine.sync_engine.pool
         if store is not None:
             await greenlet_spawn(store.close)
         elif self._owns_engine:
