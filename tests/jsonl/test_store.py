@@ -668,3 +668,26 @@ def test_a_run_folder_made_an_instant_ago_is_not_listed_as_damage(
         (folder / "run_id").unlink()
         with pytest.raises(CorruptRecord):
             cp.list_runs()
+
+
+def test_a_delete_whose_hidden_folder_another_store_removes_first_still_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process opening the folder sweeps the renamed folder while this one removes it."""
+    import shutil
+
+    from purpose_agent.stores.jsonl import store as store_module
+
+    removing = shutil.rmtree
+
+    def swept_first(path: Any, *args: Any, **kwargs: Any) -> None:
+        removing(path)  # what another store opening the folder does to the hidden folder
+        removing(path, *args, **kwargs)
+
+    with JSONLCheckpointer(tmp_path) as cp:
+        cp.save_events([ev("gone", 1), ev("kept", 1)])
+        monkeypatch.setattr(store_module.shutil, "rmtree", swept_first)
+        cp.delete_run("gone")
+        monkeypatch.undo()
+        assert cp.list_runs() == ["kept"]
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".deleted-")] == []

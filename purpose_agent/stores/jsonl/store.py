@@ -1545,7 +1545,9 @@ class JSONLCheckpointer(ClosingContext):
         except FileNotFoundError:
             return False
         fsync_dir(self.base_dir)
-        shutil.rmtree(doomed)
+        # The rename was the delete. Another process opening the folder may be removing the
+        # same hidden folder (see _sweep_deleted); whatever is left, the next one removes.
+        shutil.rmtree(doomed, ignore_errors=True)
         return True
 
     def delete_runs(
