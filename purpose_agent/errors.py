@@ -116,6 +116,23 @@ class SeedFormatDatabase(SchemaNotCurrent):
         )
 
 
+class SeedDefaultDatabase(SeedFormatDatabase):
+    """The seed's default file holds runs, where ``SQLiteCheckpointer()`` now opens another.
+
+    The seed's ``SQLiteCheckpointer()`` opened ``purpose_agent_checkpoints.db``; this package
+    opens ``purpose_agent.db`` (or ``PURPOSE_AGENT_DB_URL``). Opening it while it does not exist
+    yet, beside a seed file with runs, would start an empty store and the runs would seem gone.
+    """
+
+    def __init__(self, seed_file: str, default_file: str, command: str) -> None:
+        super().__init__(None, default_file, command)
+        self.args = (
+            f"SQLiteCheckpointer() without a path opens {default_file}, which does not exist yet, "
+            f"while the seed's default file {seed_file} here holds runs; import them with "
+            f"`{command}`, or pass the path of the file to open",
+        )
+
+
 class SchemaUnclear(SchemaNotCurrent):
     """The version table records several revisions, which no upgrade of this package writes.
 

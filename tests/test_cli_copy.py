@@ -17,11 +17,14 @@ from purpose_agent import (
     Checkpointer,
     EventKind,
     InMemoryCheckpointer,
+    JSONLCheckpointer,
     NewEvent,
     PAEvent,
     Recovery,
     RunState,
+    SQLiteCheckpointer,
 )
+from purpose_agent.errors import SeedDefaultDatabase, SeedFormatDatabase
 from purpose_agent.ops.copy import GROUP_DROPPED, KEYS_DROPPED, CopyProgress, copy_runs
 from purpose_agent.protocol import KeyedEvent
 from purpose_agent.stores.open import open_store
@@ -218,10 +221,17 @@ def test_copy_reports_seed_folders_the_jsonl_store_does_not_read(tmp_path: Path)
     result = invoke("copy", f"jsonl:{folder}", dest)
     assert result.exit_code == 1
     assert "1 of 2" in result.stdout
-    expected = "FAILED 'Run.A': folder 'Run.A' is not read by the JSONL store; rename the folder"
-    assert f"{expected} to '%52un%2E%41' to copy it" in result.stdout
+    expected = "FAILED 'Run.A': folder 'Run.A' is not read by the JSONL store; open the folder"
+    assert f"{expected} once with JSONLCheckpointer, which renames it to '%52un%2E%41'" in (
+        " ".join(result.stdout.split())
+    )
+    assert (folder / "Run.A").is_dir()  # the copy's source is only read
 
-    (folder / "Run.A").rename(folder / "%52un%2E%41")
+    JSONLCheckpointer(folder).close()
+    assert sorted(path.name for path in folder.iterdir() if path.name[0] != ".") == [
+        "%52un%2E%41",
+        "plain",
+    ]
     again = invoke("copy", f"jsonl:{folder}", dest)
     assert again.exit_code == 0, again.output
     with open_store(dest, create=False) as store:
@@ -368,6 +378,34 @@ def test_copy_upgrades_a_seed_sqlite_file_in_place(tmp_path: Path) -> None:
         assert [e.data for e in store.list_events("one")] == [{"i": 1}, {"i": 2}]
     tables = {row[0] for row in sqlite3.connect(seed).execute("SELECT name FROM sqlite_master")}
     assert {"events", "snapshots", "pa_events", "pa_snapshots", "pa_runs"} <= tables
+
+
+def test_the_seeds_default_file_with_runs_is_not_passed_over_by_a_new_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PURPOSE_AGENT_DB_URL", raising=False)
+    seed = tmp_path / "purpose_agent_checkpoints.db"
+    _write_seed_sqlite(seed, [], {})
+    SQLiteCheckpointer().close()  # the seed's file holds no runs: nothing to pass over
+    (tmp_path / "purpose_agent.db").unlink()
+    seed.unlink()
+    _write_seed_sqlite(seed, [("one", seq, "tool_call", {"i": seq}) for seq in (1, 2)], {})
+
+    with pytest.raises(SeedDefaultDatabase) as caught:
+        SQLiteCheckpointer()
+    command = (
+        "purpose-agent copy seed-sqlite:purpose_agent_checkpoints.db sqlite:///purpose_agent.db"
+    )
+    assert f"import them with `{command}`" in str(caught.value)
+    assert not (tmp_path / "purpose_agent.db").exists()
+    with pytest.raises(SeedFormatDatabase):  # a path given opens that file: the seed's format
+        SQLiteCheckpointer(seed.name)
+
+    result = invoke(*command.split()[1:])
+    assert result.exit_code == 0, result.output
+    with SQLiteCheckpointer() as store:
+        assert [e.data for e in store.list_events("one")] == [{"i": 1}, {"i": 2}]
 
 
 # -- keys and groups ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -153,6 +154,8 @@ def test_every_public_name_is_importable_from_the_seed_paths() -> None:
         "EventKind",
     ):
         assert getattr(checkpoint, name) is getattr(purpose_agent, name)
+    # The seed's module logger: code that sets its level or attaches a handler keeps working.
+    assert checkpoint.logger is logging.getLogger("purpose_agent.runtime.checkpoint")
 
 
 def test_error_hierarchy() -> None:
@@ -232,26 +235,55 @@ def test_assigning_a_field_applies_its_rules() -> None:
     assert event.seq == 1
 
 
+def _unchecked(value: Any, **changes: Any) -> Any:
+    """The value with ``changes``, built around validation."""
+    return type(value).model_construct(**{**value.__dict__, **changes})
+
+
 def test_values_built_around_validation_are_checked_when_saved() -> None:
     from purpose_agent.records import event_row, state_row
 
     event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, data={"a": 1})
     for bad in (
-        event.model_copy(update={"seq": 0}),
-        event.model_copy(update={"ts": 10**400}),
-        event.model_copy(update={"kind": "custom"}),
-        PAEvent.model_construct(**{**event.__dict__, "lane_id": None}),
+        _unchecked(event, seq=0),
+        _unchecked(event, ts=10**400),
+        _unchecked(event, kind="custom"),
+        _unchecked(event, lane_id=None),
     ):
         with pytest.raises(InvalidInput):
             event_row(bad)
-    rebuilt = PAEvent.model_construct(**{**event.__dict__, "ts": -0.0})
+    rebuilt = _unchecked(event, ts=-0.0)
     assert event_row(rebuilt) == event_row(event.model_copy(update={"ts": 0.0}))
     assert repr(event_row(rebuilt).ts) == "0.0"
     state = RunState(run_id="r", seq=1, created_at=1.0, updated_at=2.0)
     with pytest.raises(InvalidInput, match="seq"):
-        state_row("r", state.model_copy(update={"seq": -1}))
+        state_row("r", _unchecked(state, seq=-1))
     with pytest.raises(InvalidInput, match="status"):
-        state_row("r", state.model_copy(update={"status": "finished"}))
+        state_row("r", _unchecked(state, status="finished"))
+
+
+def test_a_copy_applies_the_rules_to_its_updates() -> None:
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0, data={"a": 1})
+    copied = event.model_copy(update={"kind": "message", "seq": 2})
+    assert copied.kind is EventKind.MESSAGE
+    assert copied.to_dict()["kind"] == "message"
+    assert copied == PAEvent(run_id="r", seq=2, kind=EventKind.MESSAGE, ts=1.0, data={"a": 1})
+    state = RunState(run_id="r", seq=1, created_at=1.0, updated_at=2.0)
+    finished = state.model_copy(update={"status": "finished"})
+    assert finished.to_dict()["status"] == "finished"
+    assert RunState.from_dict(finished.to_dict()) == finished
+    for update in ({"seq": 0}, {"kind": "no such kind"}, {"ts": 10**400}, {"extra": 1}):
+        with pytest.raises(InvalidInput):
+            event.model_copy(update=update)
+    assert event.model_copy() == event
+    deep = event.model_copy(deep=True)
+    assert deep == event
+    assert deep.data is not event.data
+
+
+def test_dict_form_of_a_value_built_around_validation_holds_plain_strings() -> None:
+    event = _unchecked(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, ts=1.0), kind="message")
+    assert event.to_dict()["kind"] == "message"
 
 
 def test_dict_form_follows_the_declared_fields_and_shares_the_payload() -> None:

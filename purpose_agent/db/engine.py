@@ -19,6 +19,8 @@ Durability = Literal["full", "normal"]
 DEFAULT_SQLITE_FILE = "purpose_agent.db"
 DEFAULT_URL = f"sqlite:///{DEFAULT_SQLITE_FILE}"
 URL_ENV = "PURPOSE_AGENT_DB_URL"
+# What the seed's SQLiteCheckpointer() opened without a path.
+SEED_DEFAULT_FILE = "purpose_agent_checkpoints.db"
 
 
 def default_url() -> str:

@@ -40,7 +40,8 @@ class SeedJSONLReader(LegacyReader):
     def __init__(self, base_dir: str | Path) -> None:
         super().__init__()
         self.base_dir = Path(base_dir)
-        self.store = JSONLCheckpointer(self.base_dir)
+        # A read-only view: seed-named folders are reported (unread_runs), not renamed.
+        self.store = JSONLCheckpointer(self.base_dir, adopt_seed_folders=False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.base_dir)!r})"
@@ -84,7 +85,10 @@ class SeedJSONLReader(LegacyReader):
             if not any((entry / file).is_file() for file in SEED_FILES):
                 continue
             try:
-                hint = f"rename the folder to {self.store.run_path(name).name!r} to copy it"
+                hint = (
+                    f"open the folder once with JSONLCheckpointer, which renames it to "
+                    f"{self.store.run_path(name).name!r}, or rename it so, to copy it"
+                )
             except InvalidRunId:
                 hint = "its name is not a valid run id"
             unread.append((name, f"folder {name!r} is not read by the JSONL store; {hint}"))

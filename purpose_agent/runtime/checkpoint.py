@@ -9,6 +9,8 @@ then; after a crash the run resumes from the latest snapshot plus the events aft
         recovery = checkpointer.recover(run_id)   # state + exactly the events to replay
 """
 
+import logging
+
 from purpose_agent.errors import (
     CheckpointError,
     CorruptRecord,
@@ -25,6 +27,9 @@ from purpose_agent.stores.jsonl import JSONLCheckpointer
 from purpose_agent.stores.memory import InMemoryCheckpointer
 from purpose_agent.stores.sql import SQLCheckpointer, SQLiteCheckpointer
 from purpose_agent.stores.sql_async import AsyncSQLCheckpointer
+
+# The seed's module logger, kept for code that sets its level or attaches a handler to it.
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AsyncCheckpointer",

@@ -3,7 +3,7 @@
 Each rule a stored value must follow is written once, on the field type below, so that a value
 that could not be stored exactly is refused when it is built, and the stores apply the very same
 rules again when they are handed a value that was built some other way (``model_construct``,
-``model_copy(update=...)``, attribute assignment).
+``copy.copy``, attribute assignment).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import time
 import unicodedata
+from collections.abc import Mapping
 from enum import Enum, StrEnum
 from typing import Annotated, Any, ClassVar, Self
 
@@ -197,7 +198,7 @@ class CheckedFields(dict[str, Any]):
 
     A value keeps its fields in one of these once it is validated: when it is built (pydantic's
     ``model_validate`` builds through ``__init__`` too) or assigned to (assignments are
-    validated). Whatever bypasses validation (``model_construct``, ``model_copy(update=...)``,
+    validated). Whatever bypasses validation (``model_construct``, pydantic's own copies,
     ``copy.copy``) leaves a plain dict, so a store can tell a value that needs checking from
     one that does not, and spend the check only where it is needed.
     """
@@ -209,6 +210,11 @@ class CheckedFields(dict[str, Any]):
 
     def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         return copy.deepcopy(dict(self), memo)
+
+
+def _plain(value: Any) -> Any:
+    """An enum field's stored string (a value built unchecked may hold the string itself)."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def _mark_checked(value: BaseModel) -> None:
@@ -260,9 +266,26 @@ class Value(BaseModel):
         fields = self.__dict__
         enums = self._enum_fields
         return {
-            name: fields[name].value if name in enums else fields[name]
+            name: _plain(fields[name]) if name in enums else fields[name]
             for name in type(self).model_fields
         }
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """Return a copy, with ``update``'s fields validated as the constructor validates them.
+
+        pydantic's own copy takes ``update`` unchecked: ``update={"kind": "message"}`` left a
+        plain string where the enum belongs, so ``to_dict()`` failed on it and a store refused
+        it as not a member, although the constructor takes that string.
+
+        Raises:
+            InvalidValue: An updated field is not valid (a ``ValueError`` and an
+                ``InvalidInput``).
+
+        """
+        copied = super().model_copy(deep=deep)
+        if not update:
+            return copied
+        return type(self)(**{**copied.__dict__, **update})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:

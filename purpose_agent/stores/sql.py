@@ -13,8 +13,10 @@ import functools
 import itertools
 import operator
 import os
+import shlex
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
@@ -38,6 +40,8 @@ from purpose_agent.db.aiosqlite_cursor import one_trip, run_in_thread
 from purpose_agent.db.cursor import run_calls
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import (
+    DEFAULT_URL,
+    SEED_DEFAULT_FILE,
     Durability,
     adopt_sqlite,
     default_url,
@@ -54,11 +58,13 @@ from purpose_agent.errors import (
     CheckpointError,
     CorruptRecord,
     InvalidInput,
+    SeedDefaultDatabase,
     SequenceConflict,
     StoreUnavailable,
     translated,
     unavailable,
 )
+from purpose_agent.legacy.sqlite import SeedSQLiteReader, is_seed_sqlite
 from purpose_agent.protocol import (
     ClosingContext,
     KeyedEvent,
@@ -1384,10 +1390,29 @@ class SQLiteCheckpointer(SQLCheckpointer):
             url = parse_url(default_url())
             sqlite = url.get_backend_name() == "sqlite"
             self.db_path = (url.database or "") if sqlite else url.render_as_string()
+            if sqlite and url == parse_url(DEFAULT_URL):
+                _refuse_seed_default(self.db_path)
         else:
             self.db_path = os.fspath(db_path)
             url = URL.create("sqlite", database=self.db_path)
         super().__init__(url, **options)
+
+
+def _refuse_seed_default(default_file: str) -> None:
+    """Refuse to start an empty default store beside the seed's default file with runs in it.
+
+    Raises:
+        SeedDefaultDatabase: The default file does not exist and the seed's holds runs.
+    """
+    seed = Path(SEED_DEFAULT_FILE)
+    if Path(default_file).exists() or not seed.is_file() or not is_seed_sqlite(seed):
+        return
+    with SeedSQLiteReader(seed) as reader:
+        if not reader.list_runs(limit=1):
+            return
+    source = shlex.quote(f"seed-sqlite:{SEED_DEFAULT_FILE}")
+    command = f"purpose-agent copy {source} {shlex.quote(f'sqlite:///{default_file}')}"
+    raise SeedDefaultDatabase(SEED_DEFAULT_FILE, default_file, command)
 
 
 @contextlib.contextmanager

@@ -6,6 +6,7 @@ import bisect
 import contextlib
 import enum
 import itertools
+import logging
 import operator
 import os
 import shutil
@@ -95,6 +96,7 @@ from .naming import (
 from .snapshots import StoredSnapshot, read_snapshot_file, snapshot_bytes
 
 _PAGE = 1000
+_log = logging.getLogger(__name__)
 # The hidden name a deleted run's folder is renamed to before it is removed.
 DELETED = ".deleted-"
 _T = TypeVar("_T")
@@ -190,14 +192,25 @@ class JSONLCheckpointer(ClosingContext):
         faults: Called at each step of a batch that spans several runs, so that crash tests
             can stop or kill the writer exactly there (see
             :class:`~purpose_agent.stores.jsonl.faults.Faults`). The default does nothing.
+        adopt_seed_folders: Rename the run folders the seed named after their raw ids
+            (``Run-1``, ``job.2024``) to this store's names for them as the store opens, so
+            that their runs are read and continued; ``False`` leaves the folder untouched
+            (its seed-named runs are then not read).
 
     Raises:
         StoreUnavailable: If ``base_dir`` cannot be created.
 
     """
 
-    def __init__(self, base_dir: str | os.PathLike[str], *, faults: Faults = no_faults) -> None:
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str],
+        *,
+        faults: Faults = no_faults,
+        adopt_seed_folders: bool = True,
+    ) -> None:
         self.base_dir = Path(base_dir)
+        self._adopts = adopt_seed_folders
         self._where = str(self.base_dir)
         self._faults = faults
         self._closed = False
@@ -206,22 +219,61 @@ class JSONLCheckpointer(ClosingContext):
         with translated("creating the store's folders", self._where, OSError):
             self._runs.locks_dir.mkdir(parents=True, exist_ok=True)
             self._journal.path.mkdir(exist_ok=True)
-        self._sweep_deleted()
+        self._tidy_folder()
 
-    def _sweep_deleted(self) -> None:
-        """Remove what deletes interrupted after their rename left behind.
+    def _tidy_folder(self) -> None:
+        """Finish what deletes left behind, and take in the runs the seed named its own way.
 
         A run is deleted by renaming its folder to a hidden ``.deleted-*`` name, then removing
         that; killed in between, the process left the folder, which no read sees (hidden
         names are not runs) and nothing else would ever remove: the deleted data stayed on
         disk. The rename was the delete, so removing the folder later is always safe.
+
+        The seed named a run's folder after its id as it was (``Run-1``, ``job.2024``);
+        this store escapes such ids (see :mod:`~purpose_agent.stores.jsonl.naming`), so the
+        folder would not be read, and a write to the run would start a second folder beside
+        it. Each such folder is renamed to the store's name for its run (see :meth:`_adopt`).
         """
         try:
-            leftovers = [path for path in self.base_dir.iterdir() if path.name.startswith(DELETED)]
+            with os.scandir(self.base_dir) as listing:
+                entries = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in listing]
         except OSError:
             return
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
+        for name, is_dir in entries:
+            if name.startswith(DELETED):
+                shutil.rmtree(self.base_dir / name, ignore_errors=True)
+            elif self._adopts and is_dir and not name.startswith(".") and not is_run_dir(name):
+                self._adopt(name)
+
+    def _adopt(self, name: str) -> None:
+        """Rename a seed-named run folder to the store's name for it, under the run's lock.
+
+        Only a folder named by a valid run id that holds a seed file is taken, and only while
+        the store's own folder for that run does not exist: both existing, neither is moved,
+        and ``purpose-agent copy`` reports the seed's folder. A folder this process cannot
+        rename (a read-only store) stays as it is, unread, as before.
+        """
+        try:
+            run_id = check_run_id(name)
+        except InvalidRunId:
+            return
+        source = self.base_dir / name
+        if not any((source / file).is_file() for file in (EVENTS_FILE, SNAPSHOT_FILE)):
+            return
+        run = self._runs.get(run_id)
+        target = self.base_dir / run.name
+        try:
+            with self._runs.exclusive(run):
+                if target.exists() or not source.is_dir():
+                    return
+                if run.name.startswith("~"):
+                    self._write_run_id(source, run_id)
+                os.rename(source, target)
+                fsync_dir(self.base_dir)
+        except OSError as exc:
+            _log.warning("%s: seed folder %r not renamed, so not read: %s", self._where, name, exc)
+            return
+        _log.info("%s: seed folder %r renamed to %r", self._where, name, run.name)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._where!r})"
