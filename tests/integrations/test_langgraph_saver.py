@@ -558,6 +558,9 @@ LONG_IDS = [
     pytest.param("会話" * 20, "", id="40-japanese"),
     pytest.param("🙂" * 18, "", id="18-emoji"),
     pytest.param("t-1", "agent:" + "|agent:".join(str(uuid.uuid4()) for _ in range(5)), id="ns"),
+    # Bytes decoded with "surrogateescape" (a header, a file name): no UTF-8 form to encode.
+    pytest.param(b"user-\xff".decode("utf-8", "surrogateescape"), "", id="lone-surrogate"),
+    pytest.param("t-1", "agent:\udcff", id="ns-lone-surrogate"),
 ]
 
 

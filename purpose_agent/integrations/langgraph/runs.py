@@ -17,7 +17,8 @@ A run id has at most 255 characters, and LangGraph's ids have no limit: a long t
 subgraphs nested a few levels deep (each level adds its node name and a task id to the
 namespace) or non-ASCII ids (up to 12 characters each once encoded) would not fit. Where the
 whole id would be longer, its longest parts are replaced, one at a time until it fits, by
-``*`` and 32 hex digits of their SHA-256 (``*`` is never left as it is by the encoding). Ids
+``*`` and 32 hex digits of their SHA-256 (``*`` is never left as it is by the encoding). A part
+holding a lone surrogate, which has no UTF-8 form to encode, is hashed the same way. Ids
 that fit are named exactly as before. Such a run cannot be read back into names, so each event
 the saver stores in it also holds its thread, namespace (and checkpoint id, for writes) as
 ``names`` (see :mod:`~purpose_agent.integrations.langgraph.payloads`).
@@ -40,7 +41,12 @@ _MAX_RUN_ID = 255
 # 1, 1.0 and True are equal as keys but name three threads ("1", "1.0", "True").
 @functools.lru_cache(maxsize=4096, typed=True)
 def _part(value: object) -> str:
-    return quote(str(value), safe="")
+    try:
+        return quote(str(value), safe="")
+    except UnicodeEncodeError:
+        # A lone surrogate (bytes decoded with "surrogateescape": a header, a file name) has
+        # no UTF-8 form to percent-encode: the part is hashed, as a long one is.
+        return _digest(value)
 
 
 def _digest(value: object) -> str:
