@@ -62,6 +62,11 @@ class MappingNotes:
         with self._lock:
             return dict(self._counts)
 
+    def reset_to(self, counts: dict[str, int]) -> None:
+        """Go back to ``counts`` (from :meth:`counts`): a record read again is counted once."""
+        with self._lock:
+            self._counts = Counter(counts)
+
 
 def _number(value: object) -> float | None:
     if type(value) in (int, float):

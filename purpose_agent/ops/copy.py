@@ -268,7 +268,7 @@ def _copy_run(
     positions = _Positions()
     _stream(sides, run_id, positions, state, group, batch_size, report, dropped, tell)
     for _ in range(MAX_SNAPSHOT_ROUNDS):
-        newer = sides.source.load_latest(run_id)
+        newer = _read_again(sides.source, run_id, state)
         if newer is None or newer == state:
             break
         state = newer
@@ -292,6 +292,17 @@ def _copy_run(
         if found != group:
             return f"the source's run is in group {group!r}, the destination's in {found!r}"
     return None
+
+
+def _read_again(source: Checkpointer, run_id: str, state: RunState | None) -> RunState | None:
+    """The run's snapshot read again; what a seed-era reader mapped counts only if it moved."""
+    if not isinstance(source, LegacyReader):
+        return source.load_latest(run_id)
+    counted = source.notes.counts()
+    newer = source.load_latest(run_id)
+    if newer == state:
+        source.notes.reset_to(counted)
+    return newer
 
 
 def _stream(
