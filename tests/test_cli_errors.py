@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from purpose_agent import EventKind, InvalidRunId, PAEvent
+from purpose_agent import EventKind, InvalidInput, InvalidRunId, PAEvent, SQLCheckpointer
 from purpose_agent.stores.open import open_store
 from tests.test_cli_support import invoke, run_module
 
@@ -74,6 +74,31 @@ def test_a_sqlite_file_in_a_missing_directory_is_named(tmp_path: Path, command: 
         f"error: cannot open the SQLite database {path}: its directory {path.parent} does not "
         "exist; create it, or correct the URL\n"
     )
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["demo", "--url", "{url}"],
+        ["runs", "list", "--url", "{url}"],
+        ["copy", "memory:", "{url}"],
+        ["db", "upgrade", "--url", "{url}"],
+        ["db", "current", "--url", "{url}"],
+    ],
+)
+def test_a_sqlite_url_that_names_a_directory_says_so(tmp_path: Path, command: list[str]) -> None:
+    """It was "no database at DIR; `db upgrade` creates one", which then failed too."""
+    folder = tmp_path / "adir"
+    folder.mkdir()
+    result = invoke(*(arg.format(url=f"sqlite:///{folder}") for arg in command))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"error: cannot open the SQLite database {folder}: it is a directory, not a file; name "
+        f"a file in it (sqlite:///{folder}/purpose_agent.db)\n"
+    )
+    assert list(folder.iterdir()) == []
+    with pytest.raises(InvalidInput, match="it is a directory, not a file"):
+        SQLCheckpointer(f"sqlite:///{folder}")
 
 
 def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> None:

@@ -60,10 +60,15 @@ def require_directory(file: Path) -> None:
     the path is the problem, nor which part of it.
 
     Raises:
-        InvalidInput: The directory does not exist, or the file does not and this process may
-            not create it there.
+        InvalidInput: The directory does not exist, the path is a directory, or the file does
+            not exist and this process may not create it there.
 
     """
+    if file.is_dir():
+        raise InvalidInput(
+            f"cannot open the SQLite database {file}: it is a directory, not a file; name a "
+            f"file in it (sqlite:///{(file / 'purpose_agent.db').as_posix()})"
+        )
     if not file.parent.is_dir():
         raise InvalidInput(
             f"cannot open the SQLite database {file}: its directory {file.parent} does not "

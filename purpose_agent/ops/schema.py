@@ -15,7 +15,7 @@ from sqlalchemy import Engine, inspect, pool
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db import migrate
-from purpose_agent.db.engine import make_engine, parse_url
+from purpose_agent.db.engine import make_engine, parse_url, require_directory
 from purpose_agent.errors import InvalidInput, translated
 from purpose_agent.stores.open import SEED_SQLITE_PREFIX, Target, TargetKind
 
@@ -92,12 +92,14 @@ def schema_status(url: str) -> SchemaStatus:
     """Report the revision a database is at, without changing anything.
 
     Raises:
-        InvalidInput: A malformed URL.
+        InvalidInput: A malformed URL, or a SQLite path that is a directory.
         StoreUnavailable: The database cannot be reached.
 
     """
     target = _sql_target(url)
     file = target.sqlite_file
+    if file is not None and file.is_dir():
+        require_directory(file)  # names the directory the URL points at, not "no database"
     if file is not None and not file.is_file():
         return SchemaStatus(str(target), None, migrate.head_revision(), exists=False)
     engine = _engine(target)
