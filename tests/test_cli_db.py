@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from purpose_agent import SQLCheckpointer
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.ops.schema import upgrade_schema
 from tests.test_cli_support import invoke, run_module
@@ -195,3 +196,24 @@ def test_a_writing_command_that_upgrades_an_older_schema_says_so(tmp_path: Path)
     at_head = invoke("demo", "--url", url)
     assert at_head.exit_code == 0
     assert at_head.stderr == ""
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("command", [["upgrade"], ["upgrade", "0002"], ["downgrade", "0002"]])
+def test_moving_a_schema_a_newer_version_wrote_names_the_upgrade_of_the_package(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """It was Alembic's own "Can't locate revision identified by '0009'"."""
+    path = tmp_path / "newer.db"
+    SQLCheckpointer(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE pa_alembic_version SET version_num = '0009'")
+    confirm = ["--yes"] if command[0] == "downgrade" else []
+    result = invoke("db", *command, *confirm, "--url", f"sqlite:///{path}")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: database schema is at revision 0009, this version needs "
+        f"{HEAD}; run `pip install --upgrade purpose-agent`\n"
+    )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT version_num FROM pa_alembic_version").fetchall() == [("0009",)]

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine, parse_url, require_directory
-from purpose_agent.errors import InvalidInput, translated
+from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
 from purpose_agent.stores.open import SEED_SQLITE_PREFIX, Target, TargetKind
 
 
@@ -118,6 +118,7 @@ def upgrade_schema(url: str, revision: str = "head") -> tuple[SchemaStatus, Sche
 
     Raises:
         InvalidInput: A malformed URL or an unknown revision.
+        SchemaNotCurrent: A newer version of the package migrated the database.
         StoreUnavailable: The database cannot be reached.
 
     """
@@ -132,6 +133,7 @@ def downgrade_schema(url: str, revision: str) -> tuple[SchemaStatus, SchemaStatu
 
     Raises:
         InvalidInput: A malformed URL or an unknown revision.
+        SchemaNotCurrent: A newer version of the package migrated the database.
         StoreUnavailable: The database cannot be reached.
 
     """
@@ -148,6 +150,9 @@ def _migrate(
     try:
         with translated(action, str(target), SQLAlchemyError):
             before = _status(engine, target)
+            if not before.known:
+                # Written by a newer version: Alembic cannot place its revision to move from.
+                raise SchemaNotCurrent(before.current, before.head, migrate.NEWER_COMMAND)
             try:
                 step(engine, revision)
             except CommandError as exc:
