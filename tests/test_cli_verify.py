@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import EventKind, NewEvent, PAEvent, RunState
+from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent, RunState
 from purpose_agent.ops.verify import VerifyProgress, verify_runs
 from purpose_agent.stores.open import open_store
 from tests.test_cli_support import STORES, invoke, make_store_url
@@ -238,3 +238,66 @@ def test_a_damaged_page_of_an_index_no_run_read_uses_is_found_in_a_sqlite_file(
     )
     shown = invoke("runs", "verify", "--url", url)
     assert "The SQLite file's own pages are damaged" in shown.stdout
+
+
+def _sqlite_with_a_damaged_page(tmp_path: Path, table: str) -> tuple[str, list[str]]:
+    """A SQLite store of 30 runs with one leaf page of ``table`` overwritten (the middle one)."""
+    path = tmp_path / "damaged.db"
+    url = f"sqlite:///{path}"
+    run_ids = [f"run-{n:02}" for n in range(30)]
+    with open_store(url) as store:
+        for run_id in run_ids:
+            store.save_events(
+                [
+                    PAEvent(run_id=run_id, seq=i, kind=EventKind.TOOL_CALL, data={"x": "y" * 200})
+                    for i in range(1, 41)
+                ]
+            )
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        pages = [
+            row[0]
+            for row in conn.exec_driver_sql(
+                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+                (table,),
+            )
+        ]
+    engine.dispose()
+    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
+        file.seek((pages[len(pages) // 2] - 1) * page_size)
+        file.write(bytes(range(256)) * (page_size // 256))
+    return url, run_ids
+
+
+def test_runs_on_a_damaged_sqlite_page_are_reported_and_the_others_read(tmp_path: Path) -> None:
+    """A damaged page stopped the whole verification with one StoreUnavailable line."""
+    url, run_ids = _sqlite_with_a_damaged_page(tmp_path, "pa_events")
+    result = invoke("runs", "verify", "--json", "--url", url)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["runs"] == len(run_ids)
+    damaged = {d["run_id"] for d in report["damaged"] if d["record"] == "event"}
+    assert damaged
+    assert damaged < set(run_ids)
+    assert report["events"] >= 40 * (len(run_ids) - len(damaged))
+    assert any(d["record"] == "file" for d in report["damaged"])
+    with open_store(url, create=False) as store:
+        for run_id in run_ids:
+            if run_id in damaged:
+                with pytest.raises(CorruptRecord, match="storage damaged"):
+                    store.list_events(run_id)
+            else:
+                assert len(store.list_events(run_id)) == 40
+
+
+def test_a_damaged_page_of_the_runs_table_still_gives_the_page_checks_report(
+    tmp_path: Path,
+) -> None:
+    url, _ = _sqlite_with_a_damaged_page(tmp_path, "pa_runs")
+    result = invoke("runs", "verify", "--json", "--url", url)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    details = [d["detail"] for d in report["damaged"]]
+    assert details[0].startswith("SQLite's quick_check: ")
+    assert details[-1].startswith("the runs cannot be listed: ")

@@ -260,6 +260,14 @@ class Flavor:
         """Whether the database refused a write because this process may only read it."""
         return False
 
+    def is_damaged(self, exc: DBAPIError) -> bool:
+        """Whether the database reports its own storage damaged (a page, an index).
+
+        Such an error comes back on every try, so it is damage to report, not an outage to
+        wait out.
+        """
+        return False
+
     def is_transient(self, exc: DBAPIError) -> bool:
         """Whether the error is a deadlock or serialization failure worth one more try."""
         return False
@@ -288,6 +296,10 @@ class SQLiteFlavor(Flavor):
     def is_read_only(self, exc: DBAPIError) -> bool:  # noqa: D102
         code = getattr(exc.orig, "sqlite_errorcode", None)
         return isinstance(code, int) and code & 0xFF == 8  # SQLITE_READONLY and its kinds
+
+    def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in (11, 26)  # SQLITE_CORRUPT, _NOTADB
 
     def is_undecodable(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLite stores whatever bytes it is given in a TEXT column; the driver's UTF-8
@@ -533,6 +545,9 @@ class PostgresFlavor(Flavor):
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("40001", "40P01")
 
+    def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) in ("XX001", "XX002")  # data, index corrupted
+
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) == "22003"  # numeric_value_out_of_range
 
@@ -617,6 +632,10 @@ class MariaDBFlavor(Flavor):
 
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1205, 1213)  # lock wait timeout, deadlock
+
+    def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
+        # Index for table is corrupt; table is marked as crashed (and should be repaired).
+        return _mysql_errno(exc) in (1034, 1194, 1195)
 
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1264, 1690)  # out of range for the column, in arithmetic

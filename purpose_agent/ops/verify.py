@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from purpose_agent.errors import CheckpointError, CorruptRecord, InvalidRunId
+from purpose_agent.errors import CheckpointError, CorruptRecord, InvalidRunId, StoreUnavailable
 from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.records import BOUND
@@ -172,13 +172,21 @@ def verify_runs(
     """
     report = VerifyReport()
     if run_ids is None:
-        chosen = store.list_runs()
+        pages = _file_problems(store)
+        try:
+            chosen = store.list_runs()
+        except StoreUnavailable as exc:
+            if not pages:
+                raise
+            # The damage reaches the runs' own table: what the page check found is the report.
+            report.damaged += [*pages, Damage("", FILE, None, f"the runs cannot be listed: {exc}")]
+            return report
         # Runs a seed-era store holds but cannot list would otherwise go unmentioned.
         if isinstance(store, LegacyReader):
             report.damaged.extend(
                 Damage(name, RUN, None, message) for name, message in store.unread_runs()
             )
-        report.damaged.extend(_file_problems(store))
+        report.damaged.extend(pages)
     else:
         chosen = list(run_ids)
     total = len(chosen)

@@ -231,19 +231,9 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
-                if run_id is not None and self._flavor.is_undecodable(exc):
-                    raise self._undecodable(run_id) from exc
-                if self._flavor.is_read_only(exc):
-                    raise StoreUnavailable(
-                        f"{action} failed on {self.url}: the database is read-only for this "
-                        "process (the file or its folder is not writable); it can be read, "
-                        "not written"
-                    ) from exc
-                if self._flavor.is_too_large(exc):
-                    raise InvalidInput(
-                        f"{action} failed on {self.url}: the server refused a statement over its "
-                        f"size limit (max_allowed_packet of {self._payload_limit} bytes)"
-                    ) from exc
+                refusal = self._refusal(action, exc, run_id)
+                if refusal is not None:
+                    raise refusal from exc
                 transient = self._flavor.is_transient(exc)
                 if exc.connection_invalidated and committing is not None and committing():
                     raise StoreUnavailable(
@@ -266,6 +256,29 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                     continue
                 raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _refusal(self, action: str, exc: DBAPIError, run_id: str | None) -> CheckpointError | None:
+        """The error a driver error stands for when trying again cannot help; else ``None``."""
+        if run_id is not None and self._flavor.is_undecodable(exc):
+            return self._undecodable(run_id)
+        if run_id is not None and self._flavor.is_damaged(exc):
+            return CorruptRecord(
+                run_id,
+                None,
+                f"the database reports its storage damaged where the run is kept ({exc.orig}); "
+                "`purpose-agent runs verify` lists every damaged record",
+            )
+        if self._flavor.is_read_only(exc):
+            return StoreUnavailable(
+                f"{action} failed on {self.url}: the database is read-only for this process "
+                "(the file or its folder is not writable); it can be read, not written"
+            )
+        if self._flavor.is_too_large(exc):
+            return InvalidInput(
+                f"{action} failed on {self.url}: the server refused a statement over its size "
+                f"limit (max_allowed_packet of {self._payload_limit} bytes)"
+            )
+        return None
 
     def _read(
         self,
