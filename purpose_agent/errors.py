@@ -158,13 +158,16 @@ class StoreUnavailable(CheckpointError):
     """
 
 
-def unavailable(action: str, where: str, exc: BaseException) -> StoreUnavailable:
+def unavailable(
+    action: str, where: str, exc: BaseException, advice: str | None = None
+) -> StoreUnavailable:
     """The one wording of a failure outside the data: what was done, where, and the cause.
 
     Args:
         action: What was being done ("saving events").
         where: The store: a URL with the password hidden, or a folder.
         exc: The driver's or the OS's exception (SQLAlchemy's wrapper is unwrapped).
+        advice: What to do about it, when the backend knows (see ``Flavor.advice``).
 
     Returns:
         The error to raise, with ``exc`` to be chained as its cause by the caller.
@@ -172,7 +175,9 @@ def unavailable(action: str, where: str, exc: BaseException) -> StoreUnavailable
     """
     cause = getattr(exc, "orig", None) or exc
     detail = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    return StoreUnavailable(f"{action} failed on {where}: {detail}")
+    return StoreUnavailable(
+        f"{action} failed on {where}: {detail}" + (f"; {advice}" if advice else "")
+    )
 
 
 @contextlib.contextmanager

@@ -260,6 +260,14 @@ class Flavor:
         """Whether the database refused a write because this process may only read it."""
         return False
 
+    def advice(self, exc: DBAPIError) -> str | None:
+        """What to do about an error that is the URL's or the server's setup, not an outage.
+
+        The login refused, the database missing, a privilege lacking: the driver's message
+        says what happened, this says how to fix it, since waiting will not.
+        """
+        return None
+
     def is_damaged(self, exc: DBAPIError) -> bool:
         """Whether the database reports its own storage damaged (a page, an index).
 
@@ -548,6 +556,10 @@ class PostgresFlavor(Flavor):
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("XX001", "XX002")  # data, index corrupted
 
+    def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
+        # A refused connection carries no SQLSTATE in psycopg; libpq's message names the cause.
+        return _ADVICE.get(getattr(exc.orig, "sqlstate", None) or "")
+
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) == "22003"  # numeric_value_out_of_range
 
@@ -637,8 +649,36 @@ class MariaDBFlavor(Flavor):
         # Index for table is corrupt; table is marked as crashed (and should be repaired).
         return _mysql_errno(exc) in (1034, 1194, 1195)
 
+    def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
+        return _ADVICE.get(_MYSQL_ADVICE.get(_mysql_errno(exc) or 0, ""))
+
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1264, 1690)  # out of range for the column, in arithmetic
+
+
+_LOGIN = "the server refused the login: check the URL's user and password"
+_NO_DATABASE = (
+    "the URL's database does not exist on the server: create it (CREATE DATABASE), and the "
+    "store creates its tables in it"
+)
+_PRIVILEGE = (
+    "the URL's user lacks a privilege on the store's tables: grant SELECT, INSERT, UPDATE and "
+    "DELETE on them (and CREATE, for migrations), or connect as their owner"
+)
+# By SQLSTATE; MariaDB's error numbers are mapped to the same classes below.
+_ADVICE = {
+    "28000": _LOGIN,  # invalid authorization specification
+    "28P01": _LOGIN,  # invalid password
+    "3D000": _NO_DATABASE,  # invalid catalog name
+    "42501": _PRIVILEGE,  # insufficient privilege
+}
+_MYSQL_ADVICE = {
+    1045: "28000",  # access denied for user
+    1049: "3D000",  # unknown database
+    1044: "42501",  # access denied for user to database
+    1142: "42501",  # command denied to user for table
+    1143: "42501",  # command denied to user for column
+}
 
 
 def _mysql_errno(exc: DBAPIError) -> int | None:

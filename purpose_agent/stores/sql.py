@@ -244,7 +244,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 retry = exc.connection_invalidated or transient
                 if retry and attempt + 1 < _ATTEMPTS:
                     continue
-                raise unavailable(action, self.url, exc) from exc
+                raise unavailable(action, self.url, exc, self._flavor.advice(exc)) from exc
             except SQLAlchemyError as exc:
                 raise unavailable(action, self.url, exc) from exc
             except self._engine.dialect.loaded_dbapi.Error as exc:
