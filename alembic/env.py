@@ -11,6 +11,10 @@ Postgres; ``-x events_partitions=0`` brings back the default layout, one table. 
 option the layout is left as it is: a partitioned database stays partitioned across upgrades
 (see :mod:`purpose_agent.db.partitions`). Partitions are not part of the models, so
 autogenerate leaves them out of its comparison.
+
+Only the commands that write the schema (``upgrade``, ``downgrade``, ``stamp``) may create a
+SQLite file: ``alembic current`` or ``check`` in the wrong folder would otherwise leave an
+empty ``purpose_agent.db`` behind and report it as never migrated.
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ from __future__ import annotations
 import logging.config
 import os
 
+from alembic.util import CommandError
 from sqlalchemy import Connection, Engine, pool, text
 
 from alembic import context
-from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine
+from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine, parse_url
 from purpose_agent.db.migrate import VERSION_TABLE
 from purpose_agent.db.models import Base
 from purpose_agent.db.partitions import EVENTS_TABLE, check_partitions, set_events_layout
 from purpose_agent.db.transactions import migration_lock
+from purpose_agent.stores.open import Target, TargetKind
 
 config = context.config
 # An ini may hold only ``script_location`` (a deploy pointing plain ``alembic`` at the installed
@@ -38,6 +44,8 @@ if (
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+# The alembic commands that write the schema, and so may create the database file.
+_WRITING_COMMANDS = frozenset(("upgrade", "downgrade", "stamp", "ensure_version"))
 
 
 def _url() -> str:
@@ -46,6 +54,40 @@ def _url() -> str:
         or os.environ.get(URL_ENV)
         or config.get_main_option("sqlalchemy.url")
         or DEFAULT_URL
+    )
+
+
+def _command() -> str | None:
+    """The alembic command running (``current``, ``upgrade``...); ``None`` when run from code.
+
+    alembic's command line keeps the function it calls in ``cmd_opts.cmd``; a program calling
+    ``alembic.command`` itself has no command line, and is left to create what it opens.
+    """
+    chosen = getattr(config.cmd_opts, "cmd", None)
+    if not chosen:
+        return None
+    name = getattr(chosen[0], "__name__", None)
+    return name if isinstance(name, str) else None
+
+
+def _refuse_missing_sqlite_file(url: str) -> None:
+    """Refuse a read-only command on a SQLite file that does not exist, which would create it.
+
+    Raises:
+        CommandError: The command only reads, and the file is not there; alembic prints
+            ``FAILED:`` and the message, and exits non-zero.
+
+    """
+    command = _command()
+    if command is None or command in _WRITING_COMMANDS:
+        return
+    file = Target(TargetKind.SQL, url=parse_url(url)).sqlite_file
+    if file is None or file.exists():
+        return
+    raise CommandError(
+        f"no database at {file.absolute()}: `alembic {command}` reads a database and creates "
+        "none; name the database with -x url=... or $PURPOSE_AGENT_DB_URL, or create this "
+        "one with `alembic upgrade head`"
     )
 
 
@@ -132,7 +174,12 @@ def run_migrations_online() -> None:
         _run(given)
         return
     # An Engine handed in (pytest-alembic does this) is used as is; otherwise one is built.
-    engine = given if isinstance(given, Engine) else make_engine(_url(), poolclass=pool.NullPool)
+    if isinstance(given, Engine):
+        engine = given
+    else:
+        url = _url()
+        _refuse_missing_sqlite_file(url)
+        engine = make_engine(url, poolclass=pool.NullPool)
     try:
         with migration_lock(engine) as conn:
             _run(conn)

@@ -217,3 +217,17 @@ def test_moving_a_schema_a_newer_version_wrote_names_the_upgrade_of_the_package(
     )
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT version_num FROM pa_alembic_version").fetchall() == [("0009",)]
+
+
+@pytest.mark.sqlite
+def test_db_current_of_a_schema_a_newer_version_wrote_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "newer.db"
+    SQLCheckpointer(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE pa_alembic_version SET version_num = '0009'")
+    result = invoke("db", "current", "--url", f"sqlite:///{path}")
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        f"sqlite:///{path}: at revision 0009; this version needs {HEAD}",
+        "A newer version of purpose-agent migrated it: `pip install --upgrade purpose-agent`.",
+    ]

@@ -3,7 +3,9 @@
 Every failure a user can act on is printed as one line on standard error, prefixed
 ``error:``, with exit status 1: the package's own errors already say what to do (the upgrade
 command for a schema that is behind, the URL of a database that is down). A traceback is shown
-only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs.
+only with ``--debug`` (or ``PURPOSE_AGENT_DEBUG=1``), for reporting bugs. ``--debug`` goes
+before the command or anywhere after it (``purpose-agent runs show RUN --debug``): the messages
+say "run with --debug", and a user adds it at the end as often as at the start.
 
 A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a failure: the
 command ends quietly with status 0, whether the pipe closes while it prints or when Python
@@ -36,6 +38,7 @@ INTERRUPTED_EXIT = 130
 PIPE_CLOSED_EXIT = 141
 _LEFT = "purpose_agent.interrupted"
 _PRINTS_AS_IT_WORKS = "purpose_agent.prints_as_it_works"
+_QUIET_LOGS = "purpose_agent.quiet_logs"
 
 
 def on_interrupt(left: str, *, prints_as_it_works: bool = False) -> None:
@@ -110,6 +113,34 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+def _debug_after_the_command(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """Turn ``--debug`` given after a command name into the root's ``--debug``."""
+    if not value:
+        return
+    root = ctx.find_root()
+    root.params["debug"] = True
+    quiet = root.meta.pop(_QUIET_LOGS, None)
+    if quiet is not None:
+        logging.getLogger("sqlalchemy").removeHandler(quiet)
+
+
+def _accept_debug(command: click.Command) -> None:
+    """Give a command and its subcommands a hidden ``--debug`` that acts as the root's."""
+    if not any(param.name == "debug" for param in command.params):
+        command.params.append(
+            click.Option(
+                ["--debug"],
+                is_flag=True,
+                hidden=True,
+                expose_value=False,
+                callback=_debug_after_the_command,
+            )
+        )
+    if isinstance(command, click.Group):
+        for subcommand in command.commands.values():
+            _accept_debug(subcommand)
+
+
 class App(click.Group):
     """The root group: loads commands on demand, and turns their exceptions into one line.
 
@@ -125,7 +156,9 @@ class App(click.Group):
         """Return a command, importing its module the first time it is asked for."""
         if cmd_name not in self.commands and cmd_name in COMMANDS:
             module, _, attribute = COMMANDS[cmd_name].target.partition(":")
-            self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
+            command = getattr(importlib.import_module(module), attribute)
+            _accept_debug(command)
+            self.add_command(command, cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
@@ -161,7 +194,9 @@ class App(click.Group):
         if not ctx.params.get("debug"):
             # A connection closed while Ctrl-C unwinds the stack is logged by SQLAlchemy's
             # pool with the interrupt's traceback; the one line below says what happened.
-            logging.getLogger("sqlalchemy").addHandler(logging.NullHandler())
+            # Removed again by a --debug after the command name.
+            quiet = ctx.meta[_QUIET_LOGS] = logging.NullHandler()
+            logging.getLogger("sqlalchemy").addHandler(quiet)
         try:
             return super().invoke(ctx)
         except BrokenPipeError:

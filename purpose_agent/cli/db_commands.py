@@ -11,6 +11,8 @@ import click
 from sqlalchemy import pool
 from sqlalchemy.exc import SQLAlchemyError
 
+from purpose_agent.cli.app import on_interrupt
+from purpose_agent.cli.confirm import confirm
 from purpose_agent.cli.options import (
     chosen_revision,
     json_option,
@@ -63,13 +65,36 @@ def _seed_hint(status: SchemaStatus) -> str | None:
     )
 
 
+def _on_interrupt_of_migration(url: str, action: str, target: str) -> None:
+    """Say where a stopped upgrade or downgrade leaves the schema (README, "Schema migrations").
+
+    Both run every revision under the migration lock in one write transaction. Postgres and
+    SQLite roll it back whole; MariaDB commits each schema change as it runs, and each step of
+    a revision is skipped when what it makes (or removes) is already there (gone), so running
+    the command again finishes the revision it stopped in.
+    """
+    backend = parse_url(url).get_backend_name() if "://" in url else None
+    if backend in ("mysql", "mariadb"):
+        on_interrupt(
+            f"MariaDB commits each schema change as it runs, so the {action} may have "
+            "stopped part-way through a revision; run the same command again to finish it "
+            "(the steps already done are skipped)"
+        )
+    else:
+        on_interrupt(
+            f"the {action} is one transaction, rolled back when stopped: the schema is at "
+            f"the revision it started from (or at {target}, if it had committed), never in "
+            "between; run the same command again to finish it"
+        )
+
+
 @click.group()
 def db() -> None:
     """Create, upgrade and inspect the schema of a SQL store."""
 
 
 @db.command()
-@revision_argument
+@revision_argument(required=False)
 @sql_url_option
 def upgrade(revision: str | None, revision_option: str | None, url: str | None) -> None:
     """Upgrade the schema to REVISION, by default head (creating tables and file if needed).
@@ -77,7 +102,9 @@ def upgrade(revision: str | None, revision_option: str | None, url: str | None) 
     A SQLite file is created when it does not exist; its directory must.
     """
     chosen = chosen_revision(revision, revision_option, "head")
-    before, after = upgrade_schema(sql_url(url), chosen)
+    target = sql_url(url)
+    _on_interrupt_of_migration(target, "upgrade", chosen)
+    before, after = upgrade_schema(target, chosen)
     out = console()
     if before.current == after.current:
         out.print(f"{after.url}: already at revision {_revision(after)}")
@@ -86,7 +113,7 @@ def upgrade(revision: str | None, revision_option: str | None, url: str | None) 
 
 
 @db.command()
-@revision_argument
+@revision_argument(required=True)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @sql_url_option
 def downgrade(
@@ -95,13 +122,14 @@ def downgrade(
     """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
     chosen = chosen_revision(revision, revision_option, None)
     target = sql_url(url)
+    _on_interrupt_of_migration(target, "downgrade", chosen)
     if not schema_status(target).exists:
         # Downgrading would create the file first, and report "from none to none".
         raise InvalidInput(f"no database at {target}: there is nothing to downgrade")
     if not yes:
-        click.confirm(
+        confirm(
             f"Downgrade {schema_status(target).url} to {chosen}? Data in dropped tables is lost.",
-            abort=True,
+            doing="downgrade",
         )
     before, after = downgrade_schema(target, chosen)
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
@@ -118,6 +146,8 @@ def current(as_json: bool, url: str | None) -> None:
         return
     out = console()
     out.print(f"{status.url}: at revision {_revision(status)}; this version needs {status.head}")
+    if not status.known:
+        out.print(f"A newer version of purpose-agent migrated it: `{NEWER_COMMAND}`.")
     hint = _seed_hint(status)
     if hint is not None:
         out.print(hint)
@@ -144,6 +174,13 @@ def _relayout(url: str | None, partitions: int) -> tuple[str, EventsLayout, Even
     shown = resolve_url(url)
     if "://" not in shown:
         raise InvalidInput(f"{shown!r} is not a database URL (db commands work on SQL stores)")
+    # partition_events copies pa_events in one transaction (Postgres only: elsewhere it is
+    # refused before anything is done).
+    on_interrupt(
+        "the change of layout is one transaction, rolled back when stopped: pa_events has "
+        "the layout it had (or the new one, if it had committed), never a mix; run the same "
+        "command again to finish it"
+    )
     parsed = parse_url(shown)
     where = parsed.render_as_string(hide_password=True)
     engine = make_engine(parsed, poolclass=pool.NullPool)

@@ -54,17 +54,28 @@ def selection_options(what: str) -> Callable[[F], F]:
     return add
 
 
-def revision_argument(function: F) -> F:
+def revision_argument(*, required: bool) -> Callable[[F], F]:
     """Add the target revision: ``REVISION``, or the older spelling ``--revision REV`` (hidden).
 
     ``db upgrade`` and ``db downgrade`` both take it as an argument, like ``alembic upgrade
     head``; ``--revision`` keeps scripts written for the first ``db upgrade`` working. The
     command passes both values to :func:`chosen_revision`.
+
+    Args:
+        required: Whether the command needs a revision (``db downgrade``): its usage line then
+            shows ``REVISION``, not ``[REVISION]``. click cannot require the argument itself,
+            since the hidden option may give it instead; :func:`chosen_revision` refuses none.
+
     """
-    with_option = click.option(
-        "--revision", "revision_option", default=None, metavar="REV", hidden=True
-    )(function)
-    return click.argument("revision", required=False)(with_option)
+
+    def add(function: F) -> F:
+        with_option = click.option(
+            "--revision", "revision_option", default=None, metavar="REV", hidden=True
+        )(function)
+        metavar = "REVISION" if required else "[REVISION]"
+        return click.argument("revision", required=False, metavar=metavar)(with_option)
+
+    return add
 
 
 def chosen_revision(argument: str | None, option: str | None, default: str | None) -> str:

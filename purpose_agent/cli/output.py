@@ -44,15 +44,16 @@ def console() -> Console:
     Lines are not wrapped at the console width. On a terminal, tables still fit its width;
     anywhere else (a file, a pipe, a test) nothing is folded either, because the console is
     as wide as the widest line: a script reading the output gets one record per line. Markup
-    is off: run ids and data are printed as they are, whatever brackets they hold.
+    and emoji codes are off: run ids and data are printed as they are, whatever brackets they
+    hold, and a ``:smile:`` in them stays that text.
     """
-    width = None if _is_terminal(sys.stdout) else UNWRAPPED_WIDTH
-    return _console_class()(highlight=False, soft_wrap=True, markup=False, width=width)
+    width = None if is_terminal(sys.stdout) else UNWRAPPED_WIDTH
+    return _console_class()(highlight=False, soft_wrap=True, markup=False, emoji=False, width=width)
 
 
 def err_console() -> Console:
     """A console on standard error, for progress bars and warnings."""
-    return _console_class()(stderr=True, highlight=False)
+    return _console_class()(stderr=True, highlight=False, emoji=False)
 
 
 @functools.cache
@@ -78,7 +79,8 @@ def _console_class() -> type[Console]:
     return PipeConsole
 
 
-def _is_terminal(stream: IO[str]) -> bool:
+def is_terminal(stream: IO[str]) -> bool:
+    """Whether ``stream`` is a terminal (a person may be reading, or answering, there)."""
     try:
         return stream.isatty()
     except (AttributeError, ValueError):  # a replaced or closed stream is not a terminal

@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from purpose_agent.cli.app import on_interrupt
+from purpose_agent.cli.confirm import confirm
 from purpose_agent.cli.options import Duration, json_option, selection_options, url_option
 from purpose_agent.cli.output import (
     age,
@@ -64,7 +65,8 @@ def _page_options(what: str) -> Callable[[F], F]:
         )(function)
         return click.option(
             "--limit",
-            type=click.IntRange(min=0),
+            # 0 would print an empty page as if the store were empty ("No runs in ...").
+            type=click.IntRange(min=1),
             default=50,
             show_default=True,
             help=f"{what} per page, most recently written first.",
@@ -90,7 +92,7 @@ def list_runs(
     with open_url(url, create=False, read_only=True) as store:
         summaries = run_summaries(store, limit, offset, group=group, prefix=prefix)
         where = describe(store)
-    more = len(summaries) == limit and limit > 0
+    more = len(summaries) == limit
     if as_json:
         emit_json(
             {
@@ -142,7 +144,7 @@ def list_groups(limit: int, offset: int, as_json: bool, url: str | None) -> None
     with open_url(url, create=False, read_only=True) as store:
         groups = group_summaries(store, limit, offset)
         where = describe(store)
-    more = len(groups) == limit and limit > 0
+    more = len(groups) == limit
     if as_json:
         emit_json(
             {
@@ -202,7 +204,12 @@ def show_run(run_id: str, as_json: bool, url: str | None) -> None:
     out.print(table)
     if detail.state is not None:
         out.print("State data:")
-        out.print(json.dumps(detail.state.data, indent=2, ensure_ascii=False))
+        # Printed line by line: the console escapes every control character, the newlines
+        # of the indentation too. json.dumps escapes C0 characters inside strings and keys
+        # but not C1 ones (ensure_ascii=False), which the console then escapes; the only raw
+        # "\n" are the indentation's (splitlines would also split at a stored NEL or U+2028).
+        for line in json.dumps(detail.state.data, indent=2, ensure_ascii=False).split("\n"):
+            out.print(line)
 
 
 @runs.command("events")
@@ -321,7 +328,7 @@ def delete_run(
             " and its snapshot" if detail.state is not None else ""
         )
         if not yes:
-            click.confirm(f"Delete run {run_id!r} ({what}) from {where}?", abort=True)
+            confirm(f"Delete run {run_id!r} ({what}) from {where}?", doing="delete")
         store.delete_run(run_id)
     console().print(f"Deleted run {run_id!r}: {what}.")
 
@@ -350,10 +357,10 @@ def _delete_selected(
             if not planned:
                 console().print(f"No runs {what} in {where}.")
                 return
-            click.confirm(
+            confirm(
                 f"Delete {count(len(planned), 'run')} {what} "
                 f"({count(sum(planned.values()), 'event')}) from {where}?",
-                abort=True,
+                doing="delete",
             )
         deleted, events = delete_selected(store, chosen)
     console().print(
