@@ -101,6 +101,21 @@ def test_a_sqlite_url_that_names_a_directory_says_so(tmp_path: Path, command: li
         SQLCheckpointer(f"sqlite:///{folder}")
 
 
+def test_an_error_about_a_url_from_the_environment_says_where_it_came_from(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The user did not type the URL the error names."""
+    monkeypatch.setenv("PURPOSE_AGENT_DB_URL", DOWN)
+    from_env = invoke("runs", "list")
+    assert from_env.exit_code == 1
+    assert from_env.stderr.rstrip("\n").endswith(
+        " (the URL is $PURPOSE_AGENT_DB_URL's; --url names another)"
+    )
+    typed = invoke("runs", "list", "--url", DOWN)
+    assert typed.exit_code == 1
+    assert "PURPOSE_AGENT_DB_URL" not in typed.stderr
+
+
 def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     invoke("db", "upgrade", "--url", url)

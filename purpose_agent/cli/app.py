@@ -39,6 +39,8 @@ PIPE_CLOSED_EXIT = 141
 _LEFT = "purpose_agent.interrupted"
 _PRINTS_AS_IT_WORKS = "purpose_agent.prints_as_it_works"
 _QUIET_LOGS = "purpose_agent.quiet_logs"
+# Where an error names a URL the user did not type (see options.resolve_url): said after it.
+URL_NOTE = "purpose_agent.url_note"
 
 
 def on_interrupt(left: str, *, prints_as_it_works: bool = False) -> None:
@@ -218,7 +220,7 @@ class App(click.Group):
         except CheckpointError as exc:
             if ctx.params.get("debug"):
                 raise
-            raise CommandFailed(str(exc)) from exc
+            raise CommandFailed(f"{exc}{ctx.meta.get(URL_NOTE, '')}") from exc
         except Exception as exc:  # a bug or an unforeseen environment: one line, not a trace
             if ctx.params.get("debug"):
                 raise

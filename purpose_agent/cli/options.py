@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
+from purpose_agent.cli.app import URL_NOTE
 from purpose_agent.db.engine import URL_ENV, default_url
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -103,8 +105,17 @@ def json_option(function: F) -> F:
 
 
 def resolve_url(url: str | None) -> str:
-    """The URL a command uses: ``--url``, else ``PURPOSE_AGENT_DB_URL``, else the default."""
-    return url if url is not None else default_url()
+    """The URL a command uses: ``--url``, else ``PURPOSE_AGENT_DB_URL``, else the default.
+
+    A URL taken from the environment is noted, so that an error naming it can say where it
+    came from: the user did not type it.
+    """
+    if url is not None:
+        return url
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and os.environ.get(URL_ENV):
+        ctx.find_root().meta[URL_NOTE] = f" (the URL is ${URL_ENV}'s; --url names another)"
+    return default_url()
 
 
 def url_flag(given: str | None, shown: str) -> str:
