@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -51,6 +53,45 @@ def test_a_driver_without_an_asyncio_twin_is_refused() -> None:
         AsyncSQLCheckpointer("postgresql+asyncpg://u@h/db")
     with pytest.raises(InvalidInput, match="not a synchronous Engine"):
         AsyncSQLCheckpointer(create_engine("sqlite://"))  # type: ignore[arg-type]
+
+
+_NEVER_CLOSED = """
+import asyncio, gc, sys
+from purpose_agent import AsyncSQLCheckpointer, EventKind, NewEvent
+from purpose_agent.db.group_commit import GroupCommitPolicy
+
+policy = GroupCommitPolicy() if sys.argv[2] == "grouped" else False
+store = AsyncSQLCheckpointer(sys.argv[1], group_commit=policy)
+
+async def step(n):
+    new = [NewEvent(kind=EventKind.CUSTOM)]
+    await asyncio.gather(*(store.append(f"r{i}", new) for i in range(4)))
+    return [len(await store.list_events(f"r{i}")) for i in range(4)]
+
+print(asyncio.run(step(1)), asyncio.run(step(2)))
+del store
+gc.collect()
+"""
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_a_store_never_closed_leaves_no_connection_to_a_closed_loop(
+    empty_database: str, grouped: bool
+) -> None:
+    """Its connections were collected after the loop ended: aiomysql printed "Event loop is
+    closed" for each, psycopg and aiosqlite a ResourceWarning. Each loop's are now closed as
+    the loop ends, and the store goes on serving the next loop."""
+    mode = "grouped" if grouped else "plain"
+    found = subprocess.run(
+        [sys.executable, "-W", "default", "-c", _NEVER_CLOSED, empty_database, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout == "[1, 1, 1, 1] [2, 2, 2, 2]\n"
+    assert found.stderr == ""
 
 
 @pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])

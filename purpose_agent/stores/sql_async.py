@@ -15,7 +15,9 @@ while the async driver talks to the database. One implementation, one behaviour 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+import contextlib
+import weakref
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -68,6 +70,16 @@ def _task_commits(policy: GroupCommitPolicy, store: _OnAsyncEngine) -> TaskGroup
     """The store's group commit: two batches in flight on a server, one on SQLite."""
     in_flight = 1 if store.engine.dialect.name == "sqlite" else 2
     return TaskGroupCommit(policy, store._commit_many, in_flight=in_flight)
+
+
+async def _until_loop_ends(store: weakref.ref[AsyncSQLCheckpointer]) -> AsyncGenerator[None, None]:
+    """Suspended for the life of a loop; closed by ``asyncio.run`` as the loop ends."""
+    try:
+        yield
+    finally:
+        alive = store()
+        if alive is not None:
+            await alive._release_loop()
 
 
 def _check_on_loop(on_loop: bool, url: URL) -> None:
@@ -171,6 +183,7 @@ class AsyncSQLCheckpointer:
         # Calls under way, and the pool close() left to them (see _run).
         self._in_flight = 0
         self._left_pool: Pool | None = None
+        self._watch: AsyncGenerator[None, None] | None = None
 
     @classmethod
     async def open(
@@ -210,6 +223,7 @@ class AsyncSQLCheckpointer:
                     "(or per thread)"
                 )
             await self._move_to(loop)
+            await self._watch_loop_end()
         if self._store is not None:
             return self._store
         if self._closed:
@@ -234,6 +248,29 @@ class AsyncSQLCheckpointer:
                     store._commits = _task_commits(self._policy, store)
                 self._store = store
         return self._store
+
+    async def _watch_loop_end(self) -> None:
+        """Close this loop's pooled connections as the loop ends, should ``close()`` not come.
+
+        ``asyncio.run`` closes the async generators left open (``shutdown_asyncgens``) before
+        it closes its loop: one left suspended here is how the store learns that its loop is
+        ending while that loop can still close its connections. Without it, a store used
+        without ``close()`` left them to be collected after the loop had closed: aiomysql
+        printed ``Event loop is closed`` for each, psycopg and aiosqlite a ``ResourceWarning``.
+        The store still serves a later loop, on new connections.
+        """
+        if not self._owns_engine:
+            return  # an engine passed in is its owner's to dispose
+        watch = _until_loop_ends(weakref.ref(self))
+        await anext(watch)
+        self._watch = watch
+
+    async def _release_loop(self) -> None:
+        """Close the pooled connections of the loop that is ending (see :meth:`_watch_loop_end`)."""
+        if self._closed or self._loop is not asyncio.get_running_loop():
+            return
+        with contextlib.suppress(Exception):  # the loop is ending: nothing is left to tell
+            await self._engine.dispose()
 
     async def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
         """Serve a new event loop (a second ``asyncio.run``, say): one loop at a time.
@@ -506,6 +543,9 @@ class AsyncSQLCheckpointer:
     async def close(self) -> None:
         """Release the store's connections (an engine passed in is kept)."""
         self._closed = True
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.aclose()  # done with: nothing is left for the loop's end to close
         loop = asyncio.get_running_loop()
         if self._loop is not None and loop is not self._loop:
             await self._move_to(loop)
