@@ -396,3 +396,53 @@ def test_a_change_of_layout_stopped_by_ctrl_c_left_the_old_layout(ctrl_c_at: Any
         assert layout["after"]["partitions"] == 4
         with open_store(url) as store:
             assert store.list_runs() == ["r"]
+
+
+def _with_stderr_on_a_terminal(*args: str, cwd: Path) -> tuple[str, str]:
+    """Run ``python -m purpose_agent`` with standard error on a pseudo-terminal.
+
+    Returns:
+        Standard output, and what the terminal showed.
+    """
+    import pty
+
+    leader, follower = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+    env["COLUMNS"] = "500"  # wide enough for a temporary folder's path
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "purpose_agent", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            text=True,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, _ = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    assert process.returncode == 0, shown
+    return out, shown.decode("utf-8", "replace")
+
+
+def test_db_upgrade_shows_a_spinner_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    """A migration of a large store is minutes in one transaction: it showed no sign of life."""
+    url = f"sqlite:///{tmp_path / 'spun.db'}"
+    out, shown = _with_stderr_on_a_terminal("db", "upgrade", "--url", url, cwd=tmp_path)
+    assert out == f"{url}: upgraded from none (never migrated) to {head_revision()} (head)\n"
+    assert f"upgrading {url} to head" in shown
+    piped = run_module("db", "downgrade", "base", "--yes", "--url", url, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""
+    assert piped.stdout.startswith(f"{url}: downgraded from {head_revision()} (head) to none")

@@ -7,6 +7,8 @@ schema is not the one this version needs, naming the command that fixes it.
 
 from __future__ import annotations
 
+import sys
+
 import click
 from sqlalchemy import pool
 from sqlalchemy.exc import SQLAlchemyError
@@ -21,7 +23,8 @@ from purpose_agent.cli.options import (
     sql_url_option,
     url_flag,
 )
-from purpose_agent.cli.output import console, emit_json
+from purpose_agent.cli.output import console, emit_json, is_terminal
+from purpose_agent.cli.progress import working
 from purpose_agent.db.engine import make_engine, parse_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
 from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
@@ -104,7 +107,8 @@ def upgrade(revision: str | None, revision_option: str | None, url: str | None) 
     chosen = chosen_revision(revision, revision_option, "head")
     target = sql_url(url)
     _on_interrupt_of_migration(target, "upgrade", chosen)
-    before, after = upgrade_schema(target, chosen)
+    with working(is_terminal(sys.stderr), f"upgrading {_shown(target)} to {chosen}"):
+        before, after = upgrade_schema(target, chosen)
     out = console()
     if before.current == after.current:
         out.print(f"{after.url}: already at revision {_revision(after)}")
@@ -131,7 +135,8 @@ def downgrade(
             f"Downgrade {schema_status(target).url} to {chosen}? Data in dropped tables is lost.",
             doing="downgrade",
         )
-    before, after = downgrade_schema(target, chosen)
+    with working(is_terminal(sys.stderr), f"downgrading {_shown(target)} to {chosen}"):
+        before, after = downgrade_schema(target, chosen)
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
 
 
@@ -170,7 +175,9 @@ def check(url: str | None) -> None:
     console().print(f"{status.url}: schema is at revision {status.head} (head)")
 
 
-def _relayout(url: str | None, partitions: int) -> tuple[str, EventsLayout, EventsLayout]:
+def _relayout(
+    url: str | None, partitions: int, show: bool
+) -> tuple[str, EventsLayout, EventsLayout]:
     shown = resolve_url(url)
     if "://" not in shown:
         raise InvalidInput(f"{shown!r} is not a database URL (db commands work on SQL stores)")
@@ -184,12 +191,25 @@ def _relayout(url: str | None, partitions: int) -> tuple[str, EventsLayout, Even
     parsed = parse_url(shown)
     where = parsed.render_as_string(hide_password=True)
     engine = make_engine(parsed, poolclass=pool.NullPool)
+    layout = f"{partitions} hash partitions" if partitions else "one table"
     try:
-        with translated("changing the layout of pa_events", where, SQLAlchemyError):
+        with (
+            working(show, f"rewriting pa_events on {where} as {layout}"),
+            translated("changing the layout of pa_events", where, SQLAlchemyError),
+        ):
             before, after = partition_events(engine, partitions)
     finally:
         engine.dispose()
     return where, before, after
+
+
+def _watched(as_json: bool) -> bool:
+    """Whether a person watches the command work: standard error a terminal, no ``--json``."""
+    return not as_json and is_terminal(sys.stderr)
+
+
+def _shown(url: str) -> str:
+    return parse_url(url).render_as_string(hide_password=True)
 
 
 def _print_layout(where: str, before: EventsLayout, after: EventsLayout, as_json: bool) -> None:
@@ -216,7 +236,7 @@ def partition(partitions: int, as_json: bool, url: str | None) -> None:
     Rewrites pa_events in one transaction under the migration lock: writers wait until it
     commits. The layout stays across upgrades; `db unpartition` goes back to one table.
     """
-    _print_layout(*_relayout(url, partitions), as_json)
+    _print_layout(*_relayout(url, partitions, _watched(as_json)), as_json)
 
 
 @db.command()
@@ -224,4 +244,4 @@ def partition(partitions: int, as_json: bool, url: str | None) -> None:
 @sql_url_option
 def unpartition(as_json: bool, url: str | None) -> None:
     """Bring the event log back to one table, the default layout (PostgreSQL)."""
-    _print_layout(*_relayout(url, 0), as_json)
+    _print_layout(*_relayout(url, 0, _watched(as_json)), as_json)

@@ -1,7 +1,9 @@
-"""Progress bars on standard error for commands that walk runs (copy, verify, prune).
+"""Progress on standard error: bars over runs, and a spinner for one long schema change.
 
-Shown only where a person watches (the commands decide: a terminal, no ``--quiet``, no
-``--json``); each bar counts runs and shows the run at hand and the events done so far.
+Commands that walk runs (copy, verify, prune) count them; a migration or a change of layout is
+one transaction whose progress the database does not tell, so it gets a spinner. Shown only
+where a person watches (the commands decide: a terminal, no ``--quiet``, no ``--json``); each
+bar counts runs and shows the run at hand and the events done so far.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    SpinnerColumn,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -81,3 +84,24 @@ def runs_bar(show: bool, verb: str) -> Iterator[Callable[[RunsDone], None] | Non
             )
 
         yield update
+
+
+@contextmanager
+def working(show: bool, what: str) -> Iterator[None]:
+    """A spinner with ``what`` (plain text) and the time elapsed, while one long step runs.
+
+    A migration or a change of layout of a large event table takes minutes in one statement
+    or transaction: without a sign of life, a user cannot tell it from a hang.
+    """
+    if not show:
+        yield
+        return
+    with Progress(
+        SpinnerColumn(),
+        TextColumn(escape(what)),
+        TimeElapsedColumn(),
+        console=err_console(),
+        transient=True,
+    ) as spinner:
+        spinner.add_task(what, total=None)
+        yield
