@@ -20,6 +20,7 @@ import argparse
 import operator
 import os
 import signal
+import sys
 import time
 from typing import Annotated, Any, TypedDict
 
@@ -40,14 +41,21 @@ class Trip(TypedDict, total=False):
     answer: str
 
 
+def _say(line: str) -> None:
+    """Print a line in one write: the tools run in parallel threads, and ``print`` writes the
+    text and its newline apart, so two lines could interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def tool(name: str, crash: str | None, saver: PurposeAgentSaver, thread: str) -> Any:
     def run(state: Trip) -> Trip:
-        print(f"  {name:8} running", flush=True)
+        _say(f"  {name:8} running")
         if name == crash:
             # Let the other tools finish and their writes be saved, then die mid-step.
             while len(_saved(saver, thread)) < len(TOOLS) - 1:
                 time.sleep(0.05)
-            print(f"  {name:8} killing this process with SIGKILL", flush=True)
+            _say(f"  {name:8} killing this process with SIGKILL")
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(0.2 if name != crash else 0)  # the lookup
         return {"found": [f"{name}: {TOOLS[name]}"]}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -10,9 +12,9 @@ from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import event
+from sqlalchemy import create_engine, event
 
-from purpose_agent import EventKind, PAEvent, RunState, SQLCheckpointer
+from purpose_agent import EventKind, PAEvent, RunState, SequenceConflict, SQLCheckpointer
 
 # What one step (three events and the state after them) costs, statement by statement.
 STEP_STATEMENTS = {
@@ -137,3 +139,76 @@ def test_a_bounded_read_is_one_query_the_database_bounds(empty_database: str) ->
     assert len(seen) == 1
     assert "ORDER BY pa_events.seq DESC" in seen[0]
     assert "LIMIT" in seen[0]
+
+
+def test_a_handle_error_listener_sees_the_driver_error_behind_a_conflict(
+    empty_database: str,
+) -> None:
+    """``handle_error`` is a dialect event, which the check for observers did not look at: the
+    statements ran on the driver's cursor, and the listener was never called."""
+    seen: list[str] = []
+    with SQLCheckpointer(empty_database) as store:
+        event.listen(
+            store.engine,
+            "handle_error",
+            lambda context: seen.append(type(context.original_exception).__name__),
+        )
+        store.save_event(PAEvent(run_id="clash", seq=1, kind=EventKind.CUSTOM, ts=1.0))
+        with pytest.raises(SequenceConflict):
+            store.save_event(PAEvent(run_id="clash", seq=1, kind=EventKind.CUSTOM, ts=2.0))
+        assert [e.ts for e in store.list_events("clash")] == [1.0]
+    assert seen
+    assert all("Integrity" in name or "UniqueViolation" in name for name in seen), seen
+
+
+def test_an_engine_logging_under_its_own_name_shows_the_stores_statements(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy logs an engine with a ``logging_name`` to a child logger, which the check
+    for observers did not ask: only the statements of the migration check were logged."""
+    engine = create_engine(empty_database, logging_name="store")
+    caplog.set_level(logging.INFO, logger="sqlalchemy.engine.Engine.store")
+    try:
+        with SQLCheckpointer(engine) as store:
+            store.save_event(PAEvent(run_id="named", seq=1, kind=EventKind.CUSTOM, ts=1.0))
+            assert store.list_events("named")[0].seq == 1
+    finally:
+        engine.dispose()
+    logged = [r.getMessage() for r in caplog.records if r.name == "sqlalchemy.engine.Engine.store"]
+    assert any("pa_events" in line and "INSERT" in line for line in logged), logged
+    assert any("pa_events" in line and line.startswith("SELECT") for line in logged), logged
+
+
+_INSTRUMENTED_LATE = """
+import sys
+from purpose_agent import PAEvent, SQLCheckpointer  # imported first, as an application does
+from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+SQLAlchemyInstrumentor().instrument(tracer_provider=provider, skip_dep_check=True)
+with SQLCheckpointer(sys.argv[1]) as store:
+    store.save_event(PAEvent(run_id="late", seq=1, kind="custom", ts=1.0))
+spans = exporter.get_finished_spans()
+print(sum("INSERT INTO pa_events" in str(s.attributes.get("db.statement", "")) for s in spans))
+"""
+
+
+def test_instrumenting_every_engine_after_the_package_is_imported_traces_the_store(
+    empty_database: str,
+) -> None:
+    """OpenTelemetry's global instrumentation wraps ``sqlalchemy.create_engine``; the store
+    called the function it had imported before, so its engines were never traced."""
+    found = subprocess.run(
+        [sys.executable, "-c", _INSTRUMENTED_LATE, empty_database],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert int(found.stdout) >= 1

@@ -14,10 +14,11 @@ import weakref
 from collections.abc import Awaitable
 from typing import Any
 
+import sqlalchemy.ext.asyncio
 from sqlalchemy import event, pool
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
 from purpose_agent.db.engine import (
@@ -109,7 +110,8 @@ def make_async_engine(
             options.pop(sizing, None)
     options.update(kwargs)
     try:
-        engine = create_async_engine(parsed, **options)
+        # Looked up as it is called, as make_engine does (for instrumentations).
+        engine = sqlalchemy.ext.asyncio.create_async_engine(parsed, **options)
     except NoSuchModuleError as exc:  # pragma: no cover - every twin above is a dialect
         raise InvalidInput(f"cannot open {parsed.drivername!r}: {exc}") from exc
     except (ModuleNotFoundError, ArgumentError) as exc:

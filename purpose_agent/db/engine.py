@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from sqlalchemy import Engine, create_engine, event, pool
+import sqlalchemy
+from sqlalchemy import Engine, event, pool
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -216,7 +217,9 @@ def make_engine(
             options.pop(sizing, None)
     options.update(kwargs)
     try:
-        engine = create_engine(parsed, **options)
+        # Looked up as it is called: an instrumentation (OpenTelemetry's) that wraps
+        # sqlalchemy.create_engine after this module was imported must see the engine.
+        engine = sqlalchemy.create_engine(parsed, **options)
     except NoSuchModuleError as exc:
         raise InvalidInput(
             f"cannot open {parsed.render_as_string(hide_password=True)}: unknown database or "

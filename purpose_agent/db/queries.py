@@ -52,7 +52,6 @@ from purpose_agent.errors import StoreUnavailable
 from purpose_agent.reads import EventWindow
 from purpose_agent.records import EventRow, StateRow
 
-_ENGINE_LOG = logging.getLogger("sqlalchemy.engine.Engine")
 # One append of a batch: run id, drafts ``(kind, ts, lane_id, data, key)``, expected last seq
 # (or ``None``) and group (or ``None``).
 Appending = tuple[str, Sequence[Any], int | None, str | None]
@@ -84,9 +83,11 @@ def observed(engine: Engine) -> bool:
     """Whether anything watches the engine's statements (echo, INFO logging, listeners).
 
     Checked per call: it costs a few attribute reads, and an instrumentation attached after the
-    store was built is honoured at once.
+    store was built is honoured at once. The engine's own logger is asked, which follows its
+    ``echo`` and its ``logging_name`` (``sqlalchemy.engine.Engine.<name>``). A ``handle_error``
+    listener (a dialect event) counts too: only SQLAlchemy's execution calls it.
     """
-    if engine.echo or _ENGINE_LOG.isEnabledFor(logging.INFO):
+    if engine.logger.isEnabledFor(logging.INFO):
         return True
     dispatch = engine.dispatch
     return bool(
@@ -94,6 +95,7 @@ def observed(engine: Engine) -> bool:
         or dispatch.after_cursor_execute
         or dispatch.before_execute
         or dispatch.after_execute
+        or engine.dialect.dispatch.handle_error
     )
 
 
