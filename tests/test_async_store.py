@@ -699,3 +699,40 @@ def test_connections_of_calls_under_way_at_close_are_closed_when_they_end(server
             assert connections() == 0
         finally:
             other.dispose()
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["fast", "listened"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_an_in_memory_store_serves_its_tasks_one_unit_at_a_time(
+    watched: bool, grouped: bool
+) -> None:
+    """Every task shares an in-memory database's one connection. Reads ran inside another
+    task's transaction, and under a listener the rollback that ends a read ended that
+    transaction: 481 of 500 appends failed "cannot commit - no transaction is active" while
+    all of them were stored, and grouped ones were stored twice."""
+
+    async def main() -> tuple[list[BaseException], dict[str, list[int]], dict[str, int]]:
+        store = await AsyncSQLCheckpointer.open("sqlite://", group_commit=grouped)
+        if watched:
+            event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *_: None)
+        errors: list[BaseException] = []
+
+        async def work(n: int) -> None:
+            for _ in range(10):
+                try:
+                    await store.append(f"r{n}", [NewEvent(kind=EventKind.CUSTOM)])
+                except Exception as exc:  # reported below, with the others
+                    errors.append(exc)
+                await store.list_events(f"r{n}", newest_first=True, limit=1)
+
+        await asyncio.gather(*(work(n) for n in range(30)))
+        runs = [f"r{n}" for n in range(30)]
+        stored = await store.events_of_runs(runs)
+        last = {run: await store.last_seq(run) for run in runs}
+        await store.close()
+        return errors, {run: [e.seq for e in found] for run, found in stored.items()}, last
+
+    errors, seqs, last = asyncio.run(main())
+    assert errors == []
+    assert seqs == {f"r{n}": list(range(1, 11)) for n in range(30)}
+    assert set(last.values()) == {10}

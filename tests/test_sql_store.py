@@ -1030,3 +1030,40 @@ def test_appends_racing_delete_run_in_a_loop_all_succeed_and_leave_a_whole_run(
         assert store.last_seq("contested") == len(seqs)
         assert ("contested" in store.list_runs()) == bool(seqs)
         assert store.append("contested", [new()])[0].seq == len(seqs) + 1
+
+
+@pytest.mark.parametrize("watched", [False, True], ids=["fast", "listened"])
+@pytest.mark.parametrize("grouped", [False, True], ids=["plain", "grouped"])
+def test_an_in_memory_store_is_thread_safe(watched: bool, grouped: bool) -> None:
+    """Its one connection was used by every thread at once: transactions interleaved ("cannot
+    start a transaction within a transaction"), and one thread's rollback ended another's, so
+    a commit failed for writes that were stored."""
+    policy = GroupCommitPolicy(max_batch=8) if grouped else False
+    with SQLCheckpointer("sqlite://", group_commit=policy) as store:
+        if watched:
+            sa.event.listen(store.engine, "before_cursor_execute", lambda *_: None)
+        errors: list[BaseException] = []
+        start = threading.Barrier(6)
+
+        def work(n: int) -> None:
+            try:
+                start.wait()
+                for step in range(40):
+                    store.append(f"t{n}", [new(step=step)], expected_last_seq=step)
+                    assert len(store.list_events(f"t{n}")) == step + 1
+                    store.save_snapshot(f"t{n}", st(f"t{n}", step + 1))
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        for n in range(6):
+            assert [e.data["step"] for e in store.list_events(f"t{n}")] == list(range(40))
+            state = store.load_latest(f"t{n}")
+            assert state is not None
+            assert state.seq == 40
+        assert sorted(store.list_runs()) == [f"t{n}" for n in range(6)]

@@ -27,6 +27,7 @@ from purpose_agent.db.engine import (
     parse_url,
     refuse_unknown_options,
 )
+from purpose_agent.db.memory_pool import SerialStaticPool
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.task_pool import TaskQueuePool
 from purpose_agent.errors import InvalidInput
@@ -103,7 +104,9 @@ def make_async_engine(
         # default aiosqlite to NullPool, which refuses the pool's sizes (and would open a
         # connection, and a thread, per call).
         options["poolclass"] = TaskQueuePool
-    if options.get("poolclass") is pool.StaticPool:
+    if options.get("poolclass") is SerialStaticPool:
+        # Tasks of one loop share its thread, so a lock per thread cannot order them.
+        options["poolclass"] = pool.StaticPool
         options.pop("connect_args", None)  # aiosqlite runs each connection in its own thread
     if "poolclass" in kwargs:
         for sizing in ("pool_size", "max_overflow", "pool_recycle"):

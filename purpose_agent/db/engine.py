@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy
-from sqlalchemy import Engine, event, pool
+from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from purpose_agent.db.memory_pool import SerialStaticPool
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.thread_pool import ThreadQueuePool
 from purpose_agent.errors import InvalidInput
@@ -151,8 +152,9 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
         # implicit transaction around the next single-statement write and never commit it.
         options["isolation_level"] = "AUTOCOMMIT"
         if parsed.database in (None, "", ":memory:"):
-            # One shared connection, or every connection would see its own empty database.
-            options["poolclass"] = pool.StaticPool
+            # One shared connection, or every connection would see its own empty database;
+            # lent to one thread at a time (see memory_pool).
+            options["poolclass"] = SerialStaticPool
             options["connect_args"] = {"check_same_thread": False}
         else:
             options["pool_size"] = 8

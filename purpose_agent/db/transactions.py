@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Executable
+from sqlalchemy import Connection, Engine, Executable, pool
 
 from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
@@ -169,12 +169,32 @@ class Transactions:
         # Every connection runs in autocommit. Engines the store builds are set up so
         # (make_engine); one passed in is switched per connection.
         self._autocommit = engine
+        # One connection that every unit shares (an in-memory SQLite database).
+        self._shared = isinstance(engine.pool, pool.StaticPool)
         if not owns_engine:
             self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    def single(self) -> Connection:
-        """A connection for statements that are each a unit of work (reads, one-statement saves)."""
+    def single(self) -> contextlib.AbstractContextManager[Connection]:
+        """A connection for statements that are each a unit of work (reads, one-statement saves).
+
+        On an in-memory SQLite database every task shares its one connection: a unit there
+        takes the tasks' turn, as writes do, or its statements would run inside another task's
+        transaction (and SQLAlchemy's rollback as it ends, under a listener, would end that
+        transaction).
+        """
+        if self._shared and self._turns is not None:
+            return self._in_turn()
         return self._autocommit.connect()
+
+    @contextlib.contextmanager
+    def _in_turn(self) -> Iterator[Connection]:
+        self._take_turn()
+        try:
+            with self._autocommit.connect() as conn:
+                yield conn
+        finally:
+            if self._turns is not None:
+                self._turns.give_back()
 
     @contextlib.contextmanager
     def single_write(self) -> Iterator[Connection]:
