@@ -20,7 +20,7 @@ from purpose_agent import EventKind, NewEvent, RunState
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.stores.open import open_store
 from tests.servers import server_url, throwaway_database
-from tests.test_cli_support import invoke, run_module
+from tests.test_cli_support import invoke, run_module, run_python_module
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -109,14 +109,8 @@ def test_db_downgrade_without_a_revision_still_says_which_to_give(tmp_path: Path
 def _alembic(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ beside the repository's revisions
-    return subprocess.run(
-        [sys.executable, "-m", "alembic", "-c", str(REPOSITORY / "alembic.ini"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_python_module(
+        "alembic", "-c", str(REPOSITORY / "alembic.ini"), *args, cwd=cwd, env=env
     )
 
 

@@ -188,6 +188,7 @@ class Transactions:
 
     @contextlib.contextmanager
     def _in_turn(self) -> Iterator[Connection]:
+        """A pooled connection in this task's turn, where the store's tasks take turns."""
         self._take_turn()
         try:
             with self._autocommit.connect() as conn:
@@ -212,13 +213,8 @@ class Transactions:
             finally:
                 writer.give_back(conn)
             return
-        self._take_turn()
-        try:
-            with self._autocommit.connect() as conn:
-                yield conn
-        finally:
-            if self._turns is not None:
-                self._turns.give_back()
+        with self._in_turn() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
