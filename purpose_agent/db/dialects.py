@@ -674,6 +674,7 @@ _ADVICE = {
 }
 _MYSQL_ADVICE = {
     1045: "28000",  # access denied for user
+    1698: "28000",  # access denied for user (no password given, or its plugin refused it)
     1049: "3D000",  # unknown database
     1044: "42501",  # access denied for user to database
     1142: "42501",  # command denied to user for table
