@@ -301,3 +301,39 @@ def test_a_damaged_page_of_the_runs_table_still_gives_the_page_checks_report(
     details = [d["detail"] for d in report["damaged"]]
     assert details[0].startswith("SQLite's quick_check: ")
     assert details[-1].startswith("the runs cannot be listed: ")
+
+
+def test_runs_whose_row_is_missing_or_behind_their_events_are_reported_and_read(
+    store_url: str,
+) -> None:
+    """Listings and retention go by the runs' rows: a run whose row was lost (the events table
+    restored alone, a manual fix) passed as "nothing is damaged" and was never read."""
+    _fill(store_url)
+    with open_store(store_url) as store:
+        store.save_snapshot("d", RunState(run_id="d", seq=0))
+    _damage(store_url, "DELETE FROM pa_runs WHERE run_id = 'a'")
+    _damage(store_url, "DELETE FROM pa_runs WHERE run_id = 'd'")
+    _damage(store_url, "UPDATE pa_runs SET last_seq = 7 WHERE run_id = 'b'")
+
+    result = invoke("runs", "verify", "--json", "--url", store_url)
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.stdout)
+    assert report["runs"] == 4  # b and c, listed; a and d, found by their rows' absence
+    assert report["events"] == 2_504
+    damaged = {(d["run_id"], d["record"]): d["detail"] for d in report["damaged"]}
+    assert set(damaged) == {("a", "run"), ("b", "run"), ("d", "run")}
+    assert "stores events up to seq 3 but has no run row" in damaged["a", "run"]
+    assert "stores a snapshot but has no run row" in damaged["d", "run"]
+    assert "last seq is 7 but it stores events up to seq 2500" in damaged["b", "run"]
+
+    only_b = invoke("runs", "verify", "--group", "g", "--json", "--url", store_url)
+    assert [(d["run_id"], d["record"]) for d in json.loads(only_b.stdout)["damaged"]] == [
+        ("b", "run")
+    ]
+
+    with open_store(store_url) as store:  # what the detail promises repairs each
+        store.append("a", [NewEvent(kind=EventKind.CUSTOM)])
+        store.append("b", [NewEvent(kind=EventKind.CUSTOM)])
+        store.delete_run("d")
+    repaired = invoke("runs", "verify", "--url", store_url)
+    assert repaired.exit_code == 0, repaired.output

@@ -10,6 +10,10 @@ damaged position, so one bad row hides nothing behind it.
 Nothing is written. The reads are the store's streaming ones, so memory stays flat whatever
 the size of a run.
 
+A SQL store's run rows are checked against what the runs store: listings and retention go by
+the rows, so a run whose row is missing (the events table restored alone, a manual fix) would
+pass unseen and never be pruned. Such runs are read too, and reported.
+
 A whole SQLite store is also checked page by page (``PRAGMA quick_check``): a damaged page of
 an index that no read of a run goes through (an event key's, a group's) would otherwise pass,
 and break the first lookup or write that needs it.
@@ -26,6 +30,7 @@ from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.records import BOUND
 from purpose_agent.runtime.events import PAEvent
+from purpose_agent.stores.sql import SQLCheckpointer
 
 EVENT = "event"
 SNAPSHOT = "snapshot"
@@ -47,8 +52,9 @@ class Damage:
     Attributes:
         run_id: The run it belongs to.
         record: ``"event"``, ``"snapshot"`` or ``"run"`` (a run the store lists but cannot
-            read at all: an id a damaged listing holds, a seed-era file it cannot open), or
-            ``"file"`` (a SQLite file's own pages, whatever run they hold; ``run_id`` empty).
+            read at all: an id a damaged listing holds, a seed-era file it cannot open; or a
+            SQL run whose row is missing or behind its events), or ``"file"`` (a SQLite
+            file's own pages, whatever run they hold; ``run_id`` empty).
         seq: The damaged event's seq, or the snapshot's; ``None`` when it cannot be read.
         detail: What is wrong, as the store reported it.
 
@@ -148,6 +154,29 @@ def _file_problems(store: Checkpointer) -> list[Damage]:
     ]
 
 
+def _row_problems(store: Checkpointer, run_ids: list[str] | None) -> list[Damage]:
+    """Runs of a SQL store whose row is missing or behind their events; other stores pass."""
+    if not isinstance(store, SQLCheckpointer):
+        return []
+    with store.reading("checking the runs' rows") as conn:
+        gaps = store.queries.row_gaps(conn, run_ids)
+    found = []
+    for gap in gaps:
+        stored = "a snapshot" if gap.stored_seq is None else f"events up to seq {gap.stored_seq}"
+        if gap.last_seq is None:
+            detail = (
+                f"it stores {stored} but has no run row, so run listings and retention do not "
+                "see it; its next append makes the row, or `purpose-agent runs delete` removes it"
+            )
+        else:
+            detail = (
+                f"its run row says its last seq is {gap.last_seq} but it stores {stored}; "
+                "its next append moves the row up"
+            )
+        found.append(Damage(gap.run_id, RUN, None, detail))
+    return found
+
+
 def verify_runs(
     store: Checkpointer,
     run_ids: Iterable[str] | None = None,
@@ -187,8 +216,14 @@ def verify_runs(
                 Damage(name, RUN, None, message) for name, message in store.unread_runs()
             )
         report.damaged.extend(pages)
+        rows = _row_problems(store, None)
+        listed = set(chosen)
+        # A run with no row is not listed, and its events are read like any other's.
+        chosen = [*chosen, *(damage.run_id for damage in rows if damage.run_id not in listed)]
     else:
         chosen = list(run_ids)
+        rows = _row_problems(store, chosen)
+    report.damaged.extend(rows)
     total = len(chosen)
 
     def tell(run_id: str) -> None:
