@@ -280,6 +280,14 @@ class Flavor:
         """Whether the error is a deadlock or serialization failure worth one more try."""
         return False
 
+    def ended_while_idle(self, exc: BaseException) -> bool:
+        """Whether the server ended the session while it was idle, before the statement came.
+
+        Then nothing the statement would have done happened, though the connection was lost
+        when it was sent: even an append without keys is safe to run again.
+        """
+        return False
+
     def is_out_of_range(self, exc: DBAPIError) -> bool:
         """Whether an integer went past its column's range (a run's last seq past 2**63 - 1).
 
@@ -333,6 +341,12 @@ class PostgresFlavor(Flavor):
 
     upsert_insert = staticmethod(postgresql.insert)
     one_statement_events = True
+    # Whatever default_transaction_isolation the database or role sets (an operator's
+    # 'serializable'): the store's transactions lock the run's row and rely on READ
+    # COMMITTED's re-read of a row another writer committed meanwhile, where REPEATABLE READ
+    # and SERIALIZABLE fail with 40001 (see postgres_sessions, which pins the same for the
+    # autocommit statements of a direct connection).
+    begin_sql = "BEGIN ISOLATION LEVEL READ COMMITTED"
 
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return int(driver_connection.info.transaction_status) != 0  # IDLE
@@ -555,6 +569,11 @@ class PostgresFlavor(Flavor):
 
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("XX001", "XX002")  # data, index corrupted
+
+    def ended_while_idle(self, exc: BaseException) -> bool:  # noqa: D102
+        # idle_session_timeout: the server sends it, and closes the session, only while the
+        # session is idle outside a transaction, so before the statement that meets it.
+        return getattr(getattr(exc, "orig", exc), "sqlstate", None) == "57P05"
 
     def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
         # A refused connection carries no SQLSTATE in psycopg; libpq's message names the cause.

@@ -22,7 +22,16 @@ from typing import Any
 from sqlalchemy import Engine, event
 
 MARKER = "purpose_agent.direct"
-_DIRECT_OPTIONS = f"-c {MARKER}=on -c plan_cache_mode=force_generic_plan"
+# READ COMMITTED whatever the database's or role's default_transaction_isolation: the store's
+# writes serialise on row locks (an upsert of the run's row waits for the writer holding it,
+# then takes the seqs after its), which REPEATABLE READ or SERIALIZABLE turn into
+# serialization failures (40001) for writers of one run, and SERIALIZABLE's predicate locks
+# for writers of different runs. A write transaction also says so in its BEGIN (see
+# ``PostgresFlavor.begin_sql``), which reaches the server behind a pooler too.
+_DIRECT_OPTIONS = (
+    f"-c {MARKER}=on -c plan_cache_mode=force_generic_plan "
+    r"-c default_transaction_isolation=read\ committed"
+)
 # What PgBouncer answers to a startup parameter it does not pass on (SQLSTATE 08P01 is any
 # protocol violation, so the message decides).
 _REFUSED = "unsupported startup parameter"

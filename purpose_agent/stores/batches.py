@@ -73,7 +73,7 @@ class BatchCommits:
             # each call again on its own path, in order, unless it may be stored already
             # and is not safe to repeat.
             for call in ordered:
-                if committing[0] and not call.repeatable:
+                if committing[0] and not call.repeatable and not self._flavor.ended_while_idle(exc):
                     lost = StoreUnavailable(
                         f"appending events failed on {self.url}: the connection was lost "
                         "while a grouped commit was sent, so it may or may not be stored; "

@@ -235,7 +235,12 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 if refusal is not None:
                     raise refusal from exc
                 transient = self._flavor.is_transient(exc)
-                if exc.connection_invalidated and committing is not None and committing():
+                if (
+                    exc.connection_invalidated
+                    and committing is not None
+                    and committing()
+                    and not self._flavor.ended_while_idle(exc)
+                ):
                     raise StoreUnavailable(
                         f"{action} failed on {self.url}: the connection was lost while the "
                         "transaction committed, so it may or may not be stored; read the run "
@@ -718,9 +723,15 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 raise
             return None
         except DBAPIError as exc:
-            if not self._flavor.is_out_of_range(exc):
-                raise
-            return None  # the run is at its last seq: the transaction refuses the append
+            if self._flavor.is_out_of_range(exc):
+                return None  # the run is at its last seq: the transaction refuses the append
+            if self._flavor.is_transient(exc):
+                # A statement outside a transaction runs at the database's or role's default
+                # isolation, which a pooler keeps the store from pinning: under REPEATABLE
+                # READ or SERIALIZABLE, a writer of the same run makes it fail (40001) with
+                # nothing stored. The transaction reads the row again at READ COMMITTED.
+                return None
+            raise
         if not seqs:
             if any(item.key is not None for item in items):
                 return None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from purpose_agent import (
@@ -31,6 +33,7 @@ from tests.reliability.workload import (
     step_state,
 )
 from tests.servers import LocalPgBouncer, LocalPostgres, throwaway_database
+from tests.test_postgres_settings import alter_database, race_writers
 
 # No postgres marker: these tests need PgBouncer as well, which PURPOSE_AGENT_TEST_SKIP can opt
 # out of on its own (see conftest.private_pgbouncer).
@@ -265,3 +268,58 @@ def test_langgraph_async_saver_keeps_concurrent_threads_through_transaction_pool
         return [describe(outcome) for outcome in outcomes if outcome is not None]
 
     assert asyncio.run(scenario()) == []
+
+
+def test_appends_wait_for_a_writer_of_their_run_under_a_serializable_default_through_the_pooler(
+    private_postgres: LocalPostgres, bouncer_db: URL
+) -> None:
+    """A pooler drops the startup options that pin a direct connection's isolation, so the
+    one-statement append ran at the database's SERIALIZABLE: a writer holding the run's row
+    made it fail with "could not serialize access" (133 of 320 contended appends), where it
+    should wait and append after it."""
+    direct = private_postgres.url.set(database=bouncer_db.database)
+    # Before the pooler's first server connection: a session takes the default as it starts.
+    SQLCheckpointer(direct).close()
+    alter_database(direct, "default_transaction_isolation = 'serializable'")
+    holder = sa.create_engine(direct, poolclass=sa.pool.NullPool, isolation_level="READ COMMITTED")
+    stop = threading.Event()
+    held = threading.Event()
+
+    def hold_the_run_row() -> None:
+        # Another writer of the run, committing every 30 ms and taking the row again at once.
+        with holder.connect() as conn:
+            while not stop.is_set():
+                conn.exec_driver_sql(
+                    "UPDATE pa_runs SET updated_ns = updated_ns + 1 WHERE run_id = 'r'"
+                )
+                held.set()
+                time.sleep(0.03)
+                conn.commit()
+
+    with SQLCheckpointer(bouncer_db) as store:
+        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+        writer = threading.Thread(target=hold_the_run_row)
+        writer.start()
+        try:
+            assert held.wait(10)
+            outcomes = [
+                attempt(lambda: store.append("r", [NewEvent(kind=EventKind.CUSTOM)]))
+                for _ in range(10)
+            ]
+        finally:
+            stop.set()
+            writer.join(JOIN_TIMEOUT)
+            holder.dispose()
+        assert [describe(error) for error in outcomes if error is not None] == []
+        assert [event.seq for event in store.list_events("r")] == list(range(1, 12))
+
+
+def test_writers_race_without_errors_under_a_serializable_default_through_the_pooler(
+    private_postgres: LocalPostgres, bouncer_db: URL
+) -> None:
+    """The same race as on a direct connection, each kind of write by 8 threads at once."""
+    direct = private_postgres.url.set(database=bouncer_db.database)
+    SQLCheckpointer(direct).close()
+    alter_database(direct, "default_transaction_isolation = 'serializable'")
+    with SQLCheckpointer(bouncer_db) as store:
+        race_writers(store)
