@@ -28,7 +28,7 @@ STEP_STATEMENTS = {
     # Events, snapshot and run row are one statement (a WITH), in autocommit.
     "postgresql": ["WITH snapshot"],
     "mariadb": [
-        "BEGIN",
+        "START TRANSACTION",
         "INSERT INTO pa_events",
         "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
@@ -51,7 +51,7 @@ def _shape(statement: str) -> str:
         return " ".join(words[:3])
     if words[0] == "WITH":
         return " ".join(words[:2])
-    return " ".join(words[:2]) if statement.startswith("BEGIN ") else words[0]
+    return " ".join(words[:2]) if statement.startswith(("BEGIN ", "START ")) else words[0]
 
 
 def _backend(store: SQLCheckpointer) -> str:
@@ -115,7 +115,7 @@ def test_opentelemetry_records_a_span_per_statement(empty_database: str) -> None
     expected = [
         shape
         for shape in STEP_STATEMENTS[_backend(store)]
-        if shape not in ("BEGIN", "BEGIN IMMEDIATE", "COMMIT")
+        if shape not in ("BEGIN", "BEGIN IMMEDIATE", "START TRANSACTION", "COMMIT")
     ]
     assert writes == expected, statements
     assert any(text.startswith("SELECT") and "pa_snapshots" in text for text in statements)

@@ -29,7 +29,13 @@ RUN_ID = sa.String(255).with_variant(
 )
 LABEL = RUN_ID
 PAYLOAD = sa.Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
-TABLE = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+# Under both dialect names: SQLAlchemy reads only the options prefixed with the URL's
+# dialect's name (a mariadb:// URL ignored mysql_engine and got MyISAM or Aria tables).
+TABLE = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")
+    for option, value in (("charset", "utf8mb4"), ("engine", "InnoDB"))
+}
 
 
 def _tables() -> set[str]:

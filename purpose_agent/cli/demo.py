@@ -60,7 +60,7 @@ def _kill_inside_next_commit(engine: Engine, out: Console, step: int) -> None:
         # just before the server commits them. On Postgres a step is one autocommit statement,
         # which commits as it runs: the kill lands just before it is sent.
         statement = str(args[2]).lstrip().upper()
-        if statement.startswith("BEGIN"):
+        if statement.startswith(("BEGIN", "START TRANSACTION")):
             opened[0] = True
         elif statement.startswith("COMMIT") or (
             not opened[0] and statement.startswith(("WITH", "INSERT")) and "PA_EVENTS" in statement

@@ -587,6 +587,9 @@ class MariaDBFlavor(Flavor):
     """MariaDB (and MySQL-protocol servers): ``ON DUPLICATE KEY UPDATE`` upserts."""
 
     lists_in_one_parameter = False
+    # Not BEGIN: under sql_mode=ORACLE (a server default some operators set) BEGIN opens a
+    # PL/SQL block and a lone BEGIN is a syntax error, so no write could start.
+    begin_sql = "START TRANSACTION"
 
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return bool(driver_connection.server_status & 1)  # SERVER_STATUS_IN_TRANS

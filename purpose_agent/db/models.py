@@ -34,7 +34,14 @@ Payload = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 Label = String(255).with_variant(
     mysql.VARCHAR(255, charset="utf8mb4", collation="utf8mb4_nopad_bin"), "mysql", "mariadb"
 )
-_MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_engine": "InnoDB"}
+# Under both dialect names: SQLAlchemy reads only the options prefixed with the URL's
+# dialect's name, so a mariadb:// URL ignored the mysql_ ones and got the server's default
+# engine (MyISAM or Aria: no transactions) and character set.
+_MYSQL_TABLE = {
+    f"{dialect}_{option}": value
+    for dialect in ("mysql", "mariadb")
+    for option, value in (("charset", "utf8mb4"), ("engine", "InnoDB"))
+}
 
 
 class Base(DeclarativeBase):

@@ -372,20 +372,22 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         if limit is None:
             return
         # Payloads are ASCII JSON, so characters are bytes; the rest of a row and the
-        # statement around it take well under 4 KiB.
+        # statement around it take well under 4 KiB. The driver writes each value into the
+        # statement's text with its quotes and backslashes escaped, so what goes on the wire
+        # is the escaped size, up to twice the JSON's (a string of quotes: 4 bytes each).
         room = limit - 4096
         for number, row in enumerate(rows, 1):
-            if len(row.data) > room:
+            if _sent_size(row.data) > room:
                 where = (
                     f"run {row.run_id!r}, event {number} of {len(rows)} appended"
                     if appended
                     else f"run {row.run_id!r}, seq {row.seq}"
                 )
-                raise InvalidInput(_too_large(f"{where}: event data", len(row.data), limit))
-        if snap is not None and len(snap.state) > room:
+                raise InvalidInput(_too_large(f"{where}: event data", row.data, limit))
+        if snap is not None and _sent_size(snap.state) > room:
             raise InvalidInput(
                 _too_large(
-                    f"run {snap.run_id!r}: the snapshot at seq {snap.seq}", len(snap.state), limit
+                    f"run {snap.run_id!r}: the snapshot at seq {snap.seq}", snap.state, limit
                 )
             )
 
@@ -1468,9 +1470,22 @@ def _sqlite_file(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
 
-def _too_large(what: str, size: int, limit: int) -> str:
+def _sent_size(text: str) -> int:
+    """The bytes of an ASCII JSON text once the driver escapes it into a statement.
+
+    PyMySQL and aiomysql put a backslash before each backslash, quote and apostrophe (JSON
+    text holds no raw control characters); under ``NO_BACKSLASH_ESCAPES`` they double only
+    the apostrophes, which this bound covers too.
+    """
+    return len(text) + text.count("\\") + text.count('"') + text.count("'")
+
+
+def _too_large(what: str, text: str, limit: int) -> str:
+    size, sent = len(text), _sent_size(text)
+    escaped = f" ({sent:,} bytes once escaped into the statement)" if sent != size else ""
     return (
-        f"{what} is {size:,} bytes of JSON; this MariaDB server accepts statements up to its "
+        f"{what} is {size:,} bytes of JSON{escaped}; this MariaDB server accepts statements "
+        "up to its "
         f"max_allowed_packet of {limit:,} bytes; raise it (SET GLOBAL max_allowed_packet = ..., "
         "up to 1 GB) or store less in one value"
     )
