@@ -591,6 +591,36 @@ def test_on_loop_saves_run_on_the_loop_thread_and_a_busy_loop_does_not_hold_them
     assert threads == {loop_thread}  # every statement ran on the loop's own thread
 
 
+@pytest.mark.sqlite
+@pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "grouped"])
+def test_on_loop_calls_let_the_loops_other_tasks_run(tmp_path: Path, group_commit: bool) -> None:
+    """A task appending step after step on ``on_loop`` used to never suspend: every other
+    task of the loop, and its timers, waited until it stopped (8 tasks appending for 1.5 s:
+    one wrote 1,435 steps, the other seven none)."""
+
+    async def race() -> list[int]:
+        store = AsyncSQLCheckpointer(
+            f"sqlite:///{tmp_path / 'runs.db'}", on_loop=True, group_commit=group_commit
+        )
+        done = [0, 0]
+        when_first_ended: list[int] = []
+
+        async def steps(writer: int) -> None:
+            for n in range(30):
+                await store.append(f"r{writer}", [NewEvent(kind=EventKind.STEP_FINISHED)])
+                done[writer] = n + 1
+            if writer == 0:
+                when_first_ended.append(done[1])
+
+        await asyncio.gather(steps(0), steps(1))
+        await store.close()
+        return [*done, *when_first_ended]
+
+    first, second, second_when_first_ended = asyncio.run(race())
+    assert (first, second) == (30, 30)
+    assert second_when_first_ended >= 20  # the two took turns, not one after the other
+
+
 @pytest.mark.parametrize("url", ["postgresql+psycopg://u@h/db", "mariadb+pymysql://u@h/db"])
 def test_on_loop_is_refused_for_servers_whose_asyncio_drivers_run_on_the_loop(url: str) -> None:
     with pytest.raises(InvalidInput, match="on_loop is for SQLite"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import uuid
 from pathlib import Path
@@ -282,3 +283,33 @@ def test_reads_run_on_the_idle_write_connection_and_open_none_of_their_own(
         with store.writing("holding the write connection"):
             assert _small_reads(store, "r")["newest"] == [2]
         assert store._held._local.held is not None
+
+
+@pytest.mark.sqlite
+def test_a_wal_grown_behind_a_long_reader_is_cut_back_once_it_goes(tmp_path: Path) -> None:
+    # A reader holding a snapshot (a backup, a sqlite3 shell left in a transaction) keeps
+    # checkpoints from reaching the WAL's end, and the WAL grows meanwhile. SQLite reuses the
+    # file once the reader goes but never shrinks it: a store that stayed open kept a WAL of
+    # the largest size it ever reached, here larger than the database itself.
+    limit = 16 * 1024 * 1024  # the store's WAL_SIZE_LIMIT
+    path = tmp_path / "runs.db"
+    wal = Path(f"{path}-wal")
+    pad = "x" * 4000
+    with SQLCheckpointer(f"sqlite:///{path}", durability="normal") as store:
+
+        def write(steps: int) -> None:
+            for n in range(steps):
+                store.append(f"r{n % 10}", [NewEvent(kind=EventKind.CUSTOM, data={"p": pad})] * 5)
+
+        write(10)
+        reader = sqlite3.connect(path, isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM pa_events").fetchall()
+            write(1200)
+            assert wal.stat().st_size > limit
+        finally:
+            reader.execute("COMMIT")
+            reader.close()
+        write(300)  # past an automatic checkpoint, and the WAL's restart after it
+        assert wal.stat().st_size <= limit

@@ -237,3 +237,51 @@ def test_an_append_interrupted_inside_its_transaction_leaves_the_runs_last_seq(
         monkeypatch.setattr(sql, "_placed_below", real)
         [placed] = store.append("r", [_event(4)])
         assert placed.seq == 2
+
+
+def _append_in_child_and_exit(store: SQLCheckpointer, run_id: str) -> None:
+    store.append(run_id, [_event(7)])
+    store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+@pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "grouped"])
+def test_a_child_forked_while_another_thread_writes_can_write(
+    tmp_path: Path, group_commit: bool
+) -> None:
+    # SQLite keeps a file's locks in the process's memory: a child forked while a thread of
+    # the parent was inside a write transaction found the write lock taken for ever, and its
+    # first write failed after the busy timeout ("database is locked"); with group commit,
+    # its call queued behind the parent's leader and never returned.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with SQLCheckpointer(url, busy_timeout=5, group_commit=group_commit) as store:
+        store.append("parent", [_event(1)])
+        inside = threading.Event()
+
+        def write_slowly() -> None:
+            with store.writing("holding") as conn:
+                inside.set()
+                time.sleep(0.5)
+                conn.exec_driver_sql("SELECT 1")
+
+        def append_behind() -> None:
+            store.append("parent", [_event(2)])  # a leader waiting for the turn (grouped)
+
+        threads = [threading.Thread(target=write_slowly), threading.Thread(target=append_behind)]
+        threads[0].start()
+        assert inside.wait(10)
+        threads[1].start()
+        time.sleep(0.1)
+        child = multiprocessing.get_context("fork").Process(
+            target=_append_in_child_and_exit, args=(store, "child")
+        )
+        child.start()
+        child.join(30)
+        if child.exitcode is None:
+            child.kill()
+            child.join()
+        for thread in threads:
+            thread.join()
+        assert child.exitcode == 0
+        assert [e.data["n"] for e in store.list_events("child")] == [7]
+        assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]

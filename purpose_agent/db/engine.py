@@ -117,6 +117,39 @@ def read_only_url(parsed: URL) -> URL | None:
     return parsed.set(database=f"file:{path.resolve()}", query=read_only_query(path))
 
 
+def read_only_reason(url: URL) -> str:
+    """Why SQLite refused a write to the file at ``url``, for the error's message.
+
+    Usually the file or its folder is not writable for this process. But a process of
+    another user that opens a WAL database read-only while no other process has it open
+    creates its ``-wal`` and ``-shm`` files, owned by that user and left behind when it
+    exits; every writer after that is refused, with the file and its folder writable.
+    """
+    database = url.database or ""
+    if url.query.get("uri"):
+        database = database.removeprefix("file:")
+    path = Path(database)
+    if database and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK):
+        foreign = [
+            companion
+            for companion in (Path(f"{path}-wal"), Path(f"{path}-shm"))
+            if companion.exists() and not os.access(companion, os.W_OK)
+        ]
+        if foreign:
+            named = " and ".join(str(companion) for companion in foreign)
+            owners = sorted({str(companion.stat().st_uid) for companion in foreign})
+            return (
+                f"the database's {named} cannot be written by this process (owned by uid "
+                f"{', '.join(owners)}: left by a process that opened the database read-only "
+                "while no writer had it open); remove them once no process has the database "
+                "open, or give this process write access to them"
+            )
+    return (
+        "the database is read-only for this process (the file or its folder is not "
+        "writable); it can be read, not written"
+    )
+
+
 def _driver(parsed: URL) -> str:
     # From the URL's text: asking SQLAlchemy would load the dialect, which may not exist.
     return parsed.drivername.partition("+")[2]
@@ -266,6 +299,12 @@ def refuse_unknown_options(engine: Engine, shown: str) -> None:
             ) from exc
 
 
+# Bytes a SQLite WAL is cut back to when it restarts after a checkpoint: four times what it
+# reaches between SQLite's automatic checkpoints (1,000 pages of 4 KiB), so that a store
+# writing steadily never regrows it.
+WAL_SIZE_LIMIT = 16 * 1024 * 1024
+
+
 def configure_sqlite(
     engine: Engine, *, durability: Durability, busy_timeout: float, owned: bool = True
 ) -> None:
@@ -289,6 +328,12 @@ def configure_sqlite(
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
             if engine.url.database not in (None, "", ":memory:") and not _read_only(engine):
                 cursor.execute("PRAGMA journal_mode = WAL")
+                # A reader that holds a snapshot (a backup, a `sqlite3` shell left in a
+                # transaction) keeps checkpoints from reaching the end of the WAL, which
+                # grows meanwhile; once it goes, SQLite reuses the file from its start but
+                # never shrinks it, so without a limit a WAL that grew to gigabytes stays
+                # that size on disk for as long as any process has the database open.
+                cursor.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:

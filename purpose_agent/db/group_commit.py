@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import collections
 import functools
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -122,6 +124,20 @@ handed_over: ContextVar[list[Pending] | None] = ContextVar(
 )
 
 
+# The queues of this process, emptied in a forked child: the calls queued there, and the
+# commit in flight, belong to the parent's threads, which the child does not have; a call of
+# the child would otherwise queue behind a leader that never comes, and wait for ever.
+_QUEUES: weakref.WeakSet[GroupCommit] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_QUEUES):
+        queue._reset()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class GroupCommit:
     """The queue of one store's writers, and who commits next.
 
@@ -142,6 +158,11 @@ class GroupCommit:
     ) -> None:
         self.policy = policy
         self._commit_many = commit_many
+        self._reset()
+        _QUEUES.add(self)
+
+    def _reset(self) -> None:
+        """An empty queue, no commit in flight (a new one, or in a forked child)."""
         self._lock = threading.Lock()
         self._more = threading.Condition(self._lock)  # a leader waiting for a fuller batch
         self._queue: collections.deque[Pending] = collections.deque()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -37,12 +38,29 @@ _WRITERS: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
 _INHERITED: list[Connection] = []
 
 
+def _before_fork() -> None:
+    # A write transaction open in another thread as the process forks would stay open in the
+    # child for ever: SQLite keeps each file's locks in the process's memory, which the child
+    # copies, so every connection the child opened to the file would find the write lock
+    # taken (by a connection nobody there will ever commit) and fail after the busy timeout.
+    # The fork waits for the write under way to end instead, as the logging module's locks do.
+    for writer in list(_WRITERS):
+        writer.hold_for_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for writer in list(_WRITERS):
+        writer.release_after_fork()
+
+
 def _after_fork() -> None:
     for writer in list(_WRITERS):
         writer.forget()
 
 
-os.register_at_fork(after_in_child=_after_fork)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork
+)
 
 
 class HeldWriter:
@@ -60,6 +78,9 @@ class HeldWriter:
         self._turns = Turns()
         self._conn: Connection | None = None
         self._closed = False
+        # The thread whose turn it is, and whether a fork holds the turn (see _before_fork).
+        self._holder: int | None = None
+        self._forking = False
         _WRITERS.add(self)
 
     def take(self) -> Connection:
@@ -82,6 +103,7 @@ class HeldWriter:
         except BaseException:
             self._turns.give_back()
             raise
+        self._holder = threading.get_ident()
         return conn
 
     def try_take(self) -> Connection | None:
@@ -92,6 +114,7 @@ class HeldWriter:
         if conn is None or conn.invalidated or conn.closed:
             self._turns.give_back()
             return None
+        self._holder = threading.get_ident()
         return conn
 
     def _reopen(self, broken: Connection | None) -> Connection:
@@ -104,11 +127,28 @@ class HeldWriter:
 
     def give_back(self, conn: Connection) -> None:
         """End the turn; a connection that broke is closed, and the next turn opens another."""
+        self._holder = None
         try:
             if conn.invalidated or self._closed:
                 self._conn = None
                 conn.close()
         finally:
+            self._turns.give_back()
+
+    def hold_for_fork(self) -> None:
+        """Before a fork: wait for the write under way, so that the child inherits none.
+
+        Not if this thread is the one writing (a fork from inside a transaction), which
+        would wait for itself; nor longer than the busy timeout.
+        """
+        if self._holder == threading.get_ident():
+            return
+        self._forking = self._turns.take(self._wait)
+
+    def release_after_fork(self) -> None:
+        """In the parent after a fork: let its writers go on."""
+        if self._forking:
+            self._forking = False
             self._turns.give_back()
 
     def close(self) -> None:
@@ -130,6 +170,8 @@ class HeldWriter:
     def forget(self) -> None:
         """In a forked child: drop the parent's connection and lock, unused and open."""
         self._turns = Turns()
+        self._holder = None
+        self._forking = False
         if self._conn is not None:
             _INHERITED.append(self._conn)
             self._conn = None

@@ -47,6 +47,7 @@ from purpose_agent.db.engine import (
     default_url,
     make_engine,
     parse_url,
+    read_only_reason,
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
@@ -275,8 +276,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             )
         if self._flavor.is_read_only(exc):
             return StoreUnavailable(
-                f"{action} failed on {self.url}: the database is read-only for this process "
-                "(the file or its folder is not writable); it can be read, not written"
+                f"{action} failed on {self.url}: {read_only_reason(self._engine.url)}"
             )
         if self._flavor.is_too_large(exc):
             return InvalidInput(

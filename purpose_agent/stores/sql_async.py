@@ -289,7 +289,12 @@ class AsyncSQLCheckpointer:
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._on_loop:
-            return method(self._on_loop_store(method.__name__), *args, **kwargs)
+            result = method(self._on_loop_store(method.__name__), *args, **kwargs)
+            # The call ran on the loop without suspending: a task calling in a loop (appending
+            # step after step, paging through a run) would otherwise keep every other task
+            # of the loop, and its timers, from running until it stops.
+            await asyncio.sleep(0)
+            return result
         store = await self._opened()
         self._in_flight += 1
         try:
