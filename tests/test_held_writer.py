@@ -285,3 +285,30 @@ def test_a_child_forked_while_another_thread_writes_can_write(
         assert child.exitcode == 0
         assert [e.data["n"] for e in store.list_events("child")] == [7]
         assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
+
+
+def test_an_append_waiting_for_the_turn_when_the_store_closes_names_the_store(
+    tmp_path: Path,
+) -> None:
+    """Every other refusal after close() names the store; this one said only "writing
+    failed: the store is closed"."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = SQLCheckpointer(url)
+    store.append("r", [_event(1)])
+    failures: list[str] = []
+
+    def append_behind() -> None:
+        try:
+            store.append("r", [_event(2)])
+        except StoreUnavailable as exc:
+            failures.append(str(exc))
+
+    with store.writing("holding the turn"):
+        waiting = threading.Thread(target=append_behind)
+        waiting.start()
+        time.sleep(0.2)  # the append is past its check of close() and waits for the turn
+        store.close()
+    waiting.join(10)
+    assert len(failures) == 1
+    assert url in failures[0]
+    assert "the store is closed" in failures[0]

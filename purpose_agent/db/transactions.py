@@ -119,7 +119,8 @@ class HeldWriter:
 
     def _reopen(self, broken: Connection | None) -> Connection:
         if self._closed:
-            raise StoreUnavailable("writing failed: the store is closed")
+            shown = self._engine.url.render_as_string(hide_password=True)
+            raise StoreUnavailable(f"writing failed on {shown}: the store is closed")
         if broken is not None:
             broken.close()
         conn = self._conn = self._engine.connect()
