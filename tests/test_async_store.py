@@ -182,6 +182,8 @@ def test_a_closed_store_refuses_calls(empty_database: str) -> None:
         "postgresql+psycopg://nobody:secret@127.0.0.1:1/none",
         "mariadb+pymysql://nobody:secret@127.0.0.1:1/none",
         "mysql+pymysql://nobody:secret@127.0.0.1:1/none",
+        # Given with its asyncio driver, it was shown as mariadb+pymysql://.
+        "mariadb+aiomysql://nobody:secret@127.0.0.1:1/none",
     ],
 )
 def test_an_unreachable_server_is_store_unavailable_naming_the_url_given(url: str) -> None:

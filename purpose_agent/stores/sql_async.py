@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
-from purpose_agent.db.engine import Durability, default_url
+from purpose_agent.db.engine import Durability, default_url, parse_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
@@ -174,7 +174,9 @@ class AsyncSQLCheckpointer:
         self._gathered: list[tuple[Pending, asyncio.Future[None]]] = []
         self._loop_commits: GroupCommit | None = None
         self._connections = LoopConnections(self._engine)
-        self.url = synchronous.render_as_string(hide_password=True)
+        # The URL as the caller gave it (``mariadb+aiomysql://`` stays so), password hidden.
+        given = url_or_engine.url if isinstance(url_or_engine, AsyncEngine) else parse_url(url)
+        self.url = given.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
         self._opening: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
