@@ -36,11 +36,13 @@ Label = String(255).with_variant(
 )
 # Under both dialect names: SQLAlchemy reads only the options prefixed with the URL's
 # dialect's name, so a mariadb:// URL ignored the mysql_ ones and got the server's default
-# engine (MyISAM or Aria: no transactions) and character set.
+# engine (MyISAM or Aria: no transactions) and character set. DYNAMIC rows, the default since
+# MariaDB 10.2, take index keys up to 3,072 bytes: a server set to COMPACT refused the
+# primary key (1709: the maximum column size is 767 bytes).
 _MYSQL_TABLE = {
     f"{dialect}_{option}": value
     for dialect in ("mysql", "mariadb")
-    for option, value in (("charset", "utf8mb4"), ("engine", "InnoDB"))
+    for option, value in (("charset", "utf8mb4"), ("engine", "InnoDB"), ("row_format", "DYNAMIC"))
 }
 
 

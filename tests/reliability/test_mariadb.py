@@ -126,3 +126,31 @@ def test_a_kill_storm_under_write_load_loses_nothing(
     with SQLCheckpointer(mariadb_db) as store:
         kill = functools.partial(kill_mariadb_connections, private_mariadb.url, database)
         assert storm_under_load(store, kill) == CALM
+
+
+@pytest.mark.parametrize("driver", ["mysql+pymysql", "mariadb+pymysql"])
+def test_a_server_whose_default_row_format_is_compact_gets_the_stores_tables(
+    private_mariadb: LocalMariaDB, mariadb_db: URL, driver: str
+) -> None:
+    """COMPACT rows take index keys up to 767 bytes: the first open failed on the 1,020-byte
+    primary key (1709, "Index column size too large")."""
+    admin = sa.create_engine(private_mariadb.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("SET GLOBAL innodb_default_row_format = 'compact'")
+        try:
+            with SQLCheckpointer(mariadb_db.set(drivername=driver)) as store:
+                store.save_events([ev("r", 1), ev("r", 2)], snapshot=st("r", 2))
+                assert store.list_events("r") == [ev("r", 1), ev("r", 2)]
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql("SET GLOBAL innodb_default_row_format = 'dynamic'")
+        with admin.connect() as conn:
+            formats = conn.exec_driver_sql(
+                "SELECT DISTINCT row_format FROM information_schema.tables "
+                f"WHERE table_schema = '{mariadb_db.database}' "
+                "AND table_name IN ('pa_events', 'pa_runs', 'pa_snapshots')"
+            ).all()
+        assert formats == [("Dynamic",)]
+    finally:
+        admin.dispose()
