@@ -577,7 +577,10 @@ class PostgresFlavor(Flavor):
 
     def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
         # A refused connection carries no SQLSTATE in psycopg; libpq's message names the cause.
-        return _ADVICE.get(getattr(exc.orig, "sqlstate", None) or "")
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        if sqlstate == "08P01" and _STATEMENT_POOLING in str(exc.orig):
+            return _NEEDS_TRANSACTIONS
+        return _ADVICE.get(sqlstate)
 
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) == "22003"  # numeric_value_out_of_range
@@ -686,6 +689,12 @@ _NO_DATABASE = (
 _PRIVILEGE = (
     "the URL's user lacks a privilege on the store's tables: grant SELECT, INSERT, UPDATE and "
     "DELETE on them (and CREATE, for migrations), or connect as their owner"
+)
+# PgBouncer's refusal of BEGIN in statement pooling mode (as a protocol violation, 08P01).
+_STATEMENT_POOLING = "statement pooling mode"
+_NEEDS_TRANSACTIONS = (
+    "the store's writes are transactions, which PgBouncer's statement pooling refuses: use "
+    "pool_mode = transaction (or session) for this database"
 )
 # By SQLSTATE; MariaDB's error numbers are mapped to the same classes below.
 _ADVICE = {

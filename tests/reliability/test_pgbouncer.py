@@ -19,6 +19,7 @@ from purpose_agent import (
     NewEvent,
     RunState,
     SQLCheckpointer,
+    StoreUnavailable,
 )
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.testing import CheckpointerSuite
@@ -323,3 +324,22 @@ def test_writers_race_without_errors_under_a_serializable_default_through_the_po
     alter_database(direct, "default_transaction_isolation = 'serializable'")
     with SQLCheckpointer(bouncer_db) as store:
         race_writers(store)
+
+
+def test_statement_pooling_is_refused_with_the_pool_mode_to_use(
+    private_postgres: LocalPostgres,
+) -> None:
+    """Statement pooling refuses every transaction: the error was PgBouncer's line alone."""
+    with (
+        throwaway_database(private_postgres.url, "pa_bouncer") as direct,
+        LocalPgBouncer(private_postgres, pool_mode="statement") as bouncer,
+    ):
+        SQLCheckpointer(direct).close()
+        with (
+            pytest.raises(StoreUnavailable) as refused,
+            SQLCheckpointer(bouncer.url.set(database=direct.database)) as store,
+        ):
+            store.save_event(ev("r", 1))
+        message = str(refused.value)
+        assert "transaction blocks not allowed in statement pooling mode" in message
+        assert "use pool_mode = transaction (or session) for this database" in message
