@@ -148,14 +148,17 @@ def session_server(name: str) -> LocalServer:
 
 
 @contextlib.contextmanager
-def throwaway_database(admin: URL, prefix: str = "pa_test") -> Iterator[URL]:
-    """Create a database no other run can see, yield its URL, and drop it afterwards."""
+def throwaway_database(admin: URL, prefix: str = "pa_test", options: str = "") -> Iterator[URL]:
+    """Create a database no other run can see, yield its URL, and drop it afterwards.
+
+    ``options`` follow ``CREATE DATABASE name`` (an encoding, say).
+    """
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     quoted = engine.dialect.identifier_preparer.quote(name)
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted} {options}".strip())
         yield admin.set(database=name)
     finally:
         with engine.connect() as conn:

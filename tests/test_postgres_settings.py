@@ -128,3 +128,47 @@ def test_a_session_ended_by_idle_session_timeout_is_not_an_ambiguous_append(
             await store.close()
 
     assert asyncio.run(tasks()) == [2] * 6
+
+
+def _unicode_round_trip(url: URL) -> None:
+    """Ids, lanes, keys and groups outside Latin-1, on the synchronous and the async store."""
+    run_id, data = "café☃", {"x": "é\u0000😀"}
+    with SQLCheckpointer(url) as store:
+        store.save_event(PAEvent(run_id=run_id, seq=1, kind="custom", lane_id="l☃", data=data))
+        store.save_snapshot(run_id, RunState(run_id=run_id, seq=1, data={"y": "é☃"}))
+        [keyed] = store.append("r", [NewEvent(kind=EventKind.CUSTOM, key="k☃")], group="g☃")
+        assert store.event_by_key("r", "k☃") == keyed
+        assert store.list_groups() == ["g☃"]
+        assert sorted(store.list_runs()) == sorted([run_id, "r"])
+        [event] = store.list_events(run_id)
+        assert (event.lane_id, event.data) == ("l☃", data)
+        state = store.load_latest(run_id)
+        assert state is not None
+        assert state.data == {"y": "é☃"}
+
+    async def read() -> list[PAEvent]:
+        async with await AsyncSQLCheckpointer.open(url) as store:
+            return await store.list_events(run_id)
+
+    assert asyncio.run(read()) == [event]
+
+
+def test_ids_outside_latin1_round_trip_when_the_database_speaks_latin1(database: URL) -> None:
+    """psycopg encodes text in the session's client_encoding: a database set to LATIN1 made
+    a run id like 'café☃' fail in the driver with a raw UnicodeEncodeError."""
+    alter_database(database, "client_encoding = 'LATIN1'")
+    _unicode_round_trip(database)
+
+
+def test_a_sql_ascii_database_is_opened_and_keeps_unicode() -> None:
+    """A SQL_ASCII database answers in bytes: SQLAlchemy could not read the server's
+    version, and opening the store raised a raw TypeError."""
+    with (
+        server_url("postgres") as admin,
+        throwaway_database(
+            admin,
+            "pa_settings",
+            "ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0",
+        ) as url,
+    ):
+        _unicode_round_trip(url)

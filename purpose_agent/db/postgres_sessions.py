@@ -67,6 +67,11 @@ def configure_postgres(engine: Engine, *, synchronous_commit_off: bool) -> Sessi
 
     @event.listens_for(engine, "do_connect")
     def _connect(dialect: Any, _record: Any, cargs: Any, cparams: dict[str, Any]) -> Any:
+        # UTF-8 whatever the database's or role's client_encoding: under LATIN1 a run id or
+        # key outside it failed in the driver (UnicodeEncodeError), and a SQL_ASCII database
+        # answers in bytes, which SQLAlchemy cannot even read the server's version from. A
+        # pooler passes client_encoding on. A URL that names one keeps it.
+        cparams = {"client_encoding": "utf8", **cparams}
         if not mode.pooled:
             given = str(cparams.get("options", ""))
             direct = {**cparams, "options": f"{given} {options}".strip()}
