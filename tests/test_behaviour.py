@@ -147,7 +147,7 @@ def test_package_imports_without_pytest_and_names_the_extra_the_rows_need() -> N
     assert capabilities == "['base', 'threads']"
     assert adapter == "BlockingAdapter False"
     assert suite.startswith("ImportError:")
-    assert "install purpose-agent[test]" in suite
+    assert "install purpose-agent[testing]" in suite
 
 
 # -- what counts as a torn read --------------------------------------------------------------
@@ -300,3 +300,149 @@ def test_racing_append_row_fails_for_a_store_that_checks_then_appends() -> None:
 def test_prefix_row_fails_for_a_store_that_reads_the_prefix_as_a_pattern() -> None:
     with _PrefixAsPattern() as cp, pytest.raises(AssertionError):
         GroupsSuite().test_list_runs_by_prefix_is_exact(cp)  # type: ignore[arg-type]
+
+
+# -- rows that a third-party store broke without failing them ----------------------------------
+
+
+class _LenientReads(InMemoryCheckpointer):
+    """Reads answer any str run id (a lone surrogate, say) instead of refusing it."""
+
+    def load_latest(self, run_id: str) -> RunState | None:
+        if isinstance(run_id, str) and any("\ud800" <= char <= "\udfff" for char in run_id):
+            return None
+        return super().load_latest(run_id)
+
+
+class _SameSeqSnapshotKeptInBatches(InMemoryCheckpointer):
+    """A snapshot sent with save_events at the stored seq is dropped instead of replacing it."""
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        latest = self.load_latest(snapshot.run_id) if snapshot is not None else None
+        if latest is not None and snapshot is not None and latest.seq == snapshot.seq:
+            snapshot = None
+        super().save_events(events, snapshot)
+
+
+class _StreamsBySeqWindows(InMemoryCheckpointer):
+    """Pages iter_events by seq windows and stops at the first empty one."""
+
+    def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
+        self.list_events(run_id, limit=0)  # checks the run id now
+
+        def pages(low: int) -> Iterator[PAEvent]:
+            while page := [e for e in self.list_events(run_id, low, 256) if e.seq <= low + 256]:
+                yield from page
+                low += 256
+
+        return pages(max(since_seq, 0))
+
+
+class _TsToTheMicrosecond(InMemoryCheckpointer):
+    """Keeps ts to the microsecond, as a DATETIME(6) or TIMESTAMP column would."""
+
+    def save_event(self, event: PAEvent) -> None:
+        super().save_event(event.model_copy(update={"ts": round(event.ts, 6)}))
+
+
+@pytest.mark.parametrize(
+    ("store", "row"),
+    [
+        (_LenientReads, "test_bad_run_id_is_refused_by_every_method"),
+        (_SameSeqSnapshotKeptInBatches, "test_latest_snapshot_is_the_highest_seq"),
+        (_StreamsBySeqWindows, "test_iter_events_streams_across_gaps_longer_than_a_page"),
+        (_TsToTheMicrosecond, "test_event_comes_back_equal_with_ts_and_lane"),
+    ],
+)
+def test_base_row_fails_for_a_store_that_breaks_its_rule(store: type, row: str) -> None:
+    suite = CheckpointerSuite()
+    args = ("lone_surrogate",) if row == "test_bad_run_id_is_refused_by_every_method" else ()
+    with store() as cp, pytest.raises((AssertionError, pytest.fail.Exception)):
+        getattr(suite, row)(cp, *args)
+
+
+def test_bad_field_row_names_the_field_it_accepted() -> None:
+    class _TakesStrKinds(InMemoryCheckpointer):
+        def save_event(self, event: PAEvent) -> None:
+            if (
+                isinstance(event.kind, str)
+                and event.kind == "custom"
+                and not hasattr(event.kind, "name")
+            ):
+                return
+            super().save_event(event)
+
+    with _TakesStrKinds() as cp, pytest.raises(pytest.fail.Exception, match="kind='custom'"):
+        CheckpointerSuite().test_non_finite_or_bad_fields_are_refused(cp)
+
+
+class _ProtocolOnly:
+    """A store with the Checkpointer protocol and nothing more, as a third party writes one."""
+
+    def __init__(self) -> None:
+        self._inner = InMemoryCheckpointer()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in {
+            "append",
+            "last_seq",
+            "event_by_key",
+            "list_groups",
+            "run_group",
+            "compact",
+            "delete_runs",
+            "iter_keyed_events",
+            "save_keyed_events",
+        }:
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        return self._inner.list_events(run_id, since_seq, limit)
+
+    def __enter__(self) -> _ProtocolOnly:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._inner.close()
+
+
+PROTOCOL_ONLY_SUITE = (
+    GATED_SUITE.split("class TestBare", maxsplit=1)[0]
+    + """
+from tests.test_behaviour import _ProtocolOnly
+
+class TestReadmeSnippet(CheckpointerSuite):
+    @pytest.fixture
+    def backend(self):
+        return Backend("mine", _ProtocolOnly)   # as the README shows it: no capabilities
+"""
+)
+
+
+def test_a_store_lacking_a_declared_capability_fails_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "test_mine.py").write_text(PROTOCOL_ONLY_SUITE)
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    result = subprocess.run(
+        [
+            *command,
+            "-c",
+            str(tmp_path / "pytest.ini"),
+            "-k",
+            "unknown_run_reads_as_empty",
+            "test_mine.py",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "mine is held to Capability.APPEND (append, last_seq, event_by_key)" in result.stdout
+    assert "Capability.BOUNDED_READS" in result.stdout
+    assert "list the ones the store has" in result.stdout

@@ -26,7 +26,7 @@ their own too (``BaseSuite``, ``DurableSuite``, ``ThreadsSuite``, ``ProcessesSui
 together (appends racing in threads need ``APPEND`` and ``THREADS``) and run only where the
 backend declares both.
 
-The rows need pytest (``pip install purpose-agent[test]``); everything else here imports
+The rows need pytest (``pip install purpose-agent[testing]``); everything else here imports
 without it, and the rows are only imported when one of their names is first used.
 """
 

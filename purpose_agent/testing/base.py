@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from typing import ClassVar
@@ -30,6 +31,15 @@ from purpose_agent.testing.samples import (
     raw_event,
     st,
 )
+
+
+def _refused(call: Callable[[], object], what: str) -> None:
+    """Fail naming the call unless it raises ``InvalidInput`` (a loop of ``pytest.raises`` does not)."""
+    try:
+        call()
+    except InvalidInput:
+        return
+    pytest.fail(f"{what} was not refused with InvalidInput")
 
 
 class BaseSuite(Rows):
@@ -66,6 +76,11 @@ class BaseSuite(Rows):
         assert back.kind is EventKind.TOOL_CALL
         assert repr(back.ts) == repr(event.ts)
         assert back.lane_id == "lane-2"
+        # time.time() gives digits below the microsecond; a DATETIME(6)-like column drops them.
+        now_like = PAEvent(run_id="r", seq=4, kind=EventKind.CUSTOM, ts=1_733_450_000.1234567)
+        cp.save_event(now_like)
+        [again] = cp.list_events("r", since_seq=3)
+        assert repr(again.ts) == repr(now_like.ts), f"ts {now_like.ts!r} came back as {again.ts!r}"
 
     @pytest.mark.parametrize("name", list(EXACT_VALUES))
     def test_json_values_round_trip_exactly(self, cp: Checkpointer, name: str) -> None:
@@ -145,12 +160,12 @@ class BaseSuite(Rows):
             raw_event(lane_id="\ud800"),
         ]
         for bad in bad_events:
-            with pytest.raises(InvalidInput):
-                cp.save_event(bad)
-            with pytest.raises(InvalidInput):
-                cp.save_events([ev("r", 7), bad])
-        with pytest.raises(InvalidInput):
-            cp.save_event("not an event")  # type: ignore[arg-type]
+            _refused(functools.partial(cp.save_event, bad), f"save_event({bad!r})")
+            _refused(
+                functools.partial(cp.save_events, [ev("r", 7), bad]),
+                f"save_events([..., {bad!r}])",
+            )
+        _refused(lambda: cp.save_event("not an event"), "save_event('not an event')")  # type: ignore[arg-type]
         assert cp.list_events("r") == []
         assert cp.list_runs() == []
 
@@ -357,6 +372,9 @@ class BaseSuite(Rows):
         assert cp.load_latest("r") == st("r", 9, v=9)
         cp.save_events([ev("r", 1)], snapshot=st("r", 1))
         assert cp.load_latest("r") == st("r", 9, v=9)
+        # The same seq replaces it through save_events too, not only through save_snapshot.
+        cp.save_events([ev("r", 2)], snapshot=st("r", 9, v="batch"))
+        assert cp.load_latest("r") == st("r", 9, v="batch")
 
     def test_snapshot_keeps_status_and_timestamps(self, cp: Checkpointer) -> None:
         state = RunState(
@@ -412,6 +430,15 @@ class BaseSuite(Rows):
         assert next(iterator) == events[0]
         assert list(iterator) == events[1:]
         assert list(cp.iter_events("r", since_seq=2500)) == events[2500:]
+
+    def test_iter_events_streams_across_gaps_longer_than_a_page(self, cp: Checkpointer) -> None:
+        # seqs are caller-assigned: a store that pages by seq windows, or stops at the first
+        # empty page, loses everything after a gap.
+        seqs = [*range(1, 301), 100_000, *range(200_000, 200_300), 10**12]
+        events = [ev("r", seq) for seq in seqs]
+        cp.save_events(events)
+        assert [e.seq for e in cp.iter_events("r")] == seqs
+        assert list(cp.iter_events("r", since_seq=300)) == events[300:]
 
     def test_iter_events_checks_run_id_before_iterating(self, cp: Checkpointer) -> None:
         with pytest.raises(InvalidRunId):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from typing import ClassVar
 
@@ -45,7 +46,42 @@ class Rows:
     def cp(self, backend: Backend) -> Iterator[Checkpointer]:
         """A fresh handle on the backend's storage, closed after the test."""
         with backend.open() as store:
+            missing = _undeclarable(backend, store)
+            if missing:
+                pytest.fail(
+                    f"{backend.name} is held to {', '.join(missing)}, which its store lacks; "
+                    "a Backend that lists no capabilities is held to all of them: list the ones "
+                    "the store has, e.g. Backend(name, open, {Capability.DURABLE})",
+                    pytrace=False,
+                )
             yield store
+
+
+# The methods each capability adds to the protocol; a store without them cannot declare it.
+_METHODS = {
+    Capability.APPEND: ("append", "last_seq", "event_by_key"),
+    Capability.GROUPS: ("list_groups", "run_group"),
+    Capability.RETENTION: ("compact", "delete_runs"),
+}
+
+
+def _undeclarable(backend: Backend, store: object) -> list[str]:
+    """The declared capabilities whose methods the store does not have, with those methods."""
+    out = [
+        f"Capability.{capability.name} ({', '.join(absent)})"
+        for capability, methods in _METHODS.items()
+        if backend.has(capability)
+        and (absent := [name for name in methods if not callable(getattr(store, name, None))])
+    ]
+    if backend.has(Capability.BOUNDED_READS):
+        try:
+            parameters = inspect.signature(store.list_events).parameters  # type: ignore[attr-defined]
+        except (AttributeError, TypeError, ValueError):
+            parameters = {}  # type: ignore[assignment]
+        accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+        if not accepts_any and "before" not in parameters:
+            out.append("Capability.BOUNDED_READS (list_events(before=..., newest_first=...))")
+    return out
 
 
 def _defining_class(cls: type, name: str) -> type[Rows]:

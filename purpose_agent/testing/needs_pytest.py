@@ -9,7 +9,7 @@ try:
 except ImportError as exc:
     raise ImportError(
         "the behaviour suite's rows run under pytest, which is not installed: "
-        "install purpose-agent[test]"
+        "install purpose-agent[testing]"
     ) from exc
 
 __all__ = ["pytest"]

@@ -177,5 +177,6 @@ BAD_RUN_IDS: dict[str, Any] = {
     "tab": "a\tb",
     "del": "a\x7fb",
     "c1_control": "a\x85b",
+    "lone_surrogate": "a\ud800b",
     "not_a_str": 123,
 }
