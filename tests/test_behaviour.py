@@ -14,11 +14,12 @@ import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest
 
 from purpose_agent import (
+    AsyncSQLCheckpointer,
     InMemoryCheckpointer,
     NewEvent,
     PAEvent,
@@ -31,6 +32,7 @@ from purpose_agent.testing import (
     ALL_CAPABILITIES,
     SUITES,
     Backend,
+    BlockingAdapter,
     Capability,
     CheckpointerSuite,
     GroupsSuite,
@@ -446,3 +448,43 @@ def test_a_store_lacking_a_declared_capability_fails_naming_it(tmp_path: Path) -
     assert "mine is held to Capability.APPEND (append, last_seq, event_by_key)" in result.stdout
     assert "Capability.BOUNDED_READS" in result.stdout
     assert "list the ones the store has" in result.stdout
+
+
+class _NoAsyncWith(AsyncSQLCheckpointer):
+    """An async store that cannot be used in ``async with``: not an AsyncCheckpointer."""
+
+    __aenter__ = None  # type: ignore[assignment]
+    __aexit__ = None  # type: ignore[assignment]
+
+
+def test_the_async_adapter_refuses_a_store_that_is_not_an_async_checkpointer() -> None:
+    """The adapter checked nothing: such a store passed every row it was put through."""
+
+    async def open_it() -> Any:
+        return _NoAsyncWith("sqlite://")
+
+    with pytest.raises(
+        TypeError, match="is not an AsyncCheckpointer: it lacks __aenter__, __aexit__"
+    ):
+        BlockingAdapter(open_it)
+
+
+def test_the_async_adapter_enters_and_leaves_the_store_as_async_with_does() -> None:
+    seen: list[str] = []
+
+    class Watched(AsyncSQLCheckpointer):
+        async def __aenter__(self) -> Self:
+            seen.append("enter")
+            return await super().__aenter__()
+
+        async def __aexit__(self, *exc: object) -> None:
+            seen.append("exit")
+            await super().__aexit__(*exc)  # type: ignore[arg-type]
+
+    async def open_it() -> Watched:
+        return Watched("sqlite://")
+
+    with BlockingAdapter(open_it) as store:
+        store.save_event(ev("r", 1))
+        assert store.list_events("r") == [ev("r", 1)]
+    assert seen == ["enter", "exit"]

@@ -29,11 +29,34 @@ class _Extended(AsyncAppending, AsyncRunGroups, AsyncRetention, Protocol):
     """The additions of the package's async store to the async protocol."""
 
 
+def _require_protocol(store: object) -> None:
+    """Refuse a store that is not an :class:`AsyncCheckpointer`, naming what it lacks."""
+    if isinstance(store, AsyncCheckpointer):
+        return
+    missing = sorted(
+        name
+        for name in dir(AsyncCheckpointer)
+        if (not name.startswith("_") or name in ("__aenter__", "__aexit__"))
+        and callable(getattr(AsyncCheckpointer, name, None))
+        and not callable(getattr(store, name, None))
+    )
+    raise TypeError(
+        f"{type(store).__name__} is not an AsyncCheckpointer: it lacks "
+        f"{', '.join(missing) or 'a method of the protocol'}"
+    )
+
+
 class BlockingAdapter:
     """Presents an async store as a synchronous one, running it on a private event loop.
 
     The loop lives in its own thread, so the adapter works from any thread, as the suite's
     concurrency tests need.
+
+    Args:
+        factory: Called once, with no arguments: returns a coroutine that opens the store
+            (``lambda: MyAsyncStore.open(url)``). The store must satisfy
+            :class:`AsyncCheckpointer`; it is entered with ``__aenter__`` and left with
+            ``__aexit__`` on close, as ``async with`` would.
     """
 
     def __init__(self, factory: Callable[[], Coroutine[Any, Any, AsyncCheckpointer]]) -> None:
@@ -41,7 +64,10 @@ class BlockingAdapter:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         try:
-            self._store = self._run(factory())
+            store = self._run(factory())
+            _require_protocol(store)
+            # Entered as a caller's `async with` enters it, and left the same way by close().
+            self._store = self._run(store.__aenter__())
         except BaseException:
             self._stop()
             raise
@@ -171,6 +197,6 @@ class BlockingAdapter:
         if self._loop.is_closed():
             return
         try:
-            self._run(self._store.close())
+            self._run(self._store.__aexit__(None, None, None))
         finally:
             self._stop()
