@@ -1090,9 +1090,17 @@ class Queries:
         run_ids: Sequence[str] | None,
         group: str | None,
         prefix: str | None,
+        written_before: int | None = None,
     ) -> list[tuple[str, int]]:
-        """``(run_id, updated_ns)`` of the runs in scope, locked until the transaction ends."""
+        """``(run_id, updated_ns)`` of the runs in scope, locked until the transaction ends.
+
+        With ``written_before``, only runs last written before that stamp are read and
+        locked: a run being written now is neither locked nor waited for (on Postgres, a row
+        written while this waited for its lock is checked again against the stamp).
+        """
         base = select(RunRecord.run_id, RunRecord.updated_ns).where(*_run_scope(group, prefix))
+        if written_before is not None:
+            base = base.where(RunRecord.updated_ns < written_before)
         if run_ids is None:
             return [(run_id, int(ns)) for run_id, ns in conn.execute(base.with_for_update())]
         found: list[tuple[str, int]] = []

@@ -1219,7 +1219,12 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         def remove() -> list[str]:
             with self._units.write() as conn:
-                scoped = self._queries.scoped_runs(conn, ids, chosen.group, chosen.prefix)
+                # Without keep_newest the age alone decides: only old runs are locked, so
+                # that live writers of the other runs do not wait for the whole delete.
+                cutoff = chosen.cutoff_ns if chosen.keep_newest is None else None
+                scoped = self._queries.scoped_runs(
+                    conn, ids, chosen.group, chosen.prefix, written_before=cutoff
+                )
                 doomed = chosen.choose(scoped)
                 self._queries.delete_runs(conn, doomed)
             return doomed
