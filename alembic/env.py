@@ -27,10 +27,9 @@ from sqlalchemy import Connection, Engine, pool, text
 
 from alembic import context
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine, parse_url
-from purpose_agent.db.migrate import VERSION_TABLE
+from purpose_agent.db.migrate import VERSION_TABLE, run_locked
 from purpose_agent.db.models import Base
 from purpose_agent.db.partitions import EVENTS_TABLE, check_partitions, set_events_layout
-from purpose_agent.db.transactions import migration_lock
 from purpose_agent.stores.open import Target, TargetKind
 
 config = context.config
@@ -181,8 +180,9 @@ def run_migrations_online() -> None:
         _refuse_missing_sqlite_file(url)
         engine = make_engine(url, poolclass=pool.NullPool)
     try:
-        with migration_lock(engine) as conn:
-            _run(conn)
+        # As the package's own upgrades: on Postgres a revision waits for a table lock a
+        # little at a time, never queueing the store's writers behind a long transaction.
+        run_locked(engine, _run)
     finally:
         if engine is not given:
             engine.dispose()

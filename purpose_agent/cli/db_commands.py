@@ -23,7 +23,7 @@ from purpose_agent.cli.options import (
     sql_url_option,
     url_flag,
 )
-from purpose_agent.cli.output import console, emit_json, is_terminal
+from purpose_agent.cli.output import console, emit_json, err_console, is_terminal
 from purpose_agent.cli.progress import working
 from purpose_agent.db.engine import make_engine, parse_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
@@ -31,6 +31,7 @@ from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_
 from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
 from purpose_agent.ops.schema import (
     SchemaStatus,
+    downgrade_loss,
     downgrade_schema,
     schema_status,
     upgrade_schema,
@@ -130,14 +131,20 @@ def downgrade(
     if not schema_status(target).exists:
         # Downgrading would create the file first, and report "from none to none".
         raise InvalidInput(f"no database at {target}: there is nothing to downgrade")
+    # Revision 0002's columns go with it: say what they hold, tables or no tables.
+    loss = None if chosen == "base" else downgrade_loss(target, chosen)
     if not yes:
-        confirm(
-            f"Downgrade {schema_status(target).url} to {chosen}? Data in dropped tables is lost.",
-            doing="downgrade",
+        lost = (
+            f"It drops {loss} for good ({loss.consequence})."
+            if loss is not None
+            else "Data in dropped tables is lost."
         )
+        confirm(f"Downgrade {schema_status(target).url} to {chosen}? {lost}", doing="downgrade")
     with working(is_terminal(sys.stderr), f"downgrading {_shown(target)} to {chosen}"):
         before, after = downgrade_schema(target, chosen)
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
+    if loss is not None:
+        err_console().print(f"note: dropped {loss} ({loss.consequence})", soft_wrap=True)
 
 
 @db.command()

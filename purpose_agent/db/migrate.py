@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 import shlex
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table
+from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table, text
+from sqlalchemy.exc import DBAPIError
 
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import (
@@ -26,6 +29,7 @@ from purpose_agent.errors import (
     SchemaNotCurrent,
     SchemaUnclear,
     SeedFormatDatabase,
+    StoreUnavailable,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +45,14 @@ SEED_TABLES = frozenset(("events", "snapshots"))
 UPGRADE_COMMAND = "purpose-agent db upgrade"
 # What to run when the database was migrated by a newer version of the package.
 NEWER_COMMAND = "pip install --upgrade purpose-agent"
+# Postgres: how long one attempt of a migration waits for a table lock. A revision's DDL asks
+# for ACCESS EXCLUSIVE; while it waits behind a long transaction (a pg_dump, a report, an
+# idle-in-transaction session), every writer and reader of the table queues behind it. So an
+# attempt gives up after this long, rolls back (letting the queue through) and tries again,
+# for up to MIGRATION_WAIT seconds in all, as a MariaDB migration waits for its named lock.
+MIGRATION_LOCK_TIMEOUT = 2.0
+MIGRATION_WAIT = 600.0
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 def script_location() -> Path:
@@ -166,9 +178,12 @@ def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = Fa
         return
     if not migrate or (found is not None and not is_known_revision(found)):
         raise not_current(found, upgrade_command(engine.url))
-    with migration_lock(engine) as conn:
+
+    def work(conn: Connection) -> None:
         if current_revision(conn) != head:
             _upgrade(conn, "head")
+
+    run_locked(engine, work)
 
 
 def _refuse_seed_runs(conn: Connection, found: str | None, head: str) -> None:
@@ -198,16 +213,50 @@ def _refuse_seed_runs(conn: Connection, found: str | None, head: str) -> None:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Upgrade to ``revision`` under the migration lock."""
-    with migration_lock(engine) as conn:
-        _upgrade(conn, revision)
+    run_locked(engine, lambda conn: _upgrade(conn, revision))
 
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Downgrade to ``revision`` (``base`` removes the schema) under the migration lock."""
     from alembic import command
 
-    with migration_lock(engine) as conn:
-        command.downgrade(alembic_config(connection=conn), revision)
+    run_locked(engine, lambda conn: command.downgrade(alembic_config(connection=conn), revision))
+
+
+def run_locked(engine: Engine, work: Callable[[Connection], None]) -> None:
+    """Run ``work`` under the migration lock; on Postgres, never queue the store's sessions.
+
+    Raises:
+        StoreUnavailable: Postgres: the tables stayed locked by another session for
+            :data:`MIGRATION_WAIT` seconds (nothing was changed).
+    """
+    if engine.dialect.name != "postgresql":
+        with migration_lock(engine) as conn:
+            work(conn)
+        return
+    deadline = time.monotonic() + MIGRATION_WAIT
+    pause = 0.05
+    while True:
+        try:
+            with migration_lock(engine) as conn:
+                # After the advisory lock: only the revisions' own lock waits are bounded.
+                timeout_ms = int(MIGRATION_LOCK_TIMEOUT * 1000)
+                conn.execute(text(f"SET LOCAL lock_timeout = {timeout_ms}"))
+                work(conn)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            if time.monotonic() + pause > deadline:
+                shown = engine.url.render_as_string(hide_password=True)
+                raise StoreUnavailable(
+                    f"migrating {shown} failed: another session held a lock on the store's "
+                    f"tables for {MIGRATION_WAIT:.0f} s (a long transaction: pg_stat_activity "
+                    "shows it); nothing was changed"
+                ) from exc
+        else:
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
 
 
 def _upgrade(conn: Connection, revision: str) -> None:

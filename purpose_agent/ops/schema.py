@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, inspect, pool
+from sqlalchemy import Engine, column, func, inspect, pool, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db import migrate
@@ -123,6 +123,78 @@ def upgrade_schema(url: str, revision: str = "head") -> tuple[SchemaStatus, Sche
 
     """
     return _migrate(url, revision, migrate.upgrade, "upgrading the schema")
+
+
+# The revision that added event keys and run groups: a downgrade past it drops both columns.
+KEYS_AND_GROUPS = "0002"
+
+
+@dataclass(frozen=True)
+class DowngradeLoss:
+    """What a downgrade drops besides tables: the event keys and run groups revision 0002 added.
+
+    Attributes:
+        keys: Events that have a key.
+        groups: Runs that are in a group.
+
+    """
+
+    keys: int
+    groups: int
+
+    def __str__(self) -> str:
+        return (
+            f"the keys of {self.keys:,} event{'s' * (self.keys != 1)} and the groups of "
+            f"{self.groups:,} run{'s' * (self.groups != 1)}"
+        )
+
+    # What losing them means, once the schema is upgraded again.
+    consequence = (
+        "an upgrade brings the columns back empty: a retried keyed append appends again, "
+        "event_by_key and LangGraph checkpoint ids find nothing, groups list no runs"
+    )
+
+
+def downgrade_loss(url: str, revision: str) -> DowngradeLoss | None:
+    """The keys and groups a downgrade to ``revision`` would drop.
+
+    Returns:
+        ``None`` when it drops none, or when that cannot be told (the database cannot be
+        reached, the revision is unknown): the downgrade itself then says why it fails.
+
+    Raises:
+        InvalidInput: A malformed URL.
+
+    """
+    from alembic.script.revision import RevisionError  # noqa: PLC0415 - to migrate only
+    from alembic.util import CommandError  # noqa: PLC0415
+
+    target = _sql_target(url)
+    engine = _engine(target)
+    try:
+        status = _status(engine, target)
+        if status.current is None or not status.known:
+            return None
+        scripts = migrate._scripts().iterate_revisions(status.current, revision)
+        if KEYS_AND_GROUPS not in {script.revision for script in scripts}:
+            return None
+        # Quoted by the dialect: KEY is a reserved word on MariaDB.
+        events = table("pa_events", column("key"))
+        runs = table("pa_runs", column("group_id"))
+        with engine.connect() as conn:
+            keys = conn.execute(
+                select(func.count()).select_from(events).where(events.c.key.is_not(None))
+            ).scalar_one()
+            groups = conn.execute(
+                select(func.count()).select_from(runs).where(runs.c.group_id.is_not(None))
+            ).scalar_one()
+    except (SQLAlchemyError, CommandError, RevisionError):
+        return None
+    finally:
+        engine.dispose()
+    if not keys and not groups:
+        return None
+    return DowngradeLoss(int(keys), int(groups))
 
 
 def downgrade_schema(url: str, revision: str) -> tuple[SchemaStatus, SchemaStatus]:
