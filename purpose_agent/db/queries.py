@@ -1353,10 +1353,13 @@ class Queries:
         if run_ids is not None:
             events = events.where(EventRecord.run_id.in_(run_ids))
             snapshots = snapshots.where(SnapshotRecord.run_id.in_(run_ids))
-        gaps = {
-            str(run_id): RowGap(str(run_id), last, int(top))
-            for run_id, last, top in conn.execute(events)
-        }
+        gaps: dict[str, RowGap] = {}
+        for run_id, last, top in conn.execute(events):
+            try:
+                gap = RowGap(str(run_id), None if last is None else int(last), int(top))
+            except (TypeError, ValueError):
+                continue  # a damaged seq (SQLite keeps what it is given): its reads report it
+            gaps[gap.run_id] = gap
         for (run_id,) in conn.execute(snapshots):
             gaps.setdefault(str(run_id), RowGap(str(run_id), None, None))
         return sorted(gaps.values(), key=lambda gap: gap.run_id)
