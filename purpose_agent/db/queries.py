@@ -1337,13 +1337,16 @@ class Queries:
         ]
 
     def _row_gaps(self, conn: Connection, run_ids: Sequence[str] | None) -> list[RowGap]:
+        # Each run's highest seq first (a walk of the primary key, per partition on a
+        # partitioned table), then its row: not every event joined to its row.
+        tops = select(EventRecord.run_id, func.max(EventRecord.seq).label("top"))
+        if run_ids is not None:
+            tops = tops.where(EventRecord.run_id.in_(run_ids))
+        top = tops.group_by(EventRecord.run_id).subquery()
         events = (
-            select(EventRecord.run_id, RunRecord.last_seq, func.max(EventRecord.seq))
-            .outerjoin(RunRecord, RunRecord.run_id == EventRecord.run_id)
-            .group_by(EventRecord.run_id, RunRecord.last_seq)
-            .having(
-                or_(RunRecord.last_seq.is_(None), func.max(EventRecord.seq) > RunRecord.last_seq)
-            )
+            select(top.c.run_id, RunRecord.last_seq, top.c.top)
+            .outerjoin(RunRecord, RunRecord.run_id == top.c.run_id)
+            .where(or_(RunRecord.last_seq.is_(None), top.c.top > RunRecord.last_seq))
         )
         snapshots = (
             select(SnapshotRecord.run_id)
@@ -1351,7 +1354,6 @@ class Queries:
             .where(RunRecord.run_id.is_(None))
         )
         if run_ids is not None:
-            events = events.where(EventRecord.run_id.in_(run_ids))
             snapshots = snapshots.where(SnapshotRecord.run_id.in_(run_ids))
         gaps: dict[str, RowGap] = {}
         for run_id, last, top in conn.execute(events):
