@@ -623,6 +623,31 @@ def test_on_loop_calls_let_the_loops_other_tasks_run(tmp_path: Path, group_commi
     assert second_when_first_ended >= 20  # the two took turns, not one after the other
 
 
+@pytest.mark.sqlite
+def test_on_loop_a_timeout_that_expires_during_an_append_does_not_hide_the_append(
+    tmp_path: Path,
+) -> None:
+    """The loop got its turn after the call: a timeout that expired while the append ran
+    cancelled the task there, the append committed, and its caller saw TimeoutError (a
+    retry appended the events twice)."""
+
+    async def bounded() -> tuple[bool, int]:
+        store = AsyncSQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", on_loop=True)
+        await store.append("r", [NewEvent(kind=EventKind.STEP_FINISHED)])
+        timed_out = False
+        try:
+            async with asyncio.timeout(0):  # expired by the time the append returns
+                await store.append("r", [NewEvent(kind=EventKind.STEP_FINISHED)])
+        except TimeoutError:
+            timed_out = True
+        last = await store.last_seq("r")
+        await store.close()
+        return timed_out, last
+
+    timed_out, last = asyncio.run(bounded())
+    assert last == (1 if timed_out else 2)  # a timeout means nothing was stored
+
+
 @pytest.mark.parametrize("url", ["postgresql+psycopg://u@h/db", "mariadb+pymysql://u@h/db"])
 def test_on_loop_is_refused_for_servers_whose_asyncio_drivers_run_on_the_loop(url: str) -> None:
     with pytest.raises(InvalidInput, match="on_loop is for SQLite"):

@@ -287,6 +287,91 @@ def test_a_child_forked_while_another_thread_writes_can_write(
         assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
 
 
+def _fork_and_wait() -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_two_threads_forking_at_once_leave_the_write_turn_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fork hooks kept one flag per writer: a second fork whose wait for the turn ran out
+    (the first fork held it, slowed by another store's write or another library's hook)
+    cleared the first fork's flag, which then never gave the turn back: every later write of
+    the parent failed after the busy timeout."""
+    from purpose_agent.db.transactions import HeldWriter
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with SQLCheckpointer(url, busy_timeout=0.3) as store:
+        store.append("r", [_event(1)])
+        original = (
+            HeldWriter.try_hold if hasattr(HeldWriter, "try_hold") else HeldWriter.hold_for_fork
+        )
+        name = original.__name__
+        calls = [0]
+
+        def slow_hold_for_fork(self: HeldWriter) -> object:
+            took = original(self)
+            if self._engine.url.database != str(tmp_path / "runs.db"):
+                return took  # a writer of another test's store, not yet collected
+            calls[0] += 1
+            if calls[0] == 1:
+                time.sleep(1.0)  # the first fork is slow while it holds the turn
+            return took
+
+        monkeypatch.setattr(HeldWriter, name, slow_hold_for_fork)
+        first = threading.Thread(target=_fork_and_wait)
+        first.start()
+        time.sleep(0.1)
+        second = threading.Thread(target=_fork_and_wait)
+        second.start()
+        first.join(30)
+        second.join(30)
+        monkeypatch.undo()
+        store.append("r", [_event(2)])
+        assert [e.data["n"] for e in store.list_events("r")] == [1, 2]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_fork_inside_one_stores_write_does_not_fail_a_writer_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    """A thread forked inside store X's write while another, in store Y's write, waited for
+    X's turn: the fork waited for Y's turn, Y's writer for X's, and after the busy timeout
+    the write failed and the fork went on."""
+    x = SQLCheckpointer(f"sqlite:///{tmp_path / 'x.db'}", busy_timeout=2)
+    y = SQLCheckpointer(f"sqlite:///{tmp_path / 'y.db'}", busy_timeout=2)
+    a_in, b_in = threading.Event(), threading.Event()
+    failures: list[BaseException] = []
+
+    def nested() -> None:
+        a_in.wait(10)
+        try:
+            with y.writing("nested"):
+                b_in.set()
+                x.append("r", [_event(2)])
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=nested)
+    thread.start()
+    with x.writing("forking"):
+        a_in.set()
+        assert b_in.wait(10)
+        time.sleep(0.1)
+        started = time.monotonic()
+        _fork_and_wait()
+        took = time.monotonic() - started
+    thread.join(30)
+    x.close()
+    y.close()
+    assert failures == []
+    assert took < 1
+
+
 def test_an_append_waiting_for_the_turn_when_the_store_closes_names_the_store(
     tmp_path: Path,
 ) -> None:

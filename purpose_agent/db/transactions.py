@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -38,22 +39,54 @@ _WRITERS: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
 _INHERITED: list[Connection] = []
 
 
+# The writers whose turn each forking thread took (by thread id), given back after its fork:
+# two threads may fork at once, and only the turns a thread took are its to give back.
+_HELD_FOR_FORK: dict[int, list[HeldWriter]] = {}
+
+
 def _before_fork() -> None:
     # A write transaction open in another thread as the process forks would stay open in the
     # child for ever: SQLite keeps each file's locks in the process's memory, which the child
     # copies, so every connection the child opened to the file would find the write lock
     # taken (by a connection nobody there will ever commit) and fail after the busy timeout.
     # The fork waits for the write under way to end instead, as the logging module's locks do.
-    for writer in list(_WRITERS):
-        writer.hold_for_fork()
+    me = threading.get_ident()
+    writers = list(_WRITERS)
+    # Not the turns this thread holds (a fork from inside a transaction would wait for itself).
+    others = [writer for writer in writers if writer.holder != me]
+    # A thread that holds one store's turn may be waiting for another's: neither a turn this
+    # thread holds, nor one the fork took before it waits for the next, is held while waiting
+    # (that would make the writer wait for the fork and the fork for the writer, each for the
+    # busy timeout, and fail the write). So: all the turns at once, or none while waiting.
+    waits = len(others) == len(writers)
+    deadline = time.monotonic() + max((writer.wait for writer in others), default=0.0)
+    while True:
+        held: list[HeldWriter] = []
+        busy = None
+        for writer in others:
+            if not writer.try_hold():
+                busy = writer
+                break
+            held.append(writer)
+        if busy is None:
+            break
+        for writer in held:
+            writer.release_after_fork()
+        left = deadline - time.monotonic()
+        if not waits or left <= 0 or not busy.wait_for_turn(left):
+            # Given up: the turns free now, and no wait (the child may inherit a write).
+            held = [writer for writer in others if writer.try_hold()]
+            break
+    _HELD_FOR_FORK[me] = held
 
 
 def _after_fork_in_parent() -> None:
-    for writer in list(_WRITERS):
+    for writer in _HELD_FOR_FORK.pop(threading.get_ident(), []):
         writer.release_after_fork()
 
 
 def _after_fork() -> None:
+    _HELD_FOR_FORK.clear()
     for writer in list(_WRITERS):
         writer.forget()
 
@@ -78,9 +111,8 @@ class HeldWriter:
         self._turns = Turns()
         self._conn: Connection | None = None
         self._closed = False
-        # The thread whose turn it is, and whether a fork holds the turn (see _before_fork).
+        # The thread whose turn it is (see _before_fork).
         self._holder: int | None = None
-        self._forking = False
         _WRITERS.add(self)
 
     def take(self) -> Connection:
@@ -136,21 +168,30 @@ class HeldWriter:
         finally:
             self._turns.give_back()
 
-    def hold_for_fork(self) -> None:
-        """Before a fork: wait for the write under way, so that the child inherits none.
+    @property
+    def holder(self) -> int | None:
+        """The thread whose turn it is, if one took it with :meth:`take`."""
+        return self._holder
 
-        Not if this thread is the one writing (a fork from inside a transaction), which
-        would wait for itself; nor longer than the busy timeout.
-        """
-        if self._holder == threading.get_ident():
-            return
-        self._forking = self._turns.take(self._wait)
+    @property
+    def wait(self) -> float:
+        """Seconds a writer waits for its turn (the busy timeout)."""
+        return self._wait
+
+    def try_hold(self) -> bool:
+        """Before a fork: take the turn if it is free (give it back with release_after_fork)."""
+        return self._turns.try_take()
+
+    def wait_for_turn(self, timeout: float) -> bool:
+        """Before a fork: wait for the write under way to end, holding nothing after."""
+        if not self._turns.take(min(timeout, self._wait)):
+            return False
+        self._turns.give_back()
+        return True
 
     def release_after_fork(self) -> None:
-        """In the parent after a fork: let its writers go on."""
-        if self._forking:
-            self._forking = False
-            self._turns.give_back()
+        """In the parent after a fork: give back the turn :meth:`try_hold` took."""
+        self._turns.give_back()
 
     def close(self) -> None:
         """Close the connection; writes after this fail.
@@ -172,7 +213,6 @@ class HeldWriter:
         """In a forked child: drop the parent's connection and lock, unused and open."""
         self._turns = Turns()
         self._holder = None
-        self._forking = False
         if self._conn is not None:
             _INHERITED.append(self._conn)
             self._conn = None

@@ -291,12 +291,14 @@ class AsyncSQLCheckpointer:
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._on_loop:
-            result = method(self._on_loop_store(method.__name__), *args, **kwargs)
-            # The call ran on the loop without suspending: a task calling in a loop (appending
+            # The call runs on the loop without suspending: a task calling in a loop (appending
             # step after step, paging through a run) would otherwise keep every other task
-            # of the loop, and its timers, from running until it stops.
+            # of the loop, and its timers, from running until it stops. The loop gets its
+            # turn before the call, not after: a cancellation (a timeout that expired while
+            # the call ran) then lands while nothing is done yet, never between a committed
+            # write and its caller, who would take the write for lost and repeat it.
             await asyncio.sleep(0)
-            return result
+            return method(self._on_loop_store(method.__name__), *args, **kwargs)
         store = await self._opened()
         self._in_flight += 1
         try:
