@@ -34,6 +34,7 @@ from purpose_agent.db.partitions import events_layout, partition_events
 from purpose_agent.testing.samples import ev
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_support import invoke, run_python_module
+from tests.test_rolling_deploys import writes_pass_a_waiting_change
 
 pytestmark = pytest.mark.postgres
 
@@ -609,3 +610,14 @@ def test_benchmark_runs_on_both_layouts_at_a_small_size(tmp_path: Path) -> None:
             assert 0 < figures["p50_ms"] <= figures["p99_ms"], (name, figures)
             assert len(figures["rounds"]) == 2
     assert "| partitioned | 10,000 |" in done.stdout
+
+
+def test_a_conversion_waiting_behind_a_long_transaction_does_not_stop_the_writers(
+    url: str, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``LOCK TABLE pa_events`` waited behind a report, and every writer queued behind it."""
+    SQLCheckpointer(url).close()
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.2)
+    writes_pass_a_waiting_change(url, lambda: partition_events(engine, 4))
+    assert _layout(engine)[0] == 4
+    assert len(_rows(engine)) == 1

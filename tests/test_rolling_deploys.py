@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -53,18 +53,20 @@ def _insert(conn: sa.Connection, seq: int) -> None:
     )
 
 
-@pytest.mark.postgres
-def test_an_upgrade_waiting_behind_a_long_transaction_does_not_stop_the_writers(
-    previous_postgres: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.2)
-    raw = sa.create_engine(previous_postgres, poolclass=sa.pool.NullPool)
-    engine = make_engine(previous_postgres, poolclass=sa.pool.NullPool)
+def writes_pass_a_waiting_change(url: str, change: Callable[[], None]) -> None:
+    """Run ``change`` (a migration, a conversion) while a report holds ``pa_events``, and check
+    that a writer's insert goes through before the report ends.
+
+    A change that asks for ACCESS EXCLUSIVE and waits for it behind the report queues every
+    other session's lock on the table behind its own; one that gives up every
+    ``MIGRATION_LOCK_TIMEOUT`` lets the writer through between its tries.
+    """
+    raw = sa.create_engine(url, poolclass=sa.pool.NullPool)
     failures: list[BaseException] = []
 
-    def upgrade() -> None:
+    def run_change() -> None:
         try:
-            migrate.upgrade(engine)
+            change()
         except BaseException as exc:  # checked below
             failures.append(exc)
 
@@ -78,7 +80,7 @@ def test_an_upgrade_waiting_behind_a_long_transaction_does_not_stop_the_writers(
             reader.rollback()
             released.set()
 
-    def upgrade_waits() -> bool:
+    def change_waits() -> bool:
         with raw.connect() as conn:
             return bool(
                 conn.execute(
@@ -94,27 +96,38 @@ def test_an_upgrade_waiting_behind_a_long_transaction_does_not_stop_the_writers(
         reading = threading.Thread(target=report)
         reading.start()
         assert holding.wait(10)
-        migrating = threading.Thread(target=upgrade)
-        migrating.start()
+        changing = threading.Thread(target=run_change)
+        changing.start()
         deadline = time.monotonic() + 10
-        while not upgrade_waits() and time.monotonic() < deadline:
-            time.sleep(0.01)  # until the upgrade asks for pa_events behind the report
+        while not change_waits() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the change asks for pa_events behind the report
         with raw.connect() as writer, writer.begin():
             _insert(writer, 1)
         # The write went through while the report still held its transaction: it queued
-        # behind one attempt of the upgrade at most, never behind the report itself.
-        assert not released.is_set(), "the write waited for the report, behind the upgrade"
+        # behind one try of the change at most, never behind the report itself.
+        assert not released.is_set(), "the write waited for the report, behind the change"
         written.set()
         reading.join(60)
-        migrating.join(60)
-        assert not migrating.is_alive()
+        changing.join(60)
+        assert not changing.is_alive()
         assert failures == []
-        with raw.connect() as conn:
-            assert migrate.current_revision(conn) == migrate.head_revision()
-            assert conn.execute(sa.text("SELECT count(*) FROM pa_events")).scalar() == 1
     finally:
         written.set()
         raw.dispose()
+
+
+@pytest.mark.postgres
+def test_an_upgrade_waiting_behind_a_long_transaction_does_not_stop_the_writers(
+    previous_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.2)
+    engine = make_engine(previous_postgres, poolclass=sa.pool.NullPool)
+    try:
+        writes_pass_a_waiting_change(previous_postgres, lambda: migrate.upgrade(engine))
+        with engine.connect() as conn:
+            assert migrate.current_revision(conn) == migrate.head_revision()
+            assert conn.execute(sa.text("SELECT count(*) FROM pa_events")).scalar() == 1
+    finally:
         engine.dispose()
 
 

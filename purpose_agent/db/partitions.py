@@ -31,8 +31,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from purpose_agent.db.migrate import upgrade_command
-from purpose_agent.db.transactions import migration_lock
+from purpose_agent.db.migrate import run_locked, upgrade_command
 from purpose_agent.errors import InvalidInput
 
 EVENTS_TABLE = "pa_events"
@@ -241,15 +240,18 @@ def partition_events(engine: Engine, partitions: int) -> tuple[EventsLayout, Eve
             f"the partitioned layout of {EVENTS_TABLE} is for PostgreSQL only "
             f"(this database is {engine.dialect.name})"
         )
+    layouts: list[tuple[EventsLayout, EventsLayout]] = []
     try:
-        with migration_lock(engine) as conn:
-            return set_events_layout(conn, partitions)
+        # As a migration: the table lock is waited for a little at a time, so a long
+        # transaction holds up the conversion, not every writer queued behind its lock.
+        run_locked(engine, lambda conn: layouts.append(set_events_layout(conn, partitions)))
     except DBAPIError as exc:
         if getattr(exc.orig, "sqlstate", None) == _FEATURE_NOT_SUPPORTED:
             raise InvalidInput(
                 f"{EVENTS_TABLE} cannot take this layout, nothing was changed: {exc.orig}"
             ) from exc
         raise
+    return layouts[-1]
 
 
 def _quote(conn: Connection, name: str) -> str:
