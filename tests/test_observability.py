@@ -14,7 +14,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy import create_engine, event
 
-from purpose_agent import EventKind, PAEvent, RunState, SequenceConflict, SQLCheckpointer
+from purpose_agent import (
+    CheckpointError,
+    EventKind,
+    PAEvent,
+    RunState,
+    SequenceConflict,
+    SQLCheckpointer,
+)
 
 # What one step (three events and the state after them) costs, statement by statement.
 STEP_STATEMENTS = {
@@ -90,6 +97,39 @@ def test_engine_logging_shows_the_stores_statements(
     logged = [record.getMessage() for record in caplog.records]
     assert any("pa_events" in line and "INSERT" in line for line in logged), logged
     assert any("pa_events" in line and line.startswith("SELECT") for line in logged), logged
+
+
+def test_an_events_data_is_in_no_log_line_and_no_error_a_listener_sees(
+    empty_database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Statements' parameters are the events' data (an API key in a tool call's arguments):
+    echo's log printed them, and so did the error of a failed write under a listener."""
+    secret = "sk-do-not-log-4f2a"
+    with SQLCheckpointer(empty_database) as store:
+        caplog.set_level(logging.INFO, logger="sqlalchemy.engine.Engine")
+        store.save_event(PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM, data={"key": secret}))
+        assert store.list_events("r")[0].data == {"key": secret}
+        seen: list[str] = []
+
+        def fail(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> Any:
+            # The snapshot's own statement, with its parameters, fails in the database.
+            if "pa_snapshots" in statement and not statement.lstrip().upper().startswith("SELECT"):
+                statement = statement.replace("pa_snapshots", "pa_no_such_table")
+            return statement, parameters
+
+        event.listen(store.engine, "before_cursor_execute", fail, retval=True)
+        event.listen(
+            store.engine,
+            "handle_error",
+            lambda context: seen.append(str(context.sqlalchemy_exception)),
+        )
+        with pytest.raises(CheckpointError):
+            store.save_snapshot("r", RunState(run_id="r", seq=1, data={"key": secret}))
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "pa_events" in logged
+    assert secret not in logged
+    assert seen
+    assert not [error for error in seen if secret in error]
 
 
 def test_opentelemetry_records_a_span_per_statement(empty_database: str) -> None:

@@ -172,7 +172,11 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
             f"{_driver(parsed)} is an asyncio driver; use postgresql+psycopg://..., "
             "sqlite:///... or mariadb+pymysql://..., which AsyncSQLCheckpointer takes too"
         )
-    options: dict[str, Any] = {}
+    # A statement's parameters are the events' data, which can hold what a run was given (an
+    # API key in a tool call's arguments, a user's message): SQLAlchemy would print them in
+    # every error through its own execution (under a listener, OpenTelemetry's) and in echo's
+    # log. An engine passed in keeps its own choice.
+    options: dict[str, Any] = {"hide_parameters": True}
     if backend == "sqlite":
         if parsed.database not in (None, "", ":memory:") and not parsed.query.get("uri"):
             require_directory(Path(parsed.database))
