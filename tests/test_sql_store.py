@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import os
 import shutil
 import socket
@@ -38,6 +37,7 @@ from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.testing.samples import ev, new, st
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_support import invoke
+from tests.users import NOBODY, run_as
 
 
 def _pragma(store: SQLCheckpointer, name: str) -> object:
@@ -387,24 +387,8 @@ def test_bytes_that_are_not_utf8_in_a_sqlite_text_column_are_a_corrupt_record(
 
 
 def _as_reader_without_write_access(probe: Callable[[], object]) -> object:
-    """Run ``probe`` where the file permissions bind: in a child as ``nobody`` under root."""
-    if os.geteuid() != 0:
-        return probe()
-    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the child: drop root, run the probe, report, exit without cleanup
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            writer.send(("ok", probe()))
-        except BaseException as exc:
-            writer.send(("error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    status, value = reader.recv()
-    assert status == "ok", value
-    return value
+    """Run ``probe`` where the file permissions bind: as ``nobody`` under root."""
+    return run_as(NOBODY, probe)
 
 
 @pytest.mark.sqlite

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import pytest
 
 from purpose_agent import EventKind, NewEvent, SQLCheckpointer, StoreUnavailable
+from tests.users import NOBODY, run_as
 
 pytestmark = pytest.mark.sqlite
 
-NOBODY = 65534
 OWNER = 65533  # any other user: root writes whatever the permissions
 T = TypeVar("T")
 
@@ -33,24 +32,7 @@ def folder() -> Iterator[Path]:
 
 
 def _as(uid: int, probe: Callable[[], T]) -> T:
-    """Run ``probe`` as ``uid`` in a forked child under root; in this process otherwise."""
-    if os.geteuid() != 0:
-        return probe()
-    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the child: drop root, run the probe, report, exit without cleanup
-        try:
-            os.setgid(uid)
-            os.setuid(uid)
-            writer.send(("ok", probe()))
-        except BaseException as exc:  # reported to the parent, which fails
-            writer.send(("error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    status, value = reader.recv()
-    assert status == "ok", value
-    return cast(T, value)
+    return run_as(uid, probe)
 
 
 def _refusal(url: str) -> str:

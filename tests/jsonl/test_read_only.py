@@ -8,7 +8,6 @@ anywhere; a writer with write access works in the same folder meanwhile.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import subprocess
@@ -17,15 +16,15 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import pytest
 
 from purpose_agent import CorruptRecord, JSONLCheckpointer, Recovery, StoreUnavailable
 from purpose_agent.stores.jsonl import FaultPoint
 from purpose_agent.testing.samples import ev, new, st
+from tests.users import NOBODY, run_as
 
-NOBODY = 65534
 T = TypeVar("T")
 
 
@@ -48,27 +47,8 @@ def _chmod_tree(root: Path, *, writable: bool) -> None:
 
 
 def _as_reader_without_write_access(probe: Callable[[], T]) -> T:
-    """Run ``probe`` where the file permissions bind: in a child as ``nobody`` under root.
-
-    The child is forked, so it imports nothing new: what it calls has run once beforehand.
-    """
-    if os.geteuid() != 0:
-        return probe()
-    reader, writer = multiprocessing.get_context("fork").Pipe(duplex=False)
-    pid = os.fork()
-    if pid == 0:  # the child: drop root, run the probe, report, exit without cleanup
-        try:
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            writer.send(("ok", probe()))
-        except BaseException as exc:  # reported to the parent, which fails
-            writer.send(("error", f"{type(exc).__name__}: {exc}"))
-        finally:
-            os._exit(0)
-    os.waitpid(pid, 0)
-    status, value = reader.recv()
-    assert status == "ok", value
-    return cast(T, value)
+    """Run ``probe`` where the file permissions bind: as ``nobody`` under root."""
+    return run_as(NOBODY, probe)
 
 
 def _refusal(call: Callable[[], object]) -> str:
