@@ -16,6 +16,7 @@ from purpose_agent import (
     NewEvent,
     SequenceConflict,
     SQLCheckpointer,
+    StoreUnavailable,
 )
 from purpose_agent.testing.samples import ev, st
 from tests.servers import server_url, throwaway_database
@@ -121,3 +122,32 @@ def test_a_payload_that_fits_as_json_but_not_once_escaped_is_refused_before_it_i
         assert store.list_runs() == []
         store.save_event(ev("r", 1))  # the connection is still good
         assert store.list_events("r") == [ev("r", 1)]
+
+
+def test_a_urls_init_command_is_kept_and_the_session_still_reads_committed(
+    mariadb_empty: URL,
+) -> None:
+    """The store's own init_command replaced the URL's without a word: a session the URL
+    made read-only took writes. Its refusal now also says what to do."""
+    SQLCheckpointer(mariadb_empty).close()
+    url = mariadb_empty.update_query_dict({"init_command": "SET SESSION TRANSACTION READ ONLY"})
+    with SQLCheckpointer(url, migrate=False) as store:
+        with store.reading("reading the isolation") as conn:
+            level = conn.exec_driver_sql("SELECT @@session.tx_isolation").scalar_one()
+        assert level == "READ-COMMITTED"
+        assert store.list_runs() == []
+        with pytest.raises(StoreUnavailable) as refused:
+            store.save_event(ev("r", 1))
+    message = str(refused.value)
+    assert "READ ONLY transaction" in message
+    assert "point the URL at the primary, or reset the setting" in message
+
+    async def refused_async() -> str:
+        async with await AsyncSQLCheckpointer.open(
+            url.set(drivername="mariadb+aiomysql"), migrate=False
+        ) as store:
+            with pytest.raises(StoreUnavailable) as raised:
+                await store.save_event(ev("r", 1))
+            return str(raised.value)
+
+    assert "READ ONLY transaction" in asyncio.run(refused_async())

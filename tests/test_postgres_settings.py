@@ -18,6 +18,7 @@ from purpose_agent import (
     PAEvent,
     RunState,
     SQLCheckpointer,
+    StoreUnavailable,
 )
 from tests.servers import server_url, throwaway_database
 
@@ -172,3 +173,37 @@ def test_a_sql_ascii_database_is_opened_and_keeps_unicode() -> None:
         ) as url,
     ):
         _unicode_round_trip(url)
+
+
+def test_a_read_only_default_is_refused_with_what_to_do(database: URL) -> None:
+    """The error was the driver's line alone, as if the store could not reach the server."""
+    SQLCheckpointer(database).close()
+    alter_database(database, "default_transaction_read_only = on")
+    with SQLCheckpointer(database) as store:
+        assert store.list_runs() == []
+        with pytest.raises(StoreUnavailable) as refused:
+            store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+    message = str(refused.value)
+    assert "cannot execute INSERT in a read-only transaction" in message
+    assert "point the URL at the primary, or reset the setting" in message
+
+
+def test_a_statement_past_statement_timeout_is_refused_with_what_to_do(database: URL) -> None:
+    SQLCheckpointer(database).close()
+    alter_database(database, "statement_timeout = '200ms'")
+    holder = sa.create_engine(database, poolclass=sa.pool.NullPool)
+    with SQLCheckpointer(database) as store:
+        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+        try:
+            with holder.connect() as conn:
+                # Another session holds the run's row: the append waits past the limit.
+                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
+                with pytest.raises(StoreUnavailable) as refused:
+                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+                conn.rollback()
+        finally:
+            holder.dispose()
+        assert store.last_seq("r") == 1
+    message = str(refused.value)
+    assert "canceling statement due to statement timeout" in message
+    assert "raise the limit for the store's user" in message

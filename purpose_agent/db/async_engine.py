@@ -24,6 +24,7 @@ from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
 from purpose_agent.db.engine import (
     Durability,
     _backend_options,
+    keep_read_committed,
     parse_url,
     refuse_unknown_options,
 )
@@ -133,6 +134,7 @@ def make_async_engine(
         use_one_trip_cursors(engine)
     else:
         refuse_unknown_options(engine.sync_engine, synchronous.render_as_string(hide_password=True))
+        keep_read_committed(engine.sync_engine, parsed)
     return engine
 
 

@@ -580,6 +580,8 @@ class PostgresFlavor(Flavor):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         if sqlstate == "08P01" and _STATEMENT_POOLING in str(exc.orig):
             return _NEEDS_TRANSACTIONS
+        if sqlstate == "57014" and "statement timeout" not in str(exc.orig):
+            return None  # cancelled by hand (pg_cancel_backend), not by the time limit
         return _ADVICE.get(sqlstate)
 
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
@@ -696,12 +698,24 @@ _NEEDS_TRANSACTIONS = (
     "the store's writes are transactions, which PgBouncer's statement pooling refuses: use "
     "pool_mode = transaction (or session) for this database"
 )
+_READ_ONLY = (
+    "the server takes no writes in this session: it is a standby or read-only replica, or the "
+    "database or role sets default_transaction_read_only (MariaDB: read_only); point the URL "
+    "at the primary, or reset the setting"
+)
+_TIMED_OUT = (
+    "a statement ran past the server's time limit (Postgres statement_timeout, MariaDB "
+    "max_statement_time, set for the server, database or user), often waiting for a lock "
+    "another session held; raise the limit for the store's user"
+)
 # By SQLSTATE; MariaDB's error numbers are mapped to the same classes below.
 _ADVICE = {
     "28000": _LOGIN,  # invalid authorization specification
     "28P01": _LOGIN,  # invalid password
     "3D000": _NO_DATABASE,  # invalid catalog name
     "42501": _PRIVILEGE,  # insufficient privilege
+    "25006": _READ_ONLY,  # read-only SQL transaction
+    "57014": _TIMED_OUT,  # query canceled (by statement_timeout: see PostgresFlavor.advice)
 }
 _MYSQL_ADVICE = {
     1045: "28000",  # access denied for user
@@ -710,6 +724,9 @@ _MYSQL_ADVICE = {
     1044: "42501",  # access denied for user to database
     1142: "42501",  # command denied to user for table
     1143: "42501",  # command denied to user for column
+    1290: "25006",  # the server runs with an option that prevents the statement (--read-only)
+    1792: "25006",  # cannot execute statement in a READ ONLY transaction
+    1969: "57014",  # query execution was interrupted (max_statement_time exceeded)
 }
 
 

@@ -209,13 +209,35 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
         options["isolation_level"] = "AUTOCOMMIT"  # see Flavor.begin_sql
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
-        options["connect_args"] = {
-            "charset": "utf8mb4",
-            # Fewer gap locks than the server's REPEATABLE READ default, so fewer deadlocks
-            # between writers of different runs; every write here is an insert or upsert.
-            "init_command": "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
-        }
+        options["connect_args"] = {"charset": "utf8mb4"}
+        if "init_command" not in parsed.query:
+            # READ COMMITTED in the connection's own first statement; a URL's init_command
+            # is kept, and this runs after it (see keep_read_committed).
+            options["connect_args"]["init_command"] = READ_COMMITTED
     return options
+
+
+# Fewer gap locks than MariaDB's REPEATABLE READ default, so fewer deadlocks between writers
+# of different runs; every write here is an insert or upsert.
+READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+
+
+def keep_read_committed(engine: Engine, parsed: URL) -> None:
+    """Set READ COMMITTED on each new MariaDB connection of a URL that names an init_command.
+
+    The driver takes one ``init_command``: the store's, given as a connect argument, used to
+    replace the URL's without a word (``?init_command=SET SESSION sql_mode=...`` was dropped).
+    """
+    if "init_command" not in parsed.query:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _read_committed(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(READ_COMMITTED)
+        finally:
+            cursor.close()
 
 
 def make_engine(
@@ -277,6 +299,7 @@ def make_engine(
         configure_postgres(engine, synchronous_commit_off=durability == "normal")
     elif backend in ("mysql", "mariadb"):
         refuse_unknown_options(engine, parsed.render_as_string(hide_password=True))
+        keep_read_committed(engine, parsed)
     return engine
 
 
