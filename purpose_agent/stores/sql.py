@@ -14,6 +14,7 @@ import itertools
 import operator
 import os
 import shlex
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,6 +97,28 @@ T = TypeVar("T")
 
 _ATTEMPTS = 3
 _DECODE_CHUNK = 50
+
+
+def commits_of(store: SQLCheckpointer) -> Callable[[list[Pending]], None]:
+    """``store._commit_many`` for the store's group commit, without keeping the store alive.
+
+    The group commit is the store's own: a bound method there would make a reference cycle
+    (store -> queue -> store), so a store dropped without ``close()`` would keep its engine,
+    and every connection it opened, until the garbage collector's next full pass (hundreds
+    of SQLite connections, or tens of server connections, in a process opening a store per
+    request). A batch runs inside one of the store's calls, so the store is alive then.
+    """
+    method = weakref.WeakMethod(store._commit_many)
+
+    def commit_many(batch: list[Pending]) -> None:
+        bound = method()
+        if bound is None:  # cannot happen while a call of the store runs; must not raise
+            for call in batch:
+                call.settle(error=StoreUnavailable("the store was garbage collected"))
+            return
+        bound(batch)
+
+    return commit_many
 
 
 class SQLCheckpointer(BatchCommits, ClosingContext):
@@ -182,7 +205,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         self._replicas: Replicas | None = None
         self._held: HeldReads | None = None
         policy = GroupCommitPolicy() if group_commit is True else group_commit or None
-        self._commits = GroupCommit(policy, self._commit_many) if policy else None
+        self._commits = GroupCommit(policy, commits_of(self)) if policy else None
         try:
             self._call(
                 "opening the store",

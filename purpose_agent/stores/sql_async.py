@@ -38,7 +38,7 @@ from purpose_agent.protocol import KeyedEvent, Recovery
 from purpose_agent.records import check_limit, check_run_id, check_since
 from purpose_agent.runtime.events import EventKind, NewEvent, PAEvent
 from purpose_agent.runtime.state import RunState
-from purpose_agent.stores.sql import SQLCheckpointer
+from purpose_agent.stores.sql import SQLCheckpointer, commits_of
 
 T = TypeVar("T")
 
@@ -69,7 +69,7 @@ class _OnAsyncEngine(SQLCheckpointer):
 def _task_commits(policy: GroupCommitPolicy, store: _OnAsyncEngine) -> TaskGroupCommit:
     """The store's group commit: two batches in flight on a server, one on SQLite."""
     in_flight = 1 if store.engine.dialect.name == "sqlite" else 2
-    return TaskGroupCommit(policy, store._commit_many, in_flight=in_flight)
+    return TaskGroupCommit(policy, commits_of(store), in_flight=in_flight)
 
 
 async def _until_loop_ends(store: weakref.ref[AsyncSQLCheckpointer]) -> AsyncGenerator[None, None]:
