@@ -397,17 +397,18 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         # Payloads are ASCII JSON, so characters are bytes; the rest of a row and the
         # statement around it take well under 4 KiB. The driver writes each value into the
         # statement's text with its quotes and backslashes escaped, so what goes on the wire
-        # is the escaped size, up to twice the JSON's (a string of quotes: 4 bytes each).
+        # is the escaped size, up to twice the JSON's (a string of quotes: 4 bytes each); only
+        # a payload over half the room is counted.
         room = limit - 4096
         for number, row in enumerate(rows, 1):
-            if _sent_size(row.data) > room:
+            if 2 * len(row.data) > room and _sent_size(row.data) > room:
                 where = (
                     f"run {row.run_id!r}, event {number} of {len(rows)} appended"
                     if appended
                     else f"run {row.run_id!r}, seq {row.seq}"
                 )
                 raise InvalidInput(_too_large(f"{where}: event data", row.data, limit))
-        if snap is not None and _sent_size(snap.state) > room:
+        if snap is not None and 2 * len(snap.state) > room and _sent_size(snap.state) > room:
             raise InvalidInput(
                 _too_large(
                     f"run {snap.run_id!r}: the snapshot at seq {snap.seq}", snap.state, limit
