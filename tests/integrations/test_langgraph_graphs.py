@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -376,12 +377,22 @@ def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgen
     done = threading.Event()
     errors: list[str] = []
     pruned = [0]
+    prunes = threading.Condition()
 
     def step(thread_id: str) -> None:
+        # Each round waits for a prune that began after it, so that prunes fall between the
+        # rounds of every thread however the threads are scheduled, as well as during them.
         try:
-            graphs.fan_out_rounds(graph, thread_id, rounds)
+            for start in range(1, rounds + 1):
+                graph.invoke({"start": start}, _config(thread_id))
+                with prunes:
+                    if not prunes.wait_for(_after(pruned[0] + 2), 60):
+                        errors.append(f"{thread_id}: no prune after round {start}")
         except Exception as exc:
             errors.append(f"{thread_id}: {exc!r}")
+
+    def _after(target: int) -> Callable[[], bool]:
+        return lambda: pruned[0] >= target or done.is_set()
 
     def prune() -> None:
         while not done.is_set():
@@ -389,8 +400,10 @@ def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgen
                 saver.prune([f"pruned-{n}" for n in range(threads)], strategy="keep_latest")
             except Exception as exc:
                 errors.append(f"prune: {exc!r}")
-                return
-            pruned[0] += 1
+                done.set()
+            with prunes:
+                pruned[0] += 1
+                prunes.notify_all()
 
     workers = [threading.Thread(target=step, args=(f"pruned-{n}",)) for n in range(threads)]
     pruner = threading.Thread(target=prune)
@@ -402,7 +415,7 @@ def test_pruning_threads_while_their_graphs_run_loses_nothing(saver: PurposeAgen
     done.set()
     pruner.join(120)
     assert errors == []
-    assert pruned[0] > 1
+    assert pruned[0] > rounds
 
     reference = graphs.fan_out(InMemorySaver())
     graphs.fan_out_rounds(reference, "reference", rounds)
