@@ -566,6 +566,8 @@ class LocalMariaDB(LocalServer):
         super().__init__()
         self.data = self.root / "data"
         self.socket = self.root / "mariadb.sock"
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir()
         self._process: subprocess.Popen[bytes] | None = None
         install = _binary("mariadb-install-db") or _binary("mysql_install_db")
         if install is None:
@@ -579,6 +581,7 @@ class LocalMariaDB(LocalServer):
                 "--user=root" if os.geteuid() == 0 else f"--user={pwd.getpwuid(os.geteuid())[0]}",
                 "--skip-test-db",
                 "--skip-name-resolve",
+                f"--tmpdir={self.tmp}",
             ],
             capture_output=True,
             text=True,
@@ -616,6 +619,9 @@ class LocalMariaDB(LocalServer):
                 "--skip-name-resolve",
                 f"--pid-file={self.pidfiles()[0]}",
                 f"--log-error={self.root / 'mariadb.log'}",
+                # A server deletes every ``#sql*`` file in its tmpdir as it starts: in the
+                # shared /tmp those are the temporary tables other servers are using.
+                f"--tmpdir={self.tmp}",
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-flush-log-at-trx-commit=2",
                 "--max-connections=200",
