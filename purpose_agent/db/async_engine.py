@@ -29,6 +29,7 @@ from purpose_agent.db.engine import (
     refuse_unknown_options,
 )
 from purpose_agent.db.memory_pool import SerialStaticPool
+from purpose_agent.db.network import bound_sockets
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.task_pool import TaskQueuePool
 from purpose_agent.errors import InvalidInput
@@ -135,6 +136,7 @@ def make_async_engine(
     else:
         refuse_unknown_options(engine.sync_engine, synchronous.render_as_string(hide_password=True))
         keep_read_committed(engine.sync_engine, parsed)
+        bound_sockets(engine.sync_engine)
     return engine
 
 

@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from purpose_agent.db.memory_pool import SerialStaticPool
+from purpose_agent.db.network import CONNECT_SECONDS, bound_sockets
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.thread_pool import ThreadQueuePool
 from purpose_agent.errors import InvalidInput
@@ -210,6 +211,9 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
         # Nothing to roll back on an autocommit connection; transactions end in their block.
         options["pool_reset_on_return"] = None
         options["connect_args"] = {"charset": "utf8mb4"}
+        if "connect_timeout" not in parsed.query:
+            # PyMySQL's default; aiomysql's is none (see network).
+            options["connect_args"]["connect_timeout"] = CONNECT_SECONDS
         if "init_command" not in parsed.query:
             # READ COMMITTED in the connection's own first statement; a URL's init_command
             # is kept, and this runs after it (see keep_read_committed).
@@ -300,6 +304,7 @@ def make_engine(
     elif backend in ("mysql", "mariadb"):
         refuse_unknown_options(engine, parsed.render_as_string(hide_password=True))
         keep_read_committed(engine, parsed)
+        bound_sockets(engine)
     return engine
 
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
+from purpose_agent.db.network import postgres_parameters
+
 MARKER = "purpose_agent.direct"
 # READ COMMITTED whatever the database's or role's default_transaction_isolation: the store's
 # writes serialise on row locks (an upsert of the run's row waits for the writer holding it,
@@ -70,8 +72,9 @@ def configure_postgres(engine: Engine, *, synchronous_commit_off: bool) -> Sessi
         # UTF-8 whatever the database's or role's client_encoding: under LATIN1 a run id or
         # key outside it failed in the driver (UnicodeEncodeError), and a SQL_ASCII database
         # answers in bytes, which SQLAlchemy cannot even read the server's version from. A
-        # pooler passes client_encoding on. A URL that names one keeps it.
-        cparams = {"client_encoding": "utf8", **cparams}
+        # pooler passes client_encoding on. A URL that names one keeps it; so does a URL that
+        # names one of the network limits (see network).
+        cparams = postgres_parameters({"client_encoding": "utf8", **cparams})
         if not mode.pooled:
             given = str(cparams.get("options", ""))
             direct = {**cparams, "options": f"{given} {options}".strip()}
