@@ -56,6 +56,32 @@ class SequenceConflict(CheckpointError):
         return (type(self), (self.run_id, self.seq, self.reason))
 
 
+class ThreadConflict(CheckpointError):
+    """A LangGraph thread is already in the target store with other content; nothing was written.
+
+    Importing a thread whose target copy is not a part of the source's (a checkpoint with the
+    same id but other values, or checkpoints the source lacks while the source has new ones)
+    would mix two histories into one; the importer refuses it instead.
+
+    Attributes:
+        thread_id: The thread.
+        reason: What differs, in one line.
+
+    """
+
+    def __init__(self, thread_id: str, reason: str) -> None:
+        super().__init__(
+            f"thread {thread_id!r} is already in the target with other content ({reason}); "
+            "nothing of it was imported: delete it from the target to import it again, "
+            "or leave it out"
+        )
+        self.thread_id = thread_id
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ThreadConflict], tuple[str, str]]:
+        return (type(self), (self.thread_id, self.reason))
+
+
 class CorruptRecord(CheckpointError):
     """A stored row or line cannot be decoded.
 

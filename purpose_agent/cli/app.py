@@ -86,6 +86,10 @@ COMMANDS = {
         "purpose_agent.cli.demo:demo",
         "Run a small deterministic agent that checkpoints every step; run it again to resume.",
     ),
+    "import": LazyCommand(
+        "purpose_agent.cli.imports:import_group",
+        "Import threads from another checkpointer into the store.",
+    ),
     "prune": LazyCommand(
         "purpose_agent.cli.prune:prune",
         "Remove history a store no longer needs.",

@@ -12,9 +12,29 @@ A thread is a group of runs in the store (``lg:<thread>``): each namespace's che
 one run, each checkpoint's pending writes another, so ``purpose-agent runs list`` shows
 LangGraph threads by group, ``runs events`` shows their checkpoints, and deleting or pruning a
 thread is the store's own retention.
+
+Threads kept by another checkpointer (LangGraph's ``PostgresSaver`` or ``SqliteSaver``) move
+here with :func:`import_threads` (``purpose-agent import langgraph`` on the command line).
 """
 
+from purpose_agent.integrations.langgraph.imports import (
+    ImportProgress,
+    ImportReport,
+    ThreadProblem,
+    aimport_threads,
+    import_threads,
+)
 from purpose_agent.integrations.langgraph.runs import group_for, run_id_for, writes_run_for
 from purpose_agent.integrations.langgraph.saver import PurposeAgentSaver
 
-__all__ = ["PurposeAgentSaver", "group_for", "run_id_for", "writes_run_for"]
+__all__ = [
+    "ImportProgress",
+    "ImportReport",
+    "PurposeAgentSaver",
+    "ThreadProblem",
+    "aimport_threads",
+    "group_for",
+    "import_threads",
+    "run_id_for",
+    "writes_run_for",
+]

@@ -1,0 +1,670 @@
+"""Moving LangGraph threads from any checkpointer into a :class:`PurposeAgentSaver`.
+
+A deployment that switches from LangGraph's ``PostgresSaver``, ``SqliteSaver`` or
+``InMemorySaver`` must not lose its conversations or its interrupted runs. The source is read
+through LangGraph's public saver API only (``list`` of a thread, which covers every namespace,
+and ``get_tuple`` where a listing leaves the writes out), so any ``BaseCheckpointSaver`` can be
+read; the target is written through the saver's own ``put`` and ``put_writes``, so what is
+imported is stored exactly as if the graph had run on the target.
+
+What carries over, per thread and namespace: every checkpoint with its id, parent, metadata,
+channel values and versions, in the source's order (oldest first, so the target lists them
+newest first as the source does), and each checkpoint's pending writes with their task ids.
+LangGraph's public API gives the writes without their task paths but in their order
+(``task_path``, ``task_id``, ``idx``), which is what LangGraph replays them in (a
+``DeltaChannel`` is rebuilt from them): each task is given a path that keeps that order,
+``<n>`` as ten digits, which also sorts before the real paths (``~...``) of writes added later;
+the writes of no task (``update_state``, resume values) keep LangGraph's empty path. A task that
+first writes at a checkpoint after an earlier import of it may sort among the others in
+another place than in the source (its neighbours' paths are numbered already).
+
+An import is resumed by running it again. Before writing a thread, its copy in the target is
+read and compared: checkpoints present and equal are skipped, a task's writes present and
+equal are skipped, and only what is missing is written, checkpoint before its writes, one
+task's writes in one append. A target copy that is not a part of the source's (a checkpoint
+with the same id and other content, or checkpoints the source lacks while the source has new
+ones to add) is refused as :class:`~purpose_agent.errors.ThreadConflict`, never merged: two
+histories in one thread would resume neither. A target that moved on after an import (the
+graph ran there since) holds all the source has and more; it is left as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    CheckpointTuple,
+    PendingWrite,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from purpose_agent.errors import (
+    CheckpointError,
+    InvalidInput,
+    StoreUnavailable,
+    ThreadConflict,
+    translated,
+)
+from purpose_agent.integrations.langgraph.saver import PurposeAgentSaver
+
+# The task LangGraph keeps writes of no task under (``update_state``, resume values); its
+# constant is private since LangGraph 1.0, the value is in every saver's database.
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class ImportProgress:
+    """Where an import stands, passed to the progress callback after every checkpoint.
+
+    Attributes:
+        thread_id: The thread being imported.
+        threads_done: Threads finished so far (imported, found up to date, or refused).
+        threads_total: Threads to import.
+        checkpoints_done: Checkpoints written so far, over all threads.
+
+    """
+
+    thread_id: str
+    threads_done: int
+    threads_total: int
+    checkpoints_done: int
+
+
+@dataclass(frozen=True)
+class ThreadProblem:
+    """A thread that was not imported.
+
+    Attributes:
+        thread_id: The thread.
+        message: Why, in one line.
+
+    """
+
+    thread_id: str
+    message: str
+
+
+@dataclass
+class ImportReport:
+    """What an import wrote and what it found already there.
+
+    Attributes:
+        threads_total: Threads read from the source.
+        threads_imported: Threads into which something was written.
+        threads_unchanged: Threads the target already held in full.
+        checkpoints: Checkpoints written.
+        writes: Pending writes written (each ``(channel, value)`` counts one).
+        checkpoints_present: Source checkpoints found already in the target, with their
+            writes (a re-run's or a resumed import's).
+        problems: Threads refused (a conflict) or failed (a value the target refuses).
+
+    """
+
+    threads_total: int = 0
+    threads_imported: int = 0
+    threads_unchanged: int = 0
+    checkpoints: int = 0
+    writes: int = 0
+    checkpoints_present: int = 0
+    problems: list[ThreadProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether every thread is in the target in full."""
+        return not self.problems
+
+
+Progress = Callable[[ImportProgress], None]
+
+
+def _source_errors() -> tuple[type[BaseException], ...]:
+    """The driver errors LangGraph's own savers raise when their database fails."""
+    kinds: list[type[BaseException]] = [sqlite3.Error, OSError]
+    try:
+        import psycopg  # noqa: PLC0415 - only where langgraph-checkpoint-postgres is used
+    except ImportError:
+        pass
+    else:
+        kinds.append(psycopg.Error)
+    return tuple(kinds)
+
+
+def _config(thread_id: str, namespace: str | None = None, checkpoint_id: str | None = None) -> Any:
+    configurable: dict[str, Any] = {"thread_id": thread_id}
+    if namespace is not None:
+        configurable["checkpoint_ns"] = namespace
+    if checkpoint_id is not None:
+        configurable["checkpoint_id"] = checkpoint_id
+    return {"configurable": configurable}
+
+
+def _where(config: RunnableConfig) -> tuple[str, str]:
+    configurable = config["configurable"]
+    return configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
+
+
+def _parent_id(found: CheckpointTuple) -> str | None:
+    if found.parent_config is None:
+        return None
+    parent: str | None = found.parent_config["configurable"].get("checkpoint_id")
+    return parent
+
+
+class _Reading:
+    """The source's reads, with its driver errors said as the store's own."""
+
+    def __init__(self, source: BaseCheckpointSaver[Any], where: str) -> None:
+        self.source = source
+        self.where = where
+        self.kinds = _source_errors()
+
+    def thread_ids(self) -> list[str]:
+        """Every thread of the source, in the order its listing first names them.
+
+        LangGraph's API has no listing of threads: every checkpoint is read to find them.
+        """
+        seen: dict[str, None] = {}
+        with translated("listing LangGraph threads", self.where, *self.kinds):
+            for found in self.source.list(None):
+                seen.setdefault(str(found.config["configurable"]["thread_id"]), None)
+        return list(seen)
+
+    def thread(self, thread_id: str) -> list[CheckpointTuple]:
+        """Every checkpoint of every namespace of the thread, each with its pending writes."""
+        with translated(f"reading LangGraph thread {thread_id!r}", self.where, *self.kinds):
+            listed = list(self.source.list(_config(thread_id)))
+            return [self._with_writes(found) for found in listed]
+
+    def _with_writes(self, found: CheckpointTuple) -> CheckpointTuple:
+        if found.pending_writes is not None:
+            return found
+        # A saver may leave the writes out of a listing; get_tuple must give them.
+        again = self.source.get_tuple(found.config)
+        writes = again.pending_writes if again is not None else None
+        return found._replace(pending_writes=list(writes or []))
+
+
+def _same(serde: SerializerProtocol, one: Any, other: Any) -> bool:
+    """Equal, or serialized alike (a value whose class compares by identity)."""
+    if one == other:
+        return True
+    try:
+        return serde.dumps_typed(one) == serde.dumps_typed(other)
+    except Exception:  # noqa: BLE001 - a value the serializer refuses is simply not equal
+        return False
+
+
+def _same_checkpoint(
+    serde: SerializerProtocol, one: CheckpointTuple, other: CheckpointTuple
+) -> str:
+    """What differs between two tuples of the same checkpoint id (``""`` if nothing does)."""
+    if _parent_id(one) != _parent_id(other):
+        return "its parent"
+    if not _same(serde, dict(one.metadata), dict(other.metadata)):
+        return "its metadata"
+    body = {k: v for k, v in one.checkpoint.items() if k != "channel_values"}
+    stored = {k: v for k, v in other.checkpoint.items() if k != "channel_values"}
+    if not _same(serde, body, stored):
+        return "its channel versions or body"
+    values, stored_values = one.checkpoint["channel_values"], other.checkpoint["channel_values"]
+    if values.keys() != stored_values.keys():
+        return "its channels"
+    for channel, value in values.items():
+        if not _same(serde, value, stored_values[channel]):
+            return f"the value of channel {channel!r}"
+    return ""
+
+
+def _tasks(writes: Iterable[PendingWrite]) -> dict[str, list[tuple[str, Any]]]:
+    """A checkpoint's writes by task, tasks and writes in the order given."""
+    tasks: dict[str, list[tuple[str, Any]]] = {}
+    for task_id, channel, value in writes:
+        tasks.setdefault(task_id, []).append((channel, value))
+    return tasks
+
+
+Writes = list[tuple[str, Any]]
+
+
+def _task_diff(serde: SerializerProtocol, given: Writes, stored: Writes) -> tuple[Writes, str]:
+    """What of a task's writes the target lacks, and what it holds that the source does not.
+
+    LangGraph keeps a task's first regular writes and replaces a special one (an interrupt,
+    a resume value, an error) when the task writes it again: a task interrupted when it was
+    imported and resumed in the source since has new regular writes and another interrupt.
+    Regular writes are stored in one call (their positions count from 0), so a task that has
+    some in the target cannot be given more.
+
+    Returns:
+        The writes to add (in the source's order), and ``""`` or why the target is ahead.
+    """
+    regular = [write for write in given if write[0] not in WRITES_IDX_MAP]
+    held = [write for write in stored if write[0] not in WRITES_IDX_MAP]
+    held_special = {channel: value for channel, value in stored if channel in WRITES_IDX_MAP}
+    if held and not _same(serde, regular, held):
+        return [], "other writes"
+    if held_special.keys() - {channel for channel, _ in given}:
+        return [], "writes the source has not"
+    add = []
+    for channel, value in given:  # in the source's order, the order LangGraph replays them in
+        if channel not in WRITES_IDX_MAP:
+            if not held:
+                add.append((channel, value))
+        elif channel not in held_special or not _same(serde, value, held_special[channel]):
+            add.append((channel, value))
+    return add, ""
+
+
+@dataclass
+class _Step:
+    """One source checkpoint: whether to write it, and which writes of which tasks to add."""
+
+    found: CheckpointTuple
+    put: bool
+    writes: dict[str, Writes]
+
+
+@dataclass
+class _Plan:
+    """What one thread needs in the target, checkpoints in the order to write them.
+
+    Attributes:
+        steps: Per source checkpoint, what to write.
+        present: Source checkpoints the target holds with every write.
+        ahead: What the target holds that the source lacks (it moved on), or ``""``.
+
+    """
+
+    steps: list[_Step] = field(default_factory=list)
+    present: int = 0
+    ahead: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not any(step.put or step.writes for step in self.steps)
+
+
+def _plan(
+    thread_id: str,
+    source: list[CheckpointTuple],
+    target: list[CheckpointTuple],
+    serde: SerializerProtocol,
+) -> _Plan:
+    """Compare the thread's two copies and list what to write.
+
+    Raises:
+        ThreadConflict: A checkpoint differs between the two, or the target holds what the
+            source lacks while the source has something to add.
+    """
+    stored = {_where(found.config): found for found in target}
+    plan = _Plan()
+    # Oldest first in each namespace, the root's first: the target's runs keep that order.
+    for found in sorted(source, key=lambda found: _where(found.config)):
+        namespace, checkpoint_id = _where(found.config)
+        there = stored.pop((namespace, checkpoint_id), None)
+        tasks = _tasks(found.pending_writes or [])
+        if there is None:
+            plan.steps.append(_Step(found, True, tasks))
+            continue
+        differs = _same_checkpoint(serde, found, there)
+        if differs:
+            raise ThreadConflict(thread_id, f"checkpoint {checkpoint_id!r} differs in {differs}")
+        stored_tasks = _tasks(there.pending_writes or [])
+        missing: dict[str, Writes] = {}
+        for task_id, writes in tasks.items():
+            add, ahead = _task_diff(serde, writes, stored_tasks.pop(task_id, []))
+            if ahead:
+                plan.ahead = plan.ahead or (
+                    f"task {task_id!r} of checkpoint {checkpoint_id!r} has {ahead}"
+                )
+            elif add:
+                missing[task_id] = add
+        if stored_tasks:
+            plan.ahead = plan.ahead or f"checkpoint {checkpoint_id!r} has writes of other tasks"
+        plan.present += not missing
+        plan.steps.append(_Step(found, False, missing))
+    if stored:
+        namespace, checkpoint_id = min(stored)
+        plan.ahead = plan.ahead or f"it holds checkpoint {checkpoint_id!r}, which the source lacks"
+    if plan.ahead:
+        if any(step.put or _regular(step.writes) for step in plan.steps):
+            raise ThreadConflict(thread_id, plan.ahead)
+        # Only interrupts or resume values differ: the target moved on from them.
+        plan.steps = []
+    return plan
+
+
+def _regular(tasks: Mapping[str, Writes]) -> bool:
+    return any(channel not in WRITES_IDX_MAP for writes in tasks.values() for channel, _ in writes)
+
+
+def _new_versions(found: CheckpointTuple, parent: CheckpointTuple | None) -> dict[str, Any]:
+    """The channels this checkpoint changed: the ones its parent holds at another version."""
+    versions = found.checkpoint["channel_versions"]
+    if parent is None:
+        return dict(versions)
+    before = parent.checkpoint["channel_versions"]
+    return {channel: v for channel, v in versions.items() if before.get(channel) != v}
+
+
+def _paths(writes: Iterable[PendingWrite]) -> dict[str, str]:
+    """A task path for each task that keeps the tasks in the source's order (see the module).
+
+    The writes LangGraph keeps without a task (``update_state``, a resume value for every
+    interrupt) have the empty path there too, and sort first; the others are numbered in
+    order, so that a task keeps its path when the source gains such writes between two runs.
+    """
+    paths = {NULL_TASK_ID: ""}
+    for task_id in _tasks(writes):
+        paths.setdefault(task_id, f"{len(paths) - 1:010d}")
+    return paths
+
+
+class _Tally:
+    """The report, added to from each thread being imported, and the progress it tells."""
+
+    def __init__(self, report: ImportReport, progress: Progress | None) -> None:
+        self.report = report
+        self.progress = progress
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def add(
+        self,
+        thread_id: str,
+        *,
+        checkpoints: int = 0,
+        writes: int = 0,
+        present: int = 0,
+        imported: bool = False,
+        unchanged: bool = False,
+        problem: str | None = None,
+        done: bool = False,
+    ) -> None:
+        with self._lock:
+            report = self.report
+            report.checkpoints += checkpoints
+            report.writes += writes
+            report.checkpoints_present += present
+            report.threads_imported += imported
+            report.threads_unchanged += unchanged
+            if problem is not None:
+                report.problems.append(ThreadProblem(thread_id, problem))
+            self.done += done
+            if self.progress is not None:
+                step = ImportProgress(
+                    thread_id, self.done, report.threads_total, report.checkpoints
+                )
+                self.progress(step)
+
+
+def _write(
+    thread_id: str,
+    plan: _Plan,
+    source: list[CheckpointTuple],
+    target: PurposeAgentSaver,
+    tally: _Tally,
+) -> None:
+    """Write what the plan lists: each checkpoint, then each task's missing writes."""
+    by_id = {_where(found.config): found for found in source}
+    for step in plan.steps:
+        found = step.found
+        namespace, checkpoint_id = _where(found.config)
+        if step.put:
+            parent_id = _parent_id(found)
+            parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
+            target.put(
+                _config(thread_id, namespace, parent_id),
+                found.checkpoint,
+                found.metadata,
+                _new_versions(found, parent),
+            )
+        written = 0
+        if step.writes:
+            paths = _paths(found.pending_writes or [])
+            config = _config(thread_id, namespace, checkpoint_id)
+            for task_id, writes in step.writes.items():
+                target.put_writes(config, writes, task_id, paths[task_id])
+                written += len(writes)
+        if step.put or written:
+            tally.add(thread_id, checkpoints=int(step.put), writes=written)
+
+
+def import_threads(
+    source: BaseCheckpointSaver[Any],
+    target: PurposeAgentSaver,
+    thread_ids: Iterable[str] | None = None,
+    *,
+    stop_on_conflict: bool = False,
+    workers: int = 1,
+    progress: Progress | None = None,
+    where: str | None = None,
+) -> ImportReport:
+    """Import LangGraph threads from any checkpointer into ``target``, resumably.
+
+    Each thread is read whole from the source, compared with what the target holds of it,
+    and what is missing is written (see the module): running the same import again, after
+    a crash or to pick up threads that moved on in the source, writes nothing twice.
+
+    Args:
+        source: Any LangGraph checkpointer (``PostgresSaver``, ``SqliteSaver``,
+            ``InMemorySaver``, another ``PurposeAgentSaver``).
+        target: The saver to import into.
+        thread_ids: The threads to import; every thread of the source when ``None`` (found
+            by listing every checkpoint, LangGraph's API having no list of threads).
+        stop_on_conflict: Raise the first :class:`ThreadConflict` instead of reporting it
+            and going on with the next thread.
+        workers: Threads imported at once. Each checkpoint and each task's writes is one
+            transaction on the target, so a server database takes several at once faster
+            than one after the other; a thread is always written by one worker, in order.
+        progress: Called after every checkpoint written and every thread done (from the
+            workers' threads when ``workers`` is above 1, one call at a time).
+        where: How to name the source in errors (its URL, password hidden); the source's
+            class name when omitted.
+
+    Returns:
+        The report; ``report.ok`` says whether every thread is now in the target in full.
+
+    Raises:
+        ThreadConflict: With ``stop_on_conflict``, the first thread refused.
+        StoreUnavailable: The source or the target cannot be read or written (the import
+            stops; run it again to go on).
+        InvalidInput: ``workers`` below 1.
+    """
+    if type(workers) is not int or workers < 1:
+        raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
+    reading = _Reading(source, where or type(source).__name__)
+    threads = list(dict.fromkeys(thread_ids)) if thread_ids is not None else reading.thread_ids()
+    if any(not isinstance(thread, str) for thread in threads):
+        raise InvalidInput("thread_ids must be strings")
+    tally = _Tally(ImportReport(threads_total=len(threads)), progress)
+
+    def one(thread_id: str) -> None:
+        tally.add(thread_id)
+        problem = None
+        try:
+            _import_thread(thread_id, reading, target, tally)
+        except ThreadConflict as exc:
+            if stop_on_conflict:
+                raise
+            problem = str(exc)
+        except CheckpointError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise  # the store, not this thread: the next ones would fail alike
+            problem = str(exc)
+        tally.add(thread_id, problem=problem, done=True)
+
+    if workers == 1:
+        for thread_id in threads:
+            one(thread_id)
+        return tally.report
+    with ThreadPoolExecutor(workers, thread_name_prefix="langgraph-import") as pool:
+        futures = [pool.submit(one, thread_id) for thread_id in threads]
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    return tally.report
+
+
+def _import_thread(
+    thread_id: str, reading: _Reading, target: PurposeAgentSaver, tally: _Tally
+) -> None:
+    source = reading.thread(thread_id)
+    if not source:
+        tally.add(thread_id, problem="the source has no checkpoint of it")
+        return
+    existing = list(target.list(_config(thread_id)))
+    plan = _plan(thread_id, source, existing, target.serde)
+    tally.add(thread_id, present=plan.present)
+    if plan.empty:
+        tally.add(thread_id, unchanged=True)
+        return
+    _write(thread_id, plan, source, target, tally)
+    tally.add(thread_id, imported=True)
+
+
+# -- the async twin -------------------------------------------------------------------------
+
+
+async def _athread(reading: _Reading, thread_id: str) -> list[CheckpointTuple]:
+    """:meth:`_Reading.thread` through the source's async API."""
+    source = reading.source
+    with translated(f"reading LangGraph thread {thread_id!r}", reading.where, *reading.kinds):
+        listed = [found async for found in source.alist(_config(thread_id))]
+        complete = []
+        for found in listed:
+            if found.pending_writes is None:
+                again = await source.aget_tuple(found.config)
+                writes = again.pending_writes if again is not None else None
+                found = found._replace(pending_writes=list(writes or []))  # noqa: PLW2901
+            complete.append(found)
+        return complete
+
+
+async def _athread_ids(reading: _Reading) -> list[str]:
+    """:meth:`_Reading.thread_ids` through the source's async API."""
+    seen: dict[str, None] = {}
+    with translated("listing LangGraph threads", reading.where, *reading.kinds):
+        async for found in reading.source.alist(None):
+            seen.setdefault(str(found.config["configurable"]["thread_id"]), None)
+    return list(seen)
+
+
+async def _aimport_thread(
+    thread_id: str, reading: _Reading, target: PurposeAgentSaver, tally: _Tally
+) -> None:
+    source = await _athread(reading, thread_id)
+    if not source:
+        tally.add(thread_id, problem="the source has no checkpoint of it")
+        return
+    existing = [found async for found in target.alist(_config(thread_id))]
+    plan = _plan(thread_id, source, existing, target.serde)
+    tally.add(thread_id, present=plan.present)
+    if plan.empty:
+        tally.add(thread_id, unchanged=True)
+        return
+    by_id = {_where(found.config): found for found in source}
+    for step in plan.steps:
+        found = step.found
+        namespace, checkpoint_id = _where(found.config)
+        if step.put:
+            parent_id = _parent_id(found)
+            parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
+            await target.aput(
+                _config(thread_id, namespace, parent_id),
+                found.checkpoint,
+                found.metadata,
+                _new_versions(found, parent),
+            )
+        written = 0
+        if step.writes:
+            paths = _paths(found.pending_writes or [])
+            config = _config(thread_id, namespace, checkpoint_id)
+            for task_id, writes in step.writes.items():
+                await target.aput_writes(config, writes, task_id, paths[task_id])
+                written += len(writes)
+        if step.put or written:
+            tally.add(thread_id, checkpoints=int(step.put), writes=written)
+    tally.add(thread_id, imported=True)
+
+
+async def aimport_threads(
+    source: BaseCheckpointSaver[Any],
+    target: PurposeAgentSaver,
+    thread_ids: Iterable[str] | None = None,
+    *,
+    stop_on_conflict: bool = False,
+    workers: int = 1,
+    progress: Progress | None = None,
+    where: str | None = None,
+) -> ImportReport:
+    """:func:`import_threads` through the savers' async API (``alist``, ``aput``, ...).
+
+    For a source that only works on an event loop (``AsyncPostgresSaver``,
+    ``AsyncSqliteSaver``); ``workers`` threads are imported as concurrent tasks.
+
+    Args:
+        source: Any LangGraph checkpointer with the async methods.
+        target: The saver to import into (on ``AsyncSQLCheckpointer`` for async drivers).
+        thread_ids: As for :func:`import_threads`.
+        stop_on_conflict: As for :func:`import_threads`.
+        workers: Threads imported at once, as tasks on this loop.
+        progress: As for :func:`import_threads`.
+        where: As for :func:`import_threads`.
+
+    Returns:
+        The report.
+
+    Raises:
+        ThreadConflict: With ``stop_on_conflict``, the first thread refused.
+        StoreUnavailable: The source or the target cannot be read or written.
+        InvalidInput: ``workers`` below 1, or a thread id that is not a string.
+    """
+    if type(workers) is not int or workers < 1:
+        raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
+    reading = _Reading(source, where or type(source).__name__)
+    threads = (
+        list(dict.fromkeys(thread_ids)) if thread_ids is not None else await _athread_ids(reading)
+    )
+    if any(not isinstance(thread, str) for thread in threads):
+        raise InvalidInput("thread_ids must be strings")
+    tally = _Tally(ImportReport(threads_total=len(threads)), progress)
+    pending = iter(threads)
+
+    async def worker() -> None:
+        # Each worker takes the next thread when it is done with one: threads stay whole.
+        for thread_id in pending:
+            tally.add(thread_id)
+            problem = None
+            try:
+                await _aimport_thread(thread_id, reading, target, tally)
+            except ThreadConflict as exc:
+                if stop_on_conflict:
+                    raise
+                problem = str(exc)
+            except CheckpointError as exc:
+                if isinstance(exc, StoreUnavailable):
+                    raise
+                problem = str(exc)
+            tally.add(thread_id, problem=problem, done=True)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(workers, len(threads)) or 1):
+                group.create_task(worker())
+    except BaseExceptionGroup as failed:
+        # The others were cancelled: the caller gets the error, as from import_threads.
+        raise failed.exceptions[0] from None
+    return tally.report
