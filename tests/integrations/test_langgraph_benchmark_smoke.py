@@ -133,3 +133,19 @@ if importlib.util.find_spec("langgraph.channels.delta") is not None:
             url = admin.render_as_string(hide_password=False)
             figures = _delta_figures(tmp_path, "postgres", "--postgres-url", url)
         assert set(figures) == {"PurposeAgentSaver", "PostgresSaver"}
+
+
+@pytest.mark.sqlite
+def test_import_benchmark_imports_every_checkpoint_at_a_tiny_size(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``benchmarks.langgraph_import``: each worker count imports all the source holds."""
+    from benchmarks import langgraph_import
+
+    argv = ["--threads", "2", "--checkpoints", "6", "--sources", "sqlite", "--targets", "sqlite"]
+    assert langgraph_import.main([*argv, "--workers", "1,2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    rows = [json.loads(line) for line in out if line.startswith("{")]
+    assert [(row["workers"], row["threads"]) for row in rows] == [(1, 2), (2, 2)]
+    assert rows[0]["checkpoints"] == rows[1]["checkpoints"] >= 2 * 6
+    assert all(row["checkpoints_per_s"] > 0 for row in rows)
