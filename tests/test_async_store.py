@@ -467,7 +467,7 @@ def test_a_connection_handed_to_a_task_cancelled_as_it_waited_goes_to_the_next_t
     async def main() -> None:
         queue = HandOverQueue(maxsize=1)
         first = asyncio.ensure_future(greenlet_spawn(queue.get, True, 5.0))
-        second = asyncio.ensure_future(greenlet_spawn(queue.get, True, 1.0))
+        second = asyncio.ensure_future(greenlet_spawn(queue.get, True, 30.0))
         while len(queue._waiting) < 2:
             await asyncio.sleep(0)
         connection: Any = object()
@@ -734,6 +734,19 @@ def test_connections_of_calls_under_way_at_close_are_closed_when_they_end(server
             with other.connect() as conn:
                 return int(conn.execute(text(count_sql), {"d": database}).scalar_one())
 
+        waiting_sql = (
+            "SELECT count(*) FROM information_schema.innodb_trx t"
+            " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+            " WHERE p.db = :d AND t.trx_state = 'LOCK WAIT'"
+            if server == "mariadb"
+            else "SELECT count(*) FROM pg_stat_activity"
+            " WHERE datname = :d AND wait_event_type = 'Lock'"
+        )
+
+        def waiting() -> int:
+            with other.connect() as conn:
+                return int(conn.execute(text(waiting_sql), {"d": database}).scalar_one())
+
         async def main() -> list[object]:
             store = await AsyncSQLCheckpointer.open(url)
             await store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
@@ -743,8 +756,13 @@ def test_connections_of_calls_under_way_at_close_are_closed_when_they_end(server
                 asyncio.ensure_future(store.append("r", [NewEvent(kind=EventKind.CUSTOM)]))
                 for _ in range(6)
             ]
-            await asyncio.sleep(0.5)
-            assert connections() >= 6  # the calls wait, each on a connection of the store
+            for _ in range(120):  # each call gets to the row lock, on a connection of its own
+                if waiting() >= 6:
+                    break
+                # Over 0.1 s: InnoDB refreshes innodb_trx only once it went unread that long.
+                await asyncio.sleep(0.25)
+            assert waiting() == 6
+            assert connections() >= 7  # the six calls' connections, and the locker's
             await store.close()
             locker.rollback()
             locker.close()
@@ -758,14 +776,18 @@ def test_connections_of_calls_under_way_at_close_are_closed_when_they_end(server
             # A server process ends a little after its client closed the connection, and
             # lingers in the activity views until then: wait for that, with the collector
             # off, so that only connections the store closed itself can go.
+            # One connection polls (a new one's own server process could linger into the
+            # next count), and ends its transaction each time: the activity views are read
+            # once per transaction.
             gc.disable()
             try:
-                left = connections()
-                for _ in range(200):
-                    if left == 0:
-                        break
-                    time.sleep(0.05)
-                    left = connections()
+                with other.connect() as conn:
+                    for _ in range(200):
+                        left = int(conn.execute(text(count_sql), {"d": database}).scalar_one())
+                        conn.rollback()
+                        if left == 0:
+                            break
+                        time.sleep(0.05)
             finally:
                 gc.enable()
             assert left == 0

@@ -254,8 +254,10 @@ def test_prune_keeps_a_run_written_after_it_was_listed(
         for number in range(7):
             store.append(f"r{number}", [NewEvent(kind=EventKind.CUSTOM)] * 2)
         time.sleep(0.05)
+        # Pinned before "fresh" is written, so that however long its commit takes on a busy
+        # machine, "fresh" is younger than the cutoff and the others are 50 ms older.
+        now = time.time_ns()
         store.append("fresh", [NewEvent(kind=EventKind.CUSTOM)])
-        now = time.time_ns()  # pinned: a busy machine must not age "fresh" past the cutoff
         if rule == "older_than":
             result = prune(store, older_than=timedelta(milliseconds=40), now_ns=now)
         else:

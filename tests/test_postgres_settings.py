@@ -190,7 +190,8 @@ def test_a_read_only_default_is_refused_with_what_to_do(database: URL) -> None:
 
 def test_a_statement_past_statement_timeout_is_refused_with_what_to_do(database: URL) -> None:
     SQLCheckpointer(database).close()
-    alter_database(database, "statement_timeout = '200ms'")
+    # Long enough for every statement but the blocked one, on a busy server too.
+    alter_database(database, "statement_timeout = '2s'")
     holder = sa.create_engine(database, poolclass=sa.pool.NullPool)
     with SQLCheckpointer(database) as store:
         store.append("r", [NewEvent(kind=EventKind.CUSTOM)])

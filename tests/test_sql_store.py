@@ -628,10 +628,19 @@ def test_bursts_of_threads_reuse_the_pools_connections_instead_of_reopening_them
     assert len(opened) <= most
 
 
-def test_connections_beyond_the_pools_size_linger_then_close() -> None:
-    """Idle connections beyond ``pool_size`` stay for ``linger`` s, then go, and can come again."""
-    from purpose_agent.db import thread_pool
+def test_connections_beyond_the_pools_size_linger_then_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Idle connections beyond ``pool_size`` stay for ``linger`` s, then go, and can come again.
 
+    On a clock of the test's own: a busy machine's pause between two closes must not count.
+    """
+    import types
+
+    from purpose_agent.db import pool_queue, thread_pool
+
+    clock = [1000.0]
+    monkeypatch.setattr(pool_queue, "time", types.SimpleNamespace(monotonic=lambda: clock[0]))
     made: list[sqlite3.Connection] = []
 
     def connect() -> sqlite3.Connection:
@@ -648,7 +657,7 @@ def test_connections_beyond_the_pools_size_linger_then_close() -> None:
     assert len(made) == 6  # and taken again: nothing reopened
     for connection in held:
         connection.close()
-    time.sleep(0.3)
+    clock[0] += 0.3
     pool.connect().close()  # a connection coming back trims the ones idle too long
     assert (pool.checkedin(), pool.checkedout(), pool.overflow()) == (2, 0, 0)
     closed = 0
@@ -665,6 +674,7 @@ def test_connections_beyond_the_pools_size_linger_then_close() -> None:
     for connection in held:
         connection.close()
 
+    monkeypatch.setattr(pool_queue, "time", time)  # the real clock again
     again = pool.recreate()  # what Engine.dispose() puts in its place keeps the setting
     assert again.linger == 0.2  # type: ignore[attr-defined]
     again.linger = 0  # type: ignore[attr-defined]

@@ -229,7 +229,12 @@ def test_a_thread_interrupted_while_it_waits_for_its_turn_leaves_the_turn_to_oth
     holder = threading.Thread(target=hold)
     holder.start()
     assert holding.wait(10)
-    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+
+    def interrupt() -> None:  # once this thread waits for the turn
+        _wait_until(lambda: len(turns._waiting) == 1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt)
     timer.start()
     with pytest.raises(KeyboardInterrupt):
         turns.take(30)

@@ -65,6 +65,24 @@ def _lsn(server: LocalPostgres, query: str) -> int:
     return found
 
 
+def holding_back(primary: LocalPostgres, standby: LocalPostgresStandby) -> None:
+    """Wait until the standby holds a commit back for its apply delay.
+
+    ``pg_ctl reload`` only signals the standby, which reads the new delay when it gets to it:
+    a commit in between was replayed at once. A probe commit on the primary; once the startup
+    process waits on it (``RecoveryApplyDelay``), every later commit is behind it in the WAL.
+    """
+    primary.query("SELECT txid_current()")  # a commit record to hold back
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE backend_type = 'startup' AND wait_event = 'RecoveryApplyDelay'"
+    )
+    deadline = time.monotonic() + REPLAY_TIMEOUT
+    while standby.query(waiting) != 1:
+        assert time.monotonic() < deadline, standby.log_tail()
+        time.sleep(0.02)
+
+
 def caught_up(primary: LocalPostgres, standby: LocalPostgresStandby) -> None:
     """Wait until the standby has replayed everything the primary wrote so far."""
     target = _lsn(primary, "SELECT pg_current_wal_insert_lsn()::text")
@@ -132,7 +150,7 @@ def test_reads_go_to_the_replica_which_really_serves_them(
         # Another writer's commit, held back on the standby: this store does not see it
         # (it is not its own write), which only a read from the standby can explain.
         standby.delay(30)
-        time.sleep(0.3)  # the reload takes effect
+        holding_back(primary, standby)
         with SQLCheckpointer(url) as other:
             other.save_event(ev("b", 1))
         assert reader.list_events("b") == []
@@ -149,7 +167,7 @@ def test_a_writer_reads_its_own_writes_while_the_replica_lags(
 ) -> None:
     url, replica = databases
     standby.delay(30)
-    time.sleep(0.3)
+    holding_back(primary, standby)
     with SQLCheckpointer(url, read_url=replica) as store:
         counted = Counted(store)
         for step in range(1, 41):
@@ -214,9 +232,11 @@ def test_threads_read_their_own_writes_while_the_replica_trails_by_a_little(
                     assert recovered is not None
                     assert recovered.state is not None
                     assert recovered.state.seq == placed[-1].seq
-                    # Every tenth step, a pause longer than the lag: the run's next read
-                    # may be served by the standby.
-                    time.sleep(0.08 if step % 10 == 0 else 0)
+                    # Every tenth step, the standby catches up (and the store's cached replay
+                    # position expires): the run's next read may be served by the standby.
+                    if step % 10 == 0:
+                        caught_up(primary, standby)
+                        time.sleep(2 * replicas_module.REPLAY_CACHE_SECONDS)
                     assert store.list_events(run_id)[-1] == placed[-1]
             except BaseException as exc:
                 errors.append(exc)
