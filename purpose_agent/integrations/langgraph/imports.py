@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -407,6 +407,48 @@ class _Tally:
                 self.progress(step)
 
 
+@dataclass
+class _Call:
+    """The saver calls one step of a plan makes: its checkpoint's ``put``, its tasks' writes."""
+
+    put: tuple[Any, ...] | None = None
+    writes: list[tuple[Any, ...]] = field(default_factory=list)
+    written: int = 0
+
+    @property
+    def checkpoints(self) -> int:
+        return int(self.put is not None)
+
+
+def _calls(thread_id: str, plan: _Plan, source: list[CheckpointTuple]) -> Iterator[_Call]:
+    """The arguments of each ``put`` and ``put_writes`` the plan needs, in order.
+
+    Shared by the sync and the async import; steps that need no call are left out.
+    """
+    by_id = {_where(found.config): found for found in source}
+    for step in plan.steps:
+        found = step.found
+        namespace, checkpoint_id = _where(found.config)
+        call = _Call()
+        if step.put:
+            parent_id = _parent_id(found)
+            parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
+            call.put = (
+                _config(thread_id, namespace, parent_id),
+                found.checkpoint,
+                found.metadata,
+                _new_versions(found, parent),
+            )
+        if step.writes:
+            paths = _paths(found.pending_writes or [])
+            config = _config(thread_id, namespace, checkpoint_id)
+            for task_id, writes in step.writes.items():
+                call.writes.append((config, writes, task_id, paths[task_id]))
+                call.written += len(writes)
+        if call.put is not None or call.writes:
+            yield call
+
+
 def _write(
     thread_id: str,
     plan: _Plan,
@@ -415,28 +457,12 @@ def _write(
     tally: _Tally,
 ) -> None:
     """Write what the plan lists: each checkpoint, then each task's missing writes."""
-    by_id = {_where(found.config): found for found in source}
-    for step in plan.steps:
-        found = step.found
-        namespace, checkpoint_id = _where(found.config)
-        if step.put:
-            parent_id = _parent_id(found)
-            parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
-            target.put(
-                _config(thread_id, namespace, parent_id),
-                found.checkpoint,
-                found.metadata,
-                _new_versions(found, parent),
-            )
-        written = 0
-        if step.writes:
-            paths = _paths(found.pending_writes or [])
-            config = _config(thread_id, namespace, checkpoint_id)
-            for task_id, writes in step.writes.items():
-                target.put_writes(config, writes, task_id, paths[task_id])
-                written += len(writes)
-        if step.put or written:
-            tally.add(thread_id, checkpoints=int(step.put), writes=written)
+    for call in _calls(thread_id, plan, source):
+        if call.put is not None:
+            target.put(*call.put)
+        for writes in call.writes:
+            target.put_writes(*writes)
+        tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
 
 
 def import_threads(
@@ -575,28 +601,12 @@ async def _aimport_thread(
     if plan.empty:
         tally.add(thread_id, unchanged=True)
         return
-    by_id = {_where(found.config): found for found in source}
-    for step in plan.steps:
-        found = step.found
-        namespace, checkpoint_id = _where(found.config)
-        if step.put:
-            parent_id = _parent_id(found)
-            parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
-            await target.aput(
-                _config(thread_id, namespace, parent_id),
-                found.checkpoint,
-                found.metadata,
-                _new_versions(found, parent),
-            )
-        written = 0
-        if step.writes:
-            paths = _paths(found.pending_writes or [])
-            config = _config(thread_id, namespace, checkpoint_id)
-            for task_id, writes in step.writes.items():
-                await target.aput_writes(config, writes, task_id, paths[task_id])
-                written += len(writes)
-        if step.put or written:
-            tally.add(thread_id, checkpoints=int(step.put), writes=written)
+    for call in _calls(thread_id, plan, source):
+        if call.put is not None:
+            await target.aput(*call.put)
+        for writes in call.writes:
+            await target.aput_writes(*writes)
+        tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
     tally.add(thread_id, imported=True)
 
 
