@@ -390,13 +390,15 @@ class RunGroups(Protocol):
 
 
 class Retention(Protocol):
-    """Removing what is no longer needed, each call in one transaction."""
+    """Removing what is no longer needed."""
 
     def compact(self, run_id: str) -> int:
         """Delete the run's events its latest snapshot covers; returns how many were deleted.
 
-        ``recover()`` returns the same afterwards; ``list_events`` starts after the snapshot,
-        and ``last_seq`` still counts the deleted positions, so appends never reuse them.
+        ``recover()`` returns the same afterwards, and at every moment while it runs (a SQL
+        store deletes a few thousand events per transaction, oldest first); ``list_events``
+        starts after the snapshot, and ``last_seq`` still counts the deleted positions, so
+        appends never reuse them.
         """
         ...
 

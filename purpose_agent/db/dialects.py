@@ -66,6 +66,14 @@ class Flavor:
     # on parameters, and JSON_TABLE, its one-parameter form, sorts through a temporary
     # table (3 times slower for 70,000 lanes): it keeps a parameter per value.
     lists_in_one_parameter: ClassVar[bool] = True
+    # Events compact deletes per transaction: a run of millions of events goes a chunk at a
+    # time, so that no transaction grows by the size of the run (MariaDB's undo log and lock
+    # memory, a replica's lag, SQLite's WAL). A server's other writers never wait for it:
+    # chunks this big cost little more than one statement.
+    compact_chunk: ClassVar[int] = 50_000
+    # Seconds to wait between two transactions of work done in chunks (compacting a long
+    # run), so that writers of other runs waiting for the database's write lock get it.
+    chunk_pause: ClassVar[float] = 0.0
 
     # ``INSERT ... ON CONFLICT`` (SQLite and Postgres spell it alike); MariaDB overrides the
     # builders with ``ON DUPLICATE KEY UPDATE``.
@@ -303,6 +311,12 @@ class SQLiteFlavor(Flavor):
     # locked" when another writer got in between; an immediate transaction waits for the lock
     # (up to the busy timeout) instead.
     begin_sql = "BEGIN IMMEDIATE"
+    # One lock for every writer of the file, with no queue: a writer of another process
+    # retries in its busy handler, at most 100 ms apart once it has waited a while, and
+    # would never find the lock free if the chunks followed one another at once.
+    chunk_pause = 0.1
+    # Every other writer of the file waits while a chunk is deleted: about 0.1 s each.
+    compact_chunk = 5000
     upsert_insert = staticmethod(sqlite.insert)
     greatest = staticmethod(func.max)  # SQLite's two-argument max() is GREATEST
 

@@ -1084,13 +1084,36 @@ class Queries:
             stmt = stmt.offset(offset)
         return [name for name in conn.execute(stmt).scalars() if name is not None]
 
-    def compact(self, conn: Connection, run_id: str) -> int:
-        """Delete the run's events at or below its snapshot's seq; how many were deleted."""
+    def compact(
+        self, conn: Connection, run_id: str, after: int | None = None
+    ) -> tuple[int, int | None]:
+        """Delete the run's oldest events above ``after`` and at or below its snapshot's seq.
+
+        At most the flavor's :attr:`~purpose_agent.db.dialects.Flavor.compact_chunk` events.
+
+        Returns:
+            How many were deleted, and the last seq of the chunk if covered events may be
+            left after it (the next chunk's ``after``: the deleted rows the server has not
+            purged yet are not walked again), else ``None``.
+        """
         covered = (
             select(SnapshotRecord.seq).where(SnapshotRecord.run_id == run_id).scalar_subquery()
         )
-        stmt = delete(EventRecord).where(EventRecord.run_id == run_id, EventRecord.seq <= covered)
-        return int(conn.execute(stmt).rowcount)
+        in_run = [EventRecord.run_id == run_id, EventRecord.seq <= covered]
+        if after is not None:
+            in_run.append(EventRecord.seq > after)
+        # The chunk's last seq, read on the primary key; None if fewer events are covered.
+        bound = conn.execute(
+            select(EventRecord.seq)
+            .where(*in_run)
+            .order_by(EventRecord.seq)
+            .limit(1)
+            .offset(self.flavor.compact_chunk - 1)
+        ).scalar()
+        stmt = delete(EventRecord).where(*in_run)
+        if bound is not None:
+            stmt = stmt.where(EventRecord.seq <= bound)
+        return int(conn.execute(stmt).rowcount), None if bound is None else int(bound)
 
     def scoped_runs(
         self,

@@ -14,6 +14,7 @@ import itertools
 import operator
 import os
 import shlex
+import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
@@ -1192,8 +1193,12 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
     # -- retention ------------------------------------------------------------------------
 
     def compact(self, run_id: str) -> int:
-        """Delete the run's events its latest snapshot covers, in one statement.
+        """Delete the run's events its latest snapshot covers, oldest first, a chunk at a time.
 
+        Each chunk of events is a transaction of its own, so compacting a run of millions
+        of events never holds SQLite's write lock (which every other run's writers wait on)
+        for long, nor makes one transaction the size of the run. Each chunk reads the
+        snapshot's seq again, and every state between two chunks recovers the same.
         ``recover()`` returns the same afterwards, and ``last_seq`` keeps counting the
         deleted positions. The keys of deleted events are forgotten.
 
@@ -1201,14 +1206,24 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             How many events were deleted.
 
         Raises:
-            StoreUnavailable: The database cannot be reached.
+            StoreUnavailable: The database cannot be reached (the chunks deleted before
+                stay deleted: calling again finishes the work).
 
         """
         check_run_id(run_id)
+        deleted, after = self._compact_chunk(run_id, None)
+        while after is not None:
+            time.sleep(self._flavor.chunk_pause)
+            count, after = self._compact_chunk(run_id, after)
+            deleted += count
+        return deleted
 
-        def remove() -> int:
-            with self._units.single_write() as conn:
-                return self._queries.compact(conn, run_id)
+    def _compact_chunk(self, run_id: str, after: int | None) -> tuple[int, int | None]:
+        """One transaction of :meth:`compact`: see :meth:`Queries.compact`."""
+
+        def remove() -> tuple[int, int | None]:
+            with self._units.write() as conn:
+                return self._queries.compact(conn, run_id, after)
 
         if self._replicas is not None:
             with self._replicas.writing([run_id]):
@@ -1259,13 +1274,24 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         return self._call("deleting runs", remove)
 
     def delete_run(self, run_id: str) -> None:
-        """Remove a run's events, snapshot and run row in one transaction.
+        """Remove a run's events, snapshot and run row.
+
+        The events the snapshot covers go first, a chunk per transaction as :meth:`compact`
+        deletes them (the run recovers the same meanwhile); the rest of the events, the
+        snapshot and the run row then go in one transaction. A run with millions of events
+        and a recent snapshot so never holds SQLite's write lock, which the writers of every
+        other run wait on, for seconds.
 
         Raises:
-            StoreUnavailable: The database cannot be reached.
+            StoreUnavailable: The database cannot be reached (the covered events deleted
+                before stay deleted; the run recovers the same, and calling again finishes).
 
         """
-        check_run_id(run_id)
+        self.compact(run_id)
+        self._delete_rest(run_id)
+
+    def _delete_rest(self, run_id: str) -> None:
+        """What :meth:`delete_run` deletes in one transaction: events, snapshot and row."""
 
         def remove() -> None:
             with self._units.write() as conn:

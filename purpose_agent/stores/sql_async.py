@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
+from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import Durability, default_url, parse_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
@@ -495,7 +496,14 @@ class AsyncSQLCheckpointer:
 
     async def compact(self, run_id: str) -> int:
         """See :meth:`SQLCheckpointer.compact`."""
-        return await self._run(SQLCheckpointer.compact, run_id)
+        check_run_id(run_id)
+        # A chunk per call, the pause awaited: the loop runs other tasks between chunks.
+        deleted, after = await self._run(SQLCheckpointer._compact_chunk, run_id, None)
+        while after is not None:
+            await asyncio.sleep(flavor_for(self._engine.sync_engine).chunk_pause)
+            count, after = await self._run(SQLCheckpointer._compact_chunk, run_id, after)
+            deleted += count
+        return deleted
 
     async def delete_runs(
         self,
@@ -518,7 +526,8 @@ class AsyncSQLCheckpointer:
 
     async def delete_run(self, run_id: str) -> None:
         """See :meth:`SQLCheckpointer.delete_run`."""
-        await self._run(SQLCheckpointer.delete_run, run_id)
+        await self.compact(run_id)
+        await self._run(SQLCheckpointer._delete_rest, run_id)
 
     def iter_keyed_events(self, run_id: str, since_seq: int = 0) -> AsyncIterator[KeyedEvent]:
         """See :meth:`SQLCheckpointer.iter_keyed_events`; iterated with ``async for``."""
