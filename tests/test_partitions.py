@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -442,9 +443,24 @@ def test_a_store_open_across_the_change_goes_on_without_losing_a_write(
         threads = [threading.Thread(target=write, args=(worker,)) for worker in range(3)]
         for thread in threads:
             thread.start()
+
+        def writes_meanwhile(count: int) -> None:
+            # Each writer appends ``count`` more times before the next change (or the end).
+            def done(run_id: str) -> int:
+                return sum(run == run_id for run, _ in acknowledged)
+
+            target = {f"w{worker}": count + done(f"w{worker}") for worker in range(3)}
+            deadline = time.monotonic() + 60
+            while any(done(run_id) < n for run_id, n in target.items()):
+                assert not errors, errors
+                assert time.monotonic() < deadline, "the writers made no progress"
+                time.sleep(0.01)
+
         try:
             for partitions in (4, 0, 2):
+                writes_meanwhile(2)
                 partition_events(engine, partitions)
+            writes_meanwhile(2)
         finally:
             stop.set()
             for thread in threads:
@@ -454,7 +470,7 @@ def test_a_store_open_across_the_change_goes_on_without_losing_a_write(
             (run_id, e.seq) for run_id in ("w0", "w1", "w2") for e in store.list_events(run_id)
         }
     assert set(acknowledged) <= stored
-    assert len(acknowledged) > 3
+    assert len(acknowledged) >= 24  # two appends of each writer before, between and after
 
 
 # -- statements keyed by run id touch one partition ----------------------------------------
