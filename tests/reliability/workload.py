@@ -124,6 +124,7 @@ class StepWriters:
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _acked: threading.Condition = field(default_factory=threading.Condition)
 
     def runs(self) -> list[str]:
         """The run each thread writes."""
@@ -145,6 +146,8 @@ class StepWriters:
             if error is None:
                 with self._lock:
                     self.acknowledged[run_id].add(step)
+                with self._acked:
+                    self._acked.notify_all()
                 step += 1
                 continue
             with self._lock:
@@ -152,6 +155,29 @@ class StepWriters:
             if not isinstance(error, StoreUnavailable):
                 return  # anything else is a bug the test reports; retrying would hide it
             time.sleep(0.05)
+        with self._acked:
+            self._acked.notify_all()  # a thread that ended wakes advance()
+
+    def advance(self, steps: int) -> bool:
+        """Wait until every run has acknowledged ``steps`` more steps than now.
+
+        Returns:
+            Whether they did; ``False`` as soon as a thread has ended (on an error other
+            than ``StoreUnavailable``), or after ``PROGRESS_TIMEOUT``.
+
+        """
+        with self._lock:
+            target = {run_id: len(acked) + steps for run_id, acked in self.acknowledged.items()}
+
+        def reached() -> bool:
+            with self._lock:
+                done = all(len(self.acknowledged[run]) >= n for run, n in target.items())
+            return done or not all(worker.is_alive() for worker in self._workers)
+
+        with self._acked:
+            self._acked.wait_for(reached, PROGRESS_TIMEOUT)
+        with self._lock:
+            return all(len(self.acknowledged[run]) >= n for run, n in target.items())
 
     def stop(self) -> list[str]:
         """Stop the threads; returns the names of the runs whose thread hung."""
@@ -178,11 +204,11 @@ def storm_under_load(store: SQLCheckpointer, kill: Callable[[], object]) -> dict
     """
     writers = StepWriters(store)
     writers.start()
-    time.sleep(0.5)
+    assert writers.advance(2), "the writers saved no step before the storm"
     for _ in range(STORM_ROUNDS):
         kill()
         time.sleep(STORM_PAUSE)
-    time.sleep(0.5)
+    assert writers.advance(2), "the writers saved no step after the storm"
     hung = writers.stop()
     first = attempt(lambda: store.save_event(ev("after-the-storm", 1)))
     for run_id, acknowledged in writers.acknowledged.items():
@@ -213,7 +239,7 @@ def outage_under_load(url: URL, server: LocalServer, outage: str) -> None:
     with idle, SQLCheckpointer(url) as store:
         writers = StepWriters(store)
         writers.start()
-        time.sleep(1.0)
+        assert writers.advance(2), "the writers saved no step before the outage"
         if outage == "restart":
             server.restart()
         else:
@@ -223,7 +249,7 @@ def outage_under_load(url: URL, server: LocalServer, outage: str) -> None:
         back = time.monotonic()
         first = attempt(lambda: store.save_event(ev("first-after", 1)))
         first_idle = attempt(lambda: idle.save_event(ev("idle", 2)))
-        time.sleep(1.0)
+        writers.advance(2)  # calls started after the outage (compared below)
         seen = {
             "hung writers": writers.stop(),
             "driver errors": foreign([error for _, _, error in writers.failures]),
