@@ -695,6 +695,28 @@ def test_the_command_says_what_is_wrong_with_a_source_in_one_line(
     assert not (tmp_path / "missing.sqlite").exists()
 
 
+@pytest.mark.parametrize(
+    "given",
+    [
+        "postgres://nobody@127.0.0.1:1/none?password=hunter22",
+        "postgres://nobody@127.0.0.1:1/none?sslmode=disable&PassWord=hunter22",
+        "postgres://nobody:hunter22@127.0.0.1:1/none",
+        "postgress://nobody:hunter22@127.0.0.1:1/none",
+        "postgres://nobody:hunter22@[127.0.0.1:1/none",
+    ],
+)
+def test_the_command_never_prints_a_source_password(tmp_path: Path, given: str) -> None:
+    failed = invoke(
+        "import", "langgraph", "--from", given, "--url", f"sqlite:///{tmp_path / 'store.db'}"
+    )
+
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith("error: ")
+    assert "hunter22" not in failed.output + failed.stderr
+    assert "unexpected" not in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
 def test_the_command_names_the_package_a_postgres_source_needs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

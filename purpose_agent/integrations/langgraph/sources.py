@@ -20,13 +20,15 @@ import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from purpose_agent.errors import InvalidInput, unavailable
 
 _POSTGRES = ("postgres", "postgresql")
+# libpq takes a password in the query string as well as before the host.
+_SECRET_PARAMETERS = frozenset({"password", "sslpassword"})
 _INSTALL = "pip install 'purpose-agent[langgraph]' {package}"
 
 
@@ -54,7 +56,10 @@ def parse_source(text: str) -> Source:
     scheme, _, rest = text.partition(":")
     base = scheme.split("+", 1)[0].lower()
     if base in _POSTGRES and rest.startswith("//"):
-        parts = urlsplit(text)
+        try:
+            parts = urlsplit(text)
+        except ValueError as exc:  # a malformed host, such as an unclosed "[" of IPv6
+            raise InvalidInput(f"{_shown(text)} is not a valid postgres URL ({exc})") from exc
         location = urlunsplit(("postgresql", *parts[1:]))
         return Source("postgres", location, _hidden(location))
     if base == "sqlite":
@@ -64,17 +69,34 @@ def parse_source(text: str) -> Source:
         if path:
             return Source("sqlite", path, f"sqlite:{path}")
     raise InvalidInput(
-        f"{text!r} is not a LangGraph checkpointer this command reads: give "
+        f"{_shown(text)!r} is not a LangGraph checkpointer this command reads: give "
         "postgres://USER@HOST/DB (PostgresSaver) or sqlite:PATH (SqliteSaver)"
     )
 
 
 def _hidden(url: str) -> str:
+    """The URL with its password, before the host or in the query string, as ``***``."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit((parts.scheme, netloc, *parts[2:]))
+    netloc = parts.netloc
+    if parts.password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{pair.partition('=')[0]}=***"
+        if unquote(pair.partition("=")[0]).lower() in _SECRET_PARAMETERS
+        else pair
+        for pair in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _shown(text: str) -> str:
+    """Text given as a source, as it may be printed: a URL's password hidden."""
+    try:
+        return _hidden(text)
+    except ValueError:
+        # Not a URL urllib can split: only its scheme can be shown safely.
+        return f"{text.partition(':')[0]}:..."
 
 
 def _module(name: str, package: str) -> Any:
