@@ -576,6 +576,21 @@ def test_a_thread_the_source_lacks_is_reported_not_skipped(
     assert "no checkpoint" in report.problems[0].message
 
 
+def test_a_value_the_target_cannot_serialize_fails_its_thread_only(
+    sqlite_source: SqliteSaver, target: PurposeAgentSaver
+) -> None:
+    """SqliteSaver keeps metadata as JSON; what the target's serializer refuses is a problem."""
+    approval = graphs.approval(sqlite_source)
+    approval.invoke({"request": "a"}, {**_config("huge"), "metadata": {"n": 2**70}})
+    approval.invoke({"request": "b"}, _config("plain"))
+
+    report = import_threads(sqlite_source, target, ["huge", "plain"])
+
+    assert [problem.thread_id for problem in report.problems] == ["huge"]
+    assert "serializer refuses" in report.problems[0].message
+    assert _listed(target, "plain") == _listed(sqlite_source, "plain")
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 

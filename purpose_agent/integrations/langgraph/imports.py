@@ -31,6 +31,7 @@ graph ran there since) holds all the source has and more; it is left as it is.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -411,6 +412,7 @@ class _Tally:
 class _Call:
     """The saver calls one step of a plan makes: its checkpoint's ``put``, its tasks' writes."""
 
+    checkpoint_id: str
     put: tuple[Any, ...] | None = None
     writes: list[tuple[Any, ...]] = field(default_factory=list)
     written: int = 0
@@ -429,7 +431,7 @@ def _calls(thread_id: str, plan: _Plan, source: list[CheckpointTuple]) -> Iterat
     for step in plan.steps:
         found = step.found
         namespace, checkpoint_id = _where(found.config)
-        call = _Call()
+        call = _Call(checkpoint_id)
         if step.put:
             parent_id = _parent_id(found)
             parent = by_id.get((namespace, parent_id)) if parent_id is not None else None
@@ -449,6 +451,28 @@ def _calls(thread_id: str, plan: _Plan, source: list[CheckpointTuple]) -> Iterat
             yield call
 
 
+@contextlib.contextmanager
+def _storable(call: _Call) -> Iterator[None]:
+    """Say a value the target's serializer refuses as the thread's problem, not a crash.
+
+    LangGraph's savers keep metadata as JSON, so a source may hold what the target's
+    serializer cannot encode (an integer beyond 64 bits, say); that thread is reported and
+    the import goes on with the next one, as for any other value the target refuses.
+
+    Raises:
+        InvalidInput: The serializer raised ``TypeError`` or ``ValueError``.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(
+            f"checkpoint {call.checkpoint_id!r} holds a value the target's serializer "
+            f"refuses ({exc})"
+        ) from exc
+
+
 def _write(
     thread_id: str,
     plan: _Plan,
@@ -458,10 +482,11 @@ def _write(
 ) -> None:
     """Write what the plan lists: each checkpoint, then each task's missing writes."""
     for call in _calls(thread_id, plan, source):
-        if call.put is not None:
-            target.put(*call.put)
-        for writes in call.writes:
-            target.put_writes(*writes)
+        with _storable(call):
+            if call.put is not None:
+                target.put(*call.put)
+            for writes in call.writes:
+                target.put_writes(*writes)
         tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
 
 
@@ -602,10 +627,11 @@ async def _aimport_thread(
         tally.add(thread_id, unchanged=True)
         return
     for call in _calls(thread_id, plan, source):
-        if call.put is not None:
-            await target.aput(*call.put)
-        for writes in call.writes:
-            await target.aput_writes(*writes)
+        with _storable(call):
+            if call.put is not None:
+                await target.aput(*call.put)
+            for writes in call.writes:
+                await target.aput_writes(*writes)
         tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
     tally.add(thread_id, imported=True)
 
