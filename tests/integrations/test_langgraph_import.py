@@ -555,6 +555,53 @@ def _by_namespace_and_id(listed: tuple[Any, ...]) -> tuple[str, str]:
     return configurable["checkpoint_ns"], configurable["checkpoint_id"]
 
 
+def test_the_threads_of_langgraphs_sql_savers_are_found_without_reading_every_checkpoint(
+    source_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listing of every checkpoint loads all their values (PostgresSaver: all at once)."""
+    with _open_source(source_url) as source:
+        _run_graphs(source)
+        listed = type(source).list
+
+        def one_thread_at_a_time(self: Any, config: Any, **options: Any) -> Any:
+            assert config is not None, "every checkpoint of the source was listed"
+            return listed(self, config, **options)
+
+        monkeypatch.setattr(type(source), "list", one_thread_at_a_time)
+        target = PurposeAgentSaver(InMemoryCheckpointer())
+
+        report = import_threads(source, target)
+
+        assert report.ok
+        assert report.threads_imported == len(THREADS)
+        _assert_same_threads(source, target, THREADS)
+
+
+def test_the_threads_of_an_async_sql_saver_are_found_without_reading_every_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    aiosqlite_saver = pytest.importorskip("langgraph.checkpoint.sqlite.aio")
+    path = tmp_path / "source.sqlite"
+    with SqliteSaver.from_conn_string(str(path)) as source:
+        _run_graphs(source)
+    listed = aiosqlite_saver.AsyncSqliteSaver.alist
+
+    def one_thread_at_a_time(self: Any, config: Any, **options: Any) -> Any:
+        assert config is not None, "every checkpoint of the source was listed"
+        return listed(self, config, **options)
+
+    monkeypatch.setattr(aiosqlite_saver.AsyncSqliteSaver, "alist", one_thread_at_a_time)
+
+    async def scenario() -> Any:
+        async with aiosqlite_saver.AsyncSqliteSaver.from_conn_string(str(path)) as source:
+            return await aimport_threads(source, PurposeAgentSaver(InMemoryCheckpointer()))
+
+    report = asyncio.run(scenario())
+
+    assert report.ok
+    assert report.threads_imported == len(THREADS)
+
+
 def test_only_the_threads_asked_for_are_imported(
     sqlite_source: SqliteSaver, target: PurposeAgentSaver
 ) -> None:

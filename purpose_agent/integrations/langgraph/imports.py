@@ -153,6 +153,49 @@ def _where(config: RunnableConfig) -> tuple[str, str]:
     return configurable.get("checkpoint_ns", ""), configurable["checkpoint_id"]
 
 
+# Listing every checkpoint to find the threads loads each one's values (PostgresSaver fetches
+# the whole result, blobs and all, before the first row): LangGraph's own SQL savers are asked
+# for the ids alone, newest thread first as a listing names them.
+_THREAD_IDS = (
+    "SELECT thread_id FROM checkpoints GROUP BY thread_id "
+    "ORDER BY max(checkpoint_id) DESC, thread_id"
+)
+
+
+def _kind(source: BaseCheckpointSaver[Any]) -> tuple[str, str]:
+    # The exact class: a subclass may keep its checkpoints elsewhere.
+    return type(source).__module__, type(source).__qualname__
+
+
+def _sql_thread_ids(source: Any) -> list[str] | None:
+    """The threads of a ``SqliteSaver`` or ``PostgresSaver`` from its table, else ``None``."""
+    kind = _kind(source)
+    if kind == ("langgraph.checkpoint.sqlite", "SqliteSaver"):
+        with source.cursor(transaction=False) as cursor:
+            cursor.execute(_THREAD_IDS)
+            return [str(row[0]) for row in cursor.fetchall()]
+    if kind == ("langgraph.checkpoint.postgres", "PostgresSaver"):
+        # The saver's own connection and lock; it has no public way to run a query.
+        with source._cursor() as cursor:
+            cursor.execute(_THREAD_IDS)
+            return [str(row["thread_id"]) for row in cursor.fetchall()]
+    return None
+
+
+async def _asql_thread_ids(source: Any) -> list[str] | None:
+    """:func:`_sql_thread_ids` for ``AsyncSqliteSaver`` and ``AsyncPostgresSaver``."""
+    kind = _kind(source)
+    if kind == ("langgraph.checkpoint.sqlite.aio", "AsyncSqliteSaver"):
+        await source.setup()  # as its alist does: a new file has no tables yet
+        async with source.lock, source.conn.execute(_THREAD_IDS) as cursor:
+            return [str(row[0]) for row in await cursor.fetchall()]
+    if kind == ("langgraph.checkpoint.postgres.aio", "AsyncPostgresSaver"):
+        async with source._cursor() as cursor:
+            await cursor.execute(_THREAD_IDS)
+            return [str(row["thread_id"]) for row in await cursor.fetchall()]
+    return None
+
+
 def _parent_id(found: CheckpointTuple) -> str | None:
     if found.parent_config is None:
         return None
@@ -171,10 +214,14 @@ class _Reading:
     def thread_ids(self) -> list[str]:
         """Every thread of the source, in the order its listing first names them.
 
-        LangGraph's API has no listing of threads: every checkpoint is read to find them.
+        LangGraph's API has no listing of threads: every checkpoint is read to find them,
+        except in LangGraph's own SQL savers, whose table is asked.
         """
         seen: dict[str, None] = {}
         with translated("listing LangGraph threads", self.where, *self.kinds):
+            listed = _sql_thread_ids(self.source)
+            if listed is not None:
+                return listed
             for found in self.source.list(None):
                 seen.setdefault(str(found.config["configurable"]["thread_id"]), None)
         return list(seen)
@@ -511,7 +558,8 @@ def import_threads(
             ``InMemorySaver``, another ``PurposeAgentSaver``).
         target: The saver to import into.
         thread_ids: The threads to import; every thread of the source when ``None`` (found
-            by listing every checkpoint, LangGraph's API having no list of threads).
+            by listing every checkpoint, LangGraph's API having no list of threads, or from
+            the table of ``SqliteSaver`` and ``PostgresSaver`` and their async twins).
         stop_on_conflict: Raise the first :class:`ThreadConflict` instead of reporting it
             and going on with the next thread.
         workers: Threads imported at once. Each checkpoint and each task's writes is one
@@ -608,6 +656,9 @@ async def _athread_ids(reading: _Reading) -> list[str]:
     """:meth:`_Reading.thread_ids` through the source's async API."""
     seen: dict[str, None] = {}
     with translated("listing LangGraph threads", reading.where, *reading.kinds):
+        listed = await _asql_thread_ids(reading.source)
+        if listed is not None:
+            return listed
         async for found in reading.source.alist(None):
             seen.setdefault(str(found.config["configurable"]["thread_id"]), None)
     return list(seen)
