@@ -24,6 +24,7 @@ pytest.importorskip("langgraph.checkpoint.sqlite")
 from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command, StateSnapshot
 from sqlalchemy.engine import URL
@@ -636,6 +637,29 @@ def test_a_value_the_target_cannot_serialize_fails_its_thread_only(
     assert [problem.thread_id for problem in report.problems] == ["huge"]
     assert "serializer refuses" in report.problems[0].message
     assert _listed(target, "plain") == _listed(sqlite_source, "plain")
+
+
+def test_a_type_the_source_will_not_load_refuses_its_thread_until_allowed(
+    tmp_path: Path, target: PurposeAgentSaver
+) -> None:
+    """Strict msgpack gives a disallowed type back as a dict: imported so, it resumes as one."""
+    conn = sqlite3.connect(tmp_path / "strict.sqlite", check_same_thread=False)
+    # What LANGGRAPH_STRICT_MSGPACK=true gives every saver (LangGraph's announced default).
+    source = SqliteSaver(conn, serde=JsonPlusSerializer(allowed_msgpack_modules=None))
+    graphs.ticket(source).invoke({}, _config("ticket"))  # compiled: the graph's types allowed
+    graphs.approval(source).invoke({"request": "a"}, _config("plain"))
+
+    refused = import_threads(source, target)
+
+    assert [problem.thread_id for problem in refused.problems] == ["ticket"]
+    assert "graphs.Ticket" in refused.problems[0].message
+    assert not _listed(target, "ticket")
+    assert _listed(target, "plain") == _listed(source, "plain")
+
+    allowed = source.with_allowlist([(graphs.__name__, "Ticket"), (graphs.__name__, "Priority")])
+    assert import_threads(allowed, target, ["ticket"]).ok
+    assert graphs.ticket(target).invoke(None, _config("ticket"))["seen"] == "Ticket"
+    conn.close()
 
 
 # -- the command line ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -125,6 +126,57 @@ class ImportReport:
 
 
 Progress = Callable[[ImportProgress], None]
+
+
+# LangGraph's serializer, in strict msgpack mode (``LANGGRAPH_STRICT_MSGPACK``, its announced
+# default), gives a type it does not allow back as its raw fields and says so only in an event
+# (and a warning logged once per type); imported so, a pydantic model or an enum would resume
+# as a dict.
+_blocked: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "langgraph_import_blocked", default=None
+)
+
+
+def _note_blocked(event: Mapping[str, Any]) -> None:
+    """Note a type the serializer refused, for the thread being read in this context."""
+    seen = _blocked.get()
+    if seen is not None and event.get("kind") == "msgpack_blocked":
+        seen.append(f"{event.get('module')}.{event.get('name')}")
+
+
+def _listening() -> Callable[[], None]:
+    """Listen to the serializer's events; the function that stops listening."""
+    try:
+        from langgraph.checkpoint.serde.event_hooks import (  # noqa: PLC0415
+            register_serde_event_listener,
+        )
+    except ImportError:  # a LangGraph without strict msgpack: nothing is ever refused
+        return lambda: None
+    return register_serde_event_listener(_note_blocked)
+
+
+@contextlib.contextmanager
+def _loaded_whole(thread_id: str) -> Iterator[None]:
+    """Refuse a thread whose source values the source's serializer would not load.
+
+    Raises:
+        InvalidInput: The serializer gave back a value of a type it does not allow.
+    """
+    seen: list[str] = []
+    token = _blocked.set(seen)
+    stop = _listening()
+    try:
+        yield
+    finally:
+        stop()
+        _blocked.reset(token)
+    if seen:
+        types = ", ".join(sorted(set(seen)))
+        raise InvalidInput(
+            f"the source's serializer will not load {types} of thread {thread_id!r} "
+            "(strict msgpack): pass the source saver with them allowed "
+            "(saver.with_allowlist([(module, name), ...])), or unset LANGGRAPH_STRICT_MSGPACK"
+        )
 
 
 def _source_errors() -> tuple[type[BaseException], ...]:
@@ -620,7 +672,8 @@ def import_threads(
 def _import_thread(
     thread_id: str, reading: _Reading, target: PurposeAgentSaver, tally: _Tally
 ) -> None:
-    source = reading.thread(thread_id)
+    with _loaded_whole(thread_id):
+        source = reading.thread(thread_id)
     if not source:
         tally.add(thread_id, problem="the source has no checkpoint of it")
         return
@@ -667,7 +720,8 @@ async def _athread_ids(reading: _Reading) -> list[str]:
 async def _aimport_thread(
     thread_id: str, reading: _Reading, target: PurposeAgentSaver, tally: _Tally
 ) -> None:
-    source = await _athread(reading, thread_id)
+    with _loaded_whole(thread_id):
+        source = await _athread(reading, thread_id)
     if not source:
         tally.add(thread_id, problem="the source has no checkpoint of it")
         return
