@@ -13,22 +13,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import click
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from purpose_agent.cli.app import on_interrupt
 from purpose_agent.cli.options import json_option, url_option
-from purpose_agent.cli.output import CommandFailed, console, count, emit_json, err_console
+from purpose_agent.cli.output import CommandFailed, console, count, emit_json
+from purpose_agent.cli.progress import runs_bar
 from purpose_agent.cli.stores import open_url
 from purpose_agent.errors import InvalidInput
 from purpose_agent.stores.open import describe
@@ -46,34 +39,33 @@ def import_group() -> None:
     """Import threads from another checkpointer into the store."""
 
 
+@dataclass(frozen=True)
+class _ThreadsDone:
+    """An import's progress as the bar over runs reads it: a thread for a run."""
+
+    run_id: str
+    runs_done: int
+    runs_total: int
+    events_done: int
+
+
 @contextmanager
 def _threads_bar(show: bool) -> Iterator[Callable[[ImportProgress], None] | None]:
     """A bar over threads, with the thread at hand and the checkpoints written so far."""
-    if not show:
-        yield None
-        return
-    with Progress(
-        TextColumn("[bold]importing[/bold] {task.fields[thread]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TaskProgressColumn(),
-        TextColumn("{task.fields[checkpoints]} checkpoints"),
-        TimeElapsedColumn(),
-        console=err_console(),
-        transient=True,
-    ) as bar:
-        task = bar.add_task("threads", total=None, thread="", checkpoints=0)
+    with runs_bar(show, "importing", unit="checkpoints") as update:
+        if update is None:
+            yield None
+            return
+        moved = update
 
-        def update(step: ImportProgress) -> None:
-            bar.update(
-                task,
-                total=step.threads_total,
-                completed=step.threads_done,
-                thread=escape(step.thread_id),
-                checkpoints=f"{step.checkpoints_done:,}",
+        def step(done: ImportProgress) -> None:
+            moved(
+                _ThreadsDone(
+                    done.thread_id, done.threads_done, done.threads_total, done.checkpoints_done
+                )
             )
 
-        yield update
+        yield step
 
 
 def _summary(report: ImportReport) -> str:

@@ -51,26 +51,31 @@ class RunsDone(Protocol):
         ...
 
 
-def run_columns(title: str) -> tuple[ProgressColumn, ...]:
-    """The columns of a bar over runs: ``title`` (rich markup) first, then the run at hand."""
+def run_columns(title: str, unit: str = "events") -> tuple[ProgressColumn, ...]:
+    """The columns of a bar over runs: ``title`` (rich markup) first, then the run at hand.
+
+    ``unit`` names what ``events_done`` counts (a LangGraph import counts checkpoints).
+    """
     return (
         TextColumn(f"{title} {{task.fields[run]}}"),
         BarColumn(),
         MofNCompleteColumn(),
         TaskProgressColumn(),
-        TextColumn("{task.fields[events]} events"),
+        TextColumn(f"{{task.fields[events]}} {unit}"),
         TimeElapsedColumn(),
     )
 
 
 @contextmanager
-def runs_bar(show: bool, verb: str) -> Iterator[Callable[[RunsDone], None] | None]:
+def runs_bar(
+    show: bool, verb: str, unit: str = "events"
+) -> Iterator[Callable[[RunsDone], None] | None]:
     """A bar over runs labelled ``verb``, and the callback that moves it (``None`` if hidden)."""
     if not show:
         yield None
         return
     with Progress(
-        *run_columns(f"[bold]{verb}[/bold]"), console=err_console(), transient=True
+        *run_columns(f"[bold]{verb}[/bold]", unit), console=err_console(), transient=True
     ) as bar:
         task = bar.add_task("runs", total=None, run="", events=0)
 
