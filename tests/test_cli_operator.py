@@ -440,3 +440,26 @@ def test_db_upgrade_shows_a_spinner_on_a_terminal_and_nothing_in_a_pipe(tmp_path
     assert piped.returncode == 0, piped.stderr
     assert piped.stderr == ""
     assert piped.stdout.startswith(f"{url}: downgraded from {head_revision()} (head) to none")
+
+
+def test_runs_delete_shows_a_spinner_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    """Deleting a run of millions of events takes a while with no output until it is done."""
+    url = _url(tmp_path)
+    for run_id in ("one", "two", "three"):
+        _with_run(url, run_id)
+    out, shown = _with_stderr_on_a_terminal(
+        "runs", "delete", "one", "--yes", "--url", url, cwd=tmp_path
+    )
+    assert out.startswith("Deleted run 'one'")
+    assert "deleting run 'one'" in shown
+    out, shown = _with_stderr_on_a_terminal(
+        "runs", "delete", "--prefix", "t", "--yes", "--url", url, cwd=tmp_path
+    )
+    assert out.startswith("Deleted 2 runs")
+    assert "deleting the runs" in shown
+    _with_run(url, "four")
+    piped = run_module("runs", "delete", "four", "--yes", "--url", url, cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stderr == ""
+    with open_store(url) as store:
+        assert store.list_runs() == []

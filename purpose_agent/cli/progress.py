@@ -1,7 +1,8 @@
-"""Progress on standard error: bars over runs, and a spinner for one long schema change.
+"""Progress on standard error: bars over runs, and a spinner for one long step.
 
-Commands that walk runs (copy, verify, prune) count them; a migration or a change of layout is
-one transaction whose progress the database does not tell, so it gets a spinner. Shown only
+Commands that walk runs (copy, verify, prune) count them; a migration, a change of layout or
+a deletion (``runs delete``) is one transaction whose progress the database does not tell, so
+it gets a spinner. Shown only
 where a person watches (the commands decide: a terminal, no ``--quiet``, no ``--json``); each
 bar counts runs and shows the run at hand and the events done so far.
 """
@@ -96,7 +97,8 @@ def working(show: bool, what: str) -> Iterator[None]:
     """A spinner with ``what`` (plain text) and the time elapsed, while one long step runs.
 
     A migration or a change of layout of a large event table takes minutes in one statement
-    or transaction: without a sign of life, a user cannot tell it from a hang.
+    or transaction, and deleting a run of millions of events takes seconds to minutes: without
+    a sign of life, a user cannot tell it from a hang.
     """
     if not show:
         yield

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -26,11 +27,13 @@ from purpose_agent.cli.output import (
     count,
     emit_json,
     emit_json_line,
+    is_terminal,
     one_line,
     printable,
     selection_text,
     when,
 )
+from purpose_agent.cli.progress import working
 from purpose_agent.cli.stores import open_url
 from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
@@ -329,7 +332,8 @@ def delete_run(
         )
         if not yes:
             confirm(f"Delete run {run_id!r} ({what}) from {where}?", doing="delete")
-        store.delete_run(run_id)
+        with working(is_terminal(sys.stderr), f"deleting run {run_id!r} ({what})"):
+            store.delete_run(run_id)
     console().print(f"Deleted run {run_id!r}: {what}.")
 
 
@@ -362,7 +366,8 @@ def _delete_selected(
                 f"({count(sum(planned.values()), 'event')}) from {where}?",
                 doing="delete",
             )
-        deleted, events = delete_selected(store, chosen)
+        with working(is_terminal(sys.stderr), f"deleting the runs {what}"):
+            deleted, events = delete_selected(store, chosen)
     console().print(
         f"Deleted {count(len(deleted), 'run')} {what} ({count(events, 'event')}) from {where}."
     )
