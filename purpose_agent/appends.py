@@ -67,9 +67,15 @@ def drafts(run_id: str, events: Iterable[NewEvent]) -> list[Draft]:
     """
     if isinstance(events, NewEvent | str | bytes | dict):
         raise InvalidInput("append takes an iterable of NewEvent, not a single value")
+    try:
+        each = iter(events)
+    except TypeError:
+        raise InvalidInput(
+            f"append takes an iterable of NewEvent, not {type(events).__name__}"
+        ) from None
     out: list[Draft] = []
     keys: set[str] = set()
-    for event in events:
+    for event in each:
         if not isinstance(event, NewEvent):
             raise InvalidInput(f"append takes NewEvent values, got {type(event).__name__}")
         fields = event.__dict__

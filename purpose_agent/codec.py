@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +35,12 @@ _c_encoder: Callable[[Any, int], Any] | None = (
     else None
 )
 MAX_DEPTH = 900  # below the C encoder's and decoder's recursion limits
+# Integers are stored up to Python's default conversion limit, whatever this process allows:
+# a process that raised its limit (sys.set_int_max_str_digits, PYTHONINTMAXSTRDIGITS) would
+# otherwise store integers that every process at the default reads as damaged records.
+MAX_DIGITS = 4300
+_TOO_BIG = 10**MAX_DIGITS
+_TOO_BIG_BITS = _TOO_BIG.bit_length() - 1  # an integer with fewer bits is smaller
 
 
 def _reject_constant(name: str) -> Any:
@@ -171,7 +178,32 @@ def encode(value: Any, what: str = "data") -> str:
     # at all, which one memchr tells; the regular expression runs only on the rest.
     if "\\" in text and _HIGH_SURROGATE_ESCAPE.search(text):
         _refuse_surrogate_pairs(value, what)
+    limit = sys.get_int_max_str_digits()
+    if (limit == 0 or limit > MAX_DIGITS) and len(text) > MAX_DIGITS:
+        _refuse_long_integers(value, what)
     return text
+
+
+def _refuse_long_integers(value: Any, what: str) -> None:
+    """Refuse an integer of more than :data:`MAX_DIGITS` digits, naming where it is.
+
+    Only where this process converts longer integers (the encoder has done so) and the text
+    is long enough to hold one; at the default limit the encoder itself refuses them.
+    """
+    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(value, None)]
+    while stack:
+        item, trail = stack.pop()
+        if type(item) is int:
+            if item.bit_length() >= _TOO_BIG_BITS and abs(item) >= _TOO_BIG:
+                raise InvalidInput(
+                    f"{_where(what, trail)} is an integer of more than {MAX_DIGITS:,} digits; "
+                    f"integers are stored up to Python's default limit of {MAX_DIGITS:,}, "
+                    "which every process reading them has"
+                )
+        elif isinstance(item, dict):
+            stack.extend((child, (trail, key)) for key, child in item.items())
+        elif isinstance(item, list):
+            stack.extend((child, (trail, index)) for index, child in enumerate(item))
 
 
 def _encode(value: Any) -> str:

@@ -205,9 +205,15 @@ def event_rows(events: Iterable[PAEvent]) -> list[EventRow]:
     """
     if isinstance(events, PAEvent | str | bytes | dict):
         raise InvalidInput("save_events takes an iterable of PAEvent, not a single value")
+    try:
+        each = iter(events)
+    except TypeError:
+        raise InvalidInput(
+            f"save_events takes an iterable of PAEvent, not {type(events).__name__}"
+        ) from None
     rows: list[EventRow] = []
     seen: dict[tuple[str, int], EventRow] = {}
-    for event in events:
+    for event in each:
         row = event_row(event)
         key = (row.run_id, row.seq)
         previous = seen.get(key)
@@ -241,6 +247,18 @@ def state_row(run_id: object, state: object) -> StateRow:
         )
     record = {**fields, "status": fields["status"].value}
     return StateRow(run_id, fields["seq"], encode(record, f"state of run {run_id!r}"))
+
+
+def batch_snapshot_row(snapshot: object) -> StateRow:
+    """Check and encode the snapshot a batch commits with, saved under its own run id.
+
+    Raises:
+        InvalidInput: As :func:`state_row`; a value that is not a ``RunState`` is refused
+            before its fields are read.
+    """
+    if not isinstance(snapshot, RunState):
+        raise InvalidInput(f"the snapshot must be a RunState, got {type(snapshot).__name__}")
+    return state_row(snapshot.run_id, snapshot)
 
 
 def _problem(exc: ValidationError) -> str:

@@ -247,17 +247,37 @@ class Flavor:
         """Whether the error is a primary-key or unique violation."""
         raise NotImplementedError
 
-    def payload_limit_query(self) -> Executable | None:
-        """A query for the largest statement the server accepts, where that is below a payload's.
+    # The largest message the server takes, where it is fixed and a payload could pass it.
+    payload_limit: ClassVar[int | None] = None
 
-        SQLite and Postgres take a text value up to about 1 GB, which the store does not
-        check; MariaDB refuses a statement over its ``max_allowed_packet`` (16 MiB by
-        default) and drops the connection.
+    def payload_limit_query(self) -> Executable | None:
+        """A query for the largest statement the server accepts, where the server sets it.
+
+        MariaDB refuses a statement over its ``max_allowed_packet`` (16 MiB by default) and
+        drops the connection. Postgres's limit is fixed (:attr:`payload_limit`); SQLite's
+        (a billion bytes, or less where a program lowered it) is met as an error.
         """
         return None
 
+    def payload_limit_text(self, limit: int) -> str:
+        """What the server's limit on a statement is, and what to do about it."""
+        return f"the server accepts values up to {limit:,} bytes; store less in one value"
+
+    def sent_size(self, text: str) -> int:
+        """The bytes of an ASCII JSON payload as the driver sends it (parameters apart)."""
+        return len(text)
+
     def is_too_large(self, exc: DBAPIError) -> bool:
         """Whether the server refused a statement for its size (retrying cannot help)."""
+        return False
+
+    def is_unrepresentable(self, exc: DBAPIError) -> bool:
+        """Whether a character of a value has no form in the database's own encoding.
+
+        Every text the store sends is Unicode; a database kept in a narrower encoding
+        (Postgres created with ``ENCODING 'LATIN1'``) cannot hold some run ids, lanes, keys
+        or groups, and says so on every try: a value to refuse, not an outage.
+        """
         return False
 
     def is_undecodable(self, exc: DBAPIError) -> bool:
@@ -330,6 +350,15 @@ class SQLiteFlavor(Flavor):
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         code = getattr(exc.orig, "sqlite_errorcode", None)
         return isinstance(code, int) and code & 0xFF in (11, 26)  # SQLITE_CORRUPT, _NOTADB
+
+    def is_too_large(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlite_errorcode", None) == 18  # SQLITE_TOOBIG
+
+    def payload_limit_text(self, limit: int) -> str:  # noqa: D102
+        return (
+            "SQLite refused a string over its length limit (SQLITE_LIMIT_LENGTH, a billion "
+            "bytes unless lowered); store less in one value"
+        )
 
     def is_undecodable(self, exc: DBAPIError) -> bool:  # noqa: D102
         # SQLite stores whatever bytes it is given in a TEXT column; the driver's UTF-8
@@ -584,6 +613,16 @@ class PostgresFlavor(Flavor):
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("XX001", "XX002")  # data, index corrupted
 
+    # A message over 1 GB (MaxAllocSize) makes the server close the connection: the append
+    # would be sent again and then reported as an outage.
+    payload_limit = 0x3FFF_FFFF
+
+    def payload_limit_text(self, limit: int) -> str:  # noqa: D102
+        return f"Postgres takes a statement of up to {limit:,} bytes; store less in one value"
+
+    def is_unrepresentable(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) == "22P05"  # untranslatable_character
+
     def ended_while_idle(self, exc: BaseException) -> bool:  # noqa: D102
         # idle_session_timeout: the server sends it, and closes the session, only while the
         # session is idle outside a transaction, so before the statement that meets it.
@@ -679,6 +718,22 @@ class MariaDBFlavor(Flavor):
 
     def payload_limit_query(self) -> Executable:  # noqa: D102
         return text("SELECT @@max_allowed_packet")
+
+    def payload_limit_text(self, limit: int) -> str:  # noqa: D102
+        return (
+            f"this MariaDB server accepts statements up to its max_allowed_packet of {limit:,} "
+            "bytes; raise it (SET GLOBAL max_allowed_packet = ..., up to 1 GB) or store less "
+            "in one value"
+        )
+
+    def sent_size(self, text: str) -> int:
+        """The escaped size: PyMySQL and aiomysql write each value into the statement's text.
+
+        They put a backslash before each backslash, quote and apostrophe (JSON text holds
+        no raw control characters); under ``NO_BACKSLASH_ESCAPES`` they double only the
+        apostrophes, which this bound covers too.
+        """
+        return len(text) + text.count("\\") + text.count('"') + text.count("'")
 
     def is_too_large(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1153, 1301)  # packet too large, result too large

@@ -31,6 +31,7 @@ from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
     StateRow,
+    batch_snapshot_row,
     check_limit,
     check_run_id,
     check_since,
@@ -104,7 +105,7 @@ class InMemoryCheckpointer(ClosingContext):
     def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
         """Append a batch (and a snapshot) all or nothing."""
         rows = event_rows(events)
-        snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        snap = batch_snapshot_row(snapshot) if snapshot is not None else None
         self._write("saving events", rows, snap)
 
     def save_snapshot(self, run_id: str, state: RunState) -> None:

@@ -80,6 +80,7 @@ from purpose_agent.records import (
     PAUSE_FROM,
     EventRow,
     StateRow,
+    batch_snapshot_row,
     check_limit,
     check_run_id,
     check_since,
@@ -304,8 +305,14 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             )
         if self._flavor.is_too_large(exc):
             return InvalidInput(
-                f"{action} failed on {self.url}: the server refused a statement over its size "
-                f"limit (max_allowed_packet of {self._payload_limit} bytes)"
+                f"{action} failed on {self.url}: the database refused a value over its size "
+                f"limit: {self._flavor.payload_limit_text(self._payload_limit or 0)}"
+            )
+        if self._flavor.is_unrepresentable(exc):
+            return InvalidInput(
+                f"{action} failed on {self.url}: {exc.orig}; the database keeps text in an "
+                "encoding that cannot hold every character of a run id, lane, key or group: "
+                "give the store a database created with ENCODING 'UTF8'"
             )
         return None
 
@@ -380,7 +387,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
     def _read_payload_limit(self) -> int | None:
         query = self._flavor.payload_limit_query()
         if query is None:
-            return None
+            return self._flavor.payload_limit
         with self._units.single() as conn:
             return int(conn.execute(query).scalar_one())
 
@@ -396,25 +403,33 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         if limit is None:
             return
         # Payloads are ASCII JSON, so characters are bytes; the rest of a row and the
-        # statement around it take well under 4 KiB. The driver writes each value into the
-        # statement's text with its quotes and backslashes escaped, so what goes on the wire
-        # is the escaped size, up to twice the JSON's (a string of quotes: 4 bytes each); only
-        # a payload over half the room is counted.
+        # statement around it take well under 4 KiB. A driver that writes each value into the
+        # statement's text escapes its quotes and backslashes, so what goes on the wire is up
+        # to twice the JSON's size (a string of quotes: 4 bytes each); only a payload over
+        # half the room is measured.
         room = limit - 4096
+        sent_size = self._flavor.sent_size
         for number, row in enumerate(rows, 1):
-            if 2 * len(row.data) > room and _sent_size(row.data) > room:
+            if 2 * len(row.data) > room and sent_size(row.data) > room:
                 where = (
                     f"run {row.run_id!r}, event {number} of {len(rows)} appended"
                     if appended
                     else f"run {row.run_id!r}, seq {row.seq}"
                 )
-                raise InvalidInput(_too_large(f"{where}: event data", row.data, limit))
-        if snap is not None and 2 * len(snap.state) > room and _sent_size(snap.state) > room:
+                raise InvalidInput(self._too_large(f"{where}: event data", row.data, limit))
+        if snap is not None and 2 * len(snap.state) > room and sent_size(snap.state) > room:
             raise InvalidInput(
-                _too_large(
+                self._too_large(
                     f"run {snap.run_id!r}: the snapshot at seq {snap.seq}", snap.state, limit
                 )
             )
+
+    def _too_large(self, what: str, text: str, limit: int) -> str:
+        size, sent = len(text), self._flavor.sent_size(text)
+        escaped = f" ({sent:,} bytes once escaped into the statement)" if sent != size else ""
+        return (
+            f"{what} is {size:,} bytes of JSON{escaped}; {self._flavor.payload_limit_text(limit)}"
+        )
 
     def reading(self, action: str) -> contextlib.AbstractContextManager[Connection]:
         """A connection for maintenance reads, with driver errors translated.
@@ -470,7 +485,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         """
         rows = event_rows(events)
-        snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        snap = batch_snapshot_row(snapshot) if snapshot is not None else None
         self._check_sizes(rows, snap)
         if rows or snap is not None:
             self._save("saving events", rows, snap)
@@ -1523,27 +1538,6 @@ def _placed_below(
 def _sqlite_file(engine: Engine) -> bool:
     """Whether the engine opens a SQLite file (not a shared in-memory database)."""
     return engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
-
-
-def _sent_size(text: str) -> int:
-    """The bytes of an ASCII JSON text once the driver escapes it into a statement.
-
-    PyMySQL and aiomysql put a backslash before each backslash, quote and apostrophe (JSON
-    text holds no raw control characters); under ``NO_BACKSLASH_ESCAPES`` they double only
-    the apostrophes, which this bound covers too.
-    """
-    return len(text) + text.count("\\") + text.count('"') + text.count("'")
-
-
-def _too_large(what: str, text: str, limit: int) -> str:
-    size, sent = len(text), _sent_size(text)
-    escaped = f" ({sent:,} bytes once escaped into the statement)" if sent != size else ""
-    return (
-        f"{what} is {size:,} bytes of JSON{escaped}; this MariaDB server accepts statements "
-        "up to its "
-        f"max_allowed_packet of {limit:,} bytes; raise it (SET GLOBAL max_allowed_packet = ..., "
-        "up to 1 GB) or store less in one value"
-    )
 
 
 def _events_of_runs(

@@ -179,6 +179,7 @@ class AsyncSQLCheckpointer:
         given = url_or_engine.url if isinstance(url_or_engine, AsyncEngine) else parse_url(url)
         self.url = given.render_as_string(hide_password=True)
         self._store: _OnAsyncEngine | None = None
+        self._closed_store: _OnAsyncEngine | None = None  # the store close() closed
         self._opening: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._twin: SQLCheckpointer | None = None
@@ -230,6 +231,9 @@ class AsyncSQLCheckpointer:
         if self._store is not None:
             return self._store
         if self._closed:
+            if self._closed_store is not None:
+                # It checks a call's arguments as an open store does, then refuses the call.
+                return self._closed_store
             raise StoreUnavailable(f"opening the store failed on {self.url}: it is closed")
         if self._opening is None:
             self._opening = asyncio.Lock()
@@ -359,6 +363,8 @@ class AsyncSQLCheckpointer:
     def _on_loop_store(self, action: str) -> SQLCheckpointer:
         """The synchronous store that serves every call when ``on_loop`` is set."""
         if self._closed:
+            if self._twin is not None:
+                return self._twin  # closed too: it checks the arguments, then refuses the call
             raise StoreUnavailable(f"{action} failed on {self.url}: the store is closed")
         return self.sync
 
@@ -568,6 +574,7 @@ class AsyncSQLCheckpointer:
         if self._loop is not None and loop is not self._loop:
             await self._move_to(loop)
         store, self._store = self._store, None
+        self._closed_store = self._closed_store or store
         if self._in_flight and self._owns_engine:
             self._left_pool = self._engine.sync_engine.pool
         if store is not None:

@@ -145,7 +145,9 @@ class BlockingAdapter:
         return cast("_Extended", self._store)
 
     def append(self, run_id: str, events: Iterable[NewEvent], **options: Any) -> list[PAEvent]:
-        batch = list(events) if not isinstance(events, list | tuple) else events
+        # A generator is drained here, in the caller's thread; anything else goes as it is,
+        # so that the store's own checks see what the caller passed.
+        batch = list(events) if isinstance(events, Iterator) else events
         return self._run(self._extended.append(run_id, batch, **options))
 
     def last_seq(self, run_id: str) -> int:

@@ -48,6 +48,7 @@ from purpose_agent.reads import event_window
 from purpose_agent.records import (
     EventRow,
     StateRow,
+    batch_snapshot_row,
     check_limit,
     check_run_id,
     check_since,
@@ -341,7 +342,7 @@ class JSONLCheckpointer(ClosingContext):
 
         """
         rows = event_rows(events)
-        snap = state_row(snapshot.run_id, snapshot) if snapshot is not None else None
+        snap = batch_snapshot_row(snapshot) if snapshot is not None else None
         self._write(rows, snap)
 
     def save_snapshot(self, run_id: str, state: RunState) -> None:
