@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -457,6 +458,35 @@ if graphs.DeltaChannel is not None:
         assert final["items"] == [*before["items"], "msg3", "reply7"]
         saver.prune(["delta"], strategy="delete")
         assert saver.get_tuple(_config("delta")) is None
+
+    def test_keep_latest_refuses_a_delta_thread_whose_newest_checkpoint_was_rolled_back(
+        saver: PurposeAgentSaver,
+    ) -> None:
+        """Only the newest checkpoint was looked at, rolled back or not.
+
+        A run ended on a checkpoint that took the channel's snapshot (no counters in its
+        metadata); ``delete_for_runs`` rolled that run back, leaving a live checkpoint that
+        is rebuilt from older writes. ``keep_latest`` passed the thread and emptied it.
+        """
+        chat = graphs.delta_chat(saver, short=True)  # a snapshot every 8 updates of items
+        for n in range(3):  # 6 updates: the latest checkpoint counts them, no snapshot yet
+            chat.invoke({"items": [f"msg{n}"]}, _config("delta"))
+        before = chat.get_state(_config("delta")).values
+        rolled_back = str(uuid.uuid4())
+        # Updates 7 and 8: this run's last checkpoint holds a snapshot and no counters.
+        chat.invoke(
+            {"items": ["msg3"]}, {"configurable": {"thread_id": "delta", "run_id": rolled_back}}
+        )
+        latest = saver.get_tuple(_config("delta"))
+        assert latest is not None
+        assert "counters_since_delta_snapshot" not in latest.metadata
+        saver.delete_for_runs([rolled_back])
+        assert chat.get_state(_config("delta")).values == before
+
+        with pytest.raises(NotImplementedError, match=r"DeltaChannel.*: delta$"):
+            saver.prune(["delta"], strategy="keep_latest")
+
+        assert chat.get_state(_config("delta")).values == before
 
 
 def test_keep_latest_drops_finished_subgraph_calls_and_keeps_the_interrupted_one(

@@ -132,7 +132,14 @@ def refuse_delta_threads(thread_ids: Collection[str], reader: Reader) -> Op[None
 
 
 def _uses_delta_channel(thread_id: str, reader: Reader) -> Op[bool]:
-    """Whether the latest checkpoint of any namespace of the thread has delta metadata."""
+    """Whether any checkpoint of any namespace of the thread has delta metadata.
+
+    Every checkpoint, not only the latest, as LangGraph's ``PostgresSaver`` checks: a
+    checkpoint that took a ``DeltaChannel``'s snapshot carries no counters, and the live
+    checkpoint under it, once a rollback (``delete_for_runs``) removed the newer ones, is
+    rebuilt from the writes before it. The newest checkpoints are read first: a thread using
+    one marks nearly every checkpoint, so the answer usually comes from the first page.
+    """
     for run_id in (yield from calls.list_runs(group=runs.group_for(thread_id))):
         if not runs.is_checkpoints(run_id):
             continue
@@ -141,12 +148,11 @@ def _uses_delta_channel(thread_id: str, reader: Reader) -> Op[bool]:
             events = yield from calls.list_events(
                 run_id, limit=PAGE, before=before, newest_first=True
             )
-            latest = next((event for event in events if is_checkpoint(event)), None)
-            if latest is not None:
-                metadata = reader.metadata(run_id, latest)
-                if any(key in metadata for key in _DELTA_METADATA):
-                    return True
-                break
+            for event in events:
+                if is_checkpoint(event):
+                    metadata = reader.metadata(run_id, event)
+                    if any(key in metadata for key in _DELTA_METADATA):
+                        return True
             if len(events) < PAGE:
                 break
             before = events[-1].seq
