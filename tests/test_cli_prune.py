@@ -150,16 +150,20 @@ def _fill_groups(url: str) -> None:
 
 
 # The options, the runs deleted whole, and the runs compacted (with the events they lose).
+# Store-wide, a group's runs go only with its newest (conv-a's is 0.001 days old, conv-b's 1
+# day); within a group or a prefix, runs are aged one by one.
 _CASES = [
-    (["--older-than", "30d"], {"a-3", "a-4", "b-2", "x-2"}, {}),
-    (["--keep-newest", "3"], {"a-2", "a-3", "a-4", "b-2", "x-2"}, {}),
+    (["--older-than", "30d"], {"x-2"}, {}),
+    (["--older-than", "12h"], {"b-1", "b-2", "x-1", "x-2"}, {}),
+    (["--keep-newest", "3"], {"x-2"}, {}),
+    (["--keep-newest", "1"], {"b-1", "b-2", "x-1", "x-2"}, {}),
     (["--keep-newest", "1", "--group", "conv-a"], {"a-2", "a-3", "a-4"}, {}),
     (["--keep-newest", "1", "--older-than", "45d", "--group", "conv-a"], {"a-4"}, {}),
     (["--older-than", "30d", "--prefix", "a-"], {"a-3", "a-4"}, {}),
     (
         ["--covered", "--older-than", "30d"],
-        {"a-3", "a-4", "b-2", "x-2"},
-        {"a-1": 2, "a-2": 3, "b-1": 4, "x-1": 3},
+        {"x-2"},
+        {"a-1": 2, "a-2": 3, "a-4": 1, "b-1": 4, "x-1": 3},
     ),
     (["--covered", "--group", "conv-b"], set(), {"b-1": 4}),
     (["--covered", "--keep-newest", "2", "--prefix", "x-"], set(), {"x-1": 3}),

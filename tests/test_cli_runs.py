@@ -297,7 +297,8 @@ def test_runs_delete_by_group_asks_then_deletes_in_one_call(store_url: str) -> N
     ("options", "left"),
     [
         (["--prefix", "chat-1:"], ["chat-3:r1", "solo", "chat-2:r1"]),
-        (["--keep-newest", "2"], ["chat-3:r1", "chat-1:r3"]),
+        # Store-wide, a group goes only with its newest run: chat-1:r3 keeps chat-1 whole.
+        (["--keep-newest", "2"], ["chat-3:r1", "chat-1:r3", "chat-1:r2", "chat-1:r1"]),
         (
             ["--keep-newest", "1", "--group", "chat-1"],
             ["chat-3:r1", "chat-1:r3", "solo", "chat-2:r1"],

@@ -107,10 +107,11 @@ def prune(
     """Remove history a store no longer needs.
 
     --covered deletes the events recovery never reads again (a run resumes from its snapshot
-    and the events after it); --older-than and --keep-newest delete whole runs; --group and
-    --prefix limit all three to some runs. The store's own retention methods do the work, a
-    run or a page of runs per transaction, so a prune can be interrupted and run again. Try
-    --dry-run first.
+    and the events after it); --older-than and --keep-newest delete whole runs (store-wide, a
+    group's runs only with the group's newest, so a thread in use stays whole); --group and
+    --prefix limit all three to some runs, aged one by one. The store's own retention
+    methods do the work, a run or a page of runs per transaction, so a prune can be
+    interrupted and run again. Try --dry-run first.
     """
     if not covered and older_than is None and keep_newest is None:
         raise click.UsageError(

@@ -13,6 +13,15 @@ point. Each ``delete_runs`` call carries an age, checked inside its transaction:
 for, or else the moment the page was listed. A run written again after it was listed is
 therefore kept.
 
+Store-wide (no group, no prefix), a run of a group goes only with its group: it is deleted
+whole only when the group's most recently written run is (old enough, beyond the newest N).
+A group is one thing its owner keeps many runs for (a LangGraph thread: its checkpoints, and
+each checkpoint's writes), and a run of it that has not been written for long may still be
+part of what the group holds now: a ``DeltaChannel``'s value is rebuilt from the writes of
+old checkpoints. Within a group or a prefix, runs are aged one by one, as the store's own
+``delete_runs`` ages them: that is what asking for a group's or a prefix's runs means. This
+module is what ``purpose-agent prune`` and ``runs delete`` with filters run.
+
 A dry run walks the same runs and counts. On a SQL store its counts are those a prune run
 right after it deletes: the run rows carry their write times. Other stores do not say when a
 run was written, so there a dry run of ``older_than`` takes the time of a run's last event or
@@ -289,13 +298,17 @@ def delete_selected(store: Checkpointer, chosen: Selection) -> tuple[list[str], 
         StoreUnavailable: The store cannot be reached.
 
     """
+    listed_ns = time.time_ns()
     events = selected(store, chosen)
-    deleted = prunable(store).delete_runs(
-        group=chosen.group,
-        prefix=chosen.prefix,
-        older_than=chosen.older_than,
-        keep_newest=chosen.keep_newest,
-    )
+    if chosen.deletes:
+        # The runs chosen, groups kept whole; one written since it was listed stays.
+        deleted = (
+            prunable(store).delete_runs(list(events), older_than=_guard(chosen, listed_ns))
+            if events
+            else []
+        )
+    else:
+        deleted = prunable(store).delete_runs(group=chosen.group, prefix=chosen.prefix)
     return deleted, sum(events.get(run_id, 0) for run_id in deleted)
 
 
@@ -365,6 +378,77 @@ def _sql_pages(
         offset, after = 0, (page[-1].updated_ns, page[-1].run_id)
 
 
+class _Groups:
+    """Which groups are still live: their most recently written run is not to be deleted.
+
+    Looked up once per group a prune meets, on the group's newest run whatever the prune's
+    scope (a prefix may leave that run out of it). With ``keep_newest``, the boundary is the
+    last run kept of the scope: a group whose newest run is at least as new is live.
+    """
+
+    def __init__(self, store: Prunable, chosen: Selection) -> None:
+        self._store = store
+        self._chosen = chosen
+        self._live: dict[str, bool] = {}
+        self._boundary: tuple[int, str] | None = None  # (updated_ns, run_id) on SQL
+        self._kept: set[str] | None = None  # the newest N ids elsewhere
+        keep = chosen.keep_newest
+        if keep:
+            if isinstance(store, SQLCheckpointer):
+                with store.reading("listing runs") as conn:
+                    last = store.queries.run_lines(
+                        conn, 1, keep - 1, group=chosen.group, prefix=chosen.prefix, states=False
+                    )
+                if last:
+                    self._boundary = (last[0].updated_ns, last[0].run_id)
+            else:
+                self._kept = set()
+                while len(self._kept) < keep:
+                    ids = _ids(store, chosen, len(self._kept))[: keep - len(self._kept)]
+                    self._kept.update(ids)
+                    if not ids:
+                        break
+
+    def live(self, group: str | None) -> bool:
+        """Whether runs of ``group`` must stay (never for runs without a group)."""
+        if group is None:
+            return False
+        found = self._live.get(group)
+        if found is None:
+            found = self._live[group] = self._newest_stays(group)
+        return found
+
+    def group_of(self, run_id: str) -> str | None:
+        """A run's group, on a store without run rows to list it with."""
+        groups = grouped(self._store)
+        return groups.run_group(run_id) if groups is not None else None
+
+    def _newest_stays(self, group: str) -> bool:
+        chosen, store = self._chosen, self._store
+        cutoff = chosen.cutoff
+        if isinstance(store, SQLCheckpointer):
+            with store.reading("listing runs") as conn:
+                lines = store.queries.run_lines(conn, 1, 0, group=group, states=False)
+            if not lines:
+                return False
+            newest = lines[0]
+            if cutoff is not None and newest.updated_ns >= cutoff:
+                return True
+            boundary = self._boundary
+            return boundary is not None and (
+                newest.updated_ns > boundary[0]
+                or (newest.updated_ns == boundary[0] and newest.run_id <= boundary[1])
+            )
+        groups = grouped(store)
+        ids = groups.list_runs(1, group=group) if groups is not None else []
+        if not ids:
+            return False
+        written = _read_run(store, ids[0])[2]
+        if cutoff is not None and (written is None or written >= cutoff):
+            return True
+        return self._kept is not None and ids[0] in self._kept
+
+
 def _walk(store: Prunable, chosen: Selection, *, covered: bool = False) -> Iterator[_Run]:
     """Every run a prune would look at, newest first: which it deletes, and its counts.
 
@@ -372,15 +456,17 @@ def _walk(store: Prunable, chosen: Selection, *, covered: bool = False) -> Itera
     newest N, and on SQL only those older than the age.
     """
     start = 0 if covered else chosen.keep_newest or 0
+    groups = _Groups(store, chosen) if chosen.deletes and not chosen.scoped else None
     if isinstance(store, SQLCheckpointer):
         position = start
         # The cutoff bounds the listing only where positions do not matter.
         bounded = chosen.cutoff if not covered and chosen.keep_newest is None else None
         for _, page in _sql_pages(store, chosen, start=start, written_before=bounded, counts=True):
             for line in page:
+                doomed = chosen.doomed(position, line.updated_ns)
                 yield _Run(
                     line.run_id,
-                    chosen.doomed(position, line.updated_ns),
+                    doomed and not (groups is not None and groups.live(line.group)),
                     line.events or 0,
                     line.covered or 0,
                 )
@@ -391,7 +477,10 @@ def _walk(store: Prunable, chosen: Selection, *, covered: bool = False) -> Itera
         ids = _ids(store, chosen, position)
         for run_id in ids:
             events, covered_events, written = _read_run(store, run_id)
-            yield _Run(run_id, chosen.doomed(position, written), events, covered_events)
+            doomed = chosen.doomed(position, written)
+            if doomed and groups is not None and groups.live(groups.group_of(run_id)):
+                doomed = False
+            yield _Run(run_id, doomed, events, covered_events)
             position += 1
         if len(ids) < _PAGE:
             return
@@ -444,13 +533,19 @@ def _delete_runs(store: Prunable, chosen: Selection, progress: Progress | None) 
             progress(PruneProgress("deleting runs", page[-1], runs, events))
 
     cutoff = chosen.cutoff
+    groups = None if chosen.scoped else _Groups(store, chosen)
     if isinstance(store, SQLCheckpointer):
         bounded = cutoff if chosen.keep_newest is None else None
         pages = _sql_pages(
             store, chosen, start=chosen.keep_newest or 0, written_before=bounded, counts=True
         )
         for listed_ns, page in pages:
-            old = [line for line in page if cutoff is None or line.updated_ns < cutoff]
+            old = [
+                line
+                for line in page
+                if (cutoff is None or line.updated_ns < cutoff)
+                and not (groups is not None and groups.live(line.group))
+            ]
             if not old:
                 continue
             ids = [line.run_id for line in old]
@@ -461,14 +556,19 @@ def _delete_runs(store: Prunable, chosen: Selection, progress: Progress | None) 
     offset = chosen.keep_newest or 0
     while True:
         listed_ns = time.time_ns()
-        ids = _ids(store, chosen, offset)
-        if not ids:
+        listed = _ids(store, chosen, offset)
+        if not listed:
             return runs, events
+        ids = [
+            run_id
+            for run_id in listed
+            if groups is None or not groups.live(groups.group_of(run_id))
+        ]
         counts = {run_id: _read_run(store, run_id)[0] for run_id in ids}
-        deleted = store.delete_runs(ids, older_than=_guard(chosen, listed_ns))
+        deleted = store.delete_runs(ids, older_than=_guard(chosen, listed_ns)) if ids else []
         done(ids, deleted, counts)
-        offset += len(ids) - len(deleted)
-        if len(ids) < _PAGE:
+        offset += len(listed) - len(deleted)
+        if len(listed) < _PAGE:
             return runs, events
 
 

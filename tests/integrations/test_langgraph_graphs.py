@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from langgraph.types import Command
 
 from purpose_agent import AsyncSQLCheckpointer, StoreUnavailable
 from purpose_agent.integrations.langgraph import PurposeAgentSaver, group_for, run_id_for
+from purpose_agent.ops.prune import prune as prune_store
 from tests.conftest import empty_tables
 from tests.integrations import graphs
 from tests.integrations.conftest import StoreFactory
@@ -487,6 +489,37 @@ if graphs.DeltaChannel is not None:
             saver.prune(["delta"], strategy="keep_latest")
 
         assert chat.get_state(_config("delta")).values == before
+
+    def test_a_store_wide_prune_by_age_leaves_a_thread_in_use_whole(
+        saver: PurposeAgentSaver,
+    ) -> None:
+        """``purpose-agent prune --older-than AGE`` took the writes of a live thread's old
+        checkpoints, from which a ``DeltaChannel``'s value is rebuilt: the thread lost its
+        first turns and answered the next one wrongly. A group goes only with its newest run.
+        """
+        chat = graphs.delta_chat(saver)
+        for n in range(3):
+            chat.invoke({"items": [f"msg{n}"]}, _config("chat"))
+        middle = time.time_ns()
+        while time.time_ns() <= middle + 1_000_000:  # the turns after it are newer, by 1 ms
+            time.sleep(0.001)
+        chat.invoke({"items": ["msg3"]}, _config("chat"))  # the thread is in use
+        chat.invoke({"items": ["idle"]}, _config("idle"))
+        before = chat.get_state(_config("chat")).values
+        assert before["items"][:2] == ["msg0", "reply1"]
+
+        now = time.time_ns()  # pinned: the cutoff stays at ``middle`` for both calls
+        age = timedelta(microseconds=(now - middle) // 1000)
+        result = prune_store(saver.store, older_than=age, dry_run=True, now_ns=now)
+        assert result.old_runs == 0
+        prune_store(saver.store, older_than=age, now_ns=now)
+        assert chat.get_state(_config("chat")).values == before
+        final = chat.invoke({"items": ["msg4"]}, _config("chat"))
+        assert final["items"] == [*before["items"], "msg4", "reply9"]
+
+        prune_store(saver.store, older_than=timedelta(0))  # every thread is idle now
+        assert saver.get_tuple(_config("chat")) is None
+        assert saver.get_tuple(_config("idle")) is None
 
 
 def test_keep_latest_drops_finished_subgraph_calls_and_keeps_the_interrupted_one(
