@@ -316,10 +316,17 @@ def cutoff_ns(older_than: timedelta | datetime | Any, now_ns: int | None = None)
     """The write stamp before which a run is old: a time, or an age before now.
 
     Raises:
-        InvalidInput: Neither a ``timedelta`` nor an aware or naive ``datetime``.
+        InvalidInput: Neither a ``timedelta`` nor an aware or naive ``datetime``, or a
+            negative age (a moment still to come: every run would be old, even one being
+            written; a time in the future says so on purpose).
 
     """
     if isinstance(older_than, timedelta):
+        if older_than < timedelta(0):
+            raise InvalidInput(
+                f"older_than must not be a negative age, got {older_than}; to delete every run "
+                "pass timedelta(0)"
+            )
         now = time.time_ns() if now_ns is None else now_ns
         return _stamp(now - int(older_than / timedelta(microseconds=1)) * 1000)
     if isinstance(older_than, datetime):

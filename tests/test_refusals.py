@@ -205,3 +205,12 @@ def test_the_async_store_refuses_a_bad_run_id_after_close(tmp_path: Path) -> Non
             await store.list_events("../x")
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("base_dir", [5, None, b"folder"])
+def test_a_jsonl_store_given_no_path_is_invalid_input(base_dir: Any) -> None:
+    """``SQLCheckpointer(5)`` is InvalidInput; ``JSONLCheckpointer(5)`` raised a bare TypeError."""
+    from purpose_agent import JSONLCheckpointer
+
+    with pytest.raises(InvalidInput, match="folder's path"):
+        JSONLCheckpointer(base_dir)

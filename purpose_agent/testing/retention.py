@@ -247,6 +247,8 @@ class RetentionRows(Rows):
             {"prefix": 5},
             {"older_than": "yesterday"},
             {"older_than": 3600},
+            {"older_than": timedelta(seconds=-1)},  # every run, one being written included
+            {"older_than": timedelta(days=-3650), "prefix": ""},
             {"keep_newest": -1},
             {"keep_newest": "1"},
         ],

@@ -32,6 +32,7 @@ from purpose_agent.appends import (
 from purpose_agent.clock import stamp_ns
 from purpose_agent.errors import (
     CorruptRecord,
+    InvalidInput,
     InvalidRunId,
     SequenceConflict,
     StoreUnavailable,
@@ -199,6 +200,7 @@ class JSONLCheckpointer(ClosingContext):
             (its seed-named runs are then not read).
 
     Raises:
+        InvalidInput: ``base_dir`` is not a path (a str or an ``os.PathLike``).
         StoreUnavailable: If ``base_dir`` cannot be created.
 
     """
@@ -210,6 +212,8 @@ class JSONLCheckpointer(ClosingContext):
         faults: Faults = no_faults,
         adopt_seed_folders: bool = True,
     ) -> None:
+        if not isinstance(base_dir, str | os.PathLike):
+            raise InvalidInput(f"JSONLCheckpointer takes a folder's path, not {base_dir!r}")
         self.base_dir = Path(base_dir)
         self._adopts = adopt_seed_folders
         self._where = str(self.base_dir)
