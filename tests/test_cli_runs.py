@@ -145,6 +145,30 @@ def test_runs_read_a_jsonl_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
+def test_runs_of_a_jsonl_folder_show_and_select_its_groups(tmp_path: Path) -> None:
+    target = f"jsonl:{tmp_path / 'runs'}"
+    with open_store(target) as store:
+        store.append("chat-1:r1", [NewEvent(kind=EventKind.MESSAGE)], group="chat-1")
+        store.append("solo", [NewEvent(kind=EventKind.MESSAGE)])
+    listed = json.loads(invoke("runs", "list", "--json", "--url", target).stdout)
+    assert {run["run_id"]: run["group"] for run in listed["runs"]} == {
+        "chat-1:r1": "chat-1",
+        "solo": None,
+    }
+    detail = json.loads(invoke("runs", "show", "chat-1:r1", "--json", "--url", target).stdout)
+    assert detail["group"] == "chat-1"
+    selected = invoke("runs", "list", "--group", "chat-1", "--json", "--url", target)
+    assert selected.exit_code == 0, selected.output
+    assert [run["run_id"] for run in json.loads(selected.stdout)["runs"]] == ["chat-1:r1"]
+    groups = invoke("runs", "groups", "--json", "--url", target)
+    assert groups.exit_code == 0, groups.output
+    assert [group["group"] for group in json.loads(groups.stdout)["groups"]] == ["chat-1"]
+    verified = invoke("runs", "verify", "--prefix", "solo", "--json", "--url", target)
+    assert verified.exit_code == 0, verified.output
+    assert json.loads(verified.stdout)["runs"] == 1
+
+
+@pytest.mark.sqlite
 def test_runs_list_piped_keeps_a_long_run_id_on_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     long_id = "agent-" + "x" * 180 + "-end"

@@ -130,9 +130,28 @@ class SeedJSONLReader(LegacyReader):
         """Stream events after ``since_seq`` (see :class:`JSONLCheckpointer`)."""
         return self.store.iter_events(run_id, since_seq)
 
-    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+    def list_runs(
+        self,
+        limit: int | None = None,
+        *,
+        offset: int = 0,
+        group: str | None = None,
+        prefix: str | None = None,
+    ) -> list[str]:
         """Return run ids, most recently written first (see :class:`JSONLCheckpointer`)."""
-        return self.store.list_runs(limit, offset=offset)
+        return self.store.list_runs(limit, offset=offset, group=group, prefix=prefix)
+
+    def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        """Return the folder's groups (see :class:`JSONLCheckpointer`).
+
+        The folder is the JSONL store's, groups included: without them, ``purpose-agent runs``
+        would list every run as ungrouped and refuse ``--group`` on a store that keeps groups.
+        """
+        return self.store.list_groups(limit, offset=offset)
+
+    def run_group(self, run_id: str) -> str | None:
+        """Return the run's group (see :class:`JSONLCheckpointer`)."""
+        return self.store.run_group(run_id)
 
     def write_refusal(self) -> str:
         """Point at the store that writes this folder."""
