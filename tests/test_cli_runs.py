@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ import pytest
 from purpose_agent import EventKind, NewEvent, PAEvent, RunState
 from purpose_agent.stores.open import open_store
 from tests.test_cli_copy import _write_seed_sqlite
-from tests.test_cli_support import STORES, invoke, json_lines, make_store_url
+from tests.test_cli_support import (
+    STORES,
+    invoke,
+    json_lines,
+    make_store_url,
+    run_python_module,
+)
 
 
 @pytest.fixture(params=STORES)
@@ -166,6 +173,29 @@ def test_runs_of_a_jsonl_folder_show_and_select_its_groups(tmp_path: Path) -> No
     verified = invoke("runs", "verify", "--prefix", "solo", "--json", "--url", target)
     assert verified.exit_code == 0, verified.output
     assert json.loads(verified.stdout)["runs"] == 1
+
+
+@pytest.mark.sqlite
+def test_runs_print_a_lone_surrogate_as_a_json_escape(tmp_path: Path) -> None:
+    # A lone surrogate is a value the stores keep exactly; UTF-8 cannot encode it, so the
+    # output must carry it as JSON's \udc80 escape, whatever the locale's error handler.
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    data = {"text": "half \udc80 pair", "\ud800": [1]}
+    event = PAEvent(run_id="r", seq=1, kind=EventKind.MESSAGE, ts=1.0, data=data)
+    with open_store(url) as store:
+        store.save_events([event], snapshot=RunState(run_id="r", seq=1, data=data))
+    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+    env["PYTHONIOENCODING"] = "utf-8"  # strict, as stdout is in most UTF-8 locales
+
+    def run(*args: str) -> str:
+        done = run_python_module("purpose_agent", *args, "--url", url, cwd=tmp_path, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert json_lines(run("runs", "events", "r", "--json")) == [event.to_dict()]
+    assert json.loads(run("runs", "show", "r", "--json"))["snapshot"]["data"] == data
+    assert "\\udc80" in run("runs", "events", "r")
+    assert '"text": "half \\udc80 pair"' in run("runs", "show", "r")
 
 
 @pytest.mark.sqlite

@@ -26,6 +26,8 @@ UNWRAPPED_WIDTH = 100_000
 # C0 and C1 control characters and DEL: groups, lanes and keys may hold them (run ids may
 # not), and a terminal obeys them (an escape sequence can retitle it, hide text, or ring).
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Outside JSON's string quotes no character is a surrogate, so each one found is inside a string.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CommandFailed(click.ClickException):
@@ -87,14 +89,29 @@ def is_terminal(stream: IO[str]) -> bool:
         return False
 
 
+def json_text(value: Any, *, indent: int | None = None, compact: bool = False) -> str:
+    r"""``value`` as JSON text that any UTF-8 stream can carry.
+
+    Text stays readable (``ensure_ascii=False``), except lone surrogates, which the stores keep
+    exactly but UTF-8 cannot encode: written raw they fail a strict standard output and come
+    out as bytes no JSON reader accepts under ``surrogateescape``. As ``\udc80`` escapes they
+    parse back to the same string.
+    """
+    separators = (",", ":") if compact else None
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
+    if _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def emit_json(document: Any) -> None:
     """Print one JSON document (for ``--json``): what scripts parse."""
-    click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    click.echo(json_text(document, indent=2))
 
 
 def emit_json_line(document: Any) -> None:
     """Print one JSON value on one line (JSON Lines, for streams of events)."""
-    click.echo(json.dumps(document, ensure_ascii=False, separators=(",", ":")))
+    click.echo(json_text(document, compact=True))
 
 
 def when(seconds: float | None) -> str:

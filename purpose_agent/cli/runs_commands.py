@@ -9,7 +9,6 @@ for events), so a store with millions of events is never loaded at once; ``runs 
 from __future__ import annotations
 
 import itertools
-import json
 import sys
 from collections.abc import Callable
 from datetime import timedelta
@@ -28,6 +27,7 @@ from purpose_agent.cli.output import (
     emit_json,
     emit_json_line,
     is_terminal,
+    json_text,
     one_line,
     printable,
     selection_text,
@@ -211,7 +211,7 @@ def show_run(run_id: str, as_json: bool, url: str | None) -> None:
         # of the indentation too. json.dumps escapes C0 characters inside strings and keys
         # but not C1 ones (ensure_ascii=False), which the console then escapes; the only raw
         # "\n" are the indentation's (splitlines would also split at a stored NEL or U+2028).
-        for line in json.dumps(detail.state.data, indent=2, ensure_ascii=False).split("\n"):
+        for line in json_text(detail.state.data, indent=2).split("\n"):
             out.print(line)
 
 
@@ -260,7 +260,7 @@ def list_events(
             else:
                 if shown == 0:
                     click.echo(f"{'seq':>8}  {'kind':<15} {'lane':<8} {'time (UTC)':<24}  data")
-                data = one_line(json.dumps(event.data, ensure_ascii=False))
+                data = one_line(json_text(event.data))
                 if len(data) > _DATA_WIDTH:
                     data = data[: _DATA_WIDTH - 3] + "..."
                 click.echo(
