@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import URL
 
 from purpose_agent import EventKind, InvalidInput, InvalidRunId, PAEvent, SQLCheckpointer
 from purpose_agent.stores.open import open_store
@@ -312,3 +314,30 @@ def test_a_command_whose_report_comes_after_its_work_ends_quietly_when_the_pipe_
     assert cut.stderr == ""
     with open_store(url) as store:
         assert store.list_runs() == []
+
+
+@pytest.mark.postgres
+def test_a_password_in_the_url_query_string_is_never_printed(
+    postgres_url: URL, tmp_path: Path
+) -> None:
+    """libpq takes ``?password=`` as it takes one before the host: both are hidden."""
+    secret = "s3cret-in-query"
+    good = postgres_url.update_query_dict({"password": secret})
+    url = good.render_as_string(hide_password=False)
+    down = f"postgresql+psycopg://postgres@127.0.0.1:1/test?password={secret}"
+    malformed = f"postgresql://postgres:{secret}@127.0.0.1:notaport/test"
+    SQLCheckpointer(url).close()
+    listed = invoke("runs", "list", "--json", "--url", url)
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout)["store"].endswith("password=***")
+    for args in (
+        ("runs", "list", "--url", url),
+        ("db", "current", "--url", url),
+        ("db", "upgrade", "--url", url),
+        ("runs", "list", "--url", down),
+        ("db", "check", "--url", down),
+        ("runs", "list", "--url", malformed),
+        ("copy", malformed, f"sqlite:///{tmp_path / 'copy.db'}"),
+    ):
+        result = invoke(*args)
+        assert secret not in result.output, args

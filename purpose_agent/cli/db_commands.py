@@ -25,7 +25,7 @@ from purpose_agent.cli.options import (
 )
 from purpose_agent.cli.output import console, emit_json, err_console, is_terminal
 from purpose_agent.cli.progress import working
-from purpose_agent.db.engine import make_engine, parse_url
+from purpose_agent.db.engine import make_engine, parse_url, shown_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
 from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
 from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
@@ -196,7 +196,7 @@ def _relayout(
         "command again to finish it"
     )
     parsed = parse_url(shown)
-    where = parsed.render_as_string(hide_password=True)
+    where = shown_url(parsed)
     engine = make_engine(parsed, poolclass=pool.NullPool)
     layout = f"{partitions} hash partitions" if partitions else "one table"
     try:
@@ -216,7 +216,7 @@ def _watched(as_json: bool) -> bool:
 
 
 def _shown(url: str) -> str:
-    return parse_url(url).render_as_string(hide_password=True)
+    return shown_url(parse_url(url))
 
 
 def _print_layout(where: str, before: EventsLayout, after: EventsLayout, as_json: bool) -> None:

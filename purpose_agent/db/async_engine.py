@@ -27,6 +27,7 @@ from purpose_agent.db.engine import (
     keep_read_committed,
     parse_url,
     refuse_unknown_options,
+    shown_url,
 )
 from purpose_agent.db.memory_pool import SerialStaticPool
 from purpose_agent.db.network import bound_sockets
@@ -59,7 +60,7 @@ def async_url(url: str | URL) -> tuple[URL, URL]:
     parsed = parse_url(url)
     twin = _ASYNC_TWINS.get(parsed.drivername)
     if twin is None:
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         raise InvalidInput(
             f"cannot open {shown} with AsyncSQLCheckpointer: use sqlite:///PATH, "
             "postgresql+psycopg://... or mariadb+pymysql://... (the store picks the asyncio "
@@ -120,21 +121,21 @@ def make_async_engine(
     except NoSuchModuleError as exc:  # pragma: no cover - every twin above is a dialect
         raise InvalidInput(f"cannot open {parsed.drivername!r}: {exc}") from exc
     except (ModuleNotFoundError, ArgumentError) as exc:
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         extra = _EXTRAS.get(backend)
         hint = f"purpose-agent[{extra}]" if extra else "purpose-agent"
         raise InvalidInput(
             f"cannot open {shown}: {exc}; install it with pip install '{hint}'"
         ) from exc
     except (ValueError, TypeError) as exc:  # an option of the URL, read by the dialect
-        shown = synchronous.render_as_string(hide_password=True)
+        shown = shown_url(synchronous)
         raise InvalidInput(f"cannot open {shown}: an option of the URL is refused ({exc})") from exc
     if backend == "postgresql":
         configure_postgres(engine.sync_engine, synchronous_commit_off=durability == "normal")
     elif backend == "sqlite":
         use_one_trip_cursors(engine)
     else:
-        refuse_unknown_options(engine.sync_engine, synchronous.render_as_string(hide_password=True))
+        refuse_unknown_options(engine.sync_engine, shown_url(synchronous))
         keep_read_committed(engine.sync_engine, parsed)
         bound_sockets(engine.sync_engine)
     return engine

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,26 @@ def default_url() -> str:
     return os.environ.get(URL_ENV) or DEFAULT_URL
 
 
+# Drivers take a password in the query string as well as before the host (libpq's password and
+# sslpassword; PyMySQL's password and passwd).
+_SECRET_USERINFO = re.compile(r"^([^:/?#]+://[^:/?#@]*):[^/?#]*@")
+_SECRET_QUERY = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&#]*", re.IGNORECASE)
+
+
+def shown_url(url: URL) -> str:
+    """The URL as messages and listings print it: every password it holds as ``***``.
+
+    ``render_as_string(hide_password=True)`` hides only the one before the host; a password
+    in the query string would be printed with every line that names the store.
+    """
+    return _SECRET_QUERY.sub(r"\1***", url.render_as_string(hide_password=True))
+
+
+def shown_text(text: str) -> str:
+    """Text given as a URL that may not parse, as messages print it: passwords as ``***``."""
+    return _SECRET_QUERY.sub(r"\1***", _SECRET_USERINFO.sub(r"\1:***@", text))
+
+
 def parse_url(url: str | URL) -> URL:
     """Parse a database URL, naming the problem instead of failing deep inside SQLAlchemy.
 
@@ -44,7 +65,8 @@ def parse_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
-        raise InvalidInput(f"not a database URL: {url!r} ({exc})") from exc
+        shown = shown_text(url) if isinstance(url, str) else shown_url(url)
+        raise InvalidInput(f"not a database URL: {shown!r} ({exc})") from exc
     drivers = {
         "postgresql": "postgresql+psycopg",
         "postgres": "postgresql+psycopg",
@@ -169,7 +191,7 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
     backend = parsed.get_backend_name()
     if _driver(parsed) in _ASYNC_DRIVERS:
         raise InvalidInput(
-            f"cannot open {parsed.render_as_string(hide_password=True)}: "
+            f"cannot open {shown_url(parsed)}: "
             f"{_driver(parsed)} is an asyncio driver; use postgresql+psycopg://..., "
             "sqlite:///... or mariadb+pymysql://..., which AsyncSQLCheckpointer takes too"
         )
@@ -287,22 +309,22 @@ def make_engine(
         engine = sqlalchemy.create_engine(parsed, **options)
     except NoSuchModuleError as exc:
         raise InvalidInput(
-            f"cannot open {parsed.render_as_string(hide_password=True)}: unknown database or "
+            f"cannot open {shown_url(parsed)}: unknown database or "
             f"driver {parsed.drivername!r}; use sqlite:///PATH, postgresql+psycopg://... or "
             "mariadb+pymysql://..."
         ) from exc
     except (ModuleNotFoundError, ArgumentError) as exc:
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         raise InvalidInput(f"cannot open {shown}: {exc}{_install_hint(parsed)}") from exc
     except (ValueError, TypeError) as exc:  # an option of the URL, read by the dialect
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_url(parsed)
         raise InvalidInput(f"cannot open {shown}: an option of the URL is refused ({exc})") from exc
     if backend == "sqlite":
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
     elif backend == "postgresql" and _driver(parsed) == "psycopg":
         configure_postgres(engine, synchronous_commit_off=durability == "normal")
     elif backend in ("mysql", "mariadb"):
-        refuse_unknown_options(engine, parsed.render_as_string(hide_password=True))
+        refuse_unknown_options(engine, shown_url(parsed))
         keep_read_committed(engine, parsed)
         bound_sockets(engine)
     return engine

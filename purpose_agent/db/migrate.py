@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table, text
 from sqlalchemy.exc import DBAPIError
 
+from purpose_agent.db.engine import shown_url
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import (
     CheckpointError,
@@ -151,7 +152,7 @@ def upgrade_command(url: URL) -> str:
         # The read-only form the store opens an unwritable file with (engine.read_only_url):
         # the upgrade has to write, so it is given the file itself.
         url = url.set(database=database.removeprefix("file:"), query={})
-    return f"{UPGRADE_COMMAND} --url {shlex.quote(url.render_as_string(hide_password=True))}"
+    return f"{UPGRADE_COMMAND} --url {shlex.quote(shown_url(url))}"
 
 
 def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = False) -> None:
@@ -247,7 +248,7 @@ def run_locked(engine: Engine, work: Callable[[Connection], None]) -> None:
             if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
                 raise
             if time.monotonic() + pause > deadline:
-                shown = engine.url.render_as_string(hide_password=True)
+                shown = shown_url(engine.url)
                 raise StoreUnavailable(
                     f"migrating {shown} failed: another session held a lock on the store's "
                     f"tables for {MIGRATION_WAIT:.0f} s (a long transaction: pg_stat_activity "

@@ -27,7 +27,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db.dialects import flavor_for
-from purpose_agent.db.engine import make_engine, parse_url
+from purpose_agent.db.engine import make_engine, parse_url, shown_url
 from purpose_agent.db.queries import Queries
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import InvalidInput
@@ -111,9 +111,7 @@ class Replicas:
         for raw in given:
             url = parse_url(raw)
             if url.get_backend_name() != "postgresql":
-                raise InvalidInput(
-                    f"read_url {url.render_as_string(hide_password=True)} is not a Postgres URL"
-                )
+                raise InvalidInput(f"read_url {shown_url(url)} is not a Postgres URL")
             parsed.setdefault(url.render_as_string(hide_password=False), url)
         self.replicas: list[Replica] = []
         try:
@@ -125,7 +123,7 @@ class Replicas:
                 flavor = flavor_for(engine)
                 self.replicas.append(
                     Replica(
-                        url.render_as_string(hide_password=True),
+                        shown_url(url),
                         engine,
                         Transactions(engine, flavor, owns_engine=True),
                         Queries(engine, flavor),

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, Engine, Executable, pool
 
 from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
+from purpose_agent.db.engine import shown_url
 from purpose_agent.db.queries import run_sql
 from purpose_agent.db.turns import TaskTurns, Turns
 from purpose_agent.errors import StoreUnavailable
@@ -124,7 +125,7 @@ class HeldWriter:
         """
         if not self._turns.take(self._wait):
             raise StoreUnavailable(
-                f"writing to {self._engine.url.render_as_string(hide_password=True)} failed: "
+                f"writing to {shown_url(self._engine.url)} failed: "
                 f"other threads of this process held the write connection for over "
                 f"{self._wait:g} s (database is locked)"
             )
@@ -151,7 +152,7 @@ class HeldWriter:
 
     def _reopen(self, broken: Connection | None) -> Connection:
         if self._closed:
-            shown = self._engine.url.render_as_string(hide_password=True)
+            shown = shown_url(self._engine.url)
             raise StoreUnavailable(f"writing failed on {shown}: the store is closed")
         if broken is not None:
             broken.close()
@@ -377,7 +378,7 @@ class Transactions:
     def _take_turn(self) -> None:
         if self._turns is not None and not self._turns.take(self._wait):
             raise StoreUnavailable(
-                f"writing to {self.engine.url.render_as_string(hide_password=True)} failed: "
+                f"writing to {shown_url(self.engine.url)} failed: "
                 f"other tasks of this process held the write turn for over {self._wait:g} s "
                 "(database is locked)"
             )
@@ -415,7 +416,7 @@ class Transactions:
                 take, release = lock
                 got = conn.execute(take).scalar()
                 if release is not None and got != 1:
-                    shown = self.engine.url.render_as_string(hide_password=True)
+                    shown = shown_url(self.engine.url)
                     raise StoreUnavailable(
                         f"migrating {shown} failed: another session held its migration lock "
                         "for 10 minutes (a migration still running, or one stuck on a table "

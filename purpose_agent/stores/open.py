@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from purpose_agent.db.engine import parse_url, require_directory
+from purpose_agent.db.engine import parse_url, require_directory, shown_url
 from purpose_agent.db.migrate import upgrade_command
 from purpose_agent.errors import InvalidInput
 from purpose_agent.legacy.jsonl import SeedJSONLReader
@@ -88,7 +88,7 @@ class Target:
         if self.kind is TargetKind.MEMORY:
             return MEMORY_PREFIX
         if self.kind is TargetKind.SQL and self.url is not None:
-            return self.url.render_as_string(hide_password=True)
+            return shown_url(self.url)
         return f"{self.kind.value}:{self.path}"
 
 

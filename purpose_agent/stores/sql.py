@@ -50,6 +50,7 @@ from purpose_agent.db.engine import (
     make_engine,
     parse_url,
     read_only_reason,
+    shown_url,
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
@@ -226,7 +227,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
     def _shown_url(self, url: URL) -> str:
         """The URL errors and ``repr`` name: the caller's, password hidden."""
-        return url.render_as_string(hide_password=True)
+        return shown_url(url)
 
     # -- error handling -------------------------------------------------------------------
 

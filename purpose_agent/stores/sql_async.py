@@ -29,7 +29,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
 from purpose_agent.db.dialects import flavor_for
-from purpose_agent.db.engine import Durability, default_url, parse_url
+from purpose_agent.db.engine import Durability, default_url, parse_url, shown_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
@@ -156,7 +156,7 @@ class AsyncSQLCheckpointer:
         if isinstance(url_or_engine, Engine):
             raise InvalidInput(
                 "AsyncSQLCheckpointer takes a URL or an AsyncEngine, not a synchronous Engine; "
-                f"pass its URL ({url_or_engine.url.render_as_string(hide_password=True)})"
+                f"pass its URL ({shown_url(url_or_engine.url)})"
             )
         if isinstance(url_or_engine, AsyncEngine):
             synchronous, _ = async_url(url_or_engine.url)
@@ -177,7 +177,7 @@ class AsyncSQLCheckpointer:
         self._connections = LoopConnections(self._engine)
         # The URL as the caller gave it (``mariadb+aiomysql://`` stays so), password hidden.
         given = url_or_engine.url if isinstance(url_or_engine, AsyncEngine) else parse_url(url)
-        self.url = given.render_as_string(hide_password=True)
+        self.url = shown_url(given)
         self._store: _OnAsyncEngine | None = None
         self._closed_store: _OnAsyncEngine | None = None  # the store close() closed
         self._opening: asyncio.Lock | None = None

@@ -30,6 +30,7 @@ from purpose_agent import (
     SequenceConflict,
     SQLCheckpointer,
 )
+from purpose_agent.db.engine import shown_url
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.errors import translated
 from purpose_agent.integrations.langgraph import (
@@ -428,7 +429,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         store = self.store.sync if isinstance(self.store, AsyncSQLCheckpointer) else self.store
         if not isinstance(store, SQLCheckpointer):
             return
-        shown = store.engine.url.render_as_string(hide_password=True)
+        shown = shown_url(store.engine.url)
         with translated("setting up the schema", shown, DBAPIError):
             ensure_schema(store.engine, migrate=True)
 
