@@ -199,6 +199,22 @@ def test_runs_print_a_lone_surrogate_as_a_json_escape(tmp_path: Path) -> None:
 
 
 @pytest.mark.sqlite
+def test_runs_events_escapes_control_characters_in_event_data(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    data = {"text": "plain \x9b2J then \x85 next", "tab": "\t"}
+    with open_store(url) as store:
+        store.save_event(PAEvent(run_id="r", seq=1, kind=EventKind.MESSAGE, data=data))
+    result = invoke("runs", "events", "r", "--url", url)
+    assert result.exit_code == 0, result.output
+    assert "\x9b" not in result.stdout
+    assert "\x85" not in result.stdout
+    assert '"plain \\x9b2J then \\x85 next"' in result.stdout
+    as_json = invoke("runs", "events", "r", "--json", "--url", url)
+    # One line per event at "\n" only: str.splitlines() would also split at the NEL.
+    assert json.loads(as_json.stdout.split("\n")[0])["data"] == data
+
+
+@pytest.mark.sqlite
 def test_runs_list_piped_keeps_a_long_run_id_on_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     long_id = "agent-" + "x" * 180 + "-end"

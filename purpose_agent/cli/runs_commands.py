@@ -260,7 +260,9 @@ def list_events(
             else:
                 if shown == 0:
                     click.echo(f"{'seq':>8}  {'kind':<15} {'lane':<8} {'time (UTC)':<24}  data")
-                data = one_line(json_text(event.data))
+                # json.dumps escapes C0 characters but not C1 ones (U+009B is a terminal's CSI),
+                # nor NEL, which one_line would turn into a space: all written as escapes.
+                data = one_line(printable(json_text(event.data)))
                 if len(data) > _DATA_WIDTH:
                     data = data[: _DATA_WIDTH - 3] + "..."
                 click.echo(
