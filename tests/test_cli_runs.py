@@ -141,6 +141,19 @@ def test_runs_commands_name_an_unknown_run(store_url: str) -> None:
         assert len(result.stderr.splitlines()) == 1
 
 
+def test_runs_events_past_the_end_tells_an_unknown_run_from_a_known_one(store_url: str) -> None:
+    """A poll with --since on a mistyped run id fails, as the first page does."""
+    _fill(store_url)
+    for args in (["--since", "5"], ["--since", "5", "--json"], ["--since", "5", "--all"]):
+        unknown = invoke("runs", "events", "nope", *args, "--url", store_url)
+        assert unknown.exit_code == 1, (args, unknown.output)
+        assert unknown.stderr.startswith("error: no run 'nope' in "), args
+        known = invoke("runs", "events", "b", *args, "--url", store_url)
+        assert known.exit_code == 0, (args, known.output)
+    done = invoke("runs", "events", "b", "--since", "5", "--url", store_url)
+    assert done.stdout == "No events after seq 5 in run 'b'.\n"
+
+
 @pytest.mark.sqlite
 def test_runs_read_a_jsonl_folder(tmp_path: Path) -> None:
     target = f"jsonl:{tmp_path / 'runs'}"

@@ -39,6 +39,7 @@ from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.prune import delete_selected, selected, selection
 from purpose_agent.ops.summaries import group_summaries, run_detail, run_summaries
+from purpose_agent.protocol import Checkpointer
 from purpose_agent.stores.open import describe
 
 _DATA_WIDTH = 60
@@ -246,7 +247,7 @@ def list_events(
             # One more than the page, to know whether to point at the next page.
             events = iter(store.list_events(run_id, since, limit + 1))
         first = next(events, None)
-        if first is None and since == 0 and store.load_latest(run_id) is None:
+        if first is None and _unknown_run(store, run_id, since):
             raise _unknown(run_id, where)
         shown = 0
         last_seq = since
@@ -273,6 +274,17 @@ def list_events(
             last_seq = event.seq
         if shown == 0 and not as_json:
             click.echo(f"No events after seq {since} in run {run_id!r}.")
+
+
+def _unknown_run(store: Checkpointer, run_id: str, since: int) -> bool:
+    """Whether a run with no events after ``since`` is unknown to the store.
+
+    Past the end of a known run the page is empty too: a poll with ``--since`` on a mistyped
+    run id must fail as the first page does, not report no new events forever.
+    """
+    if store.load_latest(run_id) is not None:
+        return False
+    return since == 0 or not store.list_events(run_id, 0, 1)
 
 
 @runs.command("delete")
