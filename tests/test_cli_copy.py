@@ -281,6 +281,26 @@ def test_copy_reads_a_seed_era_sqlite_file_into_any_store(
 
 
 @pytest.mark.sqlite
+def test_copy_into_a_seed_era_file_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    seed = tmp_path / "seed.db"
+    _write_seed_sqlite(seed, [("old", 1, "tool_call", {})], {})
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with open_store(source) as store:
+        for run_id in ("a", "b", "c"):
+            store.save_event(PAEvent(run_id=run_id, seq=1, kind=EventKind.CUSTOM))
+    result = invoke("copy", source, f"seed-sqlite:{seed}")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert "read-only" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    # An empty source too: nothing to copy is no reason to report a copy into it.
+    empty = invoke("copy", "memory:", f"seed-sqlite:{seed}")
+    assert empty.exit_code == 1
+    assert "read-only" in empty.stderr
+
+
+@pytest.mark.sqlite
 def test_copy_reports_runs_it_cannot_copy_and_exits_non_zero(tmp_path: Path) -> None:
     seed = tmp_path / "seed.db"
     rows = [

@@ -31,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict
+from purpose_agent.errors import CorruptRecord, InvalidInput, SequenceConflict, StoreReadOnly
 from purpose_agent.legacy.jsonl import SeedJSONLReader
 from purpose_agent.legacy.read_only import LegacyReader
 from purpose_agent.ops.summaries import count_events, grouped
@@ -127,11 +127,16 @@ def copy_runs(
 
     Raises:
         InvalidInput: ``batch_size`` below 1.
+        StoreReadOnly: ``dest`` is a seed-era reader, which takes no writes.
         StoreUnavailable: Either store cannot be reached (the copy stops; re-run it).
 
     """
     if type(batch_size) is not int or batch_size < 1:
         raise InvalidInput(f"batch size must be an int >= 1, got {batch_size!r}")
+    if isinstance(dest, LegacyReader):
+        # Refused once, here: run by run, the same refusal was reported for every run and an
+        # empty source "copied" into the read-only store with success.
+        raise StoreReadOnly(dest.write_refusal())
     run_ids = list(reversed(source.list_runs()))
     # Runs the source holds but cannot list would otherwise be skipped without a word.
     unread = source.unread_runs() if isinstance(source, LegacyReader) else []
