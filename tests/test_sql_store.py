@@ -1113,3 +1113,68 @@ def test_deleting_runs_by_age_waits_for_no_writer_of_a_newer_run(backend: str) -
         assert finished, "the delete waited for the row of a run it does not delete"
         assert [sorted(ids) for ids in deleted] == [runs[:1000]]
         assert sorted(store.list_runs()) == runs[1000:]
+
+
+_LOCK_WAITS = {
+    "postgres": (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND wait_event_type = 'Lock'"
+    ),
+    "mariadb": (
+        "SELECT count(*) FROM information_schema.innodb_trx t"
+        " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
+        " WHERE p.db = :d AND t.trx_state = 'LOCK WAIT'"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    "server",
+    [
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ],
+)
+def test_a_write_that_waited_for_a_lock_never_moves_a_run_behind_later_writes(
+    server: str,
+) -> None:
+    with server_url(server) as admin, throwaway_database(admin, "pa_written") as made:
+        url = made.render_as_string(hide_password=False)
+        holder = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with SQLCheckpointer(url) as store:
+            store.save_event(ev("a", 1))
+            saved: list[BaseException | None] = []
+
+            def save_across_runs() -> None:
+                try:
+                    store.save_events([ev("a", 2), ev("b", 100)])
+                    saved.append(None)
+                except BaseException as exc:
+                    saved.append(exc)
+
+            with holder.connect() as conn:
+                # Another writer of run a holds its row: the step across a and b waits for it.
+                conn.execute(
+                    sa.select(RunRecord.run_id).where(RunRecord.run_id == "a").with_for_update()
+                ).all()
+                worker = threading.Thread(target=save_across_runs)
+                worker.start()
+                with holder.connect() as watcher:
+                    for _ in range(240):
+                        found = watcher.execute(sa.text(_LOCK_WAITS[server]), {"d": made.database})
+                        if found.scalar_one():
+                            break
+                        watcher.rollback()  # the activity views are read once per transaction
+                        time.sleep(0.25)
+                    else:
+                        pytest.fail("the step never waited for run a's row")
+                store.save_event(ev("c", 1))
+                store.append("b", [new()])  # b is written after c
+                conn.rollback()
+            worker.join(60)
+        holder.dispose()
+        assert saved == [None]
+        with SQLCheckpointer(url) as store:
+            # b's last write came after every other write began and ended.
+            assert store.list_runs()[0] == "b"
+            assert store.delete_runs(keep_newest=1) == ["a", "c"]
+            assert [event.seq for event in store.list_events("b")] == [1, 100]

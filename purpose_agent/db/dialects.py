@@ -97,7 +97,7 @@ class Flavor:
         result: Insert = stmt.on_conflict_do_update(
             index_elements=[RunRecord.run_id],
             set_={
-                "updated_ns": stmt.excluded.updated_ns,
+                "updated_ns": self.greatest(RunRecord.updated_ns, stmt.excluded.updated_ns),
                 "last_seq": self.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
             },
         )
@@ -193,7 +193,7 @@ class Flavor:
             index_elements=[RunRecord.run_id],
             set_={
                 "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
-                "updated_ns": stmt.excluded.updated_ns,
+                "updated_ns": self.greatest(RunRecord.updated_ns, stmt.excluded.updated_ns),
                 "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
             },
             where=(RunRecord.last_seq == 0) if only_empty else None,
@@ -501,7 +501,7 @@ class PostgresFlavor(Flavor):
                 )
                 .values(
                     last_seq=RunRecord.last_seq + count,
-                    updated_ns=now,
+                    updated_ns=self.greatest(RunRecord.updated_ns, now),
                     group_id=func.coalesce(group, RunRecord.group_id),
                 )
             )
@@ -655,7 +655,7 @@ class MariaDBFlavor(Flavor):
     def runs_upsert(self) -> Insert:  # noqa: D102
         stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
         return stmt.on_duplicate_key_update(
-            updated_ns=stmt.inserted.updated_ns,
+            updated_ns=func.greatest(RunRecord.updated_ns, stmt.inserted.updated_ns),
             last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),
         )
 
@@ -678,7 +678,7 @@ class MariaDBFlavor(Flavor):
         # No assignment reads a column another one sets, so their order does not matter.
         return stmt.on_duplicate_key_update(
             last_seq=RunRecord.last_seq + stmt.inserted.last_seq,
-            updated_ns=stmt.inserted.updated_ns,
+            updated_ns=func.greatest(RunRecord.updated_ns, stmt.inserted.updated_ns),
             group_id=func.coalesce(stmt.inserted.group_id, RunRecord.group_id),
         )
 

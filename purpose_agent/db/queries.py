@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Double,
@@ -528,7 +529,7 @@ class Queries:
             lambda: (
                 update(RunRecord)
                 .where(RunRecord.run_id == bindparam("the_run"))
-                .values(last_seq=bindparam("new_last_seq"), updated_ns=bindparam("now"))
+                .values(last_seq=bindparam("new_last_seq"), updated_ns=self._written_at_least())
             ),
         )
         self._advance_run_group = build(
@@ -538,7 +539,7 @@ class Queries:
                 .where(RunRecord.run_id == bindparam("the_run"))
                 .values(
                     last_seq=bindparam("new_last_seq"),
-                    updated_ns=bindparam("now"),
+                    updated_ns=self._written_at_least(),
                     group_id=bindparam("new_group"),
                 )
             ),
@@ -590,6 +591,15 @@ class Queries:
                 SnapshotRecord.run_id == bindparam("run_id")
             ),
         )
+
+    def _written_at_least(self) -> Any:
+        """A run's new write time: ``:now``, unless the row already holds a later one.
+
+        A write's time is taken before it waits for its run's lock; a writer of the same run
+        that came later may commit first. Storing the earlier time then would move the run back
+        behind runs written after it, in ``list_runs`` and for retention by age or count.
+        """
+        return self.flavor.greatest(RunRecord.updated_ns, bindparam("now", type_=BigInteger))
 
     def _made(
         self,
@@ -1465,5 +1475,5 @@ class Queries:
         conn.execute(
             update(RunRecord)
             .where(RunRecord.run_id == run_id)
-            .values(group_id=group, updated_ns=now)
+            .values(group_id=group, updated_ns=self.flavor.greatest(RunRecord.updated_ns, now))
         )
