@@ -1178,3 +1178,62 @@ def test_a_write_that_waited_for_a_lock_never_moves_a_run_behind_later_writes(
             assert store.list_runs()[0] == "b"
             assert store.delete_runs(keep_newest=1) == ["a", "c"]
             assert [event.seq for event in store.list_events("b")] == [1, 100]
+
+
+@pytest.mark.mariadb
+def test_a_save_and_an_append_of_one_run_lock_it_in_one_order() -> None:
+    with server_url("mariadb") as admin, throwaway_database(admin, "pa_order") as made:
+        url = made.render_as_string(hide_password=False)
+        holder = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with SQLCheckpointer(url) as store:
+            wrote_first, go_on = threading.Event(), threading.Event()
+            deadlocks: list[BaseException] = []
+            outcomes: dict[str, object] = {}
+
+            def after_execute(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+                # The save stops after its first write, its locks held, until the append waits.
+                if (
+                    threading.current_thread().name == "save"
+                    and not wrote_first.is_set()
+                    and statement.lstrip().upper().startswith("INSERT")
+                ):
+                    wrote_first.set()
+                    go_on.wait(60)
+
+            def on_error(context: Any) -> None:
+                if getattr(context.original_exception, "args", (None,))[0] == 1213:
+                    deadlocks.append(context.original_exception)
+
+            sa.event.listen(store.engine, "after_cursor_execute", after_execute)
+            sa.event.listen(store.engine, "handle_error", on_error)
+
+            def call(name: str, work: Callable[[], object]) -> threading.Thread:
+                def run() -> None:
+                    try:
+                        outcomes[name] = work()
+                    except BaseException as exc:
+                        outcomes[name] = exc
+
+                thread = threading.Thread(target=run, name=name)
+                thread.start()
+                return thread
+
+            save = call("save", lambda: store.save_events([ev("r", 1), ev("r", 2)]))
+            assert wrote_first.wait(60)
+            append = call("append", lambda: [e.seq for e in store.append("r", [new()])])
+            with holder.connect() as watcher:
+                for _ in range(240):
+                    found = watcher.execute(sa.text(_LOCK_WAITS["mariadb"]), {"d": made.database})
+                    if found.scalar_one():
+                        break
+                    watcher.rollback()  # the activity views are read once per transaction
+                    time.sleep(0.25)  # InnoDB refreshes innodb_trx once unread for 0.1 s
+                else:
+                    pytest.fail("the append never waited for the save")
+            go_on.set()
+            save.join(60)
+            append.join(60)
+            assert outcomes == {"save": None, "append": [3]}
+            assert deadlocks == []
+            assert [event.seq for event in store.list_events("r")] == [1, 2, 3]
+        holder.dispose()

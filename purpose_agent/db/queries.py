@@ -659,11 +659,14 @@ class Queries:
             }
             self._events_and_runs.run(conn, {**columns, "now": now})
             return
+        # The run rows first, as an append locks them: a save that inserted its events first
+        # and an append of the same run (its row locked, then its events) waited for each
+        # other on MariaDB (gap locks on the events' index) and deadlocked.
+        self.touch_runs(conn, _last_seqs(rows), now)
         if len(rows) == 1:
             self._insert_events.run(conn, rows[0]._asdict())
         else:
             self._insert_events.run_tuples(conn, EVENT_FIELDS, rows)
-        self.touch_runs(conn, _last_seqs(rows), now)
 
     def touch_runs(self, conn: Connection, last_seqs: Mapping[str, int], now: int) -> None:
         """Record that runs were written at ``now`` (creating their rows if needed).
@@ -709,14 +712,14 @@ class Queries:
                 values[f"snapshot_{name}"] = [snap[index] for snap in snaps]
             self._saves_in_one.run(conn, {**values, "now": now})
             return
+        last = _last_seqs(ordered)
+        for snap in snaps:
+            last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
+        self.touch_runs(conn, last, now)  # run rows before events, as appends lock them
         if len(ordered) == 1:
             self._insert_events.run(conn, ordered[0]._asdict())
         elif ordered:
             self._insert_events.run_tuples(conn, EVENT_FIELDS, ordered)
-        last = _last_seqs(ordered)
-        for snap in snaps:
-            last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
-        self.touch_runs(conn, last, now)
         if snaps:
             states = [
                 {"run_id": snap.run_id, "seq": snap.seq, "state": snap.state, "written_ns": now}
@@ -737,8 +740,6 @@ class Queries:
         statements in the same order, without a connection round per statement.
         """
         ordered = sorted(rows, key=lambda row: (row.run_id, row.seq))  # one lock order
-        if ordered:
-            self._insert_events.compiled.executemany_on(cursor, EVENT_FIELDS, ordered)
         last = _last_seqs(ordered)
         for snap in snaps:
             last[snap.run_id] = max(last.get(snap.run_id, 0), snap.seq)
@@ -749,6 +750,8 @@ class Queries:
                 for run_id, seq in sorted(last.items())
             ],
         )
+        if ordered:
+            self._insert_events.compiled.executemany_on(cursor, EVENT_FIELDS, ordered)
         if snaps:
             self._upsert_snapshot.compiled.run_many_on(
                 cursor,
