@@ -27,8 +27,8 @@ from purpose_agent import (
 STEP_STATEMENTS = {
     "sqlite": [
         "BEGIN IMMEDIATE",
+        "INSERT INTO pa_runs",  # the run's row first, locked as an append locks it
         "INSERT INTO pa_events",
-        "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
         "COMMIT",
     ],
@@ -36,8 +36,8 @@ STEP_STATEMENTS = {
     "postgresql": ["WITH snapshot"],
     "mariadb": [
         "START TRANSACTION",
+        "INSERT INTO pa_runs",  # the run's row first, locked as an append locks it
         "INSERT INTO pa_events",
-        "INSERT INTO pa_runs",
         "INSERT INTO pa_snapshots",
         "COMMIT",
     ],
