@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL
 
+from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer, StoreUnavailable
 from purpose_agent.db.async_engine import make_async_engine
 from purpose_agent.db.engine import make_engine
 from purpose_agent.db.network import (
@@ -112,3 +115,83 @@ def test_mariadb_sockets_carry_the_limits(asynchronous: bool) -> None:
         "unacknowledged_ms": UNACKNOWLEDGED_SECONDS * 1000,
         "connect_timeout": CONNECT_SECONDS,
     }
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word (a stopped or hung server).
+
+    The kernel completes the handshake for a process stopped with SIGSTOP, or hung on its
+    disk, so a client's connect succeeds and then waits for the server's greeting.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            held.append(client)
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+        for client in held:
+            client.close()
+
+
+@ASYNC
+def test_opening_a_store_on_a_mariadb_port_that_stays_silent_gives_up(
+    silent_port: int, asynchronous: bool
+) -> None:
+    """PyMySQL's and aiomysql's connect_timeout bound the TCP connect only: the greeting was
+    then read with no limit, so an open hung as long as the server did (120 s on a stopped
+    mariadbd until it was resumed; for ever on a silent port)."""
+    url = f"mysql+pymysql://root@127.0.0.1:{silent_port}/test"
+    outcome: list[BaseException | None] = []
+
+    def open_store() -> None:
+        try:
+            if asynchronous:
+
+                async def opened() -> None:
+                    store = AsyncSQLCheckpointer(url)
+                    try:
+                        await store.list_runs()
+                    finally:
+                        await store.close()
+
+                asyncio.run(opened())
+            else:
+                SQLCheckpointer(url).close()
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    opener = threading.Thread(target=open_store, daemon=True)
+    opener.start()
+    opener.join(8 * CONNECT_SECONDS)  # a few tries of CONNECT_SECONDS each, with room
+    assert not opener.is_alive(), "the open still waits for the server's greeting"
+    assert isinstance(outcome[0], StoreUnavailable), repr(outcome[0])
+
+
+@pytest.mark.mariadb
+def test_statements_of_a_mariadb_store_may_wait_as_long_as_the_server_lets_them() -> None:
+    """The connect's bound is lifted once connected: a lock wait is the server's to end."""
+    with server_url("mariadb") as admin:
+        engine = make_engine(admin)
+        try:
+            with engine.connect() as conn:
+                driver = conn.connection.driver_connection
+                assert driver is not None
+                assert driver._read_timeout is None
+                assert driver._write_timeout is None
+        finally:
+            engine.dispose()

@@ -9,6 +9,7 @@ synchronous), the Postgres session setup, the MariaDB session options.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import weakref
 from collections.abc import Awaitable
@@ -30,7 +31,7 @@ from purpose_agent.db.engine import (
     shown_url,
 )
 from purpose_agent.db.memory_pool import SerialStaticPool
-from purpose_agent.db.network import bound_sockets
+from purpose_agent.db.network import CONNECT_SECONDS, bound_sockets
 from purpose_agent.db.postgres_sessions import configure_postgres
 from purpose_agent.db.task_pool import TaskQueuePool
 from purpose_agent.errors import InvalidInput
@@ -107,6 +108,7 @@ def make_async_engine(
         # default aiosqlite to NullPool, which refuses the pool's sizes (and would open a
         # connection, and a thread, per call).
         options["poolclass"] = TaskQueuePool
+    _drop_read_timeouts(options)
     if options.get("poolclass") is SerialStaticPool:
         # Tasks of one loop share its thread, so a lock per thread cannot order them.
         options["poolclass"] = pool.StaticPool
@@ -135,10 +137,46 @@ def make_async_engine(
     elif backend == "sqlite":
         use_one_trip_cursors(engine)
     else:
+        bound_async_connect(engine.sync_engine)
         refuse_unknown_options(engine.sync_engine, shown_url(synchronous))
         keep_read_committed(engine.sync_engine, parsed)
         bound_sockets(engine.sync_engine)
     return engine
+
+
+def _drop_read_timeouts(options: dict[str, Any]) -> None:
+    """Drop PyMySQL's read bounds, which aiomysql does not take (see bound_async_connect)."""
+    for name in ("read_timeout", "write_timeout"):
+        options.get("connect_args", {}).pop(name, None)
+
+
+def bound_async_connect(engine: Any) -> None:
+    """Bound aiomysql's whole connect, greeting and login included, to ``CONNECT_SECONDS``.
+
+    aiomysql's ``connect_timeout`` bounds the TCP connect only: a server that accepts and
+    stays silent (stopped, hung, a proxy with no backend) held the connect for ever.
+    """
+
+    @event.listens_for(engine, "do_connect")
+    def _bounded(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+        create = cparams.pop("async_creator_fn", None)
+        if create is None:
+            import aiomysql  # type: ignore[import-untyped]  # noqa: PLC0415 - optional driver
+
+            create = aiomysql.connect
+
+        async def bounded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await asyncio.wait_for(create(*args, **kwargs), CONNECT_SECONDS)
+            except TimeoutError as exc:
+                # As PyMySQL reports its own (a lost connection, which the store retries).
+                import pymysql  # noqa: PLC0415 - aiomysql's errors are PyMySQL's
+
+                raise pymysql.err.OperationalError(
+                    2013, "Lost connection to MySQL server during connect (timed out)"
+                ) from exc
+
+        cparams["async_creator_fn"] = bounded
 
 
 class LoopConnections:

@@ -236,6 +236,13 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
         if "connect_timeout" not in parsed.query:
             # PyMySQL's default; aiomysql's is none (see network).
             options["connect_args"]["connect_timeout"] = CONNECT_SECONDS
+        if "read_timeout" not in parsed.query and _driver(parsed) == "pymysql":
+            # PyMySQL's connect_timeout bounds the TCP connect only: the server's greeting
+            # and the login are read with read_timeout, none by default, so a server that
+            # accepts and stays silent (stopped, hung, a proxy with no backend) held the
+            # connect for ever. Bounded here; bound_sockets lifts it once connected.
+            options["connect_args"]["read_timeout"] = CONNECT_SECONDS
+            options["connect_args"]["write_timeout"] = CONNECT_SECONDS
         if "init_command" not in parsed.query:
             # READ COMMITTED in the connection's own first statement; a URL's init_command
             # is kept, and this runs after it (see keep_read_committed).

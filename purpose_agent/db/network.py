@@ -74,9 +74,16 @@ def bound_sockets(engine: Engine) -> None:
     Args:
         engine: The engine (an async engine's synchronous face).
     """
+    lift = "read_timeout" not in engine.url.query
 
     @event.listens_for(engine, "connect")
     def _bound(dbapi_connection: Any, _record: Any) -> None:
+        driver = getattr(dbapi_connection, "driver_connection", dbapi_connection)
+        if lift and hasattr(driver, "_read_timeout"):
+            # The connect's own bound (see engine): statements may wait for locks as long
+            # as the server lets them.
+            driver._read_timeout = None
+            driver._write_timeout = None
         sock = _socket_of(dbapi_connection)
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             for level, name, value in _SOCKET_OPTIONS:
