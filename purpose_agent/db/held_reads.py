@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError
 from purpose_agent.db.cursor import CursorStatement
 
 if TYPE_CHECKING:
+    from purpose_agent.db.sqlite_file import WatchedFile
     from purpose_agent.db.transactions import HeldWriter
 
 # The process a held connection belongs to; a forked child gets a new number, so it opens
@@ -82,9 +83,14 @@ class HeldReads:
     """
 
     def __init__(
-        self, engine: Engine, busy_timeout: float, writer: HeldWriter | None = None
+        self,
+        engine: Engine,
+        busy_timeout: float,
+        writer: HeldWriter | None = None,
+        watched: WatchedFile | None = None,
     ) -> None:
         self._writer = writer
+        self._watched = watched
         dialect = engine.dialect
         cargs, cparams = dialect.create_connect_args(engine.url)
         self._dialect = dialect
@@ -123,6 +129,8 @@ class HeldReads:
             DBAPIError: The driver's error, wrapped as SQLAlchemy wraps it (so the store
                 translates it like any other); the connection is dropped.
         """
+        if self._watched is not None:
+            self._watched.check_read()
         writer = self._writer
         if writer is not None:
             conn = writer.try_take()

@@ -28,6 +28,7 @@ from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.engine import shown_url
 from purpose_agent.db.queries import run_sql
+from purpose_agent.db.sqlite_file import WatchedFile
 from purpose_agent.db.turns import TaskTurns, Turns
 from purpose_agent.errors import StoreUnavailable
 
@@ -112,6 +113,8 @@ class HeldWriter:
         self._turns = Turns()
         self._conn: Connection | None = None
         self._closed = False
+        # The file the store opened, checked before each write (see sqlite_file).
+        self.watched: WatchedFile | None = None
         # The thread whose turn it is (see _before_fork).
         self._holder: int | None = None
         _WRITERS.add(self)
@@ -130,6 +133,8 @@ class HeldWriter:
                 f"{self._wait:g} s (database is locked)"
             )
         try:
+            if self.watched is not None:
+                self.watched.check()
             conn = self._conn
             if conn is None or conn.invalidated or conn.closed:
                 conn = self._reopen(conn)

@@ -57,6 +57,7 @@ from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema
 from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed
 from purpose_agent.db.replicas import Replicas, run_ids_of
+from purpose_agent.db.sqlite_file import WatchedFile
 from purpose_agent.db.transactions import HeldWriter, Transactions
 from purpose_agent.errors import (
     CheckpointError,
@@ -207,6 +208,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         self._closed = False
         self._replicas: Replicas | None = None
         self._held: HeldReads | None = None
+        self._watched: WatchedFile | None = None
         policy = GroupCommitPolicy() if group_commit is True else group_commit or None
         self._commits = GroupCommit(policy, commits_of(self)) if policy else None
         try:
@@ -219,8 +221,14 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             self._payload_limit = self._call("opening the store", self._read_payload_limit)
             if read_url is not None:
                 self._replicas = Replicas(read_url, primary=self._engine)
+            if _sqlite_file(self._engine):
+                self._watched = WatchedFile(str(self._engine.url.database), self.url)
+                self._watched.remember()
+                self._watched.watch(self._engine)
+                if writer is not None:
+                    writer.watched = self._watched
             if self._owns_engine and _sqlite_file(self._engine):
-                self._held = HeldReads(self._engine, busy_timeout, writer)
+                self._held = HeldReads(self._engine, busy_timeout, writer, self._watched)
         except BaseException:
             self.close()
             raise
@@ -1329,6 +1337,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
     def close(self) -> None:
         """Release the store's connections (the engine is kept if it was passed in)."""
         self._closed = True
+        if self._watched is not None:
+            self._watched.unwatch()
         if self._replicas is not None:
             self._replicas.close()
         if self._held is not None:
