@@ -74,15 +74,26 @@ class WatchedFile:
             self.check()
 
     def watch(self, engine: Engine) -> None:
-        """Check before each connection the engine's pool hands out (its other paths)."""
+        """Check before the engine opens a connection, and as its pool hands one out.
+
+        A connection opened on a deleted path would create an empty file there, in which
+        every read fails with "no such table": the check comes first.
+        """
         self._engine = engine
+        event.listen(engine, "do_connect", self._on_connect)
         event.listen(engine, "checkout", self._on_checkout)
 
     def unwatch(self) -> None:
         """Stop checking the engine's connections (the store is closed)."""
         engine, self._engine = self._engine, None
-        if engine is not None and event.contains(engine, "checkout", self._on_checkout):
-            event.remove(engine, "checkout", self._on_checkout)
+        if engine is None:
+            return
+        for name, listener in (("do_connect", self._on_connect), ("checkout", self._on_checkout)):
+            if event.contains(engine, name, listener):
+                event.remove(engine, name, listener)
+
+    def _on_connect(self, *_: Any) -> None:
+        self.check()
 
     def _on_checkout(self, *_: Any) -> None:
         self.check_read()
