@@ -237,6 +237,70 @@ def test_forty_threads_with_parallel_interrupts_lose_none(
     ]
 
 
+def _run(thread_id: str, run_id: str) -> dict[str, Any]:
+    """A thread's config for one LangGraph run, named as LangGraph's server names runs."""
+    return {"configurable": {"thread_id": thread_id}, "metadata": {"run_id": run_id}}
+
+
+def test_rolling_back_a_resume_withdraws_its_writes_from_the_interrupted_checkpoint(
+    saver: PurposeAgentSaver,
+) -> None:
+    """The run that resumed an interrupt is rolled back: the next resume must run again.
+
+    The resuming run stores its resume value, and the writes of the task it finished, on the
+    checkpoint it resumed, which an earlier run made and which stays. Left there, they made
+    the graph look finished after the rollback (``next == ()``), and the next resume, with
+    another answer, skipped the task and finished with the rolled-back run's answer.
+    """
+    graph = graphs.approval(saver)
+    graph.invoke({"request": "refund", "answer": "", "outcome": ""}, _run("t", "r1"))
+    paused = graph.get_state(_config("t"))
+    assert paused.next == ("ask",)
+
+    assert graph.invoke(Command(resume="yes"), _run("t", "r2"))["outcome"] == "REFUND:yes"
+    saver.delete_for_runs(["r2"])
+
+    after = graph.get_state(_config("t"))
+    assert (after.next, after.values) == (paused.next, paused.values)
+    assert [i.value for i in after.interrupts] == [i.value for i in paused.interrupts]
+    done = graph.invoke(Command(resume="no"), _run("t", "r3"))
+
+    reference = graphs.approval(InMemorySaver())
+    reference.invoke({"request": "refund", "answer": "", "outcome": ""}, _run("t", "r1"))
+    assert done == reference.invoke(Command(resume="no"), _run("t", "r3"))
+    assert done["outcome"] == "REFUND:no"
+
+
+def test_rolling_back_a_run_that_made_no_checkpoint_withdraws_its_writes(
+    saver: PurposeAgentSaver, store_factory: StoreFactory
+) -> None:
+    """A run answered one of two parallel interrupts, then was rolled back.
+
+    With one branch still waiting, the super-step never completed, so the run made no
+    checkpoint of its own for ``delete_for_runs`` to find: its writes (the answered branch's
+    result, the other branch's interrupt again) sat on the earlier run's checkpoint, and the
+    answered reviewer was never asked again.
+    """
+    graph = graphs.parallel_review(saver)
+    graph.invoke({"request": "loan"}, _run("t", "r1"))
+    paused = graph.get_state(_config("t"))
+    legal = next(i for i in paused.interrupts if i.value["reviewer"] == "legal")
+    half = graph.invoke(Command(resume={legal.id: "ok"}), _run("t", "r2"))
+    assert [i.value["reviewer"] for i in half["__interrupt__"]] == ["finance"]
+    assert graph.get_state(_config("t")).config == paused.config  # no checkpoint of r2's
+
+    saver.delete_for_runs(["r2"])
+
+    fresh = graphs.parallel_review(PurposeAgentSaver(store_factory()))
+    after = fresh.get_state(_config("t"))
+    assert sorted(i.value["reviewer"] for i in after.interrupts) == sorted(graphs.REVIEWERS)
+    answers = {i.id: f"{i.value['reviewer']}-r3" for i in after.interrupts}
+    done = fresh.invoke(Command(resume=answers), _run("t", "r3"))
+    assert sorted(done["answers"]) == ["done", "finance:finance-r3", "legal:legal-r3"]
+    saver.delete_for_runs(["r2"])  # again: nothing more is stored, nothing changes
+    assert graph.get_state(_config("t")).values == done
+
+
 SQL_BACKENDS = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),

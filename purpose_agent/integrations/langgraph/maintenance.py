@@ -7,7 +7,9 @@ deletes what the snapshot covers), then deletes the other checkpoints' writes ru
 namespaces of finished subgraph calls, in one transaction: the space comes back.
 ``delete_for_runs`` removes single checkpoints from the middle of a run, which a store cannot
 delete, so it appends a deletion marker to each one's writes run (which every read of the
-checkpoint reads anyway); their space comes back when the thread is pruned or deleted.
+checkpoint reads anyway); their space comes back when the thread is pruned or deleted. The
+writes a rolled-back run left on the checkpoint it started from are withdrawn the same way,
+by a marker in that checkpoint's writes run.
 
 Pruning refuses a thread whose graph uses a ``DeltaChannel``, as LangGraph's own
 ``PostgresSaver`` does: such a channel keeps only its changes in most checkpoints and is
@@ -17,9 +19,10 @@ bring it back empty, without an error.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from typing import Any
 
-from purpose_agent import PAEvent, RunState
+from purpose_agent import NewEvent, PAEvent, RunState
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op
 from purpose_agent.integrations.langgraph.reads import (
@@ -51,28 +54,68 @@ def _page(run_id: str, since: int) -> Op[list[PAEvent]]:
 
 
 def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
-    """Mark every checkpoint whose metadata names one of these LangGraph runs as deleted."""
+    """Roll these LangGraph runs back: their checkpoints, and their writes to older ones.
+
+    Every checkpoint whose metadata names one of the runs gets a deletion marker. A run also
+    leaves writes on the checkpoint it started from (a resume value, the writes of tasks it
+    finished before it stopped), which would otherwise count on the next run from there: it
+    would skip those tasks and reuse the rolled-back run's results. So the checkpoints a run
+    can have started from, the parent of each deleted checkpoint and the newest one left in
+    each namespace, have their writes read, and each run found among their writers gets a
+    retraction marker there.
+    """
     doomed = {str(run_id) for run_id in run_ids}
     if not doomed:
         return
     for run_id in (yield from calls.list_runs(prefix=runs.PREFIX)):
         since = 0
+        parents: set[str] = set()
+        kept: dict[str, PAEvent] = {}
+        newest: PAEvent | None = None
         while True:
             page = yield from _page(run_id, since)
             for event in page:
-                if is_checkpoint(event) and event.data.get("run") in doomed:
-                    where = where_of(run_id, event)
-                    checkpoint_id = payloads.checkpoint_id(event)
-                    writes_run = runs.writes_run_for(*where, checkpoint_id)
-                    names = (*where, checkpoint_id) if runs.hashed(writes_run) else None
-                    yield from calls.append(
-                        writes_run,
-                        [payloads.deleted(names)],
-                        group=runs.group_for(where.thread_id),
-                    )
+                if not is_checkpoint(event):
+                    continue
+                checkpoint_id = payloads.checkpoint_id(event)
+                if event.data.get("run") in doomed:
+                    yield from _mark(run_id, event, payloads.deleted)
+                    _, parent, _, _ = payloads.checkpoint_parts(event)
+                    if parent:
+                        parents.add(parent)
+                else:
+                    kept[checkpoint_id] = event
+                    newest = event
             if len(page) < BATCH:
                 break
             since = page[-1].seq
+        started_from = [kept[parent] for parent in sorted(parents) if parent in kept]
+        if newest is not None and newest not in started_from:
+            started_from.append(newest)
+        for event in started_from:
+            yield from _retract(run_id, event, doomed)
+
+
+def _mark(run_id: str, event: PAEvent, marker: Callable[..., NewEvent], *args: Any) -> Op[None]:
+    """Append a marker to the writes run of the checkpoint ``event`` of run ``run_id``."""
+    where = where_of(run_id, event)
+    checkpoint_id = payloads.checkpoint_id(event)
+    writes_run = runs.writes_run_for(*where, checkpoint_id)
+    names = (*where, checkpoint_id) if runs.hashed(writes_run) else None
+    yield from calls.append(
+        writes_run, [marker(*args, names=names)], group=runs.group_for(where.thread_id)
+    )
+
+
+def _retract(run_id: str, event: PAEvent, doomed: set[str]) -> Op[None]:
+    """Withdraw the writes the doomed runs made to one checkpoint that stays."""
+    where = where_of(run_id, event)
+    writes_run = runs.writes_run_for(*where, payloads.checkpoint_id(event))
+    found = yield from calls.list_events(writes_run)
+    writers = {payloads.writer_of(write) for write in found if payloads.is_writes(write)}
+    withdrawn = {payloads.writer_of(write) for write in found if payloads.is_retraction(write)}
+    for writer in sorted(run for run in doomed & writers.difference(withdrawn) if run):
+        yield from _mark(run_id, event, payloads.retracted, writer)
 
 
 def copy_thread(source: str, target: str) -> Op[None]:

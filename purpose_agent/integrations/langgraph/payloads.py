@@ -18,7 +18,12 @@ again (a retry after an ambiguous commit, a copy run twice) stores nothing new:
   ``idx``): no key, because LangGraph replaces a special write: a task resumed twice writes
   its interrupt again with another value, and the last one written wins when read;
 * a deletion marker: ``deleted``;
-* the marker that a pruned checkpoint's parent is gone: ``unparented``.
+* the marker that a pruned checkpoint's parent is gone: ``unparented``;
+* the marker that a LangGraph run's writes to the checkpoint are withdrawn
+  (``delete_for_runs``): ``retracted:<run id>``, or no key for a run id too long for one.
+
+A task's writes hold the LangGraph run that wrote them (``run``, as a checkpoint does), so that
+rolling a run back withdraws the writes it left on the checkpoints it started from.
 
 In a run whose id is hashed (ids too long to spell out, see
 :mod:`~purpose_agent.integrations.langgraph.runs`), every event also holds ``names``: the
@@ -43,6 +48,7 @@ CHECKPOINT = "checkpoint"
 WRITES = "writes"
 UNKEYED = "unkeyed"
 DELETED = "deleted"
+RETRACTED = "retracted"
 UNPARENTED = "unparented"
 NAMES = "names"
 VALUES = "values"
@@ -236,8 +242,12 @@ def writes_of(
     *,
     keyed: bool = True,
     names: tuple[str, ...] | None = None,
+    run_id: Any = None,
 ) -> NewEvent:
-    """One task's pending writes ``(idx, channel, value)``; the checkpoint is their run."""
+    """One task's pending writes ``(idx, channel, value)``; the checkpoint is their run.
+
+    ``run_id`` is the LangGraph run that wrote them, kept when it is a ``str``.
+    """
     data: dict[str, Any] = {
         KEY: WRITES,
         "task": task_id,
@@ -246,6 +256,8 @@ def writes_of(
     }
     if not keyed:
         data[UNKEYED] = True
+    if isinstance(run_id, str):
+        data["run"] = run_id
     _name(data, names)
     key = writes_key(task_id, [idx for idx, _, _ in writes]) if keyed else None
     return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=key)
@@ -256,6 +268,38 @@ def deleted(names: tuple[str, ...] | None = None) -> NewEvent:
     data: dict[str, Any] = {KEY: DELETED}
     _name(data, names)
     return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=DELETED_KEY)
+
+
+def retracted(run_id: str, names: tuple[str, ...] | None = None) -> NewEvent:
+    """The marker that withdraws every write a LangGraph run made to the checkpoint.
+
+    Keyed by the run, so that rolling it back again stores nothing new.
+    """
+    data: dict[str, Any] = {KEY: RETRACTED, "run": run_id}
+    _name(data, names)
+    return NewEvent(kind=WRITE_KIND, lane_id=LANE, data=data, key=retracted_key(run_id))
+
+
+def retracted_key(run_id: str) -> str | None:
+    """The key of a run's retraction marker, ``None`` if no key can name the run."""
+    key = f"{RETRACTED}:{run_id}"
+    return key if len(key) <= _MAX_KEY and "\x00" not in key else None
+
+
+def is_writes(event: PAEvent) -> bool:
+    """Whether an event of a writes run is a task's writes."""
+    return event.data.get(KEY) == WRITES
+
+
+def is_retraction(event: PAEvent) -> bool:
+    """Whether an event of a writes run withdraws a LangGraph run's writes."""
+    return event.data.get(KEY) == RETRACTED
+
+
+def writer_of(event: PAEvent) -> str | None:
+    """The LangGraph run that wrote a task's writes, if it was recorded."""
+    run = event.data.get("run")
+    return run if type(run) is str else None
 
 
 def unparented(names: tuple[str, ...] | None = None) -> NewEvent:
@@ -303,11 +347,13 @@ def key_of(event: PAEvent) -> str | None:
             return None
         pending = _pending_of(event)
         return writes_key(pending[0].task, [write.idx for write in pending]) if pending else None
-    if what == DELETED:
-        return DELETED_KEY
-    if what == UNPARENTED:
-        return UNPARENTED_KEY
-    return None
+    if what == RETRACTED:
+        run = data.get("run")
+        return retracted_key(run) if type(run) is str else None
+    return _MARKER_KEYS.get(what) if type(what) is str else None
+
+
+_MARKER_KEYS = {DELETED: DELETED_KEY, UNPARENTED: UNPARENTED_KEY}
 
 
 def problem(event: PAEvent) -> str | None:
@@ -330,11 +376,20 @@ def problem(event: PAEvent) -> str | None:
         elif what == WRITES:
             for write in _pending_of(event):
                 _check_value(write.value, event.run_id, event.seq)
-        if what in (CHECKPOINT, WRITES, DELETED, UNPARENTED) and runs.hashed(event.run_id):
+        elif what == RETRACTED:
+            _check_retraction(event)
+        if what in (CHECKPOINT, WRITES, DELETED, UNPARENTED, RETRACTED) and runs.hashed(
+            event.run_id
+        ):
             names_of(event, 2 if runs.is_checkpoints(event.run_id) else 3)
     except CorruptRecord as exc:
         return exc.detail
     return None
+
+
+def _check_retraction(event: PAEvent) -> None:
+    if type(event.data.get("run")) is not str:
+        raise CorruptRecord(event.run_id, event.seq, "a retraction names no LangGraph run")
 
 
 def _check_value(stored: Any, run_id: str, seq: int) -> None:
@@ -388,17 +443,24 @@ class Writes(NamedTuple):
 def writes(events: Iterable[PAEvent]) -> Writes:
     """Which of a writes run's writes count: the first of a regular write, the last of a special.
 
+    The writes of a LangGraph run rolled back (``delete_for_runs``) do not count, wherever
+    its retraction marker stands: a write the run made after it is withdrawn too.
+
     Args:
         events: The run's events, in ascending seq.
     """
     gone = orphan = False
     kept: dict[tuple[str, int], Pending] = {}
+    events = events if isinstance(events, list) else list(events)
+    withdrawn = {event.data.get("run") for event in events if event.data.get(KEY) == RETRACTED}
     for event in events:
         data = event.data
         what = data.get(KEY)
         if what == DELETED:
             gone = True
         elif what == WRITES:
+            if withdrawn and data.get("run") in withdrawn:
+                continue
             for write in _pending_of(event):
                 key = (write.task, write.idx)
                 if write.idx < 0 or key not in kept:

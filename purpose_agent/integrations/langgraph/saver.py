@@ -61,6 +61,14 @@ _NEEDED = {
 }
 
 
+def _writer(config: RunnableConfig) -> Any:
+    """The LangGraph run a call belongs to, found where its checkpoints' metadata finds it."""
+    for part in (config.get("metadata"), config.get("configurable")):
+        if part and "run_id" in part:
+            return part["run_id"]
+    return None
+
+
 def _ids(ids: Sequence[Any], what: str) -> list[Any]:
     """A sequence of ids as a list; one ``str`` would otherwise be taken as its characters."""
     if isinstance(ids, (str, bytes)):
@@ -315,15 +323,20 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         if not stored:
             return
         group = runs.group_for(thread_id)
+        writer = _writer(config)
         try:
             yield from calls.append(
-                run_id, [payloads.writes_of(task_id, task_path, stored, names=names)], group=group
+                run_id,
+                [payloads.writes_of(task_id, task_path, stored, names=names, run_id=writer)],
+                group=group,
             )
         except SequenceConflict:
-            # The task's regular writes are stored with other values (the task ran again):
-            # LangGraph keeps the first ones, which the reads do; these are kept beside them,
-            # without a key, for the writes the first call did not have.
-            unkeyed = payloads.writes_of(task_id, task_path, stored, keyed=False, names=names)
+            # The task's regular writes are stored with other values (the task ran again, or
+            # a run that wrote them was rolled back): LangGraph keeps the first ones that
+            # count, which the reads do; these are kept beside them, without a key.
+            unkeyed = payloads.writes_of(
+                task_id, task_path, stored, keyed=False, names=names, run_id=writer
+            )
             yield from calls.append(run_id, [unkeyed], group=group)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
@@ -490,7 +503,11 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         self._run(maintenance.delete_thread(thread_id))
 
     def delete_for_runs(self, run_ids: Sequence[str]) -> None:
-        """Remove the checkpoints whose metadata names one of these LangGraph runs.
+        """Roll these LangGraph runs back: their checkpoints, and their writes to earlier ones.
+
+        The checkpoints whose metadata names one of the runs are removed; the writes the runs
+        left on the checkpoint each started from (a resume value, finished tasks' results)
+        are withdrawn, so the next run from there runs those tasks again.
 
         Args:
             run_ids: LangGraph run ids (``metadata["run_id"]``), not store run ids.
