@@ -391,3 +391,29 @@ def test_a_refused_run_id_says_which_rule_it_breaks() -> None:
     ]:
         with pytest.raises(InvalidRunId, match=reason):
             check_run_id(run_id)
+
+
+def test_rows_in_thousands_of_lanes_are_decoded_without_validating_each(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Past 4,096 lanes, every row of a lane not seen before was validated field by field.
+
+    A LangGraph checkpoint's lane names its run, so a server reading the checkpoints of many
+    runs decoded each through the event's full rules, several times the cost of the row.
+    """
+    from purpose_agent import records
+
+    checked: list[Any] = []
+    full_rules = records._checked_event
+
+    def counted(*row: Any) -> PAEvent:
+        checked.append(row)
+        return full_rules(*row)
+
+    monkeypatch.setattr(records, "_checked_event", counted)
+    rows = [(n, "custom", 1.5, f"lg:run-{n:05}", f'{{"n":{n}}}') for n in range(1, 6_001)]
+    events = records.decode_events("r", rows)
+    assert checked == []
+    assert events == [full_rules("r", *row) for row in rows]
+    assert records.decode_events("r", [(1, "custom", 1.5, "é" * 10, "{}")])[0].lane_id == "é" * 10
+    assert len(checked) == 1  # a lane that is not plain ASCII is checked (then remembered)

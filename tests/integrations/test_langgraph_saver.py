@@ -476,6 +476,60 @@ def test_delete_for_runs_hides_checkpoints_even_from_late_writes(
     assert fresh.get_tuple(_config("d", doomed)) is None
 
 
+def test_delete_for_runs_reads_only_the_checkpoints_of_the_runs_it_rolls_back(
+    store_factory: StoreFactory,
+) -> None:
+    """Rolling one run back read every checkpoint of every thread in the store.
+
+    LangGraph's server rolls a run back with ``delete_for_runs``; on a store of many threads
+    that read was the whole store each time. A checkpoint's lane names its run, so the
+    database finds the run's checkpoints and the other threads' stay where they are.
+    """
+    counting = _CountingStore(_sync(store_factory()))
+    saver = PurposeAgentSaver(counting)  # type: ignore[arg-type]
+    parent = None
+    for _ in range(60):
+        parent = _put(saver, "busy", parent, run="run-1")
+    kept = _put(saver, "d", run="run-1")
+    for _ in range(60):
+        kept = _put(saver, "d", kept, run="run-1")
+    doomed = _put(saver, "d", kept, run="run-2")
+    saver.put_writes(_config("d", doomed), [("w", 1)], "task")
+    counting.take()
+
+    saver.delete_for_runs(["run-2"])
+
+    assert counting.events_read <= 6  # run-2's checkpoint, each namespace's newest, writes
+    assert saver.get_tuple(_config("d", doomed)) is None
+    latest = saver.get_tuple(_config("d"))
+    assert latest is not None
+    assert latest.checkpoint["id"] == kept
+    assert len(list(saver.list(_config("busy")))) == 60
+
+
+def test_delete_for_runs_still_finds_checkpoints_stored_without_a_lane(
+    saver: PurposeAgentSaver,
+) -> None:
+    """Checkpoints stored before they had their run's lane are found by reading them."""
+    kept = _put(saver, "old", run="run-1")
+    checkpoint = _checkpoint()
+    event = payloads.checkpoint(
+        checkpoint["id"],
+        kept,
+        payloads.dump(saver.serde, checkpoint),
+        payloads.dump(saver.serde, {"step": 1, "run_id": "run-2"}),
+        run_id="run-2",
+    )
+    saver.store.append(
+        run_id_for("old"), [event.model_copy(update={"lane_id": payloads.LANE})], group="lg:old"
+    )
+    assert saver.get_tuple(_config("old")).checkpoint["id"] == checkpoint["id"]
+
+    saver.delete_for_runs(["run-2"])
+
+    assert saver.get_tuple(_config("old")).checkpoint["id"] == kept
+
+
 def test_copy_thread_twice_copies_once(saver: PurposeAgentSaver) -> None:
     ids = _fill(saver, "src", 3)
     _fill(saver, "src", 2, ns="child:1")

@@ -63,6 +63,7 @@ def list_events(
     *,
     before: int | None = None,
     newest_first: bool = False,
+    lanes: list[str] | None = None,
 ) -> Op[list[PAEvent]]:
     """``store.list_events`` with the bounds the database applies."""
     options: dict[str, Any] = {}
@@ -70,6 +71,8 @@ def list_events(
         options["before"] = before
     if newest_first:
         options["newest_first"] = True
+    if lanes is not None:
+        options["lanes"] = lanes
     events: list[PAEvent] = yield Call("list_events", (run_id, since_seq, limit), options)
     return events
 

@@ -19,8 +19,8 @@ bring it back empty, without an error.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection
-from typing import Any
 
 from purpose_agent import NewEvent, PAEvent, RunState
 from purpose_agent.integrations.langgraph import calls, payloads, runs
@@ -33,6 +33,9 @@ from purpose_agent.integrations.langgraph.reads import (
     pending_writes,
     where_of,
 )
+
+Names = tuple[str, ...] | None
+"""A hashed writes run's thread, namespace and checkpoint id, or ``None``."""
 
 # Events read, and appended, per call while copying or scanning a thread.
 BATCH = 500
@@ -56,66 +59,64 @@ def _page(run_id: str, since: int) -> Op[list[PAEvent]]:
 def delete_for_runs(run_ids: Collection[str]) -> Op[None]:
     """Roll these LangGraph runs back: their checkpoints, and their writes to older ones.
 
-    Every checkpoint whose metadata names one of the runs gets a deletion marker. A run also
-    leaves writes on the checkpoint it started from (a resume value, the writes of tasks it
-    finished before it stopped), which would otherwise count on the next run from there: it
-    would skip those tasks and reuse the rolled-back run's results. So the checkpoints a run
-    can have started from, the parent of each deleted checkpoint and the newest one left in
-    each namespace, have their writes read, and each run found among their writers gets a
-    retraction marker there.
+    Every checkpoint whose metadata names one of the runs gets a deletion marker. Each
+    namespace's run is read through a lane filter the database applies: the runs' own lanes,
+    and the plain lane of checkpoints stored before runs had lanes, so a store's other
+    checkpoints are not read.
+
+    A run also leaves writes on the checkpoint it started from (a resume value, the writes of
+    tasks it finished before it stopped), which would otherwise count on the next run from
+    there: it would skip those tasks and reuse the rolled-back run's results. So the
+    checkpoints a run can have started from, the parent of each deleted checkpoint and the
+    newest one of each namespace, have their writes read, and each run found among their
+    writers gets a retraction marker there.
     """
     doomed = {str(run_id) for run_id in run_ids}
     if not doomed:
         return
+    lanes = sorted({payloads.lane_of_run(run_id) for run_id in doomed} | {payloads.LANE})
     for run_id in (yield from calls.list_runs(prefix=runs.PREFIX)):
+        started_from: dict[str, runs.Checkpoints] = {}
         since = 0
-        parents: set[str] = set()
-        kept: dict[str, PAEvent] = {}
-        newest: PAEvent | None = None
         while True:
-            page = yield from _page(run_id, since)
+            page = yield from calls.list_events(run_id, since, BATCH, lanes=lanes)
             for event in page:
-                if not is_checkpoint(event):
-                    continue
-                checkpoint_id = payloads.checkpoint_id(event)
-                if event.data.get("run") in doomed:
+                if is_checkpoint(event) and event.data.get("run") in doomed:
                     yield from _mark(run_id, event, payloads.deleted)
                     _, parent, _, _ = payloads.checkpoint_parts(event)
                     if parent:
-                        parents.add(parent)
-                else:
-                    kept[checkpoint_id] = event
-                    newest = event
+                        started_from[parent] = where_of(run_id, event)
             if len(page) < BATCH:
                 break
             since = page[-1].seq
-        started_from = [kept[parent] for parent in sorted(parents) if parent in kept]
-        if newest is not None and newest not in started_from:
-            started_from.append(newest)
-        for event in started_from:
-            yield from _retract(run_id, event, doomed)
+        newest = yield from calls.list_events(run_id, 0, 1, newest_first=True)
+        if newest and is_checkpoint(newest[0]):
+            started_from[payloads.checkpoint_id(newest[0])] = where_of(run_id, newest[0])
+        for checkpoint_id, where in sorted(started_from.items()):
+            yield from _retract(where, checkpoint_id, doomed)
 
 
-def _mark(run_id: str, event: PAEvent, marker: Callable[..., NewEvent], *args: Any) -> Op[None]:
+def _mark(run_id: str, event: PAEvent, marker: Callable[[Names], NewEvent]) -> Op[None]:
     """Append a marker to the writes run of the checkpoint ``event`` of run ``run_id``."""
-    where = where_of(run_id, event)
-    checkpoint_id = payloads.checkpoint_id(event)
+    yield from _to_writes(where_of(run_id, event), payloads.checkpoint_id(event), marker)
+
+
+def _to_writes(
+    where: runs.Checkpoints, checkpoint_id: str, marker: Callable[[Names], NewEvent]
+) -> Op[None]:
+    """Append a marker to a checkpoint's writes run, naming it there if its id is hashed."""
     writes_run = runs.writes_run_for(*where, checkpoint_id)
     names = (*where, checkpoint_id) if runs.hashed(writes_run) else None
-    yield from calls.append(
-        writes_run, [marker(*args, names=names)], group=runs.group_for(where.thread_id)
-    )
+    yield from calls.append(writes_run, [marker(names)], group=runs.group_for(where.thread_id))
 
 
-def _retract(run_id: str, event: PAEvent, doomed: set[str]) -> Op[None]:
-    """Withdraw the writes the doomed runs made to one checkpoint that stays."""
-    where = where_of(run_id, event)
-    writes_run = runs.writes_run_for(*where, payloads.checkpoint_id(event))
-    found = yield from calls.list_events(writes_run)
+def _retract(where: runs.Checkpoints, checkpoint_id: str, doomed: set[str]) -> Op[None]:
+    """Withdraw the writes the doomed runs made to one checkpoint."""
+    found = yield from calls.list_events(runs.writes_run_for(*where, checkpoint_id))
     writers = {payloads.writer_of(write) for write in found if payloads.is_writes(write)}
     withdrawn = {payloads.writer_of(write) for write in found if payloads.is_retraction(write)}
     for writer in sorted(run for run in doomed & writers.difference(withdrawn) if run):
-        yield from _mark(run_id, event, payloads.retracted, writer)
+        yield from _to_writes(where, checkpoint_id, functools.partial(payloads.retracted, writer))
 
 
 def copy_thread(source: str, target: str) -> Op[None]:

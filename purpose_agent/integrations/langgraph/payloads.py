@@ -42,6 +42,7 @@ from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent
 from purpose_agent.integrations.langgraph import runs
+from purpose_agent.runtime.events import storable_lane
 
 KEY = "langgraph"
 CHECKPOINT = "checkpoint"
@@ -205,7 +206,9 @@ def checkpoint(
 
     LangGraph's step (an ``int`` in its metadata) comes first in plain JSON, so that
     ``purpose-agent runs events`` shows where each checkpoint stands without decoding; the
-    LangGraph run id (a ``str``) is kept plain too, for ``delete_for_runs``.
+    LangGraph run id (a ``str``) is kept plain too, and names the checkpoint's lane
+    (:func:`lane_of_run`), so that ``delete_for_runs`` finds a run's checkpoints with a lane
+    filter the database applies, without reading every checkpoint of the store.
 
     Raises:
         InvalidInput: The checkpoint id cannot be a key (empty, over 255 characters, NUL).
@@ -218,7 +221,20 @@ def checkpoint(
     if values is not None:
         data[VALUES] = values
     _name(data, names)
-    return NewEvent(kind=CHECKPOINT_KIND, lane_id=LANE, data=data, key=checkpoint_id)
+    return NewEvent(kind=CHECKPOINT_KIND, lane_id=lane_of_run(run_id), data=data, key=checkpoint_id)
+
+
+def lane_of_run(run_id: Any) -> str:
+    """The lane of the checkpoints a LangGraph run makes: ``lg:<run id>``.
+
+    A checkpoint with no run id, or one no lane can hold (over 252 characters, NUL, a lone
+    surrogate), is in the plain ``lg`` lane, where checkpoints stored before runs had lanes
+    are too; ``delete_for_runs`` reads that lane whole.
+    """
+    if not isinstance(run_id, str):
+        return LANE
+    lane = f"{LANE}:{run_id}"
+    return lane if storable_lane(lane) else LANE
 
 
 def stored_values(event: PAEvent) -> dict[str, Any] | None:
