@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from purpose_agent import SQLCheckpointer
+from purpose_agent.db.engine import parse_url, shown_url
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.ops.schema import upgrade_schema
 from tests.test_cli_support import invoke, run_module
@@ -231,3 +232,63 @@ def test_db_current_of_a_schema_a_newer_version_wrote_says_so(tmp_path: Path) ->
         f"sqlite:///{path}: at revision 0009; this version needs {HEAD}",
         "A newer version of purpose-agent migrated it: `pip install --upgrade purpose-agent`.",
     ]
+
+
+def test_db_upgrade_check_and_downgrade_print_json(empty_database: str) -> None:
+    """`--json` on the migrating commands: revisions on each side and those moved over."""
+    url = empty_database
+    shown = shown_url(parse_url(url))
+    check = invoke("db", "check", "--json", "--url", url)
+    assert check.exit_code == 1
+    status = json.loads(check.stdout)
+    assert (status["ok"], status["current"], status["pending"]) == (
+        False,
+        None,
+        ["0001", "0002", HEAD],
+    )
+    assert status["command"] == f"purpose-agent db upgrade --url {shlex.quote(shown)}"
+    assert check.stderr.startswith("error: ")  # the failure is still said, one line
+    assert len(check.stderr.splitlines()) == 1
+
+    upgraded = invoke("db", "upgrade", "0002", "--json", "--url", url)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert json.loads(upgraded.stdout) == {
+        "url": shown,
+        "before": None,
+        "after": "0002",
+        "head": HEAD,
+        "at_head": False,
+        "applied": ["0001", "0002"],
+    }
+    status = json.loads(invoke("db", "check", "--json", "--url", url).stdout)
+    assert (status["ok"], status["current"], status["pending"]) == (False, "0002", [HEAD])
+    assert status["problem"].startswith("database schema is at revision 0002")
+
+    upgraded = invoke("db", "upgrade", "--json", "--url", url)
+    assert json.loads(upgraded.stdout)["applied"] == [HEAD]
+    again = json.loads(invoke("db", "upgrade", "--json", "--url", url).stdout)
+    assert (again["before"], again["after"], again["applied"]) == (HEAD, HEAD, [])
+    check = invoke("db", "check", "--json", "--url", url)
+    assert check.exit_code == 0, check.output
+    status = json.loads(check.stdout)
+    assert (status["ok"], status["at_head"], status["pending"], status["problem"]) == (
+        True,
+        True,
+        [],
+        None,
+    )
+
+    downgraded = invoke("db", "downgrade", "0001", "--yes", "--json", "--url", url)
+    assert downgraded.exit_code == 0, downgraded.output
+    document = json.loads(downgraded.stdout)
+    assert (document["before"], document["after"], document["reverted"]) == (
+        HEAD,
+        "0001",
+        [HEAD, "0002"],
+    )
+    assert downgraded.stderr == ""  # no spinner, no note: the JSON is all
+
+    failed = invoke("db", "upgrade", "nope", "--json", "--url", url)
+    assert failed.exit_code == 1
+    assert failed.stdout == ""
+    assert failed.stderr.startswith("error: cannot move to revision 'nope'")

@@ -8,6 +8,7 @@ schema is not the one this version needs, naming the command that fixes it.
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 from sqlalchemy import pool
@@ -26,9 +27,9 @@ from purpose_agent.cli.options import (
 from purpose_agent.cli.output import console, emit_json, err_console, is_terminal
 from purpose_agent.cli.progress import working
 from purpose_agent.db.engine import make_engine, parse_url, shown_url
-from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND
+from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND, revisions_between
 from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
-from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
+from purpose_agent.errors import CheckpointError, InvalidInput, SchemaNotCurrent, translated
 from purpose_agent.ops.schema import (
     SchemaStatus,
     downgrade_loss,
@@ -97,10 +98,32 @@ def db() -> None:
     """Create, upgrade and inspect the schema of a SQL store."""
 
 
+def _moved(before: SchemaStatus, after: SchemaStatus, steps: str) -> dict[str, Any]:
+    """What ``--json`` prints for a migration: the revisions on each side and those moved over.
+
+    ``steps`` names the list: ``applied`` (oldest first) for an upgrade, ``reverted`` (newest
+    first, the order they ran in) for a downgrade.
+    """
+    upgraded = steps == "applied"
+    low, high = (before, after) if upgraded else (after, before)
+    moved = revisions_between(low.current, high.current)
+    return {
+        "url": after.url,
+        "before": before.current,
+        "after": after.current,
+        "head": after.head,
+        "at_head": after.at_head,
+        steps: moved if upgraded else moved[::-1],
+    }
+
+
 @db.command()
 @revision_argument(required=False)
+@json_option
 @sql_url_option
-def upgrade(revision: str | None, revision_option: str | None, url: str | None) -> None:
+def upgrade(
+    revision: str | None, revision_option: str | None, as_json: bool, url: str | None
+) -> None:
     """Upgrade the schema to REVISION, by default head (creating tables and file if needed).
 
     A SQLite file is created when it does not exist; its directory must.
@@ -108,8 +131,11 @@ def upgrade(revision: str | None, revision_option: str | None, url: str | None) 
     chosen = chosen_revision(revision, revision_option, "head")
     target = sql_url(url)
     _on_interrupt_of_migration(target, "upgrade", chosen)
-    with working(is_terminal(sys.stderr), f"upgrading {_shown(target)} to {chosen}"):
+    with working(_watched(as_json), f"upgrading {_shown(target)} to {chosen}"):
         before, after = upgrade_schema(target, chosen)
+    if as_json:
+        emit_json(_moved(before, after, "applied"))
+        return
     out = console()
     if before.current == after.current:
         out.print(f"{after.url}: already at revision {_revision(after)}")
@@ -120,9 +146,10 @@ def upgrade(revision: str | None, revision_option: str | None, url: str | None) 
 @db.command()
 @revision_argument(required=True)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@json_option
 @sql_url_option
 def downgrade(
-    revision: str | None, revision_option: str | None, yes: bool, url: str | None
+    revision: str | None, revision_option: str | None, yes: bool, as_json: bool, url: str | None
 ) -> None:
     """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
     chosen = chosen_revision(revision, revision_option, None)
@@ -140,8 +167,11 @@ def downgrade(
             else "Data in dropped tables is lost."
         )
         confirm(f"Downgrade {schema_status(target).url} to {chosen}? {lost}", doing="downgrade")
-    with working(is_terminal(sys.stderr), f"downgrading {_shown(target)} to {chosen}"):
+    with working(_watched(as_json), f"downgrading {_shown(target)} to {chosen}"):
         before, after = downgrade_schema(target, chosen)
+    if as_json:
+        emit_json(_moved(before, after, "reverted"))
+        return
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
     if loss is not None:
         err_console().print(f"note: dropped {loss} ({loss.consequence})", soft_wrap=True)
@@ -166,20 +196,41 @@ def current(as_json: bool, url: str | None) -> None:
 
 
 @db.command()
+@json_option
 @sql_url_option
-def check(url: str | None) -> None:
-    """Exit 0 if the schema is the one this version needs, else 1 with the fix."""
+def check(as_json: bool, url: str | None) -> None:
+    """Exit 0 if the schema is the one this version needs, else 1 with the fix.
+
+    With --json the status is printed either way, with the revisions an upgrade would apply.
+    """
     status = schema_status(sql_url(url))
+    problem: CheckpointError | None = None
+    command: str | None = None
     if not status.exists:
-        raise InvalidInput(
-            f"no database at {status.url}; `{UPGRADE_COMMAND}{url_flag(url, status.url)}` "
+        command = UPGRADE_COMMAND + url_flag(url, status.url)
+        problem = InvalidInput(
+            f"no database at {status.url}; `{command}` "
             "creates it at the revision this version needs"
         )
-    if not status.at_head:
+    elif not status.at_head:
         # A revision this version does not know was written by a newer version of the package.
         command = UPGRADE_COMMAND + url_flag(url, status.url) if status.known else NEWER_COMMAND
-        raise SchemaNotCurrent(status.current, status.head, command)
-    console().print(f"{status.url}: schema is at revision {status.head} (head)")
+        problem = SchemaNotCurrent(status.current, status.head, command)
+    if as_json:
+        pending = revisions_between(status.current, status.head) if status.known else []
+        emit_json(
+            {
+                **status.to_dict(),
+                "ok": problem is None,
+                "pending": pending,
+                "problem": None if problem is None else str(problem),
+                "command": command,
+            }
+        )
+    if problem is not None:
+        raise problem
+    if not as_json:
+        console().print(f"{status.url}: schema is at revision {status.head} (head)")
 
 
 def _relayout(

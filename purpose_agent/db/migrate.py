@@ -121,6 +121,18 @@ def is_known_revision(revision: str) -> bool:
         return False
 
 
+def revisions_between(lower: str | None, upper: str | None) -> list[str]:
+    """The revisions above ``lower`` up to ``upper``, oldest first (``None``: no revision).
+
+    What an upgrade from ``lower`` to ``upper`` applies, or, read backwards, what a
+    downgrade from ``upper`` to ``lower`` reverts.
+    """
+    if upper is None or lower == upper:
+        return []
+    scripts = _scripts().iterate_revisions(upper, lower or "base")
+    return [script.revision for script in reversed(list(scripts))]
+
+
 def not_current(found: str | None, upgrade_command: str = UPGRADE_COMMAND) -> SchemaNotCurrent:
     """The error for a database at ``found``, naming the command that fixes it.
 
