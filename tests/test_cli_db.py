@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from purpose_agent import SQLCheckpointer
 from purpose_agent.db.engine import parse_url, shown_url
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.ops.schema import upgrade_schema
+from tests.test_cli_runs import _fill
 from tests.test_cli_support import invoke, run_module
 
 HEAD = head_revision()
@@ -292,3 +294,53 @@ def test_db_upgrade_check_and_downgrade_print_json(empty_database: str) -> None:
     assert failed.exit_code == 1
     assert failed.stdout == ""
     assert failed.stderr.startswith("error: cannot move to revision 'nope'")
+
+
+def _tables(url: str) -> set[str]:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_db_downgrade_base_counts_the_runs_it_destroys_and_asks(empty_database: str) -> None:
+    """It said "Data in dropped tables is lost.", whatever the tables held."""
+    url = empty_database
+    _fill(url)  # 3 runs, 253 events, 2 snapshots
+    declined = invoke("db", "downgrade", "base", "--url", url, input="n\n")
+    assert declined.exit_code == 1
+    assert (
+        "It drops the store's tables with 3 runs, 253 events and 2 snapshots for good"
+        in declined.output
+    )
+    # No terminal and no --yes: refused, and nothing dropped.
+    refused = invoke("db", "downgrade", "base", "--url", url)
+    assert refused.exit_code == 1
+    assert "253 events" in refused.stdout
+    assert "pass --yes to downgrade without asking" in refused.stderr
+    # With --json the question is on standard error: standard output stays the document's.
+    refused = invoke("db", "downgrade", "base", "--json", "--url", url)
+    assert refused.exit_code == 1
+    assert refused.stdout == ""
+    assert "253 events" in refused.stderr
+    assert "pass --yes to downgrade without asking" in refused.stderr
+    assert {"pa_events", "pa_snapshots", "pa_runs"} <= _tables(url)
+
+    done = invoke("db", "downgrade", "base", "--yes", "--json", "--url", url)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["dropped"] == {
+        "tables": True,
+        "runs": 3,
+        "events": 253,
+        "snapshots": 2,
+        "event_keys": 0,
+        "run_groups": 0,
+    }
+    assert not {"pa_events", "pa_snapshots", "pa_runs"} & _tables(url)
+    # Nothing left to destroy: the prompt says so, and the JSON counts zero.
+    invoke("db", "upgrade", "--url", url)
+    empty = invoke("db", "downgrade", "base", "--url", url, input="n\n")
+    assert "It drops no stored data." in empty.output
+    done = invoke("db", "downgrade", "base", "--yes", "--json", "--url", url)
+    assert json.loads(done.stdout)["dropped"]["runs"] == 0

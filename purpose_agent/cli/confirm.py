@@ -14,13 +14,14 @@ import click
 from purpose_agent.cli.output import CommandFailed, is_terminal
 
 
-def confirm(question: str, *, doing: str) -> None:
+def confirm(question: str, *, doing: str, err: bool = False) -> None:
     """Ask ``question``; go on only on a yes.
 
     Args:
         question: What the command is about to do, as a question.
         doing: What ``--yes`` does without asking, as in "pass --yes to {doing} without
             asking" (``"delete"``, ``"downgrade"``).
+        err: Ask on standard error, where standard output carries a document (``--json``).
 
     Raises:
         click.Abort: The answer was no, or Ctrl-C on a terminal.
@@ -30,11 +31,11 @@ def confirm(question: str, *, doing: str) -> None:
     try:
         # abort=False: a "no" comes back as False, so the Abort below comes from the end of
         # the input (or Ctrl-C), which click turns into Abort too.
-        agreed = click.confirm(question)
+        agreed = click.confirm(question, err=err)
     except click.Abort:
         if is_terminal(sys.stdin):
             raise
-        click.echo()  # end the prompt's line, which got no answer
+        click.echo(err=err)  # end the prompt's line, which got no answer
         raise CommandFailed(
             "cannot ask for confirmation: standard input is not a terminal (and gave no "
             f"answer); pass --yes to {doing} without asking"

@@ -151,29 +151,41 @@ def upgrade(
 def downgrade(
     revision: str | None, revision_option: str | None, yes: bool, as_json: bool, url: str | None
 ) -> None:
-    """Downgrade the schema to REVISION ('base' removes the tables and every run in them)."""
+    """Downgrade the schema to REVISION ('base' removes the tables and every run in them).
+
+    The prompt counts what the downgrade destroys: the runs, events and snapshots of dropped
+    tables, or the event keys and run groups of dropped columns.
+    """
     chosen = chosen_revision(revision, revision_option, None)
     target = sql_url(url)
     _on_interrupt_of_migration(target, "downgrade", chosen)
     if not schema_status(target).exists:
         # Downgrading would create the file first, and report "from none to none".
         raise InvalidInput(f"no database at {target}: there is nothing to downgrade")
-    # Revision 0002's columns go with it: say what they hold, tables or no tables.
-    loss = None if chosen == "base" else downgrade_loss(target, chosen)
+    # Counted before asking: the tables' runs, events and snapshots, or 0002's keys and groups.
+    loss = downgrade_loss(target, chosen)
     if not yes:
-        lost = (
-            f"It drops {loss} for good ({loss.consequence})."
-            if loss is not None
-            else "Data in dropped tables is lost."
+        if loss is None:
+            lost = "Data in dropped tables and columns is lost."
+        elif loss.destroys:
+            lost = f"It drops {loss} for good ({loss.consequence})."
+        else:
+            lost = "It drops no stored data."
+        # With --json the question goes to standard error: standard output is the document.
+        confirm(
+            f"Downgrade {schema_status(target).url} to {chosen}? {lost}",
+            doing="downgrade",
+            err=as_json,
         )
-        confirm(f"Downgrade {schema_status(target).url} to {chosen}? {lost}", doing="downgrade")
     with working(_watched(as_json), f"downgrading {_shown(target)} to {chosen}"):
         before, after = downgrade_schema(target, chosen)
     if as_json:
-        emit_json(_moved(before, after, "reverted"))
+        document = _moved(before, after, "reverted")
+        document["dropped"] = None if loss is None else loss.to_dict()
+        emit_json(document)
         return
     console().print(f"{after.url}: downgraded from {_revision(before)} to {_revision(after)}")
-    if loss is not None:
+    if loss is not None and loss.destroys:
         err_console().print(f"note: dropped {loss} ({loss.consequence})", soft_wrap=True)
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, column, func, inspect, pool, select, table
+from sqlalchemy import Connection, Engine, String, column, func, inspect, pool, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db import migrate
@@ -125,42 +125,93 @@ def upgrade_schema(url: str, revision: str = "head") -> tuple[SchemaStatus, Sche
     return _migrate(url, revision, migrate.upgrade, "upgrading the schema")
 
 
+# The revision that created the tables: a downgrade past it (to base) drops them, every run
+# with them.
+TABLES = "0001"
 # The revision that added event keys and run groups: a downgrade past it drops both columns.
 KEYS_AND_GROUPS = "0002"
 
 
+def _counted(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'s' * (number != 1)}"
+
+
 @dataclass(frozen=True)
 class DowngradeLoss:
-    """What a downgrade drops besides tables: the event keys and run groups revision 0002 added.
+    """What a downgrade destroys: the whole tables (revision 0001), or 0002's keys and groups.
 
     Attributes:
-        keys: Events that have a key.
-        groups: Runs that are in a group.
+        tables: Whether the store's tables are dropped, and every run in them.
+        runs: Runs in the dropped tables.
+        events: Events in the dropped tables.
+        snapshots: Snapshots in the dropped tables.
+        keys: Events that have a key (dropped with the column, the tables kept).
+        groups: Runs that are in a group (dropped with the column, the tables kept).
 
     """
 
-    keys: int
-    groups: int
+    tables: bool = False
+    runs: int = 0
+    events: int = 0
+    snapshots: int = 0
+    keys: int = 0
+    groups: int = 0
+
+    @property
+    def destroys(self) -> bool:
+        """Whether anything stored is lost (dropping empty tables or columns loses nothing)."""
+        return bool(self.runs or self.events or self.snapshots or self.keys or self.groups)
 
     def __str__(self) -> str:
+        if self.tables:
+            return (
+                f"the store's tables with {_counted(self.runs, 'run')}, "
+                f"{_counted(self.events, 'event')} and {_counted(self.snapshots, 'snapshot')}"
+            )
         return (
-            f"the keys of {self.keys:,} event{'s' * (self.keys != 1)} and the groups of "
-            f"{self.groups:,} run{'s' * (self.groups != 1)}"
+            f"the keys of {_counted(self.keys, 'event')} and the groups of "
+            f"{_counted(self.groups, 'run')}"
         )
 
-    # What losing them means, once the schema is upgraded again.
-    consequence = (
-        "an upgrade brings the columns back empty: a retried keyed append appends again, "
-        "event_by_key and LangGraph checkpoint ids find nothing, groups list no runs"
-    )
+    @property
+    def consequence(self) -> str:
+        """What losing it means, once the schema is upgraded again."""
+        if self.tables:
+            return (
+                "an upgrade creates them empty; `purpose-agent copy` the runs to another store "
+                "first to keep them"
+            )
+        return (
+            "an upgrade brings the columns back empty: a retried keyed append appends again, "
+            "event_by_key and LangGraph checkpoint ids find nothing, groups list no runs"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the counts as JSON values."""
+        return {
+            "tables": self.tables,
+            "runs": self.runs,
+            "events": self.events,
+            "snapshots": self.snapshots,
+            "event_keys": self.keys,
+            "run_groups": self.groups,
+        }
+
+
+def _count(conn: Connection, name: str, where: Any = None) -> int:
+    query = select(func.count()).select_from(table(name))
+    if where is not None:
+        query = query.where(where)
+    return int(conn.execute(query).scalar_one())
 
 
 def downgrade_loss(url: str, revision: str) -> DowngradeLoss | None:
-    """The keys and groups a downgrade to ``revision`` would drop.
+    """What a downgrade to ``revision`` would destroy, counted.
 
     Returns:
-        ``None`` when it drops none, or when that cannot be told (the database cannot be
-        reached, the revision is unknown): the downgrade itself then says why it fails.
+        The counts (all zero when it drops nothing that holds data); ``None`` when that cannot
+        be told (the database cannot be reached, the revision is unknown): the downgrade
+        itself then says why it fails.
 
     Raises:
         InvalidInput: A malformed URL.
@@ -173,28 +224,31 @@ def downgrade_loss(url: str, revision: str) -> DowngradeLoss | None:
     engine = _engine(target)
     try:
         status = _status(engine, target)
-        if status.current is None or not status.known:
+        if not status.known:
             return None
+        if status.current is None:
+            return DowngradeLoss()
         scripts = migrate._scripts().iterate_revisions(status.current, revision)
-        if KEYS_AND_GROUPS not in {script.revision for script in scripts}:
-            return None
-        # Quoted by the dialect: KEY is a reserved word on MariaDB.
-        events = table("pa_events", column("key"))
-        runs = table("pa_runs", column("group_id"))
+        reverted = {script.revision for script in scripts}
         with engine.connect() as conn:
-            keys = conn.execute(
-                select(func.count()).select_from(events).where(events.c.key.is_not(None))
-            ).scalar_one()
-            groups = conn.execute(
-                select(func.count()).select_from(runs).where(runs.c.group_id.is_not(None))
-            ).scalar_one()
+            if TABLES in reverted:
+                return DowngradeLoss(
+                    tables=True,
+                    runs=_count(conn, "pa_runs"),
+                    events=_count(conn, "pa_events"),
+                    snapshots=_count(conn, "pa_snapshots"),
+                )
+            if KEYS_AND_GROUPS not in reverted:
+                return DowngradeLoss()
+            # Quoted by the dialect: KEY is a reserved word on MariaDB.
+            return DowngradeLoss(
+                keys=_count(conn, "pa_events", column("key", String).is_not(None)),
+                groups=_count(conn, "pa_runs", column("group_id", String).is_not(None)),
+            )
     except (SQLAlchemyError, CommandError, RevisionError):
         return None
     finally:
         engine.dispose()
-    if not keys and not groups:
-        return None
-    return DowngradeLoss(int(keys), int(groups))
 
 
 def downgrade_schema(url: str, revision: str) -> tuple[SchemaStatus, SchemaStatus]:
