@@ -449,3 +449,70 @@ def test_control_characters_in_groups_and_lanes_are_shown_escaped_not_sent_to_th
     assert "\\x1b[31mred\\x7f" in shown["events"]
     listed = json.loads(invoke("runs", "list", "--json", "--url", url).stdout)
     assert listed["runs"][0]["group"] == group  # scripts get the exact value
+
+
+def _on_a_terminal(columns: int, *args: str) -> list[str]:
+    """The lines ``python -m purpose_agent ARGS`` shows on a terminal ``columns`` wide."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("PURPOSE_AGENT_DB_URL", "COLUMNS")}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "purpose_agent", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        _, err = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    assert process.returncode == 0, err
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode("utf-8", "replace"))
+    return text.replace("\r\n", "\n").splitlines()
+
+
+def _cells(lines: list[str]) -> list[list[str]]:
+    return [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines if "│" in line]
+
+
+def test_runs_list_on_a_narrow_terminal_keeps_the_run_ids(store_url: str) -> None:
+    """In 40 columns only the times were readable: every other column squeezed to a letter."""
+    with open_store(store_url) as store:
+        store.append("chat-2024-11-05-abcdef", [NewEvent(kind="tool_call")], group="support")
+        store.append("job-7", [NewEvent(kind="tool_call")])
+    narrow = _on_a_terminal(40, "runs", "list", "--url", store_url)
+    assert _cells(narrow) == [["job-7", "-"], ["chat-2024-11-05-abcdef", "support"]]
+    assert all(len(line) <= 40 for line in narrow if "│" in line or "━" in line)
+    assert "4 more columns with --json" in narrow
+    header = next(line for line in narrow if "┃" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["run id", "group"]
+    # No room for the group: the id alone; everything on a wide terminal.
+    narrower = _on_a_terminal(30, "runs", "list", "--url", store_url)
+    assert _cells(narrower) == [["job-7"], ["chat-2024-11-05-abcdef"]]
+    assert "5 more columns with --json" in narrower
+    wide = _on_a_terminal(200, "runs", "list", "--url", store_url)
+    assert [row[:5] for row in _cells(wide)] == [
+        ["job-7", "-", "-", "1", "-"],
+        ["chat-2024-11-05-abcdef", "support", "-", "1", "-"],
+    ]
+    assert not any("more column" in line for line in wide)

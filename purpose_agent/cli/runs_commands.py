@@ -79,6 +79,42 @@ def _page_options(what: str) -> Callable[[F], F]:
     return add
 
 
+# The columns of `runs list`, in their order, with how each lays out.
+_RUN_COLUMNS: dict[str, dict[str, Any]] = {
+    "run id": {"overflow": "fold"},
+    "group": {"overflow": "fold"},
+    "status": {},
+    "last seq": {"justify": "right"},
+    "snapshot": {"justify": "right"},
+    "updated (UTC)": {"no_wrap": True},
+}
+# Given up in this order when a terminal is too narrow for every column: the least telling first.
+# The run id is never given up, since every other command takes it: it folds instead.
+_GIVEN_UP = ("snapshot", "status", "last seq", "updated (UTC)", "group")
+# The run id's width counted in the fitting: a longer id folds rather than push out the group.
+_FITTED_ID = 24
+
+
+def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
+    """The columns of ``rows`` that fit ``width`` without folding any cell but the run id's.
+
+    rich would squeeze every column of a table wider than the terminal: in 40 columns only
+    the time, which may not wrap, was left readable, each run id folded to a letter or two.
+    """
+    from rich.cells import cell_len  # noqa: PLC0415 - rich is loaded by commands that print
+
+    def need(name: str) -> int:
+        widest = max([cell_len(name), *(cell_len(printable(row[name])) for row in rows)])
+        return (min(widest, _FITTED_ID) if name == "run id" else widest) + 3  # padding, border
+
+    shown = list(_RUN_COLUMNS)
+    for name in _GIVEN_UP:
+        if 1 + sum(need(column) for column in shown) <= width:
+            break
+        shown.remove(name)
+    return shown
+
+
 @runs.command("list")
 @_page_options("Runs")
 @selection_options("List only runs")
@@ -115,22 +151,29 @@ def list_runs(
     if not summaries:
         out.print(f"No runs{scope} in {where}" + (f" at offset {offset}." if offset else "."))
         return
-    table = Table(title=f"Runs{scope} in {where}", title_justify="left")
-    table.add_column("run id", overflow="fold")
-    table.add_column("group", overflow="fold")
-    table.add_column("status")
-    table.add_column("last seq", justify="right")
-    table.add_column("snapshot", justify="right")
-    table.add_column("updated (UTC)", no_wrap=True)
-    for summary in summaries:
-        table.add_row(
-            summary.run_id,
-            summary.group or "-",
-            summary.status or "-",
-            str(summary.last_seq),
-            "-" if summary.snapshot_seq is None else str(summary.snapshot_seq),
-            when(summary.updated_at),
-        )
+    rows = [
+        {
+            "run id": summary.run_id,
+            "group": summary.group or "-",
+            "status": summary.status or "-",
+            "last seq": str(summary.last_seq),
+            "snapshot": "-" if summary.snapshot_seq is None else str(summary.snapshot_seq),
+            "updated (UTC)": when(summary.updated_at),
+        }
+        for summary in summaries
+    ]
+    shown = _fitting_columns(rows, out.width)
+    hidden = [name for name in _RUN_COLUMNS if name not in shown]
+    table = Table(
+        title=f"Runs{scope} in {where}",
+        title_justify="left",
+        caption=f"{count(len(hidden), 'more column')} with --json" if hidden else None,
+        caption_justify="left",
+    )
+    for name in shown:
+        table.add_column(name, **_RUN_COLUMNS[name])
+    for row in rows:
+        table.add_row(*(row[name] for name in shown))
     out.print(table)
     if more:
         out.print(f"More runs: --offset {offset + len(summaries)}")
