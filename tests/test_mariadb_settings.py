@@ -12,6 +12,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
+    EventKind,
     InvalidInput,
     NewEvent,
     SequenceConflict,
@@ -151,3 +152,29 @@ def test_a_urls_init_command_is_kept_and_the_session_still_reads_committed(
             return str(raised.value)
 
     assert "READ ONLY transaction" in asyncio.run(refused_async())
+
+
+def test_a_lock_wait_past_innodb_lock_wait_timeout_is_refused_with_what_to_do(
+    mariadb_empty: URL,
+) -> None:
+    """It carried only the server's "Lock wait timeout exceeded; try restarting transaction",
+    which the store had done already."""
+    SQLCheckpointer(mariadb_empty).close()
+    url = mariadb_empty.update_query_dict({"init_command": "SET innodb_lock_wait_timeout = 1"})
+    holder = sa.create_engine(mariadb_empty, poolclass=sa.pool.NullPool)
+    with SQLCheckpointer(url) as store:
+        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+        try:
+            with holder.connect() as conn:
+                # Another session holds the run's row: the append waits past the limit.
+                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
+                with pytest.raises(StoreUnavailable) as refused:
+                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+                conn.rollback()
+        finally:
+            holder.dispose()
+        assert store.last_seq("r") == 1
+    message = str(refused.value)
+    assert "Lock wait timeout exceeded" in message
+    assert "end the session holding it (a long or idle-in-transaction one" in message
+    assert "MariaDB innodb_lock_wait_timeout" in message

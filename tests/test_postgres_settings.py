@@ -208,3 +208,36 @@ def test_a_statement_past_statement_timeout_is_refused_with_what_to_do(database:
     message = str(refused.value)
     assert "canceling statement due to statement timeout" in message
     assert "raise the limit for the store's user" in message
+
+
+LOCK_WAIT_ADVICE = "end the session holding it (a long or idle-in-transaction one"
+
+
+@pytest.mark.parametrize("where", ["database", "url"])
+def test_a_lock_wait_past_lock_timeout_is_refused_with_what_to_do(
+    database: URL, where: str
+) -> None:
+    """It carried only the server's "canceling statement due to lock timeout"."""
+    SQLCheckpointer(database).close()
+    url = database
+    if where == "database":
+        alter_database(database, "lock_timeout = '300ms'")
+    else:
+        url = database.update_query_dict({"options": "-c lock_timeout=300"})
+    holder = sa.create_engine(database, poolclass=sa.pool.NullPool)
+    with SQLCheckpointer(url) as store:
+        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+        try:
+            with holder.connect() as conn:
+                # Another session holds the run's row: the append waits past the limit.
+                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
+                with pytest.raises(StoreUnavailable) as refused:
+                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
+                conn.rollback()
+        finally:
+            holder.dispose()
+        assert store.last_seq("r") == 1
+    message = str(refused.value)
+    assert "canceling statement due to lock timeout" in message
+    assert LOCK_WAIT_ADVICE in message
+    assert "Postgres lock_timeout" in message

@@ -777,6 +777,12 @@ _TIMED_OUT = (
     "max_statement_time, set for the server, database or user), often waiting for a lock "
     "another session held; raise the limit for the store's user"
 )
+_LOCK_WAIT = (
+    "a statement waited for a lock another session held past the server's limit (Postgres "
+    "lock_timeout, MariaDB innodb_lock_wait_timeout, set for the server, database, user or "
+    "in the URL); end the session holding it (a long or idle-in-transaction one: "
+    "pg_stat_activity, SHOW PROCESSLIST), or raise the limit for the store's user"
+)
 # By SQLSTATE; MariaDB's error numbers are mapped to the same classes below.
 _ADVICE = {
     "28000": _LOGIN,  # invalid authorization specification
@@ -785,6 +791,7 @@ _ADVICE = {
     "42501": _PRIVILEGE,  # insufficient privilege
     "25006": _READ_ONLY,  # read-only SQL transaction
     "57014": _TIMED_OUT,  # query canceled (by statement_timeout: see PostgresFlavor.advice)
+    "55P03": _LOCK_WAIT,  # lock not available (lock_timeout)
 }
 _MYSQL_ADVICE = {
     1045: "28000",  # access denied for user
@@ -796,6 +803,7 @@ _MYSQL_ADVICE = {
     1290: "25006",  # the server runs with an option that prevents the statement (--read-only)
     1792: "25006",  # cannot execute statement in a READ ONLY transaction
     1969: "57014",  # query execution was interrupted (max_statement_time exceeded)
+    1205: "55P03",  # lock wait timeout exceeded (innodb_lock_wait_timeout)
 }
 
 
