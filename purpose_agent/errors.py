@@ -175,6 +175,33 @@ class SchemaUnclear(SchemaNotCurrent):
         )
 
 
+class SchemaMissing(SchemaNotCurrent):
+    """The store's tables are gone from under an open store.
+
+    The database was dropped and created again, or its schema downgraded, while the store was
+    open: every statement fails the same way until the schema is made again, so it is
+    reported as a schema to upgrade, not as an outage to wait out.
+
+    Attributes:
+        where: The store, password hidden.
+        detail: The database's own words (``relation "pa_runs" does not exist``).
+
+    """
+
+    def __init__(self, needed: str, command: str, where: str, detail: str) -> None:
+        super().__init__(None, needed, command)
+        self.where = where
+        self.detail = detail
+        self.args = (
+            f"the store's tables are missing from {where} ({detail}): the database was "
+            "dropped and created again, or its schema downgraded, while the store was open; "
+            f"run `{command}`",
+        )
+
+    def __reduce__(self) -> tuple[type[SchemaMissing], tuple[str, str, str, str]]:  # type: ignore[override]
+        return (type(self), (self.needed, self.command, self.where, self.detail))
+
+
 class StoreUnavailable(CheckpointError):
     """The store could not be reached or refused the operation for a reason outside the data.
 

@@ -11,14 +11,15 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import make_url
 
 import purpose_agent
-from purpose_agent import SchemaNotCurrent, SQLCheckpointer
+from purpose_agent import NewEvent, SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
-from purpose_agent.errors import SeedFormatDatabase
+from purpose_agent.errors import SchemaMissing, SeedFormatDatabase
 from tests.test_cli_copy import _write_seed_sqlite
-from tests.test_cli_support import run_python_module
+from tests.test_cli_support import invoke, run_python_module
 
 
 def test_schema_not_current_keeps_its_command_through_pickling() -> None:
@@ -137,3 +138,49 @@ def test_a_seed_era_sqlite_file_is_refused_with_the_import_that_keeps_its_runs(
     with SQLCheckpointer(f"sqlite:///{seed}") as store:
         assert store.list_runs() == ["one"]
         assert [event.data for event in store.list_events("one")] == [{"i": 1}, {"i": 2}]
+
+
+def _tables_dropped(url: str) -> None:
+    """The database dropped and created again (a server), or the tables dropped (SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with sqlite3.connect(parsed.database or "") as conn:
+            for name in ("pa_events", "pa_snapshots", "pa_runs", "pa_alembic_version"):
+                conn.execute(f"DROP TABLE {name}")
+        return
+    admin = sa.create_engine(
+        parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else None),
+        isolation_level="AUTOCOMMIT",
+        poolclass=sa.pool.NullPool,
+    )
+    force = " WITH (FORCE)" if parsed.get_backend_name() == "postgresql" else ""
+    quoted = admin.dialect.identifier_preparer.quote(parsed.database or "")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE {quoted}{force}")
+            conn.exec_driver_sql(f"CREATE DATABASE {quoted}")
+    finally:
+        admin.dispose()
+
+
+def test_tables_dropped_under_an_open_store_name_the_upgrade(empty_database: str) -> None:
+    """It was the driver's "relation "pa_runs" does not exist" (Postgres), "Table ... doesn't
+    exist" (MariaDB) or "no such table" (SQLite) as StoreUnavailable, an outage to wait out."""
+    url = empty_database
+    command = migrate.upgrade_command(make_url(url))
+    with SQLCheckpointer(url) as store:
+        store.append("r", [NewEvent(kind="tool_call")])
+        _tables_dropped(url)
+        with pytest.raises(SchemaMissing) as missing:
+            store.load_latest("r")
+        assert isinstance(missing.value, SchemaNotCurrent)
+        assert str(missing.value).startswith("the store's tables are missing from ")
+        assert str(missing.value).endswith(f"run `{command}`")
+        with pytest.raises(SchemaMissing):
+            store.append("r", [NewEvent(kind="tool_call")])
+        copy = pickle.loads(pickle.dumps(missing.value))
+        assert (str(copy), copy.command) == (str(missing.value), command)
+        # The command it names brings the store back, open as it is.
+        upgraded = invoke("db", "upgrade", "--url", url)
+        assert upgraded.exit_code == 0, upgraded.output
+        assert [event.seq for event in store.append("r", [NewEvent(kind="tool_call")])] == [1]

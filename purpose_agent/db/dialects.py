@@ -296,6 +296,18 @@ class Flavor:
         """
         return None
 
+    def message(self, exc: DBAPIError) -> str:
+        """The database's own words for an error, on one line, for a message of ours."""
+        return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+
+    def is_schema_missing(self, exc: DBAPIError) -> bool:
+        """Whether a table the statement names does not exist.
+
+        The store checked its schema when it opened: a table missing later was dropped under
+        it (the database dropped and created again, a downgrade to base).
+        """
+        return False
+
     def is_damaged(self, exc: DBAPIError) -> bool:
         """Whether the database reports its own storage damaged (a page, an index).
 
@@ -353,6 +365,13 @@ class SQLiteFlavor(Flavor):
 
     def is_too_large(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlite_errorcode", None) == 18  # SQLITE_TOOBIG
+
+    def is_schema_missing(self, exc: DBAPIError) -> bool:  # noqa: D102
+        # SQLite has no code of its own for it (SQLITE_ERROR, 1, is any error of a statement):
+        # its message is the one way to tell.
+        return getattr(exc.orig, "sqlite_errorcode", None) == 1 and str(exc.orig).startswith(
+            "no such table"
+        )
 
     def payload_limit_text(self, limit: int) -> str:  # noqa: D102
         return (
@@ -613,6 +632,9 @@ class PostgresFlavor(Flavor):
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlstate", None) in ("XX001", "XX002")  # data, index corrupted
 
+    def is_schema_missing(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return getattr(exc.orig, "sqlstate", None) == "42P01"  # undefined_table
+
     # A message over 1 GB (MaxAllocSize) makes the server close the connection: the append
     # would be sent again and then reported as an outage.
     payload_limit = 0x3FFF_FFFF
@@ -740,6 +762,16 @@ class MariaDBFlavor(Flavor):
 
     def is_transient(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1205, 1213)  # lock wait timeout, deadlock
+
+    def message(self, exc: DBAPIError) -> str:
+        """The server's message without the error number PyMySQL and aiomysql put first."""
+        args: tuple[Any, ...] = getattr(exc.orig, "args", ())
+        if len(args) == 2 and isinstance(args[0], int) and isinstance(args[1], str):
+            return args[1]
+        return super().message(exc)
+
+    def is_schema_missing(self, exc: DBAPIError) -> bool:  # noqa: D102
+        return _mysql_errno(exc) == 1146  # table doesn't exist
 
     def is_damaged(self, exc: DBAPIError) -> bool:  # noqa: D102
         # Index for table is corrupt; table is marked as crashed (and should be repaired).

@@ -54,7 +54,7 @@ from purpose_agent.db.engine import (
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
-from purpose_agent.db.migrate import ensure_schema
+from purpose_agent.db.migrate import ensure_schema, head_revision, upgrade_command
 from purpose_agent.db.queries import LOOKUP_CHUNK, RUNS_PER_READ, Queries, observed
 from purpose_agent.db.replicas import Replicas, run_ids_of
 from purpose_agent.db.sqlite_file import WatchedFile
@@ -63,6 +63,7 @@ from purpose_agent.errors import (
     CheckpointError,
     CorruptRecord,
     InvalidInput,
+    SchemaMissing,
     SeedDefaultDatabase,
     SequenceConflict,
     StoreUnavailable,
@@ -266,7 +267,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
-                refusal = self._refusal(action, exc, run_id)
+                refusal = self._refusal(action, exc, run_id) or self._missing(exc)
                 if refusal is not None:
                     raise refusal from exc
                 transient = self._flavor.is_transient(exc)
@@ -296,6 +297,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                     continue
                 raise unavailable(action, self.url, exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _missing(self, exc: DBAPIError) -> SchemaMissing | None:
+        """The tables dropped under the open store, if that is what the error says."""
+        if not self._flavor.is_schema_missing(exc):
+            return None
+        command = upgrade_command(self._engine.url)
+        return SchemaMissing(head_revision(), command, self.url, self._flavor.message(exc))
 
     def _refusal(self, action: str, exc: DBAPIError, run_id: str | None) -> CheckpointError | None:
         """The error a driver error stands for when trying again cannot help; else ``None``."""
