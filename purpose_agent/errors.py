@@ -8,7 +8,7 @@ Every failure a caller can act on is one of these, whatever the backend: driver 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 
 class CheckpointError(Exception):
@@ -234,7 +234,12 @@ def unavailable(
 
 
 @contextlib.contextmanager
-def translated(action: str, where: str, *kinds: type[BaseException]) -> Iterator[None]:
+def translated(
+    action: str,
+    where: str,
+    *kinds: type[BaseException],
+    advice: Callable[[BaseException], str | None] | None = None,
+) -> Iterator[None]:
     """Turn the given driver or OS errors raised inside the block into ``StoreUnavailable``.
 
     Every backend translates through this one block, so a caller sees the same wording and the
@@ -245,6 +250,7 @@ def translated(action: str, where: str, *kinds: type[BaseException]) -> Iterator
         where: The store, for the message.
         *kinds: The exception classes that mean "the store could not do it" for this backend
             (``OSError`` for files, ``SQLAlchemyError`` for databases).
+        advice: What to do about an error, when the backend knows (see ``Flavor.advice``).
 
     Raises:
         StoreUnavailable: For an error of one of ``kinds`` inside the block.
@@ -255,4 +261,4 @@ def translated(action: str, where: str, *kinds: type[BaseException]) -> Iterator
     except CheckpointError:
         raise
     except kinds as exc:
-        raise unavailable(action, where, exc) from exc
+        raise unavailable(action, where, exc, None if advice is None else advice(exc)) from exc

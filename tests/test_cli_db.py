@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from purpose_agent import SQLCheckpointer
 from purpose_agent.db.engine import parse_url, shown_url
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.ops.schema import upgrade_schema
+from tests.servers import server_url, throwaway_database
 from tests.test_cli_runs import _fill
 from tests.test_cli_support import invoke, run_module
 
@@ -344,3 +346,57 @@ def test_db_downgrade_base_counts_the_runs_it_destroys_and_asks(empty_database: 
     assert "It drops no stored data." in empty.output
     done = invoke("db", "downgrade", "base", "--yes", "--json", "--url", url)
     assert json.loads(done.stdout)["dropped"]["runs"] == 0
+
+
+def _as_admin(admin: sa.URL, *statements: str) -> None:
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def _refused_upgrade(url: str, tmp_path: Path) -> str:
+    """``db upgrade`` run as a user runs it, refused: its one line of standard error."""
+    for extra in ([], ["--json"]):
+        refused = run_module("db", "upgrade", *extra, "--url", url, cwd=tmp_path)
+        assert refused.returncode == 1
+        assert refused.stdout == ""
+        assert "Traceback" not in refused.stderr
+        assert len(refused.stderr.splitlines()) == 1
+    return refused.stderr
+
+
+@pytest.mark.postgres
+def test_db_upgrade_of_a_read_only_postgres_database_says_why(tmp_path: Path) -> None:
+    """It carried only "cannot execute CREATE TABLE in a read-only transaction"."""
+    with server_url("postgres") as admin, throwaway_database(admin, "pa_read_only") as url:
+        _as_admin(url, f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on')
+        message = _refused_upgrade(url.render_as_string(hide_password=False), tmp_path)
+    assert message.startswith("error: upgrading the schema failed on ")
+    assert "cannot execute CREATE TABLE in a read-only transaction" in message
+    assert "sets default_transaction_read_only" in message
+    assert "point the URL at the primary, or reset the setting" in message
+
+
+@pytest.mark.mariadb
+def test_db_upgrade_as_a_mariadb_user_that_may_only_read_says_why(tmp_path: Path) -> None:
+    """A private database and a user with SELECT only: the shared server's read_only stays."""
+    user = f"pa_reader_{uuid.uuid4().hex[:8]}"
+    with server_url("mariadb") as admin, throwaway_database(admin, "pa_read_only") as url:
+        _as_admin(
+            admin,
+            f"CREATE USER '{user}'@'%%' IDENTIFIED BY 'pw'",
+            f"GRANT SELECT ON `{url.database}`.* TO '{user}'@'%%'",
+        )
+        try:
+            reader = url.set(username=user, password="pw")
+            message = _refused_upgrade(reader.render_as_string(hide_password=False), tmp_path)
+        finally:
+            _as_admin(admin, f"DROP USER '{user}'@'%%'")
+    assert message.startswith("error: upgrading the schema failed on ")
+    assert "CREATE command denied" in message
+    assert "the URL's user lacks a privilege on the store's tables" in message
+    assert "CREATE, ALTER, INDEX and DROP, for migrations" in message

@@ -34,6 +34,7 @@ from purpose_agent.ops.schema import (
     SchemaStatus,
     downgrade_loss,
     downgrade_schema,
+    refusal_advice,
     schema_status,
     upgrade_schema,
 )
@@ -265,7 +266,12 @@ def _relayout(
     try:
         with (
             working(show, f"rewriting pa_events on {where} as {layout}"),
-            translated("changing the layout of pa_events", where, SQLAlchemyError),
+            translated(
+                "changing the layout of pa_events",
+                where,
+                SQLAlchemyError,
+                advice=refusal_advice(engine),
+            ),
         ):
             before, after = partition_events(engine, partitions)
     finally:

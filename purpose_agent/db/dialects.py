@@ -791,7 +791,8 @@ _NO_DATABASE = (
 )
 _PRIVILEGE = (
     "the URL's user lacks a privilege on the store's tables: grant SELECT, INSERT, UPDATE and "
-    "DELETE on them (and CREATE, for migrations), or connect as their owner"
+    "DELETE on them (and CREATE, ALTER, INDEX and DROP, for migrations), or connect as their "
+    "owner"
 )
 # PgBouncer's refusal of BEGIN in statement pooling mode (as a protocol violation, 08P01).
 _STATEMENT_POOLING = "statement pooling mode"

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, String, column, func, inspect, pool, select, table
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from purpose_agent.db import migrate
-from purpose_agent.db.engine import make_engine, parse_url, require_directory
+from purpose_agent.db.dialects import flavor_for
+from purpose_agent.db.engine import make_engine, parse_url, read_only_reason, require_directory
 from purpose_agent.errors import InvalidInput, SchemaNotCurrent, translated
 from purpose_agent.stores.open import SEED_SQLITE_PREFIX, Target, TargetKind
 
@@ -78,6 +79,25 @@ def _engine(target: Target) -> Engine:
     return make_engine(target.url, poolclass=pool.NullPool)
 
 
+def refusal_advice(engine: Engine) -> Callable[[BaseException], str | None]:
+    """What to do about a refusal of the server's or the file's setup, for the error's message.
+
+    A migration writes: a read-only server, database, role or file, or a user without the
+    privilege to create tables, refuses it every time, which the driver's words alone do
+    not say how to fix.
+    """
+    flavor = flavor_for(engine)
+
+    def advise(exc: BaseException) -> str | None:
+        if not isinstance(exc, DBAPIError):
+            return None
+        if flavor.is_read_only(exc):
+            return read_only_reason(engine.url)
+        return flavor.advice(exc)
+
+    return advise
+
+
 def _status(engine: Engine, target: Target) -> SchemaStatus:
     with engine.connect() as conn:
         current = migrate.current_revision(conn)
@@ -104,7 +124,8 @@ def schema_status(url: str) -> SchemaStatus:
         return SchemaStatus(str(target), None, migrate.head_revision(), exists=False)
     engine = _engine(target)
     try:
-        with translated("reading the schema revision", str(target), SQLAlchemyError):
+        reading = "reading the schema revision"
+        with translated(reading, str(target), SQLAlchemyError, advice=refusal_advice(engine)):
             return _status(engine, target)
     finally:
         engine.dispose()
@@ -274,7 +295,7 @@ def _migrate(
     target = _sql_target(url)
     engine = _engine(target)
     try:
-        with translated(action, str(target), SQLAlchemyError):
+        with translated(action, str(target), SQLAlchemyError, advice=refusal_advice(engine)):
             before = _status(engine, target)
             if not before.known:
                 # Written by a newer version: Alembic cannot place its revision to move from.
