@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import shlex
@@ -15,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy import make_url
 
 import purpose_agent
-from purpose_agent import NewEvent, SchemaNotCurrent, SQLCheckpointer
+from purpose_agent import AsyncSQLCheckpointer, NewEvent, SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.errors import SchemaMissing, SeedFormatDatabase
 from tests.test_cli_copy import _write_seed_sqlite
@@ -184,3 +185,44 @@ def test_tables_dropped_under_an_open_store_name_the_upgrade(empty_database: str
         upgraded = invoke("db", "upgrade", "--url", url)
         assert upgraded.exit_code == 0, upgraded.output
         assert [event.seq for event in store.append("r", [NewEvent(kind="tool_call")])] == [1]
+
+
+@pytest.mark.sqlite
+def test_an_async_store_names_an_upgrade_command_that_runs(tmp_path: Path) -> None:
+    """It named the asyncio driver's URL (sqlite+aiosqlite://), which `purpose-agent db
+    upgrade` refuses: "aiosqlite is an asyncio driver"."""
+    url = f"sqlite:///{tmp_path / 'async.db'}"
+    SQLCheckpointer(url).close()
+    _tables_dropped(url)
+
+    async def refused() -> SchemaNotCurrent:
+        with pytest.raises(SchemaNotCurrent) as caught:
+            await AsyncSQLCheckpointer.open(url, migrate=False)
+        return caught.value
+
+    error = asyncio.run(refused())
+    assert error.command == f"purpose-agent db upgrade --url {url}"
+    assert invoke("db", "upgrade", "--url", url).exit_code == 0
+
+    async def dropped_under() -> SchemaMissing:
+        async with await AsyncSQLCheckpointer.open(url) as store:
+            _tables_dropped(url)
+            with pytest.raises(SchemaMissing) as caught:
+                await store.load_latest("r")
+            return caught.value
+
+    assert asyncio.run(dropped_under()).command == f"purpose-agent db upgrade --url {url}"
+
+
+@pytest.mark.parametrize(
+    ("given", "named"),
+    [
+        ("sqlite+aiosqlite:////srv/a.db", "sqlite:////srv/a.db"),
+        ("mysql+aiomysql://app:pw@db/agents", "mysql+pymysql://app:***@db/agents"),
+        ("mariadb+aiomysql://app@db/agents", "mariadb+pymysql://app@db/agents"),
+        ("postgresql+psycopg://app@db/agents", "postgresql+psycopg://app@db/agents"),
+    ],
+)
+def test_the_upgrade_command_names_the_synchronous_driver(given: str, named: str) -> None:
+    command = migrate.upgrade_command(make_url(given))
+    assert command == f"purpose-agent db upgrade --url {shlex.quote(named)}"

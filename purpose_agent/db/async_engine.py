@@ -29,6 +29,7 @@ from purpose_agent.db.engine import (
     parse_url,
     refuse_unknown_options,
     shown_url,
+    synchronous_url,
 )
 from purpose_agent.db.memory_pool import SerialStaticPool
 from purpose_agent.db.network import CONNECT_SECONDS, bound_sockets
@@ -67,12 +68,7 @@ def async_url(url: str | URL) -> tuple[URL, URL]:
             "postgresql+psycopg://... or mariadb+pymysql://... (the store picks the asyncio "
             "driver itself)"
         )
-    synchronous = {
-        "sqlite+aiosqlite": "sqlite",
-        "mysql+aiomysql": "mysql+pymysql",
-        "mariadb+aiomysql": "mariadb+pymysql",
-    }.get(parsed.drivername, parsed.drivername)
-    return parsed.set(drivername=synchronous), parsed.set(drivername=twin)
+    return synchronous_url(parsed), parsed.set(drivername=twin)
 
 
 def make_async_engine(

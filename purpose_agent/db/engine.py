@@ -111,6 +111,20 @@ _EXTRAS = {"psycopg": "postgres", "pymysql": "mariadb"}
 _ASYNC_DRIVERS = frozenset(("asyncpg", "aiosqlite", "asyncmy", "aiomysql"))
 
 
+# The asyncio drivers AsyncSQLCheckpointer uses, and the synchronous driver of the same
+# database (psycopg 3 is both).
+_SYNCHRONOUS_TWINS = {
+    "sqlite+aiosqlite": "sqlite",
+    "mysql+aiomysql": "mysql+pymysql",
+    "mariadb+aiomysql": "mariadb+pymysql",
+}
+
+
+def synchronous_url(url: URL) -> URL:
+    """``url`` on the synchronous driver of its database: what the CLI and the sync store take."""
+    return url.set(drivername=_SYNCHRONOUS_TWINS.get(url.drivername, url.drivername))
+
+
 def read_only_query(path: Path) -> dict[str, str]:
     """The SQLite URI parameters that open ``path`` for reading only, whatever its folder allows.
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table, text
 from sqlalchemy.exc import DBAPIError
 
-from purpose_agent.db.engine import shown_url
+from purpose_agent.db.engine import shown_url, synchronous_url
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import (
     CheckpointError,
@@ -157,8 +157,10 @@ def upgrade_command(url: URL) -> str:
     Always with ``--url``: without it the command upgrades the database it finds itself
     (``PURPOSE_AGENT_DB_URL``, else ``sqlite:///purpose_agent.db``), which need not be the
     one a library caller opened. The password is hidden, and the URL quoted: a shell would
-    take its ``&`` as the end of the command and expand a ``?``.
+    take its ``&`` as the end of the command and expand a ``?``. An asyncio driver's URL (an
+    async store's engine) is given its synchronous driver, the one the command takes.
     """
+    url = synchronous_url(url)
     database = url.database or ""
     if url.get_backend_name() == "sqlite" and url.query.get("mode") == "ro":
         # The read-only form the store opens an unwritable file with (engine.read_only_url):
