@@ -2,7 +2,10 @@
 
 ``list_runs`` promises most-recently-written first, in sub-second order. Wall-clock nanoseconds
 give that across processes on one machine; within a process two writes in the same clock tick
-would tie, so stamps are forced to increase.
+would tie, so stamps are forced to increase. These stamps are what the single-host stores keep
+(memory, JSONL, SQLite); a database server's writers come from many hosts whose clocks differ,
+and there the server's clock stamps the writes instead (see
+:meth:`purpose_agent.db.dialects.Flavor.write_time`).
 """
 
 from __future__ import annotations

@@ -504,7 +504,9 @@ def test_a_refused_append_leaves_the_run_row_as_it_was(
         store.append("r", [new(key="k", n=1), new(n=2)], group="g")
         created = _run_row(store, "r")
         assert created is not None
-        assert created[0] == created[1]
+        # Created, then written once the append held its row (one stamp where the writer
+        # stamps, the server's clock read twice on a server).
+        assert created[0] <= created[1]  # type: ignore[operator]
         assert created[2:] == (2, "g")
         refused: list[tuple[list[NewEvent], int | None]] = [
             ([new(n=3)], 1),

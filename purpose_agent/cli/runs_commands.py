@@ -37,7 +37,7 @@ from purpose_agent.cli.progress import working
 from purpose_agent.cli.stores import open_url
 from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
-from purpose_agent.ops.prune import delete_selected, selected, selection
+from purpose_agent.ops.prune import clock_of, delete_selected, selected, selection
 from purpose_agent.ops.summaries import group_summaries, run_detail, run_summaries
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.stores.open import describe
@@ -409,9 +409,18 @@ def _delete_selected(
     if older_than is not None:
         rules.append(f"not written for {age(older_than)}")
     what = " ".join(rule for rule in rules if rule)
-    # The age becomes one moment, so that the count asked about is of the runs deleted.
+    # The age becomes one moment, so that the count asked about is of the runs deleted; the
+    # filters are checked before the store is opened.
     chosen = selection(group=group, prefix=prefix, older_than=older_than, keep_newest=keep_newest)
     with open_url(url, create=False) as store:
+        if older_than is not None:  # counted back from the clock the store stamps writes with
+            chosen = selection(
+                group=group,
+                prefix=prefix,
+                older_than=older_than,
+                keep_newest=keep_newest,
+                now_ns=clock_of(store),
+            )
         where = describe(store)
         if not yes:
             planned = selected(store, chosen)

@@ -31,6 +31,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     true,
@@ -80,6 +81,39 @@ class Flavor:
     upsert_insert: Any = staticmethod(postgresql.insert)
     greatest: Any = staticmethod(func.greatest)
 
+    # -- write times --------------------------------------------------------------------
+
+    def write_time(self, given: Any, *, locked: bool = False) -> Any:
+        """The write time a statement stores for a run (and its snapshot), in nanoseconds.
+
+        ``given`` is the writer's own stamp (:func:`~purpose_agent.clock.stamp_ns`, bound as
+        ``:now``): a file database has one host, and its stamps increase within a process
+        even inside one clock tick. A server's writers run on many hosts whose clocks differ
+        by seconds or hours; their stamps ordered ``list_runs`` and aged runs for retention
+        by each host's clock, so a writer host behind lost live runs to a prune by age. A
+        server's flavour reads the server's clock instead, where the statement writes the row:
+        after any wait for the row's lock, so a write that waited is not stamped with the
+        time before the wait either.
+
+        Args:
+            given: The writer's stamp, a parameter or a value.
+            locked: Whether the time is read where the row is already locked (an update's
+                assignment), so that it is read as the row is written. A new row's values
+                read it once for the statement: its created and updated times are one, and
+                the runs one statement creates share their time (and list by id), as they
+                share a writer's stamp.
+
+        """
+        return given
+
+    def clock(self) -> Executable | None:
+        """A query for the present as :meth:`write_time` stamps it, where that is the server's.
+
+        Ages (``older_than``) are counted back from it, so a pruning host's clock decides
+        nothing. ``None`` where writes are stamped with the local clock.
+        """
+        return None
+
     # -- statements ---------------------------------------------------------------------
 
     def events_insert(self) -> Insert:
@@ -88,16 +122,25 @@ class Flavor:
 
     def runs_upsert(self) -> Insert:
         """``INSERT`` a run row, or move its ``updated_ns`` and ``last_seq`` forward."""
-        return self.runs_on_conflict(
-            self.upsert_insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
-        )
+        return self.runs_on_conflict(self.upsert_insert(RunRecord).values(self._run_values()))
+
+    def _run_values(self) -> dict[str, Any]:
+        """A new run row's values: the ``RUN_FIELDS`` parameters, at the write time."""
+        values: dict[str, Any] = {name: bindparam(name) for name in RUN_FIELDS}
+        for name in ("created_ns", "updated_ns"):
+            values[name] = self.write_time(bindparam(name, type_=BigInteger))
+        return values
 
     def runs_on_conflict(self, stmt: Any) -> Insert:
         """Add the run row's conflict clause to an ``INSERT`` into the runs table."""
         result: Insert = stmt.on_conflict_do_update(
             index_elements=[RunRecord.run_id],
             set_={
-                "updated_ns": self.greatest(RunRecord.updated_ns, stmt.excluded.updated_ns),
+                # Read again in the update, after the row's lock: the inserted row's time was
+                # read before any wait for it.
+                "updated_ns": self.greatest(
+                    RunRecord.updated_ns, self.write_time(stmt.excluded.updated_ns, locked=True)
+                ),
                 "last_seq": self.greatest(RunRecord.last_seq, stmt.excluded.last_seq),
             },
         )
@@ -108,9 +151,7 @@ class Flavor:
 
         An append runs it before locking the row, so that a new run has a row to lock.
         """
-        stmt: Any = self.upsert_insert(RunRecord).values(
-            {name: bindparam(name) for name in RUN_FIELDS}
-        )
+        stmt: Any = self.upsert_insert(RunRecord).values(self._run_values())
         result: Insert = stmt.on_conflict_do_nothing(index_elements=[RunRecord.run_id])
         return result
 
@@ -119,10 +160,14 @@ class Flavor:
         # Named parameters, not the columns' implicit ones: inside a WITH (Postgres saves a
         # snapshot and its run row in one statement) an INSERT without VALUES compiles to
         # anonymous parameters that the caller's names would not reach.
-        stmt: Any = self.upsert_insert(SnapshotRecord).values(
-            {name: bindparam(name) for name in SNAPSHOT_FIELDS}
-        )
+        stmt: Any = self.upsert_insert(SnapshotRecord).values(self._snapshot_values())
         return self.snapshot_on_conflict(stmt)
+
+    def _snapshot_values(self) -> dict[str, Any]:
+        """A snapshot row's values: the ``SNAPSHOT_FIELDS`` parameters, at the write time."""
+        values: dict[str, Any] = {name: bindparam(name) for name in SNAPSHOT_FIELDS}
+        values["written_ns"] = self.write_time(bindparam("written_ns", type_=BigInteger))
+        return values
 
     @staticmethod
     def snapshot_on_conflict(stmt: Any) -> Insert:
@@ -181,7 +226,7 @@ class Flavor:
 
         """
         # Not named after columns: an UPDATE reserves those names for its SET clause.
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger))
         stmt: Any = self.upsert_insert(RunRecord).values(
             run_id=bindparam("the_run", type_=Text),
             created_ns=now,
@@ -193,7 +238,9 @@ class Flavor:
             index_elements=[RunRecord.run_id],
             set_={
                 "last_seq": RunRecord.last_seq + stmt.excluded.last_seq,
-                "updated_ns": self.greatest(RunRecord.updated_ns, stmt.excluded.updated_ns),
+                "updated_ns": self.greatest(
+                    RunRecord.updated_ns, self.write_time(stmt.excluded.updated_ns, locked=True)
+                ),
                 "group_id": func.coalesce(stmt.excluded.group_id, RunRecord.group_id),
             },
             where=(RunRecord.last_seq == 0) if only_empty else None,
@@ -413,10 +460,23 @@ class PostgresFlavor(Flavor):
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return int(driver_connection.info.transaction_status) != 0  # IDLE
 
+    def write_time(self, given: Any, *, locked: bool = False) -> Any:  # noqa: D102
+        # clock_timestamp() where the row is locked: the moment it is written, after any wait
+        # for the lock, where now() is when the transaction began. statement_timestamp() for a
+        # new row's values, read once however often they name it. To the microsecond, the
+        # clocks' own resolution.
+        clock = "clock_timestamp()" if locked else "statement_timestamp()"
+        return literal_column(
+            f"(CAST(EXTRACT(EPOCH FROM {clock}) * 1000000 AS BIGINT) * 1000)", BigInteger
+        )
+
+    def clock(self) -> Executable:  # noqa: D102
+        return select(self.write_time(None, locked=True))
+
     def snapshot_and_run(self) -> Insert:
         """Upsert the snapshot and touch its run; both parts of the ``WITH`` always run."""
         snapshot = self.snapshot_upsert().cte("snapshot")
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger))
         touch = postgresql.insert(RunRecord).values(
             run_id=bindparam("snapshot_run_id"),
             created_ns=now,
@@ -435,7 +495,7 @@ class PostgresFlavor(Flavor):
         """
         events = self._many_events_insert() if many else self.events_insert()
         inserted = events.returning(EventRecord.run_id, EventRecord.seq).cte("inserted")
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger))
         touched = (
             select(inserted.c.run_id, now, now, func.max(inserted.c.seq))
             .group_by(inserted.c.run_id)
@@ -457,7 +517,7 @@ class PostgresFlavor(Flavor):
         """
         events = self._many_events_insert()
         inserted = events.returning(EventRecord.run_id, EventRecord.seq).cte("inserted")
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger))
         snapshots = (
             func.unnest(
                 *(
@@ -506,7 +566,7 @@ class PostgresFlavor(Flavor):
         then decides in a transaction whether it is a retry.
         """
         count = bindparam("n", type_=BigInteger)
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger), locked=True)
         # Not named after columns: an UPDATE reserves those names for its SET clause.
         group = bindparam("new_group", type_=Text)
         run_id = bindparam("the_run", type_=Text)
@@ -674,22 +734,40 @@ class MariaDBFlavor(Flavor):
     def in_transaction(self, driver_connection: Any) -> bool:  # noqa: D102
         return bool(driver_connection.server_status & 1)  # SERVER_STATUS_IN_TRANS
 
+    def write_time(self, given: Any, *, locked: bool = False) -> Any:  # noqa: D102
+        # UTC_TIMESTAMP(6), when the statement began: a new row's values read it once however
+        # often they name it. Where the row is locked, plus the time since then (SYSDATE(6)
+        # is the moment it is read, after any wait for the lock; a server started with
+        # --sysdate-is-now adds nothing). Counted from UTC, not through UNIX_TIMESTAMP of a
+        # local time: in a session time zone with daylight saving time, that is an hour off
+        # in the hour repeated when clocks go back.
+        since = "TIMESTAMPDIFF(MICROSECOND, '1970-01-01', UTC_TIMESTAMP(6))"
+        if locked:
+            since = f"{since} + TIMESTAMPDIFF(MICROSECOND, NOW(6), SYSDATE(6))"
+        return literal_column(f"(({since}) * 1000)", BigInteger)
+
+    def clock(self) -> Executable:  # noqa: D102
+        return select(self.write_time(None, locked=True))
+
     def runs_upsert(self) -> Insert:  # noqa: D102
-        stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
+        stmt = mysql.insert(RunRecord).values(self._run_values())
+        # The time is read again in the update, after the row's lock (see write_time).
         return stmt.on_duplicate_key_update(
-            updated_ns=func.greatest(RunRecord.updated_ns, stmt.inserted.updated_ns),
+            updated_ns=func.greatest(
+                RunRecord.updated_ns, self.write_time(stmt.inserted.updated_ns, locked=True)
+            ),
             last_seq=func.greatest(RunRecord.last_seq, stmt.inserted.last_seq),
         )
 
     def run_ensure(self) -> Insert:  # noqa: D102
-        stmt = mysql.insert(RunRecord).values({name: bindparam(name) for name in RUN_FIELDS})
+        stmt = mysql.insert(RunRecord).values(self._run_values())
         # A no-op assignment, not INSERT IGNORE, which would turn other errors into warnings.
         return stmt.on_duplicate_key_update(last_seq=RunRecord.last_seq)
 
     def append_advance(self, *, only_empty: bool = False) -> Insert:  # noqa: D102
         if only_empty:
             raise NotImplementedError("an append expecting an empty run checks it in Python here")
-        now = bindparam("now", type_=BigInteger)
+        now = self.write_time(bindparam("now", type_=BigInteger))
         stmt = mysql.insert(RunRecord).values(
             run_id=bindparam("the_run", type_=Text),
             created_ns=now,
@@ -700,12 +778,14 @@ class MariaDBFlavor(Flavor):
         # No assignment reads a column another one sets, so their order does not matter.
         return stmt.on_duplicate_key_update(
             last_seq=RunRecord.last_seq + stmt.inserted.last_seq,
-            updated_ns=func.greatest(RunRecord.updated_ns, stmt.inserted.updated_ns),
+            updated_ns=func.greatest(
+                RunRecord.updated_ns, self.write_time(stmt.inserted.updated_ns, locked=True)
+            ),
             group_id=func.coalesce(stmt.inserted.group_id, RunRecord.group_id),
         )
 
     def snapshot_upsert(self) -> Insert:  # noqa: D102
-        stmt = mysql.insert(SnapshotRecord)
+        stmt = mysql.insert(SnapshotRecord).values(self._snapshot_values())
         newer = stmt.inserted.seq >= SnapshotRecord.seq
         # MariaDB applies the assignments left to right, each seeing the ones before it, so
         # seq, which the others compare against, is assigned last.

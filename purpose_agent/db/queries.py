@@ -593,13 +593,15 @@ class Queries:
         )
 
     def _written_at_least(self) -> Any:
-        """A run's new write time: ``:now``, unless the row already holds a later one.
+        """A run's new write time (:meth:`Flavor.write_time`), unless the row holds a later one.
 
-        A write's time is taken before it waits for its run's lock; a writer of the same run
-        that came later may commit first. Storing the earlier time then would move the run back
-        behind runs written after it, in ``list_runs`` and for retention by age or count.
+        Where the time is the writer's stamp it is taken before the write waits for its run's
+        lock, and a writer of the same run that came later may commit first; a server's clock
+        may step back. Storing the earlier time would move the run back behind runs written
+        after it, in ``list_runs`` and for retention by age or count.
         """
-        return self.flavor.greatest(RunRecord.updated_ns, bindparam("now", type_=BigInteger))
+        now = self.flavor.write_time(bindparam("now", type_=BigInteger), locked=True)
+        return self.flavor.greatest(RunRecord.updated_ns, now)
 
     def _made(
         self,
@@ -1473,10 +1475,20 @@ class Queries:
             if seq in wanted
         }
 
+    def clock_ns(self, conn: Connection) -> int | None:
+        """The present as the server stamps writes; ``None`` where writers stamp them."""
+        query = self.flavor.clock()
+        return None if query is None else int(conn.execute(query).scalar_one())
+
     def regroup_run(self, conn: Connection, run_id: str, group: str, now: int) -> None:
         """Put a stored run in ``group`` and count it as written; an unknown run is left alone."""
         conn.execute(
             update(RunRecord)
             .where(RunRecord.run_id == run_id)
-            .values(group_id=group, updated_ns=self.flavor.greatest(RunRecord.updated_ns, now))
+            .values(
+                group_id=group,
+                updated_ns=self.flavor.greatest(
+                    RunRecord.updated_ns, self.flavor.write_time(now, locked=True)
+                ),
+            )
         )

@@ -163,7 +163,8 @@ def selection(
         prefix: Only runs whose id starts with this.
         older_than: Runs not written for this long are deleted.
         keep_newest: Runs beyond the newest this many are deleted.
-        now_ns: The present, in nanoseconds (tests pin it); defaults to the clock.
+        now_ns: The present, in nanoseconds: the store's :func:`clock_of`, or pinned by a
+            test; defaults to this host's clock.
 
     Raises:
         InvalidInput: A negative age or count, or a malformed group or prefix.
@@ -184,6 +185,20 @@ def selection(
         older_than=moment,
         keep_newest=keep_newest,
     )
+
+
+def clock_of(store: Checkpointer) -> int:
+    """The present as a store stamps its writes, in nanoseconds: what an age counts back from.
+
+    A database server stamps writes with its own clock, whichever host they come from, so a
+    pruning host whose clock is ahead (or a writer's behind) must not decide which runs are
+    old: a prune by age deleted live runs. Other stores are written from one host.
+
+    Raises:
+        StoreUnavailable: The store cannot be reached.
+
+    """
+    return store.clock_ns() if isinstance(store, SQLCheckpointer) else time.time_ns()
 
 
 def _moment(ns: int) -> datetime:
@@ -233,7 +248,8 @@ def prune(
         group: Only runs of this group, for every part of the prune.
         prefix: Only runs whose id starts with this, for every part of the prune.
         dry_run: Count only.
-        now_ns: The present, in nanoseconds (tests pin it); defaults to the clock.
+        now_ns: The present, in nanoseconds (tests pin it); defaults to the store's clock
+            (:func:`clock_of`).
         progress: Called as the prune goes (not on a dry run).
 
     Returns:
@@ -249,7 +265,11 @@ def prune(
         raise InvalidInput("nothing to prune: ask for covered events, old runs, or both")
     target = prunable(store)
     chosen = selection(
-        group=group, prefix=prefix, older_than=older_than, keep_newest=keep_newest, now_ns=now_ns
+        group=group,
+        prefix=prefix,
+        older_than=older_than,
+        keep_newest=keep_newest,
+        now_ns=clock_of(target) if now_ns is None and older_than is not None else now_ns,
     )
     _check_scope(target, chosen)
     if dry_run:
@@ -298,7 +318,7 @@ def delete_selected(store: Checkpointer, chosen: Selection) -> tuple[list[str], 
         StoreUnavailable: The store cannot be reached.
 
     """
-    listed_ns = time.time_ns()
+    listed_ns = clock_of(store)
     events = selected(store, chosen)
     if chosen.deletes:
         # The runs chosen, groups kept whole; one written since it was listed stays.
@@ -357,7 +377,7 @@ def _sql_pages(
     """
     offset, after = start, None
     while True:
-        listed_ns = time.time_ns()
+        listed_ns = store.clock_ns()
         with store.reading("listing runs") as conn:
             page = store.queries.run_lines(
                 conn,

@@ -9,6 +9,7 @@ work. No lock is held around queries: the database's own keys and transactions a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import operator
@@ -32,6 +33,7 @@ from purpose_agent.appends import (
     check_expected,
     check_label,
     check_prefix,
+    cutoff_ns,
     drafts,
     place,
     run_filter,
@@ -1274,7 +1276,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         """Delete every run the filters select, in one transaction.
 
         The selected runs' rows are locked while they are chosen, so a run written again
-        meanwhile is judged by its new write time. See
+        meanwhile is judged by its new write time. On a database server an age counts back
+        from the server's clock, which stamped the writes (see :meth:`clock_ns`). See
         :class:`~purpose_agent.protocol.Retention` for the filters.
 
         Returns:
@@ -1290,13 +1293,18 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         def remove() -> list[str]:
             with self._units.write() as conn:
+                aged = chosen
+                if isinstance(older_than, timedelta):
+                    now = self._queries.clock_ns(conn)
+                    if now is not None:  # the server stamped the runs: its clock ages them
+                        aged = dataclasses.replace(chosen, cutoff_ns=cutoff_ns(older_than, now))
                 # Without keep_newest the age alone decides: only old runs are locked, so
                 # that live writers of the other runs do not wait for the whole delete.
-                cutoff = chosen.cutoff_ns if chosen.keep_newest is None else None
+                cutoff = aged.cutoff_ns if aged.keep_newest is None else None
                 scoped = self._queries.scoped_runs(
-                    conn, ids, chosen.group, chosen.prefix, written_before=cutoff
+                    conn, ids, aged.group, aged.prefix, written_before=cutoff
                 )
-                doomed = chosen.choose(scoped)
+                doomed = aged.choose(scoped)
                 self._queries.delete_runs(conn, doomed)
             return doomed
 
@@ -1334,6 +1342,27 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 self._call("deleting a run", remove)
             return
         self._call("deleting a run", remove)
+
+    def clock_ns(self) -> int:
+        """The present as this store stamps writes, in nanoseconds.
+
+        The database server's clock on a server (writes are stamped with it, whichever host
+        they come from), this process's on SQLite. Retention by age counts back from it.
+
+        Raises:
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        if self._flavor.clock() is None:
+            return time.time_ns()
+
+        def read() -> int:
+            with self._units.single() as conn:
+                now = self._queries.clock_ns(conn)
+            assert now is not None  # a flavour with a clock query
+            return now
+
+        return self._call("reading the clock", read)
 
     # -- lifecycle ------------------------------------------------------------------------
 
