@@ -8,6 +8,7 @@ is this process's clock for the calls of one store (another host, as far as stam
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import threading
@@ -237,3 +238,26 @@ def test_a_write_that_waited_for_its_runs_lock_is_written_when_it_ends(
     assert outcome == [None]
     with SQLCheckpointer(url) as reader:
         assert reader.list_runs() == ["a", "c"]
+
+
+def test_an_async_store_2h_ahead_reads_the_servers_clock_and_ages_by_it(url: str) -> None:
+    store = open_writer(url, "plain")
+    try:
+        live = write_runs(store, "w")
+    finally:
+        store.close()
+
+    async def prune_ahead(reference: SQLCheckpointer) -> None:
+        pruner = AsyncSQLCheckpointer(url)
+        try:
+            before = reference.clock_ns()
+            now = await pruner.clock_ns()
+            assert before <= now <= reference.clock_ns()
+            assert time.time_ns() - now > HOUR // timedelta(microseconds=1) * 1000
+            assert await pruner.delete_runs(older_than=HOUR) == []
+            assert sorted(await pruner.list_runs()) == sorted(live)
+        finally:
+            await pruner.close()
+
+    with SQLCheckpointer(url) as reference, clock_off_by(HOURS_2):
+        asyncio.run(prune_ahead(reference))

@@ -530,6 +530,10 @@ class AsyncSQLCheckpointer:
             keep_newest=keep_newest,
         )
 
+    async def clock_ns(self) -> int:
+        """See :meth:`SQLCheckpointer.clock_ns`."""
+        return await self._run(SQLCheckpointer.clock_ns)
+
     async def delete_run(self, run_id: str) -> None:
         """See :meth:`SQLCheckpointer.delete_run`."""
         await self.compact(run_id)
