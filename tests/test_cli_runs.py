@@ -516,3 +516,27 @@ def test_runs_list_on_a_narrow_terminal_keeps_the_run_ids(store_url: str) -> Non
         ["chat-2024-11-05-abcdef", "support", "-", "1", "-"],
     ]
     assert not any("more column" in line for line in wide)
+
+
+def test_runs_groups_on_a_narrow_terminal_keeps_the_group_names(store_url: str) -> None:
+    """In 40 columns each group and run id folded to a few letters beside a whole time."""
+    with open_store(store_url) as store:
+        store.append("chat-2024-11-05-abcdef", [NewEvent(kind="tool_call")], group="support")
+        store.append("job-7", [NewEvent(kind="tool_call")], group="ops")
+    narrow = _on_a_terminal(40, "runs", "groups", "--url", store_url)
+    assert _cells(narrow) == [["ops", "job-7"], ["support", "chat-2024-11-05-abcdef"]]
+    assert all(len(line) <= 40 for line in narrow if "│" in line or "━" in line)
+    assert "1 more column with --json" in narrow
+    header = next(line for line in narrow if "┃" in line)
+    assert [cell.strip() for cell in header.split("┃")[1:-1]] == ["group", "latest run"]
+    # No room for the latest run: the group alone; everything on a wide terminal.
+    narrower = _on_a_terminal(30, "runs", "groups", "--url", store_url)
+    assert _cells(narrower) == [["ops"], ["support"]]
+    assert "2 more columns with --json" in narrower
+    wide = _on_a_terminal(200, "runs", "groups", "--url", store_url)
+    assert [row[:2] for row in _cells(wide)] == [
+        ["ops", "job-7"],
+        ["support", "chat-2024-11-05-abcdef"],
+    ]
+    assert all(len(row) == 3 and row[2].endswith("Z") for row in _cells(wide))
+    assert not any("more column" in line for line in wide)

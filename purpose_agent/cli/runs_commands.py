@@ -35,6 +35,7 @@ from purpose_agent.cli.output import (
 )
 from purpose_agent.cli.progress import working
 from purpose_agent.cli.stores import open_url
+from purpose_agent.cli.tables import Listing
 from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.prune import clock_of, delete_selected, selected, selection
@@ -79,40 +80,29 @@ def _page_options(what: str) -> Callable[[F], F]:
     return add
 
 
-# The columns of `runs list`, in their order, with how each lays out.
-_RUN_COLUMNS: dict[str, dict[str, Any]] = {
-    "run id": {"overflow": "fold"},
-    "group": {"overflow": "fold"},
-    "status": {},
-    "last seq": {"justify": "right"},
-    "snapshot": {"justify": "right"},
-    "updated (UTC)": {"no_wrap": True},
-}
-# Given up in this order when a terminal is too narrow for every column: the least telling first.
-# The run id is never given up, since every other command takes it: it folds instead.
-_GIVEN_UP = ("snapshot", "status", "last seq", "updated (UTC)", "group")
-# The run id's width counted in the fitting: a longer id folds rather than push out the group.
-_FITTED_ID = 24
-
-
-def _fitting_columns(rows: list[dict[str, str]], width: int) -> list[str]:
-    """The columns of ``rows`` that fit ``width`` without folding any cell but the run id's.
-
-    rich would squeeze every column of a table wider than the terminal: in 40 columns only
-    the time, which may not wrap, was left readable, each run id folded to a letter or two.
-    """
-    from rich.cells import cell_len  # noqa: PLC0415 - rich is loaded by commands that print
-
-    def need(name: str) -> int:
-        widest = max([cell_len(name), *(cell_len(printable(row[name])) for row in rows)])
-        return (min(widest, _FITTED_ID) if name == "run id" else widest) + 3  # padding, border
-
-    shown = list(_RUN_COLUMNS)
-    for name in _GIVEN_UP:
-        if 1 + sum(need(column) for column in shown) <= width:
-            break
-        shown.remove(name)
-    return shown
+# `runs list`: the run id, which every other command takes, is kept; the snapshot goes first.
+_RUNS = Listing(
+    columns={
+        "run id": {"overflow": "fold"},
+        "group": {"overflow": "fold"},
+        "status": {},
+        "last seq": {"justify": "right"},
+        "snapshot": {"justify": "right"},
+        "updated (UTC)": {"no_wrap": True},
+    },
+    given_up=("snapshot", "status", "last seq", "updated (UTC)", "group"),
+    kept="run id",
+)
+# `runs groups`: the group, which `--group` takes, is kept; the time goes before the run id.
+_GROUPS = Listing(
+    columns={
+        "group": {"overflow": "fold"},
+        "latest run": {"overflow": "fold"},
+        "updated (UTC)": {"no_wrap": True},
+    },
+    given_up=("updated (UTC)", "latest run"),
+    kept="group",
+)
 
 
 @runs.command("list")
@@ -162,19 +152,7 @@ def list_runs(
         }
         for summary in summaries
     ]
-    shown = _fitting_columns(rows, out.width)
-    hidden = [name for name in _RUN_COLUMNS if name not in shown]
-    table = Table(
-        title=f"Runs{scope} in {where}",
-        title_justify="left",
-        caption=f"{count(len(hidden), 'more column')} with --json" if hidden else None,
-        caption_justify="left",
-    )
-    for name in shown:
-        table.add_column(name, **_RUN_COLUMNS[name])
-    for row in rows:
-        table.add_row(*(row[name] for name in shown))
-    out.print(table)
+    out.print(_RUNS.table(f"Runs{scope} in {where}", rows, out.width))
     if more:
         out.print(f"More runs: --offset {offset + len(summaries)}")
 
@@ -207,13 +185,15 @@ def list_groups(limit: int, offset: int, as_json: bool, url: str | None) -> None
     if not groups:
         out.print(f"No groups in {where}" + (f" at offset {offset}." if offset else "."))
         return
-    table = Table(title=f"Groups in {where}", title_justify="left")
-    table.add_column("group", overflow="fold")
-    table.add_column("latest run", overflow="fold")
-    table.add_column("updated (UTC)", no_wrap=True)
-    for summary in groups:
-        table.add_row(summary.group, summary.latest_run or "-", when(summary.updated_at))
-    out.print(table)
+    rows = [
+        {
+            "group": summary.group,
+            "latest run": summary.latest_run or "-",
+            "updated (UTC)": when(summary.updated_at),
+        }
+        for summary in groups
+    ]
+    out.print(_GROUPS.table(f"Groups in {where}", rows, out.width))
     if more:
         out.print(f"More groups: --offset {offset + len(groups)}")
 
