@@ -357,8 +357,10 @@ class LocalPostgres(LocalServer):
 
     name = "postgres"
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are given to the server as it starts (``max_connections``: ``"12"``)."""
         super().__init__()
+        self._settings = dict(settings or {})
         self.data = self.root / "data"
         self._user = _unprivileged()
         if self._user is not None:
@@ -410,7 +412,7 @@ class LocalPostgres(LocalServer):
             "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB "
             # A deadlock costs its victim deadlock_timeout (1 s by default) before it is found.
             "-c deadlock_timeout=100ms"
-        )
+        ) + "".join(f" -c {name}={value}" for name, value in self._settings.items())
         timeout = str(int(START_TIMEOUT))
         log = self.root / "postgres.log"
         self._run("pg_ctl", "start", "-w", "-t", timeout, "-D", self.data, "-l", log, "-o", options)
@@ -562,8 +564,10 @@ class LocalMariaDB(LocalServer):
 
     name = "mariadb"
 
-    def __init__(self) -> None:
+    def __init__(self, settings: dict[str, str] | None = None) -> None:
+        """``settings`` are given to the server as it starts (``max-connections``: ``"10"``)."""
         super().__init__()
+        self._settings = dict(settings or {})
         self.data = self.root / "data"
         self.socket = self.root / "mariadb.sock"
         self.tmp = self.root / "tmp"
@@ -625,6 +629,7 @@ class LocalMariaDB(LocalServer):
                 "--innodb-buffer-pool-size=64M",
                 "--innodb-flush-log-at-trx-commit=2",
                 "--max-connections=200",
+                *(f"--{name}={value}" for name, value in self._settings.items()),
                 *(["--user=root"] if os.geteuid() == 0 else []),
             ],
             stdin=subprocess.DEVNULL,

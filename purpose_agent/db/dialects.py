@@ -717,6 +717,11 @@ class PostgresFlavor(Flavor):
             return _NEEDS_TRANSACTIONS
         if sqlstate == "57014" and "statement timeout" not in str(exc.orig):
             return None  # cancelled by hand (pg_cancel_backend), not by the time limit
+        if sqlstate in ("", "53300"):  # a refused connection, or too many connections
+            said = str(exc.orig)
+            limit = next((text for words, text in _PG_LIMITS if words in said), None)
+            if limit is not None:
+                return limit
         return _ADVICE.get(sqlstate)
 
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
@@ -858,7 +863,8 @@ class MariaDBFlavor(Flavor):
         return _mysql_errno(exc) in (1034, 1194, 1195)
 
     def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
-        return _ADVICE.get(_MYSQL_ADVICE.get(_mysql_errno(exc) or 0, ""))
+        errno = _mysql_errno(exc) or 0
+        return _MYSQL_LIMITS.get(errno) or _ADVICE.get(_MYSQL_ADVICE.get(errno, ""))
 
     def is_out_of_range(self, exc: DBAPIError) -> bool:  # noqa: D102
         return _mysql_errno(exc) in (1264, 1690)  # out of range for the column, in arithmetic
@@ -896,6 +902,51 @@ _LOCK_WAIT = (
     "in the URL); end the session holding it (a long or idle-in-transaction one: "
     "pg_stat_activity, SHOW PROCESSLIST), or raise the limit for the store's user"
 )
+
+
+def _connection_limit(limit: str, raise_it: str, *, pooler: bool = False) -> str:
+    """What to do when a new connection is refused at ``limit``: fewer of them, or a higher one.
+
+    Every process's store takes its share of the limit, and under load the most: a pool of 8
+    and 16 more, so a few processes reach a limit sized for one.
+    """
+    pgbouncer = "put PgBouncer in front of the server (transaction pooling), " if pooler else ""
+    return (
+        f"{limit} is reached, counting every process's connections: each store opens up to 24 "
+        "connections (8 kept, 16 more under load): give it an engine with a smaller pool "
+        f"(create_engine(url, pool_size=4, max_overflow=4)), {pgbouncer}or raise the limit "
+        f"({raise_it})"
+    )
+
+
+_PG_MAX_CONNECTIONS = "max_connections, which takes a restart"
+# libpq refuses a connection without a SQLSTATE (53300 on the server): its words name the limit.
+_PG_LIMITS = (
+    (
+        "too many connections for role",
+        _connection_limit(
+            "the role's CONNECTION LIMIT", "ALTER ROLE ... CONNECTION LIMIT", pooler=True
+        ),
+    ),
+    (
+        "too many connections for database",
+        _connection_limit(
+            "the database's CONNECTION LIMIT", "ALTER DATABASE ... CONNECTION LIMIT", pooler=True
+        ),
+    ),
+    (
+        "remaining connection slots are reserved",
+        _connection_limit(
+            "the server's max_connections, less the slots it keeps for superusers,",
+            _PG_MAX_CONNECTIONS,
+            pooler=True,
+        ),
+    ),
+    (
+        "too many clients already",
+        _connection_limit("the server's max_connections", _PG_MAX_CONNECTIONS, pooler=True),
+    ),
+)
 # By SQLSTATE; MariaDB's error numbers are mapped to the same classes below.
 _ADVICE = {
     "28000": _LOGIN,  # invalid authorization specification
@@ -905,6 +956,11 @@ _ADVICE = {
     "25006": _READ_ONLY,  # read-only SQL transaction
     "57014": _TIMED_OUT,  # query canceled (by statement_timeout: see PostgresFlavor.advice)
     "55P03": _LOCK_WAIT,  # lock not available (lock_timeout)
+    "53300": _connection_limit(  # too many connections, in words libpq's refusal did not have
+        "a connection limit of the server, database or role",
+        "max_connections, or ALTER ROLE/DATABASE ... CONNECTION LIMIT",
+        pooler=True,
+    ),
 }
 _MYSQL_ADVICE = {
     1045: "28000",  # access denied for user
@@ -917,6 +973,18 @@ _MYSQL_ADVICE = {
     1792: "25006",  # cannot execute statement in a READ ONLY transaction
     1969: "57014",  # query execution was interrupted (max_statement_time exceeded)
     1205: "55P03",  # lock wait timeout exceeded (innodb_lock_wait_timeout)
+}
+
+# MariaDB's connection limits, whose SQLSTATEs (08004, 42000) stand for much else.
+_MYSQL_LIMITS = {
+    1040: _connection_limit("the server's max_connections", "max_connections"),
+    1203: _connection_limit(  # the server's max_user_connections
+        "the server's max_user_connections, for each user,",
+        "max_user_connections, or ALTER USER ... WITH MAX_USER_CONNECTIONS",
+    ),
+    1226: _connection_limit(  # the user's own MAX_USER_CONNECTIONS
+        "the user's MAX_USER_CONNECTIONS", "ALTER USER ... WITH MAX_USER_CONNECTIONS"
+    ),
 }
 
 
