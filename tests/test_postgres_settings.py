@@ -131,6 +131,91 @@ def test_a_session_ended_by_idle_session_timeout_is_not_an_ambiguous_append(
     assert asyncio.run(tasks()) == [2] * 6
 
 
+def _end_sessions(url: URL, where: str = "true") -> int:
+    """``pg_terminate_backend`` (57P01) on the database's other sessions matching ``where``,
+    and wait until they are gone: how many there were."""
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    others = f"datname = '{url.database}' AND pid <> pg_backend_pid() AND {where}"
+    try:
+        with engine.connect() as conn:
+            ended = conn.exec_driver_sql(
+                f"SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE {others}"
+            ).scalar_one()
+            while conn.exec_driver_sql(
+                f"SELECT count(*) FROM pg_stat_activity WHERE {others}"
+            ).scalar_one():
+                time.sleep(0.01)
+    finally:
+        engine.dispose()
+    return int(ended)
+
+
+def test_a_session_ended_while_idle_in_the_pool_is_not_an_ambiguous_append(
+    database: URL,
+) -> None:
+    # pg_terminate_backend (57P01, as an administrator's shutdown and DROP DATABASE ... WITH
+    # (FORCE) end sessions) on the pooled connections between two appends: nothing of the
+    # second was sent, yet an append without keys failed with "may or may not be stored" on
+    # every connection the pool held.
+    with SQLCheckpointer(database) as store:
+        store.append("idle", [NewEvent(kind=EventKind.CUSTOM)])
+        for seq in (2, 3, 4):
+            assert _end_sessions(database) >= 1
+            [event] = store.append("idle", [NewEvent(kind=EventKind.CUSTOM)])
+            assert event.seq == seq
+        assert [event.seq for event in store.list_events("idle")] == [1, 2, 3, 4]
+
+    async def tasks() -> list[int]:
+        store = AsyncSQLCheckpointer(database)
+        try:
+            runs = [f"task-{n}" for n in range(4)]
+            await asyncio.gather(
+                *(store.append(r, [NewEvent(kind=EventKind.CUSTOM)]) for r in runs)
+            )
+            assert _end_sessions(database) >= 1
+            await asyncio.gather(
+                *(store.append(r, [NewEvent(kind=EventKind.CUSTOM)]) for r in runs)
+            )
+            return [await store.last_seq(r) for r in runs]
+        finally:
+            await store.close()
+
+    assert asyncio.run(tasks()) == [2] * 4
+
+
+def test_a_session_ended_while_its_append_runs_is_reported_not_retried(database: URL) -> None:
+    # The append's statement was sent when its session was ended: the server may have run it,
+    # so an append without keys is reported, not sent again (it could be stored twice).
+    with SQLCheckpointer(database) as store:
+        store.append("busy", [NewEvent(kind=EventKind.CUSTOM)])
+        locker = sa.create_engine(database, poolclass=sa.pool.NullPool)
+        failed: list[BaseException] = []
+
+        def append() -> None:
+            try:
+                store.append("busy", [NewEvent(kind=EventKind.CUSTOM)])
+            except StoreUnavailable as exc:
+                failed.append(exc)
+
+        try:
+            with locker.connect() as conn, conn.begin():
+                conn.exec_driver_sql("SELECT 1 FROM pa_runs WHERE run_id = 'busy' FOR UPDATE")
+                writer = threading.Thread(target=append)
+                writer.start()
+                waiting = "wait_event_type = 'Lock'"
+                while not _end_sessions(database, waiting):
+                    time.sleep(0.01)
+            writer.join(60)
+        finally:
+            locker.dispose()
+        assert [str(exc).split(": ", 1)[1] for exc in failed] == [
+            "the connection was lost while the transaction committed, so it may or may not "
+            "be stored; read the run (or append with keys, which makes a retry safe) before "
+            "appending again"
+        ]
+        assert store.last_seq("busy") == 1
+
+
 def _unicode_round_trip(url: URL) -> None:
     """Ids, lanes, keys and groups outside Latin-1, on the synchronous and the async store."""
     run_id, data = "café☃", {"x": "é\u0000😀"}

@@ -22,6 +22,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
+from purpose_agent.db.ended_connections import drop_ended_connections
 from purpose_agent.db.engine import (
     Durability,
     _backend_options,
@@ -130,6 +131,7 @@ def make_async_engine(
         raise InvalidInput(f"cannot open {shown}: an option of the URL is refused ({exc})") from exc
     if backend == "postgresql":
         configure_postgres(engine.sync_engine, synchronous_commit_off=durability == "normal")
+        drop_ended_connections(engine.sync_engine)
     elif backend == "sqlite":
         use_one_trip_cursors(engine)
     else:

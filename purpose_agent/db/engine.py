@@ -12,6 +12,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from purpose_agent.db.ended_connections import drop_ended_connections
 from purpose_agent.db.memory_pool import SerialStaticPool
 from purpose_agent.db.network import CONNECT_SECONDS, bound_sockets
 from purpose_agent.db.postgres_sessions import configure_postgres
@@ -344,6 +345,7 @@ def make_engine(
         configure_sqlite(engine, durability=durability, busy_timeout=busy_timeout)
     elif backend == "postgresql" and _driver(parsed) == "psycopg":
         configure_postgres(engine, synchronous_commit_off=durability == "normal")
+        drop_ended_connections(engine)
     elif backend in ("mysql", "mariadb"):
         refuse_unknown_options(engine, shown_url(parsed))
         keep_read_committed(engine, parsed)

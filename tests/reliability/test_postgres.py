@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from purpose_agent import SQLCheckpointer
+from purpose_agent import EventKind, NewEvent, SQLCheckpointer
 from purpose_agent.testing.suite import ev
 from tests.reliability.workload import (
     CALM,
@@ -63,6 +63,19 @@ def test_first_save_after_a_restart_succeeds_with_three_pooled_connections(
         error = attempt(lambda: store.save_event(ev("after", 1)))
         assert error is None, describe(error)
         assert store.list_events("after") == [ev("after", 1)]
+
+
+def test_an_append_without_keys_after_a_restart_runs_on_a_fresh_connection(
+    private_postgres: LocalPostgres, postgres_db: URL
+) -> None:
+    """The restart's fast shutdown ends the idle pooled sessions (57P01): nothing of the next
+    append had been sent, yet it failed with "may or may not be stored"."""
+    with SQLCheckpointer(postgres_db) as store:
+        store.append("restarted", [NewEvent(kind=EventKind.CUSTOM)])
+        private_postgres.restart()
+        error = attempt(lambda: store.append("restarted", [NewEvent(kind=EventKind.CUSTOM)]))
+        assert error is None, describe(error)
+        assert [event.seq for event in store.list_events("restarted")] == [1, 2]
 
 
 def test_retried_steps_racing_new_ones_cause_no_error_and_no_deadlock(
