@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -252,6 +253,40 @@ def test_reading_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> 
             assert not gc.isenabled()  # a caller's choice is kept
         finally:
             gc.enable()
+
+
+@pytest.mark.sqlite
+def test_recover_on_sqlite_reads_snapshot_and_tail_in_key_order_without_sorting(
+    tmp_path: Path,
+) -> None:
+    """The recovery statement merges two primary-key reads; it copies no row into a sort.
+
+    Sorting the whole union (the state's text with it) through a temporary b-tree was a
+    third of the statement's time, and ``recover`` was slower than the same read by hand.
+    """
+    path = tmp_path / "plan.db"
+    with SQLCheckpointer(f"sqlite:///{path}") as store:
+        store.save_events([ev("r", seq) for seq in range(1, 8)], snapshot=st("r", 4))
+        sent: list[tuple[str, Any]] = []
+
+        def capture(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            sent.append((statement, params))
+
+        sa.event.listen(store.engine, "before_cursor_execute", capture)
+        try:
+            recovery = store.recover("r")
+        finally:
+            sa.event.remove(store.engine, "before_cursor_execute", capture)
+    assert recovery is not None
+    assert recovery.state == st("r", 4)
+    assert [e.seq for e in recovery.events] == [5, 6, 7]
+    reads = [(sql, params) for sql, params in sent if "pa_snapshots" in sql]
+    assert len(reads) == 1, sent
+    sql, params = reads[0]
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+    assert any("pa_events USING INDEX" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan
 
 
 @pytest.mark.postgres

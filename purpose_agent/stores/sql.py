@@ -1151,10 +1151,10 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         if not rows:
             return None
         state = None
-        if rows[0][0] == 0:
-            state = decode_state(run_id, rows[0][5], rows[0][1])
+        if rows[0][1] is None:  # the snapshot: events always have a kind
+            state = decode_state(run_id, rows[0][4], rows[0][0])
             rows = rows[1:]
-        return Recovery(state, decode_events(run_id, [row[1:] for row in rows]))
+        return Recovery(state, decode_events(run_id, rows))
 
     def list_runs(
         self,
