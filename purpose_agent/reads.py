@@ -99,6 +99,17 @@ def event_window(
         InvalidInput: An argument of the wrong type or out of range; nothing was read.
 
     """
+    if (
+        kinds is None
+        and lanes is None
+        and type(since_seq) is int
+        and -BOUND <= since_seq <= BOUND
+        and (limit is None or (type(limit) is int and 0 <= limit <= BOUND))
+        and (before is None or (type(before) is int and 0 <= before <= BOUND))
+        and type(newest_first) is bool
+    ):
+        # The usual read, valid as given: the checks below would return it as it is.
+        return EventWindow(since_seq, before, limit, newest_first)
     since = check_since(since_seq)
     bounded = check_limit(limit)
     if before is not None and type(before) is not int:

@@ -17,6 +17,7 @@ invalidated so that the pool replaces it.
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -95,6 +96,9 @@ class CursorStatement:
         }
         positions = compiled.positiontup if isinstance(compiled, SQLCompiler) else None
         self._positions = positions  # None for named parameter styles
+        # Builds the driver's tuple in C: a generator per statement cost more than SQLite
+        # takes to answer the smallest reads. itemgetter of one name returns the bare value.
+        self._take = operator.itemgetter(*positions) if positions and len(positions) > 1 else None
         self._rows = (
             RowsAtOnce.of(self.sql, len(positions))
             if positions and isinstance(statement, Insert) and dialect.name == "sqlite"
@@ -104,6 +108,8 @@ class CursorStatement:
     def params(self, values: Mapping[str, Any]) -> Any:
         """The driver parameters for ``values``, in the order or form the driver wants."""
         merged = {**self._defaults, **values} if self._defaults else values
+        if self._take is not None:
+            return self._take(merged)
         if self._positions is None:
             return merged
         return tuple(merged[name] for name in self._positions)

@@ -1212,8 +1212,8 @@ class Queries:
             before is not None,
             window.newest_first,
             limit is not None,
-            _listed_count(self.flavor, kinds),
-            _listed_count(self.flavor, lanes),
+            None if kinds is None else _listed_count(self.flavor, kinds),
+            None if lanes is None else _listed_count(self.flavor, lanes),
         )
         statement = self._windows.get(shape)
         if statement is None:

@@ -465,9 +465,17 @@ def writes(events: Iterable[PAEvent]) -> Writes:
     Args:
         events: The run's events, in ascending seq.
     """
+    events = events if isinstance(events, list) else list(events)
+    if len(events) < 2:
+        # Every read of a checkpoint asks this of its writes run, which mostly holds one
+        # task's writes or nothing.
+        return _writes_of_one(events[0]) if events else Writes(False, [])
+    return _writes_of_many(events)
+
+
+def _writes_of_many(events: list[PAEvent]) -> Writes:
     gone = orphan = False
     kept: dict[tuple[str, int], Pending] = {}
-    events = events if isinstance(events, list) else list(events)
     withdrawn = {event.data.get("run") for event in events if event.data.get(KEY) == RETRACTED}
     for event in events:
         data = event.data
@@ -485,6 +493,19 @@ def writes(events: Iterable[PAEvent]) -> Writes:
             orphan = True
     pending = sorted(kept.values()) if len(kept) > 1 else list(kept.values())
     return Writes(gone, pending, orphan)
+
+
+def _writes_of_one(event: PAEvent) -> Writes:
+    """:func:`writes` of a run of one event, whose writes nothing can withdraw."""
+    what = event.data.get(KEY)
+    if what != WRITES:
+        return Writes(what == DELETED, [], what == UNPARENTED)
+    pending = _pending_of(event)
+    # One task's writes at LangGraph's idx 0, 1, 2...: in order already, none repeated.
+    for n in range(1, len(pending)):
+        if not pending[n - 1].idx < pending[n].idx:
+            return _writes_of_many([event])
+    return Writes(False, pending)
 
 
 def _pending_of(event: PAEvent) -> list[Pending]:

@@ -101,6 +101,9 @@ class Reader:
     def checkpoint(self, run_id: str, event: PAEvent) -> dict[str, Any]:
         """A checkpoint event's checkpoint, decoded, with its channel values."""
         _, _, stored, _ = payloads.checkpoint_parts(event)
+        return self._checkpoint(run_id, event, stored)
+
+    def _checkpoint(self, run_id: str, event: PAEvent, stored: Any) -> dict[str, Any]:
         found: dict[str, Any] = _mapping(
             payloads.load(self.serde, stored, run_id, event.seq), event, "checkpoint"
         )
@@ -142,13 +145,13 @@ class Reader:
         if writes.deleted:
             return None
         thread_id, namespace = where
-        checkpoint_id, parent, _, metadata = payloads.checkpoint_parts(event)
+        checkpoint_id, parent, body, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
         serde, load, seq = self.serde, payloads.load, event.seq
         load_value = payloads.load_value
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
-            checkpoint=cast("Checkpoint", self.checkpoint(run_id, event)),
+            checkpoint=cast("Checkpoint", self._checkpoint(run_id, event, body)),
             metadata=_mapping(load(serde, metadata, run_id, seq), event, "metadata"),
             parent_config=(
                 config_for(thread_id, namespace, parent)
