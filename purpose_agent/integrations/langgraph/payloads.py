@@ -33,6 +33,7 @@ thread and namespace of a checkpoint run, and the checkpoint id too in a writes 
 from __future__ import annotations
 
 import binascii
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any, NamedTuple
@@ -132,7 +133,10 @@ def _stored_bytes(stored: Any, run_id: str, seq: int) -> tuple[str, bytes]:
         # What base64.b64decode(text, validate=True) runs, without its wrapper.
         return kind, binascii.a2b_base64(text, strict_mode=True)
     except (TypeError, ValueError) as exc:
-        raise CorruptRecord(run_id, seq, "a LangGraph value is not [type, base64]") from exc
+        raise CorruptRecord(run_id, seq, _NOT_STORED) from exc
+
+
+_NOT_STORED = "a LangGraph value is not [type, base64]"
 
 
 def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
@@ -143,9 +147,14 @@ def load(serde: SerializerProtocol, stored: Any, run_id: str, seq: int) -> Any:
             load it (an unknown type, bytes it cannot read); the driver's or serializer's
             error is the cause.
     """
-    kind, raw = _stored_bytes(stored, run_id, seq)
     try:
-        return serde.loads_typed((kind, raw))
+        # _stored_bytes, written out: a checkpoint read loads three values or more.
+        kind, text = stored
+        typed = (kind, binascii.a2b_base64(text, strict_mode=True))
+    except (TypeError, ValueError) as exc:
+        raise CorruptRecord(run_id, seq, _NOT_STORED) from exc
+    try:
+        return serde.loads_typed(typed)
     except Exception as exc:  # any serializer's failure, with its cause
         raise CorruptRecord(
             run_id, seq, f"the serializer cannot load a LangGraph value ({_said(exc)})"
@@ -441,6 +450,10 @@ class Pending(NamedTuple):
     seq: int
 
 
+# Pending(...) without the named tuple's __new__, a Python frame per write read.
+_pending = functools.partial(tuple.__new__, Pending)
+
+
 class Writes(NamedTuple):
     """A checkpoint's pending writes as stored, in LangGraph's order.
 
@@ -527,7 +540,7 @@ def _pending_of(event: PAEvent) -> list[Pending]:
             and type(entry[1]) is str
         ):
             raise _damaged_writes(event)
-        found.append(Pending(path, task, entry[0], entry[1], entry[2], event.seq))
+        found.append(_pending((path, task, entry[0], entry[1], entry[2], event.seq)))
     return found
 
 
