@@ -50,26 +50,41 @@ def run_on_cursor(conn: Connection, sql: str, call: Callable[[Any], T]) -> T:
     try:
         return call(cursor)
     except error as exc:
-        lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
-        if lost:
-            # As SQLAlchemy does for its own statements: a lost connection means the server
-            # went away, so every pooled connection older than now is replaced on checkout,
-            # not only this one (after a restart all of them are dead).
-            conn.engine.pool._invalidate(proxied, exc, _checkin=False)
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            sql, None, exc, error, connection_invalidated=lost, dialect=conn.dialect
-        ) from exc
+        raise driver_error(conn, proxied, cursor, sql, exc) from exc
     except BaseException as exc:
-        if not isinstance(exc, Exception) and not getattr(cursor, "recovers_on_return", False):
-            # Cancelled (or interrupted) with the statement under way: what the connection
-            # was doing is unknown (aiomysql closes it, "Cancelled during execution"), so
-            # the pool must not hand it out again. SQLAlchemy does the same for its own.
-            conn.invalidate(exc)
+        interrupted(conn, cursor, exc)
         raise
     finally:
         if not conn.invalidated:
             cursor.close()
+
+
+def driver_error(conn: Connection, proxied: Any, cursor: Any, sql: str, exc: Any) -> DBAPIError:
+    """A driver's error running ``sql`` on ``conn``, as SQLAlchemy raises it.
+
+    A lost connection is invalidated first.
+    """
+    lost = conn.dialect.is_disconnect(exc, proxied.dbapi_connection, cursor)
+    if lost:
+        # As SQLAlchemy does for its own statements: a lost connection means the server
+        # went away, so every pooled connection older than now is replaced on checkout,
+        # not only this one (after a restart all of them are dead).
+        conn.engine.pool._invalidate(proxied, exc, _checkin=False)
+        conn.invalidate(exc)
+    error = conn.dialect.loaded_dbapi.Error
+    found: DBAPIError = DBAPIError.instance(
+        sql, None, exc, error, connection_invalidated=lost, dialect=conn.dialect
+    )
+    return found
+
+
+def interrupted(conn: Connection, cursor: Any, exc: BaseException) -> None:
+    """Invalidate a connection whose statement was cancelled or interrupted under way."""
+    if not isinstance(exc, Exception) and not getattr(cursor, "recovers_on_return", False):
+        # Cancelled (or interrupted) with the statement under way: what the connection
+        # was doing is unknown (aiomysql closes it, "Cancelled during execution"), so
+        # the pool must not hand it out again. SQLAlchemy does the same for its own.
+        conn.invalidate(exc)
 
 
 class CursorStatement:

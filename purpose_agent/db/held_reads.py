@@ -33,10 +33,10 @@ import weakref
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from purpose_agent.db.cursor import CursorStatement
+from purpose_agent.db.cursor import CursorStatement, driver_error, interrupted
 
 if TYPE_CHECKING:
     from purpose_agent.db.sqlite_file import WatchedFile
@@ -136,7 +136,7 @@ class HeldReads:
             conn = writer.try_take()
             if conn is not None:
                 try:
-                    return statement.fetch(conn, values)
+                    return self._fetch_on(conn, statement, values)
                 finally:
                     writer.give_back(conn)
         params = statement.params(values)
@@ -159,6 +159,30 @@ class HeldReads:
                 connection_invalidated=self._dialect.is_disconnect(exc, None, None),
                 dialect=self._dialect,
             ) from exc
+
+    def _fetch_on(
+        self, conn: Connection, statement: CursorStatement, values: Mapping[str, Any]
+    ) -> list[Any]:
+        """``statement.fetch(conn, values)`` on the write connection, as this class's own reads.
+
+        The driver connection's ``execute``, without the cursor a pooled connection's read
+        opens through the pool's proxy; the same errors, and a lost or interrupted connection
+        invalidated (see :func:`~purpose_agent.db.cursor.run_on_cursor`).
+        """
+        params = statement.params(values)
+        proxied = conn.connection
+        driver: Any = proxied.dbapi_connection
+        try:
+            cursor = driver.execute(statement.sql, params)
+            try:
+                return cursor.fetchall()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+        except self._dbapi.Error as exc:
+            raise driver_error(conn, proxied, None, statement.sql, exc) from exc
+        except BaseException as exc:
+            interrupted(conn, None, exc)
+            raise
 
     def _drop(self) -> None:
         held: _Held | None = getattr(self._local, "held", None)
