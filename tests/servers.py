@@ -488,6 +488,7 @@ class LocalPostgresStandby(LocalPostgres):
 
     def __init__(self, primary: LocalPostgres, application_name: str | None = None) -> None:
         LocalServer.__init__(self)
+        self._settings = {}  # a standby starts with the primary's settings, copied with its data
         self.data = self.root / "data"
         self._user = _unprivileged()
         if self._user is not None:
