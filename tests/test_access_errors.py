@@ -19,8 +19,8 @@ NO_DATABASE = "the URL's database does not exist on the server: create it (CREAT
 PRIVILEGE = "the URL's user lacks a privilege on the store's tables: grant SELECT, INSERT"
 # What every connection limit's advice says to do, after naming the limit.
 FEWER = (
-    "each store opens up to 24 connections (8 kept, 16 more under load): give it an engine "
-    "with a smaller pool (create_engine(url, pool_size=4, max_overflow=4))"
+    "each store opens up to 24 connections (8 kept, 16 more under load): give it "
+    "a smaller pool (SQLCheckpointer(url, pool_size=4, max_overflow=4))"
 )
 PGBOUNCER = "put PgBouncer in front of the server (transaction pooling)"
 

@@ -913,8 +913,8 @@ def _connection_limit(limit: str, raise_it: str, *, pooler: bool = False) -> str
     pgbouncer = "put PgBouncer in front of the server (transaction pooling), " if pooler else ""
     return (
         f"{limit} is reached, counting every process's connections: each store opens up to 24 "
-        "connections (8 kept, 16 more under load): give it an engine with a smaller pool "
-        f"(create_engine(url, pool_size=4, max_overflow=4)), {pgbouncer}or raise the limit "
+        "connections (8 kept, 16 more under load): give it a smaller pool "
+        f"(SQLCheckpointer(url, pool_size=4, max_overflow=4)), {pgbouncer}or raise the limit "
         f"({raise_it})"
     )
 

@@ -270,6 +270,49 @@ def _backend_options(parsed: URL) -> dict[str, Any]:
 READ_COMMITTED = "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
 
 
+def pool_sizing(
+    parsed: URL | None, pool_size: int | None, max_overflow: int | None
+) -> dict[str, int]:
+    """The pool sizes a caller gave a store, checked, as engine options.
+
+    A store opens up to 8 connections and 16 more under load on a server (32 more on a
+    SQLite file), per process: a fleet of processes can reach a server's or a role's
+    connection limit sized for fewer. Given to the store, the sizes keep every other setting
+    of the engine it builds (autocommit, the fair pool, hidden parameters), which an engine
+    built with ``create_engine`` to change them would lose.
+
+    Args:
+        parsed: The store's URL, or ``None`` for an engine the caller passed in, whose pool
+            is the caller's own.
+        pool_size: Connections kept open.
+        max_overflow: Connections opened beyond them under load.
+
+    Raises:
+        InvalidInput: A size out of range, or sizes for an engine passed in or for an
+            in-memory SQLite database, whose one connection every caller shares.
+    """
+    sizing: dict[str, int] = {}
+    for name, value, least in (("pool_size", pool_size, 1), ("max_overflow", max_overflow, 0)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise InvalidInput(f"{name} must be an integer of at least {least}, not {value!r}")
+        sizing[name] = value
+    if sizing and parsed is None:
+        raise InvalidInput(
+            "pool_size and max_overflow size the engine the store builds from a URL; "
+            "an engine passed in keeps its own pool (size it where it is created)"
+        )
+    if parsed is None or parsed.get_backend_name() != "sqlite":
+        return sizing
+    if sizing and parsed.database in (None, "", ":memory:"):  # as _backend_options pools it
+        raise InvalidInput(
+            "an in-memory SQLite database has one connection that every call shares: "
+            "pool_size and max_overflow apply to a SQLite file or a server"
+        )
+    return sizing
+
+
 def keep_read_committed(engine: Engine, parsed: URL) -> None:
     """Set READ COMMITTED on each new MariaDB connection of a URL that names an init_command.
 

@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -91,13 +91,20 @@ class Replicas:
     Args:
         urls: One URL or several; each gets one engine, built like the primary's.
         primary: The primary's engine, asked for its WAL position after this store wrote.
+        sizing: The pool sizes the store was given, for each replica's engine too.
 
     Raises:
         InvalidInput: No URL, a malformed one, or a backend other than Postgres.
 
     """
 
-    def __init__(self, urls: str | URL | Sequence[str | URL], *, primary: Engine) -> None:
+    def __init__(
+        self,
+        urls: str | URL | Sequence[str | URL],
+        *,
+        primary: Engine,
+        sizing: Mapping[str, int] | None = None,
+    ) -> None:
         given = [urls] if isinstance(urls, str | URL) else list(urls)
         if not given:
             raise InvalidInput("read_url needs at least one URL")
@@ -116,7 +123,7 @@ class Replicas:
         self.replicas: list[Replica] = []
         try:
             for url in parsed.values():
-                options: dict[str, Any] = {}
+                options: dict[str, Any] = {**(sizing or {})}
                 if "connect_timeout" not in url.query:
                     options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
                 engine = make_engine(url, **options)

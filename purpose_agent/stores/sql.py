@@ -51,6 +51,7 @@ from purpose_agent.db.engine import (
     default_url,
     make_engine,
     parse_url,
+    pool_sizing,
     read_only_reason,
     shown_url,
 )
@@ -158,9 +159,16 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             fails is skipped for a second; reads then go to the primary. Replicas are never
             migrated or checked. Writes, ``last_seq`` and ``event_by_key`` (which appends
             rely on) always use the primary.
+        pool_size: Connections the store keeps open to a server or SQLite file (default
+            8), in each process; replicas get the same. Not for an ``Engine`` passed in,
+            whose pool is its own.
+        max_overflow: Connections it opens beyond ``pool_size`` under load (default 16;
+            32 on a SQLite file), closed once idle. Together they bound what one process
+            takes of a server's or a role's connection limit.
 
     Raises:
-        InvalidInput: A malformed URL or a driver that is not installed.
+        InvalidInput: A malformed URL, a driver that is not installed, or pool sizes out of
+            range or given with an ``Engine`` or an in-memory SQLite database.
         SchemaNotCurrent: The schema is behind and ``migrate`` is false, or it is newer than
             this version of the package; ``SeedFormatDatabase`` (a subclass) for a SQLite
             file with seed-era runs.
@@ -179,10 +187,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         allow_seed_tables: bool = False,
         group_commit: GroupCommitPolicy | bool = False,
         read_url: str | URL | Sequence[str | URL] | None = None,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
         if isinstance(url_or_engine, Engine):
+            sizing = pool_sizing(None, pool_size, max_overflow)
             self._engine = url_or_engine
             self._owns_engine = False
             if url_or_engine.dialect.name == "sqlite":
@@ -191,7 +202,10 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 adopt_sqlite(url_or_engine, durability=durability, busy_timeout=busy_timeout)
         else:
             url = url_or_engine if url_or_engine is not None else default_url()
-            self._engine = make_engine(url, durability=durability, busy_timeout=busy_timeout)
+            sizing = pool_sizing(parse_url(url), pool_size, max_overflow)
+            self._engine = make_engine(
+                url, durability=durability, busy_timeout=busy_timeout, **sizing
+            )
             self._owns_engine = True
         # The URL as given (a read-only SQLite file is opened through a URI the caller never
         # wrote), with the password hidden.
@@ -223,7 +237,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             )
             self._payload_limit = self._call("opening the store", self._read_payload_limit)
             if read_url is not None:
-                self._replicas = Replicas(read_url, primary=self._engine)
+                self._replicas = Replicas(read_url, primary=self._engine, sizing=sizing)
             if _sqlite_file(self._engine):
                 self._watched = WatchedFile(str(self._engine.url.database), self.url)
                 self._watched.remember()

@@ -29,7 +29,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
 from purpose_agent.db.dialects import flavor_for
-from purpose_agent.db.engine import Durability, default_url, parse_url, shown_url
+from purpose_agent.db.engine import Durability, default_url, parse_url, pool_sizing, shown_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
@@ -123,11 +123,14 @@ class AsyncSQLCheckpointer:
             switch interval) can keep it from the thread for seconds:
             ``python -m benchmarks.busy_loop`` measured 0 to 2 of 40 steps in 15 s that way,
             and 40 of 40 on the loop, at 3.6-4.3 ms each.
+        pool_size: As for ``SQLCheckpointer``; :attr:`sync`'s engine gets the same.
+        max_overflow: As for ``SQLCheckpointer``; :attr:`sync`'s engine gets the same.
 
     Raises:
         InvalidInput: A malformed URL, one without an asyncio driver here, a driver that is
-            not installed, a synchronous ``Engine`` (pass its URL instead), or ``on_loop``
-            with a database other than SQLite.
+            not installed, a synchronous ``Engine`` (pass its URL instead), ``on_loop``
+            with a database other than SQLite, or pool sizes as ``SQLCheckpointer`` refuses
+            them.
 
     """
 
@@ -142,10 +145,13 @@ class AsyncSQLCheckpointer:
         allow_seed_tables: bool = False,
         group_commit: GroupCommitPolicy | bool = False,
         on_loop: bool = False,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
     ) -> None:
         check_limit(page_size, "page_size")
         self._page_size = max(page_size, 1)
         self._policy = GroupCommitPolicy() if group_commit is True else group_commit or None
+        self._twin_sizing: dict[str, int] = {}
         self._options: dict[str, Any] = {
             "migrate": migrate,
             "durability": durability,
@@ -161,14 +167,18 @@ class AsyncSQLCheckpointer:
         if isinstance(url_or_engine, AsyncEngine):
             synchronous, _ = async_url(url_or_engine.url)
             _check_on_loop(on_loop, synchronous)
+            pool_sizing(None, pool_size, max_overflow)
             self._engine = url_or_engine
             self._owns_engine = False
         else:
             url = url_or_engine if url_or_engine is not None else default_url()
             synchronous, _ = async_url(url)
             _check_on_loop(on_loop, synchronous)
-            self._engine = make_async_engine(url, durability=durability)
+            sizing = pool_sizing(synchronous, pool_size, max_overflow)
+            self._engine = make_async_engine(url, durability=durability, **sizing)
             self._owns_engine = True
+            # The synchronous twin (sync) builds its own engine from the URL: sized alike.
+            self._twin_sizing = sizing
         self._sync_url = synchronous
         self._on_loop = on_loop
         # on_loop with group commit: the saves of this pass of the loop, and their answers.
@@ -381,7 +391,7 @@ class AsyncSQLCheckpointer:
         store. An in-memory SQLite database is not shared with it (each engine has its own).
         """
         if self._twin is None:
-            options = {**self._options}
+            options = {**self._options, **self._twin_sizing}
             if self._policy is not None and not self._on_loop:
                 options["group_commit"] = self._policy
             self._twin = SQLCheckpointer(self._sync_url, **options)
