@@ -39,7 +39,13 @@ from purpose_agent.cli.tables import Listing
 from purpose_agent.cli.verify import verify
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.prune import clock_of, delete_selected, selected, selection
-from purpose_agent.ops.summaries import group_summaries, run_detail, run_summaries
+from purpose_agent.ops.summaries import (
+    GroupSummary,
+    RunSummary,
+    group_summaries,
+    run_detail,
+    run_summaries,
+)
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.stores.open import describe
 
@@ -122,39 +128,25 @@ def list_runs(
     with open_url(url, create=False, read_only=True) as store:
         summaries = run_summaries(store, limit, offset, group=group, prefix=prefix)
         where = describe(store)
-    more = len(summaries) == limit
-    if as_json:
-        emit_json(
-            {
-                "store": where,
-                "group": group,
-                "prefix": prefix,
-                "offset": offset,
-                "limit": limit,
-                "next_offset": offset + len(summaries) if more else None,
-                "runs": [summary.to_dict() for summary in summaries],
-            }
-        )
-        return
-    out = console()
-    scope = selection_text(group, prefix)
-    if not summaries:
-        out.print(f"No runs{scope} in {where}" + (f" at offset {offset}." if offset else "."))
-        return
-    rows = [
-        {
+    _print_page(
+        "runs",
+        _RUNS,
+        summaries,
+        lambda summary: {
             "run id": summary.run_id,
             "group": summary.group or "-",
             "status": summary.status or "-",
             "last seq": str(summary.last_seq),
             "snapshot": "-" if summary.snapshot_seq is None else str(summary.snapshot_seq),
             "updated (UTC)": when(summary.updated_at),
-        }
-        for summary in summaries
-    ]
-    out.print(_RUNS.table(f"Runs{scope} in {where}", rows, out.width))
-    if more:
-        out.print(f"More runs: --offset {offset + len(summaries)}")
+        },
+        where=where,
+        offset=offset,
+        limit=limit,
+        as_json=as_json,
+        group=group,
+        prefix=prefix,
+    )
 
 
 @runs.command("groups")
@@ -169,33 +161,64 @@ def list_groups(limit: int, offset: int, as_json: bool, url: str | None) -> None
     with open_url(url, create=False, read_only=True) as store:
         groups = group_summaries(store, limit, offset)
         where = describe(store)
-    more = len(groups) == limit
+    _print_page(
+        "groups",
+        _GROUPS,
+        groups,
+        lambda summary: {
+            "group": summary.group,
+            "latest run": summary.latest_run or "-",
+            "updated (UTC)": when(summary.updated_at),
+        },
+        where=where,
+        offset=offset,
+        limit=limit,
+        as_json=as_json,
+    )
+
+
+_Listed = TypeVar("_Listed", RunSummary, GroupSummary)
+
+
+def _print_page(
+    noun: str,
+    listing: Listing,
+    page: list[_Listed],
+    row: Callable[[_Listed], dict[str, str]],
+    *,
+    where: str,
+    offset: int,
+    limit: int,
+    as_json: bool,
+    **selected: str | None,
+) -> None:
+    """Print one page of a listing: a table and where the next page starts, or JSON.
+
+    A full page says there may be more; ``selected`` (``group`` and ``prefix`` for runs) is
+    echoed in the JSON and named in the table's title.
+    """
+    more = len(page) == limit
     if as_json:
         emit_json(
             {
                 "store": where,
+                **selected,
                 "offset": offset,
                 "limit": limit,
-                "next_offset": offset + len(groups) if more else None,
-                "groups": [summary.to_dict() for summary in groups],
+                "next_offset": offset + len(page) if more else None,
+                noun: [item.to_dict() for item in page],
             }
         )
         return
     out = console()
-    if not groups:
-        out.print(f"No groups in {where}" + (f" at offset {offset}." if offset else "."))
+    scope = selection_text(selected.get("group"), selected.get("prefix"))
+    if not page:
+        out.print(f"No {noun}{scope} in {where}" + (f" at offset {offset}." if offset else "."))
         return
-    rows = [
-        {
-            "group": summary.group,
-            "latest run": summary.latest_run or "-",
-            "updated (UTC)": when(summary.updated_at),
-        }
-        for summary in groups
-    ]
-    out.print(_GROUPS.table(f"Groups in {where}", rows, out.width))
+    title = f"{noun.capitalize()}{scope} in {where}"
+    out.print(listing.table(title, [row(item) for item in page], out.width))
     if more:
-        out.print(f"More groups: --offset {offset + len(groups)}")
+        out.print(f"More {noun}: --offset {offset + len(page)}")
 
 
 @runs.command("show")
