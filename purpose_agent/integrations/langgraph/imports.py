@@ -506,6 +506,28 @@ class _Tally:
                 )
                 self.progress(step)
 
+    @contextlib.contextmanager
+    def importing(self, thread_id: str, stop_on_conflict: bool) -> Iterator[None]:
+        """Count the thread in, and done when the block ends, with what refused it if anything.
+
+        A thread's own error (a conflict, a checkpoint the target refuses) becomes a problem in
+        the report and the import goes on with the next thread; a conflict with
+        ``stop_on_conflict`` and an unavailable store leave the block.
+        """
+        self.add(thread_id)
+        problem = None
+        try:
+            yield
+        except ThreadConflict as exc:
+            if stop_on_conflict:
+                raise
+            problem = str(exc)
+        except CheckpointError as exc:
+            if isinstance(exc, StoreUnavailable):
+                raise  # the store, not this thread: the next ones would fail alike
+            problem = str(exc)
+        self.add(thread_id, problem=problem, done=True)
+
 
 @dataclass
 class _Call:
@@ -570,6 +592,22 @@ def _storable(call: _Call) -> Iterator[None]:
             f"checkpoint {call.checkpoint_id!r} holds a value the target's serializer "
             f"refuses ({exc})"
         ) from exc
+
+
+def _reported_plan(
+    thread_id: str,
+    source: list[CheckpointTuple],
+    existing: list[CheckpointTuple],
+    target: PurposeAgentSaver,
+    tally: _Tally,
+) -> _Plan | None:
+    """The thread's plan, its present checkpoints counted; ``None`` if it writes nothing."""
+    plan = _plan(thread_id, source, existing, target.serde)
+    tally.add(thread_id, present=plan.present)
+    if plan.empty:
+        tally.add(thread_id, unchanged=True)
+        return None
+    return plan
 
 
 def _write(
@@ -640,19 +678,8 @@ def import_threads(
     tally = _Tally(ImportReport(threads_total=len(threads)), progress)
 
     def one(thread_id: str) -> None:
-        tally.add(thread_id)
-        problem = None
-        try:
+        with tally.importing(thread_id, stop_on_conflict):
             _import_thread(thread_id, reading, target, tally)
-        except ThreadConflict as exc:
-            if stop_on_conflict:
-                raise
-            problem = str(exc)
-        except CheckpointError as exc:
-            if isinstance(exc, StoreUnavailable):
-                raise  # the store, not this thread: the next ones would fail alike
-            problem = str(exc)
-        tally.add(thread_id, problem=problem, done=True)
 
     if workers == 1:
         for thread_id in threads:
@@ -678,10 +705,8 @@ def _import_thread(
         tally.add(thread_id, problem="the source has no checkpoint of it")
         return
     existing = list(target.list(_config(thread_id)))
-    plan = _plan(thread_id, source, existing, target.serde)
-    tally.add(thread_id, present=plan.present)
-    if plan.empty:
-        tally.add(thread_id, unchanged=True)
+    plan = _reported_plan(thread_id, source, existing, target, tally)
+    if plan is None:
         return
     _write(thread_id, plan, source, target, tally)
     tally.add(thread_id, imported=True)
@@ -726,10 +751,8 @@ async def _aimport_thread(
         tally.add(thread_id, problem="the source has no checkpoint of it")
         return
     existing = [found async for found in target.alist(_config(thread_id))]
-    plan = _plan(thread_id, source, existing, target.serde)
-    tally.add(thread_id, present=plan.present)
-    if plan.empty:
-        tally.add(thread_id, unchanged=True)
+    plan = _reported_plan(thread_id, source, existing, target, tally)
+    if plan is None:
         return
     for call in _calls(thread_id, plan, source):
         with _storable(call):
@@ -787,19 +810,8 @@ async def aimport_threads(
     async def worker() -> None:
         # Each worker takes the next thread when it is done with one: threads stay whole.
         for thread_id in pending:
-            tally.add(thread_id)
-            problem = None
-            try:
+            with tally.importing(thread_id, stop_on_conflict):
                 await _aimport_thread(thread_id, reading, target, tally)
-            except ThreadConflict as exc:
-                if stop_on_conflict:
-                    raise
-                problem = str(exc)
-            except CheckpointError as exc:
-                if isinstance(exc, StoreUnavailable):
-                    raise
-                problem = str(exc)
-            tally.add(thread_id, problem=problem, done=True)
 
     try:
         async with asyncio.TaskGroup() as group:
