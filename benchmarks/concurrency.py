@@ -40,18 +40,35 @@ def run_threads(writers: list[Writer], duration: float) -> tuple[int, float]:
     Returns:
         Events written by all threads and the wall seconds from start to the last finish.
     """
-    barrier = threading.Barrier(len(writers) + 1)
     counts = [0] * len(writers)
-    errors: list[BaseException] = []
 
     def work(index: int) -> None:
+        counts[index] = _loop(writers[index], duration)
+
+    elapsed = run_together(len(writers), work)
+    return sum(counts), elapsed
+
+
+def run_together(workers: int, work: Callable[[int], None]) -> float:
+    """Run ``work(index)`` on ``workers`` threads, released together once all have started.
+
+    The timing starts at the release, so that starting threads is not counted; a thread's
+    error is raised here, in the caller's thread, after all have finished.
+
+    Returns:
+        The wall seconds from the release to the last thread's finish.
+    """
+    barrier = threading.Barrier(workers + 1)
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
         barrier.wait()
         try:
-            counts[index] = _loop(writers[index], duration)
+            work(index)
         except BaseException as exc:  # reported below, in the caller's thread
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(writers))]
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(workers)]
     for thread in threads:
         thread.start()
     barrier.wait()
@@ -61,7 +78,7 @@ def run_threads(writers: list[Writer], duration: float) -> tuple[int, float]:
     elapsed = time.perf_counter() - start
     if errors:
         raise errors[0]
-    return sum(counts), elapsed
+    return elapsed
 
 
 def store_writer(store: Any, run_id: str) -> Writer:

@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from benchmarks import workload
+from benchmarks.concurrency import run_together
 from benchmarks.databases import Target, postgres_target, sqlite_target
 from benchmarks.raw_async import RawAsyncPostgres, RawAsyncSQLite
 from purpose_agent import AsyncSQLCheckpointer, SQLCheckpointer
@@ -73,40 +74,26 @@ def run_writers(
     Returns:
         Steps committed, wall seconds, and every step's latency in seconds.
     """
-    barrier = threading.Barrier(len(steps) + 1)
     latencies: list[list[float]] = [[] for _ in steps]
-    errors: list[BaseException] = []
+    pauses = [_pauses(think, index) for index in range(len(steps))]
 
     def work(index: int) -> None:
         clock = time.perf_counter
         mine = latencies[index]
-        pause = _pauses(think, index)
-        barrier.wait()
+        pause = pauses[index]
         end = clock() + seconds
         number = 0
-        try:
+        if think:
+            time.sleep(pause())
+        while clock() < end:
+            number += 1
+            started = clock()
+            steps[index](f"{prefix}-{index}", number)
+            mine.append(clock() - started)
             if think:
                 time.sleep(pause())
-            while clock() < end:
-                number += 1
-                started = clock()
-                steps[index](f"{prefix}-{index}", number)
-                mine.append(clock() - started)
-                if think:
-                    time.sleep(pause())
-        except BaseException as exc:  # reported in the caller's thread
-            errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(len(steps))]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - start
-    if errors:
-        raise errors[0]
+    elapsed = run_together(len(steps), work)
     flat = [value for mine in latencies for value in mine]
     return len(flat), elapsed, flat
 

@@ -15,9 +15,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.raw import Raw, RawPostgres, RawSQLite
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_STORE = "purpose_agent:SQLCheckpointer"
@@ -74,32 +77,41 @@ def sqlite_target(directory: str | None = None) -> Iterator[Target]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _libpq(url: Any) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)  # type: ignore[no-any-return]
+def _libpq(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str, prefix: str = "bench") -> Iterator[URL]:
+    """The URL of ``CREATE DATABASE <prefix>_<random>``, dropped (forcibly) afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin.set(database=name)
+    finally:
+        with psycopg.connect(_libpq(admin), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @contextlib.contextmanager
 def postgres_target(admin_url: str) -> Iterator[Target]:
     """``CREATE DATABASE bench_<random>`` on the server; dropped (forcibly) afterwards."""
     import psycopg
-    from sqlalchemy.engine import make_url
 
-    admin = make_url(admin_url)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(_libpq(admin), autocommit=True) as conn:
-        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = admin.set(database=name)
+    with postgres_database(admin_url) as url:
+        with psycopg.connect(_libpq(url), autocommit=True) as conn:
+            version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         yield Target(
             backend="postgres",
             store_url=url.render_as_string(hide_password=False),
             raw_dsn=_libpq(url),
-            info={"postgres_version": version, "database": name},
+            info={"postgres_version": version, "database": url.database},
         )
-    finally:
-        with psycopg.connect(_libpq(admin), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _engine_of(store: Any) -> Any:

@@ -28,14 +28,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import sqlalchemy as sa
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from sqlalchemy.engine import make_url
 
+from benchmarks import databases
+from benchmarks.databases import DEFAULT_POSTGRES_URL
 from purpose_agent.integrations.langgraph import PurposeAgentSaver, import_threads
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 CHECKPOINTS_PER_INVOKE = 3
 
 
@@ -54,17 +54,9 @@ def chat(saver: BaseCheckpointSaver[Any]) -> Any:
 @contextlib.contextmanager
 def postgres_database(prefix: str) -> Iterator[str]:
     """A SQLAlchemy URL of a database created for this run, dropped afterwards."""
-    admin = make_url(os.environ.get("PURPOSE_AGENT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        engine.dispose()
+    server = os.environ.get("PURPOSE_AGENT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    with databases.postgres_database(server, prefix) as url:
+        yield url.render_as_string(hide_password=False)
 
 
 @contextlib.contextmanager

@@ -38,12 +38,12 @@ from typing import Any
 import sqlalchemy as sa
 from langgraph.checkpoint.base import BaseCheckpointSaver, Checkpoint, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
-from sqlalchemy.engine import make_url
 
+from benchmarks import databases
+from benchmarks.databases import DEFAULT_POSTGRES_URL
 from purpose_agent import SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 OPS = ("put", "put_writes", "get_tuple_latest", "get_tuple_by_id", "list_limit_10")
 
 
@@ -73,19 +73,9 @@ def sqlite_database() -> Iterator[tuple[str, str]]:
 @contextlib.contextmanager
 def postgres_database(server: str) -> Iterator[tuple[str, str]]:
     """(our SQLAlchemy URL, PostgresSaver's libpq URL) of a database dropped afterwards."""
-    admin = make_url(server)
-    name = f"lgbench_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        url = admin.set(database=name)
+    with databases.postgres_database(server, "lgbench") as url:
         libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
         yield url.render_as_string(hide_password=False), libpq
-    finally:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        engine.dispose()
 
 
 @contextlib.contextmanager

@@ -34,6 +34,18 @@ RECOVER = (
     "ORDER BY part, seq"
 )
 
+# The statements both drivers run, ``{p}`` their placeholder.
+INSERT_EVENT = "INSERT INTO raw_events VALUES ({p}, {p}, {p}, {p}, {p}, {p})"
+UPSERT_SNAPSHOT = (
+    "INSERT INTO raw_snapshots VALUES ({p}, {p}, {p}) ON CONFLICT (run_id) DO UPDATE SET "
+    "seq = excluded.seq, state = excluded.state WHERE excluded.seq >= raw_snapshots.seq"
+)
+SNAPSHOT = "SELECT state FROM raw_snapshots WHERE run_id = {p}"
+EVENTS_AFTER = (
+    "SELECT seq, kind, ts, lane_id, data FROM raw_events "
+    "WHERE run_id = {p} AND seq > {p} ORDER BY seq"
+)
+
 Row = tuple[str, int, str, float, str, str]
 Loaded = tuple[int, str, float, str, Any]
 
@@ -51,11 +63,50 @@ def _recovered(rows: list[Any]) -> tuple[Any, list[Loaded]]:
     return state, [(r[1], r[2], r[3], r[4], _loads(r[5])) for r in rows]
 
 
-class RawSQLite:
+class _RawReads:
+    """The reads both drivers run alike: one statement each, payloads decoded."""
+
+    conn: Any
+    _snapshot_sql: str
+    _events_sql: str
+    _recover_sql: str
+    _no_limit: int | None  # what ``LIMIT`` takes for every row
+
+    def load_latest(self, run_id: str) -> Any:
+        """The decoded snapshot of a run, or ``None``."""
+        row = self.conn.execute(self._snapshot_sql, (run_id,)).fetchone()
+        return None if row is None else _loads(row[0])
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[Loaded]:
+        """Events after ``since_seq`` by the primary-key index, payloads decoded."""
+        rows = self.conn.execute(
+            self._events_sql, (run_id, since_seq, self._no_limit if limit is None else limit)
+        ).fetchall()
+        return [(r[0], r[1], r[2], r[3], _loads(r[4])) for r in rows]
+
+    def recover(self, run_id: str) -> tuple[Any, list[Loaded]]:
+        """The snapshot and the events after it, in one statement."""
+        rows = self.conn.execute(self._recover_sql, (run_id, run_id, run_id)).fetchall()
+        return _recovered(rows)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+class RawSQLite(_RawReads):
     """``sqlite3`` on one connection, at the journal mode and synchronous level given."""
 
     name = "sqlite3"
+    _insert_sql = INSERT_EVENT.format(p="?")
+    _upsert_sql = UPSERT_SNAPSHOT.format(p="?")
+    _snapshot_sql = SNAPSHOT.format(p="?")
+    _iter_sql = EVENTS_AFTER.format(p="?")
+    _events_sql = _iter_sql + " LIMIT ?"
     _recover_sql = RECOVER.format(p="?")
+    _no_limit = -1
     batch_paths: Sequence[str] = ("executemany",)
 
     def __init__(self, path: str, journal_mode: str = "wal", synchronous: str | int = "FULL"):
@@ -102,7 +153,7 @@ class RawSQLite:
         """One event, committed."""
         execute = self.conn.execute
         execute("BEGIN IMMEDIATE")
-        execute("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", row_of(event))
+        execute(self._insert_sql, row_of(event))
         execute("COMMIT")
 
     def insert_many(self, events: Iterable[PAEvent]) -> None:
@@ -110,7 +161,7 @@ class RawSQLite:
         rows = [row_of(e) for e in events]
         execute = self.conn.execute
         execute("BEGIN IMMEDIATE")
-        self.conn.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany(self._insert_sql, rows)
         execute("COMMIT")
 
     def step(self, events: Iterable[PAEvent], state: RunState) -> None:
@@ -118,10 +169,9 @@ class RawSQLite:
         rows = [row_of(e) for e in events]
         execute = self.conn.execute
         execute("BEGIN IMMEDIATE")
-        self.conn.executemany("INSERT INTO raw_events VALUES (?, ?, ?, ?, ?, ?)", rows)
+        self.conn.executemany(self._insert_sql, rows)
         execute(
-            "INSERT INTO raw_snapshots VALUES (?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-            "seq = excluded.seq, state = excluded.state WHERE excluded.seq >= raw_snapshots.seq",
+            self._upsert_sql,
             (state.run_id, state.seq, _dumps(state.to_dict())),
         )
         execute("COMMIT")
@@ -138,57 +188,34 @@ class RawSQLite:
         execute = self.conn.execute
         execute("BEGIN IMMEDIATE")
         execute(
-            "INSERT INTO raw_snapshots VALUES (?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-            "seq = excluded.seq, state = excluded.state WHERE excluded.seq >= raw_snapshots.seq",
+            self._upsert_sql,
             (run_id, state.seq, text),
         )
         execute("COMMIT")
 
     # -- reads ----------------------------------------------------------------------------
 
-    def load_latest(self, run_id: str) -> Any:
-        """The decoded snapshot of a run, or ``None``."""
-        row = self.conn.execute(
-            "SELECT state FROM raw_snapshots WHERE run_id = ?", (run_id,)
-        ).fetchone()
-        return None if row is None else _loads(row[0])
-
-    def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
-    ) -> list[Loaded]:
-        """Events after ``since_seq`` by the primary-key index, payloads decoded."""
-        rows = self.conn.execute(
-            "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-            "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, since_seq, -1 if limit is None else limit),
-        ).fetchall()
-        return [(r[0], r[1], r[2], r[3], _loads(r[4])) for r in rows]
-
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[Loaded]:
         """Stream events; the sqlite3 cursor steps the statement row by row."""
         cursor = self.conn.execute(
-            "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-            "WHERE run_id = ? AND seq > ? ORDER BY seq",
+            self._iter_sql,
             (run_id, since_seq),
         )
         for r in cursor:
             yield (r[0], r[1], r[2], r[3], _loads(r[4]))
 
-    def recover(self, run_id: str) -> tuple[Any, list[Loaded]]:
-        """The snapshot and the events after it, in one statement."""
-        rows = self.conn.execute(self._recover_sql, (run_id, run_id, run_id)).fetchall()
-        return _recovered(rows)
 
-    def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
-
-
-class RawPostgres:
+class RawPostgres(_RawReads):
     """psycopg 3 on one autocommit connection (writes open a transaction only for batches)."""
 
     name = "psycopg"
+    _insert_sql = INSERT_EVENT.format(p="%s")
+    _upsert_sql = UPSERT_SNAPSHOT.format(p="%s")
+    _snapshot_sql = SNAPSHOT.format(p="%s")
+    _iter_sql = EVENTS_AFTER.format(p="%s")
+    _events_sql = _iter_sql + " LIMIT %s"
     _recover_sql = RECOVER.format(p="%s")
+    _no_limit = None
     batch_paths: Sequence[str] = ("copy", "executemany")
 
     def __init__(self, conninfo: str):
@@ -204,7 +231,7 @@ class RawPostgres:
     def settings(self) -> dict[str, Any]:
         """The durability settings in force on this connection."""
         names = ("synchronous_commit", "fsync", "wal_sync_method", "full_page_writes")
-        return {name: self.conn.execute(f"SHOW {name}").fetchone()[0] for name in names}  # type: ignore[index]
+        return {name: self.conn.execute(f"SHOW {name}").fetchone()[0] for name in names}
 
     def create_tables(self) -> None:
         """Create the baseline tables if they do not exist."""
@@ -223,13 +250,13 @@ class RawPostgres:
 
     def insert_one(self, event: PAEvent) -> None:
         """One event; an autocommit ``INSERT`` is its own committed transaction."""
-        self.conn.execute("INSERT INTO raw_events VALUES (%s, %s, %s, %s, %s, %s)", row_of(event))
+        self.conn.execute(self._insert_sql, row_of(event))
 
     def insert_many(self, events: Iterable[PAEvent]) -> None:
         """A batch in one transaction with ``executemany`` (psycopg pipelines it)."""
         rows = [row_of(e) for e in events]
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany("INSERT INTO raw_events VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            cur.executemany(self._insert_sql, rows)
 
     def copy_many(self, events: Iterable[PAEvent]) -> None:
         """A batch in one transaction with ``COPY ... FROM STDIN``."""
@@ -245,11 +272,9 @@ class RawPostgres:
         """A step: its events and the snapshot after it, in one transaction."""
         rows = [row_of(e) for e in events]
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany("INSERT INTO raw_events VALUES (%s, %s, %s, %s, %s, %s)", rows)
+            cur.executemany(self._insert_sql, rows)
             cur.execute(
-                "INSERT INTO raw_snapshots VALUES (%s, %s, %s) ON CONFLICT (run_id) DO UPDATE "
-                "SET seq = excluded.seq, state = excluded.state "
-                "WHERE excluded.seq >= raw_snapshots.seq",
+                self._upsert_sql,
                 (state.run_id, state.seq, _dumps(state.to_dict())),
             )
 
@@ -260,51 +285,22 @@ class RawPostgres:
     def save_snapshot(self, run_id: str, state: RunState) -> None:
         """Upsert a snapshot; a lower ``seq`` than the stored one does not replace it."""
         self.conn.execute(
-            "INSERT INTO raw_snapshots VALUES (%s, %s, %s) ON CONFLICT (run_id) DO UPDATE SET "
-            "seq = excluded.seq, state = excluded.state WHERE excluded.seq >= raw_snapshots.seq",
+            self._upsert_sql,
             (run_id, state.seq, _dumps(state.to_dict())),
         )
 
     # -- reads ----------------------------------------------------------------------------
-
-    def load_latest(self, run_id: str) -> Any:
-        """The decoded snapshot of a run, or ``None``."""
-        row = self.conn.execute(
-            "SELECT state FROM raw_snapshots WHERE run_id = %s", (run_id,)
-        ).fetchone()
-        return None if row is None else _loads(row[0])
-
-    def list_events(
-        self, run_id: str, since_seq: int = 0, limit: int | None = None
-    ) -> list[Loaded]:
-        """Events after ``since_seq`` by the primary-key index, payloads decoded."""
-        rows = self.conn.execute(
-            "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-            "WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
-            (run_id, since_seq, limit),
-        ).fetchall()
-        return [(r[0], r[1], r[2], r[3], _loads(r[4])) for r in rows]
 
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[Loaded]:
         """Stream events through a server-side cursor, fetched 1,000 rows at a time."""
         with self.conn.transaction(), self.conn.cursor(name="raw_iter") as cur:
             cur.itersize = 1000
             cur.execute(
-                "SELECT seq, kind, ts, lane_id, data FROM raw_events "
-                "WHERE run_id = %s AND seq > %s ORDER BY seq",
+                self._iter_sql,
                 (run_id, since_seq),
             )
             for r in cur:
                 yield (r[0], r[1], r[2], r[3], _loads(r[4]))
-
-    def recover(self, run_id: str) -> tuple[Any, list[Loaded]]:
-        """The snapshot and the events after it, in one statement."""
-        rows = self.conn.execute(self._recover_sql, (run_id, run_id, run_id)).fetchall()
-        return _recovered(rows)
-
-    def close(self) -> None:
-        """Close the connection."""
-        self.conn.close()
 
 
 Raw = RawSQLite | RawPostgres
