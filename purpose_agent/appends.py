@@ -23,6 +23,7 @@ from purpose_agent.records import (
     EventRow,
     StateRow,
     check_limit,
+    check_page,
     check_run_id,
     same_data,
     state_row,
@@ -119,6 +120,28 @@ def check_label(value: object, what: str) -> str:
             f"{what} must be 1 to 255 characters of text without NUL, not {value!r}"
         ) from None
     return checked
+
+
+def check_run_listing(
+    limit: object, offset: object, group: object, prefix: object
+) -> tuple[int | None, int, str | None, str | None]:
+    """Check the arguments of ``list_runs``: a page and the optional group and prefix.
+
+    Returns:
+        The limit (``None`` for all), the offset, the group and the prefix (as
+        :func:`check_prefix` returns it), ``None`` for a filter not given.
+
+    Raises:
+        InvalidInput: A negative or non-int ``limit`` or ``offset``, or a malformed group or
+            prefix.
+
+    """
+    limit, offset = check_page(limit, offset)
+    if group is not None:
+        group = check_label(group, "group")
+    if prefix is not None:
+        prefix = check_prefix(prefix)
+    return limit, offset, group, prefix
 
 
 # What a prefix that no run id can start with becomes: "/" is in no run id either, and it is

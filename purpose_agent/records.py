@@ -99,6 +99,19 @@ def check_limit(limit: object, what: str = "limit") -> int | None:
     return _check_count(limit, what)
 
 
+def check_page(limit: object, offset: object) -> tuple[int | None, int]:
+    """Check the ``limit`` and ``offset`` of a paged listing.
+
+    Returns:
+        The limit (``None`` for all) and the offset (0 for ``None``).
+
+    Raises:
+        InvalidInput: If either is not ``None`` or an int >= 0.
+
+    """
+    return check_limit(limit), check_limit(offset, "offset") or 0
+
+
 class EventRow(NamedTuple):
     """An event checked and encoded for storage: the columns of one row."""
 

@@ -12,10 +12,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from purpose_agent.appends import check_label, check_prefix
+from purpose_agent.appends import check_label, check_prefix, check_run_listing
 from purpose_agent.errors import CorruptRecord, InvalidInput
 from purpose_agent.protocol import Checkpointer, RunGroups
-from purpose_agent.records import check_limit, check_run_id, decode_state
+from purpose_agent.records import check_run_id, decode_state
 from purpose_agent.runtime.state import RunState
 from purpose_agent.stores.open import describe
 from purpose_agent.stores.sql import SQLCheckpointer
@@ -144,12 +144,7 @@ def run_summaries(
         StoreUnavailable: The store cannot be read.
 
     """
-    limit = check_limit(limit)
-    offset = check_limit(offset, "offset") or 0
-    if group is not None:
-        group = check_label(group, "group")
-    if prefix is not None:
-        prefix = check_prefix(prefix)
+    limit, offset, group, prefix = check_run_listing(limit, offset, group, prefix)
     if isinstance(store, SQLCheckpointer):
         return _sql_summaries(store, limit, offset, group, prefix)
     if group is None and prefix is None:

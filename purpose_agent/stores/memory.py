@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from purpose_agent.appends import (
     check_expected,
     check_label,
-    check_prefix,
+    check_run_listing,
     drafts,
     place,
     run_filter,
@@ -32,7 +32,7 @@ from purpose_agent.records import (
     EventRow,
     StateRow,
     batch_snapshot_row,
-    check_limit,
+    check_page,
     check_run_id,
     check_since,
     decode_event,
@@ -328,10 +328,7 @@ class InMemoryCheckpointer(ClosingContext):
         prefix: str | None = None,
     ) -> list[str]:
         """Return run ids, most recently written first, of ``group`` and ``prefix`` if given."""
-        check_limit(limit)
-        check_limit(offset, "offset")
-        group = check_label(group, "group") if group is not None else None
-        prefix = check_prefix(prefix) if prefix is not None else None
+        limit, offset, group, prefix = check_run_listing(limit, offset, group, prefix)
         with self._serving("listing runs"):
             ordered = sorted(
                 (
@@ -347,8 +344,7 @@ class InMemoryCheckpointer(ClosingContext):
 
     def list_groups(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
         """Group names, the group with the most recently written run first."""
-        check_limit(limit)
-        check_limit(offset, "offset")
+        limit, offset = check_page(limit, offset)
         with self._serving("listing groups"):
             latest: dict[str, int] = {}
             for run in self._runs.values():

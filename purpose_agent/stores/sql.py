@@ -32,7 +32,7 @@ from purpose_agent.appends import (
     Undecided,
     check_expected,
     check_label,
-    check_prefix,
+    check_run_listing,
     cutoff_ns,
     drafts,
     place,
@@ -88,6 +88,7 @@ from purpose_agent.records import (
     StateRow,
     batch_snapshot_row,
     check_limit,
+    check_page,
     check_run_id,
     check_since,
     decode_events,
@@ -1222,12 +1223,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             StoreUnavailable: The database cannot be reached.
 
         """
-        limit = check_limit(limit)
-        offset = check_limit(offset, "offset") or 0
-        if group is not None:
-            group = check_label(group, "group")
-        if prefix is not None:
-            prefix = check_prefix(prefix)
+        limit, offset, group, prefix = check_run_listing(limit, offset, group, prefix)
         if limit == 0:
             return []
 
@@ -1244,8 +1240,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             StoreUnavailable: The database cannot be reached.
 
         """
-        limit = check_limit(limit)
-        offset = check_limit(offset, "offset") or 0
+        limit, offset = check_page(limit, offset)
         if limit == 0:
             return []
 

@@ -23,7 +23,7 @@ from purpose_agent.appends import (
     Placement,
     check_expected,
     check_label,
-    check_prefix,
+    check_run_listing,
     drafts,
     place,
     run_filter,
@@ -50,7 +50,7 @@ from purpose_agent.records import (
     EventRow,
     StateRow,
     batch_snapshot_row,
-    check_limit,
+    check_page,
     check_run_id,
     check_since,
     decode_events,
@@ -1440,10 +1440,7 @@ class JSONLCheckpointer(ClosingContext):
             StoreUnavailable: ``base_dir`` cannot be read.
 
         """
-        check_limit(limit)
-        check_limit(offset, "offset")
-        group = check_label(group, "group") if group is not None else None
-        prefix = check_prefix(prefix) if prefix is not None else None
+        limit, offset, group, prefix = check_run_listing(limit, offset, group, prefix)
         with self._os_errors("listing runs"):
             self._settle(None, str(self._journal.path))
             found = self._written_runs()
@@ -1509,8 +1506,7 @@ class JSONLCheckpointer(ClosingContext):
             StoreUnavailable: ``base_dir`` cannot be read.
 
         """
-        check_limit(limit)
-        check_limit(offset, "offset")
+        limit, offset = check_page(limit, offset)
         with self._os_errors("listing groups"):
             self._settle(None, str(self._journal.path))
             latest: dict[str, int] = {}
