@@ -30,6 +30,7 @@ from purpose_agent.protocol import Checkpointer
 from purpose_agent.testing import BlockingAdapter
 from purpose_agent.testing.samples import ev, new, st
 from tests.conftest import empty_tables
+from tests.row_locks import family, hold_run, wait_for_a_lock_wait
 from tests.test_cli_support import invoke
 
 HOURS_2 = timedelta(hours=2)
@@ -172,17 +173,6 @@ def test_runs_list_in_the_order_they_were_written_whatever_the_writers_clocks(
         assert store.delete_runs(keep_newest=2) == ["a", "b", "behind"]
 
 
-_LOCK_WAITS = {
-    "postgresql": (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND wait_event_type = 'Lock'"
-    ),
-    "mysql": (
-        "SELECT count(*) FROM information_schema.innodb_trx t"
-        " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
-        " WHERE p.db = :d AND t.trx_state = 'LOCK WAIT'"
-    ),
-}
-
 _END_SESSIONS = {
     "postgresql": (
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
@@ -194,16 +184,11 @@ _END_SESSIONS = {
 }
 
 
-def _family(engine: sa.Engine) -> str:
-    """The key of the queries above: a ``mariadb://`` URL's dialect is named ``mariadb``."""
-    return "mysql" if engine.dialect.name in ("mysql", "mariadb") else engine.dialect.name
-
-
 def _end_sessions(engine: sa.Engine, database: str | None) -> None:
     """End every other session on the test's database (a stuck write's open transaction)."""
     with engine.connect() as conn:
-        found = conn.execute(sa.text(_END_SESSIONS[_family(engine)]), {"d": database})
-        if _family(engine) == "mysql":
+        found = conn.execute(sa.text(_END_SESSIONS[family(engine)]), {"d": database})
+        if family(engine) == "mysql":
             for (session,) in found.all():
                 with contextlib.suppress(sa.exc.DBAPIError):
                     conn.exec_driver_sql(f"KILL {int(session)}")
@@ -237,21 +222,10 @@ def test_a_write_that_waited_for_its_runs_lock_is_written_when_it_ends(
     try:
         store.save_event(ev("a", 1))
         with holder.connect() as conn:
-            # Another writer of run a holds its row.
-            conn.execute(
-                sa.select(RunRecord.run_id).where(RunRecord.run_id == "a").with_for_update()
-            ).all()
+            hold_run(conn, "a")  # as another writer of run a does
             worker = threading.Thread(target=run)
             worker.start()
-            with holder.connect() as watcher:
-                for _ in range(240):
-                    found = watcher.execute(sa.text(_LOCK_WAITS[_family(holder)]), {"d": database})
-                    if found.scalar_one():
-                        break
-                    watcher.rollback()  # the activity views are read once per transaction
-                    time.sleep(0.25)
-                else:
-                    pytest.fail("the write never waited for run a's row")
+            wait_for_a_lock_wait(holder, database, "the write")
             with SQLCheckpointer(url) as other:
                 other.save_event(ev("c", 1))  # written while a's write waits
             conn.rollback()

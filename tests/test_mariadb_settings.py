@@ -12,7 +12,6 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
-    EventKind,
     InvalidInput,
     NewEvent,
     SequenceConflict,
@@ -20,6 +19,7 @@ from purpose_agent import (
     StoreUnavailable,
 )
 from purpose_agent.testing.samples import ev, st
+from tests.row_locks import refused_append
 from tests.servers import server_url, throwaway_database
 
 pytestmark = pytest.mark.mariadb
@@ -161,20 +161,8 @@ def test_a_lock_wait_past_innodb_lock_wait_timeout_is_refused_with_what_to_do(
     which the store had done already."""
     SQLCheckpointer(mariadb_empty).close()
     url = mariadb_empty.update_query_dict({"init_command": "SET innodb_lock_wait_timeout = 1"})
-    holder = sa.create_engine(mariadb_empty, poolclass=sa.pool.NullPool)
     with SQLCheckpointer(url) as store:
-        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-        try:
-            with holder.connect() as conn:
-                # Another session holds the run's row: the append waits past the limit.
-                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
-                with pytest.raises(StoreUnavailable) as refused:
-                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-                conn.rollback()
-        finally:
-            holder.dispose()
-        assert store.last_seq("r") == 1
-    message = str(refused.value)
+        message = refused_append(store, mariadb_empty)
     assert "Lock wait timeout exceeded" in message
     assert "end the session holding it (a long or idle-in-transaction one" in message
     assert "MariaDB innodb_lock_wait_timeout" in message

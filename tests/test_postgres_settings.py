@@ -20,6 +20,7 @@ from purpose_agent import (
     SQLCheckpointer,
     StoreUnavailable,
 )
+from tests.row_locks import refused_append
 from tests.servers import server_url, throwaway_database
 
 pytestmark = pytest.mark.postgres
@@ -277,20 +278,8 @@ def test_a_statement_past_statement_timeout_is_refused_with_what_to_do(database:
     SQLCheckpointer(database).close()
     # Long enough for every statement but the blocked one, on a busy server too.
     alter_database(database, "statement_timeout = '2s'")
-    holder = sa.create_engine(database, poolclass=sa.pool.NullPool)
     with SQLCheckpointer(database) as store:
-        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-        try:
-            with holder.connect() as conn:
-                # Another session holds the run's row: the append waits past the limit.
-                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
-                with pytest.raises(StoreUnavailable) as refused:
-                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-                conn.rollback()
-        finally:
-            holder.dispose()
-        assert store.last_seq("r") == 1
-    message = str(refused.value)
+        message = refused_append(store, database)
     assert "canceling statement due to statement timeout" in message
     assert "raise the limit for the store's user" in message
 
@@ -309,20 +298,8 @@ def test_a_lock_wait_past_lock_timeout_is_refused_with_what_to_do(
         alter_database(database, "lock_timeout = '300ms'")
     else:
         url = database.update_query_dict({"options": "-c lock_timeout=300"})
-    holder = sa.create_engine(database, poolclass=sa.pool.NullPool)
     with SQLCheckpointer(url) as store:
-        store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-        try:
-            with holder.connect() as conn:
-                # Another session holds the run's row: the append waits past the limit.
-                conn.execute(sa.text("SELECT 1 FROM pa_runs WHERE run_id = 'r' FOR UPDATE"))
-                with pytest.raises(StoreUnavailable) as refused:
-                    store.append("r", [NewEvent(kind=EventKind.CUSTOM)])
-                conn.rollback()
-        finally:
-            holder.dispose()
-        assert store.last_seq("r") == 1
-    message = str(refused.value)
+        message = refused_append(store, database)
     assert "canceling statement due to lock timeout" in message
     assert LOCK_WAIT_ADVICE in message
     assert "Postgres lock_timeout" in message

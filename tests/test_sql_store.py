@@ -36,6 +36,7 @@ from purpose_agent import (
 from purpose_agent.db.group_commit import GroupCommitPolicy
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
 from purpose_agent.testing.samples import ev, new, st
+from tests.row_locks import hold_run, wait_for_a_lock_wait
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_support import invoke
 from tests.users import NOBODY, run_as
@@ -1132,11 +1133,7 @@ def test_deleting_runs_by_age_waits_for_no_writer_of_a_newer_run(backend: str) -
         try:
             with holder.connect() as conn:
                 # A writer of a recent run, inside its transaction, holding the run's row.
-                conn.execute(
-                    sa.select(RunRecord.run_id)
-                    .where(RunRecord.run_id == runs[-1])
-                    .with_for_update()
-                ).all()
+                hold_run(conn, runs[-1])
                 worker = threading.Thread(
                     target=lambda: deleted.append(store.delete_runs(older_than=timedelta(days=1)))
                 )
@@ -1150,18 +1147,6 @@ def test_deleting_runs_by_age_waits_for_no_writer_of_a_newer_run(backend: str) -
         assert finished, "the delete waited for the row of a run it does not delete"
         assert [sorted(ids) for ids in deleted] == [runs[:1000]]
         assert sorted(store.list_runs()) == runs[1000:]
-
-
-_LOCK_WAITS = {
-    "postgres": (
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND wait_event_type = 'Lock'"
-    ),
-    "mariadb": (
-        "SELECT count(*) FROM information_schema.innodb_trx t"
-        " JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id"
-        " WHERE p.db = :d AND t.trx_state = 'LOCK WAIT'"
-    ),
-}
 
 
 @pytest.mark.parametrize(
@@ -1190,20 +1175,10 @@ def test_a_write_that_waited_for_a_lock_never_moves_a_run_behind_later_writes(
 
             with holder.connect() as conn:
                 # Another writer of run a holds its row: the step across a and b waits for it.
-                conn.execute(
-                    sa.select(RunRecord.run_id).where(RunRecord.run_id == "a").with_for_update()
-                ).all()
+                hold_run(conn, "a")
                 worker = threading.Thread(target=save_across_runs)
                 worker.start()
-                with holder.connect() as watcher:
-                    for _ in range(240):
-                        found = watcher.execute(sa.text(_LOCK_WAITS[server]), {"d": made.database})
-                        if found.scalar_one():
-                            break
-                        watcher.rollback()  # the activity views are read once per transaction
-                        time.sleep(0.25)
-                    else:
-                        pytest.fail("the step never waited for run a's row")
+                wait_for_a_lock_wait(holder, made.database, "the step")
                 store.save_event(ev("c", 1))
                 store.append("b", [new()])  # b is written after c
                 conn.rollback()
@@ -1258,15 +1233,7 @@ def test_a_save_and_an_append_of_one_run_lock_it_in_one_order() -> None:
             save = call("save", lambda: store.save_events([ev("r", 1), ev("r", 2)]))
             assert wrote_first.wait(60)
             append = call("append", lambda: [e.seq for e in store.append("r", [new()])])
-            with holder.connect() as watcher:
-                for _ in range(240):
-                    found = watcher.execute(sa.text(_LOCK_WAITS["mariadb"]), {"d": made.database})
-                    if found.scalar_one():
-                        break
-                    watcher.rollback()  # the activity views are read once per transaction
-                    time.sleep(0.25)  # InnoDB refreshes innodb_trx once unread for 0.1 s
-                else:
-                    pytest.fail("the append never waited for the save")
+            wait_for_a_lock_wait(holder, made.database, "the append")
             go_on.set()
             save.join(60)
             append.join(60)
