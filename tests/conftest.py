@@ -89,7 +89,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def empty_tables(url: URL) -> None:
+def empty_tables(url: URL | str) -> None:
     """Remove every row the previous test left, keeping the migrated schema."""
     SQLCheckpointer(url).close()  # migrates the database on first use
     engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
@@ -99,18 +99,32 @@ def empty_tables(url: URL) -> None:
     engine.dispose()
 
 
+def table_names(url: URL | str) -> set[str]:
+    """The tables the database holds, whatever the models say it should."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
 def _server_backend(request: pytest.FixtureRequest, fixture: str, name: str) -> Backend:
     url = request.getfixturevalue(fixture)
     empty_tables(url)
     return Backend(name, functools.partial(SQLCheckpointer, url.render_as_string(False)))
 
 
-BACKENDS = [
-    pytest.param("memory"),
-    pytest.param("jsonl"),
+# The databases, each with the marker of the server it needs (SQLite's marks it as SQLite).
+DATABASES = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
     pytest.param("mariadb", marks=pytest.mark.mariadb),
+]
+# Every sync store: in memory, in files, and on each database.
+STORES = [pytest.param("memory"), pytest.param("jsonl"), *DATABASES]
+
+BACKENDS = [
+    *STORES,
     # Postgres with pa_events hash-partitioned by run id (purpose-agent db partition).
     pytest.param("postgres-partitioned", marks=pytest.mark.postgres),
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),

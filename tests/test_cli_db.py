@@ -16,6 +16,7 @@ from purpose_agent import SQLCheckpointer
 from purpose_agent.db.engine import parse_url, shown_url
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.ops.schema import upgrade_schema
+from tests.conftest import table_names
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_runs import _fill
 from tests.test_cli_support import invoke, run_module
@@ -298,14 +299,6 @@ def test_db_upgrade_check_and_downgrade_print_json(empty_database: str) -> None:
     assert failed.stderr.startswith("error: cannot move to revision 'nope'")
 
 
-def _tables(url: str) -> set[str]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def test_db_downgrade_base_counts_the_runs_it_destroys_and_asks(empty_database: str) -> None:
     """It said "Data in dropped tables is lost.", whatever the tables held."""
     url = empty_database
@@ -327,7 +320,7 @@ def test_db_downgrade_base_counts_the_runs_it_destroys_and_asks(empty_database: 
     assert refused.stdout == ""
     assert "253 events" in refused.stderr
     assert "pass --yes to downgrade without asking" in refused.stderr
-    assert {"pa_events", "pa_snapshots", "pa_runs"} <= _tables(url)
+    assert {"pa_events", "pa_snapshots", "pa_runs"} <= table_names(url)
 
     done = invoke("db", "downgrade", "base", "--yes", "--json", "--url", url)
     assert done.exit_code == 0, done.output
@@ -339,7 +332,7 @@ def test_db_downgrade_base_counts_the_runs_it_destroys_and_asks(empty_database: 
         "event_keys": 0,
         "run_groups": 0,
     }
-    assert not {"pa_events", "pa_snapshots", "pa_runs"} & _tables(url)
+    assert not {"pa_events", "pa_snapshots", "pa_runs"} & table_names(url)
     # Nothing left to destroy: the prompt says so, and the JSON counts zero.
     invoke("db", "upgrade", "--url", url)
     empty = invoke("db", "downgrade", "base", "--url", url, input="n\n")

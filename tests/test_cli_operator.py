@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from purpose_agent import EventKind, NewEvent, RunState
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.stores.open import open_store
 from tests.servers import server_url, throwaway_database
-from tests.test_cli_support import invoke, run_module, run_python_module
+from tests.test_cli_support import invoke, run_module, run_on_a_terminal, run_python_module
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -398,36 +397,11 @@ def _with_stderr_on_a_terminal(*args: str, cwd: Path) -> tuple[str, str]:
     Returns:
         Standard output, and what the terminal showed.
     """
-    import pty
-
-    leader, follower = pty.openpty()
     env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
     env["COLUMNS"] = "500"  # wide enough for a temporary folder's path
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "purpose_agent", *args],
-            cwd=cwd,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=follower,
-            text=True,
-        )
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal closed with the process
-                break
-            if not chunk:
-                break
-            shown += chunk
-        out, _ = process.communicate(timeout=120)
-    finally:
-        os.close(leader)
-    assert process.returncode == 0, shown
-    return out, shown.decode("utf-8", "replace")
+    code, out, shown = run_on_a_terminal(*args, terminal="stderr", env=env, cwd=cwd)
+    assert code == 0, shown
+    return out, shown
 
 
 def test_db_upgrade_shows_a_spinner_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:

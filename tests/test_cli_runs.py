@@ -16,6 +16,7 @@ from tests.test_cli_support import (
     invoke,
     json_lines,
     make_store_url,
+    run_on_a_terminal,
     run_python_module,
 )
 
@@ -453,41 +454,12 @@ def test_control_characters_in_groups_and_lanes_are_shown_escaped_not_sent_to_th
 
 def _on_a_terminal(columns: int, *args: str) -> list[str]:
     """The lines ``python -m purpose_agent ARGS`` shows on a terminal ``columns`` wide."""
-    import fcntl
-    import pty
     import re
-    import struct
-    import subprocess
-    import sys
-    import termios
 
-    leader, follower = pty.openpty()
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     env = {k: v for k, v in os.environ.items() if k not in ("PURPOSE_AGENT_DB_URL", "COLUMNS")}
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "purpose_agent", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        os.close(follower)
-        shown = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the terminal closed with the process
-                break
-            if not chunk:
-                break
-            shown += chunk
-        _, err = process.communicate(timeout=120)
-    finally:
-        os.close(leader)
-    assert process.returncode == 0, err
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode("utf-8", "replace"))
+    code, err, shown = run_on_a_terminal(*args, terminal="stdout", env=env, columns=columns)
+    assert code == 0, err
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
     return text.replace("\r\n", "\n").splitlines()
 
 

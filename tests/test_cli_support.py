@@ -12,31 +12,16 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
-import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from purpose_agent import SQLCheckpointer
 from purpose_agent.cli import cli
-from purpose_agent.db.models import Base
+from tests.conftest import DATABASES, empty_tables
 
-STORES = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
-
-
-def empty_tables(url: str) -> None:
-    """Migrate a server database if needed and delete every row a previous test left."""
-    SQLCheckpointer(url).close()
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.begin() as conn:
-        for table in reversed(Base.metadata.sorted_tables):
-            conn.execute(table.delete())
-    engine.dispose()
+# The stores the command is pointed at: one on each database.
+STORES = DATABASES
 
 
 def make_store_url(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
@@ -70,6 +55,64 @@ def run_python_module(
         timeout=120,
         check=False,
     )
+
+
+def run_on_a_terminal(
+    *args: str,
+    terminal: Literal["stdout", "stderr"],
+    env: dict[str, str],
+    columns: int | None = None,
+    cwd: Path | None = None,
+) -> tuple[int, str, str]:
+    """Run ``python -m purpose_agent ARGS`` with one stream on a pseudo-terminal, the other piped.
+
+    What the command shows depends on whether a person watches: spinners and tables sized to
+    the window go to a terminal only.
+
+    Args:
+        args: The command's arguments.
+        terminal: The stream on the terminal.
+        env: The whole environment of the command.
+        columns: The terminal's width, as a window resize sets it; left as the system's if None.
+        cwd: The command's working directory.
+
+    Returns:
+        The exit code, what the piped stream carried, and what the terminal showed.
+    """
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    if columns is not None:
+        fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, terminal: follower}
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "purpose_agent", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=streams["stdout"],
+            stderr=streams["stderr"],
+            text=True,
+        )
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            shown += chunk
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.close(leader)
+    piped = err if terminal == "stdout" else out
+    return process.returncode, piped, shown.decode("utf-8", "replace")
 
 
 def run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,30 +22,8 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.protocol import Checkpointer, KeyedEvent, KeyedEvents
-from tests.conftest import empty_tables
-
-STORES = [
-    pytest.param("memory"),
-    pytest.param("jsonl"),
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
-DATABASES = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
-
-
-def _url(request: pytest.FixtureRequest, tmp_path: Path, name: str) -> str:
-    if name == "sqlite":
-        path = tmp_path / "store.db"
-        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
-        return f"sqlite:///{path}"
-    url = request.getfixturevalue(f"{name}_url")
-    empty_tables(url)
-    return str(url.render_as_string(hide_password=False))
+from tests.conftest import DATABASES, STORES
+from tests.test_cli_support import make_store_url
 
 
 @pytest.fixture(params=STORES)
@@ -59,7 +36,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     elif name == "jsonl":
         opened = JSONLCheckpointer(tmp_path / "jsonl")
     else:
-        opened = SQLCheckpointer(_url(request, tmp_path, name))
+        opened = SQLCheckpointer(make_store_url(request, tmp_path, name))
     with opened:
         yield opened
 
@@ -185,7 +162,7 @@ def test_bad_batches_are_refused_before_anything_is_written(store: Any) -> None:
 def test_the_async_store_reads_and_saves_keys(
     request: pytest.FixtureRequest, tmp_path: Path, name: str
 ) -> None:
-    url = _url(request, tmp_path, name)
+    url = make_store_url(request, tmp_path, name)
     batch = _keyed("run", range(1, 1201))
 
     async def scenario() -> list[KeyedEvent]:

@@ -25,6 +25,7 @@ from purpose_agent import SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine
 from purpose_agent.testing.samples import ev
+from tests.conftest import table_names
 from tests.test_cli_support import run_python_module
 
 __all__ = [
@@ -49,18 +50,12 @@ def alembic_engine(empty_database: str) -> object:
     engine.dispose()
 
 
-def _tables(url: str) -> set[str]:
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        return set(sa.inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
-
-
 def test_opening_migrates_an_empty_database_to_head(empty_database: str) -> None:
     with SQLCheckpointer(empty_database) as store, store.engine.connect() as conn:
         assert migrate.current_revision(conn) == migrate.head_revision()
-    assert {"pa_events", "pa_snapshots", "pa_runs", "pa_alembic_version"} <= _tables(empty_database)
+    assert {"pa_events", "pa_snapshots", "pa_runs", "pa_alembic_version"} <= table_names(
+        empty_database
+    )
 
 
 def test_migrate_false_refuses_an_empty_database_and_names_the_fix(empty_database: str) -> None:
@@ -69,7 +64,7 @@ def test_migrate_false_refuses_an_empty_database_and_names_the_fix(empty_databas
     assert info.value.found is None
     assert info.value.needed == migrate.head_revision()
     assert "purpose-agent db upgrade" in str(info.value)
-    assert "pa_events" not in _tables(empty_database)
+    assert "pa_events" not in table_names(empty_database)
 
 
 def test_migrate_false_refuses_a_downgraded_database(empty_database: str) -> None:
@@ -129,22 +124,22 @@ def test_alembic_command_line_upgrades_and_downgrades_from_the_repository(
 ) -> None:
     up = _alembic("upgrade", "head", url=empty_database)
     assert up.returncode == 0, up.stderr
-    assert "pa_events" in _tables(empty_database)
+    assert "pa_events" in table_names(empty_database)
     current = _alembic("current", url=empty_database)
     assert migrate.head_revision() in current.stdout
     with SQLCheckpointer(empty_database, migrate=False) as store:
         store.save_event(ev("r", 1))
     down = _alembic("downgrade", "base", url=empty_database)
     assert down.returncode == 0, down.stderr
-    assert not {"pa_events", "pa_snapshots", "pa_runs"} & _tables(empty_database)
+    assert not {"pa_events", "pa_snapshots", "pa_runs"} & table_names(empty_database)
 
 
 def test_alembic_x_url_wins_over_the_environment(empty_database: str, tmp_path: Path) -> None:
     decoy = f"sqlite:///{tmp_path / 'decoy.db'}"
     result = _alembic("-x", f"url={empty_database}", "upgrade", "head", url=decoy)
     assert result.returncode == 0, result.stderr
-    assert "pa_events" in _tables(empty_database)
-    assert not (tmp_path / "decoy.db").exists() or "pa_events" not in _tables(decoy)
+    assert "pa_events" in table_names(empty_database)
+    assert not (tmp_path / "decoy.db").exists() or "pa_events" not in table_names(decoy)
 
 
 def _linear_history(script: ScriptDirectory) -> list[str]:

@@ -36,14 +36,7 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.testing import Backend, Capability
-
-STORES = [
-    pytest.param("memory"),
-    pytest.param("jsonl"),
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
+from tests.conftest import STORES
 
 
 @pytest.fixture(scope="module", params=STORES)

@@ -19,14 +19,10 @@ from purpose_agent import (
     SQLCheckpointer,
 )
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
-from tests.conftest import empty_tables
+from tests.conftest import STORES, empty_tables
 
 SAVER_BACKENDS = [
-    pytest.param("memory"),
-    pytest.param("jsonl"),
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
+    *STORES,
     pytest.param("async-sqlite", marks=pytest.mark.sqlite),
     # The async store's statements on the event loop's own thread (SQLite only).
     pytest.param("async-on-loop-sqlite", marks=pytest.mark.sqlite),
