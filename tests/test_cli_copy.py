@@ -7,6 +7,7 @@ import json
 import sqlite3
 import tracemalloc
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -125,6 +126,20 @@ def test_copy_moves_every_run_between_sqlite_and_postgres(
 def test_copy_interrupted_and_run_again_duplicates_nothing(store_url: str, tmp_path: Path) -> None:
     source = f"jsonl:{tmp_path / 'source'}"
     _fill(source, runs=2, events=300)
+    with _copy_interrupted(source, store_url) as writer:
+        # Two batches of the first run were committed, its snapshot not yet.
+        assert len(writer.list_events("run-0")) == 200
+        assert writer.load_latest("run-0") is None
+
+    _copy_again(source, store_url)
+    assert _contents(store_url) == _contents(source)
+    with open_store(store_url, create=False) as writer:
+        assert [e.seq for e in writer.iter_events("run-0")] == list(range(1, 301))
+
+
+@contextmanager
+def _copy_interrupted(source: str, dest: str) -> Iterator[Any]:
+    """Copy in batches of 100 and stop with Ctrl-C after the second; the destination store."""
     calls = 0
 
     def interrupt(_: CopyProgress) -> None:
@@ -133,18 +148,16 @@ def test_copy_interrupted_and_run_again_duplicates_nothing(store_url: str, tmp_p
         if calls == 2:
             raise KeyboardInterrupt
 
-    with open_store(source, create=False) as reader, open_store(store_url) as writer:
+    with open_store(source, create=False) as reader, open_store(dest) as writer:
         with pytest.raises(KeyboardInterrupt):
             copy_runs(reader, writer, interrupt, batch_size=100)
-        # Two batches of the first run were committed, its snapshot not yet.
-        assert len(writer.list_events("run-0")) == 200
-        assert writer.load_latest("run-0") is None
+        yield writer
 
-    again = invoke("copy", source, store_url, "--batch-size", "100")
+
+def _copy_again(source: str, dest: str) -> None:
+    """Run the interrupted copy again, from the command line."""
+    again = invoke("copy", source, dest, "--batch-size", "100")
     assert again.exit_code == 0, again.output
-    assert _contents(store_url) == _contents(source)
-    with open_store(store_url, create=False) as writer:
-        assert [e.seq for e in writer.iter_events("run-0")] == list(range(1, 301))
 
 
 def test_copy_streams_in_batches(tmp_path: Path) -> None:
@@ -537,17 +550,7 @@ def test_copy_interrupted_and_run_again_keeps_keys_and_groups(
     with open_store(source) as store:
         _fill_keyed(store, big=300)
         expected = _keyed_contents(store)
-    calls = 0
-
-    def interrupt(_: CopyProgress) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-
-    with open_store(source, create=False) as reader, open_store(store_url) as writer:
-        with pytest.raises(KeyboardInterrupt):
-            copy_runs(reader, writer, interrupt, batch_size=100)
+    with _copy_interrupted(source, store_url) as writer:
         # The oldest run is copied first: two of its three batches are in, with their keys.
         assert writer.list_runs() == ["big"]
         partial = list(writer.iter_keyed_events("big"))
@@ -556,8 +559,7 @@ def test_copy_interrupted_and_run_again_keeps_keys_and_groups(
         assert writer.event_by_key("big", "call-201") is None
         assert writer.run_group("big") == "conversation-2"
 
-    again = invoke("copy", source, store_url, "--batch-size", "100")
-    assert again.exit_code == 0, again.output
+    _copy_again(source, store_url)
     with open_store(store_url, create=False) as copied:
         assert _keyed_contents(copied) == expected
         _assert_keys_found(copied, expected)

@@ -43,6 +43,34 @@ def _assert_same_run(url: str, resumed: str, straight: str) -> None:
     assert len(events) == 37
 
 
+def _resumes_as_if_never_stopped(
+    url: str, run_id: str, *shown: str, cwd: Path | None = None
+) -> None:
+    """Run the demo on ``run_id`` again: it shows each of ``shown`` and ends as a run never stopped.
+
+    Args:
+        url: The store.
+        run_id: The run to resume.
+        shown: Lines of what it shows while it resumes.
+        cwd: Resume in a process of its own, started in this folder, as a user does after a
+            crash; in this process if None.
+    """
+    args = ("demo", "--run-id", run_id, "--url", url)
+    if cwd is None:
+        result = invoke(*args)
+        assert result.exit_code == 0, result.output
+        out = result.stdout
+    else:
+        process = run_module(*args, cwd=cwd)
+        assert process.returncode == 0, process.stderr
+        out = process.stdout
+    for line in shown:
+        assert line in out, out
+    straight = invoke("demo", "--run-id", "straight", "--url", url)
+    assert straight.exit_code == 0, straight.output
+    _assert_same_run(url, run_id, "straight")
+
+
 def test_demo_killed_after_a_step_resumes_to_the_uninterrupted_state(
     store_url: str, tmp_path: Path
 ) -> None:
@@ -59,19 +87,16 @@ def test_demo_killed_after_a_step_resumes_to_the_uninterrupted_state(
     assert recovery.state.seq == 15
     assert recovery.events == []
 
-    resumed = run_module("demo", "--run-id", "crashed", "--url", store_url, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    out = resumed.stdout
-    assert "resuming from the snapshot at seq 15 and 0 events after it" in out
-    assert "step 1   skipped" in out
-    assert "step 2   skipped" in out
-    for step in (3, 4, 5):
-        assert f"step {step}   run" in out
-    assert "finished at seq 37" in out
-
-    straight = invoke("demo", "--run-id", "straight", "--url", store_url)
-    assert straight.exit_code == 0, straight.output
-    _assert_same_run(store_url, "crashed", "straight")
+    _resumes_as_if_never_stopped(
+        store_url,
+        "crashed",
+        "resuming from the snapshot at seq 15 and 0 events after it",
+        "step 1   skipped",
+        "step 2   skipped",
+        *(f"step {step}   run" for step in (3, 4, 5)),
+        "finished at seq 37",
+        cwd=tmp_path,
+    )
 
 
 def test_demo_killed_inside_a_commit_loses_the_whole_step_and_runs_it_again(
@@ -90,12 +115,9 @@ def test_demo_killed_inside_a_commit_loses_the_whole_step_and_runs_it_again(
     assert snapshot is not None
     assert snapshot.seq == 15
 
-    resumed = run_module("demo", "--run-id", "torn", "--url", store_url, cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "step 2   skipped" in resumed.stdout
-    assert "step 3   run" in resumed.stdout
-    invoke("demo", "--run-id", "straight", "--url", store_url)
-    _assert_same_run(store_url, "torn", "straight")
+    _resumes_as_if_never_stopped(
+        store_url, "torn", "step 2   skipped", "step 3   run", cwd=tmp_path
+    )
 
 
 @pytest.mark.sqlite
@@ -114,15 +136,14 @@ def test_demo_replays_the_steps_committed_after_the_last_snapshot(tmp_path: Path
         cwd=tmp_path,
     )
     assert crashed.returncode == KILLED
-    resumed = invoke("demo", "--run-id", "sparse", "--url", url)
-    assert resumed.exit_code == 0, resumed.output
-    out = resumed.stdout
-    assert "resuming from the snapshot at seq 15 and 7 events after it" in out
-    assert "step 2   skipped" in out
-    assert "step 3   replayed" in out
-    assert "step 4   run" in out
-    invoke("demo", "--run-id", "straight", "--url", url)
-    _assert_same_run(url, "sparse", "straight")
+    _resumes_as_if_never_stopped(
+        url,
+        "sparse",
+        "resuming from the snapshot at seq 15 and 7 events after it",
+        "step 2   skipped",
+        "step 3   replayed",
+        "step 4   run",
+    )
 
 
 @pytest.mark.sqlite
@@ -133,12 +154,7 @@ def test_demo_runs_again_a_step_whose_events_were_partly_written(tmp_path: Path)
         run.run_step(1)
         # Another writer stored the first three events of step 2 without its snapshot.
         store.save_events(step_events(run.state, 2)[:3])
-    resumed = invoke("demo", "--run-id", "partial", "--url", url)
-    assert resumed.exit_code == 0, resumed.output
-    assert "3 events of an unfinished step" in resumed.stdout
-    assert "step 2   run" in resumed.stdout
-    invoke("demo", "--run-id", "straight", "--url", url)
-    _assert_same_run(url, "partial", "straight")
+    _resumes_as_if_never_stopped(url, "partial", "3 events of an unfinished step", "step 2   run")
 
 
 @pytest.mark.sqlite
