@@ -9,20 +9,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event as sql_event
-from sqlalchemy.exc import OperationalError
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
     EventKind,
     NewEvent,
     PAEvent,
-    RunState,
     SequenceConflict,
 )
 from purpose_agent.db.group_commit import GroupCommitPolicy, Pending
 from purpose_agent.db.task_group_commit import TaskGroupCommit
-from purpose_agent.errors import StoreUnavailable
 from purpose_agent.records import EventRow
+from tests.group_commits import check_only_unkeyed_appends_reported, event, fail_every_batch, state
 
 TASKS = 8
 POLICY = GroupCommitPolicy(max_batch=TASKS, max_wait=0.02)
@@ -67,14 +65,6 @@ def on_store(empty_database: str) -> Callable[[Test], None]:
 async def together(work: Callable[[int], Awaitable[Any]], tasks: int = TASKS) -> list[Any]:
     """Run ``work(i)`` in tasks started at once; their results or errors, by ``i``."""
     return list(await asyncio.gather(*(work(i) for i in range(tasks)), return_exceptions=True))
-
-
-def event(run_id: str, seq: int, **data: Any) -> PAEvent:
-    return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
-
-
-def state(run_id: str, seq: int, **data: Any) -> RunState:
-    return RunState(run_id=run_id, seq=seq, data=data)
 
 
 async def latest(store: AsyncSQLCheckpointer, run_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -248,13 +238,9 @@ def test_a_cancelled_caller_does_not_cancel_the_commit_carrying_others(
 def _failing_batch(
     store: AsyncSQLCheckpointer, monkeypatch: pytest.MonkeyPatch, committing: bool
 ) -> None:
-    """Make every batch fail as a lost connection would, before or while it commits."""
-
-    def fail(ordered: list[Pending], sent: list[bool]) -> Any:
-        sent[0] = committing
-        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
-
-    monkeypatch.setattr(store._store, "_commit_batch", fail)
+    """Make every batch of the sync store the async one runs on fail (see fail_every_batch)."""
+    assert store._store is not None
+    fail_every_batch(store._store, monkeypatch, committing)
 
 
 def test_a_batch_that_fails_before_committing_runs_every_call_alone(
@@ -287,11 +273,7 @@ def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves
 
         results = await together(write)
         assert max(batches.sizes) > 1
-        grouped = [i for i, result in enumerate(results) if isinstance(result, StoreUnavailable)]
-        # Only unkeyed appends may be stored already, so only they are reported, never repeated.
-        assert grouped
-        assert all(index % 2 for index in grouped)
-        assert "may or may not be stored" in str(results[grouped[0]])
+        check_only_unkeyed_appends_reported(results)
         for index in range(0, TASKS, 2):
             assert results[index] is None
             assert await store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]

@@ -10,19 +10,17 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event as sql_event
-from sqlalchemy.exc import OperationalError
 
 from purpose_agent import (
     EventKind,
     InvalidInput,
     NewEvent,
-    PAEvent,
-    RunState,
     SequenceConflict,
     SQLCheckpointer,
 )
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending
 from purpose_agent.errors import StoreUnavailable
+from tests.group_commits import check_only_unkeyed_appends_reported, event, fail_every_batch, state
 
 THREADS = 8
 
@@ -70,14 +68,6 @@ def together(work: Callable[[int], Any], threads: int = THREADS) -> list[Any]:
     for worker in workers:
         worker.join()
     return results
-
-
-def event(run_id: str, seq: int, **data: Any) -> PAEvent:
-    return PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM, ts=1.0, data=data)
-
-
-def state(run_id: str, seq: int, **data: Any) -> RunState:
-    return RunState(run_id=run_id, seq=seq, data=data)
 
 
 def latest(store: SQLCheckpointer, run_id: str) -> tuple[int, dict[str, Any]] | None:
@@ -225,22 +215,10 @@ def test_racing_expected_last_seq_in_one_batch_lets_exactly_one_win(
     assert store.list_events("race", since_seq=1) == wins[0]
 
 
-def _failing_batch(
-    store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch, committing: bool
-) -> None:
-    """Make every batch fail as a lost connection would, before or while it commits."""
-
-    def fail(ordered: list[Pending], sent: list[bool]) -> Any:
-        sent[0] = committing
-        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
-
-    monkeypatch.setattr(store, "_commit_batch", fail)
-
-
 def test_a_batch_that_fails_before_committing_runs_every_call_alone(
     store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _failing_batch(store, monkeypatch, committing=False)
+    fail_every_batch(store, monkeypatch, committing=False)
     batches = Recorded(store)
     results = together(lambda index: store.append(f"r{index}", [NewEvent(kind=EventKind.CUSTOM)]))
     assert max(batches.sizes) > 1
@@ -251,7 +229,7 @@ def test_a_batch_that_fails_before_committing_runs_every_call_alone(
 def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves(
     store: SQLCheckpointer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _failing_batch(store, monkeypatch, committing=True)
+    fail_every_batch(store, monkeypatch, committing=True)
     batches = Recorded(store)
 
     def write(index: int) -> Any:
@@ -261,11 +239,7 @@ def test_a_batch_lost_while_committing_reports_unkeyed_appends_and_retries_saves
 
     results = together(write)
     assert max(batches.sizes) > 1
-    grouped = [i for i, result in enumerate(results) if isinstance(result, StoreUnavailable)]
-    # Only unkeyed appends may be stored already, so only they are reported, never repeated.
-    assert grouped
-    assert all(index % 2 for index in grouped)
-    assert "may or may not be stored" in str(results[grouped[0]])
+    check_only_unkeyed_appends_reported(results)
     for index in range(0, THREADS, 2):
         assert results[index] is None
         assert store.list_events(f"save-{index}") == [event(f"save-{index}", 1)]

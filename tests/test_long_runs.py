@@ -40,6 +40,20 @@ def _in_chunks(seen: list[tuple[str, int]]) -> list[int]:
     return counts
 
 
+def _a_long_run_beside_another(store: SQLCheckpointer) -> list[tuple[str, int]]:
+    """Store run ``long`` (40 events, a snapshot at 35) and run ``other`` (one event).
+
+    Returns:
+        The deletes of events and the commits from now on, as :func:`_event_deletes` sees them.
+    """
+    store.append("long", [new(n=n) for n in range(1, 41)])
+    store.save_snapshot("long", st("long", 35, n=35))
+    store.append("other", [new()])
+    seen = _event_deletes(store.engine)
+    store.engine.dispose()  # the next statements take the observed path
+    return seen
+
+
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Flavor, "compact_chunk", CHUNK, raising=False)
@@ -52,12 +66,8 @@ def test_compacting_a_long_run_deletes_a_chunk_of_events_per_transaction(
     empty_database: str,
 ) -> None:
     with SQLCheckpointer(empty_database) as store:
-        store.append("long", [new(n=n) for n in range(1, 41)])
-        store.save_snapshot("long", st("long", 35, n=35))
-        store.append("other", [new()])
+        seen = _a_long_run_beside_another(store)
         before = store.recover("long")
-        seen = _event_deletes(store.engine)
-        store.engine.dispose()  # the next statements take the observed path
         assert store.compact("long") == 35
         # One transaction held SQLite's write lock for the whole run before: 35 in one.
         assert _in_chunks(seen) == [10, 10, 10, 5]
@@ -87,11 +97,7 @@ def test_deleting_a_long_run_deletes_what_its_snapshot_covers_a_chunk_per_transa
     empty_database: str,
 ) -> None:
     with SQLCheckpointer(empty_database) as store:
-        store.append("long", [new(n=n) for n in range(1, 41)])
-        store.save_snapshot("long", st("long", 35, n=35))
-        store.append("other", [new()])
-        seen = _event_deletes(store.engine)
-        store.engine.dispose()
+        seen = _a_long_run_beside_another(store)
         store.delete_run("long")
         # The covered events in chunks, then the five after the snapshot with the run.
         assert _in_chunks(seen) == [10, 10, 10, 5, 5]

@@ -29,7 +29,8 @@ from purpose_agent import (
 )
 from purpose_agent.db.cursor import RowsAtOnce
 from purpose_agent.db.group_commit import GroupCommitPolicy
-from tests.test_group_commit import Recorded, latest, queued, state
+from tests.group_commits import state
+from tests.test_group_commit import Recorded, latest, queued
 
 pytestmark = pytest.mark.sqlite
 

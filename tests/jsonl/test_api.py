@@ -12,9 +12,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from purpose_agent import (
     StoreUnavailable,
 )
 from purpose_agent.testing.suite import ev, st
+from tests.jsonl.crashes import kill_when_stopped
 
 WAIT = 60
 
@@ -79,19 +77,7 @@ print("finished", flush=True)
 
 
 def kill_compaction_at(base: Path, point: str) -> None:
-    child = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_COMPACTION, str(base), point],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "stopped\n", "the compaction never reached the step"
-    finally:
-        child.kill()
-        child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    kill_when_stopped(CRASHING_COMPACTION, str(base), point, what="the compaction")
 
 
 @pytest.mark.parametrize(

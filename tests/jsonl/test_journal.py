@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +24,7 @@ from purpose_agent import (
 )
 from purpose_agent.stores.jsonl import FaultPoint
 from purpose_agent.testing.suite import ev, st
+from tests.jsonl.crashes import kill_when_stopped
 
 # -- batches across runs: the journal ----------------------------------------------------------
 
@@ -63,19 +61,7 @@ def crash_mid_batch(base: Path, point: str, run_id: str = "") -> None:
     """
     with JSONLCheckpointer(base) as cp:
         cp.save_event(ev("a", 1))
-    child = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, str(base), point, run_id],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "stopped\n", "the writer never reached the step"
-    finally:
-        child.kill()
-        child.communicate()
-    assert child.returncode == -signal.SIGKILL
+    kill_when_stopped(CRASHING_WRITER, str(base), point, run_id, what="the writer")
 
 
 def journal_files(base: Path, suffix: str) -> list[str]:

@@ -9,9 +9,6 @@ stored, refused or rolled forward as a whole, like a batch across two runs.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 from purpose_agent import JSONLCheckpointer, SequenceConflict, StoreUnavailable
 from purpose_agent.stores.jsonl import FaultPoint
 from purpose_agent.testing.suite import ev, st
+from tests.jsonl.crashes import kill_when_stopped
 
 resource = pytest.importorskip("resource")
 
@@ -176,18 +174,7 @@ print("finished", flush=True)
 
 def crash_wide_batch(base: Path, point: FaultPoint, run_id: str = "") -> None:
     """Save the wide batch in a child process and SIGKILL it at ``(point, run_id)``."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, str(base), point, run_id, str(WIDE)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert child.stdout is not None
-        assert child.stdout.readline() == "stopped\n"
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
+    kill_when_stopped(CRASHING_WRITER, str(base), point, run_id, str(WIDE), what="the writer")
 
 
 def test_wide_batch_whose_writer_was_killed_midway_is_rolled_forward(base: Path) -> None:
