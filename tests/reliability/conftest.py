@@ -8,6 +8,7 @@ These tests stop, restart and SIGKILL their servers, so they never take a server
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import pytest
 from sqlalchemy.engine import URL
@@ -80,6 +81,27 @@ def postgres_db(private_postgres: LocalServer) -> Iterator[URL]:
 def mariadb_db(private_mariadb: LocalServer) -> Iterator[URL]:
     """An empty database on the private MariaDB, dropped after the test."""
     yield from _database(private_mariadb)
+
+
+class Private(NamedTuple):
+    """A backend's private server, and a database of the test's own on it."""
+
+    backend: str
+    server: LocalServer
+    url: URL
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mariadb", marks=pytest.mark.mariadb),
+    ]
+)
+def private(request: pytest.FixtureRequest) -> Private:
+    """Each backend in turn: for a test that outages on either server must pass alike."""
+    backend: str = request.param
+    server = request.getfixturevalue(f"private_{backend}")
+    return Private(backend, server, request.getfixturevalue(f"{backend}_db"))
 
 
 @pytest.fixture

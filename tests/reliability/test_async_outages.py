@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import AsyncSQLCheckpointer
 from purpose_agent.testing.suite import ev
+from tests.reliability.conftest import Private
 from tests.reliability.workload import (
     ASYNC_CALM,
     ASYNC_OUTAGE_CALM,
@@ -29,7 +30,7 @@ from tests.reliability.workload import (
     kill_mariadb_connections,
     terminate_postgres_backends,
 )
-from tests.servers import LocalMariaDB, LocalPostgres, LocalServer
+from tests.servers import LocalServer
 
 pytestmark = pytest.mark.reliability
 
@@ -61,43 +62,18 @@ def _storm(url: URL, kill: Callable[[], int], group_commit: bool) -> None:
     assert asyncio.run(scenario()) == expected
 
 
-@pytest.mark.postgres
 @GROUPING
-def test_async_writers_lose_nothing_across_a_postgres_restart(
-    private_postgres: LocalPostgres, postgres_db: URL, group_commit: bool
-) -> None:
-    _outage(postgres_db, private_postgres, group_commit)
+def test_async_writers_lose_nothing_across_a_restart(private: Private, group_commit: bool) -> None:
+    _outage(private.url, private.server, group_commit)
 
 
-@pytest.mark.postgres
 @GROUPING
-def test_async_writers_lose_nothing_in_a_pg_terminate_backend_storm(
-    private_postgres: LocalPostgres, postgres_db: URL, group_commit: bool
+def test_async_writers_lose_nothing_while_their_connections_are_killed(
+    private: Private, group_commit: bool
 ) -> None:
-    database = str(postgres_db.database)
-    _storm(
-        postgres_db,
-        lambda: terminate_postgres_backends(private_postgres.url, database),
-        group_commit,
-    )
-
-
-@pytest.mark.mariadb
-@GROUPING
-def test_async_writers_lose_nothing_across_a_mariadb_restart(
-    private_mariadb: LocalMariaDB, mariadb_db: URL, group_commit: bool
-) -> None:
-    _outage(mariadb_db, private_mariadb, group_commit)
-
-
-@pytest.mark.mariadb
-@GROUPING
-def test_async_writers_lose_nothing_in_a_kill_storm(
-    private_mariadb: LocalMariaDB, mariadb_db: URL, group_commit: bool
-) -> None:
-    database = str(mariadb_db.database)
-    _storm(
-        mariadb_db,
-        lambda: len(kill_mariadb_connections(private_mariadb.url, database)),
-        group_commit,
-    )
+    """pg_terminate_backend on Postgres, KILL on MariaDB, again and again."""
+    admin, database = private.server.url, str(private.url.database)
+    if private.backend == "postgres":
+        _storm(private.url, lambda: terminate_postgres_backends(admin, database), group_commit)
+    else:
+        _storm(private.url, lambda: len(kill_mariadb_connections(admin, database)), group_commit)

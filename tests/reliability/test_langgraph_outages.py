@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import AsyncSQLCheckpointer, CheckpointError, SQLCheckpointer
 from purpose_agent.integrations.langgraph import PurposeAgentSaver
+from tests.reliability.conftest import Private
 from tests.reliability.workload import JOIN_TIMEOUT, describe
 from tests.servers import LocalPgBouncer, LocalPostgres, LocalServer, throwaway_database
 
@@ -291,21 +292,9 @@ OUTAGES: dict[str, Callable[[LocalServer], Callable[[], None]]] = {
 OUTAGE = pytest.mark.parametrize("outage", OUTAGES)
 
 
-@pytest.mark.postgres
 @OUTAGE
-def test_graphs_on_threads_lose_nothing_across_a_postgres_restart(
-    private_postgres: LocalServer, postgres_db: URL, outage: str
-) -> None:
-    outcome = _run_threads(postgres_db, OUTAGES[outage](private_postgres))
-    _assert_calm(outcome)
-
-
-@pytest.mark.mariadb
-@OUTAGE
-def test_graphs_on_threads_lose_nothing_across_a_mariadb_restart(
-    private_mariadb: LocalServer, mariadb_db: URL, outage: str
-) -> None:
-    outcome = _run_threads(mariadb_db, OUTAGES[outage](private_mariadb))
+def test_graphs_on_threads_lose_nothing_across_a_restart(private: Private, outage: str) -> None:
+    outcome = _run_threads(private.url, OUTAGES[outage](private.server))
     _assert_calm(outcome)
 
 
@@ -313,21 +302,11 @@ def test_graphs_on_threads_lose_nothing_across_a_mariadb_restart(
 GROUPING = pytest.mark.parametrize("group_commit", [False, True], ids=["plain", "grouped"])
 
 
-@pytest.mark.postgres
 @GROUPING
-def test_graphs_on_tasks_lose_nothing_across_a_postgres_restart(
-    private_postgres: LocalServer, postgres_db: URL, group_commit: bool
+def test_graphs_on_tasks_lose_nothing_across_a_restart(
+    private: Private, group_commit: bool
 ) -> None:
-    outcome = asyncio.run(_run_tasks(postgres_db, private_postgres.restart, group_commit))
-    _assert_calm(outcome)
-
-
-@pytest.mark.mariadb
-@GROUPING
-def test_graphs_on_tasks_lose_nothing_across_a_mariadb_restart(
-    private_mariadb: LocalServer, mariadb_db: URL, group_commit: bool
-) -> None:
-    outcome = asyncio.run(_run_tasks(mariadb_db, private_mariadb.restart, group_commit))
+    outcome = asyncio.run(_run_tasks(private.url, private.server.restart, group_commit))
     _assert_calm(outcome)
 
 

@@ -31,6 +31,7 @@ from tests.reliability.workload import (
     attempt,
     describe,
     foreign,
+    run_workers,
     step_state,
 )
 from tests.servers import LocalPgBouncer, LocalPostgres, throwaway_database
@@ -82,12 +83,7 @@ def test_store_opens_and_takes_concurrent_writes_through_transaction_pooling(
                 if error is not None:
                     errors.append(error)
 
-        workers = [threading.Thread(target=write, args=(worker,)) for worker in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(JOIN_TIMEOUT * 2)
-        assert not any(worker.is_alive() for worker in workers), "a call hung"
+        run_workers(write, threads)
         assert foreign(errors) == []
         assert [describe(error) for error in errors] == []
         for worker in range(threads):
@@ -143,12 +139,7 @@ def test_grouped_saves_and_pipelined_appends_pass_through_transaction_pooling(
                 if error is not None:
                     errors.append(error)
 
-        workers = [threading.Thread(target=write, args=(worker,)) for worker in range(threads)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join(JOIN_TIMEOUT * 2)
-        assert not any(worker.is_alive() for worker in workers), "a call hung"
+        run_workers(write, threads)
         assert [describe(error) for error in errors] == []
         for worker in range(threads):
             assert store.list_events(f"s{worker}") == [

@@ -74,6 +74,19 @@ def foreign(errors: list[BaseException]) -> list[str]:
     return [describe(error) for error in errors if not isinstance(error, CheckpointError)]
 
 
+def run_workers(work: Callable[[int], None], threads: int) -> None:
+    """Run ``work(i)`` in ``threads`` threads at once; fail if one is still running after its wait.
+
+    A call that hangs (a lost connection nobody times out) is the failure these tests look for.
+    """
+    workers = [threading.Thread(target=work, args=(worker,)) for worker in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(JOIN_TIMEOUT * 2)
+    assert not any(worker.is_alive() for worker in workers), "a call hung"
+
+
 def check_steps(store: SQLCheckpointer, run_id: str, acknowledged: set[int], size: int) -> None:
     """Every acknowledged step is stored whole, and nothing stored is a partial step.
 
