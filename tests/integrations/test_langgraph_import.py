@@ -38,16 +38,11 @@ from purpose_agent.integrations.langgraph import (
     group_for,
     import_threads,
 )
-from tests.conftest import empty_tables
+from tests.conftest import DATABASES, empty_tables
 from tests.integrations import graphs
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_support import invoke
 
-TARGETS = [
-    pytest.param("sqlite", marks=pytest.mark.sqlite),
-    pytest.param("postgres", marks=pytest.mark.postgres),
-    pytest.param("mariadb", marks=pytest.mark.mariadb),
-]
 SOURCES = [
     pytest.param("sqlite", marks=pytest.mark.sqlite),
     pytest.param("postgres", marks=pytest.mark.postgres),
@@ -100,7 +95,7 @@ def _open_source(url: str) -> Any:
     return PostgresSaver.from_conn_string(url)
 
 
-@pytest.fixture(params=TARGETS)
+@pytest.fixture(params=DATABASES)
 def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty store on each SQL backend, as ``--url`` names it."""
     if request.param == "sqlite":
