@@ -30,8 +30,15 @@ MARKER = "purpose_agent.direct"
 # serialization failures (40001) for writers of one run, and SERIALIZABLE's predicate locks
 # for writers of different runs. A write transaction also says so in its BEGIN (see
 # ``PostgresFlavor.begin_sql``), which reaches the server behind a pooler too.
+#
+# JIT off: a generic plan is costed without the statement's values, so on a table where one
+# run holds most rows it expects a read of another run to return a share of the table, and a
+# cost past jit_above_cost (100,000 by default) has the server compile the statement to
+# machine code on every execution. recover() of a 100-event tail beside a 1,000,000-event run
+# took 5-20 ms so, instead of 0.7 ms. The store's statements are reads and writes by key,
+# which compiled expressions do not speed up.
 _DIRECT_OPTIONS = (
-    f"-c {MARKER}=on -c plan_cache_mode=force_generic_plan "
+    f"-c {MARKER}=on -c plan_cache_mode=force_generic_plan -c jit=off "
     r"-c default_transaction_isolation=read\ committed"
 )
 # What PgBouncer answers to a startup parameter it does not pass on (SQLSTATE 08P01 is any
