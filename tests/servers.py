@@ -170,6 +170,17 @@ def throwaway_database(admin: URL, prefix: str = "pa_test", options: str = "") -
 # -- private servers ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def admin_connection(admin: URL) -> Iterator[sa.Connection]:
+    """One autocommit connection as ``admin`` (for roles, users and databases), closed after."""
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
 def free_port() -> int:
     """A loopback TCP port nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:

@@ -12,7 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from purpose_agent import SQLCheckpointer, StoreUnavailable
-from tests.servers import LocalMariaDB, LocalPostgres, server_url, throwaway_database
+from tests.servers import (
+    LocalMariaDB,
+    LocalPostgres,
+    admin_connection,
+    server_url,
+    throwaway_database,
+)
 
 LOGIN = "the server refused the login: check the URL's user and password"
 NO_DATABASE = "the URL's database does not exist on the server: create it (CREATE DATABASE)"
@@ -23,16 +29,6 @@ FEWER = (
     "a smaller pool (SQLCheckpointer(url, pool_size=4, max_overflow=4))"
 )
 PGBOUNCER = "put PgBouncer in front of the server (transaction pooling)"
-
-
-@contextlib.contextmanager
-def _admin(admin: URL) -> Iterator[sa.Connection]:
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
 
 
 def _refused(url: URL) -> str:
@@ -48,12 +44,12 @@ def test_mariadb_login_database_and_privilege_errors_say_what_to_do() -> None:
         assert _refused(url.set(username=name, password="wrong")).endswith(LOGIN)
         missing = url.set(database=f"pa_missing_{uuid.uuid4().hex[:8]}")
         assert f"{NO_DATABASE}, and the store creates its tables in it" in _refused(missing)
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql(f"CREATE USER '{name}'@'%%' IDENTIFIED BY 'pw'")
         try:
             message = _refused(url.set(username=name, password="pw"))
         finally:
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
         assert f"Access denied for user '{name}'" in message
         assert PRIVILEGE in message
@@ -64,12 +60,12 @@ def test_a_postgres_role_without_privileges_is_told_what_to_grant() -> None:
     role = f"pa_role_{uuid.uuid4().hex[:8]}"
     with server_url("postgres") as admin, throwaway_database(admin, "pa_access") as url:
         SQLCheckpointer(url.render_as_string(hide_password=False)).close()  # the tables made
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
         try:
             message = _refused(url.set(username=role, password=None))
         finally:
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f"DROP ROLE {role}")
         assert "permission denied" in message
         assert PRIVILEGE in message
@@ -105,13 +101,13 @@ def _limit_advice(message: str, limit: str, raise_it: str, *, pooler: bool) -> N
 def test_postgres_role_and_database_connection_limits_say_what_to_do() -> None:
     role = f"pa_role_{uuid.uuid4().hex[:8]}"
     with server_url("postgres") as admin, throwaway_database(admin, "pa_limits") as url:
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
             conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" OWNER TO {role}')
         limited = url.set(username=role, password=None)
         try:
             SQLCheckpointer(limited.render_as_string(hide_password=False)).close()  # its tables
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f"ALTER ROLE {role} CONNECTION LIMIT 1")
             with _held(limited):
                 message = _refused(limited)
@@ -132,7 +128,7 @@ def test_postgres_role_and_database_connection_limits_say_what_to_do() -> None:
                 store.close()
             assert f'too many connections for role "{role}"' in str(caught.value)
             assert "the role's CONNECTION LIMIT is reached" in str(caught.value)
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f"ALTER ROLE {role} CONNECTION LIMIT -1")
                 conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" CONNECTION LIMIT 1')
             with _held(limited):
@@ -145,7 +141,7 @@ def test_postgres_role_and_database_connection_limits_say_what_to_do() -> None:
                 pooler=True,
             )
         finally:
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
                 conn.exec_driver_sql(f"DROP ROLE {role}")
 
@@ -154,7 +150,7 @@ def test_postgres_role_and_database_connection_limits_say_what_to_do() -> None:
 def test_mariadb_user_connection_limit_says_what_to_do() -> None:
     name = f"pa_user_{uuid.uuid4().hex[:8]}"
     with server_url("mariadb") as admin, throwaway_database(admin, "pa_limits") as url:
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql(
                 f"CREATE USER '{name}'@'%%' IDENTIFIED BY 'pw' WITH MAX_USER_CONNECTIONS 1"
             )
@@ -165,7 +161,7 @@ def test_mariadb_user_connection_limit_says_what_to_do() -> None:
             with _held(limited):
                 message = _refused(limited)
         finally:
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 conn.exec_driver_sql(f"DROP USER '{name}'@'%%'")
         assert f"User '{name}' has exceeded the 'max_user_connections' resource" in message
         _limit_advice(
@@ -183,7 +179,7 @@ def test_a_postgres_server_out_of_slots_says_what_to_do() -> None:
     settings = {"max_connections": "12", "superuser_reserved_connections": "3"}
     with LocalPostgres(settings) as server:
         admin = server.url
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql("CREATE ROLE app LOGIN")
             conn.exec_driver_sql("CREATE DATABASE store OWNER app")
         app = admin.set(username="app", database="store")
@@ -213,7 +209,7 @@ def test_a_postgres_server_out_of_slots_says_what_to_do() -> None:
 def test_a_mariadb_server_out_of_connections_says_what_to_do() -> None:
     with LocalMariaDB({"max-user-connections": "1"}) as server:
         admin = server.url
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             conn.exec_driver_sql("CREATE DATABASE store")
             conn.exec_driver_sql("CREATE USER 'app'@'%%' IDENTIFIED BY 'pw'")
             conn.exec_driver_sql("GRANT ALL ON store.* TO 'app'@'%%'")
@@ -228,7 +224,7 @@ def test_a_mariadb_server_out_of_connections_says_what_to_do() -> None:
             "max_user_connections, or ALTER USER ... WITH MAX_USER_CONNECTIONS",
             pooler=False,
         )
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             # A private server: its global limits are this test's to set.
             conn.exec_driver_sql("SET GLOBAL max_user_connections = 100")
             conn.exec_driver_sql("SET GLOBAL max_connections = 10")

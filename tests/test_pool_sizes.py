@@ -14,11 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import URL
 
 from purpose_agent import AsyncSQLCheckpointer, InvalidInput, SQLCheckpointer
 from purpose_agent.testing.samples import ev
-from tests.servers import server_url, throwaway_database
+from tests.servers import admin_connection, server_url, throwaway_database
 
 # The user may hold this many connections; the store is sized to exactly that.
 LIMIT = 3
@@ -31,21 +30,11 @@ SERVERS = [
 
 
 @contextlib.contextmanager
-def _admin(admin: URL) -> Iterator[sa.Connection]:
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            yield conn
-    finally:
-        engine.dispose()
-
-
-@contextlib.contextmanager
 def _limited_user(server: str) -> Iterator[str]:
     """The URL of a throwaway database for a user that may hold :data:`LIMIT` connections."""
     name = f"pa_pool_{uuid.uuid4().hex[:8]}"
     with server_url(server) as admin, throwaway_database(admin, "pa_pool") as url:
-        with _admin(admin) as conn:
+        with admin_connection(admin) as conn:
             if server == "postgres":
                 conn.exec_driver_sql(f"CREATE ROLE {name} LOGIN CONNECTION LIMIT {LIMIT}")
                 conn.exec_driver_sql(f'ALTER DATABASE "{url.database}" OWNER TO {name}')
@@ -60,7 +49,7 @@ def _limited_user(server: str) -> Iterator[str]:
         try:
             yield limited.render_as_string(hide_password=False)
         finally:
-            with _admin(admin) as conn:
+            with admin_connection(admin) as conn:
                 if server == "postgres":
                     conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
                     conn.exec_driver_sql(f"DROP ROLE {name}")
