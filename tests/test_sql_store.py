@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import URL
 
 from purpose_agent import (
@@ -131,6 +132,51 @@ def test_malformed_url_is_invalid_input() -> None:
         SQLCheckpointer("definitely not a url")
     with pytest.raises(InvalidInput, match="cannot open"):
         SQLCheckpointer("nosuchdb+nodriver://x/y")
+
+
+@pytest.mark.parametrize("store", [SQLCheckpointer, AsyncSQLCheckpointer])
+@pytest.mark.parametrize(
+    "url", ["oracle://u@h/db", "mssql+pyodbc://u@h/db", "cockroachdb://u@h/db"]
+)
+def test_a_database_the_store_has_no_statements_for_is_refused_by_name(
+    store: Callable[[str], Any], url: str
+) -> None:
+    # Before: the driver was looked for, so an uninstalled one read as the whole problem
+    # ("No module named 'oracledb'") and an installed one failed later.
+    with pytest.raises(InvalidInput) as refused:
+        store(url)
+    message = str(refused.value)
+    assert "No module named" not in message
+    assert "postgresql+psycopg://" in message
+    if store is SQLCheckpointer:
+        assert f"not {url.partition(':')[0].partition('+')[0]};" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "package"),
+    [
+        ("mariadb+mariadbconnector://u@h/db", "mariadb"),
+        ("mysql+mysqldb://u@h/db", "mysqlclient"),
+        ("mysql+mysqlconnector://u@h/db", "mysql-connector-python"),
+    ],
+)
+def test_a_missing_driver_is_named_by_the_package_that_installs_it(url: str, package: str) -> None:
+    # Before: "pip install mariadbconnector", "pip install mysqldb": packages that do not exist.
+    with pytest.raises(InvalidInput) as refused:
+        SQLCheckpointer(url)
+    assert str(refused.value).endswith(f"install the driver with pip install {package}")
+
+
+class Elsewhere(SQLiteDialect_pysqlite):
+    """A dialect of a database the store has no statements for (SQLite's driver underneath)."""
+
+    name = "elsewhere"
+
+
+def test_an_engine_of_a_database_the_store_has_no_statements_for_is_invalid_input() -> None:
+    sa.dialects.registry.register("elsewhere", __name__, "Elsewhere")
+    with pytest.raises(InvalidInput, match="not elsewhere"):
+        SQLCheckpointer(sa.create_engine("elsewhere://"))
 
 
 def _closed_port() -> int:

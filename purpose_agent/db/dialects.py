@@ -42,6 +42,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 
 from purpose_agent.db.models import EventRecord, RunRecord, SnapshotRecord
+from purpose_agent.errors import InvalidInput
 
 MIGRATION_LOCK_NAME = "purpose_agent.migrate"
 MIGRATION_LOCK_KEY = zlib.crc32(MIGRATION_LOCK_NAME.encode())
@@ -997,7 +998,7 @@ def flavor_for(engine: Engine) -> Flavor:
     """The statement builders and error classifier for an engine's backend.
 
     Raises:
-        ValueError: For a backend the test matrix does not cover.
+        InvalidInput: For a backend the test matrix does not cover (an engine passed in).
 
     """
     name = engine.dialect.name
@@ -1007,4 +1008,7 @@ def flavor_for(engine: Engine) -> Flavor:
         return PostgresFlavor()
     if name in ("mysql", "mariadb"):
         return MariaDBFlavor()
-    raise ValueError(f"unsupported database {name!r}: use SQLite, PostgreSQL or MariaDB")
+    raise InvalidInput(
+        f"the store keeps runs in SQLite, PostgreSQL or MariaDB (MySQL), not {name}: "
+        "give it an engine of one of those"
+    )

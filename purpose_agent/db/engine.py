@@ -109,6 +109,17 @@ def require_directory(file: Path) -> None:
 
 # The drivers each extra installs, and the extra's name.
 _EXTRAS = {"psycopg": "postgres", "pymysql": "mariadb"}
+# The package that installs a driver, where its name is not the driver's own.
+_PACKAGES = {
+    "mariadbconnector": "mariadb",
+    "mysqldb": "mysqlclient",
+    "mysqlconnector": "mysql-connector-python",
+    "psycopg2": "psycopg2-binary",
+    "pysqlcipher": "sqlcipher3-binary",
+}
+# The databases the store has statements for (see dialects.flavor_for).
+SUPPORTED_BACKENDS = frozenset(("sqlite", "postgresql", "mysql", "mariadb"))
+SUPPORTED_URLS = "sqlite:///PATH, postgresql+psycopg://... or mariadb+pymysql://..."
 _ASYNC_DRIVERS = frozenset(("asyncpg", "aiosqlite", "asyncmy", "aiomysql"))
 
 
@@ -198,12 +209,20 @@ def _install_hint(parsed: URL) -> str:
     extra = _EXTRAS.get(driver)
     if extra is not None:
         return f"; install it with pip install 'purpose-agent[{extra}]'"
-    return f"; install the driver with pip install {driver}" if driver else ""
+    if not driver:
+        return ""
+    return f"; install the driver with pip install {_PACKAGES.get(driver, driver)}"
 
 
 def _backend_options(parsed: URL) -> dict[str, Any]:
     """The engine options that make each backend fit for concurrent, durable use."""
     backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_BACKENDS:
+        # Refused before its driver is looked for: installing it would not help.
+        raise InvalidInput(
+            f"cannot open {shown_url(parsed)}: the store keeps runs in SQLite, PostgreSQL or "
+            f"MariaDB (MySQL), not {backend}; use {SUPPORTED_URLS}"
+        )
     if _driver(parsed) in _ASYNC_DRIVERS:
         raise InvalidInput(
             f"cannot open {shown_url(parsed)}: "
@@ -375,8 +394,7 @@ def make_engine(
     except NoSuchModuleError as exc:
         raise InvalidInput(
             f"cannot open {shown_url(parsed)}: unknown database or "
-            f"driver {parsed.drivername!r}; use sqlite:///PATH, postgresql+psycopg://... or "
-            "mariadb+pymysql://..."
+            f"driver {parsed.drivername!r}; use {SUPPORTED_URLS}"
         ) from exc
     except (ModuleNotFoundError, ArgumentError) as exc:
         shown = shown_url(parsed)
