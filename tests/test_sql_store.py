@@ -134,6 +134,39 @@ def test_malformed_url_is_invalid_input() -> None:
         SQLCheckpointer("nosuchdb+nodriver://x/y")
 
 
+@pytest.mark.sqlite
+def test_a_path_names_a_sqlite_file_for_both_stores(tmp_path: Path) -> None:
+    # Before: AttributeError "'PosixPath' object has no attribute 'render_as_string'".
+    path = tmp_path / "runs.db"
+    with SQLCheckpointer(path) as store:
+        store.save_event(ev("r", 1))
+        assert store.url == f"sqlite:///{path}"
+
+    async def read() -> list[PAEvent]:
+        async with await AsyncSQLCheckpointer.open(path) as store:
+            return await store.list_events("r")
+
+    assert asyncio.run(read()) == [ev("r", 1)]
+    assert sqlite3.connect(path).execute("SELECT count(*) FROM pa_events").fetchone() == (1,)
+
+
+@pytest.mark.parametrize("store", [SQLCheckpointer, AsyncSQLCheckpointer])
+@pytest.mark.parametrize("url", [b"sqlite:///x.db", 42, ["sqlite:///x.db"]])
+def test_a_url_of_another_type_is_invalid_input_naming_the_type(
+    store: Callable[[Any], Any], url: Any
+) -> None:
+    with pytest.raises(InvalidInput, match=f"not {type(url).__name__}: "):
+        store(url)
+
+
+def test_a_tilde_in_a_sqlite_url_is_explained(tmp_path: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        with pytest.raises(InvalidInput, match="a URL's ~ is not the home directory"):
+            SQLCheckpointer("sqlite:///~/runs.db")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("store", [SQLCheckpointer, AsyncSQLCheckpointer])
 @pytest.mark.parametrize(
     "url", ["oracle://u@h/db", "mssql+pyodbc://u@h/db", "cockroachdb://u@h/db"]

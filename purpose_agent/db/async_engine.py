@@ -25,6 +25,7 @@ from purpose_agent.db.aiosqlite_cursor import use_one_trip_cursors
 from purpose_agent.db.ended_connections import drop_ended_connections
 from purpose_agent.db.engine import (
     Durability,
+    UrlLike,
     _backend_options,
     keep_read_committed,
     parse_url,
@@ -53,7 +54,7 @@ _ASYNC_TWINS = {
 _EXTRAS = {"postgresql": "postgres", "mysql": "mariadb", "mariadb": "mariadb"}
 
 
-def async_url(url: str | URL) -> tuple[URL, URL]:
+def async_url(url: UrlLike) -> tuple[URL, URL]:
     """The URL as the synchronous store reads it, and the same database on its asyncio driver.
 
     Raises:
@@ -73,7 +74,7 @@ def async_url(url: str | URL) -> tuple[URL, URL]:
 
 
 def make_async_engine(
-    url: str | URL, *, durability: Durability = "full", **kwargs: Any
+    url: UrlLike, *, durability: Durability = "full", **kwargs: Any
 ) -> AsyncEngine:
     """Create the asyncio engine for one store, set up as :func:`make_engine` sets up its own.
 

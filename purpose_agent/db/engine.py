@@ -53,16 +53,30 @@ def shown_text(text: str) -> str:
     return _SECRET_QUERY.sub(r"\1***", _SECRET_USERINFO.sub(r"\1:***@", text))
 
 
-def parse_url(url: str | URL) -> URL:
+# What a store takes for its database: a URL, or the path of a SQLite file.
+UrlLike = str | URL | os.PathLike[str]
+
+
+def parse_url(url: UrlLike) -> URL:
     """Parse a database URL, naming the problem instead of failing deep inside SQLAlchemy.
 
     Bare ``postgresql://`` and ``mysql://``/``mariadb://`` URLs get the drivers this package
-    is tested with (psycopg 3 and PyMySQL).
+    is tested with (psycopg 3 and PyMySQL). A path (``pathlib.Path``) names a SQLite file, as
+    it does for ``SQLiteCheckpointer``.
 
     Raises:
-        InvalidInput: If the text is not a database URL.
+        InvalidInput: If the value is not a database URL.
 
     """
+    if isinstance(url, os.PathLike):
+        return URL.create("sqlite", database=os.fspath(url))
+    if not isinstance(url, (str, URL)):
+        # SQLAlchemy takes any object here and fails later, far from the call, with
+        # "'bytes' object has no attribute 'render_as_string'".
+        raise InvalidInput(
+            f"a database URL is a str (or a sqlalchemy URL, or the path of a SQLite file), "
+            f"not {type(url).__name__}: {url!r}"
+        )
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
@@ -96,9 +110,10 @@ def require_directory(file: Path) -> None:
             f"file in it (sqlite:///{(file / 'purpose_agent.db').as_posix()})"
         )
     if not file.parent.is_dir():
+        home = " (a URL's ~ is not the home directory: write the full path)"
         raise InvalidInput(
             f"cannot open the SQLite database {file}: its directory {file.parent} does not "
-            "exist; create it, or correct the URL"
+            f"exist; create it, or correct the URL{home if file.parts[0] == '~' else ''}"
         )
     if not file.exists() and not os.access(file.parent, os.W_OK | os.X_OK):
         raise InvalidInput(
@@ -351,7 +366,7 @@ def keep_read_committed(engine: Engine, parsed: URL) -> None:
 
 
 def make_engine(
-    url: str | URL, *, durability: Durability = "full", busy_timeout: float = 60.0, **kwargs: Any
+    url: UrlLike, *, durability: Durability = "full", busy_timeout: float = 60.0, **kwargs: Any
 ) -> Engine:
     """Create the engine for one store.
 

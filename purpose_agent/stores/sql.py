@@ -47,6 +47,7 @@ from purpose_agent.db.engine import (
     DEFAULT_URL,
     SEED_DEFAULT_FILE,
     Durability,
+    UrlLike,
     adopt_sqlite,
     default_url,
     make_engine,
@@ -135,8 +136,9 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
     Args:
         url_or_engine: A SQLAlchemy URL (``sqlite:///runs.db``,
-            ``postgresql+psycopg://user@host/db``, ``mariadb+pymysql://...``) or an existing
-            ``Engine``, which is used as is and not disposed by :meth:`close`. Defaults to
+            ``postgresql+psycopg://user@host/db``, ``mariadb+pymysql://...``), the path of a
+            SQLite file (``pathlib.Path``), or an existing ``Engine``, which is used as is and
+            not disposed by :meth:`close`. Defaults to
             ``PURPOSE_AGENT_DB_URL``, else ``sqlite:///purpose_agent.db``.
         migrate: Upgrade the schema to the revision this version needs (safe when several
             processes start at once). When false, only check, raising ``SchemaNotCurrent``.
@@ -179,7 +181,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
     def __init__(
         self,
-        url_or_engine: str | URL | Engine | None = None,
+        url_or_engine: UrlLike | Engine | None = None,
         *,
         migrate: bool = True,
         durability: Durability = "full",

@@ -29,7 +29,14 @@ from sqlalchemy.util import greenlet_spawn
 
 from purpose_agent.db.async_engine import LoopConnections, async_url, make_async_engine
 from purpose_agent.db.dialects import flavor_for
-from purpose_agent.db.engine import Durability, default_url, parse_url, pool_sizing, shown_url
+from purpose_agent.db.engine import (
+    Durability,
+    UrlLike,
+    default_url,
+    parse_url,
+    pool_sizing,
+    shown_url,
+)
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
@@ -104,7 +111,8 @@ class AsyncSQLCheckpointer:
     Args:
         url_or_engine: A URL as for ``SQLCheckpointer`` (``sqlite:///runs.db``,
             ``postgresql+psycopg://...``, ``mariadb+pymysql://...``; the asyncio driver is
-            chosen here), or an ``AsyncEngine``, used as is and not disposed by :meth:`close`.
+            chosen here), the path of a SQLite file, or an ``AsyncEngine``, used as is and not
+            disposed by :meth:`close`.
         migrate: As for ``SQLCheckpointer``.
         durability: As for ``SQLCheckpointer``.
         busy_timeout: As for ``SQLCheckpointer``.
@@ -136,7 +144,7 @@ class AsyncSQLCheckpointer:
 
     def __init__(
         self,
-        url_or_engine: str | URL | AsyncEngine | None = None,
+        url_or_engine: UrlLike | AsyncEngine | None = None,
         *,
         migrate: bool = True,
         durability: Durability = "full",
@@ -200,9 +208,7 @@ class AsyncSQLCheckpointer:
         self._watch: AsyncGenerator[None, None] | None = None
 
     @classmethod
-    async def open(
-        cls, url_or_engine: str | URL | AsyncEngine | None = None, **options: Any
-    ) -> Self:
+    async def open(cls, url_or_engine: UrlLike | AsyncEngine | None = None, **options: Any) -> Self:
         """Create the store, connect and migrate, without blocking the loop.
 
         Args:
