@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("PURPOSE_AGENT_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL),
         help="a Postgres server URL; a throwaway database is created on it",
     )
+    parser.add_argument(
+        "--database-prefix",
+        default="lgbench",
+        help="the throwaway Postgres database is named <prefix>_<random>",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--seed", type=int, default=7)
     return parser.parse_args(argv)
@@ -71,9 +76,9 @@ def sqlite_database() -> Iterator[tuple[str, str]]:
 
 
 @contextlib.contextmanager
-def postgres_database(server: str) -> Iterator[tuple[str, str]]:
+def postgres_database(server: str, prefix: str = "lgbench") -> Iterator[tuple[str, str]]:
     """(our SQLAlchemy URL, PostgresSaver's libpq URL) of a database dropped afterwards."""
-    with databases.postgres_database(server, "lgbench") as url:
+    with databases.postgres_database(server, prefix) as url:
         libpq = url.set(drivername="postgresql").render_as_string(hide_password=False)
         yield url.render_as_string(hide_password=False), libpq
 
@@ -219,7 +224,11 @@ def workload(
 
 
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    database = sqlite_database() if backend == "sqlite" else postgres_database(args.postgres_url)
+    database = (
+        sqlite_database()
+        if backend == "sqlite"
+        else postgres_database(args.postgres_url, args.database_prefix)
+    )
     rng = random.Random(args.seed)
     with database as (url, target), SQLCheckpointer(url) as store, theirs(backend, target) as lg:
         name = type(lg).__name__
