@@ -669,6 +669,10 @@ def test_ids_that_fit_keep_the_run_ids_they_always_had() -> None:
     assert len(hashed) == 36
     assert run_id_for("x" * 253) == hashed
     assert writes_run_for("x" * 230, "", str(uuid6())).startswith("lgw:*")
+    # Checkpoint ids encoded as quote() encodes them, whether they need it or not.
+    assert writes_run_for("t", "", "Az09_.~-") == "lgw:t::Az09_.~-"
+    assert writes_run_for("t", "", "a b/c:é") == "lgw:t::a%20b%2Fc%3A%C3%A9"
+    assert writes_run_for("t", "", "x\n") == "lgw:t::x%0A"
 
 
 class _OldStore:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 from typing import NamedTuple
 from urllib.parse import quote, unquote
 
@@ -35,14 +36,24 @@ PREFIX = "lg:"
 WRITES_PREFIX = "lgw:"
 HASHED = "*"
 _MAX_RUN_ID = 255
+# What ``quote(text, safe="")`` leaves as it is: text of these only is its own encoding.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 # Every call of the saver names its runs again; a thread's names are worth keeping. Typed:
 # 1, 1.0 and True are equal as keys but name three threads ("1", "1.0", "True").
 @functools.lru_cache(maxsize=4096, typed=True)
 def _part(value: object) -> str:
+    return _encoded(value)
+
+
+def _encoded(value: object) -> str:
+    """A part percent-encoded; a checkpoint id (new at each put) is mostly left as it is."""
+    text = str(value)
+    if _UNQUOTED.fullmatch(text):
+        return text  # what quote() returns for it, without its encode and byte loop
     try:
-        return quote(str(value), safe="")
+        return quote(text, safe="")
     except UnicodeEncodeError:
         # A lone surrogate (bytes decoded with "surrogateescape": a header, a file name) has
         # no UTF-8 form to percent-encode: the part is hashed, as a long one is.
@@ -54,9 +65,16 @@ def _digest(value: object) -> str:
     return HASHED + hashlib.sha256(text).hexdigest()[:32]
 
 
-def _fitted(prefix: str, values: tuple[object, ...]) -> str:
-    """``prefix`` and the encoded values joined by ``:``, longest parts hashed until it fits."""
-    parts = [_part(value) for value in values]
+def _fitted(prefix: str, values: tuple[object, ...], parts: list[str] | None = None) -> str:
+    """``prefix`` and the encoded values joined by ``:``, longest parts hashed until it fits.
+
+    ``parts`` are the values already encoded, if the caller has them.
+    """
+    if parts is None:
+        parts = [_part(value) for value in values]
+    whole = prefix + ":".join(parts)
+    if len(whole) <= _MAX_RUN_ID:
+        return whole
     while len(prefix) + sum(map(len, parts)) + len(parts) - 1 > _MAX_RUN_ID:
         longest = max(
             (n for n, part in enumerate(parts) if not part.startswith(HASHED)),
@@ -96,7 +114,10 @@ def writes_run_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> st
     Returns:
         The run id.
     """
-    return _fitted(WRITES_PREFIX, (thread_id, checkpoint_ns, checkpoint_id))
+    # The checkpoint id is new at every put: encoded uncached, so as not to push the
+    # thread's names out of _part's cache.
+    parts = [_part(thread_id), _part(checkpoint_ns), _encoded(checkpoint_id)]
+    return _fitted(WRITES_PREFIX, (thread_id, checkpoint_ns, checkpoint_id), parts)
 
 
 @functools.lru_cache(maxsize=4096, typed=True)
