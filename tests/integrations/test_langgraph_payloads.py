@@ -67,3 +67,35 @@ def test_a_run_of_one_marker_reads_as_the_marker_says(
 def test_damaged_writes_alone_in_their_run_raise() -> None:
     with pytest.raises(CorruptRecord):
         payloads.writes([task_writes(1, [[0, "a"]])])
+
+
+@pytest.mark.parametrize(
+    ("writes", "usual"),
+    [
+        ([[0, "a", 1], [1, "b", [2]]], True),
+        ([[-3, "x", 1], [0, "a", 1]], True),
+        ([], True),
+        ([[1, "b", 2], [0, "a", 1]], False),
+        ([[0, "a", 1], [0, "a", 2]], False),
+        ([[-1, "x", 1], [-1, "x", 2]], False),
+        ([[0, "a"]], False),
+        ([[0, 1, "a"]], False),
+    ],
+)
+def test_the_usual_writes_run_reads_as_the_rule_says(writes: list[Any], usual: bool) -> None:
+    """``one_task`` (a checkpoint read's shortcut) agrees with ``writes``, or leaves it to it."""
+    event = task_writes(1, writes)
+    one = payloads.one_task(event)
+    if not usual:
+        assert one is None
+        return
+    assert one is not None
+    task, seq, found = one
+    expected = [(w.task, w.channel, w.value, w.seq) for w in payloads.writes([event]).pending]
+    assert [(task, channel, value, seq) for channel, value in found] == expected
+
+
+def test_markers_and_damaged_writes_are_not_the_usual_writes_run() -> None:
+    for data in ({"langgraph": "deleted"}, {"langgraph": "unparented"}, {"other": 1}):
+        assert payloads.one_task(stored(1, data)) is None
+    assert payloads.one_task(task_writes(1, [[0, "a", 1]], path=None)) is None

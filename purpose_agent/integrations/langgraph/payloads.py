@@ -486,6 +486,34 @@ def writes(events: Iterable[PAEvent]) -> Writes:
     return _writes_of_many(events)
 
 
+def one_task(event: PAEvent) -> tuple[str, int, list[tuple[str, Any]]] | None:
+    """The writes of a writes run holding this one event, if it is the usual case.
+
+    That is one task's writes at ascending ``idx`` (LangGraph's 0, 1, 2...), which are then
+    the run's writes as :func:`writes` orders them: returned as the task, the event's seq and
+    each write's channel and stored value, without building a :class:`Pending` for each.
+    ``None`` for anything else (a marker, writes out of order, a damaged event): those are
+    :func:`writes`'s to read, or to refuse.
+    """
+    data = event.data
+    if data.get(KEY) != WRITES:
+        return None
+    task, entries = data.get("task"), data.get("writes")
+    if type(task) is not str or type(data.get("path")) is not str or type(entries) is not list:
+        return None
+    found = []
+    last: float = -math.inf
+    for entry in entries:
+        if type(entry) is not list or len(entry) != 3:
+            return None
+        idx, channel, value = entry
+        if type(idx) is not int or type(channel) is not str or not last < idx:
+            return None
+        last = idx
+        found.append((channel, value))
+    return task, event.seq, found
+
+
 def _writes_of_many(events: list[PAEvent]) -> Writes:
     gone = orphan = False
     kept: dict[tuple[str, int], Pending] = {}

@@ -141,27 +141,37 @@ class Reader:
         Returns:
             The tuple, or ``None`` if the checkpoint was deleted.
         """
-        writes = payloads.writes(events)
-        if writes.deleted:
-            return None
+        serde, load_value = self.serde, payloads.load_value
+        pending: list[tuple[str, str, Any]]
+        one = payloads.one_task(events[0]) if len(events) == 1 else None
+        if one is not None:
+            # The usual writes run: one task's writes, in order, none withdrawn.
+            task, seq, written = one
+            pending = [
+                (task, channel, load_value(serde, value, writes_run, seq))
+                for channel, value in written
+            ]
+            unparented = False
+        else:
+            writes = payloads.writes(events)
+            if writes.deleted:
+                return None
+            pending = [
+                (write.task, write.channel, load_value(serde, write.value, writes_run, write.seq))
+                for write in writes.pending
+            ]
+            unparented = writes.unparented
         thread_id, namespace = where
         checkpoint_id, parent, body, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
-        serde, load, seq = self.serde, payloads.load, event.seq
-        load_value = payloads.load_value
         return CheckpointTuple(
             config=config_for(thread_id, namespace, checkpoint_id),
             checkpoint=cast("Checkpoint", self._checkpoint(run_id, event, body)),
-            metadata=_mapping(load(serde, metadata, run_id, seq), event, "metadata"),
+            metadata=_mapping(payloads.load(serde, metadata, run_id, event.seq), event, "metadata"),
             parent_config=(
-                config_for(thread_id, namespace, parent)
-                if parent and not writes.unparented
-                else None
+                config_for(thread_id, namespace, parent) if parent and not unparented else None
             ),
-            pending_writes=[
-                (write.task, write.channel, load_value(serde, write.value, writes_run, write.seq))
-                for write in writes.pending
-            ],
+            pending_writes=pending,
         )
 
     def get_tuple(
@@ -336,6 +346,8 @@ class _Merge:
 
     def __init__(self, cursors: list[_Cursor]) -> None:
         self._cursors = cursors
+        # One cursor (a namespace named, the usual listing) needs no heap: its own order.
+        self._alone = cursors[0] if len(cursors) == 1 else None
         self._heads: list[tuple[_Newest, int]] = []
         # Cursors whose page is used up are read again only when the next checkpoint is
         # needed, so a listing that stops at its limit reads no page it does not use.
@@ -355,6 +367,14 @@ class _Merge:
 
     def pop(self) -> tuple[_Cursor, PAEvent] | None:
         """The newest checkpoint not yet taken, with its cursor; ``None`` when none is left."""
+        alone = self._alone
+        if alone is not None:
+            if not alone.events:
+                return None
+            event = alone.events.pop(0)
+            if not alone.events:
+                self._empty = [0]
+            return alone, event
         if not self._heads:
             return None
         _, position = heapq.heappop(self._heads)
@@ -368,5 +388,5 @@ class _Merge:
 
     def _push(self, position: int) -> None:
         events = self._cursors[position].events
-        if events:
+        if events and self._alone is None:
             heapq.heappush(self._heads, (_Newest(payloads.checkpoint_id(events[0])), position))
