@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("langgraph.checkpoint.base")
 
-from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import INTERRUPT
@@ -39,6 +39,7 @@ from purpose_agent.integrations.langgraph import (
     channels,
     group_for,
     payloads,
+    reads,
     run_id_for,
     writes_run_for,
 )
@@ -1256,3 +1257,12 @@ def test_setup_upgrades_a_database_downgraded_since_the_store_opened(tmp_path: A
         found = saver.get_tuple(_config("kept"))
         assert found is not None
         assert found.checkpoint["id"] == cid
+
+
+def test_checkpoint_tuples_are_built_as_langgraphs_constructor_builds_them() -> None:
+    """Reads build the tuple from its fields in order, skipping the named tuple's __new__."""
+    fields = ({"c": 1}, {"id": "x"}, {"step": 1}, None, [("t", "ch", 1)])
+    built = reads._checkpoint_tuple(fields)
+    assert type(built) is CheckpointTuple
+    assert built == CheckpointTuple(*fields)
+    assert (built.config, built.pending_writes) == (fields[0], fields[4])

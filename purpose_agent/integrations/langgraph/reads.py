@@ -17,8 +17,9 @@ append one, is skipped here.
 
 from __future__ import annotations
 
+import functools
 import heapq
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -44,6 +45,16 @@ def config_for(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> Runnab
             "checkpoint_id": checkpoint_id,
         }
     }
+
+
+_FIELDS = ("config", "checkpoint", "metadata", "parent_config", "pending_writes")
+# CheckpointTuple(...) without the named tuple's __new__ (a Python frame and keyword
+# arguments per checkpoint read), as long as LangGraph's tuple has these fields in this order.
+_checkpoint_tuple: Callable[[tuple[Any, ...]], CheckpointTuple] = (
+    functools.partial(tuple.__new__, CheckpointTuple)
+    if CheckpointTuple._fields == _FIELDS
+    else lambda fields: CheckpointTuple(*fields)
+)
 
 
 def could_be_key(checkpoint_id: str) -> bool:
@@ -164,14 +175,14 @@ class Reader:
         thread_id, namespace = where
         checkpoint_id, parent, body, metadata = payloads.checkpoint_parts(event)
         run_id = runs.run_id_for(thread_id, namespace)
-        return CheckpointTuple(
-            config=config_for(thread_id, namespace, checkpoint_id),
-            checkpoint=cast("Checkpoint", self._checkpoint(run_id, event, body)),
-            metadata=_mapping(payloads.load(serde, metadata, run_id, event.seq), event, "metadata"),
-            parent_config=(
-                config_for(thread_id, namespace, parent) if parent and not unparented else None
-            ),
-            pending_writes=pending,
+        return _checkpoint_tuple(
+            (
+                config_for(thread_id, namespace, checkpoint_id),
+                cast("Checkpoint", self._checkpoint(run_id, event, body)),
+                _mapping(payloads.load(serde, metadata, run_id, event.seq), event, "metadata"),
+                config_for(thread_id, namespace, parent) if parent and not unparented else None,
+                pending,
+            )
         )
 
     def get_tuple(
