@@ -65,7 +65,9 @@ class LastStored:
 
     def put(self, where: tuple[str, str], checkpoint_id: str, stored: Stored) -> None:
         """Remember a checkpoint just stored, dropping the least recently used past the budget."""
-        size = _ENTRY_COST + sum(_CHANNEL_COST + _size(value) for _, value in stored.values())
+        size = _ENTRY_COST + _CHANNEL_COST * len(stored)
+        for _, value in stored.values():
+            size += _size(value)
         with self._lock:
             old = self._entries.pop(where, None)
             if old is not None:
