@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import CorruptRecord, SQLCheckpointer
+from purpose_agent import CorruptRecord, SQLCheckpointer, StoreUnavailable
 from purpose_agent.ops.verify import verify_runs
 from purpose_agent.testing.suite import ev, st
 
@@ -275,3 +275,46 @@ def test_verify_reports_a_listed_run_id_no_read_accepts(url: str) -> None:
     # The events of 'other' lost their row to the rename: found by that, and read.
     assert "no run row" in damaged["other", "run"]
     assert (report.runs, report.events, report.snapshots) == (3, 7, 2)
+
+
+# -- a damaged SQLite file, where no run is being read ---------------------------------------
+
+
+@pytest.mark.sqlite
+def test_a_file_that_is_not_a_sqlite_database_says_so_when_the_store_opens(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    path.write_bytes(bytes(range(256)) * 64)  # a file of another program, or a ruined header
+    with pytest.raises(StoreUnavailable) as refused:
+        SQLCheckpointer(f"sqlite:///{path}")
+    assert "file is not a database; the URL names a file that is not a SQLite database" in str(
+        refused.value
+    )
+
+
+@pytest.mark.sqlite
+def test_a_damaged_page_of_the_runs_table_says_what_to_do_when_runs_are_listed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "runs.db"
+    url = f"sqlite:///{path}"
+    with SQLCheckpointer(url) as store:
+        for n in range(400):  # runs rows over several pages, so that a leaf can be hit
+            store.save_event(ev(f"run-{n:03}", 1))
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+        root = conn.exec_driver_sql(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'pa_runs'"
+        ).scalar_one()
+    engine.dispose()
+    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
+        file.seek((root - 1) * page_size)
+        file.write(bytes(range(256)) * (page_size // 256))
+    with SQLCheckpointer(url) as store, pytest.raises(StoreUnavailable) as refused:
+        store.list_runs()
+    assert "the SQLite file's own pages are damaged: `purpose-agent runs verify`" in str(
+        refused.value
+    )

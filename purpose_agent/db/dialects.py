@@ -411,6 +411,21 @@ class SQLiteFlavor(Flavor):
         code = getattr(exc.orig, "sqlite_errorcode", None)
         return isinstance(code, int) and code & 0xFF in (11, 26)  # SQLITE_CORRUPT, _NOTADB
 
+    def advice(self, exc: DBAPIError) -> str | None:  # noqa: D102
+        # Outside a run's read (opening the store, listing runs) damage has no run to name;
+        # the file is the URL's, and no retry or wait changes what SQLite finds in it.
+        code = getattr(exc.orig, "sqlite_errorcode", None)
+        if not isinstance(code, int):
+            return None
+        if code & 0xFF == 26:  # SQLITE_NOTADB
+            return (
+                "the URL names a file that is not a SQLite database, or one whose first page is "
+                "damaged: correct the URL, or restore the file from a backup"
+            )
+        if code & 0xFF == 11:  # SQLITE_CORRUPT
+            return _DAMAGED_FILE
+        return None
+
     def is_too_large(self, exc: DBAPIError) -> bool:  # noqa: D102
         return getattr(exc.orig, "sqlite_errorcode", None) == 18  # SQLITE_TOOBIG
 
@@ -872,6 +887,11 @@ class MariaDBFlavor(Flavor):
 
 
 _LOGIN = "the server refused the login: check the URL's user and password"
+_DAMAGED_FILE = (
+    "the SQLite file's own pages are damaged: `purpose-agent runs verify` lists what still "
+    "reads; restore the file from a backup, or copy what reads into a new store "
+    "(`purpose-agent copy`)"
+)
 _NO_DATABASE = (
     "the URL's database does not exist on the server: create it (CREATE DATABASE), and the "
     "store creates its tables in it"
