@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from purpose_agent import CorruptRecord, EventKind, NewEvent, PAEvent, RunState
 from purpose_agent.ops.verify import VerifyProgress, verify_runs
 from purpose_agent.stores.open import open_store
+from tests.sqlite_pages import ruin_page
 from tests.test_cli_support import STORES, invoke, make_store_url
 
 
@@ -216,16 +217,7 @@ def test_a_damaged_page_of_an_index_no_run_read_uses_is_found_in_a_sqlite_file(
             store.append(f"run-{n}", [NewEvent(kind=EventKind.CUSTOM, key=f"k{n}")])
     sound = invoke("runs", "verify", "--url", url)
     assert sound.exit_code == 0, sound.stdout
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
-        root = conn.exec_driver_sql(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'uq_pa_events_run_id_key'"
-        ).scalar_one()
-    engine.dispose()
-    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
-        file.seek((root - 1) * page_size)
-        file.write(bytes(range(256)) * (page_size // 256))
+    ruin_page(path, "SELECT rootpage FROM sqlite_master WHERE name = 'uq_pa_events_run_id_key'")
 
     result = invoke("runs", "verify", "--json", "--url", url)
     assert result.exit_code == 1
@@ -253,20 +245,11 @@ def _sqlite_with_a_damaged_page(tmp_path: Path, table: str) -> tuple[str, list[s
                     for i in range(1, 41)
                 ]
             )
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
-        pages = [
-            row[0]
-            for row in conn.exec_driver_sql(
-                "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
-                (table,),
-            )
-        ]
-    engine.dispose()
-    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
-        file.seek((pages[len(pages) // 2] - 1) * page_size)
-        file.write(bytes(range(256)) * (page_size // 256))
+    ruin_page(
+        path,
+        "SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno",
+        table,
+    )
     return url, run_ids
 
 

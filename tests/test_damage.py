@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from purpose_agent import CorruptRecord, SQLCheckpointer, StoreUnavailable
 from purpose_agent.ops.verify import verify_runs
 from purpose_agent.testing.suite import ev, st
+from tests.sqlite_pages import ruin_page
 
 DAMAGED_SEQ = 2
 SNAPSHOT_SEQ = 4
@@ -300,19 +301,9 @@ def test_a_damaged_page_of_the_runs_table_says_what_to_do_when_runs_are_listed(
     path = tmp_path / "runs.db"
     url = f"sqlite:///{path}"
     with SQLCheckpointer(url) as store:
-        for n in range(400):  # runs rows over several pages, so that a leaf can be hit
+        for n in range(400):  # enough runs rows for pa_runs to span several pages
             store.save_event(ev(f"run-{n:03}", 1))
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    with engine.connect() as conn:
-        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
-        root = conn.exec_driver_sql(
-            "SELECT rootpage FROM sqlite_master WHERE name = 'pa_runs'"
-        ).scalar_one()
-    engine.dispose()
-    with path.open("r+b") as file:  # what a bad sector or a stray write leaves
-        file.seek((root - 1) * page_size)
-        file.write(bytes(range(256)) * (page_size // 256))
+    ruin_page(path, "SELECT rootpage FROM sqlite_master WHERE name = 'pa_runs'")
     with SQLCheckpointer(url) as store, pytest.raises(StoreUnavailable) as refused:
         store.list_runs()
     assert "the SQLite file's own pages are damaged: `purpose-agent runs verify`" in str(
