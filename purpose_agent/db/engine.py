@@ -73,9 +73,10 @@ def parse_url(url: UrlLike) -> URL:
     if not isinstance(url, (str, URL)):
         # SQLAlchemy takes any object here and fails later, far from the call, with
         # "'bytes' object has no attribute 'render_as_string'".
+        # The value itself is not shown: it may hold a password.
         raise InvalidInput(
-            f"a database URL is a str (or a sqlalchemy URL, or the path of a SQLite file), "
-            f"not {type(url).__name__}: {url!r}"
+            "a database URL is a str (or a sqlalchemy URL, or the path of a SQLite file), "
+            f"not {type(url).__name__}"
         )
     try:
         parsed = make_url(url)
