@@ -50,14 +50,6 @@ def append(run_id: str, events: list[NewEvent], *, group: str) -> Op[list[PAEven
     return stored
 
 
-def appending(run_id: str, events: list[NewEvent], *, group: str) -> Call:
-    """:func:`append` as a call to yield directly (``put`` and ``put_writes``, one each).
-
-    As :func:`whole_run` does for reads: no helper generator and delegation per call.
-    """
-    return Call("append", (run_id, events), {"group": group})
-
-
 def event_by_key(run_id: str, key: str) -> Op[PAEvent | None]:
     """``store.event_by_key``."""
     found: PAEvent | None = yield Call("event_by_key", (run_id, key))

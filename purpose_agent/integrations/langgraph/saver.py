@@ -299,7 +299,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             run_id=str(run) if run is not None else None,
             names=where if runs.hashed(run_id) else None,
         )
-        yield calls.appending(run_id, [event], group=runs.group_for(thread_id))
+        yield from calls.append(run_id, [event], group=runs.group_for(thread_id))
         self._last_stored.put(where, checkpoint["id"], stored)
         return config_for(thread_id, namespace, checkpoint["id"])
 
@@ -325,7 +325,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         group = runs.group_for(thread_id)
         writer = _writer(config)
         try:
-            yield calls.appending(
+            yield from calls.append(
                 run_id,
                 [payloads.writes_of(task_id, task_path, stored, names=names, run_id=writer)],
                 group=group,
@@ -337,7 +337,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             unkeyed = payloads.writes_of(
                 task_id, task_path, stored, keyed=False, names=names, run_id=writer
             )
-            yield calls.appending(run_id, [unkeyed], group=group)
+            yield from calls.append(run_id, [unkeyed], group=group)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in {"keep_latest", "delete"}:
