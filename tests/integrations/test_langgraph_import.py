@@ -670,6 +670,70 @@ def test_a_type_the_source_will_not_load_refuses_its_thread_until_allowed(
     conn.close()
 
 
+_NEWEST = "checkpoint_id = (SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id = 'b')"
+_NO_CHANNELS = JsonPlusSerializer().dumps_typed({"v": 4, "id": "x"})[1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "parameters"),
+    [
+        pytest.param(
+            f"UPDATE checkpoints SET checkpoint = substr(checkpoint, 1, 10) WHERE {_NEWEST}",
+            (),
+            id="a truncated checkpoint",
+        ),
+        pytest.param(
+            f"UPDATE checkpoints SET type = 'bogus' WHERE {_NEWEST}", (), id="an unknown type"
+        ),
+        pytest.param(
+            "UPDATE writes SET value = substr(value, 1, 3) WHERE thread_id = 'b'",
+            (),
+            id="a truncated write",
+        ),
+        pytest.param(
+            "UPDATE checkpoints SET metadata = '[1]' WHERE thread_id = 'b'",
+            (),
+            id="metadata not a mapping",
+        ),
+        pytest.param(
+            f"UPDATE checkpoints SET checkpoint = ? WHERE {_NEWEST}",
+            (_NO_CHANNELS,),
+            id="a checkpoint without its channels",
+        ),
+    ],
+)
+def test_a_damaged_source_thread_is_refused_by_name_and_the_others_come_across(
+    tmp_path: Path, target_url: str, damage: str, parameters: tuple[Any, ...]
+) -> None:
+    """A row the source cannot load, or loads as no checkpoint: that thread only, nothing of it."""
+    path = tmp_path / "damaged.sqlite"
+    with SqliteSaver.from_conn_string(str(path)) as source:
+        for thread in ("a", "b", "c"):
+            graphs.approval(source).invoke({"request": thread}, _config(thread))
+        expected = {thread: _listed(source, thread) for thread in ("a", "c")}
+    with sqlite3.connect(path) as db:
+        db.execute(damage, parameters)
+    db.close()
+
+    with (
+        SqliteSaver.from_conn_string(str(path)) as source,
+        PurposeAgentSaver.from_url(target_url) as target,
+    ):
+        report = import_threads(source, target)
+
+        assert [problem.thread_id for problem in report.problems] == ["b"]
+        assert "damaged" in report.problems[0].message
+        assert report.threads_imported == 2
+        assert not _listed(target, "b")
+        for thread, listed in expected.items():
+            assert _listed(target, thread) == listed
+
+    done = invoke("import", "langgraph", "--from", f"sqlite:{path}", "--url", target_url)
+    assert done.exit_code == 1
+    assert "REFUSED 'b'" in done.stdout
+    assert "error: 1 of 3 threads not imported" in done.stderr
+
+
 # -- the command line ---------------------------------------------------------------------------
 
 

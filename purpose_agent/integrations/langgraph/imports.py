@@ -25,7 +25,9 @@ task's writes in one append. A target copy that is not a part of the source's (a
 with the same id and other content, or checkpoints the source lacks while the source has new
 ones to add) is refused as :class:`~purpose_agent.errors.ThreadConflict`, never merged: two
 histories in one thread would resume neither. A target that moved on after an import (the
-graph ran there since) holds all the source has and more; it is left as it is.
+graph ran there since) holds all the source has and more; it is left as it is. A thread the
+source cannot load whole (a blob cut short, a serialization ``type`` its serializer does not
+know, a row that loads as no checkpoint) is refused before anything of it is written.
 """
 
 from __future__ import annotations
@@ -107,7 +109,8 @@ class ImportReport:
         writes: Pending writes written (each ``(channel, value)`` counts one).
         checkpoints_present: Source checkpoints found already in the target, with their
             writes (a re-run's or a resumed import's).
-        problems: Threads refused (a conflict) or failed (a value the target refuses).
+        problems: Threads refused (a conflict, a row damaged in the source) or failed (a
+            value the target refuses).
 
     """
 
@@ -255,6 +258,70 @@ def _parent_id(found: CheckpointTuple) -> str | None:
     return parent
 
 
+_DAMAGED = "the source's copy of thread {thread_id!r} is damaged ({what}): {advice}"
+_DAMAGE_ADVICE = "repair or delete it in the source, or leave it out"
+
+
+@contextlib.contextmanager
+def _loadable(thread_id: str, drivers: tuple[type[BaseException], ...]) -> Iterator[None]:
+    """Say a source row its saver cannot load as the thread's problem, not a crash.
+
+    A checkpoint or write damaged in the source's database (a blob cut short, a ``type`` its
+    serializer does not know, metadata that is no mapping) fails inside the source's own
+    read with whatever its decoder raises: that thread is reported and the import goes on
+    with the next, as for a value the target refuses. The driver's errors are the store's.
+
+    Raises:
+        InvalidInput: The source's read raised neither a driver error nor one of ours.
+    """
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except drivers:
+        raise
+    except Exception as exc:
+        what = f"{type(exc).__name__}: {exc}"
+        raise InvalidInput(
+            _DAMAGED.format(thread_id=thread_id, what=what, advice=_DAMAGE_ADVICE)
+        ) from exc
+
+
+def _damage(found: CheckpointTuple) -> str:
+    """What makes a tuple the source loaded no checkpoint to resume from, or ``""``.
+
+    A source saver loads a row into whatever it decodes to; what the import and the
+    target's ``put`` read of it must be there, or the thread would fail half written.
+    """
+    checkpoint: Any = found.checkpoint
+    if not isinstance(checkpoint, Mapping):
+        return "a checkpoint that is not a mapping"
+    _, checkpoint_id = _where(found.config)
+    if checkpoint.get("id") != checkpoint_id:
+        return f"checkpoint {checkpoint_id!r} names another id"
+    for key in ("channel_values", "channel_versions", "versions_seen"):
+        if not isinstance(checkpoint.get(key), Mapping):
+            return f"checkpoint {checkpoint_id!r} has no {key}"
+    if not isinstance(found.metadata, Mapping):
+        return f"the metadata of checkpoint {checkpoint_id!r} is not a mapping"
+    return ""
+
+
+def _whole(thread_id: str, found: list[CheckpointTuple]) -> list[CheckpointTuple]:
+    """The thread's tuples, each checked to be a checkpoint (see :func:`_damage`).
+
+    Raises:
+        InvalidInput: One is not.
+    """
+    for one in found:
+        what = _damage(one)
+        if what:
+            raise InvalidInput(
+                _DAMAGED.format(thread_id=thread_id, what=what, advice=_DAMAGE_ADVICE)
+            )
+    return found
+
+
 class _Reading:
     """The source's reads, with its driver errors said as the store's own."""
 
@@ -279,10 +346,17 @@ class _Reading:
         return list(seen)
 
     def thread(self, thread_id: str) -> list[CheckpointTuple]:
-        """Every checkpoint of every namespace of the thread, each with its pending writes."""
-        with translated(f"reading LangGraph thread {thread_id!r}", self.where, *self.kinds):
+        """Every checkpoint of every namespace of the thread, each with its pending writes.
+
+        Raises:
+            InvalidInput: A checkpoint or write of the thread is damaged in the source.
+        """
+        with (
+            translated(f"reading LangGraph thread {thread_id!r}", self.where, *self.kinds),
+            _loadable(thread_id, self.kinds),
+        ):
             listed = list(self.source.list(_config(thread_id)))
-            return [self._with_writes(found) for found in listed]
+            return _whole(thread_id, [self._with_writes(found) for found in listed])
 
     def _with_writes(self, found: CheckpointTuple) -> CheckpointTuple:
         if found.pending_writes is not None:
@@ -718,7 +792,10 @@ def _import_thread(
 async def _athread(reading: _Reading, thread_id: str) -> list[CheckpointTuple]:
     """:meth:`_Reading.thread` through the source's async API."""
     source = reading.source
-    with translated(f"reading LangGraph thread {thread_id!r}", reading.where, *reading.kinds):
+    with (
+        translated(f"reading LangGraph thread {thread_id!r}", reading.where, *reading.kinds),
+        _loadable(thread_id, reading.kinds),
+    ):
         listed = [found async for found in source.alist(_config(thread_id))]
         complete = []
         for found in listed:
@@ -727,7 +804,7 @@ async def _athread(reading: _Reading, thread_id: str) -> list[CheckpointTuple]:
                 writes = again.pending_writes if again is not None else None
                 found = found._replace(pending_writes=list(writes or []))  # noqa: PLW2901
             complete.append(found)
-        return complete
+        return _whole(thread_id, complete)
 
 
 async def _athread_ids(reading: _Reading) -> list[str]:
