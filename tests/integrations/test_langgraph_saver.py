@@ -550,6 +550,28 @@ def test_copy_thread_twice_copies_once(saver: PurposeAgentSaver) -> None:
     assert len(store.list_runs(group=group_for("dst"))) == 2 + 5
 
 
+def test_copy_thread_twice_copies_interrupts_and_rewritten_writes_once(
+    saver: PurposeAgentSaver,
+) -> None:
+    """Writes stored without a key (an interrupt, a task's second writes) come across once."""
+    cid = _put(saver, "src")
+    config = _config("src", cid)
+    saver.put_writes(config, [(INTERRUPT, "approve?")], "asking")
+    saver.put_writes(config, [("ch", "first")], "task")
+    saver.put_writes(config, [("ch", "second"), ("more", 2)], "task")  # kept without a key
+    saver.copy_thread("src", "dst")
+    store = _sync(saver.store)
+    copied = store.list_events(writes_run_for("dst", "", cid))
+
+    saver.copy_thread("src", "dst")
+
+    assert store.list_events(writes_run_for("dst", "", cid)) == copied
+    assert len(copied) == 3
+    found = saver.get_tuple(_config("dst", cid))
+    assert found is not None
+    assert found.pending_writes == saver.get_tuple(config).pending_writes
+
+
 def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAgentSaver) -> None:
     thread_id = "user/42:chat\\1 ü"
     _put(saver, thread_id)

@@ -123,24 +123,46 @@ def copy_thread(source: str, target: str) -> Op[None]:
     """Append every event of the source thread's runs to the target thread's runs.
 
     Writes runs are copied before checkpoint runs, so that a copy cut short never shows a
-    checkpoint without its writes; every event keeps its key, so running the copy again
-    completes it without duplicating anything.
+    checkpoint without its writes. Running the copy again completes it without duplicating
+    anything: the events a target run already starts with, in the source's order (an
+    earlier copy's, whole or cut short), are not appended again, and every other event
+    keeps its key. Keys alone would not do: a special write (an interrupt, an error) and a
+    task's second writes are stored without one, and appended again they would be stored
+    twice, after whatever the target thread wrote since.
     """
     run_ids = sorted((yield from calls.list_runs(group=runs.group_for(source))))
     group = runs.group_for(target)
     copies = [run_id for run_id in run_ids if runs.is_writes(run_id)]
     copies += [run_id for run_id in run_ids if runs.is_checkpoints(run_id)]
     for run_id in copies:
-        since = 0
+        since = held = 0
+        matching = True  # the target run holds the source's events read so far, in order
         while True:
             page = yield from _page(run_id, since)
             if page:
                 copy_id, names = _copy_of(run_id, page[0], target)
                 copied = [payloads.copied(event, names) for event in page]
-                yield from calls.append(copy_id, copied, group=group)
+                if matching:
+                    there = yield from _page(copy_id, held)
+                    same = _held(copied, there)
+                    matching = same == len(copied)
+                    held = there[same - 1].seq if same else held
+                    copied = copied[same:]
+                if copied:
+                    yield from calls.append(copy_id, copied, group=group)
             if len(page) < BATCH:
                 break
             since = page[-1].seq
+
+
+def _held(copies: list[NewEvent], stored: list[PAEvent]) -> int:
+    """How many of ``copies``, from the first, ``stored`` holds in the same order."""
+    same = 0
+    for copy, event in zip(copies, stored, strict=False):
+        if (copy.kind, copy.lane_id, copy.data) != (event.kind, event.lane_id, event.data):
+            break
+        same += 1
+    return same
 
 
 def _copy_of(run_id: str, event: PAEvent, target: str) -> tuple[str, tuple[str, ...] | None]:
