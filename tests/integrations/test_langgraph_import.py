@@ -500,6 +500,21 @@ def test_workers_below_one_are_refused(sqlite_source: SqliteSaver) -> None:
         import_threads(sqlite_source, PurposeAgentSaver(InMemoryCheckpointer()), workers=0)
 
 
+@pytest.mark.parametrize("given", ["tt", b"tt"])
+def test_one_thread_id_given_alone_is_refused_not_taken_as_its_characters(
+    sqlite_source: SqliteSaver, given: Any
+) -> None:
+    """``"tt"`` would be the thread ``"t"`` (once); the async import refuses it alike."""
+    graphs.approval(sqlite_source).invoke({"request": "refund"}, _config("t"))
+    target = PurposeAgentSaver(InMemoryCheckpointer())
+
+    with pytest.raises(InvalidInput, match="a list of thread ids, not one"):
+        import_threads(sqlite_source, target, given)
+    with pytest.raises(InvalidInput, match="a list of thread ids, not one"):
+        asyncio.run(aimport_threads(sqlite_source, target, given))
+    assert not _listed(target, "t")
+
+
 def test_the_async_import_reads_an_async_source_and_writes_alike(
     tmp_path: Path, target_url: str
 ) -> None:

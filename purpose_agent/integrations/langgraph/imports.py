@@ -251,6 +251,24 @@ async def _asql_thread_ids(source: Any) -> list[str] | None:
     return None
 
 
+def _asked(thread_ids: Iterable[str]) -> list[str]:
+    """The threads asked for, each once, in the order given.
+
+    Raises:
+        InvalidInput: One id given alone (a ``str`` is an iterable of its characters: ``"tt"``
+            would import the thread ``"t"``), or an id that is not a string.
+    """
+    if isinstance(thread_ids, (str, bytes)):
+        raise InvalidInput(
+            f"thread_ids must be a list of thread ids, not one {type(thread_ids).__name__}: "
+            f"give [{thread_ids!r}]"
+        )
+    threads = list(dict.fromkeys(thread_ids))
+    if any(not isinstance(thread, str) for thread in threads):
+        raise InvalidInput("thread_ids must be strings")
+    return threads
+
+
 def _parent_id(found: CheckpointTuple) -> str | None:
     if found.parent_config is None:
         return None
@@ -741,14 +759,12 @@ def import_threads(
         ThreadConflict: With ``stop_on_conflict``, the first thread refused.
         StoreUnavailable: The source or the target cannot be read or written (the import
             stops; run it again to go on).
-        InvalidInput: ``workers`` below 1.
+        InvalidInput: ``workers`` below 1, or ``thread_ids`` one string or not strings.
     """
     if type(workers) is not int or workers < 1:
         raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
     reading = _Reading(source, where or type(source).__name__)
-    threads = list(dict.fromkeys(thread_ids)) if thread_ids is not None else reading.thread_ids()
-    if any(not isinstance(thread, str) for thread in threads):
-        raise InvalidInput("thread_ids must be strings")
+    threads = _asked(thread_ids) if thread_ids is not None else reading.thread_ids()
     tally = _Tally(ImportReport(threads_total=len(threads)), progress)
 
     def one(thread_id: str) -> None:
@@ -871,16 +887,12 @@ async def aimport_threads(
     Raises:
         ThreadConflict: With ``stop_on_conflict``, the first thread refused.
         StoreUnavailable: The source or the target cannot be read or written.
-        InvalidInput: ``workers`` below 1, or a thread id that is not a string.
+        InvalidInput: ``workers`` below 1, or ``thread_ids`` one string or not strings.
     """
     if type(workers) is not int or workers < 1:
         raise InvalidInput(f"workers must be an int >= 1, got {workers!r}")
     reading = _Reading(source, where or type(source).__name__)
-    threads = (
-        list(dict.fromkeys(thread_ids)) if thread_ids is not None else await _athread_ids(reading)
-    )
-    if any(not isinstance(thread, str) for thread in threads):
-        raise InvalidInput("thread_ids must be strings")
+    threads = _asked(thread_ids) if thread_ids is not None else await _athread_ids(reading)
     tally = _Tally(ImportReport(threads_total=len(threads)), progress)
     pending = iter(threads)
 
