@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -314,6 +315,31 @@ def test_a_command_whose_report_comes_after_its_work_ends_quietly_when_the_pipe_
     assert cut.stderr == ""
     with open_store(url) as store:
         assert store.list_runs() == []
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("as_json", [False, True])
+def test_a_check_that_found_damage_still_fails_when_its_reader_stops_early(
+    tmp_path: Path, as_json: bool
+) -> None:
+    """``runs verify | head -1`` exited 0 and said nothing once the table met the closed pipe.
+
+    The status is the check's outcome, which a scheduled check alerts on; a reader that saw
+    only the first line does not make the damage go away.
+    """
+    path = tmp_path / "damaged.db"
+    with open_store(f"sqlite:///{path}") as store:
+        store.save_events(
+            [PAEvent(run_id="r", seq=i, kind=EventKind.CUSTOM) for i in range(1, 2001)]
+        )
+    with sqlite3.connect(path) as conn:  # far more than a pipe holds to report
+        conn.execute("UPDATE pa_events SET data = '{x'")
+    conn.close()
+    args = ("runs", "verify", "--url", f"sqlite:///{path}", *(["--json"] if as_json else []))
+    lines, status, stderr = _stop_reading(*args, after_lines=1)
+    assert lines[0].strip()
+    assert status == 1
+    assert stderr == "error: 2,000 damaged records in 1 run of 1\n"
 
 
 @pytest.mark.postgres

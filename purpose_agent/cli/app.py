@@ -11,7 +11,9 @@ A reader that stops early (``purpose-agent runs events RUN | head -1``) is not a
 command ends quietly with status 0, whether the pipe closes while it prints or when Python
 flushes standard output on the way out. A command that prints as it works (``demo``) is not
 done when its output closes, so it says so and ends with status 141, as a process killed by
-``SIGPIPE``; the others print their report once the work is done.
+``SIGPIPE``; the others print their report once the work is done, and those whose status is
+what the work found (``runs verify``, ``copy``, ``import``, ``db check``) keep it
+(:func:`print_then_fail`).
 
 Ctrl-C ends any command with one line that says where it left the store (each such command
 names it with :func:`on_interrupt`) and status 130, as a shell reports ``SIGINT``; never with
@@ -25,6 +27,7 @@ import io
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import click
@@ -55,6 +58,30 @@ def on_interrupt(left: str, *, prints_as_it_works: bool = False) -> None:
     meta = click.get_current_context().meta
     meta[_LEFT] = left
     meta[_PRINTS_AS_IT_WORKS] = prints_as_it_works
+
+
+def print_then_fail(show: Callable[[], None], failure: Exception | None) -> None:
+    """Print a command's report with ``show``, then fail with ``failure``, if there is one.
+
+    The exit status of ``runs verify``, ``copy``, ``import`` and ``db check`` is what their
+    work found (damage, a run not copied, a schema behind), which a scheduled check alerts on:
+    a reader that closes the pipe part-way through the report (``| head -1``) leaves that
+    status and its ``error:`` line as they are, where a report that closes early otherwise
+    ends with status 0.
+
+    Args:
+        show: Prints the report on standard output.
+        failure: What the command ends with once the report is printed (a
+            :class:`CommandFailed` or one of the package's errors), or ``None``.
+    """
+    try:
+        show()
+    except BrokenPipeError:
+        if failure is None:
+            raise
+        _silence_stdout()
+    if failure is not None:
+        raise failure
 
 
 class LazyCommand(NamedTuple):

@@ -12,6 +12,7 @@ import sys
 import click
 from rich.table import Table
 
+from purpose_agent.cli.app import print_then_fail
 from purpose_agent.cli.options import json_option
 from purpose_agent.cli.output import CommandFailed, console, emit_json
 from purpose_agent.cli.progress import runs_bar
@@ -98,11 +99,12 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
                 err=True,
             )
             sys.exit(INTERRUPTED_EXIT)
-    if as_json:
-        emit_json(_report_json(report, source_name, dest_name))
-    else:
-        _print_report(report, source_name, dest_name)
+    failure = None
     if not report.ok:
-        raise CommandFailed(
+        failure = CommandFailed(
             f"{len(report.problems)} of {report.runs_total} runs were not copied completely"
         )
+    if as_json:
+        print_then_fail(lambda: emit_json(_report_json(report, source_name, dest_name)), failure)
+    else:
+        print_then_fail(lambda: _print_report(report, source_name, dest_name), failure)

@@ -14,7 +14,7 @@ import click
 from sqlalchemy import pool
 from sqlalchemy.exc import SQLAlchemyError
 
-from purpose_agent.cli.app import on_interrupt
+from purpose_agent.cli.app import on_interrupt, print_then_fail
 from purpose_agent.cli.confirm import confirm
 from purpose_agent.cli.options import (
     chosen_revision,
@@ -231,18 +231,17 @@ def check(as_json: bool, url: str | None) -> None:
         problem = SchemaNotCurrent(status.current, status.head, command)
     if as_json:
         pending = revisions_between(status.current, status.head) if status.known else []
-        emit_json(
-            {
-                **status.to_dict(),
-                "ok": problem is None,
-                "pending": pending,
-                "problem": None if problem is None else str(problem),
-                "command": command,
-            }
-        )
-    if problem is not None:
+        document = {
+            **status.to_dict(),
+            "ok": problem is None,
+            "pending": pending,
+            "problem": None if problem is None else str(problem),
+            "command": command,
+        }
+        print_then_fail(lambda: emit_json(document), problem)
+    elif problem is not None:
         raise problem
-    if not as_json:
+    else:
         console().print(f"{status.url}: schema is at revision {status.head} (head)")
 
 

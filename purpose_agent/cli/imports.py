@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from purpose_agent.cli.app import on_interrupt
+from purpose_agent.cli.app import on_interrupt, print_then_fail
 from purpose_agent.cli.options import json_option, url_option
 from purpose_agent.cli.output import CommandFailed, console, count, emit_json
 from purpose_agent.cli.progress import runs_bar
@@ -158,10 +158,19 @@ def langgraph(
             progress=progress,
             where=source.shown,
         )
+    failure = None
+    if not report.ok:
+        failure = CommandFailed(
+            f"{len(report.problems)} of {count(report.threads_total, 'thread')} not imported"
+        )
+    print_then_fail(lambda: _print_report(report, source.shown, where, as_json), failure)
+
+
+def _print_report(report: ImportReport, source: str, where: str, as_json: bool) -> None:
     if as_json:
         emit_json(
             {
-                "source": source.shown,
+                "source": source,
                 "dest": where,
                 "ok": report.ok,
                 "threads_total": report.threads_total,
@@ -175,13 +184,9 @@ def langgraph(
                 ],
             }
         )
-    else:
-        out = console()
-        out.print(f"Imported {source.shown} -> {where}")
-        for problem in report.problems:
-            out.print(f"  REFUSED {problem.thread_id!r}: {problem.message}")
-        out.print(_summary(report))
-    if not report.ok:
-        raise CommandFailed(
-            f"{len(report.problems)} of {count(report.threads_total, 'thread')} not imported"
-        )
+        return
+    out = console()
+    out.print(f"Imported {source} -> {where}")
+    for problem in report.problems:
+        out.print(f"  REFUSED {problem.thread_id!r}: {problem.message}")
+    out.print(_summary(report))

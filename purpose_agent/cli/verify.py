@@ -12,7 +12,7 @@ import sys
 import click
 from rich.table import Table
 
-from purpose_agent.cli.app import on_interrupt
+from purpose_agent.cli.app import on_interrupt, print_then_fail
 from purpose_agent.cli.options import json_option, selection_options, url_option
 from purpose_agent.cli.output import (
     CommandFailed,
@@ -96,12 +96,15 @@ def verify(
             None if group is None and prefix is None else run_ids(store, group=group, prefix=prefix)
         )
         report = verify_runs(store, chosen, progress, _integration_checks())
-    if as_json:
-        emit_json({"store": where, "group": group, "prefix": prefix, **report.to_dict()})
-    else:
-        _print_report(report, where, selection_text(group, prefix))
+    failure = None
     if not report.ok:
-        raise CommandFailed(
+        failure = CommandFailed(
             f"{count(len(report.damaged), 'damaged record')} in "
             f"{count(report.damaged_runs, 'run')} of {report.runs:,}"
         )
+    if as_json:
+        document = {"store": where, "group": group, "prefix": prefix, **report.to_dict()}
+        print_then_fail(lambda: emit_json(document), failure)
+    else:
+        scope = selection_text(group, prefix)
+        print_then_fail(lambda: _print_report(report, where, scope), failure)
