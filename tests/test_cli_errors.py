@@ -21,6 +21,10 @@ from tests.test_cli_support import invoke, run_module
 DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 
 
+def _url(tmp_path: Path, name: str) -> str:
+    return f"sqlite:///{tmp_path / name}"
+
+
 def test_a_database_that_is_down_is_one_line_through_the_real_entry_point(tmp_path: Path) -> None:
     result = run_module("runs", "list", "--url", DOWN, cwd=tmp_path)
     assert result.returncode == 1
@@ -340,6 +344,38 @@ def test_a_check_that_found_damage_still_fails_when_its_reader_stops_early(
     assert lines[0].strip()
     assert status == 1
     assert stderr == "error: 2,000 damaged records in 1 run of 1\n"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # SQLAlchemy ends the password at its first '@': the rest was printed as the host, and
+        # the driver's error named it again ("failed to resolve host 'cret-pw@127.0.0.1'").
+        "postgresql+psycopg://app:s3@cret-pw@127.0.0.1:1/agents",
+        "mariadb+pymysql://app:s3@cret-pw@127.0.0.1:1/agents",
+        # The rest did not parse as a port, which the error quoted: 'cret-pw@127.0.0.1:1'.
+        "postgresql+psycopg://app:s3@x:cret-pw@127.0.0.1:1/agents",
+        # Not a URL at all: the text shown was masked only up to a '/', '?' or '#'.
+        "postgresql+psycopg://app:s3/cret-pw@127.0.0.1:notaport/agents",
+        "postgresql+psycopg://app:s3?cret-pw@127.0.0.1:notaport/agents",
+    ],
+)
+def test_a_password_holding_url_delimiters_is_never_printed(url: str, tmp_path: Path) -> None:
+    """An unescaped ``@`` (or ``/``, ``?``, ``#``) in a password is an operator's usual slip."""
+    imported = invoke("import", "langgraph", "--from", url, "--url", _url(tmp_path, "to.db"))
+    assert imported.exit_code == 1, imported.output
+    assert "cret" not in imported.output
+    for args in (
+        ("runs", "list", "--url", url),
+        ("db", "current", "--url", url),
+        ("copy", url, _url(tmp_path, "copy.db")),
+    ):
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "cret" not in result.output, args
+        assert result.stderr.startswith("error: not a database URL: "), result.stderr
+    if "@cret" in url:
+        assert "write an '@' in the user name or password as %40" in result.stderr
 
 
 @pytest.mark.postgres

@@ -34,8 +34,9 @@ def default_url() -> str:
 
 
 # Drivers take a password in the query string as well as before the host (libpq's password and
-# sslpassword; PyMySQL's password and passwd).
-_SECRET_USERINFO = re.compile(r"^([^:/?#]+://[^:/?#@]*):[^/?#]*@")
+# sslpassword; PyMySQL's password and passwd). Text that is no URL may hold a password with any
+# character, '/', '?', '#' and '@' included: everything up to the last '@' is hidden.
+_SECRET_USERINFO = re.compile(r"^([^:/?#]+://[^:/?#@]*):.*@")
 _SECRET_QUERY = re.compile(r"([?&](?:password|passwd|sslpassword)=)[^&#]*", re.IGNORECASE)
 
 
@@ -52,6 +53,8 @@ def shown_text(text: str) -> str:
     """Text given as a URL that may not parse, as messages print it: passwords as ``***``."""
     return _SECRET_QUERY.sub(r"\1***", _SECRET_USERINFO.sub(r"\1:***@", text))
 
+
+_AT_IN_USERINFO = "write an '@' in the user name or password as %40"
 
 # What a store takes for its database: a URL, or the path of a SQLite file.
 UrlLike = str | URL | os.PathLike[str]
@@ -80,9 +83,19 @@ def parse_url(url: UrlLike) -> URL:
         )
     try:
         parsed = make_url(url)
-    except (ArgumentError, ValueError) as exc:  # ValueError: a port that is not a number
+    except ArgumentError as exc:
         shown = shown_text(url) if isinstance(url, str) else shown_url(url)
         raise InvalidInput(f"not a database URL: {shown!r} ({exc})") from exc
+    except ValueError as exc:  # a port that is not a number, quoted by the error
+        # SQLAlchemy ends a password at its first '@'; a ':' after it starts a "port", whose
+        # quote in the error would be the rest of the password.
+        shown = shown_text(url) if isinstance(url, str) else shown_url(url)
+        why = _AT_IN_USERINFO if "@" in str(exc) else "its port is not a number"
+        raise InvalidInput(f"not a database URL: {shown!r} ({why})") from exc
+    if isinstance(url, str) and parsed.host is not None and "@" in parsed.host:
+        # The rest of the password was taken for the host: printed with the URL, and by the
+        # driver that fails to resolve it.
+        raise InvalidInput(f"not a database URL: {shown_text(url)!r} ({_AT_IN_USERINFO})")
     drivers = {
         "postgresql": "postgresql+psycopg",
         "postgres": "postgresql+psycopg",

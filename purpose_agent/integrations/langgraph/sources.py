@@ -24,6 +24,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from purpose_agent.db.engine import shown_text
 from purpose_agent.errors import InvalidInput, unavailable
 
 _POSTGRES = ("postgres", "postgresql")
@@ -60,6 +61,13 @@ def parse_source(text: str) -> Source:
             parts = urlsplit(text)
         except ValueError as exc:  # a malformed host, such as an unclosed "[" of IPv6
             raise InvalidInput(f"{_shown(text)} is not a valid postgres URL ({exc})") from exc
+        if "@" in parts.netloc.rpartition("@")[0]:
+            # libpq ends the password at its first '@' and takes the rest for the host, which
+            # its error ("failed to resolve host ...") would print.
+            raise InvalidInput(
+                f"{_shown(text)} is not a valid postgres URL (write an '@' in the user name or "
+                "password as %40)"
+            )
         location = urlunsplit(("postgresql", *parts[1:]))
         return Source("postgres", location, _hidden(location))
     if base == "sqlite":
@@ -75,7 +83,11 @@ def parse_source(text: str) -> Source:
 
 
 def _hidden(url: str) -> str:
-    """The URL with its password, before the host or in the query string, as ``***``."""
+    """The URL with its password, before the host or in the query string, as ``***``.
+
+    A password holding a '/', '?' or '#' ends the host part for urllib, which then sees no
+    password: the text up to the last '@' is hidden as well (:func:`shown_text`).
+    """
     parts = urlsplit(url)
     netloc = parts.netloc
     if parts.password is not None:
@@ -87,7 +99,7 @@ def _hidden(url: str) -> str:
         else pair
         for pair in parts.query.split("&")
     )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return shown_text(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
 
 
 def _shown(text: str) -> str:
