@@ -239,6 +239,45 @@ def test_ctrl_c_says_where_the_command_left_the_store_and_exits_130(
     assert "Aborted" not in result.stderr
 
 
+@pytest.mark.sqlite
+def test_ctrl_c_while_the_store_closes_its_connections_is_one_line(tmp_path: Path) -> None:
+    """Ctrl-C as prune closed its store printed "Exception closing connection" and a traceback.
+
+    The pool that logs it is the package's own, whose logger is not under ``sqlalchemy``. Run
+    in a process of its own: pytest's log capture would take what Python prints there.
+    """
+    url = _url(tmp_path, "store.db")
+    with open_store(url) as store:
+        store.save_events([PAEvent(run_id="r", seq=1, kind=EventKind.CUSTOM)])
+    script = (
+        "import sys\n"
+        "from sqlalchemy.engine.default import DefaultDialect\n"
+        "from purpose_agent.cli import main\n"
+        "from purpose_agent.db.thread_pool import ThreadQueuePool\n"
+        "closing = DefaultDialect.do_close\n"
+        "def interrupted(self, connection):\n"
+        "    closing(self, connection)\n"
+        "    if isinstance(sys._getframe(1).f_locals.get('self'), ThreadQueuePool):\n"
+        "        raise KeyboardInterrupt  # as the store's own pool closes\n"
+        "DefaultDialect.do_close = interrupted\n"
+        f"sys.argv = ['purpose-agent', 'prune', '--covered', '--url', {url!r}]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "interrupted: what was pruned stays pruned and nothing is half-pruned (a run or a page "
+        "of runs per transaction); run the same command again to finish"
+    ]
+
+
 def _piped(command: str, reader: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``command | reader`` in a shell, with the command's own exit status (not the reader's)."""
     return subprocess.run(

@@ -42,6 +42,9 @@ PIPE_CLOSED_EXIT = 141
 _LEFT = "purpose_agent.interrupted"
 _PRINTS_AS_IT_WORKS = "purpose_agent.prints_as_it_works"
 _QUIET_LOGS = "purpose_agent.quiet_logs"
+# The loggers of the connection pools: SQLAlchemy's, and the package's own (db.thread_pool and
+# its kin), which log under their module's name as SQLAlchemy's pools do under theirs.
+_POOL_LOGGERS = ("sqlalchemy", "purpose_agent.db")
 # Where an error names a URL the user did not type (see options.resolve_url): said after it.
 URL_NOTE = "purpose_agent.url_note"
 
@@ -154,7 +157,8 @@ def _debug_after_the_command(ctx: click.Context, _param: click.Parameter, value:
     root.params["debug"] = True
     quiet = root.meta.pop(_QUIET_LOGS, None)
     if quiet is not None:
-        logging.getLogger("sqlalchemy").removeHandler(quiet)
+        for name in _POOL_LOGGERS:
+            logging.getLogger(name).removeHandler(quiet)
 
 
 def _accept_debug(command: click.Command) -> None:
@@ -225,11 +229,12 @@ class App(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
         if not ctx.params.get("debug"):
-            # A connection closed while Ctrl-C unwinds the stack is logged by SQLAlchemy's
+            # A connection closed while Ctrl-C unwinds the stack is logged by its
             # pool with the interrupt's traceback; the one line below says what happened.
             # Removed again by a --debug after the command name.
             quiet = ctx.meta[_QUIET_LOGS] = logging.NullHandler()
-            logging.getLogger("sqlalchemy").addHandler(quiet)
+            for name in _POOL_LOGGERS:
+                logging.getLogger(name).addHandler(quiet)
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
