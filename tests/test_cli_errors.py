@@ -137,6 +137,16 @@ def test_a_bad_run_id_is_one_line_and_a_traceback_with_debug(tmp_path: Path) -> 
     assert traced.returncode == 1
 
 
+def test_an_error_line_escapes_control_characters(tmp_path: Path) -> None:
+    """What an error quotes (a path, a URL, a database's own message) could drive the terminal:
+    an OSC sequence retitled it, since click strips only colour codes, and only off a terminal."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        result = invoke("runs", "list", "--url", "jsonl:\x1b]0;owned\x07\x9b2Jruns")
+    assert result.exit_code == 1
+    assert result.stderr == "error: no JSONL folder at \\x1b]0;owned\\x07\\x9b2Jruns\n"
+
+
 def test_version_and_help_name_the_command() -> None:
     assert invoke("--version").stdout == "purpose-agent, version 0.1.0\n"
     help_text = invoke("--help").stdout

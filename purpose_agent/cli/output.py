@@ -36,8 +36,13 @@ class CommandFailed(click.ClickException):
     exit_code = 1
 
     def show(self, file: IO[Any] | None = None) -> None:
-        """Print the message on one line."""
-        click.echo(f"error: {one_line(self.format_message())}", file=file, err=file is None)
+        """Print the message on one line, its control characters escaped.
+
+        A message quotes what it is about (a path, a URL, a database's own words), which the
+        terminal must not obey.
+        """
+        message = printable(one_line(self.format_message()))
+        click.echo(f"error: {message}", file=file, err=file is None)
 
 
 def console() -> Console:
