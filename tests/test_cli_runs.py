@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -210,6 +212,58 @@ def test_runs_print_a_lone_surrogate_as_a_json_escape(tmp_path: Path) -> None:
     assert json.loads(run("runs", "show", "r", "--json"))["snapshot"]["data"] == data
     assert "\\udc80" in run("runs", "events", "r")
     assert '"text": "half \\udc80 pair"' in run("runs", "show", "r")
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("encoding", ["ascii", "latin-1"])
+def test_runs_print_what_a_non_utf8_output_cannot_encode_as_escapes(
+    tmp_path: Path, encoding: str
+) -> None:
+    """On a standard output that is not UTF-8 (``LANG=C`` with ``PYTHONUTF8=0``, a Latin-1
+    locale), every command failed with UnicodeEncodeError on the first run id, group or datum
+    it could not encode: one such run made ``runs list`` useless."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    run_id = "zürich-\u2192"
+    data = {"city": "Zürich \u2192 Köln", "mark": "\u202e"}
+    with open_store(url) as store:
+        store.append(
+            run_id,
+            [NewEvent(kind=EventKind.MESSAGE, data=data)],
+            snapshot=RunState(run_id=run_id, data=data),
+            group="gruppe-\u2192",
+        )
+    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+    env["PYTHONIOENCODING"] = encoding  # strict, as a non-UTF-8 locale's stdout is
+
+    def run(*args: str) -> bytes:
+        done = subprocess.run(
+            [sys.executable, "-m", "purpose_agent", *args, "--url", url],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    # Scripts get the exact values back, as JSON's \u escapes.
+    listed = run("runs", "list", "--json")
+    assert listed.isascii()
+    assert json.loads(listed)["runs"][0]["run_id"] == run_id
+    assert json.loads(run("runs", "groups", "--json"))["groups"][0]["group"] == "gruppe-\u2192"
+    assert json.loads(run("runs", "show", run_id, "--json"))["snapshot"]["data"] == data
+    assert json.loads(run("runs", "events", run_id, "--json"))["data"] == data
+    # People see an escape where the terminal has no character (click writes UTF-8 to an
+    # ASCII stream, which it takes for a mistake, so `runs events` is checked on Latin-1).
+    shown = [run("runs", "list"), run("runs", "groups"), run("runs", "show", run_id)]
+    shown += [run("runs", "verify")]
+    if encoding == "latin-1":
+        shown.append(run("runs", "events", run_id))
+    for output in shown:
+        text = output.decode(encoding)
+        assert "\\u2192" in text or "Read 1 run" in text
+        assert "\u2192" not in text
 
 
 @pytest.mark.sqlite

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import click
 
 from purpose_agent import __version__
-from purpose_agent.cli.output import CommandFailed
+from purpose_agent.cli.output import CommandFailed, escape_what_stdout_cannot_encode
 from purpose_agent.errors import CheckpointError
 
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
@@ -228,6 +228,7 @@ class App(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the command; translate failures unless ``--debug`` asks for the traceback."""
+        escape_what_stdout_cannot_encode()
         if not ctx.params.get("debug"):
             # A connection closed while Ctrl-C unwinds the stack is logged by its
             # pool with the interrupt's traceback; the one line below says what happened.

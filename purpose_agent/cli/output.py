@@ -7,8 +7,10 @@ imported only then, so that ``--version`` and ``--help`` do not pay for it.
 
 from __future__ import annotations
 
+import codecs
 import errno
 import functools
+import io
 import json
 import re
 import sys
@@ -80,8 +82,15 @@ def _console_class() -> type[Console]:
             raise BrokenPipeError(errno.EPIPE, "the reader closed the pipe")
 
         def render_str(self, text: str, **options: Any) -> Any:
-            """Every string a table cell or a line shows, control characters escaped."""
-            return super().render_str(printable(text), **options)
+            """Every string a table cell or a line shows, control characters escaped.
+
+            On a stream that is not UTF-8, so is what it cannot encode, before the table is
+            laid out: escaped only when written, a cell would be wider than its column.
+            """
+            shown = printable(text)
+            if not encodes_all(self.file):
+                shown = shown.encode(self.encoding, "backslashreplace").decode(self.encoding)
+            return super().render_str(shown, **options)
 
     return PipeConsole
 
@@ -94,16 +103,19 @@ def is_terminal(stream: IO[str]) -> bool:
         return False
 
 
-def json_text(value: Any, *, indent: int | None = None, compact: bool = False) -> str:
+def json_text(
+    value: Any, *, indent: int | None = None, compact: bool = False, ascii_only: bool = False
+) -> str:
     r"""``value`` as JSON text that any UTF-8 stream can carry.
 
     Text stays readable (``ensure_ascii=False``), except lone surrogates, which the stores keep
     exactly but UTF-8 cannot encode: written raw they fail a strict standard output and come
     out as bytes no JSON reader accepts under ``surrogateescape``. As ``\udc80`` escapes they
-    parse back to the same string.
+    parse back to the same string. ``ascii_only`` escapes every other character too, for a
+    stream that is not UTF-8.
     """
     separators = (",", ":") if compact else None
-    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
+    text = json.dumps(value, indent=indent, ensure_ascii=ascii_only, separators=separators)
     if _SURROGATE.search(text) is None:
         return text
     return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
@@ -111,12 +123,34 @@ def json_text(value: Any, *, indent: int | None = None, compact: bool = False) -
 
 def emit_json(document: Any) -> None:
     """Print one JSON document (for ``--json``): what scripts parse."""
-    click.echo(json_text(document, indent=2))
+    click.echo(json_text(document, indent=2, ascii_only=not encodes_all(sys.stdout)))
 
 
 def emit_json_line(document: Any) -> None:
     """Print one JSON value on one line (JSON Lines, for streams of events)."""
-    click.echo(json_text(document, compact=True))
+    click.echo(json_text(document, compact=True, ascii_only=not encodes_all(sys.stdout)))
+
+
+def encodes_all(stream: IO[str]) -> bool:
+    """Whether ``stream`` can encode any text (a UTF encoding), or only some characters."""
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name.startswith("utf")
+    except LookupError:
+        return False
+
+
+def escape_what_stdout_cannot_encode() -> None:
+    """Write what standard output cannot encode as backslash escapes, as standard error does.
+
+    A standard output that is not UTF-8 (``LANG=C`` with ``PYTHONUTF8=0``, a Latin-1 locale,
+    ``PYTHONIOENCODING=ascii``) is strict: the first run id, group or datum it could not
+    encode failed the whole command with ``UnicodeEncodeError``. ``--json`` is pure ASCII
+    there instead (:func:`emit_json`), so that it still parses to the exact values.
+    """
+    stream = sys.stdout
+    if encodes_all(stream) or not isinstance(stream, io.TextIOWrapper):
+        return
+    stream.reconfigure(errors="backslashreplace")
 
 
 def when(seconds: float | None) -> str:
