@@ -16,7 +16,7 @@ from sqlalchemy.engine import URL
 
 from purpose_agent import EventKind, InvalidInput, InvalidRunId, PAEvent, SQLCheckpointer
 from purpose_agent.stores.open import open_store
-from tests.test_cli_support import invoke, run_module
+from tests.test_cli_support import invoke, run_module, run_on_a_terminal
 
 DOWN = "postgresql+psycopg://postgres@127.0.0.1:1/test"
 
@@ -286,6 +286,44 @@ def test_ctrl_c_while_the_store_closes_its_connections_is_one_line(tmp_path: Pat
         "interrupted: what was pruned stays pruned and nothing is half-pruned (a run or a page "
         "of runs per transaction); run the same command again to finish"
     ]
+
+
+@pytest.mark.sqlite
+def test_sigterm_during_a_progress_bar_gives_the_terminal_back_and_says_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    """``kill`` (or ``timeout``) of a command showing a bar left the terminal's cursor hidden.
+
+    SIGTERM now unwinds as Ctrl-C does: the bar is taken down, the store closed, one line says
+    where things stand, and the status is 143, as a shell reports SIGTERM.
+    """
+    url = _url(tmp_path, "store.db")
+    with open_store(url) as store:
+        for run in ("a", "b"):
+            store.save_events([PAEvent(run_id=run, seq=1, kind=EventKind.CUSTOM)])
+    script = (
+        "import os, signal, sys, time\n"
+        "import purpose_agent.cli.verify as verify\n"
+        "from purpose_agent.cli import main\n"
+        "def read(store, chosen, progress, check):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # as `kill` from another shell\n"
+        "    time.sleep(60)\n"
+        "verify.verify_runs = read\n"
+        "sys.argv[0] = 'purpose-agent'\n"
+        "main()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PURPOSE_AGENT_DB_URL"}
+    status, stdout, shown = run_on_a_terminal(
+        "runs", "verify", "--url", url, terminal="stderr", env=env, python=("-c", script)
+    )
+    assert status == 143
+    assert stdout == ""
+    assert "\x1b[?25l" in shown  # the bar hid the cursor...
+    assert shown.rindex("\x1b[?25h") > shown.rindex("\x1b[?25l")  # ...and showed it again
+    assert shown.rstrip().endswith(
+        "terminated: the check did not finish, so the runs it had not read yet are not known "
+        "to be sound (nothing was written); run it again"
+    )
 
 
 def _piped(command: str, reader: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -63,6 +63,7 @@ def run_on_a_terminal(
     env: dict[str, str],
     columns: int | None = None,
     cwd: Path | None = None,
+    python: tuple[str, ...] = ("-m", "purpose_agent"),
 ) -> tuple[int, str, str]:
     """Run ``python -m purpose_agent ARGS`` with one stream on a pseudo-terminal, the other piped.
 
@@ -75,6 +76,7 @@ def run_on_a_terminal(
         env: The whole environment of the command.
         columns: The terminal's width, as a window resize sets it; left as the system's if None.
         cwd: The command's working directory.
+        python: What runs the command: ``-m purpose_agent``, or ``-c SCRIPT`` that does.
 
     Returns:
         The exit code, what the piped stream carried, and what the terminal showed.
@@ -90,7 +92,7 @@ def run_on_a_terminal(
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, terminal: follower}
     try:
         process = subprocess.Popen(
-            [sys.executable, "-m", "purpose_agent", *args],
+            [sys.executable, *python, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

@@ -17,7 +17,8 @@ what the work found (``runs verify``, ``copy``, ``import``, ``db check``) keep i
 
 Ctrl-C ends any command with one line that says where it left the store (each such command
 names it with :func:`on_interrupt`) and status 130, as a shell reports ``SIGINT``; never with
-a traceback, nor with status 1, which ``runs verify`` gives when it finds damage.
+a traceback, nor with status 1, which ``runs verify`` gives when it finds damage. ``SIGTERM``
+does the same (:class:`Terminated`), with status 143.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ import importlib
 import io
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import click
@@ -38,6 +42,7 @@ from purpose_agent.errors import CheckpointError
 
 DEBUG_ENV = "PURPOSE_AGENT_DEBUG"
 INTERRUPTED_EXIT = 130
+TERMINATED_EXIT = 143
 PIPE_CLOSED_EXIT = 141
 _LEFT = "purpose_agent.interrupted"
 _PRINTS_AS_IT_WORKS = "purpose_agent.prints_as_it_works"
@@ -47,6 +52,33 @@ _QUIET_LOGS = "purpose_agent.quiet_logs"
 _POOL_LOGGERS = ("sqlalchemy", "purpose_agent.db")
 # Where an error names a URL the user did not type (see options.resolve_url): said after it.
 URL_NOTE = "purpose_agent.url_note"
+
+
+class Terminated(KeyboardInterrupt):
+    """``SIGTERM`` (``kill``, ``timeout``, a supervisor), raised where Ctrl-C raises its own.
+
+    Python's default for it ends the process at once: a progress bar left the terminal's
+    cursor hidden, and nobody was told where the store was left. Raised instead, it unwinds
+    the command as Ctrl-C does (the bar is taken down, transactions roll back, connections
+    close), and every ``except KeyboardInterrupt`` on the way treats it alike.
+    """
+
+
+def _raise_terminated(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _terminate_by_unwinding() -> Iterator[None]:
+    """Turn ``SIGTERM`` into :class:`Terminated` while a command runs (on the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set there (a test driving the command elsewhere)
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def on_interrupt(left: str, *, prints_as_it_works: bool = False) -> None:
@@ -237,7 +269,8 @@ class App(click.Group):
             for name in _POOL_LOGGERS:
                 logging.getLogger(name).addHandler(quiet)
         try:
-            return super().invoke(ctx)
+            with _terminate_by_unwinding():
+                return super().invoke(ctx)
         except BrokenPipeError:
             _silence_stdout()
             left = ctx.meta.get(_LEFT)
@@ -246,10 +279,13 @@ class App(click.Group):
                 raise click.exceptions.Exit(0) from None
             click.echo(f"stopped: its output was closed before it finished; {left}", err=True)
             raise click.exceptions.Exit(PIPE_CLOSED_EXIT) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             if ctx.params.get("debug"):
                 raise
             left = ctx.meta.get(_LEFT, "it stopped before it finished")
+            if isinstance(exc, Terminated):
+                click.echo(f"\nterminated: {left}", err=True)
+                raise click.exceptions.Exit(TERMINATED_EXIT) from None
             click.echo(f"\ninterrupted: {left}", err=True)
             raise click.exceptions.Exit(INTERRUPTED_EXIT) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):

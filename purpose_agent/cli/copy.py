@@ -12,7 +12,7 @@ import sys
 import click
 from rich.table import Table
 
-from purpose_agent.cli.app import print_then_fail
+from purpose_agent.cli.app import on_interrupt, print_then_fail
 from purpose_agent.cli.options import json_option
 from purpose_agent.cli.output import CommandFailed, console, emit_json
 from purpose_agent.cli.progress import runs_bar
@@ -20,8 +20,6 @@ from purpose_agent.cli.stores import open_target
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyReport, copy_runs
 from purpose_agent.stores.open import describe, parse_target
-
-INTERRUPTED_EXIT = 130
 
 
 def _report_json(report: CopyReport, source: str, dest: str) -> dict[str, object]:
@@ -80,6 +78,9 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
     Counts and groups are verified at the end; the exit status is 1 if any run failed or does
     not match.
     """
+    on_interrupt(
+        "run the same command again to finish; what was copied is recognised, nothing is duplicated"
+    )
     source_target, dest_target = parse_target(source), parse_target(dest)
     if source_target.same_store(dest_target):
         raise InvalidInput(f"source and destination are the same store: {source_target}")
@@ -90,15 +91,7 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
         runs_bar(show_bar, "copying") as progress,
     ):
         source_name, dest_name = describe(reader), describe(writer)
-        try:
-            report = copy_runs(reader, writer, progress, batch_size=batch_size)
-        except KeyboardInterrupt:
-            click.echo(
-                "interrupted: run the same command again to finish; "
-                "what was copied is recognised, nothing is duplicated",
-                err=True,
-            )
-            sys.exit(INTERRUPTED_EXIT)
+        report = copy_runs(reader, writer, progress, batch_size=batch_size)
     failure = None
     if not report.ok:
         failure = CommandFailed(
