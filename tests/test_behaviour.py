@@ -8,6 +8,7 @@ row that could never fail would show up here.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from purpose_agent import (
     PAEvent,
     Recovery,
     RunState,
+    RunStatus,
     SequenceConflict,
     SQLCheckpointer,
 )
@@ -347,20 +349,128 @@ class _TsToTheMicrosecond(InMemoryCheckpointer):
         super().save_event(event.model_copy(update={"ts": round(event.ts, 6)}))
 
 
+class _EncodesWithJsonDumps(InMemoryCheckpointer):
+    """Runs data through json.dumps and json.loads, which read a surrogate pair as one character."""
+
+    def save_event(self, event: PAEvent) -> None:
+        data = json.loads(json.dumps(event.data))
+        super().save_event(event.model_copy(update={"data": data}))
+
+
+class _OffsetAsSQLiteTakesIt(InMemoryCheckpointer):
+    """Hands list_runs' limit and offset on unchecked: SQLite reads a negative OFFSET as 0."""
+
+    def list_runs(self, limit: int | None = None, *, offset: int = 0) -> list[str]:
+        if offset >= 2**63:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return super().list_runs(limit, offset=max(int(offset), 0))
+
+
+class _SnapshotTimesToTheMillisecond(InMemoryCheckpointer):
+    """Keeps a snapshot's created_at and updated_at to the millisecond, as DATETIME(3) would."""
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        times = {"created_at": round(state.created_at, 3), "updated_at": round(state.updated_at, 3)}
+        super().save_snapshot(run_id, state.model_copy(update=times))
+
+
+class _HandsOutWhatItKeeps(InMemoryCheckpointer):
+    """Returns the same event objects on every read, so a caller's edit changes the store."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._kept: dict[tuple[str, int], PAEvent] = {}
+
+    def list_events(
+        self, run_id: str, since_seq: int = 0, limit: int | None = None
+    ) -> list[PAEvent]:
+        read = super().list_events(run_id, since_seq, limit)
+        return [self._kept.setdefault((event.run_id, event.seq), event) for event in read]
+
+
+class _StatusByValue(InMemoryCheckpointer):
+    """Takes a snapshot's status as a plain string, as a store writing a TEXT column would."""
+
+    def save_snapshot(self, run_id: str, state: RunState) -> None:
+        if type(state.status) is str:
+            state = state.model_copy(update={"status": RunStatus(state.status)})
+        super().save_snapshot(run_id, state)
+
+
 @pytest.mark.parametrize(
-    ("store", "row"),
+    ("store", "row", "args"),
     [
-        (_LenientReads, "test_bad_run_id_is_refused_by_every_method"),
-        (_SameSeqSnapshotKeptInBatches, "test_latest_snapshot_is_the_highest_seq"),
-        (_StreamsBySeqWindows, "test_iter_events_streams_across_gaps_longer_than_a_page"),
-        (_TsToTheMicrosecond, "test_event_comes_back_equal_with_ts_and_lane"),
+        (_LenientReads, "test_bad_run_id_is_refused_by_every_method", ("lone_surrogate",)),
+        (_SameSeqSnapshotKeptInBatches, "test_latest_snapshot_is_the_highest_seq", ()),
+        (_StreamsBySeqWindows, "test_iter_events_streams_across_gaps_longer_than_a_page", ()),
+        (_TsToTheMicrosecond, "test_event_comes_back_equal_with_ts_and_lane", ()),
+        (
+            _EncodesWithJsonDumps,
+            "test_non_json_event_data_is_refused_and_nothing_written",
+            ("surrogate_pair",),
+        ),
+        (
+            _EncodesWithJsonDumps,
+            "test_non_json_event_data_is_refused_and_nothing_written",
+            ("surrogate_pair_key",),
+        ),
+        (_OffsetAsSQLiteTakesIt, "test_paging_arguments_are_checked", ()),
+        (_SnapshotTimesToTheMillisecond, "test_snapshot_keeps_status_and_timestamps", ()),
+        (_HandsOutWhatItKeeps, "test_what_a_read_returns_is_the_callers_to_change", ()),
+        (_StatusByValue, "test_non_finite_or_bad_state_fields_are_refused", ()),
     ],
 )
-def test_base_row_fails_for_a_store_that_breaks_its_rule(store: type, row: str) -> None:
+def test_base_row_fails_for_a_store_that_breaks_its_rule(
+    store: type, row: str, args: tuple[str, ...]
+) -> None:
     suite = CheckpointerSuite()
-    args = ("lone_surrogate",) if row == "test_bad_run_id_is_refused_by_every_method" else ()
     with store() as cp, pytest.raises((AssertionError, pytest.fail.Exception)):
         getattr(suite, row)(cp, *args)
+
+
+class _TrailingSpacesIgnored(InMemoryCheckpointer):
+    """Matches run ids as a PAD SPACE collation does: "run " is the run "run"."""
+
+    def save_events(self, events: Iterable[PAEvent], snapshot: RunState | None = None) -> None:
+        events = [event.model_copy(update={"run_id": event.run_id.rstrip()}) for event in events]
+        if snapshot is not None:
+            snapshot = snapshot.model_copy(update={"run_id": snapshot.run_id.rstrip()})
+        super().save_events(events, snapshot)
+
+
+def test_run_ids_row_fails_for_a_store_that_ignores_trailing_spaces() -> None:
+    row = "test_run_ids_differing_only_in_spaces_case_accents_or_wildcards_are_separate"
+    with _TrailingSpacesIgnored() as cp, pytest.raises((AssertionError, SequenceConflict)):
+        getattr(CheckpointerSuite(), row)(cp)
+
+
+def test_huge_offset_row_reaches_a_store_whose_driver_cannot_take_it() -> None:
+    with _OffsetAsSQLiteTakesIt() as cp, pytest.raises(OverflowError):
+        CheckpointerSuite().test_paging_arguments_beyond_64_bits_are_answered(cp)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "test_processes_appending_to_one_run_lose_and_duplicate_nothing",
+        "test_recover_is_consistent_while_another_process_writes_steps",
+    ],
+)
+def test_processes_rows_say_the_opener_must_pickle(row: str) -> None:
+    """A lambda opener failed deep in multiprocessing with pickle's own words only."""
+    store = InMemoryCheckpointer()
+    backend = Backend("local", lambda: store, {Capability.PROCESSES})
+    expected = r"local declares Capability\.PROCESSES.*does not pickle"
+    with pytest.raises(pytest.fail.Exception, match=expected):
+        getattr(ProcessesSuite(), row)(backend)
+
+
+def test_bad_state_field_row_names_the_field_it_accepted() -> None:
+    with (
+        _StatusByValue() as cp,
+        pytest.raises(pytest.fail.Exception, match="status='running'"),
+    ):
+        CheckpointerSuite().test_non_finite_or_bad_state_fields_are_refused(cp)
 
 
 def test_bad_field_row_names_the_field_it_accepted() -> None:
@@ -434,7 +544,7 @@ def test_a_store_lacking_a_declared_capability_fails_naming_it(tmp_path: Path) -
             "-c",
             str(tmp_path / "pytest.ini"),
             "-k",
-            "unknown_run_reads_as_empty",
+            "unknown_run_reads_as_empty or every_call_after_close",
             "test_mine.py",
         ],
         capture_output=True,
@@ -445,7 +555,9 @@ def test_a_store_lacking_a_declared_capability_fails_naming_it(tmp_path: Path) -
         env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "mine is held to Capability.APPEND (append, last_seq, event_by_key)" in result.stdout
+    # Both rows say it: the one given a handle, and the one that opens its own.
+    held = "mine is held to Capability.APPEND (append, last_seq, event_by_key)"
+    assert result.stdout.count(held) == 2, result.stdout
     assert "Capability.BOUNDED_READS" in result.stdout
     assert "list the ones the store has" in result.stdout
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from purpose_agent import (
     Checkpointer,
@@ -29,6 +29,7 @@ from purpose_agent.testing.samples import (
     ev,
     nested,
     raw_event,
+    raw_state,
     st,
 )
 
@@ -124,6 +125,25 @@ class BaseSuite(Rows):
         event.data["items"].append(3)
         assert cp.list_events("r")[0].data == {"items": [1, 2]}
 
+    def test_what_a_read_returns_is_the_callers_to_change(self, cp: Checkpointer) -> None:
+        # A store that hands out the objects it keeps would let one reader's edit (a replay
+        # filling in defaults, say) change what every later read returns.
+        cp.save_events([ev("r", 1, items=[1]), ev("r", 2, items=[2])], snapshot=st("r", 1, v=[1]))
+        recovery = cp.recover("r")
+        latest = cp.load_latest("r")
+        assert recovery is not None and recovery.state is not None and latest is not None
+        reads = [cp.list_events("r"), list(cp.iter_events("r")), recovery.events]
+        for event in (event for read in reads for event in read):
+            event.data["items"].append("changed")
+            event.data["added"] = True
+        for state in (recovery.state, latest):
+            state.data["v"].append("changed")
+            state.data["added"] = True
+        assert cp.list_events("r") == [ev("r", 1, items=[1]), ev("r", 2, items=[2])]
+        assert list(cp.iter_events("r")) == [ev("r", 1, items=[1]), ev("r", 2, items=[2])]
+        assert cp.recover("r") == Recovery(st("r", 1, v=[1]), [ev("r", 2, items=[2])])
+        assert cp.load_latest("r") == st("r", 1, v=[1])
+
     # -- bad input: refused, and nothing written ---------------------------------------------
 
     @pytest.mark.parametrize("name", list(NOT_JSON))
@@ -169,14 +189,32 @@ class BaseSuite(Rows):
         assert cp.list_events("r") == []
         assert cp.list_runs() == []
 
-    def test_seq_below_one_is_refused(self, cp: Checkpointer) -> None:
-        for seq in (0, -1):
-            with pytest.raises(InvalidInput):
-                cp.save_event(PAEvent(run_id="r", seq=seq, kind=EventKind.CUSTOM))
-        with pytest.raises(InvalidInput):
-            cp.save_snapshot("r", RunState(run_id="r", seq=-1))
+    def test_non_finite_or_bad_state_fields_are_refused(self, cp: Checkpointer) -> None:
+        bad_states = [
+            raw_state(seq=-1),
+            raw_state(seq=2**63),
+            raw_state(seq=True),
+            raw_state(seq=1.5),
+            raw_state(created_at=float("nan")),
+            raw_state(updated_at=float("inf")),
+            raw_state(created_at="1.0"),
+            raw_state(status="running"),
+            raw_state(status="bogus"),
+            raw_state(data=[1]),
+        ]
+        for bad in bad_states:
+            _refused(functools.partial(cp.save_snapshot, "r", bad), f"save_snapshot('r', {bad!r})")
+            _refused(
+                functools.partial(cp.save_events, [ev("r", 1)], snapshot=bad),
+                f"save_events([...], snapshot={bad!r})",
+            )
+        _refused(
+            lambda: cp.save_events([ev("r", 1)], snapshot="not a state"),  # type: ignore[arg-type]
+            "save_events([...], snapshot='not a state')",
+        )
         assert cp.list_events("r") == []
         assert cp.load_latest("r") is None
+        assert cp.list_runs() == []
 
     def test_state_run_id_must_match(self, cp: Checkpointer) -> None:
         with pytest.raises(InvalidInput):
@@ -222,13 +260,57 @@ class BaseSuite(Rows):
             assert cp.load_latest(run_id) == st(run_id, 1)
         assert sorted(cp.list_runs()) == sorted(ids)
 
+    def test_run_ids_differing_only_in_spaces_case_accents_or_wildcards_are_separate(
+        self, cp: Checkpointer
+    ) -> None:
+        # A column compared under a collation (PAD SPACE, case- or accent-insensitive), a
+        # file system that normalises names, or a LIKE would read these as one run.
+        ids = [
+            "run",
+            "run ",
+            " run",
+            "RUN",
+            "Run",
+            "ru_",
+            "ru%",
+            "caf\u00e9",  # é as one character (NFC)
+            "cafe\u0301",  # e and a combining accent (NFD)
+            "cafe",
+            "\ufb01",  # the fi ligature, "fi" under NFKC
+            "fi",
+        ]
+        for run_id in ids:
+            cp.save_events([ev(run_id, 1, id=run_id)], snapshot=st(run_id, 1, id=run_id))
+        for run_id in ids:
+            assert cp.list_events(run_id) == [ev(run_id, 1, id=run_id)], f"run {run_id!r}"
+            assert cp.recover(run_id) == Recovery(st(run_id, 1, id=run_id), []), f"run {run_id!r}"
+        assert sorted(cp.list_runs()) == sorted(ids)
+        cp.delete_run("run")
+        assert sorted(cp.list_runs()) == sorted(set(ids) - {"run"})
+        assert cp.list_events("run ") == [ev("run ", 1, id="run ")]
+
     def test_paging_arguments_are_checked(self, cp: Checkpointer) -> None:
-        with pytest.raises(InvalidInput):
-            cp.list_events("r", limit=-1)
-        with pytest.raises(InvalidInput):
-            cp.list_events("r", since_seq="1")  # type: ignore[arg-type]
-        with pytest.raises(InvalidInput):
-            cp.list_runs(limit=-1)
+        # A database handed these unchecked reads a negative OFFSET as 0, a string as a number,
+        # or fails with its driver's own exception.
+        cp.save_event(ev("r", 1))
+        calls: dict[str, Callable[[], object]] = {}
+        bad: Any
+        for bad in (-1, "1", True, 1.0):
+            calls[f"list_events('r', limit={bad!r})"] = functools.partial(
+                cp.list_events, "r", limit=bad
+            )
+            calls[f"list_runs(limit={bad!r})"] = functools.partial(cp.list_runs, bad)
+            calls[f"list_runs(offset={bad!r})"] = functools.partial(cp.list_runs, offset=bad)
+        for bad in ("1", True, 1.0, None):
+            calls[f"list_events('r', since_seq={bad!r})"] = functools.partial(
+                cp.list_events, "r", bad
+            )
+            # Refused by the call itself, as a bad run id is, not on the first next().
+            calls[f"iter_events('r', since_seq={bad!r})"] = functools.partial(
+                cp.iter_events, "r", bad
+            )
+        for what, call in calls.items():
+            _refused(call, what)
 
     def test_paging_arguments_beyond_64_bits_are_answered(self, cp: Checkpointer) -> None:
         # No seq or count reaches 2**63, so a larger bound reads as no bound and a larger
@@ -242,6 +324,8 @@ class BaseSuite(Rows):
             assert cp.list_events("r", since_seq=-huge) == events
             assert list(cp.iter_events("r", since_seq=-huge)) == events
             assert cp.list_runs(limit=huge) == ["r"]
+            assert cp.list_runs(offset=huge) == [], f"list_runs(offset={huge})"
+            assert cp.list_runs(limit=huge, offset=huge) == []
 
     # -- conflicts and idempotent retries ----------------------------------------------------
 
@@ -389,6 +473,16 @@ class BaseSuite(Rows):
         back = cp.load_latest("r")
         assert back == state
         assert back is not None and back.status is RunStatus.FAILED
+        # time.time() gives digits below the microsecond, which a DATETIME column would drop.
+        now_like = RunState(
+            run_id="r", seq=5, created_at=1_733_450_000.1234567, updated_at=1_733_450_001.7654321
+        )
+        cp.save_snapshot("r", now_like)
+        again = cp.load_latest("r")
+        assert again is not None
+        for field in ("created_at", "updated_at"):
+            sent, got = getattr(now_like, field), getattr(again, field)
+            assert repr(got) == repr(sent), f"{field} {sent!r} came back as {got!r}"
 
     def test_snapshots_of_runs_are_separate(self, cp: Checkpointer) -> None:
         cp.save_snapshot("a", st("a", 1))

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from purpose_agent import Checkpointer, Recovery, StoreUnavailable
 from purpose_agent.protocol import KeyedEvent, KeyedEvents
 from purpose_agent.testing.capabilities import Backend, Capability
-from purpose_agent.testing.harness import Rows
+from purpose_agent.testing.harness import Rows, fail_unless_declarable
 from purpose_agent.testing.samples import ev, new, st
 
 # What every backend's refusal says, in its own words around it ("the store is closed").
@@ -90,6 +90,11 @@ class ClosingSuite(Rows):
         self, backend: Backend
     ) -> None:
         store = backend.open()
+        try:
+            fail_unless_declarable(backend, store)
+        except BaseException:
+            store.close()
+            raise
         store.save_events([ev("r", 1), ev("r", 2)], snapshot=st("r", 1))
         store.close()
         calls = _protocol_calls(store) | _declared_calls(backend, store)

@@ -46,15 +46,26 @@ class Rows:
     def cp(self, backend: Backend) -> Iterator[Checkpointer]:
         """A fresh handle on the backend's storage, closed after the test."""
         with backend.open() as store:
-            missing = _undeclarable(backend, store)
-            if missing:
-                pytest.fail(
-                    f"{backend.name} is held to {', '.join(missing)}, which its store lacks; "
-                    "a Backend that lists no capabilities is held to all of them: list the ones "
-                    "the store has, e.g. Backend(name, open, {Capability.DURABLE})",
-                    pytrace=False,
-                )
+            fail_unless_declarable(backend, store)
             yield store
+
+
+def fail_unless_declarable(backend: Backend, store: object) -> None:
+    """Fail the row, saying what to do, when the store lacks what its backend declares.
+
+    Args:
+        backend: The backend and the capabilities it declares.
+        store: A handle the backend opened.
+
+    """
+    missing = _undeclarable(backend, store)
+    if missing:
+        pytest.fail(
+            f"{backend.name} is held to {', '.join(missing)}, which its store lacks; "
+            "a Backend that lists no capabilities is held to all of them: list the ones "
+            "the store has, e.g. Backend(name, open, {Capability.DURABLE})",
+            pytrace=False,
+        )
 
 
 # The methods each capability adds to the protocol; a store without them cannot declare it.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import sys
 import time
 import traceback
@@ -15,6 +16,7 @@ from typing import ClassVar
 from purpose_agent import Checkpointer, SequenceConflict
 from purpose_agent.testing.capabilities import Backend, Capability
 from purpose_agent.testing.harness import Rows
+from purpose_agent.testing.needs_pytest import pytest
 from purpose_agent.testing.samples import ev
 from purpose_agent.testing.steps import TornRead, steps_in_recovery, write_step
 
@@ -45,6 +47,20 @@ def _write_in_process(
             except SequenceConflict:
                 outcome.append("conflict")
     return outcome
+
+
+def _opener_for_children(backend: Backend) -> Callable[[], Checkpointer]:
+    """The backend's opener, failing the row with what to do when a child cannot receive it."""
+    try:
+        pickle.dumps(backend.open)
+    except Exception as exc:  # noqa: BLE001 - pickle raises several kinds; each means the same
+        pytest.fail(
+            f"{backend.name} declares Capability.PROCESSES, whose rows open the store in child "
+            f"processes, but its opener does not pickle ({type(exc).__name__}: {exc}): use a "
+            "functools.partial of the store's class, or a function defined at module level",
+            pytrace=False,
+        )
+    return backend.open
 
 
 def _wait_for_reader(reader_passes: Synchronized[int], needed: int) -> None:
@@ -80,20 +96,17 @@ class ProcessesSuite(Rows):
     def test_processes_appending_to_one_run_lose_and_duplicate_nothing(
         self, backend: Backend
     ) -> None:
+        opener = _opener_for_children(backend)
         with backend.open():
             pass  # create or migrate the storage once before the writers start
         with _context().Pool(3) as pool:
             jobs = [
-                pool.apply_async(
-                    _write_in_process, (backend.open, "r", list(range(w, 91, 3)), str(w))
-                )
+                pool.apply_async(_write_in_process, (opener, "r", list(range(w, 91, 3)), str(w)))
                 for w in (1, 2, 3)
             ]
             results = [job.get(timeout=WAIT_SECONDS) for job in jobs]
             races = [
-                pool.apply_async(
-                    _write_in_process, (backend.open, "race", list(range(1, 31)), str(w))
-                )
+                pool.apply_async(_write_in_process, (opener, "race", list(range(1, 31)), str(w)))
                 for w in (1, 2, 3)
             ]
             race_results = [job.get(timeout=WAIT_SECONDS) for job in races]
@@ -108,13 +121,14 @@ class ProcessesSuite(Rows):
     def test_recover_is_consistent_while_another_process_writes_steps(
         self, backend: Backend
     ) -> None:
+        opener = _opener_for_children(backend)
         context = _context()
         passes: Synchronized[int] = context.Value("i", 0)
         failures: Queue[str] = context.Queue()
         seen = [0]
         with backend.open() as cp:  # also creates or migrates the storage before the writer
             writer = context.Process(
-                target=_write_steps_paced, args=(backend.open, "r", passes, failures)
+                target=_write_steps_paced, args=(opener, "r", passes, failures)
             )
             writer.start()
             try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from purpose_agent import EventKind, NewEvent, PAEvent, RunState
+from purpose_agent import EventKind, NewEvent, PAEvent, RunState, RunStatus
 
 
 def ev(run_id: str, seq: int, kind: EventKind = EventKind.STEP_FINISHED, **data: Any) -> PAEvent:
@@ -93,6 +93,20 @@ def raw_event(**fields: Any) -> PAEvent:
     return PAEvent.model_construct(**{**base, "data": {}, **fields})
 
 
+def raw_state(**fields: Any) -> RunState:
+    """A state built without validation, as a caller bypassing pydantic could.
+
+    Args:
+        **fields: Fields that replace the defaults of a valid state.
+
+    Returns:
+        The unvalidated state.
+
+    """
+    base = {"run_id": "r", "seq": 1, "status": RunStatus.RUNNING, "created_at": 1.0}
+    return RunState.model_construct(**{**base, "updated_at": 1.0, "data": {}, **fields})
+
+
 def raw_new_event(**fields: Any) -> NewEvent:
     """An event to append built without validation, as a caller bypassing pydantic could.
 
@@ -161,6 +175,9 @@ NOT_JSON: dict[str, Any] = {
     "exception": ValueError("x"),
     "contains_itself": _contains_itself,
     "too_deep": nested(2000),
+    # JSON writes a pair as it writes the character it encodes: it would come back as that.
+    "surrogate_pair": "\ud83d\ude00",
+    "surrogate_pair_key": {"\ud83d\ude00": 1},
 }
 
 # Run ids every method refuses with InvalidRunId, reads included.
