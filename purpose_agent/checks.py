@@ -7,7 +7,8 @@ nesting deeper than 900 levels, a field changed after the model was built) is re
 ``InvalidInput`` before anything is written. These are the checks the package runs, so that
 such a backend does not have to rewrite them, and the JSON text they produce is what the
 package stores: decoded by :func:`decode_json`, it is equal to what was saved, key order,
-``-0.0`` and integers beyond 64 bits included.
+``-0.0`` and integers beyond 64 bits included. The paging checks answer a bound past 2**63
+with one a 64-bit column takes, and :func:`same_data` is the rule a retry is judged by.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from __future__ import annotations
 from typing import Any
 
 from purpose_agent.codec import MAX_DEPTH, check_json, decode
-from purpose_agent.records import event_row, state_row
+from purpose_agent.records import check_page, check_since, event_row, same_data, state_row
 from purpose_agent.runtime.events import check_run_id
 
 __all__ = [
     "MAX_DEPTH",
     "check_event",
     "check_json",
+    "check_page",
     "check_run_id",
+    "check_since",
     "check_state",
     "decode_json",
+    "same_data",
 ]
 
 
