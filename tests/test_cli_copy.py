@@ -729,3 +729,16 @@ def test_copy_of_a_langgraph_thread_answers_by_checkpoint_id_and_lists_the_same(
     assert result.exit_code == 0, result.output
     with open_store(back, create=False) as copied_back:
         assert _saver_history(PurposeAgentSaver(copied_back), threads, ids) == expected
+
+
+@pytest.mark.parametrize("dest", ["memory:", "sqlite://", "sqlite:///:memory:"])
+def test_copy_into_an_in_memory_store_is_refused(tmp_path: Path, dest: str) -> None:
+    """The copy was verified and reported with status 0, then gone with the process."""
+    source = f"jsonl:{tmp_path / 'source'}"
+    _fill(source, runs=1, events=2)
+    result = invoke("copy", source, dest)
+    assert result.exit_code == 1
+    (said,) = result.stderr.splitlines()
+    assert said.startswith("error: the destination ")
+    assert "is an in-memory store, which does not outlive the command" in said
+    assert result.stdout == ""

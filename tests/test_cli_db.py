@@ -393,3 +393,31 @@ def test_db_upgrade_as_a_mariadb_user_that_may_only_read_says_why(tmp_path: Path
     assert "CREATE command denied" in message
     assert "the URL's user lacks a privilege on the store's tables" in message
     assert "CREATE, ALTER, INDEX and DROP, for migrations" in message
+
+
+IN_MEMORY = ["sqlite://", "sqlite:///:memory:", "sqlite:///file::memory:?uri=true"]
+
+
+@pytest.mark.parametrize("url", IN_MEMORY)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("upgrade",),
+        ("downgrade", "base", "--yes"),
+        ("check",),
+        ("current",),
+        ("partition", "--partitions", "2"),
+        ("unpartition",),
+    ],
+)
+def test_db_commands_refuse_an_in_memory_database(url: str, args: tuple[str, ...]) -> None:
+    """``db upgrade --url sqlite://`` said "already at revision none" with status 0."""
+    result = invoke("db", *args, "--url", url)
+    assert result.exit_code == 1
+    (said,) = result.stderr.splitlines()
+    assert said.startswith("error: ")
+    assert said.endswith(
+        "is an in-memory database, which does not outlive the command; give a file "
+        "(sqlite:///PATH) or a server URL"
+    )
+    assert result.stdout == ""

@@ -17,9 +17,10 @@ from purpose_agent.cli.options import json_option
 from purpose_agent.cli.output import CommandFailed, console, emit_json
 from purpose_agent.cli.progress import runs_bar
 from purpose_agent.cli.stores import open_target
+from purpose_agent.db.engine import in_memory_sqlite
 from purpose_agent.errors import InvalidInput
 from purpose_agent.ops.copy import DEFAULT_BATCH_SIZE, CopyReport, copy_runs
-from purpose_agent.stores.open import describe, parse_target
+from purpose_agent.stores.open import Target, TargetKind, describe, parse_target
 
 
 def _report_json(report: CopyReport, source: str, dest: str) -> dict[str, object]:
@@ -55,6 +56,13 @@ def _print_report(report: CopyReport, source: str, dest: str) -> None:
         out.print("Verified: every run's event count, snapshot and group match the source.")
 
 
+def _in_memory(target: Target) -> bool:
+    """Whether ``target`` keeps its runs only in this process (``memory:``, ``sqlite://``)."""
+    if target.kind is TargetKind.MEMORY:
+        return True
+    return target.kind is TargetKind.SQL and target.url is not None and in_memory_sqlite(target.url)
+
+
 @click.command()
 @click.argument("source")
 @click.argument("dest")
@@ -84,6 +92,12 @@ def copy(source: str, dest: str, batch_size: int, quiet: bool, as_json: bool) ->
     source_target, dest_target = parse_target(source), parse_target(dest)
     if source_target.same_store(dest_target):
         raise InvalidInput(f"source and destination are the same store: {source_target}")
+    if _in_memory(dest_target):
+        # The copy was made, verified and reported, then thrown away with the process.
+        raise InvalidInput(
+            f"the destination {dest_target} is an in-memory store, which does not outlive the "
+            "command; give a file (sqlite:///PATH, jsonl:PATH) or a server URL"
+        )
     show_bar = not quiet and not as_json and sys.stderr.isatty()
     with (
         open_target(source_target, given=source, create=False, read_only=True) as reader,

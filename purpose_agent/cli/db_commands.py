@@ -26,7 +26,7 @@ from purpose_agent.cli.options import (
 )
 from purpose_agent.cli.output import console, emit_json, err_console, is_terminal
 from purpose_agent.cli.progress import working
-from purpose_agent.db.engine import make_engine, parse_url, shown_url
+from purpose_agent.db.engine import in_memory_sqlite, make_engine, parse_url, shown_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND, revisions_between
 from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
 from purpose_agent.errors import CheckpointError, InvalidInput, SchemaNotCurrent, translated
@@ -50,8 +50,26 @@ def sql_url(url: str | None) -> str:
     """
     resolved = resolve_url(url)
     if "://" in resolved:  # anything else is refused by the schema operations, with the reason
+        refuse_in_memory(resolved)
         require_sqlite_directory(parse_target(resolved))
     return resolved
+
+
+def refuse_in_memory(url: str) -> None:
+    """Refuse an in-memory database, which a command would migrate (or read) and throw away.
+
+    It reported "already at revision none" with status 0: nothing a later command could see.
+
+    Raises:
+        InvalidInput: ``url`` is an in-memory SQLite database.
+
+    """
+    parsed = parse_url(url)
+    if in_memory_sqlite(parsed):
+        raise InvalidInput(
+            f"{shown_url(parsed)} is an in-memory database, which does not outlive the "
+            "command; give a file (sqlite:///PATH) or a server URL"
+        )
 
 
 def _revision(status: SchemaStatus) -> str:
@@ -195,7 +213,10 @@ def downgrade(
 @sql_url_option
 def current(as_json: bool, url: str | None) -> None:
     """Show the revision the database is at and the one this version needs."""
-    status = schema_status(resolve_url(url))
+    resolved = resolve_url(url)
+    if "://" in resolved:
+        refuse_in_memory(resolved)
+    status = schema_status(resolved)
     if as_json:
         emit_json(status.to_dict())
         return
@@ -251,6 +272,7 @@ def _relayout(
     shown = resolve_url(url)
     if "://" not in shown:
         raise InvalidInput(f"{shown!r} is not a database URL (db commands work on SQL stores)")
+    refuse_in_memory(shown)
     # partition_events copies pa_events in one transaction (Postgres only: elsewhere it is
     # refused before anything is done).
     on_interrupt(

@@ -107,6 +107,23 @@ def parse_url(url: UrlLike) -> URL:
     return parsed
 
 
+def in_memory_sqlite(url: URL) -> bool:
+    """Whether ``url`` is a SQLite database held in memory, gone when its process ends.
+
+    ``sqlite://``, ``sqlite:///:memory:``, and the URI forms ``file::memory:`` and
+    ``file:NAME?mode=memory`` (with ``uri=true``).
+    """
+    if url.get_backend_name() != "sqlite":
+        return False
+    database = url.database
+    if database in (None, "", ":memory:"):
+        return True
+    if not database.startswith("file:") or not url.query.get("uri"):
+        return False
+    path, _, query = database.removeprefix("file:").partition("?")
+    return path == ":memory:" or url.query.get("mode") == "memory" or "mode=memory" in query
+
+
 def require_directory(file: Path) -> None:
     """Refuse a SQLite file whose directory does not exist, naming both.
 
