@@ -4,6 +4,7 @@ do next, and plain ``alembic`` commands that leave no stray database behind."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -14,8 +15,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from purpose_agent import EventKind, NewEvent, RunState
+from purpose_agent.cli.app import Terminated, cli
 from purpose_agent.db.migrate import head_revision
 from purpose_agent.stores.open import open_store
 from tests.servers import server_url, throwaway_database
@@ -205,6 +208,43 @@ def test_an_answer_piped_in_is_still_taken(tmp_path: Path) -> None:
     assert deleted.exit_code == 0, deleted.output
     with open_store(url) as store:
         assert store.list_runs() == []
+
+
+class _Interrupted(io.BytesIO):
+    """A standard input whose reader gets ``error`` (Ctrl-C, ``SIGTERM``) instead of an answer."""
+
+    def __init__(self, error: type[KeyboardInterrupt]) -> None:
+        super().__init__()
+        self.error = error
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size == 0:  # click's runner checks that it reads bytes
+            return b""
+        raise self.error
+
+    read1 = readline = read
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "said"),
+    [(KeyboardInterrupt, 130, "interrupted"), (Terminated, 143, "terminated")],
+)
+@pytest.mark.parametrize(
+    "args",
+    [("runs", "delete", "r"), ("runs", "delete", "--prefix", "r"), ("db", "downgrade", "base")],
+)
+def test_ctrl_c_at_the_question_says_nothing_was_changed_and_exits_130(
+    tmp_path: Path, args: tuple[str, ...], error: type[KeyboardInterrupt], status: int, said: str
+) -> None:
+    """click printed "Aborted!" with status 1 (or, without a terminal, "pass --yes")."""
+    url = _url(tmp_path)
+    _with_run(url)
+    result = CliRunner().invoke(cli, [*args, "--url", url], input=_Interrupted(error))
+    assert result.exit_code == status, result.output
+    assert result.stderr.splitlines()[-1] == f"{said}: stopped at the question; nothing was changed"
+    assert "Aborted" not in result.output
+    with open_store(url) as store:
+        assert store.list_runs() == ["r"]
 
 
 # -- Ctrl-C in the db commands -------------------------------------------------------------------
