@@ -506,6 +506,41 @@ def test_control_characters_in_groups_and_lanes_are_shown_escaped_not_sent_to_th
     assert listed["runs"][0]["group"] == group  # scripts get the exact value
 
 
+def test_bidirectional_and_zero_width_characters_are_shown_escaped(tmp_path: Path) -> None:
+    """A RIGHT-TO-LEFT OVERRIDE showed run "inv-\u202e1gpj" as "inv-jpg1", and a zero-width
+    space made two ids look the same; readable text (accents, CJK, emoji) stays as it is."""
+    url = f"sqlite:///{tmp_path / 'bidi.db'}"
+    run_id, group = "inv-\u202e1gpj", "caf\u00e9-\u4e2d\u200b\ufeff-\U0001f468\u200d\U0001f469"
+    lane, data = "\u2066lane\u2069", {"note": "a\u202db\u200ec\u2028d"}
+    with open_store(url) as store:
+        store.append(
+            run_id, [NewEvent(kind=EventKind.CUSTOM, lane_id=lane, data=data)], group=group
+        )
+    shown = {
+        "list": invoke("runs", "list", "--url", url).stdout,
+        "groups": invoke("runs", "groups", "--url", url).stdout,
+        "show": invoke("runs", "show", run_id, "--url", url).stdout,
+        "events": invoke("runs", "events", run_id, "--url", url).stdout,
+        "error": invoke("runs", "show", run_id + "x", "--url", url).stderr,
+    }
+    for name, text in shown.items():
+        assert not any(c in text for c in "\u202e\u202d\u2066\u2069\u200b\ufeff\u200e\u2028"), name
+    for name in ("list", "groups", "show"):
+        assert "caf\u00e9-\u4e2d\\u200b\\ufeff-\U0001f468\u200d\U0001f469" in shown[name], name
+    for name in ("list", "show", "error"):
+        assert "inv-\\u202e1gpj" in shown[name], name
+    assert "\\u2066lane\\u2069" in shown["events"]
+    assert "a\\u202db\\u200ec\\u2028d" in shown["events"]
+    listed = json.loads(invoke("runs", "list", "--json", "--url", url).stdout)
+    assert (listed["runs"][0]["run_id"], listed["runs"][0]["group"]) == (run_id, group)
+    # One event a line: its raw U+2028 is inside a JSON string, not a line break.
+    (line,) = (
+        invoke("runs", "events", run_id, "--json", "--url", url).stdout.rstrip("\n").split("\n")
+    )
+    event = json.loads(line)
+    assert (event["run_id"], event["lane_id"], event["data"]) == (run_id, lane, data)
+
+
 def _on_a_terminal(columns: int, *args: str) -> list[str]:
     """The lines ``python -m purpose_agent ARGS`` shows on a terminal ``columns`` wide."""
     import re

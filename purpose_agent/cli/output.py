@@ -27,7 +27,14 @@ if TYPE_CHECKING:
 UNWRAPPED_WIDTH = 100_000
 # C0 and C1 control characters and DEL: groups, lanes and keys may hold them (run ids may
 # not), and a terminal obeys them (an escape sequence can retitle it, hide text, or ring).
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+# Then the invisible format characters that change what a reader sees: the bidirectional
+# marks, embeddings, overrides and isolates (U+202E shows "run-1gpj" as "run-jpg1"), the
+# line and paragraph separators, and the zero-width space, word joiner and BOM (two ids that
+# look the same). The zero-width joiners (U+200C, U+200D) stay: emoji sequences and scripts
+# such as Persian are written with them.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
 # Outside JSON's string quotes no character is a surrogate, so each one found is inside a string.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -195,7 +202,9 @@ def money(cents: int) -> str:
 def printable(text: str) -> str:
     r"""``text`` with its control characters written as escapes (``\x1b``), as ``repr`` does.
 
-    What a store holds is shown, never obeyed by the terminal that shows it.
+    What a store holds is shown, never obeyed by the terminal that shows it; so are the
+    invisible bidirectional and zero-width characters (``\u202e``), so that no id can pass
+    for another. Other text, accents, CJK and emoji included, is shown as it is.
     """
     if _CONTROL.search(text) is None:
         return text
