@@ -19,6 +19,10 @@ from purpose_agent import EventKind, PAEvent, RunState, SQLCheckpointer
 
 RUN_ID = "example"
 STEPS = 6
+USAGE = (
+    "usage: python examples/resumable_agent.py [DATABASE_URL]\n"
+    "  DATABASE_URL defaults to $PURPOSE_AGENT_DB_URL, else sqlite:///purpose_agent.db"
+)
 
 
 def do_step(step: int) -> int:
@@ -58,4 +62,7 @@ def main(url: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else None)
+    if sys.argv[1:2] in (["-h"], ["--help"]):
+        print(USAGE)
+    else:
+        main(sys.argv[1] if len(sys.argv) > 1 else None)

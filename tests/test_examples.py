@@ -96,3 +96,20 @@ def test_the_langgraph_example_killed_in_one_tool_reruns_only_that_tool(tmp_path
     assert run().stdout.splitlines()[0] == (
         f"thread 'trip' on {url}: done already (--thread NAME starts another)"
     )
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_the_resumable_example_prints_its_usage_for_help(tmp_path: Path, flag: str) -> None:
+    """``--help`` was taken for the database URL and failed to parse as one."""
+    shown = subprocess.run(
+        [sys.executable, str(EXAMPLE), flag],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.startswith("usage: python examples/resumable_agent.py [DATABASE_URL]")
+    assert shown.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # no database made
