@@ -537,7 +537,9 @@ class TestReadmeSnippet(CheckpointerSuite):
 def test_a_store_lacking_a_declared_capability_fails_naming_it(tmp_path: Path) -> None:
     (tmp_path / "test_mine.py").write_text(PROTOCOL_ONLY_SUITE)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    # -rN: no short summary, which repeats each message whole where CI is set (and cut to
+    # the terminal's width where it is not), so that each row's report holds it once.
+    command = [sys.executable, "-m", "pytest", "-q", "-rN", "-p", "no:cacheprovider"]
     result = subprocess.run(
         [
             *command,
