@@ -8,6 +8,7 @@ import datetime
 import functools
 import inspect
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ pytest.importorskip("langgraph.checkpoint.base")
 
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, empty_checkpoint
 from langgraph.checkpoint.base.id import uuid6
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 from langgraph.checkpoint.serde.types import INTERRUPT
 
@@ -1288,3 +1290,120 @@ def test_checkpoint_tuples_are_built_as_langgraphs_constructor_builds_them() -> 
     assert type(built) is CheckpointTuple
     assert built == CheckpointTuple(*fields)
     assert (built.config, built.pending_writes) == (fields[0], fields[4])
+
+
+_SPECIAL = ["__error__", "__interrupt__", "__resume__", "__scheduled__"]
+
+
+class _SameCalls:
+    """Applies one seeded sequence of calls to the saver and to LangGraph's ``InMemorySaver``.
+
+    Checkpoints are put in id order in each namespace, as LangGraph puts them; parents are
+    the latest or an older checkpoint (a fork); writes may come before their checkpoint.
+    Every answer is compared whole. ``InMemorySaver`` lists the namespaces of a thread one
+    after the other, where LangGraph's SQL savers (and this one) list them newest first by
+    id: its answers are put in that order before they are compared.
+    """
+
+    def __init__(self, saver: PurposeAgentSaver, seed: int, is_async: bool) -> None:
+        self.saver, self.reference = saver, InMemorySaver()
+        self.random, self.is_async = random.Random(seed), is_async
+        self.stored: dict[tuple[str, str], list[tuple[str, dict[str, Any], dict[str, Any]]]] = {}
+        self.early: dict[tuple[str, str], str] = {}  # an id its writes came before
+        self.version = 0
+
+    async def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """The saver's answer (its async method on an async store) and the reference's."""
+        answers = []
+        for saver in (self.saver, self.reference):
+            if name == "list":
+                if self.is_async and saver is self.saver:
+                    answers.append([found async for found in saver.alist(*args, **kwargs)])
+                else:
+                    answers.append(list(saver.list(*args, **kwargs)))
+            elif self.is_async and saver is self.saver:
+                answers.append(await getattr(saver, f"a{name}")(*args, **kwargs))
+            else:
+                answers.append(getattr(saver, name)(*args, **kwargs))
+        return answers[0], answers[1]
+
+    async def step(self) -> None:
+        pick = self.random
+        thread, namespace = pick.choice(["t1", "t2"]), pick.choice(["", "sub:1|inner:2"])
+        where = (thread, namespace)
+        stored = self.stored.setdefault(where, [])
+        action = pick.choice(["put"] * 5 + ["writes"] * 4 + ["get"] * 3 + ["list"] * 3 + ["delete"])
+        if action == "put":
+            checkpoint_id = self.early.pop(where, None) or str(uuid6())
+            parent_id, versions, values = (
+                (pick.choice(stored) if pick.random() < 0.3 else stored[-1])
+                if stored
+                else (None, {}, {})
+            )
+            versions, values, new_versions = dict(versions), dict(values), {}
+            for channel in pick.sample(["a", "b", "c"], pick.randint(0, 3)):
+                self.version += 1
+                versions[channel] = new_versions[channel] = self.version
+                if pick.random() < 0.2:
+                    values.pop(channel, None)  # a channel emptied
+                else:
+                    values[channel] = pick.choice([self.version, f"s{self.version}", [1, None]])
+            checkpoint = empty_checkpoint()
+            checkpoint.update(id=checkpoint_id, channel_values=values, channel_versions=versions)
+            metadata: Any = {"source": pick.choice(["loop", "input"]), "step": len(stored)}
+            saved = await self.call(
+                "put", _config(thread, parent_id, namespace), checkpoint, metadata, new_versions
+            )
+            stored.append((checkpoint_id, versions, values))
+        elif action == "writes":
+            if stored and pick.random() < 0.7:
+                checkpoint_id = pick.choice(stored)[0]
+            else:
+                checkpoint_id = self.early.setdefault(where, str(uuid6()))
+            writes = [
+                (pick.choice(["a", "b", *_SPECIAL]), pick.choice([1, "v", {"k": [2]}, None]))
+                for _ in range(pick.randint(1, 3))
+            ]
+            task, path = pick.choice(["t-1", "t-2"]), pick.choice(["", "~p, x", "~p, y"])
+            saved = await self.call(
+                "put_writes", _config(thread, checkpoint_id, namespace), writes, task, path
+            )
+        elif action == "get":
+            checkpoint_id = pick.choice([None, str(uuid6()), *(c for c, _, _ in stored)])
+            saved = await self.call(
+                "get_tuple", _config(pick.choice([thread, "none"]), checkpoint_id, namespace)
+            )
+        elif action == "list":
+            config = pick.choice(
+                [None, {"configurable": {"thread_id": thread}}, _config(thread, None, namespace)]
+            )
+            options: dict[str, Any] = {"limit": pick.choice([None, 1, 3])}
+            if pick.random() < 0.3:
+                options["filter"] = {"source": "loop"}
+            if stored and pick.random() < 0.3:
+                options["before"] = _config(thread, pick.choice(stored)[0], namespace)
+            ours, _ = await self.call("list", config, **options)
+            everything = list(self.reference.list(config, **{**options, "limit": None}))
+            everything.sort(
+                key=lambda found: found.config["configurable"]["checkpoint_id"], reverse=True
+            )
+            saved = ours, everything[: options["limit"]]
+        else:
+            saved = await self.call("delete_thread", thread)
+            for key in [key for key in self.stored if key[0] == thread]:
+                self.stored[key] = []
+        assert saved[0] == saved[1], f"{action} answered differently"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_random_calls_answer_as_langgraphs_in_memory_saver(
+    store_factory: StoreFactory, seed: int
+) -> None:
+    store = store_factory()
+    calls = _SameCalls(PurposeAgentSaver(store), seed, isinstance(store, AsyncSQLCheckpointer))
+
+    async def run() -> None:
+        for _ in range(120):
+            await calls.step()
+
+    asyncio.run(run())
