@@ -809,3 +809,68 @@ def test_threads_copied_from_sqlite_to_postgres_resume_there(
                 assert (by_id.checkpoint, by_id.pending_writes) == (checkpoint, writes)
         done = graphs.approval(saver).invoke(Command(resume="yes"), _config("hitl"))
         assert done["outcome"] == "REFUND:yes"
+
+
+class _PutsEachIdOnce(InMemorySaver):
+    """LangGraph's reference saver, noting each checkpoint id LangGraph puts a second time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.put_again: list[str] = []
+
+    def put(self, config: Any, checkpoint: Any, metadata: Any, new_versions: Any) -> Any:
+        configurable = config["configurable"]
+        if (
+            checkpoint["id"]
+            in self.storage[configurable["thread_id"]][configurable["checkpoint_ns"]]
+        ):
+            self.put_again.append(checkpoint["id"])
+        return super().put(config, checkpoint, metadata, new_versions)
+
+
+def _review_fork_and_nested(saver: Any, durability: str) -> list[Any]:
+    """Parallel interrupts answered one at a time, a fork, a subgraph's interrupt: what shows."""
+    review, nested = graphs.parallel_review(saver), graphs.nested(saver)
+    config = _config("review")
+    seen: list[Any] = []
+
+    def state(graph: Any, config: Any = config) -> tuple[Any, ...]:
+        snap = graph.get_state(config, subgraphs=True)
+        tasks = [(t.name, [i.value for i in t.interrupts], t.state is not None) for t in snap.tasks]
+        return snap.values, snap.next, tasks
+
+    review.invoke({"request": "trip", "answers": []}, config, durability=durability)
+    seen.append(state(review))
+    legal = next(i for i in review.get_state(config).interrupts if i.value["reviewer"] == "legal")
+    review.invoke(Command(resume={legal.id: "yes"}), config, durability=durability)
+    seen.append(state(review))
+    rest = {i.id: "ok" for i in review.get_state(config).interrupts}
+    seen.append(review.invoke(Command(resume=rest), config, durability=durability))
+    review.update_state(config, {"answers": ["late"]}, as_node="done")
+    oldest = list(review.get_state_history(config))[-1].config
+    fork = review.update_state(oldest, {"request": "forked"}, as_node="legal")
+    seen.append(state(review, fork))
+    seen.append(_shape(review, "review"))
+
+    nested.invoke({"steps": []}, _config("nested"), durability=durability)
+    seen.append(state(nested, _config("nested")))
+    seen.append(nested.invoke(Command(resume="v"), _config("nested"), durability=durability))
+    seen.append(_shape(nested, "nested"))
+    return seen
+
+
+@pytest.mark.parametrize("durability", ["sync", "async", "exit"])
+def test_every_durability_mode_shows_what_langgraphs_own_saver_shows(
+    saver: PurposeAgentSaver, durability: str
+) -> None:
+    """States, histories, interrupts and forks read as on ``InMemorySaver``, in every mode.
+
+    LangGraph never puts a checkpoint id twice in these flows (each save has a new id; the
+    save at exit with ``durability="exit"`` skips one already saved), so the saver's refusal
+    to change a stored checkpoint never meets a graph.
+    """
+    reference = _PutsEachIdOnce()
+    assert _review_fork_and_nested(saver, durability) == _review_fork_and_nested(
+        reference, durability
+    )
+    assert reference.put_again == []
