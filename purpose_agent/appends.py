@@ -52,10 +52,15 @@ class Draft(NamedTuple):
 
         A caller retrying an append may rebuild its events, which gives them a new ``ts``; the
         key says which event is meant, and the content says whether it is the same one.
+
+        Raises:
+            CorruptRecord: If they differ and the stored row does not decode.
+
         """
-        return (
-            self.kind == row.kind and self.lane_id == row.lane_id and same_data(row.data, self.data)
-        )
+        if self.kind == row.kind and self.lane_id == row.lane_id and same_data(row.data, self.data):
+            return True
+        row.check_decodes()  # a damaged row is a CorruptRecord, not another event
+        return False
 
 
 def drafts(run_id: str, events: Iterable[NewEvent]) -> list[Draft]:

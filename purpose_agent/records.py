@@ -123,12 +123,29 @@ class EventRow(NamedTuple):
     data: str
 
     def same_event(self, other: EventRow) -> bool:
-        """Whether ``other`` is this event as ``PAEvent`` compares them (``==``): a retry.
+        """Whether ``other`` is this stored event as ``PAEvent`` compares them (``==``): a retry.
 
         Rows with the same text are; otherwise every column but the payload must match and
         the payloads hold equal values (:func:`same_data`).
+
+        Raises:
+            CorruptRecord: If they differ and this row does not decode: a damaged row is
+                reported as damage, not as another writer's event (``SequenceConflict``).
+
         """
-        return self == other or (self[:5] == other[:5] and same_data(self.data, other.data))
+        if self == other or (self[:5] == other[:5] and same_data(self.data, other.data)):
+            return True
+        self.check_decodes()
+        return False
+
+    def check_decodes(self) -> None:
+        """Check that this stored row decodes to an event, as a read of it would.
+
+        Raises:
+            CorruptRecord: If it does not, naming the run and seq.
+
+        """
+        _checked_event(self.run_id, self.seq, self.kind, self.ts, self.lane_id, self.data)
 
 
 def same_data(stored: str, given: str) -> bool:

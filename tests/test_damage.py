@@ -8,6 +8,7 @@ run ``other`` must read as it was saved.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +16,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import CorruptRecord, SQLCheckpointer, StoreUnavailable
+from purpose_agent import (
+    AsyncSQLCheckpointer,
+    CorruptRecord,
+    EventKind,
+    NewEvent,
+    SQLCheckpointer,
+    StoreUnavailable,
+)
 from purpose_agent.ops.verify import verify_runs
 from purpose_agent.testing.suite import ev, st
 from tests.sqlite_pages import ruin_page
@@ -223,6 +231,58 @@ def test_damaged_snapshot_is_a_corrupt_record_naming_run_and_seq(url: str, damag
         # The events themselves are intact.
         assert store.list_events("r") == [ev("r", seq, n=seq) for seq in range(1, 6)]
         _other_run_reads_as_saved(store)
+
+
+# A damage that leaves the row at its position: a retry of the event saved there meets it.
+RETRY_DAMAGE = {name: damage for name, damage in EVENT_DAMAGE.items() if damage.seq == DAMAGED_SEQ}
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "damage"), _cases(RETRY_DAMAGE), indirect=["backend_name"]
+)
+def test_a_retry_onto_a_damaged_event_is_a_corrupt_record_not_a_conflict(
+    url: str, damage: Damage
+) -> None:
+    # The stored row cannot be compared with the retry: calling it another writer's event
+    # (SequenceConflict) would send the caller after a writer that does not exist.
+    with SQLCheckpointer(url) as store:
+        _store_two_runs(store)
+        _damage(url, damage, DAMAGED_SEQ)
+        retry = ev("r", DAMAGED_SEQ, n=DAMAGED_SEQ)
+        _refuses(lambda: store.save_event(retry), damage)
+        _refuses(lambda: store.save_events([ev("r", 6, n=6), retry]), damage)
+        _refuses(lambda: store.save_events([retry], snapshot=st("r", 6)), damage)
+        assert store.load_latest("r") == st("r", SNAPSHOT_SEQ)
+        assert [event.seq for event in store.list_events("r", DAMAGED_SEQ)] == [3, 4, 5]
+        _other_run_reads_as_saved(store)
+
+
+@pytest.mark.parametrize(
+    ("backend_name", "damage"),
+    _cases({name: RETRY_DAMAGE[name] for name in ("data_not_json", "data_invalid_utf8")}),
+    indirect=["backend_name"],
+)
+def test_an_async_retry_onto_a_damaged_event_is_a_corrupt_record(url: str, damage: Damage) -> None:
+    with SQLCheckpointer(url) as store:
+        _store_two_runs(store)
+    _damage(url, damage, DAMAGED_SEQ)
+
+    async def retry() -> None:
+        async with AsyncSQLCheckpointer(url) as store:
+            await store.save_event(ev("r", DAMAGED_SEQ, n=DAMAGED_SEQ))
+
+    _refuses(lambda: asyncio.run(retry()), damage)
+
+
+@pytest.mark.parametrize("backend_name", _BACKENDS, indirect=True)
+def test_a_keyed_append_onto_a_damaged_event_is_a_corrupt_record(url: str) -> None:
+    damage = EVENT_DAMAGE["data_not_json"]
+    answer = NewEvent(kind=EventKind.MODEL_RESPONSE, data={"text": "hi"}, key="msg-1")
+    with SQLCheckpointer(url) as store:
+        store.append("r", [NewEvent(kind=EventKind.STEP_STARTED), answer])
+        _damage(url, damage, DAMAGED_SEQ)
+        _refuses(lambda: store.append("r", [answer]), damage)
+        assert store.last_seq("r") == DAMAGED_SEQ
 
 
 def _record(damage: Damage) -> str:

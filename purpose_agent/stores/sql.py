@@ -17,7 +17,7 @@ import os
 import shlex
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -265,6 +265,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         operation: Callable[[], T],
         run_id: str | None = None,
         committing: Callable[[], bool] | None = None,
+        writes: Collection[str] = (),
     ) -> T:
         """Run one unit of work, translating driver errors and retrying what is safe to retry.
 
@@ -275,7 +276,9 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
 
         An append without keys is not idempotent: ``committing`` says whether its COMMIT was
         sent, and a connection lost after that is reported, not retried, because the
-        append may have been stored.
+        append may have been stored. ``writes`` names the runs a save touches: a stored row of
+        theirs that the driver cannot decode (met when a retry is compared with it) is then
+        reported as the ``CorruptRecord`` it is.
         """
         if self._closed:
             # An in-memory database would otherwise come back empty ("no such table").
@@ -286,7 +289,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             except CheckpointError:
                 raise
             except DBAPIError as exc:
-                refusal = self._refusal(action, exc, run_id) or self._missing(exc)
+                refusal = self._refusal(action, exc, run_id, writes) or self._missing(exc)
                 if refusal is not None:
                     raise refusal from exc
                 transient = self._flavor.is_transient(exc)
@@ -324,10 +327,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         command = upgrade_command(self._engine.url)
         return SchemaMissing(head_revision(), command, self.url, self._flavor.message(exc))
 
-    def _refusal(self, action: str, exc: DBAPIError, run_id: str | None) -> CheckpointError | None:
+    def _refusal(
+        self, action: str, exc: DBAPIError, run_id: str | None, writes: Collection[str] = ()
+    ) -> CheckpointError | None:
         """The error a driver error stands for when trying again cannot help; else ``None``."""
-        if run_id is not None and self._flavor.is_undecodable(exc):
-            return self._undecodable(run_id)
+        runs = [run_id] if run_id is not None else sorted(writes)
+        if runs and self._flavor.is_undecodable(exc):
+            return self._undecodable(runs)
         if run_id is not None and self._flavor.is_damaged(exc):
             return CorruptRecord(
                 run_id,
@@ -451,10 +457,13 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         with gc_paused():  # as in _rows
             return self._call(action, fetch, run_id)
 
-    def _undecodable(self, run_id: str) -> CorruptRecord:
-        """Name the record of a run whose text the driver could not decode (not UTF-8)."""
+    def _undecodable(self, run_ids: Sequence[str]) -> CorruptRecord:
+        """Name the record whose text the driver could not decode (not UTF-8) of these runs."""
         with self._units.single() as conn:
-            seq, column = self._queries.undecodable(conn, run_id)
+            for run_id in run_ids:
+                seq, column = self._queries.undecodable(conn, run_id)
+                if seq is not None:
+                    break
         return CorruptRecord(run_id, seq, f"column {column} holds bytes that are not UTF-8 text")
 
     def _read_payload_limit(self) -> int | None:
@@ -588,7 +597,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             gathered.append(self._save_call(action, rows, snap))
             return
         if self._commits is None:
-            self._call(action, lambda: self._write(rows, snap))
+            self._call(action, lambda: self._write(rows, snap), writes=run_ids_of(rows, snap))
             return
         self._commits.submit(self._save_call(action, rows, snap))
 
@@ -597,7 +606,9 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         now = stamp_ns()
         first = rows[0].run_id if rows else snap.run_id if snap is not None else ""
         return Pending(
-            alone=lambda: self._call(action, lambda: self._write(rows, snap)),
+            alone=lambda: self._call(
+                action, lambda: self._write(rows, snap), writes=run_ids_of(rows, snap)
+            ),
             inside=lambda conn: self._write_in(conn, rows, snap, now),
             on_conflict=lambda conn: self._write_in(conn, self._new_rows(conn, rows), snap, now),
             run_key=first,
