@@ -260,6 +260,21 @@ class BaseSuite(Rows):
             assert cp.load_latest(run_id) == st(run_id, 1)
         assert sorted(cp.list_runs()) == sorted(ids)
 
+    def test_run_ids_of_255_characters_of_any_width_are_accepted(self, cp: Checkpointer) -> None:
+        # 255 characters of up to four bytes each: an index on bytes, or a file name made from
+        # the id (NAME_MAX is 255 bytes), must still hold them.
+        ids = ["\U0001f642" * 255, "é" * 255, "U" * 255, "." * 255, "%" * 255, " " * 255]
+        for run_id in ids:
+            cp.save_events([ev(run_id, 1, id=run_id)], snapshot=st(run_id, 1))
+        for run_id in ids:
+            assert cp.list_events(run_id) == [ev(run_id, 1, id=run_id)]
+            assert cp.load_latest(run_id) == st(run_id, 1)
+        assert sorted(cp.list_runs()) == sorted(ids)
+        for run_id in ids:
+            cp.delete_run(run_id)
+            assert cp.recover(run_id) is None
+        assert cp.list_runs() == []
+
     def test_run_ids_differing_only_in_spaces_case_accents_or_wildcards_are_separate(
         self, cp: Checkpointer
     ) -> None:
@@ -408,6 +423,12 @@ class BaseSuite(Rows):
         assert cp.list_events("other") == []
         assert cp.load_latest("r") is None
         assert cp.list_runs() == ["r"]
+
+    def test_batch_with_one_event_twice_stores_it_once(self, cp: Checkpointer) -> None:
+        # An equal event twice in a batch is the batch's own retry of it, not a conflict.
+        cp.save_events([ev("r", 1, v=1), ev("r", 2), ev("r", 1, v=1)], snapshot=st("r", 2))
+        assert cp.list_events("r") == [ev("r", 1, v=1), ev("r", 2)]
+        assert cp.load_latest("r") == st("r", 2)
 
     def test_batch_with_two_different_events_at_one_seq_writes_nothing(
         self, cp: Checkpointer
@@ -569,6 +590,18 @@ class BaseSuite(Rows):
         cp.save_event(ev("events-only", 1))
         cp.save_snapshot("snapshot-only", st("snapshot-only", 0))
         assert sorted(cp.list_runs()) == ["events-only", "snapshot-only"]
+
+    def test_a_refused_write_does_not_make_a_run_the_most_recent(self, cp: Checkpointer) -> None:
+        cp.save_event(ev("a", 1))
+        cp.save_event(ev("b", 1))
+        with pytest.raises(SequenceConflict):
+            cp.save_event(ev("a", 1, v="other"))
+        with pytest.raises(InvalidInput):
+            cp.save_events([ev("a", 2), ev("a", 3, bad=float("nan"))])
+        with pytest.raises(SequenceConflict):
+            cp.save_events([ev("a", 2), ev("a", 1, v="other")], snapshot=st("a", 2))
+        assert cp.list_runs() == ["b", "a"]
+        assert cp.load_latest("a") is None
 
     def test_list_runs_most_recently_written_first(self, cp: Checkpointer) -> None:
         for run_id in ("a", "b", "c"):

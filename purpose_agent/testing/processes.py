@@ -88,6 +88,12 @@ def _write_steps_paced(
         raise
 
 
+def _save_one_event(opener: Callable[[], Checkpointer], run_id: str) -> None:
+    """Child-process body: write one event to a run, in a process of its own."""
+    with opener() as cp:
+        cp.save_event(ev(run_id, 1))
+
+
 class ProcessesSuite(Rows):
     """Rows where child processes write while this process reads or writes too."""
 
@@ -154,3 +160,20 @@ class ProcessesSuite(Rows):
         # The reader's first pass ends before the writer may pass step STEPS_PER_READ, so the
         # recoveries overlapped the writes rather than all coming after them.
         assert min(seen[1:]) <= STEPS_PER_READ
+
+    def test_list_runs_orders_runs_written_by_other_processes_newest_first(
+        self, backend: Backend
+    ) -> None:
+        # Each run is written by another process, a few milliseconds after the one before:
+        # the order comes from the store, not from one process's clock or counter.
+        opener = _opener_for_children(backend)
+        with backend.open():
+            pass  # create or migrate the storage once before the writers start
+        run_ids = [f"by-process-{n}" for n in range(5)]
+        with _context().Pool(2) as pool:
+            for run_id in run_ids:
+                pool.apply(_save_one_event, (opener, run_id))
+        with backend.open() as cp:
+            assert cp.list_runs() == run_ids[::-1]
+            cp.save_event(ev(run_ids[0], 2))
+            assert cp.list_runs(limit=2) == [run_ids[0], run_ids[-1]]
