@@ -127,6 +127,66 @@ def test_in_memory_sqlite_url_works_across_threads() -> None:
         assert [e.seq for e in store.list_events("r")] == [1, 2]
 
 
+def _runs_seen_from_another_thread(store: SQLCheckpointer) -> list[str]:
+    seen: list[str] = []
+    reader = threading.Thread(target=lambda: seen.extend(store.list_runs()))
+    reader.start()
+    reader.join()
+    return seen
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize(
+    ("pool", "connect_args", "problem"),
+    [
+        (None, {}, "SingletonThreadPool opens a connection, and with it a database, per thread"),
+        (sa.pool.QueuePool, {}, "QueuePool opens a connection, and with it a database, per"),
+        (sa.pool.NullPool, {}, "NullPool closes its connection after each call"),
+        (sa.pool.StaticPool, {}, "check_same_thread"),
+    ],
+    ids=["default", "queue", "null", "static-same-thread"],
+)
+def test_an_in_memory_sqlite_engine_other_threads_cannot_share_is_refused(
+    pool: type[sa.pool.Pool] | None, connect_args: dict[str, Any], problem: str
+) -> None:
+    # Such an engine gives another thread (or call) a new, empty database, and a connection
+    # refused to another thread is replaced, losing what the store had saved.
+    options: dict[str, Any] = {"connect_args": connect_args}
+    if pool is not None:
+        options["poolclass"] = pool
+    engine = sa.create_engine("sqlite://", **options)
+    with pytest.raises(InvalidInput) as refused:
+        SQLCheckpointer(engine)
+    assert problem in str(refused.value)
+    assert "StaticPool" in str(refused.value)
+    assert "check_same_thread" in str(refused.value)
+    engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_an_in_memory_sqlite_engine_on_one_shared_connection_serves_every_thread() -> None:
+    engine = sa.create_engine(
+        "sqlite://", poolclass=sa.pool.StaticPool, connect_args={"check_same_thread": False}
+    )
+    with SQLCheckpointer(engine) as store:
+        store.save_event(ev("r", 1))
+        assert _runs_seen_from_another_thread(store) == ["r"]
+        assert store.list_events("r") == [ev("r", 1)]
+    engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_a_shared_cache_in_memory_sqlite_engine_serves_every_thread() -> None:
+    engine = sa.create_engine(
+        "sqlite:///file:pa_shared?mode=memory&cache=shared&uri=true",
+        poolclass=sa.pool.SingletonThreadPool,
+    )
+    with SQLCheckpointer(engine) as store:
+        store.save_event(ev("r", 1))
+        assert _runs_seen_from_another_thread(store) == ["r"]
+    engine.dispose()
+
+
 def test_malformed_url_is_invalid_input() -> None:
     with pytest.raises(InvalidInput, match="not a database URL"):
         SQLCheckpointer("definitely not a url")

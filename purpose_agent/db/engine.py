@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -522,6 +523,63 @@ def configure_sqlite(
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
             cursor.close()
+
+
+def check_memory_engine(engine: Engine) -> None:
+    """Refuse an engine of an in-memory SQLite database that threads or calls cannot share.
+
+    An in-memory database lives in the connection that made it. A store serves every thread,
+    so the engine must lend every caller that one connection: a pool that opens a connection
+    per thread or per checkout gives the other callers an empty database of their own, one
+    that closes it loses the database, and a connection made with ``check_same_thread`` is
+    refused to other threads (SQLAlchemy then replaces it, and the database with it). A
+    shared-cache database (``cache=shared``) is one database for every connection to it.
+
+    Raises:
+        InvalidInput: For such an engine, saying how to build one that works.
+
+    """
+    url = engine.url
+    if not in_memory_sqlite(url):
+        return
+    shared = url.query.get("cache") == "shared" or "cache=shared" in str(url.database)
+    pool = engine.pool
+    if isinstance(pool, sqlalchemy.pool.NullPool):
+        problem = "its NullPool closes its connection after each call, and the database with it"
+    elif shared:
+        return
+    elif not isinstance(pool, sqlalchemy.pool.StaticPool):
+        per = "thread" if isinstance(pool, sqlalchemy.pool.SingletonThreadPool) else "checkout"
+        problem = f"its {type(pool).__name__} opens a connection, and with it a database, per {per}"
+    elif not _shared_across_threads(engine):
+        problem = "its connection was made with check_same_thread, so no other thread may use it"
+    else:
+        return
+    raise InvalidInput(
+        f"an engine of an in-memory SQLite database ({url}) cannot back a store, which every "
+        f"thread shares: {problem}; pass the URL instead (the store keeps one connection for "
+        "every thread), or build the engine with poolclass=StaticPool and "
+        "connect_args={'check_same_thread': False}"
+    )
+
+
+def _shared_across_threads(engine: Engine) -> bool:
+    """Whether the one connection of a ``StaticPool`` engine may be used by another thread."""
+    with engine.connect() as conn:
+        driver_connection = conn.connection.driver_connection
+        refused: list[BaseException] = []
+
+        def probe() -> None:
+            # Making a cursor is the cheapest call that checks the thread; it runs nothing.
+            try:
+                driver_connection.cursor().close()  # type: ignore[union-attr]
+            except engine.dialect.loaded_dbapi.ProgrammingError as exc:
+                refused.append(exc)
+
+        thread = threading.Thread(target=probe)
+        thread.start()
+        thread.join()
+    return not refused
 
 
 def adopt_sqlite(engine: Engine, *, durability: Durability, busy_timeout: float) -> None:

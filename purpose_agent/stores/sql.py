@@ -49,6 +49,7 @@ from purpose_agent.db.engine import (
     Durability,
     UrlLike,
     adopt_sqlite,
+    check_memory_engine,
     default_url,
     make_engine,
     parse_url,
@@ -200,6 +201,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             self._engine = url_or_engine
             self._owns_engine = False
             if url_or_engine.dialect.name == "sqlite":
+                check_memory_engine(url_or_engine)
                 # Without WAL and a busy timeout, a second writer fails at once with
                 # "database is locked": the store's settings apply to an engine passed in too.
                 adopt_sqlite(url_or_engine, durability=durability, busy_timeout=busy_timeout)
