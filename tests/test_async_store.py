@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import NullPool, Pool, create_engine, event, text
+from sqlalchemy import AsyncAdaptedQueuePool, NullPool, Pool, create_engine, event, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from purpose_agent import (
     AsyncCheckpointer,
@@ -29,6 +30,7 @@ from purpose_agent import (
 from purpose_agent.db.async_engine import async_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy
 from purpose_agent.errors import InvalidInput, StoreUnavailable
+from purpose_agent.testing.samples import ev
 
 
 @pytest.mark.parametrize(
@@ -55,6 +57,41 @@ def test_a_driver_without_an_asyncio_twin_is_refused() -> None:
         AsyncSQLCheckpointer("postgresql+asyncpg://u@h/db")
     with pytest.raises(InvalidInput, match="not a synchronous Engine"):
         AsyncSQLCheckpointer(create_engine("sqlite://"))  # type: ignore[arg-type]
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize("pool", [NullPool, AsyncAdaptedQueuePool], ids=["null", "queue"])
+def test_an_in_memory_sqlite_async_engine_with_a_connection_per_call_is_refused(
+    pool: type[Pool],
+) -> None:
+    # Each connection would be an empty database of its own: the tables the store made at
+    # its first call would be missing at the next.
+    async def first_save() -> None:
+        engine = create_async_engine("sqlite+aiosqlite://", poolclass=pool)
+        try:
+            async with AsyncSQLCheckpointer(engine) as store:
+                await store.save_event(ev("r", 1))
+        finally:
+            await engine.dispose()
+
+    with pytest.raises(
+        InvalidInput, match=f"its {pool.__name__} (opens|closes) (a|its) connection"
+    ):
+        asyncio.run(first_save())
+
+
+@pytest.mark.sqlite
+def test_an_in_memory_sqlite_async_engine_on_its_default_static_pool_serves_every_task() -> None:
+    async def save_and_read() -> list[list[str]]:
+        engine = create_async_engine("sqlite+aiosqlite://")
+        try:
+            async with AsyncSQLCheckpointer(engine) as store:
+                await store.save_event(ev("r", 1))
+                return list(await asyncio.gather(*(store.list_runs() for _ in range(3))))
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(save_and_read()) == [["r"]] * 3
 
 
 _NEVER_CLOSED = """
