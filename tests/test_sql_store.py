@@ -28,6 +28,7 @@ from purpose_agent import (
     InvalidInput,
     NewEvent,
     PAEvent,
+    Recovery,
     RunState,
     SequenceConflict,
     SQLCheckpointer,
@@ -139,12 +140,11 @@ def _runs_seen_from_another_thread(store: SQLCheckpointer) -> list[str]:
 @pytest.mark.parametrize(
     ("pool", "connect_args", "problem"),
     [
-        (None, {}, "SingletonThreadPool opens a connection, and with it a database, per thread"),
         (sa.pool.QueuePool, {}, "QueuePool opens a connection, and with it a database, per"),
         (sa.pool.NullPool, {}, "NullPool closes its connection after each call"),
         (sa.pool.StaticPool, {}, "check_same_thread"),
     ],
-    ids=["default", "queue", "null", "static-same-thread"],
+    ids=["queue", "null", "static-same-thread"],
 )
 def test_an_in_memory_sqlite_engine_other_threads_cannot_share_is_refused(
     pool: type[sa.pool.Pool] | None, connect_args: dict[str, Any], problem: str
@@ -160,6 +160,36 @@ def test_an_in_memory_sqlite_engine_other_threads_cannot_share_is_refused(
     assert problem in str(refused.value)
     assert "StaticPool" in str(refused.value)
     assert "check_same_thread" in str(refused.value)
+    engine.dispose()
+
+
+@pytest.mark.sqlite
+def test_an_in_memory_sqlite_engine_with_a_connection_per_thread_serves_its_opener_only() -> None:
+    # create_engine("sqlite://") gives each thread a database of its own: the thread that
+    # opened the store keeps working on its data, another is told why it cannot share it
+    # instead of reading an empty database (SchemaMissing) or writing where no one reads.
+    engine = sa.create_engine("sqlite://")
+    with SQLCheckpointer(engine) as store:
+        state = RunState(run_id="r", seq=2)
+        store.save_events([ev("r", 1), ev("r", 2)], snapshot=state)
+        refused: list[BaseException] = []
+
+        def elsewhere() -> None:
+            try:
+                store.save_event(ev("other", 1))
+            except BaseException as exc:
+                refused.append(exc)
+
+        writer = threading.Thread(target=elsewhere)
+        writer.start()
+        writer.join()
+        assert len(refused) == 1
+        assert isinstance(refused[0], InvalidInput)
+        assert "SingletonThreadPool gives each thread a database of its own" in str(refused[0])
+        assert "check_same_thread" in str(refused[0])
+        assert store.list_runs() == ["r"]
+        assert store.recover("r") == Recovery(state, [])
+        assert [e.seq for e in store.list_events("r")] == [1, 2]
     engine.dispose()
 
 

@@ -526,14 +526,16 @@ def configure_sqlite(
 
 
 def check_memory_engine(engine: Engine) -> None:
-    """Refuse an engine of an in-memory SQLite database that threads or calls cannot share.
+    """Refuse an engine of an in-memory SQLite database that the store's callers cannot share.
 
-    An in-memory database lives in the connection that made it. A store serves every thread,
-    so the engine must lend every caller that one connection: a pool that opens a connection
-    per thread or per checkout gives the other callers an empty database of their own, one
-    that closes it loses the database, and a connection made with ``check_same_thread`` is
-    refused to other threads (SQLAlchemy then replaces it, and the database with it). A
-    shared-cache database (``cache=shared``) is one database for every connection to it.
+    An in-memory database lives in the connection that made it. A pool that opens a
+    connection per checkout gives each call an empty database of its own, one that closes
+    it loses the database, and a connection made with ``check_same_thread`` is refused to
+    other threads (SQLAlchemy then replaces it, and the database with it): such engines are
+    refused at once. ``create_engine("sqlite://")``'s ``SingletonThreadPool`` gives each
+    thread a database of its own, so it serves the thread that opened the store, as it
+    serves any program written for it, and another thread gets this error, not an empty
+    database. A shared-cache database (``cache=shared``) is one database for every connection.
 
     Raises:
         InvalidInput: For such an engine, saying how to build one that works.
@@ -548,19 +550,45 @@ def check_memory_engine(engine: Engine) -> None:
         problem = "its NullPool closes its connection after each call, and the database with it"
     elif shared:
         return
+    elif isinstance(pool, sqlalchemy.pool.SingletonThreadPool):
+        _serve_one_thread(engine)
+        return
     elif not isinstance(pool, sqlalchemy.pool.StaticPool):
-        per = "thread" if isinstance(pool, sqlalchemy.pool.SingletonThreadPool) else "checkout"
-        problem = f"its {type(pool).__name__} opens a connection, and with it a database, per {per}"
+        name = type(pool).__name__
+        problem = f"its {name} opens a connection, and with it a database, per checkout"
     elif not _shared_across_threads(engine):
         problem = "its connection was made with check_same_thread, so no other thread may use it"
     else:
         return
-    raise InvalidInput(
-        f"an engine of an in-memory SQLite database ({url}) cannot back a store, which every "
+    raise _memory_engine_refused(url, problem)
+
+
+def _memory_engine_refused(url: URL, problem: str) -> InvalidInput:
+    return InvalidInput(
+        f"an engine of an in-memory SQLite database ({url}) cannot back a store that every "
         f"thread shares: {problem}; pass the URL instead (the store keeps one connection for "
         "every thread), or build the engine with poolclass=StaticPool and "
         "connect_args={'check_same_thread': False}"
     )
+
+
+def _serve_one_thread(engine: Engine) -> None:
+    """Refuse a ``SingletonThreadPool`` connection to every thread but the store's opener.
+
+    The check runs at checkout, before the thread's new (empty) database is used: the
+    opener's connection, and its data, stay as they are.
+    """
+    opener = threading.get_ident()
+    problem = (
+        "its SingletonThreadPool gives each thread a database of its own, so it serves only "
+        "the thread that opened the store"
+    )
+
+    def checkout(*_: object) -> None:
+        if threading.get_ident() != opener:
+            raise _memory_engine_refused(engine.url, problem)
+
+    event.listen(engine, "checkout", checkout)
 
 
 def _shared_across_threads(engine: Engine) -> bool:
