@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import sqlite3
 import sys
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +309,13 @@ class _CrashingSaver(PurposeAgentSaver):
         super().put_writes(*args, **kwargs)
         self.stored_writes += len(args[1])
 
+    def _put_missing_writes(self, *args: Any) -> int:
+        # What the import calls for writes stored without a key (interrupts, errors).
+        self._tick("put_writes")
+        written = super()._put_missing_writes(*args)
+        self.stored_writes += written
+        return written
+
 
 @pytest.mark.parametrize(("method", "after"), [("put", 7), ("put_writes", 11), ("put", 0)])
 def test_an_import_that_crashed_midway_is_finished_by_running_it_again(
@@ -493,6 +503,77 @@ def test_threads_imported_by_several_workers_come_across_alike(
     with PurposeAgentSaver.from_url(f"sqlite:///{tmp_path / 'one.db'}") as alone:
         import_threads(sqlite_source, alone)
         assert _event_counts(target) == _event_counts(alone)
+
+
+class _PlannedTogether:
+    """A store whose first append waits for the other importer's first append.
+
+    Both imports have then read the target and planned what it lacks before either writes:
+    the two processes of an import started twice, at the worst moment.
+    """
+
+    def __init__(self, store: Any, barrier: threading.Barrier) -> None:
+        self._store, self._barrier, self._waited = store, barrier, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def append(
+        self,
+        run_id: str,
+        events: Any,
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: Any = None,
+        group: str | None = None,
+    ) -> Any:
+        if not self._waited:
+            self._waited = True
+            self._barrier.wait()
+        return self._store.append(
+            run_id, events, expected_last_seq=expected_last_seq, snapshot=snapshot, group=group
+        )
+
+
+def _at_once(*work: Callable[[], Any]) -> list[Any]:
+    """Run each function in its own thread; their results, or the first error raised."""
+    with ThreadPoolExecutor(len(work)) as pool:
+        return [future.result() for future in [pool.submit(one) for one in work]]
+
+
+def test_two_imports_of_the_same_threads_at_once_store_each_write_once(
+    tmp_path: Path, target_url: str
+) -> None:
+    """Started twice at once, the imports end as one leaves the target: every interrupt,
+    error and resume value stored once, not once per import."""
+    path = str(tmp_path / "source.sqlite")
+    with SqliteSaver.from_conn_string(path) as source:
+        _run_graphs(source)
+    with PurposeAgentSaver.from_url(f"sqlite:///{tmp_path / 'alone.db'}") as alone:
+        with SqliteSaver.from_conn_string(path) as source:
+            expected = import_threads(source, alone)
+        alone_counts = _event_counts(alone)
+    barrier = threading.Barrier(2, timeout=60)
+    stores = [SQLCheckpointer(target_url) for _ in range(2)]
+
+    def importing(store: SQLCheckpointer) -> Any:
+        with SqliteSaver.from_conn_string(path) as source:
+            return import_threads(source, PurposeAgentSaver(_PlannedTogether(store, barrier)))
+
+    try:
+        reports = _at_once(*(functools.partial(importing, store) for store in stores))
+        target = PurposeAgentSaver(stores[0])
+
+        assert all(report.ok for report in reports), [r.problems for r in reports]
+        assert _event_counts(target) == alone_counts
+        with SqliteSaver.from_conn_string(path) as source:
+            _assert_same_threads(source, target, THREADS)
+            again = import_threads(source, target)
+        assert (again.checkpoints, again.writes) == (0, 0)
+        assert again.checkpoints_present == expected.checkpoints
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_workers_below_one_are_refused(sqlite_source: SqliteSaver) -> None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any, TypedDict
 
@@ -24,7 +25,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, empt
 from langgraph.checkpoint.base.id import uuid6
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
-from langgraph.checkpoint.serde.types import INTERRUPT
+from langgraph.checkpoint.serde.types import ERROR, INTERRUPT
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
@@ -572,6 +573,63 @@ def test_copy_thread_twice_copies_interrupts_and_rewritten_writes_once(
     found = saver.get_tuple(_config("dst", cid))
     assert found is not None
     assert found.pending_writes == saver.get_tuple(config).pending_writes
+
+
+class _CopiedTogether:
+    """A store whose first append waits for the other copy's: both read before either writes."""
+
+    def __init__(self, store: Any, barrier: threading.Barrier) -> None:
+        self._store, self._barrier, self._waited = _sync(store), barrier, False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def append(
+        self,
+        run_id: str,
+        events: Any,
+        *,
+        expected_last_seq: int | None = None,
+        snapshot: Any = None,
+        group: str | None = None,
+    ) -> Any:
+        if not self._waited:
+            self._waited = True
+            self._barrier.wait()
+        return self._store.append(
+            run_id, events, expected_last_seq=expected_last_seq, snapshot=snapshot, group=group
+        )
+
+
+def test_two_copies_of_a_thread_at_once_copy_interrupts_and_rewritten_writes_once(
+    store_factory: StoreFactory,
+) -> None:
+    """Two ``copy_thread`` calls that both read the empty target first end as one copy."""
+    saver = PurposeAgentSaver(store_factory())
+    cid = _put(saver, "src")
+    config = _config("src", cid)
+    saver.put_writes(config, [(INTERRUPT, "approve?")], "asking")
+    saver.put_writes(config, [("ch", "first")], "task")
+    saver.put_writes(config, [("ch", "second"), ("more", 2)], "task")  # kept without a key
+    child = _fill(saver, "src", 2, ns="child:1")
+    saver.put_writes(_config("src", child[-1], "child:1"), [(ERROR, "boom")], "failing")
+    barrier = threading.Barrier(2, timeout=60)
+    copiers = [PurposeAgentSaver(_CopiedTogether(store_factory(), barrier)) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        for copying in [pool.submit(c.copy_thread, "src", "dst") for c in copiers]:
+            copying.result()
+    store = _sync(saver.store)
+
+    for run_id in store.list_runs(group=group_for("src")):
+        copy_id = run_id.replace("src", "dst", 1)
+        assert [e.data for e in store.list_events(copy_id)] == [
+            payloads.copied(e, None).data for e in store.list_events(run_id)
+        ], run_id
+    for ns, checkpoint_id in [("", cid), ("child:1", child[-1])]:
+        found, original = (saver.get_tuple(_config(t, checkpoint_id, ns)) for t in ("dst", "src"))
+        assert found is not None
+        assert original is not None
+        assert found.pending_writes == original.pending_writes
 
 
 def test_thread_ids_with_separators_map_to_valid_runs_and_back(saver: PurposeAgentSaver) -> None:

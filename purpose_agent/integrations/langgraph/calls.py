@@ -44,10 +44,25 @@ Stream = Generator[Call | CheckpointTuple, Any, None]
 # -- the calls, typed ---------------------------------------------------------------------
 
 
-def append(run_id: str, events: list[NewEvent], *, group: str) -> Op[list[PAEvent]]:
-    """``store.append``: the events at the run's next seqs, the run in ``group``."""
-    stored: list[PAEvent] = yield Call("append", (run_id, events), {"group": group})
+def append(
+    run_id: str, events: list[NewEvent], *, group: str, expected_last_seq: int | None = None
+) -> Op[list[PAEvent]]:
+    """``store.append``: the events at the run's next seqs, the run in ``group``.
+
+    With ``expected_last_seq``, only if the run's last seq is still that (``SequenceConflict``
+    otherwise): what the caller read of the run is what it appends after.
+    """
+    options: dict[str, Any] = {"group": group}
+    if expected_last_seq is not None:
+        options["expected_last_seq"] = expected_last_seq
+    stored: list[PAEvent] = yield Call("append", (run_id, events), options)
     return stored
+
+
+def last_seq(run_id: str) -> Op[int]:
+    """``store.last_seq``: read before the run's events, the seq to expect when appending."""
+    seq: int = yield Call("last_seq", (run_id,))
+    return seq
 
 
 def event_by_key(run_id: str, key: str) -> Op[PAEvent | None]:

@@ -58,6 +58,7 @@ from purpose_agent.errors import (
     ThreadConflict,
     translated,
 )
+from purpose_agent.integrations.langgraph.payloads import writes_key
 from purpose_agent.integrations.langgraph.saver import PurposeAgentSaver
 
 # The task LangGraph keeps writes of no task under (``update_state``, resume values); its
@@ -621,14 +622,56 @@ class _Tally:
         self.add(thread_id, problem=problem, done=True)
 
 
+@dataclass(frozen=True)
+class _TaskWrites:
+    """One task's writes to add to a checkpoint, as the saver's ``put_writes`` takes them.
+
+    Attributes:
+        config: The checkpoint's config.
+        writes: What the plan found missing.
+        task_id: The task.
+        task_path: Its path (see :func:`_paths`).
+        given: Every write of the task in the source, when the missing ones are stored
+            without a key (see :meth:`missing`); ``None`` when they have one.
+
+    """
+
+    config: Any
+    writes: Writes
+    task_id: str
+    task_path: str
+    given: Writes | None
+
+    def missing(self, serde: SerializerProtocol) -> Callable[[Writes], Writes]:
+        """What the target lacks of the task's writes, given those it holds when written.
+
+        Writes stored without a key (an interrupt, an error, a resume value) would be stored
+        twice by two imports of the thread at once, each planned before the other wrote:
+        they are compared again with the target's as the saver appends them, and appended
+        only if the target's writes run did not change meanwhile.
+        """
+        given = self.given if self.given is not None else self.writes
+
+        def lacking(held: Writes) -> Writes:
+            add, ahead = _task_diff(serde, given, held)
+            return [] if ahead else add
+
+        return lacking
+
+
+def _keyed(task_id: str, writes: Writes) -> bool:
+    """Whether the saver stores these writes of a task with a key (see ``writes_key``)."""
+    indexes = [WRITES_IDX_MAP.get(channel, idx) for idx, (channel, _) in enumerate(writes)]
+    return writes_key(task_id, indexes) is not None
+
+
 @dataclass
 class _Call:
     """The saver calls one step of a plan makes: its checkpoint's ``put``, its tasks' writes."""
 
     checkpoint_id: str
     put: tuple[Any, ...] | None = None
-    writes: list[tuple[Any, ...]] = field(default_factory=list)
-    written: int = 0
+    writes: list[_TaskWrites] = field(default_factory=list)
 
     @property
     def checkpoints(self) -> int:
@@ -655,11 +698,12 @@ def _calls(thread_id: str, plan: _Plan, source: list[CheckpointTuple]) -> Iterat
                 _new_versions(found, parent),
             )
         if step.writes:
+            given = _tasks(found.pending_writes or [])
             paths = _paths(found.pending_writes or [])
             config = _config(thread_id, namespace, checkpoint_id)
             for task_id, writes in step.writes.items():
-                call.writes.append((config, writes, task_id, paths[task_id]))
-                call.written += len(writes)
+                unkeyed = None if _keyed(task_id, writes) else given[task_id]
+                call.writes.append(_TaskWrites(config, writes, task_id, paths[task_id], unkeyed))
         if call.put is not None or call.writes:
             yield call
 
@@ -711,12 +755,19 @@ def _write(
 ) -> None:
     """Write what the plan lists: each checkpoint, then each task's missing writes."""
     for call in _calls(thread_id, plan, source):
+        written = 0
         with _storable(call):
             if call.put is not None:
                 target.put(*call.put)
-            for writes in call.writes:
-                target.put_writes(*writes)
-        tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
+            for task in call.writes:
+                if task.given is None:
+                    target.put_writes(task.config, task.writes, task.task_id, task.task_path)
+                    written += len(task.writes)
+                else:
+                    written += target._put_missing_writes(
+                        task.config, task.task_id, task.task_path, task.missing(target.serde)
+                    )
+        tally.add(thread_id, checkpoints=call.checkpoints, writes=written)
 
 
 def import_threads(
@@ -848,12 +899,19 @@ async def _aimport_thread(
     if plan is None:
         return
     for call in _calls(thread_id, plan, source):
+        written = 0
         with _storable(call):
             if call.put is not None:
                 await target.aput(*call.put)
-            for writes in call.writes:
-                await target.aput_writes(*writes)
-        tally.add(thread_id, checkpoints=call.checkpoints, writes=call.written)
+            for task in call.writes:
+                if task.given is None:
+                    await target.aput_writes(task.config, task.writes, task.task_id, task.task_path)
+                    written += len(task.writes)
+                else:
+                    written += await target._aput_missing_writes(
+                        task.config, task.task_id, task.task_path, task.missing(target.serde)
+                    )
+        tally.add(thread_id, checkpoints=call.checkpoints, writes=written)
     tally.add(thread_id, imported=True)
 
 

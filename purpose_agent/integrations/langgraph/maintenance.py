@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Collection
 
-from purpose_agent import NewEvent, PAEvent, RunState
+from purpose_agent import NewEvent, PAEvent, RunState, SequenceConflict
 from purpose_agent.integrations.langgraph import calls, payloads, runs
 from purpose_agent.integrations.langgraph.calls import Op
 from purpose_agent.integrations.langgraph.reads import (
@@ -129,6 +129,11 @@ def copy_thread(source: str, target: str) -> Op[None]:
     keeps its key. Keys alone would not do: a special write (an interrupt, an error) and a
     task's second writes are stored without one, and appended again they would be stored
     twice, after whatever the target thread wrote since.
+
+    Two copies at once end as one does: what a copy appends after the events a target run
+    holds of the source's is appended only if the run's last seq is still the one read
+    before them; when another copy (or any writer) appended first, the run is read again
+    from there and compared anew.
     """
     run_ids = sorted((yield from calls.list_runs(group=runs.group_for(source))))
     group = runs.group_for(target)
@@ -137,22 +142,71 @@ def copy_thread(source: str, target: str) -> Op[None]:
     for run_id in copies:
         since = held = 0
         matching = True  # the target run holds the source's events read so far, in order
+        exact = False
         while True:
             page = yield from _page(run_id, since)
             if page:
                 copy_id, names = _copy_of(run_id, page[0], target)
                 copied = [payloads.copied(event, names) for event in page]
                 if matching:
-                    there = yield from _page(copy_id, held)
-                    same = _held(copied, there)
-                    matching = same == len(copied)
-                    held = there[same - 1].seq if same else held
-                    copied = copied[same:]
+                    found = yield from _after_held(copy_id, held, copied, group, exact)
+                    exact = found is None
+                    if found is None:
+                        continue  # another writer appended first: this page again
+                    held, matching = found
+                    copied = []
                 if copied:
                     yield from calls.append(copy_id, copied, group=group)
             if len(page) < BATCH:
                 break
             since = page[-1].seq
+
+
+def _after_held(
+    copy_id: str, held: int, copied: list[NewEvent], group: str, exact: bool
+) -> Op[tuple[int, bool] | None]:
+    """Append what the target run lacks of a page, the run holding the source's up to ``held``.
+
+    The events the run holds after ``held`` are compared with the page: those equal, in
+    order, are not appended again. If the run holds nothing more, the rest is appended after
+    them, but only if the run's last seq is still the last one read. If it holds other
+    events (the target thread went on), the rest is appended after those, as keyed events
+    it holds already are not stored twice.
+
+    Args:
+        copy_id: The target run.
+        held: The seq of the last event it holds of the source's so far.
+        copied: The page, as the events to append.
+        group: The target thread's group.
+        exact: Read the run's last seq first, rather than take the seq of its last event
+            read: after a conflict, which a snapshot ahead of the run's events (a pruned
+            run) would also raise.
+
+    Returns:
+        The seq of the last event the run now holds of the source's, and whether it holds
+        them all so far; ``None`` if another writer appended between the read and the append.
+
+    Raises:
+        SequenceConflict: A keyed event is stored with other content.
+    """
+    last = (yield from calls.last_seq(copy_id)) if exact else None
+    there = yield from _page(copy_id, held)
+    same = _held(copied, there)
+    held = there[same - 1].seq if same else held
+    rest = copied[same:]
+    if not rest:
+        return held, True
+    if same < len(there):
+        yield from calls.append(copy_id, rest, group=group)
+        return held, False
+    expected = held if last is None else last
+    try:
+        stored = yield from calls.append(copy_id, rest, group=group, expected_last_seq=expected)
+    except SequenceConflict:
+        if last is not None and (yield from calls.last_seq(copy_id)) == last:
+            raise  # a key stored with other content, not a writer that came first
+        return None
+    return max(event.seq for event in stored), True
 
 
 def _held(copies: list[NewEvent], stored: list[PAEvent]) -> int:

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import inspect
 import random
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from langchain_core.runnables import RunnableConfig
@@ -27,6 +27,7 @@ from purpose_agent import (
     AsyncSQLCheckpointer,
     Checkpointer,
     InvalidInput,
+    PAEvent,
     SequenceConflict,
     SQLCheckpointer,
 )
@@ -49,10 +50,14 @@ if TYPE_CHECKING:  # LangGraph releases before DeltaChannel lack it
 
 T = TypeVar("T")
 
+Missing = Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]
+"""Given a task's writes as stored, ``(channel, value)``, the writes to add to them."""
+
 # What the saver calls beyond the Checkpointer protocol, and the keyword arguments it passes.
 _NEEDED = {
-    "append": ("group",),
+    "append": ("group", "expected_last_seq"),
     "event_by_key": (),
+    "last_seq": (),
     "list_events": ("before", "newest_first"),
     "list_runs": ("group", "prefix"),
     "compact": (),
@@ -309,6 +314,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         writes: Sequence[tuple[str, Any]],
         task_id: str,
         task_path: str,
+        expected_last_seq: int | None = None,
     ) -> Op[None]:
         configurable = config["configurable"]
         thread_id = configurable["thread_id"]
@@ -329,8 +335,11 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 run_id,
                 [payloads.writes_of(task_id, task_path, stored, names=names, run_id=writer)],
                 group=group,
+                expected_last_seq=expected_last_seq,
             )
         except SequenceConflict:
+            if expected_last_seq is not None:
+                raise  # the caller reads the run again and decides anew
             # The task's regular writes are stored with other values (the task ran again, or
             # a run that wrote them was rolled back): LangGraph keeps the first ones that
             # count, which the reads do; these are kept beside them, without a key.
@@ -338,6 +347,53 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
                 task_id, task_path, stored, keyed=False, names=names, run_id=writer
             )
             yield from calls.append(run_id, [unkeyed], group=group)
+
+    def _missing_writes(
+        self,
+        config: RunnableConfig,
+        task_id: str,
+        task_path: str,
+        missing: Missing,
+    ) -> Op[int]:
+        """Append the writes of a task that ``missing`` finds lacking from those stored.
+
+        The checkpoint's writes run is read, and what is missing is appended only if nothing
+        was appended to the run since: two callers at once (two imports of one thread) store
+        a write without a key (an interrupt, an error, a resume value) once, where keys
+        alone would store it twice. After a conflict the run is read again, its last seq
+        first (the one to expect), then the writes, and ``missing`` asked anew.
+
+        Returns:
+            How many writes were appended.
+        """
+        configurable = config["configurable"]
+        run_id = runs.writes_run_for(
+            configurable["thread_id"],
+            configurable.get("checkpoint_ns", ""),
+            configurable["checkpoint_id"],
+        )
+        exact = False  # read the run's last seq first: after a conflict
+        while True:
+            last = (yield from calls.last_seq(run_id)) if exact else None
+            events: list[PAEvent] = yield calls.whole_run(run_id)
+            held = [
+                (write.channel, payloads.load_value(self.serde, write.value, run_id, write.seq))
+                for write in payloads.writes(events).pending
+                if write.task == task_id
+            ]
+            add = missing(held)
+            if not add:
+                return 0
+            if last is None:  # a writes run has no snapshot: its last event is its last seq
+                last = events[-1].seq if events else 0
+            try:
+                yield from self._put_writes(config, add, task_id, task_path, last)
+            except SequenceConflict:
+                if exact and (yield from calls.last_seq(run_id)) == last:
+                    raise  # not a writer that came first
+                exact = True
+                continue
+            return len(add)
 
     def _prune(self, thread_ids: Sequence[str], strategy: str) -> Op[None]:
         if strategy not in {"keep_latest", "delete"}:
@@ -589,6 +645,18 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
     ) -> None:
         """See :meth:`put_writes`."""
         await self._arun(self._put_writes(config, writes, task_id, task_path))
+
+    def _put_missing_writes(
+        self, config: RunnableConfig, task_id: str, task_path: str, missing: Missing
+    ) -> int:
+        """:meth:`_missing_writes`, for the import (which writes as LangGraph would)."""
+        return self._run(self._missing_writes(config, task_id, task_path, missing))
+
+    async def _aput_missing_writes(
+        self, config: RunnableConfig, task_id: str, task_path: str, missing: Missing
+    ) -> int:
+        """See :meth:`_put_missing_writes`."""
+        return await self._arun(self._missing_writes(config, task_id, task_path, missing))
 
     async def adelete_thread(self, thread_id: str) -> None:
         """See :meth:`delete_thread`."""
