@@ -69,11 +69,20 @@ def _threads_bar(show: bool) -> Iterator[Callable[[ImportProgress], None] | None
 
 
 def _summary(report: ImportReport) -> str:
+    # A checkpoint an earlier import left without some of its writes is neither written nor
+    # already there: said apart, so that the three add up to the source's checkpoints.
+    completed = report.checkpoints_completed
     return (
         f"{count(report.threads_total, 'thread')} ({report.threads_imported:,} imported, "
         f"{report.threads_unchanged:,} already there, {len(report.problems):,} refused), "
         f"{count(report.checkpoints, 'checkpoint')} and {count(report.writes, 'write')} "
-        f"written, {count(report.checkpoints_present, 'checkpoint')} already there"
+        "written, "
+        + (
+            f"{count(completed, 'checkpoint')} completed (missing writes added), "
+            if completed
+            else ""
+        )
+        + f"{count(report.checkpoints_present, 'checkpoint')} already there"
     )
 
 
@@ -179,6 +188,7 @@ def _print_report(report: ImportReport, source: str, where: str, as_json: bool) 
                 "checkpoints": report.checkpoints,
                 "writes": report.writes,
                 "checkpoints_present": report.checkpoints_present,
+                "checkpoints_completed": report.checkpoints_completed,
                 "problems": [
                     {"thread_id": p.thread_id, "message": p.message} for p in report.problems
                 ],

@@ -33,6 +33,7 @@ from langgraph.types import Command, StateSnapshot
 from sqlalchemy.engine import URL
 
 from purpose_agent import InMemoryCheckpointer, InvalidInput, SQLCheckpointer
+from purpose_agent.cli.output import count
 from purpose_agent.errors import ThreadConflict
 from purpose_agent.integrations.langgraph import (
     ImportProgress,
@@ -344,6 +345,10 @@ def test_an_import_that_crashed_midway_is_finished_by_running_it_again(
             assert crashing.stored_writes > 0
         assert resumed.checkpoints == expected.checkpoints - crashing.stored_checkpoints
         assert resumed.writes == expected.writes - crashing.stored_writes
+        assert (
+            resumed.checkpoints + resumed.checkpoints_completed + resumed.checkpoints_present
+            == expected.checkpoints
+        )
         _assert_same_threads(sqlite_source, target, THREADS)
         assert _event_counts(target) == clean_counts
         done = graphs.approval(target).invoke(Command(resume="yes"), _config("hitl"))
@@ -861,6 +866,37 @@ def test_the_command_imports_then_finds_everything_there(source_url: str, target
         0,
         len(THREADS),  # hitl, resumed on the target since, is left as it is
     )
+
+
+def test_the_command_counts_the_checkpoints_whose_missing_writes_it_wrote(
+    tmp_path: Path, target_url: str
+) -> None:
+    """After an import stopped between a checkpoint and its writes, the summary accounts for
+    every checkpoint: written, completed (its writes added), or already there."""
+    path = tmp_path / "lg.sqlite"
+    store = SQLCheckpointer(target_url)
+    try:
+        with SqliteSaver.from_conn_string(str(path)) as source:
+            _run_graphs(source)
+            total = sum(len(_listed(source, thread)) for thread in THREADS)
+            crashing = _CrashingSaver(store, "put_writes", 0)
+            with pytest.raises(_Crash):
+                import_threads(source, crashing)
+    finally:
+        store.close()
+    put = crashing.stored_checkpoints  # the last of them has none of its writes
+
+    done = invoke("import", "langgraph", "--from", f"sqlite:{path}", "--url", target_url)
+    again = invoke("import", "langgraph", "--from", f"sqlite:{path}", "--url", target_url, "--json")
+
+    assert done.exit_code == 0, done.output + done.stderr
+    assert f"{count(total - put, 'checkpoint')} and " in done.stdout
+    assert (
+        f"written, 1 checkpoint completed (missing writes added), "
+        f"{count(put - 1, 'checkpoint')} already there"
+    ) in done.stdout
+    summary = json.loads(again.stdout)
+    assert (summary["checkpoints_completed"], summary["checkpoints_present"]) == (0, total)
 
 
 def test_the_command_imports_the_threads_named(tmp_path: Path, target_url: str) -> None:

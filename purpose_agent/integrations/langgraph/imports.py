@@ -110,6 +110,9 @@ class ImportReport:
         writes: Pending writes written (each ``(channel, value)`` counts one).
         checkpoints_present: Source checkpoints found already in the target, with their
             writes (a re-run's or a resumed import's).
+        checkpoints_completed: Source checkpoints found in the target without some of their
+            writes (an import stopped between a checkpoint and its writes), whose missing
+            writes were written; counted in ``writes``, not in ``checkpoints``.
         problems: Threads refused (a conflict, a row damaged in the source) or failed (a
             value the target refuses).
 
@@ -121,6 +124,7 @@ class ImportReport:
     checkpoints: int = 0
     writes: int = 0
     checkpoints_present: int = 0
+    checkpoints_completed: int = 0
     problems: list[ThreadProblem] = field(default_factory=list)
 
     @property
@@ -578,6 +582,7 @@ class _Tally:
         checkpoints: int = 0,
         writes: int = 0,
         present: int = 0,
+        completed: int = 0,
         imported: bool = False,
         unchanged: bool = False,
         problem: str | None = None,
@@ -588,6 +593,7 @@ class _Tally:
             report.checkpoints += checkpoints
             report.writes += writes
             report.checkpoints_present += present
+            report.checkpoints_completed += completed
             report.threads_imported += imported
             report.threads_unchanged += unchanged
             if problem is not None:
@@ -746,6 +752,24 @@ def _reported_plan(
     return plan
 
 
+def _count(tally: _Tally, thread_id: str, call: _Call, written: int) -> None:
+    """Count one step of a plan: a checkpoint written, completed, or found whole after all.
+
+    A checkpoint the target held without some of its writes is completed when they are
+    written; if another import at once wrote them first, it is found there with them.
+    """
+    completed = present = 0
+    if call.put is None:
+        completed, present = (1, 0) if written else (0, 1)
+    tally.add(
+        thread_id,
+        checkpoints=call.checkpoints,
+        writes=written,
+        completed=completed,
+        present=present,
+    )
+
+
 def _write(
     thread_id: str,
     plan: _Plan,
@@ -767,7 +791,7 @@ def _write(
                     written += target._put_missing_writes(
                         task.config, task.task_id, task.task_path, task.missing(target.serde)
                     )
-        tally.add(thread_id, checkpoints=call.checkpoints, writes=written)
+        _count(tally, thread_id, call, written)
 
 
 def import_threads(
@@ -911,7 +935,7 @@ async def _aimport_thread(
                     written += await target._aput_missing_writes(
                         task.config, task.task_id, task.task_path, task.missing(target.serde)
                     )
-        tally.add(thread_id, checkpoints=call.checkpoints, writes=written)
+        _count(tally, thread_id, call, written)
     tally.add(thread_id, imported=True)
 
 
