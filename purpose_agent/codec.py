@@ -98,11 +98,8 @@ def check_json(value: Any, what: str = "data") -> None:
             )
         if isinstance(item, dict):
             for key, child in item.items():
-                if type(key) is not str:
-                    raise InvalidInput(
-                        f"{_where(what, trail)} has a key {key!r} of type "
-                        f"{type(key).__name__}; JSON keys must be str"
-                    )
+                if type(key) is not str and not _as_plain_str(key):
+                    raise InvalidInput(_bad_key(what, trail, key))
                 if type(child) not in _PLAIN:
                     stack.append((child, (trail, key), depth + 1))
         elif isinstance(item, list):
@@ -119,6 +116,29 @@ def check_json(value: Any, what: str = "data") -> None:
                 f"{_where(what, trail)} is a {type(item).__name__}; only None, bool, int, float, "
                 "str, list and dict (with str keys) can be stored"
             )
+
+
+def _as_plain_str(key: object) -> bool:
+    """Whether a key of a ``str`` subclass (a str-valued enum member) comes back usable.
+
+    It comes back a plain ``str``, its content: the loaded dict equals the saved one only if
+    the key hashes and compares as that content, which a subclass may define otherwise.
+    """
+    if not isinstance(key, str):
+        return False
+    plain = str.__str__(key)
+    return hash(key) == hash(plain) and bool(key == plain) and bool(plain == key)
+
+
+def _bad_key(what: str, trail: tuple[Any, ...] | None, key: object) -> str:
+    """Why a key is refused, naming where it is."""
+    where = f"{_where(what, trail)} has a key {key!r} of type {type(key).__name__}"
+    if isinstance(key, str):
+        return (
+            f"{where}, a subclass of str that does not hash or compare as its text: it would "
+            "come back as a plain str, which the loaded dict would not match; use a plain str"
+        )
+    return f"{where}; JSON keys must be str"
 
 
 def _refuse_surrogate_pairs(value: Any, what: str) -> None:

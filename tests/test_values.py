@@ -122,6 +122,20 @@ def test_codec_names_the_path_to_a_bad_value() -> None:
         encode({"a": [0, {"b": float("nan")}]})
 
 
+def test_codec_stores_str_enum_keys_as_their_text_and_refuses_keys_that_would_not_match() -> None:
+    # A str-valued enum member hashes and compares as its text: the dict that comes back,
+    # with plain str keys, equals the one saved, as for such values.
+    saved = {EventKind.TOOL_CALL: EventKind.TOOL_CALL, "k": {EventKind.TOOL_RESULT: [1]}}
+    back = decode(encode(saved))
+    assert back == saved
+    assert [type(key) for key in back] == [str, str]
+    assert encode(saved) == '{"tool_call":"tool_call","k":{"tool_result":[1]}}'
+    with pytest.raises(InvalidInput, match=r"a key 'k' of type _OddKey, a subclass of str"):
+        encode(NOT_JSON["odd_str_key"])
+    with pytest.raises(InvalidInput, match=r"data has a key 1 of type int; JSON keys must be str"):
+        encode({1: "a"})
+
+
 def test_codec_decoder_refuses_non_standard_constants() -> None:
     for text in ('{"x": NaN}', '{"x": Infinity}', "[-Infinity]"):
         with pytest.raises(ValueError, match="not a JSON value"):

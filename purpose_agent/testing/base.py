@@ -97,6 +97,20 @@ class BaseSuite(Rows):
             assert repr(got) == repr(payload)
             assert list(got) == ["v", "after"]
 
+    def test_str_enum_keys_and_values_come_back_as_their_text(self, cp: Checkpointer) -> None:
+        # Nothing is turned into a string: a str-valued enum member already is one, and it
+        # hashes and compares as its text, so the plain str that comes back equals it.
+        payload = {EventKind.TOOL_CALL: [EventKind.TOOL_RESULT], "k": {EventKind.RUN_FAILED: 1}}
+        cp.save_event(ev("r", 1, v=payload))
+        cp.save_snapshot("r", st("r", 1, v=payload))
+        expected = {"v": {"tool_call": ["tool_result"], "k": {"run_failed": 1}}}
+        [event] = cp.list_events("r")
+        state = cp.load_latest("r")
+        assert state is not None
+        for got in (event.data, state.data):
+            assert got == {"v": payload}
+            assert repr(got) == repr(expected)
+
     def test_deep_nesting_round_trips(self, cp: Checkpointer) -> None:
         value = nested(200)
         cp.save_event(ev("r", 1, deep=value))

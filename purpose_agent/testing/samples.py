@@ -159,6 +159,14 @@ EXACT_VALUES: dict[str, Any] = {
 _contains_itself: dict[str, Any] = {}
 _contains_itself["self"] = _contains_itself
 
+
+class _OddKey(str):
+    """A str that hashes otherwise than its text: as a key, the loaded dict would miss it."""
+
+    def __hash__(self) -> int:
+        return hash(("odd", str.__str__(self)))
+
+
 # Values that are not JSON; every store refuses them before writing anything.
 NOT_JSON: dict[str, Any] = {
     "object": object(),
@@ -170,6 +178,8 @@ NOT_JSON: dict[str, Any] = {
     "minus_inf": float("-inf"),
     "int_key": {1: "a"},
     "none_key": {None: "a"},
+    # It would come back as the str "k", which the loaded dict would find by another hash.
+    "odd_str_key": {_OddKey("k"): "a"},
     "nested_bad": {"a": [{"b": [1, {2, 3}]}]},
     "too_many_digits": 10**4300,
     "exception": ValueError("x"),
