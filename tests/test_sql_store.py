@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import multiprocessing
 import os
 import shutil
 import socket
@@ -1448,3 +1449,41 @@ def test_a_save_and_an_append_of_one_run_lock_it_in_one_order() -> None:
             assert deadlocks == []
             assert [event.seq for event in store.list_events("r")] == [1, 2, 3]
         holder.dispose()
+
+
+def _write_and_read_in_child(store: SQLCheckpointer, child: int, close: bool) -> None:
+    run_id = f"child-{child}"
+    for seq in range(1, 51):
+        store.save_events([ev(run_id, seq)])
+        # Each read must see the child's own write: on a socket shared with the parent it
+        # read the parent's answers, or none.
+        assert store.list_events(run_id, since_seq=seq - 1) == [ev(run_id, seq)]
+    if close:
+        store.close()  # the child's close, not the parent's sessions
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_forked_children_write_and_read_on_connections_of_their_own(empty_database: str) -> None:
+    """gunicorn's --preload, multiprocessing's fork: children used the parent's pooled
+    connections, whose sockets the parent kept using, and a child's close() ended them."""
+    with SQLCheckpointer(empty_database) as store:
+        store.save_events([ev("parent", 1)])
+        assert store.list_events("parent") == [ev("parent", 1)]  # an idle pooled connection
+        fork = multiprocessing.get_context("fork")
+        children = [
+            fork.Process(target=_write_and_read_in_child, args=(store, child, child % 2 == 0))
+            for child in range(3)
+        ]
+        for child in children:
+            child.start()
+        for seq in range(2, 101):
+            store.save_events([ev("parent", seq)])
+            assert store.list_events("parent", since_seq=seq - 1) == [ev("parent", seq)]
+        for child in children:
+            child.join(60)
+        assert [child.exitcode for child in children] == [0, 0, 0]
+        store.save_events([ev("parent", 101)])
+        assert store.list_events("parent") == [ev("parent", seq) for seq in range(1, 102)]
+        for child in range(3):
+            assert len(store.list_events(f"child-{child}")) == 50
+        assert store.engine.pool.checkedout() == 0 or store.engine.dialect.name == "sqlite"

@@ -28,6 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from purpose_agent.db.dialects import flavor_for
 from purpose_agent.db.engine import make_engine, parse_url, shown_url
+from purpose_agent.db.forks import keep_apart
 from purpose_agent.db.queries import Queries
 from purpose_agent.db.transactions import Transactions
 from purpose_agent.errors import InvalidInput
@@ -127,6 +128,7 @@ class Replicas:
                 if "connect_timeout" not in url.query:
                     options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
                 engine = make_engine(url, **options)
+                keep_apart(engine)
                 flavor = flavor_for(engine)
                 self.replicas.append(
                     Replica(

@@ -57,6 +57,7 @@ from purpose_agent.db.engine import (
     read_only_reason,
     shown_url,
 )
+from purpose_agent.db.forks import keep_apart
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema, head_revision, upgrade_command
@@ -212,6 +213,7 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 url, durability=durability, busy_timeout=busy_timeout, **sizing
             )
             self._owns_engine = True
+        keep_apart(self._engine)
         # The URL as given (a read-only SQLite file is opened through a URI the caller never
         # wrote), with the password hidden.
         shown = url_or_engine.url if isinstance(url_or_engine, Engine) else parse_url(url)
