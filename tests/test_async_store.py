@@ -549,6 +549,36 @@ def test_cancelled_steps_leave_the_store_usable(empty_database: str, grouped: bo
     asyncio.run(main())
 
 
+def test_a_task_cancelled_while_its_connection_opens_leaves_no_connection_unclosed(
+    empty_database: str,
+) -> None:
+    """Cancelled while the pool opened its connection (the login, the checks the store makes
+    on a new connection), a call left the half-set-up connection to the garbage collector:
+    psycopg warned that it was deleted while still open, aiomysql's stream that it was
+    unclosed."""
+
+    async def main() -> None:
+        async with await AsyncSQLCheckpointer.open(empty_database) as store:
+            await store.append("kept", [NewEvent(kind=EventKind.CUSTOM)])
+            for attempt in range(60):
+                await store.engine.dispose()  # the next call opens a new connection
+                reading = asyncio.ensure_future(store.list_events("kept"))
+                for _ in range(attempt):
+                    await asyncio.sleep(0)  # cancelled at a different point each time
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+                gc.collect()
+            assert await store.last_seq("kept") == 1
+            assert store.engine.sync_engine.pool.checkedout() == 0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        asyncio.run(main())
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
 @pytest.mark.sqlite
 def test_a_closed_store_called_from_a_new_loop_refuses_at_once(tmp_path: Path) -> None:
     """A connection the store closed on its old loop is not stopped again from the new one.

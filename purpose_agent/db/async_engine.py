@@ -165,8 +165,17 @@ def bound_async_connect(engine: Any) -> None:
             create = aiomysql.connect
 
         async def bounded(*args: Any, **kwargs: Any) -> Any:
+            connecting = asyncio.ensure_future(
+                asyncio.wait_for(create(*args, **kwargs), CONNECT_SECONDS)
+            )
             try:
-                return await asyncio.wait_for(create(*args, **kwargs), CONNECT_SECONDS)
+                return await asyncio.shield(connecting)
+            except asyncio.CancelledError:
+                # The caller was cancelled during the login: aiomysql, cancelled there, left
+                # its half-open connection unclosed (a ResourceWarning when collected). The
+                # connect finishes (bounded as above) and its connection is closed then.
+                connecting.add_done_callback(_close_connected)
+                raise
             except TimeoutError as exc:
                 # As PyMySQL reports its own (a lost connection, which the store retries).
                 import pymysql  # noqa: PLC0415 - aiomysql's errors are PyMySQL's
@@ -209,6 +218,12 @@ class LoopConnections:
             if closed is not None:
                 with contextlib.suppress(Exception):
                     await closed
+
+
+def _close_connected(connecting: asyncio.Future[Any]) -> None:
+    """Close the aiomysql connection a cancelled caller no longer waits for."""
+    if not connecting.cancelled() and connecting.exception() is None:
+        connecting.result().close()  # closes its transport on the running loop
 
 
 def _close_without_loop(driver: Any) -> Awaitable[Any] | None:

@@ -16,6 +16,7 @@ statements, and so is every later connection of the engine.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -92,7 +93,15 @@ def configure_postgres(engine: Engine, *, synchronous_commit_off: bool) -> Sessi
                     raise
                 mode.mark_pooled()
             else:
-                if _is_direct(connection):
+                try:
+                    direct_session = _is_direct(connection)
+                except BaseException:
+                    # Cancelled (or failed) while it checked: the connection is nobody's, and
+                    # left to the garbage collector psycopg warns that it was never closed.
+                    with contextlib.suppress(Exception):
+                        connection.close()
+                    raise
+                if direct_session:
                     return connection
                 connection.close()  # a pooler that ignored the options
                 mode.mark_pooled()
