@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import multiprocessing
+import os
 import subprocess
 import sys
 import threading
@@ -577,6 +579,54 @@ def test_a_task_cancelled_while_its_connection_opens_leaves_no_connection_unclos
         asyncio.run(main())
         gc.collect()
     assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
+def _write_in_forked_child(store: AsyncSQLCheckpointer, child: int) -> None:
+    async def main() -> None:
+        run_id = f"child-{child}"
+        for seq in range(1, 31):
+            await store.save_event(PAEvent(run_id=run_id, seq=seq, kind=EventKind.CUSTOM))
+            stored = await store.list_events(run_id, since_seq=seq - 1)
+            assert [event.seq for event in stored] == [seq]
+        if child == 0:
+            await store.close()  # the child's close, not the parent's sessions
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_while_the_loop_runs_uses_the_store_on_its_own_loop(
+    empty_database: str,
+) -> None:
+    """multiprocessing started from a task: the child's loop was refused as another loop still
+    running (the parent's, which runs in the parent only), and the child must not use or close
+    the parent's connections."""
+    store = AsyncSQLCheckpointer(empty_database)
+
+    async def parent() -> list[int | None]:
+        await store.save_event(PAEvent(run_id="parent", seq=1, kind=EventKind.CUSTOM))
+        assert len(await store.list_events("parent")) == 1  # an idle pooled connection
+        fork = multiprocessing.get_context("fork")
+        children = [fork.Process(target=_write_in_forked_child, args=(store, n)) for n in (0, 1)]
+        for child in children:
+            child.start()
+        for seq in range(2, 61):
+            await store.save_event(PAEvent(run_id="parent", seq=seq, kind=EventKind.CUSTOM))
+            stored = await store.list_events("parent", since_seq=seq - 1)
+            assert [event.seq for event in stored] == [seq]
+        for child in children:
+            await asyncio.to_thread(child.join, 60)
+        return [child.exitcode for child in children]
+
+    async def afterwards() -> None:
+        async with store:
+            await store.save_event(PAEvent(run_id="parent", seq=61, kind=EventKind.CUSTOM))
+            assert await store.last_seq("parent") == 61
+            for child in (0, 1):
+                assert await store.last_seq(f"child-{child}") == 30
+
+    assert asyncio.run(parent()) == [0, 0]
+    asyncio.run(afterwards())
 
 
 @pytest.mark.sqlite

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
@@ -88,6 +89,10 @@ async def _until_loop_ends(store: weakref.ref[AsyncSQLCheckpointer]) -> AsyncGen
         alive = store()
         if alive is not None:
             await alive._release_loop()
+
+
+# The loop-end watches of stores a forked child inherited (see AsyncSQLCheckpointer._move_to).
+_INHERITED_WATCHES: list[AsyncGenerator[None, None] | None] = []
 
 
 def _check_on_loop(on_loop: bool, url: URL) -> None:
@@ -200,6 +205,7 @@ class AsyncSQLCheckpointer:
         self._closed_store: _OnAsyncEngine | None = None  # the store close() closed
         self._opening: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._process = os.getpid()  # the process self._loop runs in
         self._twin: SQLCheckpointer | None = None
         self._closed = False
         # Calls under way, and the pool close() left to them (see _run).
@@ -234,7 +240,7 @@ class AsyncSQLCheckpointer:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             old = self._loop
-            if old is not None and old.is_running():
+            if old is not None and old.is_running() and self._process == os.getpid():
                 # Moved here, the pool and the group commit's queue would be taken from
                 # under that loop's calls, which then never end.
                 raise CheckpointError(
@@ -303,12 +309,22 @@ class AsyncSQLCheckpointer:
         has ended) and made again on this one. Two loops running at once cannot share a store.
         """
         old, self._loop = self._loop, loop
+        forked = self._process != os.getpid()
+        self._process = os.getpid()
         if old is None:
             return
         self._opening = None
         if self._store is not None and self._policy is not None:
             self._store._commits = _task_commits(self._policy, self._store)
-        await self._connections.abandon(loop_closed=old.is_closed())
+        if forked:
+            # A child forked while its parent's loop ran (multiprocessing started from a
+            # task): that loop runs on in the parent only, and its connections are the
+            # parent's sessions, which the child must neither use nor close. Its watch is
+            # kept, never finalized: finalized, it would wake the parent's loop through
+            # the self-pipe the child shares with it.
+            _INHERITED_WATCHES.append(self._watch)
+            self._watch = None
+        await self._connections.abandon(loop_closed=old.is_closed() and not forked)
 
     async def _run(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._on_loop:
