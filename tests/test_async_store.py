@@ -629,6 +629,37 @@ def test_a_child_forked_while_the_loop_runs_uses_the_store_on_its_own_loop(
     asyncio.run(afterwards())
 
 
+def test_a_close_that_is_cancelled_still_releases_every_connection(empty_database: str) -> None:
+    """A timeout around ``async with store:`` that expired during close() cut the release
+    short: the rest of the pool and the synchronous twin's connections stayed open until the
+    garbage collector found them (psycopg and aiosqlite warned, aiomysql too)."""
+
+    async def main() -> list[tuple[int, int]]:
+        left = []
+        for attempt in range(1, 9):
+            store = await AsyncSQLCheckpointer.open(empty_database)
+            assert store.sync.list_events("r") == []  # the twin holds a pooled connection
+            assert await store.list_events("r") == []
+            closing = asyncio.ensure_future(store.close())
+            for _ in range(attempt):
+                await asyncio.sleep(0)  # cancelled at a different point each time
+            closing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await closing
+            left.append(
+                (store.engine.sync_engine.pool.checkedin(), store.sync.engine.pool.checkedin())
+            )
+            del store
+            gc.collect()
+        return left
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        assert asyncio.run(main()) == [(0, 0)] * 8
+        gc.collect()
+    assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+
+
 @pytest.mark.sqlite
 def test_a_closed_store_called_from_a_new_loop_refuses_at_once(tmp_path: Path) -> None:
     """A connection the store closed on its old loop is not stopped again from the new one.

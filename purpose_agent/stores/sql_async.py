@@ -601,7 +601,27 @@ class AsyncSQLCheckpointer:
         )
 
     async def close(self) -> None:
-        """Release the store's connections (an engine passed in is kept)."""
+        """Release the store's connections (an engine passed in is kept).
+
+        A cancellation that arrives meanwhile (a timeout around ``async with``, a task
+        cancelled at shutdown) is raised once the connections are released: cut short, the
+        release left the rest of the pool and the synchronous twin's connections open, for
+        the garbage collector to find still open.
+        """
+        releasing = asyncio.ensure_future(self._release())
+        cancelled: asyncio.CancelledError | None = None
+        while not releasing.done():
+            try:
+                await asyncio.shield(releasing)
+            except asyncio.CancelledError as exc:
+                if releasing.cancelled():
+                    raise
+                cancelled = exc
+        releasing.result()
+        if cancelled is not None:
+            raise cancelled
+
+    async def _release(self) -> None:
         self._closed = True
         watch, self._watch = self._watch, None
         if watch is not None:
