@@ -287,6 +287,39 @@ def test_a_child_forked_while_another_thread_writes_can_write(
         assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_fork_while_threads_write_back_to_back_gets_its_turn(tmp_path: Path) -> None:
+    """Threads saving back to back hand the write turn to one another: the fork waited for
+    the turn, gave it back at once and found it taken again, until the busy timeout ran out;
+    then it forked anyway, and the child inherited a write under way (locked for good)."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    with SQLCheckpointer(url, busy_timeout=10) as store:
+        stop = threading.Event()
+
+        def write_back_to_back(name: str) -> None:
+            while not stop.is_set():
+                store.append(name, [_event(1)])
+
+        threads = [threading.Thread(target=write_back_to_back, args=(f"w{n}",)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        try:
+            child = multiprocessing.get_context("fork").Process(
+                target=_append_in_child_and_exit, args=(store, "child")
+            )
+            child.start()
+            child.join(30)
+            if child.exitcode is None:
+                child.kill()
+                child.join()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+        assert child.exitcode == 0
+        assert [e.data["n"] for e in store.list_events("child")] == [7]
+
+
 def _fork_and_wait() -> None:
     pid = os.fork()
     if pid == 0:

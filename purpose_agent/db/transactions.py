@@ -59,13 +59,18 @@ def _before_fork() -> None:
     # A thread that holds one store's turn may be waiting for another's: neither a turn this
     # thread holds, nor one the fork took before it waits for the next, is held while waiting
     # (that would make the writer wait for the fork and the fork for the writer, each for the
-    # busy timeout, and fail the write). So: all the turns at once, or none while waiting.
+    # busy timeout, and fail the write). So: the fork waits holding nothing, keeps the turn
+    # it waited for (given back, it went at once to the next thread waiting for it, and
+    # threads writing back to back kept it from the fork until the busy timeout ran out),
+    # and takes the others only if they are free; if one is not, it lets go and waits again.
     waits = len(others) == len(writers)
     deadline = time.monotonic() + max((writer.wait for writer in others), default=0.0)
+    held: list[HeldWriter] = []
     while True:
-        held: list[HeldWriter] = []
         busy = None
         for writer in others:
+            if writer in held:
+                continue
             if not writer.try_hold():
                 busy = writer
                 break
@@ -79,6 +84,7 @@ def _before_fork() -> None:
             # Given up: the turns free now, and no wait (the child may inherit a write).
             held = [writer for writer in others if writer.try_hold()]
             break
+        held = [busy]
     _HELD_FOR_FORK[me] = held
 
 
@@ -189,11 +195,8 @@ class HeldWriter:
         return self._turns.try_take()
 
     def wait_for_turn(self, timeout: float) -> bool:
-        """Before a fork: wait for the write under way to end, holding nothing after."""
-        if not self._turns.take(min(timeout, self._wait)):
-            return False
-        self._turns.give_back()
-        return True
+        """Before a fork: wait for the turn and hold it (give it back with release_after_fork)."""
+        return self._turns.take(min(timeout, self._wait))
 
     def release_after_fork(self) -> None:
         """In the parent after a fork: give back the turn :meth:`try_hold` took."""
