@@ -570,7 +570,6 @@ def test_a_task_cancelled_while_its_connection_opens_leaves_no_connection_unclos
                 reading.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await reading
-                gc.collect()
             assert await store.last_seq("kept") == 1
             assert store.engine.sync_engine.pool.checkedout() == 0
 
