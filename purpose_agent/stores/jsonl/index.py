@@ -12,7 +12,7 @@ import itertools
 import os
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -21,7 +21,8 @@ from purpose_agent.records import decode_event_dict
 from purpose_agent.runtime.events import PAEvent
 
 from .files import pread_exact
-from .lines import parse_line, record_key, seq_hint, stored_row
+from .lines import LONG_LINE, batch_parts, parse_line, record_key, seq_hint, stored_row
+from .long_lines import LongLine, NotStreamed, Window, read_record
 from .naming import EVENTS_FILE
 from .torn import is_torn_write
 
@@ -36,11 +37,15 @@ class Index:
     """What this process knows about one run's log, extended by reading only new bytes.
 
     ``seqs`` and ``offsets`` are parallel and sorted by seq: the start of the line that holds
-    each event. ``lines`` holds the start of every line in file order, so a line's end is the
-    next line's start. ``tail`` is the last bytes indexed: if they changed, the file was
+    each event, or, in a line longer than :data:`~.lines.LONG_LINE`, the start of the event's
+    own record (see :mod:`.long_lines`). ``lines`` holds the start of every line in file
+    order, so a line's end is the next line's start, and an offset that is not a line's start
+    is a record's. ``tail`` is the last bytes indexed: if they changed, the file was
     replaced (a deleted run written again can reuse the inode and grow past the old size).
     ``keys`` maps each event key to its seq. ``log_id`` and ``floor`` come from the header of
     a compacted log: which rewrite it is, and the last seq the run had stored then.
+    ``snap_offset`` and ``snap_end`` delimit the line of the latest snapshot in the log;
+    ``snap_at`` is where its part after the events starts when that line is a long one.
     """
 
     identity: tuple[int, int] | None = None
@@ -53,6 +58,7 @@ class Index:
     snap_seq: int = -1
     snap_offset: int = -1
     snap_end: int = -1
+    snap_at: int = -1
     keys: dict[str, int] = field(default_factory=dict)
     log_id: str | None = None
     floor: int = 0
@@ -76,20 +82,29 @@ class Index:
         seqs: Iterable[int],
         snap_seq: int | None,
         keys: Iterable[tuple[str, int]] = (),
+        *,
+        starts: Sequence[int] | None = None,
+        snap_at: int = -1,
     ) -> None:
-        """Record a complete line from ``start`` to ``end`` (just past its newline)."""
+        """Record a complete line from ``start`` to ``end`` (just past its newline).
+
+        ``starts`` are where the records of the seqs start, for a long line; ``snap_at``
+        where the part after its events starts, for a long line with a snapshot.
+        """
         self.keys.update(keys)
-        for seq in seqs:
+        places = itertools.repeat(start) if starts is None else starts
+        for seq, place in zip(seqs, places, strict=False):  # repeat() has no end
             if not self.seqs or seq > self.seqs[-1]:
                 self.seqs.append(seq)
-                self.offsets.append(start)
+                self.offsets.append(place)
             else:
                 i = bisect.bisect_left(self.seqs, seq)
                 self.seqs.insert(i, seq)
-                self.offsets.insert(i, start)
+                self.offsets.insert(i, place)
         # ">=": of two snapshots with one seq, the later line is the later write.
         if snap_seq is not None and snap_seq >= self.snap_seq:
             self.snap_seq, self.snap_offset, self.snap_end = snap_seq, start, end
+            self.snap_at = snap_at
         self.lines.append(start)
         self.scanned = end
 
@@ -99,19 +114,25 @@ class LineReader:
 
     Each record is handed out once and then dropped, so events returned to a caller never share
     a ``data`` dict with a cache, and a batch line of thousands of events is decoded once, not
-    once per event.
+    once per event. A long line's records are decoded one at a time instead, from a window on
+    the line that moves along it as the read does, so that memory does not grow with the line.
     """
 
     def __init__(self) -> None:
         self._lines: OrderedDict[tuple[int, int], dict[int, dict[str, Any]]] = OrderedDict()
+        self._window: tuple[tuple[int, int], Window] | None = None
 
     def record(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> dict[str, Any]:
-        """Return the decoded record of ``seq``, from the line at ``offset``."""
+        """Return the decoded record of ``seq``, from the line or the record at ``offset``."""
+        i = bisect.bisect_right(index.lines, offset)
+        end = index.lines[i] if i < len(index.lines) else index.scanned
+        if i and index.lines[i - 1] != offset:
+            return self._long_record(
+                run_id, fd, (index.generation, index.lines[i - 1]), end, seq, offset
+            )
         key = (index.generation, offset)
         records = self._lines.get(key)
         if records is None or seq not in records:
-            i = bisect.bisect_right(index.lines, offset)
-            end = index.lines[i] if i < len(index.lines) else index.scanned
             line = parse_line(run_id, pread_exact(run_id, fd, offset, end - offset), offset)
             records = {record["seq"]: record for record in line.records}
             self._lines[key] = records
@@ -125,6 +146,18 @@ class LineReader:
         if record is None:
             raise CorruptRecord(run_id, seq, f"the line at byte {offset} no longer holds this seq")
         return record
+
+    def _long_record(
+        self, run_id: str, fd: int, line: tuple[int, int], end: int, seq: int, offset: int
+    ) -> dict[str, Any]:
+        if self._window is None or self._window[0] != line:
+            self._window = (line, Window(line[1], end - 1))
+        try:
+            return read_record(fd, self._window[1], offset, seq)
+        except NotStreamed as exc:
+            raise CorruptRecord(
+                run_id, seq, f"the record at byte {offset} of {EVENTS_FILE} cannot be decoded"
+            ) from exc
 
     def event(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> PAEvent:
         """Return the event ``seq``, from the line at ``offset``."""
@@ -178,15 +211,20 @@ def refreshed(run_id: str, index: Index, fd: int) -> Refreshed:
     return Refreshed(index, info.st_size, from_start)
 
 
-def _lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int, bool]]:
+def _lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes | None, int, int, bool]]:
     """The lines from ``start`` to ``size``, read a chunk at a time.
 
+    A line longer than :data:`~.lines.LONG_LINE` is not held: its bytes are passed over as
+    they are read, and read again a record at a time (see :mod:`.long_lines`).
+
     Yields:
-        Each line's bytes (without its newline), its offset, and whether it ends in a
-        newline (only the last may not).
+        Each line's bytes (without its newline; ``None`` for a long line that ends in one),
+        its offset, where it stops (its newline, or the end of the file), and whether it ends
+        in a newline (only the last may not).
     """
     pending = bytearray()
     base = position = start
+    long_start = -1  # the start of a long line whose bytes so far were passed over
     while position < size:
         chunk = os.pread(fd, min(_CHUNK, size - position), position)
         if not chunk:
@@ -195,19 +233,32 @@ def _lines(fd: int, start: int, size: int) -> Iterator[tuple[bytes, int, bool]]:
         pending += chunk
         cut = 0
         while (newline := pending.find(b"\n", cut)) >= 0:
-            yield bytes(pending[cut:newline]), base + cut, True
+            line_start = long_start if long_start >= 0 else base + cut
+            stop = base + newline
+            if stop - line_start > LONG_LINE:
+                yield None, line_start, stop, True
+            else:
+                yield bytes(pending[cut:newline]), line_start, stop, True
+            long_start = -1
             cut = newline + 1
         del pending[:cut]
         base += cut
-    if pending:
-        yield bytes(pending), base, False
+        if long_start < 0 and len(pending) > LONG_LINE:
+            long_start = base
+        if long_start >= 0:
+            base += len(pending)
+            pending.clear()
+    if long_start >= 0:  # a torn append, or damage: the caller looks at all of it
+        yield os.pread(fd, size - long_start, long_start), long_start, size, False
+    elif pending:
+        yield bytes(pending), base, size, False
 
 
 def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
-    for line, start, complete in _lines(fd, index.scanned, size):
+    for line, start, stop, complete in _lines(fd, index.scanned, size):
         if complete:
-            _index_line(run_id, fd, index, line, start, size)
-        elif not is_torn_write(line):
+            _index_line(run_id, fd, index, line, start, stop, size)
+        elif line is not None and not is_torn_write(line):
             raise CorruptRecord(
                 run_id,
                 seq_hint(line),
@@ -221,8 +272,21 @@ def _scan(run_id: str, fd: int, index: Index, size: int) -> None:
         index.tail = os.pread(fd, keep, index.scanned - keep)
 
 
-def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int, size: int) -> None:
-    end = start + len(line) + 1
+def _index_line(
+    run_id: str, fd: int, index: Index, line: bytes | None, start: int, stop: int, size: int
+) -> None:
+    """Add the line from ``start`` to its newline at ``stop`` to the index, checking it.
+
+    ``line`` is its bytes, or ``None`` for a long line, which is read a record at a time.
+    """
+    end = stop + 1
+    if line is None:
+        try:
+            _index_long_line(run_id, fd, index, start, stop)
+        except NotStreamed:
+            line = pread_exact(run_id, fd, start, stop - start)
+        else:
+            return
     if not line.strip():
         index.scanned = end
         return
@@ -234,17 +298,81 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int, siz
         raise _located(run_id, fd, index, exc, end, size) from exc
     if parsed.compacted is not None:
         index.log_id, index.floor = parsed.compacted
-    seqs: list[int] = []
+    records = parsed.records
+    seqs, _, keys = _new_records(
+        run_id, fd, index, ((record, i) for i, record in enumerate(records)), records.__getitem__
+    )
+    snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None
+    index.add_line(start, end, seqs, snap_seq, keys.items())
+
+
+def _index_long_line(run_id: str, fd: int, index: Index, start: int, stop: int) -> None:
+    """Index a long line a record at a time, holding none of them longer than it takes.
+
+    Raises:
+        NotStreamed: The line is not in a shape read so: it is to be decoded whole.
+
+    """
+    line = LongLine(fd, start, stop)
+    seqs, starts, keys = _new_records(run_id, fd, index, line.records(), line.record_at)
+    snap_seq = None
+    if line.tail is not None:
+        try:
+            _, snapshot, compacted = batch_parts(run_id, {**line.tail, "events": []}, start, b"")
+        except CorruptRecord as exc:  # decoded whole, the line reports its damage as usual
+            raise NotStreamed(exc.detail) from exc
+        if compacted is not None:
+            index.log_id, index.floor = compacted
+        snap_seq = snapshot["seq"]
+    index.add_line(
+        start, stop + 1, seqs, snap_seq, keys.items(), starts=starts, snap_at=line.tail_at
+    )
+
+
+def _new_records(
+    run_id: str,
+    fd: int,
+    index: Index,
+    records: Iterable[tuple[dict[str, Any], int]],
+    earlier_in_line: Callable[[int], dict[str, Any]],
+) -> tuple[array[int], array[int], dict[str, int]]:
+    """Check a line's records against each other and the index.
+
+    Args:
+        run_id: The run.
+        fd: The open log.
+        index: The index, up to date with the lines before this one.
+        records: Each record, with where to find it again by ``earlier_in_line``.
+        earlier_in_line: Returns a record of this line again.
+
+    Returns:
+        The seqs not stored before (a seq written again must hold the same event), where each
+        is found, and the keys among them.
+
+    Raises:
+        CorruptRecord: Two different events at one seq, or two events with one key.
+
+    """
+    seqs: array[int] = array("q")
+    places: array[int] = array("q")
     keys: dict[str, int] = {}
-    here: dict[int, dict[str, Any]] = {}
-    for record in parsed.records:
+    # Where each of this line's seqs is, made only once they stop going up: a batch in seq
+    # order, which is every batch the store writes, tells each seq is new by looking at one.
+    seen: dict[int, int] | None = None
+    reader = LineReader()
+    for record, place in records:
         seq: int = record["seq"]
-        earlier = here.get(seq)
+        if seen is None and seqs and seq <= seqs[-1]:
+            seen = dict(zip(seqs, places, strict=True))
+        here = seen.get(seq) if seen is not None else None
+        earlier = earlier_in_line(here) if here is not None else None
         if earlier is None and (offset := index.find(seq)) is not None:
-            earlier = LineReader().record(run_id, fd, index, seq, offset)
+            earlier = reader.record(run_id, fd, index, seq, offset)
         if earlier is None:
-            here[seq] = record
             seqs.append(seq)
+            places.append(place)
+            if seen is not None:
+                seen[seq] = place
             key = record.get("key")
             if key is not None:
                 record_key(run_id, dict(record))
@@ -258,8 +386,7 @@ def _index_line(run_id: str, fd: int, index: Index, line: bytes, start: int, siz
         ) != record.get("key"):
             # Only a log written by hand (or by the seed, which never checked) gets here.
             raise CorruptRecord(run_id, seq, "the log holds two different events at this seq")
-    snap_seq = parsed.snapshot["seq"] if parsed.snapshot is not None else None
-    index.add_line(start, end, seqs, snap_seq, keys.items())
+    return seqs, places, keys
 
 
 def _located(
@@ -310,7 +437,8 @@ def _next_readable(run_id: str, fd: int, start: int, size: int) -> tuple[int, in
 
     """
     unreadable = 0
-    for line, line_start, complete in _lines(fd, start, size):
+    for read, line_start, stop, complete in _lines(fd, start, size):
+        line = read if read is not None else pread_exact(run_id, fd, line_start, stop - line_start)
         if not complete or not line.strip():
             continue
         try:

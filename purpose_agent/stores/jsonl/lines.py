@@ -34,6 +34,9 @@ from purpose_agent.records import EventRow, StateRow, decode_event_dict, event_r
 from .naming import EVENTS_FILE
 
 MAX_SEQ = 2**63
+LONG_LINE = 1 << 20
+"""Lines longer than this (in bytes) are indexed and read a record at a time: see
+:mod:`.long_lines`."""
 MAX_KEY_LENGTH = 255
 _SEQ_IN_LINE = re.compile(rb'"seq"\s*:\s*(\d{1,19})')
 _LOG_ID = re.compile(r"[0-9a-f]{32}")
@@ -91,16 +94,7 @@ def parse_line(run_id: str, line: bytes, offset: int) -> Line:
     snapshot = None
     compacted = None
     if isinstance(value, dict) and "events" in value:
-        if "compacted" in value:
-            compacted = _compacted(run_id, value["compacted"], offset)
-        snapshot, value = value.get("snapshot"), value["events"]
-        if not isinstance(snapshot, dict) or not isinstance(value, list):
-            raise CorruptRecord(
-                run_id, seq_hint(line), f"the batch at byte {offset} of {EVENTS_FILE} is malformed"
-            )
-        seq = snapshot.get("seq")
-        if type(seq) is not int or not 0 <= seq < MAX_SEQ:
-            raise CorruptRecord(run_id, None, f"the snapshot at byte {offset} has no valid seq")
+        value, snapshot, compacted = batch_parts(run_id, value, offset, line)
     elif isinstance(value, dict):
         value = [value]
     elif not isinstance(value, list):
@@ -108,6 +102,29 @@ def parse_line(run_id: str, line: bytes, offset: int) -> Line:
     for record in value:
         _record_seq(run_id, record, seq_hint(line))
     return Line(value, snapshot, compacted)
+
+
+def batch_parts(
+    run_id: str, value: dict[str, Any], offset: int, line: bytes
+) -> tuple[list[Any], dict[str, Any], Compacted | None]:
+    """Check a batch saved with a snapshot; return its events, snapshot and compaction header.
+
+    Raises:
+        CorruptRecord: The batch is malformed (``line`` is searched for a seq to name).
+
+    """
+    compacted = None
+    if "compacted" in value:
+        compacted = _compacted(run_id, value["compacted"], offset)
+    snapshot, events = value.get("snapshot"), value["events"]
+    if not isinstance(snapshot, dict) or not isinstance(events, list):
+        raise CorruptRecord(
+            run_id, seq_hint(line), f"the batch at byte {offset} of {EVENTS_FILE} is malformed"
+        )
+    seq = snapshot.get("seq")
+    if type(seq) is not int or not 0 <= seq < MAX_SEQ:
+        raise CorruptRecord(run_id, None, f"the snapshot at byte {offset} has no valid seq")
+    return events, snapshot, compacted
 
 
 def _compacted(run_id: str, value: object, offset: int) -> Compacted:
@@ -173,6 +190,52 @@ def _event_json(row: EventRow, key: str | None) -> str:
     return f'{head[:-1]},"data":{row.data}}}'
 
 
+class Encoded(NamedTuple):
+    """A line to write, and where its parts start in it when it is a long one."""
+
+    line: bytes
+    starts: list[int] | None
+    """Where each event's record starts, for a long line of several events; else ``None``."""
+    tail_at: int
+    """Where the snapshot's part starts, for a long line saved with one; else -1."""
+
+
+def encoded_line(
+    rows: list[EventRow], snapshot: StateRow | None, keys: Mapping[int, str] | None = None
+) -> Encoded:
+    """Return the one line that writes these events (of one run) and the state after them.
+
+    Args:
+        rows: The events.
+        snapshot: The state saved with them, or ``None``.
+        keys: The keys of the events appended with one, by seq.
+
+    Returns:
+        The line, with its newline, and where its parts start if it is longer than
+        :data:`LONG_LINE` (the text is ASCII, so characters and bytes count alike).
+
+    """
+    events = [_event_json(row, keys.get(row.seq) if keys else None) for row in rows]
+    if snapshot is not None:
+        head = '{"events":['
+        text = f'{head}{",".join(events)}],"snapshot":{snapshot.state}}}'
+    elif len(events) == 1:
+        return Encoded(f"{events[0]}\n".encode(), None, -1)
+    else:
+        head = "["
+        text = f"[{','.join(events)}]"
+    line = f"{text}\n".encode()
+    if len(text) <= LONG_LINE:
+        return Encoded(line, None, -1)
+    starts: list[int] = []
+    at = len(head)
+    for event in events:
+        starts.append(at)
+        at += len(event) + 1  # and its comma, or the closing bracket
+    tail_at = max(at, len(head) + 1) if snapshot is not None else -1
+    return Encoded(line, starts, tail_at)
+
+
 def line_bytes(
     rows: list[EventRow], snapshot: StateRow | None, keys: Mapping[int, str] | None = None
 ) -> bytes:
@@ -187,14 +250,7 @@ def line_bytes(
         The line, with its newline.
 
     """
-    events = [_event_json(row, keys.get(row.seq) if keys else None) for row in rows]
-    if snapshot is not None:
-        text = f'{{"events":[{",".join(events)}],"snapshot":{snapshot.state}}}'
-    elif len(events) == 1:
-        text = events[0]
-    else:
-        text = f"[{','.join(events)}]"
-    return f"{text}\n".encode()
+    return encoded_line(rows, snapshot, keys).line
 
 
 def header_bytes(snapshot: StateRow, compacted: Compacted) -> bytes:

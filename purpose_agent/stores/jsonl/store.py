@@ -77,8 +77,9 @@ from .files import (
 )
 from .index import TAIL, Index, LineReader, refreshed
 from .journal import Entry, Journal, Part
-from .lines import line_bytes, parse_line, record_key, stored_row
+from .lines import encoded_line, line_bytes, parse_line, record_key, stored_row
 from .locks import LOCKS_AT_ONCE, Run, Runs
+from .long_lines import NotStreamed, read_tail
 from .meta import read_group, write_group
 from .naming import (
     EVENTS_FILE,
@@ -162,6 +163,8 @@ class _Appended(NamedTuple):
     line: bytes
     identity: tuple[int, int]
     snap_seq: int | None
+    starts: list[int] | None
+    tail_at: int
 
 
 def _groups(items: list[_T]) -> Iterator[list[_T]]:
@@ -796,7 +799,15 @@ class JSONLCheckpointer(ClosingContext):
             return
         seqs = (row.seq for row in done.plan.rows)
         keys = ((key, seq) for seq, key in done.plan.keys.items())
-        index.add_line(done.start, done.start + len(done.line), seqs, done.snap_seq, keys)
+        index.add_line(
+            done.start,
+            done.start + len(done.line),
+            seqs,
+            done.snap_seq,
+            keys,
+            starts=[done.start + at for at in done.starts] if done.starts else None,
+            snap_at=done.start + done.tail_at if done.tail_at >= 0 else -1,
+        )
         index.tail = done.line[-TAIL:]
 
     def _append(self, plan: _Plan, stamp: int) -> _Appended:
@@ -804,7 +815,7 @@ class JSONLCheckpointer(ClosingContext):
         path = run_dir / EVENTS_FILE
         start = plan.run.index.scanned
         embedded = plan.snapshot if plan.snapshot is not None and plan.snapshot_wins else None
-        line = line_bytes(plan.rows, embedded, plan.keys)
+        line, starts, tail_at = encoded_line(plan.rows, embedded, plan.keys)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | BINARY, 0o644)
             try:
@@ -824,7 +835,9 @@ class JSONLCheckpointer(ClosingContext):
             undo_append(path, start, plan.exists)
             raise
         snap_seq = embedded.seq if embedded is not None else None
-        return _Appended(plan, path, start, line, (info.st_dev, info.st_ino), snap_seq)
+        return _Appended(
+            plan, path, start, line, (info.st_dev, info.st_ino), snap_seq, starts, tail_at
+        )
 
     def _prepare_snapshot(
         self, plan: _Plan, appended: list[_Appended], stamp: int
@@ -1251,12 +1264,19 @@ class JSONLCheckpointer(ClosingContext):
         if not embedded_wins:
             return stored.state if stored is not None else None
         assert fd is not None
-        line = parse_line(
-            run_id,
-            pread_exact(run_id, fd, index.snap_offset, index.snap_end - index.snap_offset),
-            index.snap_offset,
-        )
-        return decode_state(run_id, line.snapshot, index.snap_seq)
+        if index.snap_at >= 0:  # a long line: read only the part after its events
+            try:
+                snapshot = read_tail(fd, index.snap_at, index.snap_end - 1).get("snapshot")
+            except NotStreamed as exc:
+                detail = f"the snapshot at byte {index.snap_at} of {EVENTS_FILE} is unreadable"
+                raise CorruptRecord(run_id, index.snap_seq, detail) from exc
+        else:
+            snapshot = parse_line(
+                run_id,
+                pread_exact(run_id, fd, index.snap_offset, index.snap_end - index.snap_offset),
+                index.snap_offset,
+            ).snapshot
+        return decode_state(run_id, snapshot, index.snap_seq)
 
     def _read_snapshot_file(self, run_id: str, run: Run) -> StoredSnapshot | None:
         """Read ``snapshot.json``, noting on ``run`` which file that was.
