@@ -550,43 +550,41 @@ def test_iter_events_memory_stays_flat(cp: JSONLCheckpointer) -> None:
 LONG_BATCH = 100_000
 
 
-def _peak(read: Callable[[], object]) -> int:
-    tracemalloc.start()
-    try:
-        read()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
 @pytest.mark.parametrize("with_snapshot", [False, True], ids=["batch", "batch_and_snapshot"])
 def test_iter_events_memory_stays_flat_over_one_long_batch(
     cp: JSONLCheckpointer, with_snapshot: bool
 ) -> None:
     # One save_events call writes one line: a run saved in one go is one line of 100,000
     # events, which streaming must read a part at a time, not decode whole.
-    events = [ev("r", seq, i=seq) for seq in range(1, LONG_BATCH + 1)]
-    cp.save_events(events, snapshot=st("r", 10) if with_snapshot else None)
-    del events
+    cp.save_events(
+        [ev("r", seq, i=seq) for seq in range(1, LONG_BATCH + 1)],
+        snapshot=st("r", 10) if with_snapshot else None,
+    )
+
+    def peak(read: Callable[[], int], last: int = LONG_BATCH) -> int:
+        tracemalloc.start()
+        try:
+            assert read() == last
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
 
     def stream(store: JSONLCheckpointer, since: int = 0) -> int:
         last = since
         for event in store.iter_events("r", since_seq=since):
-            assert event == ev("r", last + 1, i=last + 1)
+            assert (event.seq, event.data) == (last + 1, {"i": last + 1})
             last = event.seq
         return last
 
-    whole = _peak(lambda: cp.list_events("r"))  # the run decoded: what streaming must not hold
-    assert stream(cp) == LONG_BATCH
+    whole = peak(lambda: len(cp.list_events("r")))  # the run decoded: what streaming must not hold
     with JSONLCheckpointer(cp.base_dir) as fresh:  # its index is built while streaming
         peaks = {
-            "writer": _peak(lambda: stream(cp)),
-            "fresh reader": _peak(lambda: stream(fresh)),
-            "from the middle": _peak(lambda: stream(fresh, LONG_BATCH // 2)),
+            "a new reader": peak(lambda: stream(fresh)),
+            "the writer, from the middle": peak(lambda: stream(cp, LONG_BATCH // 2)),
         }
         recovered = fresh.recover("r")
-    for name, peak in peaks.items():
-        assert peak < whole / 10, f"{name}: streaming peaked at {peak:,} bytes of {whole:,}"
+    for name, streamed in peaks.items():
+        assert streamed < whole / 10, f"{name}: streaming peaked at {streamed:,} of {whole:,} bytes"
     assert recovered is not None
     assert recovered.state == (st("r", 10) if with_snapshot else None)
     assert len(recovered.events) == LONG_BATCH - (10 if with_snapshot else 0)

@@ -124,15 +124,14 @@ class LineReader:
 
     def record(self, run_id: str, fd: int, index: Index, seq: int, offset: int) -> dict[str, Any]:
         """Return the decoded record of ``seq``, from the line or the record at ``offset``."""
-        i = bisect.bisect_right(index.lines, offset)
-        end = index.lines[i] if i < len(index.lines) else index.scanned
-        if i and index.lines[i - 1] != offset:
-            return self._long_record(
-                run_id, fd, (index.generation, index.lines[i - 1]), end, seq, offset
-            )
         key = (index.generation, offset)
         records = self._lines.get(key)
         if records is None or seq not in records:
+            i = bisect.bisect_right(index.lines, offset)
+            end = index.lines[i] if i < len(index.lines) else index.scanned
+            if i and index.lines[i - 1] != offset:  # a record's start: a long line's event
+                line_at = (index.generation, index.lines[i - 1])
+                return self._long_record(run_id, fd, line_at, end, seq, offset)
             line = parse_line(run_id, pread_exact(run_id, fd, offset, end - offset), offset)
             records = {record["seq"]: record for record in line.records}
             self._lines[key] = records

@@ -26,7 +26,9 @@ from purpose_agent.codec import on_fresh_stack, scan_once
 
 from .lines import MAX_SEQ
 
-WINDOW = 1 << 20
+WINDOW = 1 << 18
+"""The most of a line a window holds, unless one record is longer."""
+_FIRST = 1 << 13
 _SPACE = frozenset(" \t\r\n")
 
 
@@ -49,7 +51,9 @@ class Window:
 
     The log only grows and a replaced log gets a new index, so the text stays valid for as
     long as the index that located the line; the file descriptor is passed to each call, since
-    every read opens the log again.
+    every read opens the log again. A window that moves forward doubles, up to
+    :data:`WINDOW`, so that reading a line through costs few reads; one that moves back
+    starts small again, so that looking up one record costs a small read.
     """
 
     def __init__(self, start: int, stop: int) -> None:
@@ -57,9 +61,15 @@ class Window:
         self.stop = stop
         self.base = start
         self.text = ""
+        self._size = _FIRST // 2
+
+    def _move(self, fd: int, at: int) -> None:
+        forward = at >= self.base + len(self.text)
+        self._size = min(WINDOW, 2 * self._size) if forward else _FIRST
+        self._fill(fd, at, self._size)
 
     def _fill(self, fd: int, at: int, size: int) -> None:
-        size = min(size, self.stop - at)
+        size = max(0, min(size, self.stop - at))
         data = os.pread(fd, size, at)
         if len(data) != size or not data.isascii():
             raise NotStreamed(f"{size} bytes at {at} are not ASCII text")
@@ -70,7 +80,7 @@ class Window:
         if at >= self.stop:
             return ""
         if not self.base <= at < self.base + len(self.text):
-            self._fill(fd, at, WINDOW)
+            self._move(fd, at)
         return self.text[at - self.base]
 
     def skip_space(self, fd: int, at: int) -> int:
@@ -92,7 +102,7 @@ class Window:
         A value that runs past the window is read again with a window twice as long.
         """
         if not self.base <= at < self.base + len(self.text):
-            self._fill(fd, at, WINDOW)
+            self._move(fd, at)
         while True:
             text_end = self.base + len(self.text)
             try:
@@ -104,7 +114,8 @@ class Window:
                 # A number that ends where the window does may go on past it.
                 if self.base + end < text_end or text_end == self.stop:
                     return value, self.base + end
-            self._fill(fd, at, max(WINDOW, 2 * (text_end - at)))
+            self._size = max(self._size, 2 * (text_end - at))
+            self._fill(fd, at, self._size)
 
 
 def _is_record(value: object) -> bool:
