@@ -17,11 +17,11 @@ COUNT = 4_000  # of about 400 bytes each: a line of well over LONG_LINE
 
 
 def exotic(seq: int) -> dict[str, Any]:
-    """Data that must come back bit for bit: key order, -0.0, a big integer, NUL, escapes."""
+    """Data that must come back bit for bit: key order, -0.0, big integers, NUL, escapes."""
     return {
         "z": -0.0,
         "a": 2**200 + seq,
-        "m": f'nul\x00 quote" brace}} bracket] \u00e9 {seq}',
+        "m": f'nul\x00 quote" brace}} bracket] \u00e9 \ud800 \U0001f600 {seq}',
         "nested": {"b": [1, {"y": None, "x": True}], "a": 1.5e-300},
         "pad": "p" * 250,
     }

@@ -524,8 +524,7 @@ def test_index_is_rebuilt_when_the_run_is_deleted_and_written_again(cp: JSONLChe
 
 
 def test_iter_events_memory_stays_flat(cp: JSONLCheckpointer) -> None:
-    # A run as it is written: one batch per step. (A batch is one line and a line is decoded
-    # whole, so what streaming keeps flat is memory per page plus the largest batch.)
+    # A run as it is written: one batch per step, each a line short enough to decode whole.
     for step in range(200):
         cp.save_events([ev("r", step * 100 + i, text="y" * 400) for i in range(1, 101)])
     assert cp.list_events("r", limit=1)  # build the index outside the measurement

@@ -43,7 +43,8 @@ snapshot covers and renames it into place, so a crash leaves the old log or the 
 
 Each concern has its module: :mod:`.naming` (run ids to directory names), :mod:`.lines` (the
 log's line format), :mod:`.torn` (what a crash mid-append leaves), :mod:`.files` (durable
-writes), :mod:`.index` (what a handle knows about a log), :mod:`.snapshots`
+writes), :mod:`.index` (what a handle knows about a log), :mod:`.long_lines` (lines too long to
+decode whole, read a record at a time), :mod:`.snapshots`
 (``snapshot.json``), :mod:`.meta` (``meta.json``), :mod:`.compaction` (the rewritten log),
 :mod:`.locks` (one lock per run), :mod:`.journal` (batches across runs), :mod:`.faults` (where
 crash tests stop a writer) and :mod:`.store` (the checkpointer that ties them together).

@@ -15,6 +15,10 @@ and ``N`` is the highest seq the run had stored, which the dropped lines no long
 
 The seed wrote one event per line with ``json.dumps``'s spacing; such lines read as they are.
 
+A line longer than :data:`LONG_LINE` (one ``save_events`` call of thousands of events) is not
+decoded whole: :mod:`.long_lines` reads it a record at a time, so that streaming a run saved
+in one call holds a page of it, not all of it.
+
 A crash in the middle of an append leaves a last line without its newline: a torn append, which
 readers leave out and the next writer cuts off. Only the start of a line the store writes can be
 one (see :mod:`.torn`); any other last line without a newline (a zero-filled tail, a complete

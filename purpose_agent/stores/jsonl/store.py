@@ -974,8 +974,9 @@ class JSONLCheckpointer(ClosingContext):
     def iter_events(self, run_id: str, since_seq: int = 0) -> Iterator[PAEvent]:
         """Stream events with ``seq > since_seq`` in ascending ``seq``, a page at a time.
 
-        Only one page of events and the lines it comes from are in memory at once, and no lock
-        is held between pages.
+        Only one page of events and the lines it comes from (or, of a line longer than
+        :data:`~.lines.LONG_LINE`, a window on it) are in memory at once, and no lock is held
+        between pages.
 
         Args:
             run_id: The run.
