@@ -546,14 +546,14 @@ def test_iter_events_memory_stays_flat(cp: JSONLCheckpointer) -> None:
     assert streamed < whole / 5
 
 
-LONG_BATCH = 100_000
+LONG_BATCH = 40_000
 
 
 @pytest.mark.parametrize("with_snapshot", [False, True], ids=["batch", "batch_and_snapshot"])
 def test_iter_events_memory_stays_flat_over_one_long_batch(
     cp: JSONLCheckpointer, with_snapshot: bool
 ) -> None:
-    # One save_events call writes one line: a run saved in one go is one line of 100,000
+    # One save_events call writes one line: a run saved in one go is one line of 40,000
     # events, which streaming must read a part at a time, not decode whole.
     cp.save_events(
         [ev("r", seq, i=seq) for seq in range(1, LONG_BATCH + 1)],
