@@ -410,6 +410,7 @@ class Retention(Protocol):
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         """Delete every run that matches all the filters given, in one transaction.
 
@@ -420,6 +421,11 @@ class Retention(Protocol):
             older_than: Only runs last written before this time, or this long ago.
             keep_newest: Keep this many runs, the most recently written of those that
                 ``run_ids``, ``group`` and ``prefix`` select, whatever their age.
+            whole_groups: Delete a run of a group only with every other run of its group:
+                if one of them is not selected (by the filters, or because it was written
+                since it was chosen, or made meanwhile), none of the group's runs is
+                deleted. Checked as the runs are deleted, so that a group a writer goes on
+                with (a LangGraph thread) is never left with some of its runs.
 
         Returns:
             The ids of the deleted runs, sorted.
@@ -574,6 +580,7 @@ class AsyncRetention(Protocol):
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         """See :meth:`Retention.delete_runs`."""
         ...

@@ -1162,6 +1162,33 @@ class Queries:
             found.extend((run_id, int(ns)) for run_id, ns in conn.execute(stmt))
         return found
 
+    def group_members(self, conn: Connection, run_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(run_id, group)`` of every run in the groups of these runs, locked.
+
+        The rows stay locked until the transaction ends: a writer of any run of the groups
+        waits for it. The runs given are read without a lock (their caller locked them).
+        """
+        groups: set[str] = set()
+        for start in range(0, len(run_ids), LOOKUP_CHUNK):
+            chunk = run_ids[start : start + LOOKUP_CHUNK]
+            stmt = select(RunRecord.group_id).where(
+                self.flavor.one_of(RunRecord.run_id, chunk), RunRecord.group_id.is_not(None)
+            )
+            groups.update(group for group in conn.execute(stmt).scalars() if group is not None)
+        named = sorted(groups)
+        members: list[tuple[str, str]] = []
+        for start in range(0, len(named), LOOKUP_CHUNK):
+            chunk = named[start : start + LOOKUP_CHUNK]
+            locked = (
+                select(RunRecord.run_id, RunRecord.group_id)
+                .where(self.flavor.one_of(RunRecord.group_id, chunk))
+                .with_for_update()
+            )
+            members.extend(
+                (run_id, group) for run_id, group in conn.execute(locked) if group is not None
+            )
+        return members
+
     def delete_runs(self, conn: Connection, run_ids: Sequence[str]) -> None:
         """Remove the runs' events, snapshots and rows."""
         for start in range(0, len(run_ids), LOOKUP_CHUNK):

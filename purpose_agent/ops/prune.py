@@ -15,6 +15,9 @@ therefore kept.
 
 Store-wide (no group, no prefix), a run of a group goes only with its group: it is deleted
 whole only when the group's most recently written run is (old enough, beyond the newest N).
+A group's runs are deleted together, in one ``delete_runs(whole_groups=True)`` that spares
+the group if any run of it was written since it was listed: a thread that goes on while the
+prune runs keeps every run.
 A group is one thing its owner keeps many runs for (a LangGraph thread: its checkpoints, and
 each checkpoint's writes), and a run of it that has not been written for long may still be
 part of what the group holds now: a ``DeltaChannel``'s value is rebuilt from the writes of
@@ -322,14 +325,18 @@ def delete_selected(store: Checkpointer, chosen: Selection) -> tuple[list[str], 
     events = selected(store, chosen)
     if chosen.deletes:
         # The runs chosen, groups kept whole; one written since it was listed stays.
-        deleted = (
-            prunable(store).delete_runs(list(events), older_than=_guard(chosen, listed_ns))
-            if events
-            else []
-        )
+        deleted = _delete(prunable(store), list(events), chosen, listed_ns) if events else []
     else:
         deleted = prunable(store).delete_runs(group=chosen.group, prefix=chosen.prefix)
     return deleted, sum(events.get(run_id, 0) for run_id in deleted)
+
+
+def _delete(store: Prunable, run_ids: list[str], chosen: Selection, listed_ns: int) -> list[str]:
+    """Delete chosen runs; store-wide, a group only whole and only if none was written since."""
+    guard = _guard(chosen, listed_ns)
+    if not chosen.scoped and grouped(store) is not None:
+        return store.delete_runs(run_ids, older_than=guard, whole_groups=True)
+    return store.delete_runs(run_ids, older_than=guard)
 
 
 def _check_scope(store: Prunable, chosen: Selection) -> None:
@@ -437,6 +444,22 @@ class _Groups:
         if found is None:
             found = self._live[group] = self._newest_stays(group)
         return found
+
+    def members(self, group: str) -> dict[str, int]:
+        """Every run of a group, with its event count: what goes when the group goes."""
+        store = self._store
+        if isinstance(store, SQLCheckpointer):
+            return {
+                line.run_id: line.events or 0
+                for _, page in _sql_pages(store, Selection(group=group), counts=True)
+                for line in page
+            }
+        found: dict[str, int] = {}
+        while True:
+            ids = _ids(store, Selection(group=group), len(found))
+            found.update((run_id, _read_run(store, run_id)[0]) for run_id in ids)
+            if len(ids) < _PAGE:
+                return found
 
     def group_of(self, run_id: str) -> str | None:
         """A run's group, on a store without run rows to list it with."""
@@ -559,35 +582,47 @@ def _delete_runs(store: Prunable, chosen: Selection, progress: Progress | None) 
         pages = _sql_pages(
             store, chosen, start=chosen.keep_newest or 0, written_before=bounded, counts=True
         )
+        met: set[str] = set()  # groups deleted, or spared, with a page before
         for listed_ns, page in pages:
             old = [
                 line
                 for line in page
                 if (cutoff is None or line.updated_ns < cutoff)
-                and not (groups is not None and groups.live(line.group))
+                and not (groups is not None and (line.group in met or groups.live(line.group)))
             ]
             if not old:
                 continue
-            ids = [line.run_id for line in old]
-            deleted = store.delete_runs(ids, older_than=_guard(chosen, listed_ns))
-            done(ids, deleted, {line.run_id: line.events or 0 for line in old})
+            counts = {line.run_id: line.events or 0 for line in old}
+            if groups is not None:
+                # A group goes whole, in this page's transaction: its runs in later pages too.
+                for group in sorted({line.group for line in old if line.group is not None}):
+                    met.add(group)
+                    counts.update(groups.members(group))
+            ids = list(counts)
+            deleted = _delete(store, ids, chosen, listed_ns)
+            done(ids, deleted, counts)
         return runs, events
     # Elsewhere pages are found by offset: past the newest N, and past what was kept.
     offset = chosen.keep_newest or 0
+    gone: set[str] = set()
     while True:
         listed_ns = time.time_ns()
         listed = _ids(store, chosen, offset)
         if not listed:
             return runs, events
-        ids = [
-            run_id
-            for run_id in listed
-            if groups is None or not groups.live(groups.group_of(run_id))
-        ]
-        counts = {run_id: _read_run(store, run_id)[0] for run_id in ids}
-        deleted = store.delete_runs(ids, older_than=_guard(chosen, listed_ns)) if ids else []
-        done(ids, deleted, counts)
-        offset += len(listed) - len(deleted)
+        sizes: dict[str, int] = {}
+        for run_id in listed:
+            owner = groups.group_of(run_id) if groups is not None else None
+            if groups is None or owner is None:
+                sizes[run_id] = _read_run(store, run_id)[0]
+            elif not groups.live(owner) and owner not in gone:
+                # A group goes whole: its runs after this page too (none is before it).
+                gone.add(owner)
+                sizes.update(groups.members(owner))
+        chosen_ids = list(sizes)
+        deleted = _delete(store, chosen_ids, chosen, listed_ns) if chosen_ids else []
+        done(chosen_ids, deleted, sizes)
+        offset += len(listed) - len(set(deleted).intersection(listed))
         if len(listed) < _PAGE:
             return runs, events
 

@@ -384,8 +384,12 @@ class InMemoryCheckpointer(ClosingContext):
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
-        """Delete the runs every given filter selects, at once; their ids, sorted."""
+        """Delete the runs every given filter selects, at once; their ids, sorted.
+
+        With ``whole_groups``, a run of a group goes only with every other run of its group.
+        """
         chosen = run_filter(run_ids, group, prefix, older_than, keep_newest)
         with self._serving("deleting runs"):
             doomed = chosen.choose(
@@ -395,6 +399,14 @@ class InMemoryCheckpointer(ClosingContext):
                     if chosen.scoped(run_id, run.group)
                 ]
             )
+            if whole_groups:
+                chosen_ids = set(doomed)
+                spared = {
+                    run.group
+                    for run_id, run in self._runs.items()
+                    if run.group is not None and run_id not in chosen_ids
+                }
+                doomed = [run_id for run_id in doomed if self._runs[run_id].group not in spared]
             for run_id in doomed:
                 del self._runs[run_id]
         return doomed

@@ -1330,13 +1330,17 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         """Delete every run the filters select, in one transaction.
 
         The selected runs' rows are locked while they are chosen, so a run written again
-        meanwhile is judged by its new write time. On a database server an age counts back
-        from the server's clock, which stamped the writes (see :meth:`clock_ns`). See
-        :class:`~purpose_agent.protocol.Retention` for the filters.
+        meanwhile is judged by its new write time. With ``whole_groups`` the rows of every
+        run of their groups are locked too, and a group is spared if any of them is not
+        selected: a writer that goes on with a group either commits first (and keeps the
+        group whole) or waits for the delete (and starts the group afresh). On a database
+        server an age counts back from the server's clock, which stamped the writes (see
+        :meth:`clock_ns`). See :class:`~purpose_agent.protocol.Retention` for the filters.
 
         Returns:
             The deleted run ids, sorted.
@@ -1363,6 +1367,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                     conn, ids, aged.group, aged.prefix, written_before=cutoff
                 )
                 doomed = aged.choose(scoped)
+                if whole_groups:
+                    doomed = _in_whole_groups(self._queries.group_members(conn, doomed), doomed)
                 self._queries.delete_runs(conn, doomed)
             return doomed
 
@@ -1639,6 +1645,14 @@ def _placed_below(
     if expected not in (None, before) and any(item.key is not None for item in items):
         raise Undecided
     return place(run_id, items, before, {}, expected)
+
+
+def _in_whole_groups(members: Sequence[tuple[str, str]], doomed: list[str]) -> list[str]:
+    """The doomed runs whose groups are doomed whole: ``members`` are the groups' runs."""
+    chosen = set(doomed)
+    group_of = dict(members)
+    spared = {group for run_id, group in members if run_id not in chosen}
+    return [run_id for run_id in doomed if group_of.get(run_id) not in spared]
 
 
 def _sqlite_file(engine: Engine) -> bool:

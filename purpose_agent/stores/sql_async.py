@@ -551,6 +551,7 @@ class AsyncSQLCheckpointer:
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         """See :meth:`SQLCheckpointer.delete_runs`."""
         return await self._run(
@@ -560,6 +561,7 @@ class AsyncSQLCheckpointer:
             prefix=prefix,
             older_than=older_than,
             keep_newest=keep_newest,
+            whole_groups=whole_groups,
         )
 
     async def clock_ns(self) -> int:

@@ -173,11 +173,17 @@ class BlockingAdapter:
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         chosen = run_ids if run_ids is None or isinstance(run_ids, str) else list(run_ids)
         return self._run(
             self._extended.delete_runs(
-                chosen, group=group, prefix=prefix, older_than=older_than, keep_newest=keep_newest
+                chosen,
+                group=group,
+                prefix=prefix,
+                older_than=older_than,
+                keep_newest=keep_newest,
+                whole_groups=whole_groups,
             )
         )
 

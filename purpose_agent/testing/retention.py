@@ -318,6 +318,26 @@ class RetentionWithAppendsRows(Rows):
         assert cp.delete_runs(group="thread", keep_newest=1) == ["t3"]
         assert cp.list_runs() == ["t4", "elsewhere"]
 
+    def test_delete_runs_of_whole_groups_spares_a_group_with_a_run_not_selected(
+        self, cp: RetainingAppendingStore
+    ) -> None:
+        for name in ("old-1", "old-2"):
+            cp.append(name, [new()], group="idle")
+        cp.append("live-1", [new()], group="live")
+        cp.append("solo", [new()])
+        time.sleep(CLOCK_MARGIN)
+        cut = datetime.now(UTC)
+        time.sleep(CLOCK_MARGIN)
+        cp.append("live-2", [new()], group="live")  # the group went on after the cutoff
+        chosen = ["old-1", "old-2", "live-1", "live-2", "solo"]
+        assert cp.delete_runs(["old-1", "live-1"], whole_groups=True) == []
+        assert cp.delete_runs(chosen, older_than=cut, whole_groups=True) == [
+            "old-1",
+            "old-2",
+            "solo",
+        ]
+        assert cp.list_runs() == ["live-2", "live-1"]
+
 
 class DurableRetentionRows(Rows):
     """What ``compact`` and ``delete_runs`` removed stays removed for a new handle."""

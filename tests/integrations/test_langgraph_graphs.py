@@ -585,6 +585,44 @@ if graphs.DeltaChannel is not None:
         assert saver.get_tuple(_config("chat")) is None
         assert saver.get_tuple(_config("idle")) is None
 
+    @pytest.mark.parametrize("options", [{"older_than": timedelta(0)}, {"keep_newest": 0}])
+    def test_a_store_wide_prune_keeps_a_thread_whole_that_goes_on_while_it_prunes(
+        saver: PurposeAgentSaver, options: dict[str, Any]
+    ) -> None:
+        """A turn that commits after the prune judged the thread idle, before it deletes.
+
+        The thread's group was judged before the deletion's transaction, and each run then
+        checked alone: the runs the turn wrote stayed, the old checkpoints' writes went, and
+        the ``DeltaChannel`` lost the thread's first turns. The thread goes whole or stays
+        whole; here the turn committed first, so it stays.
+        """
+        chat = graphs.delta_chat(saver)
+        for n in range(3):
+            chat.invoke({"items": [f"msg{n}"]}, _config("chat"))
+        before = chat.get_state(_config("chat")).values
+        now = time.time_ns()  # pinned: the cutoff is before the turn below
+        while time.time_ns() <= now + 1_000_000:  # the turn is newer, by 1 ms
+            time.sleep(0.001)
+        store = saver.store
+        delete_runs = store.delete_runs  # type: ignore[attr-defined]
+        turned: list[Any] = []
+
+        def after_a_turn(*args: Any, **kwargs: Any) -> Any:
+            if not turned:
+                turned.append(chat.invoke({"items": ["msg3"]}, _config("chat")))
+            return delete_runs(*args, **kwargs)
+
+        store.delete_runs = after_a_turn  # type: ignore[attr-defined]
+        try:
+            prune_store(store, now_ns=now, **options)
+        finally:
+            store.delete_runs = delete_runs  # type: ignore[attr-defined]
+
+        assert turned[0]["items"] == [*before["items"], "msg3", "reply7"]
+        assert chat.get_state(_config("chat")).values == turned[0]
+        final = chat.invoke({"items": ["msg4"]}, _config("chat"))
+        assert final["items"] == [*turned[0]["items"], "msg4", "reply9"]
+
 
 def test_keep_latest_drops_finished_subgraph_calls_and_keeps_the_interrupted_one(
     saver: PurposeAgentSaver, store_factory: StoreFactory

@@ -1632,6 +1632,7 @@ class JSONLCheckpointer(ClosingContext):
         prefix: str | None = None,
         older_than: timedelta | datetime | None = None,
         keep_newest: int | None = None,
+        whole_groups: bool = False,
     ) -> list[str]:
         """Delete every run that matches all the filters given.
 
@@ -1640,7 +1641,9 @@ class JSONLCheckpointer(ClosingContext):
         lock, atomically for readers of that run (they see all of it or none). A crash part
         way leaves some of the chosen runs deleted and the others whole; the same call made
         again deletes the rest. A run written again after it was chosen by its age or by
-        ``keep_newest`` is left alone, and one that left ``group`` meanwhile too.
+        ``keep_newest`` is left alone, and one that left ``group`` meanwhile too. With
+        ``whole_groups``, the groups are checked once the runs are chosen, not under one
+        lock: a group written between that check and the removal of its runs loses some.
 
         See :class:`~purpose_agent.protocol.Retention` for the filters.
 
@@ -1668,8 +1671,11 @@ class JSONLCheckpointer(ClosingContext):
                 if chosen.scoped(run_id, found):
                     scoped.append((run_id, written))
             when = dict(scoped)
+            doomed = chosen.choose(scoped)
+            if whole_groups:
+                doomed = self._in_whole_groups(doomed)
             deleted: list[str] = []
-            for run_id in chosen.choose(scoped):
+            for run_id in doomed:
                 run = self._runs.get(run_id)
                 run_dir = self.base_dir / run.name
                 with self._settled([run_id], [run]):
@@ -1680,6 +1686,21 @@ class JSONLCheckpointer(ClosingContext):
                     if self._remove(run):
                         deleted.append(run_id)
         return sorted(deleted)
+
+    def _in_whole_groups(self, doomed: list[str]) -> list[str]:
+        """The doomed runs whose groups have no run besides the doomed ones."""
+        chosen = set(doomed)
+        spared: set[str | None] = set()
+        for _, name in self._written_runs():
+            run_id = self._run_id_of(name)
+            if run_id is not None and run_id not in chosen:
+                spared.add(read_group(run_id, self.base_dir / name))
+        spared.discard(None)
+        return [
+            run_id
+            for run_id in doomed
+            if read_group(run_id, self.base_dir / dir_name(run_id)) not in spared
+        ]
 
     def _candidates(self, run_ids: frozenset[str] | None) -> list[tuple[int, str, str | None]]:
         """``(written_ns, name, run_id)`` of the runs to consider: the named ones, or all.
