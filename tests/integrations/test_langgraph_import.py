@@ -44,6 +44,7 @@ from purpose_agent.integrations.langgraph import (
 )
 from tests.conftest import DATABASES, empty_tables
 from tests.integrations import graphs
+from tests.integrations.together import AppendsTogether
 from tests.servers import server_url, throwaway_database
 from tests.test_cli_support import invoke
 
@@ -510,36 +511,6 @@ def test_threads_imported_by_several_workers_come_across_alike(
         assert _event_counts(target) == _event_counts(alone)
 
 
-class _PlannedTogether:
-    """A store whose first append waits for the other importer's first append.
-
-    Both imports have then read the target and planned what it lacks before either writes:
-    the two processes of an import started twice, at the worst moment.
-    """
-
-    def __init__(self, store: Any, barrier: threading.Barrier) -> None:
-        self._store, self._barrier, self._waited = store, barrier, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def append(
-        self,
-        run_id: str,
-        events: Any,
-        *,
-        expected_last_seq: int | None = None,
-        snapshot: Any = None,
-        group: str | None = None,
-    ) -> Any:
-        if not self._waited:
-            self._waited = True
-            self._barrier.wait()
-        return self._store.append(
-            run_id, events, expected_last_seq=expected_last_seq, snapshot=snapshot, group=group
-        )
-
-
 def _at_once(*work: Callable[[], Any]) -> list[Any]:
     """Run each function in its own thread; their results, or the first error raised."""
     with ThreadPoolExecutor(len(work)) as pool:
@@ -563,7 +534,7 @@ def test_two_imports_of_the_same_threads_at_once_store_each_write_once(
 
     def importing(store: SQLCheckpointer) -> Any:
         with SqliteSaver.from_conn_string(path) as source:
-            return import_threads(source, PurposeAgentSaver(_PlannedTogether(store, barrier)))
+            return import_threads(source, PurposeAgentSaver(AppendsTogether(store, barrier)))
 
     try:
         reports = _at_once(*(functools.partial(importing, store) for store in stores))

@@ -49,6 +49,7 @@ from purpose_agent.integrations.langgraph import (
 from purpose_agent.integrations.langgraph.reads import PAGE
 from purpose_agent.ops.schema import downgrade_schema, schema_status
 from tests.integrations.conftest import StoreFactory
+from tests.integrations.together import AppendsTogether
 from tests.test_cli_support import invoke
 
 
@@ -575,32 +576,6 @@ def test_copy_thread_twice_copies_interrupts_and_rewritten_writes_once(
     assert found.pending_writes == saver.get_tuple(config).pending_writes
 
 
-class _CopiedTogether:
-    """A store whose first append waits for the other copy's: both read before either writes."""
-
-    def __init__(self, store: Any, barrier: threading.Barrier) -> None:
-        self._store, self._barrier, self._waited = _sync(store), barrier, False
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def append(
-        self,
-        run_id: str,
-        events: Any,
-        *,
-        expected_last_seq: int | None = None,
-        snapshot: Any = None,
-        group: str | None = None,
-    ) -> Any:
-        if not self._waited:
-            self._waited = True
-            self._barrier.wait()
-        return self._store.append(
-            run_id, events, expected_last_seq=expected_last_seq, snapshot=snapshot, group=group
-        )
-
-
 def test_two_copies_of_a_thread_at_once_copy_interrupts_and_rewritten_writes_once(
     store_factory: StoreFactory,
 ) -> None:
@@ -614,7 +589,9 @@ def test_two_copies_of_a_thread_at_once_copy_interrupts_and_rewritten_writes_onc
     child = _fill(saver, "src", 2, ns="child:1")
     saver.put_writes(_config("src", child[-1], "child:1"), [(ERROR, "boom")], "failing")
     barrier = threading.Barrier(2, timeout=60)
-    copiers = [PurposeAgentSaver(_CopiedTogether(store_factory(), barrier)) for _ in range(2)]
+    copiers = [
+        PurposeAgentSaver(AppendsTogether(_sync(store_factory()), barrier)) for _ in range(2)
+    ]
     with ThreadPoolExecutor(2) as pool:
         for copying in [pool.submit(c.copy_thread, "src", "dst") for c in copiers]:
             copying.result()
