@@ -20,7 +20,7 @@ from purpose_agent.records import EventRow, StateRow
 
 from .files import pread_exact
 from .index import Index
-from .lines import Compacted, header_bytes, line_bytes, parse_line, stored_row
+from .lines import Compacted, encoded_line, header_bytes, parse_line, stored_row
 
 
 def compacted_log(run_id: str, fd: int, index: Index, snapshot: StateRow) -> Iterator[bytes]:
@@ -57,4 +57,4 @@ def compacted_log(run_id: str, fd: int, index: Index, snapshot: StateRow) -> Ite
                 rows.append(stored_row(run_id, record, seq))
                 if "key" in record:
                     keys[seq] = record["key"]
-            yield line_bytes(rows, None, keys)
+            yield encoded_line(rows, None, keys).line

@@ -240,23 +240,6 @@ def encoded_line(
     return Encoded(line, starts, tail_at)
 
 
-def line_bytes(
-    rows: list[EventRow], snapshot: StateRow | None, keys: Mapping[int, str] | None = None
-) -> bytes:
-    """Return the one line that writes these events (of one run) and the state after them.
-
-    Args:
-        rows: The events.
-        snapshot: The state saved with them, or ``None``.
-        keys: The keys of the events appended with one, by seq.
-
-    Returns:
-        The line, with its newline.
-
-    """
-    return encoded_line(rows, snapshot, keys).line
-
-
 def header_bytes(snapshot: StateRow, compacted: Compacted) -> bytes:
     """Return the first line of a compacted log: the covering snapshot and the header."""
     mark = encode({"log": compacted.log_id, "last_seq": compacted.last_seq})

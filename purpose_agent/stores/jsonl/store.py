@@ -77,7 +77,7 @@ from .files import (
 )
 from .index import TAIL, Index, LineReader, refreshed
 from .journal import Entry, Journal, Part
-from .lines import encoded_line, line_bytes, parse_line, record_key, stored_row
+from .lines import encoded_line, parse_line, record_key, stored_row
 from .locks import LOCKS_AT_ONCE, Run, Runs
 from .long_lines import NotStreamed, read_tail
 from .meta import read_group, write_group
@@ -599,7 +599,7 @@ class JSONLCheckpointer(ClosingContext):
             if len(parts) > LOCKS_AT_ONCE:
                 entry = self._journal.write(
                     [plan.run_id for plan in parts],
-                    [line_bytes(plan.rows, plan.snapshot) for plan in parts],
+                    [encoded_line(plan.rows, plan.snapshot).line for plan in parts],
                     WIDE,
                 )
                 self._apply_wide(parts, entry)
@@ -685,7 +685,7 @@ class JSONLCheckpointer(ClosingContext):
             return
         entry = self._journal.write(
             [plan.run_id for plan in parts],
-            [line_bytes(plan.rows, plan.snapshot) for plan in parts],
+            [encoded_line(plan.rows, plan.snapshot).line for plan in parts],
             parts[0].run.name,
         )
         self._commit(plans, entry)
