@@ -5,6 +5,7 @@ Batches across runs and their journal are proved in ``test_jsonl_journal.py``.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import stat
@@ -28,6 +29,7 @@ from purpose_agent import (
     SequenceConflict,
     StoreUnavailable,
 )
+from purpose_agent.stores.jsonl.locks import RECENT_RUNS, Run
 from purpose_agent.testing.suite import ev, st
 
 
@@ -188,6 +190,22 @@ def test_lock_files_live_outside_run_directories_and_survive_delete(cp: JSONLChe
 
 
 # -- the line format ---------------------------------------------------------------------------
+
+
+def test_a_handle_keeps_state_for_a_bounded_number_of_runs(cp: JSONLCheckpointer) -> None:
+    # A long-lived handle (a copy, a server) writes and reads many runs: it kept a lock, a
+    # lock file handle and an index for every run it ever touched (570 MB after copying
+    # 100,000 runs of two events).
+    total = RECENT_RUNS * 3
+    for n in range(total):
+        cp.save_events([ev(f"r{n}", 1), ev(f"r{n}", 2)])
+        assert len(cp.list_events(f"r{n}")) == 2
+    gc.collect()
+    assert sum(isinstance(obj, Run) for obj in gc.get_objects()) <= RECENT_RUNS
+    # A run the handle forgot reads and appends as before, from its files.
+    assert cp.list_events("r0") == [ev("r0", 1), ev("r0", 2)]
+    cp.save_event(ev("r0", 3))
+    assert [e.seq for e in cp.list_events("r0")] == [1, 2, 3]
 
 
 def test_each_write_is_one_line_and_a_batch_with_snapshot_carries_it(cp: JSONLCheckpointer) -> None:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,6 +45,15 @@ large enough that batches across a handful of runs, nearly all of them, take the
 """
 
 
+RECENT_RUNS = 256
+"""Runs whose state (locks, index) a handle keeps after their last use.
+
+A run in use is always kept; others are forgotten beyond the most recent few, so that a
+handle that touches millions of runs holds memory for a few hundred. A forgotten run's
+index is read again from its log when the run is next used.
+"""
+
+
 class Run:
     """One run's in-process state: its locks and this handle's index of its log."""
 
@@ -61,11 +72,14 @@ class Run:
 
 
 class Runs:
-    """The runs a handle has touched, each created once, and the way to hold them."""
+    """The runs a handle is using or used recently, each created once, and the way to hold them."""
 
     def __init__(self, locks_dir: Path) -> None:
         self.locks_dir = locks_dir
-        self._runs: dict[str, Run] = {}
+        # Every run in use is here (its users hold it), so that two threads of one run
+        # share one mutex; the most recently used ones are also held by ``_recent``.
+        self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
+        self._recent: OrderedDict[str, Run] = OrderedDict()
         self._lock = threading.Lock()
         self._wide_mutex = threading.Lock()
         self._wide_lock = FileLock(str(locks_dir / WIDE_LOCK), poll_interval=_POLL_SECONDS)
@@ -77,12 +91,17 @@ class Runs:
             run = self._runs.get(name)
             if run is None:
                 run = self._runs[name] = Run(name, self.locks_dir / f"{name}.lock")
+            self._recent[name] = run
+            self._recent.move_to_end(name)
+            if len(self._recent) > RECENT_RUNS:
+                self._recent.popitem(last=False)
             return run
 
     def clear(self) -> None:
         """Forget every run, indexes included."""
         with self._lock:
             self._runs.clear()
+            self._recent.clear()
 
     @contextlib.contextmanager
     def exclusive(self, run: Run, *, reading: bool = False) -> Iterator[bool]:
