@@ -239,6 +239,21 @@ def test_an_append_interrupted_inside_its_transaction_leaves_the_runs_last_seq(
         assert placed.seq == 2
 
 
+def _fork_and_append(store: SQLCheckpointer, run_id: str) -> int | None:
+    """Fork a child that appends to ``run_id`` through the inherited store: its exit code
+    (``None`` if it was still running after 30 seconds, and was killed)."""
+    child = multiprocessing.get_context("fork").Process(
+        target=_append_in_child_and_exit, args=(store, run_id)
+    )
+    child.start()
+    child.join(30)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return None
+    return child.exitcode
+
+
 def _append_in_child_and_exit(store: SQLCheckpointer, run_id: str) -> None:
     store.append(run_id, [_event(7)])
     store.close()
@@ -272,17 +287,10 @@ def test_a_child_forked_while_another_thread_writes_can_write(
         assert inside.wait(10)
         threads[1].start()
         time.sleep(0.1)
-        child = multiprocessing.get_context("fork").Process(
-            target=_append_in_child_and_exit, args=(store, "child")
-        )
-        child.start()
-        child.join(30)
-        if child.exitcode is None:
-            child.kill()
-            child.join()
+        exit_code = _fork_and_append(store, "child")
         for thread in threads:
             thread.join()
-        assert child.exitcode == 0
+        assert exit_code == 0
         assert [e.data["n"] for e in store.list_events("child")] == [7]
         assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
 
@@ -304,19 +312,12 @@ def test_a_fork_while_threads_write_back_to_back_gets_its_turn(tmp_path: Path) -
         for thread in threads:
             thread.start()
         try:
-            child = multiprocessing.get_context("fork").Process(
-                target=_append_in_child_and_exit, args=(store, "child")
-            )
-            child.start()
-            child.join(30)
-            if child.exitcode is None:
-                child.kill()
-                child.join()
+            exit_code = _fork_and_append(store, "child")
         finally:
             stop.set()
             for thread in threads:
                 thread.join()
-        assert child.exitcode == 0
+        assert exit_code == 0
         assert [e.data["n"] for e in store.list_events("child")] == [7]
 
 
