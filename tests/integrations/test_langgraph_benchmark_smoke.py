@@ -103,6 +103,15 @@ def test_floor_study_writes_what_each_saver_writes(tmp_path: Path) -> None:
     assert [parent for _, parent in chain] == [None] + [cid for cid, _ in chain[:-1]]
     (count,) = conn.execute("SELECT count(*) FROM writes WHERE thread_id = 'floor'").fetchone()
     assert count == 8
+    # The cheapest append: one event a call (one at the start, then a put and a put_writes a
+    # round), no key, in one ungrouped run whose row follows its events.
+    cheapest = conn.execute(
+        "SELECT seq, key FROM pa_events WHERE run_id = 'floor-cheapest' ORDER BY seq"
+    ).fetchall()
+    assert cheapest == [(n, None) for n in range(1, 10)]
+    assert conn.execute(
+        "SELECT last_seq, group_id FROM pa_runs WHERE run_id = 'floor-cheapest'"
+    ).fetchall() == [(9, None)]
     conn.close()
 
 
