@@ -27,7 +27,13 @@ from sqlalchemy import Connection, Engine, pool, text
 
 from alembic import context
 from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine, parse_url
-from purpose_agent.db.migrate import VERSION_TABLE, run_locked
+from purpose_agent.db.migrate import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    repair,
+    run_locked,
+)
 from purpose_agent.db.models import Base
 from purpose_agent.db.partitions import EVENTS_TABLE, check_partitions, set_events_layout
 from purpose_agent.stores.open import Target, TargetKind
@@ -148,6 +154,10 @@ def _run(connection: Connection) -> None:
         partitions = None  # one table: the only layout there is
     with context.begin_transaction():
         context.run_migrations()
+        if _command() == "upgrade" and current_revision(connection) == head_revision():
+            # As `purpose-agent db upgrade`: what was dropped from the head schema is made
+            # again (the package's own upgrades do this in migrate._upgrade).
+            repair(connection)
         if partitions is not None:
             set_events_layout(connection, partitions)
 

@@ -202,6 +202,33 @@ class SchemaMissing(SchemaNotCurrent):
         return (type(self), (self.needed, self.command, self.where, self.detail))
 
 
+class SchemaDamaged(SchemaNotCurrent):
+    """The version table records the head revision, but tables, columns or indexes are gone.
+
+    Dropped or altered by hand, or by a restore that left part of the schema out: the store
+    would fail on a missing table or column at some later call, and without the key index a
+    retried keyed append would append a second event. ``purpose-agent db upgrade`` (and an
+    open with ``migrate=True``) makes what is missing again, unless it held data that is gone.
+
+    Attributes:
+        where: The store, password hidden.
+        missing: What the schema lacks (``index uq_pa_events_run_id_key on pa_events``).
+
+    """
+
+    def __init__(self, found: str | None, command: str, where: str, missing: str) -> None:
+        super().__init__(found, found or "", command)
+        self.where = where
+        self.missing = missing
+        self.args = (
+            f"the schema of {where} is at revision {found} but lacks {missing} (dropped or "
+            f"changed by hand); run `{command}`",
+        )
+
+    def __reduce__(self) -> tuple[type[SchemaDamaged], tuple[str | None, str, str, str]]:  # type: ignore[override]
+        return (type(self), (self.found, self.command, self.where, self.missing))
+
+
 class StoreUnavailable(CheckpointError):
     """The store could not be reached or refused the operation for a reason outside the data.
 

@@ -264,6 +264,7 @@ def test_db_upgrade_check_and_downgrade_print_json(empty_database: str) -> None:
         "head": HEAD,
         "at_head": False,
         "applied": ["0001", "0002"],
+        "repaired": [],
     }
     status = json.loads(invoke("db", "check", "--json", "--url", url).stdout)
     assert (status["ok"], status["current"], status["pending"]) == (False, "0002", [HEAD])

@@ -18,7 +18,7 @@ from sqlalchemy import make_url
 import purpose_agent
 from purpose_agent import AsyncSQLCheckpointer, NewEvent, SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
-from purpose_agent.errors import SchemaMissing, SeedFormatDatabase
+from purpose_agent.errors import SchemaDamaged, SchemaMissing, SeedFormatDatabase
 from tests.test_cli_copy import _write_seed_sqlite
 from tests.test_cli_support import invoke, run_python_module
 
@@ -82,6 +82,102 @@ def test_the_library_names_the_upgrade_of_the_database_it_was_opened_on(
     assert "upgraded from none (never migrated)" in done.stdout
     SQLCheckpointer(url.render_as_string(hide_password=False), migrate=False).close()
     assert not elsewhere.exists()
+
+
+def _damage(url: str, statements: list[str]) -> None:
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def _on_table(url: str, index: str, table: str) -> str:
+    """``DROP INDEX`` as the backend spells it (MariaDB names the table too)."""
+    return f"DROP INDEX {index}" + (f" ON {table}" if url.startswith("mariadb") else "")
+
+
+@pytest.mark.parametrize(
+    ("damage", "lacks"),
+    [
+        ("key index", "index uq_pa_events_run_id_key on pa_events"),
+        ("group column", "column pa_runs.group_id, index ix_pa_runs_group_id_updated_ns"),
+        ("runs table", "table pa_runs"),
+    ],
+)
+def test_a_schema_damaged_at_head_is_named_and_made_again_by_the_upgrade(
+    empty_database: str, damage: str, lacks: str
+) -> None:
+    """A table, column or index dropped by hand, the version row left at head.
+
+    Before, ``db check`` called the schema current and ``db upgrade`` "already at revision
+    0003" while the store failed on the table (naming that same upgrade), or, without the key
+    index, a retried keyed append appended a second event.
+    """
+    url = empty_database
+    with SQLCheckpointer(url) as store:
+        store.append("kept", [NewEvent(kind="tool_call", key="k")])
+        store.append("other", [NewEvent(kind="tool_call")] * 2)
+    _damage(
+        url,
+        {
+            "key index": [_on_table(url, "uq_pa_events_run_id_key", "pa_events")],
+            "group column": [
+                _on_table(url, "ix_pa_runs_group_id_updated_ns", "pa_runs"),
+                "ALTER TABLE pa_runs DROP COLUMN group_id",
+            ],
+            "runs table": ["DROP TABLE pa_runs"],
+        }[damage],
+    )
+    command = migrate.upgrade_command(make_url(url))
+    with pytest.raises(SchemaDamaged) as refused:
+        SQLCheckpointer(url, migrate=False)
+    assert isinstance(refused.value, SchemaNotCurrent)
+    assert f"at revision 0003 but lacks {lacks}" in str(refused.value), str(refused.value)
+    assert str(refused.value).endswith(f"run `{command}`")
+    checked = invoke("db", "check", "--url", url)
+    assert checked.exit_code == 1
+    assert f"lacks {lacks}" in checked.output, checked.output
+    upgraded = invoke("db", "upgrade", "--url", url)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert f"made again {lacks}" in upgraded.output, upgraded.output
+    assert invoke("db", "check", "--url", url).exit_code == 0
+    with SQLCheckpointer(url, migrate=False) as store:
+        assert sorted(store.list_runs()) == ["kept", "other"]
+        retried = store.append("kept", [NewEvent(kind="tool_call", key="k")])
+        assert [event.seq for event in retried] == [1]
+        assert [event.seq for event in store.append("other", [NewEvent(kind="custom")])] == [3]
+        assert [event.seq for event in store.list_events("kept")] == [1]
+        store.append("grouped", [NewEvent(kind="tool_call")], group="g")
+        assert store.list_runs(group="g") == ["grouped"]
+
+
+def test_a_store_opened_to_migrate_makes_a_dropped_index_again(empty_database: str) -> None:
+    url = empty_database
+    with SQLCheckpointer(url) as store:
+        store.append("kept", [NewEvent(kind="tool_call", key="k")])
+    _damage(url, [_on_table(url, "uq_pa_events_run_id_key", "pa_events")])
+    with SQLCheckpointer(url) as store:
+        assert store.append("kept", [NewEvent(kind="tool_call", key="k")])[0].seq == 1
+        assert [event.seq for event in store.list_events("kept")] == [1]
+    SQLCheckpointer(url, migrate=False).close()
+
+
+def test_a_column_every_row_needs_is_not_made_up(empty_database: str) -> None:
+    url = empty_database
+    with SQLCheckpointer(url) as store:
+        store.append("kept", [NewEvent(kind="tool_call")])
+    _damage(url, ["ALTER TABLE pa_runs DROP COLUMN created_ns"])
+    for migrating in (True, False):
+        with pytest.raises(SchemaDamaged) as refused:
+            SQLCheckpointer(url, migrate=migrating)
+        assert "lacks column pa_runs.created_ns" in str(refused.value), str(refused.value)
+    upgraded = invoke("db", "upgrade", "--url", url)
+    assert upgraded.exit_code == 1
+    assert "lacks column pa_runs.created_ns" in upgraded.output, upgraded.output
+    assert "from a backup" in upgraded.output, upgraded.output
 
 
 @pytest.mark.sqlite

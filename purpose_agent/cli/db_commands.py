@@ -29,7 +29,13 @@ from purpose_agent.cli.progress import working
 from purpose_agent.db.engine import in_memory_sqlite, make_engine, parse_url, shown_url
 from purpose_agent.db.migrate import NEWER_COMMAND, UPGRADE_COMMAND, revisions_between
 from purpose_agent.db.partitions import MAX_PARTITIONS, EventsLayout, partition_events
-from purpose_agent.errors import CheckpointError, InvalidInput, SchemaNotCurrent, translated
+from purpose_agent.errors import (
+    CheckpointError,
+    InvalidInput,
+    SchemaDamaged,
+    SchemaNotCurrent,
+    translated,
+)
 from purpose_agent.ops.schema import (
     SchemaStatus,
     downgrade_loss,
@@ -133,6 +139,7 @@ def _moved(before: SchemaStatus, after: SchemaStatus, steps: str) -> dict[str, A
         "head": after.head,
         "at_head": after.at_head,
         steps: moved if upgraded else moved[::-1],
+        **({"repaired": list(before.missing)} if upgraded else {}),
     }
 
 
@@ -156,7 +163,10 @@ def upgrade(
         emit_json(_moved(before, after, "applied"))
         return
     out = console()
-    if before.current == after.current:
+    if before.current == after.current and before.missing:
+        made = ", ".join(before.missing)
+        out.print(f"{after.url}: at revision {_revision(after)}; made again {made}")
+    elif before.current == after.current:
         out.print(f"{after.url}: already at revision {_revision(after)}")
     else:
         out.print(f"{after.url}: upgraded from {_revision(before)} to {_revision(after)}")
@@ -250,6 +260,9 @@ def check(as_json: bool, url: str | None) -> None:
         # A revision this version does not know was written by a newer version of the package.
         command = UPGRADE_COMMAND + url_flag(url, status.url) if status.known else NEWER_COMMAND
         problem = SchemaNotCurrent(status.current, status.head, command)
+    elif status.missing:
+        command = UPGRADE_COMMAND + url_flag(url, status.url)
+        problem = SchemaDamaged(status.current, command, status.url, ", ".join(status.missing))
     if as_json:
         pending = revisions_between(status.current, status.head) if status.known else []
         document = {

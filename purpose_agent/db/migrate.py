@@ -7,8 +7,10 @@ hand, which works in both.
 
 Alembic is imported only to migrate, or to name a revision this version does not need:
 opening a store at the head revision reads the version table with one query and compares it
-with :data:`HEAD`. Importing Alembic cost a sixth of a command's start (``purpose-agent runs
-list``: 1.00 s with it, 0.85 s without).
+with :data:`HEAD`, then the catalog for the tables, columns and indexes of that revision
+(:func:`schema_problems`: the version row alone does not say they are all still there).
+Importing Alembic cost a sixth of a command's start (``purpose-agent runs list``: 1.00 s
+with it, 0.85 s without).
 """
 
 from __future__ import annotations
@@ -20,13 +22,29 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import URL, Connection, Engine, String, column, func, inspect, select, table, text
+from sqlalchemy import (
+    URL,
+    BigInteger,
+    Connection,
+    Engine,
+    String,
+    bindparam,
+    cast,
+    column,
+    func,
+    inspect,
+    select,
+    table,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateColumn
 
 from purpose_agent.db.engine import shown_url, synchronous_url
 from purpose_agent.db.transactions import migration_lock
 from purpose_agent.errors import (
     CheckpointError,
+    SchemaDamaged,
     SchemaNotCurrent,
     SchemaUnclear,
     SeedFormatDatabase,
@@ -182,6 +200,8 @@ def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = Fa
             by a newer version of the package.
         SeedFormatDatabase: If a SQLite file holds seed-era runs and none of the store's own
             (unless ``allow_seed_tables``: the import that moves them in place opens it so).
+        SchemaDamaged: If the database is at the head revision but lacks a table, column or
+            index of it, and ``migrate`` is false (or the column lost held data).
 
     """
     head = head_revision()
@@ -189,14 +209,16 @@ def ensure_schema(engine: Engine, *, migrate: bool, allow_seed_tables: bool = Fa
         found = current_revision(conn)
         if engine.dialect.name == "sqlite" and not allow_seed_tables:
             _refuse_seed_runs(conn, found, head)
-    if found == head:
+        missing = schema_problems(conn) if found == head else []
+    if found == head and not missing:
         return
+    if not migrate and missing:
+        raise damaged(engine, found, missing)
     if not migrate or (found is not None and not is_known_revision(found)):
         raise not_current(found, upgrade_command(engine.url))
 
     def work(conn: Connection) -> None:
-        if current_revision(conn) != head:
-            _upgrade(conn, "head")
+        _upgrade(conn, "head")
 
     run_locked(engine, work)
 
@@ -275,6 +297,174 @@ def run_locked(engine: Engine, work: Callable[[Connection], None]) -> None:
 
 
 def _upgrade(conn: Connection, revision: str) -> None:
-    from alembic import command
+    """Upgrade to ``revision``; at the head, make again what was dropped from its schema."""
+    if current_revision(conn) != head_revision() or revision not in ("head", head_revision()):
+        from alembic import command
 
-    command.upgrade(alembic_config(connection=conn), revision)
+        command.upgrade(alembic_config(connection=conn), revision)
+    if current_revision(conn) == head_revision():
+        repair(conn)
+
+
+def schema_problems(conn: Connection) -> list[str]:
+    """What the head revision's schema has that the database lacks, by name.
+
+    The version table says which revision the tables are at, not that they are still there:
+    a table, a column or an index dropped by hand goes unnoticed until a statement fails on
+    it, or, for the key index, never (a retried keyed append appends a second event).
+
+    Returns:
+        ``table pa_runs``, ``column pa_events.key``, ``index NAME on TABLE``: empty when every
+        table, column and index of the models is there.
+
+    """
+    from purpose_agent.db.models import Base
+
+    catalog = _catalog(conn, [model.name for model in Base.metadata.sorted_tables])
+    problems: list[str] = []
+    for model in Base.metadata.sorted_tables:
+        if model.name not in catalog:
+            problems.append(f"table {model.name}")
+            continue
+        columns, indexes = catalog[model.name]
+        problems += [
+            f"column {model.name}.{wanted.name}"
+            for wanted in model.columns
+            if wanted.name not in columns
+        ]
+        problems += [
+            f"index {wanted.name} on {model.name}"
+            for wanted in sorted(model.indexes, key=lambda index: str(index.name))
+            if wanted.name not in indexes
+        ]
+    return problems
+
+
+# The columns and the indexes of the tables named :names in the schema unqualified names
+# resolve to, in one query: the inspector asked the catalog table by table, with statements
+# compiled afresh for each new engine, which tripled the time a Postgres store took to open.
+_CATALOG = {
+    "postgresql": (
+        # pg_class rather than information_schema, which took a third longer than the
+        # rest of an open; a partitioned table is relkind 'p'.
+        "SELECT t.relname, 'column', a.attname FROM pg_class t"
+        " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped"
+        " WHERE t.relnamespace = to_regnamespace(current_schema())"
+        " AND t.relkind IN ('r', 'p') AND t.relname IN :names"
+        " UNION ALL SELECT t.relname, 'index', i.relname FROM pg_class t"
+        " JOIN pg_index x ON x.indrelid = t.oid JOIN pg_class i ON i.oid = x.indexrelid"
+        " WHERE t.relnamespace = to_regnamespace(current_schema())"
+        " AND t.relkind IN ('r', 'p') AND t.relname IN :names"
+    ),
+    "mysql": (
+        "SELECT table_name, 'column', column_name FROM information_schema.columns"
+        " WHERE table_schema = DATABASE() AND table_name IN :names"
+        " UNION ALL SELECT table_name, 'index', index_name FROM information_schema.statistics"
+        " WHERE table_schema = DATABASE() AND table_name IN :names"
+    ),
+}
+_CATALOG["mariadb"] = _CATALOG["mysql"]
+
+
+def _catalog(conn: Connection, names: list[str]) -> dict[str, tuple[set[str], set[str]]]:
+    """The columns and indexes of each of the tables ``names`` that exists, by table."""
+    found: dict[str, tuple[set[str], set[str]]] = {}
+    query = _CATALOG.get(conn.dialect.name)
+    if query is None:  # SQLite (and any other dialect): the inspector, cheap on a file
+        inspector = inspect(conn)
+        columns = inspector.get_multi_columns(filter_names=names)
+        indexes = inspector.get_multi_indexes(filter_names=names)
+        for (_, name), listed in columns.items():
+            found[name] = (
+                {str(column["name"]) for column in listed},
+                {str(index["name"]) for index in indexes.get((None, name), [])},
+            )
+        return found
+    statement = text(query).bindparams(bindparam("names", expanding=True))
+    for name, kind, item in conn.execute(statement, {"names": names}):
+        columns_of, indexes_of = found.setdefault(str(name), (set(), set()))
+        (columns_of if kind == "column" else indexes_of).add(str(item))
+    return found
+
+
+def damaged(engine: Engine, found: str | None, missing: list[str]) -> SchemaDamaged:
+    """The error for a schema at ``found`` that lacks ``missing``, naming the upgrade."""
+    return SchemaDamaged(
+        found, upgrade_command(engine.url), shown_url(engine.url), ", ".join(missing)
+    )
+
+
+def repair(conn: Connection) -> list[str]:
+    """Make again the tables, columns and indexes of the head schema that are missing.
+
+    A missing table is created empty, but ``pa_runs`` is filled again from the events and
+    snapshots (its run groups are lost with it); a missing column that may hold NULL is
+    added empty, and an index is built from the rows. A column every row needs a value in
+    cannot be made again.
+
+    Returns:
+        What was made (as :func:`schema_problems` named it).
+
+    Raises:
+        SchemaDamaged: A missing column that cannot be NULL: the data it held is gone, and
+            the database has to be restored from a backup.
+
+    """
+    from purpose_agent.db.models import Base
+
+    problems = schema_problems(conn)
+    if not problems:
+        return []
+    inspector = inspect(conn)
+    present = set(inspector.get_table_names())
+    tables = [model for model in Base.metadata.sorted_tables if model.name not in present]
+    for model in Base.metadata.sorted_tables:
+        if model in tables:
+            continue
+        columns = {found["name"] for found in inspector.get_columns(model.name)}
+        lost = [wanted for wanted in model.columns if wanted.name not in columns]
+        needed = [wanted.name for wanted in lost if not wanted.nullable]
+        if needed:
+            shown = ", ".join(f"column {model.name}.{name}" for name in needed)
+            backup = f"restore {shown_url(conn.engine.url)} from a backup"
+            raise SchemaDamaged(current_revision(conn), backup, shown_url(conn.engine.url), shown)
+        quoted = conn.dialect.identifier_preparer.format_table(model)
+        for wanted in lost:
+            spec = CreateColumn(wanted).compile(dialect=conn.dialect)
+            conn.execute(text(f"ALTER TABLE {quoted} ADD {spec}"))
+        indexes = {found["name"] for found in inspector.get_indexes(model.name)}
+        for index in model.indexes:
+            if index.name not in indexes:
+                index.create(conn)
+    Base.metadata.create_all(conn, tables=tables)
+    if "pa_runs" in {model.name for model in tables}:
+        _refill_runs(conn)
+    return problems
+
+
+def _refill_runs(conn: Connection) -> None:
+    """Give each run with events or a snapshot its ``pa_runs`` row again (without a group).
+
+    ``last_seq`` is the highest seq stored, events' or snapshot's (appends continue after
+    it); the times are the first and last event's, else the snapshot's.
+    """
+    from purpose_agent.db.models import Base
+
+    tables = Base.metadata.tables
+    runs, events, snapshots = tables["pa_runs"], tables["pa_events"], tables["pa_snapshots"]
+    ns = 1_000_000_000
+    from_events = select(
+        events.c.run_id,
+        cast(func.min(events.c.ts) * ns, BigInteger),
+        cast(func.max(events.c.ts) * ns, BigInteger),
+        func.max(events.c.seq),
+    ).group_by(events.c.run_id)
+    columns = ["run_id", "created_ns", "updated_ns", "last_seq"]
+    conn.execute(runs.insert().from_select(columns, from_events))
+    listed = select(runs.c.run_id).where(runs.c.run_id == snapshots.c.run_id).exists()
+    from_snapshots = select(
+        snapshots.c.run_id, snapshots.c.written_ns, snapshots.c.written_ns, snapshots.c.seq
+    ).where(~listed)
+    conn.execute(runs.insert().from_select(columns, from_snapshots))
+    ahead = select(snapshots.c.seq).where(snapshots.c.run_id == runs.c.run_id).scalar_subquery()
+    conn.execute(runs.update().where(runs.c.last_seq < ahead).values(last_seq=ahead))

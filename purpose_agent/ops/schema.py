@@ -33,6 +33,8 @@ class SchemaStatus:
         seed_tables: Whether the seed's ``events`` and ``snapshots`` tables are there too.
         seed_source: The target that reads those tables (``seed-sqlite:PATH``), when they are
             in a SQLite file.
+        missing: At the head revision, the tables, columns and indexes of its schema that
+            are not there (dropped by hand); an upgrade makes them again.
 
     """
 
@@ -42,6 +44,7 @@ class SchemaStatus:
     exists: bool = True
     seed_tables: bool = False
     seed_source: str | None = None
+    missing: tuple[str, ...] = ()
 
     @property
     def known(self) -> bool:
@@ -64,6 +67,7 @@ class SchemaStatus:
             "seed_tables": self.seed_tables,
             "seed_source": self.seed_source,
             "known": self.known,
+            "missing": list(self.missing),
         }
 
 
@@ -102,10 +106,12 @@ def _status(engine: Engine, target: Target) -> SchemaStatus:
     with engine.connect() as conn:
         current = migrate.current_revision(conn)
         tables = set(inspect(conn).get_table_names())
+        head = migrate.head_revision()
+        missing = tuple(migrate.schema_problems(conn)) if current == head else ()
     seed = tables >= migrate.SEED_TABLES
     file = target.sqlite_file
     source = f"{SEED_SQLITE_PREFIX}{file}" if seed and file is not None else None
-    return SchemaStatus(str(target), current, migrate.head_revision(), True, seed, source)
+    return SchemaStatus(str(target), current, head, True, seed, source, missing)
 
 
 def schema_status(url: str) -> SchemaStatus:
