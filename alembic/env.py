@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import logging.config
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, pool, text
+from sqlalchemy import URL, Connection, Engine, pool, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from alembic import context
-from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine, parse_url
+from purpose_agent.db.engine import DEFAULT_URL, URL_ENV, make_engine, parse_url, shown_url
 from purpose_agent.db.migrate import (
     VERSION_TABLE,
     current_revision,
@@ -36,7 +39,11 @@ from purpose_agent.db.migrate import (
 )
 from purpose_agent.db.models import Base
 from purpose_agent.db.partitions import EVENTS_TABLE, check_partitions, set_events_layout
+from purpose_agent.errors import CheckpointError, unavailable
+from purpose_agent.ops.schema import refusal_advice
 from purpose_agent.stores.open import Target, TargetKind
+
+T = TypeVar("T")
 
 config = context.config
 # An ini may hold only ``script_location`` (a deploy pointing plain ``alembic`` at the installed
@@ -188,14 +195,37 @@ def run_migrations_online() -> None:
     else:
         url = _url()
         _refuse_missing_sqlite_file(url)
-        engine = make_engine(url, poolclass=pool.NullPool)
+        engine = _said_in_one_line(lambda: make_engine(url, poolclass=pool.NullPool), url)
     try:
         # As the package's own upgrades: on Postgres a revision waits for a table lock a
         # little at a time, never queueing the store's writers behind a long transaction.
-        run_locked(engine, _run)
+        _said_in_one_line(lambda: run_locked(engine, _run), engine.url, engine)
     finally:
         if engine is not given:
             engine.dispose()
+
+
+def _said_in_one_line(work: Callable[[], T], url: str | URL, engine: Engine | None = None) -> T:
+    """Run ``work``; from alembic's command line, its failure is one ``FAILED:`` line.
+
+    The driver's error (a login refused, a server down, a read-only database) reached the
+    terminal as a stack trace; it is worded as ``purpose-agent db upgrade`` words it, with
+    the password hidden and what to do. Called from code, errors go through unchanged.
+
+    Raises:
+        CommandError: From the command line, for an error of the database or of the package.
+    """
+    try:
+        return work()
+    except (SQLAlchemyError, CheckpointError) as exc:
+        command = _command()
+        if command is None:
+            raise
+        where = shown_url(parse_url(url) if isinstance(url, str) else url)
+        if isinstance(exc, SQLAlchemyError):
+            advice = None if engine is None else refusal_advice(engine)(exc)
+            exc = unavailable(f"alembic {command}", where, exc, advice)
+        raise CommandError(str(exc)) from exc
 
 
 if context.is_offline_mode():

@@ -142,6 +142,33 @@ def test_alembic_x_url_wins_over_the_environment(empty_database: str, tmp_path: 
     assert not (tmp_path / "decoy.db").exists() or "pa_events" not in table_names(decoy)
 
 
+@pytest.mark.mariadb
+def test_alembic_command_line_refused_by_the_server_says_why_in_one_line(
+    mariadb_url: sa.URL,
+) -> None:
+    """A login the server refuses, and a server that is not there.
+
+    Before, `alembic upgrade head` printed the driver's stack trace (130 to 160 lines).
+    """
+    from tests.servers import free_port
+
+    refused = mariadb_url.set(username="pa_no_such_user", password="s3cret-pw", database="x")
+    absent = f"postgresql+psycopg://app:s3cret-pw@127.0.0.1:{free_port()}/x"
+    for url, said in (
+        (refused.render_as_string(hide_password=False), "the server refused the login"),
+        (absent, "Connection refused"),
+    ):
+        result = _alembic("upgrade", "head", url=url)
+        assert result.returncode != 0  # alembic's own status for FAILED: 255
+        shown = result.stdout + result.stderr
+        assert "Traceback" not in shown, shown
+        failed = [line for line in shown.splitlines() if line.startswith("FAILED:")]
+        assert len(failed) == 1, shown
+        assert said in failed[0], failed[0]
+        assert "s3cret-pw" not in shown
+        assert ":***@" in failed[0], failed[0]
+
+
 def _linear_history(script: ScriptDirectory) -> list[str]:
     """The revisions from base to head, failing unless they form one unbroken line."""
     try:
