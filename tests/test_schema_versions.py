@@ -18,6 +18,7 @@ from sqlalchemy import make_url
 import purpose_agent
 from purpose_agent import AsyncSQLCheckpointer, NewEvent, SchemaNotCurrent, SQLCheckpointer
 from purpose_agent.db import migrate
+from purpose_agent.db.engine import make_engine
 from purpose_agent.errors import SchemaDamaged, SchemaMissing, SeedFormatDatabase
 from tests.test_cli_copy import _write_seed_sqlite
 from tests.test_cli_support import invoke, run_python_module
@@ -163,6 +164,49 @@ def test_a_store_opened_to_migrate_makes_a_dropped_index_again(empty_database: s
         assert store.append("kept", [NewEvent(kind="tool_call", key="k")])[0].seq == 1
         assert [event.seq for event in store.list_events("kept")] == [1]
     SQLCheckpointer(url, migrate=False).close()
+
+
+@pytest.mark.parametrize(
+    ("revision", "damage"),
+    [("0002", "key index"), ("0001", "runs table"), ("0002", "snapshots table")],
+)
+def test_an_older_schema_with_a_part_dropped_is_upgraded_and_made_whole(
+    empty_database: str, revision: str, damage: str
+) -> None:
+    """Before, 0003 failed for good on the dropped key index (`no such index`, `index ...
+    does not exist`), and 0002 on the dropped runs table with the bare name `pa_runs`."""
+    url = empty_database
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        migrate.upgrade(engine, revision)
+    finally:
+        engine.dispose()
+    _damage(
+        url,
+        [
+            "INSERT INTO pa_events (run_id, seq, kind, ts, lane_id, data)"
+            " VALUES ('kept', 1, 'tool_call', 1.5, 'main', '{}')",
+            "INSERT INTO pa_runs (run_id, created_ns, updated_ns, last_seq)"
+            " VALUES ('kept', 1500000000, 1500000000, 1)",
+        ],
+    )
+    _damage(
+        url,
+        {
+            "key index": [_on_table(url, "uq_pa_events_run_id_key", "pa_events")],
+            "runs table": ["DROP TABLE pa_runs"],
+            "snapshots table": ["DROP TABLE pa_snapshots"],
+        }[damage],
+    )
+    upgraded = invoke("db", "upgrade", "--url", url)
+    assert upgraded.exit_code == 0, upgraded.output
+    assert invoke("db", "check", "--url", url).exit_code == 0
+    with SQLCheckpointer(url, migrate=False) as store:
+        assert store.list_runs() == ["kept"]
+        placed = store.append("kept", [NewEvent(kind="tool_call", key="k")])
+        assert [event.seq for event in placed] == [2]
+        assert store.append("kept", [NewEvent(kind="tool_call", key="k")]) == placed
+        assert [event.seq for event in store.list_events("kept")] == [1, 2]
 
 
 def test_a_column_every_row_needs_is_not_made_up(empty_database: str) -> None:

@@ -11,7 +11,9 @@ whose snapshot is ahead of its events is moved up to the snapshot's seq. Types a
 0001, so that this revision keeps creating the same schema whatever the models become.
 
 As in 0001, each step is skipped when it is already done: on MariaDB, whose DDL statements
-commit one by one, a migration killed part-way is finished by running it again.
+commit one by one, a migration killed part-way is finished by running it again. A step on a
+table that is not there (dropped by hand) is skipped too: the upgrade to the head makes the
+missing table as the head has it (``purpose_agent.db.migrate.repair``).
 """
 
 from collections.abc import Sequence
@@ -30,6 +32,10 @@ LABEL = sa.String(255).with_variant(
 )
 
 
+def _tables() -> set[str]:
+    return set(sa.inspect(op.get_bind()).get_table_names())
+
+
 def _columns(table: str) -> set[str]:
     return {column["name"] for column in sa.inspect(op.get_bind()).get_columns(table)}
 
@@ -39,10 +45,13 @@ def _indexes(table: str) -> set[str]:
 
 
 def upgrade() -> None:
+    made = _tables()
     for table, column, index, columns, unique in (
         ("pa_events", "key", "uq_pa_events_run_id_key", ["run_id", "key"], True),
         ("pa_runs", "group_id", "ix_pa_runs_group_id_updated_ns", ["group_id", "updated_ns"], False),
     ):
+        if table not in made:
+            continue
         has_column, has_index = column in _columns(table), index in _indexes(table)
         if has_column and has_index:
             continue
@@ -54,6 +63,8 @@ def upgrade() -> None:
     # Appends take their seqs from pa_runs.last_seq, which 0001 left at 0 for a run saved by
     # a snapshot alone: such a run's first append would land below its snapshot, where
     # recover() never looks. From 0002 on, last_seq is at least the snapshot's seq.
+    if not {"pa_runs", "pa_snapshots"} <= made:
+        return
     runs = sa.table("pa_runs", sa.column("run_id"), sa.column("last_seq"))
     snapshots = sa.table("pa_snapshots", sa.column("run_id"), sa.column("seq"))
     snapshot_seq = (
@@ -69,10 +80,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    made = _tables()
     for table, column, index in (
         ("pa_runs", "group_id", "ix_pa_runs_group_id_updated_ns"),
         ("pa_events", "key", "uq_pa_events_run_id_key"),
     ):
+        if table not in made:
+            continue
         has_column, has_index = column in _columns(table), index in _indexes(table)
         if not has_column and not has_index:
             continue

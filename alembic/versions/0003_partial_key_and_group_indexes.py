@@ -12,7 +12,9 @@ group use them as before, since an equality on a column implies it is not NULL. 
 no partial indexes, so its indexes stay as 0002 made them.
 
 The indexes are rebuilt inside the migration's transaction, which locks the tables for as
-long as that takes (a few seconds per million events).
+long as that takes (a few seconds per million events). An index or a table that is not there
+(dropped by hand) is not dropped: the index is made, and a missing table is made as the head
+has it by the upgrade to the head (``purpose_agent.db.migrate.repair``).
 """
 
 from collections.abc import Sequence
@@ -37,6 +39,14 @@ INDEXES = (
 )
 
 
+def _existing(table: str) -> set[str] | None:
+    """The names of ``table``'s indexes; ``None`` when the table is not there."""
+    inspector = sa.inspect(op.get_bind())
+    if table not in inspector.get_table_names():
+        return None
+    return {index["name"] for index in inspector.get_indexes(table)}
+
+
 def _has_partial_indexes() -> bool:
     return op.get_context().dialect.name in ("sqlite", "postgresql")
 
@@ -45,7 +55,11 @@ def upgrade() -> None:
     if not _has_partial_indexes():
         return
     for name, table, columns, unique, where in INDEXES:
-        op.drop_index(name, table_name=table)
+        existing = _existing(table)
+        if existing is None:
+            continue
+        if name in existing:
+            op.drop_index(name, table_name=table)
         op.create_index(
             name,
             table,
@@ -60,5 +74,9 @@ def downgrade() -> None:
     if not _has_partial_indexes():
         return
     for name, table, columns, unique, _ in INDEXES:
-        op.drop_index(name, table_name=table)
+        existing = _existing(table)
+        if existing is None:
+            continue
+        if name in existing:
+            op.drop_index(name, table_name=table)
         op.create_index(name, table, columns, unique=unique)
