@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pickle
 import shlex
@@ -141,6 +142,11 @@ def test_a_schema_damaged_at_head_is_named_and_made_again_by_the_upgrade(
     checked = invoke("db", "check", "--url", url)
     assert checked.exit_code == 1
     assert f"lacks {lacks}" in checked.output, checked.output
+    current = invoke("db", "current", "--url", url)
+    assert f"It lacks {lacks}" in current.output, current.output
+    status = json.loads(invoke("db", "check", "--json", "--url", url).stdout)
+    assert (status["ok"], status["at_head"]) == (False, True)
+    assert ", ".join(status["missing"]).startswith(lacks), status
     upgraded = invoke("db", "upgrade", "--url", url)
     assert upgraded.exit_code == 0, upgraded.output
     assert f"made again {lacks}" in upgraded.output, upgraded.output

@@ -234,6 +234,9 @@ def current(as_json: bool, url: str | None) -> None:
     out.print(f"{status.url}: at revision {_revision(status)}; this version needs {status.head}")
     if not status.known:
         out.print(f"A newer version of purpose-agent migrated it: `{NEWER_COMMAND}`.")
+    if status.missing:
+        command = UPGRADE_COMMAND + url_flag(url, status.url)
+        out.print(f"It lacks {', '.join(status.missing)}: `{command}` makes them again.")
     hint = _seed_hint(status)
     if hint is not None:
         out.print(hint)
