@@ -215,6 +215,42 @@ def test_an_older_schema_with_a_part_dropped_is_upgraded_and_made_whole(
         assert [event.seq for event in store.list_events("kept")] == [1, 2]
 
 
+class _Stopped(Exception):
+    """Stands for the process dying at this statement."""
+
+
+def test_a_runs_table_remade_part_way_is_remade_whole_by_the_next_upgrade(
+    empty_database: str,
+) -> None:
+    """The upgrade that makes pa_runs again stops as it fills it (a deploy killed).
+
+    MariaDB commits a CREATE TABLE as it runs: the table stayed, empty, and the next upgrade
+    found nothing missing; every run disappeared from list_runs and appends restarted at
+    seq 1 (SequenceConflict on each run).
+    """
+    url = empty_database
+    with SQLCheckpointer(url) as store:
+        store.append("kept", [NewEvent(kind="tool_call")] * 2)
+    _damage(url, ["DROP TABLE pa_runs"])
+    engine = make_engine(url, poolclass=sa.pool.NullPool)
+
+    def die(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if " ".join(statement.split()).upper().startswith("INSERT INTO PA_RUNS"):
+            raise _Stopped(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", die)
+    try:
+        with pytest.raises(_Stopped):
+            migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    upgraded = invoke("db", "upgrade", "--url", url)
+    assert upgraded.exit_code == 0, upgraded.output
+    with SQLCheckpointer(url, migrate=False) as store:
+        assert store.list_runs() == ["kept"]
+        assert [event.seq for event in store.append("kept", [NewEvent(kind="custom")])] == [3]
+
+
 def test_a_column_every_row_needs_is_not_made_up(empty_database: str) -> None:
     url = empty_database
     with SQLCheckpointer(url) as store:

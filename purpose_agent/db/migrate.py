@@ -25,9 +25,13 @@ from typing import TYPE_CHECKING
 from sqlalchemy import (
     URL,
     BigInteger,
+    Column,
     Connection,
     Engine,
+    MetaData,
+    PrimaryKeyConstraint,
     String,
+    Table,
     bindparam,
     cast,
     column,
@@ -436,13 +440,42 @@ def repair(conn: Connection) -> list[str]:
         for index in model.indexes:
             if index.name not in indexes:
                 index.create(conn)
-    Base.metadata.create_all(conn, tables=tables)
-    if "pa_runs" in {model.name for model in tables}:
-        _refill_runs(conn)
+    Base.metadata.create_all(conn, tables=[model for model in tables if model.name != RUNS])
+    if RUNS in {model.name for model in tables}:
+        _remake_runs(conn)
     return problems
 
 
-def _refill_runs(conn: Connection) -> None:
+RUNS = "pa_runs"
+# pa_runs is made and filled under this name, then renamed: MariaDB commits a CREATE TABLE
+# as it runs, and a repair stopped before the rows were in left an empty pa_runs that the
+# next upgrade took for whole (every run gone from list_runs, appends back at seq 1).
+RUNS_STAGING = "pa_runs_rebuilt"
+
+
+def _remake_runs(conn: Connection) -> None:
+    """Make ``pa_runs`` again, filled from the events and snapshots, in one visible step."""
+    from purpose_agent.db.models import Base
+
+    runs = Base.metadata.tables[RUNS]
+    staging = Table(
+        RUNS_STAGING,
+        MetaData(),
+        *(Column(c.name, c.type, nullable=c.nullable, autoincrement=False) for c in runs.columns),
+        # Named as the model's: the old key went with the dropped table.
+        PrimaryKeyConstraint(*runs.primary_key.columns.keys(), name=f"pk_{RUNS}"),
+        **runs.dialect_kwargs,
+    )
+    staging.drop(conn, checkfirst=True)  # left by a repair stopped before the rename
+    staging.create(conn)
+    _refill_runs(conn, staging)
+    quote = conn.dialect.identifier_preparer.quote
+    conn.execute(text(f"ALTER TABLE {quote(RUNS_STAGING)} RENAME TO {quote(RUNS)}"))
+    for index in runs.indexes:  # after the rename, so that they carry the model's names
+        index.create(conn)
+
+
+def _refill_runs(conn: Connection, runs: Table) -> None:
     """Give each run with events or a snapshot its ``pa_runs`` row again (without a group).
 
     ``last_seq`` is the highest seq stored, events' or snapshot's (appends continue after
@@ -450,8 +483,7 @@ def _refill_runs(conn: Connection) -> None:
     """
     from purpose_agent.db.models import Base
 
-    tables = Base.metadata.tables
-    runs, events, snapshots = tables["pa_runs"], tables["pa_events"], tables["pa_snapshots"]
+    events, snapshots = Base.metadata.tables["pa_events"], Base.metadata.tables["pa_snapshots"]
     ns = 1_000_000_000
     from_events = select(
         events.c.run_id,
