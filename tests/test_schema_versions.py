@@ -251,6 +251,24 @@ def test_a_runs_table_remade_part_way_is_remade_whole_by_the_next_upgrade(
         assert [event.seq for event in store.append("kept", [NewEvent(kind="custom")])] == [3]
 
 
+@pytest.mark.postgres
+def test_tables_found_through_the_search_path_are_not_called_missing(
+    postgres_url: sa.URL,
+) -> None:
+    """The tables in ``public``, and an empty schema named after the user before it on the
+    search path (``"$user", public``): it is ``current_schema()``, not where they are."""
+    from tests.servers import throwaway_database
+
+    with throwaway_database(postgres_url, "pa_user_schema") as server:
+        url = server.render_as_string(hide_password=False)
+        with SQLCheckpointer(url) as store:
+            store.append("kept", [NewEvent(kind="tool_call")])
+        _damage(url, [f'CREATE SCHEMA "{server.username}"'])
+        with SQLCheckpointer(url, migrate=False) as store:
+            assert store.list_runs() == ["kept"]
+        assert invoke("db", "check", "--url", url).exit_code == 0
+
+
 def test_a_column_every_row_needs_is_not_made_up(empty_database: str) -> None:
     url = empty_database
     with SQLCheckpointer(url) as store:

@@ -344,21 +344,21 @@ def schema_problems(conn: Connection) -> list[str]:
     return problems
 
 
-# The columns and the indexes of the tables named :names in the schema unqualified names
-# resolve to, in one query: the inspector asked the catalog table by table, with statements
+# The columns and the indexes of the tables named :names that unqualified names resolve to,
+# in one query: the inspector asked the catalog table by table, with statements
 # compiled afresh for each new engine, which tripled the time a Postgres store took to open.
 _CATALOG = {
     "postgresql": (
         # pg_class rather than information_schema, which took a third longer than the
-        # rest of an open; a partitioned table is relkind 'p'.
+        # rest of an open; a partitioned table is relkind 'p'. The tables the store's
+        # statements find: the first on the search path (current_schema() is only the
+        # first schema that exists, a "$user" schema without them, say).
         "SELECT t.relname, 'column', a.attname FROM pg_class t"
         " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum > 0 AND NOT a.attisdropped"
-        " WHERE t.relnamespace = to_regnamespace(current_schema())"
-        " AND t.relkind IN ('r', 'p') AND t.relname IN :names"
+        " WHERE pg_table_is_visible(t.oid) AND t.relkind IN ('r', 'p') AND t.relname IN :names"
         " UNION ALL SELECT t.relname, 'index', i.relname FROM pg_class t"
         " JOIN pg_index x ON x.indrelid = t.oid JOIN pg_class i ON i.oid = x.indexrelid"
-        " WHERE t.relnamespace = to_regnamespace(current_schema())"
-        " AND t.relkind IN ('r', 'p') AND t.relname IN :names"
+        " WHERE pg_table_is_visible(t.oid) AND t.relkind IN ('r', 'p') AND t.relname IN :names"
     ),
     "mysql": (
         "SELECT table_name, 'column', column_name FROM information_schema.columns"
