@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection
@@ -116,6 +117,41 @@ def test_a_forked_child_writes_on_its_own_connection_and_the_parent_keeps_its_ow
         store.append("parent", [_event(2)])
         assert [e.data["n"] for e in store.list_events("parent")] == [1, 2]
         assert [e.data["n"] for e in store.list_events("child")] == [7]
+
+
+def _append_twice_in_child(store: SQLCheckpointer, appended: Any, closed: Any) -> None:
+    store.append("child", [_event(1)])
+    appended.set()
+    assert closed.wait(60)
+    store.append("child", [_event(2)])  # committed after the parent closed its store
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_childs_commits_outlive_the_parent_closing_the_store_it_inherited(
+    tmp_path: Path,
+) -> None:
+    """SQLite keeps a file's locks in the process's memory, and asks the system for a lock
+    only when no connection of the process holds it: the child's connections, beside the
+    inherited ones, held none. The parent closing its store found itself alone with the
+    file, checkpointed the WAL and deleted it; the child's next commit went into the deleted
+    file and was lost."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    fork = multiprocessing.get_context("fork")
+    appended, closed = fork.Event(), fork.Event()
+    store = SQLCheckpointer(url)
+    store.append("parent", [_event(1)])
+    assert store.last_seq("parent") == 1  # a read connection is open too
+    child = fork.Process(target=_append_twice_in_child, args=(store, appended, closed))
+    child.start()
+    try:
+        assert appended.wait(60)
+        store.close()
+    finally:
+        closed.set()
+        child.join(60)
+    assert child.exitcode == 0
+    with SQLCheckpointer(url) as reopened:
+        assert [e.data["n"] for e in reopened.list_events("child")] == [1, 2]
 
 
 def test_writes_after_close_fail_with_the_store_closed(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from purpose_agent.db.cursor import CursorStatement, driver_error, interrupted
+from purpose_agent.db.forks import close_inherited
 
 if TYPE_CHECKING:
     from purpose_agent.db.sqlite_file import WatchedFile
@@ -47,8 +48,18 @@ if TYPE_CHECKING:
 _process = [0]
 
 
+# The held reads of this process, whose connections a forked child closes (see _forked).
+_EVERY: weakref.WeakSet[HeldReads] = weakref.WeakSet()
+
+
 def _forked() -> None:
     _process[0] += 1
+    # The forking thread's connection, idle as it forks: closed at once, for SQLite's lock
+    # records (see purpose_agent.db.forks). The other threads' ended with their threads.
+    for reads in list(_EVERY):
+        held: _Held | None = getattr(reads._local, "held", None)
+        if held is not None and close_inherited(held.connection):
+            held.connection = None
 
 
 os.register_at_fork(after_in_child=_forked)
@@ -104,6 +115,7 @@ class HeldReads:
         self._every: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        _EVERY.add(self)
 
     def _open(self) -> _Held:
         """Open this thread's connection (the first read, or the first after one failed)."""

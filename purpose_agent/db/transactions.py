@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, Executable, pool
 from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.engine import shown_url
+from purpose_agent.db.forks import close_inherited
 from purpose_agent.db.queries import run_sql
 from purpose_agent.db.sqlite_file import WatchedFile
 from purpose_agent.db.turns import TaskTurns, Turns
@@ -36,8 +37,7 @@ T = TypeVar("T")
 
 # Held writers of this process, so that a forked child drops what it inherited.
 _WRITERS: weakref.WeakSet[HeldWriter] = weakref.WeakSet()
-# Connections a forked child inherited: kept, never used or closed (closing a SQLite
-# connection in the child would release the parent's file locks).
+# Connections a forked child inherited: kept, never used (see HeldWriter.forget).
 _INHERITED: list[Connection] = []
 
 
@@ -94,9 +94,10 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork() -> None:
+    idle = _HELD_FOR_FORK.get(threading.get_ident(), [])
     _HELD_FOR_FORK.clear()
     for writer in list(_WRITERS):
-        writer.forget()
+        writer.forget(idle=writer in idle)
 
 
 os.register_at_fork(
@@ -218,13 +219,22 @@ class HeldWriter:
         finally:
             self._turns.give_back()
 
-    def forget(self) -> None:
-        """In a forked child: drop the parent's connection and lock, unused and open."""
+    def forget(self, *, idle: bool) -> None:
+        """In a forked child: drop the parent's connection and lock, never to use them.
+
+        The connection is closed if it was ``idle`` (the fork held its turn) and outside a
+        transaction, which releases the file's locks SQLite recorded for it in this process
+        (see :mod:`purpose_agent.db.forks`); otherwise it is kept open.
+        """
         self._turns = Turns()
         self._holder = None
-        if self._conn is not None:
-            _INHERITED.append(self._conn)
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        # Kept either way, never closed through SQLAlchemy, which would return it to a pool.
+        _INHERITED.append(conn)
+        if idle and not (conn.invalidated or conn.closed):
+            close_inherited(conn.connection.driver_connection)
 
 
 class Transactions:
