@@ -29,6 +29,7 @@ from purpose_agent import (
     RunState,
     SequenceConflict,
 )
+from purpose_agent.db.aiosqlite_cursor import run_in_thread
 from purpose_agent.db.async_engine import async_url
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy
 from purpose_agent.errors import InvalidInput, StoreUnavailable
@@ -626,6 +627,52 @@ def test_a_child_forked_while_the_loop_runs_uses_the_store_on_its_own_loop(
 
     assert asyncio.run(parent()) == [0, 0]
     asyncio.run(afterwards())
+
+
+def _append_in_forked_child(store: AsyncSQLCheckpointer) -> None:
+    async def main() -> None:
+        await store.append("child", [NewEvent(kind=EventKind.CUSTOM)])
+        await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_while_aiosqlites_thread_writes_can_write(tmp_path: Path) -> None:
+    """A write is one trip to aiosqlite's thread, which went on while the loop's thread
+    forked: the child inherited SQLite's record of the write lock (kept in the process's
+    memory), which no connection there would ever release, and its first write failed with
+    "database is locked" after the busy timeout."""
+    store = AsyncSQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=5)
+    inside, finish = threading.Event(), threading.Event()
+
+    def write(connection: Any) -> None:
+        connection.execute("BEGIN IMMEDIATE")
+        inside.set()
+        finish.wait(60)
+        connection.execute("COMMIT")
+
+    async def parent() -> int | None:
+        await store.append("parent", [NewEvent(kind=EventKind.CUSTOM)])
+        async with store.engine.connect() as conn:
+            writing = asyncio.ensure_future(
+                conn.run_sync(lambda sync: run_in_thread(sync, "writing", write))
+            )
+            await asyncio.to_thread(inside.wait, 60)
+            # The write ends by itself, on aiosqlite's thread, while the loop's is forking.
+            threading.Timer(0.2, finish.set).start()
+            child = multiprocessing.get_context("fork").Process(
+                target=_append_in_forked_child, args=(store,)
+            )
+            child.start()
+            finish.set()
+            await writing
+        await asyncio.to_thread(child.join, 60)
+        assert await store.last_seq("child") == 1
+        await store.close()
+        return child.exitcode
+
+    assert asyncio.run(parent()) == 0
 
 
 def test_a_close_that_is_cancelled_still_releases_every_connection(empty_database: str) -> None:

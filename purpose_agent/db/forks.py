@@ -26,22 +26,31 @@ Closing an inherited connection in the child releases only the child's records (
 the operating system are the parent's, which the close cannot touch), so it is safe for a
 connection that no thread was using at the fork and that is not inside a transaction: closing
 one inside a transaction would roll it back, and SQLite's rollback edits the WAL index that
-parent and child share.
+parent and child share. aiosqlite runs each connection on a thread of its own, which the loop
+does not wait for: across a fork those threads are parked, after the statement they are
+running, so that the child inherits none mid-statement.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
+import time
 import weakref
 from typing import Any
 
-from sqlalchemy import Engine, Pool
+from sqlalchemy import Engine, Pool, event
 
 # Engines of this process whose pools a forked child must not use.
 _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 # Pools a forked child inherited: kept for the life of the child, never used.
 _INHERITED: list[Pool] = []
+# aiosqlite connections of this process, and how long a fork waits for each one's thread.
+_WORKERS: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+# Per forking thread: what gives the parked threads back, and the connections parked idle.
+_PARKED: dict[int, tuple[list[threading.Event], list[Any]]] = {}
 
 
 def keep_apart(engine: Engine) -> None:
@@ -54,6 +63,21 @@ def keep_apart(engine: Engine) -> None:
     if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return
     _ENGINES.add(engine)
+
+
+def park_across_forks(engine: Engine, wait: float) -> None:
+    """Park the threads of ``engine``'s aiosqlite connections while the process forks.
+
+    Args:
+        engine: The synchronous face of an aiosqlite engine.
+        wait: Seconds a fork waits for a connection's thread to finish what it runs.
+
+    """
+
+    @event.listens_for(engine, "connect")
+    def _track(dbapi_connection: Any, _record: Any) -> None:
+        with contextlib.suppress(TypeError):  # a driver without weak references
+            _WORKERS[dbapi_connection.driver_connection] = wait
 
 
 def close_inherited(connection: Any) -> bool:
@@ -72,7 +96,48 @@ def close_inherited(connection: Any) -> bool:
     return True
 
 
+def _park(parked: threading.Event, resume: threading.Event) -> None:
+    parked.set()
+    resume.wait()
+
+
+def _before_fork() -> None:
+    me = threading.get_ident()
+    resumes: list[threading.Event] = []
+    asked: list[tuple[Any, threading.Event]] = []
+    longest = 0.0
+    for driver, wait in list(_WORKERS.items()):
+        thread = getattr(driver, "_thread", None)
+        if not getattr(driver, "_running", False) or thread is None or not thread.is_alive():
+            continue
+        if thread.ident == me:
+            continue  # forked from that thread itself: nothing runs there meanwhile
+        parked, resume = threading.Event(), threading.Event()
+        driver._tx.put_nowait((None, lambda p=parked, r=resume: _park(p, r)))
+        resumes.append(resume)
+        asked.append((driver, parked))
+        longest = max(longest, wait)
+    # The threads finish what they run without the event loop (which may be this thread).
+    deadline = time.monotonic() + longest
+    idle = [driver for driver, parked in asked if parked.wait(max(deadline - time.monotonic(), 0))]
+    _PARKED[me] = (resumes, idle)
+
+
+def _after_fork_in_parent() -> None:
+    resumes, _ = _PARKED.pop(threading.get_ident(), ([], []))
+    for resume in resumes:
+        resume.set()
+
+
 def _after_fork_in_child() -> None:
+    _, idle = _PARKED.pop(threading.get_ident(), ([], []))
+    _PARKED.clear()
+    _WORKERS.clear()
+    for driver in idle:
+        # Its thread is not in this process; no statement of it is under way.
+        if close_inherited(getattr(driver, "_connection", None)):
+            driver._connection = None
+            driver._running = False
     for engine in list(_ENGINES):
         if engine.dialect.name == "sqlite":
             for entry in _idle_entries(engine.pool):
@@ -90,4 +155,8 @@ def _idle_entries(pool: Pool) -> list[Any]:
     return list(idle)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

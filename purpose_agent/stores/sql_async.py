@@ -38,6 +38,7 @@ from purpose_agent.db.engine import (
     pool_sizing,
     shown_url,
 )
+from purpose_agent.db.forks import park_across_forks
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.task_group_commit import TaskGroupCommit
 from purpose_agent.db.transactions import Transactions
@@ -198,6 +199,8 @@ class AsyncSQLCheckpointer:
         self._gathered: list[tuple[Pending, asyncio.Future[None]]] = []
         self._loop_commits: GroupCommit | None = None
         self._connections = LoopConnections(self._engine)
+        if self._engine.dialect.driver == "aiosqlite":
+            park_across_forks(self._engine.sync_engine, busy_timeout)
         # The URL as the caller gave it (``mariadb+aiomysql://`` stays so), password hidden.
         given = url_or_engine.url if isinstance(url_or_engine, AsyncEngine) else parse_url(url)
         self.url = shown_url(given)
