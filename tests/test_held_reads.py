@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -313,3 +316,49 @@ def test_a_wal_grown_behind_a_long_reader_is_cut_back_once_it_goes(tmp_path: Pat
             reader.close()
         write(300)  # past an automatic checkpoint, and the WAL's restart after it
         assert wal.stat().st_size <= limit
+
+
+def _fork_and_read(store: SQLCheckpointer) -> int | None:
+    """Fork a child that reads through the inherited store: its exit status, or ``None`` if
+    it was still running after 60 seconds (then killed)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = 0 if store.last_seq("r") == 1 else 2
+        finally:
+            os._exit(code)
+    for _ in range(600):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.sqlite
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_fork_while_other_threads_read_gives_a_child_that_does_not_hang(tmp_path: Path) -> None:
+    """A child forked while another thread was inside SQLite inherited SQLite's locks (the
+    connection's, the memory allocator's) taken: it hung at the fork itself, as CPython dropped
+    the other threads and closed their held read connections, or at its first read."""
+    with SQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+        store.append("r", [_event(1)])
+        stop = threading.Event()
+
+        def read_back_to_back() -> None:
+            while not stop.is_set():
+                store.list_events("r")
+
+        readers = [threading.Thread(target=read_back_to_back) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        try:
+            exits = [_fork_and_read(store) for _ in range(40)]
+        finally:
+            stop.set()
+            for reader in readers:
+                reader.join()
+        assert exits == [0] * 40

@@ -52,7 +52,69 @@ _process = [0]
 _EVERY: weakref.WeakSet[HeldReads] = weakref.WeakSet()
 
 
+class _ReadGate:
+    """The reads on held connections under way, which a fork waits for and holds back.
+
+    A thread inside SQLite holds its locks (the connection's, the memory allocator's), which a
+    child forked meanwhile inherits taken, with nobody there to release them: the child hung
+    at the fork, as CPython dropped the other threads and closed their held connections, or
+    at its first read. A fork therefore waits until no thread reads on a held connection, and
+    reads asked for meanwhile wait for the fork (reads on the write connection take its turn,
+    which the fork holds too: see :mod:`purpose_agent.db.transactions`).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition(threading.Lock())
+        self._inside = 0
+        self._forks = 0
+
+    def enter(self) -> None:
+        """Before a read: wait while a fork is under way, then count this read in."""
+        with self._changed:
+            while self._forks:
+                self._changed.wait()
+            self._inside += 1
+
+    def leave(self) -> None:
+        """After a read (its connection opened, used or closed)."""
+        with self._changed:
+            self._inside -= 1
+            if not self._inside and self._forks:
+                self._changed.notify_all()
+
+    def hold(self, timeout: float) -> None:
+        """Before a fork: hold back new reads, wait up to ``timeout`` s for those under way."""
+        with self._changed:
+            self._forks += 1
+            self._changed.wait_for(lambda: not self._inside, timeout)
+
+    def release(self) -> None:
+        """In the parent after a fork: let the reads held back go on."""
+        with self._changed:
+            self._forks -= 1
+            if not self._forks:
+                self._changed.notify_all()
+
+
+_gate = _ReadGate()
+
+
+def hold_reads_for_fork() -> None:
+    """Before a fork: hold back held reads and wait for those under way.
+
+    At most the stores' longest busy timeout: no read waits longer for a lock.
+    """
+    _gate.hold(max((reads.wait for reads in list(_EVERY)), default=0.0))
+
+
+def release_reads_after_fork() -> None:
+    """In the parent after a fork: let the held reads go on."""
+    _gate.release()
+
+
 def _forked() -> None:
+    global _gate  # noqa: PLW0603 - the child's gate is new: its lock may have been taken
+    _gate = _ReadGate()
     _process[0] += 1
     # The forking thread's connection, idle as it forks: closed at once, for SQLite's lock
     # records (see purpose_agent.db.forks). The other threads' ended with their threads.
@@ -111,6 +173,7 @@ class HeldReads:
         # close() or collects a finished thread's holder.
         self._cparams = {**cparams, "check_same_thread": False, "isolation_level": None}
         self._timeout_ms = int(busy_timeout * 1000)
+        self.wait = busy_timeout  # how long a fork waits for a read under way
         self._local = threading.local()
         self._every: weakref.WeakSet[_Held] = weakref.WeakSet()
         self._lock = threading.Lock()
@@ -152,6 +215,8 @@ class HeldReads:
                 finally:
                     writer.give_back(conn)
         params = statement.params(values)
+        gate = _gate
+        gate.enter()
         try:
             held: _Held | None = getattr(self._local, "held", None)
             if held is None or held.connection is None or held.process != _process[0]:
@@ -171,6 +236,8 @@ class HeldReads:
                 connection_invalidated=self._dialect.is_disconnect(exc, None, None),
                 dialect=self._dialect,
             ) from exc
+        finally:
+            gate.leave()
 
     def _fetch_on(
         self, conn: Connection, statement: CursorStatement, values: Mapping[str, Any]

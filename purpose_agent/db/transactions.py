@@ -28,6 +28,7 @@ from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.engine import shown_url
 from purpose_agent.db.forks import close_inherited
+from purpose_agent.db.held_reads import hold_reads_for_fork, release_reads_after_fork
 from purpose_agent.db.queries import run_sql
 from purpose_agent.db.sqlite_file import WatchedFile
 from purpose_agent.db.turns import TaskTurns, Turns
@@ -86,9 +87,12 @@ def _before_fork() -> None:
             break
         held = [busy]
     _HELD_FOR_FORK[me] = held
+    # Then the reads on held connections, which need no write turn (see held_reads).
+    hold_reads_for_fork()
 
 
 def _after_fork_in_parent() -> None:
+    release_reads_after_fork()
     for writer in _HELD_FOR_FORK.pop(threading.get_ident(), []):
         writer.release_after_fork()
 
