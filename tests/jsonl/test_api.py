@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -425,3 +427,52 @@ def test_processes_appending_while_another_compacts_lose_nothing(base: Path) -> 
                     seqs.append(event.seq)
             assert seqs == sorted(seqs)
             assert all(seq > recovery.state.seq for seq in seqs)
+
+
+def _fork_and_append(store: JSONLCheckpointer, run_id: str) -> int | None:
+    """Fork a child that appends to ``run_id`` through the inherited handle: its exit status,
+    or ``None`` if it was still running after 30 seconds (then killed)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            store.append(run_id, [new(who="child")])
+            code = 0
+        finally:
+            os._exit(code)
+    for _ in range(300):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_while_threads_append_can_append_to_the_same_run(tmp_path: Path) -> None:
+    """A run's mutex, taken by a thread of the parent at the fork, stayed taken in the child,
+    where nobody would release it: the child's first write to that run waited for ever."""
+    store = JSONLCheckpointer(tmp_path)
+    stop = threading.Event()
+
+    def append_back_to_back() -> None:
+        while not stop.is_set():
+            store.append("r", [new(who="parent")])
+
+    threads = [threading.Thread(target=append_back_to_back) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    exits = []
+    try:
+        while len(exits) < 20 and exits.count(0) == len(exits):
+            exits.append(_fork_and_append(store, "r"))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert exits == [0] * 20
+    events = store.list_events("r")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert sum(e.data["who"] == "child" for e in events) == 20

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import threading
 import weakref
 from collections import OrderedDict
@@ -76,13 +77,27 @@ class Runs:
 
     def __init__(self, locks_dir: Path) -> None:
         self.locks_dir = locks_dir
+        self._start()
+        _HANDLES.add(self)
+
+    def _start(self) -> None:
+        """No run known, every lock free: a new handle's state, or a forked child's.
+
+        A child of a process that forks (a ``fork`` worker, gunicorn's ``--preload``) copies
+        the mutexes as they were: one that a thread of the parent held at the fork stayed
+        taken in the child, where no thread would release it, and the child's first use of
+        that run waited for ever. The child drops the parent's runs and locks and reads each
+        run's index again from its log when it uses it. The lock files the parent's threads
+        held stay theirs: ``FileLock`` keeps each thread's hold apart, and the forking thread,
+        the only one in the child, held none (no store call forks).
+        """
         # Every run in use is here (its users hold it), so that two threads of one run
         # share one mutex; the most recently used ones are also held by ``_recent``.
         self._runs: weakref.WeakValueDictionary[str, Run] = weakref.WeakValueDictionary()
         self._recent: OrderedDict[str, Run] = OrderedDict()
         self._lock = threading.Lock()
         self._wide_mutex = threading.Lock()
-        self._wide_lock = FileLock(str(locks_dir / WIDE_LOCK), poll_interval=_POLL_SECONDS)
+        self._wide_lock = FileLock(str(self.locks_dir / WIDE_LOCK), poll_interval=_POLL_SECONDS)
 
     def get(self, run_id: str) -> Run:
         """Return the run's in-process state, creating it on first use."""
@@ -182,3 +197,15 @@ class Runs:
             # Somebody removed .locks; the lock file only has to exist while it is held.
             self.locks_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire()
+
+
+# The handles' run states in this process, started over in a forked child (see Runs._start).
+_HANDLES: weakref.WeakSet[Runs] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runs in list(_HANDLES):
+        runs._start()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
