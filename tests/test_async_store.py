@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import AsyncAdaptedQueuePool, NullPool, Pool, create_engine, event, text
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from purpose_agent import (
     AsyncCheckpointer,
@@ -673,6 +674,57 @@ def test_a_child_forked_while_aiosqlites_thread_writes_can_write(tmp_path: Path)
         return child.exitcode
 
     assert asyncio.run(parent()) == 0
+
+
+def _append_in_child_and_report(store: AsyncSQLCheckpointer, said: Any) -> None:
+    async def main() -> None:
+        try:
+            await store.append("child", [NewEvent(kind=EventKind.CUSTOM)])
+        except StoreUnavailable as exc:
+            said.put(str(exc))
+        else:
+            said.put("")
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
+def test_a_child_forked_inside_a_transaction_of_several_trips_is_told_why_it_cannot_write(
+    tmp_path: Path,
+) -> None:
+    """A transaction of several trips open as the loop's thread forks cannot be waited for
+    (the loop ends it, and the loop is forking): SQLite's records in the child keep the file
+    locked for good. The child's write said only "database is locked"; it says why, and what
+    to do."""
+    store = AsyncSQLCheckpointer(f"sqlite:///{tmp_path / 'runs.db'}", busy_timeout=0.5)
+    fork = multiprocessing.get_context("fork")
+    said = fork.Queue()
+
+    async def parent() -> None:
+        await store.append("parent", [NewEvent(kind=EventKind.CUSTOM)])
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        def hold() -> None:
+            with store._store.writing("holding") as conn:  # type: ignore[union-attr]
+                conn.exec_driver_sql("SELECT 1")
+                inside.set()
+                await_only(release.wait())
+
+        holding = asyncio.ensure_future(greenlet_spawn(hold))
+        await inside.wait()
+        child = fork.Process(target=_append_in_child_and_report, args=(store, said))
+        child.start()
+        release.set()
+        await holding
+        await asyncio.to_thread(child.join, 60)
+        await store.append("parent", [NewEvent(kind=EventKind.CUSTOM)])
+        await store.close()
+
+    asyncio.run(parent())
+    message = said.get(timeout=60)
+    assert "database is locked" in message
+    assert "forked while its parent was inside a transaction" in message
+    assert "'spawn'" in message
 
 
 def test_a_close_that_is_cancelled_still_releases_every_connection(empty_database: str) -> None:

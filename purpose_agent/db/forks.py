@@ -28,7 +28,9 @@ connection that no thread was using at the fork and that is not inside a transac
 one inside a transaction would roll it back, and SQLite's rollback edits the WAL index that
 parent and child share. aiosqlite runs each connection on a thread of its own, which the loop
 does not wait for: across a fork those threads are parked, after the statement they are
-running, so that the child inherits none mid-statement.
+running, so that the child inherits none mid-statement. A transaction of several statements
+still open at the fork (an async store's, when the loop's own thread forks) cannot be waited
+for; the child's writes to that file then fail, saying why (see :func:`locked_advice`).
 """
 
 from __future__ import annotations
@@ -48,9 +50,19 @@ _ENGINES: weakref.WeakSet[Engine] = weakref.WeakSet()
 # Pools a forked child inherited: kept for the life of the child, never used.
 _INHERITED: list[Pool] = []
 # aiosqlite connections of this process, and how long a fork waits for each one's thread.
-_WORKERS: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+_WORKERS: weakref.WeakKeyDictionary[Any, tuple[float, str]] = weakref.WeakKeyDictionary()
 # Per forking thread: what gives the parked threads back, and the connections parked idle.
 _PARKED: dict[int, tuple[list[threading.Event], list[Any]]] = {}
+# In a forked child: the SQLite files an inherited connection, left open inside a transaction,
+# keeps locked for the child's life (SQLite's lock records say it holds them).
+_LOCKED: set[str] = set()
+# What a write to such a file says instead of only "database is locked".
+_LOCKED_ADVICE = (
+    "this process was forked while its parent was inside a transaction on the file, and the "
+    "lock records SQLite keeps in a process's memory, copied into this one, keep it locked "
+    "here for good: fork before the parent writes, open the store in each child, or start "
+    "children with multiprocessing's 'spawn' or 'forkserver'"
+)
 
 
 def keep_apart(engine: Engine) -> None:
@@ -73,27 +85,52 @@ def park_across_forks(engine: Engine, wait: float) -> None:
         wait: Seconds a fork waits for a connection's thread to finish what it runs.
 
     """
+    database = engine.url.database or ""
 
     @event.listens_for(engine, "connect")
     def _track(dbapi_connection: Any, _record: Any) -> None:
         with contextlib.suppress(TypeError):  # a driver without weak references
-            _WORKERS[dbapi_connection.driver_connection] = wait
+            _WORKERS[dbapi_connection.driver_connection] = (wait, database)
 
 
-def close_inherited(connection: Any) -> bool:
+def close_inherited(connection: Any, database: str | None = None) -> bool:
     """In a forked child: close a SQLite connection inherited idle; whether it was closed.
 
-    One inside a transaction is left open (see the module): the caller keeps it, unused.
+    One inside a transaction is left open (see the module): the caller keeps it, unused, and
+    the child's writes to ``database`` then say why they fail (see :func:`locked_advice`).
     """
     if not isinstance(connection, sqlite3.Connection):
         return False
     try:
         if connection.in_transaction:
+            if database:
+                _LOCKED.add(database)
             return False
         connection.close()
     except sqlite3.Error:
         return False
     return True
+
+
+def note_locked(engine: Engine) -> None:
+    """In a forked child: ``engine``'s file is locked by a transaction the parent had open."""
+    _LOCKED.add(engine.url.database or "")
+
+
+def locked_advice(engine: Engine, exc: BaseException) -> str | None:
+    """Why a forked child finds its database locked, when an inherited transaction keeps it so.
+
+    Args:
+        engine: The store's engine.
+        exc: The error a statement raised (SQLAlchemy's, or the driver's).
+
+    Returns:
+        What to do, or ``None`` if the error is not that.
+    """
+    if not _LOCKED or engine.dialect.name != "sqlite" or engine.url.database not in _LOCKED:
+        return None
+    code = getattr(getattr(exc, "orig", exc), "sqlite_errorcode", None)
+    return _LOCKED_ADVICE if isinstance(code, int) and code & 0xFF == 5 else None  # SQLITE_BUSY
 
 
 def _park(parked: threading.Event, resume: threading.Event) -> None:
@@ -106,7 +143,7 @@ def _before_fork() -> None:
     resumes: list[threading.Event] = []
     asked: list[tuple[Any, threading.Event]] = []
     longest = 0.0
-    for driver, wait in list(_WORKERS.items()):
+    for driver, (wait, _) in list(_WORKERS.items()):
         thread = getattr(driver, "_thread", None)
         if not getattr(driver, "_running", False) or thread is None or not thread.is_alive():
             continue
@@ -132,16 +169,23 @@ def _after_fork_in_parent() -> None:
 def _after_fork_in_child() -> None:
     _, idle = _PARKED.pop(threading.get_ident(), ([], []))
     _PARKED.clear()
+    _LOCKED.clear()
+    workers = dict(_WORKERS)
     _WORKERS.clear()
-    for driver in idle:
-        # Its thread is not in this process; no statement of it is under way.
-        if close_inherited(getattr(driver, "_connection", None)):
+    for driver, (_, database) in workers.items():
+        connection = getattr(driver, "_connection", None)
+        if driver not in idle:
+            # Its thread may have been inside SQLite at the fork: left alone.
+            if isinstance(connection, sqlite3.Connection) and connection.in_transaction:
+                _LOCKED.add(database)
+        elif close_inherited(connection, database):
+            # Its thread is not in this process; no statement of it was under way.
             driver._connection = None
             driver._running = False
     for engine in list(_ENGINES):
         if engine.dialect.name == "sqlite":
             for entry in _idle_entries(engine.pool):
-                close_inherited(entry.driver_connection)
+                close_inherited(entry.driver_connection, engine.url.database)
         _INHERITED.append(engine.pool)
         engine.dispose(close=False)
 

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Engine, Executable, pool
 from purpose_agent.db.cursor import run_on_cursor
 from purpose_agent.db.dialects import Flavor, flavor_for
 from purpose_agent.db.engine import shown_url
-from purpose_agent.db.forks import close_inherited
+from purpose_agent.db.forks import close_inherited, note_locked
 from purpose_agent.db.held_reads import hold_reads_for_fork, release_reads_after_fork
 from purpose_agent.db.queries import run_sql
 from purpose_agent.db.sqlite_file import WatchedFile
@@ -237,8 +237,14 @@ class HeldWriter:
             return
         # Kept either way, never closed through SQLAlchemy, which would return it to a pool.
         _INHERITED.append(conn)
-        if idle and not (conn.invalidated or conn.closed):
-            close_inherited(conn.connection.driver_connection)
+        if conn.invalidated or conn.closed:
+            return
+        driver = conn.connection.driver_connection
+        if idle:
+            close_inherited(driver, self._engine.url.database)
+        elif getattr(driver, "in_transaction", False):
+            # Its thread may have been inside SQLite at the fork: left alone.
+            note_locked(self._engine)
 
 
 class Transactions:

@@ -57,7 +57,7 @@ from purpose_agent.db.engine import (
     read_only_reason,
     shown_url,
 )
-from purpose_agent.db.forks import keep_apart
+from purpose_agent.db.forks import keep_apart, locked_advice
 from purpose_agent.db.group_commit import GroupCommit, GroupCommitPolicy, Pending, handed_over
 from purpose_agent.db.held_reads import HeldReads
 from purpose_agent.db.migrate import ensure_schema, head_revision, upgrade_command
@@ -311,7 +311,8 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
                 retry = exc.connection_invalidated or transient
                 if retry and attempt + 1 < _ATTEMPTS:
                     continue
-                raise unavailable(action, self.url, exc, self._flavor.advice(exc)) from exc
+                advice = self._flavor.advice(exc) or locked_advice(self._engine, exc)
+                raise unavailable(action, self.url, exc, advice) from exc
             except SQLAlchemyError as exc:
                 raise unavailable(action, self.url, exc) from exc
             except self._engine.dialect.loaded_dbapi.Error as exc:
