@@ -731,6 +731,8 @@ class PostgresFlavor(Flavor):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         if sqlstate == "08P01" and _STATEMENT_POOLING in str(exc.orig):
             return _NEEDS_TRANSACTIONS
+        if sqlstate == "08P01" and _POOLER_WAIT in str(exc.orig):
+            return _NO_SERVER_CONNECTION
         if sqlstate == "57014" and "statement timeout" not in str(exc.orig):
             return None  # cancelled by hand (pg_cancel_backend), not by the time limit
         if sqlstate in ("", "53300"):  # a refused connection, or too many connections
@@ -906,6 +908,17 @@ _STATEMENT_POOLING = "statement pooling mode"
 _NEEDS_TRANSACTIONS = (
     "the store's writes are transactions, which PgBouncer's statement pooling refuses: use "
     "pool_mode = transaction (or session) for this database"
+)
+# PgBouncer's answer to a client that waited past query_wait_timeout for a server connection.
+_POOLER_WAIT = "query_wait_timeout"
+_NO_SERVER_CONNECTION = (
+    "PgBouncer had no server connection free for this client within its query_wait_timeout: "
+    "its pool for this database and user (default_pool_size, 20 by default) is smaller than "
+    "the connections its clients hold, and in session pooling each client connection holds a "
+    "server connection for as long as it is open, idle in the store's pool too (each store "
+    "opens up to 24: 8 kept, 16 more under load); use pool_mode = transaction, raise "
+    "default_pool_size, or give each store a smaller pool "
+    "(SQLCheckpointer(url, pool_size=4, max_overflow=4))"
 )
 _READ_ONLY = (
     "the server takes no writes in this session: it is a standby or read-only replica, or the "

@@ -334,3 +334,35 @@ def test_statement_pooling_is_refused_with_the_pool_mode_to_use(
         message = str(refused.value)
         assert "transaction blocks not allowed in statement pooling mode" in message
         assert "use pool_mode = transaction (or session) for this database" in message
+
+
+def test_a_wait_for_a_server_connection_past_the_poolers_limit_says_what_to_change(
+    private_postgres: LocalPostgres,
+) -> None:
+    """Session pooling gives each client connection a server connection for as long as it is
+    open: a store whose pool outgrew the pooler's (8 + 16 against PgBouncer's default of 20)
+    had its calls wait for one, then fail with PgBouncer's bare "query_wait_timeout"."""
+    settings = {"default_pool_size": "1", "query_wait_timeout": "1"}
+    with (
+        throwaway_database(private_postgres.url, "pa_bouncer") as direct,
+        LocalPgBouncer(private_postgres, pool_mode="session", settings=settings) as bouncer,
+    ):
+        SQLCheckpointer(direct).close()
+        url = bouncer.url.set(database=direct.database)
+        holder = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with holder.connect() as held:
+            held.exec_driver_sql("SELECT 1")  # takes the pooler's only server connection
+
+            async def save() -> None:
+                async with AsyncSQLCheckpointer(url, migrate=False) as store:
+                    await store.save_event(ev("r", 1))
+
+            with pytest.raises(StoreUnavailable) as refused:
+                asyncio.run(save())
+        holder.dispose()
+        message = str(refused.value)
+        assert "query_wait_timeout" in message
+        assert "in session pooling each client connection holds a server connection" in message
+        assert "pool_mode = transaction" in message
+        assert "default_pool_size" in message
+        assert "pool_size=4, max_overflow=4" in message
