@@ -310,6 +310,30 @@ def test_graphs_on_tasks_lose_nothing_across_a_restart(
     _assert_calm(outcome)
 
 
+def test_a_saver_on_an_async_store_is_made_while_the_server_is_down_and_serves_once_it_is_up(
+    private: Private,
+) -> None:
+    """The saver built the async store's synchronous twin, connecting (on the event loop's
+    thread, blocking it) as it was made: made while the server was down, it failed, where
+    the async store itself opens on its first call."""
+    private.server.stop()
+    try:
+
+        async def scenario() -> Any:
+            async with AsyncSQLCheckpointer(private.url) as store:
+                saver = PurposeAgentSaver(store)
+                await asyncio.to_thread(private.server.start)
+                graph = _graph(saver)
+                config = {"configurable": {"thread_id": "t"}}
+                return await graph.ainvoke({"log": ["in0"]}, config)
+
+        done = asyncio.run(scenario())
+    finally:
+        if not private.server.running():
+            private.server.start()
+    assert done == {"log": ["in0", "a0", "b0", "c0"]}
+
+
 @pytest.fixture
 def bouncer_db(private_postgres: LocalPostgres, private_pgbouncer: LocalPgBouncer) -> Iterator[URL]:
     """A throwaway database on the private Postgres, as a URL through its PgBouncer."""

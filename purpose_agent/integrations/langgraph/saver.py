@@ -129,17 +129,33 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
         super().__init__(serde=serde)
         self._async: AsyncSQLCheckpointer | None = None
         if isinstance(store, AsyncSQLCheckpointer):
-            self._async, store = store, store.sync
-        missing = _missing(store) + (_missing(self._async) if self._async else [])
+            # Its synchronous twin (a second engine, connected and migrated as it is built)
+            # serves the synchronous methods only, so it is built when one is first called:
+            # built here, it blocked the event loop while it connected, failed the saver
+            # while the database was down (the async store itself opens on its first
+            # call), and held a connection the async methods never use.
+            self._async = store
+            self._synchronous: Callable[[], Checkpointer] = lambda: store.sync
+        else:
+            self._synchronous = lambda: store
+        missing = _missing(store)
         if missing:
             raise InvalidInput(
                 f"{type(store).__name__} cannot hold LangGraph threads: it lacks "
                 f"{', '.join(missing)}; use SQLCheckpointer, AsyncSQLCheckpointer, "
                 "JSONLCheckpointer or InMemoryCheckpointer"
             )
-        self.store: Checkpointer = store
         self._readers = Reader(self.serde)
         self._last_stored = channels.LastStored()
+
+    @property
+    def store(self) -> Checkpointer:
+        """The store the synchronous methods use.
+
+        The store given, or for an ``AsyncSQLCheckpointer`` its synchronous twin
+        (:attr:`AsyncSQLCheckpointer.sync`), built when first used.
+        """
+        return self._synchronous()
 
     @classmethod
     @contextlib.contextmanager
@@ -495,7 +511,7 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             SchemaNotCurrent: The database was migrated by a newer version of the package.
             StoreUnavailable: The database cannot be reached.
         """
-        store = self.store.sync if isinstance(self.store, AsyncSQLCheckpointer) else self.store
+        store = self.store
         if not isinstance(store, SQLCheckpointer):
             return
         shown = shown_url(store.engine.url)
