@@ -29,6 +29,7 @@ from purpose_agent import (
     PAEvent,
     RunState,
     SequenceConflict,
+    SQLCheckpointer,
 )
 from purpose_agent.db.aiosqlite_cursor import run_in_thread
 from purpose_agent.db.async_engine import async_url
@@ -207,6 +208,29 @@ def test_a_store_in_use_by_a_loop_in_another_thread_refuses_a_second_loop(
             await store.close()
 
     assert [event.seq for event in asyncio.run(afterwards())] == [1]
+
+
+def test_threads_asking_for_the_synchronous_twin_at_once_share_one(empty_database: str) -> None:
+    """Each thread that found no twin yet built its own: every twin but the last one kept was
+    left open, its connections never closed (the LangGraph saver's synchronous methods,
+    called from threads, ask for the twin the first time they run)."""
+    store = AsyncSQLCheckpointer(empty_database)
+    threads = 8
+    ready = threading.Barrier(threads)
+    twins: list[SQLCheckpointer] = []
+
+    def ask() -> None:
+        ready.wait()
+        twins.append(store.sync)
+
+    workers = [threading.Thread(target=ask) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    asyncio.run(store.close())
+    assert len(twins) == threads
+    assert {id(twin) for twin in twins} == {id(store.sync)}
 
 
 def test_a_closed_store_refuses_calls(empty_database: str) -> None:

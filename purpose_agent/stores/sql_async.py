@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from datetime import datetime, timedelta
@@ -210,6 +211,9 @@ class AsyncSQLCheckpointer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._process = os.getpid()  # the process self._loop runs in
         self._twin: SQLCheckpointer | None = None
+        # Threads asking for the twin at once (a LangGraph saver's synchronous methods, run
+        # from threads) must share one: each built its own, and all but one stayed open.
+        self._twin_lock = threading.Lock()
         self._closed = False
         # Calls under way, and the pool close() left to them (see _run).
         self._in_flight = 0
@@ -415,12 +419,16 @@ class AsyncSQLCheckpointer:
         Built on first use, on the synchronous driver of the same URL, and closed with this
         store. An in-memory SQLite database is not shared with it (each engine has its own).
         """
-        if self._twin is None:
-            options = {**self._options, **self._twin_sizing}
-            if self._policy is not None and not self._on_loop:
-                options["group_commit"] = self._policy
-            self._twin = SQLCheckpointer(self._sync_url, **options)
-        return self._twin
+        twin = self._twin
+        if twin is None:
+            with self._twin_lock:
+                twin = self._twin
+                if twin is None:
+                    options = {**self._options, **self._twin_sizing}
+                    if self._policy is not None and not self._on_loop:
+                        options["group_commit"] = self._policy
+                    twin = self._twin = SQLCheckpointer(self._sync_url, **options)
+        return twin
 
     async def save_event(self, event: PAEvent) -> None:
         """See :meth:`SQLCheckpointer.save_event`."""
