@@ -233,6 +233,23 @@ def test_threads_asking_for_the_synchronous_twin_at_once_share_one(empty_databas
     assert {id(twin) for twin in twins} == {id(store.sync)}
 
 
+def test_a_closed_store_refuses_calls_on_a_synchronous_twin_asked_for_after_it_closed(
+    empty_database: str,
+) -> None:
+    """Asked for after close(), the twin was built then, on new connections that nothing
+    closed, and served the calls of a closed store (a LangGraph saver's synchronous methods
+    ask for it the first time they run)."""
+    store = AsyncSQLCheckpointer(empty_database)
+    asyncio.run(store.close())
+    with pytest.raises(StoreUnavailable, match="closed"):
+        store.sync.save_event(ev("r", 1))
+    reopened = AsyncSQLCheckpointer(empty_database)
+    try:
+        assert asyncio.run(reopened.list_events("r")) == []
+    finally:
+        asyncio.run(reopened.close())
+
+
 def test_a_closed_store_refuses_calls(empty_database: str) -> None:
     async def main() -> None:
         store = await AsyncSQLCheckpointer.open(empty_database)

@@ -418,11 +418,20 @@ class AsyncSQLCheckpointer:
 
         Built on first use, on the synchronous driver of the same URL, and closed with this
         store. An in-memory SQLite database is not shared with it (each engine has its own).
+
+        Raises:
+            StoreUnavailable: The store is closed, and its twin was never built.
         """
         twin = self._twin
         if twin is None:
             with self._twin_lock:
                 twin = self._twin
+                if twin is None and self._closed:
+                    # Built now, it would open connections that nothing closes.
+                    raise StoreUnavailable(
+                        f"opening the synchronous store failed on {self.url}: the store is "
+                        "closed; open a new one"
+                    )
                 if twin is None:
                     options = {**self._options, **self._twin_sizing}
                     if self._policy is not None and not self._on_loop:
@@ -650,8 +659,9 @@ class AsyncSQLCheckpointer:
             await greenlet_spawn(store.close)
         elif self._owns_engine:
             await self._engine.dispose()
-        if self._twin is not None:
-            self._twin.close()
+        with self._twin_lock:  # a twin being built as the store closes is closed with it
+            if self._twin is not None:
+                self._twin.close()
 
     async def __aenter__(self) -> Self:
         return self
