@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import threading
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from purpose_agent import (
     SQLCheckpointer,
     StoreUnavailable,
 )
+from tests.forks import exit_code_in_forked_child
 
 
 def _event(n: int) -> NewEvent:
@@ -318,24 +317,14 @@ def test_a_wal_grown_behind_a_long_reader_is_cut_back_once_it_goes(tmp_path: Pat
         assert wal.stat().st_size <= limit
 
 
+def _read_in_child(store: SQLCheckpointer) -> None:
+    assert store.last_seq("r") == 1
+
+
 def _fork_and_read(store: SQLCheckpointer) -> int | None:
-    """Fork a child that reads through the inherited store: its exit status, or ``None`` if
-    it was still running after 60 seconds (then killed)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            code = 0 if store.last_seq("r") == 1 else 2
-        finally:
-            os._exit(code)
-    for _ in range(600):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
+    """Fork a child that reads through the inherited store: its exit code, or ``None`` if it
+    was still running after 60 seconds (then killed)."""
+    return exit_code_in_forked_child(lambda: _read_in_child(store), timeout=60)
 
 
 @pytest.mark.sqlite

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Connection
 
 from purpose_agent import EventKind, NewEvent, SQLCheckpointer, StoreUnavailable
+from tests.forks import exit_code_in_forked_child
 
 pytestmark = pytest.mark.sqlite
 
@@ -278,16 +279,7 @@ def test_an_append_interrupted_inside_its_transaction_leaves_the_runs_last_seq(
 def _fork_and_append(store: SQLCheckpointer, run_id: str) -> int | None:
     """Fork a child that appends to ``run_id`` through the inherited store: its exit code
     (``None`` if it was still running after 30 seconds, and was killed)."""
-    child = multiprocessing.get_context("fork").Process(
-        target=_append_in_child_and_exit, args=(store, run_id)
-    )
-    child.start()
-    child.join(30)
-    if child.exitcode is None:
-        child.kill()
-        child.join()
-        return None
-    return child.exitcode
+    return exit_code_in_forked_child(lambda: _append_in_child_and_exit(store, run_id))
 
 
 def _append_in_child_and_exit(store: SQLCheckpointer, run_id: str) -> None:

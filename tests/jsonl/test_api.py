@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import signal
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from purpose_agent import (
     StoreUnavailable,
 )
 from purpose_agent.testing.suite import ev, st
+from tests.forks import exit_code_in_forked_child
 from tests.jsonl.crashes import kill_when_stopped
 
 WAIT = 60
@@ -430,24 +429,9 @@ def test_processes_appending_while_another_compacts_lose_nothing(base: Path) -> 
 
 
 def _fork_and_append(store: JSONLCheckpointer, run_id: str) -> int | None:
-    """Fork a child that appends to ``run_id`` through the inherited handle: its exit status,
+    """Fork a child that appends to ``run_id`` through the inherited handle: its exit code,
     or ``None`` if it was still running after 30 seconds (then killed)."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            store.append(run_id, [new(who="child")])
-            code = 0
-        finally:
-            os._exit(code)
-    for _ in range(300):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    return None
+    return exit_code_in_forked_child(lambda: store.append(run_id, [new(who="child")]))
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX-only")
