@@ -138,19 +138,41 @@ def _park(parked: threading.Event, resume: threading.Event) -> None:
     resume.wait()
 
 
+class _NoOne:
+    """The future a parking item gives aiosqlite's thread to report to: nobody listens.
+
+    Releases before 0.22.1 report every item's result through ``future.get_loop()``
+    unconditionally; ``None`` there raised in the thread, which then ended for good.
+    """
+
+    def get_loop(self) -> _NoOne:
+        return self
+
+    def call_soon_threadsafe(self, *_args: object) -> None:
+        return None
+
+
+def _worker_thread(driver: Any) -> threading.Thread | None:
+    """The thread an aiosqlite connection runs on: the connection itself before 0.22."""
+    if isinstance(driver, threading.Thread):
+        return driver
+    thread = getattr(driver, "_thread", None)
+    return thread if isinstance(thread, threading.Thread) else None
+
+
 def _before_fork() -> None:
     me = threading.get_ident()
     resumes: list[threading.Event] = []
     asked: list[tuple[Any, threading.Event]] = []
     longest = 0.0
     for driver, (wait, _) in list(_WORKERS.items()):
-        thread = getattr(driver, "_thread", None)
+        thread = _worker_thread(driver)
         if not getattr(driver, "_running", False) or thread is None or not thread.is_alive():
             continue
         if thread.ident == me:
             continue  # forked from that thread itself: nothing runs there meanwhile
         parked, resume = threading.Event(), threading.Event()
-        driver._tx.put_nowait((None, lambda p=parked, r=resume: _park(p, r)))
+        driver._tx.put_nowait((_NoOne(), lambda p=parked, r=resume: _park(p, r)))
         resumes.append(resume)
         asked.append((driver, parked))
         longest = max(longest, wait)
