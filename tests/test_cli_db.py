@@ -204,6 +204,25 @@ def test_a_writing_command_that_upgrades_an_older_schema_says_so(tmp_path: Path)
     assert at_head.stderr == ""
 
 
+def test_a_reading_command_on_a_schema_missing_an_index_names_it(tmp_path: Path) -> None:
+    """``runs list`` on a database at head whose key index was dropped by hand said "at
+    revision 0003, this version needs 0003": the command's own fix replaced the message."""
+    url = f"sqlite:///{tmp_path / 'damaged.db'}"
+    assert invoke("demo", "--url", url).exit_code == 0
+    conn = sqlite3.connect(tmp_path / "damaged.db")
+    conn.execute("DROP INDEX uq_pa_events_run_id_key")
+    conn.close()
+    listed = invoke("runs", "list", "--url", url)
+    assert listed.exit_code != 0
+    assert listed.stderr.strip() == (
+        f"error: the schema of {url} is at revision {HEAD} but lacks index "
+        "uq_pa_events_run_id_key on pa_events (dropped or changed by hand); run "
+        f"`purpose-agent db upgrade --url {url}`"
+    )
+    assert invoke("db", "upgrade", "--url", url).exit_code == 0
+    assert invoke("runs", "list", "--url", url).exit_code == 0
+
+
 @pytest.mark.sqlite
 @pytest.mark.parametrize("command", [["upgrade"], ["upgrade", "0002"], ["downgrade", "0002"]])
 def test_moving_a_schema_a_newer_version_wrote_names_the_upgrade_of_the_package(

@@ -6,7 +6,7 @@ import click
 
 from purpose_agent.cli.options import resolve_url, url_flag
 from purpose_agent.db.migrate import UPGRADE_COMMAND, head_revision, not_current
-from purpose_agent.errors import CheckpointError, SchemaNotCurrent
+from purpose_agent.errors import CheckpointError, SchemaDamaged, SchemaNotCurrent
 from purpose_agent.ops.schema import schema_status
 from purpose_agent.protocol import Checkpointer
 from purpose_agent.stores.open import Target, TargetKind, open_store, parse_target
@@ -40,7 +40,10 @@ def open_target(
     try:
         store = open_store(target, create=create, read_only=read_only)
     except SchemaNotCurrent as exc:
-        raise not_current(exc.found, UPGRADE_COMMAND + url_flag(given, str(target))) from exc
+        command = UPGRADE_COMMAND + url_flag(given, str(target))
+        if isinstance(exc, SchemaDamaged):
+            raise SchemaDamaged(exc.found, command, exc.where, exc.missing) from exc
+        raise not_current(exc.found, command) from exc
     if before is not None:
         click.echo(
             f"note: upgraded the schema of {target} from revision {before} to "
