@@ -34,6 +34,8 @@ from purpose_agent.db.migrate import (
     VERSION_TABLE,
     current_revision,
     head_revision,
+    is_known_revision,
+    not_current,
     repair,
     run_locked,
 )
@@ -147,8 +149,26 @@ def _configure(connection: Connection) -> None:
     )
 
 
+def _refuse_newer_revision(connection: Connection) -> None:
+    """Refuse to move a schema a newer release wrote, saying so as the store does.
+
+    Alembic's own answer was "Can't locate revision identified by '0099'". ``stamp`` goes on:
+    ``alembic stamp head --purge`` is how an operator who knows better takes the schema back.
+
+    Raises:
+        CommandError: ``upgrade`` or ``downgrade`` of a database at a revision this release
+            does not have; alembic prints ``FAILED:`` and the message.
+    """
+    if _command() not in ("upgrade", "downgrade"):
+        return
+    found = current_revision(connection)
+    if found is not None and not is_known_revision(found):
+        raise CommandError(str(not_current(found)))
+
+
 def _run(connection: Connection) -> None:
     _configure(connection)
+    _refuse_newer_revision(connection)
     partitions = _events_partitions()
     if partitions is not None and connection.dialect.name != "postgresql":
         if partitions:

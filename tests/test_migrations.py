@@ -169,6 +169,29 @@ def test_alembic_command_line_refused_by_the_server_says_why_in_one_line(
         assert ":***@" in failed[0], failed[0]
 
 
+@pytest.mark.sqlite
+@pytest.mark.parametrize("command", [("upgrade", "head"), ("downgrade", "0002")])
+def test_alembic_on_a_schema_a_newer_version_wrote_names_the_package_upgrade(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """Alembic said only "Can't locate revision identified by '0099'": the revision is a
+    newer release's, and the fix is upgrading the package, as the store's own error says."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    SQLCheckpointer(url).close()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '0099'"))
+    engine.dispose()
+    result = _alembic(*command, url=url)
+    assert result.returncode != 0
+    failed = [line for line in (result.stdout + result.stderr).splitlines() if "FAILED" in line]
+    assert failed == [f"FAILED: {migrate.not_current('0099')}"], result.stderr
+    assert "pip install --upgrade purpose-agent" in failed[0]
+    stamped = _alembic("stamp", "head", "--purge", url=url)  # the operator's way back
+    assert stamped.returncode == 0, stamped.stderr
+    assert migrate.head_revision() in _alembic("current", url=url).stdout
+
+
 def _linear_history(script: ScriptDirectory) -> list[str]:
     """The revisions from base to head, failing unless they form one unbroken line."""
     try:
