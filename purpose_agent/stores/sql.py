@@ -1408,6 +1408,21 @@ class SQLCheckpointer(BatchCommits, ClosingContext):
             return
         self._call("deleting a run", remove)
 
+    def upgrade_schema(self) -> None:
+        """Bring the schema to the revision this version needs, now.
+
+        Opening the store did so (or, with ``migrate=False``, checked); this is for a database
+        changed since: moved back by ``purpose-agent db downgrade``, or with a table, column or
+        index dropped by hand. Safe when several processes call it at once: one migrates, the
+        others find the work done.
+
+        Raises:
+            SchemaNotCurrent: The database was migrated by a newer version of the package.
+            StoreUnavailable: The database cannot be reached.
+
+        """
+        self._call("upgrading the schema", lambda: ensure_schema(self._engine, migrate=True))
+
     def clock_ns(self) -> int:
         """The present as this store stamps writes, in nanoseconds.
 

@@ -584,6 +584,10 @@ class AsyncSQLCheckpointer:
             whole_groups=whole_groups,
         )
 
+    async def upgrade_schema(self) -> None:
+        """See :meth:`SQLCheckpointer.upgrade_schema`: on this store's own connections."""
+        await self._run(SQLCheckpointer.upgrade_schema)
+
     async def clock_ns(self) -> int:
         """See :meth:`SQLCheckpointer.clock_ns`."""
         return await self._run(SQLCheckpointer.clock_ns)

@@ -1319,6 +1319,29 @@ def test_setup_upgrades_a_database_downgraded_since_the_store_opened(tmp_path: A
         assert found.checkpoint["id"] == cid
 
 
+@pytest.mark.sqlite
+def test_asetup_on_an_async_store_upgrades_it_on_its_own_connections(tmp_path: Any) -> None:
+    """``asetup`` ran ``setup`` in a thread, which built the async store's synchronous twin:
+    a second engine with its own pool, kept open (a server connection for good under
+    session pooling) for a saver whose methods are all async."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+
+    async def scenario() -> tuple[str | None, bool]:
+        async with PurposeAgentSaver.afrom_url(url) as saver:
+            await saver.aput(_config("kept"), _checkpoint({"v": 1}), {"step": 0}, {"v": 1})
+            downgrade_schema(url, "0002")
+            await saver.asetup()
+            store = saver._async
+            assert store is not None
+            found = await saver.aget_tuple(_config("kept"))
+            assert found is not None
+            return schema_status(url).current, store._twin is not None
+
+    current, twin_built = asyncio.run(scenario())
+    assert current == schema_status(url).head != "0002"
+    assert not twin_built
+
+
 def test_checkpoint_tuples_are_built_as_langgraphs_constructor_builds_them() -> None:
     """Reads build the tuple from its fields in order, skipping the named tuple's __new__."""
     fields = ({"c": 1}, {"id": "x"}, {"step": 1}, None, [("t", "ch", 1)])

@@ -21,7 +21,6 @@ from langgraph.checkpoint.base import (
     get_checkpoint_metadata,
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
-from sqlalchemy.exc import DBAPIError
 
 from purpose_agent import (
     AsyncSQLCheckpointer,
@@ -31,9 +30,6 @@ from purpose_agent import (
     SequenceConflict,
     SQLCheckpointer,
 )
-from purpose_agent.db.engine import shown_url
-from purpose_agent.db.migrate import ensure_schema
-from purpose_agent.errors import translated
 from purpose_agent.integrations.langgraph import (
     calls,
     channels,
@@ -512,14 +508,18 @@ class PurposeAgentSaver(BaseCheckpointSaver[int]):
             StoreUnavailable: The database cannot be reached.
         """
         store = self.store
-        if not isinstance(store, SQLCheckpointer):
-            return
-        shown = shown_url(store.engine.url)
-        with translated("setting up the schema", shown, DBAPIError):
-            ensure_schema(store.engine, migrate=True)
+        if isinstance(store, SQLCheckpointer):
+            store.upgrade_schema()
 
     async def asetup(self) -> None:
-        """:meth:`setup`, in a worker thread, as LangGraph's async savers have it."""
+        """:meth:`setup`, as LangGraph's async savers have it.
+
+        On an ``AsyncSQLCheckpointer``, on its own connections: ``setup`` would build its
+        synchronous twin, a second engine whose pool stays open; otherwise in a worker thread.
+        """
+        if self._async is not None:
+            await self._async.upgrade_schema()
+            return
         await asyncio.to_thread(self.setup)
 
     def put(
