@@ -11,6 +11,7 @@ for as long as the long transaction lasted, not for the few seconds the DDL take
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from purpose_agent import NewEvent, SQLCheckpointer
+from purpose_agent import AsyncSQLCheckpointer, NewEvent, SQLCheckpointer
 from purpose_agent.db import migrate
 from purpose_agent.db.engine import make_engine
 from tests.servers import server_url, throwaway_database
@@ -129,6 +130,42 @@ def test_an_upgrade_waiting_behind_a_long_transaction_does_not_stop_the_writers(
             assert conn.execute(sa.text("SELECT count(*) FROM pa_events")).scalar() == 1
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_async_store_waiting_to_migrate_leaves_its_event_loop_running(
+    previous_postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An async store migrates in a greenlet on its loop's thread: between its tries for the
+    tables' lock the migration slept there with ``time.sleep``, and every task of the loop
+    stopped with it, up to a second at a time."""
+    monkeypatch.setattr(migrate, "MIGRATION_LOCK_TIMEOUT", 0.2)
+    real_sleep = time.sleep
+    slept_on_a_loop: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            slept_on_a_loop.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(time, "sleep", sleep)
+
+    async def open_and_read() -> None:
+        async with AsyncSQLCheckpointer(previous_postgres) as store:
+            await store.last_seq("worker")  # the first call opens the store: it migrates
+
+    writes_pass_a_waiting_change(previous_postgres, lambda: asyncio.run(open_and_read()))
+    engine = make_engine(previous_postgres, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            assert migrate.current_revision(conn) == migrate.head_revision()
+    finally:
+        engine.dispose()
+    assert slept_on_a_loop == []
 
 
 @pytest.mark.sqlite

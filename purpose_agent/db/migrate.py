@@ -15,6 +15,7 @@ with it, 0.85 s without).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import shlex
 import time
@@ -43,6 +44,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateColumn
+from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import in_greenlet
 
 from purpose_agent.db.engine import shown_url, synchronous_url
 from purpose_agent.db.transactions import migration_lock
@@ -296,8 +299,20 @@ def run_locked(engine: Engine, work: Callable[[Connection], None]) -> None:
                 ) from exc
         else:
             return
-        time.sleep(pause)
+        _pause(pause)
         pause = min(pause * 2, 1.0)
+
+
+def _pause(seconds: float) -> None:
+    """Wait between two tries for the tables' lock, without stopping an event loop.
+
+    An ``AsyncSQLCheckpointer`` migrates in a greenlet on its loop's thread (each statement is
+    awaited there): ``time.sleep`` stopped every task of the loop for as long.
+    """
+    if in_greenlet():
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
 
 
 def _upgrade(conn: Connection, revision: str) -> None:
